@@ -334,6 +334,8 @@ def write_idx(path: str | os.PathLike, array, *, compress: bool | None = None,
     parent = path.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600; give the file the usual mode
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             if compress:
                 with gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0,
@@ -353,6 +355,17 @@ def write_idx(path: str | os.PathLike, array, *, compress: bool | None = None,
             pass
         raise
     _fsync_dir(parent)
+
+
+def _umask() -> int:
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)  # reading the umask means setting it; restore at once
+        os.umask(_UMASK)
+    return _UMASK
+
+
+_UMASK: int | None = None
 
 
 def _fsync_dir(directory) -> None:
