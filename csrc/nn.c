@@ -1,0 +1,711 @@
+/*
+ * nn.c -- layer kernels of digitcore: activations, dense layer (over dc_sgemm), softmax and
+ * cross-entropy, input gather/conversion, optimizers, norms, counter-based RNG and dropout.
+ *
+ * Plain C11, no intrinsics: the inner loops are written so the compiler vectorizes them.
+ * Threading: elementwise work is cut into fixed-size chunks; OpenMP runs the chunks in
+ * parallel only when there is more than one chunk (small work is never threaded). Every
+ * element's value is computed by the same code whatever the chunk or thread, and the only
+ * floating-point reductions (dbias, softmax_xent's loss, sum_squares) add fixed partials in a
+ * fixed order, so results do not depend on the thread count.
+ */
+#include "digitcore.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Elements per parallel chunk. Cheap ops (a multiply, a select) are memory-bound: below
+ * ~64 K elements the fork/join costs more than a second core gains. Transcendental ops
+ * (exp, tanh) do ~20x the work per element, so they split earlier. */
+#define CHUNK_CHEAP ((int64_t)65536)
+#define CHUNK_TRANS ((int64_t)8192)
+/* sum_squares partials: fixed so the sum's rounding never depends on the thread count. */
+#define SUMSQ_CHUNK ((int64_t)16384)
+/* Rows per chunk in row-wise kernels (softmax, dense epilogue) are chosen so that a chunk
+ * holds roughly this many elements. */
+#define ROW_CHUNK_ELEMS ((int64_t)16384)
+
+static inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t n_chunks(int64_t n, int64_t chunk) { return (n + chunk - 1) / chunk; }
+
+static int64_t rows_per_chunk(int64_t cols, int64_t per_elem_cost)
+{
+    int64_t target = ROW_CHUNK_ELEMS / (per_elem_cost > 0 ? per_elem_cost : 1);
+    int64_t r = cols > 0 ? target / cols : target;
+    return r > 0 ? r : 1;
+}
+
+/* ==== activations ========================================================================= */
+
+static void act_forward_range(float *out, const float *inp, int64_t lo, int64_t hi, int act,
+                              float alpha)
+{
+    int64_t i;
+    switch (act) {
+    case DC_ACT_RELU:
+        for (i = lo; i < hi; i++) {
+            float x = inp[i];
+            out[i] = x > 0.0f ? x : 0.0f;
+        }
+        break;
+    case DC_ACT_LEAKY_RELU:
+        for (i = lo; i < hi; i++) {
+            float x = inp[i];
+            out[i] = x > 0.0f ? x : alpha * x;
+        }
+        break;
+    case DC_ACT_SIGMOID:
+        for (i = lo; i < hi; i++)
+            out[i] = 1.0f / (1.0f + expf(-inp[i]));
+        break;
+    case DC_ACT_TANH:
+        for (i = lo; i < hi; i++)
+            out[i] = tanhf(inp[i]);
+        break;
+    default: /* identity */
+        if (out != inp)
+            memmove(out + lo, inp + lo, (size_t)(hi - lo) * sizeof(float));
+        break;
+    }
+}
+
+static int act_valid(int act)
+{
+    return act == DC_ACT_IDENTITY || act == DC_ACT_RELU || act == DC_ACT_LEAKY_RELU ||
+           act == DC_ACT_SIGMOID || act == DC_ACT_TANH;
+}
+
+static int64_t act_chunk(int act)
+{
+    return (act == DC_ACT_SIGMOID || act == DC_ACT_TANH) ? CHUNK_TRANS : CHUNK_CHEAP;
+}
+
+// inp is (n), out is (n); out may equal inp
+int dc_activation_forward(float *out, const float *inp, int64_t n, int act, float alpha)
+{
+    if (n < 0 || !act_valid(act))
+        return DC_ERR_ARG;
+    if (n == 0)
+        return DC_OK;
+    int64_t chunk = act_chunk(act), nc = n_chunks(n, chunk);
+#ifdef _OPENMP
+    int nt = dc_get_num_threads();
+#pragma omp parallel for schedule(static) num_threads(nt) if (nc > 1 && nt > 1)
+#endif
+    for (int64_t c = 0; c < nc; c++)
+        act_forward_range(out, inp, c * chunk, min_i64(n, (c + 1) * chunk), act, alpha);
+    return DC_OK;
+}
+
+static void act_backward_range(float *dinp, const float *dout, const float *out, int64_t lo,
+                               int64_t hi, int act, float alpha)
+{
+    int64_t i;
+    switch (act) {
+    case DC_ACT_RELU:
+        /* f'(0) = 0, as PyTorch's threshold_backward */
+        for (i = lo; i < hi; i++)
+            dinp[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+        break;
+    case DC_ACT_LEAKY_RELU:
+        /* out > 0 iff x > 0 for a slope alpha >= 0 */
+        for (i = lo; i < hi; i++)
+            dinp[i] = out[i] > 0.0f ? dout[i] : alpha * dout[i];
+        break;
+    case DC_ACT_SIGMOID:
+        for (i = lo; i < hi; i++) {
+            float y = out[i];
+            dinp[i] = dout[i] * (y * (1.0f - y));
+        }
+        break;
+    case DC_ACT_TANH:
+        for (i = lo; i < hi; i++) {
+            float y = out[i];
+            dinp[i] = dout[i] * (1.0f - y * y);
+        }
+        break;
+    default:
+        if (dinp != dout)
+            memmove(dinp + lo, dout + lo, (size_t)(hi - lo) * sizeof(float));
+        break;
+    }
+}
+
+// dout, out (forward output) are (n), dinp is (n); dinp may equal dout
+int dc_activation_backward(float *dinp, const float *dout, const float *out, int64_t n,
+                           int act, float alpha)
+{
+    if (n < 0 || !act_valid(act))
+        return DC_ERR_ARG;
+    if (n == 0)
+        return DC_OK;
+    int64_t chunk = CHUNK_CHEAP, nc = n_chunks(n, chunk);
+#ifdef _OPENMP
+    int nt = dc_get_num_threads();
+#pragma omp parallel for schedule(static) num_threads(nt) if (nc > 1 && nt > 1)
+#endif
+    for (int64_t c = 0; c < nc; c++)
+        act_backward_range(dinp, dout, out, c * chunk, min_i64(n, (c + 1) * chunk), act,
+                           alpha);
+    return DC_OK;
+}
+
+/* ==== dense layer ========================================================================= */
+
+// inp is (B,I), weight is (O,I), bias is (O) or NULL, out is (B,O)
+int dc_dense_forward(float *out, const float *inp, const float *weight, const float *bias,
+                     int64_t B, int64_t I, int64_t O, int act, float alpha)
+{
+    if (B < 0 || I < 0 || O < 0 || !act_valid(act))
+        return DC_ERR_ARG;
+    if (B == 0 || O == 0)
+        return DC_OK;
+    if (I == 0) {
+        memset(out, 0, (size_t)(B * O) * sizeof(float));
+    } else {
+        int st = dc_sgemm(0, 1, B, O, I, 1.0f, inp, I, weight, I, 0.0f, out, O);
+        if (st != DC_OK)
+            return st;
+    }
+    if (bias == NULL && act == DC_ACT_IDENTITY)
+        return DC_OK;
+    /* Epilogue: bias then activation on one row at a time while it is still in L1. */
+    int64_t cost = (act == DC_ACT_SIGMOID || act == DC_ACT_TANH) ? 8 : 1;
+    int64_t rpc = rows_per_chunk(O, cost), nc = n_chunks(B, rpc);
+#ifdef _OPENMP
+    int nt = dc_get_num_threads();
+#pragma omp parallel for schedule(static) num_threads(nt) if (nc > 1 && nt > 1)
+#endif
+    for (int64_t c = 0; c < nc; c++) {
+        int64_t r1 = min_i64(B, (c + 1) * rpc);
+        for (int64_t r = c * rpc; r < r1; r++) {
+            float *row = out + r * O;
+            if (bias != NULL)
+                for (int64_t j = 0; j < O; j++)
+                    row[j] += bias[j];
+            if (act != DC_ACT_IDENTITY)
+                act_forward_range(row, row, 0, O, act, alpha);
+        }
+    }
+    return DC_OK;
+}
+
+// dout is (B,O), inp is (B,I), weight is (O,I); dinp is (B,I), dweight is (O,I), dbias (O)
+int dc_dense_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                      const float *inp, const float *weight, int64_t B, int64_t I, int64_t O,
+                      int accumulate)
+{
+    if (B < 0 || I < 0 || O < 0)
+        return DC_ERR_ARG;
+    int st;
+    /* dinp = dout . weight: (B,O)x(O,I) */
+    if (dinp != NULL && B > 0 && I > 0) {
+        if (O == 0) {
+            memset(dinp, 0, (size_t)(B * I) * sizeof(float));
+        } else {
+            st = dc_sgemm(0, 0, B, I, O, 1.0f, dout, O, weight, I, 0.0f, dinp, I);
+            if (st != DC_OK)
+                return st;
+        }
+    }
+    /* dweight (+)= dout^T . inp: (O,B)x(B,I) */
+    if (dweight != NULL && O > 0 && I > 0) {
+        if (B == 0) {
+            if (!accumulate)
+                memset(dweight, 0, (size_t)(O * I) * sizeof(float));
+        } else {
+            st = dc_sgemm(1, 0, O, I, B, 1.0f, dout, O, inp, I, accumulate ? 1.0f : 0.0f,
+                          dweight, I);
+            if (st != DC_OK)
+                return st;
+        }
+    }
+    /* dbias (+)= column sums of dout, accumulated in double row after row (a fixed order)
+     * so a batch of thousands keeps float32 accuracy. */
+    if (dbias != NULL && O > 0) {
+        double *acc = (double *)calloc((size_t)O, sizeof(double));
+        if (acc == NULL)
+            return DC_ERR_NOMEM;
+        for (int64_t r = 0; r < B; r++) {
+            const float *row = dout + r * O;
+            for (int64_t j = 0; j < O; j++)
+                acc[j] += (double)row[j];
+        }
+        if (accumulate)
+            for (int64_t j = 0; j < O; j++)
+                dbias[j] = (float)((double)dbias[j] + acc[j]);
+        else
+            for (int64_t j = 0; j < O; j++)
+                dbias[j] = (float)acc[j];
+        free(acc);
+    }
+    return DC_OK;
+}
+
+/* ==== softmax and cross-entropy ============================================================ */
+
+static float row_max(const float *x, int64_t C)
+{
+    float m = x[0];
+    for (int64_t j = 1; j < C; j++)
+        m = x[j] > m ? x[j] : m;
+    return m;
+}
+
+// logits is (B,C), probs is (B,C); probs may equal logits
+int dc_softmax_forward(float *probs, const float *logits, int64_t B, int64_t C)
+{
+    if (B < 0 || C < 0)
+        return DC_ERR_ARG;
+    if (B == 0 || C == 0)
+        return DC_OK;
+    int64_t rpc = rows_per_chunk(C, 8), nc = n_chunks(B, rpc);
+#ifdef _OPENMP
+    int nt = dc_get_num_threads();
+#pragma omp parallel for schedule(static) num_threads(nt) if (nc > 1 && nt > 1)
+#endif
+    for (int64_t c = 0; c < nc; c++) {
+        int64_t r1 = min_i64(B, (c + 1) * rpc);
+        for (int64_t r = c * rpc; r < r1; r++) {
+            const float *x = logits + r * C;
+            float *p = probs + r * C;
+            float m = row_max(x, C);
+            double s = 0.0;
+            for (int64_t j = 0; j < C; j++) {
+                float e = expf(x[j] - m);
+                p[j] = e;
+                s += (double)e;
+            }
+            float inv = (float)(1.0 / s);
+            for (int64_t j = 0; j < C; j++)
+                p[j] *= inv;
+        }
+    }
+    return DC_OK;
+}
+
+/* Rows [r0, r1) of the fused softmax + cross-entropy; returns the sum of row losses (in
+ * row order) and adds the correct count to *correct. */
+static double xent_rows(float *probs, float *dlogits, int64_t *correct, const float *logits,
+                        const int64_t *labels, int64_t r0, int64_t r1, int64_t B, int64_t C,
+                        float s)
+{
+    double loss = 0.0;
+    int64_t ok = 0;
+    const float on = (1.0f - s) + s / (float)C; /* target of the labelled class */
+    const float off = s / (float)C;             /* target of every other class */
+    const float invB = 1.0f / (float)B;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *x = logits + r * C;
+        const int64_t y = labels[r];
+        /* reads of the row first: probs/dlogits may alias logits */
+        float m = x[0];
+        int64_t arg = 0;
+        for (int64_t j = 1; j < C; j++)
+            if (x[j] > m) {
+                m = x[j];
+                arg = j;
+            }
+        double se = 0.0, sx = 0.0;
+        for (int64_t j = 0; j < C; j++) {
+            se += (double)expf(x[j] - m);
+            sx += (double)x[j] - (double)m;
+        }
+        const double lse = log(se); /* log-sum-exp of (x - m) */
+        const double logp_y = ((double)x[y] - (double)m) - lse;
+        const double sum_logp = sx - (double)C * lse;
+        loss += -(1.0 - (double)s) * logp_y - ((double)s / (double)C) * sum_logp;
+        ok += (arg == y);
+        const float inv = (float)(1.0 / se);
+        for (int64_t j = 0; j < C; j++) {
+            float p = expf(x[j] - m) * inv;
+            if (probs != NULL)
+                probs[r * C + j] = p;
+            if (dlogits != NULL)
+                dlogits[r * C + j] = (p - (j == y ? on : off)) * invB;
+        }
+    }
+    *correct += ok;
+    return loss;
+}
+
+// logits is (B,C), labels is (B); probs, dlogits are (B,C) or NULL
+int dc_softmax_xent(float *probs, float *dlogits, double *loss, int64_t *n_correct,
+                    const float *logits, const int64_t *labels, int64_t B, int64_t C,
+                    float label_smoothing)
+{
+    if (B < 0 || C < 0 || loss == NULL || !(label_smoothing >= 0.0f && label_smoothing <= 1.0f))
+        return DC_ERR_ARG;
+    /* every label is checked before anything is written */
+    for (int64_t r = 0; r < B; r++)
+        if (labels[r] < 0 || labels[r] >= C)
+            return DC_ERR_LABEL;
+    *loss = 0.0;
+    if (n_correct != NULL)
+        *n_correct = 0;
+    if (B == 0)
+        return DC_OK;
+    int64_t rpc = rows_per_chunk(C, 8), nc = n_chunks(B, rpc);
+    int64_t correct = 0;
+    double total = 0.0;
+    if (nc == 1) {
+        total = xent_rows(probs, dlogits, &correct, logits, labels, 0, B, B, C,
+                          label_smoothing);
+    } else {
+        /* per-chunk partial losses added in chunk order: the same rounding for any
+         * number of threads (and the same as the single-chunk path would give per chunk) */
+        double *part = (double *)malloc((size_t)nc * sizeof(double));
+        if (part == NULL)
+            return DC_ERR_NOMEM;
+#ifdef _OPENMP
+        int nt = dc_get_num_threads();
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1) reduction(+ : correct)
+#endif
+        for (int64_t c = 0; c < nc; c++) {
+            int64_t k = 0;
+            part[c] = xent_rows(probs, dlogits, &k, logits, labels, c * rpc,
+                                min_i64(B, (c + 1) * rpc), B, C, label_smoothing);
+            correct += k;
+        }
+        for (int64_t c = 0; c < nc; c++)
+            total += part[c];
+        free(part);
+    }
+    *loss = total / (double)B;
+    if (n_correct != NULL)
+        *n_correct = correct;
+    return DC_OK;
+}
+
+/* ==== input conversion ===================================================================== */
+
+// inp is (N,F) uint8, idx is (B) or NULL, out is (B,F)
+int dc_gather_u8(float *out, const uint8_t *inp, const int64_t *idx, int64_t B, int64_t F,
+                 float scale, float shift)
+{
+    if (B < 0 || F < 0)
+        return DC_ERR_ARG;
+    if (B == 0 || F == 0)
+        return DC_OK;
+    int64_t rpc = rows_per_chunk(F, 1) * 4, nc = n_chunks(B, rpc);
+#ifdef _OPENMP
+    int nt = dc_get_num_threads();
+#pragma omp parallel for schedule(static) num_threads(nt) if (nc > 1 && nt > 1)
+#endif
+    for (int64_t c = 0; c < nc; c++) {
+        int64_t r1 = min_i64(B, (c + 1) * rpc);
+        for (int64_t r = c * rpc; r < r1; r++) {
+            const uint8_t *src = inp + (idx != NULL ? idx[r] : r) * F;
+            float *dst = out + r * F;
+            for (int64_t j = 0; j < F; j++)
+                dst[j] = (float)src[j] * scale + shift;
+        }
+    }
+    return DC_OK;
+}
+
+// inp is (N,F) float32, idx is (B) or NULL, out is (B,F)
+int dc_gather_f32(float *out, const float *inp, const int64_t *idx, int64_t B, int64_t F,
+                  float scale, float shift)
+{
+    if (B < 0 || F < 0)
+        return DC_ERR_ARG;
+    if (B == 0 || F == 0)
+        return DC_OK;
+    int64_t rpc = rows_per_chunk(F, 1) * 4, nc = n_chunks(B, rpc);
+#ifdef _OPENMP
+    int nt = dc_get_num_threads();
+#pragma omp parallel for schedule(static) num_threads(nt) if (nc > 1 && nt > 1)
+#endif
+    for (int64_t c = 0; c < nc; c++) {
+        int64_t r1 = min_i64(B, (c + 1) * rpc);
+        for (int64_t r = c * rpc; r < r1; r++) {
+            const float *src = inp + (idx != NULL ? idx[r] : r) * F;
+            float *dst = out + r * F;
+            for (int64_t j = 0; j < F; j++)
+                dst[j] = src[j] * scale + shift;
+        }
+    }
+    return DC_OK;
+}
+
+/* ==== optimizers =========================================================================== */
+
+/* PyTorch SGD (dampening 0): g = grad + l2*p; buf = momentum*buf + g (buf starts at 0, which
+ * equals PyTorch's buf = g on the first step); g = nesterov ? g + momentum*buf : buf;
+ * p -= lr*g. */
+static void sgd_range(float *param, float *vel, const float *grad, int64_t lo, int64_t hi,
+                      float lr, float mom, int nesterov, float l2)
+{
+    int64_t i;
+    if (mom == 0.0f) {
+        for (i = lo; i < hi; i++) {
+            float g = grad[i] + l2 * param[i];
+            param[i] -= lr * g;
+        }
+    } else if (nesterov) {
+        for (i = lo; i < hi; i++) {
+            float g = grad[i] + l2 * param[i];
+            float b = mom * vel[i] + g;
+            vel[i] = b;
+            param[i] -= lr * (g + mom * b);
+        }
+    } else {
+        for (i = lo; i < hi; i++) {
+            float g = grad[i] + l2 * param[i];
+            float b = mom * vel[i] + g;
+            vel[i] = b;
+            param[i] -= lr * b;
+        }
+    }
+}
+
+// param, velocity, grad are (n); velocity may be NULL when momentum == 0
+int dc_sgd_update(float *param, float *velocity, const float *grad, int64_t n, float lr,
+                  float momentum, int nesterov, float l2)
+{
+    if (n < 0 || (momentum != 0.0f && velocity == NULL))
+        return DC_ERR_ARG;
+    if (n == 0)
+        return DC_OK;
+    int64_t nc = n_chunks(n, CHUNK_CHEAP);
+#ifdef _OPENMP
+    int nt = dc_get_num_threads();
+#pragma omp parallel for schedule(static) num_threads(nt) if (nc > 1 && nt > 1)
+#endif
+    for (int64_t c = 0; c < nc; c++)
+        sgd_range(param, velocity, grad, c * CHUNK_CHEAP, min_i64(n, (c + 1) * CHUNK_CHEAP),
+                  lr, momentum, nesterov, l2);
+    return DC_OK;
+}
+
+/* PyTorch RMSprop (centered=False, momentum=0): g = grad + l2*p;
+ * sq = rho*sq + (1-rho)*g^2; p -= lr * g / (sqrt(sq) + eps). */
+static void rmsprop_range(float *param, float *sq, const float *grad, int64_t lo, int64_t hi,
+                          float lr, float rho, float eps, float l2)
+{
+    const float one_m_rho = 1.0f - rho;
+    for (int64_t i = lo; i < hi; i++) {
+        float g = grad[i] + l2 * param[i];
+        float s = rho * sq[i] + one_m_rho * (g * g);
+        sq[i] = s;
+        param[i] -= lr * g / (sqrtf(s) + eps);
+    }
+}
+
+// param, sq_avg, grad are (n)
+int dc_rmsprop_update(float *param, float *sq_avg, const float *grad, int64_t n, float lr,
+                      float rho, float eps, float l2)
+{
+    if (n < 0)
+        return DC_ERR_ARG;
+    if (n == 0)
+        return DC_OK;
+    int64_t nc = n_chunks(n, CHUNK_TRANS * 4);
+#ifdef _OPENMP
+    int nt = dc_get_num_threads();
+#pragma omp parallel for schedule(static) num_threads(nt) if (nc > 1 && nt > 1)
+#endif
+    for (int64_t c = 0; c < nc; c++)
+        rmsprop_range(param, sq_avg, grad, c * CHUNK_TRANS * 4,
+                      min_i64(n, (c + 1) * CHUNK_TRANS * 4), lr, rho, eps, l2);
+    return DC_OK;
+}
+
+/* PyTorch Adam / AdamW (amsgrad=False): with l2 (Adam's weight_decay) g = grad + l2*p; with
+ * wd (AdamW's decoupled decay) p *= 1 - lr*wd (using p before this step, like PyTorch, and
+ * after l2 read it when both are given); m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
+ * p -= (lr / (1-b1^t)) * m / (sqrt(v) / sqrt(1-b2^t) + eps). */
+static void adam_range(float *param, float *m, float *v, const float *grad, int64_t lo,
+                       int64_t hi, float b1, float b2, float eps, float l2, float decay,
+                       float step_size, float sqrt_bc2)
+{
+    const float omb1 = 1.0f - b1, omb2 = 1.0f - b2;
+    for (int64_t i = lo; i < hi; i++) {
+        float p = param[i];
+        float g = grad[i] + l2 * p;
+        p *= decay;
+        float mi = b1 * m[i] + omb1 * g;
+        float vi = b2 * v[i] + omb2 * (g * g);
+        m[i] = mi;
+        v[i] = vi;
+        param[i] = p - step_size * mi / (sqrtf(vi) / sqrt_bc2 + eps);
+    }
+}
+
+// param, m, v, grad are (n); step >= 1
+int dc_adam_update(float *param, float *m, float *v, const float *grad, int64_t n, float lr,
+                   float beta1, float beta2, float eps, float l2, float wd, int64_t step)
+{
+    if (n < 0 || step < 1)
+        return DC_ERR_ARG;
+    if (n == 0)
+        return DC_OK;
+    const double bc1 = 1.0 - pow((double)beta1, (double)step);
+    const double bc2 = 1.0 - pow((double)beta2, (double)step);
+    const float step_size = (float)((double)lr / bc1);
+    const float sqrt_bc2 = (float)sqrt(bc2);
+    const float decay = 1.0f - lr * wd;
+    const int64_t chunk = CHUNK_TRANS * 4;
+    int64_t nc = n_chunks(n, chunk);
+#ifdef _OPENMP
+    int nt = dc_get_num_threads();
+#pragma omp parallel for schedule(static) num_threads(nt) if (nc > 1 && nt > 1)
+#endif
+    for (int64_t c = 0; c < nc; c++)
+        adam_range(param, m, v, grad, c * chunk, min_i64(n, (c + 1) * chunk), beta1, beta2, eps,
+                   l2, decay, step_size, sqrt_bc2);
+    return DC_OK;
+}
+
+/* Sum of squares of one chunk, in double, with 8 independent accumulators (fixed lanes,
+ * so the order is the same on every run and the loop can still be vectorized). */
+static double sumsq_chunk(const float *x, int64_t lo, int64_t hi)
+{
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = lo;
+    for (; i + 8 <= hi; i += 8)
+        for (int k = 0; k < 8; k++) {
+            double t = (double)x[i + k];
+            acc[k] += t * t;
+        }
+    for (int k = 0; i < hi; i++, k++) {
+        double t = (double)x[i];
+        acc[k] += t * t;
+    }
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+// x is (n)
+int dc_sum_squares(double *out, const float *x, int64_t n)
+{
+    if (n < 0 || out == NULL)
+        return DC_ERR_ARG;
+    *out = 0.0;
+    if (n == 0)
+        return DC_OK;
+    int64_t nc = n_chunks(n, SUMSQ_CHUNK);
+    double total = 0.0;
+    if (nc <= 4) {
+        for (int64_t c = 0; c < nc; c++)
+            total += sumsq_chunk(x, c * SUMSQ_CHUNK, min_i64(n, (c + 1) * SUMSQ_CHUNK));
+    } else {
+        double *part = (double *)malloc((size_t)nc * sizeof(double));
+        if (part == NULL)
+            return DC_ERR_NOMEM;
+#ifdef _OPENMP
+        int nt = dc_get_num_threads();
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+        for (int64_t c = 0; c < nc; c++)
+            part[c] = sumsq_chunk(x, c * SUMSQ_CHUNK, min_i64(n, (c + 1) * SUMSQ_CHUNK));
+        for (int64_t c = 0; c < nc; c++)
+            total += part[c];
+        free(part);
+    }
+    *out = total;
+    return DC_OK;
+}
+
+// x is (n), scaled in place
+int dc_scale(float *x, int64_t n, float s)
+{
+    if (n < 0)
+        return DC_ERR_ARG;
+    if (n == 0)
+        return DC_OK;
+    int64_t nc = n_chunks(n, CHUNK_CHEAP);
+#ifdef _OPENMP
+    int nt = dc_get_num_threads();
+#pragma omp parallel for schedule(static) num_threads(nt) if (nc > 1 && nt > 1)
+#endif
+    for (int64_t c = 0; c < nc; c++) {
+        int64_t hi = min_i64(n, (c + 1) * CHUNK_CHEAP);
+        for (int64_t i = c * CHUNK_CHEAP; i < hi; i++)
+            x[i] *= s;
+    }
+    return DC_OK;
+}
+
+/* ==== randomness, dropout =================================================================== */
+
+/* splitmix64's finalizer (Stafford's mix13): a bijection of 64-bit words with full
+ * avalanche. */
+static inline uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return z ^ (z >> 31);
+}
+
+#define GOLDEN UINT64_C(0x9E3779B97F4A7C15)
+
+/* (seed, stream) -> a key; value i is then splitmix64 element i from that key. Mixing the
+ * seed before adding the stream keeps nearby (seed, stream) pairs far apart. */
+static inline uint64_t stream_key(uint64_t seed, uint64_t stream)
+{
+    return mix64(mix64(seed ^ UINT64_C(0x6A09E667F3BCC909)) + stream * GOLDEN);
+}
+
+static inline uint64_t hash_at(uint64_t key, uint64_t i) { return mix64(key + (i + 1) * GOLDEN); }
+
+uint64_t dc_hash64(uint64_t seed, uint64_t stream, uint64_t i)
+{
+    return hash_at(stream_key(seed, stream), i);
+}
+
+/* uniform in [0, 1) with 24 random bits: exactly representable as a float */
+static inline float u24(uint64_t h) { return (float)(h >> 40) * (1.0f / 16777216.0f); }
+
+// inp, out, mask are (n); out may equal inp
+int dc_dropout_forward(float *out, uint8_t *mask, const float *inp, int64_t n, float p,
+                       uint64_t seed, uint64_t stream)
+{
+    if (n < 0 || !(p >= 0.0f && p < 1.0f))
+        return DC_ERR_ARG;
+    if (n == 0)
+        return DC_OK;
+    const uint64_t key = stream_key(seed, stream);
+    const float scale = 1.0f / (1.0f - p);
+    int64_t nc = n_chunks(n, CHUNK_TRANS * 2);
+#ifdef _OPENMP
+    int nt = dc_get_num_threads();
+#pragma omp parallel for schedule(static) num_threads(nt) if (nc > 1 && nt > 1)
+#endif
+    for (int64_t c = 0; c < nc; c++) {
+        int64_t hi = min_i64(n, (c + 1) * CHUNK_TRANS * 2);
+        for (int64_t i = c * CHUNK_TRANS * 2; i < hi; i++) {
+            int keep = u24(hash_at(key, (uint64_t)i)) >= p;
+            mask[i] = (uint8_t)keep;
+            out[i] = keep ? inp[i] * scale : 0.0f;
+        }
+    }
+    return DC_OK;
+}
+
+// dout, mask, dinp are (n); dinp may equal dout
+int dc_dropout_backward(float *dinp, const float *dout, const uint8_t *mask, int64_t n,
+                        float p)
+{
+    if (n < 0 || !(p >= 0.0f && p < 1.0f))
+        return DC_ERR_ARG;
+    if (n == 0)
+        return DC_OK;
+    const float scale = 1.0f / (1.0f - p);
+    int64_t nc = n_chunks(n, CHUNK_CHEAP);
+#ifdef _OPENMP
+    int nt = dc_get_num_threads();
+#pragma omp parallel for schedule(static) num_threads(nt) if (nc > 1 && nt > 1)
+#endif
+    for (int64_t c = 0; c < nc; c++) {
+        int64_t hi = min_i64(n, (c + 1) * CHUNK_CHEAP);
+        for (int64_t i = c * CHUNK_CHEAP; i < hi; i++)
+            dinp[i] = mask[i] ? dout[i] * scale : 0.0f;
+    }
+    return DC_OK;
+}
