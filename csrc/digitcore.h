@@ -1,0 +1,198 @@
+/*
+ * digitcore.h -- the one public header of digitcore's C kernels.
+ *
+ * Conventions (see docs/ARCHITECTURE.md):
+ *  - float32 compute, int64_t sizes, row-major C-contiguous arrays unless a leading
+ *    dimension is passed;
+ *  - outputs first, then const inputs, then dimensions and scalars;
+ *  - every function returns a status (DC_OK == 0); C never prints, exits or touches
+ *    Python, and frees its scratch memory on every path;
+ *  - the caller (Cython) has validated shapes, dtypes and aliasing: kernels trust it,
+ *    except for data-dependent errors (a label out of range) which they report.
+ *
+ * Overwrite-or-accumulate rule: outputs are overwritten unless the function takes an
+ * `accumulate` flag (or a GEMM beta) and it is non-zero, in which case results are
+ * added to what the output holds.
+ */
+#ifndef DIGITCORE_H
+#define DIGITCORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- status codes ------------------------------------------------------------ */
+enum {
+    DC_OK = 0,
+    DC_ERR_NOMEM = 1,       /* an allocation failed */
+    DC_ERR_ARG = 2,         /* an argument is invalid (caller bug: Cython should catch it) */
+    DC_ERR_LABEL = 3,       /* a class label is outside [0, n_classes) */
+    DC_ERR_UNSUPPORTED = 4, /* asked for a kernel path this CPU/build does not have */
+    DC_ERR_NONFINITE = 5    /* a loss or value became NaN or infinite */
+};
+
+/* ---- kernel path, threads ------------------------------------------------------ */
+enum { DC_KERNEL_GENERIC = 0, DC_KERNEL_AVX2 = 1 };
+
+int dc_cpu_has_avx2(void);      /* AVX2 && FMA && OS saves YMM state; detected once */
+int dc_kernel_path(void);       /* the path in use */
+int dc_select_kernel(int path); /* DC_ERR_UNSUPPORTED if the CPU lacks it */
+void dc_set_num_threads(int n); /* n <= 0: default (omp_get_max_threads()) */
+int dc_get_num_threads(void);   /* effective count; 1 without OpenMP */
+int dc_have_openmp(void);
+
+/* ---- GEMM ----------------------------------------------------------------------- */
+/* C (m,n) = alpha * op(A) * op(B) + beta * C
+ * op(A) is (m,k): A is (m,k) with lda >= k, or if trans_a, A is (k,m) with lda >= m.
+ * op(B) is (k,n): B is (k,n) with ldb >= n, or if trans_b, B is (n,k) with ldb >= k.
+ * beta == 0: C is overwritten (old contents ignored, even NaN). */
+int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+             const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+             int64_t ldc);
+/* Same contract, naive loops: the oracle and the fallback. */
+int dc_sgemm_ref(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                 const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                 float *c, int64_t ldc);
+
+/* ---- activations ------------------------------------------------------------------ */
+enum {
+    DC_ACT_IDENTITY = 0,
+    DC_ACT_RELU = 1,
+    DC_ACT_LEAKY_RELU = 2, /* slope `alpha` for x < 0 */
+    DC_ACT_SIGMOID = 3,
+    DC_ACT_TANH = 4
+};
+
+/* out (n) = f(inp (n)); out may equal inp (in place). */
+int dc_activation_forward(float *out, const float *inp, int64_t n, int act, float alpha);
+/* dinp (n) = dout (n) * f'(x), computed from the forward OUTPUT out = f(x) (every
+ * supported f has a derivative expressible in its output). dinp may equal dout. */
+int dc_activation_backward(float *dinp, const float *dout, const float *out, int64_t n,
+                           int act, float alpha);
+
+/* ---- dense layer ------------------------------------------------------------------- */
+/* out (B,O) = act(inp (B,I) . weight (O,I)^T + bias (O)); bias may be NULL. */
+int dc_dense_forward(float *out, const float *inp, const float *weight, const float *bias,
+                     int64_t B, int64_t I, int64_t O, int act, float alpha);
+/* Given dout (B,O), the gradient w.r.t. the pre-activation:
+ *   dinp (B,I)    = dout . weight          (overwritten; NULL to skip)
+ *   dweight (O,I) = dout^T . inp           (accumulated into if `accumulate`)
+ *   dbias (O)     = sum over B of dout     (accumulated into if `accumulate`; NULL to skip) */
+int dc_dense_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                      const float *inp, const float *weight, int64_t B, int64_t I, int64_t O,
+                      int accumulate);
+
+/* ---- softmax and loss ---------------------------------------------------------------- */
+/* probs (B,C) = softmax(logits (B,C)) row-wise, max-subtracted. probs may equal logits. */
+int dc_softmax_forward(float *probs, const float *logits, int64_t B, int64_t C);
+/* Fused softmax + cross-entropy with integer labels (B), optional label smoothing s:
+ * target = (1-s) * onehot + s / C.
+ *   probs (B,C)   softmax (may be NULL; may equal logits)
+ *   dlogits (B,C) = (probs - target) / B (may be NULL; may equal logits)
+ *   loss          mean cross-entropy over the batch (double)
+ *   n_correct     rows whose argmax equals the label (may be NULL)
+ * DC_ERR_LABEL if any label is outside [0, C). */
+int dc_softmax_xent(float *probs, float *dlogits, double *loss, int64_t *n_correct,
+                    const float *logits, const int64_t *labels, int64_t B, int64_t C,
+                    float label_smoothing);
+
+/* ---- input conversion -------------------------------------------------------------- */
+/* out (B,F) = rows idx[0..B) of inp (N,F) as float32, times scale plus shift.
+ * idx may be NULL (rows 0..B). Indices are trusted (validated by the caller). */
+int dc_gather_u8(float *out, const uint8_t *inp, const int64_t *idx, int64_t B, int64_t F,
+                 float scale, float shift);
+int dc_gather_f32(float *out, const float *inp, const int64_t *idx, int64_t B, int64_t F,
+                  float scale, float shift);
+
+/* ---- optimizers (one fused loop each, in place on param and state) ------------------- */
+/* L2 penalty `l2` adds l2 * param to the gradient; decoupled weight decay `wd` (AdamW)
+ * subtracts lr * wd * param. Momentum 0 = plain SGD (velocity may then be NULL). */
+int dc_sgd_update(float *param, float *velocity, const float *grad, int64_t n, float lr,
+                  float momentum, int nesterov, float l2);
+int dc_rmsprop_update(float *param, float *sq_avg, const float *grad, int64_t n, float lr,
+                      float rho, float eps, float l2);
+/* step counts from 1 (bias correction uses beta^step). */
+int dc_adam_update(float *param, float *m, float *v, const float *grad, int64_t n, float lr,
+                   float beta1, float beta2, float eps, float l2, float wd, int64_t step);
+/* out = sum of squares of x (n), accumulated in double. */
+int dc_sum_squares(double *out, const float *x, int64_t n);
+/* x (n) *= s */
+int dc_scale(float *x, int64_t n, float s);
+
+/* ---- randomness, dropout ------------------------------------------------------------- */
+/* Counter-based: value i depends only on (seed, stream, i), never on threads. */
+uint64_t dc_hash64(uint64_t seed, uint64_t stream, uint64_t i);
+/* out (n) = inp * keep / (1 - p), keep[i] = (uniform(seed, stream, i) >= p); mask (n)
+ * receives keep (0/1). out may equal inp. p in [0, 1). */
+int dc_dropout_forward(float *out, uint8_t *mask, const float *inp, int64_t n, float p,
+                       uint64_t seed, uint64_t stream);
+/* dinp (n) = dout * mask / (1 - p). dinp may equal dout. */
+int dc_dropout_backward(float *dinp, const float *dout, const uint8_t *mask, int64_t n,
+                        float p);
+
+/* ---- whole network (mlp.c) -------------------------------------------------------------- */
+/* A fully connected network of n_layers Dense layers; sizes has n_layers+1 entries.
+ * Parameters live in one flat float32 array: for layer l, weight (sizes[l+1], sizes[l])
+ * then bias (sizes[l+1]), layer after layer (dc_mlp_param_offsets gives the offsets).
+ * Hidden layers use `act`; the output layer is linear (softmax is in the loss). */
+typedef struct {
+    int64_t n_layers;
+    const int64_t *sizes;
+    float *params;         /* flat parameters */
+    int act;
+    float act_alpha;       /* leaky ReLU slope */
+    float dropout;         /* drop probability on hidden activations while training */
+} dc_mlp;
+
+enum { DC_OPT_SGD = 0, DC_OPT_RMSPROP = 1, DC_OPT_ADAM = 2 };
+
+typedef struct {
+    int kind;
+    float momentum;     /* SGD */
+    int nesterov;       /* SGD */
+    float beta1, beta2; /* Adam; beta2 is rho for RMSprop */
+    float eps;
+    float l2;           /* L2 penalty on weights (not biases) */
+    float weight_decay; /* decoupled (AdamW) on weights (not biases) */
+    float clip_norm;    /* clip the global gradient norm to this if > 0 */
+    int64_t step;       /* updates done so far (in/out) */
+    float *state1;      /* flat, same layout as params: velocity / sq_avg / m */
+    float *state2;      /* flat: v for Adam, else unused (may be NULL) */
+} dc_optim;
+
+typedef struct {
+    double loss_sum;       /* sum over batches of (mean batch loss * batch size) */
+    int64_t n_correct;
+    int64_t n_seen;
+    int64_t failed_batch;  /* index of the batch where a non-finite loss appeared, or -1 */
+} dc_train_stats;
+
+int64_t dc_mlp_n_params(int64_t n_layers, const int64_t *sizes);
+
+/* Train on batches: batch j uses rows order[j*bs .. min((j+1)*bs, n_order)) of x.
+ * x is uint8 (x_u8) or float32 (x_f32) of shape (n_rows, sizes[0]); rows are converted
+ * as x * scale + shift. labels (n_rows) int64. lrs (n_batches) per-batch learning rate.
+ * dropout masks use (seed, opt->step) so a run is reproducible. grads is scratch of
+ * n_params floats. Stops with DC_ERR_NONFINITE at the first non-finite loss or gradient
+ * norm (stats->failed_batch tells which); parameters are not updated by that batch. */
+int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float *grads,
+                 const uint8_t *x_u8, const float *x_f32, const int64_t *labels,
+                 const int64_t *order, int64_t n_order, int64_t batch_size, const float *lrs,
+                 float scale, float shift, uint64_t seed);
+
+/* Inference: out (n, sizes[n_layers]) = logits, or softmax probabilities if `softmax`. */
+int dc_mlp_forward(float *out, const dc_mlp *net, const uint8_t *x_u8, const float *x_f32,
+                   int64_t n, float scale, float shift, int softmax);
+
+/* Mean loss and correct count over rows of x (no dropout). labels may be NULL. */
+int dc_mlp_evaluate(double *loss, int64_t *n_correct, const dc_mlp *net, const uint8_t *x_u8,
+                    const float *x_f32, const int64_t *labels, int64_t n, float scale,
+                    float shift);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DIGITCORE_H */

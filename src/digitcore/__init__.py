@@ -1,0 +1,55 @@
+"""digitcore: fast, dependency-light neural networks for handwritten digits.
+
+Heavy or optional modules load on first use (PEP 562 ``__getattr__``), so
+``import digitcore`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib as _importlib
+
+from digitcore._version import __version__
+from digitcore.errors import DatasetError, DigitcoreError, KernelError, ModelFormatError
+
+# public name -> module that defines it
+_LAZY = {
+    "show_config": "digitcore._config",
+    "set_num_threads": "digitcore._config",
+    "get_num_threads": "digitcore._config",
+    "kernel_path": "digitcore._config",
+    "read_idx": "digitcore.idx",
+    "write_idx": "digitcore.idx",
+    "load_mnist": "digitcore.datasets",
+    "load_fashion_mnist": "digitcore.datasets",
+    "load_dataset": "digitcore.datasets",
+    "train_val_split": "digitcore.datasets",
+    "one_hot": "digitcore.datasets",
+    "Network": "digitcore.network",
+    "Trainer": "digitcore.trainer",
+    "History": "digitcore.trainer",
+    "MLPClassifier": "digitcore.estimator",
+    "load_model": "digitcore.modelio",
+    "save_model": "digitcore.modelio",
+    "preprocess_image": "digitcore.imaging",
+}
+_SUBMODULES = {"ops", "ops_ref", "optim", "metrics", "plots", "datasets", "idx", "network",
+               "trainer", "modelio", "imaging", "estimator", "cli"}
+
+__all__ = sorted(
+    ["__version__", "DigitcoreError", "DatasetError", "ModelFormatError", "KernelError",
+     *_LAZY, *_SUBMODULES]
+)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(_importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return _importlib.import_module(f"digitcore.{name}")
+    raise AttributeError(f"module 'digitcore' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,90 @@
+"""Run-time configuration: kernel path, threads, and ``show_config``.
+
+Reads ``DIGITCORE_KERNEL`` (``generic`` | ``avx2``) and ``DIGITCORE_NUM_THREADS`` once,
+when the compiled module is first needed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_initialized = False
+
+
+def _ops():
+    """The compiled module, configured from the environment on first use."""
+    global _initialized
+    from digitcore import _ops as ops
+
+    if not _initialized:
+        _initialized = True
+        kernel = os.environ.get("DIGITCORE_KERNEL", "").strip().lower()
+        if kernel:
+            ops.select_kernel(kernel)  # raises with a clear message for bad values
+        threads = os.environ.get("DIGITCORE_NUM_THREADS", "").strip()
+        if threads:
+            try:
+                n = int(threads)
+            except ValueError:
+                raise ValueError(
+                    f"DIGITCORE_NUM_THREADS must be a positive integer, got {threads!r}"
+                ) from None
+            if n < 1:
+                raise ValueError(f"DIGITCORE_NUM_THREADS must be >= 1, got {n}")
+            ops.set_num_threads(n)
+    return ops
+
+
+def set_num_threads(n: int | None) -> None:
+    """Use ``n`` threads in digitcore's kernels (``None`` or 0: the OpenMP default)."""
+    if n is None:
+        n = 0
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"set_num_threads expects a non-negative int or None, got {n!r}")
+    _ops().set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """Number of threads digitcore's kernels use."""
+    return _ops().get_num_threads()
+
+
+def kernel_path() -> str:
+    """``"avx2"`` or ``"generic"``: the GEMM path in use."""
+    return _ops().kernel_path()
+
+
+def select_kernel(name: str) -> None:
+    """Force the ``"generic"`` or ``"avx2"`` kernel path (like ``DIGITCORE_KERNEL``)."""
+    _ops().select_kernel(name)
+
+
+def config() -> dict:
+    """The build and run-time configuration as a dict."""
+    import numpy as np
+
+    from digitcore._version import __version__
+
+    ops = _ops()
+    return {
+        "version": __version__,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "kernel": ops.kernel_path(),
+        "cpu_avx2": ops.cpu_has_avx2(),
+        "openmp": ops.have_openmp(),
+        "threads": ops.get_num_threads(),
+    }
+
+
+def show_config(file=None) -> None:
+    """Print version, kernel path (avx2/generic), OpenMP and thread count."""
+    cfg = config()
+    out = file if file is not None else sys.stdout
+    print(f"digitcore {cfg['version']}", file=out)
+    print(f"  python      {cfg['python']}, numpy {cfg['numpy']}", file=out)
+    print(f"  kernel      {cfg['kernel']} (CPU AVX2+FMA: {'yes' if cfg['cpu_avx2'] else 'no'})",
+          file=out)
+    print(f"  openmp      {'on' if cfg['openmp'] else 'off'}", file=out)
+    print(f"  threads     {cfg['threads']}", file=out)

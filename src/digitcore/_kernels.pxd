@@ -1,0 +1,107 @@
+# cython: language_level=3
+# Declarations of csrc/digitcore.h for Cython. Keep in the same order as the header.
+from libc.stdint cimport int64_t, uint64_t, uint8_t
+
+cdef extern from "digitcore.h" nogil:
+    enum:
+        DC_OK
+        DC_ERR_NOMEM
+        DC_ERR_ARG
+        DC_ERR_LABEL
+        DC_ERR_UNSUPPORTED
+        DC_ERR_NONFINITE
+    enum:
+        DC_KERNEL_GENERIC
+        DC_KERNEL_AVX2
+
+    int dc_cpu_has_avx2()
+    int dc_kernel_path()
+    int dc_select_kernel(int path)
+    void dc_set_num_threads(int n)
+    int dc_get_num_threads()
+    int dc_have_openmp()
+
+    int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                 const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                 float *c, int64_t ldc)
+    int dc_sgemm_ref(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                     const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                     float *c, int64_t ldc)
+
+    enum:
+        DC_ACT_IDENTITY
+        DC_ACT_RELU
+        DC_ACT_LEAKY_RELU
+        DC_ACT_SIGMOID
+        DC_ACT_TANH
+    int dc_activation_forward(float *out, const float *inp, int64_t n, int act, float alpha)
+    int dc_activation_backward(float *dinp, const float *dout, const float *out, int64_t n,
+                               int act, float alpha)
+    int dc_dense_forward(float *out, const float *inp, const float *weight, const float *bias,
+                         int64_t B, int64_t I, int64_t O, int act, float alpha)
+    int dc_dense_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                          const float *inp, const float *weight, int64_t B, int64_t I,
+                          int64_t O, int accumulate)
+    int dc_softmax_forward(float *probs, const float *logits, int64_t B, int64_t C)
+    int dc_softmax_xent(float *probs, float *dlogits, double *loss, int64_t *n_correct,
+                        const float *logits, const int64_t *labels, int64_t B, int64_t C,
+                        float label_smoothing)
+    int dc_gather_u8(float *out, const uint8_t *inp, const int64_t *idx, int64_t B, int64_t F,
+                     float scale, float shift)
+    int dc_gather_f32(float *out, const float *inp, const int64_t *idx, int64_t B, int64_t F,
+                      float scale, float shift)
+    int dc_sgd_update(float *param, float *velocity, const float *grad, int64_t n, float lr,
+                      float momentum, int nesterov, float l2)
+    int dc_rmsprop_update(float *param, float *sq_avg, const float *grad, int64_t n, float lr,
+                          float rho, float eps, float l2)
+    int dc_adam_update(float *param, float *m, float *v, const float *grad, int64_t n,
+                       float lr, float beta1, float beta2, float eps, float l2, float wd,
+                       int64_t step)
+    int dc_sum_squares(double *out, const float *x, int64_t n)
+    int dc_scale(float *x, int64_t n, float s)
+    uint64_t dc_hash64(uint64_t seed, uint64_t stream, uint64_t i)
+    int dc_dropout_forward(float *out, uint8_t *mask, const float *inp, int64_t n, float p,
+                           uint64_t seed, uint64_t stream)
+    int dc_dropout_backward(float *dinp, const float *dout, const uint8_t *mask, int64_t n,
+                            float p)
+
+    ctypedef struct dc_mlp:
+        int64_t n_layers
+        const int64_t *sizes
+        float *params
+        int act
+        float act_alpha
+        float dropout
+    enum:
+        DC_OPT_SGD
+        DC_OPT_RMSPROP
+        DC_OPT_ADAM
+    ctypedef struct dc_optim:
+        int kind
+        float momentum
+        int nesterov
+        float beta1
+        float beta2
+        float eps
+        float l2
+        float weight_decay
+        float clip_norm
+        int64_t step
+        float *state1
+        float *state2
+    ctypedef struct dc_train_stats:
+        double loss_sum
+        int64_t n_correct
+        int64_t n_seen
+        int64_t failed_batch
+
+    int64_t dc_mlp_n_params(int64_t n_layers, const int64_t *sizes)
+    int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float *grads,
+                     const uint8_t *x_u8, const float *x_f32, const int64_t *labels,
+                     const int64_t *order, int64_t n_order, int64_t batch_size,
+                     const float *lrs, float scale, float shift, uint64_t seed)
+    int dc_mlp_forward(float *out, const dc_mlp *net, const uint8_t *x_u8, const float *x_f32,
+                       int64_t n, float scale, float shift, int softmax)
+    int dc_mlp_evaluate(double *loss, int64_t *n_correct, const dc_mlp *net,
+                        const uint8_t *x_u8, const float *x_f32, const int64_t *labels,
+                        int64_t n, float scale, float shift)

@@ -1,0 +1,30 @@
+"""Exception types raised by digitcore.
+
+Every user-facing error is a subclass of :class:`DigitcoreError`; the ones
+about bad input are also ``ValueError`` so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DigitcoreError", "DatasetError", "ModelFormatError", "KernelError",
+           "TrainingDivergedError"]
+
+
+class DigitcoreError(Exception):
+    """Base class of every exception digitcore raises on purpose."""
+
+
+class DatasetError(DigitcoreError, ValueError):
+    """A data file is missing, malformed, truncated or fails verification."""
+
+
+class ModelFormatError(DigitcoreError, ValueError):
+    """A model file is malformed or does not describe a digitcore network."""
+
+
+class KernelError(DigitcoreError, RuntimeError):
+    """A compute kernel failed for a reason that is not the caller's input."""
+
+
+class TrainingDivergedError(DigitcoreError, FloatingPointError):
+    """The training loss became NaN or infinite (usually: learning rate too high)."""
