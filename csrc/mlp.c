@@ -1,0 +1,334 @@
+/*
+ * mlp.c -- a whole fully connected network in C: training over many mini-batches and
+ * inference, so Python is not re-entered between layers or batches.
+ *
+ * Built only from the public kernels (dense, activation, dropout, softmax+xent,
+ * optimizer updates): this file owns the order of operations and the scratch memory,
+ * nothing numerical of its own.
+ */
+#include "digitcore.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Rows of inference done at once: large enough to keep the GEMM efficient, small enough
+ * that scratch stays in the low megabytes whatever n is. */
+#define DC_MLP_CHUNK 1024
+
+int64_t dc_mlp_n_params(int64_t n_layers, const int64_t *sizes)
+{
+    int64_t total = 0;
+    for (int64_t l = 0; l < n_layers; ++l)
+        total += sizes[l + 1] * sizes[l] + sizes[l + 1];
+    return total;
+}
+
+/* Offset of layer l's weight in the flat parameter array; its bias follows it. */
+static int64_t weight_offset(const dc_mlp *net, int64_t l)
+{
+    return dc_mlp_n_params(l, net->sizes);
+}
+
+static int64_t max_width(const dc_mlp *net)
+{
+    int64_t w = 0;
+    for (int64_t l = 0; l <= net->n_layers; ++l)
+        if (net->sizes[l] > w)
+            w = net->sizes[l];
+    return w;
+}
+
+static int load_rows(float *dst, const uint8_t *x_u8, const float *x_f32, const int64_t *idx,
+                     int64_t rows, int64_t features, float scale, float shift)
+{
+    if (x_u8 != NULL)
+        return dc_gather_u8(dst, x_u8, idx, rows, features, scale, shift);
+    return dc_gather_f32(dst, x_f32, idx, rows, features, scale, shift);
+}
+
+/* Forward `rows` rows already loaded in `inp` through every layer with no dropout;
+ * the logits end up in whichever of buf_a/buf_b the returned pointer names. */
+static int forward_plain(float **logits, const dc_mlp *net, const float *inp, float *buf_a,
+                         float *buf_b, int64_t rows)
+{
+    const float *h = inp;
+    float *out = buf_a;
+    int status = DC_OK;
+    for (int64_t l = 0; l < net->n_layers; ++l) {
+        const int64_t in = net->sizes[l], o = net->sizes[l + 1];
+        const float *w = net->params + weight_offset(net, l);
+        const int act = (l + 1 < net->n_layers) ? net->act : DC_ACT_IDENTITY;
+        status = dc_dense_forward(out, h, w, w + o * in, rows, in, o, act, net->act_alpha);
+        if (status != DC_OK)
+            return status;
+        h = out;
+        out = (out == buf_a) ? buf_b : buf_a;
+    }
+    *logits = (float *)h;
+    return DC_OK;
+}
+
+int dc_mlp_forward(float *out, const dc_mlp *net, const uint8_t *x_u8, const float *x_f32,
+                   int64_t n, float scale, float shift, int softmax)
+{
+    const int64_t f = net->sizes[0], c = net->sizes[net->n_layers];
+    const int64_t chunk = n < DC_MLP_CHUNK ? n : DC_MLP_CHUNK;
+    const int64_t width = max_width(net);
+    if (n == 0)
+        return DC_OK;
+    float *inp = malloc((size_t)(chunk * f) * sizeof(float));
+    float *buf_a = malloc((size_t)(chunk * width) * sizeof(float));
+    float *buf_b = malloc((size_t)(chunk * width) * sizeof(float));
+    int status = (inp && buf_a && buf_b) ? DC_OK : DC_ERR_NOMEM;
+    for (int64_t r0 = 0; status == DC_OK && r0 < n; r0 += chunk) {
+        const int64_t rows = (n - r0) < chunk ? (n - r0) : chunk;
+        float *logits = NULL;
+        status = load_rows(inp, x_u8 ? x_u8 + r0 * f : NULL, x_f32 ? x_f32 + r0 * f : NULL,
+                           NULL, rows, f, scale, shift);
+        if (status == DC_OK)
+            status = forward_plain(&logits, net, inp, buf_a, buf_b, rows);
+        if (status != DC_OK)
+            break;
+        if (softmax)
+            status = dc_softmax_forward(out + r0 * c, logits, rows, c);
+        else
+            memcpy(out + r0 * c, logits, (size_t)(rows * c) * sizeof(float));
+    }
+    free(inp);
+    free(buf_a);
+    free(buf_b);
+    return status;
+}
+
+int dc_mlp_evaluate(double *loss, int64_t *n_correct, const dc_mlp *net, const uint8_t *x_u8,
+                    const float *x_f32, const int64_t *labels, int64_t n, float scale,
+                    float shift)
+{
+    const int64_t f = net->sizes[0], c = net->sizes[net->n_layers];
+    const int64_t chunk = n < DC_MLP_CHUNK ? n : DC_MLP_CHUNK;
+    const int64_t width = max_width(net);
+    double loss_sum = 0.0;
+    int64_t correct = 0;
+    *loss = 0.0;
+    if (n_correct)
+        *n_correct = 0;
+    if (n == 0)
+        return DC_OK;
+    float *inp = malloc((size_t)(chunk * f) * sizeof(float));
+    float *buf_a = malloc((size_t)(chunk * width) * sizeof(float));
+    float *buf_b = malloc((size_t)(chunk * width) * sizeof(float));
+    int status = (inp && buf_a && buf_b) ? DC_OK : DC_ERR_NOMEM;
+    for (int64_t r0 = 0; status == DC_OK && r0 < n; r0 += chunk) {
+        const int64_t rows = (n - r0) < chunk ? (n - r0) : chunk;
+        float *logits = NULL;
+        double batch_loss = 0.0;
+        int64_t batch_correct = 0;
+        status = load_rows(inp, x_u8 ? x_u8 + r0 * f : NULL, x_f32 ? x_f32 + r0 * f : NULL,
+                           NULL, rows, f, scale, shift);
+        if (status == DC_OK)
+            status = forward_plain(&logits, net, inp, buf_a, buf_b, rows);
+        if (status == DC_OK)
+            status = dc_softmax_xent(NULL, NULL, &batch_loss, &batch_correct, logits,
+                                     labels + r0, rows, c, 0.0f);
+        loss_sum += batch_loss * (double)rows;
+        correct += batch_correct;
+    }
+    free(inp);
+    free(buf_a);
+    free(buf_b);
+    if (status == DC_OK) {
+        *loss = loss_sum / (double)n;
+        if (n_correct)
+            *n_correct = correct;
+    }
+    return status;
+}
+
+/* Apply the optimizer to one contiguous parameter segment. `decay` is 0 for biases:
+ * L2 and weight decay act on weights only, as in scikit-learn and most recipes. */
+static int update_segment(dc_optim *opt, float *p, const float *g, int64_t off, int64_t n,
+                          float lr, int decay)
+{
+    const float l2 = decay ? opt->l2 : 0.0f;
+    float *s1 = opt->state1 ? opt->state1 + off : NULL;
+    float *s2 = opt->state2 ? opt->state2 + off : NULL;
+    switch (opt->kind) {
+    case DC_OPT_SGD:
+        return dc_sgd_update(p + off, opt->momentum != 0.0f ? s1 : NULL, g + off, n, lr,
+                             opt->momentum, opt->nesterov, l2);
+    case DC_OPT_RMSPROP:
+        return dc_rmsprop_update(p + off, s1, g + off, n, lr, opt->beta2, opt->eps, l2);
+    case DC_OPT_ADAM:
+        return dc_adam_update(p + off, s1, s2, g + off, n, lr, opt->beta1, opt->beta2,
+                              opt->eps, l2, decay ? opt->weight_decay : 0.0f, opt->step);
+    default:
+        return DC_ERR_ARG;
+    }
+}
+
+int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float *grads,
+                 const uint8_t *x_u8, const float *x_f32, const int64_t *labels,
+                 const int64_t *order, int64_t n_order, int64_t batch_size, const float *lrs,
+                 float scale, float shift, uint64_t seed)
+{
+    const int64_t L = net->n_layers, f = net->sizes[0], c = net->sizes[L];
+    const int64_t bs = batch_size < n_order ? batch_size : n_order;
+    const int64_t width = max_width(net);
+    const int use_dropout = net->dropout > 0.0f && L > 1;
+    int status = DC_OK;
+
+    stats->loss_sum = 0.0;
+    stats->n_correct = 0;
+    stats->n_seen = 0;
+    stats->failed_batch = -1;
+    if (n_order == 0 || bs <= 0)
+        return DC_OK;
+
+    /* Scratch: converted input, per hidden layer its activation (and, with dropout, the
+     * dropped-out copy and mask), the logits, two gradient ping-pong buffers. */
+    int64_t hidden_floats = 0;
+    for (int64_t l = 1; l < L; ++l)
+        hidden_floats += bs * net->sizes[l];
+    const size_t n_floats = (size_t)(bs * f + hidden_floats * (use_dropout ? 2 : 1) + bs * c +
+                                     2 * bs * width);
+    float *scratch = malloc(n_floats * sizeof(float));
+    uint8_t *masks = use_dropout ? malloc((size_t)hidden_floats) : NULL;
+    int64_t *lab = malloc((size_t)bs * sizeof(int64_t));
+    const float **h_in = malloc((size_t)L * sizeof(float *)); /* input of layer l */
+    float **act = malloc((size_t)L * sizeof(float *));        /* activation of layer l (l>=1) */
+    uint8_t **mask = malloc((size_t)L * sizeof(uint8_t *));
+    if (!scratch || (use_dropout && !masks) || !lab || !h_in || !act || !mask) {
+        status = DC_ERR_NOMEM;
+        goto done;
+    }
+    float *x0 = scratch, *cursor = scratch + bs * f;
+    uint8_t *mcursor = masks;
+    h_in[0] = x0;
+    act[0] = NULL;
+    mask[0] = NULL;
+    for (int64_t l = 1; l < L; ++l) {
+        act[l] = cursor;
+        cursor += bs * net->sizes[l];
+        if (use_dropout) {
+            h_in[l] = cursor;
+            cursor += bs * net->sizes[l];
+            mask[l] = mcursor;
+            mcursor += bs * net->sizes[l];
+        } else {
+            h_in[l] = act[l];
+            mask[l] = NULL;
+        }
+    }
+    float *logits = cursor;
+    float *delta_a = logits + bs * c, *delta_b = delta_a + bs * width;
+
+    const int64_t n_batches = (n_order + bs - 1) / bs;
+    for (int64_t j = 0; j < n_batches; ++j) {
+        const int64_t r0 = j * bs;
+        const int64_t rows = (n_order - r0) < bs ? (n_order - r0) : bs;
+        const int64_t *idx = order + r0;
+        double loss = 0.0;
+        int64_t correct = 0;
+
+        for (int64_t r = 0; r < rows; ++r)
+            lab[r] = labels[idx[r]];
+        status = load_rows(x0, x_u8, x_f32, idx, rows, f, scale, shift);
+        if (status != DC_OK)
+            goto done;
+
+        /* forward */
+        for (int64_t l = 0; l < L; ++l) {
+            const int64_t in = net->sizes[l], o = net->sizes[l + 1];
+            const float *w = net->params + weight_offset(net, l);
+            const int last = (l + 1 == L);
+            float *out = last ? logits : act[l + 1];
+            status = dc_dense_forward(out, h_in[l], w, w + o * in, rows, in, o,
+                                      last ? DC_ACT_IDENTITY : net->act, net->act_alpha);
+            if (status != DC_OK)
+                goto done;
+            if (!last && use_dropout) {
+                /* stream = (update step, layer): masks never depend on threads */
+                const uint64_t stream = (uint64_t)(opt->step + 1) * 64u + (uint64_t)l;
+                status = dc_dropout_forward((float *)h_in[l + 1], mask[l + 1], out, rows * o,
+                                            net->dropout, seed, stream);
+                if (status != DC_OK)
+                    goto done;
+            }
+        }
+        status = dc_softmax_xent(NULL, delta_a, &loss, &correct, logits, lab, rows, c, 0.0f);
+        if (status != DC_OK)
+            goto done;
+        if (!isfinite(loss)) {
+            stats->failed_batch = j;
+            status = DC_ERR_NONFINITE;
+            goto done;
+        }
+        /* Loss is the mean over the batch; the gradient (p - y) / rows is what the
+         * kernel returns, so a short last batch is weighted like PyTorch does. */
+        stats->loss_sum += loss * (double)rows;
+        stats->n_correct += correct;
+        stats->n_seen += rows;
+
+        /* backward */
+        float *d = delta_a, *d_next = delta_b;
+        for (int64_t l = L - 1; l >= 0; --l) {
+            const int64_t in = net->sizes[l], o = net->sizes[l + 1];
+            const int64_t off = weight_offset(net, l);
+            const float *w = net->params + off;
+            float *dinp = l > 0 ? d_next : NULL;
+            status = dc_dense_backward(dinp, grads + off, grads + off + o * in, d, h_in[l], w,
+                                       rows, in, o, 0);
+            if (status != DC_OK)
+                goto done;
+            if (l > 0) {
+                if (use_dropout) {
+                    status = dc_dropout_backward(dinp, dinp, mask[l], rows * in, net->dropout);
+                    if (status != DC_OK)
+                        goto done;
+                }
+                status = dc_activation_backward(dinp, dinp, act[l], rows * in, net->act,
+                                                net->act_alpha);
+                if (status != DC_OK)
+                    goto done;
+                float *t = d;
+                d = d_next;
+                d_next = t;
+            }
+        }
+
+        /* clip by global norm, then update */
+        const int64_t n_params = dc_mlp_n_params(L, net->sizes);
+        if (opt->clip_norm > 0.0f) {
+            double ss = 0.0;
+            dc_sum_squares(&ss, grads, n_params);
+            if (!isfinite(ss)) {
+                stats->failed_batch = j;
+                status = DC_ERR_NONFINITE;
+                goto done;
+            }
+            const double norm = sqrt(ss);
+            if (norm > (double)opt->clip_norm)
+                dc_scale(grads, n_params, (float)((double)opt->clip_norm / (norm + 1e-12)));
+        }
+        opt->step += 1;
+        for (int64_t l = 0; l < L; ++l) {
+            const int64_t in = net->sizes[l], o = net->sizes[l + 1];
+            const int64_t off = weight_offset(net, l);
+            status = update_segment(opt, net->params, grads, off, o * in, lrs[j], 1);
+            if (status == DC_OK)
+                status = update_segment(opt, net->params, grads, off + o * in, o, lrs[j], 0);
+            if (status != DC_OK)
+                goto done;
+        }
+    }
+
+done:
+    free(scratch);
+    free(masks);
+    free(lab);
+    free((void *)h_in);
+    free(act);
+    free(mask);
+    return status;
+}

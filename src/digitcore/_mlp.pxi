@@ -1,0 +1,200 @@
+# Whole-network kernels (csrc/mlp.c). Included by _ops.pyx; owned by network/trainer.
+#
+# The Python layer (network.py, trainer.py) keeps every parameter in one flat float32
+# array; these functions check that array, the optimizer state and the data against the
+# layer sizes, then run many batches (or a whole inference pass) in one nogil C call.
+
+_ACTIVATIONS = {"identity": DC_ACT_IDENTITY, "relu": DC_ACT_RELU,
+                "leaky_relu": DC_ACT_LEAKY_RELU, "sigmoid": DC_ACT_SIGMOID,
+                "tanh": DC_ACT_TANH}
+_OPTIMIZERS = {"sgd": DC_OPT_SGD, "rmsprop": DC_OPT_RMSPROP, "adam": DC_OPT_ADAM}
+
+
+cdef object _check_1d(object a, object dtype, str name, int64_t n):
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {a.dtype}")
+    if a.ndim != 1 or (n >= 0 and a.shape[0] != n):
+        raise ValueError(f"{name} has shape {a.shape}, expected ({n},)")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    return a
+
+
+cdef class _Net:
+    """A dc_mlp view over Python-owned arrays (kept alive by this object)."""
+    cdef dc_mlp net
+    cdef object sizes_arr
+    cdef object params_arr
+    cdef int64_t n_params
+
+    def __init__(self, sizes, params, str activation, float act_alpha, float dropout):
+        cdef int64_t[::1] sv
+        cdef float[::1] pv
+        sizes = np.ascontiguousarray(sizes, dtype=np.int64)
+        if sizes.ndim != 1 or sizes.shape[0] < 2 or (sizes <= 0).any():
+            raise ValueError(f"layer sizes must be >= 2 positive integers, got {sizes.tolist()}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}")
+        if not (0.0 <= dropout < 1.0):
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        sv = sizes
+        self.n_params = dc_mlp_n_params(sizes.shape[0] - 1, &sv[0])
+        _check_1d(params, np.float32, "params", self.n_params)
+        if not params.flags.writeable:
+            raise ValueError("params must be writeable")
+        pv = params
+        self.sizes_arr = sizes
+        self.params_arr = params
+        self.net.n_layers = sizes.shape[0] - 1
+        self.net.sizes = &sv[0]
+        self.net.params = &pv[0]
+        self.net.act = _ACTIVATIONS[activation]
+        self.net.act_alpha = act_alpha
+        self.net.dropout = dropout
+
+    cdef object _input(self, x, str name):
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
+        if x.dtype != np.uint8 and x.dtype != np.float32:
+            raise TypeError(f"{name} must be uint8 or float32, got {x.dtype}")
+        if x.ndim != 2 or x.shape[1] != self.sizes_arr[0]:
+            raise ValueError(f"{name} has shape {x.shape}, expected (n, {self.sizes_arr[0]})")
+        if not x.flags.c_contiguous:
+            raise ValueError(f"{name} must be C-contiguous")
+        return x
+
+    def forward(self, x, float scale, float shift, bint softmax):
+        """Logits or probabilities (n, n_classes) float32 for rows of x (n, features)."""
+        cdef const uint8_t[:, ::1] xu
+        cdef const float[:, ::1] xf
+        cdef const uint8_t *pu = NULL
+        cdef const float *pf = NULL
+        cdef int64_t n, c = self.sizes_arr[self.sizes_arr.shape[0] - 1]
+        cdef int status
+        self._input(x, "x")
+        n = x.shape[0]
+        out = np.empty((n, c), dtype=np.float32)
+        if n == 0:
+            return out
+        cdef float[:, ::1] ov = out
+        if x.dtype == np.uint8:
+            xu = x
+            pu = &xu[0, 0]
+        else:
+            xf = x
+            pf = &xf[0, 0]
+        with nogil:
+            status = dc_mlp_forward(&ov[0, 0], &self.net, pu, pf, n, scale, shift, softmax)
+        _check(status, "forward")
+        return out
+
+    def evaluate(self, x, labels, float scale, float shift):
+        """(mean loss, n_correct) over rows of x with int64 labels."""
+        cdef const uint8_t[:, ::1] xu
+        cdef const float[:, ::1] xf
+        cdef const int64_t[::1] lv
+        cdef const uint8_t *pu = NULL
+        cdef const float *pf = NULL
+        cdef double loss = 0.0
+        cdef int64_t correct = 0, n
+        cdef int status
+        self._input(x, "x")
+        n = x.shape[0]
+        _check_1d(labels, np.int64, "labels", n)
+        if n == 0:
+            return float("nan"), 0
+        lv = labels
+        if x.dtype == np.uint8:
+            xu = x
+            pu = &xu[0, 0]
+        else:
+            xf = x
+            pf = &xf[0, 0]
+        with nogil:
+            status = dc_mlp_evaluate(&loss, &correct, &self.net, pu, pf, &lv[0], n, scale, shift)
+        _check(status, "evaluate")
+        return loss, correct
+
+    def train(self, x, labels, order, int64_t batch_size, lrs, float scale, float shift,
+              uint64_t seed, dict opt, grads, state1, state2):
+        """Run len(lrs) mini-batches in C. ``opt['step']`` is updated in place.
+
+        Returns (loss_sum, n_correct, n_seen). Raises FloatingPointError naming the batch
+        (within this call) where the loss became non-finite.
+        """
+        cdef const uint8_t[:, ::1] xu
+        cdef const float[:, ::1] xf
+        cdef const uint8_t *pu = NULL
+        cdef const float *pf = NULL
+        cdef const int64_t[::1] lv, ov
+        cdef const float[::1] lrv
+        cdef float[::1] gv, s1v, s2v
+        cdef dc_optim o
+        cdef dc_train_stats st
+        cdef int64_t n, m, nb
+        cdef int status
+        self._input(x, "x")
+        n = x.shape[0]
+        _check_1d(labels, np.int64, "labels", n)
+        _check_1d(order, np.int64, "order", -1)
+        m = order.shape[0]
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        nb = (m + batch_size - 1) // batch_size
+        _check_1d(lrs, np.float32, "lrs", nb)
+        if m and (order.min() < 0 or order.max() >= n):
+            raise ValueError(f"order has indices outside [0, {n})")
+        _check_1d(grads, np.float32, "grads", self.n_params)
+        kind = opt["kind"]
+        if kind not in _OPTIMIZERS:
+            raise ValueError(f"unknown optimizer kind {kind!r}")
+        o.kind = _OPTIMIZERS[kind]
+        o.momentum = opt.get("momentum", 0.0)
+        o.nesterov = opt.get("nesterov", False)
+        o.beta1 = opt.get("beta1", 0.9)
+        o.beta2 = opt.get("beta2", 0.999)
+        o.eps = opt.get("eps", 1e-8)
+        o.l2 = opt.get("l2", 0.0)
+        o.weight_decay = opt.get("weight_decay", 0.0)
+        o.clip_norm = opt.get("clip_norm", 0.0) or 0.0
+        o.step = opt.get("step", 0)
+        o.state1 = NULL
+        o.state2 = NULL
+        needs1 = o.kind != DC_OPT_SGD or o.momentum != 0.0
+        needs2 = o.kind == DC_OPT_ADAM
+        if needs1:
+            _check_1d(state1, np.float32, "state1", self.n_params)
+            s1v = state1
+            o.state1 = &s1v[0]
+        if needs2:
+            _check_1d(state2, np.float32, "state2", self.n_params)
+            s2v = state2
+            o.state2 = &s2v[0]
+        for arr, nm in ((grads, "grads"), (state1, "state1"), (state2, "state2")):
+            if arr is not None and np.shares_memory(arr, self.params_arr):
+                raise ValueError(f"{nm} must not overlap params")
+        if m == 0:
+            return 0.0, 0, 0
+        lv = labels
+        ov = order
+        lrv = lrs
+        gv = grads
+        if x.dtype == np.uint8:
+            xu = x
+            pu = &xu[0, 0]
+        else:
+            xf = x
+            pf = &xf[0, 0]
+        with nogil:
+            status = dc_mlp_train(&st, &self.net, &o, &gv[0], pu, pf, &lv[0], &ov[0], m,
+                                  batch_size, &lrv[0], scale, shift, seed)
+        opt["step"] = o.step
+        if status == DC_ERR_NONFINITE:
+            err = FloatingPointError(
+                f"loss became NaN or infinite at batch {st.failed_batch} of this call")
+            err.batch = st.failed_batch
+            raise err
+        _check(status, "train")
+        return st.loss_sum, st.n_correct, st.n_seen

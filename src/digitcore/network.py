@@ -1,0 +1,317 @@
+"""A fully connected network of Dense layers with a softmax output.
+
+Every parameter lives in one flat float32 array (``network.flat_parameters``): for
+layer ``l`` its weight ``(out, in)``, shaped like PyTorch's ``nn.Linear.weight``, then its
+bias ``(out,)``. ``weights[l]`` and ``biases[l]`` are views into it, so the C kernels
+update one buffer and an optimizer sees one vector.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from digitcore._config import _ops
+
+__all__ = ["Network", "ACTIVATIONS", "INITS"]
+
+ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
+INITS = ("he", "glorot")
+LEAKY_SLOPE = 0.01
+
+
+def _positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class Network:
+    """Fully connected classifier: Dense layers, hidden activation, softmax output.
+
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+        ``[n_features, hidden..., n_classes]``, e.g. ``[784, 256, 128, 10]``.
+    activation : {"relu", "leaky_relu", "sigmoid", "tanh"}
+        Activation of the hidden layers.
+    init : {"he", "glorot"}
+        He (normal, std sqrt(2/fan_in)) or Glorot (uniform, limit sqrt(6/(fan_in+fan_out))).
+    dropout : float in [0, 1)
+        Probability of dropping each hidden activation during training.
+    seed : int or None
+        Seed of the weight initialisation.
+    input_mean, input_std : float
+        Inputs are scaled to [0, 1] (uint8 / 255; floats are taken as already scaled),
+        then standardised as ``(x - input_mean) / input_std``.
+
+    Examples
+    --------
+    >>> net = Network([784, 128, 10], seed=0)
+    >>> net.n_params
+    101770
+    """
+
+    def __init__(self, layer_sizes, activation="relu", init="he", dropout=0.0, seed=None, *,
+                 input_mean=0.0, input_std=1.0):
+        try:
+            sizes = tuple(layer_sizes)
+        except TypeError:
+            raise TypeError(f"layer_sizes must be a sequence of ints, got {layer_sizes!r}") from None
+        if len(sizes) < 2:
+            raise ValueError(f"layer_sizes needs at least an input and an output size, got {sizes}")
+        sizes = tuple(_positive_int(s, f"layer_sizes[{i}]") for i, s in enumerate(sizes))
+        if sizes[-1] < 2:
+            raise ValueError(f"the output layer needs at least 2 classes, got {sizes[-1]}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        dropout = float(dropout)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        input_mean, input_std = float(input_mean), float(input_std)
+        if not np.isfinite(input_mean) or not np.isfinite(input_std) or input_std <= 0:
+            raise ValueError(f"input_std must be positive and finite and input_mean finite, "
+                             f"got mean={input_mean}, std={input_std}")
+        self.layer_sizes = sizes
+        self.activation = activation
+        self.init = init
+        self.dropout = dropout
+        self.input_mean = input_mean
+        self.input_std = input_std
+        self.training_summary = None
+        n = sum(o * i + o for i, o in zip(sizes[:-1], sizes[1:]))
+        self._flat = np.zeros(n, dtype=np.float32)
+        self.weights, self.biases = [], []
+        off = 0
+        for i, o in zip(sizes[:-1], sizes[1:]):
+            self.weights.append(self._flat[off:off + o * i].reshape(o, i))
+            off += o * i
+            self.biases.append(self._flat[off:off + o])
+            off += o
+        self._kernel = None
+        self.reset_parameters(seed)
+
+    # ---- parameters --------------------------------------------------------------------
+
+    def reset_parameters(self, seed=None):
+        """Draw fresh weights (He or Glorot) from ``seed``; biases become zero."""
+        rng = np.random.default_rng(seed)
+        for w, b in zip(self.weights, self.biases):
+            fan_out, fan_in = w.shape
+            if self.init == "he":
+                w[...] = rng.standard_normal(w.shape, dtype=np.float32) * np.float32(
+                    np.sqrt(2.0 / fan_in))
+            else:
+                limit = np.sqrt(6.0 / (fan_in + fan_out))
+                w[...] = rng.uniform(-limit, limit, size=w.shape).astype(np.float32)
+            b[...] = 0.0
+
+    @property
+    def flat_parameters(self):
+        """All parameters as one float32 vector (a view: writing to it changes the network)."""
+        return self._flat
+
+    @property
+    def parameters(self):
+        """``[weight0, bias0, weight1, bias1, ...]`` as views (write to update in place)."""
+        return [p for pair in zip(self.weights, self.biases) for p in pair]
+
+    @property
+    def n_params(self):
+        """Number of trainable parameters."""
+        return int(self._flat.size)
+
+    @property
+    def n_features(self):
+        return self.layer_sizes[0]
+
+    @property
+    def n_classes(self):
+        return self.layer_sizes[-1]
+
+    def state_dict(self):
+        """Parameters named like a PyTorch ``nn.Sequential`` of Linear and activation modules."""
+        out = {}
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            out[f"{2 * i}.weight"] = w
+            out[f"{2 * i}.bias"] = b
+        return out
+
+    def set_parameters(self, weights, biases):
+        """Copy ``weights`` (each ``(out, in)``) and ``biases`` (each ``(out,)``) in."""
+        weights, biases = list(weights), list(biases)
+        if len(weights) != len(self.weights) or len(biases) != len(self.biases):
+            raise ValueError(f"expected {len(self.weights)} weights and biases, got "
+                             f"{len(weights)} and {len(biases)}")
+        for i, (w, b) in enumerate(zip(weights, biases)):
+            w, b = np.asarray(w), np.asarray(b)
+            if w.shape != self.weights[i].shape:
+                raise ValueError(f"weight {i} has shape {w.shape}, expected "
+                                 f"{self.weights[i].shape}")
+            if b.shape != self.biases[i].shape:
+                raise ValueError(f"bias {i} has shape {b.shape}, expected {self.biases[i].shape}")
+            if not (np.isfinite(w).all() and np.isfinite(b).all()):
+                raise ValueError(f"layer {i} parameters contain NaN or infinite values")
+        for i, (w, b) in enumerate(zip(weights, biases)):
+            self.weights[i][...] = w
+            self.biases[i][...] = b
+
+    def get_config(self):
+        """A JSON-serialisable description from which :meth:`from_config` rebuilds the network."""
+        return {
+            "layer_sizes": list(self.layer_sizes),
+            "activation": self.activation,
+            "init": self.init,
+            "dropout": self.dropout,
+            "input_mean": self.input_mean,
+            "input_std": self.input_std,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        """Build a network (freshly initialised) from :meth:`get_config` output."""
+        if not isinstance(config, dict):
+            raise TypeError(f"config must be a dict, got {type(config).__name__}")
+        known = {"layer_sizes", "activation", "init", "dropout", "input_mean", "input_std"}
+        unknown = set(config) - known
+        if unknown:
+            raise ValueError(f"unknown config keys: {sorted(unknown)}")
+        if "layer_sizes" not in config:
+            raise ValueError("config has no 'layer_sizes'")
+        return cls(config["layer_sizes"], activation=config.get("activation", "relu"),
+                   init=config.get("init", "he"), dropout=config.get("dropout", 0.0),
+                   input_mean=config.get("input_mean", 0.0),
+                   input_std=config.get("input_std", 1.0), seed=0)
+
+    def copy(self):
+        """An independent copy (same config and parameters)."""
+        other = type(self).from_config(self.get_config())
+        other._flat[...] = self._flat
+        other.training_summary = self.training_summary
+        return other
+
+    # ---- input handling --------------------------------------------------------------------
+
+    def _input(self, x, name="x"):
+        """(x2d, scale, shift): x as a C-contiguous (n, features) uint8 or float32 array."""
+        if not isinstance(x, np.ndarray):
+            try:
+                x = np.asarray(x)
+            except Exception:
+                raise TypeError(f"{name} must be array-like, got {type(x).__name__}") from None
+        if x.dtype == np.uint8:
+            scale = 1.0 / 255.0
+        elif x.dtype.kind == "f" or x.dtype.kind in "iu":
+            if x.dtype.kind in "iu":
+                raise TypeError(f"{name} has integer dtype {x.dtype}: pass uint8 pixels (0-255) "
+                                f"or floats scaled to [0, 1]")
+            x = x.astype(np.float32, copy=False)
+            if not np.isfinite(x).all():
+                raise ValueError(f"{name} contains NaN or infinite values")
+            scale = 1.0
+        else:
+            raise TypeError(f"{name} must be uint8 or floating point, got dtype {x.dtype}")
+        if x.ndim == 3:
+            x = x.reshape(x.shape[0], -1)
+        if x.ndim != 2:
+            raise ValueError(f"{name} must have shape (n, height, width) or (n, features), "
+                             f"got {x.shape}")
+        if x.shape[1] != self.n_features:
+            raise ValueError(f"{name} has {x.shape[1]} features per sample, the network "
+                             f"expects {self.n_features} (layer_sizes[0])")
+        x = np.ascontiguousarray(x)
+        return x, scale / self.input_std, -self.input_mean / self.input_std
+
+    def _net(self, dropout=0.0):
+        """The C view of this network (cheap; rebuilt when the dropout differs)."""
+        k = self._kernel
+        if k is None or k[0] != dropout:
+            net = _ops()._Net(np.asarray(self.layer_sizes, dtype=np.int64), self._flat,
+                              self.activation, LEAKY_SLOPE, dropout)
+            self._kernel = k = (dropout, net)
+        return k[1]
+
+    # ---- inference ------------------------------------------------------------------------
+
+    def predict_proba(self, x):
+        """Class probabilities.
+
+        Parameters
+        ----------
+        x : array, shape (n, height, width) or (n, features), uint8 or float
+
+        Returns
+        -------
+        ndarray, float32, shape (n, n_classes); rows sum to 1.
+        """
+        x2, scale, shift = self._input(x)
+        return self._net().forward(x2, scale, shift, True)
+
+    def logits(self, x):
+        """Output-layer values before the softmax, float32 (n, n_classes)."""
+        x2, scale, shift = self._input(x)
+        return self._net().forward(x2, scale, shift, False)
+
+    def predict(self, x):
+        """Predicted labels, int64 (n,)."""
+        return np.argmax(self.logits(x), axis=1).astype(np.int64)
+
+    def evaluate(self, x, y):
+        """(mean cross-entropy loss, accuracy) on ``x`` with integer labels ``y``."""
+        x2, scale, shift = self._input(x)
+        labels = self._labels(y, x2.shape[0])
+        if x2.shape[0] == 0:
+            raise ValueError("cannot evaluate on zero samples")
+        loss, correct = self._net().evaluate(x2, labels, scale, shift)
+        return float(loss), correct / x2.shape[0]
+
+    def score(self, x, y):
+        """Accuracy (fraction of correct predictions) on ``x`` with labels ``y``."""
+        return self.evaluate(x, y)[1]
+
+    def _labels(self, y, n, name="y"):
+        y = np.asarray(y)
+        if y.ndim != 1:
+            raise ValueError(f"{name} must be 1-D integer labels, got shape {y.shape}")
+        if y.shape[0] != n:
+            raise ValueError(f"{name} has {y.shape[0]} labels but x has {n} samples")
+        if y.dtype.kind not in "iu":
+            if y.dtype.kind == "f" and n and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+                y = y.astype(np.int64)
+            else:
+                raise TypeError(f"{name} must hold integer class labels, got dtype {y.dtype}")
+        y = np.ascontiguousarray(y, dtype=np.int64)
+        if n and (y.min() < 0 or y.max() >= self.n_classes):
+            raise ValueError(f"{name} has labels outside [0, {self.n_classes - 1}] "
+                             f"(min {y.min()}, max {y.max()})")
+        return y
+
+    def predict_image(self, image):
+        """Read a digit from an image file or array, prepared like MNIST.
+
+        Returns
+        -------
+        (digit, probabilities) : (int, ndarray float32 (n_classes,))
+        """
+        from digitcore.imaging import preprocess_image
+
+        img = preprocess_image(image)
+        proba = self.predict_proba(img.reshape(1, -1))[0]
+        return int(np.argmax(proba)), proba
+
+    # ---- files -------------------------------------------------------------------------------
+
+    def save(self, path, metadata=None):
+        """Write the network to a safetensors file (atomically)."""
+        from digitcore.modelio import save_model
+
+        return save_model(self, path, metadata=metadata)
+
+    def __repr__(self):
+        arch = "-".join(str(s) for s in self.layer_sizes)
+        extra = f", dropout={self.dropout}" if self.dropout else ""
+        return (f"Network({arch}, activation={self.activation!r}{extra}, "
+                f"params={self.n_params:,})")

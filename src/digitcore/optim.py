@@ -1,0 +1,246 @@
+"""Optimizers and learning-rate schedules.
+
+An optimizer is a small object holding its hyperparameters and its state (flat float32
+arrays laid out like ``Network.flat_parameters``). The trainer hands both to the fused C
+training loop; ``update_params`` applies one step from Python for people who write their
+own loop.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "RMSprop", "Adam", "AdamW",
+           "get_optimizer", "make_schedule", "OPTIMIZERS", "SCHEDULES"]
+
+
+def _check_positive(value, name, allow_zero=False):
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} and finite, "
+                         f"got {value}")
+    return value
+
+
+def _check_fraction(value, name):
+    value = float(value)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+    return value
+
+
+class Optimizer:
+    """Base class. Subclasses set ``kind`` and ``_kernel_args``."""
+
+    kind = "sgd"
+    default_lr = 0.01
+
+    def __init__(self, lr=None):
+        self.lr = _check_positive(self.default_lr if lr is None else lr, "lr")
+        self.step_count = 0
+        self.state1 = None
+        self.state2 = None
+
+    def _kernel_args(self):  # pragma: no cover - overridden
+        return {}
+
+    def _needs(self):
+        """(needs state1, needs state2)."""
+        return False, False
+
+    def reset(self, n_params):
+        """Allocate zeroed state for ``n_params`` parameters and restart step counting."""
+        need1, need2 = self._needs()
+        self.state1 = np.zeros(n_params, np.float32) if need1 else None
+        self.state2 = np.zeros(n_params, np.float32) if need2 else None
+        self.step_count = 0
+
+    def kernel_config(self, l2=0.0, clip_norm=None):
+        cfg = {"kind": self.kind, "step": self.step_count, "l2": float(l2),
+               "clip_norm": float(clip_norm or 0.0)}
+        cfg.update(self._kernel_args())
+        return cfg
+
+    def update_params(self, network, grads, lr=None):
+        """Apply one update to ``network`` from a flat gradient ``grads`` (in place)."""
+        from digitcore import ops
+
+        grads = np.ascontiguousarray(grads, dtype=np.float32)
+        params = network.flat_parameters
+        if grads.shape != params.shape:
+            raise ValueError(f"grads has shape {grads.shape}, expected {params.shape}")
+        if self.state1 is None and any(self._needs()):
+            self.reset(params.size)
+        self.step_count += 1
+        ops.optimizer_update(self, params, grads, self.lr if lr is None else lr)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self._public().items())
+        return f"{type(self).__name__}({args})"
+
+    def _public(self):
+        return {"lr": self.lr}
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, with optional (Nesterov) momentum (PyTorch semantics)."""
+
+    kind = "sgd"
+    default_lr = 0.01
+
+    def __init__(self, lr=None, momentum=0.0, nesterov=False):
+        super().__init__(lr)
+        self.momentum = _check_fraction(momentum, "momentum")
+        self.nesterov = bool(nesterov)
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+
+    def _needs(self):
+        return self.momentum != 0.0, False
+
+    def _kernel_args(self):
+        return {"momentum": self.momentum, "nesterov": self.nesterov}
+
+    def _public(self):
+        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov}
+
+
+def Momentum(lr=None, momentum=0.9):
+    """SGD with classical momentum 0.9."""
+    return SGD(lr, momentum=momentum)
+
+
+def Nesterov(lr=None, momentum=0.9):
+    """SGD with Nesterov momentum 0.9."""
+    return SGD(lr, momentum=momentum, nesterov=True)
+
+
+class RMSprop(Optimizer):
+    """RMSprop: ``sq = rho*sq + (1-rho)*g**2; p -= lr * g / (sqrt(sq) + eps)``."""
+
+    kind = "rmsprop"
+    default_lr = 0.001
+
+    def __init__(self, lr=None, rho=0.9, eps=1e-8):
+        super().__init__(lr)
+        self.rho = _check_fraction(rho, "rho")
+        self.eps = _check_positive(eps, "eps")
+
+    def _needs(self):
+        return True, False
+
+    def _kernel_args(self):
+        return {"beta2": self.rho, "eps": self.eps}
+
+    def _public(self):
+        return {"lr": self.lr, "rho": self.rho, "eps": self.eps}
+
+
+class Adam(Optimizer):
+    """Adam with bias correction; ``weight_decay`` is an L2 penalty added to the gradient."""
+
+    kind = "adam"
+    default_lr = 0.001
+    decoupled = False
+
+    def __init__(self, lr=None, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(lr)
+        try:
+            b1, b2 = betas
+        except (TypeError, ValueError):
+            raise ValueError(f"betas must be a pair of floats, got {betas!r}") from None
+        self.betas = (_check_fraction(b1, "betas[0]"), _check_fraction(b2, "betas[1]"))
+        self.eps = _check_positive(eps, "eps")
+        self.weight_decay = _check_positive(weight_decay, "weight_decay", allow_zero=True)
+
+    def _needs(self):
+        return True, True
+
+    def _kernel_args(self):
+        args = {"beta1": self.betas[0], "beta2": self.betas[1], "eps": self.eps}
+        if self.decoupled:
+            args["weight_decay"] = self.weight_decay
+        return args
+
+    def kernel_config(self, l2=0.0, clip_norm=None):
+        if not self.decoupled:
+            l2 = float(l2) + self.weight_decay
+        return super().kernel_config(l2=l2, clip_norm=clip_norm)
+
+    def _public(self):
+        return {"lr": self.lr, "betas": self.betas, "eps": self.eps,
+                "weight_decay": self.weight_decay}
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): ``p -= lr * wd * p``."""
+
+    decoupled = True
+
+    def __init__(self, lr=None, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+OPTIMIZERS = {
+    "sgd": SGD,
+    "momentum": Momentum,
+    "nesterov": Nesterov,
+    "rmsprop": RMSprop,
+    "adam": Adam,
+    "adamw": AdamW,
+}
+
+
+def get_optimizer(optimizer, lr=None):
+    """An optimizer object from a name in :data:`OPTIMIZERS` or an existing object."""
+    if isinstance(optimizer, Optimizer):
+        if lr is not None:
+            optimizer.lr = _check_positive(lr, "lr")
+        return optimizer
+    if isinstance(optimizer, str) and optimizer.lower() in OPTIMIZERS:
+        return OPTIMIZERS[optimizer.lower()](lr)
+    raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)} or a "
+                     f"digitcore.optim.Optimizer, got {optimizer!r}")
+
+
+# ---- learning-rate schedules --------------------------------------------------------------
+
+SCHEDULES = ("constant", "step", "cosine")
+
+
+def make_schedule(name, total_steps, warmup_steps=0, step_size=None, gamma=0.1,
+                  min_factor=0.0):
+    """A function ``step -> lr multiplier`` for ``step`` in ``[0, total_steps)``.
+
+    ``constant``: 1. ``step``: multiply by ``gamma`` every ``step_size`` steps (default: a
+    third of the run). ``cosine``: half a cosine from 1 down to ``min_factor``. A linear
+    warmup from ~0 to 1 over the first ``warmup_steps`` steps is applied on top.
+    A callable is used as it is.
+    """
+    if callable(name):
+        base = name
+    elif name == "constant":
+        def base(step):
+            return 1.0
+    elif name == "step":
+        size = step_size or max(1, total_steps // 3)
+
+        def base(step):
+            return gamma ** (step // size)
+    elif name == "cosine":
+        span = max(1, total_steps - warmup_steps)
+
+        def base(step):
+            t = min(1.0, max(0.0, (step - warmup_steps) / span))
+            return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * t))
+    else:
+        raise ValueError(f"lr_schedule must be one of {SCHEDULES} or a callable, got {name!r}")
+    if warmup_steps <= 0:
+        return base
+
+    def warm(step):
+        w = min(1.0, (step + 1) / warmup_steps)
+        return w * base(step)
+    return warm

@@ -1,0 +1,389 @@
+"""Training loop: epochs, mini-batches, validation, schedules, early stopping, history.
+
+The work of each mini-batch (input conversion, forward, loss, backward, update) runs in
+C; Python calls the kernel once per chunk of batches (a handful of calls per epoch),
+keeps the history, prints progress and runs callbacks between epochs.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import numpy as np
+
+from digitcore.errors import TrainingDivergedError
+from digitcore.optim import get_optimizer, make_schedule
+
+__all__ = ["Trainer", "History", "Callback", "EarlyStopping", "LambdaCallback"]
+
+# Samples per C call: big enough that Python overhead vanishes (~8 calls per MNIST
+# epoch), small enough that progress updates and Ctrl-C stay responsive.
+_CHUNK_SAMPLES = 8192
+
+
+class History:
+    """Per-epoch metrics; ``history.history`` is a dict of lists (Keras convention)."""
+
+    KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+
+    def __init__(self):
+        self.history = {k: [] for k in self.KEYS}
+        self.epoch = []
+        self.seed = None
+        self.stopped_early = False
+        self.interrupted = False
+        self.best_epoch = None
+
+    def _append(self, epoch, logs):
+        self.epoch.append(epoch)
+        for k in self.KEYS:
+            self.history[k].append(logs.get(k, math.nan))
+
+    def __getattr__(self, name):
+        if name in History.KEYS:
+            return self.__dict__["history"][name]
+        raise AttributeError(name)
+
+    def __len__(self):
+        return len(self.epoch)
+
+    def __repr__(self):
+        if not self.epoch:
+            return "History(0 epochs)"
+        last = {k: v[-1] for k, v in self.history.items() if v and not _isnan(v[-1])}
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in last.items())
+        return f"History({len(self.epoch)} epochs, last: {shown})"
+
+
+def _isnan(v):
+    return isinstance(v, float) and math.isnan(v)
+
+
+class Callback:
+    """Base class: override what you need. Set ``trainer.stop_training = True`` to stop."""
+
+    trainer = None
+
+    def on_train_begin(self, logs=None):
+        pass
+
+    def on_epoch_end(self, epoch, logs):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass
+
+
+class LambdaCallback(Callback):
+    """Wraps a function ``f(epoch, logs)``; returning True stops training."""
+
+    def __init__(self, on_epoch_end):
+        self._f = on_epoch_end
+
+    def on_epoch_end(self, epoch, logs):
+        if self._f(epoch, logs):
+            self.trainer.stop_training = True
+
+
+class EarlyStopping(Callback):
+    """Stop when a validation metric stops improving; optionally restore the best weights.
+
+    Parameters
+    ----------
+    monitor : {"val_loss", "val_accuracy", "loss", "accuracy"}
+    patience : int
+        Epochs without improvement (by more than ``min_delta``) before stopping.
+    restore_best : bool
+        Put back the parameters of the best epoch when training ends.
+    """
+
+    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, restore_best=True):
+        if monitor not in ("val_loss", "val_accuracy", "loss", "accuracy"):
+            raise ValueError(f"monitor must be val_loss, val_accuracy, loss or accuracy, "
+                             f"got {monitor!r}")
+        if int(patience) < 0:
+            raise ValueError(f"patience must be >= 0, got {patience}")
+        self.monitor = monitor
+        self.patience = int(patience)
+        self.min_delta = abs(float(min_delta))
+        self.restore_best = bool(restore_best)
+        self.mode = "max" if "accuracy" in monitor else "min"
+
+    def on_train_begin(self, logs=None):
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch = None
+        self.best_params = None
+        self.wait = 0
+
+    def on_epoch_end(self, epoch, logs):
+        value = logs.get(self.monitor)
+        if value is None or _isnan(value):
+            raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which this run does "
+                             f"not produce (give validation_data or validation_fraction)")
+        better = (value < self.best - self.min_delta if self.mode == "min"
+                  else value > self.best + self.min_delta)
+        if better:
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best:
+                self.best_params = self.trainer.network.flat_parameters.copy()
+        else:
+            self.wait += 1
+            if self.wait > self.patience:
+                self.trainer.stop_training = True
+                self.trainer.history.stopped_early = True
+
+    def on_train_end(self, logs=None):
+        if self.best_epoch is not None:
+            self.trainer.history.best_epoch = self.best_epoch
+        if self.restore_best and self.best_params is not None:
+            self.trainer.network.flat_parameters[...] = self.best_params
+
+
+def _early_stopping(spec):
+    if spec is None or spec is False:
+        return None
+    if spec is True:
+        return EarlyStopping()
+    if isinstance(spec, EarlyStopping):
+        return spec
+    if isinstance(spec, int):
+        return EarlyStopping(patience=spec)
+    if isinstance(spec, dict):
+        return EarlyStopping(**spec)
+    raise ValueError(f"early_stopping must be None, True, a patience (int), a dict of "
+                     f"EarlyStopping arguments or an EarlyStopping, got {spec!r}")
+
+
+class _Progress:
+    """Progress bar on a terminal (verbose=1), one line per epoch otherwise (verbose>=1)."""
+
+    def __init__(self, verbose, epochs, stream=None):
+        self.stream = stream or sys.stderr
+        self.verbose = verbose
+        self.epochs = epochs
+        self.bar = verbose == 1 and getattr(self.stream, "isatty", lambda: False)()
+
+    def update(self, epoch, seen, total, loss, acc, rate):
+        if not self.bar:
+            return
+        width = 24
+        done = int(width * seen / max(total, 1))
+        self.stream.write(
+            f"\rEpoch {epoch + 1}/{self.epochs} [{'=' * done}{'.' * (width - done)}] "
+            f"{seen}/{total} loss {loss:.4f} acc {acc:.4f} {rate:,.0f} samples/s ")
+        self.stream.flush()
+
+    def end_epoch(self, epoch, logs, rate):
+        if not self.verbose:
+            return
+        parts = [f"Epoch {epoch + 1}/{self.epochs}", f"loss {logs['loss']:.4f}",
+                 f"acc {logs['accuracy']:.4f}"]
+        if not _isnan(logs.get("val_loss", math.nan)):
+            parts += [f"val_loss {logs['val_loss']:.4f}", f"val_acc {logs['val_accuracy']:.4f}"]
+        parts += [f"lr {logs['lr']:.3g}", f"{logs['seconds']:.2f}s", f"{rate:,.0f} samples/s"]
+        prefix = "\r" if self.bar else ""
+        self.stream.write(prefix + " - ".join(parts) + (" " * 8 if self.bar else "") + "\n")
+        self.stream.flush()
+
+
+class Trainer:
+    """Trains a :class:`~digitcore.network.Network` with mini-batch gradient descent.
+
+    Parameters
+    ----------
+    network : Network
+    optimizer : str or digitcore.optim.Optimizer
+        "sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw" or an optimizer object.
+    lr : float, optional
+        Learning rate (default: the optimizer's, e.g. 0.001 for Adam, 0.01 for SGD).
+    batch_size : int or None
+        Mini-batch size; ``None`` is full-batch gradient descent.
+    epochs : int
+    l2 : float
+        L2 penalty on weights (not biases): adds ``l2 * w`` to each weight's gradient.
+    lr_schedule : {"constant", "step", "cosine"} or callable ``step -> multiplier``
+    warmup : float
+        Epochs of linear learning-rate warmup (may be fractional).
+    early_stopping : None, True, int (patience), dict or EarlyStopping
+    clip_norm : float, optional
+        Clip the global gradient norm of each batch to this value.
+    seed : int, optional
+        Seeds shuffling and dropout; the same seed and thread count reproduce a run
+        bit for bit. If None, a seed is drawn and kept in ``history.seed``.
+    verbose : {0, 1, 2}
+        0 silent; 1 a progress bar on a terminal (one line per epoch otherwise); 2 one
+        line per epoch.
+    callbacks : sequence of Callback or callables ``f(epoch, logs) -> stop?``
+    """
+
+    def __init__(self, network, optimizer="adam", lr=None, batch_size=128, epochs=10, l2=0.0,
+                 lr_schedule="constant", early_stopping=None, seed=None, verbose=1,
+                 callbacks=(), *, warmup=0.0, clip_norm=None, shuffle=True, stream=None):
+        from digitcore.network import Network
+
+        if not isinstance(network, Network):
+            raise TypeError(f"network must be a digitcore.Network, got {type(network).__name__}")
+        self.network = network
+        self.optimizer = get_optimizer(optimizer, lr)
+        if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
+            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+        self.batch_size = None if batch_size is None else int(batch_size)
+        if isinstance(epochs, bool) or int(epochs) < 0:
+            raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
+        self.epochs = int(epochs)
+        self.l2 = float(l2)
+        if not (self.l2 >= 0 and math.isfinite(self.l2)):
+            raise ValueError(f"l2 must be >= 0, got {l2}")
+        make_schedule(lr_schedule, 1)  # validates the name now, not mid-fit
+        self.lr_schedule = lr_schedule
+        self.warmup = float(warmup)
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0 epochs, got {warmup}")
+        if clip_norm is not None and not float(clip_norm) > 0:
+            raise ValueError(f"clip_norm must be > 0 or None, got {clip_norm}")
+        self.clip_norm = clip_norm
+        self.early_stopping = _early_stopping(early_stopping)
+        self.seed = seed
+        if verbose not in (0, 1, 2, False, True):
+            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+        self.verbose = int(verbose)
+        self.shuffle = bool(shuffle)
+        self.callbacks = [c if isinstance(c, Callback) else LambdaCallback(c) for c in callbacks]
+        self.stream = stream
+        self.stop_training = False
+        self.history = None
+
+    def __repr__(self):
+        return (f"Trainer({self.network!r}, optimizer={self.optimizer!r}, "
+                f"batch_size={self.batch_size}, epochs={self.epochs})")
+
+    def fit(self, x, y, validation_data=None, validation_fraction=0.0):
+        """Train the network; returns a :class:`History`.
+
+        Parameters
+        ----------
+        x : array (n, height, width) or (n, features), uint8 (kept uint8) or float in [0, 1]
+        y : array (n,) of integer labels in ``[0, n_classes)``
+        validation_data : (x_val, y_val), optional
+        validation_fraction : float
+            Hold out this fraction of ``x`` (stratified, seeded) for validation.
+
+        Ctrl-C stops after the current chunk of batches and returns the history so far.
+        """
+        net = self.network
+        if validation_fraction:
+            if validation_data is not None:
+                raise ValueError("give validation_data or validation_fraction, not both")
+            if not 0.0 < float(validation_fraction) < 1.0:
+                raise ValueError(f"validation_fraction must be in (0, 1), got "
+                                 f"{validation_fraction}")
+            from digitcore.datasets import train_val_split
+
+            (x, y), validation_data = train_val_split(
+                x, y, float(validation_fraction), seed=self.seed)
+        x2, scale, shift = net._input(x)
+        labels = net._labels(y, x2.shape[0])
+        n = x2.shape[0]
+        if n == 0:
+            raise ValueError("cannot train on zero samples")
+        val = None
+        if validation_data is not None:
+            try:
+                xv, yv = validation_data
+            except (TypeError, ValueError):
+                raise ValueError("validation_data must be a pair (x_val, y_val)") from None
+            xv2, _, _ = net._input(xv, "x_val")
+            val = (xv2, net._labels(yv, xv2.shape[0], "y_val"))
+            if val[0].shape[0] == 0:
+                raise ValueError("validation_data has zero samples")
+
+        seed = self.seed
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1, np.uint32)[0])
+        rng = np.random.default_rng(seed)
+        dropout_seed = int(rng.integers(0, 2**63))
+        bs = n if self.batch_size is None else min(self.batch_size, n)
+        batches_per_epoch = -(-n // bs)
+        total_steps = batches_per_epoch * self.epochs
+        schedule = make_schedule(self.lr_schedule, total_steps,
+                                 warmup_steps=int(round(self.warmup * batches_per_epoch)))
+        opt = self.optimizer
+        if opt.state1 is None and opt.state2 is None or (
+                opt.state1 is not None and opt.state1.size != net.n_params):
+            opt.reset(net.n_params)
+        grads = np.empty(net.n_params, np.float32)
+        kernel = net._net(net.dropout)
+        chunk_batches = max(1, _CHUNK_SAMPLES // bs)
+
+        history = History()
+        history.seed = seed
+        self.history = history
+        self.stop_training = False
+        callbacks = list(self.callbacks)
+        if self.early_stopping is not None:
+            callbacks.append(self.early_stopping)
+        for cb in callbacks:
+            cb.trainer = self
+            cb.on_train_begin()
+        progress = _Progress(self.verbose, self.epochs, self.stream)
+        step0 = 0
+        try:
+            for epoch in range(self.epochs):
+                t0 = time.perf_counter()
+                order = (rng.permutation(n) if self.shuffle else np.arange(n)).astype(np.int64)
+                lrs_all = np.array([opt.lr * schedule(step0 + j) for j in range(batches_per_epoch)],
+                                   dtype=np.float32)
+                loss_sum, correct, seen = 0.0, 0, 0
+                cfg = opt.kernel_config(self.l2, self.clip_norm)
+                for b0 in range(0, batches_per_epoch, chunk_batches):
+                    b1 = min(batches_per_epoch, b0 + chunk_batches)
+                    try:
+                        ls, c, s = kernel.train(
+                            x2, labels, order[b0 * bs:min(n, b1 * bs)], bs, lrs_all[b0:b1],
+                            scale, shift, dropout_seed, cfg, grads, opt.state1, opt.state2)
+                    except FloatingPointError as exc:
+                        opt.step_count = cfg["step"]
+                        batch = b0 + getattr(exc, "batch", 0)
+                        raise TrainingDivergedError(
+                            f"training diverged: the loss became NaN or infinite in epoch "
+                            f"{epoch + 1}, batch {batch + 1} (learning rate "
+                            f"{lrs_all[min(batch, len(lrs_all) - 1)]:.3g}); try a lower "
+                            f"learning rate or gradient clipping (clip_norm)") from None
+                    opt.step_count = cfg["step"]
+                    loss_sum += ls
+                    correct += c
+                    seen += s
+                    el = time.perf_counter() - t0
+                    progress.update(epoch, seen, n, loss_sum / seen, correct / seen,
+                                    seen / max(el, 1e-9))
+                step0 += batches_per_epoch
+                seconds = time.perf_counter() - t0
+                logs = {"loss": loss_sum / seen, "accuracy": correct / seen,
+                        "lr": float(lrs_all[-1]), "seconds": seconds}
+                if val is not None:
+                    vl, vc = kernel.evaluate(val[0], val[1], scale, shift)
+                    logs["val_loss"], logs["val_accuracy"] = float(vl), vc / val[0].shape[0]
+                history._append(epoch, logs)
+                progress.end_epoch(epoch, logs, seen / max(seconds, 1e-9))
+                for cb in callbacks:
+                    cb.on_epoch_end(epoch, logs)
+                if self.stop_training:
+                    break
+        except KeyboardInterrupt:
+            history.interrupted = True
+            if progress.verbose:
+                progress.stream.write("\ninterrupted: returning the history so far\n")
+        finally:
+            for cb in callbacks:
+                cb.on_train_end()
+        net.training_summary = {
+            "epochs": len(history),
+            "optimizer": repr(opt),
+            "batch_size": self.batch_size,
+            "seed": seed,
+            "final_loss": history.history["loss"][-1] if len(history) else None,
+        }
+        return history
+
