@@ -1,0 +1,117 @@
+/*
+ * cpu.c -- CPU feature detection (once, cached), kernel-path selection and the
+ * thread-count setting shared by every kernel.
+ *
+ * This file is compiled WITHOUT -mavx2: it only asks the CPU (cpuid + xgetbv); it
+ * never executes AVX instructions itself.
+ */
+#include "gemm_internal.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#if defined(_MSC_VER)
+#include <immintrin.h> /* _xgetbv */
+#include <intrin.h>    /* __cpuid, __cpuidex */
+#else
+#include <cpuid.h>
+#endif
+#endif
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__x86_64__) || defined(_M_X64)
+static void dc_cpuid(unsigned leaf, unsigned sub, unsigned r[4]) {
+#if defined(_MSC_VER)
+    int v[4];
+    __cpuidex(v, (int)leaf, (int)sub);
+    r[0] = (unsigned)v[0];
+    r[1] = (unsigned)v[1];
+    r[2] = (unsigned)v[2];
+    r[3] = (unsigned)v[3];
+#else
+    __cpuid_count(leaf, sub, r[0], r[1], r[2], r[3]);
+#endif
+}
+
+static uint64_t dc_xgetbv0(void) {
+#if defined(_MSC_VER)
+    return (uint64_t)_xgetbv(0);
+#else
+    uint32_t lo, hi;
+    /* raw opcode of xgetbv, so no -mxsave is needed */
+    __asm__ volatile(".byte 0x0f, 0x01, 0xd0" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+#endif
+}
+
+static int dc_detect_avx2(void) {
+    unsigned r[4];
+    dc_cpuid(0, 0, r);
+    if (r[0] < 7) return 0;
+    dc_cpuid(1, 0, r);
+    const unsigned ecx1 = r[2];
+    const int fma = (ecx1 >> 12) & 1, osxsave = (ecx1 >> 27) & 1, avx = (ecx1 >> 28) & 1;
+    if (!(fma && osxsave && avx)) return 0;
+    /* the OS must save XMM (bit 1) and YMM (bit 2) state on context switches */
+    if ((dc_xgetbv0() & 0x6) != 0x6) return 0;
+    dc_cpuid(7, 0, r);
+    return (int)((r[1] >> 5) & 1); /* EBX bit 5: AVX2 */
+}
+#else
+static int dc_detect_avx2(void) { return 0; }
+#endif
+
+/* -1 = not detected yet. Detection is idempotent, so a first-call race between threads
+ * only repeats the same work and stores the same value. */
+static volatile int g_has_avx2 = -1;
+static volatile int g_kernel_path = -1; /* -1 = default (best available) */
+static volatile int g_num_threads = 0;  /* <= 0 = default */
+
+int dc_cpu_has_avx2(void) {
+    int v = g_has_avx2;
+    if (v < 0) {
+        v = (DC_GEMM_BUILD_AVX2 && dc_detect_avx2()) ? 1 : 0;
+        g_has_avx2 = v;
+    }
+    return v;
+}
+
+int dc_kernel_path(void) {
+    int p = g_kernel_path;
+    if (p < 0) p = dc_cpu_has_avx2() ? DC_KERNEL_AVX2 : DC_KERNEL_GENERIC;
+    return p;
+}
+
+int dc_select_kernel(int path) {
+    if (path == DC_KERNEL_GENERIC) {
+        g_kernel_path = path;
+        return DC_OK;
+    }
+    if (path == DC_KERNEL_AVX2) {
+        if (!dc_cpu_has_avx2()) return DC_ERR_UNSUPPORTED;
+        g_kernel_path = path;
+        return DC_OK;
+    }
+    return DC_ERR_ARG;
+}
+
+void dc_set_num_threads(int n) { g_num_threads = n > 0 ? n : 0; }
+
+int dc_get_num_threads(void) {
+#ifdef _OPENMP
+    int n = g_num_threads;
+    if (n <= 0) n = omp_get_max_threads();
+    return n > 0 ? n : 1;
+#else
+    return 1;
+#endif
+}
+
+int dc_have_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}

@@ -1,0 +1,395 @@
+/*
+ * gemm.c -- single-precision GEMM: driver (blocking, packing, threading, dispatch), the
+ * portable micro-kernel and packing routines, and the naive reference dc_sgemm_ref.
+ *
+ *   C (m,n) = alpha * op(A) (m,k) * op(B) (k,n) + beta * C, row-major.
+ *
+ * The ISA-specific code (AVX2+FMA) lives in gemm_avx2.c; this file is compiled
+ * without -mavx2 and only calls into it through the table below, and only when
+ * dc_kernel_path() says so (which requires dc_cpu_has_avx2()).
+ *
+ * Threads (OpenMP): every C element is computed by exactly one thread, with a K
+ * blocking that depends only on k, so results are bitwise identical for any thread
+ * count. Threads split either the M panels (each packs its own A block, all share a
+ * cooperatively packed B block) or the N panels (each packs its own B panels, all
+ * share a cooperatively packed A block), whichever balances better.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "gemm_internal.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#define DC_BARRIER() do { _Pragma("omp barrier") } while (0)
+#else
+#define DC_BARRIER() ((void)0)
+#endif
+
+#define DC_GEMM_ALIGN 64
+/* Slack after each pack buffer so vector packing may over-read nothing and edge code
+ * never has to special-case the last panel. */
+#define DC_GEMM_SLACK 64
+/* Below this many multiply-adds (m*n*k) a second thread costs more than it saves:
+ * measured on a 2-core Zen 4, fork/join + barriers are ~5-10 us. */
+#define DC_GEMM_MT_MIN_WORK 400000.0
+
+/* ------------------------------------------------------------------------------ */
+/* aligned scratch                                                                  */
+/* ------------------------------------------------------------------------------ */
+
+static void *dc_alloc_aligned(size_t bytes) {
+    void *raw = malloc(bytes + DC_GEMM_ALIGN + sizeof(void *));
+    if (!raw) return NULL;
+    uintptr_t p = ((uintptr_t)raw + sizeof(void *) + DC_GEMM_ALIGN - 1) &
+                  ~(uintptr_t)(DC_GEMM_ALIGN - 1);
+    ((void **)p)[-1] = raw;
+    return (void *)p;
+}
+
+static void dc_free_aligned(void *p) {
+    if (p) free(((void **)p)[-1]);
+}
+
+static int64_t dc_min64(int64_t x, int64_t y) { return x < y ? x : y; }
+static int64_t dc_cdiv64(int64_t x, int64_t y) { return (x + y - 1) / y; }
+
+/* ------------------------------------------------------------------------------ */
+/* portable micro-kernel: 6x8, GNU vector extensions (SSE2 on x86-64, NEON on arm) */
+/* ------------------------------------------------------------------------------ */
+
+#define DC_GEN_MR 6
+#define DC_GEN_NR 8
+
+/* Write an MR x NR tile of results t (row stride NR) into C: C = alpha*t + beta*C. */
+static void dc_store_tile(float *c, int64_t ldc, const float *t, int ld_t, float alpha,
+                          float beta, int mr, int nr) {
+    for (int r = 0; r < mr; r++) {
+        float *cr = c + (int64_t)r * ldc;
+        const float *tr = t + r * ld_t;
+        if (beta == 0.0f) {
+            for (int j = 0; j < nr; j++) cr[j] = alpha * tr[j];
+        } else {
+            for (int j = 0; j < nr; j++) cr[j] = alpha * tr[j] + beta * cr[j];
+        }
+    }
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+typedef float dc_v4sf __attribute__((vector_size(16)));
+
+static void dc_ukernel_generic(int64_t k, const float *restrict a, const float *restrict b,
+                               float *restrict c, int64_t ldc, float alpha, float beta,
+                               int mr, int nr) {
+    /* 12 accumulators + 2 B vectors + 1 broadcast = 15 of 16 xmm registers */
+    dc_v4sf c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
+    dc_v4sf c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
+    for (int64_t p = 0; p < k; p++) {
+        dc_v4sf b0, b1, av;
+        memcpy(&b0, b, sizeof b0);
+        memcpy(&b1, b + 4, sizeof b1);
+#define DC_GEN_ROW(r)                                   \
+    av = (dc_v4sf){a[r], a[r], a[r], a[r]};             \
+    c##r##0 += av * b0;                                 \
+    c##r##1 += av * b1;
+        DC_GEN_ROW(0) DC_GEN_ROW(1) DC_GEN_ROW(2) DC_GEN_ROW(3) DC_GEN_ROW(4) DC_GEN_ROW(5)
+#undef DC_GEN_ROW
+        a += DC_GEN_MR;
+        b += DC_GEN_NR;
+    }
+    float t[DC_GEN_MR * DC_GEN_NR];
+#define DC_GEN_PUT(r)                                   \
+    memcpy(t + r * DC_GEN_NR, &c##r##0, sizeof c00);    \
+    memcpy(t + r * DC_GEN_NR + 4, &c##r##1, sizeof c00);
+    DC_GEN_PUT(0) DC_GEN_PUT(1) DC_GEN_PUT(2) DC_GEN_PUT(3) DC_GEN_PUT(4) DC_GEN_PUT(5)
+#undef DC_GEN_PUT
+    dc_store_tile(c, ldc, t, DC_GEN_NR, alpha, beta, mr, nr);
+}
+#else
+static void dc_ukernel_generic(int64_t k, const float *restrict a, const float *restrict b,
+                               float *restrict c, int64_t ldc, float alpha, float beta,
+                               int mr, int nr) {
+    float t[DC_GEN_MR * DC_GEN_NR] = {0};
+    for (int64_t p = 0; p < k; p++) {
+        for (int r = 0; r < DC_GEN_MR; r++)
+            for (int j = 0; j < DC_GEN_NR; j++) t[r * DC_GEN_NR + j] += a[r] * b[j];
+        a += DC_GEN_MR;
+        b += DC_GEN_NR;
+    }
+    dc_store_tile(c, ldc, t, DC_GEN_NR, alpha, beta, mr, nr);
+}
+#endif
+
+static void dc_pack_a_generic(float *pa, const float *a, int64_t lda, int trans_a, int64_t i0,
+                              int64_t mlen, int64_t p0, int64_t kc) {
+    for (int64_t ip = 0; ip < mlen; ip += DC_GEN_MR) {
+        const int mr = (int)dc_min64(DC_GEN_MR, mlen - ip);
+        for (int64_t p = 0; p < kc; p++) {
+            float *dst = pa + p * DC_GEN_MR;
+            int r = 0;
+            if (trans_a) {
+                const float *src = a + (p0 + p) * lda + i0 + ip;
+                for (; r < mr; r++) dst[r] = src[r];
+            } else {
+                const float *src = a + (i0 + ip) * lda + p0 + p;
+                for (; r < mr; r++) dst[r] = src[(int64_t)r * lda];
+            }
+            for (; r < DC_GEN_MR; r++) dst[r] = 0.0f;
+        }
+        pa += DC_GEN_MR * kc;
+    }
+}
+
+static void dc_pack_b_generic(float *pb, const float *b, int64_t ldb, int trans_b, int64_t p0,
+                              int64_t kc, int64_t j0, int64_t nlen) {
+    for (int64_t jp = 0; jp < nlen; jp += DC_GEN_NR) {
+        const int nr = (int)dc_min64(DC_GEN_NR, nlen - jp);
+        for (int64_t p = 0; p < kc; p++) {
+            float *dst = pb + p * DC_GEN_NR;
+            int j = 0;
+            if (trans_b) {
+                const float *src = b + (j0 + jp) * ldb + p0 + p;
+                for (; j < nr; j++) dst[j] = src[(int64_t)j * ldb];
+            } else {
+                const float *src = b + (p0 + p) * ldb + j0 + jp;
+                for (; j < nr; j++) dst[j] = src[j];
+            }
+            for (; j < DC_GEN_NR; j++) dst[j] = 0.0f;
+        }
+        pb += DC_GEN_NR * kc;
+    }
+}
+
+/* ------------------------------------------------------------------------------ */
+/* the per-ISA table (block sizes are data; measured, see benchmarks/bench_gemm.py) */
+/* ------------------------------------------------------------------------------ */
+
+static const dc_sgemm_kernel_info dc_kernel_table[] = {
+    /* generic: 6x8 SSE2-width tile; A block 72 x 256 x 4 B = 72 KB (L2),
+     * B micro-panel 256 x 8 x 4 B = 8 KB (L1) */
+    {"generic", DC_GEN_MR, DC_GEN_NR, 72, 256, 4080, dc_ukernel_generic, dc_pack_a_generic,
+     dc_pack_b_generic},
+#if DC_GEMM_BUILD_AVX2
+    /* avx2: 6x16 tile = 12 ymm accumulators; A block 144 x 256 x 4 B = 144 KB (L2),
+     * B micro-panel 256 x 16 x 4 B = 16 KB (half of L1d) */
+    {"avx2", 6, 16, 144, 256, 4080, dc_sgemm_ukernel_avx2_6x16, dc_sgemm_pack_a_avx2_6,
+     dc_sgemm_pack_b_avx2_16},
+#endif
+};
+
+const dc_sgemm_kernel_info *dc_sgemm_kernel_info_for(int path) {
+    if (path == DC_KERNEL_GENERIC) return &dc_kernel_table[0];
+#if DC_GEMM_BUILD_AVX2
+    if (path == DC_KERNEL_AVX2) return &dc_kernel_table[1];
+#endif
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------ */
+/* driver                                                                           */
+/* ------------------------------------------------------------------------------ */
+
+typedef struct {
+    const dc_sgemm_kernel_info *ki;
+    int trans_a, trans_b, split_n;
+    int64_t m, n, k, kc, nc, mc_max;
+    float alpha, beta;
+    const float *a, *b;
+    float *c;
+    int64_t lda, ldb, ldc;
+    float *pa, *pb;    /* packed A (per thread when splitting M, shared otherwise), B */
+    int64_t pa_stride; /* floats per per-thread A buffer */
+} dc_gemm_job;
+
+static void dc_gemm_worker(const dc_gemm_job *J, int tid, int nt) {
+    const dc_sgemm_kernel_info *ki = J->ki;
+    const int64_t MR = ki->mr, NR = ki->nr;
+    const int64_t m = J->m, n = J->n, k = J->k;
+    const int split_n = J->split_n;
+
+    /* rows this thread owns (whole MR panels), all rows when splitting N */
+    int64_t m_lo = 0, m_hi = m;
+    if (!split_n) {
+        const int64_t pm = dc_cdiv64(m, MR);
+        m_lo = (pm * tid / nt) * MR;
+        m_hi = dc_min64(m, (pm * (tid + 1) / nt) * MR);
+    }
+    float *pa = split_n ? J->pa : J->pa + (int64_t)tid * J->pa_stride;
+    float *pb = J->pb;
+    int64_t mc = 0;
+    if (m_hi > m_lo) {
+        /* balanced M blocks of at most mc_max rows, a multiple of MR */
+        const int64_t nmb = dc_cdiv64(m_hi - m_lo, J->mc_max);
+        mc = dc_cdiv64(dc_cdiv64(m_hi - m_lo, nmb), MR) * MR;
+    }
+
+    for (int64_t jc = 0; jc < n; jc += J->nc) {
+        const int64_t nc = dc_min64(J->nc, n - jc);
+        const int64_t pn = dc_cdiv64(nc, NR);
+        /* B panels this thread packs; with split_n also the ones it computes */
+        const int64_t bp_lo = pn * tid / nt, bp_hi = pn * (tid + 1) / nt;
+        const int64_t cp_lo = split_n ? bp_lo : 0, cp_hi = split_n ? bp_hi : pn;
+
+        for (int64_t pc = 0; pc < k; pc += J->kc) {
+            const int64_t kc = dc_min64(J->kc, k - pc);
+            const float beta = pc == 0 ? J->beta : 1.0f;
+
+            if (!split_n) { DC_BARRIER(); } /* everyone is done with the previous B block */
+            if (bp_hi > bp_lo) {
+                const int64_t j_lo = bp_lo * NR, j_hi = dc_min64(nc, bp_hi * NR);
+                ki->pack_b(pb + j_lo * kc, J->b, J->ldb, J->trans_b, pc, kc, jc + j_lo,
+                           j_hi - j_lo);
+            }
+            if (!split_n) { DC_BARRIER(); } /* the whole B block is packed */
+
+            for (int64_t ic = m_lo; ic < m_hi; ic += mc) {
+                const int64_t mcur = dc_min64(mc, m_hi - ic);
+                const int64_t pmc = dc_cdiv64(mcur, MR);
+                if (split_n) {
+                    DC_BARRIER(); /* everyone is done with the previous A block */
+                    const int64_t ap_lo = pmc * tid / nt, ap_hi = pmc * (tid + 1) / nt;
+                    if (ap_hi > ap_lo) {
+                        const int64_t i_lo = ap_lo * MR, i_hi = dc_min64(mcur, ap_hi * MR);
+                        ki->pack_a(pa + i_lo * kc, J->a, J->lda, J->trans_a, ic + i_lo,
+                                   i_hi - i_lo, pc, kc);
+                    }
+                    DC_BARRIER(); /* the whole A block is packed */
+                } else {
+                    ki->pack_a(pa, J->a, J->lda, J->trans_a, ic, mcur, pc, kc);
+                }
+                for (int64_t jp = cp_lo; jp < cp_hi; jp++) {
+                    const int nr = (int)dc_min64(NR, nc - jp * NR);
+                    const float *bpan = pb + jp * NR * kc;
+                    float *cblk = J->c + ic * J->ldc + jc + jp * NR;
+                    for (int64_t ip = 0; ip < pmc; ip++) {
+                        const int mr = (int)dc_min64(MR, mcur - ip * MR);
+                        ki->ukernel(kc, pa + ip * MR * kc, bpan, cblk + ip * MR * J->ldc,
+                                    J->ldc, J->alpha, beta, mr, nr);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* C = beta * C, with beta == 0 meaning "overwrite with zeros" (even NaN). */
+static void dc_scale_c(float *c, int64_t ldc, int64_t m, int64_t n, float beta) {
+    if (beta == 1.0f) return;
+    for (int64_t i = 0; i < m; i++) {
+        float *ci = c + i * ldc;
+        if (beta == 0.0f) {
+            memset(ci, 0, (size_t)n * sizeof(float));
+        } else {
+            for (int64_t j = 0; j < n; j++) ci[j] *= beta;
+        }
+    }
+}
+
+static int dc_gemm_check(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                         int trans_a, const float *b, int64_t ldb, int trans_b, const float *c,
+                         int64_t ldc) {
+    if (m < 0 || n < 0 || k < 0) return DC_ERR_ARG;
+    if (m > 0 && n > 0 && (!c || ldc < n)) return DC_ERR_ARG;
+    if (m > 0 && n > 0 && k > 0) {
+        if (!a || !b) return DC_ERR_ARG;
+        if (lda < (trans_a ? m : k) || ldb < (trans_b ? k : n)) return DC_ERR_ARG;
+    }
+    return DC_OK;
+}
+
+int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+             const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+             int64_t ldc) {
+    int st = dc_gemm_check(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc);
+    if (st != DC_OK) return st;
+    if (m == 0 || n == 0) return DC_OK;
+    if (k == 0 || alpha == 0.0f) {
+        dc_scale_c(c, ldc, m, n, beta);
+        return DC_OK;
+    }
+    const dc_sgemm_kernel_info *ki = dc_sgemm_kernel_info_for(dc_kernel_path());
+    if (!ki) ki = dc_sgemm_kernel_info_for(DC_KERNEL_GENERIC);
+
+    dc_gemm_job J;
+    J.ki = ki;
+    J.trans_a = trans_a != 0;
+    J.trans_b = trans_b != 0;
+    J.m = m;
+    J.n = n;
+    J.k = k;
+    J.alpha = alpha;
+    J.beta = beta;
+    J.a = a;
+    J.b = b;
+    J.c = c;
+    J.lda = lda;
+    J.ldb = ldb;
+    J.ldc = ldc;
+    /* balanced K blocks: k = 784 -> 3 x 262 rather than 256+256+256+16 */
+    J.kc = dc_cdiv64(k, dc_cdiv64(k, ki->kc));
+    J.nc = dc_min64(ki->nc, dc_cdiv64(n, ki->nr) * ki->nr);
+    J.mc_max = dc_min64(ki->mc, dc_cdiv64(m, ki->mr) * ki->mr);
+
+    /* threads: split whichever of M / N panels balances better */
+    const int64_t pm = dc_cdiv64(m, ki->mr), pn = dc_cdiv64(J.nc, ki->nr);
+    int nt = dc_get_num_threads();
+    if ((double)m * (double)n * (double)k < DC_GEMM_MT_MIN_WORK) nt = 1;
+    J.split_n = 0;
+    if (nt > 1) {
+        const int64_t cost_m = dc_cdiv64(pm, nt) * pn, cost_n = pm * dc_cdiv64(pn, nt);
+        J.split_n = cost_n < cost_m;
+        const int64_t lim = J.split_n ? pn : pm;
+        if (nt > lim) nt = (int)lim;
+    }
+
+    const int64_t n_abuf = J.split_n ? 1 : nt;
+    J.pa_stride = J.mc_max * J.kc + DC_GEMM_SLACK;
+    const size_t pb_floats = (size_t)(J.nc * J.kc + DC_GEMM_SLACK);
+    J.pa = (float *)dc_alloc_aligned((size_t)(n_abuf * J.pa_stride) * sizeof(float));
+    J.pb = (float *)dc_alloc_aligned(pb_floats * sizeof(float));
+    if (!J.pa || !J.pb) {
+        dc_free_aligned(J.pa);
+        dc_free_aligned(J.pb);
+        return DC_ERR_NOMEM;
+    }
+
+#ifdef _OPENMP
+    if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+        dc_gemm_worker(&J, omp_get_thread_num(), omp_get_num_threads());
+    } else {
+        dc_gemm_worker(&J, 0, 1);
+    }
+#else
+    dc_gemm_worker(&J, 0, 1);
+#endif
+
+    dc_free_aligned(J.pa);
+    dc_free_aligned(J.pb);
+    return DC_OK;
+}
+
+/* ------------------------------------------------------------------------------ */
+/* naive reference: the oracle and the fallback (double accumulation)              */
+/* ------------------------------------------------------------------------------ */
+
+int dc_sgemm_ref(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                 const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                 float *c, int64_t ldc) {
+    int st = dc_gemm_check(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc);
+    if (st != DC_OK) return st;
+    for (int64_t i = 0; i < m; i++) {
+        for (int64_t j = 0; j < n; j++) {
+            double s = 0.0;
+            for (int64_t p = 0; p < k; p++) {
+                const float av = trans_a ? a[p * lda + i] : a[i * lda + p];
+                const float bv = trans_b ? b[j * ldb + p] : b[p * ldb + j];
+                s += (double)av * (double)bv;
+            }
+            double v = (double)alpha * s;
+            if (beta != 0.0f) v += (double)beta * (double)c[i * ldc + j];
+            c[i * ldc + j] = (float)v;
+        }
+    }
+    return DC_OK;
+}

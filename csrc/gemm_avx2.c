@@ -1,0 +1,249 @@
+/*
+ * gemm_avx2.c -- AVX2+FMA micro-kernel (6x16) and packing for dc_sgemm.
+ *
+ * Compiled with -mavx2 -mfma (MSVC: /arch:AVX2) and nothing else is: gemm.c reaches
+ * these functions only through the kernel table, and only when dc_cpu_has_avx2().
+ *
+ * Tile choice: 6 rows x 16 columns = 12 ymm accumulators; per k step 2 loads of B,
+ * 6 broadcasts of A and 12 FMAs, so the two FMA pipes (not the load ports) bound it.
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "gemm_internal.h"
+
+#if !defined(__AVX2__) || (!defined(__FMA__) && !defined(_MSC_VER))
+#error "gemm_avx2.c must be compiled with -mavx2 -mfma (MSVC: /arch:AVX2)"
+#endif
+
+#define MR 6
+#define NR 16
+
+#if defined(_MSC_VER)
+#define DC_ALIGN64 __declspec(align(64))
+#define DC_ALIGN64_POST
+#else
+#define DC_ALIGN64
+#define DC_ALIGN64_POST __attribute__((aligned(64)))
+#endif
+
+/* ------------------------------------------------------------------------------ */
+/* micro-kernel                                                                     */
+/* ------------------------------------------------------------------------------ */
+
+void dc_sgemm_ukernel_avx2_6x16(int64_t k, const float *restrict a, const float *restrict b,
+                                float *restrict c, int64_t ldc, float alpha, float beta,
+                                int mr, int nr) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+    __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+    __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+    __m256 b0, b1, av;
+
+    /* the tile of C is written once at the end: pull its lines in meanwhile */
+    if (mr == MR && beta != 0.0f) {
+        for (int r = 0; r < MR; r++) {
+            _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+            _mm_prefetch((const char *)(c + r * ldc + 15), _MM_HINT_T0);
+        }
+    }
+
+#define DC_STEP(o)                                              \
+    b0 = _mm256_load_ps(b + NR * (o));                          \
+    b1 = _mm256_load_ps(b + NR * (o) + 8);                      \
+    av = _mm256_broadcast_ss(a + MR * (o) + 0);                 \
+    c00 = _mm256_fmadd_ps(av, b0, c00);                         \
+    c01 = _mm256_fmadd_ps(av, b1, c01);                         \
+    av = _mm256_broadcast_ss(a + MR * (o) + 1);                 \
+    c10 = _mm256_fmadd_ps(av, b0, c10);                         \
+    c11 = _mm256_fmadd_ps(av, b1, c11);                         \
+    av = _mm256_broadcast_ss(a + MR * (o) + 2);                 \
+    c20 = _mm256_fmadd_ps(av, b0, c20);                         \
+    c21 = _mm256_fmadd_ps(av, b1, c21);                         \
+    av = _mm256_broadcast_ss(a + MR * (o) + 3);                 \
+    c30 = _mm256_fmadd_ps(av, b0, c30);                         \
+    c31 = _mm256_fmadd_ps(av, b1, c31);                         \
+    av = _mm256_broadcast_ss(a + MR * (o) + 4);                 \
+    c40 = _mm256_fmadd_ps(av, b0, c40);                         \
+    c41 = _mm256_fmadd_ps(av, b1, c41);                         \
+    av = _mm256_broadcast_ss(a + MR * (o) + 5);                 \
+    c50 = _mm256_fmadd_ps(av, b0, c50);                         \
+    c51 = _mm256_fmadd_ps(av, b1, c51);
+
+    int64_t p = k;
+    for (; p >= 4; p -= 4) {
+        _mm_prefetch((const char *)(a + 96), _MM_HINT_T0);
+        _mm_prefetch((const char *)(a + 112), _MM_HINT_T0);
+        DC_STEP(0)
+        DC_STEP(1)
+        DC_STEP(2)
+        DC_STEP(3)
+        a += 4 * MR;
+        b += 4 * NR;
+    }
+    for (; p > 0; p--) {
+        DC_STEP(0)
+        a += MR;
+        b += NR;
+    }
+#undef DC_STEP
+
+    const __m256 va = _mm256_set1_ps(alpha);
+    if (mr == MR && nr == NR) {
+        if (beta == 0.0f) {
+#define DC_PUT0(r)                                                        \
+    _mm256_storeu_ps(c + (r) * ldc, _mm256_mul_ps(va, c##r##0));          \
+    _mm256_storeu_ps(c + (r) * ldc + 8, _mm256_mul_ps(va, c##r##1));
+            DC_PUT0(0) DC_PUT0(1) DC_PUT0(2) DC_PUT0(3) DC_PUT0(4) DC_PUT0(5)
+#undef DC_PUT0
+        } else {
+            const __m256 vb = _mm256_set1_ps(beta);
+#define DC_PUT1(r)                                                                   \
+    _mm256_storeu_ps(c + (r) * ldc,                                                  \
+                     _mm256_fmadd_ps(vb, _mm256_loadu_ps(c + (r) * ldc),             \
+                                     _mm256_mul_ps(va, c##r##0)));                   \
+    _mm256_storeu_ps(c + (r) * ldc + 8,                                              \
+                     _mm256_fmadd_ps(vb, _mm256_loadu_ps(c + (r) * ldc + 8),         \
+                                     _mm256_mul_ps(va, c##r##1)));
+            DC_PUT1(0) DC_PUT1(1) DC_PUT1(2) DC_PUT1(3) DC_PUT1(4) DC_PUT1(5)
+#undef DC_PUT1
+        }
+        return;
+    }
+
+    /* edge tile: spill, then write only the valid mr x nr part */
+    DC_ALIGN64 float t[MR * NR] DC_ALIGN64_POST;
+#define DC_SPILL(r)                                                 \
+    _mm256_store_ps(t + (r) * NR, _mm256_mul_ps(va, c##r##0));      \
+    _mm256_store_ps(t + (r) * NR + 8, _mm256_mul_ps(va, c##r##1));
+    DC_SPILL(0) DC_SPILL(1) DC_SPILL(2) DC_SPILL(3) DC_SPILL(4) DC_SPILL(5)
+#undef DC_SPILL
+    for (int r = 0; r < mr; r++) {
+        float *cr = c + r * ldc;
+        const float *tr = t + r * NR;
+        if (beta == 0.0f) {
+            for (int j = 0; j < nr; j++) cr[j] = tr[j];
+        } else {
+            for (int j = 0; j < nr; j++) cr[j] = tr[j] + beta * cr[j];
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------ */
+/* packing                                                                          */
+/* ------------------------------------------------------------------------------ */
+
+/* In-register 8x8 transpose: r[i] = row i in, r[j] = column j out. */
+static inline void dc_transpose8(__m256 r[8]) {
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+    const __m256 s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+    const __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+    const __m256 s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+    const __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+    const __m256 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+    const __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+    const __m256 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+    r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+    r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+/* Store lanes 0..5 of v at dst (exactly 6 floats: panels are packed concurrently by
+ * different threads, so no over-writing store may touch a neighbour's panel). */
+static inline void dc_store6(float *dst, __m256 v) {
+    _mm_storeu_ps(dst, _mm256_castps256_ps128(v));
+    _mm_storel_pi((__m64 *)(dst + 4), _mm256_extractf128_ps(v, 1));
+}
+
+void dc_sgemm_pack_a_avx2_6(float *pa, const float *a, int64_t lda, int trans_a, int64_t i0,
+                            int64_t mlen, int64_t p0, int64_t kc) {
+    for (int64_t ip = 0; ip < mlen; ip += MR, pa += MR * kc) {
+        const int64_t mr = mlen - ip < MR ? mlen - ip : MR;
+        if (mr < MR) { /* edge panel: zero-filled rows */
+            for (int64_t p = 0; p < kc; p++) {
+                float *dst = pa + p * MR;
+                int64_t r = 0;
+                for (; r < mr; r++)
+                    dst[r] = trans_a ? a[(p0 + p) * lda + i0 + ip + r]
+                                     : a[(i0 + ip + r) * lda + p0 + p];
+                for (; r < MR; r++) dst[r] = 0.0f;
+            }
+            continue;
+        }
+        if (trans_a) { /* op(A)[i][p] = A[p][i]: 6 contiguous floats per p */
+            const float *src = a + p0 * lda + i0 + ip;
+            for (int64_t p = 0; p < kc; p++, src += lda) {
+                _mm_storeu_ps(pa + p * MR, _mm_loadu_ps(src));
+                _mm_storel_pi((__m64 *)(pa + p * MR + 4),
+                              _mm_castpd_ps(_mm_load_sd((const double *)(src + 4))));
+            }
+        } else { /* op(A)[i][p] = A[i][p]: transpose 6 rows x 8 columns at a time */
+            const float *src = a + (i0 + ip) * lda + p0;
+            int64_t p = 0;
+            for (; p + 8 <= kc; p += 8) {
+                __m256 r[8];
+                for (int q = 0; q < MR; q++) r[q] = _mm256_loadu_ps(src + q * lda + p);
+                r[6] = _mm256_setzero_ps();
+                r[7] = _mm256_setzero_ps();
+                dc_transpose8(r);
+                for (int q = 0; q < 8; q++) dc_store6(pa + (p + q) * MR, r[q]);
+            }
+            for (; p < kc; p++)
+                for (int q = 0; q < MR; q++) pa[p * MR + q] = src[q * lda + p];
+        }
+    }
+}
+
+void dc_sgemm_pack_b_avx2_16(float *pb, const float *b, int64_t ldb, int trans_b, int64_t p0,
+                             int64_t kc, int64_t j0, int64_t nlen) {
+    for (int64_t jp = 0; jp < nlen; jp += NR, pb += NR * kc) {
+        const int64_t nr = nlen - jp < NR ? nlen - jp : NR;
+        if (nr < NR) { /* edge panel: zero-filled columns */
+            for (int64_t p = 0; p < kc; p++) {
+                float *dst = pb + p * NR;
+                int64_t j = 0;
+                for (; j < nr; j++)
+                    dst[j] = trans_b ? b[(j0 + jp + j) * ldb + p0 + p]
+                                     : b[(p0 + p) * ldb + j0 + jp + j];
+                for (; j < NR; j++) dst[j] = 0.0f;
+            }
+            continue;
+        }
+        if (!trans_b) { /* op(B)[p][j] = B[p][j]: 16 contiguous floats per p */
+            const float *src = b + p0 * ldb + j0 + jp;
+            for (int64_t p = 0; p < kc; p++, src += ldb) {
+                _mm256_store_ps(pb + p * NR, _mm256_loadu_ps(src));
+                _mm256_store_ps(pb + p * NR + 8, _mm256_loadu_ps(src + 8));
+            }
+        } else { /* op(B)[p][j] = B[j][p]: transpose 16 rows x 8 columns at a time */
+            const float *src = b + (j0 + jp) * ldb + p0;
+            int64_t p = 0;
+            for (; p + 8 <= kc; p += 8) {
+                __m256 lo[8], hi[8];
+                for (int q = 0; q < 8; q++) {
+                    lo[q] = _mm256_loadu_ps(src + q * ldb + p);
+                    hi[q] = _mm256_loadu_ps(src + (q + 8) * ldb + p);
+                }
+                dc_transpose8(lo);
+                dc_transpose8(hi);
+                for (int q = 0; q < 8; q++) {
+                    _mm256_store_ps(pb + (p + q) * NR, lo[q]);
+                    _mm256_store_ps(pb + (p + q) * NR + 8, hi[q]);
+                }
+            }
+            for (; p < kc; p++)
+                for (int q = 0; q < NR; q++) pb[p * NR + q] = src[q * ldb + p];
+        }
+    }
+}

@@ -1,0 +1,79 @@
+/*
+ * gemm_internal.h -- private contract between the GEMM driver (gemm.c), the
+ * ISA-specific micro-kernels (gemm_avx2.c) and CPU detection (cpu.c).
+ *
+ * BLIS-style decomposition (see docs/ARCHITECTURE.md):
+ *
+ *   for jc in N step NC:                       packed B block (KC x NC) in L3/L2
+ *     for pc in K step KC:
+ *       pack B[pc:pc+KC, jc:jc+NC] into NR-wide micro-panels
+ *       for ic in M step MC:                   packed A block (MC x KC) in L2
+ *         pack A[ic:ic+MC, pc:pc+KC] into MR-tall micro-panels
+ *         for jr in NC step NR:                B micro-panel (KC x NR) stays in L1
+ *           for ir in MC step MR:
+ *             micro-kernel: C[MR x NR] = alpha * Apanel * Bpanel + beta * C
+ *
+ * Packed layouts (both zero-padded to full MR / NR at the edges):
+ *   A micro-panel: for p in [0,kc): MR consecutive floats op(A)[i0..i0+MR)[p]
+ *   B micro-panel: for p in [0,kc): NR consecutive floats op(B)[p][j0..j0+NR)
+ */
+#ifndef DC_GEMM_INTERNAL_H
+#define DC_GEMM_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "digitcore.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One MR x NR tile: C[0:mr, 0:nr] = alpha * (A panel * B panel) + beta * C, with
+ * beta == 0 meaning "overwrite". a and b are packed micro-panels of depth k (k >= 1);
+ * mr <= MR and nr <= NR give the valid part of the tile (edges). */
+typedef void (*dc_sgemm_ukernel_fn)(int64_t k, const float *a, const float *b, float *c,
+                                    int64_t ldc, float alpha, float beta, int mr, int nr);
+
+/* Pack op(A)[i0 : i0+mlen, p0 : p0+kc] into ceil(mlen/MR) micro-panels at pa
+ * (each MR*kc floats, rows past mlen zero-filled). */
+typedef void (*dc_sgemm_pack_a_fn)(float *pa, const float *a, int64_t lda, int trans_a,
+                                   int64_t i0, int64_t mlen, int64_t p0, int64_t kc);
+/* Pack op(B)[p0 : p0+kc, j0 : j0+nlen] into ceil(nlen/NR) micro-panels at pb
+ * (each NR*kc floats, columns past nlen zero-filled). */
+typedef void (*dc_sgemm_pack_b_fn)(float *pb, const float *b, int64_t ldb, int trans_b,
+                                   int64_t p0, int64_t kc, int64_t j0, int64_t nlen);
+
+/* The per-ISA table: block sizes are data, the three functions are the ISA's code. */
+typedef struct {
+    const char *name;
+    int mr, nr;          /* register tile */
+    int64_t mc, kc, nc;  /* cache blocks; mc % mr == 0, nc % nr == 0 */
+    dc_sgemm_ukernel_fn ukernel;
+    dc_sgemm_pack_a_fn pack_a;
+    dc_sgemm_pack_b_fn pack_b;
+} dc_sgemm_kernel_info;
+
+/* Returns the table for a path (DC_KERNEL_GENERIC / DC_KERNEL_AVX2), or NULL if this
+ * build lacks it. Defined in gemm.c. */
+const dc_sgemm_kernel_info *dc_sgemm_kernel_info_for(int path);
+
+/* True when gemm_avx2.c is part of this build (x86 builds define
+ * DIGITCORE_HAVE_AVX2_TU for every file). */
+#if defined(DIGITCORE_HAVE_AVX2_TU) && (defined(__x86_64__) || defined(_M_X64))
+#define DC_GEMM_BUILD_AVX2 1
+/* AVX2+FMA code: callers must have checked dc_cpu_has_avx2(). MR = 6, NR = 16. */
+void dc_sgemm_ukernel_avx2_6x16(int64_t k, const float *a, const float *b, float *c,
+                                int64_t ldc, float alpha, float beta, int mr, int nr);
+void dc_sgemm_pack_a_avx2_6(float *pa, const float *a, int64_t lda, int trans_a, int64_t i0,
+                            int64_t mlen, int64_t p0, int64_t kc);
+void dc_sgemm_pack_b_avx2_16(float *pb, const float *b, int64_t ldb, int trans_b, int64_t p0,
+                             int64_t kc, int64_t j0, int64_t nlen);
+#else
+#define DC_GEMM_BUILD_AVX2 0
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DC_GEMM_INTERNAL_H */
