@@ -1,0 +1,789 @@
+"""MNIST, Fashion-MNIST and the bundled mnist-mini subset; splitting and batching.
+
+Where the full datasets are looked for, in order: the ``data_dir`` argument,
+``$DIGITCORE_DATA``, then the user cache dir (``$DIGITCORE_CACHE_DIR`` or the
+platform convention, see :func:`get_cache_dir`). In each of those, the four files
+under their canonical names (raw or ``.gz``) are looked for in ``mnist/`` and
+torchvision's ``MNIST/raw/`` (``fashion-mnist/`` and ``FashionMNIST/raw/`` for
+Fashion-MNIST), then in the directory itself.
+
+Files found are verified once (SHA-256 of the decompressed content); the result
+is remembered in ``<cache dir>/verified.json`` keyed by path, size and mtime, so
+later loads only parse. When nothing is found and ``download=True``, the files
+are fetched from public mirrors, verified while streaming, and renamed into
+place atomically. Images stay uint8 everywhere: the network scales them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import importlib.resources
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from digitcore._version import __version__
+from digitcore.errors import DatasetError
+from digitcore.idx import _fsync_dir, _read_idx, read_idx
+
+__all__ = [
+    "load_mnist", "load_fashion_mnist", "load_dataset", "resolve_default_dataset",
+    "download_dataset", "get_cache_dir", "find_dataset_files",
+    "train_val_split", "one_hot", "as_2d_images", "check_labels", "iter_batches",
+    "FILES", "MNIST_MIRRORS", "FASHION_MNIST_MIRRORS", "DATASET_NAMES",
+]
+
+#: Canonical file names, in the order (train images, train labels, test images, test labels).
+FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+#: Public mirrors tried in order (torchvision's order). Override with the ``mirrors``
+#: argument of :func:`download_dataset` or ``$DIGITCORE_MNIST_MIRRORS`` (comma- or
+#: space-separated base URLs).
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+#: torchvision's and keras' Fashion-MNIST locations; ``$DIGITCORE_FASHION_MNIST_MIRRORS``.
+FASHION_MNIST_MIRRORS = (
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+)
+
+DATASET_NAMES = ("mnist", "fashion-mnist", "mnist-mini")
+
+# Decompressed sizes of the four files (same for MNIST and Fashion-MNIST).
+_SIZES = {
+    "train-images-idx3-ubyte": 16 + 60000 * 784,
+    "train-labels-idx1-ubyte": 8 + 60000,
+    "t10k-images-idx3-ubyte": 16 + 10000 * 784,
+    "t10k-labels-idx1-ubyte": 8 + 10000,
+}
+
+# connect timeout, read timeout (seconds)
+DEFAULT_TIMEOUT = (10.0, 30.0)
+
+
+@dataclass(frozen=True)
+class _Spec:
+    name: str
+    title: str
+    subdirs: tuple[str, ...]
+    sha256: dict
+    mirrors_attr: str
+    mirrors_env: str
+
+
+_SPECS = {
+    "mnist": _Spec(
+        "mnist", "MNIST", ("mnist", "MNIST/raw"),
+        {
+            "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        },
+        "MNIST_MIRRORS", "DIGITCORE_MNIST_MIRRORS"),
+    "fashion-mnist": _Spec(
+        "fashion-mnist", "Fashion-MNIST", ("fashion-mnist", "FashionMNIST/raw"),
+        {
+            "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
+        "FASHION_MNIST_MIRRORS", "DIGITCORE_FASHION_MNIST_MIRRORS"),
+}
+
+# Bundled subset (scripts/make_mnist_mini.py): first 6000 training and first 1000 test
+# examples of the official MNIST files. SHA-256 of the decompressed content.
+MINI_PREFIX = "mnist-mini-"
+MINI_COUNTS = (6000, 1000)
+_MINI_SHA256 = {
+    "train-images-idx3-ubyte": "2782ff6f3467f3487a520503c34fe99b761aa97623af029969e59716ac3585c3",
+    "train-labels-idx1-ubyte": "0d830540a6191e75a9f5cd63cd5b4bde38960b893784bbf456d560179296d7cd",
+    "t10k-images-idx3-ubyte": "de7c252b04f05e1f8309634180ccdf286dc6dbac8c579b74e76e02ae0331ca52",
+    "t10k-labels-idx1-ubyte": "832c0d20f0dc42e575488c75a83a970787d4c8d4d05831b2ef03701b4a478a90",
+}
+
+_STAMP_FILE = "verified.json"
+
+
+# ----------------------------------------------------------------------------- places
+
+def get_cache_dir() -> Path:
+    """The digitcore cache directory (not created).
+
+    ``$DIGITCORE_CACHE_DIR`` if set; otherwise the platformdirs convention:
+    ``$XDG_CACHE_HOME/digitcore`` or ``~/.cache/digitcore`` (Linux and other
+    POSIX), ``~/Library/Caches/digitcore`` (macOS), ``%LOCALAPPDATA%\\digitcore\\Cache``
+    (Windows).
+    """
+    env = os.environ.get("DIGITCORE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "digitcore" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "digitcore"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "digitcore"
+
+
+def _spec(name: str) -> _Spec:
+    key = _normalize_name(name)
+    if key not in _SPECS:
+        raise DatasetError(f"unknown dataset {name!r} (expected one of {', '.join(DATASET_NAMES)})")
+    return _SPECS[key]
+
+
+def _normalize_name(name: str) -> str:
+    key = str(name).strip().lower().replace("_", "-")
+    return {"fashion": "fashion-mnist", "fashionmnist": "fashion-mnist",
+            "mnistmini": "mnist-mini", "mini": "mnist-mini"}.get(key, key)
+
+
+def _search_dirs(spec: _Spec, data_dir) -> list[Path]:
+    bases = []
+    if data_dir is not None:
+        bases.append(Path(data_dir).expanduser())
+    env = os.environ.get("DIGITCORE_DATA")
+    if env:
+        bases.append(Path(env).expanduser())
+    bases.append(get_cache_dir())
+    dirs: list[Path] = []
+    for base in bases:
+        # dataset-specific folders first: the base dir itself could hold the other dataset
+        for d in [*(base / s for s in spec.subdirs), base]:
+            if d not in dirs:
+                dirs.append(d)
+    return dirs
+
+
+def _file_in(directory: Path, name: str) -> Path | None:
+    # raw first (cheapest to read); Kaggle-style "train-images.idx3-ubyte" too
+    dotted = name.replace("-idx", ".idx")
+    for cand in (name, name + ".gz", dotted, dotted + ".gz"):
+        p = directory / cand
+        if p.is_file():
+            return p
+    return None
+
+
+def find_dataset_files(name: str = "mnist", data_dir=None) -> dict[str, Path] | None:
+    """Locate the four files of ``name`` locally, without reading or downloading.
+
+    Returns ``{canonical name: path}`` from the first directory (in lookup order)
+    that holds all four, or None.
+    """
+    spec = _spec(name)
+    for d in _search_dirs(spec, data_dir):
+        found = {f: _file_in(d, f) for f in FILES}
+        if all(found.values()):
+            return found
+    return None
+
+
+# ----------------------------------------------------------------------------- verification
+
+class _Stamps:
+    """``verified.json`` in the cache dir: path -> (size, mtime_ns, sha256) of checked files."""
+
+    def __init__(self):
+        self.path = get_cache_dir() / _STAMP_FILE
+        self.entries: dict = {}
+        self.dirty = False
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and isinstance(data.get("files"), dict):
+                self.entries = data["files"]
+        except (OSError, ValueError):
+            pass
+
+    @staticmethod
+    def _key(path: Path) -> str:
+        return str(Path(path).resolve())
+
+    def ok(self, path: Path, st: os.stat_result, sha: str) -> bool:
+        e = self.entries.get(self._key(path))
+        return (isinstance(e, dict) and e.get("size") == st.st_size
+                and e.get("mtime_ns") == st.st_mtime_ns and e.get("sha256") == sha)
+
+    def add(self, path: Path, st: os.stat_result, sha: str) -> None:
+        self.entries[self._key(path)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                         "sha256": sha}
+        self.dirty = True
+
+    def save(self) -> None:
+        """Write atomically; a read-only cache only costs re-hashing next time."""
+        if not self.dirty:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".verified.", suffix=".tmp",
+                                       dir=self.path.parent)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    json.dump({"version": 1, "files": self.entries}, f, indent=1,
+                              sort_keys=True)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                raise
+        except OSError:
+            pass
+        self.dirty = False
+
+
+def _known_hashes() -> dict[str, str]:
+    out = {}
+    for spec in _SPECS.values():
+        for f, h in spec.sha256.items():
+            out[h] = f"{spec.title} {f}"
+    for f, h in _MINI_SHA256.items():
+        out[h] = f"mnist-mini {f}"
+    return out
+
+
+def _mismatch(path, what: str, got: str, expected: str) -> DatasetError:
+    known = _known_hashes().get(got)
+    hint = (f"it is the {known} file" if known else
+            "the file is corrupt, truncated or not the official one")
+    return DatasetError(
+        f"{os.fspath(path)}: SHA-256 of the decompressed content is {got}, expected {expected} "
+        f"for {what}; {hint}. Delete it to re-download, or pass verify=False to use "
+        "your own IDX files.")
+
+
+def _load_verified(path: Path, expected: str | None, what: str, stamps: _Stamps | None):
+    if expected is None:
+        return read_idx(path)
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot stat ({exc})") from None
+    if stamps is not None and stamps.ok(path, st, expected):
+        return read_idx(path)
+    h = hashlib.sha256()
+    arr = _read_idx(path, h)
+    got = h.hexdigest()
+    if got != expected:
+        raise _mismatch(path, what, got, expected)
+    if stamps is not None:
+        try:
+            st2 = path.stat()
+        except OSError:
+            st2 = None
+        if st2 is not None and (st2.st_size, st2.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
+            stamps.add(path, st, expected)
+    return arr
+
+
+def _check_pair(x: np.ndarray, y: np.ndarray, xpath, ypath) -> None:
+    if x.ndim != 3 or x.dtype != np.uint8:
+        raise DatasetError(f"{xpath}: expected uint8 images of shape (n, h, w), "
+                           f"got {x.dtype} {x.shape}")
+    if y.ndim != 1 or y.dtype != np.uint8:
+        raise DatasetError(f"{ypath}: expected uint8 labels of shape (n,), got {y.dtype} {y.shape}")
+    if len(x) != len(y):
+        raise DatasetError(f"{ypath} has {len(y)} labels but {xpath} has {len(x)} images")
+
+
+def _load_four(paths: dict, hashes: dict | None, title: str, stamps: _Stamps | None):
+    arrays = {}
+    for f in FILES:
+        expected = hashes[f] if hashes is not None else None
+        arrays[f] = _load_verified(Path(paths[f]), expected, f"{title} {f}", stamps)
+    if stamps is not None:
+        stamps.save()
+    _check_pair(arrays[FILES[0]], arrays[FILES[1]], paths[FILES[0]], paths[FILES[1]])
+    _check_pair(arrays[FILES[2]], arrays[FILES[3]], paths[FILES[2]], paths[FILES[3]])
+    return (arrays[FILES[0]], arrays[FILES[1]]), (arrays[FILES[2]], arrays[FILES[3]])
+
+
+# ----------------------------------------------------------------------------- download
+
+def _mirrors(spec: _Spec, mirrors) -> tuple[str, ...]:
+    if mirrors is None:
+        env = os.environ.get(spec.mirrors_env, "").strip()
+        mirrors = re.split(r"[\s,]+", env) if env else globals()[spec.mirrors_attr]
+    if isinstance(mirrors, str):
+        mirrors = (mirrors,)
+    out = tuple(m.strip() for m in mirrors if m and m.strip())
+    if not out:
+        raise DatasetError(f"no download mirrors configured for {spec.title}")
+    return out
+
+
+def _url(base: str, fname: str) -> str:
+    return base if base.endswith(fname) else base.rstrip("/") + "/" + fname
+
+
+class _Progress:
+    def __init__(self, label: str, total: int | None, stream):
+        self.label, self.total, self.stream = label, total, stream
+        self.last = 0.0
+
+    def update(self, done: int, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.last < 0.1:
+            return
+        self.last = now
+        mb = done / 1e6
+        if self.total:
+            pct = min(100, 100 * done // self.total)
+            bar = "#" * (pct // 4)
+            msg = f"\r{self.label} [{bar:<25}] {pct:3d}% {mb:.1f}/{self.total / 1e6:.1f} MB"
+        else:
+            msg = f"\r{self.label} {mb:.1f} MB"
+        self.stream.write(msg + ("\n" if final else ""))
+        self.stream.flush()
+
+
+def _set_read_timeout(resp, seconds: float) -> None:
+    # urllib applies one timeout to connect and reads; after connecting, give reads
+    # their own (longer) limit. Best effort: the attribute path is an implementation detail.
+    try:
+        resp.fp.raw._sock.settimeout(seconds)
+    except AttributeError:
+        pass
+
+
+def _fetch(url: str, target: Path, expected_sha: str, expected_size: int,
+           timeout: tuple[float, float], show_progress: bool) -> None:
+    """Download one .gz to a temp file next to target, verify while streaming, rename."""
+    connect_t, read_t = timeout
+    max_compressed = expected_size + (1 << 20)  # gzip never grows data by more than this
+    req = urllib.request.Request(url, headers={"User-Agent": f"digitcore/{__version__}"})
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            with urllib.request.urlopen(req, timeout=connect_t) as resp:
+                _set_read_timeout(resp, read_t)
+                length = resp.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+                if total is not None and total > max_compressed:
+                    raise DatasetError(f"server announces {total} bytes, more than "
+                                       f"{max_compressed} possible for this file")
+                bar = (_Progress(f"Downloading {target.name}", total, sys.stderr)
+                       if show_progress else None)
+                d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                h = hashlib.sha256()
+                n_in = n_out = 0
+                while True:
+                    chunk = resp.read(1 << 16)
+                    if not chunk:
+                        break
+                    if d.eof:
+                        raise DatasetError("unexpected data after the end of the gzip stream")
+                    n_in += len(chunk)
+                    if n_in > max_compressed:
+                        raise DatasetError(f"download exceeds {max_compressed} bytes")
+                    out.write(chunk)
+                    data = chunk
+                    while data and not d.eof:
+                        try:
+                            piece = d.decompress(data, expected_size + 1 - n_out)
+                        except zlib.error as exc:
+                            raise DatasetError(f"not a valid gzip stream ({exc})") from None
+                        n_out += len(piece)
+                        if n_out > expected_size:
+                            raise DatasetError(f"decompresses to more than the expected "
+                                               f"{expected_size} bytes")
+                        h.update(piece)
+                        data = d.unconsumed_tail
+                    if d.eof and d.unused_data:
+                        raise DatasetError("unexpected data after the end of the gzip stream")
+                    if bar:
+                        bar.update(n_in)
+                if bar:
+                    bar.update(n_in, final=True)
+            if total is not None and n_in != total:
+                raise DatasetError(f"connection closed after {n_in} of {total} bytes")
+            if not d.eof:
+                raise DatasetError(f"truncated gzip stream ({n_in} bytes received)")
+            got = h.hexdigest()
+            if n_out != expected_size or got != expected_sha:
+                raise DatasetError(f"content has SHA-256 {got} ({n_out} bytes), expected "
+                                   f"{expected_sha} ({expected_size} bytes)")
+            out.flush()
+            os.fsync(out.fileno())
+        if hasattr(os, "chmod"):
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(target.parent)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, urllib.error.URLError):
+        return f"{exc.reason}"
+    if isinstance(exc, TimeoutError):
+        return f"timed out ({exc})" if str(exc) else "timed out"
+    return f"{type(exc).__name__}: {exc}" if not isinstance(exc, DatasetError) else str(exc)
+
+
+def download_dataset(name: str = "mnist", dest_dir=None, *, mirrors: Sequence[str] | None = None,
+                     timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+                     progress: bool | None = None) -> dict[str, Path]:
+    """Download the four files of ``name`` ("mnist" or "fashion-mnist") as ``.gz``.
+
+    Each file is streamed to a temporary file in ``dest_dir``, verified (SHA-256 and
+    size of the decompressed content, decompressed with a size cap) and renamed into
+    place; a failed or interrupted download leaves nothing a later load would trust.
+    Files already in ``dest_dir`` are kept (they are verified when loaded).
+
+    Parameters
+    ----------
+    dest_dir : path, optional
+        Default ``<cache dir>/<name>``; created if needed.
+    mirrors : sequence of str, optional
+        Base URLs tried in order. Default ``$DIGITCORE_MNIST_MIRRORS`` /
+        ``$DIGITCORE_FASHION_MNIST_MIRRORS`` (comma- or space-separated) or
+        :data:`MNIST_MIRRORS` / :data:`FASHION_MNIST_MIRRORS`.
+    timeout : float or (connect, read)
+        Seconds; a single number is used for both.
+    progress : bool, optional
+        Progress bar on stderr; default only when stderr is a terminal.
+
+    Returns
+    -------
+    dict
+        ``{canonical name: path}`` of the four files.
+    """
+    spec = _spec(name)
+    bases = _mirrors(spec, mirrors)
+    if not isinstance(timeout, tuple):
+        timeout = (float(timeout), float(timeout))
+    if progress is None:
+        progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    dest = Path(dest_dir).expanduser() if dest_dir is not None else get_cache_dir() / spec.name
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatasetError(f"cannot create download directory {dest} ({exc})") from None
+    stamps = _Stamps()
+    result: dict[str, Path] = {}
+    for f in FILES:
+        existing = _file_in(dest, f)
+        if existing is not None:
+            result[f] = existing
+            continue
+        target = dest / (f + ".gz")
+        tried = []
+        for base in bases:
+            url = _url(base, target.name)
+            try:
+                _fetch(url, target, spec.sha256[f], _SIZES[f], timeout, progress)
+            except (OSError, http.client.HTTPException, DatasetError, ValueError) as exc:
+                tried.append(f"  {url}: {_describe(exc)}")
+                continue
+            try:
+                stamps.add(target, target.stat(), spec.sha256[f])
+            except OSError:
+                pass
+            result[f] = target
+            break
+        else:
+            stamps.save()
+            raise DatasetError(
+                f"could not download {spec.title} file {target.name}; tried:\n"
+                + "\n".join(tried)
+                + f"\nTo install {spec.title} by hand, download "
+                + ", ".join(x + ".gz" for x in FILES)
+                + f" from one of these mirrors (or any copy of the official files) and put them "
+                f"in {dest} (raw or .gz), or in a directory you pass as data_dir= or name in "
+                f"$DIGITCORE_DATA. Other mirrors: set ${spec.mirrors_env}.")
+    stamps.save()
+    return result
+
+
+# ----------------------------------------------------------------------------- loading
+
+def _not_found(spec: _Spec, data_dir) -> DatasetError:
+    dirs = _search_dirs(spec, data_dir)
+    bases = _mirrors(spec, None)
+    return DatasetError(
+        f"{spec.title} not found: looked for " + ", ".join(FILES) + " (raw or .gz) in:\n"
+        + "\n".join(f"  {d}" for d in dirs)
+        + f"\nTo get it: call digitcore.load_dataset({spec.name!r}, download=True) (about 11 MB "
+        f"into {get_cache_dir() / spec.name}), or download the four .gz files from {bases[0]} "
+        f"and put them in one of the directories above (or set $DIGITCORE_DATA).")
+
+
+def _load(spec: _Spec, data_dir, download: bool, verify: bool):
+    paths = find_dataset_files(spec.name, data_dir)
+    if paths is None:
+        if not download:
+            raise _not_found(spec, data_dir)
+        paths = download_dataset(spec.name, data_dir)
+    return _load_four(paths, spec.sha256 if verify else None, spec.title,
+                      _Stamps() if verify else None)
+
+
+def load_mnist(data_dir=None, *, download: bool = True, verify: bool = True):
+    """Load MNIST as ``(x_train, y_train), (x_test, y_test)``, like keras.
+
+    Parameters
+    ----------
+    data_dir : path, optional
+        Looked in first (then ``$DIGITCORE_DATA``, then the cache dir); also where a
+        download goes when given (default: ``<cache dir>/mnist``).
+    download : bool
+        Fetch from the public mirrors when no local copy is found.
+    verify : bool
+        Check SHA-256s (once per file; remembered in the cache dir). Turn off for
+        your own IDX files in the MNIST layout.
+
+    Returns
+    -------
+    (x_train, y_train), (x_test, y_test)
+        uint8 images ``(60000, 28, 28)`` / ``(10000, 28, 28)``, uint8 labels.
+
+    Raises
+    ------
+    DatasetError
+        Not found (with how to get it), download failed, malformed file, checksum
+        mismatch, or image and label counts that differ.
+    """
+    return _load(_SPECS["mnist"], data_dir, download, verify)
+
+
+def load_fashion_mnist(data_dir=None, *, download: bool = True, verify: bool = True):
+    """Load Fashion-MNIST (Zalando, MIT licence); same contract as :func:`load_mnist`."""
+    return _load(_SPECS["fashion-mnist"], data_dir, download, verify)
+
+
+def load_mnist_mini(*, verify: bool = True):
+    """The bundled subset: first 6000 training and first 1000 test MNIST examples."""
+    root = importlib.resources.files("digitcore").joinpath("_data")
+    arrays = []
+    for f in FILES:
+        fname = MINI_PREFIX + f + ".gz"
+        with importlib.resources.as_file(root.joinpath(fname)) as p:
+            if not Path(p).is_file():
+                raise DatasetError(
+                    f"bundled file digitcore/_data/{fname} is missing: the package was "
+                    "installed without its data files (reinstall digitcore)")
+            arrays.append(_load_verified(Path(p), _MINI_SHA256[f] if verify else None,
+                                         f"mnist-mini {f}", None))
+    _check_pair(arrays[0], arrays[1], FILES[0], FILES[1])
+    _check_pair(arrays[2], arrays[3], FILES[2], FILES[3])
+    return (arrays[0], arrays[1]), (arrays[2], arrays[3])
+
+
+def load_dataset(name: str, data_dir=None, *, download: bool = True, verify: bool = True):
+    """Load "mnist", "fashion-mnist" or "mnist-mini" (bundled; never downloads).
+
+    Same return value and errors as :func:`load_mnist`. There is no silent
+    fallback: ``load_dataset("mnist", download=False)`` without local files raises.
+    """
+    key = _normalize_name(name)
+    if key == "mnist-mini":
+        return load_mnist_mini(verify=verify)
+    return _load(_spec(key), data_dir, download, verify)
+
+
+def resolve_default_dataset(data_dir=None):
+    """The data ``digitcore train`` uses: full MNIST if present locally, else mnist-mini.
+
+    Never downloads. Returns ``(name, (x_train, y_train), (x_test, y_test), notice)``
+    where ``notice`` is None for full MNIST, or a one-line string saying the bundled
+    subset is used and how to get the full dataset. Local MNIST files that fail
+    verification raise DatasetError rather than being skipped.
+    """
+    paths = find_dataset_files("mnist", data_dir)
+    if paths is not None:
+        spec = _SPECS["mnist"]
+        return "mnist", *_load_four(paths, spec.sha256, spec.title, _Stamps()), None
+    train, test = load_mnist_mini()
+    notice = (f"Full MNIST not found locally; using the bundled mnist-mini subset "
+              f"({MINI_COUNTS[0]:,} train / {MINI_COUNTS[1]:,} test images). "
+              "Get the full dataset with digitcore.load_mnist(download=True).")
+    return "mnist-mini", train, test, notice
+
+
+# ----------------------------------------------------------------------------- preparing data
+
+def _rng(seed) -> np.random.Generator:
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def as_2d_images(x, name: str = "x") -> np.ndarray:
+    """View images as ``(n, features)``.
+
+    Accepts ``(n, features)`` or ``(n, h, w)`` arrays of uint8 or floating dtype and
+    returns a reshaped view (a copy only if ``x`` is not contiguous enough to
+    reshape). NaNs are not checked here.
+
+    Raises
+    ------
+    DatasetError
+        Wrong rank, empty feature axis, or a dtype other than uint8 / float.
+    """
+    arr = np.asarray(x)
+    if arr.dtype != np.uint8 and arr.dtype.kind != "f":
+        raise DatasetError(f"{name} must be uint8 or floating point images, got dtype "
+                           f"{arr.dtype} with shape {arr.shape}")
+    if arr.ndim == 2:
+        if arr.shape[1] == 0:
+            raise DatasetError(f"{name} has no features: shape {arr.shape}")
+        return arr
+    if arr.ndim == 3:
+        if arr.shape[1] == 0 or arr.shape[2] == 0:
+            raise DatasetError(f"{name} has empty images: shape {arr.shape}")
+        return arr.reshape(arr.shape[0], arr.shape[1] * arr.shape[2])
+    raise DatasetError(f"{name} must have shape (n, features) or (n, h, w), got {arr.shape}")
+
+
+def check_labels(y, n: int, n_classes: int | None = None, name: str = "y") -> np.ndarray:
+    """Validate integer class labels; return them as int64 (a view when already int64).
+
+    Raises DatasetError when ``y`` is not 1-D, not of integer dtype, its length is
+    not ``n``, or a label is negative (or ``>= n_classes`` when given).
+    """
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        raise DatasetError(f"{name} must be a 1-d array of labels, got shape {arr.shape}")
+    if arr.dtype.kind not in "iu":
+        raise DatasetError(f"{name} must hold integer class labels, got dtype {arr.dtype}")
+    if len(arr) != n:
+        raise DatasetError(f"{name} has {len(arr)} labels but there are {n} examples")
+    out = arr.astype(np.int64, copy=False)
+    if out.size:
+        lo, hi = int(out.min()), int(out.max())
+        if lo < 0:
+            raise DatasetError(f"{name} has a negative label ({lo})")
+        if n_classes is not None and hi >= n_classes:
+            raise DatasetError(f"{name} has label {hi} but n_classes is {n_classes}")
+    return out
+
+
+def one_hot(y, n_classes: int | None = None) -> np.ndarray:
+    """One-hot encode integer labels: ``(n,)`` -> float32 ``(n, n_classes)``.
+
+    ``n_classes`` defaults to ``max(y) + 1``.
+    """
+    arr = np.asarray(y)
+    labels = check_labels(arr, arr.shape[0] if arr.ndim == 1 else -1, n_classes)
+    if n_classes is None:
+        n_classes = int(labels.max()) + 1 if labels.size else 0
+    if n_classes < 0:
+        raise DatasetError(f"n_classes must be >= 0, got {n_classes}")
+    out = np.zeros((labels.shape[0], n_classes), dtype=np.float32)
+    out[np.arange(labels.shape[0]), labels] = 1.0
+    return out
+
+
+def train_val_split(x, y, val_fraction: float, seed=None, stratify: bool = True):
+    """Split ``(x, y)`` into training and validation parts.
+
+    Parameters
+    ----------
+    x : array (n, ...)
+    y : array (n,) integer labels (or ``(n, k)`` one-hot, stratified by argmax)
+    val_fraction : float in (0, 1)
+        ``round(n * val_fraction)`` examples (at least 1, at most n - 1) go to validation.
+    seed : int, Generator or None
+    stratify : bool
+        Keep class proportions in both parts (largest-remainder allocation per class).
+
+    Returns
+    -------
+    (x_tr, y_tr), (x_val, y_val)
+        Copies; each part keeps the original relative order of its examples.
+    """
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
+        raise DatasetError(f"x and y must have the same length, got shapes {x.shape} and {y.shape}")
+    if not 0.0 < float(val_fraction) < 1.0:
+        raise DatasetError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+    n = len(x)
+    if n < 2:
+        raise DatasetError(f"need at least 2 examples to split, got {n}")
+    n_val = min(max(int(round(n * float(val_fraction))), 1), n - 1)
+    rng = _rng(seed)
+    if stratify:
+        classes = y.argmax(axis=1) if y.ndim == 2 else y
+        if classes.ndim != 1 or classes.dtype.kind not in "iub":
+            raise DatasetError(f"stratify=True needs integer labels, got y of dtype {y.dtype} "
+                               f"and shape {y.shape}; pass stratify=False")
+        perm = rng.permutation(n)
+        order = perm[np.argsort(classes[perm], kind="stable")]  # grouped by class, shuffled within
+        uniq, starts, counts = np.unique(classes[order], return_index=True, return_counts=True)
+        quota = counts * (n_val / n)
+        take = np.floor(quota).astype(np.int64)
+        short = n_val - int(take.sum())
+        if short > 0:
+            # largest remainders first; ties broken randomly so no class is favoured
+            rem = quota - take
+            pick = np.lexsort((rng.random(len(uniq)), -rem))[:short]
+            take[pick] += 1
+        mask = np.zeros(n, dtype=bool)
+        for s, t in zip(starts, take):
+            mask[order[s:s + t]] = True
+    else:
+        mask = np.zeros(n, dtype=bool)
+        mask[rng.choice(n, size=n_val, replace=False)] = True
+    val_idx = np.flatnonzero(mask)
+    tr_idx = np.flatnonzero(~mask)
+    return (x[tr_idx], y[tr_idx]), (x[val_idx], y[val_idx])
+
+
+def iter_batches(x, y, batch_size: int, shuffle: bool = True, seed=None,
+                 drop_last: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """Yield ``(x_batch, y_batch)`` pairs, keeping the dtype of ``x`` (uint8 stays uint8).
+
+    Without shuffling the batches are views (slices); with shuffling each batch is
+    gathered by index, so only one batch is copied at a time. ``y`` may be None
+    (then ``y_batch`` is None). The permutation comes from ``seed`` (int, Generator
+    or None).
+    """
+    x = np.asarray(x)
+    if x.ndim == 0:
+        raise DatasetError(f"x must be an array of examples, got a scalar")
+    n = len(x)
+    if y is not None:
+        y = np.asarray(y)
+        if y.ndim == 0 or len(y) != n:
+            raise DatasetError(f"x has {n} examples but y has shape {y.shape}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise DatasetError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = int(batch_size)
+    stop = n - n % batch_size if drop_last else n
+    if not shuffle:
+        for i in range(0, stop, batch_size):
+            yield x[i:i + batch_size], (None if y is None else y[i:i + batch_size])
+        return
+    perm = _rng(seed).permutation(n)
+    for i in range(0, stop, batch_size):
+        idx = perm[i:i + batch_size]
+        yield x[idx], (None if y is None else y[idx])
