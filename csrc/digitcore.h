@@ -74,16 +74,17 @@ int dc_activation_backward(float *dinp, const float *dout, const float *out, int
                            int act, float alpha);
 
 /* ---- dense layer ------------------------------------------------------------------- */
-/* out (B,O) = act(inp (B,I) . weight (O,I)^T + bias (O)); bias may be NULL. */
+/* out (B,O) = act(inp (B,I) . weight (O,I)^T + bias (O)); bias may be NULL.
+ * (I = n_in, O = n_out; the parameters are not named I because <complex.h> defines I.) */
 int dc_dense_forward(float *out, const float *inp, const float *weight, const float *bias,
-                     int64_t B, int64_t I, int64_t O, int act, float alpha);
+                     int64_t B, int64_t n_in, int64_t n_out, int act, float alpha);
 /* Given dout (B,O), the gradient w.r.t. the pre-activation:
  *   dinp (B,I)    = dout . weight          (overwritten; NULL to skip)
  *   dweight (O,I) = dout^T . inp           (accumulated into if `accumulate`)
  *   dbias (O)     = sum over B of dout     (accumulated into if `accumulate`; NULL to skip) */
 int dc_dense_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                      const float *inp, const float *weight, int64_t B, int64_t I, int64_t O,
-                      int accumulate);
+                      const float *inp, const float *weight, int64_t B, int64_t n_in,
+                      int64_t n_out, int accumulate);
 
 /* ---- softmax and loss ---------------------------------------------------------------- */
 /* probs (B,C) = softmax(logits (B,C)) row-wise, max-subtracted. probs may equal logits. */
