@@ -159,16 +159,17 @@ int dc_activation_backward(float *dinp, const float *dout, const float *out, int
 
 // inp is (B,I), weight is (O,I), bias is (O) or NULL, out is (B,O)
 int dc_dense_forward(float *out, const float *inp, const float *weight, const float *bias,
-                     int64_t B, int64_t I, int64_t O, int act, float alpha)
+                     int64_t B, int64_t n_in, int64_t n_out, int act, float alpha)
 {
-    if (B < 0 || I < 0 || O < 0 || !act_valid(act))
+    if (B < 0 || n_in < 0 || n_out < 0 || !act_valid(act))
         return DC_ERR_ARG;
-    if (B == 0 || O == 0)
+    if (B == 0 || n_out == 0)
         return DC_OK;
-    if (I == 0) {
-        memset(out, 0, (size_t)(B * O) * sizeof(float));
+    if (n_in == 0) {
+        memset(out, 0, (size_t)(B * n_out) * sizeof(float));
     } else {
-        int st = dc_sgemm(0, 1, B, O, I, 1.0f, inp, I, weight, I, 0.0f, out, O);
+        int st =
+            dc_sgemm(0, 1, B, n_out, n_in, 1.0f, inp, n_in, weight, n_in, 0.0f, out, n_out);
         if (st != DC_OK)
             return st;
     }
@@ -176,7 +177,7 @@ int dc_dense_forward(float *out, const float *inp, const float *weight, const fl
         return DC_OK;
     /* Epilogue: bias then activation on one row at a time while it is still in L1. */
     int64_t cost = (act == DC_ACT_SIGMOID || act == DC_ACT_TANH) ? 8 : 1;
-    int64_t rpc = rows_per_chunk(O, cost), nc = n_chunks(B, rpc);
+    int64_t rpc = rows_per_chunk(n_out, cost), nc = n_chunks(B, rpc);
 #ifdef _OPENMP
     int nt = dc_get_num_threads();
 #pragma omp parallel for schedule(static) num_threads(nt) if (nc > 1 && nt > 1)
@@ -184,12 +185,12 @@ int dc_dense_forward(float *out, const float *inp, const float *weight, const fl
     for (int64_t c = 0; c < nc; c++) {
         int64_t r1 = min_i64(B, (c + 1) * rpc);
         for (int64_t r = c * rpc; r < r1; r++) {
-            float *row = out + r * O;
+            float *row = out + r * n_out;
             if (bias != NULL)
-                for (int64_t j = 0; j < O; j++)
+                for (int64_t j = 0; j < n_out; j++)
                     row[j] += bias[j];
             if (act != DC_ACT_IDENTITY)
-                act_forward_range(row, row, 0, O, act, alpha);
+                act_forward_range(row, row, 0, n_out, act, alpha);
         }
     }
     return DC_OK;
@@ -197,50 +198,51 @@ int dc_dense_forward(float *out, const float *inp, const float *weight, const fl
 
 // dout is (B,O), inp is (B,I), weight is (O,I); dinp is (B,I), dweight is (O,I), dbias (O)
 int dc_dense_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                      const float *inp, const float *weight, int64_t B, int64_t I, int64_t O,
-                      int accumulate)
+                      const float *inp, const float *weight, int64_t B, int64_t n_in,
+                      int64_t n_out, int accumulate)
 {
-    if (B < 0 || I < 0 || O < 0)
+    if (B < 0 || n_in < 0 || n_out < 0)
         return DC_ERR_ARG;
     int st;
     /* dinp = dout . weight: (B,O)x(O,I) */
-    if (dinp != NULL && B > 0 && I > 0) {
-        if (O == 0) {
-            memset(dinp, 0, (size_t)(B * I) * sizeof(float));
+    if (dinp != NULL && B > 0 && n_in > 0) {
+        if (n_out == 0) {
+            memset(dinp, 0, (size_t)(B * n_in) * sizeof(float));
         } else {
-            st = dc_sgemm(0, 0, B, I, O, 1.0f, dout, O, weight, I, 0.0f, dinp, I);
+            st = dc_sgemm(0, 0, B, n_in, n_out, 1.0f, dout, n_out, weight, n_in, 0.0f, dinp, n_in);
             if (st != DC_OK)
                 return st;
         }
     }
     /* dweight (+)= dout^T . inp: (O,B)x(B,I) */
-    if (dweight != NULL && O > 0 && I > 0) {
+    if (dweight != NULL && n_out > 0 && n_in > 0) {
         if (B == 0) {
             if (!accumulate)
-                memset(dweight, 0, (size_t)(O * I) * sizeof(float));
+                memset(dweight, 0, (size_t)(n_out * n_in) * sizeof(float));
         } else {
-            st = dc_sgemm(1, 0, O, I, B, 1.0f, dout, O, inp, I, accumulate ? 1.0f : 0.0f,
-                          dweight, I);
+            const float beta = accumulate ? 1.0f : 0.0f;
+            st = dc_sgemm(1, 0, n_out, n_in, B, 1.0f, dout, n_out, inp, n_in, beta, dweight,
+                          n_in);
             if (st != DC_OK)
                 return st;
         }
     }
     /* dbias (+)= column sums of dout, accumulated in double row after row (a fixed order)
      * so a batch of thousands keeps float32 accuracy. */
-    if (dbias != NULL && O > 0) {
-        double *acc = (double *)calloc((size_t)O, sizeof(double));
+    if (dbias != NULL && n_out > 0) {
+        double *acc = (double *)calloc((size_t)n_out, sizeof(double));
         if (acc == NULL)
             return DC_ERR_NOMEM;
         for (int64_t r = 0; r < B; r++) {
-            const float *row = dout + r * O;
-            for (int64_t j = 0; j < O; j++)
+            const float *row = dout + r * n_out;
+            for (int64_t j = 0; j < n_out; j++)
                 acc[j] += (double)row[j];
         }
         if (accumulate)
-            for (int64_t j = 0; j < O; j++)
+            for (int64_t j = 0; j < n_out; j++)
                 dbias[j] = (float)((double)dbias[j] + acc[j]);
         else
-            for (int64_t j = 0; j < O; j++)
+            for (int64_t j = 0; j < n_out; j++)
                 dbias[j] = (float)acc[j];
         free(acc);
     }
