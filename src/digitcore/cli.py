@@ -1,0 +1,353 @@
+"""The ``digitcore`` command line (also ``python -m digitcore``).
+
+User errors (missing file, bad argument, malformed model or data) print one line to
+stderr and exit with status 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+EXIT_USAGE = 2
+_UNSET = object()
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for: reported in one line, exit status 2."""
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _float(text):
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _hidden(text):
+    text = text.strip()
+    if text in ("", "none", "0"):
+        return []
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--hidden takes comma-separated layer widths like 256,128, got {text!r}") from None
+    if any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(f"layer widths must be positive, got {text!r}")
+    return sizes
+
+
+def _batch_size(text):
+    if text.lower() in ("full", "none"):
+        return None
+    return _positive_int(text)
+
+
+def _parser():
+    from digitcore._version import __version__
+    from digitcore.optim import OPTIMIZERS, SCHEDULES
+    from digitcore.presets import PRESETS
+
+    p = argparse.ArgumentParser(
+        prog="digitcore",
+        description="Train and run neural networks that read handwritten digits.")
+    p.add_argument("--version", action="version", version=f"digitcore {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a network and print its test accuracy")
+    t.add_argument("--dataset", choices=["mnist", "fashion-mnist", "mnist-mini"], default=None,
+                   help="default: full MNIST if found locally, else the bundled mnist-mini")
+    t.add_argument("--data-dir", default=None, help="folder holding the IDX files")
+    t.add_argument("--download", action="store_true",
+                   help="download the dataset if it is not found locally")
+    t.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    t.add_argument("--hidden", type=_hidden, help="hidden layer widths, e.g. 256,128")
+    t.add_argument("--activation", choices=["relu", "leaky_relu", "sigmoid", "tanh"])
+    t.add_argument("--optimizer", choices=sorted(OPTIMIZERS))
+    t.add_argument("--lr", type=_float)
+    t.add_argument("--lr-schedule", choices=list(SCHEDULES))
+    t.add_argument("--epochs", type=_positive_int)
+    t.add_argument("--batch-size", type=_batch_size, default=_UNSET,
+                   help="a positive int, or 'full' for full-batch gradient descent")
+    t.add_argument("--dropout", type=_float)
+    t.add_argument("--l2", type=_float)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=_positive_int)
+    t.add_argument("--validation-fraction", type=_float, default=0.0)
+    t.add_argument("--out", default=None, help="save the trained model to this .safetensors file")
+    t.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    t.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+
+    e = sub.add_parser("evaluate", help="accuracy, report and confusion matrix of a model")
+    e.add_argument("model")
+    e.add_argument("--dataset", choices=["mnist", "fashion-mnist", "mnist-mini"], default=None)
+    e.add_argument("--data-dir", default=None)
+    e.add_argument("--plots", default=None, metavar="DIR", help="write PNG plots here")
+    e.add_argument("--json", action="store_true")
+
+    pr = sub.add_parser("predict", help="read digits from image files")
+    pr.add_argument("model")
+    pr.add_argument("images", nargs="+", metavar="IMAGE")
+    pr.add_argument("--top-k", type=_positive_int, default=1)
+    pr.add_argument("--json", action="store_true")
+
+    i = sub.add_parser("info", help="architecture, parameters and metadata of a model")
+    i.add_argument("model")
+    i.add_argument("--json", action="store_true")
+
+    b = sub.add_parser("bench", help="a short throughput benchmark of this machine")
+    b.add_argument("--threads", type=_positive_int)
+    b.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("serve", help="a page where you draw a digit and watch the network read it")
+    s.add_argument("model", nargs="?")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--open", action="store_true", help="open the page in a browser")
+
+    sub.add_parser("config", help="print version, kernel path, OpenMP and threads")
+    return p
+
+
+def _load_data(dataset, data_dir, download=False):
+    from digitcore import datasets
+
+    if dataset is None:
+        name, train, test, notice = datasets.resolve_default_dataset(data_dir)
+        if notice:
+            print(notice, file=sys.stderr)
+        return name, train, test
+    train, test = datasets.load_dataset(dataset, data_dir, download=download)
+    return dataset, train, test
+
+
+def _emit(args, summary, lines):
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for line in lines:
+            print(line)
+
+
+def cmd_train(args):
+    import digitcore
+    from digitcore.presets import epochs_for, get_preset
+
+    if args.threads:
+        digitcore.set_num_threads(args.threads)
+    cfg = get_preset(args.preset)
+    for key in ("hidden", "activation", "optimizer", "lr", "lr_schedule", "epochs", "dropout",
+                "l2"):
+        value = getattr(args, key)
+        if value is not None:
+            cfg[key] = value
+    if args.batch_size is not _UNSET:
+        cfg["batch_size"] = args.batch_size
+    name, (x_tr, y_tr), (x_te, y_te) = _load_data(args.dataset, args.data_dir, args.download)
+    if args.epochs is None:
+        cfg["epochs"] = epochs_for(cfg, len(x_tr))
+    n_classes = int(max(y_tr.max(), y_te.max())) + 1
+    n_features = int(x_tr[0].size)
+    net = digitcore.Network([n_features, *cfg["hidden"], max(n_classes, 2)],
+                            activation=cfg["activation"], dropout=cfg["dropout"], seed=args.seed)
+    trainer = digitcore.Trainer(
+        net, optimizer=cfg["optimizer"], lr=cfg["lr"], batch_size=cfg["batch_size"],
+        epochs=cfg["epochs"], l2=cfg.get("l2", 0.0), lr_schedule=cfg["lr_schedule"],
+        warmup=cfg.get("warmup", 0.0), seed=args.seed,
+        verbose=0 if (args.quiet or args.json) else (2 if cfg["epochs"] > 50 else 1))
+    if not (args.quiet or args.json):
+        print(f"digitcore {digitcore.__version__}: training {net!r} on {name} "
+              f"({len(x_tr):,} train / {len(x_te):,} test images), "
+              f"{digitcore.kernel_path()} kernels, {digitcore.get_num_threads()} threads",
+              file=sys.stderr)
+    t0 = time.perf_counter()
+    history = trainer.fit(x_tr, y_tr, validation_fraction=args.validation_fraction)
+    wall = time.perf_counter() - t0
+    test_loss, test_acc = net.evaluate(x_te, y_te)
+    summary = {
+        "dataset": name, "n_train": int(len(x_tr)), "n_test": int(len(x_te)),
+        "architecture": list(net.layer_sizes), "preset": args.preset,
+        "epochs": len(history), "seed": args.seed, "train_loss": history.loss[-1] if len(history) else None,
+        "test_loss": test_loss, "test_accuracy": test_acc, "wall_seconds": wall,
+        "samples_per_second": len(x_tr) * len(history) / wall if wall > 0 else None,
+        "interrupted": history.interrupted, "model": None,
+    }
+    if args.out:
+        net.save(args.out, metadata={"training": {k: summary[k] for k in (
+            "dataset", "epochs", "seed", "test_accuracy", "wall_seconds")}})
+        summary["model"] = os.path.abspath(args.out)
+    lines = [f"test accuracy: {test_acc:.2%} ({name}, {len(x_te):,} test images)",
+             f"wall time: {wall:.1f} s for {len(history)} epochs "
+             f"({summary['samples_per_second']:,.0f} samples/s)"]
+    if args.out:
+        lines.append(f"model saved to {summary['model']}")
+    _emit(args, summary, lines)
+    return 0
+
+
+def cmd_evaluate(args):
+    from digitcore import metrics
+    from digitcore.modelio import load_model
+
+    net = load_model(args.model)
+    name, _, (x_te, y_te) = _load_data(args.dataset, args.data_dir)
+    if x_te[0].size != net.n_features:
+        raise UsageError(f"{args.model} expects {net.n_features} features, the {name} images "
+                         f"have {x_te[0].size}")
+    proba = net.predict_proba(x_te)
+    pred = proba.argmax(axis=1)
+    acc = metrics.accuracy(y_te, pred)
+    cm = metrics.confusion_matrix(y_te, pred, labels=list(range(net.n_classes)))
+    summary = {"model": args.model, "dataset": name, "n_test": int(len(x_te)), "accuracy": acc,
+               "report": metrics.classification_report(y_te, pred, output_dict=True, digits=4),
+               "confusion_matrix": cm.tolist(), "plots": []}
+    if args.plots:
+        from digitcore import plots
+
+        os.makedirs(args.plots, exist_ok=True)
+        paths = {"confusion_matrix.png": lambda p: plots.plot_confusion_matrix(cm, path=p),
+                 "mistakes.png": lambda p: plots.plot_mistakes(x_te, y_te, proba, 25, path=p),
+                 "first_layer.png": lambda p: plots.plot_first_layer(net, path=p)}
+        for fname, draw in paths.items():
+            target = os.path.join(args.plots, fname)
+            draw(target)
+            summary["plots"].append(target)
+    lines = [f"accuracy: {acc:.2%} on {name} ({len(x_te):,} test images)", "",
+             metrics.classification_report(y_te, pred, digits=4), "confusion matrix:",
+             *("  " + " ".join(f"{v:5d}" for v in row) for row in cm)]
+    lines += [f"plot: {p}" for p in summary["plots"]]
+    _emit(args, summary, lines)
+    return 0
+
+
+def cmd_predict(args):
+    import numpy as np
+
+    from digitcore.modelio import load_model
+
+    net = load_model(args.model)
+    k = min(args.top_k, net.n_classes)
+    results, lines = [], []
+    for path in args.images:
+        if not os.path.exists(path):
+            raise UsageError(f"{path}: no such file")
+        digit, proba = net.predict_image(path)
+        top = np.argsort(proba)[::-1][:k]
+        results.append({"image": path, "digit": digit, "confidence": float(proba[digit]),
+                        "top": [{"digit": int(d), "probability": float(proba[d])} for d in top]})
+        alts = ", ".join(f"{int(d)} ({proba[d]:.1%})" for d in top[1:])
+        lines.append(f"{path}: {digit} ({proba[digit]:.1%})" + (f"; then {alts}" if alts else ""))
+    _emit(args, {"model": args.model, "predictions": results}, lines)
+    return 0
+
+
+def cmd_info(args):
+    from digitcore.modelio import read_model_info
+
+    info = read_model_info(args.model)
+    if args.json:
+        print(json.dumps(info, default=str))
+        return 0
+    for key, value in info.items():
+        if isinstance(value, dict):
+            print(f"{key}:")
+            for k2, v2 in value.items():
+                print(f"  {k2}: {v2}")
+        else:
+            print(f"{key}: {value}")
+    return 0
+
+
+def cmd_bench(args):
+    import numpy as np
+
+    import digitcore
+    from digitcore import ops
+
+    if args.threads:
+        digitcore.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    m, k, n = 512, 784, 512
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    b = rng.standard_normal((k, n), dtype=np.float32)
+    ops.gemm(a, b)
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < 0.5:
+        ops.gemm(a, b)
+        reps += 1
+    gflops = 2 * m * k * n * reps / (time.perf_counter() - t0) / 1e9
+    x = rng.integers(0, 256, size=(20000, 784), dtype=np.uint8)
+    y = rng.integers(0, 10, size=20000)
+    net = digitcore.Network([784, 128, 10], seed=0)
+    trainer = digitcore.Trainer(net, optimizer="sgd", lr=0.01, epochs=1, seed=0, verbose=0)
+    trainer.fit(x[:2000], y[:2000])
+    t0 = time.perf_counter()
+    trainer.fit(x, y)
+    sps = len(x) / (time.perf_counter() - t0)
+    summary = {"kernel": digitcore.kernel_path(), "threads": digitcore.get_num_threads(),
+               "gemm_gflops": gflops, "gemm_shape": [m, k, n],
+               "train_samples_per_second": sps, "train_network": "784-128-10 batch 128"}
+    _emit(args, summary, [
+        f"kernel {summary['kernel']}, {summary['threads']} threads",
+        f"GEMM {m}x{k}x{n}: {gflops:.1f} GFLOP/s",
+        f"training 784-128-10, batch 128: {sps:,.0f} samples/s"])
+    return 0
+
+
+def cmd_serve(args):
+    try:
+        from digitcore.serve import serve
+    except ImportError:
+        raise UsageError("digitcore serve is not available in this build") from None
+    return serve(args.model, host=args.host, port=args.port, open_browser=args.open)
+
+
+def cmd_config(args):
+    import digitcore
+
+    digitcore.show_config()
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+            "info": cmd_info, "bench": cmd_bench, "serve": cmd_serve, "config": cmd_config}
+
+
+def main(argv=None):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from digitcore.errors import DigitcoreError
+
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("digitcore: interrupted", file=sys.stderr)
+        return 130
+    except (UsageError, DigitcoreError, ValueError, TypeError, OSError, ImportError) as exc:
+        if args.debug:
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"digitcore {args.command}: error: {msg}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
