@@ -40,7 +40,7 @@ from digitcore.idx import _fsync_dir, _read_idx, read_idx
 
 __all__ = [
     "load_mnist", "load_fashion_mnist", "load_dataset", "resolve_default_dataset",
-    "download_dataset", "get_cache_dir", "find_dataset_files",
+    "load_mnist_mini", "download_dataset", "get_cache_dir", "find_dataset_files",
     "train_val_split", "one_hot", "as_2d_images", "check_labels", "iter_batches",
     "FILES", "MNIST_MIRRORS", "FASHION_MNIST_MIRRORS", "DATASET_NAMES",
 ]

@@ -1,0 +1,238 @@
+"""The verified downloader, against a local http.server on 127.0.0.1 only.
+
+The server serves good files, wrong bytes, truncated streams, a stall, a gzip bomb,
+non-gzip data and 404s. The real mirrors are never contacted: every test runs with
+the mirror env vars pointing at 127.0.0.1 and the cache in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import http.server
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from digitcore import DatasetError, datasets
+from digitcore.datasets import FILES, download_dataset, load_mnist
+from digitcore.idx import idx_header
+
+N_TRAIN, N_TEST = 40, 12
+
+
+def _fake_arrays():
+    rng = np.random.default_rng(7)
+    return {
+        FILES[0]: rng.integers(0, 256, (N_TRAIN, 28, 28), dtype=np.uint8),
+        FILES[1]: (np.arange(N_TRAIN) % 10).astype(np.uint8),
+        FILES[2]: rng.integers(0, 256, (N_TEST, 28, 28), dtype=np.uint8),
+        FILES[3]: (np.arange(N_TEST) % 10).astype(np.uint8),
+    }
+
+
+ARRAYS = _fake_arrays()
+CONTENT = {f: idx_header(a) + a.tobytes() for f, a in ARRAYS.items()}  # decompressed
+GZ = {f + ".gz": gzip.compress(c, mtime=0) for f, c in CONTENT.items()}
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    stall = threading.Event()  # set at teardown so stalled handlers end
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, body: bytes, length: int | None = None):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body) if length is None else length))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        _, mode, name = self.path.split("/", 2)
+        good = GZ.get(name)
+        if good is None or mode == "missing":
+            self.send_error(404)
+            return
+        if mode == "good":
+            self._send(good)
+        elif mode == "wrong":  # valid gzip, same size, different bytes
+            raw = bytearray(gzip.decompress(good))
+            raw[-1] ^= 0xFF
+            self._send(gzip.compress(bytes(raw), mtime=0))
+        elif mode == "trunc":  # announces the full length, sends half, hangs up
+            self._send(good[: len(good) // 2], length=len(good))
+        elif mode == "cut":  # no Content-Length, stream simply ends early
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(good[: len(good) // 2])
+        elif mode == "stall":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(good)))
+            self.end_headers()
+            self.wfile.write(good[:10])
+            self.wfile.flush()
+            self.stall.wait(10)
+        elif mode == "bomb":  # inflates far beyond the expected size
+            self._send(gzip.compress(bytes(50 << 20), compresslevel=1))
+        elif mode == "notgz":
+            self._send(gzip.decompress(good))
+        else:
+            self.send_error(404)
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.daemon_threads = True
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    host, port = httpd.server_address
+    assert host == "127.0.0.1"
+    yield lambda mode: f"http://127.0.0.1:{port}/{mode}/"
+    _Handler.stall.set()
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch, tmp_path):
+    monkeypatch.setenv("DIGITCORE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("DIGITCORE_DATA", raising=False)
+    # anything that slips through goes to a closed local port, never the internet
+    monkeypatch.setenv("DIGITCORE_MNIST_MIRRORS", "http://127.0.0.1:9/")
+    monkeypatch.setenv("DIGITCORE_FASHION_MNIST_MIRRORS", "http://127.0.0.1:9/")
+    spec = dataclasses.replace(datasets._SPECS["mnist"],
+                               sha256={f: hashlib.sha256(c).hexdigest() for f, c in CONTENT.items()})
+    monkeypatch.setitem(datasets._SPECS, "mnist", spec)
+    monkeypatch.setattr(datasets, "_SIZES", {f: len(c) for f, c in CONTENT.items()})
+
+
+def leftovers(d: Path):
+    return sorted(p.name for p in d.iterdir()) if d.exists() else []
+
+
+def test_download_good_mirror(server, tmp_path):
+    dest = tmp_path / "dl"
+    paths = download_dataset("mnist", dest, mirrors=[server("good")], progress=False)
+    assert set(paths) == set(FILES)
+    assert leftovers(dest) == sorted(f + ".gz" for f in FILES)
+    for f in FILES:
+        assert gzip.decompress(paths[f].read_bytes()) == CONTENT[f]
+    (x, y), (xt, yt) = load_mnist(dest, download=False)
+    np.testing.assert_array_equal(x, ARRAYS[FILES[0]])
+    np.testing.assert_array_equal(yt, ARRAYS[FILES[3]])
+
+
+def test_bad_mirrors_are_skipped(server, tmp_path):
+    dest = tmp_path / "dl"
+    mirrors = [server(m) for m in ("missing", "wrong", "trunc", "cut", "notgz", "bomb", "stall",
+                                   "good")]
+    t = time.perf_counter()
+    paths = download_dataset("mnist", dest, mirrors=mirrors, timeout=0.5, progress=False)
+    assert time.perf_counter() - t < 15
+    assert leftovers(dest) == sorted(f + ".gz" for f in FILES)
+    assert gzip.decompress(paths[FILES[0]].read_bytes()) == CONTENT[FILES[0]]
+
+
+def test_all_mirrors_fail_leaves_nothing_and_explains(server, tmp_path):
+    dest = tmp_path / "dl"
+    mirrors = [server(m) for m in ("missing", "wrong", "trunc", "bomb", "notgz")]
+    with pytest.raises(DatasetError) as info:
+        download_dataset("mnist", dest, mirrors=mirrors, timeout=2, progress=False)
+    msg = str(info.value)
+    for m in mirrors:
+        assert m + "train-images-idx3-ubyte.gz" in msg
+    assert "HTTP 404" in msg
+    assert "SHA-256" in msg  # wrong bytes
+    assert "closed after" in msg  # truncated
+    assert "more than the expected" in msg  # bomb, stopped at the cap
+    assert "by hand" in msg and str(dest) in msg and "DIGITCORE_MNIST_MIRRORS" in msg
+    assert leftovers(dest) == []  # no partial or unverified file a later load could trust
+    with pytest.raises(DatasetError, match="not found"):
+        load_mnist(dest, download=False)
+
+
+def test_stall_times_out_quickly(server, tmp_path):
+    t = time.perf_counter()
+    with pytest.raises(DatasetError, match="timed out"):
+        # a long connect timeout but a short read timeout: the read timeout must apply
+        download_dataset("mnist", tmp_path / "dl", mirrors=[server("stall")], timeout=(20, 0.3),
+                         progress=False)
+    assert time.perf_counter() - t < 5  # 20 s if the read timeout were ignored
+    assert leftovers(tmp_path / "dl") == []
+
+
+def test_load_mnist_downloads_into_cache_via_env_mirrors(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("DIGITCORE_MNIST_MIRRORS", f"{server('missing')}, {server('good')}")
+    (x, y), (xt, yt) = load_mnist()
+    assert x.shape == (N_TRAIN, 28, 28) and yt.shape == (N_TEST,)
+    cache = tmp_path / "cache"
+    assert leftovers(cache / "mnist") == sorted(f + ".gz" for f in FILES)
+    assert (cache / "verified.json").is_file()  # downloaded files need no second hash
+    # now found locally: no network needed
+    monkeypatch.setenv("DIGITCORE_MNIST_MIRRORS", "http://127.0.0.1:9/")
+    (x2, _), _ = load_mnist(download=False)
+    np.testing.assert_array_equal(x, x2)
+
+
+def test_load_mnist_downloads_into_data_dir(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("DIGITCORE_MNIST_MIRRORS", server("good"))
+    load_mnist(tmp_path / "mine")
+    assert leftovers(tmp_path / "mine") == sorted(f + ".gz" for f in FILES)
+
+
+def test_download_resumes_missing_files_only(server, tmp_path):
+    dest = tmp_path / "dl"
+    dest.mkdir()
+    (dest / (FILES[1] + ".gz")).write_bytes(GZ[FILES[1] + ".gz"])
+    paths = download_dataset("mnist", dest, mirrors=[server("good")], progress=False)
+    assert len(paths) == 4
+
+
+def test_corrupt_file_in_cache_is_not_trusted(server, tmp_path):
+    dest = tmp_path / "cache" / "mnist"
+    download_dataset("mnist", dest, mirrors=[server("good")], progress=False)
+    p = dest / (FILES[2] + ".gz")
+    p.write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x02ab", mtime=0))
+    with pytest.raises(DatasetError, match=r"t10k-images-idx3-ubyte\.gz.*SHA-256"):
+        load_mnist(download=False)
+
+
+def test_interrupted_download_leaves_no_file(server, tmp_path, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(datasets.os, "fsync", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        download_dataset("mnist", tmp_path / "dl", mirrors=[server("good")], progress=False)
+    assert leftovers(tmp_path / "dl") == []
+
+
+def test_progress_bar_only_when_asked(server, tmp_path, capsys):
+    download_dataset("mnist", tmp_path / "a", mirrors=[server("good")], progress=True)
+    err = capsys.readouterr().err
+    assert "Downloading train-images-idx3-ubyte.gz" in err and "100%" in err
+    download_dataset("mnist", tmp_path / "b", mirrors=[server("good")])  # stderr not a tty
+    assert capsys.readouterr().err == ""
+
+
+def test_mirror_configuration(monkeypatch):
+    spec = datasets._SPECS["mnist"]
+    monkeypatch.setenv("DIGITCORE_MNIST_MIRRORS", "http://127.0.0.1:1/a/, http://127.0.0.1:1/b/")
+    assert datasets._mirrors(spec, None) == ("http://127.0.0.1:1/a/", "http://127.0.0.1:1/b/")
+    assert datasets._mirrors(spec, "http://127.0.0.1:1/c") == ("http://127.0.0.1:1/c",)
+    monkeypatch.delenv("DIGITCORE_MNIST_MIRRORS")
+    assert datasets._mirrors(spec, None) == datasets.MNIST_MIRRORS
+    assert datasets.MNIST_MIRRORS == ("https://ossci-datasets.s3.amazonaws.com/mnist/",
+                                      "https://storage.googleapis.com/cvdf-datasets/mnist/")
+    assert datasets.FASHION_MNIST_MIRRORS[0].startswith("http://fashion-mnist.s3-website")
+    assert datasets._url("http://h/x/", "f.gz") == "http://h/x/f.gz"
+    assert datasets._url("http://h/x", "f.gz") == "http://h/x/f.gz"
+    with pytest.raises(DatasetError):
+        datasets._mirrors(spec, [])
