@@ -360,8 +360,12 @@ def write_idx(path: str | os.PathLike, array, *, compress: bool | None = None,
 def _umask() -> int:
     global _UMASK
     if _UMASK is None:
-        _UMASK = os.umask(0o022)  # reading the umask means setting it; restore at once
-        os.umask(_UMASK)
+        try:  # Linux >= 4.7 reports it without changing it (no window for other threads)
+            with open("/proc/self/status", encoding="ascii") as f:
+                _UMASK = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+        except (OSError, StopIteration, ValueError, IndexError):
+            _UMASK = os.umask(0o022)  # elsewhere reading it means setting it; restore at once
+            os.umask(_UMASK)
     return _UMASK
 
 
