@@ -1,0 +1,208 @@
+"""digitcore sgemm vs NumPy/OpenBLAS, in one run, with ratios.
+
+Every digitcore result is checked against a float64 NumPy oracle before it is timed.
+Timing interleaves digitcore and numpy.matmul call batches and reports medians, so a
+noisy shared machine hurts both sides alike; the 1-minute load average before and after
+is recorded (a run with load far above 0 on a 2-core machine is not worth much).
+
+    python benchmarks/bench_gemm.py                 # full table, JSON in benchmarks/results/
+    python benchmarks/bench_gemm.py --quick         # a short run
+    python benchmarks/bench_gemm.py --threads 1 --json /tmp/g.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+try:
+    from threadpoolctl import threadpool_info, threadpool_limits
+except ImportError:  # pragma: no cover
+    sys.exit("bench_gemm.py needs threadpoolctl: pip install threadpoolctl")
+
+import digitcore
+import digitcore._config  # noqa: F401  (select_kernel, config)
+from digitcore import _ops
+
+try:  # the public op name; fall back to the binding while ops.py is being written
+    from digitcore.ops import gemm as dc_gemm
+except ImportError:  # pragma: no cover
+    dc_gemm = _ops.gemm
+
+# (M, K, N): C (M,N) = op(A) (M,K) . op(B) (K,N). The MLP training shapes (784-128-10
+# and friends at batch 128 / 32, the full-test-set forward) and a large square one.
+TRAINING_SHAPES = [(128, 784, 128), (128, 784, 512), (128, 512, 256), (128, 128, 10),
+                   (32, 784, 128)]
+LARGE_SHAPES = [(10000, 784, 128), (1024, 1024, 1024)]
+VARIANTS = {"AB": (False, False), "AtB": (True, False), "ABt": (False, True)}
+
+
+def make_operands(m, k, n, variant, rng):
+    ta, tb = VARIANTS[variant]
+    a = rng.standard_normal((k, m) if ta else (m, k), dtype=np.float32)
+    b = rng.standard_normal((n, k) if tb else (k, n), dtype=np.float32)
+    return a, b, ta, tb
+
+
+def verify(a, b, ta, tb, c):
+    """Max error of c relative to the float64 bound gamma_k * (|op(A)| |op(B)|)."""
+    a64 = a.astype(np.float64).T if ta else a.astype(np.float64)
+    b64 = b.astype(np.float64).T if tb else b.astype(np.float64)
+    ref = a64 @ b64
+    bound = np.abs(a64) @ np.abs(b64)
+    k = a64.shape[1]
+    # a float32 dot product of length k is within ~k * 2^-24 * sum|a_i b_i| of the truth;
+    # blocked summation does better, so 2x that is a generous but meaningful bound
+    tol = 2.0 * max(k, 1) * 2.0**-24 * bound + 1e-30
+    worst = float(np.max(np.abs(c - ref) / tol)) if c.size else 0.0
+    return worst  # <= 1 passes
+
+
+def time_pair(f_dc, f_np, flop, repeats, target_s):
+    """Interleaved timing; returns (GFLOP/s digitcore, GFLOP/s numpy), medians."""
+    f_dc()
+    f_np()  # warm up both (page faults, thread pools)
+    t0 = time.perf_counter()
+    f_dc()
+    one = max(time.perf_counter() - t0, 1e-7)
+    inner = max(1, int(target_s / one))
+    td, tn = [], []
+    for r in range(repeats):
+        order = (f_dc, f_np) if r % 2 == 0 else (f_np, f_dc)
+        for f in order:
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                f()
+            dt = (time.perf_counter() - t0) / inner
+            (td if f is f_dc else tn).append(dt)
+    return flop / statistics.median(td) / 1e9, flop / statistics.median(tn) / 1e9
+
+
+def bench_shapes(shapes, threads, repeats, target_s, rng, results):
+    for nt in threads:
+        digitcore.set_num_threads(nt)
+        with threadpool_limits(limits=nt, user_api="blas"):
+            for (m, k, n, variant) in shapes:
+                a, b, ta, tb = make_operands(m, k, n, variant, rng)
+                c_dc = np.empty((m, n), np.float32)
+                c_np = np.empty((m, n), np.float32)
+                dc_gemm(a, b, trans_a=ta, trans_b=tb, out=c_dc)
+                err = verify(a, b, ta, tb, c_dc)
+                if not err <= 1.0:
+                    raise SystemExit(f"WRONG RESULT {variant} {(m, k, n)} threads={nt}: "
+                                     f"error {err:.3g} x tolerance")
+                a_np = a.T if ta else a
+                b_np = b.T if tb else b
+
+                def f_dc():
+                    dc_gemm(a, b, trans_a=ta, trans_b=tb, out=c_dc)
+
+                def f_np():
+                    np.matmul(a_np, b_np, out=c_np)
+
+                flop = 2.0 * m * n * k
+                g_dc, g_np = time_pair(f_dc, f_np, flop, repeats, target_s)
+                row = dict(M=m, K=k, N=n, variant=variant, threads=nt, digitcore_gflops=g_dc,
+                           openblas_gflops=g_np, ratio=g_dc / g_np, err_over_tol=err)
+                results.append(row)
+                flag = "" if row["ratio"] >= 0.9 else "  <0.9"
+                print(f"{variant:>4} {m:6d} {k:5d} {n:5d} {nt:3d}  {g_dc:8.1f} {g_np:8.1f} "
+                      f"{row['ratio']:6.2f}{flag}", flush=True)
+
+
+def bench_generic(shapes, threads, repeats, target_s, rng, results):
+    """The portable path vs the AVX2 path (issue: generic must be within 4x)."""
+    if not _ops.cpu_has_avx2():
+        print("(no AVX2 on this CPU/build: generic-vs-avx2 skipped)")
+        return
+    for nt in threads:
+        digitcore.set_num_threads(nt)
+        for (m, k, n, variant) in shapes:
+            a, b, ta, tb = make_operands(m, k, n, variant, rng)
+            c = np.empty((m, n), np.float32)
+            out = {}
+            for path in ("generic", "avx2"):
+                digitcore._config.select_kernel(path)
+                dc_gemm(a, b, trans_a=ta, trans_b=tb, out=c)
+                err = verify(a, b, ta, tb, c)
+                if not err <= 1.0:
+                    raise SystemExit(f"WRONG RESULT {path} {variant} {(m, k, n)}: {err:.3g}")
+
+            def run(path):
+                def f():
+                    digitcore._config.select_kernel(path)
+                    dc_gemm(a, b, trans_a=ta, trans_b=tb, out=c)
+                return f
+
+            flop = 2.0 * m * n * k
+            out["avx2"], out["generic"] = time_pair(run("avx2"), run("generic"), flop, repeats,
+                                                    target_s)
+            digitcore._config.select_kernel("avx2")
+            row = dict(M=m, K=k, N=n, variant=variant, threads=nt,
+                       avx2_gflops=out["avx2"], generic_gflops=out["generic"],
+                       avx2_over_generic=out["avx2"] / out["generic"])
+            results.append(row)
+            flag = "" if row["avx2_over_generic"] <= 4.0 else "  >4x"
+            print(f"{variant:>4} {m:6d} {k:5d} {n:5d} {nt:3d}  {out['avx2']:8.1f} "
+                  f"{out['generic']:8.1f} {row['avx2_over_generic']:6.2f}{flag}", flush=True)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--repeats", type=int, default=None, help="timed batches per side")
+    p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results",
+                                                  "gemm.json"))
+    args = p.parse_args(argv)
+    repeats = args.repeats or (5 if args.quick else 15)
+    target_s = 0.01 if args.quick else 0.03
+    rng = np.random.default_rng(0)
+
+    shapes = [(m, k, n, v) for (m, k, n) in TRAINING_SHAPES for v in VARIANTS]
+    shapes += [(m, k, n, "AB") for (m, k, n) in LARGE_SHAPES]
+    if args.quick:
+        shapes = [s for s in shapes if s[3] == "AB" or s[:3] == (128, 784, 128)]
+
+    blas = [(d.get("internal_api"), d.get("version"), d.get("architecture"))
+            for d in threadpool_info() if d.get("user_api") == "blas"]
+    load0 = os.getloadavg()[0]
+    cfg = digitcore._config.config()
+    print(f"digitcore {cfg['version']} kernel={cfg['kernel']} openmp={cfg['openmp']}; "
+          f"numpy {np.__version__} blas={blas}; load1={load0:.2f}")
+    print(f"{'var':>4} {'M':>6} {'K':>5} {'N':>5} {'thr':>3}  {'dc GF/s':>8} {'BLAS':>8} "
+          f"{'ratio':>6}")
+    results, generic = [], []
+    bench_shapes(shapes, args.threads, repeats, target_s, rng, results)
+
+    print(f"\n{'var':>4} {'M':>6} {'K':>5} {'N':>5} {'thr':>3}  {'avx2':>8} {'generic':>8} "
+          f"{'x':>6}")
+    gshapes = [(m, k, n, "AB") for (m, k, n) in TRAINING_SHAPES[:1] + TRAINING_SHAPES[3:4]]
+    if not args.quick:
+        gshapes += [(1024, 1024, 1024, "AB")]
+    bench_generic(gshapes, [1], max(3, repeats // 3), target_s, rng, generic)
+    load1 = os.getloadavg()[0]
+    digitcore.set_num_threads(0)
+
+    worst = min(results, key=lambda r: r["ratio"])
+    print(f"\nworst ratio {worst['ratio']:.2f} at {worst['variant']} "
+          f"{(worst['M'], worst['K'], worst['N'])} threads={worst['threads']}; "
+          f"load1 {load0:.2f} -> {load1:.2f}")
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(dict(machine=platform.machine(), processor=platform.processor(),
+                       cpu_count=os.cpu_count(), config=cfg, blas=blas,
+                       load_before=load0, load_after=load1, quick=args.quick,
+                       repeats=repeats, results=results, generic_vs_avx2=generic), f, indent=1)
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

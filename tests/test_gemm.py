@@ -1,0 +1,207 @@
+"""dc_sgemm (blocked, packed, threaded) against a float64 NumPy oracle and dc_sgemm_ref.
+
+Every transpose variant, both kernel paths (generic always; avx2 when the CPU has it),
+1 and 2 threads, over awkward shapes: 0, 1, primes, and just below / at / above the
+register tile (MR=6, NR=16 avx2 / 8 generic) and cache blocks (MC=144 avx2 / 72 generic,
+KC=256). Argument validation belongs to the bindings' tests, not here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import digitcore._config as config
+from digitcore import _ops
+
+try:
+    from digitcore.ops import gemm, gemm_ref
+except ImportError:  # ops.py not written yet: the bindings themselves
+    gemm, gemm_ref = _ops.gemm, _ops.gemm_ref
+
+U = 2.0**-24  # float32 unit roundoff
+
+# Error allowed, as a multiple of the classic dot-product bound
+#   |fl(C) - C| <= (k + 2) * u * (|alpha| |op(A)| |op(B)| + |beta| |C0|)
+# One table, one reason per entry.
+TOLERANCE = {
+    "vs_float64": (
+        1.0,
+        "recursive float32 summation of k products, then alpha and beta roundings: "
+        "(k+2)u is the textbook worst case; blocked FMA sums are well inside it",
+    ),
+    "fast_vs_ref": (
+        2.0,
+        "both sides carry their own rounding error (the reference accumulates in "
+        "double, the fast path in float32 FMA order), so twice the bound",
+    ),
+}
+
+PATHS = ["generic"] + (["avx2"] if _ops.cpu_has_avx2() else [])
+THREADS = [1, 2]
+VARIANTS = [(False, False), (True, False), (False, True), (True, True)]
+
+# (m, k, n): edges of MR/NR/MC/KC, primes, zeros, and shapes big enough to be threaded
+# (m*n*k >= 4e5) splitting M (tall) or N (m < 2*MR, wide).
+SHAPES = [
+    (0, 5, 7), (5, 0, 7), (5, 7, 0), (0, 0, 0), (1, 1, 1), (1, 13, 1), (2, 3, 5),
+    (5, 7, 15), (6, 8, 16), (7, 9, 17), (13, 31, 10), (71, 29, 8), (72, 30, 9),
+    (73, 255, 23), (143, 256, 31), (144, 257, 33), (145, 97, 47), (37, 513, 3),
+    (150, 70, 97), (7, 300, 257), (5, 200, 600), (300, 41, 60),
+]
+
+
+@pytest.fixture(params=PATHS)
+def path(request):
+    config.select_kernel(request.param)
+    yield request.param
+    config.select_kernel(PATHS[-1])
+
+
+@pytest.fixture(params=THREADS)
+def threads(request):
+    config.set_num_threads(request.param)
+    yield request.param
+    config.set_num_threads(0)
+
+
+def operands(rng, m, k, n, ta, tb):
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+    return a, b
+
+
+def oracle(a, b, ta, tb, alpha, beta, c0):
+    """float64 result and the elementwise error bound scale."""
+    a64 = a.astype(np.float64)
+    b64 = b.astype(np.float64)
+    a64 = a64.T if ta else a64
+    b64 = b64.T if tb else b64
+    ref = alpha * (a64 @ b64)
+    scale = abs(alpha) * (np.abs(a64) @ np.abs(b64))
+    if beta != 0.0:
+        ref = ref + beta * c0.astype(np.float64)
+        scale = scale + abs(beta) * np.abs(c0.astype(np.float64))
+    return ref, scale
+
+
+def assert_close(got, ref, scale, k, which):
+    factor, _reason = TOLERANCE[which]
+    tol = factor * (k + 2) * U * scale + 1e-30
+    err = np.abs(got.astype(np.float64) - ref)
+    bad = ~(err <= tol)
+    if bad.any():
+        i = np.argwhere(bad)[0]
+        raise AssertionError(
+            f"{which}: {int(bad.sum())} of {bad.size} elements out of tolerance; first at "
+            f"{tuple(i)}: got {got[tuple(i)]!r}, want {ref[tuple(i)]!r}, tol {tol[tuple(i)]:.3g}")
+
+
+def run_case(rng, m, k, n, ta, tb, alpha, beta):
+    a, b = operands(rng, m, k, n, ta, tb)
+    c0 = rng.standard_normal((m, n)).astype(np.float32)
+    out = c0.copy() if beta != 0.0 else np.full((m, n), np.nan, np.float32)
+    got = gemm(a, b, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta, out=out)
+    assert got is out
+    ref, scale = oracle(a, b, ta, tb, alpha, beta, c0)
+    assert_close(got, ref, scale, k, "vs_float64")
+    out_ref = c0.copy() if beta != 0.0 else np.full((m, n), np.nan, np.float32)
+    gemm_ref(a, b, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta, out=out_ref)
+    assert_close(out_ref, ref, scale, k, "vs_float64")
+    assert_close(got, out_ref.astype(np.float64), scale, k, "fast_vs_ref")
+
+
+@pytest.mark.parametrize("ta,tb", VARIANTS, ids=["AB", "AtB", "ABt", "AtBt"])
+def test_shapes(path, threads, ta, tb):
+    rng = np.random.default_rng(1234)
+    for i, (m, k, n) in enumerate(SHAPES):
+        alpha, beta = [(1.0, 0.0), (-0.5, 1.0), (2.0, 0.25)][i % 3]
+        run_case(rng, m, k, n, ta, tb, alpha, beta)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    m=st.integers(0, 160), k=st.integers(0, 300), n=st.integers(0, 160),
+    ta=st.booleans(), tb=st.booleans(),
+    alpha=st.sampled_from([1.0, -1.0, 0.5, 3.0]),
+    beta=st.sampled_from([0.0, 1.0, -2.0]),
+    path=st.sampled_from(PATHS), threads=st.sampled_from(THREADS),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_hypothesis(m, k, n, ta, tb, alpha, beta, path, threads, seed):
+    config.select_kernel(path)
+    config.set_num_threads(threads)
+    try:
+        run_case(np.random.default_rng(seed), m, k, n, ta, tb, alpha, beta)
+    finally:
+        config.select_kernel(PATHS[-1])
+        config.set_num_threads(0)
+
+
+@pytest.mark.parametrize("m,k,n", [(128, 784, 128), (32, 784, 128), (128, 128, 10)])
+@pytest.mark.parametrize("ta,tb", VARIANTS[:3], ids=["AB", "AtB", "ABt"])
+def test_training_shapes(path, threads, m, k, n, ta, tb):
+    run_case(np.random.default_rng(7), m, k, n, ta, tb, 1.0, 0.0)
+
+
+@pytest.mark.parametrize("m,k,n", [(150, 70, 97), (5, 200, 600), (128, 784, 128)])
+def test_bitwise_deterministic(path, m, k, n):
+    rng = np.random.default_rng(3)
+    a, b = operands(rng, m, k, n, False, True)
+    results = {}
+    for nt in THREADS:
+        config.set_num_threads(nt)
+        first = gemm(a, b, trans_b=True)
+        for _ in range(3):
+            assert np.array_equal(gemm(a, b, trans_b=True), first), f"threads={nt}"
+        results[nt] = first
+    config.set_num_threads(0)
+    # K blocking depends only on k and each element has one owner thread, so the
+    # thread count does not change a single bit either (documented in gemm.c)
+    assert np.array_equal(results[1], results[2])
+
+
+def test_beta_zero_ignores_nan_in_out(path, threads):
+    rng = np.random.default_rng(5)
+    for (m, k, n) in [(7, 9, 17), (150, 70, 97)]:
+        a, b = operands(rng, m, k, n, False, False)
+        out = np.full((m, n), np.nan, np.float32)
+        gemm(a, b, beta=0.0, out=out)
+        assert np.isfinite(out).all()
+        out[:] = np.inf
+        gemm(a, b, alpha=0.0, beta=0.0, out=out)  # alpha = 0: C = beta*C = 0
+        assert not out.any()
+
+
+def test_k_zero_scales_c(path):
+    c0 = np.arange(12, dtype=np.float32).reshape(3, 4)
+    a = np.zeros((3, 0), np.float32)
+    b = np.zeros((0, 4), np.float32)
+    out = c0.copy()
+    gemm(a, b, beta=0.5, out=out)
+    np.testing.assert_array_equal(out, 0.5 * c0)
+    out[:] = np.nan
+    gemm(a, b, beta=0.0, out=out)
+    np.testing.assert_array_equal(out, np.zeros_like(c0))
+
+
+def test_worked_example():
+    # hand-computed: [[1,2],[3,4]] @ [[5,6],[7,8]] = [[19,22],[43,50]]
+    a = np.array([[1, 2], [3, 4]], np.float32)
+    b = np.array([[5, 6], [7, 8]], np.float32)
+    for p in PATHS:
+        config.select_kernel(p)
+        np.testing.assert_array_equal(gemm(a, b), [[19, 22], [43, 50]])
+        np.testing.assert_array_equal(gemm(a, b, trans_a=True), [[26, 30], [38, 44]])
+        np.testing.assert_array_equal(gemm(a, b, trans_b=True), [[17, 23], [39, 53]])
+    config.select_kernel(PATHS[-1])
+
+
+def test_kernel_selection_roundtrip():
+    assert config.kernel_path() in PATHS
+    config.select_kernel("generic")
+    assert config.kernel_path() == "generic"
+    config.select_kernel(PATHS[-1])
+    assert config.kernel_path() == PATHS[-1]
