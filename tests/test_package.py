@@ -1,0 +1,112 @@
+"""The package as users get it: import cost, metadata, configuration, CLI basics."""
+
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+import digitcore
+
+
+def test_imported_from_site_packages_when_installed():
+    path = Path(digitcore.__file__).resolve()
+    if os.environ.get("DIGITCORE_EXPECT_INSTALLED") != "1":
+        pytest.skip("only checked when CI says the package is installed")
+    purelib = Path(sysconfig.get_paths()["purelib"]).resolve()
+    platlib = Path(sysconfig.get_paths()["platlib"]).resolve()
+    assert purelib in path.parents or platlib in path.parents, path
+    assert "site-packages" in str(path)
+
+
+def test_version_is_pep440():
+    from packaging.version import Version
+
+    assert Version(digitcore.__version__) >= Version("0.1.0")
+
+
+def test_import_is_light():
+    code = ("import sys, digitcore; heavy = [m for m in ('matplotlib', 'PIL', 'sklearn', "
+            "'safetensors', 'http.server', 'torch', 'digitcore._ops') if m in sys.modules]; "
+            "print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_show_config_reports_kernel_openmp_threads(capsys):
+    digitcore.show_config()
+    out = capsys.readouterr().out
+    assert digitcore.__version__ in out
+    assert "kernel" in out and ("avx2" in out or "generic" in out)
+    assert "openmp" in out and "threads" in out
+
+
+def test_set_num_threads_round_trip():
+    from digitcore import _ops
+
+    before = digitcore.get_num_threads()
+    try:
+        digitcore.set_num_threads(1)
+        assert digitcore.get_num_threads() == 1
+        if _ops.have_openmp():
+            digitcore.set_num_threads(2)
+            assert digitcore.get_num_threads() == 2
+    finally:
+        digitcore.set_num_threads(before)
+    with pytest.raises(ValueError):
+        digitcore.set_num_threads(-1)
+    with pytest.raises(ValueError):
+        digitcore.set_num_threads("2")
+
+
+def _run(*args, env=None):
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "digitcore", *args], capture_output=True,
+                          text=True, env=full_env, timeout=300)
+
+
+def test_env_threads_and_kernel_are_read():
+    r = subprocess.run(
+        [sys.executable, "-c", "import digitcore; print(digitcore.get_num_threads(), "
+         "digitcore.kernel_path())"],
+        capture_output=True, text=True,
+        env=dict(os.environ, DIGITCORE_NUM_THREADS="1", DIGITCORE_KERNEL="generic"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1", "generic"]
+
+
+@pytest.mark.parametrize("value", ["zero", "0"])
+def test_bad_thread_env_is_a_clear_error(value):
+    r = subprocess.run([sys.executable, "-c", "import digitcore; digitcore.get_num_threads()"],
+                       capture_output=True, text=True,
+                       env=dict(os.environ, DIGITCORE_NUM_THREADS=value))
+    assert r.returncode != 0
+    assert "DIGITCORE_NUM_THREADS" in r.stderr
+
+
+def test_bad_kernel_env_is_a_clear_error():
+    r = subprocess.run([sys.executable, "-c", "import digitcore; digitcore.kernel_path()"],
+                       capture_output=True, text=True,
+                       env=dict(os.environ, DIGITCORE_KERNEL="sse9"))
+    assert r.returncode != 0
+    assert "sse9" in r.stderr
+
+
+def test_cli_version_and_help():
+    r = _run("--version")
+    assert r.returncode == 0 and digitcore.__version__ in r.stdout
+    r = _run("--help")
+    assert r.returncode == 0
+    for cmd in ("train", "evaluate", "predict", "info", "bench"):
+        assert cmd in r.stdout
+
+
+def test_console_script_installed():
+    scripts = Path(sysconfig.get_paths()["scripts"])
+    exe = scripts / ("digitcore.exe" if os.name == "nt" else "digitcore")
+    if not exe.exists():
+        pytest.skip("console script not installed in this environment (source tree run)")
+    r = subprocess.run([str(exe), "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and digitcore.__version__ in r.stdout
