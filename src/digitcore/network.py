@@ -215,7 +215,7 @@ class Network:
         else:
             raise TypeError(f"{name} must be uint8 or floating point, got dtype {x.dtype}")
         if x.ndim == 3:
-            x = x.reshape(x.shape[0], -1)
+            x = x.reshape(x.shape[0], x.shape[1] * x.shape[2])
         if x.ndim != 2:
             raise ValueError(f"{name} must have shape (n, height, width) or (n, features), "
                              f"got {x.shape}")

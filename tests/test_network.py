@@ -1,0 +1,222 @@
+"""Network: construction, inference, gradients of the fused C training step vs NumPy."""
+
+import numpy as np
+import pytest
+
+import digitcore
+from digitcore import Network
+
+
+def _np_forward(net, x):
+    """Float64 NumPy forward pass: the oracle for Network inference."""
+    h = x.reshape(len(x), int(np.prod(x.shape[1:]))).astype(np.float64)
+    if x.dtype == np.uint8:
+        h = h / 255.0
+    h = (h - net.input_mean) / net.input_std
+    acts = {"relu": lambda z: np.maximum(z, 0), "tanh": np.tanh,
+            "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+            "leaky_relu": lambda z: np.where(z > 0, z, 0.01 * z)}
+    for i, (w, b) in enumerate(zip(net.weights, net.biases)):
+        h = h @ w.T.astype(np.float64) + b
+        if i + 1 < len(net.weights):
+            h = acts[net.activation](h)
+    h = h - h.max(axis=1, keepdims=True)
+    e = np.exp(h)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_repr_and_sizes():
+    net = Network([784, 128, 10], seed=0)
+    assert net.n_params == 784 * 128 + 128 + 128 * 10 + 10
+    assert "784-128-10" in repr(net) and "relu" in repr(net)
+    assert [w.shape for w in net.weights] == [(128, 784), (10, 128)]
+    assert [b.shape for b in net.biases] == [(128,), (10,)]
+    assert len(net.parameters) == 4
+    assert np.shares_memory(net.weights[0], net.flat_parameters)
+
+
+@pytest.mark.parametrize("bad, exc", [
+    ([784], ValueError), ([784, 0, 10], ValueError), ([784, 10, 1], ValueError),
+    ([784, 2.5, 10], ValueError), (None, TypeError)])
+def test_bad_layer_sizes(bad, exc):
+    with pytest.raises(exc):
+        Network(bad)
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="activation"):
+        Network([4, 3], activation="softplus")
+    with pytest.raises(ValueError, match="init"):
+        Network([4, 3], init="zeros")
+    with pytest.raises(ValueError, match="dropout"):
+        Network([4, 3, 2], dropout=1.0)
+
+
+def test_init_statistics():
+    he = Network([1000, 500, 10], init="he", seed=1)
+    assert abs(he.weights[0].std() - np.sqrt(2 / 1000)) < 0.05 * np.sqrt(2 / 1000)
+    gl = Network([1000, 500, 10], init="glorot", seed=1)
+    limit = np.sqrt(6 / 1500)
+    assert gl.weights[0].max() <= limit and gl.weights[0].min() >= -limit
+    assert np.all(he.biases[0] == 0)
+    assert np.array_equal(Network([20, 5, 3], seed=7).flat_parameters,
+                          Network([20, 5, 3], seed=7).flat_parameters)
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("n", [0, 1, 7, 1030])
+def test_predict_proba_matches_numpy(activation, n, rng):
+    net = Network([64, 33, 17, 10], activation=activation, seed=3)
+    x = rng.integers(0, 256, size=(n, 64), dtype=np.uint8)
+    p = net.predict_proba(x)
+    assert p.dtype == np.float32 and p.shape == (n, 10)
+    np.testing.assert_allclose(p, _np_forward(net, x), rtol=1e-4, atol=1e-6)
+    if n:
+        np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-5)
+        assert np.array_equal(net.predict(x), p.argmax(axis=1))
+
+
+def test_inputs_3d_float_and_uint8_agree(rng):
+    net = Network([784, 16, 10], seed=0)
+    x8 = rng.integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
+    xf = x8.astype(np.float64) / 255
+    np.testing.assert_allclose(net.predict_proba(x8), net.predict_proba(xf), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(net.predict_proba(x8), net.predict_proba(x8.reshape(5, 784)),
+                               rtol=0, atol=0)
+
+
+def test_input_standardisation(rng):
+    net = Network([10, 4, 3], seed=0, input_mean=0.5, input_std=0.25)
+    x = rng.random((6, 10)).astype(np.float32)
+    np.testing.assert_allclose(net.predict_proba(x), _np_forward(net, x), rtol=1e-4)
+
+
+def test_any_input_size_8x8(rng):
+    net = Network([64, 10], seed=0)
+    assert net.predict(rng.random((3, 8, 8))).shape == (3,)
+
+
+@pytest.mark.parametrize("x, exc, match", [
+    (np.zeros((2, 783), np.uint8), ValueError, "784"),
+    (np.zeros((2, 784), np.int32), TypeError, "uint8"),
+    (np.zeros((2, 784), complex), TypeError, "dtype"),
+    (np.zeros(784, np.uint8), ValueError, "shape"),
+    (np.full((2, 784), np.nan, np.float32), ValueError, "NaN"),
+    (np.full((2, 784), np.inf), ValueError, "infinite"),
+])
+def test_bad_inputs(x, exc, match):
+    net = Network([784, 8, 10], seed=0)
+    with pytest.raises(exc, match=match):
+        net.predict_proba(x)
+
+
+def test_bad_labels():
+    net = Network([4, 3], seed=0)
+    x = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match="outside"):
+        net.score(x, [0, 1, 3])
+    with pytest.raises(ValueError, match="3 samples"):
+        net.score(x, [0, 1])
+    with pytest.raises(TypeError, match="integer"):
+        net.score(x, ["a", "b", "c"])
+
+
+def test_config_round_trip_and_copy():
+    net = Network([12, 5, 3], activation="tanh", dropout=0.2, seed=4, input_mean=0.1)
+    clone = Network.from_config(net.get_config())
+    assert clone.get_config() == net.get_config()
+    cp = net.copy()
+    assert np.array_equal(cp.flat_parameters, net.flat_parameters)
+    cp.weights[0][0, 0] += 1
+    assert not np.array_equal(cp.flat_parameters, net.flat_parameters)
+    with pytest.raises(ValueError, match="unknown config"):
+        Network.from_config({"layer_sizes": [3, 2], "colour": "red"})
+
+
+def test_set_parameters_validates():
+    net = Network([5, 4, 3], seed=0)
+    w = [np.ones((4, 5)), np.ones((3, 4))]
+    b = [np.zeros(4), np.zeros(3)]
+    net.set_parameters(w, b)
+    assert np.all(net.weights[1] == 1)
+    with pytest.raises(ValueError, match="shape"):
+        net.set_parameters([np.ones((5, 4)), np.ones((3, 4))], b)
+    with pytest.raises(ValueError, match="NaN"):
+        net.set_parameters([np.full((4, 5), np.nan), np.ones((3, 4))], b)
+
+
+# ---- the fused C training step against a NumPy implementation -------------------------------
+
+def _np_sgd_step(net, x, y, lr, l2=0.0):
+    """One SGD step in float64 NumPy: the oracle of dc_mlp_train (no dropout)."""
+    acts = {"relu": (lambda z: np.maximum(z, 0), lambda a: (a > 0).astype(float)),
+            "tanh": (np.tanh, lambda a: 1 - a * a),
+            "sigmoid": (lambda z: 1 / (1 + np.exp(-z)), lambda a: a * (1 - a)),
+            "leaky_relu": (lambda z: np.where(z > 0, z, 0.01 * z),
+                           lambda a: np.where(a > 0, 1.0, 0.01))}
+    f, df = acts[net.activation]
+    W = [w.astype(np.float64) for w in net.weights]
+    B = [b.astype(np.float64) for b in net.biases]
+    h = [x.astype(np.float64) / 255.0]
+    for i in range(len(W)):
+        z = h[-1] @ W[i].T + B[i]
+        h.append(f(z) if i + 1 < len(W) else z)
+    z = h[-1] - h[-1].max(axis=1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    loss = -np.log(p[np.arange(len(y)), y]).mean()
+    d = p.copy()
+    d[np.arange(len(y)), y] -= 1
+    d /= len(y)
+    newW, newB = [], []
+    for i in reversed(range(len(W))):
+        gW = d.T @ h[i] + l2 * W[i]
+        gB = d.sum(axis=0)
+        if i > 0:
+            d = (d @ W[i]) * df(h[i])
+        newW.insert(0, W[i] - lr * gW)
+        newB.insert(0, B[i] - lr * gB)
+    return loss, newW, newB
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("sizes", [[20, 10], [20, 7, 5], [31, 13, 11, 4]])
+def test_one_sgd_step_matches_numpy(activation, sizes, rng):
+    net = Network(sizes, activation=activation, seed=5)
+    n = 9
+    x = rng.integers(0, 256, size=(n, sizes[0]), dtype=np.uint8)
+    y = rng.integers(0, sizes[-1], size=n)
+    loss, W, B = _np_sgd_step(net, x, y, lr=0.5, l2=0.01)
+    trainer = digitcore.Trainer(net, optimizer="sgd", lr=0.5, l2=0.01, batch_size=n, epochs=1,
+                                shuffle=False, verbose=0, seed=0)
+    hist = trainer.fit(x, y)
+    assert hist.loss[0] == pytest.approx(loss, rel=1e-5)
+    for i in range(len(W)):
+        np.testing.assert_allclose(net.weights[i], W[i], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(net.biases[i], B[i], rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_of_numpy_oracle_by_central_differences():
+    """The NumPy step above is itself right: its update equals -lr * numerical gradient."""
+    rng = np.random.default_rng(0)
+    net = Network([6, 5, 3], activation="tanh", seed=1)
+    x = rng.integers(0, 256, size=(4, 6), dtype=np.uint8)
+    y = np.array([0, 2, 1, 2])
+    lr = 1.0
+    _, W, _ = _np_sgd_step(net, x, y, lr)
+
+    def loss_at(w0):
+        h = np.tanh(x / 255.0 @ w0.T + net.biases[0])
+        z = h @ net.weights[1].T.astype(np.float64) + net.biases[1]
+        z -= z.max(axis=1, keepdims=True)
+        return -(z[np.arange(4), y] - np.log(np.exp(z).sum(axis=1))).mean()
+
+    w0 = net.weights[0].astype(np.float64)
+    num = np.zeros_like(w0)
+    eps = 1e-6
+    for idx in np.ndindex(w0.shape):
+        wp, wm = w0.copy(), w0.copy()
+        wp[idx] += eps
+        wm[idx] -= eps
+        num[idx] = (loss_at(wp) - loss_at(wm)) / (2 * eps)
+    np.testing.assert_allclose((w0 - W[0]) / lr, num, rtol=1e-5, atol=1e-8)
