@@ -1,0 +1,383 @@
+"""PNG plots of training and evaluation (needs matplotlib: ``pip install 'digitcore[plot]'``).
+
+Every function builds a :class:`matplotlib.figure.Figure` on the Agg canvas
+directly, without pyplot, so nothing touches pyplot's global state or the
+user's backend and figures are freed like any other object. Each returns the
+Figure and, given ``path``, also writes it as PNG atomically (a temporary file
+in the same directory is renamed over `path` once complete).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+
+__all__ = ["plot_history", "plot_confusion_matrix", "plot_mistakes", "plot_samples",
+           "plot_first_layer"]
+
+_DPI = 100
+
+
+def _figure(width: float, height: float, constrained: bool = True):
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError(
+            "digitcore.plots needs matplotlib: pip install 'digitcore[plot]'") from exc
+    # constrained layout costs seconds on grids of dozens of axes; grids lay out by hand
+    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained" if constrained else None)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _finish(fig, path):
+    if path is not None:
+        from digitcore.modelio import _atomic_write_bytes
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=_DPI)
+        _atomic_write_bytes(path, buf.getvalue())
+    return fig
+
+
+def _as_images(images, name="images") -> np.ndarray:
+    """(n, h, w) from (n, h, w), (n, h, w, 1) or (n, h*w) with a square h*w."""
+    arr = np.asarray(images)
+    if arr.ndim == 4 and arr.shape[3] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        side = math.isqrt(arr.shape[1])
+        if side * side != arr.shape[1]:
+            raise ValueError(
+                f"{name} of shape {arr.shape}: {arr.shape[1]} features is not a square image")
+        arr = arr.reshape(arr.shape[0], side, side)
+    if arr.ndim != 3:
+        raise ValueError(f"{name} must have shape (n, height, width) or (n, features), "
+                         f"got {arr.shape}")
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name} has unsupported dtype {arr.dtype}")
+    return arr
+
+
+def _grid(n: int, ncols=None) -> tuple[int, int]:
+    cols = ncols or max(1, math.ceil(math.sqrt(n)))
+    return max(1, math.ceil(n / cols)), cols
+
+
+def _grid_axes(fig, rows, cols, title_space):
+    """rows x cols axes filling the figure, leaving `title_space` inches on top."""
+    height = fig.get_figheight()
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02,
+                        top=1 - (title_space + 0.05) / height, wspace=0.15, hspace=0.45)
+    return fig.subplots(rows, cols, squeeze=False).ravel()
+
+
+def _show_digit(ax, img, title=None, fontsize=8):
+    vmax = 255 if img.dtype == np.uint8 or img.max(initial=0) > 1 else 1.0
+    ax.imshow(img, cmap="gray", vmin=0, vmax=vmax, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title is not None:
+        ax.set_title(title, fontsize=fontsize)
+
+
+# ----------------------------------------------------------------------------
+
+def plot_history(history, path=None, title=None):
+    """Loss and accuracy per epoch, training and validation (and the learning rate).
+
+    Parameters
+    ----------
+    history : History or dict
+        A ``Trainer`` History (its ``.history`` dict is used) or a dict of
+        equal-length lists with any of the keys ``loss``, ``accuracy``,
+        ``val_loss``, ``val_accuracy``, ``lr``. Missing keys and NaN entries
+        are simply not drawn.
+    path : str or os.PathLike, optional
+        Also save the figure there as PNG.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    data = getattr(history, "history", history)
+    if not isinstance(data, dict):
+        raise ValueError(f"history must be a History or a dict of lists, got "
+                         f"{type(history).__name__}")
+    series = {}
+    for key in ("loss", "val_loss", "accuracy", "val_accuracy", "lr"):
+        if key in data and data[key] is not None:
+            values = np.asarray(data[key], dtype=np.float64)
+            if values.ndim != 1:
+                raise ValueError(f"history[{key!r}] must be a list of numbers, got shape "
+                                 f"{values.shape}")
+            if np.isfinite(values).any():
+                series[key] = values
+    if not any(k in series for k in ("loss", "val_loss", "accuracy", "val_accuracy")):
+        raise ValueError("history has no loss or accuracy values to plot (keys: "
+                         f"{sorted(data)})")
+    lengths = {len(v) for v in series.values()}
+    if len(lengths) != 1:
+        raise ValueError(f"history lists have different lengths: "
+                         f"{ {k: len(v) for k, v in series.items()} }")
+    n = lengths.pop()
+    epochs = getattr(history, "epoch", None)
+    x = np.asarray(epochs, dtype=np.float64) if epochs is not None and len(epochs) == n \
+        else np.arange(1, n + 1, dtype=np.float64)
+
+    panels = [p for p in (("loss", "loss"), ("accuracy", "accuracy")) if
+              p[0] in series or f"val_{p[0]}" in series]
+    if "lr" in series:
+        panels.append(("lr", "learning rate"))
+    fig = _figure(4.2 * len(panels), 3.6)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    marker = "o" if n <= 30 else None
+    for ax, (key, label) in zip(axes, panels):
+        if key == "lr":
+            ax.plot(x, series["lr"], color="tab:green", marker=marker, markersize=3)
+            if np.all(series["lr"][np.isfinite(series["lr"])] > 0):
+                ax.set_yscale("log")
+        else:
+            for k, name, style in ((key, "train", "-"), (f"val_{key}", "validation", "--")):
+                if k in series:
+                    ax.plot(x, series[k], style, marker=marker, markersize=3, label=name)
+            ax.legend()
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(label)
+        ax.grid(True, alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, path)
+
+
+def plot_confusion_matrix(cm_or_y_true, y_pred=None, labels=None, normalize=False, path=None,
+                          title="confusion matrix"):
+    """Heatmap of a confusion matrix with the counts written in the cells.
+
+    Parameters
+    ----------
+    cm_or_y_true : array_like
+        A confusion matrix, shape (n_classes, n_classes) (rows true, columns
+        predicted), or the true labels, shape (n,), when `y_pred` is given.
+    y_pred : array_like, shape (n,), optional
+        Predicted labels; the matrix is computed with
+        :func:`digitcore.metrics.confusion_matrix`.
+    labels : sequence, optional
+        Class names for the axes (and, with `y_pred`, the classes to count).
+    normalize : bool
+        Colour by the fraction of each true class (rows sum to 1); cells
+        still show counts.
+    path : str or os.PathLike, optional
+        Also save the figure there as PNG.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    if y_pred is not None:
+        from digitcore.metrics import _resolve_labels, _check_pair, confusion_matrix
+
+        yt, yp = _check_pair(cm_or_y_true, y_pred)
+        classes = _resolve_labels(yt, yp, labels)
+        cm = confusion_matrix(yt, yp, labels=classes)
+        names = [str(c) for c in classes]
+    else:
+        cm = np.asarray(cm_or_y_true)
+        if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] == 0:
+            raise ValueError(f"confusion matrix must be square (n_classes, n_classes), got "
+                             f"shape {cm.shape}; pass y_true, y_pred to compute one")
+        if cm.dtype.kind not in "biuf" or not np.all(np.isfinite(cm)) or (cm < 0).any():
+            raise ValueError("confusion matrix must hold non-negative finite counts")
+        names = [str(c) for c in (labels if labels is not None else range(cm.shape[0]))]
+        if len(names) != cm.shape[0]:
+            raise ValueError(f"{len(names)} labels for a {cm.shape[0]}-class confusion matrix")
+    k = cm.shape[0]
+    if normalize:
+        rows = cm.sum(axis=1, keepdims=True).astype(np.float64)
+        colour = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
+    else:
+        colour = cm.astype(np.float64)
+    side = min(max(4.0, 0.55 * k + 1.5), 16.0)
+    fig = _figure(side + 1.0, side)
+    ax = fig.subplots()
+    vmax = colour.max() if colour.max() > 0 else 1.0
+    im = ax.imshow(colour, cmap="Blues", vmin=0, vmax=vmax, interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04,
+                 label="fraction of true class" if normalize else "count")
+    if k <= 30:
+        fontsize = 9 if k <= 12 else 6
+        for i in range(k):
+            for j in range(k):
+                v = cm[i, j]
+                text = f"{v:.0f}" if float(v).is_integer() else f"{v:.2g}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=fontsize,
+                        color="white" if colour[i, j] > 0.5 * vmax else "black")
+    ax.set_xticks(range(k), names, rotation=45 if max(map(len, names)) > 2 else 0)
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path)
+
+
+def plot_mistakes(images, y_true, proba, k=25, path=None, ncols=None, class_names=None):
+    """The `k` most confident mistakes, titled true / predicted / confidence.
+
+    Parameters
+    ----------
+    images : array_like, shape (n, h, w) or (n, h*w)
+    y_true : array_like of int, shape (n,)
+    proba : array_like of float, shape (n, n_classes)
+        Predicted probabilities (see :func:`digitcore.metrics.top_mistakes`).
+    k : int
+        Number of mistakes to show (fewer if there are fewer).
+    path : str or os.PathLike, optional
+        Also save the figure there as PNG.
+    ncols : int, optional
+        Grid width; default about sqrt(k).
+    class_names : sequence of str, optional
+        Names used in titles instead of class indices.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from digitcore.metrics import top_mistakes
+
+    imgs = _as_images(images)
+    mistakes = top_mistakes(y_true, proba, k=k)  # validates y_true and proba
+    if imgs.shape[0] != np.shape(y_true)[0]:
+        raise ValueError(f"images has {imgs.shape[0]} samples but y_true has "
+                         f"{np.shape(y_true)[0]}")
+
+    def name(c):
+        return str(class_names[c]) if class_names is not None else str(c)
+
+    if not mistakes:
+        fig = _figure(4, 2)
+        ax = fig.subplots()
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no mistakes", ha="center", va="center", fontsize=14)
+        return _finish(fig, path)
+    rows, cols = _grid(len(mistakes), ncols)
+    fig = _figure(1.45 * cols, 1.6 * rows + 0.7, constrained=False)
+    axes = _grid_axes(fig, rows, cols, title_space=0.7)
+    for ax in axes[len(mistakes):]:
+        ax.axis("off")
+    for ax, m in zip(axes, mistakes):
+        _show_digit(ax, imgs[m.index],
+                    f"true {name(m.true)} / pred {name(m.predicted)}\n{m.confidence:.0%}",
+                    fontsize=7)
+    fig.suptitle("most confident mistakes", y=1 - 0.08 / fig.get_figheight(), va="top")
+    return _finish(fig, path)
+
+
+def plot_samples(images, labels=None, n=25, path=None, ncols=None, class_names=None):
+    """A grid of the first `n` images, titled with their labels.
+
+    Parameters
+    ----------
+    images : array_like, shape (m, h, w) or (m, h*w)
+    labels : array_like, shape (m,), optional
+    n : int
+        How many images to show (at most m).
+    path : str or os.PathLike, optional
+        Also save the figure there as PNG.
+    ncols : int, optional
+    class_names : sequence of str, optional
+        Names for integer labels (e.g. Fashion-MNIST classes).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    imgs = _as_images(images)
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or labels.shape[0] != imgs.shape[0]:
+            raise ValueError(f"labels of shape {labels.shape} do not match {imgs.shape[0]} "
+                             "images")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    count = min(int(n), imgs.shape[0])
+    if count == 0:
+        raise ValueError("no images to plot")
+    rows, cols = _grid(count, ncols)
+    fig = _figure(1.2 * cols, 1.35 * rows, constrained=False)
+    axes = _grid_axes(fig, rows, cols, title_space=0.0)
+    for ax in axes[count:]:
+        ax.axis("off")
+    for i in range(count):
+        title = None
+        if labels is not None:
+            lab = labels[i]
+            title = str(class_names[int(lab)]) if class_names is not None else str(lab)
+        _show_digit(axes[i], imgs[i], title)
+    return _finish(fig, path)
+
+
+def plot_first_layer(network_or_weights, n=64, path=None, ncols=None):
+    """First-layer weights of each hidden unit as an image (28x28 for MNIST).
+
+    The units are tiled into one mosaic, each scaled by its largest absolute
+    weight and drawn with a diverging colour map (red positive, blue
+    negative, white zero).
+
+    Parameters
+    ----------
+    network_or_weights : Network, ndarray of shape (units, h*w), or list of arrays
+        A Network (its ``weights[0]`` is used), a first-layer weight matrix in
+        PyTorch layout, or a list whose first element is one.
+    n : int
+        Show at most this many units.
+    path : str or os.PathLike, optional
+        Also save the figure there as PNG.
+    ncols : int, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    w = getattr(network_or_weights, "weights", network_or_weights)
+    if isinstance(w, (list, tuple)):
+        if not w:
+            raise ValueError("no weights to plot")
+        w = w[0]
+    w = np.asarray(w, dtype=np.float64)
+    if w.ndim != 2:
+        raise ValueError(f"first-layer weights must have shape (units, features), got {w.shape}")
+    side = math.isqrt(w.shape[1])
+    if side * side != w.shape[1] or side == 0:
+        raise ValueError(f"first layer has {w.shape[1]} inputs, not a square image")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    count = min(int(n), w.shape[0])
+    rows, cols = _grid(count, ncols)
+    # One mosaic image instead of an axes per unit: drawing stays fast for 100s of units.
+    # Each unit is scaled to [-1, 1] by its own largest |weight|; NaN gaps show as white.
+    gap = max(1, side // 14)
+    mosaic = np.full((rows * (side + gap) + gap, cols * (side + gap) + gap), np.nan)
+    for i in range(count):
+        unit = w[i].reshape(side, side)
+        lim = float(np.abs(unit).max()) or 1.0
+        r, c = divmod(i, cols)
+        y0, x0 = gap + r * (side + gap), gap + c * (side + gap)
+        mosaic[y0:y0 + side, x0:x0 + side] = unit / lim
+    fig = _figure(max(3.0, 0.9 * cols + 0.8), max(2.5, 0.9 * rows + 0.6))
+    ax = fig.subplots()
+    from matplotlib import colormaps
+
+    cmap = colormaps["RdBu_r"].with_extremes(bad="white")
+    im = ax.imshow(mosaic, cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="weight / max |weight| of unit")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.suptitle(f"first-layer weights ({count} of {w.shape[0]} units)")
+    return _finish(fig, path)
