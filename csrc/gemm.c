@@ -33,6 +33,9 @@
 /* Below this many multiply-adds (m*n*k) a second thread costs more than it saves:
  * measured on a 2-core Zen 4, fork/join + barriers are ~5-10 us. */
 #define DC_GEMM_MT_MIN_WORK 400000.0
+#ifndef DC_GEMM_DIRECT_A_MAX_N
+#define DC_GEMM_DIRECT_A_MAX_N 16
+#endif
 
 /* ------------------------------------------------------------------------------ */
 /* aligned scratch                                                                  */
@@ -78,23 +81,28 @@ static void dc_store_tile(float *c, int64_t ldc, const float *t, int ld_t, float
 #if defined(__GNUC__) || defined(__clang__)
 typedef float dc_v4sf __attribute__((vector_size(16)));
 
-static void dc_ukernel_generic(int64_t k, const float *restrict a, const float *restrict b,
-                               float *restrict c, int64_t ldc, float alpha, float beta,
-                               int mr, int nr) {
+static inline __attribute__((always_inline)) void
+dc_kernel_generic(int64_t k, const float *restrict a, int64_t rs_a, int64_t cs_a,
+                  const float *restrict b, float *restrict c, int64_t ldc, float alpha,
+                  float beta, int mr, int nr) {
     /* 12 accumulators + 2 B vectors + 1 broadcast = 15 of 16 xmm registers */
     dc_v4sf c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
     dc_v4sf c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
+    /* rows past mr (edge tile) re-read the last valid row: in bounds, results dropped */
+    const float *a0 = a, *a1 = a + (mr > 1 ? 1 : 0) * rs_a, *a2 = a + (mr > 2 ? 2 : 0) * rs_a;
+    const float *a3 = a + (mr > 3 ? 3 : 0) * rs_a, *a4 = a + (mr > 4 ? 4 : 0) * rs_a;
+    const float *a5 = a + (mr > 5 ? 5 : 0) * rs_a;
     for (int64_t p = 0; p < k; p++) {
         dc_v4sf b0, b1, av;
         memcpy(&b0, b, sizeof b0);
         memcpy(&b1, b + 4, sizeof b1);
 #define DC_GEN_ROW(r)                                   \
-    av = (dc_v4sf){a[r], a[r], a[r], a[r]};             \
+    av = (dc_v4sf){*a##r, *a##r, *a##r, *a##r};         \
     c##r##0 += av * b0;                                 \
-    c##r##1 += av * b1;
+    c##r##1 += av * b1;                                 \
+    a##r += cs_a;
         DC_GEN_ROW(0) DC_GEN_ROW(1) DC_GEN_ROW(2) DC_GEN_ROW(3) DC_GEN_ROW(4) DC_GEN_ROW(5)
 #undef DC_GEN_ROW
-        a += DC_GEN_MR;
         b += DC_GEN_NR;
     }
     float t[DC_GEN_MR * DC_GEN_NR];
@@ -105,15 +113,24 @@ static void dc_ukernel_generic(int64_t k, const float *restrict a, const float *
 #undef DC_GEN_PUT
     dc_store_tile(c, ldc, t, DC_GEN_NR, alpha, beta, mr, nr);
 }
+
+static void dc_ukernel_generic(int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
+                               const float *b, float *c, int64_t ldc, float alpha, float beta,
+                               int mr, int nr) {
+    if (rs_a == 1 && cs_a == DC_GEN_MR) /* packed: constant offsets */
+        dc_kernel_generic(k, a, 1, DC_GEN_MR, b, c, ldc, alpha, beta, mr, nr);
+    else
+        dc_kernel_generic(k, a, rs_a, cs_a, b, c, ldc, alpha, beta, mr, nr);
+}
 #else
-static void dc_ukernel_generic(int64_t k, const float *restrict a, const float *restrict b,
-                               float *restrict c, int64_t ldc, float alpha, float beta,
+static void dc_ukernel_generic(int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
+                               const float *b, float *c, int64_t ldc, float alpha, float beta,
                                int mr, int nr) {
     float t[DC_GEN_MR * DC_GEN_NR] = {0};
     for (int64_t p = 0; p < k; p++) {
-        for (int r = 0; r < DC_GEN_MR; r++)
-            for (int j = 0; j < DC_GEN_NR; j++) t[r * DC_GEN_NR + j] += a[r] * b[j];
-        a += DC_GEN_MR;
+        for (int r = 0; r < mr; r++)
+            for (int j = 0; j < DC_GEN_NR; j++)
+                t[r * DC_GEN_NR + j] += a[r * rs_a + p * cs_a] * b[j];
         b += DC_GEN_NR;
     }
     dc_store_tile(c, ldc, t, DC_GEN_NR, alpha, beta, mr, nr);
@@ -192,6 +209,7 @@ const dc_sgemm_kernel_info *dc_sgemm_kernel_info_for(int path) {
 typedef struct {
     const dc_sgemm_kernel_info *ki;
     int trans_a, trans_b, split_n;
+    int direct_a; /* read op(A) in place instead of packing it (too little reuse) */
     int64_t m, n, k, kc, nc, mc_max;
     float alpha, beta;
     const float *a, *b;
@@ -235,17 +253,20 @@ static void dc_gemm_worker(const dc_gemm_job *J, int tid, int nt) {
             const float beta = pc == 0 ? J->beta : 1.0f;
 
             if (!split_n) { DC_BARRIER(); } /* everyone is done with the previous B block */
-            if (bp_hi > bp_lo) {
-                const int64_t j_lo = bp_lo * NR, j_hi = dc_min64(nc, bp_hi * NR);
-                ki->pack_b(pb + j_lo * kc, J->b, J->ldb, J->trans_b, pc, kc, jc + j_lo,
-                           j_hi - j_lo);
+            /* panel offsets use the full J->kc: with split_n a thread may pack the next
+             * (shorter) K block while another still reads this one */
+            for (int64_t jp = bp_lo; jp < bp_hi; jp++) {
+                ki->pack_b(pb + jp * NR * J->kc, J->b, J->ldb, J->trans_b, pc, kc,
+                           jc + jp * NR, dc_min64(NR, nc - jp * NR));
             }
             if (!split_n) { DC_BARRIER(); } /* the whole B block is packed */
 
             for (int64_t ic = m_lo; ic < m_hi; ic += mc) {
                 const int64_t mcur = dc_min64(mc, m_hi - ic);
                 const int64_t pmc = dc_cdiv64(mcur, MR);
-                if (split_n) {
+                if (J->direct_a) {
+                    /* nothing to pack */
+                } else if (split_n) {
                     DC_BARRIER(); /* everyone is done with the previous A block */
                     const int64_t ap_lo = pmc * tid / nt, ap_hi = pmc * (tid + 1) / nt;
                     if (ap_hi > ap_lo) {
@@ -259,12 +280,20 @@ static void dc_gemm_worker(const dc_gemm_job *J, int tid, int nt) {
                 }
                 for (int64_t jp = cp_lo; jp < cp_hi; jp++) {
                     const int nr = (int)dc_min64(NR, nc - jp * NR);
-                    const float *bpan = pb + jp * NR * kc;
+                    const float *bpan = pb + jp * NR * J->kc;
                     float *cblk = J->c + ic * J->ldc + jc + jp * NR;
                     for (int64_t ip = 0; ip < pmc; ip++) {
                         const int mr = (int)dc_min64(MR, mcur - ip * MR);
-                        ki->ukernel(kc, pa + ip * MR * kc, bpan, cblk + ip * MR * J->ldc,
-                                    J->ldc, J->alpha, beta, mr, nr);
+                        const int64_t i = ic + ip * MR;
+                        const float *ap = pa + ip * MR * kc;
+                        int64_t rs_a = 1, cs_a = MR;
+                        if (J->direct_a) {
+                            ap = J->trans_a ? J->a + pc * J->lda + i : J->a + i * J->lda + pc;
+                            rs_a = J->trans_a ? 1 : J->lda;
+                            cs_a = J->trans_a ? J->lda : 1;
+                        }
+                        ki->ukernel(kc, ap, rs_a, cs_a, bpan, cblk + ip * MR * J->ldc, J->ldc,
+                                    J->alpha, beta, mr, nr);
                     }
                 }
             }
@@ -342,10 +371,14 @@ int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float al
         if (nt > lim) nt = (int)lim;
     }
 
-    const int64_t n_abuf = J.split_n ? 1 : nt;
+    /* Packing A costs about one pass over the A block; it pays when the block is reused
+     * over several B micro-panels. With n <= DC_GEMM_DIRECT_A_MAX_N (e.g. the 10-class
+     * output layer) the kernel reads op(A) in place. */
+    J.direct_a = n <= DC_GEMM_DIRECT_A_MAX_N;
+    const int64_t n_abuf = J.direct_a ? 0 : J.split_n ? 1 : nt;
     J.pa_stride = J.mc_max * J.kc + DC_GEMM_SLACK;
     const size_t pb_floats = (size_t)(J.nc * J.kc + DC_GEMM_SLACK);
-    J.pa = (float *)dc_alloc_aligned((size_t)(n_abuf * J.pa_stride) * sizeof(float));
+    J.pa = (float *)dc_alloc_aligned((size_t)(n_abuf * J.pa_stride + 1) * sizeof(float));
     J.pb = (float *)dc_alloc_aligned(pb_floats * sizeof(float));
     if (!J.pa || !J.pb) {
         dc_free_aligned(J.pa);

@@ -31,9 +31,18 @@
 /* micro-kernel                                                                     */
 /* ------------------------------------------------------------------------------ */
 
-void dc_sgemm_ukernel_avx2_6x16(int64_t k, const float *restrict a, const float *restrict b,
-                                float *restrict c, int64_t ldc, float alpha, float beta,
-                                int mr, int nr) {
+#if defined(_MSC_VER)
+#define DC_INLINE static __forceinline
+#else
+#define DC_INLINE static inline __attribute__((always_inline))
+#endif
+
+/* The kernel body. Row r of the A micro-panel at step p is a[r*rs_a + p*cs_a]: packed
+ * panels have (rs_a, cs_a) = (1, MR) and are inlined with those constants; unpacked A
+ * (op(A) read in place when packing would not pay, see gemm.c) passes its strides. */
+DC_INLINE void dc_kernel_6x16(int64_t k, const float *restrict a, int64_t rs_a,
+                              int64_t cs_a, const float *restrict b, float *restrict c,
+                              int64_t ldc, float alpha, float beta, int mr, int nr) {
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
     __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
@@ -43,52 +52,47 @@ void dc_sgemm_ukernel_avx2_6x16(int64_t k, const float *restrict a, const float 
     __m256 b0, b1, av;
 
     /* the tile of C is written once at the end: pull its lines in meanwhile */
-    if (mr == MR && beta != 0.0f) {
-        for (int r = 0; r < MR; r++) {
+    if (beta != 0.0f) {
+        for (int r = 0; r < mr; r++) {
             _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
-            _mm_prefetch((const char *)(c + r * ldc + 15), _MM_HINT_T0);
+            _mm_prefetch((const char *)(c + r * ldc + nr - 1), _MM_HINT_T0);
         }
     }
+    /* rows past mr (edge tile) re-read the last valid row: in bounds, results dropped */
+    const float *a0 = a, *a1 = a + (mr > 1 ? 1 : 0) * rs_a, *a2 = a + (mr > 2 ? 2 : 0) * rs_a;
+    const float *a3 = a + (mr > 3 ? 3 : 0) * rs_a, *a4 = a + (mr > 4 ? 4 : 0) * rs_a;
+    const float *a5 = a + (mr > 5 ? 5 : 0) * rs_a;
 
-#define DC_STEP(o)                                              \
-    b0 = _mm256_load_ps(b + NR * (o));                          \
-    b1 = _mm256_load_ps(b + NR * (o) + 8);                      \
-    av = _mm256_broadcast_ss(a + MR * (o) + 0);                 \
-    c00 = _mm256_fmadd_ps(av, b0, c00);                         \
-    c01 = _mm256_fmadd_ps(av, b1, c01);                         \
-    av = _mm256_broadcast_ss(a + MR * (o) + 1);                 \
-    c10 = _mm256_fmadd_ps(av, b0, c10);                         \
-    c11 = _mm256_fmadd_ps(av, b1, c11);                         \
-    av = _mm256_broadcast_ss(a + MR * (o) + 2);                 \
-    c20 = _mm256_fmadd_ps(av, b0, c20);                         \
-    c21 = _mm256_fmadd_ps(av, b1, c21);                         \
-    av = _mm256_broadcast_ss(a + MR * (o) + 3);                 \
-    c30 = _mm256_fmadd_ps(av, b0, c30);                         \
-    c31 = _mm256_fmadd_ps(av, b1, c31);                         \
-    av = _mm256_broadcast_ss(a + MR * (o) + 4);                 \
-    c40 = _mm256_fmadd_ps(av, b0, c40);                         \
-    c41 = _mm256_fmadd_ps(av, b1, c41);                         \
-    av = _mm256_broadcast_ss(a + MR * (o) + 5);                 \
-    c50 = _mm256_fmadd_ps(av, b0, c50);                         \
-    c51 = _mm256_fmadd_ps(av, b1, c51);
+#define DC_ROW(r, o)                                                  \
+    av = _mm256_broadcast_ss(a##r + (o) * cs_a);                      \
+    c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0);                       \
+    c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);
+#define DC_STEP(o)                                                    \
+    b0 = _mm256_load_ps(b + NR * (o));                                \
+    b1 = _mm256_load_ps(b + NR * (o) + 8);                            \
+    DC_ROW(0, o) DC_ROW(1, o) DC_ROW(2, o) DC_ROW(3, o) DC_ROW(4, o) DC_ROW(5, o)
 
     int64_t p = k;
     for (; p >= 4; p -= 4) {
-        _mm_prefetch((const char *)(a + 96), _MM_HINT_T0);
-        _mm_prefetch((const char *)(a + 112), _MM_HINT_T0);
+        if (rs_a == 1) { /* packed or contiguous rows: stream ahead */
+            _mm_prefetch((const char *)(a0 + 16 * cs_a), _MM_HINT_T0);
+            _mm_prefetch((const char *)(a0 + 16 * cs_a + 16), _MM_HINT_T0);
+        }
         DC_STEP(0)
         DC_STEP(1)
         DC_STEP(2)
         DC_STEP(3)
-        a += 4 * MR;
+        a0 += 4 * cs_a; a1 += 4 * cs_a; a2 += 4 * cs_a;
+        a3 += 4 * cs_a; a4 += 4 * cs_a; a5 += 4 * cs_a;
         b += 4 * NR;
     }
     for (; p > 0; p--) {
         DC_STEP(0)
-        a += MR;
+        a0 += cs_a; a1 += cs_a; a2 += cs_a; a3 += cs_a; a4 += cs_a; a5 += cs_a;
         b += NR;
     }
 #undef DC_STEP
+#undef DC_ROW
 
     const __m256 va = _mm256_set1_ps(alpha);
     if (mr == MR && nr == NR) {
@@ -129,6 +133,15 @@ void dc_sgemm_ukernel_avx2_6x16(int64_t k, const float *restrict a, const float 
             for (int j = 0; j < nr; j++) cr[j] = tr[j] + beta * cr[j];
         }
     }
+}
+
+void dc_sgemm_ukernel_avx2_6x16(int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
+                                const float *b, float *c, int64_t ldc, float alpha,
+                                float beta, int mr, int nr) {
+    if (rs_a == 1 && cs_a == MR)
+        dc_kernel_6x16(k, a, 1, MR, b, c, ldc, alpha, beta, mr, nr);
+    else
+        dc_kernel_6x16(k, a, rs_a, cs_a, b, c, ldc, alpha, beta, mr, nr);
 }
 
 /* ------------------------------------------------------------------------------ */

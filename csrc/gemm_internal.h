@@ -30,10 +30,13 @@ extern "C" {
 #endif
 
 /* One MR x NR tile: C[0:mr, 0:nr] = alpha * (A panel * B panel) + beta * C, with
- * beta == 0 meaning "overwrite". a and b are packed micro-panels of depth k (k >= 1);
- * mr <= MR and nr <= NR give the valid part of the tile (edges). */
-typedef void (*dc_sgemm_ukernel_fn)(int64_t k, const float *a, const float *b, float *c,
-                                    int64_t ldc, float alpha, float beta, int mr, int nr);
+ * beta == 0 meaning "overwrite". b is a packed micro-panel of depth k (k >= 1); row r of
+ * A at step p is a[r*rs_a + p*cs_a]: a packed A micro-panel has (rs_a, cs_a) = (1, MR),
+ * op(A) read in place has its own strides (rows r >= mr are never read). mr <= MR and
+ * nr <= NR give the valid part of the tile (edges). */
+typedef void (*dc_sgemm_ukernel_fn)(int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
+                                    const float *b, float *c, int64_t ldc, float alpha,
+                                    float beta, int mr, int nr);
 
 /* Pack op(A)[i0 : i0+mlen, p0 : p0+kc] into ceil(mlen/MR) micro-panels at pa
  * (each MR*kc floats, rows past mlen zero-filled). */
@@ -63,8 +66,9 @@ const dc_sgemm_kernel_info *dc_sgemm_kernel_info_for(int path);
 #if defined(DIGITCORE_HAVE_AVX2_TU) && (defined(__x86_64__) || defined(_M_X64))
 #define DC_GEMM_BUILD_AVX2 1
 /* AVX2+FMA code: callers must have checked dc_cpu_has_avx2(). MR = 6, NR = 16. */
-void dc_sgemm_ukernel_avx2_6x16(int64_t k, const float *a, const float *b, float *c,
-                                int64_t ldc, float alpha, float beta, int mr, int nr);
+void dc_sgemm_ukernel_avx2_6x16(int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
+                                const float *b, float *c, int64_t ldc, float alpha,
+                                float beta, int mr, int nr);
 void dc_sgemm_pack_a_avx2_6(float *pa, const float *a, int64_t lda, int trans_a, int64_t i0,
                             int64_t mlen, int64_t p0, int64_t kc);
 void dc_sgemm_pack_b_avx2_16(float *pb, const float *b, int64_t ldb, int trans_b, int64_t p0,

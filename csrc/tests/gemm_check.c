@@ -46,8 +46,8 @@ static int check(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, f
             double tol = 1e-5 * (double)(k + 1) * (fabs((double)alpha) + 1) + 1e-6;
             if (!(e <= tol)) { bad = 1; maxerr = e; break; }
         }
-    if (bad) printf("FAIL ta=%d tb=%d m=%lld n=%lld k=%lld alpha=%g beta=%g err=%g st=%d,%d\n",
-                    ta, tb, (long long)m, (long long)n, (long long)k, alpha, beta, maxerr, s1, s2);
+    if (bad) printf("FAIL path=%d nt=%d ta=%d tb=%d m=%lld n=%lld k=%lld alpha=%g beta=%g err=%g st=%d,%d\n",
+                    dc_kernel_path(), dc_get_num_threads(), ta, tb, (long long)m, (long long)n, (long long)k, alpha, beta, maxerr, s1, s2);
     free(a); free(b); free(c); free(r);
     return bad;
 }
