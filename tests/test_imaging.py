@@ -158,6 +158,21 @@ def test_tiny_digit_is_enlarged():
     assert r1 - r0 == 20 and c1 - c0 == 10
 
 
+def test_huge_photo_is_shrunk_first():
+    ink = draw_one(h=300, w=400, top=50, left=180, height=200, thickness=24)
+    big = to_uint8(1 - np.kron(ink, np.ones((7, 7))))  # 2100 x 2800, like a photo
+    rgb = np.repeat(big[:, :, None], 3, axis=2)
+    out = preprocess_image(rgb)
+    check_mnist_like(out)
+    small = preprocess_image(to_uint8(1 - ink))
+    # same digit up to a one-pixel placement (this stroke's centre of mass is on a half
+    # pixel, so rounding can go either way) and edge levels (the block grid)
+    (a0, a1, a2, a3), (b0, b1, b2, b3) = _bbox(out), _bbox(small)
+    assert (a1 - a0, a3 - a2) == (b1 - b0, b3 - b2)
+    diff = np.abs(out[a0:a1, a2:a3].astype(int) - small[b0:b1, b2:b3].astype(int))
+    assert diff.mean() < 6 and diff.max() <= 16
+
+
 def test_grey_paper_and_noise_removed():
     rng = np.random.default_rng(3)
     paper = 0.8 + 0.03 * rng.standard_normal((200, 160))  # grey, noisy paper

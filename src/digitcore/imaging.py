@@ -32,6 +32,8 @@ FIELD = 28
 NOISE_FLOOR = 0.12
 # If the brightest ink is less than this far from the background, there is no digit.
 MIN_CONTRAST = 0.08
+# Longer image sides are block-averaged down to at most this first.
+MAX_SIDE = 1024
 # Levels within this many noise sigmas (estimated on the border) of the paper are paper.
 NOISE_SIGMAS = 5.0
 
@@ -95,24 +97,23 @@ def load_image(path) -> np.ndarray:
         raise ValueError(f"{fspath}: cannot read image: {exc}") from exc
 
 
-def _to_float(arr: np.ndarray) -> np.ndarray:
-    """Pixel values in [0, 1], float64, same shape."""
+def _divisor(arr: np.ndarray) -> float:
+    """What to divide `arr` by to get levels in [0, 1]; validates the values."""
     kind = arr.dtype.kind
     if kind == "b":
-        return arr.astype(np.float64)
+        return 1.0
     if kind == "u" or kind == "i":
         if arr.dtype.itemsize == 1 and kind == "u":
-            return arr.astype(np.float64) / 255.0
+            return 255.0
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0:
             raise ValueError(f"image has negative pixel values (min {lo})")
-        if hi <= 255 or arr.dtype.itemsize == 1:
-            return arr.astype(np.float64) / 255.0
+        if hi <= 255:
+            return 255.0
         if hi <= 65535:
-            return arr.astype(np.float64) / 65535.0
+            return 65535.0
         raise ValueError(f"image pixel values up to {hi}: expected 8-bit (0-255) or 16-bit")
     if kind == "f":
-        arr = arr.astype(np.float64)
         if not np.isfinite(arr).all():
             raise ValueError("image contains NaN or infinite values")
         lo, hi = float(arr.min()), float(arr.max())
@@ -120,8 +121,25 @@ def _to_float(arr: np.ndarray) -> np.ndarray:
             raise ValueError(
                 f"float image values must be in [0, 1], got range [{lo:.4g}, {hi:.4g}] "
                 "(pass uint8 for 0-255 pixels)")
-        return np.clip(arr, 0.0, 1.0)
+        return 1.0
     raise ValueError(f"image has unsupported dtype {arr.dtype}")
+
+
+def _to_float(arr: np.ndarray) -> np.ndarray:
+    """Pixel values in [0, 1], float64, same shape except that images larger than
+    MAX_SIDE are first shrunk by whole-block averaging (the final resize averages
+    areas anyway; this just keeps a 12-megapixel photo from costing gigabytes)."""
+    div = _divisor(arr)
+    f = -(-max(arr.shape[0], arr.shape[1]) // MAX_SIDE)
+    if f > 1:
+        h, w = arr.shape[0] // f, arr.shape[1] // f
+        if h == 0 or w == 0:
+            f = 1
+        else:
+            block = arr[:h * f, :w * f].reshape(h, f, w, f, *arr.shape[2:])
+            out = block.mean(axis=(1, 3), dtype=np.float32).astype(np.float64)
+            return np.clip(out / div, 0.0, 1.0)
+    return np.clip(arr.astype(np.float64) / div, 0.0, 1.0)
 
 
 def _grey_and_alpha(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
