@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from digitcore import imaging
 from digitcore.imaging import preprocess_image, resize
 
 

@@ -191,7 +191,8 @@ def test_crash_mid_save_keeps_old_file(tmp_path, monkeypatch, target):
                 self.f.write(data[:len(data) // 2])
                 raise OSError("simulated crash")
 
-        monkeypatch.setattr(modelio.os, "fdopen", lambda fd, mode: HalfWriter(real_fdopen(fd, mode)))
+        monkeypatch.setattr(modelio.os, "fdopen",
+                            lambda fd, mode: HalfWriter(real_fdopen(fd, mode)))
     with pytest.raises(OSError, match="simulated crash"):
         save_model(_net(seed=2), path)
     monkeypatch.undo()
