@@ -1,0 +1,161 @@
+"""``digitcore serve``: a local page where you draw a digit and watch the network read it.
+
+>>> from digitcore.serve import make_server          # doctest: +SKIP
+>>> server = make_server(net, "127.0.0.1", 0)         # port 0: any free port
+>>> threading.Thread(target=server.serve_forever, daemon=True).start()
+>>> server.url                                        # 'http://127.0.0.1:40123/'
+>>> server.shutdown(); server.server_close()
+
+The page (``static/``) is plain HTML, CSS and JavaScript with no external resources.
+It sends the drawing as grey pixels, so no image library is needed; the API also takes
+PNG data URLs (see :mod:`digitcore.serve.app`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+
+from digitcore.serve.app import MAX_BODY, DigitServer, is_loopback, make_server
+
+__all__ = ["serve", "make_server", "default_model", "DigitServer", "MAX_BODY",
+           "DEFAULT_MODEL_NAME"]
+
+DEFAULT_MODEL_NAME = "serve-default.safetensors"
+
+
+def _say(msg, quiet=False):
+    if not quiet:
+        print(f"digitcore serve: {msg}", file=sys.stderr, flush=True)
+
+
+def default_model(*, quiet=False, preset_overrides=None):
+    """The network ``digitcore serve`` uses when no model file is given.
+
+    Loaded from ``get_cache_dir() / "serve-default.safetensors"`` when that file exists
+    and is valid; otherwise the ``default`` preset is trained (seed 0) on the default
+    data (full MNIST if found locally, else the bundled mnist-mini: a few seconds, no
+    network access) and saved there atomically for next time. If the cache cannot be
+    written, the trained network is still returned.
+
+    Returns
+    -------
+    (Network, dict)
+        The network and a ``model_info`` dict for :func:`make_server`.
+    """
+    from digitcore import datasets
+    from digitcore.errors import ModelFormatError
+    from digitcore.modelio import load_model, read_model_info
+    from digitcore.network import Network
+    from digitcore.presets import epochs_for, get_preset
+    from digitcore.trainer import Trainer
+
+    path = datasets.get_cache_dir() / DEFAULT_MODEL_NAME
+    if path.is_file():
+        try:
+            net = load_model(path)
+            if net.n_features == 784:
+                info = read_model_info(path)
+                info["source"] = f"default model, cached in {path}"
+                _say(f"using the cached default model {path}", quiet)
+                return net, info
+            _say(f"{path} does not read 28x28 images; training a new default model", quiet)
+        except (ModelFormatError, OSError, ValueError) as exc:
+            _say(f"ignoring the unreadable cached model ({exc}); training a new one", quiet)
+
+    name, (x_tr, y_tr), (x_te, y_te), notice = datasets.resolve_default_dataset()
+    if notice and not quiet:
+        print(notice, file=sys.stderr)
+    cfg = get_preset("default")
+    cfg.update(preset_overrides or {})
+    if not (preset_overrides and "epochs" in preset_overrides):
+        cfg["epochs"] = epochs_for(cfg, len(x_tr))
+    net = Network([784, *cfg["hidden"], 10], activation=cfg["activation"],
+                  dropout=cfg["dropout"], seed=0)
+    _say(f"training the default model ({'-'.join(map(str, net.layer_sizes))}) on {name}, "
+         f"{cfg['epochs']} epochs; this happens once", quiet)
+    t0 = time.perf_counter()
+    Trainer(net, optimizer=cfg["optimizer"], lr=cfg["lr"], batch_size=cfg["batch_size"],
+            epochs=cfg["epochs"], l2=cfg.get("l2", 0.0), lr_schedule=cfg["lr_schedule"],
+            warmup=cfg.get("warmup", 0.0), seed=0, verbose=0).fit(x_tr, y_tr)
+    wall = time.perf_counter() - t0
+    _, acc = net.evaluate(x_te, y_te)
+    net.training_summary = {"dataset": name, "preset": "default", "epochs": cfg["epochs"],
+                            "seed": 0, "test_accuracy": acc, "wall_seconds": wall}
+    _say(f"trained in {wall:.1f} s, test accuracy {acc:.2%} ({name})", quiet)
+    info = {"source": "default model, trained just now", "metadata": {
+        "training": net.training_summary}}
+    try:
+        os.makedirs(path.parent, exist_ok=True)
+        net.save(path)
+        info["path"] = str(path)
+        info["source"] = f"default model, cached in {path}"
+        _say(f"saved it to {path}", quiet)
+    except OSError as exc:
+        _say(f"warning: could not cache the default model in {path}: {exc}", quiet)
+    return net, info
+
+
+def serve(model=None, host="127.0.0.1", port=8000, open_browser=False) -> int:
+    """Serve the drawing page until Ctrl-C; returns the exit status (0).
+
+    Parameters
+    ----------
+    model : str or os.PathLike or None
+        A digitcore model file; None uses :func:`default_model`.
+    host : str
+        Address to bind. The default, 127.0.0.1, keeps the page on this machine;
+        any other address prints a warning (there is no authentication).
+    port : int
+        TCP port; 0 picks a free one.
+    open_browser : bool
+        Open the page in the default web browser once the server listens.
+    """
+    if not 0 <= int(port) <= 65535:
+        raise ValueError(f"--port must be from 0 to 65535, got {port}")
+    if model is None:
+        net, info = default_model()
+    else:
+        from digitcore.modelio import load_model, read_model_info
+
+        model = os.fspath(model)
+        if not os.path.exists(model):
+            raise FileNotFoundError(f"{model}: no such file")
+        net = load_model(model)
+        info = read_model_info(model)
+        info["source"] = model
+    try:
+        server = make_server(net, host, port, model_info=info)
+    except OSError as exc:
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    url = server.url
+    if not is_loopback(host):
+        _say(f"warning: listening on {host}, so other machines on the network can reach "
+             f"this page and its API (there is no authentication); use --host 127.0.0.1 "
+             f"to keep it local")
+        if host in ("0.0.0.0", "::", ""):
+            url = f"http://127.0.0.1:{server.server_address[1]}/"
+    arch = "-".join(map(str, net.layer_sizes))
+    print(f"digitcore serve: {arch} network at {url}  (Ctrl-C to stop)", flush=True)
+    if open_browser:
+        import webbrowser
+
+        threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        def _terminate(signum, frame):
+            raise KeyboardInterrupt
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        server.serve_forever(poll_interval=0.25)
+    except KeyboardInterrupt:
+        _say("stopped")
+    finally:
+        server.server_close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return 0

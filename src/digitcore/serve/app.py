@@ -1,0 +1,535 @@
+"""The HTTP side of ``digitcore serve``: a drawing page and a small JSON API.
+
+Standard library only (``http.server.ThreadingHTTPServer``); NumPy and the network
+come from digitcore. Routes:
+
+=======================  =====================================================
+``GET /``                the page (``static/index.html``)
+``GET /static/<name>``   ``app.css`` and ``app.js``, nothing else
+``POST /api/predict``    ``{"image": "data:image/png;base64,..."}`` or
+                         ``{"pixels": [...], "width": 28, "height": 28}``
+                         -> ``{"digit", "probabilities", "input28"}``
+``GET /api/model``       architecture and metadata of the served network
+``GET /healthz``         ``{"status": "ok"}``
+=======================  =====================================================
+
+Drawings go through :func:`digitcore.imaging.preprocess_image`, exactly like
+``Network.predict_image``. The page sends its canvas as a grey ``pixels`` array
+(downsampled in the browser), so no image library is needed anywhere; PNG data URLs
+are decoded with Pillow when it is installed and otherwise with the small decoder in
+:mod:`digitcore.serve.png`.
+
+Safety: the page's files are an in-memory table read once at start-up (no file system
+paths are ever built from a URL, so no traversal and no listings); request bodies are
+limited to :data:`MAX_BODY` bytes; every malformed request gets a 4xx JSON error; when
+bound to a loopback address, requests whose ``Host`` header is not a loopback name are
+refused (a defence against DNS rebinding); the network is a private copy that is only
+ever read, and its forward pass allocates its own scratch, so threads can share it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import importlib.resources
+import ipaddress
+import json
+import math
+import sys
+import time
+import traceback
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+
+__all__ = ["make_server", "DigitServer", "RequestError", "parse_predict_request",
+           "predict_json", "decode_png_bytes", "model_description", "is_loopback",
+           "MAX_BODY", "MAX_SIDE"]
+
+MAX_BODY = 1 << 20  # 1 MiB: a 280x280 drawing is about 50 kB as pixels, 10-30 kB as PNG
+MAX_SIDE = 1024  # largest width/height accepted for a "pixels" drawing
+# Reading and discarding an oversized body lets the client see the 413 instead of a reset
+# connection; beyond this the connection is simply closed.
+MAX_DRAIN = 8 * MAX_BODY
+REQUEST_TIMEOUT = 15.0  # seconds a client may take to send a request
+DATA_URL_PREFIX = "data:image/png;base64,"
+
+STATIC_FILES = {  # URL path -> (file in static/, content type)
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/static/app.css": ("app.css", "text/css; charset=utf-8"),
+    "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+}
+API_ROUTES = {"/api/predict": "POST", "/api/model": "GET", "/healthz": "GET"}
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; "
+                                "img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
+                                "form-action 'none'; frame-ancestors 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+class RequestError(Exception):
+    """A client mistake: answered with ``status`` and ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = int(status)
+        self.message = message
+
+
+# ---------------------------------------------------------------------------- decoding
+
+def _pillow_decode(data: bytes):
+    """PNG bytes -> array with Pillow, or None when Pillow cannot help (absent, 16-bit)."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        return None
+    import io
+
+    from digitcore.serve.png import MAX_PIXELS, PNGError
+
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as img:
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise PNGError(f"PNG is too large ({w}x{h}); the limit is {MAX_PIXELS:,} pixels")
+            if img.mode.startswith(("I", "F")):
+                return None  # 16-bit and float modes: the NumPy decoder keeps the high byte
+            img.load()
+            if img.mode in ("1", "L"):
+                return np.asarray(img.convert("L"), dtype=np.uint8)
+            if img.mode == "LA":
+                return np.asarray(img, dtype=np.uint8)
+            alpha = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info
+            return np.asarray(img.convert("RGBA" if alpha else "RGB"), dtype=np.uint8)
+    except PNGError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise PNGError(f"cannot read the PNG: {exc}") from None
+    except Image.DecompressionBombError as exc:  # pragma: no cover - caught by the size check
+        raise PNGError(str(exc)) from None
+
+
+def decode_png_bytes(data: bytes, use_pillow: bool | None = None) -> np.ndarray:
+    """Decode PNG bytes to a uint8 array: Pillow when installed, else the NumPy decoder.
+
+    ``use_pillow=False`` forces the built-in decoder (the tests run both).
+    Raises :class:`digitcore.serve.png.PNGError` (a ValueError) for a bad PNG.
+    """
+    from digitcore.serve.png import decode_png
+
+    if use_pillow is not False:
+        arr = _pillow_decode(data)
+        if arr is not None:
+            return arr
+    return decode_png(data)
+
+
+def _strict_constant(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _is_number(v) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _side(body: dict, key: str) -> int:
+    v = body.get(key, 28)
+    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_SIDE:
+        raise RequestError(400, f"{key} must be an integer from 1 to {MAX_SIDE}, got {v!r}")
+    return v
+
+
+def parse_predict_request(raw: bytes) -> np.ndarray:
+    """The drawing in a ``/api/predict`` body, as an array for ``preprocess_image``.
+
+    Parameters
+    ----------
+    raw : bytes
+        UTF-8 JSON object with either ``image`` (a ``data:image/png;base64,`` URL) or
+        ``pixels`` (``width * height`` grey values 0-255, row by row; ``width`` and
+        ``height`` default to 28, so a bare 784-value list is a 28x28 drawing).
+
+    Returns
+    -------
+    ndarray, uint8: ``(h, w)`` grey, or ``(h, w, 2|3|4)`` from a PNG.
+
+    Raises
+    ------
+    RequestError
+        Status 400 with a message for anything malformed.
+    """
+    try:
+        text = raw.decode("utf-8")
+        body = json.loads(text, parse_constant=_strict_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise RequestError(400, f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise RequestError(400, "the request body must be a JSON object with 'image' or 'pixels'")
+    has_image, has_pixels = "image" in body, "pixels" in body
+    if has_image == has_pixels:
+        raise RequestError(400, "send exactly one of 'image' (a PNG data URL) or 'pixels' "
+                                "(grey values 0-255)")
+    if has_image:
+        url = body["image"]
+        if not isinstance(url, str) or not url[:len(DATA_URL_PREFIX)].lower() == DATA_URL_PREFIX:
+            raise RequestError(400, f"'image' must be a data URL starting with "
+                                    f"{DATA_URL_PREFIX!r}")
+        try:
+            data = base64.b64decode(url[len(DATA_URL_PREFIX):], validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestError(400, "'image' is not valid base64 after the data URL prefix") \
+                from None
+        if not data:
+            raise RequestError(400, "'image' holds no data")
+        try:
+            return decode_png_bytes(data)
+        except ValueError as exc:  # PNGError
+            raise RequestError(400, f"'image' is not a readable PNG: {exc}") from None
+    pixels = body["pixels"]
+    width, height = _side(body, "width"), _side(body, "height")
+    if not isinstance(pixels, list):
+        raise RequestError(400, "'pixels' must be a JSON array of numbers")
+    if len(pixels) != width * height:
+        raise RequestError(400, f"'pixels' must hold width*height = {width}*{height} = "
+                                f"{width * height} values, got {len(pixels)}")
+    if not all(map(_is_number, pixels)):
+        bad = next(v for v in pixels if not _is_number(v))
+        raise RequestError(400, f"'pixels' must hold only numbers, found {bad!r}")
+    arr = np.asarray(pixels, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise RequestError(400, "'pixels' holds non-finite values")
+    if arr.size and (arr.min() < 0 or arr.max() > 255):
+        raise RequestError(400, f"'pixels' values must be in 0-255, got range "
+                                f"[{arr.min():g}, {arr.max():g}]")
+    return np.round(arr).astype(np.uint8).reshape(height, width)
+
+
+def predict_json(network, image: np.ndarray) -> dict:
+    """Preprocess ``image`` like ``Network.predict_image`` and describe the prediction."""
+    from digitcore.imaging import preprocess_image
+
+    try:
+        img28 = preprocess_image(image)
+    except ValueError as exc:
+        if "blank" in str(exc):
+            raise RequestError(422, "the drawing is blank: draw a digit first") from None
+        raise RequestError(400, f"cannot use the drawing: {exc}") from None
+    proba = network.predict_proba(img28.reshape(1, -1))[0]
+    return {"digit": int(np.argmax(proba)),
+            "probabilities": [round(float(p), 6) for p in proba],
+            "input28": img28.ravel().tolist()}
+
+
+def _finite(obj):
+    """A copy of a JSON-like object with NaN/inf floats as None (strict JSON has neither)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _finite(obj.item())
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    return str(obj)
+
+
+def model_description(network, model_info: dict | None = None) -> dict:
+    """What ``GET /api/model`` answers: architecture, parameters, training metadata."""
+    from digitcore._version import __version__
+
+    config = network.get_config()
+    desc = {
+        "architecture": "-".join(map(str, network.layer_sizes)) + f" {network.activation}",
+        "layer_sizes": list(network.layer_sizes),
+        "activation": network.activation,
+        "n_params": int(network.n_params),
+        "config": config,
+        "training": network.training_summary,
+        "metadata": {},
+        "source": "in-memory network",
+        "digitcore_version": __version__,
+    }
+    try:
+        from digitcore._config import kernel_path
+
+        desc["kernel"] = kernel_path()
+    except Exception:  # informational only
+        pass
+    if model_info:
+        for key in ("path", "file_size", "metadata", "source"):
+            if key in model_info:
+                desc[key] = model_info[key]
+        if isinstance(model_info.get("metadata"), dict) and desc["training"] is None:
+            desc["training"] = model_info["metadata"].get("training")
+    return _finite(desc)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses (127.0.0.0/8, ::1)."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_name(host_header: str) -> str:
+    """The name part of a Host header: ``127.0.0.1:8000`` -> ``127.0.0.1``, ``[::1]:80`` -> ``::1``."""
+    h = host_header.strip()
+    if h.startswith("["):
+        return h[1:h.find("]")] if "]" in h else h
+    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+
+
+# ---------------------------------------------------------------------------- HTTP
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "digitcore-serve"
+    sys_version = ""
+    protocol_version = "HTTP/1.1"
+    timeout = REQUEST_TIMEOUT  # applied to the socket: a stalled client frees its thread
+
+    # -- responses ---------------------------------------------------------------------
+
+    def _send(self, status: int, body: bytes, content_type: str, extra=None):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in SECURITY_HEADERS.items():
+            self.send_header(k, v)
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, obj, extra=None):
+        body = json.dumps(obj, allow_nan=False, separators=(",", ":")).encode()
+        headers = {"Cache-Control": "no-store"}
+        headers.update(extra or {})
+        self._send(status, body, "application/json", headers)
+
+    def send_error(self, code, message=None, explain=None):
+        """Errors found by http.server itself (bad request line, huge headers) as JSON."""
+        try:
+            short = HTTPStatus(code).phrase
+        except ValueError:
+            short = "error"
+        self.close_connection = True
+        if not hasattr(self, "command") or self.command is None:
+            self.command = ""
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"  # nobody speaks 0.9: always send headers
+        self._json(code, {"error": message or short})
+
+    def log_message(self, format, *args):  # noqa: A002 - http.server's signature
+        if getattr(self.server, "verbose", False):
+            sys.stderr.write(f"{self.address_string()} - {format % args}\n")
+
+    # -- routing -----------------------------------------------------------------------
+
+    def _path(self) -> str:
+        return self.path.split("?", 1)[0].split("#", 1)[0]
+
+    def _check_host(self) -> bool:
+        if not self.server.loopback_only:
+            return True
+        host = self.headers.get("Host")
+        if host is None or is_loopback(_host_name(host)):
+            return True
+        self._json(403, {"error": f"unexpected Host header {host!r}: this server only answers "
+                                  "requests addressed to localhost"})
+        return False
+
+    def _dispatch(self, method: str):
+        try:
+            if not self._check_host():
+                return
+            path = self._path()
+            if method in ("GET", "HEAD") and path in STATIC_FILES:
+                body, ctype = self.server.static[path]
+                self._send(200, body, ctype, {"Cache-Control": "no-cache"})
+            elif path in API_ROUTES:
+                allowed = API_ROUTES[path]
+                want = "GET" if method == "HEAD" else method
+                if want != allowed:
+                    self._drain_body()
+                    self._json(405, {"error": f"{path} takes {allowed} requests, not {method}"},
+                               {"Allow": allowed + (", HEAD" if allowed == "GET" else "")})
+                elif path == "/api/predict":
+                    self._predict()
+                elif path == "/api/model":
+                    self._json(200, self.server.model_info)
+                else:
+                    self._json(200, {"status": "ok"})
+            else:
+                self._drain_body()
+                self._json(404, {"error": f"no such page: {path[:200]}"})
+        except RequestError as exc:
+            self._json(exc.status, {"error": exc.message})
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            self.close_connection = True
+        except Exception:  # a bug: tell the client briefly, the console fully
+            traceback.print_exc(file=sys.stderr)
+            self.close_connection = True
+            try:
+                self._json(500, {"error": "internal server error"})
+            except OSError:
+                pass
+
+    def do_GET(self):
+        self._dispatch("GET")
+
+    def do_HEAD(self):
+        self._dispatch("HEAD")
+
+    def do_POST(self):
+        self._dispatch("POST")
+
+    def do_PUT(self):
+        self._dispatch("PUT")
+
+    def do_DELETE(self):
+        self._dispatch("DELETE")
+
+    def do_PATCH(self):
+        self._dispatch("PATCH")
+
+    def do_OPTIONS(self):
+        self._dispatch("OPTIONS")
+
+    # -- bodies ------------------------------------------------------------------------
+
+    def _content_length(self) -> int | None:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+            raise RequestError(411, "send the body with a Content-Length header "
+                                    "(chunked transfer encoding is not accepted)")
+        text = self.headers.get("Content-Length")
+        if text is None:
+            return None
+        if not text.strip().isdigit():
+            self.close_connection = True
+            raise RequestError(400, f"bad Content-Length header {text!r}")
+        return int(text)
+
+    def _drain_body(self):
+        """Read and drop a body we won't use, so the connection stays in sync."""
+        try:
+            n = self._content_length()
+        except RequestError:
+            return
+        if n and n <= MAX_DRAIN:
+            while n > 0:
+                chunk = self.rfile.read(min(n, 65536))
+                if not chunk:
+                    break
+                n -= len(chunk)
+        elif n:
+            self.close_connection = True
+
+    def _read_body(self) -> bytes:
+        n = self._content_length()
+        if n is None:
+            self.close_connection = True
+            raise RequestError(411, "a Content-Length header is required")
+        if n > MAX_BODY:
+            self._drain_body()
+            self.close_connection = True
+            raise RequestError(413, f"the request body is {n:,} bytes; the limit is "
+                                    f"{MAX_BODY:,} bytes")
+        body = self.rfile.read(n)
+        if len(body) != n:
+            self.close_connection = True
+            raise RequestError(400, f"the request body ended after {len(body)} of {n} bytes")
+        return body
+
+    def _predict(self):
+        t0 = time.perf_counter()
+        image = parse_predict_request(self._read_body())
+        result = predict_json(self.server.network, image)
+        result["milliseconds"] = round((time.perf_counter() - t0) * 1000, 2)
+        self._json(200, result)
+
+
+class DigitServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer holding the network, its description and the page's files."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+
+    def __init__(self, address, network, model_info=None, verbose=False):
+        import socket
+
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.verbose = verbose
+        self.network = network
+        self.loopback_only = is_loopback(address[0])
+        self.static = _load_static()
+        self.model_info = model_description(network, model_info)
+        super().__init__(address, Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}/"
+
+
+def _load_static() -> dict:
+    root = importlib.resources.files("digitcore.serve").joinpath("static")
+    out = {}
+    for url, (name, ctype) in STATIC_FILES.items():
+        try:
+            body = root.joinpath(name).read_bytes()
+        except OSError as exc:
+            raise OSError(f"the page file digitcore/serve/static/{name} is missing: the "
+                          f"package was installed without its data files ({exc})") from exc
+        out[url] = (body, ctype)
+    return out
+
+
+def make_server(network, host="127.0.0.1", port=8000, *, model_info=None, verbose=False):
+    """Bind a :class:`DigitServer` for ``network`` (not started: call ``serve_forever()``).
+
+    Parameters
+    ----------
+    network : Network
+        Must read 28x28 images (784 features). A private copy is served, so later
+        changes to ``network`` do not reach the server.
+    host, port : str, int
+        Where to listen; port 0 picks a free port (see ``server.server_address``).
+    model_info : dict, optional
+        ``read_model_info`` output (path, metadata) to show in ``GET /api/model``.
+    verbose : bool
+        Log every request to stderr.
+
+    Returns
+    -------
+    DigitServer
+        With ``server_address``, ``url``, ``serve_forever()``, ``shutdown()`` and
+        ``server_close()``.
+    """
+    if getattr(network, "n_features", None) != 784:
+        raise ValueError(f"serve needs a network that reads 28x28 images (784 inputs), got "
+                         f"{network!r}")
+    net = network.copy()
+    net.predict_proba(np.zeros((1, 784), dtype=np.uint8))  # build the C view before threads
+    return DigitServer((host, int(port)), net, model_info=model_info, verbose=verbose)

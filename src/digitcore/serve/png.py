@@ -1,0 +1,238 @@
+"""A small PNG decoder (zlib + NumPy) so ``digitcore serve`` reads drawings without Pillow.
+
+It covers what browsers' ``canvas.toDataURL("image/png")`` produces and the common rest:
+non-interlaced PNGs of 8-bit grey, grey+alpha, RGB, RGBA and palette images and 16-bit
+grey/colour (reduced to 8 bits). Anything else raises :class:`PNGError` with the reason.
+Sizes are checked before anything is decompressed, and decompression is bounded, so a
+small file cannot expand into a huge allocation.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+
+__all__ = ["PNGError", "decode_png", "encode_png", "MAX_PIXELS"]
+
+SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# A drawing pad is at most a few megapixels; more than this is a mistake or an attack.
+MAX_PIXELS = 4096 * 4096
+# channels per colour type
+_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+class PNGError(ValueError):
+    """The bytes are not a PNG this decoder handles (the message says why)."""
+
+
+def _chunks(data: bytes):
+    pos = len(SIGNATURE)
+    while True:
+        if pos + 8 > len(data):
+            raise PNGError("truncated PNG: missing IEND chunk")
+        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
+        end = pos + 8 + length
+        if end + 4 > len(data):
+            raise PNGError(f"truncated PNG: chunk {ctype!r} runs past the end of the data")
+        body = data[pos + 8:end]
+        (crc,) = struct.unpack(">I", data[end:end + 4])
+        if zlib.crc32(ctype + body) != crc:
+            raise PNGError(f"corrupt PNG: bad CRC in chunk {ctype!r}")
+        yield ctype, body
+        if ctype == b"IEND":
+            return
+        pos = end + 4
+
+
+def _unfilter(raw: np.ndarray, height: int, stride: int, bpp: int) -> np.ndarray:
+    """Undo the per-row PNG filters; ``raw`` holds height * (1 + stride) bytes."""
+    rows = raw.reshape(height, stride + 1)
+    filters = rows[:, 0]
+    if filters.max(initial=0) > 4:
+        raise PNGError(f"corrupt PNG: unknown row filter {int(filters.max())}")
+    out = np.zeros((height, stride), dtype=np.uint8)
+    prev = np.zeros(stride, dtype=np.uint8)
+    for y in range(height):
+        f = filters[y]
+        line = rows[y, 1:]
+        if f == 0:
+            cur = line
+        elif f == 1:  # sub: a running sum (mod 256) along each byte lane
+            cur = np.cumsum(line.reshape(-1, bpp), axis=0, dtype=np.uint8).ravel()
+        elif f == 2:  # up
+            cur = line + prev
+        else:
+            # average and Paeth depend on the already decoded byte to the left, so they
+            # are sequential; plain Python ints beat per-element NumPy indexing here.
+            c = line.tolist()
+            up = prev.tolist()
+            if f == 3:
+                for x in range(stride):
+                    left = c[x - bpp] if x >= bpp else 0
+                    c[x] = (c[x] + ((left + up[x]) >> 1)) & 0xFF
+            else:
+                for x in range(stride):
+                    if x >= bpp:
+                        a, b, d = c[x - bpp], up[x], up[x - bpp]
+                    else:
+                        a, b, d = 0, up[x], 0
+                    p = a + b - d
+                    pa, pb, pc = abs(p - a), abs(p - b), abs(p - d)
+                    c[x] = (c[x] + (a if pa <= pb and pa <= pc else (b if pb <= pc else d))) & 0xFF
+            cur = np.array(c, dtype=np.uint8)
+        out[y] = cur
+        prev = out[y]
+    return out
+
+
+def _check_header(width, height, depth, ctype_, comp, filt, interlace):
+    if width == 0 or height == 0:
+        raise PNGError("PNG has zero width or height")
+    if width * height > MAX_PIXELS:
+        raise PNGError(f"PNG is too large ({width}x{height}); the limit is {MAX_PIXELS:,} pixels")
+    if ctype_ not in _CHANNELS or comp != 0 or filt != 0:
+        raise PNGError(f"unsupported PNG (colour type {ctype_}, compression {comp}, filter {filt})")
+    if interlace != 0:
+        raise PNGError("unsupported PNG: interlaced images are not handled")
+    allowed = {0: (1, 2, 4, 8, 16), 3: (1, 2, 4, 8)}.get(ctype_, (8, 16))
+    if depth not in allowed:
+        raise PNGError(f"invalid PNG bit depth {depth} for colour type {ctype_}")
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """Decode PNG bytes into a uint8 array.
+
+    Returns
+    -------
+    ndarray, uint8
+        ``(h, w)`` grey, ``(h, w, 2)`` grey+alpha, ``(h, w, 3)`` RGB or ``(h, w, 4)`` RGBA
+        (palette images become RGB, or RGBA when they have a tRNS chunk).
+
+    Raises
+    ------
+    PNGError
+        For anything that is not a well-formed PNG of a supported kind.
+    """
+    data = bytes(data)
+    if not data.startswith(SIGNATURE):
+        raise PNGError("not a PNG file (bad signature)")
+    header = None
+    palette = trns = None
+    idat = []
+    for ctype, body in _chunks(data):
+        if header is None and ctype != b"IHDR":
+            raise PNGError("corrupt PNG: the first chunk is not IHDR")
+        if ctype == b"IHDR":
+            if header is not None or len(body) != 13:
+                raise PNGError("corrupt PNG: bad IHDR chunk")
+            header = struct.unpack(">IIBBBBB", body)
+            _check_header(*header)  # before reading on: refuse huge images early
+        elif ctype == b"PLTE":
+            palette = np.frombuffer(body, dtype=np.uint8).reshape(-1, 3) if len(body) % 3 == 0 \
+                else None
+        elif ctype == b"tRNS":
+            trns = np.frombuffer(body, dtype=np.uint8)
+        elif ctype == b"IDAT":
+            idat.append(body)
+    if header is None:
+        raise PNGError("corrupt PNG: no IHDR chunk")
+    width, height, depth, ctype_, comp, filt, interlace = header
+    if not idat:
+        raise PNGError("corrupt PNG: no image data")
+    channels = _CHANNELS[ctype_]
+    bpp = max(1, channels * depth // 8)
+    stride = (width * channels * depth + 7) // 8
+    expected = height * (stride + 1)
+    dec = zlib.decompressobj()
+    try:
+        raw = dec.decompress(b"".join(idat), expected + 1)
+    except zlib.error as exc:
+        raise PNGError(f"corrupt PNG: bad compressed data ({exc})") from None
+    if len(raw) != expected:
+        raise PNGError(f"corrupt PNG: image data has {len(raw)} bytes, expected {expected}")
+    pixels = _unfilter(np.frombuffer(raw, dtype=np.uint8), height, stride, bpp)
+    if depth == 16:
+        pixels = pixels.reshape(height, width * channels, 2)[:, :, 0]  # keep the high byte
+    elif depth < 8:  # 1, 2 or 4 bits per pixel, packed from the most significant bit
+        shifts = np.arange(8 - depth, -1, -depth, dtype=np.uint8)
+        pixels = ((pixels[:, :, None] >> shifts) & ((1 << depth) - 1)).reshape(height, -1)
+        pixels = pixels[:, :width].astype(np.uint8)
+        if ctype_ == 0:  # grey levels scale to 0-255; palette indices stay indices
+            pixels = pixels * np.uint8(255 // ((1 << depth) - 1))
+    img = pixels.reshape(height, width, channels)
+    if ctype_ == 3:
+        if palette is None:
+            raise PNGError("corrupt PNG: palette image without a valid PLTE chunk")
+        index = img[:, :, 0]
+        if int(index.max()) >= len(palette):
+            raise PNGError("corrupt PNG: palette index out of range")
+        rgb = palette[index]
+        if trns is None:
+            return rgb
+        alpha = np.full(len(palette), 255, dtype=np.uint8)
+        alpha[:min(len(trns), len(palette))] = trns[:len(palette)]
+        return np.dstack([rgb, alpha[index]])
+    return img[:, :, 0] if channels == 1 else img
+
+
+def _filter_row(kind: int, cur: list, up: list, bpp: int) -> list:
+    out = []
+    for x, v in enumerate(cur):
+        a = cur[x - bpp] if x >= bpp else 0
+        b = up[x]
+        c = up[x - bpp] if x >= bpp else 0
+        if kind == 0:
+            pred = 0
+        elif kind == 1:
+            pred = a
+        elif kind == 2:
+            pred = b
+        elif kind == 3:
+            pred = (a + b) >> 1
+        else:
+            p = a + b - c
+            pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+            pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+        out.append((v - pred) & 0xFF)
+    return out
+
+
+def encode_png(image: np.ndarray, filters=(0,)) -> bytes:
+    """Encode a uint8 ``(h, w)``, ``(h, w, 2|3|4)`` array as an 8-bit PNG.
+
+    Row ``y`` uses PNG filter ``filters[y % len(filters)]`` (0 none, 1 sub, 2 up,
+    3 average, 4 Paeth); the default, no filtering, is fast. Used by the tests and
+    as the reference the decoder is checked against.
+    """
+    img = np.ascontiguousarray(image, dtype=np.uint8)
+    if img.ndim == 2:
+        ctype = 0
+        img = img[:, :, None]
+    elif img.ndim == 3 and img.shape[2] in (2, 3, 4):
+        ctype = {2: 4, 3: 2, 4: 6}[img.shape[2]]
+    else:
+        raise ValueError(f"encode_png takes (h, w), (h, w, 2|3|4) uint8, got shape {img.shape}")
+    h, w = img.shape[:2]
+    raw = np.zeros((h, 1 + w * img.shape[2]), dtype=np.uint8)
+    rows = img.reshape(h, -1)
+    if tuple(filters) == (0,):
+        raw[:, 1:] = rows
+    else:
+        prev = [0] * rows.shape[1]
+        for y in range(h):
+            kind = int(filters[y % len(filters)])
+            if kind not in (0, 1, 2, 3, 4):
+                raise ValueError(f"PNG filter types are 0-4, got {kind}")
+            cur = rows[y].tolist()
+            raw[y, 0] = kind
+            raw[y, 1:] = _filter_row(kind, cur, prev, img.shape[2])
+            prev = cur
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(
+            ">I", zlib.crc32(kind + body))
+
+    return (SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, ctype, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)) + chunk(b"IEND", b""))

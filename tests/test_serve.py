@@ -1,0 +1,526 @@
+"""digitcore serve: the JSON API and static files over a real server on 127.0.0.1.
+
+Every request goes to a server on an ephemeral loopback port; nothing else is contacted.
+"""
+
+import base64
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import digitcore
+from digitcore.datasets import load_mnist_mini
+from digitcore.imaging import preprocess_image
+from digitcore.serve import MAX_BODY, default_model, make_server
+from digitcore.serve.app import decode_png_bytes, is_loopback
+from digitcore.serve.png import PNGError, decode_png, encode_png
+
+try:
+    import PIL  # noqa: F401
+    HAVE_PILLOW = True
+except ImportError:
+    HAVE_PILLOW = False
+
+
+# ---------------------------------------------------------------------------- fixtures
+
+def _trained_network():
+    """784-32-10, two epochs on mnist-mini: well under a second, about 85% accurate."""
+    (x, y), _ = load_mnist_mini()
+    threads = digitcore.get_num_threads()
+    digitcore.set_num_threads(1)  # tiny work: threads only add contention on a busy CI box
+    try:
+        net = digitcore.Network([784, 32, 10], seed=0)
+        digitcore.Trainer(net, optimizer="adam", lr=3e-3, epochs=2, seed=0, verbose=0).fit(x, y)
+    finally:
+        digitcore.set_num_threads(threads)
+    return net
+
+
+@pytest.fixture(scope="module")
+def net():
+    return _trained_network()
+
+
+@pytest.fixture(scope="module")
+def test_images():
+    _, (x_te, y_te) = load_mnist_mini()
+    return x_te[:40], y_te[:40]
+
+
+@pytest.fixture(scope="module")
+def server(net):
+    srv = make_server(net, "127.0.0.1", 0)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(5)
+
+
+def _request(server, method, path, body=None, headers=None, timeout=10):
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+        hdrs = {"Content-Type": "application/json"} if body is not None else {}
+        hdrs.update(headers or {})
+        conn.request(method, path, body=body, headers=hdrs)
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, dict(resp.getheaders()), data
+    finally:
+        conn.close()
+
+
+def _json(server, method, path, body=None, headers=None):
+    status, hdrs, data = _request(server, method, path, body, headers)
+    assert hdrs["Content-Type"] == "application/json", (status, data[:200])
+    return status, json.loads(data)
+
+
+def _predict(server, body):
+    return _json(server, "POST", "/api/predict", body)
+
+
+def _data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def _expected(net, image):
+    img28 = preprocess_image(image)
+    proba = net.predict_proba(img28.reshape(1, -1))[0]
+    return int(np.argmax(proba)), proba, img28
+
+
+# ---------------------------------------------------------------------------- good requests
+
+def test_page_and_static_files(server):
+    status, hdrs, body = _request(server, "GET", "/")
+    assert status == 200 and hdrs["Content-Type"].startswith("text/html")
+    assert b'<canvas id="pad"' in body and b"/static/app.js" in body
+    assert "default-src 'none'" in hdrs["Content-Security-Policy"]
+    assert hdrs["X-Content-Type-Options"] == "nosniff"
+    assert b"http://" not in body and b"https://" not in body  # no CDN, nothing external
+    for path, ctype in [("/static/app.css", "text/css"), ("/static/app.js", "text/javascript")]:
+        status, hdrs, body = _request(server, "GET", path)
+        assert status == 200 and hdrs["Content-Type"].startswith(ctype) and len(body) > 500
+        assert b"http://" not in body and b"https://" not in body
+    status, hdrs, body = _request(server, "HEAD", "/index.html")
+    assert status == 200 and body == b"" and int(hdrs["Content-Length"]) > 500
+    status, _, _ = _request(server, "GET", "/?from=bookmark")
+    assert status == 200
+
+
+def test_healthz_and_model(server, net):
+    assert _json(server, "GET", "/healthz") == (200, {"status": "ok"})
+    status, info = _json(server, "GET", "/api/model")
+    assert status == 200
+    assert info["layer_sizes"] == [784, 32, 10]
+    assert info["architecture"] == "784-32-10 relu"
+    assert info["n_params"] == net.n_params
+    assert info["config"] == net.get_config()
+    assert info["digitcore_version"] == digitcore.__version__
+
+
+def test_predict_pixels_matches_predict_image(server, net, test_images):
+    x, y = test_images
+    correct = 0
+    for img, label in zip(x[:10], y[:10]):
+        status, r = _predict(server, {"pixels": img.ravel().tolist()})
+        assert status == 200, r
+        digit, proba, img28 = _expected(net, img)
+        assert r["digit"] == digit == net.predict_image(img)[0]
+        assert len(r["probabilities"]) == 10
+        np.testing.assert_allclose(r["probabilities"], proba, atol=1e-5)
+        assert abs(sum(r["probabilities"]) - 1) < 1e-4
+        assert r["input28"] == img28.ravel().tolist()
+        correct += r["digit"] == label
+    assert correct >= 7
+
+
+def test_predict_pixels_other_size_and_floats(server, net, test_images):
+    x, _ = test_images
+    big = np.kron(255 - x[3], np.ones((4, 4), dtype=np.uint8))  # 112x112, dark ink on white
+    status, r = _predict(server, {"pixels": big.ravel().tolist(), "width": 112, "height": 112})
+    assert status == 200
+    assert r["digit"] == _expected(net, big)[0]
+    status, r2 = _predict(server, {"pixels": [float(v) for v in x[3].ravel()]})
+    assert status == 200 and r2["input28"] == preprocess_image(x[3]).ravel().tolist()
+
+
+@pytest.mark.parametrize("mode", ["grey", "rgba_transparent", "rgb"])
+def test_predict_png_data_url(server, net, test_images, mode):
+    img = test_images[0][5]
+    if mode == "grey":
+        arr = 255 - img
+    elif mode == "rgb":
+        arr = np.repeat((255 - img)[:, :, None], 3, axis=2)
+    else:  # what a canvas with a transparent background gives: black ink, alpha = ink
+        arr = np.zeros((28, 28, 4), dtype=np.uint8)
+        arr[:, :, 3] = img
+    status, r = _predict(server, {"image": _data_url(encode_png(arr, filters=(0, 1, 2, 3, 4)))})
+    assert status == 200, r
+    digit, proba, img28 = _expected(net, arr)
+    assert r["digit"] == digit
+    assert r["input28"] == img28.ravel().tolist()
+
+
+# ---------------------------------------------------------------------------- PNG decoding
+
+@pytest.mark.parametrize("shape", [(1, 1), (9, 11), (7, 5, 2), (9, 11, 3), (13, 6, 4)])
+def test_png_decoder_round_trip_all_filters(rng, shape):
+    arr = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    for filters in [(0,), (1,), (2,), (3,), (4,), (4, 3, 2, 1, 0)]:
+        np.testing.assert_array_equal(decode_png(encode_png(arr, filters)), arr)
+        np.testing.assert_array_equal(decode_png_bytes(encode_png(arr, filters), False), arr)
+
+
+@pytest.mark.skipif(not HAVE_PILLOW, reason="Pillow is not installed (it writes the test PNGs)")
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "RGB", "RGBA", "P", "I;16"])
+def test_png_decoder_agrees_with_pillow(rng, mode):
+    import io
+
+    from PIL import Image
+
+    base = rng.integers(0, 256, size=(23, 31, 4), dtype=np.uint8)
+    if mode == "I;16":
+        im = Image.fromarray(rng.integers(0, 65536, size=(23, 31), dtype=np.uint16))
+    elif mode == "P":
+        im = Image.fromarray(base[:, :, :3]).convert("P", palette=Image.ADAPTIVE, colors=200)
+    else:
+        im = Image.fromarray(base).convert(mode)
+    buf = io.BytesIO()
+    im.save(buf, "PNG", optimize=True)
+    data = buf.getvalue()
+    ours = decode_png(data)
+    if mode == "I;16":
+        np.testing.assert_array_equal(ours, (np.asarray(im).astype(np.uint32) >> 8))
+        return
+    ref = {"1": "L", "P": "RGB"}.get(mode, mode)
+    np.testing.assert_array_equal(ours, np.asarray(Image.open(io.BytesIO(data)).convert(ref)))
+    np.testing.assert_array_equal(decode_png_bytes(data), ours)
+
+
+def test_png_decoder_rejects_bad_files():
+    good = encode_png(np.zeros((4, 4), dtype=np.uint8))
+    bad = [b"", b"GIF89a", good[:20], good[:-5],
+           good[:30] + bytes([good[30] ^ 1]) + good[31:],          # CRC mismatch
+           good.replace(b"IDAT", b"IDAX")]
+    for data in bad:
+        with pytest.raises(PNGError):
+            decode_png(data)
+    # a 100000 x 100000 header is refused before anything is decompressed
+    import struct
+    import zlib
+    ihdr = struct.pack(">IIBBBBB", 100000, 100000, 8, 0, 0, 0, 0)
+    chunk = struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    with pytest.raises(PNGError, match="too large"):
+        decode_png(b"\x89PNG\r\n\x1a\n" + chunk)
+
+
+# ---------------------------------------------------------------------------- bad requests
+
+def _assert_error(status, body, want):
+    assert status == want, body
+    assert isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"]
+
+
+@pytest.mark.parametrize("raw", [
+    b"", b"{", b"not json", b"\xff\xfe", b"[1, 2, 3]", b'"pixels"', b"{}",
+    b'{"pixels": [0], "image": "data:image/png;base64,AAAA"}',
+])
+def test_malformed_json_is_400(server, raw):
+    _assert_error(*_predict(server, raw), 400)
+
+
+@pytest.mark.parametrize("url", [
+    "data:image/jpeg;base64,AAAA", "http://127.0.0.1/x.png", "AAAA", 42, None,
+    "data:image/png;base64,", "data:image/png;base64,@@@@", "data:image/png;base64,AAA",
+    "data:image/png;base64," + base64.b64encode(b"not a png at all").decode(),
+    "data:image/png;base64," + base64.b64encode(encode_png(np.zeros((3, 3), np.uint8))[:40])
+    .decode(),
+])
+def test_bad_data_url_is_400(server, url):
+    _assert_error(*_predict(server, {"image": url}), 400)
+
+
+@pytest.mark.parametrize("pixels", [[0] * 783, [0] * 785, [], [[0] * 28] * 28])
+def test_wrong_length_is_400(server, pixels):
+    status, body = _predict(server, {"pixels": pixels})
+    _assert_error(status, body, 400)
+
+
+@pytest.mark.parametrize("body", [
+    {"pixels": [0] * 100, "width": 10, "height": 11},
+    {"pixels": [0] * 4, "width": 2.0, "height": 2},
+    {"pixels": [0] * 4, "width": True, "height": 4},
+    {"pixels": [0], "width": 0, "height": 1},
+    {"pixels": [0] * 2048, "width": 2048, "height": 1},
+    {"pixels": "0" * 784},
+])
+def test_bad_sizes_are_400(server, body):
+    _assert_error(*_predict(server, body), 400)
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
+def test_non_finite_values_are_400(server, text):
+    raw = ('{"pixels": [' + ", ".join(["0"] * 400 + [text] + ["0"] * 383) + "]}").encode()
+    status, body = _predict(server, raw)
+    _assert_error(status, body, 400)
+
+
+@pytest.mark.parametrize("value", [-1, 256, 1e6, "12", True, None, [1]])
+def test_bad_pixel_values_are_400(server, value):
+    _assert_error(*_predict(server, {"pixels": [0] * 783 + [value]}), 400)
+
+
+def test_blank_drawing_is_422(server):
+    _assert_error(*_predict(server, {"pixels": [255] * 784}), 422)
+
+
+def test_body_over_limit_is_413(server):
+    # announced too big: answered before the body is read
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    conn.putrequest("POST", "/api/predict")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(50 * MAX_BODY))
+    conn.endheaders()
+    resp = conn.getresponse()
+    assert resp.status == 413 and "limit" in json.loads(resp.read())["error"]
+    conn.close()
+    # actually sent: the client still gets a clean 413, not a reset connection
+    body = b'{"pixels": [' + b"0, " * (MAX_BODY // 3) + b"0]}"
+    assert len(body) > MAX_BODY
+    _assert_error(*_predict(server, body), 413)
+    # exactly at the limit is fine (and still a bad request for other reasons)
+    body = b'{"pixels": [0]}'.ljust(MAX_BODY, b" ")
+    _assert_error(*_predict(server, body), 400)
+
+
+def test_missing_or_bad_content_length(server):
+    host, port = server.server_address[:2]
+    for headers, want in [({}, 411), ({"Content-Length": "12x"}, 400),
+                          ({"Transfer-Encoding": "chunked"}, 411)]:
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        conn.putrequest("POST", "/api/predict")
+        for k, v in headers.items():
+            conn.putheader(k, v)
+        conn.endheaders()
+        resp = conn.getresponse()
+        assert resp.status == want, headers
+        assert "error" in json.loads(resp.read())
+        conn.close()
+
+
+@pytest.mark.parametrize("path", [
+    "/nope", "/api", "/api/", "/api/predict/extra", "/static/", "/static", "/static/app.py",
+    "/static/../app.py", "/static/..%2fapp.py", "/../../../../etc/passwd",
+    "/%2e%2e/%2e%2e/etc/passwd", "//etc/passwd", "/static//app.js", "/static/APP.JS",
+    "/index.html/", "/serve/static/app.js", "/__init__.py", "/static/app.js%00.html",
+])
+def test_unknown_paths_and_traversal_are_404(server, path):
+    status, hdrs, body = _request(server, "GET", path)
+    assert status == 404
+    assert hdrs["Content-Type"] == "application/json"
+    assert b"import" not in body and b"root:" not in body
+
+
+def test_wrong_methods(server):
+    status, hdrs, body = _request(server, "GET", "/api/predict")
+    assert status == 405 and hdrs["Allow"] == "POST"
+    status, hdrs, body = _request(server, "POST", "/api/model", b"{}")
+    assert status == 405 and "GET" in hdrs["Allow"]
+    for method in ("PUT", "DELETE", "PATCH"):
+        assert _request(server, method, "/api/predict", b"{}")[0] == 405
+    assert _request(server, "POST", "/", b"{}")[0] == 404
+    assert _request(server, "POST", "/nope", b"{}")[0] == 404
+
+
+def test_foreign_host_header_is_refused(server):
+    """DNS rebinding: a page on evil.example resolving to 127.0.0.1 must not get answers."""
+    for host in ("evil.example", "evil.example:8000", "10.1.2.3"):
+        status, body = _json(server, "GET", "/api/model", headers={"Host": host})
+        _assert_error(status, body, 403)
+    for host in ("localhost:1234", "127.0.0.1", "[::1]:80"):
+        assert _json(server, "GET", "/healthz", headers={"Host": host})[0] == 200
+
+
+def test_garbage_request_line_gets_json_400(server):
+    import socket
+
+    with socket.create_connection(server.server_address[:2], timeout=10) as s:
+        s.sendall(b"THIS IS NOT HTTP\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.") and b" 400 " in head.split(b"\r\n")[0]
+    assert "error" in json.loads(body)
+
+
+def test_keep_alive_connection_serves_several_requests(server, test_images):
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        for img in test_images[0][:3]:
+            conn.request("POST", "/api/predict", json.dumps({"pixels": img.ravel().tolist()}),
+                         {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            assert resp.status == 200 and "digit" in json.loads(resp.read())
+        conn.request("POST", "/api/predict", b"{bad", {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 400
+        resp.read()
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------------- concurrency
+
+def test_twenty_concurrent_clients(server, net, test_images):
+    x, _ = test_images
+    expected = [_expected(net, img) for img in x[:20]]
+
+    def client(i):
+        out = []
+        for k in range(3):
+            j = (i + k) % 20
+            if k == 2:  # a bad request in the mix must not disturb the others
+                out.append((None, _predict(server, {"pixels": [1] * 5})[0]))
+                continue
+            status, r = _predict(server, {"pixels": x[j].ravel().tolist()})
+            out.append((j, status, r))
+        return out
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(client, range(20)))
+    n = 0
+    for per_client in results:
+        for item in per_client:
+            if item[0] is None:
+                assert item[1] == 400
+                continue
+            j, status, r = item
+            assert status == 200
+            digit, proba, img28 = expected[j]
+            assert r["digit"] == digit
+            np.testing.assert_allclose(r["probabilities"], proba, atol=1e-5)
+            assert r["input28"] == img28.ravel().tolist()
+            n += 1
+    assert n == 40
+
+
+def test_server_serves_a_copy(net, test_images):
+    """Changing the caller's network afterwards does not change what is served."""
+    other = net.copy()
+    srv = make_server(other, "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    try:
+        img = test_images[0][0]
+        before = _predict(srv, {"pixels": img.ravel().tolist()})[1]
+        other.flat_parameters[...] = 0.0
+        after = _predict(srv, {"pixels": img.ravel().tolist()})[1]
+        assert before == {**after, "milliseconds": before["milliseconds"]}
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_make_server_rejects_other_input_sizes():
+    with pytest.raises(ValueError, match="784"):
+        make_server(digitcore.Network([10, 4, 3], seed=0), "127.0.0.1", 0)
+
+
+# ---------------------------------------------------------------------------- serve() itself
+
+def test_is_loopback():
+    for host in ("127.0.0.1", "127.1.2.3", "localhost", "::1", "[::1]", "LOCALHOST"):
+        assert is_loopback(host)
+    for host in ("0.0.0.0", "::", "", "192.168.1.10", "example.com", "10.0.0.1"):
+        assert not is_loopback(host)
+
+
+def test_default_model_trains_once_then_uses_the_cache(capsys):
+    from digitcore.datasets import get_cache_dir
+
+    # the conftest points the cache at a fresh temporary folder; keep training short
+    fast = {"hidden": [16], "epochs": 1}
+    net1, info1 = default_model(preset_overrides=fast)
+    path = get_cache_dir() / "serve-default.safetensors"
+    assert path.is_file() and info1["path"] == str(path)
+    assert "training" in capsys.readouterr().err
+    net2, info2 = default_model(preset_overrides=fast)
+    assert "cached" in capsys.readouterr().err
+    np.testing.assert_array_equal(net1.flat_parameters, net2.flat_parameters)
+    assert info2["metadata"]["training"]["preset"] == "default"
+    path.write_bytes(b"garbage")  # a broken cache is replaced, not fatal
+    net3, _ = default_model(preset_overrides=fast, quiet=True)
+    np.testing.assert_array_equal(net1.flat_parameters, net3.flat_parameters)
+
+
+def _start_cli(args, env):
+    return subprocess.Popen([sys.executable, "-m", "digitcore", "serve", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _read_url(proc, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if "http://" in line:
+            return line[line.index("http://"):].split()[0]
+    proc.kill()
+    raise AssertionError(f"no URL printed; stderr: {proc.stderr.read()}")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT")
+def test_cli_serve_prints_url_and_stops_cleanly_on_ctrl_c(net, tmp_path):
+    model = tmp_path / "m.safetensors"
+    net.save(model)
+    env = dict(os.environ, DIGITCORE_NUM_THREADS="1")
+    proc = _start_cli([str(model), "--port", "0"], env)
+    try:
+        url = _read_url(proc)
+        assert url.startswith("http://127.0.0.1:")
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/api/model")
+        info = json.loads(conn.getresponse().read())
+        conn.close()
+        assert info["layer_sizes"] == [784, 32, 10] and info["path"] == str(model)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "stopped" in err and "Traceback" not in err
+
+
+def test_cli_serve_errors_are_one_line(tmp_path):
+    env = dict(os.environ)
+    proc = subprocess.run([sys.executable, "-m", "digitcore", "serve",
+                           str(tmp_path / "missing.safetensors"), "--port", "0"],
+                          capture_output=True, text=True, env=env, timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "no such file" in proc.stderr
