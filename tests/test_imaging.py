@@ -159,7 +159,7 @@ def test_tiny_digit_is_enlarged():
 
 def test_huge_photo_is_shrunk_first():
     ink = draw_one(h=300, w=400, top=50, left=180, height=200, thickness=24)
-    big = to_uint8(1 - np.kron(ink, np.ones((7, 7))))  # 2100 x 2800, like a photo
+    big = to_uint8(1 - np.kron(ink, np.ones((4, 4))))  # 1200 x 1600, like a photo
     rgb = np.repeat(big[:, :, None], 3, axis=2)
     out = preprocess_image(rgb)
     check_mnist_like(out)
