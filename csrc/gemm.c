@@ -81,60 +81,75 @@ static void dc_store_tile(float *c, int64_t ldc, const float *t, int ld_t, float
 #if defined(__GNUC__) || defined(__clang__)
 typedef float dc_v4sf __attribute__((vector_size(16)));
 
-static inline __attribute__((always_inline)) void
-dc_kernel_generic(int64_t k, const float *restrict a, int64_t rs_a, int64_t cs_a,
-                  const float *restrict b, float *restrict c, int64_t ldc, float alpha,
-                  float beta, int mr, int nr) {
-    /* 12 accumulators + 2 B vectors + 1 broadcast = 15 of 16 xmm registers */
-    dc_v4sf c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
+#define DC_GEN_ACC_DECL                                                                \
+    dc_v4sf c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};         \
     dc_v4sf c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
-    /* rows past mr (edge tile) re-read the last valid row: in bounds, results dropped */
-    const float *a0 = a, *a1 = a + (mr > 1 ? 1 : 0) * rs_a, *a2 = a + (mr > 2 ? 2 : 0) * rs_a;
-    const float *a3 = a + (mr > 3 ? 3 : 0) * rs_a, *a4 = a + (mr > 4 ? 4 : 0) * rs_a;
-    const float *a5 = a + (mr > 5 ? 5 : 0) * rs_a;
-    for (int64_t p = 0; p < k; p++) {
-        dc_v4sf b0, b1, av;
-        memcpy(&b0, b, sizeof b0);
-        memcpy(&b1, b + 4, sizeof b1);
+#define DC_GEN_FINISH                                                                  \
+    float t[DC_GEN_MR * DC_GEN_NR];                                                    \
+    DC_GEN_PUT(0) DC_GEN_PUT(1) DC_GEN_PUT(2) DC_GEN_PUT(3) DC_GEN_PUT(4) DC_GEN_PUT(5) \
+    dc_store_tile(c, ldc, t, DC_GEN_NR, alpha, beta, mr, nr);
+#define DC_GEN_PUT(r)                                   \
+    memcpy(t + r * DC_GEN_NR, &c##r##0, sizeof c00);    \
+    memcpy(t + r * DC_GEN_NR + 4, &c##r##1, sizeof c00);
+
+static void dc_ukernel_generic(int64_t k, const float *restrict a, int64_t rs_a,
+                               int64_t cs_a, const float *restrict b, float *restrict c,
+                               int64_t ldc, float alpha, float beta, int mr, int nr) {
+    /* 12 accumulators + 2 B vectors + 1 A vector = 15 of 16 xmm registers */
+    DC_GEN_ACC_DECL
+    dc_v4sf b0, b1, av;
+    if (rs_a == 1 && cs_a == DC_GEN_MR) {
+        /* packed A is pre-broadcast (a_dup = 4): a load per row instead of a load plus a
+         * shuffle; SSE2 has no broadcast load and the shuffle port was the bottleneck */
+        for (int64_t p = 0; p < k; p++) {
+            memcpy(&b0, b, sizeof b0);
+            memcpy(&b1, b + 4, sizeof b1);
+#define DC_GEN_ROW(r)                                   \
+    memcpy(&av, a + 4 * r, sizeof av);                  \
+    c##r##0 += av * b0;                                 \
+    c##r##1 += av * b1;
+            DC_GEN_ROW(0) DC_GEN_ROW(1) DC_GEN_ROW(2) DC_GEN_ROW(3) DC_GEN_ROW(4) DC_GEN_ROW(5)
+#undef DC_GEN_ROW
+            a += 4 * DC_GEN_MR;
+            b += DC_GEN_NR;
+        }
+    } else {
+        /* op(A) in place; rows past mr re-read the last valid row (results dropped) */
+        const float *a0 = a, *a1 = a + (mr > 1 ? 1 : 0) * rs_a;
+        const float *a2 = a + (mr > 2 ? 2 : 0) * rs_a, *a3 = a + (mr > 3 ? 3 : 0) * rs_a;
+        const float *a4 = a + (mr > 4 ? 4 : 0) * rs_a, *a5 = a + (mr > 5 ? 5 : 0) * rs_a;
+        for (int64_t p = 0; p < k; p++) {
+            memcpy(&b0, b, sizeof b0);
+            memcpy(&b1, b + 4, sizeof b1);
 #define DC_GEN_ROW(r)                                   \
     av = (dc_v4sf){*a##r, *a##r, *a##r, *a##r};         \
     c##r##0 += av * b0;                                 \
     c##r##1 += av * b1;                                 \
     a##r += cs_a;
-        DC_GEN_ROW(0) DC_GEN_ROW(1) DC_GEN_ROW(2) DC_GEN_ROW(3) DC_GEN_ROW(4) DC_GEN_ROW(5)
+            DC_GEN_ROW(0) DC_GEN_ROW(1) DC_GEN_ROW(2) DC_GEN_ROW(3) DC_GEN_ROW(4) DC_GEN_ROW(5)
 #undef DC_GEN_ROW
-        b += DC_GEN_NR;
+            b += DC_GEN_NR;
+        }
     }
-    float t[DC_GEN_MR * DC_GEN_NR];
-#define DC_GEN_PUT(r)                                   \
-    memcpy(t + r * DC_GEN_NR, &c##r##0, sizeof c00);    \
-    memcpy(t + r * DC_GEN_NR + 4, &c##r##1, sizeof c00);
-    DC_GEN_PUT(0) DC_GEN_PUT(1) DC_GEN_PUT(2) DC_GEN_PUT(3) DC_GEN_PUT(4) DC_GEN_PUT(5)
-#undef DC_GEN_PUT
-    dc_store_tile(c, ldc, t, DC_GEN_NR, alpha, beta, mr, nr);
+    DC_GEN_FINISH
 }
-
-static void dc_ukernel_generic(int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
-                               const float *b, float *c, int64_t ldc, float alpha, float beta,
-                               int mr, int nr) {
-    if (rs_a == 1 && cs_a == DC_GEN_MR) /* packed: constant offsets */
-        dc_kernel_generic(k, a, 1, DC_GEN_MR, b, c, ldc, alpha, beta, mr, nr);
-    else
-        dc_kernel_generic(k, a, rs_a, cs_a, b, c, ldc, alpha, beta, mr, nr);
-}
+#define DC_GEN_A_DUP 4
 #else
 static void dc_ukernel_generic(int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
                                const float *b, float *c, int64_t ldc, float alpha, float beta,
                                int mr, int nr) {
     float t[DC_GEN_MR * DC_GEN_NR] = {0};
+    const int packed = rs_a == 1 && cs_a == DC_GEN_MR;
     for (int64_t p = 0; p < k; p++) {
-        for (int r = 0; r < mr; r++)
-            for (int j = 0; j < DC_GEN_NR; j++)
-                t[r * DC_GEN_NR + j] += a[r * rs_a + p * cs_a] * b[j];
+        for (int r = 0; r < mr; r++) {
+            const float av = packed ? a[p * DC_GEN_MR + r] : a[r * rs_a + p * cs_a];
+            for (int j = 0; j < DC_GEN_NR; j++) t[r * DC_GEN_NR + j] += av * b[j];
+        }
         b += DC_GEN_NR;
     }
     dc_store_tile(c, ldc, t, DC_GEN_NR, alpha, beta, mr, nr);
 }
+#define DC_GEN_A_DUP 1
 #endif
 
 static void dc_pack_a_generic(float *pa, const float *a, int64_t lda, int trans_a, int64_t i0,
@@ -142,18 +157,15 @@ static void dc_pack_a_generic(float *pa, const float *a, int64_t lda, int trans_
     for (int64_t ip = 0; ip < mlen; ip += DC_GEN_MR) {
         const int mr = (int)dc_min64(DC_GEN_MR, mlen - ip);
         for (int64_t p = 0; p < kc; p++) {
-            float *dst = pa + p * DC_GEN_MR;
-            int r = 0;
-            if (trans_a) {
-                const float *src = a + (p0 + p) * lda + i0 + ip;
-                for (; r < mr; r++) dst[r] = src[r];
-            } else {
-                const float *src = a + (i0 + ip) * lda + p0 + p;
-                for (; r < mr; r++) dst[r] = src[(int64_t)r * lda];
+            float *dst = pa + p * DC_GEN_MR * DC_GEN_A_DUP;
+            for (int r = 0; r < DC_GEN_MR; r++) {
+                float v = 0.0f;
+                if (r < mr)
+                    v = trans_a ? a[(p0 + p) * lda + i0 + ip + r] : a[(i0 + ip + r) * lda + p0 + p];
+                for (int d = 0; d < DC_GEN_A_DUP; d++) dst[r * DC_GEN_A_DUP + d] = v;
             }
-            for (; r < DC_GEN_MR; r++) dst[r] = 0.0f;
         }
-        pa += DC_GEN_MR * kc;
+        pa += DC_GEN_MR * DC_GEN_A_DUP * kc;
     }
 }
 
@@ -184,12 +196,12 @@ static void dc_pack_b_generic(float *pb, const float *b, int64_t ldb, int trans_
 static const dc_sgemm_kernel_info dc_kernel_table[] = {
     /* generic: 6x8 SSE2-width tile; A block 72 x 256 x 4 B = 72 KB (L2),
      * B micro-panel 256 x 8 x 4 B = 8 KB (L1) */
-    {"generic", DC_GEN_MR, DC_GEN_NR, 72, 256, 4080, dc_ukernel_generic, dc_pack_a_generic,
+    {"generic", DC_GEN_MR, DC_GEN_NR, DC_GEN_A_DUP, 72, 256, 4080, dc_ukernel_generic, dc_pack_a_generic,
      dc_pack_b_generic},
 #if DC_GEMM_BUILD_AVX2
     /* avx2: 6x16 tile = 12 ymm accumulators; A block 144 x 256 x 4 B = 144 KB (L2),
      * B micro-panel 256 x 16 x 4 B = 16 KB (half of L1d) */
-    {"avx2", 6, 16, 144, 256, 4080, dc_sgemm_ukernel_avx2_6x16, dc_sgemm_pack_a_avx2_6,
+    {"avx2", 6, 16, 1, 144, 256, 4080, dc_sgemm_ukernel_avx2_6x16, dc_sgemm_pack_a_avx2_6,
      dc_sgemm_pack_b_avx2_16},
 #endif
 };
@@ -271,7 +283,7 @@ static void dc_gemm_worker(const dc_gemm_job *J, int tid, int nt) {
                     const int64_t ap_lo = pmc * tid / nt, ap_hi = pmc * (tid + 1) / nt;
                     if (ap_hi > ap_lo) {
                         const int64_t i_lo = ap_lo * MR, i_hi = dc_min64(mcur, ap_hi * MR);
-                        ki->pack_a(pa + i_lo * kc, J->a, J->lda, J->trans_a, ic + i_lo,
+                        ki->pack_a(pa + i_lo * kc * ki->a_dup, J->a, J->lda, J->trans_a, ic + i_lo,
                                    i_hi - i_lo, pc, kc);
                     }
                     DC_BARRIER(); /* the whole A block is packed */
@@ -285,7 +297,7 @@ static void dc_gemm_worker(const dc_gemm_job *J, int tid, int nt) {
                     for (int64_t ip = 0; ip < pmc; ip++) {
                         const int mr = (int)dc_min64(MR, mcur - ip * MR);
                         const int64_t i = ic + ip * MR;
-                        const float *ap = pa + ip * MR * kc;
+                        const float *ap = pa + ip * MR * kc * ki->a_dup;
                         int64_t rs_a = 1, cs_a = MR;
                         if (J->direct_a) {
                             ap = J->trans_a ? J->a + pc * J->lda + i : J->a + i * J->lda + pc;
@@ -376,7 +388,7 @@ int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float al
      * output layer) the kernel reads op(A) in place. */
     J.direct_a = n <= DC_GEMM_DIRECT_A_MAX_N;
     const int64_t n_abuf = J.direct_a ? 0 : J.split_n ? 1 : nt;
-    J.pa_stride = J.mc_max * J.kc + DC_GEMM_SLACK;
+    J.pa_stride = J.mc_max * J.kc * ki->a_dup + DC_GEMM_SLACK;
     const size_t pb_floats = (size_t)(J.nc * J.kc + DC_GEMM_SLACK);
     J.pa = (float *)dc_alloc_aligned((size_t)(n_abuf * J.pa_stride + 1) * sizeof(float));
     J.pb = (float *)dc_alloc_aligned(pb_floats * sizeof(float));

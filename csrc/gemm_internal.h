@@ -14,7 +14,8 @@
  *             micro-kernel: C[MR x NR] = alpha * Apanel * Bpanel + beta * C
  *
  * Packed layouts (both zero-padded to full MR / NR at the edges):
- *   A micro-panel: for p in [0,kc): MR consecutive floats op(A)[i0..i0+MR)[p]
+ *   A micro-panel: for p in [0,kc): MR consecutive floats op(A)[i0..i0+MR)[p], each
+ *                  repeated a_dup times (the SSE2 kernel loads pre-broadcast vectors)
  *   B micro-panel: for p in [0,kc): NR consecutive floats op(B)[p][j0..j0+NR)
  */
 #ifndef DC_GEMM_INTERNAL_H
@@ -51,6 +52,7 @@ typedef void (*dc_sgemm_pack_b_fn)(float *pb, const float *b, int64_t ldb, int t
 typedef struct {
     const char *name;
     int mr, nr;          /* register tile */
+    int a_dup;           /* copies of each A value in a packed panel (pre-broadcast) */
     int64_t mc, kc, nc;  /* cache blocks; mc % mr == 0, nc % nr == 0 */
     dc_sgemm_ukernel_fn ukernel;
     dc_sgemm_pack_a_fn pack_a;
