@@ -250,6 +250,12 @@ int dc_dense_backward(float *dinp, float *dweight, float *dbias, const float *do
 }
 
 /* ==== softmax and cross-entropy ============================================================ */
+/* Exponentials are taken in double of (double)x - max, which is exact for float32 inputs:
+ * in float32 the rounding of x - max alone costs |x - max| * eps/2 relative error in exp
+ * (several ulps for logits ~10 apart). With it, each probability and gradient is a single
+ * rounding of a double-accurate value, and the loss is double-accurate. Rows of up to
+ * ROW_BUF classes keep their exponentials on the stack so exp runs once per element. */
+#define ROW_BUF 256
 
 static float row_max(const float *x, int64_t C)
 {
@@ -272,20 +278,24 @@ int dc_softmax_forward(float *probs, const float *logits, int64_t B, int64_t C)
 #pragma omp parallel for schedule(static) num_threads(nt) if (nc > 1 && nt > 1)
 #endif
     for (int64_t c = 0; c < nc; c++) {
+        double ebuf[ROW_BUF];
+        double *e = C <= ROW_BUF ? ebuf : NULL;
         int64_t r1 = min_i64(B, (c + 1) * rpc);
         for (int64_t r = c * rpc; r < r1; r++) {
             const float *x = logits + r * C;
             float *p = probs + r * C;
-            float m = row_max(x, C);
+            const double m = (double)row_max(x, C);
             double s = 0.0;
             for (int64_t j = 0; j < C; j++) {
-                float e = expf(x[j] - m);
-                p[j] = e;
-                s += (double)e;
+                double ej = exp((double)x[j] - m);
+                if (e != NULL)
+                    e[j] = ej;
+                s += ej;
             }
-            float inv = (float)(1.0 / s);
+            const double inv = 1.0 / s;
+            /* x[j] is read before p[j] is written: in place is fine */
             for (int64_t j = 0; j < C; j++)
-                p[j] *= inv;
+                p[j] = (float)((e != NULL ? e[j] : exp((double)x[j] - m)) * inv);
         }
     }
     return DC_OK;
@@ -295,41 +305,51 @@ int dc_softmax_forward(float *probs, const float *logits, int64_t B, int64_t C)
  * row order) and adds the correct count to *correct. */
 static double xent_rows(float *probs, float *dlogits, int64_t *correct, const float *logits,
                         const int64_t *labels, int64_t r0, int64_t r1, int64_t B, int64_t C,
-                        float s)
+                        float label_smoothing)
 {
+    double ebuf[ROW_BUF];
+    double *e = C <= ROW_BUF ? ebuf : NULL;
     double loss = 0.0;
     int64_t ok = 0;
-    const float on = (1.0f - s) + s / (float)C; /* target of the labelled class */
-    const float off = s / (float)C;             /* target of every other class */
-    const float invB = 1.0f / (float)B;
+    const double s = (double)label_smoothing;
+    const double off = s / (double)C;       /* target of every other class */
+    const double on = (1.0 - s) + off;      /* target of the labelled class */
+    const double invB = 1.0 / (double)B;
     for (int64_t r = r0; r < r1; r++) {
         const float *x = logits + r * C;
         const int64_t y = labels[r];
-        /* reads of the row first: probs/dlogits may alias logits */
-        float m = x[0];
+        /* every read of the row happens before its writes: probs/dlogits may alias logits */
+        float mf = x[0];
         int64_t arg = 0;
         for (int64_t j = 1; j < C; j++)
-            if (x[j] > m) {
-                m = x[j];
+            if (x[j] > mf) { /* first maximum wins, as numpy.argmax */
+                mf = x[j];
                 arg = j;
             }
+        const double m = (double)mf;
         double se = 0.0, sx = 0.0;
         for (int64_t j = 0; j < C; j++) {
-            se += (double)expf(x[j] - m);
-            sx += (double)x[j] - (double)m;
+            const double d = (double)x[j] - m;
+            const double ej = exp(d);
+            if (e != NULL)
+                e[j] = ej;
+            se += ej;
+            sx += d;
         }
         const double lse = log(se); /* log-sum-exp of (x - m) */
-        const double logp_y = ((double)x[y] - (double)m) - lse;
+        const double logp_y = ((double)x[y] - m) - lse;
         const double sum_logp = sx - (double)C * lse;
-        loss += -(1.0 - (double)s) * logp_y - ((double)s / (double)C) * sum_logp;
+        loss += -(1.0 - s) * logp_y - off * sum_logp;
         ok += (arg == y);
-        const float inv = (float)(1.0 / se);
+        if (probs == NULL && dlogits == NULL)
+            continue;
+        const double inv = 1.0 / se;
         for (int64_t j = 0; j < C; j++) {
-            float p = expf(x[j] - m) * inv;
+            const double p = (e != NULL ? e[j] : exp((double)x[j] - m)) * inv;
             if (probs != NULL)
-                probs[r * C + j] = p;
+                probs[r * C + j] = (float)p;
             if (dlogits != NULL)
-                dlogits[r * C + j] = (p - (j == y ? on : off)) * invB;
+                dlogits[r * C + j] = (float)((p - (j == y ? on : off)) * invB);
         }
     }
     *correct += ok;

@@ -220,7 +220,8 @@ def gather_u8(x, idx=None, scale=1.0 / 255.0, shift=0.0, out=None):
     rows = x if idx is None else x[np.asarray(idx, dtype=np.int64)]
     if idx is not None and len(idx) and (np.min(idx) < 0 or np.max(idx) >= x.shape[0]):
         raise ValueError(f"idx has values outside [0, {x.shape[0]})")
-    res = rows.reshape(rows.shape[0], -1).astype(np.float64) * float(scale) + float(shift)
+    F = int(np.prod(x.shape[1:]))
+    res = rows.reshape(rows.shape[0], F).astype(np.float64) * float(scale) + float(shift)
     return _store(res, out)
 
 
