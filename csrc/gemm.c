@@ -98,7 +98,7 @@ static void dc_ukernel_generic(int64_t k, const float *restrict a, int64_t rs_a,
     /* 12 accumulators + 2 B vectors + 1 A vector = 15 of 16 xmm registers */
     DC_GEN_ACC_DECL
     dc_v4sf b0, b1, av;
-    if (rs_a == 1 && cs_a == DC_GEN_MR) {
+    if (rs_a == 0) {
         /* packed A is pre-broadcast (a_dup = 4): a load per row instead of a load plus a
          * shuffle; SSE2 has no broadcast load and the shuffle port was the bottleneck */
         for (int64_t p = 0; p < k; p++) {
@@ -139,7 +139,7 @@ static void dc_ukernel_generic(int64_t k, const float *a, int64_t rs_a, int64_t 
                                const float *b, float *c, int64_t ldc, float alpha, float beta,
                                int mr, int nr) {
     float t[DC_GEN_MR * DC_GEN_NR] = {0};
-    const int packed = rs_a == 1 && cs_a == DC_GEN_MR;
+    const int packed = rs_a == 0;
     for (int64_t p = 0; p < k; p++) {
         for (int r = 0; r < mr; r++) {
             const float av = packed ? a[p * DC_GEN_MR + r] : a[r * rs_a + p * cs_a];
@@ -298,7 +298,7 @@ static void dc_gemm_worker(const dc_gemm_job *J, int tid, int nt) {
                         const int mr = (int)dc_min64(MR, mcur - ip * MR);
                         const int64_t i = ic + ip * MR;
                         const float *ap = pa + ip * MR * kc * ki->a_dup;
-                        int64_t rs_a = 1, cs_a = MR;
+                        int64_t rs_a = 0, cs_a = 0; /* rs_a == 0: packed micro-panel */
                         if (J->direct_a) {
                             ap = J->trans_a ? J->a + pc * J->lda + i : J->a + i * J->lda + pc;
                             rs_a = J->trans_a ? 1 : J->lda;

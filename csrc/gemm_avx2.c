@@ -38,7 +38,7 @@
 #endif
 
 /* The kernel body. Row r of the A micro-panel at step p is a[r*rs_a + p*cs_a]: packed
- * panels have (rs_a, cs_a) = (1, MR) and are inlined with those constants; unpacked A
+ * panels (signalled by rs_a == 0) are inlined with the constants (1, MR); unpacked A
  * (op(A) read in place when packing would not pay, see gemm.c) passes its strides. */
 DC_INLINE void dc_kernel_6x16(int64_t k, const float *restrict a, int64_t rs_a,
                               int64_t cs_a, const float *restrict b, float *restrict c,
@@ -138,7 +138,7 @@ DC_INLINE void dc_kernel_6x16(int64_t k, const float *restrict a, int64_t rs_a,
 void dc_sgemm_ukernel_avx2_6x16(int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
                                 const float *b, float *c, int64_t ldc, float alpha,
                                 float beta, int mr, int nr) {
-    if (rs_a == 1 && cs_a == MR)
+    if (rs_a == 0) /* packed */
         dc_kernel_6x16(k, a, 1, MR, b, c, ldc, alpha, beta, mr, nr);
     else
         dc_kernel_6x16(k, a, rs_a, cs_a, b, c, ldc, alpha, beta, mr, nr);

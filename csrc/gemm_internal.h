@@ -31,9 +31,9 @@ extern "C" {
 #endif
 
 /* One MR x NR tile: C[0:mr, 0:nr] = alpha * (A panel * B panel) + beta * C, with
- * beta == 0 meaning "overwrite". b is a packed micro-panel of depth k (k >= 1); row r of
- * A at step p is a[r*rs_a + p*cs_a]: a packed A micro-panel has (rs_a, cs_a) = (1, MR),
- * op(A) read in place has its own strides (rows r >= mr are never read). mr <= MR and
+ * beta == 0 meaning "overwrite". b is a packed micro-panel of depth k (k >= 1). rs_a == 0
+ * means a is a packed A micro-panel; otherwise row r of A at step p is
+ * a[r*rs_a + p*cs_a], op(A) read in place (rows r >= mr are never read). mr <= MR and
  * nr <= NR give the valid part of the tile (edges). */
 typedef void (*dc_sgemm_ukernel_fn)(int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
                                     const float *b, float *c, int64_t ldc, float alpha,
