@@ -457,7 +457,15 @@ def test_is_loopback():
         assert not is_loopback(host)
 
 
-def test_default_model_trains_once_then_uses_the_cache(capsys):
+@pytest.fixture
+def one_thread():
+    threads = digitcore.get_num_threads()
+    digitcore.set_num_threads(1)
+    yield
+    digitcore.set_num_threads(threads)
+
+
+def test_default_model_trains_once_then_uses_the_cache(capsys, one_thread):
     from digitcore.datasets import get_cache_dir
 
     # the conftest points the cache at a fresh temporary folder; keep training short

@@ -66,7 +66,7 @@
       const text = probabilities ? (p * 100).toFixed(p >= 0.995 || p < 0.001 ? 0 : 1) + "%" : "–";
       bar.fill.style.width = (p * 100).toFixed(2) + "%";
       bar.pct.textContent = text;
-      bar.li.classList.toggle("top", d === best);
+      bar.li.classList.toggle("best", d === best);
       bar.li.setAttribute("aria-label", probabilities ? `digit ${d}: ${text}` : `digit ${d}: no prediction yet`);
     });
   }
@@ -190,6 +190,7 @@
     const p = data.probabilities;
     if (bars.length !== p.length) buildBars(p.length);
     digitOut.textContent = String(data.digit);
+    digitOut.classList.remove("empty");
     confidenceOut.textContent = `${(p[data.digit] * 100).toFixed(1)}% sure`;
     document.body.dataset.prediction = String(data.digit);
     showBars(p);
@@ -210,6 +211,7 @@
     resetPad();
     clearSeen();
     digitOut.textContent = "–";
+    digitOut.classList.add("empty");
     confidenceOut.textContent = "";
     delete document.body.dataset.prediction;
     showBars(null);

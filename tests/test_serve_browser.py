@@ -1,0 +1,244 @@
+"""digitcore serve end to end in headless Chromium (Debian chromium + chromium-driver, Selenium).
+
+A real MNIST test digit is traced onto the canvas with pointer events (one short stroke per
+run of bright pixels in each row), and the page must show the digit the network reads,
+ten probability bars and the 28x28 input; then Clear empties everything. Screenshots are
+saved under the test's tmp_path. The browser only ever talks to the server on 127.0.0.1.
+"""
+
+import json
+import shutil
+import threading
+
+import numpy as np
+import pytest
+
+import digitcore
+from digitcore.datasets import load_mnist_mini
+from digitcore.imaging import preprocess_image, resize
+from digitcore.serve import make_server
+
+pytestmark = pytest.mark.browser
+
+CANVAS = 280        # the page's canvas resolution (index.html)
+LINE_WIDTH = 20     # app.js: SIZE / 14
+SEND = 112          # app.js: the grid the page sends
+CELL = CANVAS / 28  # one MNIST pixel on the canvas
+
+
+def _find(*names):
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _browser_or_skip():
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        pytest.skip("selenium is not installed (pip install selenium)")
+    chrome = _find("chromium", "chromium-browser")
+    if chrome is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    driver = _find("chromedriver")
+    if driver is None:
+        pytest.skip("chromedriver is not installed (apt-get install chromium-driver)")
+    return chrome, driver
+
+
+def _network():
+    (x, y), _ = load_mnist_mini()
+    threads = digitcore.get_num_threads()
+    digitcore.set_num_threads(1)
+    try:
+        net = digitcore.Network([784, 32, 10], seed=0)
+        digitcore.Trainer(net, optimizer="adam", lr=3e-3, epochs=2, seed=0, verbose=0).fit(x, y)
+    finally:
+        digitcore.set_num_threads(threads)
+    return net
+
+
+def _strokes(img):
+    """Horizontal strokes (x0, y0, x1, y1) in canvas pixels over each run of bright pixels."""
+    out = []
+    bright = img >= 128
+    for r in range(28):
+        c = 0
+        while c < 28:
+            if bright[r, c]:
+                c0 = c
+                while c + 1 < 28 and bright[r, c + 1]:
+                    c += 1
+                y = (r + 0.5) * CELL
+                out.append(((c0 + 0.5) * CELL, y, (c + 0.5) * CELL, y))
+            c += 1
+    return out
+
+
+def _render(strokes):
+    """What the page draws for these strokes: black round-capped lines on white."""
+    yy, xx = np.mgrid[0:CANVAS, 0:CANVAS] + 0.5
+    ink = np.zeros((CANVAS, CANVAS), dtype=bool)
+    for x0, y0, x1, y1 in strokes:
+        dx, dy = x1 - x0, y1 - y0
+        length2 = dx * dx + dy * dy
+        t = 0.0 if length2 == 0 else np.clip(((xx - x0) * dx + (yy - y0) * dy) / length2, 0, 1)
+        ink |= (xx - (x0 + t * dx)) ** 2 + (yy - (y0 + t * dy)) ** 2 <= (LINE_WIDTH / 2) ** 2
+    return np.where(ink, 255.0, 0.0)
+
+
+def _pick_digit(net):
+    """A test digit whose traced drawing this network reads correctly and confidently."""
+    _, (x_te, y_te) = load_mnist_mini()
+    for i in range(200):
+        strokes = _strokes(x_te[i])
+        if not 8 <= len(strokes) <= 60:
+            continue
+        sent = 255.0 - resize(_render(strokes), (SEND, SEND))
+        proba = net.predict_proba(preprocess_image(np.round(sent).astype(np.uint8))
+                                  .reshape(1, -1))[0]
+        if int(np.argmax(proba)) == y_te[i] and proba.max() > 0.9:
+            return i, int(y_te[i]), strokes
+    pytest.fail("no mnist-mini test digit was read confidently from its trace")
+
+
+@pytest.fixture
+def browser(tmp_path, monkeypatch):
+    chrome, driver_path = _browser_or_skip()
+    from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.chrome.service import Service
+
+    # Selenium Manager must never go online to look for drivers or report statistics
+    monkeypatch.setenv("SE_OFFLINE", "true")
+    monkeypatch.setenv("SE_AVOID_STATS", "true")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chrome
+    for arg in ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--disable-extensions", "--disable-dev-shm-usage",
+                "--no-default-browser-check", "--disable-default-apps",
+                "--window-size=1100,900", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+                # anything not on loopback goes to a dead proxy (loopback bypasses proxies)
+                "--proxy-server=127.0.0.1:9"]:
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    try:
+        drv = webdriver.Chrome(options=opts, service=Service(executable_path=driver_path))
+    except WebDriverException as exc:  # installed but unable to start: a real failure
+        pytest.fail(f"Chromium did not start: {exc.msg}")
+    drv.set_page_load_timeout(30)
+    yield drv
+    drv.quit()
+
+
+@pytest.fixture
+def served():
+    net = _network()
+    srv = make_server(net, "127.0.0.1", 0)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    yield net, srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(5)
+
+
+def _draw(driver, canvas, strokes):
+    from selenium.webdriver.common.actions import interaction
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.actions.pointer_input import PointerInput
+
+    rect = driver.execute_script(
+        "const r = arguments[0].getBoundingClientRect();"
+        "return {left: r.left, top: r.top, width: r.width, height: r.height};", canvas)
+    sx, sy = rect["width"] / CANVAS, rect["height"] / CANVAS
+
+    def at(x, y):
+        return round(rect["left"] + x * sx), round(rect["top"] + y * sy)
+
+    builder = ActionBuilder(driver, mouse=PointerInput(interaction.POINTER_MOUSE, "mouse"),
+                            duration=0)
+    pointer = builder.pointer_action
+    for x0, y0, x1, y1 in strokes:
+        pointer.move_to_location(*at(x0, y0))
+        pointer.pointer_down()
+        if (x0, y0) != (x1, y1):
+            pointer.move_to_location(*at((x0 + x1) / 2, y0))
+            pointer.move_to_location(*at(x1, y1))
+        pointer.pointer_up()
+    builder.perform()
+
+
+def _canvas_ink(driver, element_id, background):
+    """Number of pixels of the canvas that differ from the background grey level."""
+    return driver.execute_script(
+        "const c = document.getElementById(arguments[0]);"
+        "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        "let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] !== arguments[1]) n++;"
+        "return n;", element_id, background)
+
+
+def test_draw_a_digit_and_clear(browser, served, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    net, srv = served
+    index, label, strokes = _pick_digit(net)
+    driver = browser
+    driver.get(srv.url)
+    wait = WebDriverWait(driver, 15)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#bars li")) == 10)
+    wait.until(lambda d: "784-32-10" in d.find_element(By.ID, "model").text)
+    canvas = driver.find_element(By.ID, "pad")
+    assert _canvas_ink(driver, "pad", 255) == 0
+
+    _draw(driver, canvas, strokes)
+    wait.until(lambda d: d.find_element(By.ID, "digit").text.strip() == str(label),
+               message=f"the page did not show {label} for mnist-mini test image {index}")
+    bars = driver.find_elements(By.CSS_SELECTOR, "#bars li")
+    assert len(bars) == 10
+    widths = [float(b.find_element(By.CSS_SELECTOR, ".fill").get_attribute("style")
+                    .split("width:")[1].split("%")[0]) for b in bars]
+    assert int(np.argmax(widths)) == label and abs(sum(widths) - 100) < 1
+    top = driver.find_elements(By.CSS_SELECTOR, "#bars li.best")
+    assert len(top) == 1 and top[0].get_attribute("data-digit") == str(label)
+    assert top[0].get_attribute("aria-label").startswith(f"digit {label}: ")
+    assert _canvas_ink(driver, "pad", 255) > 1000
+    assert _canvas_ink(driver, "seen", 0) > 40          # the 28x28 input is shown
+    assert "sure" in driver.find_element(By.ID, "confidence").text
+    driver.save_screenshot(str(tmp_path / "serve-drawn.png"))
+
+    # phone width: one column, nothing wider than the screen, canvas still square
+    driver.set_window_size(390, 1600)
+    wait.until(lambda d: d.execute_script("return window.innerWidth") <= 400)
+    assert driver.execute_script(
+        "return document.documentElement.scrollWidth <= window.innerWidth")
+    box = canvas.rect
+    assert abs(box["width"] - box["height"]) <= 1 and box["width"] <= 390
+    driver.save_screenshot(str(tmp_path / "serve-phone.png"))
+    driver.set_window_size(1100, 900)
+
+    # Clear: a real button, the first stop of the Tab key, then clicked
+    clear = driver.find_element(By.ID, "clear")
+    assert clear.tag_name == "button" and clear.get_attribute("aria-label")
+    driver.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
+    assert driver.switch_to.active_element.get_attribute("id") == "clear"
+    clear.click()
+    wait.until(lambda d: d.find_element(By.ID, "digit").text.strip() == "–")
+    wait.until(lambda d: d.execute_script(  # bars animate back to zero
+        "return [...document.querySelectorAll('#bars .fill')]"
+        ".every(f => f.getBoundingClientRect().width === 0)"))
+    assert _canvas_ink(driver, "pad", 255) == 0
+    assert _canvas_ink(driver, "seen", 0) == 0
+    assert driver.find_elements(By.CSS_SELECTOR, "#bars li.best") == []
+    assert "Cleared" in driver.find_element(By.ID, "status").text
+    driver.save_screenshot(str(tmp_path / "serve-cleared.png"))
+
+    severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert not severe, json.dumps(severe, indent=1)
+    print(f"screenshots in {tmp_path}")
