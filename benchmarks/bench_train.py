@@ -1,0 +1,234 @@
+"""One epoch of MNIST training: digitcore vs NumPy, PyTorch and scikit-learn, same run.
+
+    python benchmarks/bench_train.py [--repeats 5] [--threads 1,2] [--json PATH]
+
+Every system trains the same network with the same recipe (ReLU, softmax cross-entropy,
+plain SGD lr 0.1 without momentum, shuffled mini-batches, float32) for one epoch over the
+60,000 MNIST training images. Each is first checked to learn (test accuracy after the
+epoch), then timed: systems interleaved, medians over repeats, at each thread count.
+Prints samples/s, the ratios digitcore/other, and digitcore's achieved GFLOP/s against the
+OpenBLAS GEMM rate measured at the training shapes in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import digitcore  # noqa: E402
+from numpy_mlp import NumpyMLP  # noqa: E402
+
+CONFIGS = [((784, 128, 10), 128), ((784, 128, 10), 32), ((784, 512, 256, 10), 128)]
+
+
+def load(data_dir):
+    (x, y), (xt, yt) = digitcore.load_mnist(data_dir, download=False)
+    return x.reshape(len(x), -1), y.astype(np.int64), xt.reshape(len(xt), -1), yt.astype(np.int64)
+
+
+def flops_per_epoch(sizes, n):
+    # forward 2*i*o, weight gradient 2*i*o, input gradient 2*i*o except the first layer
+    f = 0
+    for li, (i, o) in enumerate(zip(sizes[:-1], sizes[1:])):
+        f += 2 * i * o * (2 if li == 0 else 3)
+    return f * n
+
+
+class DigitcoreSystem:
+    name = "digitcore"
+
+    def __init__(self, sizes, bs):
+        self.sizes, self.bs = sizes, bs
+
+    def epoch(self, x, y, seed):
+        net = digitcore.Network(list(self.sizes), seed=seed)
+        tr = digitcore.Trainer(net, optimizer="sgd", lr=0.1, batch_size=self.bs, epochs=1,
+                               seed=seed, verbose=0)
+        t = time.perf_counter()
+        tr.fit(x, y)
+        return time.perf_counter() - t, net.score
+
+    def set_threads(self, n):
+        digitcore.set_num_threads(n)
+
+
+class NumpySystem:
+    name = "numpy"
+
+    def __init__(self, sizes, bs):
+        self.sizes, self.bs = sizes, bs
+
+    def epoch(self, x, y, seed):
+        m = NumpyMLP(self.sizes, seed)
+        rng = np.random.default_rng(seed)
+        t = time.perf_counter()
+        m.train_epoch(x, y, self.bs, 0.1, rng)
+        return time.perf_counter() - t, m.score
+
+    def set_threads(self, n):
+        from threadpoolctl import threadpool_limits
+        self._limit = threadpool_limits(limits=n, user_api="blas")
+
+
+class TorchSystem:
+    name = "pytorch"
+
+    def __init__(self, sizes, bs):
+        import torch
+        self.torch, self.sizes, self.bs = torch, sizes, bs
+
+    def epoch(self, x, y, seed):
+        torch = self.torch
+        torch.manual_seed(seed)
+        layers = []
+        for i, (a, b) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            layers.append(torch.nn.Linear(a, b))
+            if i + 2 < len(self.sizes):
+                layers.append(torch.nn.ReLU())
+        model = torch.nn.Sequential(*layers)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        lossf = torch.nn.CrossEntropyLoss()
+        xt = torch.from_numpy(x)
+        yt = torch.from_numpy(y)
+        g = torch.Generator().manual_seed(seed)
+        t = time.perf_counter()
+        perm = torch.randperm(len(x), generator=g)
+        for s in range(0, len(x), self.bs):
+            idx = perm[s:s + self.bs]
+            xb = xt[idx].float().div_(255)
+            opt.zero_grad(set_to_none=True)
+            loss = lossf(model(xb), yt[idx])
+            loss.backward()
+            opt.step()
+        dt = time.perf_counter() - t
+
+        def score(xs, ys):
+            with torch.no_grad():
+                p = model(torch.from_numpy(xs).float() / 255).argmax(1).numpy()
+            return float((p == ys).mean())
+        return dt, score
+
+    def set_threads(self, n):
+        self.torch.set_num_threads(n)
+
+
+class SklearnSystem:
+    name = "sklearn"
+
+    def __init__(self, sizes, bs):
+        from sklearn.neural_network import MLPClassifier
+        self.cls, self.sizes, self.bs = MLPClassifier, sizes, bs
+
+    def epoch(self, x, y, seed):
+        clf = self.cls(hidden_layer_sizes=self.sizes[1:-1], solver="sgd", learning_rate_init=0.1,
+                       momentum=0.0, alpha=0.0, batch_size=self.bs, max_iter=1,
+                       random_state=seed, shuffle=True)
+        xf = x.astype(np.float32) / 255  # sklearn needs floats; not counted in the time
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t = time.perf_counter()
+            clf.fit(xf, y)
+            dt = time.perf_counter() - t
+        return dt, lambda xs, ys: float(clf.score(xs.astype(np.float32) / 255, ys))
+
+    def set_threads(self, n):
+        from threadpoolctl import threadpool_limits
+        self._limit = threadpool_limits(limits=n, user_api="blas")
+
+
+def gemm_ceiling(sizes, bs, threads):
+    """OpenBLAS (numpy.matmul) GFLOP/s on this configuration's forward/backward shapes."""
+    from threadpoolctl import threadpool_limits
+    rng = np.random.default_rng(0)
+    with threadpool_limits(limits=threads, user_api="blas"):
+        tot_f, tot_t = 0.0, 0.0
+        for i, o in zip(sizes[:-1], sizes[1:]):
+            a = rng.standard_normal((bs, i), dtype=np.float32)
+            w = rng.standard_normal((o, i), dtype=np.float32)
+            d = rng.standard_normal((bs, o), dtype=np.float32)
+            for f in (lambda: a @ w.T, lambda: d.T @ a, lambda: d @ w):
+                f()
+                reps = 50
+                t = time.perf_counter()
+                for _ in range(reps):
+                    f()
+                tot_t += time.perf_counter() - t
+                tot_f += 2 * bs * i * o * reps
+    return tot_f / tot_t / 1e9
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", default=os.environ.get("DIGITCORE_SHARED_MNIST",
+                                                         str(HERE.parents[1] / "shared/data/mnist")))
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--configs", default="all", help="'all' or indices like 0,2")
+    ap.add_argument("--systems", default="digitcore,numpy,pytorch,sklearn")
+    ap.add_argument("--json", default=str(HERE / "results" / "train.json"))
+    args = ap.parse_args()
+
+    x, y, xt, yt = load(args.data_dir)
+    n = len(x)
+    threads = [int(t) for t in args.threads.split(",")]
+    configs = CONFIGS if args.configs == "all" else [CONFIGS[int(i)] for i in args.configs.split(",")]
+    makers = {"digitcore": DigitcoreSystem, "numpy": NumpySystem, "pytorch": TorchSystem,
+              "sklearn": SklearnSystem}
+    digitcore.show_config()
+    rows = []
+    for sizes, bs in configs:
+        systems = []
+        for name in args.systems.split(","):
+            try:
+                systems.append(makers[name](sizes, bs))
+            except ImportError as exc:
+                print(f"  skip {name}: {exc}")
+        arch = "-".join(map(str, sizes))
+        for th in threads:
+            for s in systems:
+                s.set_threads(th)
+            # verify before timing: every system must actually learn in one epoch
+            for s in systems:
+                _, score = s.epoch(x, y, seed=0)
+                acc = score(xt, yt)
+                if acc < 0.85:
+                    raise SystemExit(f"{s.name} {arch} bs{bs}: accuracy {acc:.3f} after one "
+                                     f"epoch; refusing to time a system that does not learn")
+                print(f"  verified {s.name:9s} {arch} batch {bs} threads {th}: "
+                      f"test accuracy {acc:.4f} after 1 epoch")
+            times = {s.name: [] for s in systems}
+            for r in range(args.repeats):
+                for s in (systems if r % 2 == 0 else systems[::-1]):
+                    times[s.name].append(s.epoch(x, y, seed=r + 1)[0])
+            ceiling = gemm_ceiling(sizes, bs, th)
+            med = {k: statistics.median(v) for k, v in times.items()}
+            dc_t = med["digitcore"]
+            gflops = flops_per_epoch(sizes, n) / dc_t / 1e9
+            row = {"arch": arch, "batch": bs, "threads": th,
+                   "seconds": med, "samples_per_s": {k: n / v for k, v in med.items()},
+                   "ratio_vs": {k: v / dc_t for k, v in med.items() if k != "digitcore"},
+                   "digitcore_gflops": gflops, "openblas_gemm_gflops": ceiling}
+            rows.append(row)
+            print(f"\n{arch} batch {bs}, {th} thread(s): digitcore {gflops:.1f} GFLOP/s "
+                  f"({gflops / ceiling:.0%} of OpenBLAS GEMM at these shapes, {ceiling:.1f})")
+            for k in med:
+                ratio = "" if k == "digitcore" else f"  digitcore is {med[k] / dc_t:.2f}x"
+                print(f"  {k:9s} {med[k]:.3f} s  {n / med[k]:>10,.0f} samples/s{ratio}")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(rows, indent=1))
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
