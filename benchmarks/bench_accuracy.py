@@ -1,0 +1,83 @@
+"""Test accuracy and wall time of the documented presets on MNIST.
+
+    python benchmarks/bench_accuracy.py [--presets default,best,tutorial,mini] [--seed 0]
+
+Trains on the 60,000 MNIST training images (the 6,000-image mnist-mini for `mini`) and
+reports accuracy on the 10,000 test images (1,000 for mini), with the wall time of
+training, against the targets from the project's issues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+import digitcore  # noqa: E402
+from digitcore.presets import epochs_for, get_preset  # noqa: E402
+
+TARGETS = {  # preset: (min accuracy, max wall seconds) -- None: report only
+    "default": (0.975, 15.0),
+    "best": (0.985, 60.0),
+    "tutorial": (None, None),
+    "mini": (0.94, None),
+}
+
+
+def run(preset_name, data, seed, verbose):
+    preset = get_preset("default" if preset_name == "mini" else preset_name)
+    (x, y), (xt, yt) = data
+    epochs = epochs_for(preset, len(x))
+    net = digitcore.Network([784, *preset["hidden"], 10], activation=preset["activation"],
+                            dropout=preset["dropout"], seed=seed)
+    tr = digitcore.Trainer(net, optimizer=preset["optimizer"], lr=preset["lr"],
+                           batch_size=preset["batch_size"], epochs=epochs,
+                           lr_schedule=preset["lr_schedule"], warmup=preset.get("warmup", 0.0),
+                           l2=preset.get("l2", 0.0), seed=seed, verbose=verbose)
+    t = time.perf_counter()
+    tr.fit(x, y)
+    wall = time.perf_counter() - t
+    return {"preset": preset_name, "network": repr(net), "epochs": epochs, "seed": seed,
+            "test_accuracy": net.score(xt, yt), "train_seconds": wall,
+            "threads": digitcore.get_num_threads(), "kernel": digitcore.kernel_path()}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", default=os.environ.get(
+        "DIGITCORE_SHARED_MNIST", str(HERE.parents[1] / "shared/data/mnist")))
+    ap.add_argument("--presets", default="default,best,tutorial,mini")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--verbose", type=int, default=2)
+    ap.add_argument("--json", default=str(HERE / "results" / "accuracy.json"))
+    args = ap.parse_args()
+    digitcore.show_config()
+    full = digitcore.load_mnist(args.data_dir, download=False)
+    mini = digitcore.load_dataset("mnist-mini")
+    rows, ok = [], True
+    for name in args.presets.split(","):
+        r = run(name, mini if name == "mini" else full, args.seed, args.verbose)
+        acc_t, time_t = TARGETS.get(name, (None, None))
+        verdict = []
+        if acc_t is not None:
+            verdict.append(f"accuracy target {acc_t:.1%}: "
+                           f"{'met' if r['test_accuracy'] >= acc_t else 'MISSED by %.2f pt' % (100 * (acc_t - r['test_accuracy']))}")
+        if time_t is not None:
+            verdict.append(f"time target {time_t:.0f} s: "
+                           f"{'met' if r['train_seconds'] <= time_t else 'MISSED by %.1f s' % (r['train_seconds'] - time_t)}")
+        ok &= all("MISSED" not in v for v in verdict)
+        r["verdict"] = verdict
+        rows.append(r)
+        print(f"{name:9s} {r['network']}: {r['test_accuracy']:.2%} in {r['train_seconds']:.1f} s "
+              f"({r['epochs']} epochs, seed {r['seed']}); " + "; ".join(verdict), flush=True)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
