@@ -48,8 +48,10 @@ try:  # scikit-learn is optional
 except ImportError:  # pragma: no cover - exercised by a subprocess test
     HAVE_SKLEARN = False
 
-    class _ConvergenceWarning(UserWarning):
+    class ConvergenceWarning(UserWarning):
         """Training stopped at ``max_iter`` before the convergence criterion was met."""
+
+    _ConvergenceWarning = ConvergenceWarning
 
     class _DataConversionWarning(UserWarning):
         """A column vector ``y`` was passed where a 1-D array was expected."""
@@ -589,7 +591,7 @@ class MLPClassifier(*_BASES):
         classes = np.unique(y)
         if len(classes) < 2:
             raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes; "
-                             f"got 1 class ({classes[0]!r}) in y")
+                             f"got 1 class {classes.tolist()} in y")
         if warm:
             if not np.array_equal(classes, self.classes_):
                 raise ValueError(f"warm_start can only be used where y has the same classes "

@@ -1,0 +1,605 @@
+"""digitcore.MLPClassifier: scikit-learn compatibility, training behaviour, validation.
+
+scikit-learn is optional for digitcore, so every test that needs it calls
+``pytest.importorskip("sklearn")``; one test runs the estimator in a subprocess where
+scikit-learn cannot be imported.
+"""
+
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+
+import digitcore
+from digitcore.estimator import MLPClassifier
+
+try:
+    from sklearn.utils.estimator_checks import parametrize_with_checks
+except ImportError:
+    parametrize_with_checks = None
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # These problems are tiny (64-784 features, <= 200-row batches): a second thread
+    # only adds fork/join cost, and on a loaded machine OpenMP barriers cost ~100x more.
+    # One thread also makes every fit bitwise reproducible across machines.
+    old = digitcore.get_num_threads()
+    digitcore.set_num_threads(1)
+    yield
+    digitcore.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """load_digits scaled to [0, 1], split 75/25 (stratified, fixed seed)."""
+    pytest.importorskip("sklearn")
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    return train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
+
+
+@pytest.fixture(scope="module")
+def mini():
+    """1500 training and 500 test images of the bundled mnist-mini (uint8, (n, 28, 28))."""
+    (x, y), (xt, yt) = digitcore.datasets.load_mnist_mini()
+    return x[:1500], y[:1500], xt[:500], yt[:500]
+
+
+def quiet(**kw):
+    """A small, fast classifier; ConvergenceWarnings are expected with few epochs."""
+    params = dict(hidden_layer_sizes=(32,), max_iter=30, random_state=0,
+                  learning_rate_init=0.01)
+    params.update(kw)
+    return MLPClassifier(**params)
+
+
+def fit_quiet(clf, X, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return clf.fit(X, y)
+
+
+# ---- accuracy and fitted attributes ---------------------------------------------------------
+
+def test_fit_predict_score_digits(digits):
+    Xtr, Xte, ytr, yte = digits
+    clf = fit_quiet(MLPClassifier((64,), random_state=0), Xtr, ytr)
+    assert clf.score(Xte, yte) > 0.95
+    assert clf.classes_.tolist() == list(range(10))
+    assert clf.n_features_in_ == 64
+    assert (clf.n_layers_, clf.n_outputs_, clf.out_activation_) == (3, 10, "softmax")
+    assert [c.shape for c in clf.coefs_] == [(64, 64), (64, 10)]
+    assert [b.shape for b in clf.intercepts_] == [(64,), (10,)]
+    for c, w in zip(clf.coefs_, clf.network_.weights):
+        np.testing.assert_array_equal(c, w.T)
+    assert isinstance(clf.network_, digitcore.Network)
+    assert clf.network_.layer_sizes == (64, 64, 10)
+    assert len(clf.loss_curve_) == clf.n_iter_ >= 1
+    assert clf.best_loss_ == min(clf.loss_curve_)
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0]
+    assert clf.validation_scores_ is None and clf.best_validation_score_ is None
+    assert clf.t_ == clf.n_iter_ * len(Xtr)
+
+
+def test_mnist_mini_uint8_images(mini):
+    x, y, xt, yt = mini
+    clf = fit_quiet(quiet(hidden_layer_sizes=(64,), max_iter=15), x, y)
+    assert clf.n_features_in_ == 784
+    assert clf.score(xt, yt) > 0.85
+    # uint8 pixels are scaled by 1/255 inside the network: same model as floats / 255
+    p_u8 = clf.predict_proba(xt.reshape(len(xt), -1))
+    p_f = clf.predict_proba(xt.astype(np.float32) / 255)
+    np.testing.assert_allclose(p_u8, p_f, atol=1e-4)
+
+
+def test_softmax_regression_and_int_hidden_sizes(digits):
+    Xtr, Xte, ytr, yte = digits
+    clf = fit_quiet(quiet(hidden_layer_sizes=(), learning_rate_init=0.01), Xtr, ytr)
+    assert clf.n_layers_ == 2 and [c.shape for c in clf.coefs_] == [(64, 10)]
+    assert clf.score(Xte, yte) > 0.85
+    clf = fit_quiet(quiet(hidden_layer_sizes=16, max_iter=2), Xtr, ytr)
+    assert clf.network_.layer_sizes == (64, 16, 10)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "rmsprop", "adamw", "nesterov",
+                                    "momentum"])
+@pytest.mark.parametrize("activation", ["relu", "logistic", "tanh", "leaky_relu"])
+def test_solvers_and_activations_learn(digits, solver, activation):
+    Xtr, Xte, ytr, yte = digits
+    lr = 0.05 if solver in ("sgd", "nesterov", "momentum") else 0.005
+    clf = fit_quiet(quiet(solver=solver, activation=activation, learning_rate_init=lr,
+                          max_iter=8), Xtr, ytr)
+    assert clf.score(Xte, yte) > 0.8, (solver, activation)
+    expected = {"logistic": "sigmoid"}.get(activation, activation)
+    assert clf.network_.activation == expected
+
+
+def test_solver_maps_to_digitcore_optimizers(digits):
+    from digitcore import optim
+
+    Xtr, _, ytr, _ = digits
+    cases = {"sgd": (optim.SGD, dict(momentum=0.9, nesterov=True)),
+             "momentum": (optim.SGD, dict(momentum=0.5, nesterov=False)),
+             "nesterov": (optim.SGD, dict(momentum=0.5, nesterov=True)),
+             "rmsprop": (optim.RMSprop, dict(eps=1e-7)),
+             "adam": (optim.Adam, dict(betas=(0.8, 0.99), eps=1e-7)),
+             "adamw": (optim.AdamW, dict(betas=(0.8, 0.99)))}
+    for solver, (cls, attrs) in cases.items():
+        momentum = 0.9 if solver == "sgd" else 0.5
+        clf = fit_quiet(quiet(solver=solver, momentum=momentum, beta_1=0.8, beta_2=0.99,
+                              epsilon=1e-7, max_iter=1), Xtr, ytr)
+        opt = clf._optimizer
+        assert type(opt) is cls, solver
+        for k, v in attrs.items():
+            assert getattr(opt, k) == pytest.approx(v), (solver, k)
+    clf = fit_quiet(quiet(solver="sgd", nesterovs_momentum=False, max_iter=1), Xtr, ytr)
+    assert clf._optimizer.nesterov is False
+
+
+# ---- alpha, schedules, convergence ----------------------------------------------------------
+
+@pytest.mark.parametrize("batch_size, n, expected_bs", [("auto", 300, 200), ("auto", 150, 150),
+                                                      (32, 300, 32), (500, 300, 300)])
+def test_alpha_maps_to_l2_over_batch_size(digits, monkeypatch, batch_size, n, expected_bs):
+    import digitcore.trainer as trainer_mod
+
+    Xtr, _, ytr, _ = digits
+    calls, original = [], trainer_mod.Trainer
+
+    def recording_trainer(*args, **kw):
+        calls.append(kw)
+        return original(*args, **kw)
+
+    monkeypatch.setattr(trainer_mod, "Trainer", recording_trainer)
+    fit_quiet(quiet(alpha=0.3, batch_size=batch_size, max_iter=1), Xtr[:n], ytr[:n])
+    assert calls[-1]["batch_size"] == expected_bs
+    assert calls[-1]["l2"] == pytest.approx(0.3 / expected_bs)
+
+
+def test_alpha_shrinks_weights_and_is_in_the_loss(digits):
+    Xtr, _, ytr, _ = digits
+    small = fit_quiet(quiet(alpha=1e-5, max_iter=20), Xtr, ytr)
+    big = fit_quiet(quiet(alpha=20.0, max_iter=20), Xtr, ytr)
+    norm = lambda c: sum(float((w ** 2).sum()) for w in c.coefs_)  # noqa: E731
+    assert norm(big) < 0.5 * norm(small)
+    # loss_curve_ = cross-entropy + alpha / (2 * batch_size) * ||W||^2, as in scikit-learn
+    ce, _ = big.network_.evaluate(Xtr.astype(np.float32), np.searchsorted(big.classes_, ytr))
+    penalty = 20.0 / (2 * 200) * norm(big)
+    assert big.loss_curve_[-1] == pytest.approx(ce + penalty, rel=0.1)
+
+
+def test_adamw_uses_alpha_as_decoupled_weight_decay(digits):
+    Xtr, _, ytr, _ = digits
+    clf = fit_quiet(quiet(solver="adamw", alpha=2.0, max_iter=1), Xtr, ytr)
+    assert clf._optimizer.weight_decay == pytest.approx(2.0 / 200)
+
+
+def test_stops_when_loss_stops_improving(digits):
+    Xtr, _, ytr, _ = digits
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # converging must not warn
+        clf = quiet(tol=10.0, n_iter_no_change=3, max_iter=100).fit(Xtr, ytr)
+    # the first epoch improves on best_loss_=inf; then 3 + 1 epochs without improvement
+    assert clf.n_iter_ == 1 + 3 + 1
+
+
+def test_max_iter_warns_convergence(digits):
+    Xtr, _, ytr, _ = digits
+    sklearn = pytest.importorskip("sklearn")
+    with pytest.warns(sklearn.exceptions.ConvergenceWarning, match="Maximum iterations"):
+        clf = quiet(max_iter=2, tol=0.0).fit(Xtr, ytr)
+    assert clf.n_iter_ == 2
+
+
+def test_learning_rate_invscaling(digits):
+    Xtr, _, ytr, _ = digits
+    clf = fit_quiet(quiet(solver="sgd", learning_rate="invscaling", learning_rate_init=0.1,
+                          power_t=0.25, max_iter=3), Xtr, ytr)
+    assert clf._optimizer.lr == pytest.approx(0.1 / (3 * len(Xtr) + 1) ** 0.25)
+
+
+def test_learning_rate_adaptive_divides_by_five_then_stops(digits):
+    Xtr, _, ytr, _ = digits
+    clf = fit_quiet(quiet(solver="sgd", learning_rate="adaptive", learning_rate_init=0.1,
+                          tol=10.0, n_iter_no_change=1, max_iter=100), Xtr, ytr)
+    # after the first epoch, every 2 non-improving epochs lr /= 5 until lr <= 1e-6
+    # (0.1 / 5**8 = 2.6e-7); the next 2 non-improving epochs stop training
+    assert clf._optimizer.lr == pytest.approx(0.1 / 5 ** 8)
+    assert clf.n_iter_ == 1 + 2 * 9
+
+
+def test_learning_rate_schedules_ignored_by_adam(digits):
+    Xtr, _, ytr, _ = digits
+    clf = fit_quiet(quiet(learning_rate="adaptive", tol=10.0, n_iter_no_change=1), Xtr, ytr)
+    assert clf.n_iter_ == 3 and clf._optimizer.lr == pytest.approx(0.01)
+
+
+def test_early_stopping_tracks_validation_accuracy(digits):
+    Xtr, Xte, ytr, yte = digits
+    clf = fit_quiet(quiet(early_stopping=True, validation_fraction=0.2, n_iter_no_change=3,
+                          max_iter=200, hidden_layer_sizes=(64,)), Xtr, ytr)
+    assert clf.best_loss_ is None
+    assert len(clf.validation_scores_) == clf.n_iter_ < 200
+    assert clf.best_validation_score_ == max(clf.validation_scores_) > 0.9
+    assert clf.t_ == clf.n_iter_ * (len(Xtr) - round(0.2 * len(Xtr)))
+    assert clf.score(Xte, yte) > 0.9
+
+
+def test_verbose_prints_iterations(digits, capsys):
+    Xtr, _, ytr, _ = digits
+    fit_quiet(quiet(verbose=True, max_iter=2, early_stopping=True), Xtr, ytr)
+    out = capsys.readouterr().out
+    assert "Iteration 1, loss = " in out and "Validation score: " in out
+
+
+def test_dropout_is_passed_to_the_network(digits):
+    Xtr, Xte, ytr, yte = digits
+    clf = fit_quiet(quiet(dropout=0.2, max_iter=15), Xtr, ytr)
+    assert clf.network_.dropout == 0.2
+    np.testing.assert_array_equal(clf.predict(Xte), clf.predict(Xte))  # no dropout at inference
+    assert clf.score(Xte, yte) > 0.85
+
+
+# ---- labels, probabilities, determinism -----------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["strings", "sparse_ints", "floats", "binary"])
+def test_arbitrary_labels(digits, kind):
+    Xtr, Xte, ytr, yte = digits
+    names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
+                      "nine"])
+    convert = {"strings": lambda y: names[y], "sparse_ints": lambda y: y * 100 - 7,
+               "floats": lambda y: y.astype(np.float64) + 0.0,
+               "binary": lambda y: np.where(y % 2 == 0, "even", "odd")}[kind]
+    clf = fit_quiet(quiet(max_iter=15), Xtr, convert(ytr))
+    np.testing.assert_array_equal(clf.classes_, np.unique(convert(ytr)))
+    pred = clf.predict(Xte)
+    assert pred.dtype == clf.classes_.dtype
+    assert set(np.unique(pred)) <= set(clf.classes_)
+    assert np.mean(pred == convert(yte)) > 0.85
+    assert clf.predict_proba(Xte).shape == (len(Xte), len(clf.classes_))
+    if kind == "binary":
+        assert clf.n_outputs_ == 2 and clf.coefs_[-1].shape == (32, 2)
+
+
+def test_predict_proba_and_log_proba(digits):
+    Xtr, Xte, ytr, _ = digits
+    clf = fit_quiet(quiet(max_iter=10), Xtr, ytr)
+    proba = clf.predict_proba(Xte)
+    assert proba.dtype == np.float64 and proba.shape == (len(Xte), 10)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-12)
+    assert (proba >= 0).all()
+    log_proba = clf.predict_log_proba(Xte)
+    np.testing.assert_allclose(log_proba, np.log(proba), rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(clf.classes_[proba.argmax(axis=1)], clf.predict(Xte))
+    np.testing.assert_allclose(proba, clf.network_.predict_proba(Xte), atol=1e-5)
+
+
+def test_same_random_state_same_model(digits):
+    Xtr, Xte, ytr, _ = digits
+    a = fit_quiet(quiet(max_iter=5, random_state=3), Xtr, ytr)
+    b = fit_quiet(quiet(max_iter=5, random_state=3), Xtr, ytr)
+    c = fit_quiet(quiet(max_iter=5, random_state=4), Xtr, ytr)
+    np.testing.assert_array_equal(a.predict(Xte), b.predict(Xte))
+    np.testing.assert_array_equal(a.predict_proba(Xte), b.predict_proba(Xte))
+    assert a.loss_curve_ == b.loss_curve_
+    assert not np.array_equal(a.coefs_[0], c.coefs_[0])
+    # refitting the same estimator gives the same model again (fit is idempotent)
+    a2 = fit_quiet(a, Xtr, ytr)
+    np.testing.assert_array_equal(a2.coefs_[0], b.coefs_[0])
+
+
+def test_random_state_instances_accepted(digits):
+    Xtr, _, ytr, _ = digits
+    fit_quiet(quiet(max_iter=1, random_state=np.random.RandomState(0)), Xtr, ytr)
+    fit_quiet(quiet(max_iter=1, random_state=np.random.default_rng(0)), Xtr, ytr)
+    fit_quiet(quiet(max_iter=1, random_state=None), Xtr, ytr)
+
+
+# ---- partial_fit and warm_start -------------------------------------------------------------
+
+def test_partial_fit(digits):
+    Xtr, Xte, ytr, yte = digits
+    clf = quiet()
+    with pytest.raises(ValueError, match="classes must be passed"):
+        clf.partial_fit(Xtr[:100], ytr[:100])
+    classes = np.arange(10)
+    halves = np.array_split(np.arange(len(Xtr)), 2)
+    for epoch in range(8):
+        for part in halves:
+            clf.partial_fit(Xtr[part], ytr[part], classes=classes if epoch == 0 else None)
+    assert clf.n_iter_ == 16 and len(clf.loss_curve_) == 16
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0]
+    assert clf.score(Xte, yte) > 0.9
+    # Adam's state lives on: its step count covers every batch of every call
+    assert clf._optimizer.step_count == 16 * -(-len(halves[0]) // 200)
+    with pytest.raises(ValueError, match="not the same as on the last call"):
+        clf.partial_fit(Xtr[:50], ytr[:50], classes=np.arange(11))
+    with pytest.raises(ValueError, match="not in classes_"):
+        clf.partial_fit(Xtr[:3], np.array([0, 1, 42]))
+
+
+def test_partial_fit_classes_not_all_in_first_batch(digits):
+    Xtr, Xte, ytr, _ = digits
+    clf = quiet()
+    first = ytr < 5
+    clf.partial_fit(Xtr[first], ytr[first], classes=list(range(10)))
+    clf.partial_fit(Xtr[~first], ytr[~first])
+    assert clf.classes_.tolist() == list(range(10))
+    assert clf.predict_proba(Xte).shape == (len(Xte), 10)
+
+
+def test_partial_fit_after_fit_keeps_training(digits):
+    Xtr, _, ytr, _ = digits
+    clf = fit_quiet(quiet(max_iter=5), Xtr, ytr)
+    steps = clf._optimizer.step_count
+    clf.partial_fit(Xtr, ytr)
+    assert clf._optimizer.step_count > steps and len(clf.loss_curve_) == 6
+
+
+def test_warm_start(digits):
+    Xtr, _, ytr, _ = digits
+    cold = fit_quiet(quiet(max_iter=5), Xtr, ytr)
+    first_loss = cold.loss_curve_[0]
+    clf = fit_quiet(quiet(max_iter=5, warm_start=True), Xtr, ytr)
+    fit_quiet(clf, Xtr, ytr)
+    assert len(clf.loss_curve_) == 10 and clf.loss_curve_[5] < first_loss
+    with pytest.raises(ValueError, match="same classes"):
+        clf.fit(Xtr[ytr < 5], ytr[ytr < 5])
+    clf.set_params(hidden_layer_sizes=(8,))
+    with pytest.raises(ValueError, match="warm_start"):
+        clf.fit(Xtr, ytr)
+    # without warm_start, fit starts over
+    cold2 = fit_quiet(cold, Xtr, ytr)
+    assert len(cold2.loss_curve_) == 5
+
+
+# ---- validation -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("params, match", [
+    (dict(activation="identity"), "identity"),
+    (dict(activation="softplus"), "activation must be"),
+    (dict(solver="lbfgs"), "lbfgs"),
+    (dict(solver="newton"), "solver must be"),
+    (dict(learning_rate="cyclic"), "learning_rate must be"),
+    (dict(alpha=-1.0), "alpha"),
+    (dict(alpha=float("nan")), "alpha"),
+    (dict(hidden_layer_sizes=(10, 0)), "hidden_layer_sizes"),
+    (dict(hidden_layer_sizes="big"), "hidden_layer_sizes"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(batch_size="large"), "batch_size"),
+    (dict(learning_rate_init=0.0), "learning_rate_init"),
+    (dict(max_iter=0), "max_iter"),
+    (dict(n_iter_no_change=0), "n_iter_no_change"),
+    (dict(tol=-1e-3), "tol"),
+    (dict(momentum=1.0), "momentum"),
+    (dict(momentum=0.0, solver="nesterov"), "momentum > 0"),
+    (dict(validation_fraction=1.0, early_stopping=True), "validation_fraction"),
+    (dict(beta_1=1.0), "beta_1"),
+    (dict(beta_2=-0.1), "beta_2"),
+    (dict(epsilon=0.0), "epsilon"),
+    (dict(dropout=1.0), "dropout"),
+    (dict(random_state="seed"), "random_state"),
+])
+def test_bad_params_raise_at_fit(digits, params, match):
+    Xtr, _, ytr, _ = digits
+    clf = MLPClassifier(**params)  # the constructor only stores parameters
+    assert clf.get_params()[next(iter(params))] is params[next(iter(params))]
+    with pytest.raises(ValueError, match=match):
+        clf.fit(Xtr[:50], ytr[:50])
+
+
+def test_bad_inputs(digits):
+    Xtr, Xte, ytr, _ = digits
+    X, y = Xtr[:60], ytr[:60]
+    with pytest.raises(ValueError, match="NaN"):
+        quiet().fit(np.where(np.eye(60, 64, dtype=bool), np.nan, X), y)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        quiet().fit(X, y[:-1])
+    with pytest.raises(ValueError):
+        quiet().fit(X, np.stack([y, y], axis=1))
+    with pytest.raises(ValueError, match="1 class"):
+        quiet().fit(X, np.full(60, 3))
+    with pytest.raises(ValueError, match="Unknown label type"):
+        quiet().fit(X, np.linspace(0, 1, 60))
+    with pytest.raises(ValueError, match="2D"):
+        quiet().fit(X[:, 0], y)
+    with pytest.raises(ValueError, match="y to be passed"):
+        quiet().fit(X, None)
+    clf = fit_quiet(quiet(max_iter=1), X, y)
+    with pytest.raises(ValueError, match="64 features"):
+        clf.predict(Xte[:, :10])
+    with pytest.raises(ValueError, match="NaN"):
+        clf.predict_proba(np.full((2, 64), np.nan))
+    with pytest.raises(AttributeError):
+        MLPClassifier().coefs_
+    sklearn = pytest.importorskip("sklearn")
+    with pytest.raises(sklearn.exceptions.NotFittedError):
+        MLPClassifier().predict(Xte)
+
+
+def test_integer_and_float32_inputs(digits):
+    Xtr, Xte, ytr, yte = digits
+    X16 = (Xtr * 16).astype(np.int64)  # ints other than uint8 are used as given (0..16)
+    clf = fit_quiet(quiet(max_iter=3), X16, ytr)
+    assert clf.predict((Xte * 16).astype(np.int32)).shape == (len(Xte),)
+    clf = fit_quiet(quiet(max_iter=10), Xtr.astype(np.float32), ytr)
+    assert clf.score(Xte.astype(np.float32), yte) > 0.85
+
+
+# ---- pickling ---------------------------------------------------------------------------------
+
+def test_pickle_and_deepcopy_roundtrip(digits):
+    import copy
+
+    Xtr, Xte, ytr, _ = digits
+    clf = fit_quiet(quiet(max_iter=3), Xtr, ytr)
+    for other in (pickle.loads(pickle.dumps(clf)), copy.deepcopy(clf)):
+        np.testing.assert_array_equal(other.predict_proba(Xte), clf.predict_proba(Xte))
+        net = other.network_
+        # weights are still views into the one flat buffer the kernels update
+        assert all(np.shares_memory(w, net.flat_parameters) for w in net.weights)
+        assert net is not clf.network_
+        other.partial_fit(Xtr, ytr)  # the optimizer state survived too
+    assert clf.network_.flat_parameters is not other.network_.flat_parameters
+
+
+# ---- scikit-learn integration ---------------------------------------------------------------
+
+def test_clone_keeps_params(digits):
+    pytest.importorskip("sklearn")
+    from sklearn.base import clone, is_classifier
+
+    Xtr, _, ytr, _ = digits
+    clf = MLPClassifier((20, 10), activation="tanh", solver="nesterov", alpha=0.01,
+                        batch_size=64, dropout=0.1, random_state=7, max_iter=2)
+    cloned = clone(clf)
+    assert cloned.get_params() == clf.get_params()
+    assert is_classifier(cloned)
+    fit_quiet(clf, Xtr, ytr)
+    assert not hasattr(clone(clf), "network_")
+    assert "hidden_layer_sizes=(20, 10)" in repr(clf)
+
+
+def test_sklearn_tags():
+    sklearn = pytest.importorskip("sklearn")
+    clf = MLPClassifier()
+    if hasattr(sklearn.utils, "get_tags"):  # scikit-learn >= 1.6
+        tags = sklearn.utils.get_tags(clf)
+        assert tags.estimator_type == "classifier"
+        assert tags.classifier_tags.multi_label is False
+        assert tags.input_tags.sparse is False
+    assert sklearn.base.is_classifier(clf)
+
+
+def test_pipeline_with_standard_scaler(digits):
+    pytest.importorskip("sklearn")
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    Xtr, Xte, ytr, yte = digits
+    pipe = make_pipeline(StandardScaler(), quiet(hidden_layer_sizes=(64,), max_iter=20))
+    fit_quiet(pipe, Xtr * 16, ytr)
+    assert pipe.score(Xte * 16, yte) > 0.93
+    assert pipe.predict_proba(Xte * 16).shape == (len(Xte), 10)
+
+
+def test_cross_val_score(digits):
+    pytest.importorskip("sklearn")
+    from sklearn.model_selection import cross_val_score
+
+    Xtr, _, ytr, _ = digits
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scores = cross_val_score(quiet(max_iter=15), Xtr, ytr, cv=3)
+    assert scores.shape == (3,) and scores.mean() > 0.9
+
+
+def test_grid_search(digits):
+    pytest.importorskip("sklearn")
+    from sklearn.model_selection import GridSearchCV
+
+    Xtr, Xte, ytr, yte = digits
+    grid = {"hidden_layer_sizes": [(16,), (48,)], "alpha": [1e-4, 1e-1]}
+    search = GridSearchCV(quiet(max_iter=12), grid, cv=2)
+    fit_quiet(search, Xtr, ytr)
+    assert len(search.cv_results_["params"]) == 4
+    assert search.best_params_["hidden_layer_sizes"] in grid["hidden_layer_sizes"]
+    assert search.best_params_["alpha"] in grid["alpha"]
+    best = search.best_estimator_
+    assert best.network_.layer_sizes[1:-1] == best.hidden_layer_sizes
+    assert search.score(Xte, yte) > 0.9
+
+
+# scikit-learn's own estimator checks (about 1 s in total: the checks set max_iter=5)
+_EXPECTED_FAILED_CHECKS = {}  # every applicable check passes with scikit-learn 1.9
+
+if parametrize_with_checks is not None:
+    import inspect as _inspect
+
+    _kw = ({"expected_failed_checks": lambda est: _EXPECTED_FAILED_CHECKS}
+           if "expected_failed_checks" in _inspect.signature(parametrize_with_checks).parameters
+           else {})
+
+    @parametrize_with_checks([MLPClassifier(hidden_layer_sizes=(16,))], **_kw)
+    def test_sklearn_estimator_checks(estimator, check):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=UserWarning)
+            check(estimator)
+else:
+    def test_sklearn_estimator_checks():
+        pytest.importorskip("sklearn")
+
+
+# ---- without scikit-learn -------------------------------------------------------------------
+
+def test_works_without_sklearn():
+    code = textwrap.dedent("""
+        import pickle, sys, warnings
+        sys.modules["sklearn"] = None  # makes "import sklearn" raise ImportError
+        import numpy as np
+        import digitcore
+        from digitcore.estimator import MLPClassifier, HAVE_SKLEARN
+        assert not HAVE_SKLEARN
+        assert digitcore.MLPClassifier is MLPClassifier
+        digitcore.set_num_threads(1)
+        (x, y), (xt, yt) = digitcore.datasets.load_mnist_mini()
+        clf = MLPClassifier((32,), max_iter=8, random_state=0, learning_rate_init=0.01)
+        assert clf.get_params()["hidden_layer_sizes"] == (32,)
+        assert clf.set_params(alpha=0.01) is clf and clf.alpha == 0.01
+        try:
+            clf.set_params(nope=1)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("set_params accepted an unknown name")
+        names = np.array(list("abcdefghij"))
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            clf.fit(x[:1000], names[y[:1000]])
+        assert any("Maximum iterations" in str(m.message) for m in w)
+        acc = clf.score(xt[:300], names[yt[:300]])
+        assert acc > 0.8, acc
+        np.testing.assert_allclose(clf.predict_proba(xt[:5]).sum(axis=1), 1.0)
+        back = pickle.loads(pickle.dumps(clf))
+        assert (back.predict(xt[:50]) == clf.predict(xt[:50])).all()
+        for bad in (dict(solver="lbfgs"), dict(activation="identity")):
+            try:
+                MLPClassifier(**bad).fit(x[:20], y[:20])
+            except ValueError:
+                pass
+            else:
+                raise AssertionError(bad)
+        for X, Y in ((x[:20].reshape(20, -1)[:, :0], y[:20]), (x[:20], np.zeros(20)),
+                     (x[:20], y[:19])):
+            try:
+                MLPClassifier().fit(X, Y)
+            except ValueError:
+                pass
+            else:
+                raise AssertionError(X.shape)
+        try:
+            MLPClassifier().predict(xt[:2])
+        except (AttributeError, ValueError):
+            pass
+        else:
+            raise AssertionError("predict before fit")
+        try:
+            clf.predict(np.zeros((2, 5)))
+        except ValueError as e:
+            assert "5 features" in str(e)
+        print("ok", repr(clf))
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("ok MLPClassifier(")
