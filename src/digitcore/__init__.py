@@ -24,16 +24,20 @@ _LAZY = {
     "load_dataset": "digitcore.datasets",
     "train_val_split": "digitcore.datasets",
     "one_hot": "digitcore.datasets",
+    "load_mnist_mini": "digitcore.datasets",
     "Network": "digitcore.network",
     "Trainer": "digitcore.trainer",
     "History": "digitcore.trainer",
+    "Callback": "digitcore.trainer",
+    "EarlyStopping": "digitcore.trainer",
+    "read_model_info": "digitcore.modelio",
     "MLPClassifier": "digitcore.estimator",
     "load_model": "digitcore.modelio",
     "save_model": "digitcore.modelio",
     "preprocess_image": "digitcore.imaging",
 }
 _SUBMODULES = {"ops", "ops_ref", "optim", "metrics", "plots", "datasets", "idx", "network",
-               "trainer", "modelio", "imaging", "estimator", "cli"}
+               "trainer", "modelio", "imaging", "estimator", "cli", "presets", "serve"}
 
 __all__ = sorted(
     ["__version__", "DigitcoreError", "DatasetError", "ModelFormatError", "KernelError",
