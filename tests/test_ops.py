@@ -153,7 +153,7 @@ def test_worked_example():
     assert p[0] == -3.25 and vel[0] == 1.5
 
 
-# ---- activations ------------------------------------------------------------------------------
+# ---- activations -----------------------------------------------------------------------------
 
 ACTS = [("identity", "elementwise"), ("relu", "elementwise"), ("leaky_relu", "elementwise"),
         ("sigmoid", "transcendental"), ("tanh", "transcendental")]
@@ -207,7 +207,7 @@ def test_activation_extremes():
     assert ops.relu_backward(np.ones(1, np.float32), np.zeros(1, np.float32))[0] == 0.0
 
 
-# ---- dense layer -------------------------------------------------------------------------------
+# ---- dense layer -----------------------------------------------------------------------------
 
 def gemm_scale(a, b, k):
     """(k + 2) * |a| @ |b|: the worst-case error scale of a float32 product over k terms."""
@@ -293,7 +293,7 @@ def test_dense_chain_matches_reference(path, threads):
     np.testing.assert_allclose(gb, rb, rtol=1e-4, atol=1e-5)
 
 
-# ---- softmax and cross-entropy -------------------------------------------------------------------
+# ---- softmax and cross-entropy ---------------------------------------------------------------
 
 @with_configs
 @SETTINGS
@@ -350,7 +350,7 @@ def test_softmax_no_overflow():
     np.testing.assert_allclose(p, rp, atol=1e-7)
 
 
-# ---- gather ---------------------------------------------------------------------------------------
+# ---- gather ----------------------------------------------------------------------------------
 
 @with_configs
 @SETTINGS
@@ -376,7 +376,7 @@ def test_gather(path, threads, N, F, B, seed, use_idx, scale, shift):
                                       x3.reshape(N, 6).astype(np.float32))
 
 
-# ---- optimizers ------------------------------------------------------------------------------------
+# ---- optimizers ------------------------------------------------------------------------------
 
 SHAPES = st.tuples(DIMS, st.sampled_from([1, 3, 10]))
 
@@ -465,7 +465,7 @@ def test_sum_squares_scale_clip(n, seed):
         assert np.sqrt(sum(ref.sum_squares(g) for g in grads)) <= 1.0 + 1e-5
 
 
-# ---- dropout, hash ----------------------------------------------------------------------------
+# ---- dropout, hash ---------------------------------------------------------------------------
 
 @SETTINGS
 @given(n=DIMS, m=DIMS, seed=st.integers(0, 2**64 - 1), stream=st.integers(0, 2**64 - 1),
@@ -505,7 +505,7 @@ def test_dropout_statistics_and_streams():
     np.testing.assert_array_equal(ops.dropout_forward(x[:1000], 0.3, 42, 0)[1], mask[:1000])
 
 
-# ---- finite-difference checks of every reference backward (float64) --------------------------------
+# ---- finite-difference checks of every reference backward (float64) --------------------------
 
 def numgrad(f, x, h=1e-6):
     g = np.zeros_like(x)
@@ -564,7 +564,8 @@ def test_fd_dropout():
     r = rng.standard_normal((3, 7))
     _, mask = ref.dropout_forward(x, 0.4, 5, 6)
     loss = lambda: float((ref.dropout_forward(x, 0.4, 5, 6)[0] * r).sum())  # noqa: E731
-    assert_close(ref.dropout_backward(r, mask, 0.4), numgrad(loss, x), "fd", scale=1.0, what="dropout")
+    assert_close(ref.dropout_backward(r, mask, 0.4), numgrad(loss, x), "fd", scale=1.0,
+                 what="dropout")
 
 
 def test_fd_optimizer_gradients_are_steps():
@@ -575,7 +576,7 @@ def test_fd_optimizer_gradients_are_steps():
     assert_close(2 * x, g, "fd", scale=1.0, what="sum_squares")
 
 
-# ---- empty and read-only inputs --------------------------------------------------------------------
+# ---- empty and read-only inputs --------------------------------------------------------------
 
 def test_read_only_inputs_and_empty():
     rng = np.random.default_rng(6)

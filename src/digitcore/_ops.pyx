@@ -295,9 +295,10 @@ cdef uint64_t _u64(object v, str name) except? 0:
 
 cdef float _prob(object p, str name) except? -1:
     cdef double d = float(p)
-    if not (0.0 <= d < 1.0):
-        raise ValueError(f"{name} must be in [0, 1), got {p}")
-    return <float>d
+    cdef float f = <float>d
+    if not (0.0 <= d < 1.0 and f < 1.0):  # also as float32: 0.99999999 rounds to 1
+        raise ValueError(f"{name} must be in [0, 1) (as float32), got {p}")
+    return f
 
 
 # ---- activations ---------------------------------------------------------------------------
