@@ -23,7 +23,6 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-import sys
 import warnings
 
 import numpy as np
@@ -664,7 +663,6 @@ class MLPClassifier(*_BASES):
         schedule = self.learning_rate if sgd_family else "constant"
         est = self
         net = self.network_
-        n_weights = [w.size for w in net.weights]
         best_flat = [None]
         epochs_run = [0]
 
