@@ -220,3 +220,18 @@ def test_gradient_of_numpy_oracle_by_central_differences():
         wm[idx] -= eps
         num[idx] = (loss_at(wp) - loss_at(wm)) / (2 * eps)
     np.testing.assert_allclose((w0 - W[0]) / lr, num, rtol=1e-5, atol=1e-8)
+
+
+def test_pickle_and_deepcopy_keep_views_and_predictions(rng):
+    import copy
+    import pickle
+
+    net = Network([16, 8, 4], seed=0)
+    x = rng.random((5, 16)).astype(np.float32)
+    p = net.predict_proba(x)  # builds the cached C view, which must not break pickling
+    for other in (pickle.loads(pickle.dumps(net)), copy.deepcopy(net)):
+        assert np.array_equal(other.predict_proba(x), p)
+        assert np.shares_memory(other.weights[0], other.flat_parameters)
+        other.weights[0][...] = 0
+        assert not np.array_equal(other.predict_proba(x), p)
+    assert np.array_equal(net.predict_proba(x), p)

@@ -68,6 +68,16 @@ def _parser():
     p.add_argument("--version", action="version", version=f"digitcore {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    # --debug is accepted before or after the command
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks on errors")
+    _add = sub.add_parser
+
+    def add_parser(name, **kw):
+        return _add(name, parents=[common], **kw)
+
+    sub.add_parser = add_parser
 
     t = sub.add_parser("train", help="train a network and print its test accuracy")
     t.add_argument("--dataset", choices=["mnist", "fashion-mnist", "mnist-mini"], default=None,

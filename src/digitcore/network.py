@@ -16,6 +16,13 @@ from digitcore._config import _ops
 
 __all__ = ["Network", "ACTIVATIONS", "INITS"]
 
+
+def _rebuild(config, flat, training_summary):
+    net = Network.from_config(config)
+    net._flat[...] = flat
+    net.training_summary = training_summary
+    return net
+
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
 INITS = ("he", "glorot")
 LEAKY_SLOPE = 0.01
@@ -192,6 +199,14 @@ class Network:
         other._flat[...] = self._flat
         other.training_summary = self.training_summary
         return other
+
+    def __reduce__(self):
+        # Rebuild from config + parameters: the flat buffer and its views stay one object,
+        # and the cached C view (not picklable) is recreated on first use.
+        return (_rebuild, (self.get_config(), self._flat.copy(), self.training_summary))
+
+    def __deepcopy__(self, memo):
+        return self.copy()
 
     # ---- input handling --------------------------------------------------------------------
 

@@ -1,0 +1,169 @@
+"""Every CLI command end to end in a subprocess, including error paths and exit codes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def run(*args, cwd=None, env=None):
+    full_env = dict(os.environ, DIGITCORE_NUM_THREADS="2", **(env or {}))
+    r = subprocess.run([sys.executable, "-m", "digitcore", *map(str, args)], capture_output=True,
+                       text=True, cwd=cwd, env=full_env, timeout=600)
+    return r
+
+
+def assert_one_line_error(r, *needles):
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "mini.safetensors"
+    r = run("train", "--dataset", "mnist-mini", "--hidden", "64", "--epochs", "3", "--seed", "1",
+            "--out", path, "--json")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["model"] == str(path)
+    return path, summary
+
+
+def test_train_json_summary(model):
+    _, s = model
+    assert s["dataset"] == "mnist-mini" and s["n_train"] == 6000 and s["n_test"] == 1000
+    assert s["architecture"] == [784, 64, 10] and s["epochs"] == 3
+    assert 0.85 < s["test_accuracy"] <= 1.0
+    assert s["wall_seconds"] > 0 and s["samples_per_second"] > 0
+
+
+def test_train_default_is_the_main_job(tmp_path):
+    """No arguments: offline, bundled subset when full MNIST is absent, prints accuracy."""
+    r = run("train", cwd=tmp_path, env={"DIGITCORE_DATA": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    assert "test accuracy:" in r.stdout
+    if "mnist-mini" in r.stdout:
+        assert "mnist-mini" in r.stderr  # the one-line notice about the fallback
+        acc = float(r.stdout.split("test accuracy:")[1].split("%")[0])
+        assert acc >= 94.0
+
+
+def test_train_progress_and_options(tmp_path):
+    r = run("train", "--dataset", "mnist-mini", "--hidden", "32,16", "--activation", "tanh",
+            "--optimizer", "nesterov", "--lr", "0.05", "--epochs", "2", "--batch-size", "64",
+            "--dropout", "0.1", "--l2", "1e-4", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    assert "Epoch 1/2" in r.stderr and "Epoch 2/2" in r.stderr
+    assert "784-32-16-10" in r.stderr
+
+
+def test_info(model):
+    path, _ = model
+    r = run("info", path)
+    assert r.returncode == 0, r.stderr
+    assert "784-64-10" in r.stdout and "n_params" in r.stdout
+    r = run("info", path, "--json")
+    info = json.loads(r.stdout)
+    assert info["layer_sizes"] == [784, 64, 10]
+
+
+def test_evaluate(model, tmp_path):
+    path, summary = model
+    r = run("evaluate", path, "--dataset", "mnist-mini", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["accuracy"] == pytest.approx(summary["test_accuracy"])
+    assert np.array(out["confusion_matrix"]).sum() == 1000
+    r = run("evaluate", path, "--dataset", "mnist-mini")
+    assert "precision" in r.stdout and "confusion matrix" in r.stdout
+
+
+def test_evaluate_plots(model, tmp_path):
+    pytest.importorskip("matplotlib")
+    path, _ = model
+    r = run("evaluate", path, "--dataset", "mnist-mini", "--plots", tmp_path / "plots")
+    assert r.returncode == 0, r.stderr
+    pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
+    assert pngs == ["confusion_matrix.png", "first_layer.png", "mistakes.png"]
+    assert all((tmp_path / "plots" / p).stat().st_size > 5000 for p in pngs)
+
+
+def test_predict_images(model, tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    import digitcore
+
+    path, _ = model
+    (_, _), (xt, yt) = digitcore.load_dataset("mnist-mini")
+    net = digitcore.load_model(path)
+    files, labels = [], []
+    for i in range(40):
+        # dark ink on white paper, larger than 28x28: what a user's scan looks like
+        img = Image.fromarray(255 - xt[i]).resize((112, 112), Image.BILINEAR)
+        f = tmp_path / f"digit{i}.png"
+        img.save(f)
+        files.append(f)
+        labels.append(int(yt[i]))
+    r = run("predict", path, *files, "--top-k", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    preds = json.loads(r.stdout)["predictions"]
+    assert len(preds) == 40 and all(len(p["top"]) == 3 for p in preds)
+    correct = sum(p["digit"] == y for p, y in zip(preds, labels))
+    assert correct >= 32, f"{correct}/40"
+    direct = [net.predict_image(f)[0] for f in files[:5]]
+    assert direct == [p["digit"] for p in preds[:5]]
+    r = run("predict", path, files[0])
+    assert r.stdout.startswith(str(files[0]))
+
+
+def test_bench_and_config():
+    r = run("bench", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["gemm_gflops"] > 0 and out["train_samples_per_second"] > 0
+    r = run("config")
+    assert r.returncode == 0 and "kernel" in r.stdout
+
+
+# ---- error paths: one line on stderr, exit status 2 ----------------------------------------
+
+def test_missing_model_file(tmp_path):
+    assert_one_line_error(run("info", tmp_path / "nope.safetensors"), "nope.safetensors")
+    assert_one_line_error(run("evaluate", tmp_path / "nope.safetensors"))
+
+
+def test_malformed_model_file(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    assert_one_line_error(run("info", bad), "bad.safetensors")
+    r = run("info", bad, "--debug")
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_missing_image(model, tmp_path):
+    path, _ = model
+    assert_one_line_error(run("predict", path, tmp_path / "none.png"), "none.png")
+
+
+def test_dataset_without_files_is_an_error_not_a_fallback(tmp_path):
+    r = run("train", "--dataset", "mnist", "--data-dir", tmp_path,
+            env={"DIGITCORE_CACHE_DIR": str(tmp_path / "cache")})
+    assert_one_line_error(r, "MNIST")
+
+
+@pytest.mark.parametrize("args", [["train", "--hidden", "a,b"], ["train", "--epochs", "0"],
+                                  ["train", "--preset", "nope"], ["nosuchcommand"]])
+def test_bad_arguments_exit_2(args):
+    r = run(*args)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_python_dash_m_matches_console_script_help():
+    r = run("--help")
+    assert r.returncode == 0 and "train" in r.stdout
