@@ -38,10 +38,10 @@ cdef extern from "digitcore.h" nogil:
     int dc_activation_backward(float *dinp, const float *dout, const float *out, int64_t n,
                                int act, float alpha)
     int dc_dense_forward(float *out, const float *inp, const float *weight, const float *bias,
-                         int64_t B, int64_t I, int64_t O, int act, float alpha)
+                         int64_t B, int64_t n_in, int64_t n_out, int act, float alpha)
     int dc_dense_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                          const float *inp, const float *weight, int64_t B, int64_t I,
-                          int64_t O, int accumulate)
+                          const float *inp, const float *weight, int64_t B, int64_t n_in,
+                          int64_t n_out, int accumulate)
     int dc_softmax_forward(float *probs, const float *logits, int64_t B, int64_t C)
     int dc_softmax_xent(float *probs, float *dlogits, double *loss, int64_t *n_correct,
                         const float *logits, const int64_t *labels, int64_t B, int64_t C,
