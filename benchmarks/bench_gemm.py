@@ -65,8 +65,37 @@ def verify(a, b, ta, tb, c):
     return worst  # <= 1 passes
 
 
-def time_pair(f_dc, f_np, flop, repeats, target_s):
-    """Interleaved timing; returns (GFLOP/s digitcore, GFLOP/s numpy), medians."""
+def cpu_busy_fraction(interval=0.25):
+    """Fraction of all CPUs busy (any process) over `interval` s, from /proc/stat."""
+    def snap():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]  # total, idle + iowait
+    try:
+        t0, i0 = snap()
+        time.sleep(interval)
+        t1, i1 = snap()
+    except OSError:
+        return 0.0
+    return 1.0 - (i1 - i0) / max(t1 - t0, 1)
+
+
+def wait_for_idle(max_wait_s, busy_below=0.15):
+    """On a shared machine, wait (up to max_wait_s) until other work quiets down."""
+    t_end = time.monotonic() + max_wait_s
+    busy = cpu_busy_fraction()
+    while busy > busy_below and time.monotonic() < t_end:
+        busy = cpu_busy_fraction()
+    return busy
+
+
+def time_pair(f_dc, f_np, flop, repeats, target_s, gap_s=0.0):
+    """Interleaved timing; returns (GFLOP/s digitcore, GFLOP/s numpy), medians.
+
+    gap_s: pause before each batch. Both thread pools busy-wait after a call (OpenBLAS
+    workers for a long while), which would steal a core from the other library's next
+    batch; a pause lets them go to sleep first.
+    """
     f_dc()
     f_np()  # warm up both (page faults, thread pools)
     t0 = time.perf_counter()
@@ -77,6 +106,9 @@ def time_pair(f_dc, f_np, flop, repeats, target_s):
     for r in range(repeats):
         order = (f_dc, f_np) if r % 2 == 0 else (f_np, f_dc)
         for f in order:
+            if gap_s:
+                time.sleep(gap_s)
+            f()  # one untimed call: wake the pool
             t0 = time.perf_counter()
             for _ in range(inner):
                 f()
@@ -85,7 +117,7 @@ def time_pair(f_dc, f_np, flop, repeats, target_s):
     return flop / statistics.median(td) / 1e9, flop / statistics.median(tn) / 1e9
 
 
-def bench_shapes(shapes, threads, repeats, target_s, rng, results):
+def bench_shapes(shapes, threads, repeats, target_s, rng, results, wait_idle=0.0):
     for nt in threads:
         digitcore.set_num_threads(nt)
         with threadpool_limits(limits=nt, user_api="blas"):
@@ -108,13 +140,16 @@ def bench_shapes(shapes, threads, repeats, target_s, rng, results):
                     np.matmul(a_np, b_np, out=c_np)
 
                 flop = 2.0 * m * n * k
-                g_dc, g_np = time_pair(f_dc, f_np, flop, repeats, target_s)
+                busy = wait_for_idle(wait_idle) if wait_idle else float("nan")
+                g_dc, g_np = time_pair(f_dc, f_np, flop, repeats, target_s,
+                                       gap_s=0.1 if nt > 1 else 0.0)
                 row = dict(M=m, K=k, N=n, variant=variant, threads=nt, digitcore_gflops=g_dc,
-                           openblas_gflops=g_np, ratio=g_dc / g_np, err_over_tol=err)
+                           openblas_gflops=g_np, ratio=g_dc / g_np, err_over_tol=err,
+                           cpu_busy_before=busy)
                 results.append(row)
                 flag = "" if row["ratio"] >= 0.9 else "  <0.9"
                 print(f"{variant:>4} {m:6d} {k:5d} {n:5d} {nt:3d}  {g_dc:8.1f} {g_np:8.1f} "
-                      f"{row['ratio']:6.2f}{flag}", flush=True)
+                      f"{row['ratio']:6.2f}  busy={busy:.2f}{flag}", flush=True)
 
 
 def bench_generic(shapes, threads, repeats, target_s, rng, results):
@@ -159,6 +194,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--repeats", type=int, default=None, help="timed batches per side")
+    p.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
+                   help="before each shape, wait up to S s for the machine to go idle")
     p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results",
                                                   "gemm.json"))
     args = p.parse_args(argv)
@@ -180,7 +217,7 @@ def main(argv=None):
     print(f"{'var':>4} {'M':>6} {'K':>5} {'N':>5} {'thr':>3}  {'dc GF/s':>8} {'BLAS':>8} "
           f"{'ratio':>6}")
     results, generic = [], []
-    bench_shapes(shapes, args.threads, repeats, target_s, rng, results)
+    bench_shapes(shapes, args.threads, repeats, target_s, rng, results, args.wait_idle)
 
     print(f"\n{'var':>4} {'M':>6} {'K':>5} {'N':>5} {'thr':>3}  {'avx2':>8} {'generic':>8} "
           f"{'x':>6}")

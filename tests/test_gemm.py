@@ -121,7 +121,7 @@ def test_shapes(path, threads, ta, tb):
         run_case(rng, m, k, n, ta, tb, alpha, beta)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     m=st.integers(0, 160), k=st.integers(0, 300), n=st.integers(0, 160),
     ta=st.booleans(), tb=st.booleans(),
