@@ -55,7 +55,8 @@ class BuildExt(build_ext):
                 omp_c = ["/openmp"]
             return dict(base=base, strict=[], avx2=["/arch:AVX2"], omp_c=omp_c, omp_l=omp_l,
                         ext=[], link=[])
-        base = ["-std=c11", "-fPIC", "-fno-strict-aliasing"]
+        # -fno-math-errno: nothing reads errno, and it lets gcc vectorize sqrtf loops (Adam)
+        base = ["-std=c11", "-fPIC", "-fno-strict-aliasing", "-fno-math-errno"]
         base += ["-O0", "-g", "-UNDEBUG"] if DEBUG else ["-O3", "-g0", "-DNDEBUG"]
         strict = ["-Wall", "-Wextra", "-Wpedantic", "-Wshadow", "-Wconversion",
                   "-Wno-sign-conversion", "-Werror=implicit-function-declaration",

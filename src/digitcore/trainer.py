@@ -23,6 +23,12 @@ __all__ = ["Trainer", "History", "Callback", "EarlyStopping", "LambdaCallback"]
 _CHUNK_SAMPLES = 8192
 
 
+class _Diverged(FloatingPointError):
+    def __init__(self, batch, what):
+        super().__init__(what)
+        self.batch, self.what = batch, what
+
+
 class History:
     """Per-epoch metrics; ``history.history`` is a dict of lists (Keras convention)."""
 
@@ -339,16 +345,23 @@ class Trainer:
                 cfg = opt.kernel_config(self.l2, self.clip_norm)
                 for b0 in range(0, batches_per_epoch, chunk_batches):
                     b1 = min(batches_per_epoch, b0 + chunk_batches)
+                    # The C loop stops at a non-finite loss; parameters that overflow to
+                    # inf without one are caught here, and the chunk is undone.
+                    snapshot = net.flat_parameters.copy()
                     try:
                         ls, c, s = kernel.train(
                             x2, labels, order[b0 * bs:min(n, b1 * bs)], bs, lrs_all[b0:b1],
                             scale, shift, dropout_seed, cfg, grads, opt.state1, opt.state2)
+                        if not np.isfinite(net.flat_parameters).all():
+                            net.flat_parameters[...] = snapshot
+                            raise _Diverged(b1 - 1 - b0, "the parameters overflowed")
                     except FloatingPointError as exc:
                         opt.step_count = cfg["step"]
                         batch = b0 + getattr(exc, "batch", 0)
+                        what = getattr(exc, "what", "the loss became NaN or infinite")
                         raise TrainingDivergedError(
-                            f"training diverged: the loss became NaN or infinite in epoch "
-                            f"{epoch + 1}, batch {batch + 1} (learning rate "
+                            f"training diverged: {what} in epoch {epoch + 1}, batch "
+                            f"{batch + 1} (learning rate "
                             f"{lrs_all[min(batch, len(lrs_all) - 1)]:.3g}); try a lower "
                             f"learning rate or gradient clipping (clip_norm)") from None
                     opt.step_count = cfg["step"]
