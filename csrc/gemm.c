@@ -221,6 +221,7 @@ const dc_sgemm_kernel_info *dc_sgemm_kernel_info_for(int path) {
 typedef struct {
     const dc_sgemm_kernel_info *ki;
     int trans_a, trans_b, split_n;
+    int private_a; /* split_n: each thread packs the whole A block itself, no barriers */
     int direct_a; /* read op(A) in place instead of packing it (too little reuse) */
     int64_t m, n, k, kc, nc, mc_max;
     float alpha, beta;
@@ -244,7 +245,7 @@ static void dc_gemm_worker(const dc_gemm_job *J, int tid, int nt) {
         m_lo = (pm * tid / nt) * MR;
         m_hi = dc_min64(m, (pm * (tid + 1) / nt) * MR);
     }
-    float *pa = split_n ? J->pa : J->pa + (int64_t)tid * J->pa_stride;
+    float *pa = (split_n && !J->private_a) ? J->pa : J->pa + (int64_t)tid * J->pa_stride;
     float *pb = J->pb;
     int64_t mc = 0;
     if (m_hi > m_lo) {
@@ -278,7 +279,7 @@ static void dc_gemm_worker(const dc_gemm_job *J, int tid, int nt) {
                 const int64_t pmc = dc_cdiv64(mcur, MR);
                 if (J->direct_a) {
                     /* nothing to pack */
-                } else if (split_n) {
+                } else if (split_n && !J->private_a) {
                     DC_BARRIER(); /* everyone is done with the previous A block */
                     const int64_t ap_lo = pmc * tid / nt, ap_hi = pmc * (tid + 1) / nt;
                     if (ap_hi > ap_lo) {
@@ -371,43 +372,81 @@ int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float al
     J.nc = dc_min64(ki->nc, dc_cdiv64(n, ki->nr) * ki->nr);
     J.mc_max = dc_min64(ki->mc, dc_cdiv64(m, ki->mr) * ki->mr);
 
-    /* threads: split whichever of M / N panels balances better */
-    const int64_t pm = dc_cdiv64(m, ki->mr), pn = dc_cdiv64(J.nc, ki->nr);
+    /* Packing A costs about one pass over the A block; it pays when the block is reused
+     * over several B micro-panels. With n <= DC_GEMM_DIRECT_A_MAX_N (e.g. the 10-class
+     * output layer) the kernel reads op(A) in place. Decided on the whole n so that
+     * every thread count computes every element the same way. */
+    J.direct_a = n <= DC_GEMM_DIRECT_A_MAX_N;
+    J.split_n = 0;
+    J.private_a = 0;
+
+    const int64_t pm = dc_cdiv64(m, ki->mr), pn = dc_cdiv64(n, ki->nr);
     int nt = dc_get_num_threads();
     if ((double)m * (double)n * (double)k < DC_GEMM_MT_MIN_WORK) nt = 1;
-    J.split_n = 0;
+    int split_n = 0;
     if (nt > 1) {
-        const int64_t cost_m = dc_cdiv64(pm, nt) * pn, cost_n = pm * dc_cdiv64(pn, nt);
-        J.split_n = cost_n < cost_m;
-        const int64_t lim = J.split_n ? pn : pm;
+        /* Each thread runs an independent sub-GEMM on a slice of M or N with its own pack
+         * buffers: no barriers, no packed data crossing cores. On a shared 2-core machine
+         * this beat cooperative packing (one thread descheduled at a barrier stalls the
+         * other). Cost in cycles: tiles * MR*NR*k / 16 MAC per cycle, plus ~0.5 cycle per
+         * packed element (the slice of one operand, all of the other). */
+        const double tile = (double)ki->mr * (double)ki->nr * (double)k / 16.0;
+        const double pk = 0.5 * (double)k, a_pk = J.direct_a ? 0.0 : pk;
+        const double cost_m = (double)(dc_cdiv64(pm, nt) * pn) * tile +
+                              (double)(dc_cdiv64(pm, nt) * ki->mr) * a_pk + (double)n * pk;
+        const double cost_n = (double)(pm * dc_cdiv64(pn, nt)) * tile + (double)m * a_pk +
+                              (double)(dc_cdiv64(pn, nt) * ki->nr) * pk;
+        split_n = cost_n < cost_m;
+        const int64_t lim = split_n ? pn : pm;
         if (nt > lim) nt = (int)lim;
     }
 
-    /* Packing A costs about one pass over the A block; it pays when the block is reused
-     * over several B micro-panels. With n <= DC_GEMM_DIRECT_A_MAX_N (e.g. the 10-class
-     * output layer) the kernel reads op(A) in place. */
-    J.direct_a = n <= DC_GEMM_DIRECT_A_MAX_N;
-    const int64_t n_abuf = J.direct_a ? 0 : J.split_n ? 1 : nt;
+    const int64_t n_abuf = J.direct_a ? 0 : nt;
     J.pa_stride = J.mc_max * J.kc * ki->a_dup + DC_GEMM_SLACK;
-    const size_t pb_floats = (size_t)(J.nc * J.kc + DC_GEMM_SLACK);
+    const int64_t pb_stride = J.nc * J.kc + DC_GEMM_SLACK;
     J.pa = (float *)dc_alloc_aligned((size_t)(n_abuf * J.pa_stride + 1) * sizeof(float));
-    J.pb = (float *)dc_alloc_aligned(pb_floats * sizeof(float));
+    J.pb = (float *)dc_alloc_aligned((size_t)(nt * pb_stride) * sizeof(float));
     if (!J.pa || !J.pb) {
         dc_free_aligned(J.pa);
         dc_free_aligned(J.pb);
         return DC_ERR_NOMEM;
     }
 
-#ifdef _OPENMP
-    if (nt > 1) {
-#pragma omp parallel num_threads(nt)
-        dc_gemm_worker(&J, omp_get_thread_num(), omp_get_num_threads());
-    } else {
+    if (nt == 1) {
         dc_gemm_worker(&J, 0, 1);
-    }
+    } else {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+        {
+            const int tid = omp_get_thread_num(), got = omp_get_num_threads();
+            /* this thread's slice: whole MR rows / NR columns */
+            const int64_t np = split_n ? pn : pm, step = split_n ? ki->nr : ki->mr;
+            const int64_t lo = (np * tid / got) * step;
+            const int64_t hi = dc_min64(split_n ? n : m, (np * (tid + 1) / got) * step);
+            if (hi > lo) {
+                dc_gemm_job T = J;
+                /* one-thread worker semantics: every panel is its own, no barriers */
+                T.split_n = 1;
+                T.private_a = 1;
+                T.pa = J.pa + (J.direct_a ? 0 : (int64_t)tid * J.pa_stride);
+                T.pb = J.pb + (int64_t)tid * pb_stride;
+                if (split_n) {
+                    T.n = hi - lo;
+                    T.b = J.trans_b ? J.b + lo * J.ldb : J.b + lo;
+                    T.c = J.c + lo;
+                } else {
+                    T.m = hi - lo;
+                    T.a = J.trans_a ? J.a + lo : J.a + lo * J.lda;
+                    T.c = J.c + lo * J.ldc;
+                    T.mc_max = dc_min64(J.mc_max, dc_cdiv64(T.m, ki->mr) * ki->mr);
+                }
+                dc_gemm_worker(&T, 0, 1);
+            }
+        }
 #else
-    dc_gemm_worker(&J, 0, 1);
+        dc_gemm_worker(&J, 0, 1);
 #endif
+    }
 
     dc_free_aligned(J.pa);
     dc_free_aligned(J.pb);

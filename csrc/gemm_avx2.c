@@ -117,22 +117,33 @@ DC_INLINE void dc_kernel_6x16(int64_t k, const float *restrict a, int64_t rs_a,
         return;
     }
 
-    /* edge tile: spill, then write only the valid mr x nr part */
+    /* edge tile: same arithmetic as above on a copy of the valid part of C, so an element
+     * gets the same bits whether it lands in a full or an edge tile (thread slices move
+     * tile boundaries; results must not depend on the thread count) */
     DC_ALIGN64 float t[MR * NR] DC_ALIGN64_POST;
-#define DC_SPILL(r)                                                 \
+    if (beta != 0.0f) {
+        memset(t, 0, sizeof t);
+        for (int r = 0; r < mr; r++)
+            for (int j = 0; j < nr; j++) t[r * NR + j] = c[r * ldc + j];
+    }
+    if (beta == 0.0f) {
+#define DC_SPILL0(r)                                                \
     _mm256_store_ps(t + (r) * NR, _mm256_mul_ps(va, c##r##0));      \
     _mm256_store_ps(t + (r) * NR + 8, _mm256_mul_ps(va, c##r##1));
-    DC_SPILL(0) DC_SPILL(1) DC_SPILL(2) DC_SPILL(3) DC_SPILL(4) DC_SPILL(5)
-#undef DC_SPILL
-    for (int r = 0; r < mr; r++) {
-        float *cr = c + r * ldc;
-        const float *tr = t + r * NR;
-        if (beta == 0.0f) {
-            for (int j = 0; j < nr; j++) cr[j] = tr[j];
-        } else {
-            for (int j = 0; j < nr; j++) cr[j] = tr[j] + beta * cr[j];
-        }
+        DC_SPILL0(0) DC_SPILL0(1) DC_SPILL0(2) DC_SPILL0(3) DC_SPILL0(4) DC_SPILL0(5)
+#undef DC_SPILL0
+    } else {
+        const __m256 vb = _mm256_set1_ps(beta);
+#define DC_SPILL1(r)                                                                      \
+    _mm256_store_ps(t + (r) * NR, _mm256_fmadd_ps(vb, _mm256_load_ps(t + (r) * NR),        \
+                                                  _mm256_mul_ps(va, c##r##0)));            \
+    _mm256_store_ps(t + (r) * NR + 8, _mm256_fmadd_ps(vb, _mm256_load_ps(t + (r) * NR + 8), \
+                                                      _mm256_mul_ps(va, c##r##1)));
+        DC_SPILL1(0) DC_SPILL1(1) DC_SPILL1(2) DC_SPILL1(3) DC_SPILL1(4) DC_SPILL1(5)
+#undef DC_SPILL1
     }
+    for (int r = 0; r < mr; r++)
+        for (int j = 0; j < nr; j++) c[r * ldc + j] = t[r * NR + j];
 }
 
 void dc_sgemm_ukernel_avx2_6x16(int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
