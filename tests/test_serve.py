@@ -483,6 +483,23 @@ def test_default_model_trains_once_then_uses_the_cache(capsys, one_thread):
     np.testing.assert_array_equal(net1.flat_parameters, net3.flat_parameters)
 
 
+def test_default_model_interrupted_training_is_not_cached(monkeypatch, one_thread):
+    from digitcore.datasets import get_cache_dir
+    from digitcore.trainer import Trainer
+
+    real_fit = Trainer.fit
+
+    def ctrl_c_fit(self, *args, **kwargs):  # what the Trainer does with Ctrl-C
+        history = real_fit(self, *args, **kwargs)
+        history.interrupted = True
+        return history
+
+    monkeypatch.setattr(Trainer, "fit", ctrl_c_fit)
+    with pytest.raises(KeyboardInterrupt):
+        default_model(preset_overrides={"hidden": [8], "epochs": 1}, quiet=True)
+    assert not (get_cache_dir() / "serve-default.safetensors").exists()
+
+
 def _start_cli(args, env):
     return subprocess.Popen([sys.executable, "-m", "digitcore", "serve", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

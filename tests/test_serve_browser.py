@@ -147,7 +147,7 @@ def served():
     thread.join(5)
 
 
-def _draw(driver, canvas, strokes):
+def _draw(driver, canvas, strokes, kind="mouse"):
     from selenium.webdriver.common.actions import interaction
     from selenium.webdriver.common.actions.action_builder import ActionBuilder
     from selenium.webdriver.common.actions.pointer_input import PointerInput
@@ -160,8 +160,9 @@ def _draw(driver, canvas, strokes):
     def at(x, y):
         return round(rect["left"] + x * sx), round(rect["top"] + y * sy)
 
-    builder = ActionBuilder(driver, mouse=PointerInput(interaction.POINTER_MOUSE, "mouse"),
-                            duration=0)
+    kinds = {"mouse": interaction.POINTER_MOUSE, "pen": interaction.POINTER_PEN,
+             "touch": interaction.POINTER_TOUCH}
+    builder = ActionBuilder(driver, mouse=PointerInput(kinds[kind], kind), duration=0)
     pointer = builder.pointer_action
     for x0, y0, x1, y1 in strokes:
         pointer.move_to_location(*at(x0, y0))
@@ -238,6 +239,15 @@ def test_draw_a_digit_and_clear(browser, served, tmp_path):
     assert driver.find_elements(By.CSS_SELECTOR, "#bars li.best") == []
     assert "Cleared" in driver.find_element(By.ID, "status").text
     driver.save_screenshot(str(tmp_path / "serve-cleared.png"))
+
+    # a finger and a pen draw too (pointer events of type touch and pen)
+    for kind in ("touch", "pen"):
+        _draw(driver, canvas, strokes, kind)
+        wait.until(lambda d: d.find_element(By.ID, "digit").text.strip() == str(label),
+                   message=f"drawing with {kind} pointer events did not give {label}")
+        driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)  # Escape clears
+        wait.until(lambda d: d.find_element(By.ID, "digit").text.strip() == "–")
+        assert _canvas_ink(driver, "pad", 255) == 0
 
     severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert not severe, json.dumps(severe, indent=1)

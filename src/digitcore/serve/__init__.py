@@ -78,9 +78,14 @@ def default_model(*, quiet=False, preset_overrides=None):
     _say(f"training the default model ({'-'.join(map(str, net.layer_sizes))}) on {name}, "
          f"{cfg['epochs']} epochs; this happens once", quiet)
     t0 = time.perf_counter()
-    Trainer(net, optimizer=cfg["optimizer"], lr=cfg["lr"], batch_size=cfg["batch_size"],
-            epochs=cfg["epochs"], l2=cfg.get("l2", 0.0), lr_schedule=cfg["lr_schedule"],
-            warmup=cfg.get("warmup", 0.0), seed=0, verbose=0).fit(x_tr, y_tr)
+    history = Trainer(
+        net, optimizer=cfg["optimizer"], lr=cfg["lr"], batch_size=cfg["batch_size"],
+        epochs=cfg["epochs"], l2=cfg.get("l2", 0.0), lr_schedule=cfg["lr_schedule"],
+        warmup=cfg.get("warmup", 0.0), seed=0, verbose=0).fit(x_tr, y_tr)
+    if history.interrupted:
+        # the Trainer turns Ctrl-C into an early stop; here it means "don't serve", and a
+        # half-trained network must not be cached as the default model
+        raise KeyboardInterrupt
     wall = time.perf_counter() - t0
     _, acc = net.evaluate(x_te, y_te)
     net.training_summary = {"dataset": name, "preset": "default", "epochs": cfg["epochs"],

@@ -286,7 +286,7 @@ def is_loopback(host: str) -> bool:
 
 
 def _host_name(host_header: str) -> str:
-    """The name part of a Host header: ``127.0.0.1:8000`` -> ``127.0.0.1``, ``[::1]:80`` -> ``::1``."""
+    """The name in a Host header: ``127.0.0.1:8000`` -> ``127.0.0.1``, ``[::1]:80`` -> ``::1``."""
     h = host_header.strip()
     if h.startswith("["):
         return h[1:h.find("]")] if "]" in h else h

@@ -130,8 +130,9 @@ def decode_png(data: bytes) -> np.ndarray:
             header = struct.unpack(">IIBBBBB", body)
             _check_header(*header)  # before reading on: refuse huge images early
         elif ctype == b"PLTE":
-            palette = np.frombuffer(body, dtype=np.uint8).reshape(-1, 3) if len(body) % 3 == 0 \
-                else None
+            if len(body) % 3 or not body:
+                raise PNGError("corrupt PNG: PLTE length is not a multiple of 3")
+            palette = np.frombuffer(body, dtype=np.uint8).reshape(-1, 3)
         elif ctype == b"tRNS":
             trns = np.frombuffer(body, dtype=np.uint8)
         elif ctype == b"IDAT":
