@@ -8,11 +8,11 @@
  * without -mavx2 and only calls into it through the table below, and only when
  * dc_kernel_path() says so (which requires dc_cpu_has_avx2()).
  *
- * Threads (OpenMP): every C element is computed by exactly one thread, with a K
- * blocking that depends only on k, so results are bitwise identical for any thread
- * count. Threads split either the M panels (each packs its own A block, all share a
- * cooperatively packed B block) or the N panels (each packs its own B panels, all
- * share a cooperatively packed A block), whichever balances better.
+ * Threads (OpenMP): each thread runs the blocked loops on its own slice of M (whole MR
+ * panels) or of N (whole NR panels) with private pack buffers, whichever a small
+ * compute + packing cost model prefers. Every C element is computed by one thread with
+ * a K blocking that depends only on k, and edge tiles round like full tiles, so results
+ * are bitwise identical for any thread count.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -21,9 +21,6 @@
 
 #ifdef _OPENMP
 #include <omp.h>
-#define DC_BARRIER() do { _Pragma("omp barrier") } while (0)
-#else
-#define DC_BARRIER() ((void)0)
 #endif
 
 #define DC_GEMM_ALIGN 64
@@ -220,85 +217,43 @@ const dc_sgemm_kernel_info *dc_sgemm_kernel_info_for(int path) {
 
 typedef struct {
     const dc_sgemm_kernel_info *ki;
-    int trans_a, trans_b, split_n;
-    int private_a; /* split_n: each thread packs the whole A block itself, no barriers */
+    int trans_a, trans_b;
     int direct_a; /* read op(A) in place instead of packing it (too little reuse) */
     int64_t m, n, k, kc, nc, mc_max;
     float alpha, beta;
     const float *a, *b;
     float *c;
     int64_t lda, ldb, ldc;
-    float *pa, *pb;    /* packed A (per thread when splitting M, shared otherwise), B */
-    int64_t pa_stride; /* floats per per-thread A buffer */
+    float *pa, *pb; /* this thread's pack buffers: mc_max x kc (x a_dup), nc x kc */
 } dc_gemm_job;
 
-static void dc_gemm_worker(const dc_gemm_job *J, int tid, int nt) {
+/* The five blocking loops around the micro-kernel, on one thread. */
+static void dc_gemm_run(const dc_gemm_job *J) {
     const dc_sgemm_kernel_info *ki = J->ki;
     const int64_t MR = ki->mr, NR = ki->nr;
     const int64_t m = J->m, n = J->n, k = J->k;
-    const int split_n = J->split_n;
-
-    /* rows this thread owns (whole MR panels), all rows when splitting N */
-    int64_t m_lo = 0, m_hi = m;
-    if (!split_n) {
-        const int64_t pm = dc_cdiv64(m, MR);
-        m_lo = (pm * tid / nt) * MR;
-        m_hi = dc_min64(m, (pm * (tid + 1) / nt) * MR);
-    }
-    float *pa = (split_n && !J->private_a) ? J->pa : J->pa + (int64_t)tid * J->pa_stride;
-    float *pb = J->pb;
-    int64_t mc = 0;
-    if (m_hi > m_lo) {
-        /* balanced M blocks of at most mc_max rows, a multiple of MR */
-        const int64_t nmb = dc_cdiv64(m_hi - m_lo, J->mc_max);
-        mc = dc_cdiv64(dc_cdiv64(m_hi - m_lo, nmb), MR) * MR;
-    }
+    /* balanced M blocks of at most mc_max rows, a multiple of MR */
+    const int64_t mc = dc_cdiv64(dc_cdiv64(m, dc_cdiv64(m, J->mc_max)), MR) * MR;
 
     for (int64_t jc = 0; jc < n; jc += J->nc) {
         const int64_t nc = dc_min64(J->nc, n - jc);
         const int64_t pn = dc_cdiv64(nc, NR);
-        /* B panels this thread packs; with split_n also the ones it computes */
-        const int64_t bp_lo = pn * tid / nt, bp_hi = pn * (tid + 1) / nt;
-        const int64_t cp_lo = split_n ? bp_lo : 0, cp_hi = split_n ? bp_hi : pn;
-
         for (int64_t pc = 0; pc < k; pc += J->kc) {
             const int64_t kc = dc_min64(J->kc, k - pc);
             const float beta = pc == 0 ? J->beta : 1.0f;
-
-            if (!split_n) { DC_BARRIER(); } /* everyone is done with the previous B block */
-            /* panel offsets use the full J->kc: with split_n a thread may pack the next
-             * (shorter) K block while another still reads this one */
-            for (int64_t jp = bp_lo; jp < bp_hi; jp++) {
-                ki->pack_b(pb + jp * NR * J->kc, J->b, J->ldb, J->trans_b, pc, kc,
-                           jc + jp * NR, dc_min64(NR, nc - jp * NR));
-            }
-            if (!split_n) { DC_BARRIER(); } /* the whole B block is packed */
-
-            for (int64_t ic = m_lo; ic < m_hi; ic += mc) {
-                const int64_t mcur = dc_min64(mc, m_hi - ic);
+            ki->pack_b(J->pb, J->b, J->ldb, J->trans_b, pc, kc, jc, nc);
+            for (int64_t ic = 0; ic < m; ic += mc) {
+                const int64_t mcur = dc_min64(mc, m - ic);
                 const int64_t pmc = dc_cdiv64(mcur, MR);
-                if (J->direct_a) {
-                    /* nothing to pack */
-                } else if (split_n && !J->private_a) {
-                    DC_BARRIER(); /* everyone is done with the previous A block */
-                    const int64_t ap_lo = pmc * tid / nt, ap_hi = pmc * (tid + 1) / nt;
-                    if (ap_hi > ap_lo) {
-                        const int64_t i_lo = ap_lo * MR, i_hi = dc_min64(mcur, ap_hi * MR);
-                        ki->pack_a(pa + i_lo * kc * ki->a_dup, J->a, J->lda, J->trans_a, ic + i_lo,
-                                   i_hi - i_lo, pc, kc);
-                    }
-                    DC_BARRIER(); /* the whole A block is packed */
-                } else {
-                    ki->pack_a(pa, J->a, J->lda, J->trans_a, ic, mcur, pc, kc);
-                }
-                for (int64_t jp = cp_lo; jp < cp_hi; jp++) {
+                if (!J->direct_a) ki->pack_a(J->pa, J->a, J->lda, J->trans_a, ic, mcur, pc, kc);
+                for (int64_t jp = 0; jp < pn; jp++) {
                     const int nr = (int)dc_min64(NR, nc - jp * NR);
-                    const float *bpan = pb + jp * NR * J->kc;
+                    const float *bpan = J->pb + jp * NR * kc;
                     float *cblk = J->c + ic * J->ldc + jc + jp * NR;
                     for (int64_t ip = 0; ip < pmc; ip++) {
                         const int mr = (int)dc_min64(MR, mcur - ip * MR);
                         const int64_t i = ic + ip * MR;
-                        const float *ap = pa + ip * MR * kc * ki->a_dup;
+                        const float *ap = J->pa + ip * MR * kc * ki->a_dup;
                         int64_t rs_a = 0, cs_a = 0; /* rs_a == 0: packed micro-panel */
                         if (J->direct_a) {
                             ap = J->trans_a ? J->a + pc * J->lda + i : J->a + i * J->lda + pc;
@@ -377,8 +332,6 @@ int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float al
      * output layer) the kernel reads op(A) in place. Decided on the whole n so that
      * every thread count computes every element the same way. */
     J.direct_a = n <= DC_GEMM_DIRECT_A_MAX_N;
-    J.split_n = 0;
-    J.private_a = 0;
 
     const int64_t pm = dc_cdiv64(m, ki->mr), pn = dc_cdiv64(n, ki->nr);
     int nt = dc_get_num_threads();
@@ -402,9 +355,9 @@ int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float al
     }
 
     const int64_t n_abuf = J.direct_a ? 0 : nt;
-    J.pa_stride = J.mc_max * J.kc * ki->a_dup + DC_GEMM_SLACK;
+    const int64_t pa_stride = J.mc_max * J.kc * ki->a_dup + DC_GEMM_SLACK;
     const int64_t pb_stride = J.nc * J.kc + DC_GEMM_SLACK;
-    J.pa = (float *)dc_alloc_aligned((size_t)(n_abuf * J.pa_stride + 1) * sizeof(float));
+    J.pa = (float *)dc_alloc_aligned((size_t)(n_abuf * pa_stride + 1) * sizeof(float));
     J.pb = (float *)dc_alloc_aligned((size_t)(nt * pb_stride) * sizeof(float));
     if (!J.pa || !J.pb) {
         dc_free_aligned(J.pa);
@@ -413,7 +366,7 @@ int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float al
     }
 
     if (nt == 1) {
-        dc_gemm_worker(&J, 0, 1);
+        dc_gemm_run(&J);
     } else {
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
@@ -425,10 +378,7 @@ int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float al
             const int64_t hi = dc_min64(split_n ? n : m, (np * (tid + 1) / got) * step);
             if (hi > lo) {
                 dc_gemm_job T = J;
-                /* one-thread worker semantics: every panel is its own, no barriers */
-                T.split_n = 1;
-                T.private_a = 1;
-                T.pa = J.pa + (J.direct_a ? 0 : (int64_t)tid * J.pa_stride);
+                T.pa = J.pa + (J.direct_a ? 0 : (int64_t)tid * pa_stride);
                 T.pb = J.pb + (int64_t)tid * pb_stride;
                 if (split_n) {
                     T.n = hi - lo;
@@ -440,11 +390,11 @@ int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float al
                     T.c = J.c + lo * J.ldc;
                     T.mc_max = dc_min64(J.mc_max, dc_cdiv64(T.m, ki->mr) * ki->mr);
                 }
-                dc_gemm_worker(&T, 0, 1);
+                dc_gemm_run(&T);
             }
         }
 #else
-        dc_gemm_worker(&J, 0, 1);
+        dc_gemm_run(&J);
 #endif
     }
 
