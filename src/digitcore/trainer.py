@@ -356,6 +356,9 @@ class Trainer:
                             net.flat_parameters[...] = snapshot
                             raise _Diverged(b1 - 1 - b0, "the parameters overflowed")
                     except FloatingPointError as exc:
+                        # undo the chunk: the batches before the one whose loss was
+                        # NaN/inf may already have blown the parameters up
+                        net.flat_parameters[...] = snapshot
                         opt.step_count = cfg["step"]
                         batch = b0 + getattr(exc, "batch", 0)
                         what = getattr(exc, "what", "the loss became NaN or infinite")
