@@ -355,6 +355,13 @@ class Trainer:
                         if not np.isfinite(net.flat_parameters).all():
                             net.flat_parameters[...] = snapshot
                             raise _Diverged(b1 - 1 - b0, "the parameters overflowed")
+                        # The chunk's last update is never followed by a loss check in C:
+                        # finite but huge parameters can still overflow the forward pass.
+                        last = order[max(b0 * bs, min(n, b1 * bs) - 256):min(n, b1 * bs)]
+                        if not math.isfinite(kernel.evaluate(x2[last], labels[last], scale,
+                                                             shift)[0]):
+                            net.flat_parameters[...] = snapshot
+                            raise _Diverged(b1 - 1 - b0, "the outputs overflowed")
                     except FloatingPointError as exc:
                         # undo the chunk: the batches before the one whose loss was
                         # NaN/inf may already have blown the parameters up
