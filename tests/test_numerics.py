@@ -1,0 +1,234 @@
+"""Numerical edge cases: saturated images, non-finite input, huge learning rates, huge logits.
+
+The rule under test: digitcore either gives a finite, usable result or raises the
+documented error (ValueError for bad input, TrainingDivergedError for divergence). It never
+returns normally with NaN/inf inside the network or its outputs, and a network that
+raised TrainingDivergedError is left finite (it still predicts, saves and loads).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import digitcore
+from digitcore import Network, Trainer, ops
+from digitcore.errors import TrainingDivergedError
+from digitcore.imaging import preprocess_image
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
+HUGE_LRS = (1e3, 1e8, 1e20, 1e30, 3e38)
+
+
+def _data(rng, n=384, features=784):
+    x = rng.integers(0, 256, (n, features), dtype=np.uint8)
+    y = rng.integers(0, 10, n)
+    return x, y
+
+
+def _assert_usable(net, x):
+    assert np.isfinite(net.flat_parameters).all(), "non-finite parameters left in the network"
+    p = net.predict_proba(x[:4])
+    assert np.isfinite(p).all() and np.allclose(p.sum(axis=1), 1.0, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- saturated images
+
+@pytest.mark.parametrize("level", [0, 255])
+def test_constant_images_train_and_predict(level):
+    x = np.full((256, 784), level, dtype=np.uint8)
+    y = np.arange(256) % 10
+    net = Network([784, 32, 10], seed=0)
+    hist = Trainer(net, epochs=3, verbose=0, seed=0).fit(x, y)
+    assert np.isfinite(hist.loss).all()
+    _assert_usable(net, x)
+    # identical inputs cannot be told apart: the best the net can do is the class prior
+    p = net.predict_proba(x[:1])[0]
+    assert p.max() < 0.5
+    loss, acc = net.evaluate(x, y)
+    assert np.isfinite(loss) and 0.0 <= acc <= 1.0
+
+
+@pytest.mark.parametrize("level", [0.0, 1.0])
+def test_constant_float_images(level):
+    x = np.full((64, 784), level, dtype=np.float32)
+    net = Network([784, 16, 10], seed=0, input_mean=0.13, input_std=0.31)
+    _assert_usable(net, x)
+    Trainer(net, epochs=1, verbose=0, seed=0).fit(x, np.arange(64) % 10)
+    _assert_usable(net, x)
+
+
+@pytest.mark.parametrize("level", [0, 255])
+def test_constant_image_is_blank_for_preprocess(level):
+    with pytest.raises(ValueError, match="blank"):
+        preprocess_image(np.full((28, 28), level, dtype=np.uint8))
+    with pytest.raises(ValueError, match="blank"):
+        preprocess_image(np.full((40, 30, 3), level, dtype=np.uint8))
+
+
+# ---------------------------------------------------------------------------- NaN / inf input
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_non_finite_float_input_is_a_clear_error(bad, dtype):
+    net = Network([784, 16, 10], seed=0)
+    x = np.full((3, 784), 0.5, dtype=dtype)
+    x[1, 100] = bad
+    for call in (net.predict, net.predict_proba, net.logits):
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            call(x)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        net.evaluate(x, [0, 1, 2])
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        Trainer(net, epochs=1, verbose=0).fit(x, [0, 1, 2])
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        preprocess_image(x[1].reshape(28, 28))
+    assert np.isfinite(net.flat_parameters).all()
+
+
+def test_float64_values_beyond_float32_range_are_rejected():
+    # finite in float64, inf once cast to the float32 the kernels use
+    net = Network([784, 16, 10], seed=0)
+    x = np.zeros((2, 784))
+    x[0, 0] = 1e300
+    # NumPy warns about the overflowing cast before digitcore rejects the result
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            net.predict(x)
+
+
+def test_non_finite_validation_data_is_rejected():
+    rng = np.random.default_rng(0)
+    x, y = _data(rng, 64)
+    xv = np.full((8, 784), np.nan, dtype=np.float32)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        Trainer(Network([784, 8, 10], seed=0), epochs=1, verbose=0).fit(
+            x, y, validation_data=(xv, np.zeros(8, int)))
+
+
+def test_non_finite_parameters_are_rejected():
+    net = Network([4, 3, 2], seed=0)
+    w = [np.array(w) for w in net.weights]
+    w[0][0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        net.set_parameters(w, net.biases)
+    assert np.isfinite(net.flat_parameters).all()
+
+
+# ---------------------------------------------------------------------------- huge learning rates
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("lr", HUGE_LRS)
+def test_huge_learning_rate_never_leaves_a_silent_nan_model(optimizer, lr, tmp_path):
+    rng = np.random.default_rng(1)
+    x, y = _data(rng)
+    net = Network([784, 32, 10], seed=0)
+    try:
+        hist = Trainer(net, optimizer=optimizer, lr=lr, epochs=2, batch_size=64, verbose=0,
+                       seed=0).fit(x, y)
+    except TrainingDivergedError as exc:
+        assert "learning rate" in str(exc)
+    else:
+        assert np.isfinite(hist.loss).all(), hist.loss
+    # either way: finite parameters, predictions work, the model round-trips through a file
+    _assert_usable(net, x)
+    net.save(tmp_path / "m.safetensors")
+    back = digitcore.load_model(tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(back.flat_parameters, net.flat_parameters)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_huge_learning_rate_with_clip_norm(optimizer):
+    rng = np.random.default_rng(2)
+    x, y = _data(rng)
+    net = Network([784, 32, 10], seed=0)
+    try:
+        Trainer(net, optimizer=optimizer, lr=1e30, epochs=2, clip_norm=1.0, verbose=0,
+                seed=0).fit(x, y)
+    except TrainingDivergedError:
+        pass
+    _assert_usable(net, x)
+
+
+def test_diverged_training_can_continue_with_a_sane_learning_rate():
+    rng = np.random.default_rng(3)
+    x, y = _data(rng)
+    net = Network([784, 32, 10], seed=0)
+    with pytest.raises(TrainingDivergedError):
+        Trainer(net, optimizer="adam", lr=3e38, epochs=2, verbose=0, seed=0).fit(x, y)
+    hist = Trainer(net, optimizer="adam", lr=1e-3, epochs=1, verbose=0, seed=0).fit(x, y)
+    assert np.isfinite(hist.loss).all()
+    _assert_usable(net, x)
+
+
+# ---------------------------------------------------------------------------- huge logits
+
+@pytest.mark.parametrize("scale", [1e4, 1e6, 1e30, 3e38])
+def test_softmax_of_huge_logits(scale):
+    logits = np.array([[scale, -scale, 0.0, scale / 2],
+                       [-scale, -scale, -scale, -scale],
+                       [scale, scale, -scale, 0.0]], dtype=np.float32)
+    p = ops.softmax(logits)
+    assert np.isfinite(p).all()
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(p[0], [1, 0, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(p[1], [0.25] * 4, atol=1e-6)
+    np.testing.assert_allclose(p[2], [0.5, 0.5, 0, 0], atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e4, 1e6, 1e30])
+def test_cross_entropy_of_huge_logits(scale):
+    logits = np.array([[scale, -scale, 0.0], [-scale, scale, 0.0]], dtype=np.float32)
+    labels = np.array([0, 0])
+    loss, probs, dlogits = ops.softmax_cross_entropy(logits, labels)
+    assert np.isfinite(loss) and np.isfinite(probs).all() and np.isfinite(dlogits).all()
+    # row 0 is right with certainty (loss 0), row 1 wrong by 2*scale (loss 2*scale), mean
+    np.testing.assert_allclose(loss, scale, rtol=1e-5)
+    np.testing.assert_allclose(dlogits, [[0, 0, 0], [-0.5, 0.5, 0]], atol=1e-6)
+
+
+def test_softmax_rejects_or_propagates_non_finite_logits():
+    # NaN logits cannot give probabilities; either a clear error or NaN in that row only
+    logits = np.array([[np.nan, 0.0], [1.0, 0.0]], dtype=np.float32)
+    try:
+        p = ops.softmax(logits)
+    except (ValueError, FloatingPointError):
+        return
+    assert np.isfinite(p[1]).all() and np.isclose(p[1].sum(), 1.0)
+
+
+def test_network_with_huge_weights_predicts_finite_probabilities():
+    net = Network([784, 16, 10], seed=0)
+    net.flat_parameters[...] *= 1e4
+    x = np.random.default_rng(4).integers(0, 256, (8, 784), dtype=np.uint8)
+    p = net.predict_proba(x)
+    assert np.isfinite(p).all() and np.allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    logits = net.logits(x)
+    assert np.isfinite(logits).all()
+    assert (net.predict(x) == np.argmax(logits, axis=1)).all()
+
+
+# Regressions: found by sweeping optimizers x learning rates x batch sizes. Before the
+# fixes, TrainingDivergedError left the network with inf/NaN (adam lr=3e38) or with
+# finite but overflowing parameters (sgd lr=1e20: predict_proba all NaN), and full-batch
+# adamw at lr~4.9e6 even returned normally with a network whose outputs were NaN.
+@pytest.mark.parametrize("optimizer,lr,batch_size", [
+    ("adam", 3e38, 64), ("adamw", 3e38, 64), ("sgd", 1e20, 64), ("adam", 1e20, 64),
+    ("sgd", 1.08e11, 384), ("sgd", 1e15, None), ("adamw", 4923882.631706731, 384),
+    ("adamw", 4923882.631706731, None), ("momentum", 1e12, None),
+])
+def test_regression_no_overflowing_network_after_fit(optimizer, lr, batch_size):
+    rng = np.random.default_rng(1)
+    x, y = _data(rng)
+    net = Network([784, 32, 10], seed=0)
+    try:
+        Trainer(net, optimizer=optimizer, lr=lr, epochs=4, batch_size=batch_size, verbose=0,
+                seed=0).fit(x, y)
+    except TrainingDivergedError:
+        pass
+    assert np.isfinite(net.flat_parameters).all()
+    p = net.predict_proba(x)
+    assert np.isfinite(p).all(), "network outputs NaN on its own training data"
