@@ -209,8 +209,8 @@ void dc_sgemm_pack_a_avx2_6(float *pa, const float *a, int64_t lda, int trans_a,
             const float *src = a + p0 * lda + i0 + ip;
             for (int64_t p = 0; p < kc; p++, src += lda) {
                 _mm_storeu_ps(pa + p * MR, _mm_loadu_ps(src));
-                _mm_storel_pi((__m64 *)(pa + p * MR + 4),
-                              _mm_castpd_ps(_mm_load_sd((const double *)(src + 4))));
+                pa[p * MR + 4] = src[4];
+                pa[p * MR + 5] = src[5];
             }
         } else { /* op(A)[i][p] = A[i][p]: transpose 6 rows x 8 columns at a time */
             const float *src = a + (i0 + ip) * lda + p0;
