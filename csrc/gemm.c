@@ -191,10 +191,10 @@ static void dc_pack_b_generic(float *pb, const float *b, int64_t ldb, int trans_
 /* ------------------------------------------------------------------------------ */
 
 static const dc_sgemm_kernel_info dc_kernel_table[] = {
-    /* generic: 6x8 SSE2-width tile; A block 72 x 256 x 4 B = 72 KB (L2),
+    /* generic: 6x8 SSE2-width tile; A block 72 x 256 x 4 copies x 4 B = 288 KB (L2),
      * B micro-panel 256 x 8 x 4 B = 8 KB (L1) */
-    {"generic", DC_GEN_MR, DC_GEN_NR, DC_GEN_A_DUP, 72, 256, 4080, dc_ukernel_generic, dc_pack_a_generic,
-     dc_pack_b_generic},
+    {"generic", DC_GEN_MR, DC_GEN_NR, DC_GEN_A_DUP, 72, 256, 4080, dc_ukernel_generic,
+     dc_pack_a_generic, dc_pack_b_generic},
 #if DC_GEMM_BUILD_AVX2
     /* avx2: 6x16 tile = 12 ymm accumulators; A block 144 x 256 x 4 B = 144 KB (L2),
      * B micro-panel 256 x 16 x 4 B = 16 KB (half of L1d) */
