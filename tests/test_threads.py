@@ -1,0 +1,241 @@
+"""Python threads, OpenMP thread control (threadpoolctl) and sharing a process with PyTorch.
+
+Kernels release the GIL, so Python threads really run them at the same time; a Network's
+forward pass allocates its own scratch, so one network can serve many threads.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import digitcore
+from digitcore import Network, Trainer
+
+N_THREADS = 8
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(21)
+    x = rng.integers(0, 256, (3000, 784), dtype=np.uint8)
+    y = rng.integers(0, 10, 3000)
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    x, y = data
+    net = Network([784, 64, 32, 10], seed=0)
+    Trainer(net, epochs=1, verbose=0, seed=0).fit(x, y)
+    return net
+
+
+def _run_threads(fn, n=N_THREADS):
+    barrier = threading.Barrier(n)
+
+    def run(i):
+        barrier.wait()  # start together so the calls overlap
+        return fn(i)
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(run, range(n)))
+
+
+def test_predict_from_8_threads_matches_serial(trained, data):
+    x, _ = data
+    batches = [x[i * 300:(i + 1) * 300 + 17 * i] for i in range(N_THREADS)]  # uneven sizes
+    serial_p = [trained.predict_proba(b) for b in batches]
+    serial_l = [trained.predict(b) for b in batches]
+    for _ in range(3):
+        par = _run_threads(lambda i: (trained.predict_proba(batches[i]),
+                                      trained.predict(batches[i])))
+        for i, (p, lab) in enumerate(par):
+            np.testing.assert_array_equal(p, serial_p[i])
+            np.testing.assert_array_equal(lab, serial_l[i])
+
+
+def test_predict_image_and_evaluate_from_threads(trained, data):
+    x, y = data
+    img = digitcore.load_dataset("mnist-mini")[1][0][0]  # a real digit (noise is "blank")
+    want_digit, want_p = trained.predict_image(img)
+    want_eval = trained.evaluate(x[:1000], y[:1000])
+    out = _run_threads(lambda i: (trained.predict_image(img), trained.evaluate(x[:1000], y[:1000])))
+    for (digit, p), ev in out:
+        assert digit == want_digit
+        np.testing.assert_array_equal(p, want_p)
+        assert ev == want_eval
+
+
+def test_train_in_one_thread_while_another_predicts(trained, data):
+    x, y = data
+    # reference: the same training, alone
+    ref = Network([784, 48, 10], seed=3)
+    ref_hist = Trainer(ref, epochs=3, verbose=0, seed=7).fit(x, y)
+    want = trained.predict_proba(x)
+
+    net = Network([784, 48, 10], seed=3)
+    result = {}
+    stop = threading.Event()
+
+    def train():
+        try:
+            result["hist"] = Trainer(net, epochs=3, verbose=0, seed=7).fit(x, y)
+        finally:
+            stop.set()
+
+    def predict():
+        n = 0
+        while not stop.is_set() or n < 3:
+            np.testing.assert_array_equal(trained.predict_proba(x), want)
+            n += 1
+        result["predictions"] = n
+
+    threads = [threading.Thread(target=train), threading.Thread(target=predict)]
+    errors = []
+
+    def guard(t):
+        try:
+            t.run()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+            stop.set()
+
+    workers = [threading.Thread(target=guard, args=(t,)) for t in threads]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(300)
+    assert not errors, errors
+    assert result["predictions"] >= 3
+    # same seed, same thread count: the concurrent run is bit-for-bit the solo run
+    np.testing.assert_array_equal(net.flat_parameters, ref.flat_parameters)
+    assert result["hist"].loss == ref_hist.loss
+
+
+def test_two_trainings_in_parallel_threads_are_independent(data):
+    x, y = data
+    seeds = [(1, 11), (2, 22), (3, 33), (4, 44)]
+
+    def solo(s):
+        net = Network([784, 32, 10], seed=s[0])
+        Trainer(net, optimizer="adam", epochs=2, verbose=0, seed=s[1], batch_size=64).fit(x, y)
+        return net.flat_parameters.copy()
+
+    want = [solo(s) for s in seeds]
+    got = _run_threads(lambda i: solo(seeds[i]), n=len(seeds))
+    for w, g in zip(want, got):
+        np.testing.assert_array_equal(g, w)
+
+
+# ---------------------------------------------------------------------------- threadpoolctl
+
+threadpoolctl = pytest.importorskip("threadpoolctl")
+
+
+def _openmp_on():
+    from digitcore import _ops
+
+    return bool(_ops.have_openmp())
+
+
+def test_threadpoolctl_sees_digitcore_openmp():
+    if not _openmp_on():
+        pytest.skip("digitcore built without OpenMP")
+    from digitcore import _ops  # noqa: F401  (loads the OpenMP runtime it links)
+
+    libs = [i for i in threadpoolctl.threadpool_info() if i["user_api"] == "openmp"]
+    assert libs, threadpoolctl.threadpool_info()
+    if sys.platform == "linux":
+        # the runtime threadpoolctl found is the one mapped for digitcore's extension
+        maps = open("/proc/self/maps").read()
+        assert any(os.path.realpath(i["filepath"]) in maps or i["filepath"] in maps
+                   for i in libs)
+
+
+def test_threadpool_limits_bounds_digitcore_threads(trained, data):
+    if not _openmp_on():
+        pytest.skip("digitcore built without OpenMP")
+    x, _ = data
+    digitcore.set_num_threads(None)  # the OpenMP default, which threadpoolctl controls
+    default = digitcore.get_num_threads()
+    want = trained.predict_proba(x)
+    with threadpoolctl.threadpool_limits(1, user_api="openmp"):
+        assert digitcore.get_num_threads() == 1
+        # results do not depend on the thread count (bitwise, by design)
+        np.testing.assert_array_equal(trained.predict_proba(x), want)
+    assert digitcore.get_num_threads() == default
+
+
+def test_threadpool_limits_controls_training_threads(data):
+    if not _openmp_on():
+        pytest.skip("digitcore built without OpenMP")
+    x, y = data
+    digitcore.set_num_threads(None)
+
+    def fit():
+        net = Network([784, 32, 10], seed=0)
+        Trainer(net, epochs=1, verbose=0, seed=0).fit(x, y)
+        return net.flat_parameters
+
+    multi = fit()
+    with threadpoolctl.threadpool_limits(1, user_api="openmp"):
+        one = fit()
+    np.testing.assert_array_equal(one, multi)
+
+
+@pytest.mark.xfail(strict=True, reason="known limitation: an explicit set_num_threads() / "
+                   "DIGITCORE_NUM_THREADS overrides threadpoolctl's limit (dc_get_num_threads "
+                   "reads omp_get_max_threads only when no count was set)")
+def test_threadpool_limits_after_explicit_set_num_threads():
+    if not _openmp_on():
+        pytest.skip("digitcore built without OpenMP")
+    try:
+        digitcore.set_num_threads(2)
+        with threadpoolctl.threadpool_limits(1, user_api="openmp"):
+            assert digitcore.get_num_threads() == 1
+    finally:
+        digitcore.set_num_threads(None)
+
+
+# ---------------------------------------------------------------------------- with PyTorch
+
+_WITH_TORCH = textwrap.dedent("""
+    import sys
+    first, second = sys.argv[1], sys.argv[2]
+    __import__(first); __import__(second)
+    import numpy as np
+    import digitcore, torch
+    (x, y), (xt, yt) = digitcore.load_dataset("mnist-mini")
+    net = digitcore.Network([784, 32, 10], seed=0)
+    h = digitcore.Trainer(net, epochs=2, verbose=0, seed=0).fit(x, y)
+    assert h.loss[-1] < h.loss[0], h.loss
+    assert net.score(xt, yt) > 0.8, net.score(xt, yt)
+    a = torch.randn(300, 200, generator=torch.Generator().manual_seed(0))
+    b = torch.randn(200, 100, generator=torch.Generator().manual_seed(1))
+    ref = a.double() @ b.double()
+    assert torch.allclose((a @ b).double(), ref, atol=1e-3)
+    # and the two interleaved, with both thread pools busy
+    t = digitcore.modelio.to_torch(net)
+    with torch.no_grad():
+        xf = x[:64].reshape(64, -1).astype(np.float32) / 255
+        tp = torch.softmax(t(torch.from_numpy(xf)), 1).numpy()
+    np.testing.assert_allclose(tp, net.predict_proba(x[:64]), atol=1e-5)
+    print("ok", torch.__version__, torch.get_num_threads(), digitcore.get_num_threads())
+""")
+
+
+@pytest.mark.parametrize("order", [("torch", "digitcore"), ("digitcore", "torch")])
+def test_digitcore_and_torch_in_one_process(order):
+    pytest.importorskip("torch")
+    r = subprocess.run([sys.executable, "-c", _WITH_TORCH, *order], capture_output=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr.decode()[-3000:]
+    assert r.stdout.startswith(b"ok")
