@@ -241,3 +241,26 @@ def test_mnist_mini_reaches_accuracy(mini):
     net = Network([784, 128, 10], seed=0)
     Trainer(net, optimizer="adam", lr=2e-3, epochs=8, seed=0, verbose=0).fit(x, y)
     assert net.score(xt, yt) > 0.88
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "rmsprop", "adam", "adamw"])
+def test_update_params_from_python_matches_the_fused_loop(name, rng):
+    """One Python-level update_params step equals one step of the C training loop."""
+    x = rng.integers(0, 256, size=(32, 12), dtype=np.uint8)
+    y = rng.integers(0, 3, size=32)
+    a = Network([12, 7, 3], seed=1)
+    b = a.copy()
+    opt_a = optim.get_optimizer(name, 0.05)
+    Trainer(a, optimizer=opt_a, batch_size=32, epochs=2, l2=0.01, shuffle=False, verbose=0,
+            seed=0).fit(x, y)
+    # the same two steps by hand: gradients from the C loop with lr 0, update from Python
+    opt_b = optim.get_optimizer(name, 0.05)
+    for _ in range(2):
+        probe = b.copy()
+        grads = np.empty(b.n_params, np.float32)
+        cfg = optim.SGD(1.0).kernel_config()
+        net_kernel = probe._net()
+        net_kernel.train(np.ascontiguousarray(x), y.astype(np.int64), np.arange(32, dtype=np.int64),
+                         32, np.zeros(1, np.float32), 1 / 255, 0.0, 0, cfg, grads, None, None)
+        opt_b.update_params(b, grads, l2=0.01)
+    np.testing.assert_allclose(b.flat_parameters, a.flat_parameters, rtol=1e-5, atol=1e-6)

@@ -63,18 +63,45 @@ class Optimizer:
         cfg.update(self._kernel_args())
         return cfg
 
-    def update_params(self, network, grads, lr=None):
-        """Apply one update to ``network`` from a flat gradient ``grads`` (in place)."""
+    def update_params(self, network, grads, lr=None, l2=0.0):
+        """Apply one update to ``network`` in place from a flat gradient ``grads``.
+
+        For people who write their own loop (the Trainer does the same in C). ``grads`` is
+        laid out like ``network.flat_parameters``; ``l2`` (and Adam's ``weight_decay``)
+        act on weights only, not biases.
+        """
         from digitcore import ops
 
-        grads = np.ascontiguousarray(grads, dtype=np.float32)
         params = network.flat_parameters
+        grads = np.ascontiguousarray(grads, dtype=np.float32)
         if grads.shape != params.shape:
             raise ValueError(f"grads has shape {grads.shape}, expected {params.shape}")
-        if self.state1 is None and any(self._needs()):
+        if (self.state1 is None and any(self._needs())) or (
+                self.state1 is not None and self.state1.shape != params.shape):
             self.reset(params.size)
         self.step_count += 1
-        ops.optimizer_update(self, params, grads, self.lr if lr is None else lr)
+        cfg = self.kernel_config(l2)
+        lr = self.lr if lr is None else float(lr)
+        off = 0
+        for w, b in zip(network.weights, network.biases):
+            for seg, decay in ((w, True), (b, False)):
+                n = seg.size
+                sl = slice(off, off + n)
+                p, g = params[sl], grads[sl]
+                s1 = None if self.state1 is None else self.state1[sl]
+                s2 = None if self.state2 is None else self.state2[sl]
+                l2_seg = cfg["l2"] if decay else 0.0
+                if self.kind == "sgd":
+                    ops.sgd_update(p, g, s1, lr=lr, momentum=cfg["momentum"],
+                                   nesterov=cfg["nesterov"], l2=l2_seg)
+                elif self.kind == "rmsprop":
+                    ops.rmsprop_update(p, g, s1, lr=lr, rho=cfg["beta2"], eps=cfg["eps"],
+                                       l2=l2_seg)
+                else:
+                    ops.adam_update(p, g, s1, s2, self.step_count, lr=lr, beta1=cfg["beta1"],
+                                    beta2=cfg["beta2"], eps=cfg["eps"], l2=l2_seg,
+                                    weight_decay=cfg.get("weight_decay", 0.0) if decay else 0.0)
+                off += n
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self._public().items())
