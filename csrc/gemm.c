@@ -38,17 +38,50 @@
 /* aligned scratch                                                                  */
 /* ------------------------------------------------------------------------------ */
 
+/* 64-byte aligned block; the header keeps malloc's pointer and the usable size. */
 static void *dc_alloc_aligned(size_t bytes) {
-    void *raw = malloc(bytes + DC_GEMM_ALIGN + sizeof(void *));
+    void *raw = malloc(bytes + DC_GEMM_ALIGN + 2 * sizeof(void *));
     if (!raw) return NULL;
-    uintptr_t p = ((uintptr_t)raw + sizeof(void *) + DC_GEMM_ALIGN - 1) &
+    uintptr_t p = ((uintptr_t)raw + 2 * sizeof(void *) + DC_GEMM_ALIGN - 1) &
                   ~(uintptr_t)(DC_GEMM_ALIGN - 1);
     ((void **)p)[-1] = raw;
+    ((size_t *)p)[-2] = bytes;
     return (void *)p;
 }
 
 static void dc_free_aligned(void *p) {
     if (p) free(((void **)p)[-1]);
+}
+
+/* One pack-scratch block is kept between calls. Allocating and freeing ~100 KB-2 MB per
+ * call made glibc mmap/trim it every time: page faults were ~4% of a 128x784x128 GEMM
+ * (and serialise threads on the mm lock). The slot is taken and given back with an
+ * atomic exchange, so concurrent calls each get their own block; at most one block
+ * (the last one returned) stays allocated. */
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+static void *volatile g_scratch_slot;
+static void *dc_scratch_swap(void *p) {
+    return _InterlockedExchangePointer((void *volatile *)&g_scratch_slot, p);
+}
+#elif !defined(__STDC_NO_ATOMICS__)
+#include <stdatomic.h>
+static _Atomic(void *) g_scratch_slot;
+static void *dc_scratch_swap(void *p) { return atomic_exchange(&g_scratch_slot, p); }
+#else
+static void *dc_scratch_swap(void *p) { return p; } /* no atomics: no cache */
+#endif
+
+static float *dc_scratch_get(size_t bytes) {
+    void *p = dc_scratch_swap(NULL);
+    if (p && ((size_t *)p)[-2] >= bytes) return (float *)p;
+    dc_free_aligned(p);
+    return (float *)dc_alloc_aligned(bytes);
+}
+
+static void dc_scratch_put(float *p) {
+    /* frees the block the slot held before; without atomics the slot hands p back */
+    dc_free_aligned(dc_scratch_swap(p));
 }
 
 static int64_t dc_min64(int64_t x, int64_t y) { return x < y ? x : y; }
@@ -355,15 +388,15 @@ int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float al
     }
 
     const int64_t n_abuf = J.direct_a ? 0 : nt;
-    const int64_t pa_stride = J.mc_max * J.kc * ki->a_dup + DC_GEMM_SLACK;
-    const int64_t pb_stride = J.nc * J.kc + DC_GEMM_SLACK;
-    J.pa = (float *)dc_alloc_aligned((size_t)(n_abuf * pa_stride + 1) * sizeof(float));
-    J.pb = (float *)dc_alloc_aligned((size_t)(nt * pb_stride) * sizeof(float));
-    if (!J.pa || !J.pb) {
-        dc_free_aligned(J.pa);
-        dc_free_aligned(J.pb);
-        return DC_ERR_NOMEM;
-    }
+    /* one scratch block: nt B buffers (nc x kc), then nt A buffers (mc x kc x a_dup);
+     * strides are multiples of 16 floats so every buffer stays 64-byte aligned */
+    const int64_t pa_stride = (J.mc_max * J.kc * ki->a_dup + DC_GEMM_SLACK + 15) / 16 * 16;
+    const int64_t pb_stride = (J.nc * J.kc + DC_GEMM_SLACK + 15) / 16 * 16;
+    float *scratch = dc_scratch_get((size_t)(nt * pb_stride + n_abuf * pa_stride) *
+                                    sizeof(float));
+    if (!scratch) return DC_ERR_NOMEM;
+    J.pb = scratch;
+    J.pa = scratch + nt * pb_stride;
 
     if (nt == 1) {
         dc_gemm_run(&J);
@@ -398,8 +431,7 @@ int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float al
 #endif
     }
 
-    dc_free_aligned(J.pa);
-    dc_free_aligned(J.pb);
+    dc_scratch_put(scratch);
     return DC_OK;
 }
 

@@ -237,6 +237,23 @@ void dc_sgemm_pack_a_avx2_6(float *pa, const float *a, int64_t lda, int trans_a,
 
 void dc_sgemm_pack_b_avx2_16(float *pb, const float *b, int64_t ldb, int trans_b, int64_t p0,
                              int64_t kc, int64_t j0, int64_t nlen) {
+    if (!trans_b && nlen >= NR) {
+        /* op(B)[p][j] = B[p][j]: walk B row by row (one sequential stream the prefetcher
+         * follows) and scatter 16 floats into each full panel; the edge panel below */
+        const int64_t full = nlen / NR;
+        for (int64_t p = 0; p < kc; p++) {
+            const float *src = b + (p0 + p) * ldb + j0;
+            float *dst = pb + p * NR;
+            for (int64_t q = 0; q < full; q++) {
+                _mm256_store_ps(dst + q * NR * kc, _mm256_loadu_ps(src + q * NR));
+                _mm256_store_ps(dst + q * NR * kc + 8, _mm256_loadu_ps(src + q * NR + 8));
+            }
+        }
+        if (full * NR == nlen) return;
+        pb += full * NR * kc;
+        j0 += full * NR;
+        nlen -= full * NR;
+    }
     for (int64_t jp = 0; jp < nlen; jp += NR, pb += NR * kc) {
         const int64_t nr = nlen - jp < NR ? nlen - jp : NR;
         if (nr < NR) { /* edge panel: zero-filled columns */
