@@ -481,3 +481,71 @@ def test_real_sigint_mid_epoch_in_a_subprocess(tmp_path):
     assert proc.returncode == 0, err.decode()
     assert out.startswith(b"saved")
     assert digitcore.load_model(path).predict(np.zeros((1, 784), np.uint8)).shape == (1,)
+
+
+# ---------------------------------------------------------------------------- bug corpus
+
+CORPUS = Path(__file__).parent / "corpus"
+
+
+def _corpus(kind):
+    d = CORPUS / kind
+    files = sorted(p for p in d.iterdir() if p.is_file()) if d.is_dir() else []
+    return files or [pytest.param(None, marks=pytest.mark.skip(reason=f"no {kind} entries"))]
+
+
+@pytest.mark.parametrize("case", _corpus("training"), ids=lambda p: getattr(p, "stem", "none"))
+def test_corpus_replay_training(case):
+    from digitcore.errors import TrainingDivergedError
+
+    c = json.loads(case.read_text())
+    rng = np.random.default_rng(c["data_seed"])
+    x = rng.integers(0, 256, (c["n"], c["layer_sizes"][0]), dtype=np.uint8)
+    y = rng.integers(0, c["layer_sizes"][-1], c["n"])
+    net = Network(c["layer_sizes"], seed=0)
+    try:
+        Trainer(net, optimizer=c["optimizer"], lr=c["lr"], epochs=c["epochs"],
+                batch_size=c["batch_size"], verbose=0, seed=0).fit(x, y)
+    except TrainingDivergedError:
+        pass
+    assert np.isfinite(net.flat_parameters).all(), c["bug"]
+    assert np.isfinite(net.predict_proba(x)).all(), c["bug"]
+
+
+def _replay_file(kind, path):
+    from digitcore.imaging import preprocess_image
+
+    if kind == "idx":
+        try:
+            read_idx(path)
+        except DatasetError:
+            pass
+    elif kind == "model":
+        try:
+            net = digitcore.load_model(path)
+        except ModelFormatError:
+            return
+        assert np.isfinite(net.predict_proba(np.zeros((1, net.n_features), np.uint8))).all()
+    elif kind == "image":
+        try:
+            out = preprocess_image(path)
+        except ValueError:
+            return
+        assert out.shape == (28, 28) and out.dtype == np.uint8
+    elif kind == "serve":
+        from digitcore.serve.app import RequestError, parse_predict_request, predict_json
+
+        try:
+            predict_json(Network([784, 8, 10], seed=0), parse_predict_request(path.read_bytes()))
+        except RequestError as exc:
+            assert 400 <= exc.status < 500
+
+
+@pytest.mark.parametrize("kind", ["idx", "model", "image", "serve"])
+def test_corpus_replay_files(kind):
+    d = CORPUS / kind
+    files = sorted(p for p in d.iterdir() if p.is_file()) if d.is_dir() else []
+    if not files:
+        pytest.skip(f"no {kind} entries yet")
+    for path in files:
+        _replay_file(kind, path)
