@@ -210,6 +210,9 @@ def main():
             times = {s.name: [] for s in systems}
             for r in range(args.repeats):
                 for s in (systems if r % 2 == 0 else systems[::-1]):
+                    # let the previous system's spinning thread pools (OpenBLAS, OpenMP)
+                    # go to sleep, so they do not steal the cores from the next one
+                    time.sleep(0.5)
                     times[s.name].append(s.epoch(x, y, seed=r + 1)[0])
             ceiling = gemm_ceiling(sizes, bs, th)
             med = {k: statistics.median(v) for k, v in times.items()}
