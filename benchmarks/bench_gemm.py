@@ -92,9 +92,10 @@ def wait_for_idle(max_wait_s, busy_below=0.15):
 def time_pair(f_dc, f_np, flop, repeats, target_s, gap_s=0.0):
     """Interleaved timing; returns (GFLOP/s digitcore, GFLOP/s numpy), medians.
 
-    gap_s: pause before each batch. Both thread pools busy-wait after a call (OpenBLAS
-    workers for a long while), which would steal a core from the other library's next
-    batch; a pause lets them go to sleep first.
+    gap_s: pause before each batch. Both thread pools busy-wait after a call; OpenBLAS
+    workers spin for ~2^28 cycles (~0.1 s) and, on 2 cores, steal a core from the next
+    digitcore batch (measured: (32,784,128) at 2 threads fell from ~100 to ~3 GFLOP/s
+    with a 0.1 s pause). 0.3 s lets them go to sleep first.
     """
     f_dc()
     f_np()  # warm up both (page faults, thread pools)
@@ -142,7 +143,7 @@ def bench_shapes(shapes, threads, repeats, target_s, rng, results, wait_idle=0.0
                 flop = 2.0 * m * n * k
                 busy = wait_for_idle(wait_idle) if wait_idle else float("nan")
                 g_dc, g_np = time_pair(f_dc, f_np, flop, repeats, target_s,
-                                       gap_s=0.1 if nt > 1 else 0.0)
+                                       gap_s=0.3 if nt > 1 else 0.0)
                 row = dict(M=m, K=k, N=n, variant=variant, threads=nt, digitcore_gflops=g_dc,
                            openblas_gflops=g_np, ratio=g_dc / g_np, err_over_tol=err,
                            cpu_busy_before=busy)
