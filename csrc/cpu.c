@@ -96,12 +96,26 @@ int dc_select_kernel(int path) {
     return DC_ERR_ARG;
 }
 
-void dc_set_num_threads(int n) { g_num_threads = n > 0 ? n : 0; }
+/* The thread count has one source of truth per OS thread: OpenMP's nthreads ICV, which
+ * threadpoolctl also sets. dc_set_num_threads writes it (and remembers the request, so
+ * other Python threads, whose ICV is OpenMP's default, use at most that many); a
+ * threadpoolctl limit entered later therefore lowers the count, and is undone on exit. */
+#ifdef _OPENMP
+static int g_default_threads = 0; /* omp_get_max_threads() before we first changed it */
+#endif
+
+void dc_set_num_threads(int n) {
+#ifdef _OPENMP
+    if (g_default_threads == 0) g_default_threads = omp_get_max_threads();
+    omp_set_num_threads(n > 0 ? n : g_default_threads);
+#endif
+    g_num_threads = n > 0 ? n : 0;
+}
 
 int dc_get_num_threads(void) {
 #ifdef _OPENMP
-    int n = g_num_threads;
-    if (n <= 0) n = omp_get_max_threads();
+    int n = omp_get_max_threads();
+    if (g_num_threads > 0 && g_num_threads < n) n = g_num_threads;
     return n > 0 ? n : 1;
 #else
     return 1;

@@ -191,16 +191,19 @@ def test_threadpool_limits_controls_training_threads(data):
     np.testing.assert_array_equal(one, multi)
 
 
-@pytest.mark.xfail(strict=True, reason="known limitation: an explicit set_num_threads() / "
-                   "DIGITCORE_NUM_THREADS overrides threadpoolctl's limit (dc_get_num_threads "
-                   "reads omp_get_max_threads only when no count was set)")
 def test_threadpool_limits_after_explicit_set_num_threads():
+    """A threadpoolctl limit entered after set_num_threads() lowers the count, then restores."""
     if not _openmp_on():
         pytest.skip("digitcore built without OpenMP")
     try:
         digitcore.set_num_threads(2)
         with threadpoolctl.threadpool_limits(1, user_api="openmp"):
             assert digitcore.get_num_threads() == 1
+        assert digitcore.get_num_threads() == 2
+        # and an explicit request still takes effect inside a limit
+        with threadpoolctl.threadpool_limits(1, user_api="openmp"):
+            digitcore.set_num_threads(2)
+            assert digitcore.get_num_threads() == 2
     finally:
         digitcore.set_num_threads(None)
 
