@@ -423,8 +423,9 @@ class _InterruptingKernel:
 @pytest.mark.parametrize("after", [False, True])
 def test_keyboard_interrupt_mid_epoch(tmp_path, monkeypatch, after):
     rng = np.random.default_rng(5)
-    x = rng.integers(0, 256, (20000, 784), dtype=np.uint8)  # 3 chunks per epoch
-    y = rng.integers(0, 10, 20000)
+    n = int(2.5 * digitcore.trainer._CHUNK_SAMPLES)  # 3 chunks per epoch
+    x = rng.integers(0, 256, (n, 784), dtype=np.uint8)
+    y = rng.integers(0, 10, n)
     net = Network([784, 32, 10], seed=0)
     path = tmp_path / "m.safetensors"
     net.save(path)

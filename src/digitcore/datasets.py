@@ -36,7 +36,8 @@ import numpy as np
 
 from digitcore._version import __version__
 from digitcore.errors import DatasetError
-from digitcore.idx import _fsync_dir, _read_idx, read_idx
+from digitcore._atomic import atomic_file, fsync_dir as _fsync_dir
+from digitcore.idx import _read_idx, read_idx
 
 __all__ = [
     "load_mnist", "load_fashion_mnist", "load_dataset", "resolve_default_dataset",
@@ -234,21 +235,8 @@ class _Stamps:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".verified.", suffix=".tmp",
-                                       dir=self.path.parent)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump({"version": 1, "files": self.entries}, f, indent=1,
-                              sort_keys=True)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
+            with atomic_file(self.path, "w", encoding="utf-8") as f:
+                json.dump({"version": 1, "files": self.entries}, f, indent=1, sort_keys=True)
         except OSError:
             pass
         self.dirty = False

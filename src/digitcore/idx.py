@@ -17,12 +17,13 @@ import gzip
 import hashlib
 import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+
+from digitcore._atomic import atomic_file
 
 from digitcore.errors import DatasetError
 
@@ -331,61 +332,15 @@ def write_idx(path: str | os.PathLike, array, *, compress: bool | None = None,
     path = Path(path)
     if compress is None:
         compress = path.name.endswith(".gz")
-    parent = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    try:
-        if hasattr(os, "fchmod"):  # mkstemp makes 0600; give the file the usual mode
-            os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            if compress:
-                with gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0,
-                                   compresslevel=compresslevel) as gz:
-                    gz.write(header)
-                    gz.write(payload)
-            else:
-                f.write(header)
-                f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(parent)
-
-
-def _umask() -> int:
-    global _UMASK
-    if _UMASK is None:
-        try:  # Linux >= 4.7 reports it without changing it (no window for other threads)
-            with open("/proc/self/status", encoding="ascii") as f:
-                _UMASK = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
-        except (OSError, StopIteration, ValueError, IndexError):
-            _UMASK = os.umask(0o022)  # elsewhere reading it means setting it; restore at once
-            os.umask(_UMASK)
-    return _UMASK
-
-
-_UMASK: int | None = None
-
-
-def _fsync_dir(directory) -> None:
-    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_file(path) as f:
+        if compress:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0,
+                               compresslevel=compresslevel) as gz:
+                gz.write(header)
+                gz.write(payload)
+        else:
+            f.write(header)
+            f.write(payload)
 
 
 def sha256_idx(path) -> str:

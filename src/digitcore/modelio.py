@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import secrets
 import struct
 from typing import Any, Callable
 
@@ -51,51 +50,7 @@ _SAFETENSORS_DTYPES = {"BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "
                        "BF16", "I32", "U32", "F32", "F64", "I64", "U64"}
 
 
-# ----------------------------------------------------------------------------
-# atomic writes (shared with plots.py)
-
-def _atomic_write_bytes(path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one.
-
-    A temporary file in the same directory is written, flushed and fsync'ed,
-    then ``os.replace``'d over `path`; on any error it is removed and `path`
-    is untouched.
-    """
-    path = os.fspath(path)
-    directory, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
-    # os.open with mode 0o666 lets the umask decide permissions, like open(path, "wb").
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: str) -> None:
-    # Makes the rename itself durable on POSIX; Windows cannot open directories.
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+from digitcore._atomic import atomic_write_bytes as _atomic_write_bytes  # noqa: E402
 
 
 # ----------------------------------------------------------------------------
