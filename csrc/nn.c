@@ -55,8 +55,8 @@ static void act_forward_range(float *out, const float *inp, int64_t lo, int64_t 
         break;
     case DC_ACT_LEAKY_RELU:
         for (i = lo; i < hi; i++) {
-            float x = inp[i];
-            out[i] = x > 0.0f ? x : alpha * x;
+            const float x = inp[i], ax = alpha * x;
+            out[i] = x > 0.0f ? x : ax;
         }
         break;
     case DC_ACT_SIGMOID:
@@ -116,13 +116,19 @@ static void act_backward_range(float *dinp, const float *dout, const float *out,
     switch (act) {
     case DC_ACT_RELU:
         /* f'(0) = 0, as PyTorch's threshold_backward */
-        for (i = lo; i < hi; i++)
-            dinp[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+        /* dout is loaded unconditionally so the select vectorizes (a conditional load
+         * is control flow to the vectorizer; this loop was scalar) */
+        for (i = lo; i < hi; i++) {
+            const float g = dout[i];
+            dinp[i] = out[i] > 0.0f ? g : 0.0f;
+        }
         break;
     case DC_ACT_LEAKY_RELU:
         /* out > 0 iff x > 0 for a slope alpha >= 0 */
-        for (i = lo; i < hi; i++)
-            dinp[i] = out[i] > 0.0f ? dout[i] : alpha * dout[i];
+        for (i = lo; i < hi; i++) {
+            const float g = dout[i], ag = alpha * g;
+            dinp[i] = out[i] > 0.0f ? g : ag;
+        }
         break;
     case DC_ACT_SIGMOID:
         for (i = lo; i < hi; i++) {
