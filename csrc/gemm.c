@@ -227,12 +227,12 @@ static const dc_sgemm_kernel_info dc_kernel_table[] = {
     /* generic: 6x8 SSE2-width tile; A block 72 x 256 x 4 copies x 4 B = 288 KB (L2),
      * B micro-panel 256 x 8 x 4 B = 8 KB (L1) */
     {"generic", DC_GEN_MR, DC_GEN_NR, DC_GEN_A_DUP, 72, 256, 4080, dc_ukernel_generic,
-     dc_pack_a_generic, dc_pack_b_generic},
+     dc_pack_a_generic, dc_pack_b_generic, NULL},
 #if DC_GEMM_BUILD_AVX2
     /* avx2: 6x16 tile = 12 ymm accumulators; A block 144 x 256 x 4 B = 144 KB (L2),
      * B micro-panel 256 x 16 x 4 B = 16 KB (half of L1d) */
     {"avx2", 6, 16, 1, 144, 256, 4080, dc_sgemm_ukernel_avx2_6x16, dc_sgemm_pack_a_avx2_6,
-     dc_sgemm_pack_b_avx2_16},
+     dc_sgemm_pack_b_avx2_16, dc_sgemm_narrow_avx2},
 #endif
 };
 
@@ -327,6 +327,51 @@ static int dc_gemm_check(int64_t m, int64_t n, int64_t k, const float *a, int64_
     return DC_OK;
 }
 
+/* Narrow N through the ISA's narrow kernel (see dc_sgemm_narrow_fn): threads take
+ * slices of M in multiples of 16 rows, and no element's bits depend on the slicing.
+ * A not transposed with B not transposed needs op(B)^T rows contiguous: B (k x n) is
+ * copied transposed into scratch (n*k floats, at most 16 k). */
+static int dc_sgemm_narrow(const dc_sgemm_kernel_info *ki, int trans_a, int trans_b, int64_t m,
+                           int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                           const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+    float *bt = NULL;
+    int64_t rs_b = trans_b ? 1 : ldb, cs_b = trans_b ? ldb : 1;
+    if (!trans_a && !trans_b) {
+        bt = dc_scratch_get((size_t)(n * k + DC_GEMM_SLACK) * sizeof(float));
+        if (!bt) return DC_ERR_NOMEM;
+        for (int64_t p = 0; p < k; p++) {
+            const float *src = b + p * ldb;
+            for (int64_t j = 0; j < n; j++) bt[j * k + p] = src[j];
+        }
+        b = bt;
+        rs_b = 1;
+        cs_b = k;
+    }
+    int nt = dc_get_num_threads();
+    const int64_t blocks = dc_cdiv64(m, 16);
+    if ((double)m * (double)n * (double)k < DC_GEMM_MT_MIN_WORK) nt = 1;
+    if (nt > blocks) nt = (int)blocks;
+    if (nt <= 1) {
+        ki->narrow(trans_a != 0, m, n, k, alpha, a, lda, b, rs_b, cs_b, beta, c, ldc);
+    } else {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+        {
+            const int tid = omp_get_thread_num(), got = omp_get_num_threads();
+            const int64_t lo = (blocks * tid / got) * 16;
+            const int64_t hi = dc_min64(m, (blocks * (tid + 1) / got) * 16);
+            if (hi > lo)
+                ki->narrow(trans_a != 0, hi - lo, n, k, alpha, trans_a ? a + lo : a + lo * lda,
+                           lda, b, rs_b, cs_b, beta, c + lo * ldc, ldc);
+        }
+#else
+        ki->narrow(trans_a != 0, m, n, k, alpha, a, lda, b, rs_b, cs_b, beta, c, ldc);
+#endif
+    }
+    if (bt) dc_scratch_put(bt);
+    return DC_OK;
+}
+
 int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
              const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
              int64_t ldc) {
@@ -339,6 +384,10 @@ int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float al
     }
     const dc_sgemm_kernel_info *ki = dc_sgemm_kernel_info_for(dc_kernel_path());
     if (!ki) ki = dc_sgemm_kernel_info_for(DC_KERNEL_GENERIC);
+    /* n <= 16 (the 10-class layer): a full-width NR = 16 tile would idle 6 of 16 lanes */
+    if (ki->narrow && n <= DC_GEMM_NARROW_MAX_N)
+        return dc_sgemm_narrow(ki, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                               ldc);
 
     dc_gemm_job J;
     J.ki = ki;
@@ -362,7 +411,8 @@ int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float al
 
     /* Packing A costs about one pass over the A block; it pays when the block is reused
      * over several B micro-panels. With n <= DC_GEMM_DIRECT_A_MAX_N (e.g. the 10-class
-     * output layer) the kernel reads op(A) in place. Decided on the whole n so that
+     * output layer; only paths without a narrow kernel get here) the kernel reads op(A)
+     * in place. Decided on the whole n so that
      * every thread count computes every element the same way. */
     J.direct_a = n <= DC_GEMM_DIRECT_A_MAX_N;
 

@@ -294,3 +294,174 @@ void dc_sgemm_pack_b_avx2_16(float *pb, const float *b, int64_t ldb, int trans_b
         }
     }
 }
+
+/* ------------------------------------------------------------------------------ */
+/* narrow N (n <= DC_GEMM_NARROW_MAX_N): every vector lane does useful work         */
+/* ------------------------------------------------------------------------------ */
+
+/* With n = 10 the 6x16 tile leaves 6 of 16 lanes idle. Two layouts instead, no K
+ * blocking (op(B) is at most 16 x k) and no packing of A:
+ *   op(A) rows contiguous (A not transposed): dot products along k, 4 rows x nj <= 3
+ *     columns of 8-lane partial sums, reduced with one fixed hadd tree per element;
+ *     op(B)^T rows must be contiguous (rs_b == 1: B transposed, or packed by gemm.c).
+ *   op(A) columns contiguous (A transposed): C^T = op(B)^T op(A)^T, 16 rows of C along
+ *     the two ymm vectors x nj <= 6 columns broadcast from op(B).
+ * Every C element's arithmetic depends only on its own row and column (edge tiles
+ * re-read a valid row or mask lanes), so row slices per thread change no bits. */
+
+DC_INLINE void dc_narrow_dot_tile(const int NJ, int64_t k, const float *a, int64_t lda, int mr,
+                                  const float *bt, int64_t ldbt, float *c, int64_t ldc,
+                                  float alpha, float beta, __m256i tail) {
+    const float *a0 = a, *a1 = a + (mr > 1 ? 1 : 0) * lda;
+    const float *a2 = a + (mr > 2 ? 2 : 0) * lda, *a3 = a + (mr > 3 ? 3 : 0) * lda;
+    const float *b0 = bt, *b1 = bt + (NJ > 1 ? 1 : 0) * ldbt, *b2 = bt + (NJ > 2 ? 2 : 0) * ldbt;
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00;
+    __m256 c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
+    __m256 v0, v1 = c00, v2 = c00, av;
+#define DC_DROW(r)                                                     \
+    c##r##0 = _mm256_fmadd_ps(av, v0, c##r##0);                        \
+    if (NJ > 1) c##r##1 = _mm256_fmadd_ps(av, v1, c##r##1);            \
+    if (NJ > 2) c##r##2 = _mm256_fmadd_ps(av, v2, c##r##2);
+    int64_t p = 0;
+    for (; p + 8 <= k; p += 8) {
+        v0 = _mm256_loadu_ps(b0 + p);
+        if (NJ > 1) v1 = _mm256_loadu_ps(b1 + p);
+        if (NJ > 2) v2 = _mm256_loadu_ps(b2 + p);
+        av = _mm256_loadu_ps(a0 + p); DC_DROW(0)
+        av = _mm256_loadu_ps(a1 + p); DC_DROW(1)
+        av = _mm256_loadu_ps(a2 + p); DC_DROW(2)
+        av = _mm256_loadu_ps(a3 + p); DC_DROW(3)
+    }
+    if (p < k) { /* lanes past k load 0 and add 0 */
+        v0 = _mm256_maskload_ps(b0 + p, tail);
+        if (NJ > 1) v1 = _mm256_maskload_ps(b1 + p, tail);
+        if (NJ > 2) v2 = _mm256_maskload_ps(b2 + p, tail);
+        av = _mm256_maskload_ps(a0 + p, tail); DC_DROW(0)
+        av = _mm256_maskload_ps(a1 + p, tail); DC_DROW(1)
+        av = _mm256_maskload_ps(a2 + p, tail); DC_DROW(2)
+        av = _mm256_maskload_ps(a3 + p, tail); DC_DROW(3)
+    }
+#undef DC_DROW
+    const __m128 va = _mm_set1_ps(alpha), vb = _mm_set1_ps(beta);
+    /* s = [row 0, row 1, row 2, row 3] sums of column j */
+#define DC_DCOL(j)                                                                     \
+    {                                                                                  \
+        const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(c0##j, c1##j),                  \
+                                        _mm256_hadd_ps(c2##j, c3##j));                 \
+        __m128 s = _mm_mul_ps(va, _mm_add_ps(_mm256_castps256_ps128(h),                \
+                                             _mm256_extractf128_ps(h, 1)));            \
+        DC_ALIGN64 float t[4] DC_ALIGN64_POST;                                         \
+        if (beta != 0.0f) {                                                            \
+            for (int r = 0; r < 4; r++) t[r] = r < mr ? c[r * ldc + (j)] : 0.0f;       \
+            s = _mm_fmadd_ps(vb, _mm_load_ps(t), s);                                   \
+        }                                                                              \
+        _mm_store_ps(t, s);                                                            \
+        for (int r = 0; r < mr; r++) c[r * ldc + (j)] = t[r];                          \
+    }
+    DC_DCOL(0)
+    if (NJ > 1) DC_DCOL(1)
+    if (NJ > 2) DC_DCOL(2)
+#undef DC_DCOL
+}
+
+DC_INLINE void dc_narrow_t_tile(const int NJ, int64_t k, const float *a, int64_t lda, int mr,
+                                const float *b, int64_t rs_b, int64_t cs_b, float *c,
+                                int64_t ldc, float alpha, float beta) {
+    /* named accumulators: an acc[][] array made GCC store every one back each step */
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    __m256 x0, x1, bv;
+#define DC_TCOL(j)                                                     \
+    if (NJ > (j)) {                                                    \
+        bv = _mm256_broadcast_ss(bp + (j) * cs_b);                     \
+        c##j##0 = _mm256_fmadd_ps(x0, bv, c##j##0);                    \
+        c##j##1 = _mm256_fmadd_ps(x1, bv, c##j##1);                    \
+    }
+#define DC_TSTEP                                                       \
+    const float *bp = b + p * rs_b;                                    \
+    DC_TCOL(0) DC_TCOL(1) DC_TCOL(2) DC_TCOL(3) DC_TCOL(4) DC_TCOL(5)
+    if (mr == 16) {
+        for (int64_t p = 0; p < k; p++) {
+            x0 = _mm256_loadu_ps(a + p * lda);
+            x1 = _mm256_loadu_ps(a + p * lda + 8);
+            DC_TSTEP
+        }
+    } else { /* lanes past mr load 0 (never read A there) */
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(mr), lane);
+        const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(mr - 8), lane);
+        for (int64_t p = 0; p < k; p++) {
+            x0 = _mm256_maskload_ps(a + p * lda, m0);
+            x1 = _mm256_maskload_ps(a + p * lda + 8, m1);
+            DC_TSTEP
+        }
+    }
+#undef DC_TSTEP
+#undef DC_TCOL
+    const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    DC_ALIGN64 float t[16] DC_ALIGN64_POST;
+#define DC_TPUT(j)                                                                 \
+    if (NJ > (j)) {                                                                \
+        __m256 y0 = _mm256_mul_ps(va, c##j##0), y1 = _mm256_mul_ps(va, c##j##1);   \
+        if (beta != 0.0f) {                                                        \
+            for (int r = 0; r < 16; r++) t[r] = r < mr ? c[r * ldc + (j)] : 0.0f;  \
+            y0 = _mm256_fmadd_ps(vb, _mm256_load_ps(t), y0);                       \
+            y1 = _mm256_fmadd_ps(vb, _mm256_load_ps(t + 8), y1);                   \
+        }                                                                          \
+        _mm256_store_ps(t, y0);                                                    \
+        _mm256_store_ps(t + 8, y1);                                                \
+        for (int r = 0; r < mr; r++) c[r * ldc + (j)] = t[r];                      \
+    }
+    DC_TPUT(0) DC_TPUT(1) DC_TPUT(2) DC_TPUT(3) DC_TPUT(4) DC_TPUT(5)
+#undef DC_TPUT
+}
+
+void dc_sgemm_narrow_avx2(int trans_a, int64_t m, int64_t n, int64_t k, float alpha,
+                          const float *a, int64_t lda, const float *b, int64_t rs_b,
+                          int64_t cs_b, float beta, float *c, int64_t ldc) {
+    if (!trans_a) { /* needs rs_b == 1 */
+        const int64_t r8 = k % 8;
+        const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)r8),
+                                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        for (int64_t i = 0; i < m; i += 4) {
+            const int mr = (int)(m - i < 4 ? m - i : 4);
+            const float *ai = a + i * lda;
+            float *ci = c + i * ldc;
+            int64_t j = 0;
+            while (j < n) {
+                const int64_t rem = n - j;
+                const int nj = rem == 4 ? 2 : (rem >= 3 ? 3 : (int)rem);
+                const float *bj = b + j * cs_b;
+                if (nj == 3)
+                    dc_narrow_dot_tile(3, k, ai, lda, mr, bj, cs_b, ci + j, ldc, alpha, beta, tail);
+                else if (nj == 2)
+                    dc_narrow_dot_tile(2, k, ai, lda, mr, bj, cs_b, ci + j, ldc, alpha, beta, tail);
+                else
+                    dc_narrow_dot_tile(1, k, ai, lda, mr, bj, cs_b, ci + j, ldc, alpha, beta, tail);
+                j += nj;
+            }
+        }
+        return;
+    }
+    const int64_t chunks = (n + 5) / 6;
+    for (int64_t i = 0; i < m; i += 16) {
+        const int mr = (int)(m - i < 16 ? m - i : 16);
+        int64_t j = 0;
+        for (int64_t q = 0; q < chunks; q++) {
+            /* balanced column chunks: n = 10 -> 5 + 5 */
+            const int64_t j1 = n * (q + 1) / chunks;
+            const int nj = (int)(j1 - j);
+            const float *ai = a + i, *bj = b + j * cs_b;
+            float *cij = c + i * ldc + j;
+            switch (nj) {
+            case 6: dc_narrow_t_tile(6, k, ai, lda, mr, bj, rs_b, cs_b, cij, ldc, alpha, beta); break;
+            case 5: dc_narrow_t_tile(5, k, ai, lda, mr, bj, rs_b, cs_b, cij, ldc, alpha, beta); break;
+            case 4: dc_narrow_t_tile(4, k, ai, lda, mr, bj, rs_b, cs_b, cij, ldc, alpha, beta); break;
+            case 3: dc_narrow_t_tile(3, k, ai, lda, mr, bj, rs_b, cs_b, cij, ldc, alpha, beta); break;
+            case 2: dc_narrow_t_tile(2, k, ai, lda, mr, bj, rs_b, cs_b, cij, ldc, alpha, beta); break;
+            default: dc_narrow_t_tile(1, k, ai, lda, mr, bj, rs_b, cs_b, cij, ldc, alpha, beta); break;
+            }
+            j = j1;
+        }
+    }
+}

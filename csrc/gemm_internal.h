@@ -48,6 +48,16 @@ typedef void (*dc_sgemm_pack_a_fn)(float *pa, const float *a, int64_t lda, int t
 typedef void (*dc_sgemm_pack_b_fn)(float *pb, const float *b, int64_t ldb, int trans_b,
                                    int64_t p0, int64_t kc, int64_t j0, int64_t nlen);
 
+/* Whole GEMM for narrow N (n <= DC_GEMM_NARROW_MAX_N), on all m rows, no K blocking.
+ * trans_a == 0: op(A)[i][p] = a[i*lda + p] and rs_b must be 1 (op(B)^T rows contiguous);
+ * trans_a != 0: op(A)[i][p] = a[p*lda + i]. op(B)[p][j] = b[p*rs_b + j*cs_b]. Each C
+ * element's bits depend only on its own row of op(A) and column of op(B), so callers may
+ * split M at any row. */
+typedef void (*dc_sgemm_narrow_fn)(int trans_a, int64_t m, int64_t n, int64_t k, float alpha,
+                                   const float *a, int64_t lda, const float *b, int64_t rs_b,
+                                   int64_t cs_b, float beta, float *c, int64_t ldc);
+#define DC_GEMM_NARROW_MAX_N 16
+
 /* The per-ISA table: block sizes are data, the three functions are the ISA's code. */
 typedef struct {
     const char *name;
@@ -57,6 +67,7 @@ typedef struct {
     dc_sgemm_ukernel_fn ukernel;
     dc_sgemm_pack_a_fn pack_a;
     dc_sgemm_pack_b_fn pack_b;
+    dc_sgemm_narrow_fn narrow; /* NULL: narrow N goes through the blocked loops */
 } dc_sgemm_kernel_info;
 
 /* Returns the table for a path (DC_KERNEL_GENERIC / DC_KERNEL_AVX2), or NULL if this
@@ -75,6 +86,9 @@ void dc_sgemm_pack_a_avx2_6(float *pa, const float *a, int64_t lda, int trans_a,
                             int64_t mlen, int64_t p0, int64_t kc);
 void dc_sgemm_pack_b_avx2_16(float *pb, const float *b, int64_t ldb, int trans_b, int64_t p0,
                              int64_t kc, int64_t j0, int64_t nlen);
+void dc_sgemm_narrow_avx2(int trans_a, int64_t m, int64_t n, int64_t k, float alpha,
+                          const float *a, int64_t lda, const float *b, int64_t rs_b,
+                          int64_t cs_b, float beta, float *c, int64_t ldc);
 #else
 #define DC_GEMM_BUILD_AVX2 0
 #endif

@@ -146,6 +146,64 @@ def test_training_shapes(path, threads, m, k, n, ta, tb):
     run_case(np.random.default_rng(7), m, k, n, ta, tb, 1.0, 0.0)
 
 
+# Narrow N (n <= 16) has its own kernels on the avx2 path (dot products along k when A is
+# not transposed, C^T = op(B)^T op(A)^T when it is): every n across the switch to the
+# blocked path, m off the 4/16-row tiles, k off the 8-lane vectors.
+NARROW_MK = [(1, 1), (3, 7), (17, 9), (33, 130), (128, 128)]
+
+
+@pytest.mark.parametrize("ta,tb", VARIANTS, ids=["AB", "AtB", "ABt", "AtBt"])
+def test_narrow_n(path, threads, ta, tb):
+    rng = np.random.default_rng(11)
+    for n in range(1, 18):
+        for i, (m, k) in enumerate(NARROW_MK):
+            alpha, beta = [(1.0, 0.0), (-0.5, 1.0), (2.0, 0.25)][(i + n) % 3]
+            run_case(rng, m, k, n, ta, tb, alpha, beta)
+
+
+# threaded narrow shapes (m*n*k >= 4e5): M slices of 16 rows, m not a multiple of 16
+@pytest.mark.parametrize("m,k,n", [(1000, 100, 10), (203, 300, 7), (333, 129, 16)])
+@pytest.mark.parametrize("ta,tb", VARIANTS, ids=["AB", "AtB", "ABt", "AtBt"])
+def test_narrow_threads_bitwise(path, m, k, n, ta, tb):
+    rng = np.random.default_rng(13)
+    a, b = operands(rng, m, k, n, ta, tb)
+    c0 = rng.standard_normal((m, n)).astype(np.float32)
+    results = {}
+    for nt in THREADS:
+        config.set_num_threads(nt)
+        try:
+            out = c0.copy()
+            gemm(a, b, trans_a=ta, trans_b=tb, alpha=-0.5, beta=0.25, out=out)
+        finally:
+            config.set_num_threads(0)
+        ref, scale = oracle(a, b, ta, tb, -0.5, 0.25, c0)
+        assert_close(out, ref, scale, k, "vs_float64")
+        results[nt] = out
+    assert np.array_equal(results[1], results[2])
+
+
+def test_out_overlap_rejected():
+    # the binding's O(1) address-range check (exact for C-contiguous arrays)
+    buf = np.zeros((20, 10), np.float32)
+    a, b = buf[:10], np.ones((10, 10), np.float32)
+    for out in (buf[5:15], buf[:10], buf[9:19]):
+        with pytest.raises(ValueError, match="overlap"):
+            gemm(a, b, out=out)
+    gemm(a, b, out=buf[10:20])  # adjacent, not overlapping
+    with pytest.raises(ValueError, match="overlap"):
+        gemm(b, a, out=b)
+    with pytest.raises(TypeError, match="float32"):
+        gemm(a.astype(">f4"), b)
+    with pytest.raises(ValueError, match="shape"):
+        gemm(a, b, out=np.empty((10, 9), np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        gemm(a, b, out=np.empty((10, 20), np.float32)[:, :10])
+    ro = np.empty((10, 10), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        gemm(a, b, out=ro)
+
+
 @pytest.mark.parametrize("m,k,n", [(150, 70, 97), (5, 200, 600), (128, 784, 128)])
 def test_bitwise_deterministic(path, m, k, n):
     rng = np.random.default_rng(3)
