@@ -264,3 +264,19 @@ def test_update_params_from_python_matches_the_fused_loop(name, rng):
                          32, np.zeros(1, np.float32), 1 / 255, 0.0, 0, cfg, grads, None, None)
         opt_b.update_params(b, grads, l2=0.01)
     np.testing.assert_allclose(b.flat_parameters, a.flat_parameters, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_fit_again_continues_the_optimizer(name, rng):
+    """A second fit() continues step counting and state (Keras-like), for every optimizer."""
+    x, y = _blobs(rng, n=256)
+    net = Network([20, 8, 4], seed=0)
+    trainer = Trainer(net, optimizer=name, batch_size=64, epochs=1, verbose=0, seed=0)
+    trainer.fit(x, y)
+    assert trainer.optimizer.step_count == 4
+    trainer.fit(x, y)
+    assert trainer.optimizer.step_count == 8
+    # another network of another size gets fresh state
+    Trainer(Network([20, 5, 4], seed=0), optimizer=trainer.optimizer, batch_size=64, epochs=1,
+            verbose=0, seed=0).fit(x, y)
+    assert trainer.optimizer.step_count == 4

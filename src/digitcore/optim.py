@@ -40,6 +40,7 @@ class Optimizer:
     def __init__(self, lr=None):
         self.lr = _check_positive(self.default_lr if lr is None else lr, "lr")
         self.step_count = 0
+        self.n_params = None  # size the state was made for (None: not yet)
         self.state1 = None
         self.state2 = None
 
@@ -56,6 +57,7 @@ class Optimizer:
         self.state1 = np.zeros(n_params, np.float32) if need1 else None
         self.state2 = np.zeros(n_params, np.float32) if need2 else None
         self.step_count = 0
+        self.n_params = int(n_params)
 
     def kernel_config(self, l2=0.0, clip_norm=None):
         cfg = {"kind": self.kind, "step": self.step_count, "l2": float(l2),
@@ -76,8 +78,7 @@ class Optimizer:
         grads = np.ascontiguousarray(grads, dtype=np.float32)
         if grads.shape != params.shape:
             raise ValueError(f"grads has shape {grads.shape}, expected {params.shape}")
-        if (self.state1 is None and any(self._needs())) or (
-                self.state1 is not None and self.state1.shape != params.shape):
+        if self.n_params != params.size:
             self.reset(params.size)
         self.step_count += 1
         cfg = self.kernel_config(l2)

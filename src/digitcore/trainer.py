@@ -317,8 +317,7 @@ class Trainer:
         schedule = make_schedule(self.lr_schedule, total_steps,
                                  warmup_steps=int(round(self.warmup * batches_per_epoch)))
         opt = self.optimizer
-        if opt.state1 is None and opt.state2 is None or (
-                opt.state1 is not None and opt.state1.size != net.n_params):
+        if opt.n_params != net.n_params:  # fresh optimizer, or another network's
             opt.reset(net.n_params)
         grads = np.empty(net.n_params, np.float32)
         kernel = net._net(net.dropout)
