@@ -91,25 +91,53 @@ static int forward_plain(float **logits, const dc_mlp *net, const float *inp, fl
     return DC_OK;
 }
 
+/* Scratch for chunked inference: one chunk of converted input and two ping-pong buffers. */
+typedef struct {
+    float *inp, *buf_a, *buf_b;
+} fwd_scratch;
+
+static void fwd_scratch_free(fwd_scratch *s)
+{
+    free(s->inp);
+    free(s->buf_a);
+    free(s->buf_b);
+}
+
+static int fwd_scratch_alloc(fwd_scratch *s, const dc_mlp *net, int64_t chunk)
+{
+    const int64_t width = max_width(net);
+    s->inp = malloc((size_t)(chunk * net->sizes[0]) * sizeof(float));
+    s->buf_a = malloc((size_t)(chunk * width) * sizeof(float));
+    s->buf_b = malloc((size_t)(chunk * width) * sizeof(float));
+    return (s->inp && s->buf_a && s->buf_b) ? DC_OK : DC_ERR_NOMEM;
+}
+
+/* Logits of rows [r0, r0 + rows) of x, no dropout; *logits points into the scratch. */
+static int forward_rows(float **logits, const dc_mlp *net, const fwd_scratch *s,
+                        const uint8_t *x_u8, const float *x_f32, int64_t r0, int64_t rows,
+                        float scale, float shift)
+{
+    const int64_t f = net->sizes[0];
+    int status = load_rows(s->inp, x_u8 ? x_u8 + r0 * f : NULL, x_f32 ? x_f32 + r0 * f : NULL,
+                           NULL, rows, f, scale, shift);
+    if (status == DC_OK)
+        status = forward_plain(logits, net, s->inp, s->buf_a, s->buf_b, rows);
+    return status;
+}
+
 int dc_mlp_forward(float *out, const dc_mlp *net, const uint8_t *x_u8, const float *x_f32,
                    int64_t n, float scale, float shift, int softmax)
 {
-    const int64_t f = net->sizes[0], c = net->sizes[net->n_layers];
+    const int64_t c = net->sizes[net->n_layers];
     const int64_t chunk = n < DC_MLP_CHUNK ? n : DC_MLP_CHUNK;
-    const int64_t width = max_width(net);
+    fwd_scratch s;
     if (n == 0)
         return DC_OK;
-    float *inp = malloc((size_t)(chunk * f) * sizeof(float));
-    float *buf_a = malloc((size_t)(chunk * width) * sizeof(float));
-    float *buf_b = malloc((size_t)(chunk * width) * sizeof(float));
-    int status = (inp && buf_a && buf_b) ? DC_OK : DC_ERR_NOMEM;
+    int status = fwd_scratch_alloc(&s, net, chunk);
     for (int64_t r0 = 0; status == DC_OK && r0 < n; r0 += chunk) {
         const int64_t rows = (n - r0) < chunk ? (n - r0) : chunk;
         float *logits = NULL;
-        status = load_rows(inp, x_u8 ? x_u8 + r0 * f : NULL, x_f32 ? x_f32 + r0 * f : NULL,
-                           NULL, rows, f, scale, shift);
-        if (status == DC_OK)
-            status = forward_plain(&logits, net, inp, buf_a, buf_b, rows);
+        status = forward_rows(&logits, net, &s, x_u8, x_f32, r0, rows, scale, shift);
         if (status != DC_OK)
             break;
         if (softmax)
@@ -117,9 +145,7 @@ int dc_mlp_forward(float *out, const dc_mlp *net, const uint8_t *x_u8, const flo
         else
             memcpy(out + r0 * c, logits, (size_t)(rows * c) * sizeof(float));
     }
-    free(inp);
-    free(buf_a);
-    free(buf_b);
+    fwd_scratch_free(&s);
     return status;
 }
 
@@ -127,38 +153,30 @@ int dc_mlp_evaluate(double *loss, int64_t *n_correct, const dc_mlp *net, const u
                     const float *x_f32, const int64_t *labels, int64_t n, float scale,
                     float shift)
 {
-    const int64_t f = net->sizes[0], c = net->sizes[net->n_layers];
+    const int64_t c = net->sizes[net->n_layers];
     const int64_t chunk = n < DC_MLP_CHUNK ? n : DC_MLP_CHUNK;
-    const int64_t width = max_width(net);
     double loss_sum = 0.0;
     int64_t correct = 0;
+    fwd_scratch s;
     *loss = 0.0;
     if (n_correct)
         *n_correct = 0;
     if (n == 0)
         return DC_OK;
-    float *inp = malloc((size_t)(chunk * f) * sizeof(float));
-    float *buf_a = malloc((size_t)(chunk * width) * sizeof(float));
-    float *buf_b = malloc((size_t)(chunk * width) * sizeof(float));
-    int status = (inp && buf_a && buf_b) ? DC_OK : DC_ERR_NOMEM;
+    int status = fwd_scratch_alloc(&s, net, chunk);
     for (int64_t r0 = 0; status == DC_OK && r0 < n; r0 += chunk) {
         const int64_t rows = (n - r0) < chunk ? (n - r0) : chunk;
         float *logits = NULL;
         double batch_loss = 0.0;
         int64_t batch_correct = 0;
-        status = load_rows(inp, x_u8 ? x_u8 + r0 * f : NULL, x_f32 ? x_f32 + r0 * f : NULL,
-                           NULL, rows, f, scale, shift);
-        if (status == DC_OK)
-            status = forward_plain(&logits, net, inp, buf_a, buf_b, rows);
+        status = forward_rows(&logits, net, &s, x_u8, x_f32, r0, rows, scale, shift);
         if (status == DC_OK)
             status = dc_softmax_xent(NULL, NULL, &batch_loss, &batch_correct, logits,
                                      labels + r0, rows, c, 0.0f);
         loss_sum += batch_loss * (double)rows;
         correct += batch_correct;
     }
-    free(inp);
-    free(buf_a);
-    free(buf_b);
+    fwd_scratch_free(&s);
     if (status == DC_OK) {
         *loss = loss_sum / (double)n;
         if (n_correct)
