@@ -31,7 +31,8 @@ enum {
     DC_ERR_ARG = 2,         /* an argument is invalid (caller bug: Cython should catch it) */
     DC_ERR_LABEL = 3,       /* a class label is outside [0, n_classes) */
     DC_ERR_UNSUPPORTED = 4, /* asked for a kernel path this CPU/build does not have */
-    DC_ERR_NONFINITE = 5    /* a loss or value became NaN or infinite */
+    DC_ERR_NONFINITE = 5,   /* a loss or value became NaN or infinite */
+    DC_ERR_CAPACITY = 6     /* a result does not fit the buffer the caller gave */
 };
 
 /* ---- kernel path, threads ------------------------------------------------------ */
@@ -108,6 +109,42 @@ int dc_gather_u8(float *out, const uint8_t *inp, const int64_t *idx, int64_t B, 
 int dc_gather_f32(float *out, const float *inp, const int64_t *idx, int64_t B, int64_t F,
                   float scale, float shift);
 
+/* ---- sparse input (sparse.c) ------------------------------------------------------------
+ * Digit images are mostly background: about 81% of MNIST's pixels are 0. The first layer
+ * can skip them: its forward product and its weight gradient cost ~nnz*O instead of
+ * B*I*O. A batch is held in compressed sparse row (CSR) form. */
+typedef struct {
+    int64_t rows, cols; /* the dense shape */
+    int64_t nnz;        /* entries used */
+    int64_t *ptr;       /* rows + 1: row r's entries are [ptr[r], ptr[r+1]) */
+    int32_t *idx;       /* column of each entry, increasing within a row */
+    float *val;         /* value of each entry (never 0 when built by the gathers) */
+} dc_csr;
+
+/* out = rows idx[0..B) (idx may be NULL: rows 0..B) of inp (N,F), times scale, keeping
+ * the non-zero entries. ptr must hold B+1 entries and idx/val `capacity` entries;
+ * out->rows/cols/nnz are set. DC_ERR_CAPACITY (out->nnz then holds the count needed) if
+ * there are more than `capacity` non-zeros: the caller then takes the dense path. */
+int dc_csr_gather_u8(dc_csr *out, int64_t capacity, const uint8_t *inp, const int64_t *idx,
+                     int64_t B, int64_t F, float scale);
+int dc_csr_gather_f32(dc_csr *out, int64_t capacity, const float *inp, const int64_t *idx,
+                      int64_t B, int64_t F, float scale);
+/* out = x transposed, i.e. x in compressed sparse column form (out->rows = x->cols).
+ * out's ptr must hold x->cols + 1 entries and idx/val x->nnz; within each output row the
+ * entries keep x's row order. */
+int dc_csr_transpose(dc_csr *out, const dc_csr *x);
+/* out (R,N) = act(alpha * (S . D) + beta * out + bias) with S (R,K) sparse and D (K,N)
+ * dense (leading dimension ldd >= N); bias (N) may be NULL; beta 0 overwrites. Rows of
+ * S without entries leave out's row at act(beta * out + bias) (with beta == 1, bias
+ * NULL and act identity: untouched, exactly). The first layer's forward is
+ * S = input batch, D = weight^T; its weight gradient is S = input^T, D = dout, and with
+ * alpha = -lr, beta = 1, out = weight^T that is a fused plain-SGD step. Each output's
+ * bits depend only on its own row of S and column of D: identical for any thread count. */
+int dc_spmm(float *out, const dc_csr *s, const float *d, int64_t ldd, int64_t N, float alpha,
+            float beta, const float *bias, int act, float act_alpha);
+/* out (B,O) = act(out + bias) in place, row by row (the dense layer's epilogue). */
+int dc_bias_act(float *out, const float *bias, int64_t B, int64_t O, int act, float alpha);
+
 /* ---- optimizers (one fused loop each, in place on param and state) ------------------- */
 /* L2 penalty `l2` adds l2 * param to the gradient; decoupled weight decay `wd` (AdamW)
  * subtracts lr * wd * param. Momentum 0 = plain SGD (velocity may then be NULL). */
@@ -146,7 +183,14 @@ typedef struct {
     int act;
     float act_alpha;       /* leaky ReLU slope */
     float dropout;         /* drop probability on hidden activations while training */
+    int sparse_input;      /* first layer on sparse input: DC_SPARSE_AUTO/NEVER/ALWAYS */
 } dc_mlp;
+
+/* DC_SPARSE_AUTO: training batches with at most a quarter of their inputs non-zero (after
+ * scaling, with shift 0) go through the sparse first-layer kernels, others the dense
+ * ones. NEVER: always dense. ALWAYS: sparse whenever shift is 0, whatever the density
+ * (tests). The two paths round differently; each is deterministic. */
+enum { DC_SPARSE_AUTO = 0, DC_SPARSE_NEVER = 1, DC_SPARSE_ALWAYS = 2 };
 
 enum { DC_OPT_SGD = 0, DC_OPT_RMSPROP = 1, DC_OPT_ADAM = 2 };
 

@@ -185,26 +185,105 @@ int dc_mlp_evaluate(double *loss, int64_t *n_correct, const dc_mlp *net, const u
     return status;
 }
 
-/* Apply the optimizer to one contiguous parameter segment. `decay` is 0 for biases:
- * L2 and weight decay act on weights only, as in scikit-learn and most recipes. */
-static int update_segment(dc_optim *opt, float *p, const float *g, int64_t off, int64_t n,
-                          float lr, int decay)
+/* Apply the optimizer to one contiguous parameter segment: p, g, s1, s2 point at the
+ * segment (s1/s2 may be NULL when the optimizer has no such state). `decay` is 0 for
+ * biases: L2 and weight decay act on weights only, as in scikit-learn and most recipes. */
+static int update_segment(const dc_optim *opt, float *p, const float *g, float *s1, float *s2,
+                          int64_t n, float lr, int decay)
 {
     const float l2 = decay ? opt->l2 : 0.0f;
-    float *s1 = opt->state1 ? opt->state1 + off : NULL;
-    float *s2 = opt->state2 ? opt->state2 + off : NULL;
     switch (opt->kind) {
     case DC_OPT_SGD:
-        return dc_sgd_update(p + off, opt->momentum != 0.0f ? s1 : NULL, g + off, n, lr,
-                             opt->momentum, opt->nesterov, l2);
+        return dc_sgd_update(p, opt->momentum != 0.0f ? s1 : NULL, g, n, lr, opt->momentum,
+                             opt->nesterov, l2);
     case DC_OPT_RMSPROP:
-        return dc_rmsprop_update(p + off, s1, g + off, n, lr, opt->beta2, opt->eps, l2);
+        return dc_rmsprop_update(p, s1, g, n, lr, opt->beta2, opt->eps, l2);
     case DC_OPT_ADAM:
-        return dc_adam_update(p + off, s1, s2, g + off, n, lr, opt->beta1, opt->beta2,
-                              opt->eps, l2, decay ? opt->weight_decay : 0.0f, opt->step);
+        return dc_adam_update(p, s1, s2, g, n, lr, opt->beta1, opt->beta2, opt->eps, l2,
+                              decay ? opt->weight_decay : 0.0f, opt->step);
     default:
         return DC_ERR_ARG;
     }
+}
+
+/* dst (cols, rows) = src (rows, cols)^T, in tiles that stay in L1. */
+static void transpose(float *dst, const float *src, int64_t rows, int64_t cols)
+{
+    const int64_t T = 32;
+    for (int64_t i0 = 0; i0 < rows; i0 += T)
+        for (int64_t j0 = 0; j0 < cols; j0 += T) {
+            const int64_t i1 = i0 + T < rows ? i0 + T : rows, j1 = j0 + T < cols ? j0 + T : cols;
+            for (int64_t i = i0; i < i1; ++i)
+                for (int64_t j = j0; j < j1; ++j)
+                    dst[j * rows + i] = src[i * cols + j];
+        }
+}
+
+/* The first layer on sparse input. For the whole call its weight (and the optimizer's
+ * state for it) is held transposed, (I, O): then the forward product is sparse batch
+ * times weight^T and the weight gradient is batch^T (a CSC view) times dout, both
+ * products of a sparse matrix's rows with a dense matrix (dc_spmm) that skip the zero
+ * pixels. Batches too dense
+ * for the buffer (more than a quarter non-zero) use the GEMM on the same layout. */
+typedef struct {
+    int on;
+    int fused_sgd;   /* plain SGD: the weight gradient is applied as it is computed */
+    float *wt;       /* (I, O) weight of layer 0 */
+    float *s1t, *s2t;/* optimizer state for it, same layout (or NULL) */
+    dc_csr x, xt;    /* the batch and its transpose */
+    int64_t capacity;   /* entries x has room for */
+    int is_sparse;   /* this batch went through x (else through the dense buffer) */
+} sparse_l0;
+
+static void sparse_l0_free(sparse_l0 *sp)
+{
+    free(sp->wt);
+    free(sp->s1t);
+    free(sp->s2t);
+    free(sp->x.ptr);
+    free(sp->x.idx);
+    free(sp->x.val);
+    free(sp->xt.ptr);
+    free(sp->xt.idx);
+    free(sp->xt.val);
+}
+
+static int sparse_l0_alloc(sparse_l0 *sp, const dc_mlp *net, const dc_optim *opt, int64_t bs)
+{
+    const int64_t in = net->sizes[0], o = net->sizes[1];
+    const size_t wbytes = (size_t)(in * o) * sizeof(float);
+    const int64_t cap = net->sparse_input == DC_SPARSE_ALWAYS ? bs * in : (bs * in) / 4 + 1;
+    sp->capacity = cap;
+    sp->wt = malloc(wbytes);
+    sp->s1t = opt->state1 ? malloc(wbytes) : NULL;
+    sp->s2t = opt->state2 ? malloc(wbytes) : NULL;
+    sp->x.ptr = malloc((size_t)(bs + 1) * sizeof(int64_t));
+    sp->xt.ptr = malloc((size_t)(in + 1) * sizeof(int64_t));
+    sp->x.idx = malloc((size_t)cap * sizeof(int32_t));
+    sp->xt.idx = malloc((size_t)cap * sizeof(int32_t));
+    sp->x.val = malloc((size_t)cap * sizeof(float));
+    sp->xt.val = malloc((size_t)cap * sizeof(float));
+    if (!sp->wt || (opt->state1 && !sp->s1t) || (opt->state2 && !sp->s2t) || !sp->x.ptr ||
+        !sp->xt.ptr || !sp->x.idx || !sp->xt.idx || !sp->x.val || !sp->xt.val)
+        return DC_ERR_NOMEM;
+    /* layer 0's weight is the first segment of params and of each state array */
+    transpose(sp->wt, net->params, o, in);
+    if (sp->s1t)
+        transpose(sp->s1t, opt->state1, o, in);
+    if (sp->s2t)
+        transpose(sp->s2t, opt->state2, o, in);
+    return DC_OK;
+}
+
+/* Put the (I, O) copies back in place as (O, I). */
+static void sparse_l0_store(const sparse_l0 *sp, const dc_mlp *net, const dc_optim *opt)
+{
+    const int64_t in = net->sizes[0], o = net->sizes[1];
+    transpose(net->params, sp->wt, in, o);
+    if (sp->s1t)
+        transpose(opt->state1, sp->s1t, in, o);
+    if (sp->s2t)
+        transpose(opt->state2, sp->s2t, in, o);
 }
 
 int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float *grads,
@@ -216,7 +295,10 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
     const int64_t bs = batch_size < n_order ? batch_size : n_order;
     const int64_t width = max_width(net);
     const int use_dropout = net->dropout > 0.0f && L > 1;
+    const int64_t n_params = dc_mlp_n_params(L, net->sizes);
     int status = DC_OK;
+    sparse_l0 sp;
+    memset(&sp, 0, sizeof sp);
 
     stats->loss_sum = 0.0;
     stats->n_correct = 0;
@@ -225,14 +307,16 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
     if (n_order == 0 || bs <= 0)
         return DC_OK;
 
-    /* Scratch: converted input, per hidden layer its activation (and, with dropout, the
-     * dropped-out copy and mask), the logits, two gradient ping-pong buffers. */
+    /* Scratch: per hidden layer its activation (and, with dropout, the dropped-out copy
+     * and mask), the logits, two gradient ping-pong buffers; the converted dense input
+     * x0 is allocated only when a batch needs it (always, without the sparse path). */
     int64_t hidden_floats = 0;
     for (int64_t l = 1; l < L; ++l)
         hidden_floats += bs * net->sizes[l];
-    const size_t n_floats = (size_t)(bs * f + hidden_floats * (use_dropout ? 2 : 1) + bs * c +
-                                     2 * bs * width);
+    const size_t n_floats =
+        (size_t)(hidden_floats * (use_dropout ? 2 : 1) + bs * c + 2 * bs * width);
     float *scratch = malloc(n_floats * sizeof(float));
+    float *x0 = NULL;
     uint8_t *masks = use_dropout ? malloc((size_t)hidden_floats) : NULL;
     int64_t *lab = malloc((size_t)bs * sizeof(int64_t));
     const float **h_in = malloc((size_t)L * sizeof(float *)); /* input of layer l */
@@ -242,9 +326,19 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
         status = DC_ERR_NOMEM;
         goto done;
     }
-    float *x0 = scratch, *cursor = scratch + bs * f;
+    sp.on = net->sparse_input != DC_SPARSE_NEVER && shift == 0.0f && f <= INT32_MAX &&
+            bs <= INT32_MAX;
+    if (sp.on) {
+        sp.fused_sgd = opt->kind == DC_OPT_SGD && opt->momentum == 0.0f && opt->l2 == 0.0f &&
+                       opt->clip_norm <= 0.0f;
+        status = sparse_l0_alloc(&sp, net, opt, bs);
+        if (status != DC_OK) {
+            sp.on = 0; /* nothing was transposed into a buffer that is missing */
+            goto done;
+        }
+    }
+    float *cursor = scratch;
     uint8_t *mcursor = masks;
-    h_in[0] = x0;
     act[0] = NULL;
     mask[0] = NULL;
     for (int64_t l = 1; l < L; ++l) {
@@ -273,9 +367,25 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
 
         for (int64_t r = 0; r < rows; ++r)
             lab[r] = labels[idx[r]];
-        status = load_rows(x0, x_u8, x_f32, idx, rows, f, scale, shift);
-        if (status != DC_OK)
-            goto done;
+        sp.is_sparse = 0;
+        if (sp.on) {
+            status = x_u8 ? dc_csr_gather_u8(&sp.x, sp.capacity, x_u8, idx, rows, f, scale)
+                          : dc_csr_gather_f32(&sp.x, sp.capacity, x_f32, idx, rows, f, scale);
+            if (status == DC_OK)
+                sp.is_sparse = 1;
+            else if (status != DC_ERR_CAPACITY)
+                goto done;
+        }
+        if (!sp.is_sparse) {
+            if (x0 == NULL && (x0 = malloc((size_t)(bs * f) * sizeof(float))) == NULL) {
+                status = DC_ERR_NOMEM;
+                goto done;
+            }
+            status = load_rows(x0, x_u8, x_f32, idx, rows, f, scale, shift);
+            if (status != DC_OK)
+                goto done;
+        }
+        h_in[0] = x0;
         if (j + 1 < n_batches) {
             const int64_t next = (n_order - r0 - rows) < bs ? (n_order - r0 - rows) : bs;
             prefetch_rows(x_u8 ? (const void *)x_u8 : (const void *)x_f32, idx + rows, next,
@@ -287,9 +397,19 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
             const int64_t in = net->sizes[l], o = net->sizes[l + 1];
             const float *w = net->params + weight_offset(net, l);
             const int last = (l + 1 == L);
+            const int a = last ? DC_ACT_IDENTITY : net->act;
             float *out = last ? logits : act[l + 1];
-            status = dc_dense_forward(out, h_in[l], w, w + o * in, rows, in, o,
-                                      last ? DC_ACT_IDENTITY : net->act, net->act_alpha);
+            if (l == 0 && sp.is_sparse) {
+                status = dc_spmm(out, &sp.x, sp.wt, o, o, 1.0f, 0.0f, w + o * in, a,
+                                 net->act_alpha);
+            } else if (l == 0 && sp.on) {
+                status = dc_sgemm(0, 0, rows, o, in, 1.0f, x0, in, sp.wt, o, 0.0f, out, o);
+                if (status == DC_OK)
+                    status = dc_bias_act(out, w + o * in, rows, o, a, net->act_alpha);
+            } else {
+                status = dc_dense_forward(out, h_in[l], w, w + o * in, rows, in, o, a,
+                                          net->act_alpha);
+            }
             if (status != DC_OK)
                 goto done;
             if (!last && use_dropout) {
@@ -315,15 +435,33 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
         stats->n_correct += correct;
         stats->n_seen += rows;
 
-        /* backward */
+        /* backward. With the fused plain-SGD step, layer 0's weight is updated here (it
+         * is the last use of it in this batch); its bias and every other layer below. */
         float *d = delta_a, *d_next = delta_b;
         for (int64_t l = L - 1; l >= 0; --l) {
             const int64_t in = net->sizes[l], o = net->sizes[l + 1];
             const int64_t off = weight_offset(net, l);
             const float *w = net->params + off;
             float *dinp = l > 0 ? d_next : NULL;
-            status = dc_dense_backward(dinp, grads + off, grads + off + o * in, d, h_in[l], w,
-                                       rows, in, o, 0);
+            if (l == 0 && sp.on) {
+                const float alpha = sp.fused_sgd ? -lrs[j] : 1.0f;
+                const float beta = sp.fused_sgd ? 1.0f : 0.0f;
+                float *dst = sp.fused_sgd ? sp.wt : grads;
+                if (sp.is_sparse) {
+                    status = dc_csr_transpose(&sp.xt, &sp.x);
+                    if (status == DC_OK)
+                        status = dc_spmm(dst, &sp.xt, d, o, o, alpha, beta, NULL,
+                                         DC_ACT_IDENTITY, 0.0f);
+                } else {
+                    status = dc_sgemm(1, 0, in, o, rows, alpha, x0, in, d, o, beta, dst, o);
+                }
+                if (status == DC_OK) /* the bias gradient alone */
+                    status = dc_dense_backward(NULL, NULL, grads + off + o * in, d, NULL, NULL,
+                                               rows, in, o, 0);
+            } else {
+                status = dc_dense_backward(dinp, grads + off, grads + off + o * in, d, h_in[l],
+                                           w, rows, in, o, 0);
+            }
             if (status != DC_OK)
                 goto done;
             if (l > 0) {
@@ -342,8 +480,8 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
             }
         }
 
-        /* clip by global norm, then update */
-        const int64_t n_params = dc_mlp_n_params(L, net->sizes);
+        /* clip by global norm (the layout of layer 0's gradient does not matter to a
+         * norm), then update */
         if (opt->clip_norm > 0.0f) {
             double ss = 0.0;
             dc_sum_squares(&ss, grads, n_params);
@@ -360,16 +498,31 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
         for (int64_t l = 0; l < L; ++l) {
             const int64_t in = net->sizes[l], o = net->sizes[l + 1];
             const int64_t off = weight_offset(net, l);
-            status = update_segment(opt, net->params, grads, off, o * in, lrs[j], 1);
+            float *s1 = opt->state1 ? opt->state1 + off : NULL;
+            float *s2 = opt->state2 ? opt->state2 + off : NULL;
+            if (l == 0 && sp.on) {
+                if (!sp.fused_sgd)
+                    status = update_segment(opt, sp.wt, grads, sp.s1t, sp.s2t, o * in, lrs[j],
+                                            1);
+            } else {
+                status = update_segment(opt, net->params + off, grads + off, s1, s2, o * in,
+                                        lrs[j], 1);
+            }
             if (status == DC_OK)
-                status = update_segment(opt, net->params, grads, off + o * in, o, lrs[j], 0);
+                status = update_segment(opt, net->params + off + o * in, grads + off + o * in,
+                                        s1 ? s1 + o * in : NULL, s2 ? s2 + o * in : NULL, o,
+                                        lrs[j], 0);
             if (status != DC_OK)
                 goto done;
         }
     }
 
 done:
+    if (sp.on)
+        sparse_l0_store(&sp, net, opt);
+    sparse_l0_free(&sp);
     free(scratch);
+    free(x0);
     free(masks);
     free(lab);
     free((void *)h_in);

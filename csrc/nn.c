@@ -186,9 +186,16 @@ int dc_dense_forward(float *out, const float *inp, const float *weight, const fl
         if (st != DC_OK)
             return st;
     }
-    if (bias == NULL && act == DC_ACT_IDENTITY)
+    return dc_bias_act(out, bias, B, n_out, act, alpha);
+}
+
+int dc_bias_act(float *out, const float *bias, int64_t B, int64_t n_out, int act, float alpha)
+{
+    if (B < 0 || n_out < 0 || !act_valid(act))
+        return DC_ERR_ARG;
+    if ((bias == NULL && act == DC_ACT_IDENTITY) || B == 0 || n_out == 0)
         return DC_OK;
-    /* Epilogue: bias then activation on one row at a time while it is still in L1. */
+    /* bias then activation on one row at a time while it is still in L1 */
     int64_t cost = (act == DC_ACT_SIGMOID || act == DC_ACT_TANH) ? 8 : 1;
     int64_t rpc = rows_per_chunk(n_out, cost), nc = n_chunks(B, rpc);
 #ifdef _OPENMP

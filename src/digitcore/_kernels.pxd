@@ -72,6 +72,11 @@ cdef extern from "digitcore.h" nogil:
         int act
         float act_alpha
         float dropout
+        int sparse_input
+    enum:
+        DC_SPARSE_AUTO
+        DC_SPARSE_NEVER
+        DC_SPARSE_ALWAYS
     enum:
         DC_OPT_SGD
         DC_OPT_RMSPROP

@@ -7,6 +7,9 @@
 _ACTIVATIONS = {"identity": DC_ACT_IDENTITY, "relu": DC_ACT_RELU,
                 "leaky_relu": DC_ACT_LEAKY_RELU, "sigmoid": DC_ACT_SIGMOID,
                 "tanh": DC_ACT_TANH}
+_SPARSE_MODES = {"auto": DC_SPARSE_AUTO, "never": DC_SPARSE_NEVER,
+                 "always": DC_SPARSE_ALWAYS}
+_SPARSE_NAMES = {v: k for k, v in _SPARSE_MODES.items()}
 _OPTIMIZERS = {"sgd": DC_OPT_SGD, "rmsprop": DC_OPT_RMSPROP, "adam": DC_OPT_ADAM}
 
 
@@ -53,6 +56,18 @@ cdef class _Net:
         self.net.act = _ACTIVATIONS[activation]
         self.net.act_alpha = act_alpha
         self.net.dropout = dropout
+        self.net.sparse_input = DC_SPARSE_AUTO
+
+    @property
+    def sparse_input(self):
+        """First layer on sparse input while training: 'auto', 'never' or 'always'."""
+        return _SPARSE_NAMES[self.net.sparse_input]
+
+    @sparse_input.setter
+    def sparse_input(self, str mode):
+        if mode not in _SPARSE_MODES:
+            raise ValueError(f"sparse_input must be one of {sorted(_SPARSE_MODES)}, got {mode!r}")
+        self.net.sparse_input = _SPARSE_MODES[mode]
 
     cdef object _input(self, x, str name):
         if not isinstance(x, np.ndarray):

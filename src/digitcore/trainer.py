@@ -260,6 +260,10 @@ class Trainer:
         self.callbacks = [c if isinstance(c, Callback) else LambdaCallback(c) for c in callbacks]
         self.stream = stream
         self.stop_training = False
+        # First layer on sparse input: "auto" (the default: batches at most a quarter
+        # non-zero go through the sparse kernels), "never" or "always". Not a public
+        # knob: the tests and benchmarks compare the two paths with it.
+        self._sparse_input = "auto"
         self.history = None
 
     def __repr__(self):
@@ -321,6 +325,7 @@ class Trainer:
             opt.reset(net.n_params)
         grads = np.empty(net.n_params, np.float32)
         kernel = net._net(net.dropout)
+        kernel.sparse_input = self._sparse_input
         chunk_batches = max(1, _CHUNK_SAMPLES // bs)
 
         history = History()

@@ -1,0 +1,174 @@
+"""The first layer on sparse input (csrc/sparse.c): the sparse kernels must train the same
+network as the dense GEMM path, up to float rounding, on every shape and setting.
+
+Training compares three modes of the C loop: "never" (dense GEMM, the reference),
+"always" (sparse kernels whatever the density) and "auto" (sparse for batches at most a
+quarter non-zero, dense GEMM on the transposed layout otherwise).
+"""
+
+import numpy as np
+import pytest
+
+import digitcore
+from digitcore import Network, Trainer, optim
+from digitcore.errors import TrainingDivergedError
+
+
+def _sparse_digits(rng, n=300, d=64, k=5, density=0.2):
+    """uint8 'images' with about `density` non-zero pixels, class-dependent."""
+    proto = rng.random((k, d)) < density * 1.5
+    y = rng.integers(0, k, size=n)
+    keep = proto[y] & (rng.random((n, d)) < 0.66)
+    x = np.where(keep, rng.integers(1, 256, size=(n, d)), 0).astype(np.uint8)
+    return x, y
+
+
+def _train(x, y, sizes, mode, *, activation="relu", optimizer="adam", epochs=2, bs=32,
+           dropout=0.0, l2=0.0, clip_norm=None, lr=None, threads=None):
+    before = digitcore.get_num_threads()
+    if threads:
+        digitcore.set_num_threads(threads)
+    try:
+        net = Network(sizes, activation=activation, dropout=dropout, seed=0)
+        tr = Trainer(net, optimizer=optimizer, lr=lr, batch_size=bs, epochs=epochs, l2=l2,
+                     clip_norm=clip_norm, seed=1, verbose=0)
+        tr._sparse_input = mode
+        tr.fit(x, y)
+        return net, tr
+    finally:
+        digitcore.set_num_threads(before)
+
+
+def _close(a, b):
+    np.testing.assert_allclose(a.flat_parameters, b.flat_parameters, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("hidden", [1, 7, 10, 64, 70, 130])
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "sigmoid", "tanh"])
+def test_sparse_path_trains_like_the_dense_path(rng, hidden, activation):
+    # widths around the 8-column vector and the 64-column block, all four activations
+    x, y = _sparse_digits(rng)
+    dense, _ = _train(x, y, [64, hidden, 5], "never", activation=activation)
+    sparse, _ = _train(x, y, [64, hidden, 5], "always", activation=activation)
+    _close(dense, sparse)
+
+
+def test_the_sparse_path_really_runs_and_auto_picks_it(rng):
+    x, y = _sparse_digits(rng)
+    dense, _ = _train(x, y, [64, 16, 5], "never")
+    sparse, _ = _train(x, y, [64, 16, 5], "always")
+    auto, _ = _train(x, y, [64, 16, 5], "auto")
+    if digitcore.kernel_path() == "avx2":
+        # the AVX2 GEMM blocks and fuses its sums differently: the bits differ
+        assert not np.array_equal(dense.flat_parameters, sparse.flat_parameters)
+    else:
+        # the portable GEMM and sparse kernels add the same non-zero terms in the same
+        # order (a zero pixel only adds +0): identical bits
+        assert np.array_equal(dense.flat_parameters, sparse.flat_parameters)
+    assert np.array_equal(auto.flat_parameters, sparse.flat_parameters)
+
+
+@pytest.mark.parametrize("name", sorted(optim.OPTIMIZERS))
+def test_every_optimizer_and_its_state_survive_the_transposed_layout(rng, name):
+    """Layer 0's weight and optimizer state are held transposed during a call and put back
+    after: a second fit continues from the right state in either mode."""
+    x, y = _sparse_digits(rng)
+    nets = {}
+    for mode in ("never", "always"):
+        net, tr = _train(x, y, [64, 12, 5], mode, optimizer=name, l2=1e-3)
+        tr.fit(x, y)  # continues: state must have been stored back untransposed
+        nets[mode] = (net, tr.optimizer)
+    _close(nets["never"][0], nets["always"][0])
+    for attr in ("state1", "state2"):
+        a, b = getattr(nets["never"][1], attr, None), getattr(nets["always"][1], attr, None)
+        if a is not None:
+            np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-6)
+
+
+def test_plain_sgd_fused_update_matches_dense(rng):
+    # plain SGD applies layer 0's gradient while computing it; clipping and L2 turn it off
+    x, y = _sparse_digits(rng)
+    for kw in ({}, {"clip_norm": 0.5}, {"l2": 1e-3}):
+        dense, _ = _train(x, y, [64, 20, 5], "never", optimizer="sgd", lr=0.1, **kw)
+        sparse, _ = _train(x, y, [64, 20, 5], "always", optimizer="sgd", lr=0.1, **kw)
+        _close(dense, sparse)
+
+
+def test_float_input_and_dropout(rng):
+    x, y = _sparse_digits(rng)
+    xf = x.astype(np.float32) / 255
+    dense, _ = _train(xf, y, [64, 24, 16, 5], "never", dropout=0.3)
+    sparse, _ = _train(xf, y, [64, 24, 16, 5], "always", dropout=0.3)
+    _close(dense, sparse)
+
+
+def test_auto_mixes_dense_and_sparse_batches(rng):
+    """Batches over a quarter non-zero go through the GEMM on the transposed layout; a
+    call that mixes both kinds still trains like the dense path."""
+    x, y = _sparse_digits(rng, n=256, density=0.1)
+    dense_rows = rng.integers(1, 256, size=(64, 64)).astype(np.uint8)
+    x[:64] = dense_rows  # with shuffle=False, the first two batches of 32 are dense
+    results = {}
+    for mode in ("never", "auto"):
+        net = Network([64, 20, 5], seed=0)
+        tr = Trainer(net, optimizer="sgd", lr=0.05, batch_size=32, epochs=2, shuffle=False,
+                     seed=0, verbose=0)
+        tr._sparse_input = mode
+        tr.fit(x, y)
+        results[mode] = net
+    _close(results["never"], results["auto"])
+
+
+def test_all_zero_rows_and_full_batch(rng):
+    x, y = _sparse_digits(rng, n=120)
+    x[::3] = 0  # rows without entries: the forward is act(bias)
+    dense, _ = _train(x, y, [64, 9, 5], "never", bs=None, optimizer="sgd", lr=0.2, epochs=5)
+    sparse, _ = _train(x, y, [64, 9, 5], "always", bs=None, optimizer="sgd", lr=0.2,
+                       epochs=5)
+    _close(dense, sparse)
+
+
+def test_bitwise_identical_across_thread_counts(rng):
+    x, y = _sparse_digits(rng, n=2000, d=784, density=0.2)
+    a, _ = _train(x, y, [784, 130, 10], "always", bs=128, epochs=1, threads=1)
+    b, _ = _train(x, y, [784, 130, 10], "always", bs=128, epochs=1, threads=2)
+    assert np.array_equal(a.flat_parameters, b.flat_parameters)
+
+
+def test_mnist_mini_learns_on_the_sparse_path():
+    (x, y), (xt, yt) = digitcore.load_dataset("mnist-mini")
+    acc = {m: _train(x[:3000], y[:3000], [784, 64, 10], m, bs=64, epochs=3)[0].score(xt, yt)
+           for m in ("never", "auto")}
+    assert acc["auto"] > 0.85
+    assert abs(acc["auto"] - acc["never"]) < 0.01, acc
+
+
+def test_a_mean_shift_turns_the_sparse_path_off(rng):
+    # with input_mean the zero pixels become non-zero: the dense path must be used, and
+    # the result equals "never" bit for bit
+    x, y = _sparse_digits(rng)
+    runs = []
+    for mode in ("never", "always"):
+        net = Network([64, 8, 5], seed=0, input_mean=0.1)
+        tr = Trainer(net, optimizer="adam", batch_size=32, epochs=1, seed=1, verbose=0)
+        tr._sparse_input = mode
+        tr.fit(x, y)
+        runs.append(net.flat_parameters.copy())
+    assert np.array_equal(runs[0], runs[1])
+
+
+def test_divergence_on_the_sparse_path_leaves_the_network_usable(rng):
+    x, y = _sparse_digits(rng)
+    net = Network([64, 16, 5], seed=0)
+    tr = Trainer(net, optimizer="sgd", lr=1e9, batch_size=32, epochs=3, seed=0, verbose=0)
+    tr._sparse_input = "always"
+    with pytest.raises(TrainingDivergedError):
+        tr.fit(x, y)
+    assert np.isfinite(net.flat_parameters).all()
+    net.predict(x)
+
+
+def test_bad_mode_is_a_clear_error():
+    net = Network([4, 3, 2], seed=0)
+    with pytest.raises(ValueError, match="sparse_input must be one of"):
+        net._net().sparse_input = "sometimes"
