@@ -98,19 +98,22 @@ static int csr_gather(dc_csr *out, int64_t capacity, const uint8_t *in8, const f
     if (B == 0)
         return DC_OK;
     const int nt = dc_get_num_threads();
-    const int par = nt > 1 && B * F >= ((int64_t)1 << 15);
+    const int par = nt > 1 && B >= 2 * nt && B * F >= ((int64_t)1 << 13);
     (void)par;
     void (*fill)(int32_t *, float *, const uint8_t *, int64_t, float) = fill_u8;
+    int64_t (*count)(const uint8_t *, int64_t) = count_u8;
 #if DC_GEMM_BUILD_AVX2
-    if (dc_kernel_path() == DC_KERNEL_AVX2)
+    if (dc_kernel_path() == DC_KERNEL_AVX2) {
         fill = dc_csr_fill_u8_avx2;
+        count = dc_csr_count_u8_avx2;
+    }
 #endif
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (par)
 #endif
     for (int64_t r = 0; r < B; ++r) {
         const int64_t src = ridx != NULL ? ridx[r] : r;
-        out->ptr[r + 1] = in8 != NULL ? count_u8(in8 + src * F, F)
+        out->ptr[r + 1] = in8 != NULL ? count(in8 + src * F, F)
                                       : count_f32(in32 + src * F, F, scale);
     }
     for (int64_t r = 0; r < B; ++r)
@@ -172,7 +175,7 @@ int dc_csr_transpose(dc_csr *out, const dc_csr *x)
     out->cols = R;
     out->nnz = nnz;
     int nt = dc_get_num_threads();
-    if (nnz < ((int64_t)1 << 13) || K < nt)
+    if (nnz < ((int64_t)1 << 11) || K < nt)
         nt = 1;
     memset(ptr, 0, (size_t)(K + 1) * sizeof(int64_t));
 #ifdef _OPENMP

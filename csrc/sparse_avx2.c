@@ -25,9 +25,11 @@ DC_INLINE int dc_ctz32(uint32_t m)
     _BitScanForward(&i, m);
     return (int)i;
 }
+#define dc_popcount32(m) ((int)__popcnt(m))
 #else
 #define DC_INLINE static inline __attribute__((always_inline))
 #define dc_ctz32(m) __builtin_ctz(m)
+#define dc_popcount32(m) __builtin_popcount(m)
 #endif
 
 /* alpha * acc + beta * old + bias, then the activation; `mask` selects the columns of a
@@ -148,3 +150,17 @@ void dc_csr_fill_u8_avx2(int32_t *idx, float *val, const uint8_t *src, int64_t F
         }
 }
 
+
+int64_t dc_csr_count_u8_avx2(const uint8_t *src, int64_t F)
+{
+    int64_t c = 0, j = 0;
+    const __m256i zero = _mm256_setzero_si256();
+    for (; j + 32 <= F; j += 32) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(src + j));
+        const uint32_t m = ~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, zero));
+        c += dc_popcount32(m);
+    }
+    for (; j < F; ++j)
+        c += src[j] != 0;
+    return c;
+}

@@ -29,6 +29,8 @@ void dc_spmm_row_avx2(float *out, const int32_t *idx, const float *val, int64_t 
                       const float *bias, int act, float act_alpha);
 /* The non-zero entries of one uint8 row of F values: idx[p] = column, val[p] = value *
  * scale, in column order (the caller sized idx/val from a count). */
+/* The number of non-zero bytes in src[0..F). */
+int64_t dc_csr_count_u8_avx2(const uint8_t *src, int64_t F);
 void dc_csr_fill_u8_avx2(int32_t *idx, float *val, const uint8_t *src, int64_t F,
                          float scale);
 #endif

@@ -10,6 +10,7 @@ cdef extern from "digitcore.h" nogil:
         DC_ERR_LABEL
         DC_ERR_UNSUPPORTED
         DC_ERR_NONFINITE
+        DC_ERR_CAPACITY
     enum:
         DC_KERNEL_GENERIC
         DC_KERNEL_AVX2

@@ -23,6 +23,7 @@ _STATUS_MESSAGES = {
     DC_ERR_LABEL: (ValueError, "a label is outside [0, n_classes)"),
     DC_ERR_UNSUPPORTED: (RuntimeError, "this CPU or build does not support that kernel path"),
     DC_ERR_NONFINITE: (FloatingPointError, "a value became NaN or infinite"),
+    DC_ERR_CAPACITY: (KernelError, "a kernel's output buffer was too small (internal bug)"),
 }
 
 
