@@ -223,8 +223,8 @@ static void transpose(float *dst, const float *src, int64_t rows, int64_t cols)
  * state for it) is held transposed, (I, O): then the forward product is sparse batch
  * times weight^T and the weight gradient is batch^T (a CSC view) times dout, both
  * products of a sparse matrix's rows with a dense matrix (dc_spmm) that skip the zero
- * pixels. Batches too dense
- * for the buffer (more than a quarter non-zero) use the GEMM on the same layout. */
+ * pixels. Batches too dense for the buffer (more than a quarter non-zero) use the GEMM
+ * on the same layout. */
 typedef struct {
     int on;
     int fused_sgd;   /* plain SGD: the weight gradient is applied as it is computed */
