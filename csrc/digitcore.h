@@ -122,17 +122,17 @@ typedef struct {
 } dc_csr;
 
 /* out = rows idx[0..B) (idx may be NULL: rows 0..B) of inp (N,F), times scale, keeping
- * the non-zero entries. ptr must hold B+1 entries and idx/val `capacity` entries;
- * out->rows/cols/nnz are set. DC_ERR_CAPACITY (out->nnz then holds the count needed) if
- * there are more than `capacity` non-zeros: the caller then takes the dense path. */
-int dc_csr_gather_u8(dc_csr *out, int64_t capacity, const uint8_t *inp, const int64_t *idx,
-                     int64_t B, int64_t F, float scale);
-int dc_csr_gather_f32(dc_csr *out, int64_t capacity, const float *inp, const int64_t *idx,
-                      int64_t B, int64_t F, float scale);
-/* out = x transposed, i.e. x in compressed sparse column form (out->rows = x->cols).
- * out's ptr must hold x->cols + 1 entries and idx/val x->nnz; within each output row the
- * entries keep x's row order. */
-int dc_csr_transpose(dc_csr *out, const dc_csr *x);
+ * the non-zero entries (uint8: byte != 0; float: value * scale != 0, NaN kept). ptr must
+ * hold B+1 entries and idx/val `capacity` entries; out->rows/cols/nnz are set.
+ * out_t, if not NULL, receives the same batch transposed, i.e. in compressed sparse
+ * column form (out_t->rows = F; ptr F+1 entries, idx/val `capacity`; each of its rows
+ * lists the batch rows in increasing order), built in the same pass. DC_ERR_CAPACITY
+ * (out->nnz then holds the count needed) if there are more than `capacity` non-zeros:
+ * the caller then takes the dense path. */
+int dc_csr_gather_u8(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_t *inp,
+                     const int64_t *idx, int64_t B, int64_t F, float scale);
+int dc_csr_gather_f32(dc_csr *out, dc_csr *out_t, int64_t capacity, const float *inp,
+                      const int64_t *idx, int64_t B, int64_t F, float scale);
 /* out (R,N) = act(alpha * (S . D) + beta * out + bias) with S (R,K) sparse and D (K,N)
  * dense (leading dimension ldd >= N); bias (N) may be NULL; beta 0 overwrites. Rows of
  * S without entries leave out's row at act(beta * out + bias) (with beta == 1, bias

@@ -369,8 +369,10 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
             lab[r] = labels[idx[r]];
         sp.is_sparse = 0;
         if (sp.on) {
-            status = x_u8 ? dc_csr_gather_u8(&sp.x, sp.capacity, x_u8, idx, rows, f, scale)
-                          : dc_csr_gather_f32(&sp.x, sp.capacity, x_f32, idx, rows, f, scale);
+            status = x_u8 ? dc_csr_gather_u8(&sp.x, &sp.xt, sp.capacity, x_u8, idx, rows, f,
+                                             scale)
+                          : dc_csr_gather_f32(&sp.x, &sp.xt, sp.capacity, x_f32, idx, rows, f,
+                                              scale);
             if (status == DC_OK)
                 sp.is_sparse = 1;
             else if (status != DC_ERR_CAPACITY)
@@ -448,10 +450,8 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
                 const float beta = sp.fused_sgd ? 1.0f : 0.0f;
                 float *dst = sp.fused_sgd ? sp.wt : grads;
                 if (sp.is_sparse) {
-                    status = dc_csr_transpose(&sp.xt, &sp.x);
-                    if (status == DC_OK)
-                        status = dc_spmm(dst, &sp.xt, d, o, o, alpha, beta, NULL,
-                                         DC_ACT_IDENTITY, 0.0f);
+                    status = dc_spmm(dst, &sp.xt, d, o, o, alpha, beta, NULL, DC_ACT_IDENTITY,
+                                     0.0f);
                 } else {
                     status = dc_sgemm(1, 0, in, o, rows, alpha, x0, in, d, o, beta, dst, o);
                 }

@@ -1,5 +1,5 @@
 /*
- * sparse.c -- the first layer on sparse input: CSR gathers, CSR transpose, and dc_spmm
+ * sparse.c -- the first layer on sparse input: CSR gathers (with the transpose), and dc_spmm
  * (sparse rows times a dense matrix) with the dense layer's bias/activation epilogue.
  *
  * Plain C11; the AVX2 row kernel lives in sparse_avx2.c and is chosen by the same
@@ -21,7 +21,7 @@
 
 static inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-/* ==== building CSR ========================================================================= */
+/* ==== building CSR and its transpose ======================================================= */
 
 static inline uint64_t load_u64(const uint8_t *p)
 {
@@ -30,120 +30,42 @@ static inline uint64_t load_u64(const uint8_t *p)
     return w;
 }
 
-/* Non-zeros of one uint8 row (a loop the compiler vectorizes). */
-static int64_t count_u8(const uint8_t *src, int64_t F)
+/* One row of F values, uint8 (s8) or float (s32, the other pointer NULL): the number of
+ * non-zeros, adding 1 to colcnt[j] (if not NULL) for each non-zero column j. A uint8
+ * entry is kept when the byte is not 0; a float one when its scaled value is not 0 (NaN
+ * and inf are kept, so they reach the loss and are reported as in the dense path). */
+static int64_t count_row(const uint8_t *s8, const float *s32, int64_t F, float scale,
+                         int32_t *colcnt)
 {
     int64_t c = 0;
-    for (int64_t j = 0; j < F; ++j)
-        c += src[j] != 0;
-    return c;
-}
-
-/* The entries of one uint8 row; whole 8-byte words of background are skipped at once. */
-static void fill_u8(int32_t *idx, float *val, const uint8_t *src, int64_t F, float scale)
-{
-    int64_t p = 0, j = 0;
-    for (; j + 8 <= F; j += 8) {
-        if (load_u64(src + j) == 0)
-            continue;
-        for (int64_t t = j; t < j + 8; ++t)
-            if (src[t] != 0) {
-                idx[p] = (int32_t)t;
-                val[p] = (float)src[t] * scale;
-                ++p;
-            }
+    for (int64_t j = 0; j < F; ++j) {
+        const int nz = s8 != NULL ? s8[j] != 0 : (s32[j] * scale) != 0.0f;
+        c += nz;
+        if (colcnt != NULL)
+            colcnt[j] += nz;
     }
-    for (; j < F; ++j)
-        if (src[j] != 0) {
-            idx[p] = (int32_t)j;
-            val[p] = (float)src[j] * scale;
-            ++p;
-        }
-}
-
-/* A float entry is kept when its scaled value is not zero (NaN and inf are kept, so
- * they reach the loss and are reported as in the dense path). */
-static int64_t count_f32(const float *src, int64_t F, float scale)
-{
-    int64_t c = 0;
-    for (int64_t j = 0; j < F; ++j)
-        c += (src[j] * scale) != 0.0f;
     return c;
 }
 
-static void fill_f32(int32_t *idx, float *val, const float *src, int64_t F, float scale)
+/* The row's n entries (n from count_row), in column order; uint8 words of background
+ * are skipped 8 bytes at a time. */
+static void fill_row(int32_t *idx, float *val, int64_t n, const uint8_t *s8, const float *s32,
+                     int64_t F, float scale)
 {
     int64_t p = 0;
+    (void)n;
     for (int64_t j = 0; j < F; ++j) {
-        const float v = src[j] * scale;
-        if (v != 0.0f) {
+        if (s8 != NULL && (j & 7) == 0 && j + 8 <= F && load_u64(s8 + j) == 0) {
+            j += 7;
+            continue;
+        }
+        const float v = s8 != NULL ? (float)s8[j] * scale : s32[j] * scale;
+        if (s8 != NULL ? s8[j] != 0 : v != 0.0f) {
             idx[p] = (int32_t)j;
             val[p] = v;
             ++p;
         }
     }
-}
-
-/* Two passes over the rows (count, then fill), both split over threads by rows; the
- * prefix sum between them is serial (B additions). */
-static int csr_gather(dc_csr *out, int64_t capacity, const uint8_t *in8, const float *in32,
-                      const int64_t *ridx, int64_t B, int64_t F, float scale)
-{
-    if (out == NULL || B < 0 || F < 0 || F > INT32_MAX || capacity < 0)
-        return DC_ERR_ARG;
-    out->rows = B;
-    out->cols = F;
-    out->nnz = 0;
-    out->ptr[0] = 0;
-    if (B == 0)
-        return DC_OK;
-    const int nt = dc_get_num_threads();
-    const int par = nt > 1 && B >= 2 * nt && B * F >= ((int64_t)1 << 13);
-    (void)par;
-    void (*fill)(int32_t *, float *, const uint8_t *, int64_t, float) = fill_u8;
-    int64_t (*count)(const uint8_t *, int64_t) = count_u8;
-#if DC_GEMM_BUILD_AVX2
-    if (dc_kernel_path() == DC_KERNEL_AVX2) {
-        fill = dc_csr_fill_u8_avx2;
-        count = dc_csr_count_u8_avx2;
-    }
-#endif
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (par)
-#endif
-    for (int64_t r = 0; r < B; ++r) {
-        const int64_t src = ridx != NULL ? ridx[r] : r;
-        out->ptr[r + 1] = in8 != NULL ? count(in8 + src * F, F)
-                                      : count_f32(in32 + src * F, F, scale);
-    }
-    for (int64_t r = 0; r < B; ++r)
-        out->ptr[r + 1] += out->ptr[r];
-    out->nnz = out->ptr[B];
-    if (out->nnz > capacity)
-        return DC_ERR_CAPACITY;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (par)
-#endif
-    for (int64_t r = 0; r < B; ++r) {
-        const int64_t src = ridx != NULL ? ridx[r] : r, p = out->ptr[r];
-        if (in8 != NULL)
-            fill(out->idx + p, out->val + p, in8 + src * F, F, scale);
-        else
-            fill_f32(out->idx + p, out->val + p, in32 + src * F, F, scale);
-    }
-    return DC_OK;
-}
-
-int dc_csr_gather_u8(dc_csr *out, int64_t capacity, const uint8_t *inp, const int64_t *idx,
-                     int64_t B, int64_t F, float scale)
-{
-    return csr_gather(out, capacity, inp, NULL, idx, B, F, scale);
-}
-
-int dc_csr_gather_f32(dc_csr *out, int64_t capacity, const float *inp, const int64_t *idx,
-                      int64_t B, int64_t F, float scale)
-{
-    return csr_gather(out, capacity, NULL, inp, idx, B, F, scale);
 }
 
 /* First entry of row r at or after column c (a row's columns increase). */
@@ -160,24 +82,74 @@ static int64_t row_lower_bound(const dc_csr *x, int64_t r, int64_t c)
     return lo;
 }
 
-/* Counting sort by column, stable (each column lists its rows in increasing order: the
- * order the weight gradient sums the batch in). Columns are split over threads, so each
- * writes its own contiguous part of the output; a thread finds its columns in each row
- * by binary search. (Scattering dout rows straight into the weight gradient instead, with
- * no transpose, measured 1.2x slower on one thread and 4x on two.) */
-int dc_csr_transpose(dc_csr *out, const dc_csr *x)
+/* First column of part t of nt of the transpose, so that parts hold about equal numbers
+ * of entries (ptr: column starts). */
+static int64_t balanced_col(const int64_t *ptr, int64_t K, int64_t t, int64_t nt)
 {
-    if (out == NULL || x == NULL || x->rows < 0 || x->cols < 0 || x->rows > INT32_MAX)
+    if (t >= nt)
+        return K;
+    const int64_t target = ptr[K] * t / nt;
+    int64_t lo = 0, hi = K; /* first c with ptr[c] >= target */
+    while (lo < hi) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        if (ptr[mid] < target)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* One parallel region. Each thread counts a range of rows (and, for the transpose, keeps
+ * its own count of each column); one thread turns the counts into row and column
+ * starts; each thread fills its rows; then, for the transpose, each thread takes a
+ * range of columns (balanced by entries) and copies their entries out of every row, in
+ * row order. Splitting the transpose by columns rather than rows keeps two threads from
+ * writing into the same cache lines (a column's entries are contiguous). Every output
+ * position is written by one thread, the same for any thread count's ordering. */
+static int csr_gather(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_t *in8,
+                      const float *in32, const int64_t *ridx, int64_t B, int64_t F,
+                      float scale)
+{
+    if (out == NULL || B < 0 || F < 0 || F > INT32_MAX || capacity < 0 ||
+        (out_t != NULL && B > INT32_MAX))
         return DC_ERR_ARG;
-    const int64_t K = x->cols, R = x->rows, nnz = x->ptr[R];
-    int64_t *ptr = out->ptr;
-    out->rows = K;
-    out->cols = R;
-    out->nnz = nnz;
+    out->rows = B;
+    out->cols = F;
+    out->nnz = 0;
+    out->ptr[0] = 0;
+    if (out_t != NULL) {
+        out_t->rows = F;
+        out_t->cols = B;
+        out_t->nnz = 0;
+        memset(out_t->ptr, 0, (size_t)(F + 1) * sizeof(int64_t));
+    }
+    if (B == 0)
+        return DC_OK;
     int nt = dc_get_num_threads();
-    if (nnz < ((int64_t)1 << 11) || K < nt)
+    if (B < 2 * (int64_t)nt || B * F < ((int64_t)1 << 13))
         nt = 1;
-    memset(ptr, 0, (size_t)(K + 1) * sizeof(int64_t));
+    int64_t (*count)(const uint8_t *, const float *, int64_t, float, int32_t *) = count_row;
+    void (*fill)(int32_t *, float *, int64_t, const uint8_t *, const float *, int64_t,
+                 float) = fill_row;
+#if DC_GEMM_BUILD_AVX2
+    if (dc_kernel_path() == DC_KERNEL_AVX2) {
+        count = dc_csr_count_avx2;
+        fill = dc_csr_fill_avx2;
+    }
+#endif
+    int32_t *cnt = NULL; /* nt x F: thread t's count of each column */
+    int64_t *cur = NULL; /* F: write cursor in each column of out_t */
+    if (out_t != NULL) {
+        cnt = malloc((size_t)(nt * F) * sizeof(int32_t));
+        cur = malloc((size_t)F * sizeof(int64_t));
+        if (cnt == NULL || cur == NULL) {
+            free(cnt);
+            free(cur);
+            return DC_ERR_NOMEM;
+        }
+    }
+    int status = DC_OK;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
@@ -187,31 +159,81 @@ int dc_csr_transpose(dc_csr *out, const dc_csr *x)
 #else
         const int t = 0;
 #endif
-        const int64_t c0 = K * t / nt, c1 = K * (t + 1) / nt;
-        /* counts into ptr[c + 1] */
-        for (int64_t r = 0; r < R; ++r)
-            for (int64_t e = row_lower_bound(x, r, c0); e < x->ptr[r + 1] && x->idx[e] < c1; ++e)
-                ptr[x->idx[e] + 1] += 1;
+        const int64_t r0 = B * t / nt, r1 = B * (t + 1) / nt;
+        int32_t *ct = cnt != NULL ? cnt + t * F : NULL;
+        if (ct != NULL)
+            memset(ct, 0, (size_t)F * sizeof(int32_t));
+        for (int64_t r = r0; r < r1; ++r) {
+            const int64_t src = ridx != NULL ? ridx[r] : r;
+            out->ptr[r + 1] = count(in8 ? in8 + src * F : NULL, in32 ? in32 + src * F : NULL,
+                                    F, scale, ct);
+        }
 #ifdef _OPENMP
 #pragma omp barrier
 #pragma omp single
 #endif
-        for (int64_t c = 0; c < K; ++c)
-            ptr[c + 1] += ptr[c];
-        /* (implicit barrier after single) ptr[c] is column c's start: the write cursor,
-         * shifted back below */
-        for (int64_t r = 0; r < R; ++r)
-            for (int64_t e = row_lower_bound(x, r, c0); e < x->ptr[r + 1] && x->idx[e] < c1;
-                 ++e) {
-                const int64_t p = ptr[x->idx[e]]++;
-                out->idx[p] = (int32_t)r;
-                out->val[p] = x->val[e];
+        {
+            for (int64_t r = 0; r < B; ++r)
+                out->ptr[r + 1] += out->ptr[r];
+            if (out->ptr[B] > capacity) {
+                status = DC_ERR_CAPACITY;
+            } else if (out_t != NULL) {
+                int64_t p = 0;
+                for (int64_t c = 0; c < F; ++c) {
+                    out_t->ptr[c] = cur[c] = p;
+                    for (int u = 0; u < nt; ++u)
+                        p += cnt[u * F + c];
+                }
+                out_t->ptr[F] = p;
             }
+        } /* (implicit barrier) */
+        if (status == DC_OK) {
+            for (int64_t r = r0; r < r1; ++r) {
+                const int64_t src = ridx != NULL ? ridx[r] : r, e0 = out->ptr[r];
+                fill(out->idx + e0, out->val + e0, out->ptr[r + 1] - e0,
+                     in8 ? in8 + src * F : NULL, in32 ? in32 + src * F : NULL, F, scale);
+            }
+        }
+        if (status == DC_OK && out_t != NULL) {
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+            const int64_t c0 = balanced_col(out_t->ptr, F, t, nt);
+            const int64_t c1 = balanced_col(out_t->ptr, F, t + 1, nt);
+            const int64_t *rp = out->ptr;
+            const int32_t *ri = out->idx;
+            const float *rv = out->val;
+            int32_t *ti = out_t->idx;
+            float *tv = out_t->val;
+            for (int64_t r = 0; r < B && c0 < c1; ++r) {
+                const int64_t end = rp[r + 1];
+                for (int64_t e = nt > 1 ? row_lower_bound(out, r, c0) : rp[r];
+                     e < end && ri[e] < c1; ++e) {
+                    const int64_t q = cur[ri[e]]++;
+                    ti[q] = (int32_t)r;
+                    tv[q] = rv[e];
+                }
+            }
+        }
     }
-    for (int64_t c = K; c > 0; --c)
-        ptr[c] = ptr[c - 1];
-    ptr[0] = 0;
-    return DC_OK;
+    free(cnt);
+    free(cur);
+    out->nnz = out->ptr[B];
+    if (out_t != NULL && status == DC_OK)
+        out_t->nnz = out->nnz;
+    return status;
+}
+
+int dc_csr_gather_u8(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_t *inp,
+                     const int64_t *idx, int64_t B, int64_t F, float scale)
+{
+    return csr_gather(out, out_t, capacity, inp, NULL, idx, B, F, scale);
+}
+
+int dc_csr_gather_f32(dc_csr *out, dc_csr *out_t, int64_t capacity, const float *inp,
+                      const int64_t *idx, int64_t B, int64_t F, float scale)
+{
+    return csr_gather(out, out_t, capacity, NULL, inp, idx, B, F, scale);
 }
 
 /* ==== sparse times dense ==================================================================== */

@@ -19,16 +19,9 @@
 #if defined(_MSC_VER)
 #include <intrin.h>
 #define DC_INLINE static __forceinline
-DC_INLINE int dc_ctz32(uint32_t m)
-{
-    unsigned long i;
-    _BitScanForward(&i, m);
-    return (int)i;
-}
 #define dc_popcount32(m) ((int)__popcnt(m))
 #else
 #define DC_INLINE static inline __attribute__((always_inline))
-#define dc_ctz32(m) __builtin_ctz(m)
 #define dc_popcount32(m) __builtin_popcount(m)
 #endif
 
@@ -127,40 +120,167 @@ void dc_spmm_row_avx2(float *out, const int32_t *idx, const float *val, int64_t 
     }
 }
 
-void dc_csr_fill_u8_avx2(int32_t *idx, float *val, const uint8_t *src, int64_t F, float scale)
+/* Left-packing 8 lanes: entry m holds, in nibble k, the lane of the k-th set bit of m. */
+static const uint32_t pack_lut[256] = {
+    0x00000000, 0x00000000, 0x00000001, 0x00000010, 0x00000002, 0x00000020, 0x00000021, 0x00000210,
+    0x00000003, 0x00000030, 0x00000031, 0x00000310, 0x00000032, 0x00000320, 0x00000321, 0x00003210,
+    0x00000004, 0x00000040, 0x00000041, 0x00000410, 0x00000042, 0x00000420, 0x00000421, 0x00004210,
+    0x00000043, 0x00000430, 0x00000431, 0x00004310, 0x00000432, 0x00004320, 0x00004321, 0x00043210,
+    0x00000005, 0x00000050, 0x00000051, 0x00000510, 0x00000052, 0x00000520, 0x00000521, 0x00005210,
+    0x00000053, 0x00000530, 0x00000531, 0x00005310, 0x00000532, 0x00005320, 0x00005321, 0x00053210,
+    0x00000054, 0x00000540, 0x00000541, 0x00005410, 0x00000542, 0x00005420, 0x00005421, 0x00054210,
+    0x00000543, 0x00005430, 0x00005431, 0x00054310, 0x00005432, 0x00054320, 0x00054321, 0x00543210,
+    0x00000006, 0x00000060, 0x00000061, 0x00000610, 0x00000062, 0x00000620, 0x00000621, 0x00006210,
+    0x00000063, 0x00000630, 0x00000631, 0x00006310, 0x00000632, 0x00006320, 0x00006321, 0x00063210,
+    0x00000064, 0x00000640, 0x00000641, 0x00006410, 0x00000642, 0x00006420, 0x00006421, 0x00064210,
+    0x00000643, 0x00006430, 0x00006431, 0x00064310, 0x00006432, 0x00064320, 0x00064321, 0x00643210,
+    0x00000065, 0x00000650, 0x00000651, 0x00006510, 0x00000652, 0x00006520, 0x00006521, 0x00065210,
+    0x00000653, 0x00006530, 0x00006531, 0x00065310, 0x00006532, 0x00065320, 0x00065321, 0x00653210,
+    0x00000654, 0x00006540, 0x00006541, 0x00065410, 0x00006542, 0x00065420, 0x00065421, 0x00654210,
+    0x00006543, 0x00065430, 0x00065431, 0x00654310, 0x00065432, 0x00654320, 0x00654321, 0x06543210,
+    0x00000007, 0x00000070, 0x00000071, 0x00000710, 0x00000072, 0x00000720, 0x00000721, 0x00007210,
+    0x00000073, 0x00000730, 0x00000731, 0x00007310, 0x00000732, 0x00007320, 0x00007321, 0x00073210,
+    0x00000074, 0x00000740, 0x00000741, 0x00007410, 0x00000742, 0x00007420, 0x00007421, 0x00074210,
+    0x00000743, 0x00007430, 0x00007431, 0x00074310, 0x00007432, 0x00074320, 0x00074321, 0x00743210,
+    0x00000075, 0x00000750, 0x00000751, 0x00007510, 0x00000752, 0x00007520, 0x00007521, 0x00075210,
+    0x00000753, 0x00007530, 0x00007531, 0x00075310, 0x00007532, 0x00075320, 0x00075321, 0x00753210,
+    0x00000754, 0x00007540, 0x00007541, 0x00075410, 0x00007542, 0x00075420, 0x00075421, 0x00754210,
+    0x00007543, 0x00075430, 0x00075431, 0x00754310, 0x00075432, 0x00754320, 0x00754321, 0x07543210,
+    0x00000076, 0x00000760, 0x00000761, 0x00007610, 0x00000762, 0x00007620, 0x00007621, 0x00076210,
+    0x00000763, 0x00007630, 0x00007631, 0x00076310, 0x00007632, 0x00076320, 0x00076321, 0x00763210,
+    0x00000764, 0x00007640, 0x00007641, 0x00076410, 0x00007642, 0x00076420, 0x00076421, 0x00764210,
+    0x00007643, 0x00076430, 0x00076431, 0x00764310, 0x00076432, 0x00764320, 0x00764321, 0x07643210,
+    0x00000765, 0x00007650, 0x00007651, 0x00076510, 0x00007652, 0x00076520, 0x00076521, 0x00765210,
+    0x00007653, 0x00076530, 0x00076531, 0x00765310, 0x00076532, 0x00765320, 0x00765321, 0x07653210,
+    0x00007654, 0x00076540, 0x00076541, 0x00765410, 0x00076542, 0x00765420, 0x00765421, 0x07654210,
+    0x00076543, 0x00765430, 0x00765431, 0x07654310, 0x00765432, 0x07654320, 0x07654321, 0x76543210,
+};
+
+/* Lanes `m` of x and of the column numbers j..j+7, packed to the front of val/idx.
+ * Whole vectors are stored while the row has room for them (the row's count n is
+ * exact); the row's last vectors go through a buffer, so nothing past it is written. */
+DC_INLINE int64_t pack8(int32_t *idx, float *val, int64_t p, int64_t n, __m256 x, int64_t j,
+                        int m)
 {
-    int64_t p = 0, j = 0;
-    const __m256i zero = _mm256_setzero_si256();
-    for (; j + 32 <= F; j += 32) {
-        const __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(src + j));
-        uint32_t m = ~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, zero));
-        while (m != 0) {
-            const int t = dc_ctz32(m);
-            idx[p] = (int32_t)(j + t);
-            val[p] = (float)src[j + t] * scale;
-            ++p;
-            m &= m - 1;
+    const __m256i perm = _mm256_srlv_epi32(_mm256_set1_epi32((int)pack_lut[m]),
+                                           _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
+    const __m256i col = _mm256_add_epi32(_mm256_set1_epi32((int32_t)j),
+                                         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256 pv = _mm256_permutevar8x32_ps(x, perm);
+    const __m256i pi = _mm256_permutevar8x32_epi32(col, perm);
+    const int k = dc_popcount32((uint32_t)m);
+    if (p + 8 <= n) {
+        _mm256_storeu_ps(val + p, pv);
+        _mm256_storeu_si256((__m256i *)(void *)(idx + p), pi);
+    } else {
+        float tv[8];
+        int32_t ti[8];
+        _mm256_storeu_ps(tv, pv);
+        _mm256_storeu_si256((__m256i *)(void *)ti, pi);
+        for (int q = 0; q < k; ++q) {
+            val[p + q] = tv[q];
+            idx[p + q] = ti[q];
         }
     }
-    for (; j < F; ++j)
-        if (src[j] != 0) {
-            idx[p] = (int32_t)j;
-            val[p] = (float)src[j] * scale;
-            ++p;
-        }
+    return p + k;
 }
 
+void dc_csr_fill_avx2(int32_t *idx, float *val, int64_t n, const uint8_t *s8, const float *s32,
+                      int64_t F, float scale)
+{
+    int64_t p = 0, j = 0;
+    const __m256 sc = _mm256_set1_ps(scale);
+    if (s8 != NULL) {
+        for (; j + 8 <= F; j += 8) {
+            const __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(s8 + j));
+            if (_mm_testz_si128(b, b))
+                continue; /* background */
+            const __m256i v = _mm256_cvtepu8_epi32(b);
+            const int m = _mm256_movemask_ps(
+                _mm256_castsi256_ps(_mm256_cmpgt_epi32(v, _mm256_setzero_si256())));
+            p = pack8(idx, val, p, n, _mm256_mul_ps(_mm256_cvtepi32_ps(v), sc), j, m);
+        }
+        for (; j < F; ++j)
+            if (s8[j] != 0) {
+                idx[p] = (int32_t)j;
+                val[p] = (float)s8[j] * scale;
+                ++p;
+            }
+    } else {
+        for (; j + 8 <= F; j += 8) {
+            const __m256 x = _mm256_mul_ps(_mm256_loadu_ps(s32 + j), sc);
+            /* unordered: NaN is kept, as in the count */
+            const int m = _mm256_movemask_ps(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_NEQ_UQ));
+            if (m != 0)
+                p = pack8(idx, val, p, n, x, j, m);
+        }
+        for (; j < F; ++j) {
+            const float x = s32[j] * scale;
+            if (x != 0.0f) {
+                idx[p] = (int32_t)j;
+                val[p] = x;
+                ++p;
+            }
+        }
+    }
+}
 
-int64_t dc_csr_count_u8_avx2(const uint8_t *src, int64_t F)
+/* colcnt[j..j+8) += 1 where the low 8 bytes of nzb are 0xFF. */
+DC_INLINE void add_counts8(int32_t *colcnt, __m128i nzb)
+{
+    __m256i *c = (__m256i *)(void *)colcnt;
+    _mm256_storeu_si256(c, _mm256_sub_epi32(_mm256_loadu_si256(c), _mm256_cvtepi8_epi32(nzb)));
+}
+
+int64_t dc_csr_count_avx2(const uint8_t *s8, const float *s32, int64_t F, float scale,
+                          int32_t *colcnt)
 {
     int64_t c = 0, j = 0;
-    const __m256i zero = _mm256_setzero_si256();
-    for (; j + 32 <= F; j += 32) {
-        const __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(src + j));
-        const uint32_t m = ~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, zero));
-        c += dc_popcount32(m);
+    if (s8 != NULL) {
+        const __m256i zero = _mm256_setzero_si256();
+        for (; j + 32 <= F; j += 32) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(s8 + j));
+            const __m256i z = _mm256_cmpeq_epi8(v, zero);
+            const uint32_t m = ~(uint32_t)_mm256_movemask_epi8(z);
+            if (m == 0)
+                continue;
+            c += dc_popcount32(m);
+            if (colcnt != NULL) {
+                const __m256i nz = _mm256_xor_si256(z, _mm256_set1_epi8(-1));
+                const __m128i lo = _mm256_castsi256_si128(nz), hi = _mm256_extracti128_si256(nz, 1);
+                add_counts8(colcnt + j, lo);
+                add_counts8(colcnt + j + 8, _mm_srli_si128(lo, 8));
+                add_counts8(colcnt + j + 16, hi);
+                add_counts8(colcnt + j + 24, _mm_srli_si128(hi, 8));
+            }
+        }
+        for (; j < F; ++j)
+            if (s8[j] != 0) {
+                ++c;
+                if (colcnt != NULL)
+                    colcnt[j] += 1;
+            }
+    } else {
+        const __m256 sc = _mm256_set1_ps(scale);
+        for (; j + 8 <= F; j += 8) {
+            const __m256 nz = _mm256_cmp_ps(_mm256_mul_ps(_mm256_loadu_ps(s32 + j), sc),
+                                            _mm256_setzero_ps(), _CMP_NEQ_UQ);
+            const int m = _mm256_movemask_ps(nz);
+            if (m == 0)
+                continue;
+            c += dc_popcount32((uint32_t)m);
+            if (colcnt != NULL) {
+                __m256i *cc = (__m256i *)(void *)(colcnt + j);
+                _mm256_storeu_si256(cc, _mm256_sub_epi32(_mm256_loadu_si256(cc),
+                                                         _mm256_castps_si256(nz)));
+            }
+        }
+        for (; j < F; ++j)
+            if (s32[j] * scale != 0.0f) {
+                ++c;
+                if (colcnt != NULL)
+                    colcnt[j] += 1;
+            }
     }
-    for (; j < F; ++j)
-        c += src[j] != 0;
     return c;
 }

@@ -27,12 +27,15 @@ typedef void (*dc_spmm_row_fn)(float *out, const int32_t *idx, const float *val,
 void dc_spmm_row_avx2(float *out, const int32_t *idx, const float *val, int64_t nnz,
                       const float *d, int64_t ldd, int64_t w, float alpha, float beta,
                       const float *bias, int act, float act_alpha);
-/* The non-zero entries of one uint8 row of F values: idx[p] = column, val[p] = value *
- * scale, in column order (the caller sized idx/val from a count). */
-/* The number of non-zero bytes in src[0..F). */
-int64_t dc_csr_count_u8_avx2(const uint8_t *src, int64_t F);
-void dc_csr_fill_u8_avx2(int32_t *idx, float *val, const uint8_t *src, int64_t F,
-                         float scale);
+/* One row of F values, u8 (s8) or float (s32; the other pointer is NULL), as in
+ * csr_gather: the number of its non-zeros (u8: byte != 0; float: x * scale != 0, NaN
+ * kept), with colcnt[j] += 1 for each non-zero column j when colcnt is not NULL. */
+int64_t dc_csr_count_avx2(const uint8_t *s8, const float *s32, int64_t F, float scale,
+                          int32_t *colcnt);
+/* Its n non-zero entries (n from the count): idx[p] = column, val[p] = value * scale, in
+ * column order. Writes idx/val[0..n) only. */
+void dc_csr_fill_avx2(int32_t *idx, float *val, int64_t n, const uint8_t *s8, const float *s32,
+                      int64_t F, float scale);
 #endif
 
 #endif /* DC_SPARSE_INTERNAL_H */
