@@ -116,17 +116,23 @@ int dc_gather_f32(float *out, const float *inp, const int64_t *idx, int64_t B, i
 typedef struct {
     int64_t rows, cols; /* the dense shape */
     int64_t nnz;        /* entries used */
-    int64_t *ptr;       /* rows + 1: row r's entries are [ptr[r], ptr[r+1]) */
+    int64_t *ptr;       /* parts * (rows + 1): see parts */
     int32_t *idx;       /* column of each entry, increasing within a row */
     float *val;         /* value of each entry (never 0 when built by the gathers) */
+    int64_t parts;      /* >= 1. Row r's entries are, in order, the ranges
+                         * [ptr[p * (rows+1) + r], ptr[p * (rows+1) + r + 1]) for
+                         * p = 0..parts-1 (plain CSR: parts = 1, [ptr[r], ptr[r+1])). */
 } dc_csr;
 
 /* out = rows idx[0..B) (idx may be NULL: rows 0..B) of inp (N,F), times scale, keeping
- * the non-zero entries (uint8: byte != 0; float: value * scale != 0, NaN kept). ptr must
- * hold B+1 entries and idx/val `capacity` entries; out->rows/cols/nnz are set.
- * out_t, if not NULL, receives the same batch transposed, i.e. in compressed sparse
- * column form (out_t->rows = F; ptr F+1 entries, idx/val `capacity`; each of its rows
- * lists the batch rows in increasing order), built in the same pass. DC_ERR_CAPACITY
+ * the non-zero entries (uint8: byte != 0; float: value * scale != 0, NaN kept), as plain
+ * CSR. ptr must hold B+1 entries and idx/val `capacity` entries; out->rows/cols/nnz/parts
+ * are set. out_t, if not NULL, receives the same batch transposed (compressed sparse
+ * column form, out_t->rows = F), built in the same pass, in out_t->parts parts set by
+ * the caller (1..4096; ptr holds parts * (F+1) entries, idx/val `capacity`): part p
+ * holds the batch rows [B*p/parts, B*(p+1)/parts), so each row of out_t lists the batch
+ * rows in increasing order. One part per thread lets each thread write only its own
+ * memory; the result of dc_spmm does not depend on the number of parts. DC_ERR_CAPACITY
  * (out->nnz then holds the count needed) if there are more than `capacity` non-zeros:
  * the caller then takes the dense path. */
 int dc_csr_gather_u8(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_t *inp,

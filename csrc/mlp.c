@@ -257,8 +257,12 @@ static int sparse_l0_alloc(sparse_l0 *sp, const dc_mlp *net, const dc_optim *opt
     sp->wt = malloc(wbytes);
     sp->s1t = opt->state1 ? malloc(wbytes) : NULL;
     sp->s2t = opt->state2 ? malloc(wbytes) : NULL;
+    /* the transpose in one part per thread (see dc_csr_gather_u8) */
+    const int nt = dc_get_num_threads();
+    sp->xt.parts = nt < 1 ? 1 : nt > 4096 ? 4096 : nt;
+    sp->x.parts = 1;
     sp->x.ptr = malloc((size_t)(bs + 1) * sizeof(int64_t));
-    sp->xt.ptr = malloc((size_t)(in + 1) * sizeof(int64_t));
+    sp->xt.ptr = malloc((size_t)(sp->xt.parts * (in + 1)) * sizeof(int64_t));
     sp->x.idx = malloc((size_t)cap * sizeof(int32_t));
     sp->xt.idx = malloc((size_t)cap * sizeof(int32_t));
     sp->x.val = malloc((size_t)cap * sizeof(float));

@@ -68,67 +68,41 @@ static void fill_row(int32_t *idx, float *val, int64_t n, const uint8_t *s8, con
     }
 }
 
-/* First entry of row r at or after column c (a row's columns increase). */
-static int64_t row_lower_bound(const dc_csr *x, int64_t r, int64_t c)
-{
-    int64_t lo = x->ptr[r], hi = x->ptr[r + 1];
-    while (lo < hi) {
-        const int64_t mid = lo + (hi - lo) / 2;
-        if (x->idx[mid] < c)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
-/* First column of part t of nt of the transpose, so that parts hold about equal numbers
- * of entries (ptr: column starts). */
-static int64_t balanced_col(const int64_t *ptr, int64_t K, int64_t t, int64_t nt)
-{
-    if (t >= nt)
-        return K;
-    const int64_t target = ptr[K] * t / nt;
-    int64_t lo = 0, hi = K; /* first c with ptr[c] >= target */
-    while (lo < hi) {
-        const int64_t mid = lo + (hi - lo) / 2;
-        if (ptr[mid] < target)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
-/* One parallel region. Each thread counts a range of rows (and, for the transpose, keeps
- * its own count of each column); one thread turns the counts into row and column
- * starts; each thread fills its rows; then, for the transpose, each thread takes a
- * range of columns (balanced by entries) and copies their entries out of every row, in
- * row order. Splitting the transpose by columns rather than rows keeps two threads from
- * writing into the same cache lines (a column's entries are contiguous). Every output
- * position is written by one thread, the same for any thread count's ordering. */
+/* One parallel region. The batch's rows are cut into out_t->parts consecutive ranges
+ * (parts); each thread takes a run of parts. It counts its rows (and, for the
+ * transpose, each part's count of each column); one thread turns the counts into row
+ * starts and each part's column starts; then each thread fills its rows and at once
+ * copies each row's entries into its part of the transpose. Part p's entries of column
+ * c sit at [ptr[p][c], ptr[p][c+1]), after every entry of parts < p. So a thread only
+ * reads rows it has just written and writes its own region (no cache line is shared),
+ * and the transpose lists every column's rows in increasing order, whatever the number
+ * of parts or threads. */
 static int csr_gather(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_t *in8,
                       const float *in32, const int64_t *ridx, int64_t B, int64_t F,
                       float scale)
 {
     if (out == NULL || B < 0 || F < 0 || F > INT32_MAX || capacity < 0 ||
-        (out_t != NULL && B > INT32_MAX))
+        (out_t != NULL && (B > INT32_MAX || out_t->parts < 1 || out_t->parts > 4096)))
         return DC_ERR_ARG;
     out->rows = B;
     out->cols = F;
     out->nnz = 0;
+    out->parts = 1;
     out->ptr[0] = 0;
+    const int64_t P = out_t != NULL ? out_t->parts : 1;
     if (out_t != NULL) {
         out_t->rows = F;
         out_t->cols = B;
         out_t->nnz = 0;
-        memset(out_t->ptr, 0, (size_t)(F + 1) * sizeof(int64_t));
+        memset(out_t->ptr, 0, (size_t)(P * (F + 1)) * sizeof(int64_t));
     }
     if (B == 0)
         return DC_OK;
     int nt = dc_get_num_threads();
     if (B < 2 * (int64_t)nt || B * F < ((int64_t)1 << 13))
         nt = 1;
+    if (out_t != NULL && nt > P)
+        nt = (int)P; /* a part is one thread's */
     int64_t (*count)(const uint8_t *, const float *, int64_t, float, int32_t *) = count_row;
     void (*fill)(int32_t *, float *, int64_t, const uint8_t *, const float *, int64_t,
                  float) = fill_row;
@@ -138,11 +112,11 @@ static int csr_gather(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_
         fill = dc_csr_fill_avx2;
     }
 #endif
-    int32_t *cnt = NULL; /* nt x F: thread t's count of each column */
-    int64_t *cur = NULL; /* F: write cursor in each column of out_t */
+    int32_t *cnt = NULL; /* P x F: part p's count of each column */
+    int64_t *cur = NULL; /* P x F: part p's write cursor in each column of out_t */
     if (out_t != NULL) {
-        cnt = malloc((size_t)(nt * F) * sizeof(int32_t));
-        cur = malloc((size_t)F * sizeof(int64_t));
+        cnt = calloc((size_t)(P * F), sizeof(int32_t));
+        cur = malloc((size_t)(P * F) * sizeof(int64_t));
         if (cnt == NULL || cur == NULL) {
             free(cnt);
             free(cur);
@@ -159,14 +133,16 @@ static int csr_gather(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_
 #else
         const int t = 0;
 #endif
-        const int64_t r0 = B * t / nt, r1 = B * (t + 1) / nt;
-        int32_t *ct = cnt != NULL ? cnt + t * F : NULL;
-        if (ct != NULL)
-            memset(ct, 0, (size_t)F * sizeof(int32_t));
-        for (int64_t r = r0; r < r1; ++r) {
-            const int64_t src = ridx != NULL ? ridx[r] : r;
-            out->ptr[r + 1] = count(in8 ? in8 + src * F : NULL, in32 ? in32 + src * F : NULL,
-                                    F, scale, ct);
+        /* without the transpose, parts are only the threads' row ranges */
+        const int64_t np = out_t != NULL ? P : nt;
+        const int64_t p0 = np * t / nt, p1 = np * (t + 1) / nt;
+        for (int64_t p = p0; p < p1; ++p) {
+            int32_t *cp = cnt != NULL ? cnt + p * F : NULL;
+            for (int64_t r = B * p / np; r < B * (p + 1) / np; ++r) {
+                const int64_t src = ridx != NULL ? ridx[r] : r;
+                out->ptr[r + 1] = count(in8 ? in8 + src * F : NULL,
+                                        in32 ? in32 + src * F : NULL, F, scale, cp);
+            }
         }
 #ifdef _OPENMP
 #pragma omp barrier
@@ -178,40 +154,35 @@ static int csr_gather(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_
             if (out->ptr[B] > capacity) {
                 status = DC_ERR_CAPACITY;
             } else if (out_t != NULL) {
-                int64_t p = 0;
-                for (int64_t c = 0; c < F; ++c) {
-                    out_t->ptr[c] = cur[c] = p;
-                    for (int u = 0; u < nt; ++u)
-                        p += cnt[u * F + c];
+                for (int64_t p = 0; p < P; ++p) {
+                    int64_t *pp = out_t->ptr + p * (F + 1);
+                    int64_t q = out->ptr[B * p / P]; /* after all entries of parts < p */
+                    for (int64_t c = 0; c < F; ++c) {
+                        pp[c] = cur[p * F + c] = q;
+                        q += cnt[p * F + c];
+                    }
+                    pp[F] = q;
                 }
-                out_t->ptr[F] = p;
             }
         } /* (implicit barrier) */
         if (status == DC_OK) {
-            for (int64_t r = r0; r < r1; ++r) {
-                const int64_t src = ridx != NULL ? ridx[r] : r, e0 = out->ptr[r];
-                fill(out->idx + e0, out->val + e0, out->ptr[r + 1] - e0,
-                     in8 ? in8 + src * F : NULL, in32 ? in32 + src * F : NULL, F, scale);
-            }
-        }
-        if (status == DC_OK && out_t != NULL) {
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
-            const int64_t c0 = balanced_col(out_t->ptr, F, t, nt);
-            const int64_t c1 = balanced_col(out_t->ptr, F, t + 1, nt);
-            const int64_t *rp = out->ptr;
-            const int32_t *ri = out->idx;
-            const float *rv = out->val;
-            int32_t *ti = out_t->idx;
-            float *tv = out_t->val;
-            for (int64_t r = 0; r < B && c0 < c1; ++r) {
-                const int64_t end = rp[r + 1];
-                for (int64_t e = nt > 1 ? row_lower_bound(out, r, c0) : rp[r];
-                     e < end && ri[e] < c1; ++e) {
-                    const int64_t q = cur[ri[e]]++;
-                    ti[q] = (int32_t)r;
-                    tv[q] = rv[e];
+            for (int64_t p = p0; p < p1; ++p) {
+                int64_t *cu = cur != NULL ? cur + p * F : NULL;
+                int32_t *ti = out_t != NULL ? out_t->idx : NULL;
+                float *tv = out_t != NULL ? out_t->val : NULL;
+                for (int64_t r = B * p / np; r < B * (p + 1) / np; ++r) {
+                    const int64_t src = ridx != NULL ? ridx[r] : r, e0 = out->ptr[r];
+                    const int64_t n = out->ptr[r + 1] - e0;
+                    const int32_t *ri = out->idx + e0;
+                    const float *rv = out->val + e0;
+                    fill(out->idx + e0, out->val + e0, n, in8 ? in8 + src * F : NULL,
+                         in32 ? in32 + src * F : NULL, F, scale);
+                    if (cu != NULL)
+                        for (int64_t e = 0; e < n; ++e) {
+                            const int64_t q = cu[ri[e]]++;
+                            ti[q] = (int32_t)r;
+                            tv[q] = rv[e];
+                        }
                 }
             }
         }
@@ -238,18 +209,20 @@ int dc_csr_gather_f32(dc_csr *out, dc_csr *out_t, int64_t capacity, const float 
 
 /* ==== sparse times dense ==================================================================== */
 
-static void spmm_row_generic(float *out, const int32_t *idx, const float *val, int64_t nnz,
+static void spmm_row_generic(float *out, const int32_t *idx, const float *val,
+                             const int64_t *ptr, int64_t pstride, int64_t parts,
                              const float *d, int64_t ldd, int64_t w, float alpha, float beta,
                              const float *bias, int act, float act_alpha)
 {
     float acc[DC_SPMM_BLOCK];
     for (int64_t j = 0; j < w; ++j)
         acc[j] = 0.0f;
-    for (int64_t e = 0; e < nnz; ++e) {
-        const float x = val[e], *dr = d + (int64_t)idx[e] * ldd;
-        for (int64_t j = 0; j < w; ++j)
-            acc[j] += x * dr[j];
-    }
+    for (int64_t p = 0; p < parts; ++p)
+        for (int64_t e = ptr[p * pstride]; e < ptr[p * pstride + 1]; ++e) {
+            const float x = val[e], *dr = d + (int64_t)idx[e] * ldd;
+            for (int64_t j = 0; j < w; ++j)
+                acc[j] += x * dr[j];
+        }
     for (int64_t j = 0; j < w; ++j) {
         float r = alpha * acc[j];
         if (beta != 0.0f)
@@ -264,37 +237,56 @@ static void spmm_row_generic(float *out, const int32_t *idx, const float *val, i
     }
 }
 
+/* Entries of rows [0, r), over all parts. */
+static int64_t entries_before(const dc_csr *s, int64_t r)
+{
+    int64_t n = 0;
+    for (int64_t p = 0; p < s->parts; ++p)
+        n += s->ptr[p * (s->rows + 1) + r] - s->ptr[p * (s->rows + 1)];
+    return n;
+}
+
+static int64_t row_entries(const dc_csr *s, int64_t r)
+{
+    int64_t n = 0;
+    for (int64_t p = 0; p < s->parts; ++p)
+        n += s->ptr[p * (s->rows + 1) + r + 1] - s->ptr[p * (s->rows + 1) + r];
+    return n;
+}
+
 /* Rows [r0, r1) of column blocks [b0, b1): blocks outer, so one block's slab of D
  * (K x 64 floats) stays in this core's L2 while every row uses it. */
 static void spmm_tile(dc_spmm_row_fn row, float *out, const dc_csr *s, const float *d,
                       int64_t ldd, int64_t N, int64_t r0, int64_t r1, int64_t b0, int64_t b1,
                       float alpha, float beta, const float *bias, int act, float act_alpha)
 {
+    const int64_t stride = s->rows + 1;
+    const int skip_empty = beta == 1.0f && bias == NULL && act == DC_ACT_IDENTITY;
     for (int64_t b = b0; b < b1; ++b) {
         const int64_t j0 = b * DC_SPMM_BLOCK, w = min_i64(DC_SPMM_BLOCK, N - j0);
         for (int64_t r = r0; r < r1; ++r) {
-            const int64_t e0 = s->ptr[r], n = s->ptr[r + 1] - e0;
-            if (n == 0 && beta == 1.0f && bias == NULL && act == DC_ACT_IDENTITY)
+            if (skip_empty && row_entries(s, r) == 0)
                 continue; /* alpha * 0 + out == out */
-            row(out + r * N + j0, s->idx + e0, s->val + e0, n, d + j0, ldd, w, alpha, beta,
-                bias ? bias + j0 : NULL, act, act_alpha);
+            row(out + r * N + j0, s->idx, s->val, s->ptr + r, stride, s->parts, d + j0, ldd,
+                w, alpha, beta, bias ? bias + j0 : NULL, act, act_alpha);
         }
     }
 }
 
-/* First row of part t of nt, so that parts hold about equal numbers of entries. */
+/* First row of thread t's share of nt, so that shares hold about equal numbers of
+ * entries. */
 static int64_t balanced_row(const dc_csr *s, int64_t t, int64_t nt)
 {
-    const int64_t R = s->rows, nnz = s->ptr[R];
+    const int64_t R = s->rows, nnz = entries_before(s, R);
     if (t >= nt)
         return R;
     if (nnz == 0)
         return R * t / nt;
     const int64_t target = nnz * t / nt;
-    int64_t lo = 0, hi = R; /* first r with ptr[r] >= target */
+    int64_t lo = 0, hi = R; /* first r with entries_before(r) >= target */
     while (lo < hi) {
         const int64_t mid = lo + (hi - lo) / 2;
-        if (s->ptr[mid] < target)
+        if (entries_before(s, mid) < target)
             lo = mid + 1;
         else
             hi = mid;
@@ -305,7 +297,7 @@ static int64_t balanced_row(const dc_csr *s, int64_t t, int64_t nt)
 int dc_spmm(float *out, const dc_csr *s, const float *d, int64_t ldd, int64_t N, float alpha,
             float beta, const float *bias, int act, float act_alpha)
 {
-    if (s == NULL || s->rows < 0 || s->cols < 0 || N < 0 || ldd < N)
+    if (s == NULL || s->rows < 0 || s->cols < 0 || s->parts < 1 || N < 0 || ldd < N)
         return DC_ERR_ARG;
     if (act < DC_ACT_IDENTITY || act > DC_ACT_TANH)
         return DC_ERR_ARG;
@@ -321,7 +313,7 @@ int dc_spmm(float *out, const dc_csr *s, const float *d, int64_t ldd, int64_t N,
 #endif
     const int64_t nb = (N + DC_SPMM_BLOCK - 1) / DC_SPMM_BLOCK;
     int nt = dc_get_num_threads();
-    if (s->ptr[R] * N < SPMM_PARALLEL_MIN)
+    if (entries_before(s, R) * N < SPMM_PARALLEL_MIN)
         nt = 1;
     /* Column blocks split evenly: each thread keeps its own slab of D. Otherwise rows,
      * balanced by entries. */

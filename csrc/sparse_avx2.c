@@ -59,23 +59,27 @@ DC_INLINE void finish(float *out, __m256 acc, const float *bias, __m256i mask, i
     if (nv > k)                                                                            \
     finish(out + 8 * k, acc, bias ? bias + 8 * k : NULL, all, 0, alpha, beta, act, act_alpha)
 
-DC_INLINE void row_nv(int nv, float *out, const int32_t *idx, const float *val, int64_t nnz,
-                      const float *d, int64_t ldd, float alpha, float beta, const float *bias,
-                      int act, float act_alpha)
+DC_INLINE void row_nv(int nv, float *out, const int32_t *idx, const float *val,
+                      const int64_t *ptr, int64_t pstride, int64_t parts, const float *d,
+                      int64_t ldd, float alpha, float beta, const float *bias, int act,
+                      float act_alpha)
 {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
            a7 = a0;
-    for (int64_t e = 0; e < nnz; ++e) {
-        const float *dr = d + (int64_t)idx[e] * ldd;
-        const __m256 x = _mm256_broadcast_ss(val + e);
-        DC_FMA_IF(0, a0);
-        DC_FMA_IF(1, a1);
-        DC_FMA_IF(2, a2);
-        DC_FMA_IF(3, a3);
-        DC_FMA_IF(4, a4);
-        DC_FMA_IF(5, a5);
-        DC_FMA_IF(6, a6);
-        DC_FMA_IF(7, a7);
+    for (int64_t p = 0; p < parts; ++p) {
+        const int64_t e1 = ptr[p * pstride + 1];
+        for (int64_t e = ptr[p * pstride]; e < e1; ++e) {
+            const float *dr = d + (int64_t)idx[e] * ldd;
+            const __m256 x = _mm256_broadcast_ss(val + e);
+            DC_FMA_IF(0, a0);
+            DC_FMA_IF(1, a1);
+            DC_FMA_IF(2, a2);
+            DC_FMA_IF(3, a3);
+            DC_FMA_IF(4, a4);
+            DC_FMA_IF(5, a5);
+            DC_FMA_IF(6, a6);
+            DC_FMA_IF(7, a7);
+        }
     }
     const __m256i all = _mm256_set1_epi32(-1);
     DC_FINISH_IF(0, a0);
@@ -88,21 +92,21 @@ DC_INLINE void row_nv(int nv, float *out, const int32_t *idx, const float *val, 
     DC_FINISH_IF(7, a7);
 }
 
-void dc_spmm_row_avx2(float *out, const int32_t *idx, const float *val, int64_t nnz,
-                      const float *d, int64_t ldd, int64_t w, float alpha, float beta,
-                      const float *bias, int act, float act_alpha)
+void dc_spmm_row_avx2(float *out, const int32_t *idx, const float *val, const int64_t *ptr,
+                      int64_t pstride, int64_t parts, const float *d, int64_t ldd, int64_t w,
+                      float alpha, float beta, const float *bias, int act, float act_alpha)
 {
     int64_t j = 0;
     /* the common widths get one pass over the entries */
     switch (w / 8) {
-    case 8: row_nv(8, out, idx, val, nnz, d, ldd, alpha, beta, bias, act, act_alpha); break;
-    case 7: row_nv(7, out, idx, val, nnz, d, ldd, alpha, beta, bias, act, act_alpha); break;
-    case 6: row_nv(6, out, idx, val, nnz, d, ldd, alpha, beta, bias, act, act_alpha); break;
-    case 5: row_nv(5, out, idx, val, nnz, d, ldd, alpha, beta, bias, act, act_alpha); break;
-    case 4: row_nv(4, out, idx, val, nnz, d, ldd, alpha, beta, bias, act, act_alpha); break;
-    case 3: row_nv(3, out, idx, val, nnz, d, ldd, alpha, beta, bias, act, act_alpha); break;
-    case 2: row_nv(2, out, idx, val, nnz, d, ldd, alpha, beta, bias, act, act_alpha); break;
-    case 1: row_nv(1, out, idx, val, nnz, d, ldd, alpha, beta, bias, act, act_alpha); break;
+    case 8: row_nv(8, out, idx, val, ptr, pstride, parts, d, ldd, alpha, beta, bias, act, act_alpha); break;
+    case 7: row_nv(7, out, idx, val, ptr, pstride, parts, d, ldd, alpha, beta, bias, act, act_alpha); break;
+    case 6: row_nv(6, out, idx, val, ptr, pstride, parts, d, ldd, alpha, beta, bias, act, act_alpha); break;
+    case 5: row_nv(5, out, idx, val, ptr, pstride, parts, d, ldd, alpha, beta, bias, act, act_alpha); break;
+    case 4: row_nv(4, out, idx, val, ptr, pstride, parts, d, ldd, alpha, beta, bias, act, act_alpha); break;
+    case 3: row_nv(3, out, idx, val, ptr, pstride, parts, d, ldd, alpha, beta, bias, act, act_alpha); break;
+    case 2: row_nv(2, out, idx, val, ptr, pstride, parts, d, ldd, alpha, beta, bias, act, act_alpha); break;
+    case 1: row_nv(1, out, idx, val, ptr, pstride, parts, d, ldd, alpha, beta, bias, act, act_alpha); break;
     default: break;
     }
     j = (w / 8) * 8;
@@ -111,11 +115,12 @@ void dc_spmm_row_avx2(float *out, const int32_t *idx, const float *val, int64_t 
         const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(w - j)), lane);
         __m256 acc = _mm256_setzero_ps();
-        for (int64_t e = 0; e < nnz; ++e) {
-            const float *dr = d + (int64_t)idx[e] * ldd + j;
-            acc = _mm256_fmadd_ps(_mm256_broadcast_ss(val + e), _mm256_maskload_ps(dr, mask),
-                                  acc);
-        }
+        for (int64_t p = 0; p < parts; ++p)
+            for (int64_t e = ptr[p * pstride]; e < ptr[p * pstride + 1]; ++e) {
+                const float *dr = d + (int64_t)idx[e] * ldd + j;
+                acc = _mm256_fmadd_ps(_mm256_broadcast_ss(val + e),
+                                      _mm256_maskload_ps(dr, mask), acc);
+            }
         finish(out + j, acc, bias ? bias + j : NULL, mask, 1, alpha, beta, act, act_alpha);
     }
 }

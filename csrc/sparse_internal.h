@@ -14,19 +14,21 @@
 
 /* One row of one column block: for j in [0, w), w <= DC_SPMM_BLOCK,
  *   out[j] = act(alpha * sum_e val[e] * d[idx[e] * ldd + j] + beta * out[j] + bias[j])
- * with the sum taken in entry order; beta == 0 ignores out's old value; bias may be
+ * over the row's entries e in [ptr[p * pstride], ptr[p * pstride + 1]) for each part p
+ * in 0..parts-1 (see dc_csr), the sum taken in that order; beta == 0 ignores out's old value; bias may be
  * NULL; act is DC_ACT_IDENTITY, DC_ACT_RELU or DC_ACT_LEAKY_RELU (slope act_alpha).
  * Measured on Zen 4, one entry of a 64-column block costs ~7 cycles when D is in L1 and
  * ~11 from L2: load-bound, as every multiply-add needs its own element of D. Blocking K
  * to keep D in L1 cost more in bookkeeping than it saved (tried). */
-typedef void (*dc_spmm_row_fn)(float *out, const int32_t *idx, const float *val, int64_t nnz,
+typedef void (*dc_spmm_row_fn)(float *out, const int32_t *idx, const float *val,
+                               const int64_t *ptr, int64_t pstride, int64_t parts,
                                const float *d, int64_t ldd, int64_t w, float alpha, float beta,
                                const float *bias, int act, float act_alpha);
 
 #if DC_GEMM_BUILD_AVX2
-void dc_spmm_row_avx2(float *out, const int32_t *idx, const float *val, int64_t nnz,
-                      const float *d, int64_t ldd, int64_t w, float alpha, float beta,
-                      const float *bias, int act, float act_alpha);
+void dc_spmm_row_avx2(float *out, const int32_t *idx, const float *val, const int64_t *ptr,
+                      int64_t pstride, int64_t parts, const float *d, int64_t ldd, int64_t w,
+                      float alpha, float beta, const float *bias, int act, float act_alpha);
 /* One row of F values, u8 (s8) or float (s32; the other pointer is NULL), as in
  * csr_gather: the number of its non-zeros (u8: byte != 0; float: x * scale != 0, NaN
  * kept), with colcnt[j] += 1 for each non-zero column j when colcnt is not NULL. */
