@@ -226,13 +226,15 @@ static void dc_pack_b_generic(float *pb, const float *b, int64_t ldb, int trans_
 static const dc_sgemm_kernel_info dc_kernel_table[] = {
     /* generic: 6x8 SSE2-width tile; A block 72 x 256 x 4 copies x 4 B = 288 KB (L2),
      * B micro-panel 256 x 8 x 4 B = 8 KB (L1) */
-    {"generic", DC_GEN_MR, DC_GEN_NR, DC_GEN_A_DUP, 72, 256, 4080, dc_ukernel_generic,
-     dc_pack_a_generic, dc_pack_b_generic, NULL},
+    {"generic", DC_GEN_MR, DC_GEN_NR, DC_GEN_A_DUP, 72, 256, 4080, dc_ukernel_generic, NULL,
+     0, dc_pack_a_generic, dc_pack_b_generic, NULL},
 #if DC_GEMM_BUILD_AVX2
     /* avx2: 6x16 tile = 12 ymm accumulators; A block 144 x 256 x 4 B = 144 KB (L2),
-     * B micro-panel 256 x 16 x 4 B = 16 KB (half of L1d) */
-    {"avx2", 6, 16, 1, 144, 256, 4080, dc_sgemm_ukernel_avx2_6x16, dc_sgemm_pack_a_avx2_6,
-     dc_sgemm_pack_b_avx2_16, dc_sgemm_narrow_avx2},
+     * B micro-panel 256 x 16 x 4 B = 16 KB (half of L1d). Edge tiles of <= 4 rows (M = 32
+     * leaves one of 2) run a 2- or 4-row kernel. */
+    {"avx2", 6, 16, 1, 144, 256, 4080, dc_sgemm_ukernel_avx2_6x16,
+     dc_sgemm_ukernel_avx2_edge4, 4, dc_sgemm_pack_a_avx2_6, dc_sgemm_pack_b_avx2_16,
+     dc_sgemm_narrow_avx2},
 #endif
 };
 
@@ -293,8 +295,10 @@ static void dc_gemm_run(const dc_gemm_job *J) {
                             rs_a = J->trans_a ? 1 : J->lda;
                             cs_a = J->trans_a ? J->lda : 1;
                         }
-                        ki->ukernel(kc, ap, rs_a, cs_a, bpan, cblk + ip * MR * J->ldc, J->ldc,
-                                    J->alpha, beta, mr, nr);
+                        const dc_sgemm_ukernel_fn uk =
+                            mr <= ki->edge_rows ? ki->ukernel_edge : ki->ukernel;
+                        uk(kc, ap, rs_a, cs_a, bpan, cblk + ip * MR * J->ldc, J->ldc, J->alpha,
+                           beta, mr, nr);
                     }
                 }
             }

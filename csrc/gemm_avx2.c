@@ -40,9 +40,10 @@
 /* The kernel body. Row r of the A micro-panel at step p is a[r*rs_a + p*cs_a]: packed
  * panels (signalled by rs_a == 0) are inlined with the constants (1, MR); unpacked A
  * (op(A) read in place when packing would not pay, see gemm.c) passes its strides. */
-DC_INLINE void dc_kernel_6x16(int64_t k, const float *restrict a, int64_t rs_a,
-                              int64_t cs_a, const float *restrict b, float *restrict c,
-                              int64_t ldc, float alpha, float beta, int mr, int nr) {
+DC_INLINE void dc_kernel_6x16(const int rows, int64_t k, const float *restrict a,
+                              int64_t rs_a, int64_t cs_a, const float *restrict b,
+                              float *restrict c, int64_t ldc, float alpha, float beta, int mr,
+                              int nr) {
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
     __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
@@ -64,9 +65,11 @@ DC_INLINE void dc_kernel_6x16(int64_t k, const float *restrict a, int64_t rs_a,
     const float *a5 = a + (mr > 5 ? 5 : 0) * rs_a;
 
 #define DC_ROW(r, o)                                                  \
-    av = _mm256_broadcast_ss(a##r + (o) * cs_a);                      \
-    c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0);                       \
-    c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);
+    if (rows > r) {                                                   \
+        av = _mm256_broadcast_ss(a##r + (o) * cs_a);                  \
+        c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0);                   \
+        c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);                   \
+    }
 #define DC_STEP(o)                                                    \
     b0 = _mm256_load_ps(b + NR * (o));                                \
     b1 = _mm256_load_ps(b + NR * (o) + 8);                            \
@@ -95,7 +98,7 @@ DC_INLINE void dc_kernel_6x16(int64_t k, const float *restrict a, int64_t rs_a,
 #undef DC_ROW
 
     const __m256 va = _mm256_set1_ps(alpha);
-    if (mr == MR && nr == NR) {
+    if (rows == MR && mr == MR && nr == NR) {
         if (beta == 0.0f) {
 #define DC_PUT0(r)                                                        \
     _mm256_storeu_ps(c + (r) * ldc, _mm256_mul_ps(va, c##r##0));          \
@@ -127,18 +130,24 @@ DC_INLINE void dc_kernel_6x16(int64_t k, const float *restrict a, int64_t rs_a,
             for (int j = 0; j < nr; j++) t[r * NR + j] = c[r * ldc + j];
     }
     if (beta == 0.0f) {
-#define DC_SPILL0(r)                                                \
-    _mm256_store_ps(t + (r) * NR, _mm256_mul_ps(va, c##r##0));      \
-    _mm256_store_ps(t + (r) * NR + 8, _mm256_mul_ps(va, c##r##1));
+#define DC_SPILL0(r)                                                    \
+    if (rows > r) {                                                     \
+        _mm256_store_ps(t + (r) * NR, _mm256_mul_ps(va, c##r##0));      \
+        _mm256_store_ps(t + (r) * NR + 8, _mm256_mul_ps(va, c##r##1));  \
+    }
         DC_SPILL0(0) DC_SPILL0(1) DC_SPILL0(2) DC_SPILL0(3) DC_SPILL0(4) DC_SPILL0(5)
 #undef DC_SPILL0
     } else {
         const __m256 vb = _mm256_set1_ps(beta);
 #define DC_SPILL1(r)                                                                      \
-    _mm256_store_ps(t + (r) * NR, _mm256_fmadd_ps(vb, _mm256_load_ps(t + (r) * NR),        \
-                                                  _mm256_mul_ps(va, c##r##0)));            \
-    _mm256_store_ps(t + (r) * NR + 8, _mm256_fmadd_ps(vb, _mm256_load_ps(t + (r) * NR + 8), \
-                                                      _mm256_mul_ps(va, c##r##1)));
+    if (rows > r) {                                                                       \
+        _mm256_store_ps(t + (r) * NR,                                                     \
+                        _mm256_fmadd_ps(vb, _mm256_load_ps(t + (r) * NR),                 \
+                                        _mm256_mul_ps(va, c##r##0)));                     \
+        _mm256_store_ps(t + (r) * NR + 8,                                                 \
+                        _mm256_fmadd_ps(vb, _mm256_load_ps(t + (r) * NR + 8),             \
+                                        _mm256_mul_ps(va, c##r##1)));                     \
+    }
         DC_SPILL1(0) DC_SPILL1(1) DC_SPILL1(2) DC_SPILL1(3) DC_SPILL1(4) DC_SPILL1(5)
 #undef DC_SPILL1
     }
@@ -150,9 +159,27 @@ void dc_sgemm_ukernel_avx2_6x16(int64_t k, const float *a, int64_t rs_a, int64_t
                                 const float *b, float *c, int64_t ldc, float alpha,
                                 float beta, int mr, int nr) {
     if (rs_a == 0) /* packed */
-        dc_kernel_6x16(k, a, 1, MR, b, c, ldc, alpha, beta, mr, nr);
+        dc_kernel_6x16(6, k, a, 1, MR, b, c, ldc, alpha, beta, mr, nr);
     else
-        dc_kernel_6x16(k, a, rs_a, cs_a, b, c, ldc, alpha, beta, mr, nr);
+        dc_kernel_6x16(6, k, a, rs_a, cs_a, b, c, ldc, alpha, beta, mr, nr);
+}
+
+/* Each element's arithmetic is the same as in the 6-row kernel, so its bits do not
+ * depend on which kernel its tile ran. */
+void dc_sgemm_ukernel_avx2_edge4(int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
+                                 const float *b, float *c, int64_t ldc, float alpha,
+                                 float beta, int mr, int nr) {
+    if (rs_a == 0) { /* packed */
+        if (mr <= 2)
+            dc_kernel_6x16(2, k, a, 1, MR, b, c, ldc, alpha, beta, mr, nr);
+        else
+            dc_kernel_6x16(4, k, a, 1, MR, b, c, ldc, alpha, beta, mr, nr);
+    } else {
+        if (mr <= 2)
+            dc_kernel_6x16(2, k, a, rs_a, cs_a, b, c, ldc, alpha, beta, mr, nr);
+        else
+            dc_kernel_6x16(4, k, a, rs_a, cs_a, b, c, ldc, alpha, beta, mr, nr);
+    }
 }
 
 /* ------------------------------------------------------------------------------ */

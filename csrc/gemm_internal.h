@@ -65,6 +65,8 @@ typedef struct {
     int a_dup;           /* copies of each A value in a packed panel (pre-broadcast) */
     int64_t mc, kc, nc;  /* cache blocks; mc % mr == 0, nc % nr == 0 */
     dc_sgemm_ukernel_fn ukernel;
+    dc_sgemm_ukernel_fn ukernel_edge; /* for tiles of <= edge_rows rows (NULL: ukernel) */
+    int edge_rows;
     dc_sgemm_pack_a_fn pack_a;
     dc_sgemm_pack_b_fn pack_b;
     dc_sgemm_narrow_fn narrow; /* NULL: narrow N goes through the blocked loops */
@@ -82,6 +84,11 @@ const dc_sgemm_kernel_info *dc_sgemm_kernel_info_for(int path);
 void dc_sgemm_ukernel_avx2_6x16(int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
                                 const float *b, float *c, int64_t ldc, float alpha,
                                 float beta, int mr, int nr);
+/* The same contract and arithmetic for edge tiles of mr <= 4 rows, with 2 or 4 rows of
+ * accumulators instead of 6: 1/3 or 2/3 of the multiply-adds. */
+void dc_sgemm_ukernel_avx2_edge4(int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
+                                 const float *b, float *c, int64_t ldc, float alpha,
+                                 float beta, int mr, int nr);
 void dc_sgemm_pack_a_avx2_6(float *pa, const float *a, int64_t lda, int trans_a, int64_t i0,
                             int64_t mlen, int64_t p0, int64_t kc);
 void dc_sgemm_pack_b_avx2_16(float *pb, const float *b, int64_t ldb, int trans_b, int64_t p0,
