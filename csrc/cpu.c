@@ -114,6 +114,10 @@ void dc_set_num_threads(int n) {
 
 int dc_get_num_threads(void) {
 #ifdef _OPENMP
+    /* inside a parallel region (dc_mlp_train's overlap, or a caller's own threads) a
+     * kernel runs on the thread that called it */
+    if (omp_in_parallel())
+        return 1;
     int n = omp_get_max_threads();
     if (g_num_threads > 0 && g_num_threads < n) n = g_num_threads;
     return n > 0 ? n : 1;

@@ -129,13 +129,14 @@ static int csr_gather(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_
 #endif
     {
 #ifdef _OPENMP
-        const int t = nt > 1 ? omp_get_thread_num() : 0;
+        /* the team may be smaller than asked for: split by what it is */
+        const int t = omp_get_thread_num(), got = omp_get_num_threads();
 #else
-        const int t = 0;
+        const int t = 0, got = 1;
 #endif
         /* without the transpose, parts are only the threads' row ranges */
-        const int64_t np = out_t != NULL ? P : nt;
-        const int64_t p0 = np * t / nt, p1 = np * (t + 1) / nt;
+        const int64_t np = out_t != NULL ? P : got;
+        const int64_t p0 = np * t / got, p1 = np * (t + 1) / got;
         for (int64_t p = p0; p < p1; ++p) {
             int32_t *cp = cnt != NULL ? cnt + p * F : NULL;
             for (int64_t r = B * p / np; r < B * (p + 1) / np; ++r) {

@@ -135,6 +135,19 @@ def test_bitwise_identical_across_thread_counts(rng):
     assert np.array_equal(a.flat_parameters, b.flat_parameters)
 
 
+@pytest.mark.parametrize("mode", ["always", "auto"])
+def test_thread_count_changes_no_bit_deeper_with_dropout(rng, mode):
+    """1 and 2 threads give the same bits with three layers, dropout, and (auto) dense
+    batches mixed in (the gather splits rows, spmm splits columns; neither splits a sum)."""
+    x, y = _sparse_digits(rng, n=1000, d=784, density=0.2)
+    x[:100] = rng.integers(1, 256, size=(100, 784))  # dense rows: some batches go dense
+    nets = [_train(x, y, [784, 40, 16, 10], mode, bs=64, epochs=2, dropout=0.2,
+                   optimizer=opt, threads=t)[0]
+            for opt in ("sgd", "adam") for t in (1, 2)]
+    assert np.array_equal(nets[0].flat_parameters, nets[1].flat_parameters)
+    assert np.array_equal(nets[2].flat_parameters, nets[3].flat_parameters)
+
+
 def test_mnist_mini_learns_on_the_sparse_path():
     (x, y), (xt, yt) = digitcore.load_dataset("mnist-mini")
     acc = {m: _train(x[:3000], y[:3000], [784, 64, 10], m, bs=64, epochs=3)[0].score(xt, yt)
