@@ -192,10 +192,11 @@ typedef struct {
     int sparse_input;      /* first layer on sparse input: DC_SPARSE_AUTO/NEVER/ALWAYS */
 } dc_mlp;
 
-/* DC_SPARSE_AUTO: training batches with at most a quarter of their inputs non-zero (after
- * scaling, with shift 0) go through the sparse first-layer kernels, others the dense
- * ones. NEVER: always dense. ALWAYS: sparse whenever shift is 0, whatever the density
- * (tests). The two paths round differently; each is deterministic. */
+/* DC_SPARSE_AUTO: training batches, and inference chunks of calls of at least 256 rows,
+ * with at most a quarter of their inputs non-zero (after scaling, with shift 0) go
+ * through the sparse first-layer kernels, others the dense ones. NEVER: always dense.
+ * ALWAYS: sparse whenever shift is 0, whatever the density or size (tests). The two
+ * paths round differently; each is deterministic. */
 enum { DC_SPARSE_AUTO = 0, DC_SPARSE_NEVER = 1, DC_SPARSE_ALWAYS = 2 };
 
 enum { DC_OPT_SGD = 0, DC_OPT_RMSPROP = 1, DC_OPT_ADAM = 2 };

@@ -61,6 +61,8 @@ static void prefetch_rows(const void *x, const int64_t *idx, int64_t rows, int64
     }
 }
 
+static void transpose(float *dst, const float *src, int64_t rows, int64_t cols);
+
 static int load_rows(float *dst, const uint8_t *x_u8, const float *x_f32, const int64_t *idx,
                      int64_t rows, int64_t features, float scale, float shift)
 {
@@ -69,15 +71,16 @@ static int load_rows(float *dst, const uint8_t *x_u8, const float *x_f32, const 
     return dc_gather_f32(dst, x_f32, idx, rows, features, scale, shift);
 }
 
-/* Forward `rows` rows already loaded in `inp` through every layer with no dropout;
- * the logits end up in whichever of buf_a/buf_b the returned pointer names. */
-static int forward_plain(float **logits, const dc_mlp *net, const float *inp, float *buf_a,
-                         float *buf_b, int64_t rows)
+/* Forward `rows` rows of layer l0's input `inp` through layers l0.. with no dropout;
+ * the logits end up in whichever of buf_a/buf_b the returned pointer names (inp itself
+ * when l0 is past the last layer). */
+static int forward_plain(float **logits, const dc_mlp *net, int64_t l0, const float *inp,
+                         float *buf_a, float *buf_b, int64_t rows)
 {
     const float *h = inp;
-    float *out = buf_a;
+    float *out = inp == buf_a ? buf_b : buf_a;
     int status = DC_OK;
-    for (int64_t l = 0; l < net->n_layers; ++l) {
+    for (int64_t l = l0; l < net->n_layers; ++l) {
         const int64_t in = net->sizes[l], o = net->sizes[l + 1];
         const float *w = net->params + weight_offset(net, l);
         const int act = (l + 1 < net->n_layers) ? net->act : DC_ACT_IDENTITY;
@@ -91,9 +94,17 @@ static int forward_plain(float **logits, const dc_mlp *net, const float *inp, fl
     return DC_OK;
 }
 
-/* Scratch for chunked inference: one chunk of converted input and two ping-pong buffers. */
+/* Below this many rows an inference call takes the dense path: the sparse one first
+ * transposes layer 0's weight (I x O floats), which only pays over enough rows. */
+#define DC_SPARSE_INFER_MIN_ROWS 256
+
+/* Scratch for chunked inference: one chunk of converted input and two ping-pong buffers;
+ * on the sparse path also layer 0's weight transposed and a CSR chunk. */
 typedef struct {
     float *inp, *buf_a, *buf_b;
+    float *wt;       /* (I, O), or NULL: dense path */
+    dc_csr x;
+    int64_t capacity, chunk;
 } fwd_scratch;
 
 static void fwd_scratch_free(fwd_scratch *s)
@@ -101,27 +112,70 @@ static void fwd_scratch_free(fwd_scratch *s)
     free(s->inp);
     free(s->buf_a);
     free(s->buf_b);
+    free(s->wt);
+    free(s->x.ptr);
+    free(s->x.idx);
+    free(s->x.val);
 }
 
-static int fwd_scratch_alloc(fwd_scratch *s, const dc_mlp *net, int64_t chunk)
+static int fwd_scratch_alloc(fwd_scratch *s, const dc_mlp *net, int64_t n, int64_t chunk,
+                             float shift)
 {
-    const int64_t width = max_width(net);
-    s->inp = malloc((size_t)(chunk * net->sizes[0]) * sizeof(float));
+    const int64_t width = max_width(net), f = net->sizes[0], o = net->sizes[1];
+    memset(s, 0, sizeof *s);
+    s->chunk = chunk;
     s->buf_a = malloc((size_t)(chunk * width) * sizeof(float));
     s->buf_b = malloc((size_t)(chunk * width) * sizeof(float));
-    return (s->inp && s->buf_a && s->buf_b) ? DC_OK : DC_ERR_NOMEM;
+    if (!s->buf_a || !s->buf_b)
+        return DC_ERR_NOMEM;
+    /* The first layer on sparse input, as in training (see sparse_l0 below): a chunk
+     * more than a quarter non-zero falls back to the dense path. */
+    const int sparse = net->sparse_input == DC_SPARSE_ALWAYS ||
+                       (net->sparse_input == DC_SPARSE_AUTO && n >= DC_SPARSE_INFER_MIN_ROWS);
+    if (sparse && shift == 0.0f && f <= INT32_MAX && chunk <= INT32_MAX) {
+        s->capacity = net->sparse_input == DC_SPARSE_ALWAYS ? chunk * f : (chunk * f) / 4 + 1;
+        s->wt = malloc((size_t)(f * o) * sizeof(float));
+        s->x.ptr = malloc((size_t)(chunk + 1) * sizeof(int64_t));
+        s->x.idx = malloc((size_t)s->capacity * sizeof(int32_t));
+        s->x.val = malloc((size_t)s->capacity * sizeof(float));
+        s->x.parts = 1;
+        if (!s->wt || !s->x.ptr || !s->x.idx || !s->x.val)
+            return DC_ERR_NOMEM;
+        transpose(s->wt, net->params, o, f);
+    }
+    return DC_OK; /* the dense input chunk s->inp is allocated when first needed */
 }
 
 /* Logits of rows [r0, r0 + rows) of x, no dropout; *logits points into the scratch. */
-static int forward_rows(float **logits, const dc_mlp *net, const fwd_scratch *s,
+static int forward_rows(float **logits, const dc_mlp *net, fwd_scratch *s,
                         const uint8_t *x_u8, const float *x_f32, int64_t r0, int64_t rows,
                         float scale, float shift)
 {
     const int64_t f = net->sizes[0];
-    int status = load_rows(s->inp, x_u8 ? x_u8 + r0 * f : NULL, x_f32 ? x_f32 + r0 * f : NULL,
-                           NULL, rows, f, scale, shift);
+    const uint8_t *r8 = x_u8 ? x_u8 + r0 * f : NULL;
+    const float *r32 = x_f32 ? x_f32 + r0 * f : NULL;
+    if (s->wt != NULL) {
+        int status = r8 ? dc_csr_gather_u8(&s->x, NULL, s->capacity, r8, NULL, rows, f, scale)
+                        : dc_csr_gather_f32(&s->x, NULL, s->capacity, r32, NULL, rows, f,
+                                            scale);
+        if (status == DC_OK) {
+            const int64_t o = net->sizes[1];
+            const int act = net->n_layers > 1 ? net->act : DC_ACT_IDENTITY;
+            status = dc_spmm(s->buf_a, &s->x, s->wt, o, o, 1.0f, 0.0f, net->params + o * f,
+                             act, net->act_alpha);
+            if (status == DC_OK)
+                status = forward_plain(logits, net, 1, s->buf_a, s->buf_a, s->buf_b, rows);
+            return status;
+        }
+        if (status != DC_ERR_CAPACITY)
+            return status;
+    }
+    if (s->inp == NULL &&
+        (s->inp = malloc((size_t)(s->chunk * f) * sizeof(float))) == NULL)
+        return DC_ERR_NOMEM;
+    int status = load_rows(s->inp, r8, r32, NULL, rows, f, scale, shift);
     if (status == DC_OK)
-        status = forward_plain(logits, net, s->inp, s->buf_a, s->buf_b, rows);
+        status = forward_plain(logits, net, 0, s->inp, s->buf_a, s->buf_b, rows);
     return status;
 }
 
@@ -133,7 +187,7 @@ int dc_mlp_forward(float *out, const dc_mlp *net, const uint8_t *x_u8, const flo
     fwd_scratch s;
     if (n == 0)
         return DC_OK;
-    int status = fwd_scratch_alloc(&s, net, chunk);
+    int status = fwd_scratch_alloc(&s, net, n, chunk, shift);
     for (int64_t r0 = 0; status == DC_OK && r0 < n; r0 += chunk) {
         const int64_t rows = (n - r0) < chunk ? (n - r0) : chunk;
         float *logits = NULL;
@@ -163,7 +217,7 @@ int dc_mlp_evaluate(double *loss, int64_t *n_correct, const dc_mlp *net, const u
         *n_correct = 0;
     if (n == 0)
         return DC_OK;
-    int status = fwd_scratch_alloc(&s, net, chunk);
+    int status = fwd_scratch_alloc(&s, net, n, chunk, shift);
     for (int64_t r0 = 0; status == DC_OK && r0 < n; r0 += chunk) {
         const int64_t rows = (n - r0) < chunk ? (n - r0) : chunk;
         float *logits = NULL;

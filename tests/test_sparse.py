@@ -185,3 +185,63 @@ def test_bad_mode_is_a_clear_error():
     net = Network([4, 3, 2], seed=0)
     with pytest.raises(ValueError, match="sparse_input must be one of"):
         net._net().sparse_input = "sometimes"
+
+
+# ---- inference (dc_mlp_forward / dc_mlp_evaluate) ----------------------------------------
+
+def _infer(net, x, y, mode):
+    net._net().sparse_input = mode
+    try:
+        return net.predict_proba(x), net.logits(x), net.evaluate(x, y)
+    finally:
+        net._net().sparse_input = "auto"
+
+
+def _same_inference(a, b, exact):
+    (pa, la, (lossa, acca)), (pb, lb, (lossb, accb)) = a, b
+    if exact:
+        assert np.array_equal(pa, pb) and np.array_equal(la, lb)
+        assert lossa == lossb and acca == accb
+    else:
+        np.testing.assert_allclose(pa, pb, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(la, lb, rtol=1e-4, atol=1e-5)
+        assert abs(lossa - lossb) < 1e-5 * max(1.0, abs(lossa))
+        assert abs(acca - accb) <= 2 / len(pa)  # a near-tie may flip, both are right
+
+
+@pytest.mark.parametrize("sizes", [[784, 130, 10], [784, 10], [784, 64, 32, 10]])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_sparse_inference_matches_dense(rng, sizes, dtype):
+    """predict_proba, logits and evaluate on the sparse first layer give the dense path's
+    results up to rounding (with 784 inputs even the portable GEMM sums K in blocks of
+    256, the sparse kernel in one run); 2500 rows make three chunks, the last short."""
+    x, y = _sparse_digits(rng, n=2500, d=784, k=10)
+    net, _ = _train(x[:500], y[:500], sizes, "auto", epochs=1)
+    xs = x if dtype == np.uint8 else x.astype(np.float32) / 255
+    dense = _infer(net, xs, y, "never")
+    sparse = _infer(net, xs, y, "always")
+    _same_inference(dense, sparse, exact=False)
+    if digitcore.kernel_path() == "avx2":  # the sparse path really ran: other rounding
+        assert not np.array_equal(dense[1], sparse[1])
+    # auto takes the sparse path here (enough rows, MNIST-like density)
+    _same_inference(sparse, _infer(net, xs, y, "auto"), exact=True)
+
+
+def test_sparse_inference_auto_rules(rng):
+    x, y = _sparse_digits(rng, n=3000, d=784, k=10)
+    net, _ = _train(x[:500], y[:500], [784, 40, 10], "auto", epochs=1)
+    # few rows: auto stays dense (transposing the weight would cost more than it saves)
+    few = _infer(net, x[:100], y[:100], "auto")
+    _same_inference(_infer(net, x[:100], y[:100], "never"), few, exact=True)
+    # a dense chunk (first 1024 rows) falls back to the GEMM, the sparse ones do not
+    xd = x.copy()
+    xd[:1024] = rng.integers(1, 256, size=(1024, 784))
+    mixed = _infer(net, xd, y, "auto")
+    _same_inference(_infer(net, xd, y, "never"), mixed, exact=False)
+    sparse_part = _infer(net, xd[1024:2048], y[1024:2048], "always")
+    assert np.array_equal(mixed[0][1024:2048], sparse_part[0])
+    dense_part = _infer(net, xd[:1024], y[:1024], "never")
+    assert np.array_equal(mixed[0][:1024], dense_part[0])
+    # an input shift (input_mean) makes zero pixels non-zero: dense, exactly
+    shifted = Network([784, 40, 10], seed=0, input_mean=0.1)
+    _same_inference(_infer(shifted, x, y, "never"), _infer(shifted, x, y, "always"), exact=True)

@@ -60,7 +60,8 @@ cdef class _Net:
 
     @property
     def sparse_input(self):
-        """First layer on sparse input while training: 'auto', 'never' or 'always'."""
+        """First layer on sparse input (training, and inference of >= 256 rows): 'auto',
+        'never' or 'always'."""
         return _SPARSE_NAMES[self.net.sparse_input]
 
     @sparse_input.setter
