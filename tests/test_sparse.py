@@ -8,6 +8,8 @@ quarter non-zero, dense GEMM on the transposed layout otherwise).
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import digitcore
 from digitcore import Network, Trainer, optim
@@ -245,3 +247,25 @@ def test_sparse_inference_auto_rules(rng):
     # an input shift (input_mean) makes zero pixels non-zero: dense, exactly
     shifted = Network([784, 40, 10], seed=0, input_mean=0.1)
     _same_inference(_infer(shifted, x, y, "never"), _infer(shifted, x, y, "always"), exact=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(d=st.integers(1, 100), n=st.integers(1, 90), bs=st.integers(1, 40),
+       density=st.floats(0.0, 1.0), threads=st.sampled_from([1, 2]),
+       dtype=st.sampled_from(["u8", "f32"]), seed=st.integers(0, 2**16))
+def test_random_shapes_sparse_equals_dense(d, n, bs, density, threads, dtype, seed):
+    """Any width (the AVX2 gather works 8 and 32 pixels at a time, with tails), any
+    density (empty rows, full rows), batch sizes that leave a short last batch, uint8 and
+    float input, 1 or 2 threads: training and inference agree with the dense path."""
+    r = np.random.default_rng(seed)
+    keep = r.random((n, d)) < density
+    x = np.where(keep, r.integers(1, 256, size=(n, d)), 0).astype(np.uint8)
+    y = r.integers(0, 3, size=n)
+    xs = x if dtype == "u8" else x.astype(np.float32) / 255
+    dense, _ = _train(xs, y, [d, 5, 3], "never", bs=bs, epochs=1, optimizer="sgd", lr=0.1,
+                      threads=threads)
+    sparse, _ = _train(xs, y, [d, 5, 3], "always", bs=bs, epochs=1, optimizer="sgd",
+                       lr=0.1, threads=threads)
+    _close(dense, sparse)
+    _same_inference(_infer(sparse, xs, y, "never"), _infer(sparse, xs, y, "always"),
+                    exact=False)
