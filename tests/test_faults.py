@@ -426,6 +426,7 @@ class _InterruptingKernel:
 @pytest.mark.parametrize("after", [False, True])
 def test_keyboard_interrupt_mid_epoch(tmp_path, monkeypatch, after):
     rng = np.random.default_rng(5)
+    monkeypatch.setattr(digitcore.trainer, "_CHUNK_SECONDS", None)  # fixed chunks
     n = int(2.5 * digitcore.trainer._CHUNK_SAMPLES)  # 3 chunks per epoch
     x = rng.integers(0, 256, (n, 784), dtype=np.uint8)
     y = rng.integers(0, 10, n)

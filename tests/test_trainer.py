@@ -281,3 +281,42 @@ def test_fit_again_continues_the_optimizer(name, rng):
     Trainer(Network([20, 5, 4], seed=0), optimizer=trainer.optimizer, batch_size=64, epochs=1,
             verbose=0, seed=0).fit(x, y)
     assert trainer.optimizer.step_count == 4
+
+
+def test_chunk_size_adapts_and_never_changes_results(monkeypatch):
+    """The trainer sizes each C call to ~_CHUNK_SECONDS of work after the first one of
+    _CHUNK_SAMPLES samples. How an epoch is cut into calls must not change a bit."""
+    import digitcore.trainer as T
+    rng = np.random.default_rng(3)
+    n = 3000
+    x = rng.integers(0, 256, (n, 64), dtype=np.uint8)
+    y = rng.integers(0, 4, n)
+    monkeypatch.setattr(T, "_CHUNK_SAMPLES", 1000)
+    results, calls = {}, {}
+    real_net = Network._net
+    for label, seconds in (("fixed", None), ("one batch", 1e-12), ("whole epoch", 1e9)):
+        monkeypatch.setattr(T, "_CHUNK_SECONDS", seconds)
+        rows = []
+
+        class Counting:
+            def __init__(self, real):
+                self.real = real
+
+            def train(self, *args):
+                rows.append(len(args[2]))
+                return self.real.train(*args)
+
+            def __getattr__(self, name):
+                return getattr(self.real, name)
+
+        net = Network([64, 16, 4], dropout=0.2, seed=0)
+        kernel = Counting(real_net(net, net.dropout))
+        monkeypatch.setattr(Network, "_net", lambda self, dropout=0.0: kernel)
+        Trainer(net, optimizer="adam", batch_size=50, epochs=2, seed=1, verbose=0).fit(x, y)
+        monkeypatch.setattr(Network, "_net", real_net)
+        results[label], calls[label] = net.flat_parameters.copy(), rows
+    assert calls["fixed"] == [1000, 1000, 1000] * 2
+    assert calls["one batch"][0] == 1000 and set(calls["one batch"][1:3]) == {50}
+    assert calls["whole epoch"] == [1000, 2000, 3000]
+    assert np.array_equal(results["fixed"], results["one batch"])
+    assert np.array_equal(results["fixed"], results["whole epoch"])

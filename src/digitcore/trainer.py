@@ -18,10 +18,12 @@ from digitcore.optim import get_optimizer, make_schedule
 
 __all__ = ["Trainer", "History", "Callback", "EarlyStopping", "LambdaCallback"]
 
-# Samples per C call: big enough that Python overhead and per-call scratch allocation
-# vanish (~4 calls per MNIST epoch), small enough that progress updates and Ctrl-C stay
-# responsive (a chunk is well under a second of work).
+# Work per C call. The first call of a fit takes _CHUNK_SAMPLES samples; after each call
+# the next is sized to take about _CHUNK_SECONDS: long enough that the per-call costs
+# (scratch set-up, the parameter snapshot and overflow check) vanish, short enough that
+# progress updates and Ctrl-C stay responsive. None keeps every call at _CHUNK_SAMPLES.
 _CHUNK_SAMPLES = 16384
+_CHUNK_SECONDS = 0.25
 
 
 class _Diverged(FloatingPointError):
@@ -348,8 +350,10 @@ class Trainer:
                                    dtype=np.float32)
                 loss_sum, correct, seen = 0.0, 0, 0
                 cfg = opt.kernel_config(self.l2, self.clip_norm)
-                for b0 in range(0, batches_per_epoch, chunk_batches):
-                    b1 = min(batches_per_epoch, b0 + chunk_batches)
+                b1 = 0
+                while b1 < batches_per_epoch:
+                    b0, b1 = b1, min(batches_per_epoch, b1 + chunk_batches)
+                    t_chunk = time.perf_counter()
                     # The C loop stops at a non-finite loss; parameters that overflow to
                     # inf without one are caught here, and the chunk is undone.
                     snapshot = net.flat_parameters.copy()
@@ -386,6 +390,9 @@ class Trainer:
                     el = time.perf_counter() - t0
                     progress.update(epoch, seen, n, loss_sum / seen, correct / seen,
                                     seen / max(el, 1e-9))
+                    if _CHUNK_SECONDS is not None:  # None: fixed chunks (tests)
+                        per_batch = (time.perf_counter() - t_chunk) / (b1 - b0)
+                        chunk_batches = max(1, int(_CHUNK_SECONDS / max(per_batch, 1e-9)))
                 step0 += batches_per_epoch
                 seconds = time.perf_counter() - t0
                 logs = {"loss": loss_sum / seen, "accuracy": correct / seen,
