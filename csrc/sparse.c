@@ -74,9 +74,9 @@ static void fill_row(int32_t *idx, float *val, int64_t n, const uint8_t *s8, con
  * starts and each part's column starts; then each thread fills its rows and at once
  * copies each row's entries into its part of the transpose. Part p's entries of column
  * c sit at [ptr[p][c], ptr[p][c+1]), after every entry of parts < p. So a thread only
- * reads rows it has just written and writes its own region (no cache line is shared),
- * and the transpose lists every column's rows in increasing order, whatever the number
- * of parts or threads. */
+ * reads rows it has just written and writes its own region (only the cache lines at
+ * the parts' edges are shared), and the transpose lists every column's rows in
+ * increasing order, whatever the number of parts or threads. */
 static int csr_gather(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_t *in8,
                       const float *in32, const int64_t *ridx, int64_t B, int64_t F,
                       float scale)
