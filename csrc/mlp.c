@@ -71,6 +71,34 @@ static int load_rows(float *dst, const uint8_t *x_u8, const float *x_f32, const 
     return dc_gather_f32(dst, x_f32, idx, rows, features, scale, shift);
 }
 
+/* The sparse twin of load_rows: rows idx (NULL: the first `rows`) of x as CSR, and as
+ * CSC in xt if xt is not NULL (see dc_csr_gather_u8). */
+static int gather_csr(dc_csr *x, dc_csr *xt, int64_t capacity, const uint8_t *x_u8,
+                      const float *x_f32, const int64_t *idx, int64_t rows, int64_t features,
+                      float scale)
+{
+    if (x_u8 != NULL)
+        return dc_csr_gather_u8(x, xt, capacity, x_u8, idx, rows, features, scale);
+    return dc_csr_gather_f32(x, xt, capacity, x_f32, idx, rows, features, scale);
+}
+
+/* Whether batches of up to `rows` rows may take the first layer on sparse input: a zero
+ * pixel must stay zero after conversion (no shift), and indices must fit int32. */
+static int sparse_allowed(const dc_mlp *net, float shift, int64_t rows)
+{
+    return net->sparse_input != DC_SPARSE_NEVER && shift == 0.0f &&
+           net->sizes[0] <= INT32_MAX && rows <= INT32_MAX;
+}
+
+/* Entries a CSR buffer for `rows` rows holds: a quarter of the inputs (a denser batch
+ * takes the dense path, and the buffer stays smaller than the dense one), or all of them
+ * when the sparse path is forced. */
+static int64_t sparse_capacity(const dc_mlp *net, int64_t rows)
+{
+    const int64_t n = rows * net->sizes[0];
+    return net->sparse_input == DC_SPARSE_ALWAYS ? n : n / 4 + 1;
+}
+
 /* Forward `rows` rows of layer l0's input `inp` through layers l0.. with no dropout;
  * the logits end up in whichever of buf_a/buf_b the returned pointer names (inp itself
  * when l0 is past the last layer). */
@@ -130,10 +158,9 @@ static int fwd_scratch_alloc(fwd_scratch *s, const dc_mlp *net, int64_t n, int64
         return DC_ERR_NOMEM;
     /* The first layer on sparse input, as in training (see sparse_l0 below): a chunk
      * more than a quarter non-zero falls back to the dense path. */
-    const int sparse = net->sparse_input == DC_SPARSE_ALWAYS ||
-                       (net->sparse_input == DC_SPARSE_AUTO && n >= DC_SPARSE_INFER_MIN_ROWS);
-    if (sparse && shift == 0.0f && f <= INT32_MAX && chunk <= INT32_MAX) {
-        s->capacity = net->sparse_input == DC_SPARSE_ALWAYS ? chunk * f : (chunk * f) / 4 + 1;
+    if (sparse_allowed(net, shift, chunk) &&
+        (net->sparse_input == DC_SPARSE_ALWAYS || n >= DC_SPARSE_INFER_MIN_ROWS)) {
+        s->capacity = sparse_capacity(net, chunk);
         s->wt = malloc((size_t)(f * o) * sizeof(float));
         s->x.ptr = malloc((size_t)(chunk + 1) * sizeof(int64_t));
         s->x.idx = malloc((size_t)s->capacity * sizeof(int32_t));
@@ -155,9 +182,7 @@ static int forward_rows(float **logits, const dc_mlp *net, fwd_scratch *s,
     const uint8_t *r8 = x_u8 ? x_u8 + r0 * f : NULL;
     const float *r32 = x_f32 ? x_f32 + r0 * f : NULL;
     if (s->wt != NULL) {
-        int status = r8 ? dc_csr_gather_u8(&s->x, NULL, s->capacity, r8, NULL, rows, f, scale)
-                        : dc_csr_gather_f32(&s->x, NULL, s->capacity, r32, NULL, rows, f,
-                                            scale);
+        int status = gather_csr(&s->x, NULL, s->capacity, r8, r32, NULL, rows, f, scale);
         if (status == DC_OK) {
             const int64_t o = net->sizes[1];
             const int act = net->n_layers > 1 ? net->act : DC_ACT_IDENTITY;
@@ -266,7 +291,8 @@ static void transpose(float *dst, const float *src, int64_t rows, int64_t cols)
     const int64_t T = 32;
     for (int64_t i0 = 0; i0 < rows; i0 += T)
         for (int64_t j0 = 0; j0 < cols; j0 += T) {
-            const int64_t i1 = i0 + T < rows ? i0 + T : rows, j1 = j0 + T < cols ? j0 + T : cols;
+            const int64_t i1 = i0 + T < rows ? i0 + T : rows;
+            const int64_t j1 = j0 + T < cols ? j0 + T : cols;
             for (int64_t i = i0; i < i1; ++i)
                 for (int64_t j = j0; j < j1; ++j)
                     dst[j * rows + i] = src[i * cols + j];
@@ -314,7 +340,7 @@ static int sparse_l0_alloc(sparse_l0 *sp, const dc_mlp *net, const dc_optim *opt
 {
     const int64_t in = net->sizes[0], o = net->sizes[1];
     const size_t wbytes = (size_t)(in * o) * sizeof(float);
-    const int64_t cap = net->sparse_input == DC_SPARSE_ALWAYS ? bs * in : (bs * in) / 4 + 1;
+    const int64_t cap = sparse_capacity(net, bs);
     sp->capacity = cap;
     sp->wt = malloc(wbytes);
     sp->s1t = opt->state1 ? malloc(wbytes) : NULL;
@@ -346,15 +372,6 @@ static int sparse_l0_alloc(sparse_l0 *sp, const dc_mlp *net, const dc_optim *opt
     return DC_OK;
 }
 
-static int sparse_gather(sparse_l0 *sp, int b, const uint8_t *x_u8, const float *x_f32,
-                         const int64_t *idx, int64_t rows, int64_t f, float scale)
-{
-    return x_u8 ? dc_csr_gather_u8(&sp->x[b], &sp->xt[b], sp->capacity, x_u8, idx, rows, f,
-                                   scale)
-                : dc_csr_gather_f32(&sp->x[b], &sp->xt[b], sp->capacity, x_f32, idx, rows, f,
-                                    scale);
-}
-
 /* Put the (I, O) copies back in place as (O, I). */
 static void sparse_l0_store(const sparse_l0 *sp, const dc_mlp *net, const dc_optim *opt)
 {
@@ -366,9 +383,7 @@ static void sparse_l0_store(const sparse_l0 *sp, const dc_mlp *net, const dc_opt
         transpose(opt->state2, sp->s2t, in, o);
 }
 
-/* One training step on batch j (rows `rows` of x at idx), whose sparse form, if any, is
- * already in sp->x/xt[sp->cur] (sp->is_sparse). Kernels only: it can run on one thread
- * while another gathers the next batch. */
+/* What train_batch needs of dc_mlp_train's arguments and scratch. */
 typedef struct {
     dc_train_stats *stats;
     const dc_mlp *net;
@@ -391,6 +406,9 @@ typedef struct {
     float *logits, *delta_a, *delta_b;
 } train_ctx;
 
+/* One training step on batch j (rows `rows` of x at idx), whose sparse form, if any, is
+ * already in sp->x/xt[sp->cur] (sp->is_sparse). Kernels only: it can run on one thread
+ * while another gathers the next batch. */
 static int train_batch(const train_ctx *t, int64_t j, const int64_t *idx, int64_t rows)
 {
     dc_train_stats *stats = t->stats;
@@ -420,10 +438,8 @@ static int train_batch(const train_ctx *t, int64_t j, const int64_t *idx, int64_
     for (int64_t r = 0; r < rows; ++r)
         lab[r] = labels[idx[r]];
     if (!sp->is_sparse) {
-        if (*x0p == NULL && (*x0p = malloc((size_t)(bs * f) * sizeof(float))) == NULL) {
-            status = DC_ERR_NOMEM;
-            return status;
-        }
+        if (*x0p == NULL && (*x0p = malloc((size_t)(bs * f) * sizeof(float))) == NULL)
+            return DC_ERR_NOMEM;
         status = load_rows(*x0p, x_u8, x_f32, idx, rows, f, scale, shift);
         if (status != DC_OK)
             return status;
@@ -464,8 +480,7 @@ static int train_batch(const train_ctx *t, int64_t j, const int64_t *idx, int64_
         return status;
     if (!isfinite(loss)) {
         stats->failed_batch = j;
-        status = DC_ERR_NONFINITE;
-        return status;
+        return DC_ERR_NONFINITE;
     }
     /* Loss is the mean over the batch; the gradient (p - y) / rows is what the
      * kernel returns, so a short last batch is weighted like PyTorch does. */
@@ -486,8 +501,8 @@ static int train_batch(const train_ctx *t, int64_t j, const int64_t *idx, int64_
             const float beta = sp->fused_sgd ? 1.0f : 0.0f;
             float *dst = sp->fused_sgd ? sp->wt : grads;
             if (sp->is_sparse) {
-                status = dc_spmm(dst, &sp->xt[sp->cur], d, o, o, alpha, beta, NULL, DC_ACT_IDENTITY,
-                                 0.0f);
+                status = dc_spmm(dst, &sp->xt[sp->cur], d, o, o, alpha, beta, NULL,
+                                 DC_ACT_IDENTITY, 0.0f);
             } else {
                 status = dc_sgemm(1, 0, in, o, rows, alpha, x0, in, d, o, beta, dst, o);
             }
@@ -523,8 +538,7 @@ static int train_batch(const train_ctx *t, int64_t j, const int64_t *idx, int64_
         dc_sum_squares(&ss, grads, n_params);
         if (!isfinite(ss)) {
             stats->failed_batch = j;
-            status = DC_ERR_NONFINITE;
-            return status;
+            return DC_ERR_NONFINITE;
         }
         const double norm = sqrt(ss);
         if (norm > (double)opt->clip_norm)
@@ -593,8 +607,7 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
         status = DC_ERR_NOMEM;
         goto done;
     }
-    sp.on = net->sparse_input != DC_SPARSE_NEVER && shift == 0.0f && f <= INT32_MAX &&
-            bs <= INT32_MAX;
+    sp.on = sparse_allowed(net, shift, bs);
     if (sp.on) {
         sp.fused_sgd = opt->kind == DC_OPT_SGD && opt->momentum == 0.0f && opt->l2 == 0.0f &&
                        opt->clip_norm <= 0.0f;
@@ -648,7 +661,8 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
                 sp.next_status = -1;
                 sp.cur ^= 1;
             } else {
-                status = sparse_gather(&sp, sp.cur, x_u8, x_f32, idx, rows, f, scale);
+                status = gather_csr(&sp.x[sp.cur], &sp.xt[sp.cur], sp.capacity, x_u8, x_f32,
+                                    idx, rows, f, scale);
             }
             if (status == DC_OK)
                 sp.is_sparse = 1;
@@ -670,8 +684,8 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
 #ifdef _OPENMP
 #pragma omp section
 #endif
-                st_next = sparse_gather(&sp, sp.cur ^ 1, x_u8, x_f32, idx + rows, next_rows,
-                                        f, scale);
+                st_next = gather_csr(&sp.x[sp.cur ^ 1], &sp.xt[sp.cur ^ 1], sp.capacity,
+                                     x_u8, x_f32, idx + rows, next_rows, f, scale);
             }
             if (status == DC_OK && st_next != DC_OK && st_next != DC_ERR_CAPACITY)
                 status = st_next;
