@@ -30,6 +30,39 @@
  * holds roughly this many elements. */
 #define ROW_CHUNK_ELEMS ((int64_t)16384)
 
+/* for (int64_t c = 0; c < nc; c++) { body } over the threads when there are two chunks
+ * or more and more than one thread to run them, else on this thread without entering
+ * a parallel region at all: even an if(0) region costs ~0.5 us, which a kernel called
+ * row by row from inside another parallel region (dc_mlp_train) would pay per call. */
+#if defined(_OPENMP) && defined(_MSC_VER)
+#define DC_OMP_FOR_PRAGMA __pragma(omp parallel for schedule(static) num_threads(nt_))
+#elif defined(_OPENMP)
+#define DC_OMP_FOR_PRAGMA _Pragma("omp parallel for schedule(static) num_threads(nt_)")
+#endif
+#ifdef _OPENMP
+#define DC_FOR_CHUNKS(c, nc, ...)                                                          \
+    do {                                                                                   \
+        const int nt_ = (nc) > 1 ? dc_get_num_threads() : 1;                               \
+        if ((nc) > 1 && nt_ > 1) {                                                         \
+            DC_OMP_FOR_PRAGMA                                                              \
+            for (int64_t c = 0; c < (nc); c++) {                                           \
+                __VA_ARGS__                                                                \
+            }                                                                              \
+        } else {                                                                           \
+            for (int64_t c = 0; c < (nc); c++) {                                           \
+                __VA_ARGS__                                                                \
+            }                                                                              \
+        }                                                                                  \
+    } while (0)
+#else
+#define DC_FOR_CHUNKS(c, nc, ...)                                                          \
+    do {                                                                                   \
+        for (int64_t c = 0; c < (nc); c++) {                                               \
+            __VA_ARGS__                                                                    \
+        }                                                                                  \
+    } while (0)
+#endif
+
 static inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t n_chunks(int64_t n, int64_t chunk) { return (n + chunk - 1) / chunk; }
 
@@ -100,12 +133,9 @@ int dc_activation_forward(float *out, const float *inp, int64_t n, int act, floa
     if (n == 0)
         return DC_OK;
     int64_t chunk = act_chunk(act), nc = n_chunks(n, chunk);
-#ifdef _OPENMP
-    int nt = dc_get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (nc > 1 && nt > 1)
-#endif
-    for (int64_t c = 0; c < nc; c++)
+    DC_FOR_CHUNKS(c, nc,
         act_forward_range(out, inp, c * chunk, min_i64(n, (c + 1) * chunk), act, alpha);
+    );
     return DC_OK;
 }
 
@@ -158,13 +188,10 @@ int dc_activation_backward(float *dinp, const float *dout, const float *out, int
     if (n == 0)
         return DC_OK;
     int64_t chunk = CHUNK_CHEAP, nc = n_chunks(n, chunk);
-#ifdef _OPENMP
-    int nt = dc_get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (nc > 1 && nt > 1)
-#endif
-    for (int64_t c = 0; c < nc; c++)
+    DC_FOR_CHUNKS(c, nc,
         act_backward_range(dinp, dout, out, c * chunk, min_i64(n, (c + 1) * chunk), act,
                            alpha);
+    );
     return DC_OK;
 }
 
@@ -198,11 +225,7 @@ int dc_bias_act(float *out, const float *bias, int64_t B, int64_t n_out, int act
     /* bias then activation on one row at a time while it is still in L1 */
     int64_t cost = (act == DC_ACT_SIGMOID || act == DC_ACT_TANH) ? 8 : 1;
     int64_t rpc = rows_per_chunk(n_out, cost), nc = n_chunks(B, rpc);
-#ifdef _OPENMP
-    int nt = dc_get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (nc > 1 && nt > 1)
-#endif
-    for (int64_t c = 0; c < nc; c++) {
+    DC_FOR_CHUNKS(c, nc,
         int64_t r1 = min_i64(B, (c + 1) * rpc);
         for (int64_t r = c * rpc; r < r1; r++) {
             float *row = out + r * n_out;
@@ -212,7 +235,7 @@ int dc_bias_act(float *out, const float *bias, int64_t B, int64_t n_out, int act
             if (act != DC_ACT_IDENTITY)
                 act_forward_range(row, row, 0, n_out, act, alpha);
         }
-    }
+    );
     return DC_OK;
 }
 
@@ -293,11 +316,7 @@ int dc_softmax_forward(float *probs, const float *logits, int64_t B, int64_t C)
     if (B == 0 || C == 0)
         return DC_OK;
     int64_t rpc = rows_per_chunk(C, 8), nc = n_chunks(B, rpc);
-#ifdef _OPENMP
-    int nt = dc_get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (nc > 1 && nt > 1)
-#endif
-    for (int64_t c = 0; c < nc; c++) {
+    DC_FOR_CHUNKS(c, nc,
         double ebuf[ROW_BUF];
         double *e = C <= ROW_BUF ? ebuf : NULL;
         int64_t r1 = min_i64(B, (c + 1) * rpc);
@@ -317,7 +336,7 @@ int dc_softmax_forward(float *probs, const float *logits, int64_t B, int64_t C)
             for (int64_t j = 0; j < C; j++)
                 p[j] = (float)((e != NULL ? e[j] : exp((double)x[j] - m)) * inv);
         }
-    }
+    );
     return DC_OK;
 }
 
@@ -435,11 +454,7 @@ int dc_gather_u8(float *out, const uint8_t *inp, const int64_t *idx, int64_t B, 
     if (B == 0 || F == 0)
         return DC_OK;
     int64_t rpc = rows_per_chunk(F, 1) * 4, nc = n_chunks(B, rpc);
-#ifdef _OPENMP
-    int nt = dc_get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (nc > 1 && nt > 1)
-#endif
-    for (int64_t c = 0; c < nc; c++) {
+    DC_FOR_CHUNKS(c, nc,
         int64_t r1 = min_i64(B, (c + 1) * rpc);
         for (int64_t r = c * rpc; r < r1; r++) {
             const uint8_t *src = inp + (idx != NULL ? idx[r] : r) * F;
@@ -447,7 +462,7 @@ int dc_gather_u8(float *out, const uint8_t *inp, const int64_t *idx, int64_t B, 
             for (int64_t j = 0; j < F; j++)
                 dst[j] = (float)src[j] * scale + shift;
         }
-    }
+    );
     return DC_OK;
 }
 
@@ -460,11 +475,7 @@ int dc_gather_f32(float *out, const float *inp, const int64_t *idx, int64_t B, i
     if (B == 0 || F == 0)
         return DC_OK;
     int64_t rpc = rows_per_chunk(F, 1) * 4, nc = n_chunks(B, rpc);
-#ifdef _OPENMP
-    int nt = dc_get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (nc > 1 && nt > 1)
-#endif
-    for (int64_t c = 0; c < nc; c++) {
+    DC_FOR_CHUNKS(c, nc,
         int64_t r1 = min_i64(B, (c + 1) * rpc);
         for (int64_t r = c * rpc; r < r1; r++) {
             const float *src = inp + (idx != NULL ? idx[r] : r) * F;
@@ -472,7 +483,7 @@ int dc_gather_f32(float *out, const float *inp, const int64_t *idx, int64_t B, i
             for (int64_t j = 0; j < F; j++)
                 dst[j] = src[j] * scale + shift;
         }
-    }
+    );
     return DC_OK;
 }
 
@@ -516,13 +527,10 @@ int dc_sgd_update(float *param, float *velocity, const float *grad, int64_t n, f
     if (n == 0)
         return DC_OK;
     int64_t nc = n_chunks(n, CHUNK_CHEAP);
-#ifdef _OPENMP
-    int nt = dc_get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (nc > 1 && nt > 1)
-#endif
-    for (int64_t c = 0; c < nc; c++)
+    DC_FOR_CHUNKS(c, nc,
         sgd_range(param, velocity, grad, c * CHUNK_CHEAP, min_i64(n, (c + 1) * CHUNK_CHEAP),
                   lr, momentum, nesterov, l2);
+    );
     return DC_OK;
 }
 
@@ -549,13 +557,10 @@ int dc_rmsprop_update(float *param, float *sq_avg, const float *grad, int64_t n,
     if (n == 0)
         return DC_OK;
     int64_t nc = n_chunks(n, CHUNK_TRANS * 4);
-#ifdef _OPENMP
-    int nt = dc_get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (nc > 1 && nt > 1)
-#endif
-    for (int64_t c = 0; c < nc; c++)
+    DC_FOR_CHUNKS(c, nc,
         rmsprop_range(param, sq_avg, grad, c * CHUNK_TRANS * 4,
                       min_i64(n, (c + 1) * CHUNK_TRANS * 4), lr, rho, eps, l2);
+    );
     return DC_OK;
 }
 
@@ -595,13 +600,10 @@ int dc_adam_update(float *param, float *m, float *v, const float *grad, int64_t 
     const float decay = 1.0f - lr * wd;
     const int64_t chunk = CHUNK_TRANS * 4;
     int64_t nc = n_chunks(n, chunk);
-#ifdef _OPENMP
-    int nt = dc_get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (nc > 1 && nt > 1)
-#endif
-    for (int64_t c = 0; c < nc; c++)
+    DC_FOR_CHUNKS(c, nc,
         adam_range(param, m, v, grad, c * chunk, min_i64(n, (c + 1) * chunk), beta1, beta2, eps,
                    l2, decay, step_size, sqrt_bc2);
+    );
     return DC_OK;
 }
 
@@ -640,12 +642,9 @@ int dc_sum_squares(double *out, const float *x, int64_t n)
         double *part = (double *)malloc((size_t)nc * sizeof(double));
         if (part == NULL)
             return DC_ERR_NOMEM;
-#ifdef _OPENMP
-        int nt = dc_get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
-        for (int64_t c = 0; c < nc; c++)
+        DC_FOR_CHUNKS(c, nc,
             part[c] = sumsq_chunk(x, c * SUMSQ_CHUNK, min_i64(n, (c + 1) * SUMSQ_CHUNK));
+        );
         for (int64_t c = 0; c < nc; c++)
             total += part[c];
         free(part);
@@ -662,15 +661,11 @@ int dc_scale(float *x, int64_t n, float s)
     if (n == 0)
         return DC_OK;
     int64_t nc = n_chunks(n, CHUNK_CHEAP);
-#ifdef _OPENMP
-    int nt = dc_get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (nc > 1 && nt > 1)
-#endif
-    for (int64_t c = 0; c < nc; c++) {
+    DC_FOR_CHUNKS(c, nc,
         int64_t hi = min_i64(n, (c + 1) * CHUNK_CHEAP);
         for (int64_t i = c * CHUNK_CHEAP; i < hi; i++)
             x[i] *= s;
-    }
+    );
     return DC_OK;
 }
 
@@ -715,18 +710,14 @@ int dc_dropout_forward(float *out, uint8_t *mask, const float *inp, int64_t n, f
     const uint64_t key = stream_key(seed, stream);
     const float scale = 1.0f / (1.0f - p);
     int64_t nc = n_chunks(n, CHUNK_TRANS * 2);
-#ifdef _OPENMP
-    int nt = dc_get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (nc > 1 && nt > 1)
-#endif
-    for (int64_t c = 0; c < nc; c++) {
+    DC_FOR_CHUNKS(c, nc,
         int64_t hi = min_i64(n, (c + 1) * CHUNK_TRANS * 2);
         for (int64_t i = c * CHUNK_TRANS * 2; i < hi; i++) {
             int keep = u24(hash_at(key, (uint64_t)i)) >= p;
             mask[i] = (uint8_t)keep;
             out[i] = keep ? inp[i] * scale : 0.0f;
         }
-    }
+    );
     return DC_OK;
 }
 
@@ -740,14 +731,10 @@ int dc_dropout_backward(float *dinp, const float *dout, const uint8_t *mask, int
         return DC_OK;
     const float scale = 1.0f / (1.0f - p);
     int64_t nc = n_chunks(n, CHUNK_CHEAP);
-#ifdef _OPENMP
-    int nt = dc_get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (nc > 1 && nt > 1)
-#endif
-    for (int64_t c = 0; c < nc; c++) {
+    DC_FOR_CHUNKS(c, nc,
         int64_t hi = min_i64(n, (c + 1) * CHUNK_CHEAP);
         for (int64_t i = c * CHUNK_CHEAP; i < hi; i++)
             dinp[i] = mask[i] ? dout[i] * scale : 0.0f;
-    }
+    );
     return DC_OK;
 }
