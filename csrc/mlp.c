@@ -7,6 +7,7 @@
  * nothing numerical of its own.
  */
 #include "digitcore.h"
+#include "sparse_internal.h" /* DC_SPMM_BLOCK */
 
 #include <math.h>
 #include <stdlib.h>
@@ -406,6 +407,109 @@ typedef struct {
     float *logits, *delta_a, *delta_b;
 } train_ctx;
 
+/* dbias[j] = sum over rows r of g[r * ld + j], j < w, added in double row after row as in
+ * dc_dense_backward. */
+static void col_sums(float *dbias, const float *g, int64_t ld, int64_t rows, int64_t w)
+{
+    double acc[DC_SPMM_BLOCK];
+    for (int64_t c = 0; c < w; ++c)
+        acc[c] = 0.0;
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < w; ++c)
+            acc[c] += (double)g[r * ld + c];
+    for (int64_t c = 0; c < w; ++c)
+        dbias[c] = (float)acc[c];
+}
+
+/* The last two steps of the backward pass on a sparse batch: layer 1's gradients and
+ * layer 0's (the weight one as the sparse product batch^T . dout, or the fused SGD step),
+ * done per block of DC_SPMM_BLOCK of layer 0's outputs. A block needs only its own
+ * columns of layer 1's input gradient, so the thread that takes it computes that part
+ * itself and keeps it in its cache for the product, next to its columns of layer 0's
+ * weight and activation (dc_spmm splits the forward product the same way). Blocks are
+ * fixed, so the result does not depend on the number of threads. d is layer 1's output
+ * gradient (rows, o1); g (rows, o0) receives layer 1's input gradient. */
+typedef struct {
+    const train_ctx *t;
+    int64_t j, rows;
+    const float *d;
+    float *g;
+} sparse_tail;
+
+static int sparse_tail_block(const sparse_tail *a, int64_t b)
+{
+    const dc_mlp *net = a->t->net;
+    const sparse_l0 *sp = a->t->sp;
+    const int64_t rows = a->rows, in0 = net->sizes[0], o0 = net->sizes[1], o1 = net->sizes[2];
+    const int64_t off1 = weight_offset(net, 1);
+    const int64_t c0 = b * DC_SPMM_BLOCK;
+    const int64_t w = o0 - c0 < DC_SPMM_BLOCK ? o0 - c0 : DC_SPMM_BLOCK;
+    const float *d = a->d, *h1 = a->t->h_in[1] + c0, *a1 = a->t->act[1] + c0;
+    const uint8_t *m1 = a->t->mask[1] != NULL ? a->t->mask[1] + c0 : NULL;
+    float *g = a->g + c0, *dw1 = a->t->grads + off1 + c0;
+    /* layer 1: input gradient d . W1 and weight gradient d^T . h1, these columns */
+    int st = dc_sgemm(0, 0, rows, w, o1, 1.0f, d, o1, net->params + off1 + c0, o0, 0.0f, g,
+                      o0);
+    if (st == DC_OK)
+        st = dc_sgemm(1, 0, o1, w, rows, 1.0f, d, o1, h1, o0, 0.0f, dw1, o0);
+    for (int64_t r = 0; r < rows && st == DC_OK; ++r) {
+        if (m1 != NULL)
+            st = dc_dropout_backward(g + r * o0, g + r * o0, m1 + r * o0, w, net->dropout);
+        if (st == DC_OK)
+            st = dc_activation_backward(g + r * o0, g + r * o0, a1 + r * o0, w, net->act,
+                                        net->act_alpha);
+    }
+    if (st != DC_OK)
+        return st;
+    /* layer 0: the weight gradient (or the fused SGD step), then the bias gradient */
+    if (sp->fused_sgd)
+        st = dc_spmm_ld(sp->wt + c0, o0, &sp->xt[sp->cur], g, o0, w, -a->t->lrs[a->j], 1.0f,
+                        NULL, DC_ACT_IDENTITY, 0.0f);
+    else
+        st = dc_spmm_ld(a->t->grads + c0, o0, &sp->xt[sp->cur], g, o0, w, 1.0f, 0.0f, NULL,
+                        DC_ACT_IDENTITY, 0.0f);
+    if (st == DC_OK)
+        col_sums(a->t->grads + o0 * in0 + c0, g, o0, rows, w);
+    return st;
+}
+
+static int backward_sparse_tail(const train_ctx *t, int64_t j, int64_t rows, const float *d,
+                                float *g)
+{
+    const dc_mlp *net = t->net;
+    const int64_t o0 = net->sizes[1], o1 = net->sizes[2];
+    const sparse_tail a = {t, j, rows, d, g};
+    const int64_t nb = (o0 + DC_SPMM_BLOCK - 1) / DC_SPMM_BLOCK;
+    int nt = dc_get_num_threads();
+    if (nt > nb)
+        nt = (int)nb;
+    if (t->sp->xt[t->sp->cur].nnz * o0 < ((int64_t)1 << 17))
+        nt = 1; /* as in dc_spmm: too little work to share */
+    /* layer 1's bias gradient: the column sums of d */
+    int status = dc_dense_backward(NULL, NULL, t->grads + weight_offset(net, 1) + o1 * o0, d,
+                                   NULL, NULL, rows, o0, o1, 0);
+    if (status != DC_OK)
+        return status;
+    if (nt <= 1) {
+        for (int64_t b = 0; b < nb && status == DC_OK; ++b)
+            status = sparse_tail_block(&a, b);
+        return status;
+    }
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt)
+#endif
+    for (int64_t b = 0; b < nb; ++b) { /* (a kernel called in here runs on its thread) */
+        const int st = sparse_tail_block(&a, b);
+        if (st != DC_OK) {
+#ifdef _OPENMP
+#pragma omp critical(dc_sparse_tail)
+#endif
+            status = st;
+        }
+    }
+    return status;
+}
+
 /* One training step on batch j (rows `rows` of x at idx), whose sparse form, if any, is
  * already in sp->x/xt[sp->cur] (sp->is_sparse). Kernels only: it can run on one thread
  * while another gathers the next batch. */
@@ -492,6 +596,12 @@ static int train_batch(const train_ctx *t, int64_t j, const int64_t *idx, int64_
      * is the last use of it in this batch); its bias and every other layer below. */
     float *d = delta_a, *d_next = delta_b;
     for (int64_t l = L - 1; l >= 0; --l) {
+        if (l == 1 && sp->is_sparse) {
+            status = backward_sparse_tail(t, j, rows, d, d_next);
+            if (status != DC_OK)
+                return status;
+            break;
+        }
         const int64_t in = net->sizes[l], o = net->sizes[l + 1];
         const int64_t off = weight_offset(net, l);
         const float *w = net->params + off;

@@ -257,9 +257,10 @@ static int64_t row_entries(const dc_csr *s, int64_t r)
 
 /* Rows [r0, r1) of column blocks [b0, b1): blocks outer, so one block's slab of D
  * (K x 64 floats) stays in this core's L2 while every row uses it. */
-static void spmm_tile(dc_spmm_row_fn row, float *out, const dc_csr *s, const float *d,
-                      int64_t ldd, int64_t N, int64_t r0, int64_t r1, int64_t b0, int64_t b1,
-                      float alpha, float beta, const float *bias, int act, float act_alpha)
+static void spmm_tile(dc_spmm_row_fn row, float *out, int64_t ldo, const dc_csr *s,
+                      const float *d, int64_t ldd, int64_t N, int64_t r0, int64_t r1,
+                      int64_t b0, int64_t b1, float alpha, float beta, const float *bias,
+                      int act, float act_alpha)
 {
     const int64_t stride = s->rows + 1;
     const int skip_empty = beta == 1.0f && bias == NULL && act == DC_ACT_IDENTITY;
@@ -268,7 +269,7 @@ static void spmm_tile(dc_spmm_row_fn row, float *out, const dc_csr *s, const flo
         for (int64_t r = r0; r < r1; ++r) {
             if (skip_empty && row_entries(s, r) == 0)
                 continue; /* alpha * 0 + out == out */
-            row(out + r * N + j0, s->idx, s->val, s->ptr + r, stride, s->parts, d + j0, ldd,
+            row(out + r * ldo + j0, s->idx, s->val, s->ptr + r, stride, s->parts, d + j0, ldd,
                 w, alpha, beta, bias ? bias + j0 : NULL, act, act_alpha);
         }
     }
@@ -298,7 +299,14 @@ static int64_t balanced_row(const dc_csr *s, int64_t t, int64_t nt)
 int dc_spmm(float *out, const dc_csr *s, const float *d, int64_t ldd, int64_t N, float alpha,
             float beta, const float *bias, int act, float act_alpha)
 {
-    if (s == NULL || s->rows < 0 || s->cols < 0 || s->parts < 1 || N < 0 || ldd < N)
+    return dc_spmm_ld(out, N, s, d, ldd, N, alpha, beta, bias, act, act_alpha);
+}
+
+int dc_spmm_ld(float *out, int64_t ldo, const dc_csr *s, const float *d, int64_t ldd,
+               int64_t N, float alpha, float beta, const float *bias, int act, float act_alpha)
+{
+    if (s == NULL || s->rows < 0 || s->cols < 0 || s->parts < 1 || N < 0 || ldd < N ||
+        ldo < N)
         return DC_ERR_ARG;
     if (act < DC_ACT_IDENTITY || act > DC_ACT_TANH)
         return DC_ERR_ARG;
@@ -306,6 +314,8 @@ int dc_spmm(float *out, const dc_csr *s, const float *d, int64_t ldd, int64_t N,
     if (R == 0 || N == 0)
         return DC_OK;
     const int fused = act == DC_ACT_IDENTITY || act == DC_ACT_RELU || act == DC_ACT_LEAKY_RELU;
+    if (!fused && ldo != N)
+        return DC_ERR_ARG; /* (no caller needs it) */
     const int row_act = fused ? act : DC_ACT_IDENTITY;
     dc_spmm_row_fn row = spmm_row_generic;
 #if DC_GEMM_BUILD_AVX2
@@ -319,17 +329,22 @@ int dc_spmm(float *out, const dc_csr *s, const float *d, int64_t ldd, int64_t N,
     /* Column blocks split evenly: each thread keeps its own slab of D. Otherwise rows,
      * balanced by entries. */
     const int by_blocks = nb >= nt && nb % nt == 0;
+    if (nt == 1) { /* no region at all: even an if(0) one costs ~0.5 us */
+        spmm_tile(row, out, ldo, s, d, ldd, N, 0, R, 0, nb, alpha, beta, bias, row_act,
+                  act_alpha);
+    } else {
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#pragma omp parallel for schedule(static) num_threads(nt)
 #endif
-    for (int t = 0; t < nt; ++t) {
-        if (by_blocks)
-            spmm_tile(row, out, s, d, ldd, N, 0, R, nb * t / nt, nb * (t + 1) / nt, alpha,
-                      beta, bias, row_act, act_alpha);
-        else
-            spmm_tile(row, out, s, d, ldd, N, balanced_row(s, t, nt),
-                      balanced_row(s, t + 1, nt), 0, nb, alpha, beta, bias, row_act,
-                      act_alpha);
+        for (int t = 0; t < nt; ++t) {
+            if (by_blocks)
+                spmm_tile(row, out, ldo, s, d, ldd, N, 0, R, nb * t / nt, nb * (t + 1) / nt,
+                          alpha, beta, bias, row_act, act_alpha);
+            else
+                spmm_tile(row, out, ldo, s, d, ldd, N, balanced_row(s, t, nt),
+                          balanced_row(s, t + 1, nt), 0, nb, alpha, beta, bias, row_act,
+                          act_alpha);
+        }
     }
     if (!fused)
         return dc_activation_forward(out, out, R * N, act, act_alpha);

@@ -25,6 +25,12 @@ typedef void (*dc_spmm_row_fn)(float *out, const int32_t *idx, const float *val,
                                const float *d, int64_t ldd, int64_t w, float alpha, float beta,
                                const float *bias, int act, float act_alpha);
 
+/* dc_spmm (digitcore.h) on a block of columns of a wider matrix: out's rows are ldo >= N
+ * floats apart. With ldo > N, act must be one the row kernel applies itself (identity,
+ * ReLU, leaky ReLU), else DC_ERR_ARG. */
+int dc_spmm_ld(float *out, int64_t ldo, const dc_csr *s, const float *d, int64_t ldd,
+               int64_t N, float alpha, float beta, const float *bias, int act, float act_alpha);
+
 #if DC_GEMM_BUILD_AVX2
 void dc_spmm_row_avx2(float *out, const int32_t *idx, const float *val, const int64_t *ptr,
                       int64_t pstride, int64_t parts, const float *d, int64_t ldd, int64_t w,

@@ -153,6 +153,25 @@ def test_thread_count_changes_no_bit_deeper_with_dropout(rng, mode, bs):
     assert np.array_equal(nets[2].flat_parameters, nets[3].flat_parameters)
 
 
+@pytest.mark.parametrize("sizes", [[784, 72, 10], [784, 136, 24, 10]])
+def test_backward_tail_in_column_blocks(rng, sizes):
+    """On a sparse batch, layers 1 and 0 of the backward pass run per 64-column block of
+    layer 0's outputs, blocks shared among threads (backward_sparse_tail in csrc/mlp.c).
+    Widths with a short last block (72 = 64 + 8: that block's products take the narrow
+    GEMM), several blocks per thread, dropout and sigmoid: the same bits on 1 and 2
+    threads, and the dense path's weights up to rounding."""
+    x, y = _sparse_digits(rng, n=640, d=784, density=0.2)
+    kw = dict(bs=64, epochs=2, dropout=0.2, activation="sigmoid", optimizer="sgd", lr=0.5)
+    one, _ = _train(x, y, sizes, "always", threads=1, **kw)
+    two, _ = _train(x, y, sizes, "always", threads=2, **kw)
+    dense, _ = _train(x, y, sizes, "never", threads=2, **kw)
+    assert np.array_equal(one.flat_parameters, two.flat_parameters)
+    _close(dense, two)
+    # it learned something (the tail's gradients are not zero or noise)
+    assert not np.array_equal(one.flat_parameters, Network(sizes, activation="sigmoid",
+                                                           dropout=0.2, seed=0).flat_parameters)
+
+
 def test_mnist_mini_learns_on_the_sparse_path():
     (x, y), (xt, yt) = digitcore.load_dataset("mnist-mini")
     acc = {m: _train(x[:3000], y[:3000], [784, 64, 10], m, bs=64, epochs=3)[0].score(xt, yt)
