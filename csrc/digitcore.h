@@ -86,6 +86,11 @@ int dc_dense_forward(float *out, const float *inp, const float *weight, const fl
 int dc_dense_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                       const float *inp, const float *weight, int64_t B, int64_t n_in,
                       int64_t n_out, int accumulate);
+/* dbias (O) (+)= sum over the B rows of dout, rows ld >= O floats apart (a block of
+ * columns of a wider gradient), added in double row after row: dc_dense_backward's bias
+ * gradient, same bits. */
+int dc_bias_backward(float *dbias, const float *dout, int64_t B, int64_t n_out, int64_t ld,
+                     int accumulate);
 
 /* ---- softmax and loss ---------------------------------------------------------------- */
 /* probs (B,C) = softmax(logits (B,C)) row-wise, max-subtracted. probs may equal logits. */

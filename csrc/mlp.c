@@ -7,7 +7,7 @@
  * nothing numerical of its own.
  */
 #include "digitcore.h"
-#include "sparse_internal.h" /* DC_SPMM_BLOCK */
+#include "sparse_internal.h" /* DC_SPMM_BLOCK, DC_SPMM_PARALLEL_MIN, dc_spmm_ld */
 
 #include <math.h>
 #include <stdlib.h>
@@ -407,18 +407,15 @@ typedef struct {
     float *logits, *delta_a, *delta_b;
 } train_ctx;
 
-/* dbias[j] = sum over rows r of g[r * ld + j], j < w, added in double row after row as in
- * dc_dense_backward. */
-static void col_sums(float *dbias, const float *g, int64_t ld, int64_t rows, int64_t w)
+/* Where layer 0's weight gradient goes, in the (I, O) layout, as dst = alpha * grad +
+ * beta * dst: with the fused plain-SGD step straight into the weight (-lr, 1), else into
+ * grads (1, 0). */
+static float *l0_grad_dst(const sparse_l0 *sp, float *grads, float lr, float *alpha,
+                          float *beta)
 {
-    double acc[DC_SPMM_BLOCK];
-    for (int64_t c = 0; c < w; ++c)
-        acc[c] = 0.0;
-    for (int64_t r = 0; r < rows; ++r)
-        for (int64_t c = 0; c < w; ++c)
-            acc[c] += (double)g[r * ld + c];
-    for (int64_t c = 0; c < w; ++c)
-        dbias[c] = (float)acc[c];
+    *alpha = sp->fused_sgd ? -lr : 1.0f;
+    *beta = sp->fused_sgd ? 1.0f : 0.0f;
+    return sp->fused_sgd ? sp->wt : grads;
 }
 
 /* The last two steps of the backward pass on a sparse batch: layer 1's gradients and
@@ -462,14 +459,12 @@ static int sparse_tail_block(const sparse_tail *a, int64_t b)
     if (st != DC_OK)
         return st;
     /* layer 0: the weight gradient (or the fused SGD step), then the bias gradient */
-    if (sp->fused_sgd)
-        st = dc_spmm_ld(sp->wt + c0, o0, &sp->xt[sp->cur], g, o0, w, -a->t->lrs[a->j], 1.0f,
-                        NULL, DC_ACT_IDENTITY, 0.0f);
-    else
-        st = dc_spmm_ld(a->t->grads + c0, o0, &sp->xt[sp->cur], g, o0, w, 1.0f, 0.0f, NULL,
-                        DC_ACT_IDENTITY, 0.0f);
+    float alpha, beta;
+    float *dst = l0_grad_dst(sp, a->t->grads, a->t->lrs[a->j], &alpha, &beta);
+    st = dc_spmm_ld(dst + c0, o0, &sp->xt[sp->cur], g, o0, w, alpha, beta, NULL,
+                    DC_ACT_IDENTITY, 0.0f);
     if (st == DC_OK)
-        col_sums(a->t->grads + o0 * in0 + c0, g, o0, rows, w);
+        st = dc_bias_backward(a->t->grads + o0 * in0 + c0, g, rows, w, o0, 0);
     return st;
 }
 
@@ -483,11 +478,11 @@ static int backward_sparse_tail(const train_ctx *t, int64_t j, int64_t rows, con
     int nt = dc_get_num_threads();
     if (nt > nb)
         nt = (int)nb;
-    if (t->sp->xt[t->sp->cur].nnz * o0 < ((int64_t)1 << 17))
+    if (t->sp->xt[t->sp->cur].nnz * o0 < DC_SPMM_PARALLEL_MIN)
         nt = 1; /* as in dc_spmm: too little work to share */
     /* layer 1's bias gradient: the column sums of d */
-    int status = dc_dense_backward(NULL, NULL, t->grads + weight_offset(net, 1) + o1 * o0, d,
-                                   NULL, NULL, rows, o0, o1, 0);
+    int status = dc_bias_backward(t->grads + weight_offset(net, 1) + o1 * o0, d, rows, o1, o1,
+                                  0);
     if (status != DC_OK)
         return status;
     if (nt <= 1) {
@@ -607,18 +602,16 @@ static int train_batch(const train_ctx *t, int64_t j, const int64_t *idx, int64_
         const float *w = net->params + off;
         float *dinp = l > 0 ? d_next : NULL;
         if (l == 0 && sp->on) {
-            const float alpha = sp->fused_sgd ? -lrs[j] : 1.0f;
-            const float beta = sp->fused_sgd ? 1.0f : 0.0f;
-            float *dst = sp->fused_sgd ? sp->wt : grads;
+            float alpha, beta;
+            float *dst = l0_grad_dst(sp, grads, lrs[j], &alpha, &beta);
             if (sp->is_sparse) {
                 status = dc_spmm(dst, &sp->xt[sp->cur], d, o, o, alpha, beta, NULL,
                                  DC_ACT_IDENTITY, 0.0f);
             } else {
                 status = dc_sgemm(1, 0, in, o, rows, alpha, x0, in, d, o, beta, dst, o);
             }
-            if (status == DC_OK) /* the bias gradient alone */
-                status = dc_dense_backward(NULL, NULL, grads + off + o * in, d, NULL, NULL,
-                                           rows, in, o, 0);
+            if (status == DC_OK)
+                status = dc_bias_backward(grads + off + o * in, d, rows, o, o, 0);
         } else {
             status = dc_dense_backward(dinp, grads + off, grads + off + o * in, d, h_in[l],
                                        w, rows, in, o, 0);
@@ -723,8 +716,9 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
                        opt->clip_norm <= 0.0f;
         /* Small batches: the products are too short for two threads to share well, so
          * one thread trains on batch j while the other gathers batch j+1 (784-128-10 at
-         * batch 32, 2 threads: ~0.166 s per MNIST epoch against ~0.182; at batch 64 and
-         * 128 sharing each product wins, 0.149 against 0.174 at 64). */
+         * batch 32, 2 threads: ~0.166 s per MNIST epoch against ~0.182 when chosen; since
+         * backward_sparse_tail the two tie, ~0.18 s; at batch 64 and 128 sharing each
+         * product wins, 0.149 against 0.174 at 64). */
         sp.pipeline = dc_get_num_threads() > 1 && n_order > bs && bs <= DC_PIPELINE_MAX_BATCH;
         sp.next_status = -1;
         status = sparse_l0_alloc(&sp, net, opt, bs);

@@ -43,7 +43,7 @@
 #define DC_FOR_CHUNKS(c, nc, ...)                                                          \
     do {                                                                                   \
         const int nt_ = (nc) > 1 ? dc_get_num_threads() : 1;                               \
-        if ((nc) > 1 && nt_ > 1) {                                                         \
+        if (nt_ > 1) {                                                                     \
             DC_OMP_FOR_PRAGMA                                                              \
             for (int64_t c = 0; c < (nc); c++) {                                           \
                 __VA_ARGS__                                                                \
@@ -270,25 +270,39 @@ int dc_dense_backward(float *dinp, float *dweight, float *dbias, const float *do
                 return st;
         }
     }
-    /* dbias (+)= column sums of dout, accumulated in double row after row (a fixed order)
-     * so a batch of thousands keeps float32 accuracy. */
-    if (dbias != NULL && n_out > 0) {
-        double *acc = (double *)calloc((size_t)n_out, sizeof(double));
-        if (acc == NULL)
-            return DC_ERR_NOMEM;
-        for (int64_t r = 0; r < B; r++) {
-            const float *row = dout + r * n_out;
-            for (int64_t j = 0; j < n_out; j++)
-                acc[j] += (double)row[j];
-        }
-        if (accumulate)
-            for (int64_t j = 0; j < n_out; j++)
-                dbias[j] = (float)((double)dbias[j] + acc[j]);
-        else
-            for (int64_t j = 0; j < n_out; j++)
-                dbias[j] = (float)acc[j];
-        free(acc);
+    if (dbias != NULL)
+        return dc_bias_backward(dbias, dout, B, n_out, n_out, accumulate);
+    return DC_OK;
+}
+
+/* Column sums accumulated in double row after row (a fixed order), so a batch of
+ * thousands keeps float32 accuracy. */
+int dc_bias_backward(float *dbias, const float *dout, int64_t B, int64_t n_out, int64_t ld,
+                     int accumulate)
+{
+    if (B < 0 || n_out < 0 || ld < n_out)
+        return DC_ERR_ARG;
+    if (n_out == 0)
+        return DC_OK;
+    double buf[64];
+    double *acc = n_out <= 64 ? buf : (double *)malloc((size_t)n_out * sizeof(double));
+    if (acc == NULL)
+        return DC_ERR_NOMEM;
+    for (int64_t j = 0; j < n_out; j++)
+        acc[j] = 0.0;
+    for (int64_t r = 0; r < B; r++) {
+        const float *row = dout + r * ld;
+        for (int64_t j = 0; j < n_out; j++)
+            acc[j] += (double)row[j];
     }
+    if (accumulate)
+        for (int64_t j = 0; j < n_out; j++)
+            dbias[j] = (float)((double)dbias[j] + acc[j]);
+    else
+        for (int64_t j = 0; j < n_out; j++)
+            dbias[j] = (float)acc[j];
+    if (acc != buf)
+        free(acc);
     return DC_OK;
 }
 

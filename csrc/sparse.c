@@ -16,9 +16,6 @@
 #include <omp.h>
 #endif
 
-/* Below this many multiply-adds (nnz * N) a second thread costs more than it gains. */
-#define SPMM_PARALLEL_MIN ((int64_t)1 << 17)
-
 static inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* ==== building CSR and its transpose ======================================================= */
@@ -324,7 +321,7 @@ int dc_spmm_ld(float *out, int64_t ldo, const dc_csr *s, const float *d, int64_t
 #endif
     const int64_t nb = (N + DC_SPMM_BLOCK - 1) / DC_SPMM_BLOCK;
     int nt = dc_get_num_threads();
-    if (entries_before(s, R) * N < SPMM_PARALLEL_MIN)
+    if (entries_before(s, R) * N < DC_SPMM_PARALLEL_MIN)
         nt = 1;
     /* Column blocks split evenly: each thread keeps its own slab of D. Otherwise rows,
      * balanced by entries. */

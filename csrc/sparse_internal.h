@@ -11,6 +11,8 @@
 
 /* Output columns one row-kernel call covers: 8 ymm accumulators. */
 #define DC_SPMM_BLOCK 64
+/* Below this many multiply-adds (nnz * N) a second thread costs more than it gains. */
+#define DC_SPMM_PARALLEL_MIN ((int64_t)1 << 17)
 
 /* One row of one column block: for j in [0, w), w <= DC_SPMM_BLOCK,
  *   out[j] = act(alpha * sum_e val[e] * d[idx[e] * ldd + j] + beta * out[j] + bias[j])
