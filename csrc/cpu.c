@@ -1,11 +1,14 @@
 /*
- * cpu.c -- CPU feature detection (once, cached), kernel-path selection and the
- * thread-count setting shared by every kernel.
+ * cpu.c -- CPU feature detection (once, cached), kernel-path selection, the
+ * thread-count setting and the cache-line-aligned allocator shared by every kernel.
  *
  * This file is compiled WITHOUT -mavx2: it only asks the CPU (cpuid + xgetbv); it
  * never executes AVX instructions itself.
  */
 #include "gemm_internal.h"
+
+#include <stdint.h>
+#include <stdlib.h>
 
 #if defined(__x86_64__) || defined(_M_X64)
 #if defined(_MSC_VER)
@@ -132,4 +135,22 @@ int dc_have_openmp(void) {
 #else
     return 0;
 #endif
+}
+
+/* The header before the block keeps malloc's pointer ([-1]) and the usable size ([-2]). */
+void *dc_alloc_aligned(size_t bytes) {
+    if (bytes > SIZE_MAX - DC_ALIGN - 2 * sizeof(void *)) return NULL;
+    void *raw = malloc(bytes + DC_ALIGN + 2 * sizeof(void *));
+    if (!raw) return NULL;
+    uintptr_t p = ((uintptr_t)raw + 2 * sizeof(void *) + DC_ALIGN - 1) &
+                  ~(uintptr_t)(DC_ALIGN - 1);
+    ((void **)p)[-1] = raw;
+    ((size_t *)p)[-2] = bytes;
+    return (void *)p;
+}
+
+size_t dc_aligned_size(const void *p) { return ((const size_t *)p)[-2]; }
+
+void dc_free_aligned(void *p) {
+    if (p) free(((void **)p)[-1]);
 }

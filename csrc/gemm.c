@@ -23,7 +23,6 @@
 #include <omp.h>
 #endif
 
-#define DC_GEMM_ALIGN 64
 /* Spare floats after each pack buffer (a guard; strides are then rounded to 64 bytes). */
 #define DC_GEMM_SLACK 64
 /* Below this many multiply-adds (m*n*k) a second thread costs more than it saves: an
@@ -35,23 +34,8 @@
 #endif
 
 /* ------------------------------------------------------------------------------ */
-/* aligned scratch                                                                  */
+/* aligned scratch (dc_alloc_aligned: cpu.c)                                        */
 /* ------------------------------------------------------------------------------ */
-
-/* 64-byte aligned block; the header keeps malloc's pointer and the usable size. */
-static void *dc_alloc_aligned(size_t bytes) {
-    void *raw = malloc(bytes + DC_GEMM_ALIGN + 2 * sizeof(void *));
-    if (!raw) return NULL;
-    uintptr_t p = ((uintptr_t)raw + 2 * sizeof(void *) + DC_GEMM_ALIGN - 1) &
-                  ~(uintptr_t)(DC_GEMM_ALIGN - 1);
-    ((void **)p)[-1] = raw;
-    ((size_t *)p)[-2] = bytes;
-    return (void *)p;
-}
-
-static void dc_free_aligned(void *p) {
-    if (p) free(((void **)p)[-1]);
-}
 
 /* One pack-scratch block is kept between calls. Allocating and freeing ~100 KB-2 MB per
  * call made glibc mmap/trim it every time: page faults were ~4% of a 128x784x128 GEMM
@@ -74,7 +58,7 @@ static void *dc_scratch_swap(void *p) { return p; } /* no atomics: no cache */
 
 static float *dc_scratch_get(size_t bytes) {
     void *p = dc_scratch_swap(NULL);
-    if (p && ((size_t *)p)[-2] >= bytes) return (float *)p;
+    if (p && dc_aligned_size(p) >= bytes) return (float *)p;
     dc_free_aligned(p);
     return (float *)dc_alloc_aligned(bytes);
 }

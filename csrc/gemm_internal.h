@@ -72,6 +72,16 @@ typedef struct {
     dc_sgemm_narrow_fn narrow; /* NULL: narrow N goes through the blocked loops */
 } dc_sgemm_kernel_info;
 
+/* Cache-line-aligned memory (cpu.c). Buffers that threads split by column blocks of
+ * DC_SPMM_BLOCK floats are allocated this way, so a block's first and last lines are
+ * its own: with malloc's 16-byte alignment, every row of a (., 128) float matrix shares
+ * a line between its two halves, and two threads writing them bounce it between cores.
+ * dc_aligned_size gives the size asked for; dc_free_aligned(NULL) does nothing. */
+#define DC_ALIGN 64
+void *dc_alloc_aligned(size_t bytes);
+size_t dc_aligned_size(const void *p);
+void dc_free_aligned(void *p);
+
 /* Returns the table for a path (DC_KERNEL_GENERIC / DC_KERNEL_AVX2), or NULL if this
  * build lacks it. Defined in gemm.c. */
 const dc_sgemm_kernel_info *dc_sgemm_kernel_info_for(int path);

@@ -7,7 +7,8 @@
  * nothing numerical of its own.
  */
 #include "digitcore.h"
-#include "sparse_internal.h" /* DC_SPMM_BLOCK, DC_SPMM_PARALLEL_MIN, dc_spmm_ld */
+#include "sparse_internal.h" /* DC_SPMM_BLOCK, DC_SPMM_PARALLEL_MIN, dc_spmm_ld,
+                                * dc_alloc_aligned */
 
 #include <math.h>
 #include <stdlib.h>
@@ -38,6 +39,14 @@ static int64_t max_width(const dc_mlp *net)
         if (net->sizes[l] > w)
             w = net->sizes[l];
     return w;
+}
+
+/* n floats rounded up to whole cache lines: the next buffer carved after them starts on
+ * a line of its own. */
+static int64_t line_floats(int64_t n)
+{
+    const int64_t per = DC_ALIGN / (int64_t)sizeof(float);
+    return (n + per - 1) / per * per;
 }
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -139,9 +148,9 @@ typedef struct {
 static void fwd_scratch_free(fwd_scratch *s)
 {
     free(s->inp);
-    free(s->buf_a);
-    free(s->buf_b);
-    free(s->wt);
+    dc_free_aligned(s->buf_a);
+    dc_free_aligned(s->buf_b);
+    dc_free_aligned(s->wt);
     free(s->x.ptr);
     free(s->x.idx);
     free(s->x.val);
@@ -153,8 +162,8 @@ static int fwd_scratch_alloc(fwd_scratch *s, const dc_mlp *net, int64_t n, int64
     const int64_t width = max_width(net), f = net->sizes[0], o = net->sizes[1];
     memset(s, 0, sizeof *s);
     s->chunk = chunk;
-    s->buf_a = malloc((size_t)(chunk * width) * sizeof(float));
-    s->buf_b = malloc((size_t)(chunk * width) * sizeof(float));
+    s->buf_a = dc_alloc_aligned((size_t)(chunk * width) * sizeof(float));
+    s->buf_b = dc_alloc_aligned((size_t)(chunk * width) * sizeof(float));
     if (!s->buf_a || !s->buf_b)
         return DC_ERR_NOMEM;
     /* The first layer on sparse input, as in training (see sparse_l0 below): a chunk
@@ -162,7 +171,7 @@ static int fwd_scratch_alloc(fwd_scratch *s, const dc_mlp *net, int64_t n, int64
     if (sparse_allowed(net, shift, chunk) &&
         (net->sparse_input == DC_SPARSE_ALWAYS || n >= DC_SPARSE_INFER_MIN_ROWS)) {
         s->capacity = sparse_capacity(net, chunk);
-        s->wt = malloc((size_t)(f * o) * sizeof(float));
+        s->wt = dc_alloc_aligned((size_t)(f * o) * sizeof(float));
         s->x.ptr = malloc((size_t)(chunk + 1) * sizeof(int64_t));
         s->x.idx = malloc((size_t)s->capacity * sizeof(int32_t));
         s->x.val = malloc((size_t)s->capacity * sizeof(float));
@@ -324,9 +333,9 @@ typedef struct {
 
 static void sparse_l0_free(sparse_l0 *sp)
 {
-    free(sp->wt);
-    free(sp->s1t);
-    free(sp->s2t);
+    dc_free_aligned(sp->wt);
+    dc_free_aligned(sp->s1t);
+    dc_free_aligned(sp->s2t);
     for (int b = 0; b < 2; ++b) {
         free(sp->x[b].ptr);
         free(sp->x[b].idx);
@@ -343,9 +352,9 @@ static int sparse_l0_alloc(sparse_l0 *sp, const dc_mlp *net, const dc_optim *opt
     const size_t wbytes = (size_t)(in * o) * sizeof(float);
     const int64_t cap = sparse_capacity(net, bs);
     sp->capacity = cap;
-    sp->wt = malloc(wbytes);
-    sp->s1t = opt->state1 ? malloc(wbytes) : NULL;
-    sp->s2t = opt->state2 ? malloc(wbytes) : NULL;
+    sp->wt = dc_alloc_aligned(wbytes);
+    sp->s1t = opt->state1 ? dc_alloc_aligned(wbytes) : NULL;
+    sp->s2t = opt->state2 ? dc_alloc_aligned(wbytes) : NULL;
     if (!sp->wt || (opt->state1 && !sp->s1t) || (opt->state2 && !sp->s2t))
         return DC_ERR_NOMEM;
     /* the transpose in one part per thread (see dc_csr_gather_u8) */
@@ -692,16 +701,19 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
         return DC_OK;
 
     /* Scratch: per hidden layer its activation (and, with dropout, the dropped-out copy
-     * and mask), the logits, two gradient ping-pong buffers; the converted dense input
-     * x0 is allocated only when a batch needs it (always, without the sparse path). */
-    int64_t hidden_floats = 0;
-    for (int64_t l = 1; l < L; ++l)
-        hidden_floats += bs * net->sizes[l];
-    const size_t n_floats =
-        (size_t)(hidden_floats * (use_dropout ? 2 : 1) + bs * c + 2 * bs * width);
-    float *scratch = malloc(n_floats * sizeof(float));
+     * and mask), the logits, two gradient ping-pong buffers, each starting on a cache
+     * line (see dc_alloc_aligned); the converted dense input x0 is allocated only when
+     * a batch needs it (always, without the sparse path). */
+    int64_t hidden_floats = 0, hidden_bytes = 0;
+    for (int64_t l = 1; l < L; ++l) {
+        hidden_floats += line_floats(bs * net->sizes[l]);
+        hidden_bytes += bs * net->sizes[l];
+    }
+    const size_t n_floats = (size_t)(hidden_floats * (use_dropout ? 2 : 1) +
+                                     line_floats(bs * c) + 2 * line_floats(bs * width));
+    float *scratch = dc_alloc_aligned(n_floats * sizeof(float));
     float *x0 = NULL;
-    uint8_t *masks = use_dropout ? malloc((size_t)hidden_floats) : NULL;
+    uint8_t *masks = use_dropout ? malloc((size_t)hidden_bytes) : NULL;
     int64_t *lab = malloc((size_t)bs * sizeof(int64_t));
     const float **h_in = malloc((size_t)L * sizeof(float *)); /* input of layer l */
     float **act = malloc((size_t)L * sizeof(float *));        /* activation of layer l (l>=1) */
@@ -733,10 +745,10 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
     mask[0] = NULL;
     for (int64_t l = 1; l < L; ++l) {
         act[l] = cursor;
-        cursor += bs * net->sizes[l];
+        cursor += line_floats(bs * net->sizes[l]);
         if (use_dropout) {
             h_in[l] = cursor;
-            cursor += bs * net->sizes[l];
+            cursor += line_floats(bs * net->sizes[l]);
             mask[l] = mcursor;
             mcursor += bs * net->sizes[l];
         } else {
@@ -745,7 +757,7 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
         }
     }
     float *logits = cursor;
-    float *delta_a = logits + bs * c, *delta_b = delta_a + bs * width;
+    float *delta_a = logits + line_floats(bs * c), *delta_b = delta_a + line_floats(bs * width);
 
     const int64_t n_batches = (n_order + bs - 1) / bs;
     const train_ctx tc = {stats, net,  opt,   grads,      x_u8,   x_f32,   labels,
@@ -808,7 +820,7 @@ done:
     if (sp.on)
         sparse_l0_store(&sp, net, opt);
     sparse_l0_free(&sp);
-    free(scratch);
+    dc_free_aligned(scratch);
     free(x0);
     free(masks);
     free(lab);
