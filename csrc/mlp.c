@@ -330,9 +330,6 @@ static void from_blocks(float *w, const float *blocked, int64_t o, int64_t in)
         transpose(w + c0 * in, blocked + in * c0, in, block_width(o, c0));
 }
 
-/* Largest batch trained with the next batch's gather on the other thread (see below). */
-#define DC_PIPELINE_MAX_BATCH 32
-
 /* The first layer on sparse input. For the whole call its weight (and the optimizer's
  * state for it) is held transposed, (I, O): then the forward product is sparse batch
  * times weight^T and the weight gradient is batch^T (a CSC view) times dout, both
@@ -353,12 +350,9 @@ typedef struct {
     int fused_sgd;   /* plain SGD: the weight gradient is applied as it is computed */
     float *wt;       /* (I, O) weight of layer 0, by column blocks */
     float *s1t, *s2t;/* optimizer state for it, same layout (or NULL) */
-    dc_csr x[2], xt[2]; /* a batch and its transpose; [1] only when pipelining */
-    int cur;         /* which of x/xt holds this batch */
+    dc_csr x, xt;    /* the batch and its transpose */
     int64_t capacity;   /* entries x has room for */
-    int is_sparse;   /* this batch went through x[cur] (else through the dense buffer) */
-    int pipeline;    /* gather batch j+1 on one thread while another trains on batch j */
-    int next_status; /* -1: batch j+1 not gathered yet; else its gather's status */
+    int is_sparse;   /* this batch went through x (else through the dense buffer) */
 } sparse_l0;
 
 static void sparse_l0_free(sparse_l0 *sp)
@@ -366,14 +360,12 @@ static void sparse_l0_free(sparse_l0 *sp)
     dc_free_aligned(sp->wt);
     dc_free_aligned(sp->s1t);
     dc_free_aligned(sp->s2t);
-    for (int b = 0; b < 2; ++b) {
-        free(sp->x[b].ptr);
-        free(sp->x[b].idx);
-        free(sp->x[b].val);
-        free(sp->xt[b].ptr);
-        free(sp->xt[b].idx);
-        free(sp->xt[b].val);
-    }
+    free(sp->x.ptr);
+    free(sp->x.idx);
+    free(sp->x.val);
+    free(sp->xt.ptr);
+    free(sp->xt.idx);
+    free(sp->xt.val);
 }
 
 static int sparse_l0_alloc(sparse_l0 *sp, const dc_mlp *net, const dc_optim *opt, int64_t bs)
@@ -390,19 +382,17 @@ static int sparse_l0_alloc(sparse_l0 *sp, const dc_mlp *net, const dc_optim *opt
     /* the transpose in one part per thread (see dc_csr_gather_u8) */
     const int nt = dc_get_num_threads();
     const int64_t parts = nt < 1 ? 1 : nt > 4096 ? 4096 : nt;
-    for (int b = 0; b < (sp->pipeline ? 2 : 1); ++b) {
-        dc_csr *x = &sp->x[b], *xt = &sp->xt[b];
-        x->parts = 1;
-        xt->parts = parts;
-        x->ptr = malloc((size_t)(bs + 1) * sizeof(int64_t));
-        xt->ptr = malloc((size_t)(parts * (in + 1)) * sizeof(int64_t));
-        x->idx = malloc((size_t)cap * sizeof(int32_t));
-        xt->idx = malloc((size_t)cap * sizeof(int32_t));
-        x->val = malloc((size_t)cap * sizeof(float));
-        xt->val = malloc((size_t)cap * sizeof(float));
-        if (!x->ptr || !xt->ptr || !x->idx || !xt->idx || !x->val || !xt->val)
-            return DC_ERR_NOMEM;
-    }
+    dc_csr *x = &sp->x, *xt = &sp->xt;
+    x->parts = 1;
+    xt->parts = parts;
+    x->ptr = malloc((size_t)(bs + 1) * sizeof(int64_t));
+    xt->ptr = malloc((size_t)(parts * (in + 1)) * sizeof(int64_t));
+    x->idx = malloc((size_t)cap * sizeof(int32_t));
+    xt->idx = malloc((size_t)cap * sizeof(int32_t));
+    x->val = malloc((size_t)cap * sizeof(float));
+    xt->val = malloc((size_t)cap * sizeof(float));
+    if (!x->ptr || !xt->ptr || !x->idx || !xt->idx || !x->val || !xt->val)
+        return DC_ERR_NOMEM;
     /* layer 0's weight is the first segment of params and of each state array */
     to_blocks(sp->wt, net->params, o, in);
     if (sp->s1t)
@@ -484,7 +474,7 @@ static int for_blocks(const block_job *job, block_fn fn)
     int nt = dc_get_num_threads();
     if (nt > nb)
         nt = (int)nb;
-    if (sp->x[sp->cur].nnz * o0 < DC_SPMM_PARALLEL_MIN)
+    if (sp->x.nnz * o0 < DC_SPMM_PARALLEL_MIN)
         nt = 1; /* too little work to share */
     int status = DC_OK;
     if (nt <= 1) {
@@ -515,7 +505,7 @@ static int sparse_head_block(const block_job *a, int64_t b)
     const sparse_l0 *sp = a->t->sp;
     const int64_t in0 = net->sizes[0], o0 = net->sizes[1];
     const int64_t c0 = b * DC_SPMM_BLOCK, w = block_width(o0, c0);
-    return dc_spmm_ld(a->out + c0, o0, &sp->x[sp->cur], sp->wt + in0 * c0, w, w, 1.0f, 0.0f,
+    return dc_spmm_ld(a->out + c0, o0, &sp->x, sp->wt + in0 * c0, w, w, 1.0f, 0.0f,
                       net->params + o0 * in0 + c0, a->act, net->act_alpha);
 }
 
@@ -529,7 +519,7 @@ static int l0_backward_block(const block_job *a, int64_t b, const float *g0)
     const int64_t c0 = b * DC_SPMM_BLOCK, w = block_width(o0, c0);
     float alpha, beta;
     float *dst = l0_grad_dst(sp, a->t->grads, a->t->lrs[a->j], &alpha, &beta);
-    int st = dc_spmm_ld(dst + in0 * c0, w, &sp->xt[sp->cur], g0 + c0, o0, w, alpha, beta,
+    int st = dc_spmm_ld(dst + in0 * c0, w, &sp->xt, g0 + c0, o0, w, alpha, beta,
                         NULL, DC_ACT_IDENTITY, 0.0f);
     if (st == DC_OK)
         st = dc_bias_backward(a->t->grads + o0 * in0 + c0, g0 + c0, a->rows, w, o0, 0);
@@ -572,8 +562,7 @@ static int sparse_dw_block(const block_job *a, int64_t b)
 }
 
 /* One training step on batch j (rows `rows` of x at idx), whose sparse form, if any, is
- * already in sp->x/xt[sp->cur] (sp->is_sparse). Kernels only: it can run on one thread
- * while another gathers the next batch. */
+ * already in sp->x/xt (sp->is_sparse). */
 static int train_batch(const train_ctx *t, int64_t j, const int64_t *idx, int64_t rows)
 {
     dc_train_stats *stats = t->stats;
@@ -801,13 +790,6 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
     if (sp.on) {
         sp.fused_sgd = opt->kind == DC_OPT_SGD && opt->momentum == 0.0f && opt->l2 == 0.0f &&
                        opt->clip_norm <= 0.0f;
-        /* Small batches: the products are too short for two threads to share well, so
-         * one thread trains on batch j while the other gathers batch j+1 (784-128-10 at
-         * batch 32, 2 threads: ~0.166 s per MNIST epoch against ~0.182 when chosen; since
-         * backward_sparse_tail the two tie, ~0.18 s; at batch 64 and 128 sharing each
-         * product wins, 0.149 against 0.174 at 64). */
-        sp.pipeline = dc_get_num_threads() > 1 && n_order > bs && bs <= DC_PIPELINE_MAX_BATCH;
-        sp.next_status = -1;
         status = sparse_l0_alloc(&sp, net, opt, bs);
         if (status != DC_OK) {
             sp.on = 0; /* nothing was transposed into a buffer that is missing */
@@ -847,46 +829,16 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
 
         sp.is_sparse = 0;
         if (sp.on) {
-            if (sp.next_status >= 0) { /* gathered while the previous batch trained */
-                status = sp.next_status;
-                sp.next_status = -1;
-                sp.cur ^= 1;
-            } else {
-                status = gather_csr(&sp.x[sp.cur], &sp.xt[sp.cur], sp.capacity, x_u8, x_f32,
-                                    idx, rows, f, scale);
-            }
+            status = gather_csr(&sp.x, &sp.xt, sp.capacity, x_u8, x_f32, idx, rows, f, scale);
             if (status == DC_OK)
                 sp.is_sparse = 1;
             else if (status != DC_ERR_CAPACITY)
                 goto done;
         }
-        if (sp.pipeline && next_rows > 0) {
-            /* one thread trains on this batch (its kernels then run on that thread),
-             * another gathers the next one into the other buffer */
-            int st_next = DC_OK;
-#ifdef _OPENMP
-#pragma omp parallel sections num_threads(2)
-#endif
-            {
-#ifdef _OPENMP
-#pragma omp section
-#endif
-                status = train_batch(&tc, j, idx, rows);
-#ifdef _OPENMP
-#pragma omp section
-#endif
-                st_next = gather_csr(&sp.x[sp.cur ^ 1], &sp.xt[sp.cur ^ 1], sp.capacity,
-                                     x_u8, x_f32, idx + rows, next_rows, f, scale);
-            }
-            if (status == DC_OK && st_next != DC_OK && st_next != DC_ERR_CAPACITY)
-                status = st_next;
-            sp.next_status = st_next;
-        } else {
-            if (next_rows > 0)
-                prefetch_rows(x_u8 ? (const void *)x_u8 : (const void *)x_f32, idx + rows,
-                              next_rows, f * (x_u8 ? 1 : (int64_t)sizeof(float)));
-            status = train_batch(&tc, j, idx, rows);
-        }
+        if (next_rows > 0)
+            prefetch_rows(x_u8 ? (const void *)x_u8 : (const void *)x_f32, idx + rows,
+                          next_rows, f * (x_u8 ? 1 : (int64_t)sizeof(float)));
+        status = train_batch(&tc, j, idx, rows);
         if (status != DC_OK)
             goto done;
     }

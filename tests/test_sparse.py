@@ -141,9 +141,9 @@ def test_bitwise_identical_across_thread_counts(rng):
 @pytest.mark.parametrize("bs", [32, 64])
 def test_thread_count_changes_no_bit_deeper_with_dropout(rng, mode, bs):
     """1 and 2 threads give the same bits with three layers, dropout, and (auto) dense
-    batches mixed in (the gather splits rows, spmm splits columns; neither splits a sum).
-    At batch 32 two threads pipeline (one trains on a batch while the other gathers the
-    next, csrc/mlp.c); at 64 they share each product."""
+    batches mixed in (the gather splits rows, the products split column blocks; neither
+    splits a sum). 40 columns are one block, so here layer 0's products stay on one
+    thread; test_backward_tail_in_column_blocks shares several."""
     x, y = _sparse_digits(rng, n=1000, d=784, density=0.2)
     x[:100] = rng.integers(1, 256, size=(100, 784))  # dense rows: some batches go dense
     nets = [_train(x, y, [784, 40, 16, 10], mode, bs=bs, epochs=2, dropout=0.2,
