@@ -343,8 +343,8 @@ static void from_blocks(float *w, const float *blocked, int64_t o, int64_t in)
  * these blocks, each thread always taking the same ones: so a thread reads and writes
  * only its own stretch of memory. With the blocks side by side in each row of one
  * (I, O) matrix, even on separate cache lines, two threads updating their halves of the
- * rows ran ~35% slower than each alone (the cores' prefetchers pull in each other's
- * lines). Layer 0's gradient in `grads` has the same layout. */
+ * rows ran ~35% slower than each alone (probably the cores' prefetchers pulling in each
+ * other's lines). Layer 0's gradient in `grads` has the same layout. */
 typedef struct {
     int on;
     int fused_sgd;   /* plain SGD: the weight gradient is applied as it is computed */

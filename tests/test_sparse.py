@@ -70,14 +70,16 @@ def test_the_sparse_path_really_runs_and_auto_picks_it(rng):
     assert np.array_equal(auto.flat_parameters, sparse.flat_parameters)
 
 
+@pytest.mark.parametrize("hidden", [12, 136])
 @pytest.mark.parametrize("name", sorted(optim.OPTIMIZERS))
-def test_every_optimizer_and_its_state_survive_the_transposed_layout(rng, name):
-    """Layer 0's weight and optimizer state are held transposed during a call and put back
-    after: a second fit continues from the right state in either mode."""
+def test_every_optimizer_and_its_state_survive_the_transposed_layout(rng, name, hidden):
+    """Layer 0's weight and optimizer state are held transposed during a call, by blocks
+    of 64 columns (136 = 64 + 64 + 8), and put back after: a second fit continues from
+    the right state in either mode."""
     x, y = _sparse_digits(rng)
     nets = {}
     for mode in ("never", "always"):
-        net, tr = _train(x, y, [64, 12, 5], mode, optimizer=name, l2=1e-3)
+        net, tr = _train(x, y, [64, hidden, 5], mode, optimizer=name, l2=1e-3)
         tr.fit(x, y)  # continues: state must have been stored back untransposed
         nets[mode] = (net, tr.optimizer)
     _close(nets["never"][0], nets["always"][0])
@@ -104,15 +106,16 @@ def test_float_input_and_dropout(rng):
     _close(dense, sparse)
 
 
-def test_auto_mixes_dense_and_sparse_batches(rng):
-    """Batches over a quarter non-zero go through the GEMM on the transposed layout; a
-    call that mixes both kinds still trains like the dense path."""
+@pytest.mark.parametrize("hidden", [20, 136])
+def test_auto_mixes_dense_and_sparse_batches(rng, hidden):
+    """Batches over a quarter non-zero go through the GEMM (per 64-column block) on the
+    transposed layout; a call that mixes both kinds still trains like the dense path."""
     x, y = _sparse_digits(rng, n=256, density=0.1)
     dense_rows = rng.integers(1, 256, size=(64, 64)).astype(np.uint8)
     x[:64] = dense_rows  # with shuffle=False, the first two batches of 32 are dense
     results = {}
     for mode in ("never", "auto"):
-        net = Network([64, 20, 5], seed=0)
+        net = Network([64, hidden, 5], seed=0)
         tr = Trainer(net, optimizer="sgd", lr=0.05, batch_size=32, epochs=2, shuffle=False,
                      seed=0, verbose=0)
         tr._sparse_input = mode
