@@ -231,6 +231,35 @@ def test_png_decoder_rejects_bad_files():
         decode_png(b"\x89PNG\r\n\x1a\n" + chunk)
 
 
+@pytest.mark.parametrize("palette_header", [False, True])
+@pytest.mark.parametrize("trns_len", [0, 2, 6, 12, 768])
+def test_a_malformed_transparency_chunk_is_a_png_error_or_decodes(trns_len, palette_header):
+    """An RGB PNG with a tRNS chunk after its image data, of the wrong length (a colour key
+    is 6 bytes), optionally after a second IHDR saying "palette": Pillow kept the chunk as
+    raw bytes and its convert() then raised TypeError (found by the fuzzer), which escaped
+    as a 500. Both decoders must either decode the image or raise PNGError."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+
+    rgb = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 3)
+    good = encode_png(rgb)
+    iend = good.index(b"IEND") - 4
+    extra = chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, 3, 0, 0, 0)) if palette_header else b""
+    extra += chunk(b"tRNS", bytes(i % 256 for i in range(trns_len)))
+    data = good[:iend] + extra + good[iend:]
+    for use_pillow in (None, False):
+        try:
+            arr = decode_png_bytes(data, use_pillow)
+        except PNGError:
+            continue
+        assert arr.dtype == np.uint8 and arr.shape[:2] == (4, 4)
+        np.testing.assert_array_equal(arr[:, :, :3], rgb)
+
+
 # ---------------------------------------------------------------------------- bad requests
 
 def _assert_error(status, body, want):

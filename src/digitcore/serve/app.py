@@ -111,7 +111,9 @@ def _pillow_decode(data: bytes):
             return np.asarray(img.convert("RGBA" if alpha else "RGB"), dtype=np.uint8)
     except PNGError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, TypeError) as exc:
+        # (TypeError: Pillow's convert() on malformed metadata it kept, e.g. a tRNS chunk
+        # of the wrong length after a second IHDR)
         raise PNGError(f"cannot read the PNG: {exc}") from None
     except Image.DecompressionBombError as exc:  # pragma: no cover - caught by the size check
         raise PNGError(str(exc)) from None
