@@ -219,6 +219,29 @@ static inline void dc_store6(float *dst, __m256 v) {
 
 void dc_sgemm_pack_a_avx2_6(float *pa, const float *a, int64_t lda, int trans_a, int64_t i0,
                             int64_t mlen, int64_t p0, int64_t kc) {
+    if (trans_a && mlen >= MR) {
+        /* op(A)[i][p] = A[p][i]: walk A row by row (one sequential stream) and scatter 6
+         * floats into each full panel, as pack_b does for B; panel by panel, each pass
+         * strode through all kc rows again (AtB (128,784,128): ~0.90x OpenBLAS). The
+         * edge panel below. */
+        const int64_t full = mlen / MR;
+        for (int64_t p = 0; p < kc; p++) {
+            const float *src = a + (p0 + p) * lda + i0;
+            float *dst = pa + p * MR;
+            int64_t q = 0;
+            for (; q + 1 < full; q++) /* an 8-float load stays inside the row's panels */
+                dc_store6(dst + q * MR * kc, _mm256_loadu_ps(src + q * MR));
+            for (; q < full; q++) {
+                _mm_storeu_ps(dst + q * MR * kc, _mm_loadu_ps(src + q * MR));
+                dst[q * MR * kc + 4] = src[q * MR + 4];
+                dst[q * MR * kc + 5] = src[q * MR + 5];
+            }
+        }
+        if (full * MR == mlen) return;
+        pa += full * MR * kc;
+        i0 += full * MR;
+        mlen -= full * MR;
+    }
     for (int64_t ip = 0; ip < mlen; ip += MR, pa += MR * kc) {
         const int64_t mr = mlen - ip < MR ? mlen - ip : MR;
         if (mr < MR) { /* edge panel: zero-filled rows */
