@@ -255,33 +255,26 @@ void dc_sgemm_pack_a_avx2_6(float *pa, const float *a, int64_t lda, int trans_a,
             }
             continue;
         }
-        if (trans_a) { /* op(A)[i][p] = A[p][i]: 6 contiguous floats per p */
-            const float *src = a + p0 * lda + i0 + ip;
-            for (int64_t p = 0; p < kc; p++, src += lda) {
-                _mm_storeu_ps(pa + p * MR, _mm_loadu_ps(src));
-                pa[p * MR + 4] = src[4];
-                pa[p * MR + 5] = src[5];
-            }
-        } else { /* op(A)[i][p] = A[i][p]: transpose 6 rows x 8 columns at a time */
-            const float *src = a + (i0 + ip) * lda + p0;
-            /* the 6 row streams are short (kc floats): fetch the next panel's rows while
-             * transposing this one, else this loop waits on memory (tall A, e.g. 10000 x 784) */
-            const int more = ip + 3 * MR <= mlen;
-            int64_t p = 0;
-            for (; p + 8 <= kc; p += 8) {
-                if (more && (p & 15) == 0)
-                    for (int q = 0; q < MR; q++)
-                        _mm_prefetch((const char *)(src + (q + 2 * MR) * lda + p), _MM_HINT_T0);
-                __m256 r[8];
-                for (int q = 0; q < MR; q++) r[q] = _mm256_loadu_ps(src + q * lda + p);
-                r[6] = _mm256_setzero_ps();
-                r[7] = _mm256_setzero_ps();
-                dc_transpose8(r);
-                for (int q = 0; q < 8; q++) dc_store6(pa + (p + q) * MR, r[q]);
-            }
-            for (; p < kc; p++)
-                for (int q = 0; q < MR; q++) pa[p * MR + q] = src[q * lda + p];
+        /* op(A)[i][p] = A[i][p] (full A^T panels were packed above): transpose 6 rows x 8
+         * columns at a time */
+        const float *src = a + (i0 + ip) * lda + p0;
+        /* the 6 row streams are short (kc floats): fetch the next panel's rows while
+         * transposing this one, else this loop waits on memory (tall A, e.g. 10000 x 784) */
+        const int more = ip + 3 * MR <= mlen;
+        int64_t p = 0;
+        for (; p + 8 <= kc; p += 8) {
+            if (more && (p & 15) == 0)
+                for (int q = 0; q < MR; q++)
+                    _mm_prefetch((const char *)(src + (q + 2 * MR) * lda + p), _MM_HINT_T0);
+            __m256 r[8];
+            for (int q = 0; q < MR; q++) r[q] = _mm256_loadu_ps(src + q * lda + p);
+            r[6] = _mm256_setzero_ps();
+            r[7] = _mm256_setzero_ps();
+            dc_transpose8(r);
+            for (int q = 0; q < 8; q++) dc_store6(pa + (p + q) * MR, r[q]);
         }
+        for (; p < kc; p++)
+            for (int q = 0; q < MR; q++) pa[p * MR + q] = src[q * lda + p];
     }
 }
 

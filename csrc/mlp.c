@@ -608,8 +608,7 @@ static int train_batch(const train_ctx *t, int64_t j, const int64_t *idx, int64_
         const int a = last ? DC_ACT_IDENTITY : net->act;
         float *out = last ? logits : act[l + 1];
         if (l == 0 && sp->is_sparse) {
-            const int fused = a == DC_ACT_IDENTITY || a == DC_ACT_RELU ||
-                              a == DC_ACT_LEAKY_RELU;
+            const int fused = dc_spmm_fuses(a);
             const block_job job = {t, j, rows, fused ? a : DC_ACT_IDENTITY, out, NULL, NULL};
             status = for_blocks(&job, sparse_head_block);
             if (status == DC_OK && !fused)

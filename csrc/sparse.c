@@ -310,7 +310,7 @@ int dc_spmm_ld(float *out, int64_t ldo, const dc_csr *s, const float *d, int64_t
     const int64_t R = s->rows;
     if (R == 0 || N == 0)
         return DC_OK;
-    const int fused = act == DC_ACT_IDENTITY || act == DC_ACT_RELU || act == DC_ACT_LEAKY_RELU;
+    const int fused = dc_spmm_fuses(act);
     if (!fused && ldo != N)
         return DC_ERR_ARG; /* (no caller needs it) */
     const int row_act = fused ? act : DC_ACT_IDENTITY;

@@ -27,6 +27,12 @@ typedef void (*dc_spmm_row_fn)(float *out, const int32_t *idx, const float *val,
                                const float *d, int64_t ldd, int64_t w, float alpha, float beta,
                                const float *bias, int act, float act_alpha);
 
+/* Whether the row kernel applies act itself (else dc_spmm applies it after the product). */
+static inline int dc_spmm_fuses(int act)
+{
+    return act == DC_ACT_IDENTITY || act == DC_ACT_RELU || act == DC_ACT_LEAKY_RELU;
+}
+
 /* dc_spmm (digitcore.h) on a block of columns of a wider matrix: out's rows are ldo >= N
  * floats apart. With ldo > N, act must be one the row kernel applies itself (identity,
  * ReLU, leaky ReLU), else DC_ERR_ARG. */
