@@ -159,7 +159,8 @@ def test_thread_count_changes_no_bit_deeper_with_dropout(rng, mode, bs):
 @pytest.mark.parametrize("sizes", [[784, 72, 10], [784, 136, 24, 10]])
 def test_backward_tail_in_column_blocks(rng, sizes):
     """On a sparse batch, layers 1 and 0 of the backward pass run per 64-column block of
-    layer 0's outputs, blocks shared among threads (backward_sparse_tail in csrc/mlp.c).
+    layer 0's outputs, blocks shared among threads (sparse_tail_block via for_blocks in
+    csrc/mlp.c).
     Widths with a short last block (72 = 64 + 8: that block's products take the narrow
     GEMM), several blocks per thread, dropout and sigmoid: the same bits on 1 and 2
     threads, and the dense path's weights up to rounding."""
