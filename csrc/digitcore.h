@@ -130,16 +130,19 @@ typedef struct {
 } dc_csr;
 
 /* out = rows idx[0..B) (idx may be NULL: rows 0..B) of inp (N,F), times scale, keeping
- * the non-zero entries (uint8: byte != 0; float: value * scale != 0, NaN kept), as plain
- * CSR. ptr must hold B+1 entries and idx/val `capacity` entries; out->rows/cols/nnz/parts
- * are set. out_t, if not NULL, receives the same batch transposed (compressed sparse
- * column form, out_t->rows = F), built in the same pass, in out_t->parts parts set by
- * the caller (1..4096; ptr holds parts * (F+1) entries, idx/val `capacity`): part p
- * holds the batch rows [B*p/parts, B*(p+1)/parts), so each row of out_t lists the batch
- * rows in increasing order. One part per thread lets each thread write only its own
- * memory; the result of dc_spmm does not depend on the number of parts. DC_ERR_CAPACITY
- * (out->nnz then holds the count needed) if there are more than `capacity` non-zeros:
- * the caller then takes the dense path. */
+ * the non-zero entries (uint8: byte != 0; float: value * scale != 0, NaN kept), in CSR
+ * form; idx/val must hold `capacity` entries. Without out_t, plain CSR (out->parts set to
+ * 1; ptr holds B+1 entries). With out_t, the same pass also builds the batch transposed
+ * into out_t (compressed sparse column form, out_t->rows = F, one part: ptr holds F+1
+ * entries, idx/val `capacity`; each of its rows lists the batch rows in increasing
+ * order), and out is cut by columns into out->parts parts set by the caller (1..4096;
+ * ptr holds parts * (B+1) entries): part p holds every row's entries in columns
+ * [G(p), G(p+1)), G(p) = F*p/parts rounded down to a multiple of 32 (G(parts) = F; a
+ * part may be empty), the same for any thread count. Threads take whole parts and write only
+ * their own stretch of memory; the entries, and so the result of dc_spmm, do not depend
+ * on the number of parts or threads. DC_ERR_CAPACITY (out->nnz then holds the count
+ * needed) if there are more than `capacity` non-zeros: the caller then takes the dense
+ * path. */
 int dc_csr_gather_u8(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_t *inp,
                      const int64_t *idx, int64_t B, int64_t F, float scale);
 int dc_csr_gather_f32(dc_csr *out, dc_csr *out_t, int64_t capacity, const float *inp,

@@ -44,10 +44,10 @@ static int64_t count_row(const uint8_t *s8, const float *s32, int64_t F, float s
     return c;
 }
 
-/* The row's n entries (n from count_row), in column order; uint8 words of background
- * are skipped 8 bytes at a time. */
+/* The row's n entries (n from count_row), in column order, numbered from j0 (the column
+ * of s8[0] / s32[0]); uint8 words of background are skipped 8 bytes at a time. */
 static void fill_row(int32_t *idx, float *val, int64_t n, const uint8_t *s8, const float *s32,
-                     int64_t F, float scale)
+                     int64_t F, int64_t j0, float scale)
 {
     int64_t p = 0;
     (void)n;
@@ -58,68 +58,39 @@ static void fill_row(int32_t *idx, float *val, int64_t n, const uint8_t *s8, con
         }
         const float v = s8 != NULL ? (float)s8[j] * scale : s32[j] * scale;
         if (s8 != NULL ? s8[j] != 0 : v != 0.0f) {
-            idx[p] = (int32_t)j;
+            idx[p] = (int32_t)(j0 + j);
             val[p] = v;
             ++p;
         }
     }
 }
 
-/* One parallel region. The batch's rows are cut into out_t->parts consecutive ranges
- * (parts); each thread takes a run of parts. It counts its rows (and, for the
- * transpose, each part's count of each column); one thread turns the counts into row
- * starts and each part's column starts; then each thread fills its rows and at once
- * copies each row's entries into its part of the transpose. Part p's entries of column
- * c sit at [ptr[p][c], ptr[p][c+1]), after every entry of parts < p. So a thread only
- * reads rows it has just written and writes its own region (only the cache lines at
- * the parts' edges are shared), and the transpose lists every column's rows in
- * increasing order, whatever the number of parts or threads. */
-static int csr_gather(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_t *in8,
-                      const float *in32, const int64_t *ridx, int64_t B, int64_t F,
-                      float scale)
+typedef int64_t (*count_fn)(const uint8_t *, const float *, int64_t, float, int32_t *);
+typedef void (*fill_fn)(int32_t *, float *, int64_t, const uint8_t *, const float *, int64_t,
+                        int64_t, float);
+
+/* The row kernels of the selected path. */
+static void row_kernels(count_fn *count, fill_fn *fill)
 {
-    if (out == NULL || B < 0 || F < 0 || F > INT32_MAX || capacity < 0 ||
-        (out_t != NULL && (B > INT32_MAX || out_t->parts < 1 || out_t->parts > 4096)))
-        return DC_ERR_ARG;
-    out->rows = B;
-    out->cols = F;
-    out->nnz = 0;
-    out->parts = 1;
-    out->ptr[0] = 0;
-    const int64_t P = out_t != NULL ? out_t->parts : 1;
-    if (out_t != NULL) {
-        out_t->rows = F;
-        out_t->cols = B;
-        out_t->nnz = 0;
-        memset(out_t->ptr, 0, (size_t)(P * (F + 1)) * sizeof(int64_t));
-    }
-    if (B == 0)
-        return DC_OK;
-    int nt = dc_get_num_threads();
-    if (B < 2 * (int64_t)nt || B * F < ((int64_t)1 << 13))
-        nt = 1;
-    if (out_t != NULL && nt > P)
-        nt = (int)P; /* a part is one thread's */
-    int64_t (*count)(const uint8_t *, const float *, int64_t, float, int32_t *) = count_row;
-    void (*fill)(int32_t *, float *, int64_t, const uint8_t *, const float *, int64_t,
-                 float) = fill_row;
+    *count = count_row;
+    *fill = fill_row;
 #if DC_GEMM_BUILD_AVX2
     if (dc_kernel_path() == DC_KERNEL_AVX2) {
-        count = dc_csr_count_avx2;
-        fill = dc_csr_fill_avx2;
+        *count = dc_csr_count_avx2;
+        *fill = dc_csr_fill_avx2;
     }
 #endif
-    int32_t *cnt = NULL; /* P x F: part p's count of each column */
-    int64_t *cur = NULL; /* P x F: part p's write cursor in each column of out_t */
-    if (out_t != NULL) {
-        cnt = calloc((size_t)(P * F), sizeof(int32_t));
-        cur = malloc((size_t)(P * F) * sizeof(int64_t));
-        if (cnt == NULL || cur == NULL) {
-            free(cnt);
-            free(cur);
-            return DC_ERR_NOMEM;
-        }
-    }
+}
+
+/* Without the transpose: the batch's rows split among threads, one part. Each thread
+ * counts its rows, one thread makes the row starts, each thread fills its rows. */
+static int gather_rows(dc_csr *out, int64_t capacity, const uint8_t *in8, const float *in32,
+                       const int64_t *ridx, int64_t B, int64_t F, float scale, int nt)
+{
+    count_fn count;
+    fill_fn fill;
+    row_kernels(&count, &fill);
+    out->parts = 1;
     int status = DC_OK;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -131,16 +102,11 @@ static int csr_gather(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_
 #else
         const int t = 0, got = 1;
 #endif
-        /* without the transpose, parts are only the threads' row ranges */
-        const int64_t np = out_t != NULL ? P : got;
-        const int64_t p0 = np * t / got, p1 = np * (t + 1) / got;
-        for (int64_t p = p0; p < p1; ++p) {
-            int32_t *cp = cnt != NULL ? cnt + p * F : NULL;
-            for (int64_t r = B * p / np; r < B * (p + 1) / np; ++r) {
-                const int64_t src = ridx != NULL ? ridx[r] : r;
-                out->ptr[r + 1] = count(in8 ? in8 + src * F : NULL,
-                                        in32 ? in32 + src * F : NULL, F, scale, cp);
-            }
+        const int64_t r0 = B * t / got, r1 = B * (t + 1) / got;
+        for (int64_t r = r0; r < r1; ++r) {
+            const int64_t src = ridx != NULL ? ridx[r] : r;
+            out->ptr[r + 1] = count(in8 ? in8 + src * F : NULL, in32 ? in32 + src * F : NULL,
+                                    F, scale, NULL);
         }
 #ifdef _OPENMP
 #pragma omp barrier
@@ -149,48 +115,154 @@ static int csr_gather(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_
         {
             for (int64_t r = 0; r < B; ++r)
                 out->ptr[r + 1] += out->ptr[r];
-            if (out->ptr[B] > capacity) {
+            if (out->ptr[B] > capacity)
                 status = DC_ERR_CAPACITY;
-            } else if (out_t != NULL) {
-                for (int64_t p = 0; p < P; ++p) {
-                    int64_t *pp = out_t->ptr + p * (F + 1);
-                    int64_t q = out->ptr[B * p / P]; /* after all entries of parts < p */
-                    for (int64_t c = 0; c < F; ++c) {
-                        pp[c] = cur[p * F + c] = q;
-                        q += cnt[p * F + c];
-                    }
-                    pp[F] = q;
-                }
-            }
         } /* (implicit barrier) */
-        if (status == DC_OK) {
-            for (int64_t p = p0; p < p1; ++p) {
-                int64_t *cu = cur != NULL ? cur + p * F : NULL;
-                int32_t *ti = out_t != NULL ? out_t->idx : NULL;
-                float *tv = out_t != NULL ? out_t->val : NULL;
-                for (int64_t r = B * p / np; r < B * (p + 1) / np; ++r) {
-                    const int64_t src = ridx != NULL ? ridx[r] : r, e0 = out->ptr[r];
-                    const int64_t n = out->ptr[r + 1] - e0;
-                    const int32_t *ri = out->idx + e0;
-                    const float *rv = out->val + e0;
-                    fill(out->idx + e0, out->val + e0, n, in8 ? in8 + src * F : NULL,
-                         in32 ? in32 + src * F : NULL, F, scale);
-                    if (cu != NULL)
-                        for (int64_t e = 0; e < n; ++e) {
-                            const int64_t q = cu[ri[e]]++;
-                            ti[q] = (int32_t)r;
-                            tv[q] = rv[e];
-                        }
+        if (status == DC_OK)
+            for (int64_t r = r0; r < r1; ++r) {
+                const int64_t src = ridx != NULL ? ridx[r] : r, e0 = out->ptr[r];
+                fill(out->idx + e0, out->val + e0, out->ptr[r + 1] - e0,
+                     in8 ? in8 + src * F : NULL, in32 ? in32 + src * F : NULL, F, 0, scale);
+            }
+    }
+    out->nnz = out->ptr[B];
+    return status;
+}
+
+/* With the transpose: out in out->parts parts, part p holding every row's entries in the
+ * column group dc_csr_group(p, parts, F), and the CSC in one part. Each thread takes a run
+ * of groups: it counts their columns of every row (per row into the part's row starts,
+ * per column into colcnt); after one barrier it places each group's entries after those
+ * of the groups before it, makes the row and column starts, and fills the group's
+ * columns of every row, copying each entry at once into the group's columns of the CSC.
+ * So each thread writes only its own stretch of out and out_t (cache lines are shared
+ * only at the edges), and the result does not depend on the thread count. */
+static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_t *in8,
+                       const float *in32, const int64_t *ridx, int64_t B, int64_t F,
+                       float scale, int nt)
+{
+    count_fn count;
+    fill_fn fill;
+    row_kernels(&count, &fill);
+    const int64_t P = out->parts;
+    int32_t *colcnt = calloc((size_t)F, sizeof(int32_t));
+    int64_t *cur = malloc((size_t)F * sizeof(int64_t));    /* write cursor of each column */
+    int64_t *total = calloc((size_t)P, sizeof(int64_t));  /* entries of each group */
+    if (colcnt == NULL || cur == NULL || total == NULL) {
+        free(colcnt);
+        free(cur);
+        free(total);
+        return DC_ERR_NOMEM;
+    }
+    int64_t nnz = 0;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num(), got = omp_get_num_threads();
+#else
+        const int t = 0, got = 1;
+#endif
+        const int64_t p0 = P * t / got, p1 = P * (t + 1) / got;
+        for (int64_t p = p0; p < p1; ++p) {
+            const int64_t c0 = dc_csr_group(p, P, F), c1 = dc_csr_group(p + 1, P, F);
+            int64_t *rp = out->ptr + p * (B + 1); /* part p's row starts */
+            int64_t n = 0;
+            for (int64_t r = 0; r < B; ++r) {
+                const int64_t src = ridx != NULL ? ridx[r] : r;
+                rp[r + 1] = count(in8 ? in8 + src * F + c0 : NULL,
+                                  in32 ? in32 + src * F + c0 : NULL, c1 - c0, scale,
+                                  colcnt + c0);
+                n += rp[r + 1];
+            }
+            total[p] = n;
+        }
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+        int64_t before = 0, all = 0;
+        for (int64_t p = 0; p < P; ++p) {
+            before += p < p0 ? total[p] : 0;
+            all += total[p];
+        }
+        if (t == 0)
+            nnz = all;
+        for (int64_t p = p0; p < p1 && all <= capacity; ++p) {
+            const int64_t c0 = dc_csr_group(p, P, F), c1 = dc_csr_group(p + 1, P, F);
+            int64_t *rp = out->ptr + p * (B + 1);
+            rp[0] = before;
+            for (int64_t r = 0; r < B; ++r)
+                rp[r + 1] += rp[r];
+            before = rp[B];
+            int64_t q = rp[0];
+            for (int64_t c = c0; c < c1; ++c) {
+                out_t->ptr[c] = cur[c] = q;
+                q += colcnt[c];
+            }
+            if (p == P - 1)
+                out_t->ptr[F] = q;
+            int32_t *ti = out_t->idx;
+            float *tv = out_t->val;
+            for (int64_t r = 0; r < B; ++r) {
+                const int64_t src = ridx != NULL ? ridx[r] : r, e0 = rp[r];
+                const int64_t m = rp[r + 1] - e0;
+                const int32_t *ri = out->idx + e0;
+                const float *rv = out->val + e0;
+                fill(out->idx + e0, out->val + e0, m, in8 ? in8 + src * F + c0 : NULL,
+                     in32 ? in32 + src * F + c0 : NULL, c1 - c0, c0, scale);
+                for (int64_t e = 0; e < m; ++e) {
+                    const int64_t k = cur[ri[e]]++;
+                    ti[k] = (int32_t)r;
+                    tv[k] = rv[e];
                 }
             }
         }
     }
-    free(cnt);
+    free(colcnt);
     free(cur);
-    out->nnz = out->ptr[B];
-    if (out_t != NULL && status == DC_OK)
-        out_t->nnz = out->nnz;
-    return status;
+    free(total);
+    out->nnz = nnz;
+    if (nnz > capacity)
+        return DC_ERR_CAPACITY;
+    out_t->nnz = nnz;
+    return DC_OK;
+}
+
+static int csr_gather(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_t *in8,
+                      const float *in32, const int64_t *ridx, int64_t B, int64_t F,
+                      float scale)
+{
+    if (out == NULL || B < 0 || F < 0 || F > INT32_MAX || capacity < 0 ||
+        (out_t != NULL && (B > INT32_MAX || out->parts < 1 || out->parts > 4096)))
+        return DC_ERR_ARG;
+    int nt = dc_get_num_threads();
+    out->rows = B;
+    out->cols = F;
+    out->nnz = 0;
+    if (out_t == NULL) {
+        out->ptr[0] = 0;
+        if (B == 0)
+            return DC_OK;
+        if (B < 2 * (int64_t)nt || B * F < ((int64_t)1 << 13))
+            nt = 1;
+        return gather_rows(out, capacity, in8, in32, ridx, B, F, scale, nt);
+    }
+    out_t->rows = F;
+    out_t->cols = B;
+    out_t->nnz = 0;
+    out_t->parts = 1;
+    if (B == 0 || F == 0) {
+        memset(out->ptr, 0, (size_t)(out->parts * (B + 1)) * sizeof(int64_t));
+        memset(out_t->ptr, 0, (size_t)(F + 1) * sizeof(int64_t));
+        return DC_OK;
+    }
+    /* threads take whole groups */
+    if (nt > out->parts)
+        nt = (int)out->parts;
+    if (B * F < ((int64_t)1 << 13))
+        nt = 1;
+    return gather_cols(out, out_t, capacity, in8, in32, ridx, B, F, scale, nt);
 }
 
 int dc_csr_gather_u8(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_t *inp,

@@ -191,7 +191,7 @@ DC_INLINE int64_t pack8(int32_t *idx, float *val, int64_t p, int64_t n, __m256 x
 }
 
 void dc_csr_fill_avx2(int32_t *idx, float *val, int64_t n, const uint8_t *s8, const float *s32,
-                      int64_t F, float scale)
+                      int64_t F, int64_t j0, float scale)
 {
     int64_t p = 0, j = 0;
     const __m256 sc = _mm256_set1_ps(scale);
@@ -203,11 +203,11 @@ void dc_csr_fill_avx2(int32_t *idx, float *val, int64_t n, const uint8_t *s8, co
             const __m256i v = _mm256_cvtepu8_epi32(b);
             const int m = _mm256_movemask_ps(
                 _mm256_castsi256_ps(_mm256_cmpgt_epi32(v, _mm256_setzero_si256())));
-            p = pack8(idx, val, p, n, _mm256_mul_ps(_mm256_cvtepi32_ps(v), sc), j, m);
+            p = pack8(idx, val, p, n, _mm256_mul_ps(_mm256_cvtepi32_ps(v), sc), j0 + j, m);
         }
         for (; j < F; ++j)
             if (s8[j] != 0) {
-                idx[p] = (int32_t)j;
+                idx[p] = (int32_t)(j0 + j);
                 val[p] = (float)s8[j] * scale;
                 ++p;
             }
@@ -217,12 +217,12 @@ void dc_csr_fill_avx2(int32_t *idx, float *val, int64_t n, const uint8_t *s8, co
             /* unordered: NaN is kept, as in the count */
             const int m = _mm256_movemask_ps(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_NEQ_UQ));
             if (m != 0)
-                p = pack8(idx, val, p, n, x, j, m);
+                p = pack8(idx, val, p, n, x, j0 + j, m);
         }
         for (; j < F; ++j) {
             const float x = s32[j] * scale;
             if (x != 0.0f) {
-                idx[p] = (int32_t)j;
+                idx[p] = (int32_t)(j0 + j);
                 val[p] = x;
                 ++p;
             }

@@ -9,6 +9,18 @@
 
 #include "gemm_internal.h" /* DC_GEMM_BUILD_AVX2 */
 
+/* Columns [0, F) cut into `n` groups at multiples of 32 (whole AVX2 vectors of bytes;
+ * a group may be empty): the first column of group g (F for g >= n). */
+static inline int64_t dc_csr_group(int64_t g, int64_t n, int64_t F)
+{
+    const int64_t e = (F * g / n) & ~(int64_t)31;
+    return g >= n ? F : e < F ? e : F;
+}
+
+/* Training's sparse first layer cuts its input columns into this many groups (see
+ * csrc/mlp.c, sparse_l0): fixed, so the order of its sums never depends on threads. */
+#define DC_SPARSE_GROUPS 2
+
 /* Output columns one row-kernel call covers: 8 ymm accumulators. */
 #define DC_SPMM_BLOCK 64
 /* Below this many multiply-adds (nnz * N) a second thread costs more than it gains. */
@@ -48,10 +60,10 @@ void dc_spmm_row_avx2(float *out, const int32_t *idx, const float *val, const in
  * kept), with colcnt[j] += 1 for each non-zero column j when colcnt is not NULL. */
 int64_t dc_csr_count_avx2(const uint8_t *s8, const float *s32, int64_t F, float scale,
                           int32_t *colcnt);
-/* Its n non-zero entries (n from the count): idx[p] = column, val[p] = value * scale, in
- * column order. Writes idx/val[0..n) only. */
+/* Its n non-zero entries (n from the count): idx[p] = j0 + column, val[p] = value * scale,
+ * in column order. Writes idx/val[0..n) only. */
 void dc_csr_fill_avx2(int32_t *idx, float *val, int64_t n, const uint8_t *s8, const float *s32,
-                      int64_t F, float scale);
+                      int64_t F, int64_t j0, float scale);
 #endif
 
 #endif /* DC_SPARSE_INTERNAL_H */

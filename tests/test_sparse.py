@@ -144,9 +144,8 @@ def test_bitwise_identical_across_thread_counts(rng):
 @pytest.mark.parametrize("bs", [32, 64])
 def test_thread_count_changes_no_bit_deeper_with_dropout(rng, mode, bs):
     """1 and 2 threads give the same bits with three layers, dropout, and (auto) dense
-    batches mixed in (the gather splits rows, the products split column blocks; neither
-    splits a sum). 40 columns are one block, so here layer 0's products stay on one
-    thread; test_backward_tail_in_column_blocks shares several."""
+    batches mixed in (the gather and the products split fixed groups of input columns
+    and fixed column blocks of outputs, and sum the groups in a fixed order)."""
     x, y = _sparse_digits(rng, n=1000, d=784, density=0.2)
     x[:100] = rng.integers(1, 256, size=(100, 784))  # dense rows: some batches go dense
     nets = [_train(x, y, [784, 40, 16, 10], mode, bs=bs, epochs=2, dropout=0.2,
@@ -156,11 +155,30 @@ def test_thread_count_changes_no_bit_deeper_with_dropout(rng, mode, bs):
     assert np.array_equal(nets[2].flat_parameters, nets[3].flat_parameters)
 
 
+@pytest.mark.parametrize("d", [40, 70, 784])
+@pytest.mark.parametrize("sizes", [[130, 10], [72, 24, 10]])
+def test_input_column_groups_on_two_threads(rng, d, sizes):
+    """Layer 0's sparse products run per group of input columns (two groups, edges at
+    multiples of 32: with 40 inputs the first group is empty, with 70 the second holds
+    38). Batches dense enough for two threads to share the work: the same bits on 1 and
+    2 threads, with dropout and a leaky ReLU, and the dense path's weights up to
+    rounding."""
+    x, y = _sparse_digits(rng, n=512, d=d, density=0.4)
+    kw = dict(bs=128, epochs=2, dropout=0.1, activation="leaky_relu", optimizer="sgd",
+              lr=0.2)
+    one, _ = _train(x, y, [d] + sizes, "always", threads=1, **kw)
+    two, _ = _train(x, y, [d] + sizes, "always", threads=2, **kw)
+    dense, _ = _train(x, y, [d] + sizes, "never", threads=2, **kw)
+    assert np.array_equal(one.flat_parameters, two.flat_parameters)
+    _close(dense, two)
+    assert one.score(x, y) > 0.3  # five classes: chance is 0.2
+
+
 @pytest.mark.parametrize("sizes", [[784, 72, 10], [784, 136, 24, 10]])
 def test_backward_tail_in_column_blocks(rng, sizes):
     """On a sparse batch, layers 1 and 0 of the backward pass run per 64-column block of
-    layer 0's outputs, blocks shared among threads (sparse_tail_block via for_blocks in
-    csrc/mlp.c).
+    layer 0's outputs and per (input group, block) pair, shared among threads
+    (tail_block and l0_dw_pair via run_phases in csrc/mlp.c).
     Widths with a short last block (72 = 64 + 8: that block's products take the narrow
     GEMM), several blocks per thread, dropout and sigmoid: the same bits on 1 and 2
     threads, and the dense path's weights up to rounding."""
