@@ -127,6 +127,9 @@ typedef struct {
     int64_t parts;      /* >= 1. Row r's entries are, in order, the ranges
                          * [ptr[p * (rows+1) + r], ptr[p * (rows+1) + r + 1]) for
                          * p = 0..parts-1 (plain CSR: parts = 1, [ptr[r], ptr[r+1])). */
+    const int64_t *col_edges; /* parts + 1 increasing columns from 0 to cols, part p
+                               * holding columns [col_edges[p], col_edges[p+1]): the
+                               * transposing gather's input (NULL for one part) */
 } dc_csr;
 
 /* out = rows idx[0..B) (idx may be NULL: rows 0..B) of inp (N,F), times scale, keeping
@@ -135,14 +138,12 @@ typedef struct {
  * 1; ptr holds B+1 entries). With out_t, the same pass also builds the batch transposed
  * into out_t (compressed sparse column form, out_t->rows = F, one part: ptr holds F+1
  * entries, idx/val `capacity`; each of its rows lists the batch rows in increasing
- * order), and out is cut by columns into out->parts parts set by the caller (1..4096;
- * ptr holds parts * (B+1) entries): part p holds every row's entries in columns
- * [G(p), G(p+1)), G(p) = F*p/parts rounded down to a multiple of 32 (G(parts) = F; a
- * part may be empty), the same for any thread count. Threads take whole parts and write only
- * their own stretch of memory; the entries, and so the result of dc_spmm, do not depend
- * on the number of parts or threads. DC_ERR_CAPACITY (out->nnz then holds the count
- * needed) if there are more than `capacity` non-zeros: the caller then takes the dense
- * path. */
+ * order), and out is cut by columns into parts as set by the caller in out->parts and
+ * out->col_edges (1..4096 parts; ptr holds parts * (B+1) entries; a part may be empty;
+ * bad edges are DC_ERR_ARG). Threads take whole parts and write only their own stretch
+ * of memory; the entries, and so the result of dc_spmm, do not depend on the number of
+ * parts or threads. DC_ERR_CAPACITY (out->nnz then holds the count needed) if there are
+ * more than `capacity` non-zeros: the caller then takes the dense path. */
 int dc_csr_gather_u8(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_t *inp,
                      const int64_t *idx, int64_t B, int64_t F, float scale);
 int dc_csr_gather_f32(dc_csr *out, dc_csr *out_t, int64_t capacity, const float *inp,
@@ -198,6 +199,11 @@ typedef struct {
     float act_alpha;       /* leaky ReLU slope */
     float dropout;         /* drop probability on hidden activations while training */
     int sparse_input;      /* first layer on sparse input: DC_SPARSE_AUTO/NEVER/ALWAYS */
+    int64_t sparse_split;  /* training on sparse input: the first input column of the
+                            * second of the two column groups layer 0's products work in
+                            * (csrc/mlp.c, sparse_l0), 1..sizes[0]; 0: sizes[0] / 2
+                            * rounded down to a multiple of 32. Best where it halves
+                            * the inputs' non-zeros (Trainer picks that). */
 } dc_mlp;
 
 /* DC_SPARSE_AUTO: training batches, and inference chunks of calls of at least 256 rows,

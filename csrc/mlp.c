@@ -180,6 +180,7 @@ static int fwd_scratch_alloc(fwd_scratch *s, const dc_mlp *net, int64_t n, int64
         s->x.idx = malloc((size_t)s->capacity * sizeof(int32_t));
         s->x.val = malloc((size_t)s->capacity * sizeof(float));
         s->x.parts = 1;
+        s->x.col_edges = NULL;
         if (!s->wt || !s->x.ptr || !s->x.idx || !s->x.val)
             return DC_ERR_NOMEM;
         transpose(s->wt, net->params, o, f);
@@ -348,9 +349,10 @@ static void from_blocks(float *w, const float *blocked, int64_t o, int64_t in)
  * the rows ran ~35% slower than each alone (probably the cores' prefetchers pulling in
  * each other's lines). Layer 0's gradient in `grads` has the same layout.
  *
- * The input columns (pixels) are cut into DC_SPARSE_GROUPS fixed groups (dc_csr_group):
- * the gather builds the batch's CSR in one part per group, and the sparse products run
- * per (group, block) pair. The forward sums each block's groups in group order after
+ * The input columns (pixels) are cut into two groups at net->sparse_split (fixed for
+ * the call; Trainer puts it where the data's non-zeros are halved, so two threads get
+ * equal work): the gather builds the batch's CSR in one part per group, and the sparse
+ * products run per (group, block) pair. The forward sums each block's groups in group order after
  * all pairs are done; the weight gradient's rows of a group come from the group's rows
  * of the CSC alone. With two threads, thread t gathers group t and runs its pairs,
  * reading and writing only its own stretch of the CSR, the CSC and each block's weight
@@ -361,6 +363,8 @@ static void from_blocks(float *w, const float *blocked, int64_t o, int64_t in)
  * fixed, so the sums' order, and the bits, do not depend on the thread count. The
  * steps per block (the forward's sum, bias and activation; the upper layer's backward,
  * the activation backward, the bias gradient) go to the same thread in every phase. */
+#define DC_SPARSE_GROUPS 2
+
 typedef struct {
     int on;
     int fused_sgd;   /* plain SGD: the weight gradient is applied as it is computed */
@@ -368,6 +372,7 @@ typedef struct {
     float *s1t, *s2t;/* optimizer state for it, same layout (or NULL) */
     dc_csr x, xt;    /* the batch and its transpose */
     int64_t capacity;   /* entries x has room for */
+    int64_t edges[DC_SPARSE_GROUPS + 1]; /* the input column groups (x.col_edges) */
     float *partial;     /* forward partial sums of groups 1.. (see run_phases) */
     int64_t partial_floats; /* floats of each */
     int is_sparse;   /* this batch went through x (else through the dense buffer) */
@@ -406,8 +411,13 @@ static int sparse_l0_alloc(sparse_l0 *sp, const dc_mlp *net, const dc_optim *opt
         !(sp->partial = dc_alloc_aligned((size_t)((parts - 1) * sp->partial_floats) *
                                          sizeof(float))))
         return DC_ERR_NOMEM;
+    sp->edges[0] = 0;
+    sp->edges[1] = net->sparse_split > 0 ? net->sparse_split : (in / 2) & ~(int64_t)31;
+    sp->edges[2] = in;
     x->parts = parts;
+    x->col_edges = sp->edges;
     xt->parts = 1;
+    xt->col_edges = NULL;
     x->ptr = malloc((size_t)(parts * (bs + 1)) * sizeof(int64_t));
     xt->ptr = malloc((size_t)(in + 1) * sizeof(int64_t));
     x->idx = malloc((size_t)cap * sizeof(int32_t));
@@ -557,13 +567,14 @@ static int run_phases(const block_job *job, phase a, phase b)
 
 /* Group g's share of a CSR batch (its part) or of a CSC one (its rows), as a matrix of
  * its own. */
-static dc_csr group_view(const dc_csr *s, int64_t g, int transposed)
+static dc_csr group_view(const dc_csr *s, const int64_t *edges, int64_t g, int transposed)
 {
     dc_csr v = *s;
     v.parts = 1;
+    v.col_edges = NULL;
     if (transposed) {
-        const int64_t r0 = dc_csr_group(g, DC_SPARSE_GROUPS, s->rows);
-        v.rows = dc_csr_group(g + 1, DC_SPARSE_GROUPS, s->rows) - r0;
+        const int64_t r0 = edges[g];
+        v.rows = edges[g + 1] - r0;
         v.ptr = s->ptr + r0;
     } else {
         v.ptr = s->ptr + g * (s->rows + 1);
@@ -582,7 +593,7 @@ static int head_pair(const block_job *a, int64_t g, int64_t b)
     const int64_t in0 = net->sizes[0], o0 = net->sizes[1];
     const int64_t c0 = b * DC_SPMM_BLOCK, w = block_width(o0, c0);
     float *dst = g == 0 ? a->out : sp->partial + (g - 1) * sp->partial_floats;
-    const dc_csr v = group_view(&sp->x, g, 0);
+    const dc_csr v = group_view(&sp->x, sp->edges, g, 0);
     return dc_spmm_ld(dst + c0, o0, &v, sp->wt + in0 * c0, w, w, 1.0f, 0.0f, NULL,
                       DC_ACT_IDENTITY, 0.0f);
 }
@@ -630,11 +641,11 @@ static int l0_dw_pair(const block_job *a, int64_t g, int64_t b)
     const sparse_l0 *sp = a->t->sp;
     const int64_t in0 = a->t->net->sizes[0], o0 = a->t->net->sizes[1];
     const int64_t c0 = b * DC_SPMM_BLOCK, w = block_width(o0, c0);
-    const int64_t r0 = dc_csr_group(g, DC_SPARSE_GROUPS, in0);
+    const int64_t r0 = sp->edges[g];
     const float *g0 = a->t->net->n_layers > 1 ? a->g : a->d;
     float alpha, beta;
     float *dst = l0_grad_dst(sp, a->t->grads, a->t->lrs[a->j], &alpha, &beta);
-    const dc_csr v = group_view(&sp->xt, g, 1);
+    const dc_csr v = group_view(&sp->xt, sp->edges, g, 1);
     return dc_spmm_ld(dst + in0 * c0 + r0 * w, w, &v, g0 + c0, o0, w, alpha, beta, NULL,
                       DC_ACT_IDENTITY, 0.0f);
 }
@@ -872,6 +883,8 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
     stats->n_correct = 0;
     stats->n_seen = 0;
     stats->failed_batch = -1;
+    if (net->sparse_split < 0 || net->sparse_split > f)
+        return DC_ERR_ARG;
     if (n_order == 0 || bs <= 0)
         return DC_OK;
 

@@ -130,7 +130,7 @@ static int gather_rows(dc_csr *out, int64_t capacity, const uint8_t *in8, const 
 }
 
 /* With the transpose: out in out->parts parts, part p holding every row's entries in the
- * column group dc_csr_group(p, parts, F), and the CSC in one part. Each thread takes a run
+ * columns [out->col_edges[p], out->col_edges[p + 1]), and the CSC in one part. Each thread takes a run
  * of groups: it counts their columns of every row (per row into the part's row starts,
  * per column into colcnt); after one barrier it places each group's entries after those
  * of the groups before it, makes the row and column starts, and fills the group's
@@ -145,6 +145,8 @@ static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8
     fill_fn fill;
     row_kernels(&count, &fill);
     const int64_t P = out->parts;
+    const int64_t whole[2] = {0, F};
+    const int64_t *edge = out->col_edges != NULL ? out->col_edges : whole;
     int32_t *colcnt = calloc((size_t)F, sizeof(int32_t));
     int64_t *cur = malloc((size_t)F * sizeof(int64_t));    /* write cursor of each column */
     int64_t *total = calloc((size_t)P, sizeof(int64_t));  /* entries of each group */
@@ -166,7 +168,7 @@ static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8
 #endif
         const int64_t p0 = P * t / got, p1 = P * (t + 1) / got;
         for (int64_t p = p0; p < p1; ++p) {
-            const int64_t c0 = dc_csr_group(p, P, F), c1 = dc_csr_group(p + 1, P, F);
+            const int64_t c0 = edge[p], c1 = edge[p + 1];
             int64_t *rp = out->ptr + p * (B + 1); /* part p's row starts */
             int64_t n = 0;
             for (int64_t r = 0; r < B; ++r) {
@@ -189,7 +191,7 @@ static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8
         if (t == 0)
             nnz = all;
         for (int64_t p = p0; p < p1 && all <= capacity; ++p) {
-            const int64_t c0 = dc_csr_group(p, P, F), c1 = dc_csr_group(p + 1, P, F);
+            const int64_t c0 = edge[p], c1 = edge[p + 1];
             int64_t *rp = out->ptr + p * (B + 1);
             rp[0] = before;
             for (int64_t r = 0; r < B; ++r)
@@ -229,12 +231,26 @@ static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8
     return DC_OK;
 }
 
+/* out->parts and out->col_edges describe 1..4096 parts of columns [0, F). */
+static int edges_ok(const dc_csr *out, int64_t F)
+{
+    const int64_t P = out->parts, *e = out->col_edges;
+    if (P < 1 || P > 4096 || (e == NULL && P > 1))
+        return 0;
+    if (e == NULL)
+        return 1;
+    for (int64_t p = 0; p < P; ++p)
+        if (e[p] > e[p + 1])
+            return 0;
+    return e[0] == 0 && e[P] == F;
+}
+
 static int csr_gather(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_t *in8,
                       const float *in32, const int64_t *ridx, int64_t B, int64_t F,
                       float scale)
 {
     if (out == NULL || B < 0 || F < 0 || F > INT32_MAX || capacity < 0 ||
-        (out_t != NULL && (B > INT32_MAX || out->parts < 1 || out->parts > 4096)))
+        (out_t != NULL && (B > INT32_MAX || !edges_ok(out, F))))
         return DC_ERR_ARG;
     int nt = dc_get_num_threads();
     out->rows = B;

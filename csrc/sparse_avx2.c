@@ -259,6 +259,17 @@ int64_t dc_csr_count_avx2(const uint8_t *s8, const float *s32, int64_t F, float 
                 add_counts8(colcnt + j + 24, _mm_srli_si128(hi, 8));
             }
         }
+        for (; j + 8 <= F; j += 8) { /* (a group may end off a multiple of 32) */
+            const __m128i v = _mm_loadl_epi64((const __m128i *)(const void *)(s8 + j));
+            const __m128i nz = _mm_xor_si128(_mm_cmpeq_epi8(v, _mm_setzero_si128()),
+                                             _mm_set1_epi8(-1));
+            const uint32_t m = (uint32_t)_mm_movemask_epi8(nz) & 0xFFu;
+            if (m == 0)
+                continue;
+            c += dc_popcount32(m);
+            if (colcnt != NULL)
+                add_counts8(colcnt + j, nz);
+        }
         for (; j < F; ++j)
             if (s8[j] != 0) {
                 ++c;

@@ -9,17 +9,6 @@
 
 #include "gemm_internal.h" /* DC_GEMM_BUILD_AVX2 */
 
-/* Columns [0, F) cut into `n` groups at multiples of 32 (whole AVX2 vectors of bytes;
- * a group may be empty): the first column of group g (F for g >= n). */
-static inline int64_t dc_csr_group(int64_t g, int64_t n, int64_t F)
-{
-    const int64_t e = (F * g / n) & ~(int64_t)31;
-    return g >= n ? F : e < F ? e : F;
-}
-
-/* Training's sparse first layer cuts its input columns into this many groups (see
- * csrc/mlp.c, sparse_l0): fixed, so the order of its sums never depends on threads. */
-#define DC_SPARSE_GROUPS 2
 
 /* Output columns one row-kernel call covers: 8 ymm accumulators. */
 #define DC_SPMM_BLOCK 64

@@ -26,7 +26,7 @@ def _sparse_digits(rng, n=300, d=64, k=5, density=0.2):
 
 
 def _train(x, y, sizes, mode, *, activation="relu", optimizer="adam", epochs=2, bs=32,
-           dropout=0.0, l2=0.0, clip_norm=None, lr=None, threads=None):
+           dropout=0.0, l2=0.0, clip_norm=None, lr=None, threads=None, split=None):
     before = digitcore.get_num_threads()
     if threads:
         digitcore.set_num_threads(threads)
@@ -35,6 +35,7 @@ def _train(x, y, sizes, mode, *, activation="relu", optimizer="adam", epochs=2, 
         tr = Trainer(net, optimizer=optimizer, lr=lr, batch_size=bs, epochs=epochs, l2=l2,
                      clip_norm=clip_norm, seed=1, verbose=0)
         tr._sparse_input = mode
+        tr._sparse_split = split
         tr.fit(x, y)
         return net, tr
     finally:
@@ -159,17 +160,18 @@ def test_thread_count_changes_no_bit_deeper_with_dropout(rng, mode, bs):
     assert np.array_equal(nets[2].flat_parameters, nets[3].flat_parameters)
 
 
-@pytest.mark.parametrize("d", [40, 70, 784])
+@pytest.mark.parametrize("d, split", [(40, 0), (40, 40), (70, 1), (70, None),
+                                      (784, 0), (784, 408), (784, None)])
 @pytest.mark.parametrize("sizes", [[130, 10], [72, 24, 10]])
-def test_input_column_groups_on_two_threads(rng, d, sizes):
-    """Layer 0's sparse products run per group of input columns (two groups, edges at
-    multiples of 32: with 40 inputs the first group is empty, with 70 the second holds
-    38). Batches dense enough for two threads to share the work: the same bits on 1 and
-    2 threads, with dropout and a leaky ReLU, and the dense path's weights up to
-    rounding."""
+def test_input_column_groups_on_two_threads(rng, d, split, sizes):
+    """Layer 0's sparse products run per group of input columns: two groups, cut at
+    the split (0: half the inputs rounded down to 32, so with 40 inputs the first group
+    is empty; 40 of 40 leaves the second empty; None: from the data). Batches dense
+    enough for two threads to share the work: the same bits on 1 and 2 threads, with
+    dropout and a leaky ReLU, and the dense path's weights up to rounding."""
     x, y = _sparse_digits(rng, n=512, d=d, density=0.4)
     kw = dict(bs=128, epochs=2, dropout=0.1, activation="leaky_relu", optimizer="sgd",
-              lr=0.2)
+              lr=0.2, split=split)
     one, _ = _train(x, y, [d] + sizes, "always", threads=1, **kw)
     two, _ = _train(x, y, [d] + sizes, "always", threads=2, **kw)
     dense, _ = _train(x, y, [d] + sizes, "never", threads=2, **kw)
@@ -317,3 +319,27 @@ def test_random_shapes_sparse_equals_dense(d, n, bs, density, threads, dtype, se
     _close(dense, sparse)
     _same_inference(_infer(sparse, xs, y, "never"), _infer(sparse, xs, y, "always"),
                     exact=False)
+
+
+def test_the_split_halves_the_non_zeros_and_changes_only_rounding(rng):
+    """Trainer cuts the inputs where the data's non-zeros are halved, on a multiple of
+    8; where the cut falls changes the forward's sums only by rounding; a split out of
+    range is a clear error."""
+    from digitcore.trainer import _sparse_split
+    x, y = _sparse_digits(rng, n=600, d=200, density=0.2)
+    x[:, :100] = 0  # all the ink in the right half: the cut moves right of 100
+    split = _sparse_split(x)
+    nz = np.count_nonzero(x, axis=0)
+    assert split % 8 == 0 and 100 < split < 200
+    imbalance = [abs(2 * int(nz[:c].sum()) - int(nz.sum())) for c in range(0, 201, 8)]
+    assert imbalance[split // 8] == min(imbalance)
+    assert _sparse_split(np.zeros((4, 30), np.uint8)) == 0
+    kw = dict(bs=64, epochs=1, optimizer="sgd", lr=0.1)
+    a, _ = _train(x, y, [200, 130, 5], "always", split=8, **kw)
+    b, _ = _train(x, y, [200, 130, 5], "always", split=split, **kw)
+    assert not np.array_equal(a.flat_parameters, b.flat_parameters)
+    _close(a, b)
+    kernel = Network([200, 8, 5], seed=0)._net(0.0)
+    for bad in (-1, 201):
+        with pytest.raises(ValueError, match="sparse_split must be in \\[0, 200\\]"):
+            kernel.sparse_split = bad

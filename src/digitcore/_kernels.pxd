@@ -74,6 +74,7 @@ cdef extern from "digitcore.h" nogil:
         float act_alpha
         float dropout
         int sparse_input
+        int64_t sparse_split
     enum:
         DC_SPARSE_AUTO
         DC_SPARSE_NEVER

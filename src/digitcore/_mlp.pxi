@@ -57,6 +57,7 @@ cdef class _Net:
         self.net.act_alpha = act_alpha
         self.net.dropout = dropout
         self.net.sparse_input = DC_SPARSE_AUTO
+        self.net.sparse_split = 0
 
     @property
     def sparse_input(self):
@@ -69,6 +70,20 @@ cdef class _Net:
         if mode not in _SPARSE_MODES:
             raise ValueError(f"sparse_input must be one of {sorted(_SPARSE_MODES)}, got {mode!r}")
         self.net.sparse_input = _SPARSE_MODES[mode]
+
+    @property
+    def sparse_split(self):
+        """Training on sparse input: the first input column of the second of the two
+        column groups the first layer's sparse products work in (0: half the inputs,
+        rounded down to a multiple of 32)."""
+        return self.net.sparse_split
+
+    @sparse_split.setter
+    def sparse_split(self, split):
+        split = operator.index(split)
+        if not 0 <= split <= self.sizes_arr[0]:
+            raise ValueError(f"sparse_split must be in [0, {self.sizes_arr[0]}], got {split}")
+        self.net.sparse_split = split
 
     cdef object _input(self, x, str name):
         if not isinstance(x, np.ndarray):

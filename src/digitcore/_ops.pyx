@@ -8,6 +8,8 @@ around the C call, and turns the returned status into an exception in one
 place (:func:`_check`). The C side trusts what arrives.
 """
 
+import operator
+
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int64_t, uint64_t, uint8_t
