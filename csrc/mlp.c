@@ -349,20 +349,20 @@ static void from_blocks(float *w, const float *blocked, int64_t o, int64_t in)
  * the rows ran ~35% slower than each alone (probably the cores' prefetchers pulling in
  * each other's lines). Layer 0's gradient in `grads` has the same layout.
  *
- * The input columns (pixels) are cut into two groups at net->sparse_split (fixed for
- * the call; Trainer puts it where the data's non-zeros are halved, so two threads get
- * equal work): the gather builds the batch's CSR in one part per group, and the sparse
- * products run per (group, block) pair. The forward sums each block's groups in group order after
- * all pairs are done; the weight gradient's rows of a group come from the group's rows
- * of the CSC alone. With two threads, thread t gathers group t and runs its pairs,
- * reading and writing only its own stretch of the CSR, the CSC and each block's weight
- * rows; only the groups' forward partial sums and layer 0's output gradient (rows x O
- * each) cross between the cores, where splitting by blocks alone had both threads
- * read all of the batch's CSR and CSC, freshly written by the other core, in every
- * product (784-128-10, batch 128, 2 threads: ~10% less time per epoch). The groups are
- * fixed, so the sums' order, and the bits, do not depend on the thread count. The
- * steps per block (the forward's sum, bias and activation; the upper layer's backward,
- * the activation backward, the bias gradient) go to the same thread in every phase. */
+ * The input columns (pixels) are cut into two groups at net->sparse_split (fixed for the
+ * call; Trainer puts it where the data's non-zeros are halved, so two threads get equal
+ * work): the gather builds the batch's CSR in one part per group, and the sparse products
+ * run per (group, block) pair. The forward sums each block's groups in group order after
+ * all pairs are done; the weight gradient's rows of a group come from the group's rows of
+ * the CSC alone. With two threads, thread t gathers group t and runs its pairs, reading
+ * and writing only its own stretch of the CSR, the CSC and each block's weight rows; only
+ * the groups' forward partial sums and layer 0's output gradient (rows x O each) cross
+ * between the cores, where splitting by blocks alone had both threads read all of the
+ * batch's CSR and CSC, freshly written by the other core, in every product (784-128-10,
+ * batch 128, 2 threads: ~10% less time per epoch). The groups are fixed, so the sums'
+ * order, and the bits, do not depend on the thread count. The steps per block (the
+ * forward's sum, bias and activation; the upper layer's backward, the activation backward,
+ * the bias gradient) go to the same thread in every phase. */
 #define DC_SPARSE_GROUPS 2
 
 typedef struct {

@@ -129,14 +129,15 @@ static int gather_rows(dc_csr *out, int64_t capacity, const uint8_t *in8, const 
     return status;
 }
 
-/* With the transpose: out in out->parts parts, part p holding every row's entries in the
- * columns [out->col_edges[p], out->col_edges[p + 1]), and the CSC in one part. Each thread takes a run
- * of groups: it counts their columns of every row (per row into the part's row starts,
- * per column into colcnt); after one barrier it places each group's entries after those
- * of the groups before it, makes the row and column starts, and fills the group's
- * columns of every row, copying each entry at once into the group's columns of the CSC.
- * So each thread writes only its own stretch of out and out_t (cache lines are shared
- * only at the edges), and the result does not depend on the thread count. */
+/* With the transpose: out in out->parts parts, part (group) p holding every row's
+ * entries in the columns [col_edges[p], col_edges[p + 1]), and the CSC in one part. Each
+ * thread takes a run of groups: it counts their columns of every row (per row into the
+ * part's row starts, per column into colcnt); after one barrier it places each group's
+ * entries after those of the groups before it, makes the row and column starts, and
+ * fills the group's columns of every row, copying each entry at once into the group's
+ * columns of the CSC. So each thread writes only its own stretch of out and out_t (cache
+ * lines are shared only at the edges), and the result does not depend on the thread
+ * count. */
 static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_t *in8,
                        const float *in32, const int64_t *ridx, int64_t B, int64_t F,
                        float scale, int nt)
