@@ -129,6 +129,22 @@ int dc_get_num_threads(void) {
 #endif
 }
 
+int dc_team_thread(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+int dc_team_size(void) {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
 int dc_have_openmp(void) {
 #ifdef _OPENMP
     return 1;

@@ -82,6 +82,12 @@ void *dc_alloc_aligned(size_t bytes);
 size_t dc_aligned_size(const void *p);
 void dc_free_aligned(void *p);
 
+/* Inside a parallel region: this thread's number in its team and the team's size, which
+ * may be smaller than asked for (split work by what it is). 0 and 1 without OpenMP or
+ * outside a region (cpu.c). */
+int dc_team_thread(void);
+int dc_team_size(void);
+
 /* Returns the table for a path (DC_KERNEL_GENERIC / DC_KERNEL_AVX2), or NULL if this
  * build lacks it. Defined in gemm.c. */
 const dc_sgemm_kernel_info *dc_sgemm_kernel_info_for(int path);

@@ -14,10 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 /* Rows of inference done at once: large enough to keep the GEMM efficient, small enough
  * that scratch stays in the low megabytes whatever n is. */
 #define DC_MLP_CHUNK 1024
@@ -536,11 +532,7 @@ static int run_phases(const block_job *job, phase a, phase b)
 #pragma omp parallel num_threads(nt)
 #endif
     { /* (a kernel called in here runs on its thread) */
-#ifdef _OPENMP
-        const int t = omp_get_thread_num(), got = omp_get_num_threads();
-#else
-        const int t = 0, got = 1;
-#endif
+        const int t = dc_team_thread(), got = dc_team_size();
         int st = phase_share(job, &a, t, got);
         if (st != DC_OK) {
 #ifdef _OPENMP

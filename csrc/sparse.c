@@ -12,10 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 static inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* ==== building CSR and its transpose ======================================================= */
@@ -96,12 +92,7 @@ static int gather_rows(dc_csr *out, int64_t capacity, const uint8_t *in8, const 
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
     {
-#ifdef _OPENMP
-        /* the team may be smaller than asked for: split by what it is */
-        const int t = omp_get_thread_num(), got = omp_get_num_threads();
-#else
-        const int t = 0, got = 1;
-#endif
+        const int t = dc_team_thread(), got = dc_team_size();
         const int64_t r0 = B * t / got, r1 = B * (t + 1) / got;
         for (int64_t r = r0; r < r1; ++r) {
             const int64_t src = ridx != NULL ? ridx[r] : r;
@@ -162,11 +153,7 @@ static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
     {
-#ifdef _OPENMP
-        const int t = omp_get_thread_num(), got = omp_get_num_threads();
-#else
-        const int t = 0, got = 1;
-#endif
+        const int t = dc_team_thread(), got = dc_team_size();
         const int64_t p0 = P * t / got, p1 = P * (t + 1) / got;
         for (int64_t p = p0; p < p1; ++p) {
             const int64_t c0 = edge[p], c1 = edge[p + 1];
