@@ -86,6 +86,7 @@ static int gather_rows(dc_csr *out, int64_t capacity, const uint8_t *in8, const 
     count_fn count;
     fill_fn fill;
     row_kernels(&count, &fill);
+    (void)nt; /* (without OpenMP) */
     out->parts = 1;
     int status = DC_OK;
 #ifdef _OPENMP
@@ -149,6 +150,7 @@ static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8
         return DC_ERR_NOMEM;
     }
     int64_t nnz = 0;
+    (void)nt; /* (without OpenMP) */
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
