@@ -145,15 +145,29 @@ typedef struct {
     int64_t capacity, chunk;
 } fwd_scratch;
 
+/* A CSR matrix's arrays: ptr_n row starts and cap entries; the status. */
+static int csr_alloc(dc_csr *s, int64_t ptr_n, int64_t cap)
+{
+    s->ptr = malloc((size_t)ptr_n * sizeof(int64_t));
+    s->idx = malloc((size_t)cap * sizeof(int32_t));
+    s->val = malloc((size_t)cap * sizeof(float));
+    return s->ptr && s->idx && s->val ? DC_OK : DC_ERR_NOMEM;
+}
+
+static void csr_free(dc_csr *s)
+{
+    free(s->ptr);
+    free(s->idx);
+    free(s->val);
+}
+
 static void fwd_scratch_free(fwd_scratch *s)
 {
     free(s->inp);
     dc_free_aligned(s->buf_a);
     dc_free_aligned(s->buf_b);
     dc_free_aligned(s->wt);
-    free(s->x.ptr);
-    free(s->x.idx);
-    free(s->x.val);
+    csr_free(&s->x);
 }
 
 static int fwd_scratch_alloc(fwd_scratch *s, const dc_mlp *net, int64_t n, int64_t chunk,
@@ -172,12 +186,9 @@ static int fwd_scratch_alloc(fwd_scratch *s, const dc_mlp *net, int64_t n, int64
         (net->sparse_input == DC_SPARSE_ALWAYS || n >= DC_SPARSE_INFER_MIN_ROWS)) {
         s->capacity = sparse_capacity(net, chunk);
         s->wt = dc_alloc_aligned((size_t)(f * o) * sizeof(float));
-        s->x.ptr = malloc((size_t)(chunk + 1) * sizeof(int64_t));
-        s->x.idx = malloc((size_t)s->capacity * sizeof(int32_t));
-        s->x.val = malloc((size_t)s->capacity * sizeof(float));
         s->x.parts = 1;
         s->x.col_edges = NULL;
-        if (!s->wt || !s->x.ptr || !s->x.idx || !s->x.val)
+        if (!s->wt || csr_alloc(&s->x, chunk + 1, s->capacity) != DC_OK)
             return DC_ERR_NOMEM;
         transpose(s->wt, net->params, o, f);
     }
@@ -380,12 +391,8 @@ static void sparse_l0_free(sparse_l0 *sp)
     dc_free_aligned(sp->s1t);
     dc_free_aligned(sp->s2t);
     dc_free_aligned(sp->partial);
-    free(sp->x.ptr);
-    free(sp->x.idx);
-    free(sp->x.val);
-    free(sp->xt.ptr);
-    free(sp->xt.idx);
-    free(sp->xt.val);
+    csr_free(&sp->x);
+    csr_free(&sp->xt);
 }
 
 static int sparse_l0_alloc(sparse_l0 *sp, const dc_mlp *net, const dc_optim *opt, int64_t bs)
@@ -414,13 +421,7 @@ static int sparse_l0_alloc(sparse_l0 *sp, const dc_mlp *net, const dc_optim *opt
     x->col_edges = sp->edges;
     xt->parts = 1;
     xt->col_edges = NULL;
-    x->ptr = malloc((size_t)(parts * (bs + 1)) * sizeof(int64_t));
-    xt->ptr = malloc((size_t)(in + 1) * sizeof(int64_t));
-    x->idx = malloc((size_t)cap * sizeof(int32_t));
-    xt->idx = malloc((size_t)cap * sizeof(int32_t));
-    x->val = malloc((size_t)cap * sizeof(float));
-    xt->val = malloc((size_t)cap * sizeof(float));
-    if (!x->ptr || !xt->ptr || !x->idx || !xt->idx || !x->val || !xt->val)
+    if (csr_alloc(x, parts * (bs + 1), cap) != DC_OK || csr_alloc(xt, in + 1, cap) != DC_OK)
         return DC_ERR_NOMEM;
     /* layer 0's weight is the first segment of params and of each state array */
     to_blocks(sp->wt, net->params, o, in);
