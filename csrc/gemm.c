@@ -166,8 +166,8 @@ static void dc_ukernel_generic(int64_t k, const float *a, int64_t rs_a, int64_t 
 #define DC_GEN_A_DUP 1
 #endif
 
-static void dc_pack_a_generic(float *pa, const float *a, int64_t lda, int trans_a, int64_t i0,
-                              int64_t mlen, int64_t p0, int64_t kc) {
+static void dc_pack_a_generic(float *pa, int64_t ps, const float *a, int64_t lda, int trans_a,
+                              int64_t i0, int64_t mlen, int64_t p0, int64_t kc) {
     for (int64_t ip = 0; ip < mlen; ip += DC_GEN_MR) {
         const int mr = (int)dc_min64(DC_GEN_MR, mlen - ip);
         for (int64_t p = 0; p < kc; p++) {
@@ -179,12 +179,12 @@ static void dc_pack_a_generic(float *pa, const float *a, int64_t lda, int trans_
                 for (int d = 0; d < DC_GEN_A_DUP; d++) dst[r * DC_GEN_A_DUP + d] = v;
             }
         }
-        pa += DC_GEN_MR * DC_GEN_A_DUP * kc;
+        pa += ps;
     }
 }
 
-static void dc_pack_b_generic(float *pb, const float *b, int64_t ldb, int trans_b, int64_t p0,
-                              int64_t kc, int64_t j0, int64_t nlen) {
+static void dc_pack_b_generic(float *pb, int64_t ps, const float *b, int64_t ldb, int trans_b,
+                              int64_t p0, int64_t kc, int64_t j0, int64_t nlen) {
     for (int64_t jp = 0; jp < nlen; jp += DC_GEN_NR) {
         const int nr = (int)dc_min64(DC_GEN_NR, nlen - jp);
         for (int64_t p = 0; p < kc; p++) {
@@ -199,7 +199,7 @@ static void dc_pack_b_generic(float *pb, const float *b, int64_t ldb, int trans_
             }
             for (; j < DC_GEN_NR; j++) dst[j] = 0.0f;
         }
-        pb += DC_GEN_NR * kc;
+        pb += ps;
     }
 }
 
@@ -260,19 +260,22 @@ static void dc_gemm_run(const dc_gemm_job *J) {
         for (int64_t pc = 0; pc < k; pc += J->kc) {
             const int64_t kc = dc_min64(J->kc, k - pc);
             const float beta = pc == 0 ? J->beta : 1.0f;
-            ki->pack_b(J->pb, J->b, J->ldb, J->trans_b, pc, kc, jc, nc);
+            const int64_t ps_a = dc_gemm_panel_stride(MR * kc * ki->a_dup);
+            const int64_t ps_b = dc_gemm_panel_stride(NR * kc);
+            ki->pack_b(J->pb, ps_b, J->b, J->ldb, J->trans_b, pc, kc, jc, nc);
             for (int64_t ic = 0; ic < m; ic += mc) {
                 const int64_t mcur = dc_min64(mc, m - ic);
                 const int64_t pmc = dc_cdiv64(mcur, MR);
-                if (!J->direct_a) ki->pack_a(J->pa, J->a, J->lda, J->trans_a, ic, mcur, pc, kc);
+                if (!J->direct_a)
+                    ki->pack_a(J->pa, ps_a, J->a, J->lda, J->trans_a, ic, mcur, pc, kc);
                 for (int64_t jp = 0; jp < pn; jp++) {
                     const int nr = (int)dc_min64(NR, nc - jp * NR);
-                    const float *bpan = J->pb + jp * NR * kc;
+                    const float *bpan = J->pb + jp * ps_b;
                     float *cblk = J->c + ic * J->ldc + jc + jp * NR;
                     for (int64_t ip = 0; ip < pmc; ip++) {
                         const int mr = (int)dc_min64(MR, mcur - ip * MR);
                         const int64_t i = ic + ip * MR;
-                        const float *ap = J->pa + ip * MR * kc * ki->a_dup;
+                        const float *ap = J->pa + ip * ps_a;
                         int64_t rs_a = 0, cs_a = 0; /* rs_a == 0: packed micro-panel */
                         if (J->direct_a) {
                             ap = J->trans_a ? J->a + pc * J->lda + i : J->a + i * J->lda + pc;
@@ -426,10 +429,14 @@ int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float al
     }
 
     const int64_t n_abuf = J.direct_a ? 0 : nt;
-    /* one scratch block: nt B buffers (nc x kc), then nt A buffers (mc x kc x a_dup);
-     * strides are multiples of 16 floats so every buffer stays 64-byte aligned */
-    const int64_t pa_stride = (J.mc_max * J.kc * ki->a_dup + DC_GEMM_SLACK + 15) / 16 * 16;
-    const int64_t pb_stride = (J.nc * J.kc + DC_GEMM_SLACK + 15) / 16 * 16;
+    /* one scratch block: nt B buffers (nc/NR panels), then nt A buffers (mc/MR panels);
+     * panel strides (dc_gemm_panel_stride) and buffer strides are multiples of 16
+     * floats, so every panel stays 64-byte aligned */
+    const int64_t pa_stride =
+        dc_cdiv64(J.mc_max, ki->mr) * dc_gemm_panel_stride(ki->mr * J.kc * ki->a_dup) +
+        DC_GEMM_SLACK;
+    const int64_t pb_stride =
+        dc_cdiv64(J.nc, ki->nr) * dc_gemm_panel_stride(ki->nr * J.kc) + DC_GEMM_SLACK;
     float *scratch = dc_scratch_get((size_t)(nt * pb_stride + n_abuf * pa_stride) *
                                     sizeof(float));
     if (!scratch) return DC_ERR_NOMEM;

@@ -217,8 +217,8 @@ static inline void dc_store6(float *dst, __m256 v) {
     _mm_storel_pi((__m64 *)(dst + 4), _mm256_extractf128_ps(v, 1));
 }
 
-void dc_sgemm_pack_a_avx2_6(float *pa, const float *a, int64_t lda, int trans_a, int64_t i0,
-                            int64_t mlen, int64_t p0, int64_t kc) {
+void dc_sgemm_pack_a_avx2_6(float *pa, int64_t ps, const float *a, int64_t lda, int trans_a,
+                            int64_t i0, int64_t mlen, int64_t p0, int64_t kc) {
     if (trans_a && mlen >= MR) {
         /* op(A)[i][p] = A[p][i]: walk A row by row (one sequential stream) and scatter 6
          * floats into each full panel, as pack_b does for B; panel by panel, each pass
@@ -230,19 +230,19 @@ void dc_sgemm_pack_a_avx2_6(float *pa, const float *a, int64_t lda, int trans_a,
             float *dst = pa + p * MR;
             int64_t q = 0;
             for (; q + 1 < full; q++) /* an 8-float load stays inside the row's panels */
-                dc_store6(dst + q * MR * kc, _mm256_loadu_ps(src + q * MR));
+                dc_store6(dst + q * ps, _mm256_loadu_ps(src + q * MR));
             for (; q < full; q++) {
-                _mm_storeu_ps(dst + q * MR * kc, _mm_loadu_ps(src + q * MR));
-                dst[q * MR * kc + 4] = src[q * MR + 4];
-                dst[q * MR * kc + 5] = src[q * MR + 5];
+                _mm_storeu_ps(dst + q * ps, _mm_loadu_ps(src + q * MR));
+                dst[q * ps + 4] = src[q * MR + 4];
+                dst[q * ps + 5] = src[q * MR + 5];
             }
         }
         if (full * MR == mlen) return;
-        pa += full * MR * kc;
+        pa += full * ps;
         i0 += full * MR;
         mlen -= full * MR;
     }
-    for (int64_t ip = 0; ip < mlen; ip += MR, pa += MR * kc) {
+    for (int64_t ip = 0; ip < mlen; ip += MR, pa += ps) {
         const int64_t mr = mlen - ip < MR ? mlen - ip : MR;
         if (mr < MR) { /* edge panel: zero-filled rows */
             for (int64_t p = 0; p < kc; p++) {
@@ -278,8 +278,8 @@ void dc_sgemm_pack_a_avx2_6(float *pa, const float *a, int64_t lda, int trans_a,
     }
 }
 
-void dc_sgemm_pack_b_avx2_16(float *pb, const float *b, int64_t ldb, int trans_b, int64_t p0,
-                             int64_t kc, int64_t j0, int64_t nlen) {
+void dc_sgemm_pack_b_avx2_16(float *pb, int64_t ps, const float *b, int64_t ldb, int trans_b,
+                             int64_t p0, int64_t kc, int64_t j0, int64_t nlen) {
     if (!trans_b && nlen >= NR) {
         /* op(B)[p][j] = B[p][j]: walk B row by row (one sequential stream the prefetcher
          * follows) and scatter 16 floats into each full panel; the edge panel below */
@@ -288,16 +288,16 @@ void dc_sgemm_pack_b_avx2_16(float *pb, const float *b, int64_t ldb, int trans_b
             const float *src = b + (p0 + p) * ldb + j0;
             float *dst = pb + p * NR;
             for (int64_t q = 0; q < full; q++) {
-                _mm256_store_ps(dst + q * NR * kc, _mm256_loadu_ps(src + q * NR));
-                _mm256_store_ps(dst + q * NR * kc + 8, _mm256_loadu_ps(src + q * NR + 8));
+                _mm256_store_ps(dst + q * ps, _mm256_loadu_ps(src + q * NR));
+                _mm256_store_ps(dst + q * ps + 8, _mm256_loadu_ps(src + q * NR + 8));
             }
         }
         if (full * NR == nlen) return;
-        pb += full * NR * kc;
+        pb += full * ps;
         j0 += full * NR;
         nlen -= full * NR;
     }
-    for (int64_t jp = 0; jp < nlen; jp += NR, pb += NR * kc) {
+    for (int64_t jp = 0; jp < nlen; jp += NR, pb += ps) {
         const int64_t nr = nlen - jp < NR ? nlen - jp : NR;
         if (nr < NR) { /* edge panel: zero-filled columns */
             for (int64_t p = 0; p < kc; p++) {

@@ -39,14 +39,26 @@ typedef void (*dc_sgemm_ukernel_fn)(int64_t k, const float *a, int64_t rs_a, int
                                     const float *b, float *c, int64_t ldc, float alpha,
                                     float beta, int mr, int nr);
 
-/* Pack op(A)[i0 : i0+mlen, p0 : p0+kc] into ceil(mlen/MR) micro-panels at pa
- * (each MR*kc floats, rows past mlen zero-filled). */
-typedef void (*dc_sgemm_pack_a_fn)(float *pa, const float *a, int64_t lda, int trans_a,
-                                   int64_t i0, int64_t mlen, int64_t p0, int64_t kc);
-/* Pack op(B)[p0 : p0+kc, j0 : j0+nlen] into ceil(nlen/NR) micro-panels at pb
- * (each NR*kc floats, columns past nlen zero-filled). */
-typedef void (*dc_sgemm_pack_b_fn)(float *pb, const float *b, int64_t ldb, int trans_b,
-                                   int64_t p0, int64_t kc, int64_t j0, int64_t nlen);
+/* Pack op(A)[i0 : i0+mlen, p0 : p0+kc] into ceil(mlen/MR) micro-panels at pa, panel q
+ * at pa + q*ps (each MR*kc*a_dup floats, rows past mlen zero-filled). */
+typedef void (*dc_sgemm_pack_a_fn)(float *pa, int64_t ps, const float *a, int64_t lda,
+                                   int trans_a, int64_t i0, int64_t mlen, int64_t p0,
+                                   int64_t kc);
+/* Pack op(B)[p0 : p0+kc, j0 : j0+nlen] into ceil(nlen/NR) micro-panels at pb, panel q
+ * at pb + q*ps (each NR*kc floats, columns past nlen zero-filled). */
+typedef void (*dc_sgemm_pack_b_fn)(float *pb, int64_t ps, const float *b, int64_t ldb,
+                                   int trans_b, int64_t p0, int64_t kc, int64_t j0,
+                                   int64_t nlen);
+
+/* Floats from one packed micro-panel of `floats` floats to the next: whole 64-byte lines,
+ * an odd number of them. The packers write all panels of a block at once (one pass
+ * along each source row); panels 2^j lines apart would all map to a few L1 sets, so
+ * e.g. A panels of 6 x 256 floats (6 KB apart) thrashed two sets: AtB (128,512,256)
+ * ran at 158 GFLOP/s on two threads against 190 at K = 504 or 528. An odd line count
+ * spreads consecutive panels over all 64 sets. */
+static inline int64_t dc_gemm_panel_stride(int64_t floats) {
+    return (((floats + 15) / 16) | 1) * 16;
+}
 
 /* Whole GEMM for narrow N (n <= DC_GEMM_NARROW_MAX_N), on all m rows, no K blocking.
  * trans_a == 0: op(A)[i][p] = a[i*lda + p] and rs_b must be 1 (op(B)^T rows contiguous);
@@ -105,10 +117,10 @@ void dc_sgemm_ukernel_avx2_6x16(int64_t k, const float *a, int64_t rs_a, int64_t
 void dc_sgemm_ukernel_avx2_edge4(int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
                                  const float *b, float *c, int64_t ldc, float alpha,
                                  float beta, int mr, int nr);
-void dc_sgemm_pack_a_avx2_6(float *pa, const float *a, int64_t lda, int trans_a, int64_t i0,
-                            int64_t mlen, int64_t p0, int64_t kc);
-void dc_sgemm_pack_b_avx2_16(float *pb, const float *b, int64_t ldb, int trans_b, int64_t p0,
-                             int64_t kc, int64_t j0, int64_t nlen);
+void dc_sgemm_pack_a_avx2_6(float *pa, int64_t ps, const float *a, int64_t lda, int trans_a,
+                            int64_t i0, int64_t mlen, int64_t p0, int64_t kc);
+void dc_sgemm_pack_b_avx2_16(float *pb, int64_t ps, const float *b, int64_t ldb, int trans_b,
+                             int64_t p0, int64_t kc, int64_t j0, int64_t nlen);
 void dc_sgemm_narrow_avx2(int trans_a, int64_t m, int64_t n, int64_t k, float alpha,
                           const float *a, int64_t lda, const float *b, int64_t rs_b,
                           int64_t cs_b, float beta, float *c, int64_t ldc);
