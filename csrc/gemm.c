@@ -211,13 +211,14 @@ static const dc_sgemm_kernel_info dc_kernel_table[] = {
     /* generic: 6x8 SSE2-width tile; A block 72 x 256 x 4 copies x 4 B = 288 KB (L2),
      * B micro-panel 256 x 8 x 4 B = 8 KB (L1) */
     {"generic", DC_GEN_MR, DC_GEN_NR, DC_GEN_A_DUP, 72, 256, 4080, dc_ukernel_generic, NULL,
-     0, dc_pack_a_generic, dc_pack_b_generic, NULL},
+     0, 0, dc_pack_a_generic, dc_pack_b_generic, NULL},
 #if DC_GEMM_BUILD_AVX2
     /* avx2: 6x16 tile = 12 ymm accumulators; A block 144 x 256 x 4 B = 144 KB (L2),
      * B micro-panel 256 x 16 x 4 B = 16 KB (half of L1d). Edge tiles of <= 4 rows (M = 32
-     * leaves one of 2) run a 2- or 4-row kernel. */
+     * leaves one of 2) run a 2- or 4-row kernel; a last panel of 1 or 2 rows is merged
+     * with the one before into two panels for the 4-row kernel (split_rows 4). */
     {"avx2", 6, 16, 1, 144, 256, 4080, dc_sgemm_ukernel_avx2_6x16,
-     dc_sgemm_ukernel_avx2_edge4, 4, dc_sgemm_pack_a_avx2_6, dc_sgemm_pack_b_avx2_16,
+     dc_sgemm_ukernel_avx2_edge4, 4, 4, dc_sgemm_pack_a_avx2_6, dc_sgemm_pack_b_avx2_16,
      dc_sgemm_narrow_avx2},
 #endif
 };
@@ -266,15 +267,32 @@ static void dc_gemm_run(const dc_gemm_job *J) {
             for (int64_t ic = 0; ic < m; ic += mc) {
                 const int64_t mcur = dc_min64(mc, m - ic);
                 const int64_t pmc = dc_cdiv64(mcur, MR);
-                if (!J->direct_a)
-                    ki->pack_a(J->pa, ps_a, J->a, J->lda, J->trans_a, ic, mcur, pc, kc);
+                /* panels 0 .. pmc-1 start at row ip*MR, except with a split tail (see
+                 * split_rows): the last one starts split_rows rows after the one before */
+                const int64_t rem = mcur % MR, srows = ki->split_rows;
+                const int split = srows > 0 && pmc >= 2 && rem > 0 &&
+                                  rem + MR - srows <= ki->edge_rows;
+                const int64_t last0 = split ? (pmc - 2) * MR + srows : (pmc - 1) * MR;
+                if (!J->direct_a) {
+                    const int64_t head = split ? (pmc - 2) * MR : mcur;
+                    if (head > 0)
+                        ki->pack_a(J->pa, ps_a, J->a, J->lda, J->trans_a, ic, head, pc, kc);
+                    if (split) {
+                        ki->pack_a(J->pa + (pmc - 2) * ps_a, ps_a, J->a, J->lda, J->trans_a,
+                                   ic + head, srows, pc, kc);
+                        ki->pack_a(J->pa + (pmc - 1) * ps_a, ps_a, J->a, J->lda, J->trans_a,
+                                   ic + last0, mcur - last0, pc, kc);
+                    }
+                }
                 for (int64_t jp = 0; jp < pn; jp++) {
                     const int nr = (int)dc_min64(NR, nc - jp * NR);
                     const float *bpan = J->pb + jp * ps_b;
                     float *cblk = J->c + ic * J->ldc + jc + jp * NR;
                     for (int64_t ip = 0; ip < pmc; ip++) {
-                        const int mr = (int)dc_min64(MR, mcur - ip * MR);
-                        const int64_t i = ic + ip * MR;
+                        const int64_t r0 = ip == pmc - 1 ? last0 : ip * MR;
+                        const int mr =
+                            (int)(split && ip == pmc - 2 ? srows : dc_min64(MR, mcur - r0));
+                        const int64_t i = ic + r0;
                         const float *ap = J->pa + ip * ps_a;
                         int64_t rs_a = 0, cs_a = 0; /* rs_a == 0: packed micro-panel */
                         if (J->direct_a) {
@@ -284,7 +302,7 @@ static void dc_gemm_run(const dc_gemm_job *J) {
                         }
                         const dc_sgemm_ukernel_fn uk =
                             mr <= ki->edge_rows ? ki->ukernel_edge : ki->ukernel;
-                        uk(kc, ap, rs_a, cs_a, bpan, cblk + ip * MR * J->ldc, J->ldc, J->alpha,
+                        uk(kc, ap, rs_a, cs_a, bpan, cblk + r0 * J->ldc, J->ldc, J->alpha,
                            beta, mr, nr);
                     }
                 }

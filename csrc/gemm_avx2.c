@@ -217,6 +217,27 @@ static inline void dc_store6(float *dst, __m256 v) {
     _mm_storel_pi((__m64 *)(dst + 4), _mm256_extractf128_ps(v, 1));
 }
 
+/* One A micro-panel from op(A) = A (rows contiguous): rows 0..mr-1 of src (the others
+ * packed as zeros), transposed 6 rows x 8 columns at a time. more: the next panels' rows
+ * exist, fetch them meanwhile (the 6 row streams are short, kc floats, and a tall A, e.g.
+ * 10000 x 784, otherwise waits on memory here). */
+DC_INLINE void dc_pack_a_rows(float *pa, const float *src, int64_t lda, const int mr,
+                              int64_t kc, int more) {
+    int64_t p = 0;
+    for (; p + 8 <= kc; p += 8) {
+        if (more && (p & 15) == 0)
+            for (int q = 0; q < MR; q++)
+                _mm_prefetch((const char *)(src + (q + 2 * MR) * lda + p), _MM_HINT_T0);
+        __m256 r[8];
+        for (int q = 0; q < 8; q++)
+            r[q] = q < mr ? _mm256_loadu_ps(src + q * lda + p) : _mm256_setzero_ps();
+        dc_transpose8(r);
+        for (int q = 0; q < 8; q++) dc_store6(pa + (p + q) * MR, r[q]);
+    }
+    for (; p < kc; p++)
+        for (int q = 0; q < MR; q++) pa[p * MR + q] = q < mr ? src[q * lda + p] : 0.0f;
+}
+
 void dc_sgemm_pack_a_avx2_6(float *pa, int64_t ps, const float *a, int64_t lda, int trans_a,
                             int64_t i0, int64_t mlen, int64_t p0, int64_t kc) {
     if (trans_a && mlen >= MR) {
@@ -243,38 +264,19 @@ void dc_sgemm_pack_a_avx2_6(float *pa, int64_t ps, const float *a, int64_t lda, 
         mlen -= full * MR;
     }
     for (int64_t ip = 0; ip < mlen; ip += MR, pa += ps) {
-        const int64_t mr = mlen - ip < MR ? mlen - ip : MR;
-        if (mr < MR) { /* edge panel: zero-filled rows */
-            for (int64_t p = 0; p < kc; p++) {
-                float *dst = pa + p * MR;
-                int64_t r = 0;
-                for (; r < mr; r++)
-                    dst[r] = trans_a ? a[(p0 + p) * lda + i0 + ip + r]
-                                     : a[(i0 + ip + r) * lda + p0 + p];
-                for (; r < MR; r++) dst[r] = 0.0f;
-            }
+        const int mr = mlen - ip < MR ? (int)(mlen - ip) : MR;
+        if (trans_a) { /* an edge panel (full ones were packed above): rows past mr = 0 */
+            const __m256i rows = _mm256_cmpgt_epi32(_mm256_set1_epi32(mr),
+                                                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            const float *src = a + p0 * lda + i0 + ip;
+            for (int64_t p = 0; p < kc; p++, src += lda)
+                dc_store6(pa + p * MR, _mm256_maskload_ps(src, rows));
             continue;
         }
-        /* op(A)[i][p] = A[i][p] (full A^T panels were packed above): transpose 6 rows x 8
-         * columns at a time */
-        const float *src = a + (i0 + ip) * lda + p0;
-        /* the 6 row streams are short (kc floats): fetch the next panel's rows while
-         * transposing this one, else this loop waits on memory (tall A, e.g. 10000 x 784) */
-        const int more = ip + 3 * MR <= mlen;
-        int64_t p = 0;
-        for (; p + 8 <= kc; p += 8) {
-            if (more && (p & 15) == 0)
-                for (int q = 0; q < MR; q++)
-                    _mm_prefetch((const char *)(src + (q + 2 * MR) * lda + p), _MM_HINT_T0);
-            __m256 r[8];
-            for (int q = 0; q < MR; q++) r[q] = _mm256_loadu_ps(src + q * lda + p);
-            r[6] = _mm256_setzero_ps();
-            r[7] = _mm256_setzero_ps();
-            dc_transpose8(r);
-            for (int q = 0; q < 8; q++) dc_store6(pa + (p + q) * MR, r[q]);
-        }
-        for (; p < kc; p++)
-            for (int q = 0; q < MR; q++) pa[p * MR + q] = src[q * lda + p];
+        if (mr == MR)
+            dc_pack_a_rows(pa, a + (i0 + ip) * lda + p0, lda, MR, kc, ip + 3 * MR <= mlen);
+        else
+            dc_pack_a_rows(pa, a + (i0 + ip) * lda + p0, lda, mr, kc, 0);
     }
 }
 

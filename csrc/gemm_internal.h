@@ -79,6 +79,11 @@ typedef struct {
     dc_sgemm_ukernel_fn ukernel;
     dc_sgemm_ukernel_fn ukernel_edge; /* for tiles of <= edge_rows rows (NULL: ukernel) */
     int edge_rows;
+    /* 0, or: an M block whose last panel would hold rem rows with rem + MR - split_rows
+     * <= edge_rows ends in two panels of split_rows and rem + MR - split_rows rows
+     * instead (AVX2: 6 + 2 rows run as 4 + 4, since the 2-row kernel has too few
+     * accumulators to keep both FMA pipes busy) */
+    int split_rows;
     dc_sgemm_pack_a_fn pack_a;
     dc_sgemm_pack_b_fn pack_b;
     dc_sgemm_narrow_fn narrow; /* NULL: narrow N goes through the blocked loops */

@@ -241,6 +241,26 @@ def test_edge_tile_rows_match_full_tile(path, rows, ta, tb):
             assert np.array_equal(part, full[r0:r0 + rows]), (r0, alpha, beta)
 
 
+# An M block that would end in a panel of 1 or 2 rows ends in two panels run by the 4-row
+# kernel instead (AVX2 split_rows: 6 + 2 rows as 4 + 4, 6 + 1 as 4 + 3). The first m rows
+# of a product whose rows all sit in full 6-row tiles must come out bit for bit the same
+# when they are the whole product: in one block (m <= 144), in several, and on 2 threads.
+@pytest.mark.parametrize("m", [7, 8, 13, 14, 32, 128, 290, 296])
+@pytest.mark.parametrize("ta,tb", VARIANTS, ids=["AB", "AtB", "ABt", "AtBt"])
+def test_split_tail_rows_match_full_tiles(path, threads, m, ta, tb):
+    rng = np.random.default_rng(m)
+    big_m, k, n = 300, 270, 40
+    a, b = operands(rng, big_m, k, n, ta, tb)
+    c0 = rng.standard_normal((big_m, n)).astype(np.float32)
+    for alpha, beta in [(1.0, 0.0), (-0.5, 0.25)]:
+        full = c0.copy()
+        gemm(a, b, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta, out=full)
+        sub_a = np.ascontiguousarray(a[:, :m] if ta else a[:m])
+        part = c0[:m].copy()
+        gemm(sub_a, b, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta, out=part)
+        assert np.array_equal(part, full[:m]), (alpha, beta)
+
+
 def test_beta_zero_ignores_nan_in_out(path, threads):
     rng = np.random.default_rng(5)
     for (m, k, n) in [(7, 9, 17), (150, 70, 97)]:
