@@ -217,8 +217,34 @@ static inline void dc_store6(float *dst, __m256 v) {
     _mm_storel_pi((__m64 *)(dst + 4), _mm256_extractf128_ps(v, 1));
 }
 
+/* Rows r[0..5] (8 columns each) stored column by column as 48 contiguous floats:
+ * dst[8*6 floats] = r[0][0] .. r[5][0], r[0][1] .. r[5][1], ... Each 128-bit lane holds 4
+ * columns: a 4x4 transpose of rows 0-3, rows 4-5 interleaved, and the pieces put in
+ * order; 6 full stores instead of 16 partial ones (an 8x8 transpose, then 6 of 8 lanes
+ * per column). */
+static inline void dc_store_6x8(float *dst, const __m256 r[MR]) {
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 u01 = _mm256_unpacklo_ps(r[4], r[5]); /* r4c0 r5c0 r4c1 r5c1 */
+    const __m256 u23 = _mm256_unpackhi_ps(r[4], r[5]); /* r4c2 r5c2 r4c3 r5c3 */
+    const __m256 c0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)); /* r0-3 c0 */
+    const __m256 c1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2)); /* r0-3 c1 */
+    const __m256 c2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)); /* r0-3 c2 */
+    const __m256 c3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2)); /* r0-3 c3 */
+    const __m256 x1 = _mm256_shuffle_ps(u01, c1, _MM_SHUFFLE(1, 0, 1, 0)); /* r4c0 r5c0 r0c1 r1c1 */
+    const __m256 x2 = _mm256_shuffle_ps(c1, u01, _MM_SHUFFLE(3, 2, 3, 2)); /* r2c1 r3c1 r4c1 r5c1 */
+    const __m256 x4 = _mm256_shuffle_ps(u23, c3, _MM_SHUFFLE(1, 0, 1, 0)); /* r4c2 r5c2 r0c3 r1c3 */
+    const __m256 x5 = _mm256_shuffle_ps(c3, u23, _MM_SHUFFLE(3, 2, 3, 2)); /* r2c3 r3c3 r4c3 r5c3 */
+    _mm256_storeu_ps(dst, _mm256_permute2f128_ps(c0, x1, 0x20));
+    _mm256_storeu_ps(dst + 8, _mm256_permute2f128_ps(x2, c2, 0x20));
+    _mm256_storeu_ps(dst + 16, _mm256_permute2f128_ps(x4, x5, 0x20));
+    _mm256_storeu_ps(dst + 24, _mm256_permute2f128_ps(c0, x1, 0x31));
+    _mm256_storeu_ps(dst + 32, _mm256_permute2f128_ps(x2, c2, 0x31));
+    _mm256_storeu_ps(dst + 40, _mm256_permute2f128_ps(x4, x5, 0x31));
+}
+
 /* One A micro-panel from op(A) = A (rows contiguous): rows 0..mr-1 of src (the others
- * packed as zeros), transposed 6 rows x 8 columns at a time. more: the next panels' rows
+ * packed as zeros), 8 columns at a time. more: the next panels' rows
  * exist, fetch them meanwhile (the 6 row streams are short, kc floats, and a tall A, e.g.
  * 10000 x 784, otherwise waits on memory here). */
 DC_INLINE void dc_pack_a_rows(float *pa, const float *src, int64_t lda, const int mr,
@@ -228,11 +254,10 @@ DC_INLINE void dc_pack_a_rows(float *pa, const float *src, int64_t lda, const in
         if (more && (p & 15) == 0)
             for (int q = 0; q < MR; q++)
                 _mm_prefetch((const char *)(src + (q + 2 * MR) * lda + p), _MM_HINT_T0);
-        __m256 r[8];
-        for (int q = 0; q < 8; q++)
+        __m256 r[MR];
+        for (int q = 0; q < MR; q++)
             r[q] = q < mr ? _mm256_loadu_ps(src + q * lda + p) : _mm256_setzero_ps();
-        dc_transpose8(r);
-        for (int q = 0; q < 8; q++) dc_store6(pa + (p + q) * MR, r[q]);
+        dc_store_6x8(pa + p * MR, r);
     }
     for (; p < kc; p++)
         for (int q = 0; q < MR; q++) pa[p * MR + q] = q < mr ? src[q * lda + p] : 0.0f;
