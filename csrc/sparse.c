@@ -324,10 +324,7 @@ static int64_t entries_before(const dc_csr *s, int64_t r)
 
 static int64_t row_entries(const dc_csr *s, int64_t r)
 {
-    int64_t n = 0;
-    for (int64_t p = 0; p < s->parts; ++p)
-        n += s->ptr[p * (s->rows + 1) + r + 1] - s->ptr[p * (s->rows + 1) + r];
-    return n;
+    return entries_before(s, r + 1) - entries_before(s, r);
 }
 
 /* Rows [r0, r1) of column blocks [b0, b1): blocks outer, so one block's slab of D
