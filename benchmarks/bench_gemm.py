@@ -233,6 +233,15 @@ def _serve(lib, nt):
             print(json.dumps((time.perf_counter() - t0) / max(inner, 1)), flush=True)
 
 
+# OpenBLAS workers wait for work by spinning for 2^N cycles (default N = 28) before they
+# sleep. Left at that, a numpy worker process idle between its batches still took a core
+# from the digitcore batch after it, even 1 s later: digitcore (32,784,128) on 2 threads
+# ran at 2.4 GFLOP/s. 2^22 cycles is ~1 ms: far longer than the microseconds between the
+# calls of one batch, so numpy's own timing keeps its threads spinning, but they sleep
+# before the other library's turn.
+OPENBLAS_TIMEOUT_LOG2 = 22
+
+
 def bench_isolated(shapes, threads, rounds, target_s, results, gap_s=1.0):
     """Multi-threaded comparison with each library alone in its own process.
 
@@ -252,9 +261,12 @@ def bench_isolated(shapes, threads, rounds, target_s, results, gap_s=1.0):
     for nt in threads:
         procs = {}
         for lib in ("dc", "np"):
+            env = dict(os.environ)
+            if lib == "np" and "OPENBLAS_THREAD_TIMEOUT" not in env:
+                env["OPENBLAS_THREAD_TIMEOUT"] = str(OPENBLAS_TIMEOUT_LOG2)
             procs[lib] = subprocess.Popen(
                 [sys.executable, os.path.abspath(__file__), "--_serve", lib, "--threads",
-                 str(nt)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                 str(nt)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
             if procs[lib].stdout.readline().strip() != "ready":
                 raise SystemExit(f"--isolate: the {lib} worker did not start")
 
