@@ -196,113 +196,65 @@ def bench_generic(shapes, threads, repeats, target_s, rng, results):
                   f"{out['generic']:8.1f} {row['avx2_over_generic']:6.2f}{flag}", flush=True)
 
 
-def _serve(lib, nt):
-    """A timing worker for --isolate: one library alone in this process.
-
-    Reads one JSON request per line from stdin, ``[m, k, n, variant, inner]``, and
-    answers with the seconds per call of ``inner`` back-to-back calls (after one
-    untimed call that wakes the thread pool); inner 0 asks for one call, for calibration.
-    """
+def _worker(lib, nt, shapes, repeats, target_s):
+    """Time one library alone in this process (for --isolate); prints JSON GFLOP/s."""
     rng = np.random.default_rng(0)
+    out = []
     if lib == "dc":
         digitcore.set_num_threads(nt)
     # touch OpenBLAS's pool only in the numpy worker: resizing it wakes its threads,
     # which then spin on the cores digitcore is about to use
     limits = (threadpool_limits(limits=nt, user_api="blas") if lib == "np"
               else contextlib.nullcontext())
-    funcs = {}
+    time.sleep(0.3)
     with limits:
-        print("ready", flush=True)
-        for line in sys.stdin:
-            m, k, n, variant, inner = json.loads(line)
-            key = (m, k, n, variant)
-            if key not in funcs:
-                a, b, ta, tb = make_operands(m, k, n, variant, rng)
-                c = np.empty((m, n), np.float32)
-                if lib == "dc":
-                    funcs[key] = (lambda a=a, b=b, ta=ta, tb=tb, c=c:
-                                  dc_gemm(a, b, trans_a=ta, trans_b=tb, out=c))
-                else:
-                    a_np, b_np = (a.T if ta else a), (b.T if tb else b)
-                    funcs[key] = lambda a=a_np, b=b_np, c=c: np.matmul(a, b, out=c)
-            f = funcs[key]
-            f()
-            t0 = time.perf_counter()
-            for _ in range(max(inner, 1)):
-                f()
-            print(json.dumps((time.perf_counter() - t0) / max(inner, 1)), flush=True)
+        for (m, k, n, variant) in shapes:
+            a, b, ta, tb = make_operands(m, k, n, variant, rng)
+            c = np.empty((m, n), np.float32)
+            if lib == "dc":
+                def f():
+                    dc_gemm(a, b, trans_a=ta, trans_b=tb, out=c)
+            else:
+                a_np, b_np = (a.T if ta else a), (b.T if tb else b)
+
+                def f():
+                    np.matmul(a_np, b_np, out=c)
+            g, _, _ = time_pair(f, lambda: None, 2.0 * m * n * k, repeats, target_s)
+            out.append(g)
+    print(json.dumps(out))
 
 
-# OpenBLAS workers wait for work by spinning for 2^N cycles (default N = 28) before they
-# sleep. Left at that, a numpy worker process idle between its batches still took a core
-# from the digitcore batch after it, even 1 s later: digitcore (32,784,128) on 2 threads
-# ran at 2.4 GFLOP/s. 2^22 cycles is ~1 ms: far longer than the microseconds between the
-# calls of one batch, so numpy's own timing keeps its threads spinning, but they sleep
-# before the other library's turn.
-OPENBLAS_TIMEOUT_LOG2 = 22
-
-
-def bench_isolated(shapes, threads, rounds, target_s, results, gap_s=1.0):
+def bench_isolated(shapes, threads, rounds, repeats, target_s, results):
     """Multi-threaded comparison with each library alone in its own process.
 
     In one process the two thread pools fight over 2 cores: OpenBLAS workers spin long
     after a call (OPENBLAS_THREAD_TIMEOUT, ~0.1 s and more), and measured digitcore
     2-thread (32,784,128) fell from ~100 to ~4.5 GFLOP/s right after a numpy call, while
-    with OPENBLAS_THREAD_TIMEOUT=4 numpy fell instead. So two long-lived worker
-    processes, one per library, take turns: per shape, `rounds` rounds of one timed batch
-    each (order alternating), a pause of gap_s before every batch so the other side's
-    threads are asleep (with 0.3 s, digitcore still ran at 4-6 GFLOP/s after a numpy
-    batch on 3 of 7 shapes; with 1 s it did not). The ratio is the median over rounds of each round's pair
-    (np time / dc time): the two batches of a round are a second apart, so a slow phase
-    of this shared machine hits both. Results are verified in-process by bench_shapes'
-    first pass; this only times.
+    with OPENBLAS_THREAD_TIMEOUT=4 numpy fell instead. So: alternate whole runs of a
+    digitcore-only and a numpy-only process (never concurrent), medians over rounds.
+    Results are verified in-process by bench_shapes' first pass; this only times.
     """
     import subprocess
+    spec = json.dumps([list(s) for s in shapes])
     for nt in threads:
-        procs = {}
-        for lib in ("dc", "np"):
-            env = dict(os.environ)
-            if lib == "np" and "OPENBLAS_THREAD_TIMEOUT" not in env:
-                env["OPENBLAS_THREAD_TIMEOUT"] = str(OPENBLAS_TIMEOUT_LOG2)
-            procs[lib] = subprocess.Popen(
-                [sys.executable, os.path.abspath(__file__), "--_serve", lib, "--threads",
-                 str(nt)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-            if procs[lib].stdout.readline().strip() != "ready":
-                raise SystemExit(f"--isolate: the {lib} worker did not start")
-
-        def ask(lib, shape, inner):
-            time.sleep(gap_s)
-            procs[lib].stdin.write(json.dumps(list(shape) + [inner]) + "\n")
-            procs[lib].stdin.flush()
-            return json.loads(procs[lib].stdout.readline())
-
-        try:
-            for (m, k, n, variant) in shapes:
-                shape = (m, k, n, variant)
-                wait_for_idle(2)
-                inner = {lib: max(1, int(target_s / max(ask(lib, shape, 0), 1e-7)))
-                         for lib in ("dc", "np")}
-                t = {"dc": [], "np": []}
-                for r in range(rounds):
-                    for lib in (("dc", "np") if r % 2 == 0 else ("np", "dc")):
-                        t[lib].append(ask(lib, shape, inner[lib]))
-                flop = 2.0 * m * n * k
-                g_dc = flop / statistics.median(t["dc"]) / 1e9
-                g_np = flop / statistics.median(t["np"]) / 1e9
-                pairs = sorted(tn / td for td, tn in zip(t["dc"], t["np"]))
-                ratio = statistics.median(pairs)
-                row = dict(M=m, K=k, N=n, variant=variant, threads=nt,
-                           digitcore_gflops=g_dc, openblas_gflops=g_np, ratio=ratio,
-                           ratio_rounds=pairs, isolated=True)
-                results.append(row)
-                flag = "" if ratio >= 0.9 else "  <0.9"
-                print(f"{variant:>4} {m:6d} {k:5d} {n:5d} {nt:3d}  {g_dc:8.1f} {g_np:8.1f} "
-                      f"{ratio:6.2f}  isolated, rounds {pairs[0]:.2f}-{pairs[-1]:.2f}{flag}",
-                      flush=True)
-        finally:
-            for p in procs.values():
-                p.stdin.close()
-                p.wait()
+        runs = {"dc": [], "np": []}
+        for r in range(rounds):
+            for lib in (("dc", "np") if r % 2 == 0 else ("np", "dc")):
+                wait_for_idle(10)
+                cmd = [sys.executable, os.path.abspath(__file__), "--_worker", lib,
+                       "--threads", str(nt), "--repeats", str(repeats), "--_shapes", spec,
+                       "--_target", str(target_s)]
+                res = subprocess.run(cmd, check=True, capture_output=True, text=True)
+                runs[lib].append(json.loads(res.stdout.strip().splitlines()[-1]))
+        for i, (m, k, n, variant) in enumerate(shapes):
+            g_dc = statistics.median(x[i] for x in runs["dc"])
+            g_np = statistics.median(x[i] for x in runs["np"])
+            row = dict(M=m, K=k, N=n, variant=variant, threads=nt, digitcore_gflops=g_dc,
+                       openblas_gflops=g_np, ratio=g_dc / g_np, isolated=True)
+            results.append(row)
+            flag = "" if row["ratio"] >= 0.9 else "  <0.9"
+            print(f"{variant:>4} {m:6d} {k:5d} {n:5d} {nt:3d}  {g_dc:8.1f} {g_np:8.1f} "
+                  f"{row['ratio']:6.2f}  isolated{flag}", flush=True)
 
 
 def main(argv=None):
@@ -314,13 +266,16 @@ def main(argv=None):
                    help="before each shape, wait up to S s for the machine to go idle")
     p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results",
                                                   "gemm.json"))
-    p.add_argument("--isolate", type=int, default=9, metavar="ROUNDS",
+    p.add_argument("--isolate", type=int, default=3, metavar="ROUNDS",
                    help="also time multi-threaded runs with each library alone in its own "
-                        "process, taking turns, ROUNDS rounds per shape (0: skip)")
-    p.add_argument("--_serve", choices=["dc", "np"], help=argparse.SUPPRESS)
+                        "process, alternating, over ROUNDS rounds (0: skip)")
+    p.add_argument("--_worker", choices=["dc", "np"], help=argparse.SUPPRESS)
+    p.add_argument("--_shapes", help=argparse.SUPPRESS)
+    p.add_argument("--_target", type=float, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args._serve:
-        _serve(args._serve, args.threads[0])
+    if args._worker:
+        _worker(args._worker, args.threads[0], [tuple(x) for x in json.loads(args._shapes)],
+                args.repeats or 5, args._target or 0.03)
         return
     repeats = args.repeats or (5 if args.quick else 15)
     target_s = 0.01 if args.quick else 0.03
@@ -344,7 +299,7 @@ def main(argv=None):
     multi = [t for t in args.threads if t > 1]
     if args.isolate and multi:
         print("\nmulti-threaded, each library alone in its own process (see bench_isolated):")
-        bench_isolated(shapes, multi, args.isolate, target_s, results)
+        bench_isolated(shapes, multi, args.isolate, max(3, repeats // 2), target_s, results)
 
     print(f"\n{'var':>4} {'M':>6} {'K':>5} {'N':>5} {'thr':>3}  {'avx2':>8} {'generic':>8} "
           f"{'x':>6}")
