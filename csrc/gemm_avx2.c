@@ -244,9 +244,9 @@ static inline void dc_store_6x8(float *dst, const __m256 r[MR]) {
 }
 
 /* One A micro-panel from op(A) = A (rows contiguous): rows 0..mr-1 of src (the others
- * packed as zeros), 8 columns at a time. more: the next panels' rows
- * exist, fetch them meanwhile (the 6 row streams are short, kc floats, and a tall A, e.g.
- * 10000 x 784, otherwise waits on memory here). */
+ * packed as zeros), 8 columns at a time. more: the next panels' rows exist, fetch them
+ * meanwhile (the 6 row streams are short, kc floats, and a tall A, e.g. 10000 x 784,
+ * otherwise waits on memory here). */
 DC_INLINE void dc_pack_a_rows(float *pa, const float *src, int64_t lda, const int mr,
                               int64_t kc, int more) {
     int64_t p = 0;

@@ -221,6 +221,20 @@ def test_bitwise_deterministic(path, m, k, n):
     assert np.array_equal(results[1], results[2])
 
 
+def assert_row_slices_match(a, b, ta, tb, c0, starts, rows):
+    """Rows [r0, r0 + rows) of op(A) op(B) (alpha, beta on c0), for each r0 in starts,
+    computed as a product of only those rows, equal the same rows of the whole product
+    bit for bit."""
+    for alpha, beta in [(1.0, 0.0), (-0.5, 0.25)]:
+        full = c0.copy()
+        gemm(a, b, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta, out=full)
+        for r0 in starts:
+            sub_a = np.ascontiguousarray(a[:, r0:r0 + rows] if ta else a[r0:r0 + rows])
+            part = c0[r0:r0 + rows].copy()
+            gemm(sub_a, b, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta, out=part)
+            assert np.array_equal(part, full[r0:r0 + rows]), (r0, alpha, beta)
+
+
 # The AVX2 path runs tiles of <= 4 rows (an M edge, e.g. M = 32 = 5 * 6 + 2) in a 2- or
 # 4-row kernel. A row's bits must not depend on which kernel its tile ran: rows of a
 # full 6-row tile, computed again as a product of only those rows, must match exactly.
@@ -231,14 +245,8 @@ def test_edge_tile_rows_match_full_tile(path, rows, ta, tb):
     m, k, n = 32, 300, 40
     a, b = operands(rng, m, k, n, ta, tb)
     c0 = rng.standard_normal((m, n)).astype(np.float32)
-    for alpha, beta in [(1.0, 0.0), (-0.5, 0.25)]:
-        full = c0.copy()
-        gemm(a, b, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta, out=full)
-        for r0 in (0, 6, 30 - rows + 2 if rows <= 2 else 6):
-            sub_a = np.ascontiguousarray(a[:, r0:r0 + rows] if ta else a[r0:r0 + rows])
-            part = c0[r0:r0 + rows].copy()
-            gemm(sub_a, b, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta, out=part)
-            assert np.array_equal(part, full[r0:r0 + rows]), (r0, alpha, beta)
+    assert_row_slices_match(a, b, ta, tb, c0, (0, 6, 30 - rows + 2 if rows <= 2 else 6),
+                            rows)
 
 
 # An M block that would end in a panel of 1 or 2 rows ends in two panels run by the 4-row
@@ -252,13 +260,7 @@ def test_split_tail_rows_match_full_tiles(path, threads, m, ta, tb):
     big_m, k, n = 300, 270, 40
     a, b = operands(rng, big_m, k, n, ta, tb)
     c0 = rng.standard_normal((big_m, n)).astype(np.float32)
-    for alpha, beta in [(1.0, 0.0), (-0.5, 0.25)]:
-        full = c0.copy()
-        gemm(a, b, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta, out=full)
-        sub_a = np.ascontiguousarray(a[:, :m] if ta else a[:m])
-        part = c0[:m].copy()
-        gemm(sub_a, b, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta, out=part)
-        assert np.array_equal(part, full[:m]), (alpha, beta)
+    assert_row_slices_match(a, b, ta, tb, c0, (0,), m)
 
 
 def test_beta_zero_ignores_nan_in_out(path, threads):
