@@ -29,6 +29,19 @@
  * OpenMP fork/join is ~5-10 us on the 2-core Zen 4 dev box, about what 4e5 multiply-adds
  * take on one core. (128,128,10) stays on one thread, (32,784,128) uses two. */
 #define DC_GEMM_MT_MIN_WORK 400000.0
+#if defined(__GNUC__) || defined(__clang__)
+#define DC_PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
+#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+#include <xmmintrin.h>
+#define DC_PREFETCH_L2(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
+#else
+#define DC_PREFETCH_L2(p) ((void)(p))
+#endif
+
+/* Largest B, in packed floats, that dc_gemm_run packs whole for a tall A (see b_whole):
+ * 512 KB, half of a Zen 4 / recent Intel L2, so that B, the A block and the C block
+ * share it. (10000,784,128) packs 784 x 128 = 400 KB. */
+#define DC_GEMM_B_WHOLE_MAX (128 * 1024)
 #ifndef DC_GEMM_DIRECT_A_MAX_N
 #define DC_GEMM_DIRECT_A_MAX_N 16
 #endif
@@ -245,9 +258,91 @@ typedef struct {
     float *c;
     int64_t lda, ldb, ldc;
     float *pa, *pb; /* this thread's pack buffers: mc_max x kc (x a_dup), nc x kc */
+    int b_whole;     /* pb holds all of K (dc_gemm_run): K blocks b_block floats apart */
+    int64_t b_block;
 } dc_gemm_job;
 
-/* The five blocking loops around the micro-kernel, on one thread. */
+/* The op(A) block that dc_gemm_run packs next: rows of `bytes` bytes, `ld` bytes apart. */
+typedef struct {
+    const char *p;
+    int64_t ld, rows, bytes;
+} dc_gemm_next_a;
+
+static dc_gemm_next_a dc_gemm_a_block(const dc_gemm_job *J, int64_t ic, int64_t mlen,
+                                      int64_t pc, int64_t kc) {
+    dc_gemm_next_a nx;
+    nx.ld = J->lda * (int64_t)sizeof(float);
+    nx.p = (const char *)(J->trans_a ? J->a + pc * J->lda + ic : J->a + ic * J->lda + pc);
+    nx.rows = J->trans_a ? kc : mlen;
+    nx.bytes = (J->trans_a ? mlen : kc) * (int64_t)sizeof(float);
+    return nx;
+}
+
+/* One M block (rows ic .. ic+mcur-1) times one packed K x N block of B (pb, panels ps_b
+ * apart): pack the A block, then every B micro-panel against every A micro-panel. Along
+ * the way, the next A block (nx, if any) is asked into L2, a few lines per micro-kernel
+ * call. dc_gemm_run asks this for a tall A only (b_whole): that A comes from memory in
+ * row pieces of kc floats, too short for the hardware prefetchers, and packing it waited
+ * on memory ((10000,784,128): pack A 16% of the time, 4% with this). For an A that stays
+ * in cache the prefetches cost ~2%. */
+static void dc_gemm_block(const dc_gemm_job *J, int64_t ic, int64_t mcur, int64_t pc,
+                          int64_t kc, int64_t jc, int64_t nc, const float *pb, int64_t ps_b,
+                          const dc_gemm_next_a *nx) {
+    const dc_sgemm_kernel_info *ki = J->ki;
+    const int64_t MR = ki->mr, NR = ki->nr;
+    const float beta = pc == 0 ? J->beta : 1.0f;
+    const int64_t ps_a = dc_gemm_panel_stride(MR * kc * ki->a_dup);
+    const int64_t pmc = dc_cdiv64(mcur, MR), pn = dc_cdiv64(nc, NR);
+    /* panels 0 .. pmc-1 start at row ip*MR, except with a split tail (see split_rows):
+     * the last one starts split_rows rows after the one before */
+    const int64_t rem = mcur % MR, srows = ki->split_rows;
+    const int split = srows > 0 && pmc >= 2 && rem > 0 && rem + MR - srows <= ki->edge_rows;
+    const int64_t last0 = split ? (pmc - 2) * MR + srows : (pmc - 1) * MR;
+    if (!J->direct_a) {
+        const int64_t head = split ? (pmc - 2) * MR : mcur;
+        if (head > 0) ki->pack_a(J->pa, ps_a, J->a, J->lda, J->trans_a, ic, head, pc, kc);
+        if (split) {
+            ki->pack_a(J->pa + (pmc - 2) * ps_a, ps_a, J->a, J->lda, J->trans_a, ic + head,
+                       srows, pc, kc);
+            ki->pack_a(J->pa + (pmc - 1) * ps_a, ps_a, J->a, J->lda, J->trans_a, ic + last0,
+                       mcur - last0, pc, kc);
+        }
+    }
+    /* prefetch cursor: line `pl` of row `pr` of nx, `per` lines per kernel call */
+    const int64_t lines = nx ? nx->bytes / 64 + 2 : 0; /* + 2: unaligned start and end */
+    const int64_t per = nx ? dc_cdiv64(nx->rows * lines, pn * pmc) : 0;
+    int64_t pr = 0, pl = 0;
+    for (int64_t jp = 0; jp < pn; jp++) {
+        const int nr = (int)dc_min64(NR, nc - jp * NR);
+        const float *bpan = pb + jp * ps_b;
+        float *cblk = J->c + ic * J->ldc + jc + jp * NR;
+        for (int64_t ip = 0; ip < pmc; ip++) {
+            const int64_t r0 = ip == pmc - 1 ? last0 : ip * MR;
+            const int mr = (int)(split && ip == pmc - 2 ? srows : dc_min64(MR, mcur - r0));
+            const int64_t i = ic + r0;
+            const float *ap = J->pa + ip * ps_a;
+            int64_t rs_a = 0, cs_a = 0; /* rs_a == 0: packed micro-panel */
+            if (J->direct_a) {
+                ap = J->trans_a ? J->a + pc * J->lda + i : J->a + i * J->lda + pc;
+                rs_a = J->trans_a ? 1 : J->lda;
+                cs_a = J->trans_a ? J->lda : 1;
+            }
+            for (int64_t t = 0; t < per && pr < nx->rows; t++) {
+                DC_PREFETCH_L2(nx->p + pr * nx->ld + dc_min64(pl * 64, nx->bytes - 1));
+                if (++pl == lines) {
+                    pl = 0;
+                    pr++;
+                }
+            }
+            const dc_sgemm_ukernel_fn uk =
+                mr <= ki->edge_rows ? ki->ukernel_edge : ki->ukernel;
+            uk(kc, ap, rs_a, cs_a, bpan, cblk + r0 * J->ldc, J->ldc, J->alpha, beta, mr, nr);
+        }
+    }
+}
+
+/* The five blocking loops around the micro-kernel, on one thread. Every element of C
+ * sums its K blocks in the same order (pc ascending) whichever loop is outermost. */
 static void dc_gemm_run(const dc_gemm_job *J) {
     const dc_sgemm_kernel_info *ki = J->ki;
     const int64_t MR = ki->mr, NR = ki->nr;
@@ -257,55 +352,32 @@ static void dc_gemm_run(const dc_gemm_job *J) {
 
     for (int64_t jc = 0; jc < n; jc += J->nc) {
         const int64_t nc = dc_min64(J->nc, n - jc);
-        const int64_t pn = dc_cdiv64(nc, NR);
-        for (int64_t pc = 0; pc < k; pc += J->kc) {
-            const int64_t kc = dc_min64(J->kc, k - pc);
-            const float beta = pc == 0 ? J->beta : 1.0f;
-            const int64_t ps_a = dc_gemm_panel_stride(MR * kc * ki->a_dup);
-            const int64_t ps_b = dc_gemm_panel_stride(NR * kc);
-            ki->pack_b(J->pb, ps_b, J->b, J->ldb, J->trans_b, pc, kc, jc, nc);
-            for (int64_t ic = 0; ic < m; ic += mc) {
-                const int64_t mcur = dc_min64(mc, m - ic);
-                const int64_t pmc = dc_cdiv64(mcur, MR);
-                /* panels 0 .. pmc-1 start at row ip*MR, except with a split tail (see
-                 * split_rows): the last one starts split_rows rows after the one before */
-                const int64_t rem = mcur % MR, srows = ki->split_rows;
-                const int split = srows > 0 && pmc >= 2 && rem > 0 &&
-                                  rem + MR - srows <= ki->edge_rows;
-                const int64_t last0 = split ? (pmc - 2) * MR + srows : (pmc - 1) * MR;
-                if (!J->direct_a) {
-                    const int64_t head = split ? (pmc - 2) * MR : mcur;
-                    if (head > 0)
-                        ki->pack_a(J->pa, ps_a, J->a, J->lda, J->trans_a, ic, head, pc, kc);
-                    if (split) {
-                        ki->pack_a(J->pa + (pmc - 2) * ps_a, ps_a, J->a, J->lda, J->trans_a,
-                                   ic + head, srows, pc, kc);
-                        ki->pack_a(J->pa + (pmc - 1) * ps_a, ps_a, J->a, J->lda, J->trans_a,
-                                   ic + last0, mcur - last0, pc, kc);
-                    }
+        if (J->b_whole) {
+            /* all K blocks of B packed once (K block i at pb + i * b_block), then M blocks
+             * outermost: a tall A streams through once, and each C block stays in cache
+             * over its K blocks instead of making one trip to memory per K block */
+            const int64_t ps_b = dc_gemm_panel_stride(NR * J->kc);
+            for (int64_t pc = 0; pc < k; pc += J->kc)
+                ki->pack_b(J->pb + (pc / J->kc) * J->b_block, ps_b, J->b, J->ldb,
+                           J->trans_b, pc, dc_min64(J->kc, k - pc), jc, nc);
+            for (int64_t ic = 0; ic < m; ic += mc)
+                for (int64_t pc = 0; pc < k; pc += J->kc) {
+                    const int64_t nic = pc + J->kc < k ? ic : ic + mc;
+                    const int64_t npc = pc + J->kc < k ? pc + J->kc : 0;
+                    const dc_gemm_next_a nx = dc_gemm_a_block(
+                        J, nic, dc_min64(mc, m - nic), npc, dc_min64(J->kc, k - npc));
+                    dc_gemm_block(J, ic, dc_min64(mc, m - ic), pc, dc_min64(J->kc, k - pc),
+                                  jc, nc, J->pb + (pc / J->kc) * J->b_block, ps_b,
+                                  nic < m && !J->direct_a ? &nx : NULL);
                 }
-                for (int64_t jp = 0; jp < pn; jp++) {
-                    const int nr = (int)dc_min64(NR, nc - jp * NR);
-                    const float *bpan = J->pb + jp * ps_b;
-                    float *cblk = J->c + ic * J->ldc + jc + jp * NR;
-                    for (int64_t ip = 0; ip < pmc; ip++) {
-                        const int64_t r0 = ip == pmc - 1 ? last0 : ip * MR;
-                        const int mr =
-                            (int)(split && ip == pmc - 2 ? srows : dc_min64(MR, mcur - r0));
-                        const int64_t i = ic + r0;
-                        const float *ap = J->pa + ip * ps_a;
-                        int64_t rs_a = 0, cs_a = 0; /* rs_a == 0: packed micro-panel */
-                        if (J->direct_a) {
-                            ap = J->trans_a ? J->a + pc * J->lda + i : J->a + i * J->lda + pc;
-                            rs_a = J->trans_a ? 1 : J->lda;
-                            cs_a = J->trans_a ? J->lda : 1;
-                        }
-                        const dc_sgemm_ukernel_fn uk =
-                            mr <= ki->edge_rows ? ki->ukernel_edge : ki->ukernel;
-                        uk(kc, ap, rs_a, cs_a, bpan, cblk + r0 * J->ldc, J->ldc, J->alpha,
-                           beta, mr, nr);
-                    }
-                }
+        } else {
+            for (int64_t pc = 0; pc < k; pc += J->kc) {
+                const int64_t kc = dc_min64(J->kc, k - pc);
+                const int64_t ps_b = dc_gemm_panel_stride(NR * kc);
+                ki->pack_b(J->pb, ps_b, J->b, J->ldb, J->trans_b, pc, kc, jc, nc);
+                for (int64_t ic = 0; ic < m; ic += mc)
+                    dc_gemm_block(J, ic, dc_min64(mc, m - ic), pc, kc, jc, nc, J->pb, ps_b,
+                                  NULL);
             }
         }
     }
@@ -453,8 +525,11 @@ int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float al
     const int64_t pa_stride =
         dc_cdiv64(J.mc_max, ki->mr) * dc_gemm_panel_stride(ki->mr * J.kc * ki->a_dup) +
         DC_GEMM_SLACK;
-    const int64_t pb_stride =
-        dc_cdiv64(J.nc, ki->nr) * dc_gemm_panel_stride(ki->nr * J.kc) + DC_GEMM_SLACK;
+    /* B for all of K at once when A is tall (several M blocks) and that B is small */
+    const int64_t nkb = dc_cdiv64(k, J.kc);
+    J.b_block = dc_cdiv64(J.nc, ki->nr) * dc_gemm_panel_stride(ki->nr * J.kc);
+    J.b_whole = m > J.mc_max && nkb > 1 && n <= J.nc && nkb * J.b_block <= DC_GEMM_B_WHOLE_MAX;
+    const int64_t pb_stride = (J.b_whole ? nkb : 1) * J.b_block + DC_GEMM_SLACK;
     float *scratch = dc_scratch_get((size_t)(nt * pb_stride + n_abuf * pa_stride) *
                                     sizeof(float));
     if (!scratch) return DC_ERR_NOMEM;

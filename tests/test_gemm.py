@@ -263,6 +263,19 @@ def test_split_tail_rows_match_full_tiles(path, threads, m, ta, tb):
     assert_row_slices_match(a, b, ta, tb, c0, (0,), m)
 
 
+# With a tall A (several M blocks) and a small B, all K blocks of B are packed at once and
+# the M blocks run outermost (gemm.c: b_whole); a product of one M block runs its K blocks
+# outermost. Each element must get the same bits either way: row slices that fit in one
+# block, computed alone, equal the same rows of the whole tall product.
+@pytest.mark.parametrize("ta,tb", VARIANTS, ids=["AB", "AtB", "ABt", "AtBt"])
+def test_tall_a_loop_order_keeps_bits(path, threads, ta, tb):
+    rng = np.random.default_rng(23)
+    m, k, n = 500, 600, 40
+    a, b = operands(rng, m, k, n, ta, tb)
+    c0 = rng.standard_normal((m, n)).astype(np.float32)
+    assert_row_slices_match(a, b, ta, tb, c0, (0, 144, 437), 63)
+
+
 def test_beta_zero_ignores_nan_in_out(path, threads):
     rng = np.random.default_rng(5)
     for (m, k, n) in [(7, 9, 17), (150, 70, 97)]:
