@@ -104,10 +104,15 @@ def time_pair(f_dc, f_np, flop, repeats, target_s, gap_s=0.0):
     """
     f_dc()
     f_np()  # warm up both (page faults, thread pools)
-    t0 = time.perf_counter()
-    f_dc()
-    one = max(time.perf_counter() - t0, 1e-7)
-    inner = max(1, int(target_s / one))
+    # calls per batch, from the fastest of a few calls: the first call after numpy's can
+    # be 100x slow (its 2-thread pool still spinning), and batches sized on it were a few
+    # calls long, so one scheduler stall (4-8 ms) made the whole batch
+    one = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        f_dc()
+        one = min(one, time.perf_counter() - t0)
+    inner = max(1, int(target_s / max(one, 1e-7)))
     td, tn = [], []
     for r in range(repeats):
         order = (f_dc, f_np) if r % 2 == 0 else (f_np, f_dc)
@@ -127,6 +132,9 @@ def time_pair(f_dc, f_np, flop, repeats, target_s, gap_s=0.0):
 def bench_shapes(shapes, threads, repeats, target_s, rng, results, wait_idle=0.0):
     for nt in threads:
         digitcore.set_num_threads(nt)
+        if nt > 1:
+            print(f"(threads={nt} in one process: both libraries' thread pools share the "
+                  f"cores; --isolate times each alone, see bench_isolated)")
         with threadpool_limits(limits=nt, user_api="blas"):
             for (m, k, n, variant) in shapes:
                 a, b, ta, tb = make_operands(m, k, n, variant, rng)
@@ -230,7 +238,10 @@ def bench_isolated(shapes, threads, rounds, repeats, target_s, results):
     In one process the two thread pools fight over 2 cores: OpenBLAS workers spin long
     after a call (OPENBLAS_THREAD_TIMEOUT, ~0.1 s and more), and measured digitcore
     2-thread (32,784,128) fell from ~100 to ~4.5 GFLOP/s right after a numpy call, while
-    with OPENBLAS_THREAD_TIMEOUT=4 numpy fell instead. So: alternate whole runs of a
+    with OPENBLAS_THREAD_TIMEOUT=4 numpy fell instead. It comes and goes by process: the
+    same in-process sequence of 2-thread shapes ran at 100-160 GFLOP/s in one process
+    and 5-50 in the next, and never fell with the numpy calls replaced by sleeps of the
+    same pattern. GOMP_SPINCOUNT=10000 did not help. So: alternate whole runs of a
     digitcore-only and a numpy-only process (never concurrent), medians over rounds.
     Results are verified in-process by bench_shapes' first pass; this only times.
     """
