@@ -29,15 +29,6 @@
  * OpenMP fork/join is ~5-10 us on the 2-core Zen 4 dev box, about what 4e5 multiply-adds
  * take on one core. (128,128,10) stays on one thread, (32,784,128) uses two. */
 #define DC_GEMM_MT_MIN_WORK 400000.0
-#if defined(__GNUC__) || defined(__clang__)
-#define DC_PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
-#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
-#include <xmmintrin.h>
-#define DC_PREFETCH_L2(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
-#else
-#define DC_PREFETCH_L2(p) ((void)(p))
-#endif
-
 /* Largest B, in packed floats, that dc_gemm_run packs whole for a tall A (see b_whole):
  * 512 KB, half of a Zen 4 / recent Intel L2, so that B, the A block and the C block
  * share it. (10000,784,128) packs 784 x 128 = 400 KB. */

@@ -30,6 +30,17 @@
 extern "C" {
 #endif
 
+/* Ask for the cache line at p to be brought into L2 (a hint: no fault, no effect on
+ * results). Used by the GEMM driver (tall A) and by training's batch gather (mlp.c). */
+#if defined(__GNUC__) || defined(__clang__)
+#define DC_PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
+#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+#include <xmmintrin.h>
+#define DC_PREFETCH_L2(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
+#else
+#define DC_PREFETCH_L2(p) ((void)(p))
+#endif
+
 /* One MR x NR tile: C[0:mr, 0:nr] = alpha * (A panel * B panel) + beta * C, with
  * beta == 0 meaning "overwrite". b is a packed micro-panel of depth k (k >= 1). rs_a == 0
  * means a is a packed A micro-panel; otherwise row r of A at step p is

@@ -7,7 +7,7 @@
  * nothing numerical of its own.
  */
 #include "digitcore.h"
-#include "sparse_internal.h" /* DC_SPMM_BLOCK, DC_SPMM_PARALLEL_MIN, dc_spmm_ld,
+#include "sparse_internal.h" /* DC_SPMM_BLOCK, DC_SPMM_PARALLEL_MIN, dc_spmm_ld, DC_PREFETCH_L2,
                                 * dc_alloc_aligned */
 
 #include <math.h>
@@ -49,15 +49,6 @@ static int64_t line_floats(int64_t n)
     return (n + per - 1) / per * per;
 }
 
-#if defined(__GNUC__) || defined(__clang__)
-#define DC_PREFETCH(p) __builtin_prefetch((p), 0, 1)
-#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
-#include <xmmintrin.h>
-#define DC_PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
-#else
-#define DC_PREFETCH(p) ((void)(p))
-#endif
-
 /* Ask for rows idx[0..rows) of x (row_bytes each) to be brought into cache. Training
  * gathers random rows of a dataset far larger than the caches; prefetching the next
  * batch while this one computes hides that latency (~8% of an MNIST epoch). */
@@ -67,7 +58,7 @@ static void prefetch_rows(const void *x, const int64_t *idx, int64_t rows, int64
     for (int64_t r = 0; r < rows; ++r) {
         const char *row = base + idx[r] * row_bytes;
         for (int64_t off = 0; off < row_bytes; off += 64)
-            DC_PREFETCH(row + off);
+            DC_PREFETCH_L2(row + off);
     }
 }
 
