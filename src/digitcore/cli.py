@@ -120,6 +120,12 @@ def _parser():
     i.add_argument("model")
     i.add_argument("--json", action="store_true")
 
+    x = sub.add_parser("export", help="write a model as ONNX (needs the onnx package)")
+    x.add_argument("model")
+    x.add_argument("out", metavar="OUT.onnx")
+    x.add_argument("--input-dtype", choices=["float32", "uint8"], default="float32",
+                   help="the graph's input: floats in [0, 1] (default) or uint8 pixels 0-255")
+
     b = sub.add_parser("bench", help="a short throughput benchmark of this machine")
     b.add_argument("--threads", type=_positive_int)
     b.add_argument("--json", action="store_true")
@@ -283,6 +289,17 @@ def cmd_info(args):
     return 0
 
 
+def cmd_export(args):
+    from digitcore.modelio import load_model
+    from digitcore.onnxio import OPSET
+
+    net = load_model(args.model)
+    path = net.to_onnx(args.out, input_dtype=args.input_dtype)
+    print(f"wrote {path}: {net!r}, ONNX opset {OPSET}, input 'pixels' {args.input_dtype} "
+          f"(N, {net.n_features}), output 'probabilities' float32 (N, {net.n_classes})")
+    return 0
+
+
 def cmd_bench(args):
     import numpy as np
 
@@ -335,7 +352,7 @@ def cmd_config(args):
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "info": cmd_info, "bench": cmd_bench, "serve": cmd_serve, "config": cmd_config}
+            "info": cmd_info, "export": cmd_export, "bench": cmd_bench, "serve": cmd_serve, "config": cmd_config}
 
 
 def main(argv=None):

@@ -325,6 +325,18 @@ class Network:
 
         return save_model(self, path, metadata=metadata)
 
+    def to_onnx(self, path, input_dtype="float32"):
+        """Write the network as an ONNX model (needs the ``onnx`` package), atomically.
+
+        The graph includes the input scaling and ends in Softmax: with
+        ``input_dtype="uint8"`` it takes pixels 0-255, with ``"float32"`` floats in
+        [0, 1], and returns what :meth:`predict_proba` returns. Opset 17, float32
+        weights; see :mod:`digitcore.onnxio`.
+        """
+        from digitcore.onnxio import to_onnx
+
+        return to_onnx(self, path, input_dtype=input_dtype)
+
     def __repr__(self):
         arch = "-".join(str(s) for s in self.layer_sizes)
         extra = f", dropout={self.dropout}" if self.dropout else ""
