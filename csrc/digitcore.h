@@ -186,7 +186,7 @@ int dc_dropout_forward(float *out, uint8_t *mask, const float *inp, int64_t n, f
 int dc_dropout_backward(float *dinp, const float *dout, const uint8_t *mask, int64_t n,
                         float p);
 
-/* ---- whole network (mlp.c) -------------------------------------------------------------- */
+/* ---- whole network (mlp_*.c) ------------------------------------------------------------ */
 /* A fully connected network of n_layers Dense layers; sizes has n_layers+1 entries.
  * Parameters live in one flat float32 array: for layer l, weight (sizes[l+1], sizes[l])
  * then bias (sizes[l+1]), layer after layer (dc_mlp_param_offsets gives the offsets).
@@ -201,7 +201,7 @@ typedef struct {
     int sparse_input;      /* first layer on sparse input: DC_SPARSE_AUTO/NEVER/ALWAYS */
     int64_t sparse_split;  /* training on sparse input: the first input column of the
                             * second of the two column groups layer 0's products work in
-                            * (csrc/mlp.c, sparse_l0), 1..sizes[0]; 0: sizes[0] / 2
+                            * (csrc/mlp_layer0.c), 1..sizes[0]; 0: sizes[0] / 2
                             * rounded down to a multiple of 32. Best where it halves
                             * the inputs' non-zeros (Trainer picks that). */
 } dc_mlp;

@@ -72,9 +72,6 @@ static void dc_scratch_put(float *p) {
     dc_free_aligned(dc_scratch_swap(p));
 }
 
-static int64_t dc_min64(int64_t x, int64_t y) { return x < y ? x : y; }
-static int64_t dc_cdiv64(int64_t x, int64_t y) { return (x + y - 1) / y; }
-
 /* ------------------------------------------------------------------------------ */
 /* portable micro-kernel: 6x8, GNU vector extensions (SSE2 on x86-64, NEON on arm) */
 /* ------------------------------------------------------------------------------ */

@@ -31,12 +31,6 @@
 /* micro-kernel                                                                     */
 /* ------------------------------------------------------------------------------ */
 
-#if defined(_MSC_VER)
-#define DC_INLINE static __forceinline
-#else
-#define DC_INLINE static inline __attribute__((always_inline))
-#endif
-
 /* The kernel body. Row r of the A micro-panel at step p is a[r*rs_a + p*cs_a]: packed
  * panels (signalled by rs_a == 0) are inlined with the constants (1, MR); unpacked A
  * (op(A) read in place when packing would not pay, see gemm.c) passes its strides. */

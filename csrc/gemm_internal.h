@@ -24,21 +24,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common.h"
 #include "digitcore.h"
 
 #ifdef __cplusplus
 extern "C" {
-#endif
-
-/* Ask for the cache line at p to be brought into L2 (a hint: no fault, no effect on
- * results). Used by the GEMM driver (tall A) and by training's batch gather (mlp.c). */
-#if defined(__GNUC__) || defined(__clang__)
-#define DC_PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
-#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
-#include <xmmintrin.h>
-#define DC_PREFETCH_L2(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
-#else
-#define DC_PREFETCH_L2(p) ((void)(p))
 #endif
 
 /* One MR x NR tile: C[0:mr, 0:nr] = alpha * (A panel * B panel) + beta * C, with
@@ -99,22 +89,6 @@ typedef struct {
     dc_sgemm_pack_b_fn pack_b;
     dc_sgemm_narrow_fn narrow; /* NULL: narrow N goes through the blocked loops */
 } dc_sgemm_kernel_info;
-
-/* Cache-line-aligned memory (cpu.c). Buffers that threads split by column blocks of
- * DC_SPMM_BLOCK floats are allocated this way, so a block's first and last lines are
- * its own: with malloc's 16-byte alignment, every row of a (., 128) float matrix shares
- * a line between its two halves, and two threads writing them bounce it between cores.
- * dc_aligned_size gives the size asked for; dc_free_aligned(NULL) does nothing. */
-#define DC_ALIGN 64
-void *dc_alloc_aligned(size_t bytes);
-size_t dc_aligned_size(const void *p);
-void dc_free_aligned(void *p);
-
-/* Inside a parallel region: this thread's number in its team and the team's size, which
- * may be smaller than asked for (split work by what it is). 0 and 1 without OpenMP or
- * outside a region (cpu.c). */
-int dc_team_thread(void);
-int dc_team_size(void);
 
 /* Returns the table for a path (DC_KERNEL_GENERIC / DC_KERNEL_AVX2), or NULL if this
  * build lacks it. Defined in gemm.c. */

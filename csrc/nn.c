@@ -9,6 +9,7 @@
  * floating-point reductions (dbias, softmax_xent's loss, sum_squares) add fixed partials in a
  * fixed order, so results do not depend on the thread count.
  */
+#include "common.h"
 #include "digitcore.h"
 
 #include <math.h>
@@ -63,7 +64,6 @@
     } while (0)
 #endif
 
-static inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t n_chunks(int64_t n, int64_t chunk) { return (n + chunk - 1) / chunk; }
 
 static int64_t rows_per_chunk(int64_t cols, int64_t per_elem_cost)
@@ -134,7 +134,7 @@ int dc_activation_forward(float *out, const float *inp, int64_t n, int act, floa
         return DC_OK;
     int64_t chunk = act_chunk(act), nc = n_chunks(n, chunk);
     DC_FOR_CHUNKS(c, nc,
-        act_forward_range(out, inp, c * chunk, min_i64(n, (c + 1) * chunk), act, alpha);
+        act_forward_range(out, inp, c * chunk, dc_min64(n, (c + 1) * chunk), act, alpha);
     );
     return DC_OK;
 }
@@ -189,7 +189,7 @@ int dc_activation_backward(float *dinp, const float *dout, const float *out, int
         return DC_OK;
     int64_t chunk = CHUNK_CHEAP, nc = n_chunks(n, chunk);
     DC_FOR_CHUNKS(c, nc,
-        act_backward_range(dinp, dout, out, c * chunk, min_i64(n, (c + 1) * chunk), act,
+        act_backward_range(dinp, dout, out, c * chunk, dc_min64(n, (c + 1) * chunk), act,
                            alpha);
     );
     return DC_OK;
@@ -226,7 +226,7 @@ int dc_bias_act(float *out, const float *bias, int64_t B, int64_t n_out, int act
     int64_t cost = (act == DC_ACT_SIGMOID || act == DC_ACT_TANH) ? 8 : 1;
     int64_t rpc = rows_per_chunk(n_out, cost), nc = n_chunks(B, rpc);
     DC_FOR_CHUNKS(c, nc,
-        int64_t r1 = min_i64(B, (c + 1) * rpc);
+        int64_t r1 = dc_min64(B, (c + 1) * rpc);
         for (int64_t r = c * rpc; r < r1; r++) {
             float *row = out + r * n_out;
             if (bias != NULL)
@@ -333,7 +333,7 @@ int dc_softmax_forward(float *probs, const float *logits, int64_t B, int64_t C)
     DC_FOR_CHUNKS(c, nc,
         double ebuf[ROW_BUF];
         double *e = C <= ROW_BUF ? ebuf : NULL;
-        int64_t r1 = min_i64(B, (c + 1) * rpc);
+        int64_t r1 = dc_min64(B, (c + 1) * rpc);
         for (int64_t r = c * rpc; r < r1; r++) {
             const float *x = logits + r * C;
             float *p = probs + r * C;
@@ -444,7 +444,7 @@ int dc_softmax_xent(float *probs, float *dlogits, double *loss, int64_t *n_corre
         for (int64_t c = 0; c < nc; c++) {
             int64_t k = 0;
             part[c] = xent_rows(probs, dlogits, &k, logits, labels, c * rpc,
-                                min_i64(B, (c + 1) * rpc), B, C, label_smoothing);
+                                dc_min64(B, (c + 1) * rpc), B, C, label_smoothing);
             correct += k;
         }
         for (int64_t c = 0; c < nc; c++)
@@ -469,7 +469,7 @@ int dc_gather_u8(float *out, const uint8_t *inp, const int64_t *idx, int64_t B, 
         return DC_OK;
     int64_t rpc = rows_per_chunk(F, 1) * 4, nc = n_chunks(B, rpc);
     DC_FOR_CHUNKS(c, nc,
-        int64_t r1 = min_i64(B, (c + 1) * rpc);
+        int64_t r1 = dc_min64(B, (c + 1) * rpc);
         for (int64_t r = c * rpc; r < r1; r++) {
             const uint8_t *src = inp + (idx != NULL ? idx[r] : r) * F;
             float *dst = out + r * F;
@@ -490,7 +490,7 @@ int dc_gather_f32(float *out, const float *inp, const int64_t *idx, int64_t B, i
         return DC_OK;
     int64_t rpc = rows_per_chunk(F, 1) * 4, nc = n_chunks(B, rpc);
     DC_FOR_CHUNKS(c, nc,
-        int64_t r1 = min_i64(B, (c + 1) * rpc);
+        int64_t r1 = dc_min64(B, (c + 1) * rpc);
         for (int64_t r = c * rpc; r < r1; r++) {
             const float *src = inp + (idx != NULL ? idx[r] : r) * F;
             float *dst = out + r * F;
@@ -542,7 +542,7 @@ int dc_sgd_update(float *param, float *velocity, const float *grad, int64_t n, f
         return DC_OK;
     int64_t nc = n_chunks(n, CHUNK_CHEAP);
     DC_FOR_CHUNKS(c, nc,
-        sgd_range(param, velocity, grad, c * CHUNK_CHEAP, min_i64(n, (c + 1) * CHUNK_CHEAP),
+        sgd_range(param, velocity, grad, c * CHUNK_CHEAP, dc_min64(n, (c + 1) * CHUNK_CHEAP),
                   lr, momentum, nesterov, l2);
     );
     return DC_OK;
@@ -573,7 +573,7 @@ int dc_rmsprop_update(float *param, float *sq_avg, const float *grad, int64_t n,
     int64_t nc = n_chunks(n, CHUNK_TRANS * 4);
     DC_FOR_CHUNKS(c, nc,
         rmsprop_range(param, sq_avg, grad, c * CHUNK_TRANS * 4,
-                      min_i64(n, (c + 1) * CHUNK_TRANS * 4), lr, rho, eps, l2);
+                      dc_min64(n, (c + 1) * CHUNK_TRANS * 4), lr, rho, eps, l2);
     );
     return DC_OK;
 }
@@ -615,7 +615,7 @@ int dc_adam_update(float *param, float *m, float *v, const float *grad, int64_t 
     const int64_t chunk = CHUNK_TRANS * 4;
     int64_t nc = n_chunks(n, chunk);
     DC_FOR_CHUNKS(c, nc,
-        adam_range(param, m, v, grad, c * chunk, min_i64(n, (c + 1) * chunk), beta1, beta2, eps,
+        adam_range(param, m, v, grad, c * chunk, dc_min64(n, (c + 1) * chunk), beta1, beta2, eps,
                    l2, decay, step_size, sqrt_bc2);
     );
     return DC_OK;
@@ -651,13 +651,13 @@ int dc_sum_squares(double *out, const float *x, int64_t n)
     double total = 0.0;
     if (nc <= 4) {
         for (int64_t c = 0; c < nc; c++)
-            total += sumsq_chunk(x, c * SUMSQ_CHUNK, min_i64(n, (c + 1) * SUMSQ_CHUNK));
+            total += sumsq_chunk(x, c * SUMSQ_CHUNK, dc_min64(n, (c + 1) * SUMSQ_CHUNK));
     } else {
         double *part = (double *)malloc((size_t)nc * sizeof(double));
         if (part == NULL)
             return DC_ERR_NOMEM;
         DC_FOR_CHUNKS(c, nc,
-            part[c] = sumsq_chunk(x, c * SUMSQ_CHUNK, min_i64(n, (c + 1) * SUMSQ_CHUNK));
+            part[c] = sumsq_chunk(x, c * SUMSQ_CHUNK, dc_min64(n, (c + 1) * SUMSQ_CHUNK));
         );
         for (int64_t c = 0; c < nc; c++)
             total += part[c];
@@ -676,7 +676,7 @@ int dc_scale(float *x, int64_t n, float s)
         return DC_OK;
     int64_t nc = n_chunks(n, CHUNK_CHEAP);
     DC_FOR_CHUNKS(c, nc,
-        int64_t hi = min_i64(n, (c + 1) * CHUNK_CHEAP);
+        int64_t hi = dc_min64(n, (c + 1) * CHUNK_CHEAP);
         for (int64_t i = c * CHUNK_CHEAP; i < hi; i++)
             x[i] *= s;
     );
@@ -725,7 +725,7 @@ int dc_dropout_forward(float *out, uint8_t *mask, const float *inp, int64_t n, f
     const float scale = 1.0f / (1.0f - p);
     int64_t nc = n_chunks(n, CHUNK_TRANS * 2);
     DC_FOR_CHUNKS(c, nc,
-        int64_t hi = min_i64(n, (c + 1) * CHUNK_TRANS * 2);
+        int64_t hi = dc_min64(n, (c + 1) * CHUNK_TRANS * 2);
         for (int64_t i = c * CHUNK_TRANS * 2; i < hi; i++) {
             int keep = u24(hash_at(key, (uint64_t)i)) >= p;
             mask[i] = (uint8_t)keep;
@@ -746,7 +746,7 @@ int dc_dropout_backward(float *dinp, const float *dout, const uint8_t *mask, int
     const float scale = 1.0f / (1.0f - p);
     int64_t nc = n_chunks(n, CHUNK_CHEAP);
     DC_FOR_CHUNKS(c, nc,
-        int64_t hi = min_i64(n, (c + 1) * CHUNK_CHEAP);
+        int64_t hi = dc_min64(n, (c + 1) * CHUNK_CHEAP);
         for (int64_t i = c * CHUNK_CHEAP; i < hi; i++)
             dinp[i] = mask[i] ? dout[i] * scale : 0.0f;
     );

@@ -6,13 +6,13 @@
  * kernel-path switch as the GEMM. Work is split over output columns or over rows, never
  * over a sum, so each output's bits do not depend on the thread count.
  */
+#include "common.h"
 #include "digitcore.h"
 #include "sparse_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-static inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* ==== building CSR and its transpose ======================================================= */
 
@@ -337,7 +337,7 @@ static void spmm_tile(dc_spmm_row_fn row, float *out, int64_t ldo, const dc_csr 
     const int64_t stride = s->rows + 1;
     const int skip_empty = beta == 1.0f && bias == NULL && act == DC_ACT_IDENTITY;
     for (int64_t b = b0; b < b1; ++b) {
-        const int64_t j0 = b * DC_SPMM_BLOCK, w = min_i64(DC_SPMM_BLOCK, N - j0);
+        const int64_t j0 = b * DC_SPMM_BLOCK, w = dc_min64(DC_SPMM_BLOCK, N - j0);
         for (int64_t r = r0; r < r1; ++r) {
             if (skip_empty && row_entries(s, r) == 0)
                 continue; /* alpha * 0 + out == out */

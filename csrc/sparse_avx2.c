@@ -18,10 +18,8 @@
 
 #if defined(_MSC_VER)
 #include <intrin.h>
-#define DC_INLINE static __forceinline
 #define dc_popcount32(m) ((int)__popcnt(m))
 #else
-#define DC_INLINE static inline __attribute__((always_inline))
 #define dc_popcount32(m) __builtin_popcount(m)
 #endif
 

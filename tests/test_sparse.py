@@ -184,7 +184,7 @@ def test_input_column_groups_on_two_threads(rng, d, split, sizes):
 def test_backward_tail_in_column_blocks(rng, sizes):
     """On a sparse batch, layers 1 and 0 of the backward pass run per 64-column block of
     layer 0's outputs and per (input group, block) pair, shared among threads
-    (tail_block and l0_dw_pair via run_phases in csrc/mlp.c).
+    (tail_block and dw_pair via mlp_run_phases, csrc/mlp_layer0.c).
     Widths with a short last block (72 = 64 + 8: that block's products take the narrow
     GEMM), several blocks per thread, dropout and sigmoid: the same bits on 1 and 2
     threads, and the dense path's weights up to rounding."""

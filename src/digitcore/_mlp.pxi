@@ -1,4 +1,4 @@
-# Whole-network kernels (csrc/mlp.c). Included by _ops.pyx; owned by network/trainer.
+# Whole-network kernels (csrc/mlp_*.c). Included by _ops.pyx; owned by network/trainer.
 #
 # The Python layer (network.py, trainer.py) keeps every parameter in one flat float32
 # array; these functions check that array, the optimizer state and the data against the

@@ -30,7 +30,7 @@ _SPLIT_SAMPLES = 8192
 
 def _sparse_split(x):
     """Where the first layer's sparse products cut the inputs into two groups, one per
-    thread on two cores (csrc/mlp.c, sparse_l0): the column, a multiple of 8 (the
+    thread on two cores (csrc/mlp_layer0.c): the column, a multiple of 8 (the
     gather's vector width), that best halves the non-zero inputs of the first
     _SPLIT_SAMPLES rows. MNIST's ink sits a little low: 408 of 784 (half is 392). A
     function of the data alone, so the same data gives the same bits on any number of

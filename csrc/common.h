@@ -1,0 +1,63 @@
+/*
+ * common.h -- the small helpers every C file may use (never part of the public API,
+ * digitcore.h): integer min and ceiling division, forced inlining, a prefetch hint,
+ * cache-line-aligned memory and the OpenMP team queries (the last two live in cpu.c).
+ */
+#ifndef DC_COMMON_H
+#define DC_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_MSC_VER)
+#define DC_INLINE static __forceinline
+#else
+#define DC_INLINE static inline __attribute__((always_inline))
+#endif
+
+static inline int64_t dc_min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+/* ceil(a / b) for a >= 0, b > 0 */
+static inline int64_t dc_cdiv64(int64_t a, int64_t b)
+{
+    return (a + b - 1) / b;
+}
+
+/* Ask for the cache line at p to be brought into L2 (a hint: no fault, no effect on
+ * results). Used by the GEMM driver (tall A) and by training's batch gather. */
+#if defined(__GNUC__) || defined(__clang__)
+#define DC_PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
+#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+#include <xmmintrin.h>
+#define DC_PREFETCH_L2(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
+#else
+#define DC_PREFETCH_L2(p) ((void)(p))
+#endif
+
+/* Cache-line-aligned memory. Buffers that threads split by column blocks of
+ * DC_SPMM_BLOCK floats are allocated this way, so a block's first and last lines are
+ * its own: with malloc's 16-byte alignment, every row of a (., 128) float matrix shares
+ * a line between its two halves, and two threads writing them bounce it between cores.
+ * dc_aligned_size gives the size asked for; dc_free_aligned(NULL) does nothing. */
+#define DC_ALIGN 64
+void *dc_alloc_aligned(size_t bytes);
+size_t dc_aligned_size(const void *p);
+void dc_free_aligned(void *p);
+
+/* Inside a parallel region: this thread's number in its team and the team's size, which
+ * may be smaller than asked for (split work by what it is). 0 and 1 without OpenMP or
+ * outside a region. */
+int dc_team_thread(void);
+int dc_team_size(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DC_COMMON_H */

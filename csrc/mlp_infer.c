@@ -1,0 +1,179 @@
+/*
+ * mlp_infer.c -- inference and evaluation of a whole network (dc_mlp_forward,
+ * dc_mlp_evaluate), in chunks of rows so that scratch stays in the low megabytes
+ * whatever the number of rows, and Python is not re-entered between layers.
+ */
+#include "mlp_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Rows of inference done at once: large enough to keep the GEMM efficient, small enough
+ * that scratch stays in the low megabytes whatever n is. */
+#define DC_MLP_CHUNK             1024
+/* Below this many rows an inference call takes the dense path: the sparse one first
+ * transposes layer 0's weight (I x O floats), which only pays over enough rows. */
+#define DC_SPARSE_INFER_MIN_ROWS 256
+
+int64_t dc_mlp_n_params(int64_t n_layers, const int64_t *sizes)
+{
+    int64_t total = 0;
+    for (int64_t l = 0; l < n_layers; ++l)
+        total += sizes[l + 1] * sizes[l] + sizes[l + 1];
+    return total;
+}
+
+/* Forward `rows` rows of layer l0's input `inp` through layers l0.. with no dropout;
+ * the logits end up in whichever of buf_a/buf_b the returned pointer names (inp itself
+ * when l0 is past the last layer). */
+static int forward_layers(float **logits, const dc_mlp *net, int64_t l0, const float *inp,
+                          float *buf_a, float *buf_b, int64_t rows)
+{
+    const float *h = inp;
+    float *out = inp == buf_a ? buf_b : buf_a;
+    for (int64_t l = l0; l < net->n_layers; ++l) {
+        const int64_t in = net->sizes[l], o = net->sizes[l + 1];
+        const float *w = net->params + mlp_weight_offset(net, l);
+        const int act = (l + 1 < net->n_layers) ? net->act : DC_ACT_IDENTITY;
+        const int status =
+            dc_dense_forward(out, h, w, w + o * in, rows, in, o, act, net->act_alpha);
+        if (status != DC_OK)
+            return status;
+        h = out;
+        out = (out == buf_a) ? buf_b : buf_a;
+    }
+    *logits = (float *)h;
+    return DC_OK;
+}
+
+/* Scratch for chunked inference: one chunk of converted input and two ping-pong buffers;
+ * on the sparse path also layer 0's weight transposed and a CSR chunk. */
+typedef struct {
+    float *inp, *buf_a, *buf_b;
+    float *wt; /* (I, O), or NULL: dense path */
+    dc_csr x;
+    int64_t capacity, chunk;
+} chunk_scratch;
+
+static void scratch_free(chunk_scratch *s)
+{
+    free(s->inp);
+    dc_free_aligned(s->buf_a);
+    dc_free_aligned(s->buf_b);
+    dc_free_aligned(s->wt);
+    csr_free(&s->x);
+}
+
+static int scratch_alloc(chunk_scratch *s, const dc_mlp *net, int64_t n, int64_t chunk,
+                         float shift)
+{
+    const int64_t width = mlp_max_width(net), f = net->sizes[0], o = net->sizes[1];
+    *s = (chunk_scratch){.chunk = chunk};
+    s->buf_a = dc_alloc_aligned((size_t)(chunk * width) * sizeof(float));
+    s->buf_b = dc_alloc_aligned((size_t)(chunk * width) * sizeof(float));
+    if (!s->buf_a || !s->buf_b)
+        return DC_ERR_NOMEM;
+    /* The first layer on sparse input, as in training (mlp_layer0.c): a chunk more than
+     * a quarter non-zero falls back to the dense path. */
+    if (mlp_sparse_allowed(net, shift, chunk) &&
+        (net->sparse_input == DC_SPARSE_ALWAYS || n >= DC_SPARSE_INFER_MIN_ROWS)) {
+        s->capacity = mlp_sparse_capacity(net, chunk);
+        s->wt = dc_alloc_aligned((size_t)(f * o) * sizeof(float));
+        s->x.parts = 1;
+        s->x.col_edges = NULL;
+        if (!s->wt || csr_alloc(&s->x, chunk + 1, s->capacity) != DC_OK)
+            return DC_ERR_NOMEM;
+        mlp_transpose(s->wt, net->params, o, f);
+    }
+    return DC_OK; /* the dense input chunk s->inp is allocated when first needed */
+}
+
+/* Logits of rows [r0, r0 + rows) of x, no dropout; *logits points into the scratch. */
+static int forward_rows(float **logits, const dc_mlp *net, chunk_scratch *s,
+                        const uint8_t *x_u8, const float *x_f32, int64_t r0, int64_t rows,
+                        float scale, float shift)
+{
+    const int64_t f = net->sizes[0];
+    const uint8_t *r8 = x_u8 ? x_u8 + r0 * f : NULL;
+    const float *r32 = x_f32 ? x_f32 + r0 * f : NULL;
+    if (s->wt != NULL) {
+        int status = mlp_gather_csr(&s->x, NULL, s->capacity, r8, r32, NULL, rows, f, scale);
+        if (status == DC_OK) {
+            const int64_t o = net->sizes[1];
+            const int act = net->n_layers > 1 ? net->act : DC_ACT_IDENTITY;
+            status = dc_spmm(s->buf_a, &s->x, s->wt, o, o, 1.0f, 0.0f, net->params + o * f, act,
+                             net->act_alpha);
+            if (status == DC_OK)
+                status = forward_layers(logits, net, 1, s->buf_a, s->buf_a, s->buf_b, rows);
+            return status;
+        }
+        if (status != DC_ERR_CAPACITY)
+            return status;
+    }
+    if (s->inp == NULL && (s->inp = malloc((size_t)(s->chunk * f) * sizeof(float))) == NULL)
+        return DC_ERR_NOMEM;
+    int status = mlp_load_rows(s->inp, r8, r32, NULL, rows, f, scale, shift);
+    if (status == DC_OK)
+        status = forward_layers(logits, net, 0, s->inp, s->buf_a, s->buf_b, rows);
+    return status;
+}
+
+int dc_mlp_forward(float *out, const dc_mlp *net, const uint8_t *x_u8, const float *x_f32,
+                   int64_t n, float scale, float shift, int softmax)
+{
+    const int64_t c = net->sizes[net->n_layers];
+    const int64_t chunk = dc_min64(n, DC_MLP_CHUNK);
+    chunk_scratch s;
+    if (n == 0)
+        return DC_OK;
+    int status = scratch_alloc(&s, net, n, chunk, shift);
+    for (int64_t r0 = 0; status == DC_OK && r0 < n; r0 += chunk) {
+        const int64_t rows = dc_min64(n - r0, chunk);
+        float *logits = NULL;
+        status = forward_rows(&logits, net, &s, x_u8, x_f32, r0, rows, scale, shift);
+        if (status != DC_OK)
+            break;
+        if (softmax)
+            status = dc_softmax_forward(out + r0 * c, logits, rows, c);
+        else
+            memcpy(out + r0 * c, logits, (size_t)(rows * c) * sizeof(float));
+    }
+    scratch_free(&s);
+    return status;
+}
+
+int dc_mlp_evaluate(double *loss, int64_t *n_correct, const dc_mlp *net, const uint8_t *x_u8,
+                    const float *x_f32, const int64_t *labels, int64_t n, float scale,
+                    float shift)
+{
+    const int64_t c = net->sizes[net->n_layers];
+    const int64_t chunk = dc_min64(n, DC_MLP_CHUNK);
+    double loss_sum = 0.0;
+    int64_t correct = 0;
+    chunk_scratch s;
+    *loss = 0.0;
+    if (n_correct)
+        *n_correct = 0;
+    if (n == 0)
+        return DC_OK;
+    int status = scratch_alloc(&s, net, n, chunk, shift);
+    for (int64_t r0 = 0; status == DC_OK && r0 < n; r0 += chunk) {
+        const int64_t rows = dc_min64(n - r0, chunk);
+        float *logits = NULL;
+        double batch_loss = 0.0;
+        int64_t batch_correct = 0;
+        status = forward_rows(&logits, net, &s, x_u8, x_f32, r0, rows, scale, shift);
+        if (status == DC_OK)
+            status = dc_softmax_xent(NULL, NULL, &batch_loss, &batch_correct, logits,
+                                     labels + r0, rows, c, 0.0f);
+        loss_sum += batch_loss * (double)rows;
+        correct += batch_correct;
+    }
+    scratch_free(&s);
+    if (status == DC_OK) {
+        *loss = loss_sum / (double)n;
+        if (n_correct)
+            *n_correct = correct;
+    }
+    return status;
+}

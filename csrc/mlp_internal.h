@@ -1,0 +1,151 @@
+/*
+ * mlp_internal.h -- private contract between the files that run a whole network
+ * (dc_mlp, digitcore.h):
+ *
+ *   mlp_infer.c   inference and evaluation, in chunks of rows
+ *   mlp_train.c   the training step: load, forward, backward, update, batch after batch
+ *   mlp_layer0.c  layer 0, whatever its input: dense rows, or a sparse batch with the weight
+ *                 held transposed by column blocks for the call
+ *   mlp_phases.c  the OpenMP scheduler that runs layer 0's sparse work in fixed units
+ *
+ * These files own the order of operations and the scratch memory; the arithmetic is the
+ * public kernels' (nn.c, gemm.c, sparse.c), except for layer 0's sum of its two input
+ * groups' partial products (mlp_layer0.c, head_block).
+ */
+#ifndef DC_MLP_INTERNAL_H
+#define DC_MLP_INTERNAL_H
+
+#include <stdint.h>
+
+#include "common.h"
+#include "digitcore.h"
+#include "sparse_internal.h" /* DC_SPMM_BLOCK */
+
+/* ---- layout of the parameters and scratch --------------------------------------------- */
+
+/* Offset of layer l's weight in the flat parameter array; its bias follows it. */
+static inline int64_t mlp_weight_offset(const dc_mlp *net, int64_t l)
+{
+    return dc_mlp_n_params(l, net->sizes);
+}
+
+static inline int64_t mlp_max_width(const dc_mlp *net)
+{
+    int64_t w = 0;
+    for (int64_t l = 0; l <= net->n_layers; ++l)
+        if (net->sizes[l] > w)
+            w = net->sizes[l];
+    return w;
+}
+
+/* n floats rounded up to whole cache lines: the next buffer carved after them starts on
+ * a line of its own. */
+static inline int64_t line_floats(int64_t n)
+{
+    const int64_t per = DC_ALIGN / (int64_t)sizeof(float);
+    return (n + per - 1) / per * per;
+}
+
+/* ---- the input, dense or sparse (mlp_layer0.c) ----------------------------------------- */
+
+/* Whether batches of up to `rows` rows may take the first layer on sparse input: a zero
+ * pixel must stay zero after conversion (no shift), and indices must fit int32. */
+int mlp_sparse_allowed(const dc_mlp *net, float shift, int64_t rows);
+/* Entries a CSR buffer for `rows` rows holds: a quarter of the inputs (a denser batch
+ * takes the dense path, and the buffer stays smaller than the dense one), or all of them
+ * when the sparse path is forced. */
+int64_t mlp_sparse_capacity(const dc_mlp *net, int64_t rows);
+/* Rows idx (NULL: the first `rows`) of x (x_u8 or x_f32, the other NULL) converted as
+ * x * scale + shift, dense (mlp_load_rows) or as CSR, and as CSC in xt if xt is not
+ * NULL (mlp_gather_csr, see dc_csr_gather_u8; shift is 0 there). */
+int mlp_load_rows(float *dst, const uint8_t *x_u8, const float *x_f32, const int64_t *idx,
+                  int64_t rows, int64_t features, float scale, float shift);
+int mlp_gather_csr(dc_csr *x, dc_csr *xt, int64_t capacity, const uint8_t *x_u8,
+                   const float *x_f32, const int64_t *idx, int64_t rows, int64_t features,
+                   float scale);
+/* A CSR matrix's arrays: ptr_n row starts and cap entries; free(NULL)s are fine. */
+int csr_alloc(dc_csr *s, int64_t ptr_n, int64_t cap);
+void csr_free(dc_csr *s);
+/* dst (cols, rows) = src (rows, cols)^T */
+void mlp_transpose(float *dst, const float *src, int64_t rows, int64_t cols);
+
+/* ---- layer 0 in training (mlp_layer0.c) ----------------------------------------------- */
+
+/* Layer 0's input columns (pixels) are cut into this many groups for the sparse
+ * products, one per thread on two cores (see mlp_layer0.c). */
+#define DC_SPARSE_GROUPS 2
+
+/* Layer 0 for one dc_mlp_train call. When the sparse path is allowed (`blocked`), its
+ * weight and optimizer state are held transposed by column blocks for the whole call,
+ * and each batch is gathered sparse when it fits the buffer, dense otherwise; else layer
+ * 0 is a plain dense layer on the dense rows. */
+typedef struct {
+    const dc_mlp *net;
+    int blocked;      /* weight held as (I, O) column blocks for the call */
+    int fused_sgd;    /* plain SGD: the weight gradient is applied as it is computed */
+    float *wt;        /* (I, O) weight of layer 0, by column blocks */
+    float *s1t, *s2t; /* the optimizer's state for it, same layout (or NULL) */
+    dc_csr x, xt;     /* the batch and its transpose */
+    int64_t capacity; /* entries x has room for */
+    int64_t edges[DC_SPARSE_GROUPS + 1]; /* the input column groups (x.col_edges) */
+    float *partial;                      /* forward partial sums of groups 1.. */
+    int64_t partial_floats;              /* floats of each */
+    float *dense;  /* (bs, I) dense batch, allocated when a batch first needs it */
+    int64_t bs;    /* rows a batch may have */
+    int is_sparse; /* this batch is in x/xt (else in dense) */
+} layer0;
+
+/* What layer 0's backward needs from the training step. On a sparse batch of a network
+ * of two or more layers it also takes layer 1's backward (layer0_backward_top), column
+ * block by column block, so that each thread's blocks of layer 0's output stay in its
+ * cache from the forward to the weight gradient. */
+typedef struct {
+    const float *dout;    /* the output gradient of the top layer it takes (rows, sizes[top]) */
+    float *dmid;          /* scratch (rows, sizes[1]): layer 0's output gradient when it
+                           * takes layer 1 too */
+    const float *inp1;    /* layer 1's input (layer 0's output after dropout) */
+    const float *out0;    /* layer 0's output (its activation, before dropout) */
+    const uint8_t *mask1; /* dropout mask of inp1, or NULL */
+    float *grads;         /* the flat gradient (layer 0's weight part in wt's layout) */
+    int64_t rows;
+    float lr; /* the fused SGD step's */
+} layer0_grad;
+
+/* Allocate for batches of up to bs rows, and hold the weight (and opt's state) as column
+ * blocks when the sparse path is allowed. On failure nothing is held (layer0_close is
+ * still to be called). */
+int layer0_open(layer0 *l0, const dc_mlp *net, const dc_optim *opt, int64_t bs, float shift);
+/* The batch: rows idx of x, sparse when allowed and it fits, dense otherwise. */
+int layer0_load(layer0 *l0, const uint8_t *x_u8, const float *x_f32, const int64_t *idx,
+                int64_t rows, float scale, float shift);
+/* out (rows, sizes[1]) = act(batch . W^T + b) */
+int layer0_forward(layer0 *l0, float *out, int64_t rows, int act);
+/* The lowest layer the training step's backward loop takes itself: 2 when layer0_backward
+ * also takes layer 1, else 1. */
+int64_t layer0_backward_top(const layer0 *l0);
+int layer0_backward(layer0 *l0, const layer0_grad *g);
+/* A stretch of parameters as the optimizer sees it: the parameters, their gradient and
+ * the optimizer's state (s1, s2 NULL where it has none), all in the same layout. */
+typedef struct {
+    float *p, *g, *s1, *s2;
+} mlp_segment;
+/* Layer 0's weight segment; p is NULL when the fused SGD step has already applied it. */
+mlp_segment layer0_weight(const layer0 *l0, float *grads, const dc_optim *opt);
+/* Put the weight (and state) back as (O, I) and free everything. */
+void layer0_close(layer0 *l0, const dc_optim *opt);
+
+/* ---- the phase scheduler (mlp_phases.c) ----------------------------------------------- */
+
+/* A unit of layer 0's sparse work: column block b of its outputs (g = -1), or the pair
+ * (input group g, block b). */
+typedef int (*mlp_unit_fn)(const void *job, int64_t g, int64_t b);
+/* A phase: fn on every block (pairs = 0) or on every (group, block) pair (pairs = 1). */
+typedef struct {
+    mlp_unit_fn fn;
+    int pairs;
+} mlp_phase;
+/* Phase a over its units, then phase b, for n_blocks column blocks; in one parallel
+ * region when `work` (multiply-adds) is worth sharing, on this thread otherwise. */
+int mlp_run_phases(const void *job, int64_t n_blocks, int64_t work, mlp_phase a, mlp_phase b);
+
+#endif /* DC_MLP_INTERNAL_H */

@@ -1,0 +1,425 @@
+/*
+ * mlp_layer0.c -- layer 0 of a network, whatever its input: dense rows (the GEMM), or a
+ * sparse batch (dc_spmm skips the zero pixels).
+ *
+ * For a training call on which the sparse path is allowed, layer 0's weight (and the
+ * optimizer's state for it) is held transposed, (I, O): then the forward product is the
+ * sparse batch times weight^T and the weight gradient is batch^T (a CSC view) times dout,
+ * both products of a sparse matrix's rows with a dense matrix. Batches too dense for the
+ * sparse buffer (more than a quarter non-zero) take the GEMM on the same layout.
+ *
+ * The (I, O) copy is cut by output columns into blocks of DC_SPMM_BLOCK (the last one may
+ * be narrower), and block b, columns [c0, c0 + w), is stored as its own (I, w) matrix at
+ * offset I * c0 (to_blocks). Blocks side by side in the rows of one (I, O) matrix ran ~35%
+ * slower on two threads than each alone (the cores' prefetchers pulling in each other's
+ * lines). Layer 0's gradient in `grads` has the same layout.
+ *
+ * The input columns are cut into DC_SPARSE_GROUPS groups at net->sparse_split (Trainer
+ * puts it where the data's non-zeros are halved): the gather builds the batch's CSR in
+ * one part per group, and the sparse products run per (group, block) pair. With two
+ * threads, thread t gathers group t and runs its pairs, writing only its own stretch of
+ * the CSR, the CSC and each block's weight rows; only the groups' forward partial sums
+ * and layer 0's output gradient cross between the cores (~10% of a two-thread epoch
+ * against splitting by blocks alone). The groups are fixed, so the sums' order, and the
+ * bits, do not depend on the thread count. The steps per block (the forward's sum, bias
+ * and activation; the backward of layer 1 on these columns) go to the thread that owns
+ * the block in every phase (mlp_phases.c).
+ */
+#include "mlp_internal.h"
+
+#include <stdlib.h>
+
+/* ---- the input, dense or sparse -------------------------------------------------------- */
+
+int mlp_sparse_allowed(const dc_mlp *net, float shift, int64_t rows)
+{
+    return net->sparse_input != DC_SPARSE_NEVER && shift == 0.0f &&
+           net->sizes[0] <= INT32_MAX && rows <= INT32_MAX;
+}
+
+int64_t mlp_sparse_capacity(const dc_mlp *net, int64_t rows)
+{
+    const int64_t n = rows * net->sizes[0];
+    return net->sparse_input == DC_SPARSE_ALWAYS ? n : n / 4 + 1;
+}
+
+int mlp_load_rows(float *dst, const uint8_t *x_u8, const float *x_f32, const int64_t *idx,
+                  int64_t rows, int64_t features, float scale, float shift)
+{
+    if (x_u8 != NULL)
+        return dc_gather_u8(dst, x_u8, idx, rows, features, scale, shift);
+    return dc_gather_f32(dst, x_f32, idx, rows, features, scale, shift);
+}
+
+int mlp_gather_csr(dc_csr *x, dc_csr *xt, int64_t capacity, const uint8_t *x_u8,
+                   const float *x_f32, const int64_t *idx, int64_t rows, int64_t features,
+                   float scale)
+{
+    if (x_u8 != NULL)
+        return dc_csr_gather_u8(x, xt, capacity, x_u8, idx, rows, features, scale);
+    return dc_csr_gather_f32(x, xt, capacity, x_f32, idx, rows, features, scale);
+}
+
+int csr_alloc(dc_csr *s, int64_t ptr_n, int64_t cap)
+{
+    s->ptr = malloc((size_t)ptr_n * sizeof(int64_t));
+    s->idx = malloc((size_t)cap * sizeof(int32_t));
+    s->val = malloc((size_t)cap * sizeof(float));
+    return s->ptr && s->idx && s->val ? DC_OK : DC_ERR_NOMEM;
+}
+
+void csr_free(dc_csr *s)
+{
+    free(s->ptr);
+    free(s->idx);
+    free(s->val);
+}
+
+/* In tiles that stay in L1. */
+void mlp_transpose(float *dst, const float *src, int64_t rows, int64_t cols)
+{
+    const int64_t T = 32;
+    for (int64_t i0 = 0; i0 < rows; i0 += T)
+        for (int64_t j0 = 0; j0 < cols; j0 += T) {
+            const int64_t i1 = i0 + T < rows ? i0 + T : rows;
+            const int64_t j1 = j0 + T < cols ? j0 + T : cols;
+            for (int64_t i = i0; i < i1; ++i)
+                for (int64_t j = j0; j < j1; ++j)
+                    dst[j * rows + i] = src[i * cols + j];
+        }
+}
+
+/* ---- the weight by column blocks --------------------------------------------------------- */
+
+/* Width of the column block starting at c0 of o columns. */
+static int64_t block_width(int64_t o, int64_t c0)
+{
+    return o - c0 < DC_SPMM_BLOCK ? o - c0 : DC_SPMM_BLOCK;
+}
+
+static int64_t n_blocks(const layer0 *l0)
+{
+    return dc_cdiv64(l0->net->sizes[1], DC_SPMM_BLOCK);
+}
+
+/* (O, I) w into (I, O) by column blocks: block b's (I, cw) matrix at blocked + I * c0 is
+ * the transpose of rows [c0, c0 + cw) of w. */
+static void to_blocks(float *blocked, const float *w, int64_t o, int64_t in)
+{
+    for (int64_t c0 = 0; c0 < o; c0 += DC_SPMM_BLOCK)
+        mlp_transpose(blocked + in * c0, w + c0 * in, block_width(o, c0), in);
+}
+
+/* The way back: blocked (I, O) into (O, I) w. */
+static void from_blocks(float *w, const float *blocked, int64_t o, int64_t in)
+{
+    for (int64_t c0 = 0; c0 < o; c0 += DC_SPMM_BLOCK)
+        mlp_transpose(w + c0 * in, blocked + in * c0, in, block_width(o, c0));
+}
+
+/* ---- one call's layer 0 ------------------------------------------------------------------ */
+
+static int open_blocked(layer0 *l0, const dc_mlp *net, const dc_optim *opt, int64_t bs)
+{
+    const int64_t in = net->sizes[0], o = net->sizes[1];
+    const size_t wbytes = (size_t)(in * o) * sizeof(float);
+    l0->fused_sgd = opt->kind == DC_OPT_SGD && opt->momentum == 0.0f && opt->l2 == 0.0f &&
+                    opt->clip_norm <= 0.0f;
+    l0->capacity = mlp_sparse_capacity(net, bs);
+    l0->wt = dc_alloc_aligned(wbytes);
+    l0->s1t = opt->state1 ? dc_alloc_aligned(wbytes) : NULL;
+    l0->s2t = opt->state2 ? dc_alloc_aligned(wbytes) : NULL;
+    if (!l0->wt || (opt->state1 && !l0->s1t) || (opt->state2 && !l0->s2t))
+        return DC_ERR_NOMEM;
+    /* the batch in one part per group of input columns (see dc_csr_gather_u8) */
+    l0->partial_floats = line_floats(bs * o);
+    l0->partial =
+        dc_alloc_aligned((size_t)((DC_SPARSE_GROUPS - 1) * l0->partial_floats) * sizeof(float));
+    if (!l0->partial)
+        return DC_ERR_NOMEM;
+    l0->edges[0] = 0;
+    l0->edges[1] = net->sparse_split > 0 ? net->sparse_split : (in / 2) & ~(int64_t)31;
+    l0->edges[2] = in;
+    l0->x.parts = DC_SPARSE_GROUPS;
+    l0->x.col_edges = l0->edges;
+    l0->xt.parts = 1;
+    l0->xt.col_edges = NULL;
+    if (csr_alloc(&l0->x, DC_SPARSE_GROUPS * (bs + 1), l0->capacity) != DC_OK ||
+        csr_alloc(&l0->xt, in + 1, l0->capacity) != DC_OK)
+        return DC_ERR_NOMEM;
+    /* layer 0's weight is the first segment of params and of each state array */
+    to_blocks(l0->wt, net->params, o, in);
+    if (l0->s1t)
+        to_blocks(l0->s1t, opt->state1, o, in);
+    if (l0->s2t)
+        to_blocks(l0->s2t, opt->state2, o, in);
+    l0->blocked = 1;
+    return DC_OK;
+}
+
+int layer0_open(layer0 *l0, const dc_mlp *net, const dc_optim *opt, int64_t bs, float shift)
+{
+    *l0 = (layer0){.net = net, .bs = bs};
+    if (!mlp_sparse_allowed(net, shift, bs))
+        return DC_OK;
+    return open_blocked(l0, net, opt, bs);
+}
+
+void layer0_close(layer0 *l0, const dc_optim *opt)
+{
+    if (l0->blocked) {
+        const int64_t in = l0->net->sizes[0], o = l0->net->sizes[1];
+        from_blocks(l0->net->params, l0->wt, o, in);
+        if (l0->s1t)
+            from_blocks(opt->state1, l0->s1t, o, in);
+        if (l0->s2t)
+            from_blocks(opt->state2, l0->s2t, o, in);
+    }
+    dc_free_aligned(l0->wt);
+    dc_free_aligned(l0->s1t);
+    dc_free_aligned(l0->s2t);
+    dc_free_aligned(l0->partial);
+    csr_free(&l0->x);
+    csr_free(&l0->xt);
+    free(l0->dense);
+    *l0 = (layer0){0};
+}
+
+int layer0_load(layer0 *l0, const uint8_t *x_u8, const float *x_f32, const int64_t *idx,
+                int64_t rows, float scale, float shift)
+{
+    const int64_t f = l0->net->sizes[0];
+    l0->is_sparse = 0;
+    if (l0->blocked) {
+        const int st =
+            mlp_gather_csr(&l0->x, &l0->xt, l0->capacity, x_u8, x_f32, idx, rows, f, scale);
+        if (st == DC_OK) {
+            l0->is_sparse = 1;
+            return DC_OK;
+        }
+        if (st != DC_ERR_CAPACITY)
+            return st;
+    }
+    if (l0->dense == NULL && (l0->dense = malloc((size_t)(l0->bs * f) * sizeof(float))) == NULL)
+        return DC_ERR_NOMEM;
+    return mlp_load_rows(l0->dense, x_u8, x_f32, idx, rows, f, scale, shift);
+}
+
+mlp_segment layer0_weight(const layer0 *l0, float *grads, const dc_optim *opt)
+{
+    if (l0->blocked)
+        return (mlp_segment){
+            .p = l0->fused_sgd ? NULL : l0->wt, .g = grads, .s1 = l0->s1t, .s2 = l0->s2t};
+    return (mlp_segment){
+        .p = l0->net->params, .g = grads, .s1 = opt->state1, .s2 = opt->state2};
+}
+
+/* Where layer 0's weight gradient goes, in the (I, O) layout, as dst = alpha * grad +
+ * beta * dst: with the fused plain-SGD step straight into the weight (-lr, 1), else into
+ * grads (1, 0). */
+static float *grad_dst(const layer0 *l0, float *grads, float lr, float *alpha, float *beta)
+{
+    *alpha = l0->fused_sgd ? -lr : 1.0f;
+    *beta = l0->fused_sgd ? 1.0f : 0.0f;
+    return l0->fused_sgd ? l0->wt : grads;
+}
+
+/* ---- the sparse batch's units of work (run by mlp_run_phases) ---------------------------- */
+
+typedef struct {
+    const layer0 *l0;
+    int64_t rows;
+    int act;                 /* forward: layer 0's activation */
+    float *out;              /* forward: layer 0's output (rows, o0) */
+    const layer0_grad *grad; /* backward */
+} block_job;
+
+/* Group g's share of a CSR batch (its part) or of a CSC one (its rows), as a matrix of
+ * its own. */
+static dc_csr group_view(const dc_csr *s, const int64_t *edges, int64_t g, int transposed)
+{
+    dc_csr v = *s;
+    v.parts = 1;
+    v.col_edges = NULL;
+    if (transposed) {
+        const int64_t r0 = edges[g];
+        v.rows = edges[g + 1] - r0;
+        v.ptr = s->ptr + r0;
+    } else {
+        v.ptr = s->ptr + g * (s->rows + 1);
+    }
+    v.nnz = v.ptr[v.rows] - v.ptr[0];
+    return v;
+}
+
+/* Forward, first phase: group g's share of block b of layer 0's output (the batch's
+ * part g times rows of the block's (I, w) weight), into out for group 0 and into group
+ * g's partial-sum buffer otherwise. */
+static int head_pair(const void *job, int64_t g, int64_t b)
+{
+    const block_job *a = job;
+    const layer0 *l0 = a->l0;
+    const int64_t in0 = l0->net->sizes[0], o0 = l0->net->sizes[1];
+    const int64_t c0 = b * DC_SPMM_BLOCK, w = block_width(o0, c0);
+    float *dst = g == 0 ? a->out : l0->partial + (g - 1) * l0->partial_floats;
+    const dc_csr v = group_view(&l0->x, l0->edges, g, 0);
+    return dc_spmm_ld(dst + c0, o0, &v, l0->wt + in0 * c0, w, w, 1.0f, 0.0f, NULL,
+                      DC_ACT_IDENTITY, 0.0f);
+}
+
+/* Forward, second phase: block b's columns of layer 0's output as the groups' sum, in
+ * group order, plus bias, through the activation (ReLU and leaky ReLU inline: a kernel
+ * call per row of 64 columns costs more than the loop). */
+static int head_block(const void *job, int64_t g, int64_t b)
+{
+    const block_job *a = job;
+    const layer0 *l0 = a->l0;
+    const int64_t in0 = l0->net->sizes[0], o0 = l0->net->sizes[1];
+    const int64_t c0 = b * DC_SPMM_BLOCK, w = block_width(o0, c0);
+    const float *bias = l0->net->params + o0 * in0 + c0;
+    const float slope = l0->net->act_alpha;
+    (void)g;
+    for (int64_t r = 0; r < a->rows; ++r) {
+        float *y = a->out + r * o0 + c0;
+        for (int64_t q = 1; q < DC_SPARSE_GROUPS; ++q) {
+            const float *p = l0->partial + (q - 1) * l0->partial_floats + r * o0 + c0;
+            for (int64_t k = 0; k < w; ++k)
+                y[k] += p[k];
+        }
+        for (int64_t k = 0; k < w; ++k)
+            y[k] += bias[k];
+        if (a->act == DC_ACT_RELU) {
+            for (int64_t k = 0; k < w; ++k)
+                y[k] = y[k] > 0.0f ? y[k] : 0.0f;
+        } else if (a->act == DC_ACT_LEAKY_RELU) {
+            for (int64_t k = 0; k < w; ++k)
+                y[k] = y[k] > 0.0f ? y[k] : slope * y[k];
+        } else if (a->act != DC_ACT_IDENTITY) {
+            const int st = dc_activation_forward(y, y, w, a->act, slope);
+            if (st != DC_OK)
+                return st;
+        }
+    }
+    return DC_OK;
+}
+
+/* Backward, first phase, block b's columns of layer 0's outputs: layer 1's input and
+ * weight gradients there, the dropout and activation backward (two or more layers), and
+ * layer 0's bias gradient. The thread that takes block b ran its forward sum, so these
+ * columns of the activation are in its cache. */
+static int tail_block(const void *job, int64_t g, int64_t b)
+{
+    const block_job *a = job;
+    const layer0_grad *gr = a->grad;
+    const dc_mlp *net = a->l0->net;
+    const int64_t rows = a->rows, in0 = net->sizes[0], o0 = net->sizes[1];
+    const int64_t c0 = b * DC_SPMM_BLOCK, w = block_width(o0, c0);
+    int st = DC_OK;
+    const float *g0 = gr->dout;
+    (void)g;
+    if (net->n_layers > 1) {
+        const int64_t o1 = net->sizes[2], off1 = mlp_weight_offset(net, 1);
+        const float *d = gr->dout, *h1 = gr->inp1 + c0, *a1 = gr->out0 + c0;
+        const uint8_t *m1 = gr->mask1 != NULL ? gr->mask1 + c0 : NULL;
+        float *gb = gr->dmid + c0, *dw1 = gr->grads + off1 + c0;
+        /* layer 1: input gradient d . W1 and weight gradient d^T . h1, these columns */
+        st =
+            dc_sgemm(0, 0, rows, w, o1, 1.0f, d, o1, net->params + off1 + c0, o0, 0.0f, gb, o0);
+        if (st == DC_OK)
+            st = dc_sgemm(1, 0, o1, w, rows, 1.0f, d, o1, h1, o0, 0.0f, dw1, o0);
+        for (int64_t r = 0; r < rows && st == DC_OK; ++r) {
+            if (m1 != NULL)
+                st =
+                    dc_dropout_backward(gb + r * o0, gb + r * o0, m1 + r * o0, w, net->dropout);
+            if (st == DC_OK)
+                st = dc_activation_backward(gb + r * o0, gb + r * o0, a1 + r * o0, w, net->act,
+                                            net->act_alpha);
+        }
+        g0 = gr->dmid;
+    }
+    if (st == DC_OK)
+        st = dc_bias_backward(gr->grads + o0 * in0 + c0, g0 + c0, rows, w, o0, 0);
+    return st;
+}
+
+/* Backward, second phase: group g's rows of block b's weight gradient (or the fused SGD
+ * step on them), the product of the batch's CSC rows of group g with these columns of
+ * layer 0's output gradient. */
+static int dw_pair(const void *job, int64_t g, int64_t b)
+{
+    const block_job *a = job;
+    const layer0 *l0 = a->l0;
+    const layer0_grad *gr = a->grad;
+    const int64_t in0 = l0->net->sizes[0], o0 = l0->net->sizes[1];
+    const int64_t c0 = b * DC_SPMM_BLOCK, w = block_width(o0, c0);
+    const int64_t r0 = l0->edges[g];
+    const float *g0 = l0->net->n_layers > 1 ? gr->dmid : gr->dout;
+    float alpha, beta;
+    float *dst = grad_dst(l0, gr->grads, gr->lr, &alpha, &beta);
+    const dc_csr v = group_view(&l0->xt, l0->edges, g, 1);
+    return dc_spmm_ld(dst + in0 * c0 + r0 * w, w, &v, g0 + c0, o0, w, alpha, beta, NULL,
+                      DC_ACT_IDENTITY, 0.0f);
+}
+
+/* ---- forward and backward ---------------------------------------------------------------- */
+
+int layer0_forward(layer0 *l0, float *out, int64_t rows, int act)
+{
+    const dc_mlp *net = l0->net;
+    const int64_t in = net->sizes[0], o = net->sizes[1];
+    const float *w = net->params, *bias = net->params + o * in;
+    if (l0->is_sparse) {
+        const block_job job = {.l0 = l0, .rows = rows, .act = act, .out = out};
+        return mlp_run_phases(&job, n_blocks(l0), l0->x.nnz * o, (mlp_phase){head_pair, 1},
+                              (mlp_phase){head_block, 0});
+    }
+    if (!l0->blocked)
+        return dc_dense_forward(out, l0->dense, w, bias, rows, in, o, act, net->act_alpha);
+    int status = DC_OK;
+    for (int64_t c0 = 0; c0 < o && status == DC_OK; c0 += DC_SPMM_BLOCK) {
+        const int64_t cw = block_width(o, c0);
+        status = dc_sgemm(0, 0, rows, cw, in, 1.0f, l0->dense, in, l0->wt + in * c0, cw, 0.0f,
+                          out + c0, o);
+    }
+    if (status == DC_OK)
+        status = dc_bias_act(out, bias, rows, o, act, net->act_alpha);
+    return status;
+}
+
+int64_t layer0_backward_top(const layer0 *l0)
+{
+    return l0->is_sparse && l0->net->n_layers > 1 ? 2 : 1;
+}
+
+int layer0_backward(layer0 *l0, const layer0_grad *g)
+{
+    const dc_mlp *net = l0->net;
+    const int64_t in = net->sizes[0], o = net->sizes[1], rows = g->rows;
+    if (l0->is_sparse) {
+        const block_job job = {.l0 = l0, .rows = rows, .grad = g};
+        if (net->n_layers > 1) {
+            /* layer 1's bias gradient (the column sums of its dout), then per block */
+            const int64_t o1 = net->sizes[2];
+            const int st = dc_bias_backward(g->grads + mlp_weight_offset(net, 1) + o1 * o,
+                                            g->dout, rows, o1, o1, 0);
+            if (st != DC_OK)
+                return st;
+        }
+        return mlp_run_phases(&job, n_blocks(l0), l0->x.nnz * o, (mlp_phase){tail_block, 0},
+                              (mlp_phase){dw_pair, 1});
+    }
+    if (!l0->blocked)
+        return dc_dense_backward(NULL, g->grads, g->grads + o * in, g->dout, l0->dense,
+                                 net->params, rows, in, o, 0);
+    float alpha, beta;
+    float *dst = grad_dst(l0, g->grads, g->lr, &alpha, &beta);
+    int status = DC_OK;
+    for (int64_t c0 = 0; c0 < o && status == DC_OK; c0 += DC_SPMM_BLOCK) {
+        const int64_t cw = block_width(o, c0);
+        status = dc_sgemm(1, 0, in, cw, rows, alpha, l0->dense, in, g->dout + c0, o, beta,
+                          dst + in * c0, cw);
+    }
+    if (status == DC_OK)
+        status = dc_bias_backward(g->grads + o * in, g->dout, rows, o, o, 0);
+    return status;
+}
