@@ -118,8 +118,12 @@ static int forward_rows(float **logits, const dc_mlp *net, chunk_scratch *s,
     return status;
 }
 
-int dc_mlp_forward(float *out, const dc_mlp *net, const uint8_t *x_u8, const float *x_f32,
-                   int64_t n, float scale, float shift, int softmax)
+/* What is done with each chunk's logits. */
+typedef int (*chunk_fn)(void *ctx, const float *logits, int64_t r0, int64_t rows, int64_t c);
+
+/* The logits of x's n rows, chunk by chunk in order, handed to fn. */
+static int forward_chunks(const dc_mlp *net, const uint8_t *x_u8, const float *x_f32, int64_t n,
+                          float scale, float shift, chunk_fn fn, void *ctx)
 {
     const int64_t c = net->sizes[net->n_layers];
     const int64_t chunk = dc_min64(n, DC_MLP_CHUNK);
@@ -131,14 +135,49 @@ int dc_mlp_forward(float *out, const dc_mlp *net, const uint8_t *x_u8, const flo
         const int64_t rows = dc_min64(n - r0, chunk);
         float *logits = NULL;
         status = forward_rows(&logits, net, &s, x_u8, x_f32, r0, rows, scale, shift);
-        if (status != DC_OK)
-            break;
-        if (softmax)
-            status = dc_softmax_forward(out + r0 * c, logits, rows, c);
-        else
-            memcpy(out + r0 * c, logits, (size_t)(rows * c) * sizeof(float));
+        if (status == DC_OK)
+            status = fn(ctx, logits, r0, rows, c);
     }
     scratch_free(&s);
+    return status;
+}
+
+typedef struct {
+    float *out;
+    int softmax;
+} forward_out;
+
+static int store_chunk(void *ctx, const float *logits, int64_t r0, int64_t rows, int64_t c)
+{
+    const forward_out *f = ctx;
+    if (f->softmax)
+        return dc_softmax_forward(f->out + r0 * c, logits, rows, c);
+    memcpy(f->out + r0 * c, logits, (size_t)(rows * c) * sizeof(float));
+    return DC_OK;
+}
+
+int dc_mlp_forward(float *out, const dc_mlp *net, const uint8_t *x_u8, const float *x_f32,
+                   int64_t n, float scale, float shift, int softmax)
+{
+    forward_out f = {.out = out, .softmax = softmax};
+    return forward_chunks(net, x_u8, x_f32, n, scale, shift, store_chunk, &f);
+}
+
+typedef struct {
+    const int64_t *labels;
+    double loss_sum;
+    int64_t correct;
+} evaluation;
+
+static int score_chunk(void *ctx, const float *logits, int64_t r0, int64_t rows, int64_t c)
+{
+    evaluation *e = ctx;
+    double loss = 0.0;
+    int64_t correct = 0;
+    const int status =
+        dc_softmax_xent(NULL, NULL, &loss, &correct, logits, e->labels + r0, rows, c, 0.0f);
+    e->loss_sum += loss * (double)rows;
+    e->correct += correct;
     return status;
 }
 
@@ -146,34 +185,10 @@ int dc_mlp_evaluate(double *loss, int64_t *n_correct, const dc_mlp *net, const u
                     const float *x_f32, const int64_t *labels, int64_t n, float scale,
                     float shift)
 {
-    const int64_t c = net->sizes[net->n_layers];
-    const int64_t chunk = dc_min64(n, DC_MLP_CHUNK);
-    double loss_sum = 0.0;
-    int64_t correct = 0;
-    chunk_scratch s;
-    *loss = 0.0;
+    evaluation e = {.labels = labels};
+    const int status = forward_chunks(net, x_u8, x_f32, n, scale, shift, score_chunk, &e);
+    *loss = status == DC_OK && n > 0 ? e.loss_sum / (double)n : 0.0;
     if (n_correct)
-        *n_correct = 0;
-    if (n == 0)
-        return DC_OK;
-    int status = scratch_alloc(&s, net, n, chunk, shift);
-    for (int64_t r0 = 0; status == DC_OK && r0 < n; r0 += chunk) {
-        const int64_t rows = dc_min64(n - r0, chunk);
-        float *logits = NULL;
-        double batch_loss = 0.0;
-        int64_t batch_correct = 0;
-        status = forward_rows(&logits, net, &s, x_u8, x_f32, r0, rows, scale, shift);
-        if (status == DC_OK)
-            status = dc_softmax_xent(NULL, NULL, &batch_loss, &batch_correct, logits,
-                                     labels + r0, rows, c, 0.0f);
-        loss_sum += batch_loss * (double)rows;
-        correct += batch_correct;
-    }
-    scratch_free(&s);
-    if (status == DC_OK) {
-        *loss = loss_sum / (double)n;
-        if (n_correct)
-            *n_correct = correct;
-    }
+        *n_correct = status == DC_OK ? e.correct : 0;
     return status;
 }
