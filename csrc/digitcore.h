@@ -243,8 +243,9 @@ int64_t dc_mlp_n_params(int64_t n_layers, const int64_t *sizes);
  * as x * scale + shift. labels (n_rows) int64. lrs (n_batches) per-batch learning rate.
  * dropout masks use (seed, opt->step) so a run is reproducible. grads is scratch of
  * n_params floats (unspecified on return: on the sparse first-layer path layer 0's part
- * is transposed, or unused with plain SGD). net->sparse_input picks that path. Stops with DC_ERR_NONFINITE at the first non-finite loss or gradient
- * norm (stats->failed_batch tells which); parameters are not updated by that batch. */
+ * is transposed, or unused with plain SGD). net->sparse_input picks that path. Stops with
+ * DC_ERR_NONFINITE at the first non-finite loss or gradient norm (stats->failed_batch
+ * tells which); parameters are not updated by that batch. */
 int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float *grads,
                  const uint8_t *x_u8, const float *x_f32, const int64_t *labels,
                  const int64_t *order, int64_t n_order, int64_t batch_size, const float *lrs,
