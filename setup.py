@@ -10,16 +10,24 @@ csrc/cpu.c only calls them when the CPU has AVX2 (never -march=native).
 Build switches (environment variables):
   DIGITCORE_DEBUG=1      -O0 -g, asserts on
   DIGITCORE_SANITIZE=1   AddressSanitizer + UndefinedBehaviorSanitizer (gcc/clang)
-  DIGITCORE_OPENMP=0     build single-threaded even where the compiler has OpenMP
-  DIGITCORE_OPENMP_PREFIX  where libomp lives (macOS; default: Homebrew's)
+  DIGITCORE_OPENMP=0     build single-threaded (the only way to build without OpenMP: a
+                         compiler without a working OpenMP runtime is an error, never a
+                         quiet single-threaded build)
+  DIGITCORE_OPENMP_PREFIX  where libomp lives (macOS; default: Homebrew's prefix for the
+                         TARGET architecture)
+
+The target architecture, not the build machine's, picks the AVX2 files and the libomp
+prefix: ARCHFLAGS (macOS, set by cibuildwheel: "-arch x86_64"), else setuptools' plat_name,
+which honours _PYTHON_HOST_PLATFORM (cibuildwheel, macOS) and VSCMD_ARG_TGT_ARCH (MSVC).
 """
 
 from __future__ import annotations
 
 import glob
 import os
-import platform
+import re
 import sys
+import tempfile
 
 import numpy as np
 from Cython.Build import cythonize
@@ -34,7 +42,30 @@ def _flag(name: str, default: str = "0") -> bool:
 DEBUG = _flag("DIGITCORE_DEBUG")
 SANITIZE = _flag("DIGITCORE_SANITIZE")
 OPENMP = _flag("DIGITCORE_OPENMP", "1")
-IS_X86 = platform.machine().lower() in {"x86_64", "amd64", "i686", "x86"}
+X86_ARCHS = {"x86_64", "amd64", "x64", "i686", "i386", "x86"}
+
+
+def target_arch(plat_name: str, environ=os.environ) -> str:
+    """The architecture the extension is built FOR (lower case), e.g. "x86_64", "arm64".
+
+    macOS: ARCHFLAGS ("-arch x86_64"), which cibuildwheel sets and the compiler obeys;
+    one architecture only (a universal2 build would need per-slice AVX2 flags). Otherwise
+    the last part of setuptools' plat_name ("macosx-11.0-arm64", "linux-x86_64",
+    "win-amd64"), which follows _PYTHON_HOST_PLATFORM and VSCMD_ARG_TGT_ARCH.
+    """
+    archs = re.findall(r"-arch\s+(\S+)", environ.get("ARCHFLAGS", ""))
+    if len(set(archs)) > 1:
+        raise SystemExit(f"setup.py: ARCHFLAGS={environ['ARCHFLAGS']!r} asks for several "
+                         "architectures; build one wheel per architecture (no universal2)")
+    if archs:
+        return archs[0].lower()
+    return plat_name.rsplit("-", 1)[-1].lower()
+
+
+def homebrew_libomp(arch: str) -> str:
+    """Homebrew's libomp for a target: arm64 Homebrew lives in /opt/homebrew, Intel in /usr/local."""
+    return "/opt/homebrew/opt/libomp" if arch == "arm64" else "/usr/local/opt/libomp"
+
 
 C_SOURCES = sorted(glob.glob(os.path.join("csrc", "*.c")))
 if not C_SOURCES:
@@ -43,6 +74,30 @@ if not C_SOURCES:
 
 class BuildExt(build_ext):
     """Compile csrc/ into a static library with per-file flags, then the extension."""
+
+    def _openmp_works(self, omp_c, omp_l) -> bool:
+        """Compile and link a tiny OpenMP program with these flags (the runtime is there)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "omp_probe.c")
+            with open(src, "w") as f:
+                f.write("#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n")
+            try:
+                objs = self.compiler.compile([src], output_dir=tmp, extra_postargs=omp_c)
+                self.compiler.link_executable(objs, "omp_probe", output_dir=tmp,
+                                              extra_postargs=omp_l)
+            except Exception as e:  # CompileError / LinkError
+                self._omp_error = str(e).strip().splitlines()[-1:] or [""]
+                return False
+        return True
+
+    def _require_openmp(self, omp_c, omp_l, where: str):
+        if not self._openmp_works(omp_c, omp_l):
+            raise SystemExit(
+                f"setup.py: OpenMP does not work with this compiler ({where}): "
+                f"{self._omp_error[0]}\n"
+                "Install the OpenMP runtime (Debian/Ubuntu: libomp-dev for clang, it comes with "
+                "gcc; macOS: brew install libomp, or point DIGITCORE_OPENMP_PREFIX at it), "
+                "or build single-threaded on purpose with DIGITCORE_OPENMP=0.")
 
     def _flags(self):
         ctype = self.compiler.compiler_type
@@ -53,6 +108,7 @@ class BuildExt(build_ext):
             omp_c = omp_l = []
             if OPENMP:
                 omp_c = ["/openmp"]
+                self._require_openmp(omp_c, omp_l, "MSVC /openmp")
             return dict(base=base, strict=[], avx2=["/arch:AVX2"], omp_c=omp_c, omp_l=omp_l,
                         ext=[], link=[])
         # -fno-math-errno: nothing reads errno, and it lets gcc vectorize sqrtf loops (Adam)
@@ -70,31 +126,37 @@ class BuildExt(build_ext):
         omp_c, omp_l = [], []
         if OPENMP:
             if sys.platform == "darwin":
-                prefix = os.environ.get("DIGITCORE_OPENMP_PREFIX") or (
-                    "/opt/homebrew/opt/libomp" if platform.machine() == "arm64"
-                    else "/usr/local/opt/libomp")
-                if os.path.isdir(prefix):
-                    omp_c = ["-Xpreprocessor", "-fopenmp", f"-I{prefix}/include"]
-                    omp_l = [f"-L{prefix}/lib", "-lomp"]
+                prefix = (os.environ.get("DIGITCORE_OPENMP_PREFIX")
+                          or homebrew_libomp(self.target_arch))
+                omp_c = ["-Xpreprocessor", "-fopenmp", f"-I{prefix}/include"]
+                omp_l = [f"-L{prefix}/lib", "-lomp"]
+                where = f"libomp for {self.target_arch} in {prefix}"
             else:
                 omp_c, omp_l = ["-fopenmp"], ["-fopenmp"]
-        avx2 = ["-mavx2", "-mfma"] if IS_X86 else []
+                where = "-fopenmp"
+            self._require_openmp(omp_c, omp_l, where)
+        avx2 = ["-mavx2", "-mfma"] if self.is_x86 else []
         ext = ["-Wno-unused-function", "-Wno-unreachable-code"]
         return dict(base=base, strict=strict, avx2=avx2, omp_c=omp_c, omp_l=omp_l, ext=ext,
                     link=link)
 
     def build_extensions(self):
+        self.target_arch = target_arch(self.plat_name)
+        self.is_x86 = self.target_arch in X86_ARCHS
+        print(f"digitcore: building for {self.target_arch} "
+              f"({'AVX2 kernels included' if self.is_x86 else 'no AVX2 kernels'}, "
+              f"OpenMP {'on' if OPENMP else 'off (DIGITCORE_OPENMP=0)'})")
         f = self._flags()
         objects = []
         tmp = os.path.join(self.build_temp, "csrc")
         for src in C_SOURCES:
             is_avx2 = src.endswith("_avx2.c")
-            if is_avx2 and not IS_X86:
+            if is_avx2 and not self.is_x86:
                 continue
             extra = f["base"] + f["strict"] + f["omp_c"] + (f["avx2"] if is_avx2 else [])
             objects += self.compiler.compile(
                 [src], output_dir=tmp, include_dirs=["csrc"], extra_postargs=extra,
-                macros=[("DIGITCORE_HAVE_AVX2_TU", "1")] if IS_X86 else [],
+                macros=[("DIGITCORE_HAVE_AVX2_TU", "1")] if self.is_x86 else [],
                 depends=glob.glob(os.path.join("csrc", "*.h")))
         lib_dir = os.path.join(self.build_temp, "lib")
         self.compiler.create_static_lib(objects, "digitcore_kernels", output_dir=lib_dir)
@@ -108,22 +170,27 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
-extensions = [
-    Extension(
-        "digitcore._ops",
-        sources=["src/digitcore/_ops.pyx"],
-        include_dirs=["csrc", np.get_include()],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION"),
-                       ("NPY_TARGET_VERSION", "NPY_2_0_API_VERSION")],
-    )
-]
+def main():
+    extensions = [
+        Extension(
+            "digitcore._ops",
+            sources=["src/digitcore/_ops.pyx"],
+            include_dirs=["csrc", np.get_include()],
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION"),
+                           ("NPY_TARGET_VERSION", "NPY_2_0_API_VERSION")],
+        )
+    ]
 
-setup(
-    ext_modules=cythonize(
-        extensions,
-        compiler_directives={"language_level": 3, "boundscheck": False, "wraparound": False,
-                             "cdivision": True, "initializedcheck": False},
-        annotate=False,
-    ),
-    cmdclass={"build_ext": BuildExt},
-)
+    setup(
+        ext_modules=cythonize(
+            extensions,
+            compiler_directives={"language_level": 3, "boundscheck": False, "wraparound": False,
+                                 "cdivision": True, "initializedcheck": False},
+            annotate=False,
+        ),
+        cmdclass={"build_ext": BuildExt},
+    )
+
+
+if __name__ == "__main__":  # setuptools runs setup.py as __main__; .ci/check_setup.py imports it
+    main()

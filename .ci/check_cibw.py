@@ -1,0 +1,64 @@
+"""Check the options cibuildwheel itself computes from pyproject.toml, per platform.
+
+Run with the Python that has cibuildwheel (the tools venv of .ci/run), from the repository:
+    python .ci/check_cibw.py
+A platform table replaces the global value of an option unless it inherits (cibuildwheel's
+configuration docs), so this asks cibuildwheel, not the TOML, what each build gets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+from cibuildwheel.options import CommandLineArguments, compute_options
+
+ROOT = Path(__file__).resolve().parent.parent
+# identifier -> environment variables that build must get (value None: any value)
+WANT_ENV = {
+    "cp311-manylinux_x86_64": {"NPY_TARGET_VERSION": "2.0"},
+    "cp314-macosx_arm64": {"NPY_TARGET_VERSION": "2.0", "DIGITCORE_OPENMP": "0"},
+    "cp311-macosx_x86_64": {"NPY_TARGET_VERSION": "2.0", "DIGITCORE_OPENMP": "0"},
+    "cp313-win_amd64": {"NPY_TARGET_VERSION": "2.0"},
+}
+# identifier -> (test-requires that must be there, must not be there)
+WANT_TEST = {
+    "cp312-macosx_arm64": ({"scikit-learn", "torch"}, set()),
+    "cp312-win_amd64": ({"scikit-learn", "torch"}, set()),
+    "cp312-manylinux_x86_64": ({"scikit-learn"}, {"torch"}),
+    "cp312-musllinux_x86_64": (set(), {"scikit-learn", "torch"}),
+    "cp311-macosx_x86_64": (set(), {"torch"}),
+}
+PLATFORM = {"manylinux": "linux", "musllinux": "linux", "macosx": "macos", "win": "windows"}
+
+
+def options_for(identifier: str):
+    platform = PLATFORM[identifier.split("-", 1)[1].split("_", 1)[0]]
+    args = dataclasses.replace(CommandLineArguments.defaults(), platform=platform,
+                               package_dir=ROOT, config_file=str(ROOT / "pyproject.toml"))
+    return compute_options(platform, args, env={}).build_options(identifier)
+
+
+def main() -> int:
+    bad = []
+    for ident, want in WANT_ENV.items():
+        env = options_for(ident).environment.as_dictionary(prev_environment={})
+        for k, v in want.items():
+            if env.get(k) != v:
+                bad.append(f"{ident}: environment {k}={env.get(k)!r}, want {v!r} (all: {env})")
+        print(f"{ident}: environment {env}")
+    for ident, (must, must_not) in WANT_TEST.items():
+        reqs = {r.split("=")[0].split("<")[0].split(">")[0].strip()
+                for r in options_for(ident).test_requires}
+        if not must <= reqs or reqs & must_not:
+            bad.append(f"{ident}: test-requires {sorted(reqs)}, want {sorted(must)} "
+                       f"and none of {sorted(must_not)}")
+        print(f"{ident}: test-requires {sorted(reqs)}")
+    for b in bad:
+        print("ERROR:", b, file=sys.stderr)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
