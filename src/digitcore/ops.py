@@ -11,31 +11,37 @@ docstring says "in place" update their array arguments and return None (or a sca
 
 Layer ops
 ---------
-activation_forward(x, kind, alpha=0.01, out=None)
-activation_backward(dout, out_fwd, kind, alpha=0.01, out=None)
-relu_forward / leaky_relu_forward / sigmoid_forward / tanh_forward (and ``*_backward``)
-dense_forward(x, weight, bias=None, activation=None, alpha=0.01, out=None)
-dense_backward(dout, x, weight, *, compute_dinp=True, compute_dbias=True, accumulate=False,
-               dinp=None, dweight=None, dbias=None) -> (dinp, dweight, dbias)
-softmax(logits, out=None)
-softmax_cross_entropy(logits, labels, label_smoothing=0.0, *, probs=None, dlogits=None,
-                      return_n_correct=False) -> (loss, probs, dlogits[, n_correct])
-gather_u8(x, idx=None, scale=1/255, shift=0.0, out=None), gather_f32(...)
-dropout_forward(x, p, seed, stream=0, out=None, mask=None) -> (out, mask)
-dropout_backward(dout, mask, p, out=None)
-hash64(seed, stream, i)
+::
+
+    activation_forward(x, kind, alpha=0.01, out=None)
+    activation_backward(dout, out_fwd, kind, alpha=0.01, out=None)
+    relu_forward / leaky_relu_forward / sigmoid_forward / tanh_forward (and ``*_backward``)
+    dense_forward(x, weight, bias=None, activation=None, alpha=0.01, out=None)
+    dense_backward(dout, x, weight, *, compute_dinp=True, compute_dbias=True, accumulate=False,
+                   dinp=None, dweight=None, dbias=None) -> (dinp, dweight, dbias)
+    softmax(logits, out=None)
+    softmax_cross_entropy(logits, labels, label_smoothing=0.0, *, probs=None, dlogits=None,
+                          return_n_correct=False) -> (loss, probs, dlogits[, n_correct])
+    gather_u8(x, idx=None, scale=1/255, shift=0.0, out=None), gather_f32(...)
+    dropout_forward(x, p, seed, stream=0, out=None, mask=None) -> (out, mask)
+    dropout_backward(dout, mask, p, out=None)
+    hash64(seed, stream, i)
 
 Optimizer ops (in place)
 ------------------------
-sgd_update(param, grad, velocity=None, lr=0.01, momentum=0.0, nesterov=False, l2=0.0)
-rmsprop_update(param, grad, sq_avg, lr=0.01, rho=0.99, eps=1e-8, l2=0.0)
-adam_update(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, l2=0.0,
-            weight_decay=0.0)
-sum_squares(x), scale_inplace(x, s), clip_grad_norm(grads, max_norm, eps=1e-6)
+::
+
+    sgd_update(param, grad, velocity=None, lr=0.01, momentum=0.0, nesterov=False, l2=0.0)
+    rmsprop_update(param, grad, sq_avg, lr=0.01, rho=0.99, eps=1e-8, l2=0.0)
+    adam_update(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, l2=0.0,
+                weight_decay=0.0)
+    sum_squares(x), scale_inplace(x, s), clip_grad_norm(grads, max_norm, eps=1e-6)
 
 GEMM
 ----
-gemm(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None), gemm_ref(...)
+::
+
+    gemm(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None), gemm_ref(...)
 
 Examples
 --------
