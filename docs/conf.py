@@ -30,9 +30,10 @@ extensions = [
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 root_doc = "index"
-# developer notes stay in the repository, not in the user documentation
-exclude_patterns = ["_build", "ARCHITECTURE.md", "DESIGN.md", "STYLE.md", "RELEASING.md",
-                    "**.ipynb_checkpoints"]
+# only these pages: the developer notes beside them in docs/ (ARCHITECTURE.md, RELEASING.md,
+# ...) stay in the repository, and a new note there cannot break the build
+include_patterns = ["index.md", "guide.md", "tutorial.ipynb", "reference/*.rst"]
+exclude_patterns = ["_build", "jupyter_execute", "**.ipynb_checkpoints"]
 html_theme = "pydata_sphinx_theme"
 html_title = f"digitcore {release}"
 html_theme_options = {"navigation_with_keys": False}
