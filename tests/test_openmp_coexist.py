@@ -82,6 +82,8 @@ def alone():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("DIGITCORE_SANITIZED") == "1",
+                    reason="under the ASan preload, torch and sklearn are not what users load")
 @pytest.mark.parametrize("order", ORDERS, ids=["-".join(o) for o in ORDERS])
 def test_openmp_runtimes_coexist(order, alone):
     for m in order:
