@@ -186,6 +186,40 @@ int dc_dropout_forward(float *out, uint8_t *mask, const float *inp, int64_t n, f
 int dc_dropout_backward(float *dinp, const float *dout, const uint8_t *mask, int64_t n,
                         float p);
 
+/* ---- augmentation (augment.c) ----------------------------------------------------------
+ * Random deformations of training images, composed into one inverse map per image and
+ * resampled bilinearly once (zero outside the image). Each parameter is drawn uniformly
+ * from [-max, max] per image; 0 switches that part off. */
+typedef struct {
+    float rotate;       /* degrees */
+    float shear;        /* degrees of horizontal shear */
+    float scale;        /* relative, each axis on its own: factors in [1 - scale, 1 + scale] */
+    float translate;    /* pixels, each axis on its own */
+    float alpha;        /* elastic: pixels of displacement per unit of field (0: off) */
+    float thickness;    /* stroke, in [0, 1): intensity curve v / (1 - u) (thicker, u > 0)
+                         * or (v + u) / (1 + u) (thinner), clamped to the value range */
+    const float *bank;  /* (2, bank_size, bank_size) smoothed fields (dc_elastic_bank), or
+                         * NULL: no elastic part */
+    int64_t bank_size;  /* a power of two */
+    int64_t height, width; /* of each image; rows have height * width values */
+} dc_augment;
+
+/* Draws per image: image r of a call uses dc_hash64(seed, stream, r * DC_AUG_DRAWS + k). */
+#define DC_AUG_DRAWS 8
+
+/* bank (2, size, size) = two fields, uniform [-1, 1) values dc_hash64(seed, stream, i)
+ * (i = component * size^2 + y * size + x) smoothed by a periodic Gaussian of std sigma
+ * (normalized, radius (int)(4 sigma + 0.5)), rows then columns, summed in double. size a
+ * power of two; sigma in (0, 64]. */
+int dc_elastic_bank(float *bank, int64_t size, float sigma, uint64_t seed, uint64_t stream);
+/* out (B,H,W) = images idx[0..B) (idx may be NULL: 0..B) of inp (N,H,W), each deformed
+ * by its own draw. uint8: resampled in [0, 255], rounded half up. Identical for any
+ * thread count. */
+int dc_augment_u8(uint8_t *out, const uint8_t *inp, const int64_t *idx, int64_t B,
+                  const dc_augment *aug, uint64_t seed, uint64_t stream);
+int dc_augment_f32(float *out, const float *inp, const int64_t *idx, int64_t B,
+                   const dc_augment *aug, uint64_t seed, uint64_t stream);
+
 /* ---- whole network (mlp_*.c) ------------------------------------------------------------ */
 /* A fully connected network of n_layers Dense layers; sizes has n_layers+1 entries.
  * Parameters live in one flat float32 array: for layer l, weight (sizes[l+1], sizes[l])

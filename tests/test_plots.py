@@ -214,3 +214,15 @@ def test_missing_matplotlib_message(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_mpl)
     with pytest.raises(ImportError, match=r"pip install 'digitcore\[plot\]'"):
         plots.plot_samples(np.zeros((2, 28, 28)))
+
+
+def test_plot_augmented(tmp_path):
+    x, _ = _digits(5)
+    path = tmp_path / "aug.png"
+    fig = plots.plot_augmented(x, "full", n=3, k=4, path=path, seed=1)
+    check_png(path)
+    assert len(fig.axes) == 3 * 5
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        plots.plot_augmented(x, "warp")
+    with pytest.raises(ValueError, match="k must be a positive int"):
+        plots.plot_augmented(x, "affine", k=0)

@@ -35,9 +35,11 @@ _LAZY = {
     "load_model": "digitcore.modelio",
     "save_model": "digitcore.modelio",
     "preprocess_image": "digitcore.imaging",
+    "Augment": "digitcore.augment",
 }
 _SUBMODULES = {"ops", "ops_ref", "optim", "metrics", "plots", "datasets", "idx", "network",
-               "trainer", "modelio", "imaging", "estimator", "cli", "presets", "serve"}
+               "trainer", "modelio", "imaging", "estimator", "cli", "presets", "serve",
+               "augment"}
 
 __all__ = sorted(
     ["__version__", "DigitcoreError", "DatasetError", "ModelFormatError", "KernelError",

@@ -66,6 +66,25 @@ cdef extern from "digitcore.h" nogil:
     int dc_dropout_backward(float *dinp, const float *dout, const uint8_t *mask, int64_t n,
                             float p)
 
+    ctypedef struct dc_augment:
+        float rotate
+        float shear
+        float scale
+        float translate
+        float alpha
+        float thickness
+        const float *bank
+        int64_t bank_size
+        int64_t height
+        int64_t width
+    enum:
+        DC_AUG_DRAWS
+    int dc_elastic_bank(float *bank, int64_t size, float sigma, uint64_t seed, uint64_t stream)
+    int dc_augment_u8(uint8_t *out, const uint8_t *inp, const int64_t *idx, int64_t B,
+                      const dc_augment *aug, uint64_t seed, uint64_t stream)
+    int dc_augment_f32(float *out, const float *inp, const int64_t *idx, int64_t B,
+                       const dc_augment *aug, uint64_t seed, uint64_t stream)
+
     ctypedef struct dc_mlp:
         int64_t n_layers
         const int64_t *sizes

@@ -1023,4 +1023,5 @@ def dropout_backward(dout, mask, p, out=None):
     return o
 
 
+include "_augment.pxi"
 include "_mlp.pxi"

@@ -27,6 +27,12 @@ Layer ops
     dropout_backward(dout, mask, p, out=None)
     hash64(seed, stream, i)
 
+Augmentation
+------------
+elastic_bank(size=128, sigma=4.0, seed=0, stream=0, out=None) -> (2, size, size) fields
+augment(x, idx=None, *, rotate=0.0, shear=0.0, scale=0.0, translate=0.0, alpha=0.0,
+        thickness=0.0, bank=None, seed=0, stream=0, out=None) -> images like x[idx]
+
 Optimizer ops (in place)
 ------------------------
 ::
@@ -59,11 +65,13 @@ from digitcore._ops import (
     activation_backward,
     activation_forward,
     adam_update,
+    augment,
     clip_grad_norm,
     dense_backward,
     dense_forward,
     dropout_backward,
     dropout_forward,
+    elastic_bank,
     gather_f32,
     gather_u8,
     gemm,
@@ -96,4 +104,5 @@ __all__ = [
     "sgd_update", "rmsprop_update", "adam_update",
     "sum_squares", "scale_inplace", "clip_grad_norm",
     "hash64", "dropout_forward", "dropout_backward",
+    "elastic_bank", "augment",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "sgd_update", "rmsprop_update", "adam_update",
     "sum_squares", "scale_inplace", "clip_grad_norm",
     "hash64", "dropout_forward", "dropout_backward",
+    "elastic_bank", "augment",
 ]
 
 _ACTS = {None: "identity", "identity": "identity", "linear": "identity", "relu": "relu",
@@ -337,3 +338,132 @@ def dropout_backward(dout, mask, p, out=None):
     else:
         scale = dout.dtype.type(1.0 / (1.0 - p))
     return _store(np.where(np.asarray(mask) != 0, dout * scale, dout.dtype.type(0)), out)
+
+
+# ---- augmentation ----------------------------------------------------------------------------
+
+_AUG_DRAWS = 8
+
+
+def _sym(h):
+    """Uniform in [-1, 1) from 24 bits of each hash, exactly as the kernel's float32."""
+    return (h >> np.uint64(40)).astype(np.float64) * 2.0 ** -23 - 1.0
+
+
+def elastic_bank(size=128, sigma=4.0, seed=0, stream=0, out=None):
+    """Two uniform [-1, 1) fields smoothed by a normalized periodic Gaussian (float64 sums)."""
+    n = size * size
+    u = _sym(hash64(seed, stream, np.arange(2 * n, dtype=np.uint64))).reshape(2, size, size)
+    s2 = float(np.float32(sigma)) ** 2
+    radius = int(4.0 * float(np.float32(sigma)) + 0.5)
+    ks = np.arange(-radius, radius + 1)
+    kern = np.exp(-0.5 * ks.astype(np.float64) ** 2 / s2)
+    kern = kern / kern.sum()
+    res = np.empty((2, size, size), np.float32)
+    for c in range(2):
+        t = np.zeros((size, size))
+        for k, w in zip(ks, kern):
+            t += w * np.roll(u[c], -k, axis=1)
+        f = np.zeros((size, size))
+        for k, w in zip(ks, kern):
+            f += w * np.roll(t, -k, axis=0)
+        res[c] = f
+    return _store(res, out)
+
+
+def _augment_draws(b, rotate, shear, scale, translate, alpha, thickness, bank, seed, stream,
+                   height, width):
+    """Per image: the inverse map M (b,2,2), offsets (b,2), elastic terms and stroke curve,
+    as the kernel draws them (parameters as float32, trigonometry in float64, then
+    rounded to float32 once)."""
+    f32 = lambda v: float(np.float32(v))  # noqa: E731
+    r = np.arange(b, dtype=np.uint64)
+    h = [hash64(seed, stream, r * np.uint64(_AUG_DRAWS) + np.uint64(k))
+         for k in range(_AUG_DRAWS)]
+    deg = 0.017453292519943295
+    th = f32(rotate) * deg * _sym(h[0])
+    sh = np.tan(f32(shear) * deg * _sym(h[1]))
+    sx = 1.0 + f32(scale) * _sym(h[2])
+    sy = 1.0 + f32(scale) * _sym(h[3])
+    tx = f32(translate) * _sym(h[4])
+    ty = f32(translate) * _sym(h[5])
+    c, s = np.cos(th), np.sin(th)
+    n00, n01, n10, n11 = c + sh * s, s - sh * c, -s, c
+    m00, m01, m10, m11 = n00 / sx, n01 / sx, n10 / sy, n11 / sy
+    cx, cy = 0.5 * (width - 1), 0.5 * (height - 1)
+    d = {"m00": m00, "m01": m01, "m10": m10, "m11": m11,
+         "bx": cx - m00 * (cx + tx) - m01 * (cy + ty),
+         "by": cy - m10 * (cx + tx) - m11 * (cy + ty)}
+    d = {k: v.astype(np.float32) for k, v in d.items()}
+    d["elastic"] = None
+    if f32(alpha) != 0.0 and bank is not None:
+        size = bank.shape[1]
+        e = h[6]
+        ox = (e & np.uint64(0xFFFF)).astype(np.int64) & (size - 1)
+        oy = ((e >> np.uint64(16)) & np.uint64(0xFFFF)).astype(np.int64) & (size - 1)
+        a = np.float32(alpha)
+        ax = np.where((e >> np.uint64(32)) & np.uint64(1), -a, a).astype(np.float32)
+        ay = np.where((e >> np.uint64(33)) & np.uint64(1), -a, a).astype(np.float32)
+        swap = ((e >> np.uint64(34)) & np.uint64(1)).astype(bool)
+        d["elastic"] = (ox, oy, ax, ay, swap)
+    gain = np.ones(b, np.float32)
+    bias = np.zeros(b, np.float32)
+    if f32(thickness) != 0.0:
+        u = np.float32(thickness) * (np.float32(2.0) * (h[7] >> np.uint64(40)).astype(
+            np.float32) * np.float32(2.0 ** -24) - np.float32(1.0))
+        one = np.float32(1.0)
+        gain = np.where(u >= 0, one / (one - u), one / (one + u)).astype(np.float32)
+        bias = np.where(u >= 0, np.float32(0.0), u / (one + u)).astype(np.float32)
+    d["gain"], d["bias"] = gain, bias
+    return d
+
+
+def augment(x, idx=None, *, rotate=0.0, shear=0.0, scale=0.0, translate=0.0, alpha=0.0,
+            thickness=0.0, bank=None, seed=0, stream=0, out=None):
+    """Reference of ``ops.augment``: per image, source = M . p + b (+ elastic window of
+    ``bank``), bilinear from the image padded with zeros, then the stroke curve; float32
+    arithmetic as the kernel does it, all images at once."""
+    x = np.asarray(x)
+    if idx is not None:
+        x = x[np.asarray(idx, dtype=np.int64)]
+    b, hh, ww = x.shape
+    d = _augment_draws(b, rotate, shear, scale, translate, alpha, thickness, bank, seed,
+                       stream, hh, ww)
+    col = lambda v: v[:, None, None]  # noqa: E731
+    ys, xs = np.meshgrid(np.arange(hh, dtype=np.float32), np.arange(ww, dtype=np.float32),
+                         indexing="ij")
+    sx = col(d["m00"]) * xs + (col(d["m01"]) * ys + col(d["bx"]))
+    sy = col(d["m10"]) * xs + (col(d["m11"]) * ys + col(d["by"]))
+    if d["elastic"] is not None:
+        ox, oy, ax, ay, swap = d["elastic"]
+        size = bank.shape[1]
+        rows = (np.arange(hh)[None, :] + oy[:, None]) & (size - 1)      # (b, H)
+        cols = (np.arange(ww)[None, :] + ox[:, None]) & (size - 1)      # (b, W)
+        fx = bank[0][rows[:, :, None], cols[:, None, :]]
+        fy = bank[1][rows[:, :, None], cols[:, None, :]]
+        fx, fy = np.where(col(swap), fy, fx), np.where(col(swap), fx, fy)
+        sx = sx + col(ax) * fx
+        sy = sy + col(ay) * fy
+    sx = np.nan_to_num(sx + np.float32(1.0), nan=0.0)
+    sy = np.nan_to_num(sy + np.float32(1.0), nan=0.0)
+    sx = np.clip(sx, np.float32(0.0), np.float32(ww + 1))
+    sy = np.clip(sy, np.float32(0.0), np.float32(hh + 1))
+    ix, iy = sx.astype(np.int64), sy.astype(np.int64)
+    wx, wy = sx - ix.astype(np.float32), sy - iy.astype(np.float32)
+    pad = np.zeros((b, hh + 3, ww + 3), np.float32)
+    pad[:, 1:hh + 1, 1:ww + 1] = x
+    bi = np.arange(b)[:, None, None]
+    p00, p01 = pad[bi, iy, ix], pad[bi, iy, ix + 1]
+    p10, p11 = pad[bi, iy + 1, ix], pad[bi, iy + 1, ix + 1]
+    top = p00 + wx * (p01 - p00)
+    bot = p10 + wx * (p11 - p10)
+    v = top + wy * (bot - top)
+    rng = np.float32(255.0 if x.dtype == np.uint8 else 1.0)
+    stroke = (d["gain"] != 1) | (d["bias"] != 0)
+    vs = np.clip(v * col(d["gain"]) + col(d["bias"] * rng), np.float32(0.0), rng)
+    v = np.where(col(stroke), vs, v)
+    if x.dtype == np.uint8:
+        v = (np.clip(v, np.float32(0.0), np.float32(255.0)) + np.float32(0.5)).astype(np.uint8)
+    else:
+        v = v.astype(np.float32)
+    return _store(v, out)

@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 __all__ = ["plot_history", "plot_confusion_matrix", "plot_mistakes", "plot_samples",
-           "plot_first_layer"]
+           "plot_first_layer", "plot_augmented"]
 
 _DPI = 100
 
@@ -380,4 +380,57 @@ def plot_first_layer(network_or_weights, n=64, path=None, ncols=None):
     ax.set_xticks([])
     ax.set_yticks([])
     fig.suptitle(f"first-layer weights ({count} of {w.shape[0]} units)")
+    return _finish(fig, path)
+
+
+def plot_augmented(images, augment="full", n=6, k=7, path=None, seed=0, title=None):
+    """A grid of augmented samples: each row one of the first `n` images, then `k`
+    random deformations of it, as training draws them.
+
+    Parameters
+    ----------
+    images : array_like, shape (m, h, w) or (m, h*w); uint8 or float in [0, 1]
+    augment : str, dict or digitcore.Augment
+        What :class:`digitcore.Trainer` would take as ``augment``.
+    n, k : int
+        Rows (images) and deformations per row.
+    path : str or os.PathLike, optional
+        Also save the figure there as PNG.
+    seed : int
+        The deformations are those of ``Augment.apply(..., seed, stream=j)`` for column j.
+    title : str, optional
+        Defaults to the augmentation's parameters.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from digitcore.augment import get_augment
+
+    aug = get_augment(augment)
+    if aug is None:
+        raise ValueError("augment must name a deformation, got None")
+    imgs = _as_images(images)
+    for name, v in (("n", n), ("k", k)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    rows = min(int(n), imgs.shape[0])
+    if rows == 0:
+        raise ValueError("no images to plot")
+    src = imgs[:rows]
+    if src.dtype != np.uint8:
+        src = src.astype(np.float32)
+    variants = [aug.apply(src, seed=seed, stream=j) for j in range(int(k))]
+    cols = int(k) + 1
+    if title is None:
+        skip = {"bank_size"} | (set() if aug.elastic else {"sigma"})
+        title = ", ".join(f"{key} {v:g}" for key, v in aug.to_dict().items()
+                          if v and key not in skip)
+    fig = _figure(1.0 * cols, 1.0 * rows + 0.5, constrained=False)
+    axes = _grid_axes(fig, rows, cols, title_space=0.35)
+    for i in range(rows):
+        _show_digit(axes[i * cols], src[i], "original" if i == 0 else None)
+        for j in range(int(k)):
+            _show_digit(axes[i * cols + j + 1], variants[j][i])
+    fig.suptitle(title, fontsize=9)
     return _finish(fig, path)

@@ -1,0 +1,275 @@
+/*
+ * augment.c -- random deformations of training images (Simard et al. 2003, Ciresan et al.
+ * 2010): affine (rotation, horizontal shear, per-axis scale, translation), elastic
+ * distortion and stroke thickness, composed into one inverse map, so each image takes one
+ * bilinear pass.
+ *
+ * Randomness is counter-based: sample r of a call draws its parameters from
+ * dc_hash64(seed, stream, r * DC_AUG_DRAWS + k), so an image's deformation depends only on
+ * (seed, stream, r) and never on the thread count. Training passes the update step as the
+ * stream and the row within the batch as r.
+ *
+ * Elastic fields: smoothing two uniform [-1, 1] fields with a Gaussian for every image
+ * would cost ~2 * 784 * 2 * (8 sigma + 1) multiply-adds (~80 K at sigma 4: ~20 us), more
+ * than a training step spends on the image. Instead a bank of two periodic S x S fields is
+ * smoothed once (dc_elastic_bank, separable 1-D Gaussians, ~2 ms for S = 128; Trainer
+ * redraws it every epoch), and each image reads an H x W window of it at a random offset,
+ * with the two components randomly negated and swapped. Each component of the bank is a
+ * stationary, isotropic random field, independent of the other; those operations leave
+ * that distribution unchanged, so every window is a draw of Simard's field (neighbouring
+ * windows are correlated, which matters little for a bank redrawn every epoch).
+ */
+#include "digitcore.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Below this many output pixels a call stays on one thread (one 28 x 28 image costs
+ * ~2-4 us; a parallel region's fork/join ~5-10 us). */
+#define AUG_PARALLEL_MIN ((int64_t)8 * 784)
+
+/* same hash as nn.c's dropout (dc_hash64): uniforms of 24 bits, exact in float */
+static inline float u24(uint64_t h) { return (float)(h >> 40) * (1.0f / 16777216.0f); }
+/* uniform in [-1, 1) */
+static inline float sym(uint64_t h) { return 2.0f * u24(h) - 1.0f; }
+
+#define DEG2RAD 0.017453292519943295
+
+int dc_elastic_bank(float *bank, int64_t size, float sigma, uint64_t seed, uint64_t stream)
+{
+    if (size < 1 || (size & (size - 1)) != 0 || !(sigma > 0.0f) || !(sigma <= 64.0f))
+        return DC_ERR_ARG;
+    const int64_t n = size * size, mask = size - 1;
+    const int64_t radius = (int64_t)(4.0 * (double)sigma + 0.5);
+    double *kern = malloc((size_t)(2 * radius + 1) * sizeof(double));
+    double *tmp = malloc((size_t)n * sizeof(double));
+    if (!kern || !tmp) {
+        free(kern);
+        free(tmp);
+        return DC_ERR_NOMEM;
+    }
+    double ksum = 0.0;
+    for (int64_t k = -radius; k <= radius; ++k) {
+        kern[k + radius] = exp(-0.5 * (double)(k * k) / ((double)sigma * (double)sigma));
+        ksum += kern[k + radius];
+    }
+    for (int64_t k = 0; k <= 2 * radius; ++k)
+        kern[k] /= ksum;
+    /* (x + k) & mask is x + k modulo size also for negative x + k: offset by whole
+     * periods first so the operand stays non-negative. */
+    const int64_t off = (radius / size + 1) * size;
+    for (int64_t comp = 0; comp < 2; ++comp) {
+        float *f = bank + comp * n;
+        for (int64_t i = 0; i < n; ++i)
+            f[i] = sym(dc_hash64(seed, stream, (uint64_t)(comp * n + i)));
+        /* along x (rows), then along y (columns), periodic, summed in double */
+        for (int64_t y = 0; y < size; ++y)
+            for (int64_t x = 0; x < size; ++x) {
+                double s = 0.0;
+                for (int64_t k = -radius; k <= radius; ++k)
+                    s += kern[k + radius] * (double)f[y * size + ((x + k + off) & mask)];
+                tmp[y * size + x] = s;
+            }
+        for (int64_t y = 0; y < size; ++y)
+            for (int64_t x = 0; x < size; ++x) {
+                double s = 0.0;
+                for (int64_t k = -radius; k <= radius; ++k)
+                    s += kern[k + radius] * tmp[((y + k + off) & mask) * size + x];
+                f[y * size + x] = (float)s;
+            }
+    }
+    free(kern);
+    free(tmp);
+    return DC_OK;
+}
+
+/* One image's inverse map and intensity curve, drawn from its counter. */
+typedef struct {
+    float m00, m01, m10, m11; /* inverse linear part */
+    float bx, by;             /* source = M . (p - c - t) + c  =  M . p + (bx, by) */
+    float ax, ay;             /* elastic: source += (ax * fx[p], ay * fy[p]) */
+    const float *fx, *fy;     /* the bank's components, possibly swapped */
+    int64_t ox, oy;           /* window offset in the bank */
+    float gain, bias;         /* stroke: v -> clamp(v * gain + bias * range, 0, range) */
+} aug_draw;
+
+static void draw(aug_draw *d, const dc_augment *a, uint64_t seed, uint64_t stream, int64_t r)
+{
+    uint64_t h[DC_AUG_DRAWS];
+    for (int k = 0; k < DC_AUG_DRAWS; ++k)
+        h[k] = dc_hash64(seed, stream, (uint64_t)r * DC_AUG_DRAWS + (uint64_t)k);
+    /* forward map A = R(theta) . Shear(phi) . diag(sx, sy), then + t; its inverse
+     * diag(1/sx, 1/sy) . Shear(-phi) . R(-theta), in double, then rounded once */
+    const double th = (double)a->rotate * DEG2RAD * (double)sym(h[0]);
+    const double sh = tan((double)a->shear * DEG2RAD * (double)sym(h[1]));
+    const double sx = 1.0 + (double)a->scale * (double)sym(h[2]);
+    const double sy = 1.0 + (double)a->scale * (double)sym(h[3]);
+    const double tx = (double)a->translate * (double)sym(h[4]);
+    const double ty = (double)a->translate * (double)sym(h[5]);
+    const double c = cos(th), s = sin(th);
+    /* R(-theta) = [[c, s], [-s, c]]; Shear(-phi) = [[1, -sh], [0, 1]] */
+    const double n00 = c + sh * s, n01 = s - sh * c, n10 = -s, n11 = c;
+    const double m00 = n00 / sx, m01 = n01 / sx, m10 = n10 / sy, m11 = n11 / sy;
+    const double cx = 0.5 * (double)(a->width - 1), cy = 0.5 * (double)(a->height - 1);
+    d->m00 = (float)m00;
+    d->m01 = (float)m01;
+    d->m10 = (float)m10;
+    d->m11 = (float)m11;
+    d->bx = (float)(cx - m00 * (cx + tx) - m01 * (cy + ty));
+    d->by = (float)(cy - m10 * (cx + tx) - m11 * (cy + ty));
+    d->ax = d->ay = 0.0f;
+    d->fx = d->fy = NULL;
+    d->ox = d->oy = 0;
+    if (a->alpha != 0.0f && a->bank != NULL) {
+        const int64_t S = a->bank_size;
+        const uint64_t e = h[6];
+        d->ox = (int64_t)(e & 0xFFFF) & (S - 1);
+        d->oy = (int64_t)((e >> 16) & 0xFFFF) & (S - 1);
+        d->ax = (e >> 32) & 1 ? -a->alpha : a->alpha;
+        d->ay = (e >> 33) & 1 ? -a->alpha : a->alpha;
+        const int swap = (int)((e >> 34) & 1);
+        d->fx = a->bank + (swap ? S * S : 0);
+        d->fy = a->bank + (swap ? 0 : S * S);
+    }
+    d->gain = 1.0f;
+    d->bias = 0.0f;
+    if (a->thickness != 0.0f) {
+        /* u > 0 thickens: v / (1 - u) saturates the stroke's anti-aliased rim; u < 0
+         * thins: (v + u) / (1 + u) cuts it. On MNIST's soft edges (~2 px ramps) that
+         * moves the edge by up to about a pixel, like a grey dilation or erosion. */
+        const float u = a->thickness * sym(h[7]);
+        if (u >= 0.0f) {
+            d->gain = 1.0f / (1.0f - u);
+        } else {
+            d->gain = 1.0f / (1.0f + u);
+            d->bias = u / (1.0f + u);
+        }
+    }
+}
+
+/* Sample one image: src (H, W) values already copied into pad ((H + 3) x (W + 3), one
+ * zero row/column before, two after), out (H, W) floats in the input's range. */
+static void warp(float *out, const float *pad, const aug_draw *d, const dc_augment *a,
+                 float range)
+{
+    const int64_t H = a->height, W = a->width, P = W + 3;
+    const int64_t mask = a->bank_size - 1, S = a->bank_size;
+    const float xmax = (float)(W + 1), ymax = (float)(H + 1);
+    const int stroke = d->gain != 1.0f || d->bias != 0.0f;
+    const float brange = d->bias * range;
+    for (int64_t y = 0; y < H; ++y) {
+        const float fy = (float)y;
+        const float rx = d->m01 * fy + d->bx, ry = d->m11 * fy + d->by;
+        const float *ex = d->fx ? d->fx + ((y + d->oy) & mask) * S : NULL;
+        const float *ey = d->fy ? d->fy + ((y + d->oy) & mask) * S : NULL;
+        for (int64_t x = 0; x < W; ++x) {
+            const float fx = (float)x;
+            float sx = d->m00 * fx + rx, sy = d->m10 * fx + ry;
+            if (ex != NULL) {
+                const int64_t k = (x + d->ox) & mask;
+                sx += d->ax * ex[k];
+                sy += d->ay * ey[k];
+            }
+            /* in padded coordinates (+1), clamped into the padding: a tap outside the
+             * image reads a zero, and a clamped coordinate puts all its weight on one
+             * zero tap (NaN maps to 0 too). Non-negative, so truncation is floor. */
+            sx += 1.0f;
+            sy += 1.0f;
+            sx = sx >= 0.0f ? (sx <= xmax ? sx : xmax) : 0.0f;
+            sy = sy >= 0.0f ? (sy <= ymax ? sy : ymax) : 0.0f;
+            const int32_t ix = (int32_t)sx, iy = (int32_t)sy;
+            const float wx = sx - (float)ix, wy = sy - (float)iy;
+            const float *p = pad + (int64_t)iy * P + ix;
+            const float top = p[0] + wx * (p[1] - p[0]);
+            const float bot = p[P] + wx * (p[P + 1] - p[P]);
+            float v = top + wy * (bot - top);
+            if (stroke) {
+                v = v * d->gain + brange;
+                v = v > 0.0f ? (v < range ? v : range) : 0.0f;
+            }
+            out[y * W + x] = v;
+        }
+    }
+}
+
+/* Both dtypes: exactly one of in8/in32 (and of out8/out32) is set. uint8 values are
+ * resampled in [0, 255] and rounded half up; floats are resampled as they are (the
+ * stroke curve takes them to be in [0, 1]). */
+static int augment(uint8_t *out8, float *out32, const uint8_t *in8, const float *in32,
+                   const int64_t *idx, int64_t B, const dc_augment *a, uint64_t seed,
+                   uint64_t stream)
+{
+    if (B < 0 || a->height < 1 || a->width < 1)
+        return DC_ERR_ARG;
+    if (a->alpha != 0.0f && a->bank != NULL &&
+        (a->bank_size < 1 || (a->bank_size & (a->bank_size - 1)) != 0))
+        return DC_ERR_ARG;
+    if (B == 0)
+        return DC_OK;
+    const int64_t H = a->height, W = a->width, F = H * W, P = W + 3;
+    const int64_t pad_n = (H + 3) * P, per = pad_n + F;
+    const float range = in8 != NULL ? 255.0f : 1.0f;
+    int nt = B * F >= AUG_PARALLEL_MIN ? dc_get_num_threads() : 1;
+    if (nt > B)
+        nt = (int)B;
+    float *scratch = malloc((size_t)(nt * per) * sizeof(float));
+    if (scratch == NULL)
+        return DC_ERR_NOMEM;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+    for (int64_t r = 0; r < B; ++r) {
+#ifdef _OPENMP
+        float *pad = scratch + (int64_t)omp_get_thread_num() * per;
+#else
+        float *pad = scratch;
+#endif
+        float *res = pad + pad_n;
+        const int64_t row = idx != NULL ? idx[r] : r;
+        aug_draw d;
+        for (int64_t i = 0; i < pad_n; ++i)
+            pad[i] = 0.0f;
+        if (in8 != NULL) {
+            const uint8_t *src = in8 + row * F;
+            for (int64_t y = 0; y < H; ++y)
+                for (int64_t x = 0; x < W; ++x)
+                    pad[(y + 1) * P + x + 1] = (float)src[y * W + x];
+        } else {
+            const float *src = in32 + row * F;
+            for (int64_t y = 0; y < H; ++y)
+                for (int64_t x = 0; x < W; ++x)
+                    pad[(y + 1) * P + x + 1] = src[y * W + x];
+        }
+        draw(&d, a, seed, stream, r);
+        warp(res, pad, &d, a, range);
+        if (out8 != NULL) {
+            uint8_t *dst = out8 + r * F;
+            for (int64_t i = 0; i < F; ++i) {
+                const float v = res[i] > 0.0f ? (res[i] < 255.0f ? res[i] : 255.0f) : 0.0f;
+                dst[i] = (uint8_t)(v + 0.5f);
+            }
+        } else {
+            float *dst = out32 + r * F;
+            for (int64_t i = 0; i < F; ++i)
+                dst[i] = res[i];
+        }
+    }
+    free(scratch);
+    return DC_OK;
+}
+
+int dc_augment_u8(uint8_t *out, const uint8_t *inp, const int64_t *idx, int64_t B,
+                  const dc_augment *a, uint64_t seed, uint64_t stream)
+{
+    return augment(out, NULL, inp, NULL, idx, B, a, seed, stream);
+}
+
+int dc_augment_f32(float *out, const float *inp, const int64_t *idx, int64_t B,
+                   const dc_augment *a, uint64_t seed, uint64_t stream)
+{
+    return augment(NULL, out, NULL, inp, idx, B, a, seed, stream);
+}
