@@ -167,3 +167,83 @@ def test_bad_arguments_exit_2(args):
 def test_python_dash_m_matches_console_script_help():
     r = run("--help")
     assert r.returncode == 0 and "train" in r.stdout
+
+
+# ---------------------------------------------------------------------------
+# a user's own IDX files (not the official checksums): --no-verify
+
+def _own_idx(directory, n_train=300, n_test=60, side=12, classes=3, seed=0):
+    """A learnable dataset in the MNIST file layout: class k lights up band k of the image."""
+    from digitcore.datasets import FILES
+    from digitcore.idx import write_idx
+
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    band = side // classes
+    for images, labels, n in ((FILES[0], FILES[1], n_train), (FILES[2], FILES[3], n_test)):
+        y = (np.arange(n) % classes).astype(np.uint8)
+        x = rng.integers(0, 60, (n, side, side), dtype=np.uint8)
+        for i, k in enumerate(y):
+            x[i, k * band:(k + 1) * band] += 150
+        write_idx(directory / (images + ".gz"), x)
+        write_idx(directory / (labels + ".gz"), y)
+    return directory
+
+
+def test_own_idx_files_need_no_verify(tmp_path):
+    d = _own_idx(tmp_path / "own")
+    r = run("train", "--data-dir", d, "--epochs", "2", "--hidden", "16")
+    assert_one_line_error(r, "train-images-idx3-ubyte.gz", "--no-verify")
+    r = run("train", "--data-dir", d, "--no-verify", "--epochs", "4", "--hidden", "16",
+            "--out", tmp_path / "own.safetensors", "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["dataset"] == f"IDX files in {d}"
+    assert s["n_train"] == 300 and s["n_test"] == 60
+    assert s["architecture"] == [144, 16, 3]
+    assert s["test_accuracy"] > 0.9  # it learned the user's data, not MNIST
+    r = run("evaluate", tmp_path / "own.safetensors", "--data-dir", d, "--no-verify", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["accuracy"] == pytest.approx(s["test_accuracy"])
+    # with an explicit --dataset too
+    r = run("train", "--dataset", "mnist", "--data-dir", d, "--no-verify", "--epochs", "1",
+            "--hidden", "8", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["architecture"] == [144, 8, 3]
+
+
+def test_no_verify_errors_name_the_problem(tmp_path):
+    from digitcore.datasets import FILES
+    from digitcore.idx import write_idx
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_one_line_error(run("train", "--data-dir", empty, "--no-verify"),
+                          "no IDX files found", "--data-dir")
+    assert_one_line_error(run("train", "--data-dir", tmp_path / "nope", "--no-verify"),
+                          "nope", "no such directory")
+    # truncated image file
+    d = _own_idx(tmp_path / "trunc")
+    p = d / (FILES[0] + ".gz")
+    import gzip
+
+    raw = gzip.decompress(p.read_bytes())
+    p.write_bytes(gzip.compress(raw[:len(raw) // 2]))
+    assert_one_line_error(run("train", "--data-dir", d, "--no-verify"), FILES[0])
+    # not IDX at all
+    d = _own_idx(tmp_path / "junk")
+    (d / (FILES[1] + ".gz")).unlink()
+    (d / FILES[1]).write_bytes(b"label,image\n1,2\n")
+    assert_one_line_error(run("train", "--data-dir", d, "--no-verify"), FILES[1])
+    # label count differs from image count
+    d = _own_idx(tmp_path / "count")
+    write_idx(d / (FILES[3] + ".gz"), np.zeros(59, dtype=np.uint8))
+    assert_one_line_error(run("train", "--data-dir", d, "--no-verify"), "59 labels", "60 images")
+    # test images of another size than the training images
+    d = _own_idx(tmp_path / "size")
+    write_idx(d / (FILES[2] + ".gz"), np.zeros((60, 10, 12), dtype=np.uint8))
+    assert_one_line_error(run("train", "--data-dir", d, "--no-verify"), "(10, 12)", "same size")
+    # labels stored as images
+    d = _own_idx(tmp_path / "labels")
+    write_idx(d / (FILES[1] + ".gz"), np.zeros((300, 2, 2), dtype=np.uint8))
+    assert_one_line_error(run("train", "--data-dir", d, "--no-verify"), FILES[1], "labels")

@@ -85,6 +85,9 @@ def _parser():
     t.add_argument("--data-dir", default=None, help="folder holding the IDX files")
     t.add_argument("--download", action="store_true",
                    help="download the dataset if it is not found locally")
+    t.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="use IDX files that are not the official ones (no SHA-256 check): "
+                        "your own data in the MNIST file layout")
     t.add_argument("--preset", choices=sorted(PRESETS), default="default")
     t.add_argument("--hidden", type=_hidden, help="hidden layer widths, e.g. 256,128")
     t.add_argument("--activation", choices=["relu", "leaky_relu", "sigmoid", "tanh"])
@@ -107,6 +110,8 @@ def _parser():
     e.add_argument("model")
     e.add_argument("--dataset", choices=["mnist", "fashion-mnist", "mnist-mini"], default=None)
     e.add_argument("--data-dir", default=None)
+    e.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="use IDX files that are not the official ones (no SHA-256 check)")
     e.add_argument("--plots", default=None, metavar="DIR", help="write PNG plots here")
     e.add_argument("--json", action="store_true")
 
@@ -140,15 +145,22 @@ def _parser():
     return p
 
 
-def _load_data(dataset, data_dir, download=False):
+def _load_data(dataset, data_dir, download=False, verify=True):
     from digitcore import datasets
 
+    if data_dir is not None and not download and not os.path.isdir(data_dir):
+        raise UsageError(f"--data-dir {data_dir}: no such directory")
     if dataset is None:
-        name, train, test, notice = datasets.resolve_default_dataset(data_dir)
+        if not verify and datasets.find_dataset_files("mnist", data_dir) is None:
+            # without this, --no-verify would quietly train on the bundled subset
+            raise UsageError(
+                "--no-verify: no IDX files found; put " + ", ".join(datasets.FILES)
+                + " (raw or .gz) in the folder given with --data-dir")
+        name, train, test, notice = datasets.resolve_default_dataset(data_dir, verify=verify)
         if notice:
             print(notice, file=sys.stderr)
         return name, train, test
-    train, test = datasets.load_dataset(dataset, data_dir, download=download)
+    train, test = datasets.load_dataset(dataset, data_dir, download=download, verify=verify)
     return dataset, train, test
 
 
@@ -174,7 +186,8 @@ def cmd_train(args):
             cfg[key] = value
     if args.batch_size is not _UNSET:
         cfg["batch_size"] = args.batch_size
-    name, (x_tr, y_tr), (x_te, y_te) = _load_data(args.dataset, args.data_dir, args.download)
+    name, (x_tr, y_tr), (x_te, y_te) = _load_data(args.dataset, args.data_dir, args.download,
+                                                       args.verify)
     if args.epochs is None:
         cfg["epochs"] = epochs_for(cfg, len(x_tr))
     n_classes = int(max(y_tr.max(), y_te.max())) + 1
@@ -221,7 +234,7 @@ def cmd_evaluate(args):
     from digitcore.modelio import load_model
 
     net = load_model(args.model)
-    name, _, (x_te, y_te) = _load_data(args.dataset, args.data_dir)
+    name, _, (x_te, y_te) = _load_data(args.dataset, args.data_dir, verify=args.verify)
     if x_te[0].size != net.n_features:
         raise UsageError(f"{args.model} expects {net.n_features} features, the {name} images "
                          f"have {x_te[0].size}")

@@ -258,8 +258,8 @@ def _mismatch(path, what: str, got: str, expected: str) -> DatasetError:
             "the file is corrupt, truncated or not the official one")
     return DatasetError(
         f"{os.fspath(path)}: SHA-256 of the decompressed content is {got}, expected {expected} "
-        f"for {what}; {hint}. Delete it to re-download, or pass verify=False to use "
-        "your own IDX files.")
+        f"for {what}; {hint}. Delete it to re-download, or pass verify=False "
+        "(digitcore train --no-verify) to use your own IDX files.")
 
 
 def _load_verified(path: Path, expected: str | None, what: str, stamps: _Stamps | None):
@@ -305,6 +305,14 @@ def _load_four(paths: dict, hashes: dict | None, title: str, stamps: _Stamps | N
         stamps.save()
     _check_pair(arrays[FILES[0]], arrays[FILES[1]], paths[FILES[0]], paths[FILES[1]])
     _check_pair(arrays[FILES[2]], arrays[FILES[3]], paths[FILES[2]], paths[FILES[3]])
+    for f in FILES:
+        if len(arrays[f]) == 0:
+            raise DatasetError(f"{paths[f]}: holds no examples")
+    if arrays[FILES[0]].shape[1:] != arrays[FILES[2]].shape[1:]:
+        raise DatasetError(
+            f"{paths[FILES[2]]} holds images of shape {arrays[FILES[2]].shape[1:]} but "
+            f"{paths[FILES[0]]} holds {arrays[FILES[0]].shape[1:]}: training and test "
+            "images must have the same size")
     return (arrays[FILES[0]], arrays[FILES[1]]), (arrays[FILES[2]], arrays[FILES[3]])
 
 
@@ -598,17 +606,23 @@ def load_dataset(name: str, data_dir=None, *, download: bool = True, verify: boo
     return _load(_spec(key), data_dir, download, verify)
 
 
-def resolve_default_dataset(data_dir=None):
+def resolve_default_dataset(data_dir=None, *, verify: bool = True):
     """The data ``digitcore train`` uses: full MNIST if present locally, else mnist-mini.
 
     Never downloads. Returns ``(name, (x_train, y_train), (x_test, y_test), notice)``
     where ``notice`` is None for full MNIST, or a one-line string saying the bundled
     subset is used and how to get the full dataset. Local MNIST files that fail
-    verification raise DatasetError rather than being skipped.
+    verification raise DatasetError rather than being skipped. With ``verify=False``
+    the local files in the MNIST layout are used without checksums (a user's own IDX
+    data); their name is then ``"IDX files in <folder>"``.
     """
     paths = find_dataset_files("mnist", data_dir)
     if paths is not None:
         spec = _SPECS["mnist"]
+        if not verify:
+            folder = Path(paths[FILES[0]]).parent
+            return (f"IDX files in {folder}", *_load_four(paths, None, spec.title, None),
+                    None)
         return "mnist", *_load_four(paths, spec.sha256, spec.title, _Stamps()), None
     train, test = load_mnist_mini()
     notice = (f"Full MNIST not found locally; using the bundled mnist-mini subset "
