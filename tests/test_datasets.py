@@ -22,8 +22,6 @@ from digitcore.datasets import (FILES, as_2d_images, check_labels, get_cache_dir
                                 resolve_default_dataset, train_val_split)
 from digitcore.idx import idx_header, write_idx
 
-SHARED_MNIST = Path(os.environ.get("DIGITCORE_SHARED_MNIST")
-                    or Path(__file__).resolve().parents[2] / "shared/data/mnist")
 
 
 @pytest.fixture(autouse=True)
@@ -91,10 +89,8 @@ def test_mnist_mini_checksum_mismatch_names_file(monkeypatch):
     assert len(x) == len(y) == 6000
 
 
-@pytest.mark.skipif(not (SHARED_MNIST / "t10k-labels-idx1-ubyte.gz").exists(),
-                    reason="full MNIST files not present")
-def test_full_mnist_and_mini_is_its_prefix():
-    (x, y), (xt, yt) = load_mnist(SHARED_MNIST, download=False)
+def test_full_mnist_and_mini_is_its_prefix(shared_mnist):
+    (x, y), (xt, yt) = load_mnist(shared_mnist, download=False)
     assert x.shape == (60000, 28, 28) and xt.shape == (10000, 28, 28)
     assert y.shape == (60000,) and yt.shape == (10000,)
     (mx, my), (mxt, myt) = load_dataset("mnist-mini")
@@ -105,7 +101,7 @@ def test_full_mnist_and_mini_is_its_prefix():
     # the verification is remembered: the second load does not hash
     stamps = datasets._Stamps()
     assert all(any(k.endswith(f + ".gz") for k in stamps.entries) for f in FILES)
-    name, _, (xt2, _), notice = resolve_default_dataset(SHARED_MNIST)
+    name, _, (xt2, _), notice = resolve_default_dataset(shared_mnist)
     assert name == "mnist" and notice is None and len(xt2) == 10000
 
 

@@ -517,40 +517,63 @@ def test_corpus_replay_training(case):
     assert np.isfinite(net.predict_proba(x)).all(), c["bug"]
 
 
-def _replay_file(kind, path):
-    from digitcore.imaging import preprocess_image
-
-    if kind == "idx":
-        try:
-            read_idx(path)
-        except DatasetError:
-            pass
-    elif kind == "model":
-        try:
-            net = digitcore.load_model(path)
-        except ModelFormatError:
-            return
-        assert np.isfinite(net.predict_proba(np.zeros((1, net.n_features), np.uint8))).all()
-    elif kind == "image":
-        try:
-            out = preprocess_image(path)
-        except ValueError:
-            return
-        assert out.shape == (28, 28) and out.dtype == np.uint8
-    elif kind == "serve":
-        from digitcore.serve.app import RequestError, parse_predict_request, predict_json
-
-        try:
-            predict_json(Network([784, 8, 10], seed=0), parse_predict_request(path.read_bytes()))
-        except RequestError as exc:
-            assert 400 <= exc.status < 500
+FUZZ = Path(__file__).resolve().parent.parent / "fuzz"
+FUZZ_TARGETS = ("idx", "model", "image", "serve")
 
 
-@pytest.mark.parametrize("kind", ["idx", "model", "image", "serve"])
-def test_corpus_replay_files(kind):
-    d = CORPUS / kind
-    files = sorted(p for p in d.iterdir() if p.is_file()) if d.is_dir() else []
-    if not files:
-        pytest.skip(f"no {kind} entries yet")
-    for path in files:
-        _replay_file(kind, path)
+def _fuzz_seeds():
+    """Every committed seed of every fuzz harness (fuzz/corpus/<target>/)."""
+    cases = [pytest.param(kind, path, id=f"{kind}/{path.name}")
+             for kind in FUZZ_TARGETS
+             for path in sorted((FUZZ / "corpus" / kind).glob("*")) if path.is_file()]
+    reason = (f"no fuzz seeds in {FUZZ}/corpus: copy the repository's fuzz/ beside tests/ "
+              "(the sdist and .ci/run do)")
+    return cases or [pytest.param(None, None, marks=pytest.mark.skip(reason=reason))]
+
+
+_harnesses = {}
+
+
+def _harness(kind):
+    """fuzz/fuzz_<kind>.py imported with a stand-in for atheris (only Setup/Fuzz need it)."""
+    if kind not in _harnesses:
+        import contextlib
+        import importlib.util
+        import types
+        import warnings
+
+        fake = types.ModuleType("atheris")
+        fake.instrument_imports = lambda **kw: contextlib.nullcontext()
+        saved = {name: sys.modules.get(name) for name in ("atheris", "_common")}
+        sys.modules["atheris"] = fake
+        sys.path.insert(0, str(FUZZ))
+        try:
+            from PIL import Image
+            max_pixels = Image.MAX_IMAGE_PIXELS
+            with warnings.catch_warnings():  # the harnesses silence warnings globally
+                spec = importlib.util.spec_from_file_location(f"fuzz_{kind}",
+                                                              FUZZ / f"fuzz_{kind}.py")
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+            Image.MAX_IMAGE_PIXELS = max_pixels
+        finally:
+            sys.path.remove(str(FUZZ))
+            for name, old in saved.items():
+                if old is None:
+                    sys.modules.pop(name, None)
+                else:
+                    sys.modules[name] = old
+        _harnesses[kind] = module
+    return _harnesses[kind]
+
+
+@pytest.mark.parametrize("kind, seed", _fuzz_seeds())
+def test_fuzz_seed_replay(kind, seed):
+    """Each committed fuzz seed through its harness's own TestOneInput: the input is
+    accepted and passes the harness's checks, or is rejected with the documented error."""
+    harness = _harness(kind)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # as in the harness: Pillow's bomb warnings
+        harness.TestOneInput(seed.read_bytes())

@@ -18,17 +18,6 @@ from digitcore.network import Network
 SIZES = [784, 24, 16, 10]
 
 
-def _compiled():
-    try:
-        import digitcore._ops  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_kernels = pytest.mark.skipif(not _compiled(), reason="compiled digitcore._ops not built")
-
-
 def _net(seed=0, **kw):
     net = Network(SIZES, seed=seed, **kw)
     rng = np.random.default_rng(seed + 100)
@@ -82,7 +71,6 @@ def test_round_trip_identical_weights(tmp_path, activation):
     np.testing.assert_allclose(_ref_proba(back, x), _ref_proba(net, x), rtol=0, atol=0)
 
 
-@needs_kernels
 def test_round_trip_identical_predictions(tmp_path):
     net = _net()
     path = tmp_path / "m.safetensors"
@@ -395,9 +383,8 @@ def test_torch_sequential_loads_file_and_agrees(tmp_path):
         logits = model(torch.from_numpy(x.reshape(len(x), -1).astype(np.float32) / 255))
     proba = torch.softmax(logits, dim=1).numpy()
     np.testing.assert_allclose(proba, _ref_proba(net, x), atol=1e-5)
-    if _compiled():
-        np.testing.assert_allclose(proba, net.predict_proba(x), atol=1e-5)
-        np.testing.assert_array_equal(proba.argmax(1), net.predict(x))
+    np.testing.assert_allclose(proba, net.predict_proba(x), atol=1e-5)
+    np.testing.assert_array_equal(proba.argmax(1), net.predict(x))
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "leaky_relu"])

@@ -71,7 +71,7 @@ def test_plot_history_object_and_dict(tmp_path):
 
 
 def test_plot_history_with_real_history(tmp_path):
-    trainer = pytest.importorskip("digitcore.trainer")
+    from digitcore import trainer
     h = trainer.History()
     for epoch in range(1, 6):
         h._append(epoch, {"loss": 1 / epoch, "accuracy": 1 - 0.3 / epoch, "lr": 0.1})
@@ -159,7 +159,7 @@ def test_plot_first_layer_network_and_array(tmp_path):
     np.testing.assert_allclose(mosaic[2:30, 2:30], w[0].reshape(28, 28) / np.abs(w[0]).max(),
                                rtol=1e-6)
     check_png(tmp_path / "w.png")
-    network = pytest.importorskip("digitcore.network")
+    from digitcore import network
     net = network.Network([784, 100, 10], seed=0)
     fig = plots.plot_first_layer(net, n=36, path=tmp_path / "net.png")
     assert any("36 of 100" in t.get_text() for t in fig.texts)
