@@ -16,12 +16,13 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 
 import numpy as np
+
+import _results
 
 try:
     from threadpoolctl import threadpool_info, threadpool_limits
@@ -275,8 +276,8 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=None, help="timed batches per side")
     p.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
                    help="before each shape, wait up to S s for the machine to go idle")
-    p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results",
-                                                  "gemm.json"))
+    p.add_argument("--json", default=None, help="results file (default: the committed "
+                   "benchmarks/results/bench_gemm.json)")
     p.add_argument("--isolate", type=int, default=3, metavar="ROUNDS",
                    help="also time multi-threaded runs with each library alone in its own "
                         "process, alternating, over ROUNDS rounds (0: skip)")
@@ -328,13 +329,17 @@ def main(argv=None):
     print(f"\nworst ratio {worst['ratio']:.2f} at {worst['variant']} "
           f"{(worst['M'], worst['K'], worst['N'])} threads={worst['threads']}; "
           f"load1 {load0:.2f} -> {load1:.2f}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(dict(machine=platform.machine(), processor=platform.processor(),
-                       cpu_count=os.cpu_count(), config=cfg, blas=blas,
-                       load_before=load0, load_after=load1, quick=args.quick,
-                       repeats=repeats, results=results, generic_vs_avx2=generic), f, indent=1)
-    print(f"wrote {args.json}")
+    claims = {}
+    for r in final:
+        key = f"{r['variant']}_{r['M']}_{r['K']}_{r['N']}_t{r['threads']}"
+        claims.update({f"{key}_gflops": r["digitcore_gflops"],
+                       f"{key}_openblas_gflops": r["openblas_gflops"], f"{key}_ratio": r["ratio"]})
+    for r in generic:
+        claims[f"{r['variant']}_{r['M']}_{r['K']}_{r['N']}_avx2_over_generic"] = \
+            r["avx2_over_generic"]
+    _results.save(__file__, claims, dict(blas=blas, load_before=load0, load_after=load1,
+                                         quick=args.quick, repeats=repeats, results=results,
+                                         generic_vs_avx2=generic), args.json)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ work divided by the time, which can exceed the GEMM rate.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -28,6 +27,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import _results  # noqa: E402
 import digitcore  # noqa: E402
 from numpy_mlp import NumpyMLP  # noqa: E402
 
@@ -186,7 +186,8 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--configs", default="all", help="'all' or indices like 0,2")
     ap.add_argument("--systems", default="digitcore,numpy,pytorch,sklearn")
-    ap.add_argument("--json", default=str(HERE / "results" / "train.json"))
+    ap.add_argument("--json", default=None, help="results file (default: the committed "
+                    "benchmarks/results/bench_train.json)")
     args = ap.parse_args()
 
     x, y, xt, yt = load(args.data_dir)
@@ -240,9 +241,13 @@ def main():
             for k in med:
                 ratio = "" if k == "digitcore" else f"  digitcore is {med[k] / dc_t:.2f}x"
                 print(f"  {k:9s} {med[k]:.3f} s  {n / med[k]:>10,.0f} samples/s{ratio}")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(rows, indent=1))
-    print(f"\nwrote {args.json}")
+    claims = {}
+    for r in rows:
+        key = f"{r['arch']}_b{r['batch']}_t{r['threads']}"
+        claims[f"{key}_epoch_s"] = r["seconds"]["digitcore"]
+        claims[f"{key}_samples_per_s"] = r["samples_per_s"]["digitcore"]
+        claims.update({f"{key}_vs_{k}": v for k, v in r["ratio_vs"].items()})
+    _results.save(__file__, claims, rows, args.json)
 
 
 if __name__ == "__main__":

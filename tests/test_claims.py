@@ -1,0 +1,94 @@
+"""Every figure the README and docs/ quote matches the committed benchmark results.
+
+A figure is quoted as a Markdown link to its results file, titled with the claim's name:
+``[106 MB](https://github.com/digitcore/digitcore/blob/main/benchmarks/results/bench_memory.json
+"train_peak_rss_mb")`` (see benchmarks/_results.py). These tests read the repository's documents, so they need the
+repository's README.md, docs/ and benchmarks/results/ beside tests/ (.ci/run copies them).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# [figure](<any prefix>benchmarks/results/<file>.json "claim"); documents use the absolute
+# GitHub address (a relative one breaks the Sphinx build of the README), the test reads
+# the file of the same name here
+LINK = re.compile(r"\[([^\]]+)\]\((?:[^)\s]*/)?benchmarks/results/([\w.-]+\.json)\s+\"([^\"]+)\"\)")
+NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
+
+
+def _documents():
+    if not (ROOT / "README.md").is_file() or not (ROOT / "benchmarks" / "results").is_dir():
+        pytest.skip(f"README.md and benchmarks/results/ are not in {ROOT} (copy the "
+                    "repository's README.md, docs/ and benchmarks/ beside tests/)")
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def figure_mismatch(text, claim):
+    """Why the figure `text` does not show `claim` (None if it does): each number of the
+    text must equal the claim (a number, or a [low, high] pair for a range) rounded to the
+    decimals the text shows."""
+    numbers = NUMBER.findall(text)
+    values = claim if isinstance(claim, list) else [claim]
+    if len(numbers) != len(values):
+        return f"{text!r} shows {len(numbers)} number(s), the claim has {len(values)}: {claim}"
+    for shown, value in zip(numbers, values):
+        plain = shown.replace(",", "")
+        decimals = len(plain.split(".")[1]) if "." in plain else 0
+        if f"{value:.{decimals}f}" != plain:
+            return f"{text!r} shows {shown}, the committed result is {value:.{decimals}f} ({value})"
+    return None
+
+
+def _links():
+    out = []
+    for doc in _documents():
+        for lineno, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1):
+            for m in LINK.finditer(line):
+                out.append((f"{doc.relative_to(ROOT)}:{lineno}", doc, *m.groups()))
+    return out
+
+
+def test_every_quoted_figure_matches_its_committed_result():
+    problems, cache = [], {}
+    for where, doc, text, target, key in _links():
+        path = ROOT / "benchmarks" / "results" / target
+        if not path.is_file():
+            problems.append(f"{where}: {target} does not exist")
+            continue
+        claims = cache.setdefault(path, json.loads(path.read_text())["claims"])
+        if key not in claims:
+            problems.append(f"{where}: {path.name} has no claim {key!r}")
+            continue
+        why = figure_mismatch(text, claims[key])
+        if why:
+            problems.append(f"{where}: {key}: {why}")
+    assert not problems, "\n".join(problems)
+
+
+def test_results_files_say_what_ran_where_and_when():
+    _documents()
+    files = sorted((ROOT / "benchmarks" / "results").glob("*.json"))
+    for path in files:
+        r = json.loads(path.read_text())
+        for field in ("benchmark", "command", "date", "machine", "claims", "rows"):
+            assert field in r, f"{path.name} lacks {field!r}"
+        assert (ROOT / "benchmarks" / r["benchmark"]).is_file(), (path.name, r["benchmark"])
+        assert r["command"].startswith(f"python benchmarks/{r['benchmark']}"), r["command"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", r["date"]), r["date"]
+        assert r["machine"].get("cpu") and r["machine"].get("cores"), r["machine"]
+
+
+@pytest.mark.parametrize("text, claim, ok", [
+    ("98.31%", 98.312, True), ("98.31%", 98.3, False), ("98.3%", 98.26, True),
+    ("0.12-0.20 s", [0.118, 0.2], True), ("0.12-0.20 s", [0.118, 0.21], False),
+    ("0.12-0.20 s", 0.12, False), ("~1.5x", 1.46, True), ("~1.5x", 1.44, False),
+    ("10,000 images/s", 10000.4, True), ("104 MB", 104.6, False),
+])
+def test_figure_mismatch(text, claim, ok):
+    assert (figure_mismatch(text, claim) is None) == ok
