@@ -53,6 +53,11 @@ ALLOWED_SKIPS = (
                 "the suite must pass without the 11 MB MNIST files; CI sets "
                 "DIGITCORE_SHARED_MNIST, and then they must be there",
                 when=lambda: not os.environ.get("DIGITCORE_SHARED_MNIST")),
+    AllowedSkip("test_docs.py::test_every_public_name_is_in_the_api_reference",
+                r"no docs build at",
+                "needs a Sphinx build of docs/ (minutes); .ci/run builds it and sets "
+                "DIGITCORE_REQUIRE_DOCS=1, and then a missing build fails",
+                when=lambda: os.environ.get("DIGITCORE_REQUIRE_DOCS") != "1"),
     AllowedSkip("test_package.py::*", r"only checked when CI says|source tree run",
                 "these check the installed package; a source-tree run (PYTHONPATH=src) has "
                 "none, and CI, which installs the wheel, sets DIGITCORE_EXPECT_INSTALLED=1",
