@@ -159,6 +159,12 @@ class BuildExt(build_ext):
                 macros=[("DIGITCORE_HAVE_AVX2_TU", "1")] if self.is_x86 else [],
                 depends=glob.glob(os.path.join("csrc", "*.h")))
         lib_dir = os.path.join(self.build_temp, "lib")
+        # ar adds and replaces members but never drops one: the object of a removed source
+        # (mlp.o after mlp.c was split) stayed in the archive and its dc_mlp_train, not
+        # the new one, was linked. Start from an empty archive.
+        lib_path = self.compiler.library_filename("digitcore_kernels", output_dir=lib_dir)
+        if os.path.exists(lib_path):
+            os.remove(lib_path)
         self.compiler.create_static_lib(objects, "digitcore_kernels", output_dir=lib_dir)
         for ext in self.extensions:
             ext.library_dirs.append(lib_dir)

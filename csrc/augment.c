@@ -33,9 +33,15 @@
 #define AUG_PARALLEL_MIN ((int64_t)8 * 784)
 
 /* same hash as nn.c's dropout (dc_hash64): uniforms of 24 bits, exact in float */
-static inline float u24(uint64_t h) { return (float)(h >> 40) * (1.0f / 16777216.0f); }
+static inline float u24(uint64_t h)
+{
+    return (float)(h >> 40) * (1.0f / 16777216.0f);
+}
 /* uniform in [-1, 1) */
-static inline float sym(uint64_t h) { return 2.0f * u24(h) - 1.0f; }
+static inline float sym(uint64_t h)
+{
+    return 2.0f * u24(h) - 1.0f;
+}
 
 #define DEG2RAD 0.017453292519943295
 

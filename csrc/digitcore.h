@@ -279,11 +279,17 @@ int64_t dc_mlp_n_params(int64_t n_layers, const int64_t *sizes);
  * n_params floats (unspecified on return: on the sparse first-layer path layer 0's part
  * is transposed, or unused with plain SGD). net->sparse_input picks that path. Stops with
  * DC_ERR_NONFINITE at the first non-finite loss or gradient norm (stats->failed_batch
- * tells which); parameters are not updated by that batch. */
+ * tells which); parameters are not updated by that batch.
+ * aug: NULL, or the deformation each image of a batch gets before it is loaded (x's
+ * rows are (aug->height, aug->width) images): row r of the batch of update step s
+ * (opt->step + 1 before it) is dc_augment_u8/_f32's image r with seed
+ * dc_hash64(seed, DC_AUG_SEED_STREAM, 0) and stream s, so it depends only on the seed,
+ * the step and r, never on the threads or on how the batches are cut into calls. */
+#define DC_AUG_SEED_STREAM UINT64_C(0x6175676D656E74)
 int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float *grads,
                  const uint8_t *x_u8, const float *x_f32, const int64_t *labels,
                  const int64_t *order, int64_t n_order, int64_t batch_size, const float *lrs,
-                 float scale, float shift, uint64_t seed);
+                 float scale, float shift, uint64_t seed, const dc_augment *aug);
 
 /* Inference: out (n, sizes[n_layers]) = logits, or softmax probabilities if `softmax`. */
 int dc_mlp_forward(float *out, const dc_mlp *net, const uint8_t *x_u8, const float *x_f32,

@@ -191,8 +191,11 @@ int layer0_load(layer0 *l0, const uint8_t *x_u8, const float *x_f32, const int64
     const int64_t f = l0->net->sizes[0];
     l0->is_sparse = 0;
     if (l0->blocked) {
-        const int st =
-            mlp_gather_csr(&l0->x, &l0->xt, l0->capacity, x_u8, x_f32, idx, rows, f, scale);
+        /* the density limit of this batch's own rows: a short batch must not take the
+         * sparse path only because it shares a call with full ones (its path, so its
+         * bits, would depend on how the batches are cut into calls) */
+        const int64_t cap = dc_min64(l0->capacity, mlp_sparse_capacity(l0->net, rows));
+        const int st = mlp_gather_csr(&l0->x, &l0->xt, cap, x_u8, x_f32, idx, rows, f, scale);
         if (st == DC_OK) {
             l0->is_sparse = 1;
             return DC_OK;

@@ -258,7 +258,7 @@ static void prefetch_rows(const void *x, const int64_t *idx, int64_t rows, int64
 int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float *grads,
                  const uint8_t *x_u8, const float *x_f32, const int64_t *labels,
                  const int64_t *order, int64_t n_order, int64_t batch_size, const float *lrs,
-                 float scale, float shift, uint64_t seed)
+                 float scale, float shift, uint64_t seed, const dc_augment *aug)
 {
     const int64_t f = net->sizes[0];
     const int64_t bs = dc_min64(batch_size, n_order);
@@ -270,8 +270,16 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
     if (n_order == 0 || bs <= 0)
         return DC_OK;
 
+    if (aug != NULL && aug->height * aug->width != f)
+        return DC_ERR_ARG;
+
     train_state t;
     int status = state_alloc(&t, net, opt, grads, bs, seed, shift);
+    /* the batch's deformed images, loaded from here instead of x */
+    const uint64_t aug_seed = dc_hash64(seed, DC_AUG_SEED_STREAM, 0);
+    void *deformed = NULL;
+    if (status == DC_OK && aug != NULL && (deformed = malloc((size_t)(bs * row_bytes))) == NULL)
+        status = DC_ERR_NOMEM;
     const int64_t n_batches = dc_cdiv64(n_order, bs);
     for (int64_t j = 0; j < n_batches && status == DC_OK; ++j) {
         const int64_t r0 = j * bs;
@@ -280,7 +288,17 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
         const int64_t *idx = order + r0;
         for (int64_t r = 0; r < rows; ++r)
             t.labels[r] = labels[idx[r]];
-        status = layer0_load(&t.l0, x_u8, x_f32, idx, rows, scale, shift);
+        if (aug == NULL) {
+            status = layer0_load(&t.l0, x_u8, x_f32, idx, rows, scale, shift);
+        } else {
+            const uint64_t stream = (uint64_t)opt->step + 1;
+            uint8_t *d8 = x_u8 ? (uint8_t *)deformed : NULL;
+            float *d32 = x_u8 ? NULL : (float *)deformed;
+            status = x_u8 ? dc_augment_u8(d8, x_u8, idx, rows, aug, aug_seed, stream)
+                          : dc_augment_f32(d32, x_f32, idx, rows, aug, aug_seed, stream);
+            if (status == DC_OK)
+                status = layer0_load(&t.l0, d8, d32, NULL, rows, scale, shift);
+        }
         if (status != DC_OK)
             break;
         if (next_rows > 0)
@@ -289,6 +307,7 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
         if (status == DC_ERR_NONFINITE)
             stats->failed_batch = j;
     }
+    free(deformed);
     state_free(&t);
     return status;
 }

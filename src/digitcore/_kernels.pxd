@@ -125,7 +125,8 @@ cdef extern from "digitcore.h" nogil:
     int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float *grads,
                      const uint8_t *x_u8, const float *x_f32, const int64_t *labels,
                      const int64_t *order, int64_t n_order, int64_t batch_size,
-                     const float *lrs, float scale, float shift, uint64_t seed)
+                     const float *lrs, float scale, float shift, uint64_t seed,
+                     const dc_augment *aug)
     int dc_mlp_forward(float *out, const dc_mlp *net, const uint8_t *x_u8, const float *x_f32,
                        int64_t n, float scale, float shift, int softmax)
     int dc_mlp_evaluate(double *loss, int64_t *n_correct, const dc_mlp *net,

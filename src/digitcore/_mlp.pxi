@@ -149,8 +149,12 @@ cdef class _Net:
         return loss, correct
 
     def train(self, x, labels, order, int64_t batch_size, lrs, float scale, float shift,
-              uint64_t seed, dict opt, grads, state1, state2):
+              uint64_t seed, dict opt, grads, state1, state2, augment=None):
         """Run len(lrs) mini-batches in C. ``opt['step']`` is updated in place.
+
+        ``augment``: None, or (params, bank, (height, width)) with params a dict of
+        ops.augment's rotate/shear/scale/translate/alpha/thickness and bank its elastic
+        fields (or None): each batch's images are deformed before they are loaded.
 
         Returns (loss_sum, n_correct, n_seen). Raises FloatingPointError naming the batch
         (within this call) where the loss became non-finite.
@@ -166,8 +170,25 @@ cdef class _Net:
         cdef dc_train_stats st
         cdef int64_t n, m, nb
         cdef int status
+        cdef dc_augment aug
+        cdef dc_augment *augp = NULL
+        cdef const float[::1] bankv
         self._input(x, "x")
         n = x.shape[0]
+        if augment is not None:
+            params, bank, (height, width) = augment
+            _fill_augment(&aug, params.get("rotate", 0.0), params.get("shear", 0.0),
+                          params.get("scale", 0.0), params.get("translate", 0.0),
+                          params.get("alpha", 0.0), params.get("thickness", 0.0), bank)
+            if height < 1 or width < 1 or height * width != x.shape[1]:
+                raise ValueError(f"augment: images of {height} x {width} pixels do not "
+                                 f"match x's {x.shape[1]} features")
+            aug.height = height
+            aug.width = width
+            if bank is not None:
+                bankv = _flat(bank)
+                aug.bank = &bankv[0]
+            augp = &aug
         _check_1d(labels, np.int64, "labels", n)
         _check_1d(order, np.int64, "order", -1)
         m = order.shape[0]
@@ -220,7 +241,7 @@ cdef class _Net:
             pf = &xf[0, 0]
         with nogil:
             status = dc_mlp_train(&st, &self.net, &o, &gv[0], pu, pf, &lv[0], &ov[0], m,
-                                  batch_size, &lrv[0], scale, shift, seed)
+                                  batch_size, &lrv[0], scale, shift, seed, augp)
         opt["step"] = o.step
         if status == DC_ERR_NONFINITE:
             err = FloatingPointError(

@@ -51,6 +51,27 @@ def _hidden(text):
     return sizes
 
 
+def _augment(text):
+    """NAME (affine, elastic, thickness, full, none) or key=value,... of Augment fields."""
+    from digitcore.augment import get_augment
+
+    text = text.strip()
+    spec = text
+    if "=" in text:
+        spec = {}
+        for part in text.split(","):
+            key, sep, value = part.partition("=")
+            try:
+                spec[key.strip()] = int(value) if key.strip() == "bank_size" else float(value)
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"expected key=number pairs, got {part!r} in {text!r}") from None
+    try:
+        return get_augment(spec) or "none"
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _batch_size(text):
     if text.lower() in ("full", "none"):
         return None
@@ -99,6 +120,9 @@ def _parser():
                    help="a positive int, or 'full' for full-batch gradient descent")
     t.add_argument("--dropout", type=_float)
     t.add_argument("--l2", type=_float)
+    t.add_argument("--augment", type=_augment, metavar="NAME|KEY=V,...",
+                   help="deform training images: affine, elastic, thickness, full, none, or "
+                        "Augment fields such as rotate=10,alpha=34 (default: the preset's)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=_positive_int)
     t.add_argument("--validation-fraction", type=_float, default=0.0)
@@ -186,6 +210,8 @@ def cmd_train(args):
             cfg[key] = value
     if args.batch_size is not _UNSET:
         cfg["batch_size"] = args.batch_size
+    if args.augment is not None:
+        cfg["augment"] = None if args.augment == "none" else args.augment
     name, (x_tr, y_tr), (x_te, y_te) = _load_data(args.dataset, args.data_dir, args.download,
                                                        args.verify)
     if args.epochs is None:
@@ -197,7 +223,7 @@ def cmd_train(args):
     trainer = digitcore.Trainer(
         net, optimizer=cfg["optimizer"], lr=cfg["lr"], batch_size=cfg["batch_size"],
         epochs=cfg["epochs"], l2=cfg.get("l2", 0.0), lr_schedule=cfg["lr_schedule"],
-        warmup=cfg.get("warmup", 0.0), seed=args.seed,
+        warmup=cfg.get("warmup", 0.0), seed=args.seed, augment=cfg.get("augment"),
         verbose=0 if (args.quiet or args.json) else (2 if cfg["epochs"] > 50 else 1))
     if not (args.quiet or args.json):
         print(f"digitcore {digitcore.__version__}: training {net!r} on {name} "

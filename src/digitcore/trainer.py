@@ -24,6 +24,8 @@ __all__ = ["Trainer", "History", "Callback", "EarlyStopping", "LambdaCallback"]
 # progress updates and Ctrl-C stay responsive. None keeps every call at _CHUNK_SAMPLES.
 _CHUNK_SAMPLES = 16384
 _CHUNK_SECONDS = 0.25
+# csrc/digitcore.h's DC_AUG_SEED_STREAM
+_AUG_SEED_STREAM = 0x6175676D656E74
 # Samples _sparse_split looks at.
 _SPLIT_SAMPLES = 8192
 
@@ -243,11 +245,18 @@ class Trainer:
         0 silent; 1 a progress bar on a terminal (one line per epoch otherwise); 2 one
         line per epoch.
     callbacks : sequence of Callback or callables ``f(epoch, logs) -> stop?``
+    augment : None, str, dict or digitcore.Augment
+        Deform each training image anew every time it is drawn into a batch (never the
+        validation data): a name ("affine", "elastic", "thickness", "full"), a dict of
+        :class:`~digitcore.Augment` fields or an Augment. Needs images: x of shape
+        (n, height, width), or (n, features) with a square number of features.
     """
 
     def __init__(self, network, optimizer="adam", lr=None, batch_size=128, epochs=10, l2=0.0,
                  lr_schedule="constant", early_stopping=None, seed=None, verbose=1,
-                 callbacks=(), *, warmup=0.0, clip_norm=None, shuffle=True, stream=None):
+                 callbacks=(), *, warmup=0.0, clip_norm=None, shuffle=True, stream=None,
+                 augment=None):
+        from digitcore.augment import get_augment
         from digitcore.network import Network
 
         if not isinstance(network, Network):
@@ -279,6 +288,7 @@ class Trainer:
         self.shuffle = bool(shuffle)
         self.callbacks = [c if isinstance(c, Callback) else LambdaCallback(c) for c in callbacks]
         self.stream = stream
+        self.augment = get_augment(augment)
         self.stop_training = False
         # First layer on sparse input: "auto" (the default: batches at most a quarter
         # non-zero go through the sparse kernels), "never" or "always". Not a public
@@ -318,6 +328,12 @@ class Trainer:
             (x, y), validation_data = train_val_split(
                 x, y, float(validation_fraction), seed=self.seed)
         x2, scale, shift = net._input(x)
+        aug = self.augment
+        if aug is not None:
+            from digitcore.augment import _as_square_images
+
+            hw = (np.shape(x)[1:] if np.ndim(x) == 3
+                  else _as_square_images(x2[:0]).shape[1:])
         labels = net._labels(y, x2.shape[0])
         n = x2.shape[0]
         if n == 0:
@@ -338,6 +354,13 @@ class Trainer:
             seed = int(np.random.SeedSequence().generate_state(1, np.uint32)[0])
         rng = np.random.default_rng(seed)
         dropout_seed = int(rng.integers(0, 2**63))
+        if aug is not None:
+            from digitcore.ops import hash64
+
+            # the kernel deforms each batch with a seed derived from dropout_seed, not
+            # drawn from rng, so runs without augmentation keep their bits; the bank of
+            # elastic fields is redrawn every epoch from the same seed
+            aug_seed = hash64(dropout_seed, _AUG_SEED_STREAM, 0)
         bs = n if self.batch_size is None else min(self.batch_size, n)
         batches_per_epoch = -(-n // bs)
         total_steps = batches_per_epoch * self.epochs
@@ -370,6 +393,8 @@ class Trainer:
             for epoch in range(self.epochs):
                 t0 = time.perf_counter()
                 order = (rng.permutation(n) if self.shuffle else np.arange(n)).astype(np.int64)
+                if aug is not None:
+                    bank = aug.bank(aug_seed, epoch)
                 lrs_all = np.array([opt.lr * schedule(step0 + j) for j in range(batches_per_epoch)],
                                    dtype=np.float32)
                 loss_sum, correct, seen = 0.0, 0, 0
@@ -384,7 +409,8 @@ class Trainer:
                     try:
                         ls, c, s = kernel.train(
                             x2, labels, order[b0 * bs:min(n, b1 * bs)], bs, lrs_all[b0:b1],
-                            scale, shift, dropout_seed, cfg, grads, opt.state1, opt.state2)
+                            scale, shift, dropout_seed, cfg, grads, opt.state1, opt.state2,
+                            None if aug is None else (aug.kernel_args(), bank, hw))
                         if not np.isfinite(net.flat_parameters).all():
                             net.flat_parameters[...] = snapshot
                             raise _Diverged(b1 - 1 - b0, "the parameters overflowed")

@@ -1,0 +1,85 @@
+"""Cost of augmentation: training epochs with and without it, alternating in one run.
+
+    python benchmarks/bench_augment.py [--hidden 800] [--augment full] [--rounds 5]
+                                       [--samples 60000] [--threads 2]
+
+Each round trains one epoch (of --samples MNIST training images; the bundled mnist-mini
+when full MNIST is not found) without augmentation, then one with it, on the same
+network shape, and prints both times; the verdict is the median of the per-round ratios
+(with / without), against the issue's target of less than 10% extra. The kernel alone
+(ops.augment over the same images) is timed in the same rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+import digitcore
+from digitcore.augment import get_augment
+
+HERE = Path(__file__).resolve().parent
+
+
+def epoch(x, y, hidden, augment, seed):
+    net = digitcore.Network([784, *hidden, 10], dropout=0.3, seed=seed)
+    tr = digitcore.Trainer(net, optimizer="adam", lr=2e-3, epochs=1, seed=seed, verbose=0,
+                           augment=augment)
+    t = time.perf_counter()
+    tr.fit(x, y)
+    return time.perf_counter() - t
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", default=os.environ.get(
+        "DIGITCORE_SHARED_MNIST", str(HERE.parents[2] / "shared/data/mnist")))
+    ap.add_argument("--hidden", default="800")
+    ap.add_argument("--augment", default="full")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--samples", type=int, default=60000)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    digitcore.set_num_threads(args.threads)
+    digitcore.show_config()
+    try:
+        (x, y), _ = digitcore.load_mnist(args.data_dir, download=False)
+    except Exception:
+        (x, y), _ = digitcore.load_dataset("mnist-mini")
+    x, y = x[:args.samples], y[:args.samples]
+    hidden = [int(h) for h in args.hidden.split(",")]
+    aug = get_augment(args.augment)
+    bank = aug.bank(1, 0)
+    plain, augmented, kernel, ratios = [], [], [], []
+    epoch(x[:2048], y[:2048], hidden, aug, 0)  # warm up both paths
+    for r in range(args.rounds):
+        a = epoch(x, y, hidden, None, r)
+        b = epoch(x, y, hidden, aug, r)
+        t = time.perf_counter()
+        digitcore.ops.augment(x, bank=bank, seed=r, **aug.kernel_args())
+        k = time.perf_counter() - t
+        plain.append(a)
+        augmented.append(b)
+        kernel.append(k)
+        ratios.append(b / a)
+        print(f"round {r + 1}: epoch {a:.3f} s plain, {b:.3f} s augmented ({b / a:.3f}x); "
+              f"ops.augment over the {len(x):,} images {k:.3f} s ({k / a:.1%} of an epoch)",
+              flush=True)
+    med = statistics.median(ratios)
+    print(f"784-{args.hidden}-10, {len(x):,} images, {args.threads} threads, augment "
+          f"{args.augment!r}: median epoch {statistics.median(plain):.3f} s plain, "
+          f"{statistics.median(augmented):.3f} s augmented; median ratio {med:.3f} "
+          f"(+{med - 1:.1%}; target < +10%: {'met' if med < 1.10 else 'MISSED'}); the kernel "
+          f"alone {statistics.median(kernel) / statistics.median(plain):.1%} of an epoch")
+    print("per-round ratios:", " ".join(f"{q:.3f}" for q in ratios))
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    raise SystemExit(main())
