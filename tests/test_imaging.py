@@ -150,11 +150,11 @@ def test_rgba_fully_opaque_is_plain_rgb():
 
 def test_tiny_digit_is_enlarged():
     small = np.zeros((12, 12), dtype=np.uint8)
-    small[3:9, 5:8] = 255  # a 6x3 blob
+    small[2:10, 5:7] = 255  # an 8x2 stroke: a 1 (a 6x3 block is a blob, see below)
     out = preprocess_image(small)
     check_mnist_like(out)
     r0, r1, c0, c1 = _bbox(out)
-    assert r1 - r0 == 20 and c1 - c0 == 10
+    assert r1 - r0 == 20 and c1 - c0 == 5
 
 
 def test_huge_photo_is_shrunk_first():

@@ -320,6 +320,29 @@ def test_blank_drawing_is_422(server):
     _assert_error(*_predict(server, {"pixels": [255] * 784}), 422)
 
 
+def test_a_click_is_too_small_not_a_digit(server):
+    """One click on the page (the brush's dot, 20 px of 280, sent at 112 px) used to be
+    read as a 0 at 55%; four grey corner pixels no longer change a clean digit's answer."""
+    side = 112
+    yy, xx = np.mgrid[0:side, 0:side]
+    dot = np.where(np.hypot(yy - 40, xx - 60) < 4, 0, 255)
+    status, body = _predict(server, {"pixels": dot.ravel().tolist(), "width": side,
+                                     "height": side})
+    _assert_error(status, body, 422)
+    assert "draw a bigger digit" in body["error"]
+    ring = np.abs(np.hypot((yy - 56) / 40, (xx - 56) / 30) - 1) < 0.12
+    zero = np.where(ring, 0, 255)
+    status, clean = _predict(server, {"pixels": zero.ravel().tolist(), "width": side,
+                                      "height": side})
+    assert status == 200
+    for y, x in ((0, 0), (0, -1), (-1, 0), (-1, -1)):
+        zero[y, x] = 128
+    status, framed = _predict(server, {"pixels": zero.ravel().tolist(), "width": side,
+                                       "height": side})
+    assert status == 200 and framed["input28"] == clean["input28"]
+    assert framed["probabilities"] == clean["probabilities"]
+
+
 def test_body_over_limit_is_413(server):
     # announced too big: answered before the body is read
     host, port = server.server_address[:2]

@@ -7,7 +7,7 @@ about bad input are also ``ValueError`` so ``except ValueError`` keeps working.
 from __future__ import annotations
 
 __all__ = ["DigitcoreError", "DatasetError", "ModelFormatError", "KernelError",
-           "TrainingDivergedError"]
+           "TrainingDivergedError", "NoDigitError"]
 
 
 class DigitcoreError(Exception):
@@ -28,3 +28,15 @@ class KernelError(DigitcoreError, RuntimeError):
 
 class TrainingDivergedError(DigitcoreError, FloatingPointError):
     """The training loss became NaN or infinite (usually: learning rate too high)."""
+
+
+class NoDigitError(DigitcoreError, ValueError):
+    """A picture holds no digit to read.
+
+    ``reason`` says why: ``"blank"`` (no ink), ``"too_small"`` (a dot, specks, or a
+    drawing too small to read) or ``"not_a_digit"`` (a solid blob).
+    """
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason

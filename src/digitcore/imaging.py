@@ -3,18 +3,31 @@
 MNIST digits are light on a black background, scaled (keeping their aspect
 ratio) to fit a 20x20 box with anti-aliasing, and placed in a 28x28 field so
 that their centre of mass is at the centre. :func:`preprocess_image` does the
-same to a photo, a scan or a drawing:
+same to a photo, a scan or a drawing, and is the one place where this happens
+(``Network.predict_image``, ``digitcore predict`` and ``digitcore serve`` all
+call it):
 
 1. read it (file via Pillow, or a NumPy array) as grey levels in [0, 1],
-   compositing transparent pixels as background;
-2. detect the background from the border pixels' median and invert
-   dark-on-light images;
-3. subtract the background, drop levels within the paper's noise (estimated
-   on the border) or below 12% of the strongest ink, stretch the ink to full
-   intensity;
-4. crop to the ink's bounding box, resize to fit 20x20 (area averaging when
-   shrinking, bilinear when enlarging, in NumPy);
-5. shift so the centre of mass lands on pixel (14, 14).
+   compositing transparent pixels as background, and shrink it by area
+   averaging to at most WORK_SIDE pixels a side;
+2. estimate the paper, shadows and uneven lighting included, as a grey
+   closing (dark ink) or opening (light ink) with a window wider than any pen
+   stroke; the ink is what differs from it (a top-hat), on the side of the
+   paper's level where the picture's extreme lies farther from it;
+3. measure the ink's contrast relative to the paper around it and keep what
+   stands above the paper's noise (MAD of the residual), above 12% of the
+   strongest ink and above INK_CONTRAST;
+4. remove ruled lines, frames and scan borders: rows and columns with ink
+   along LINE_COVER of their length that reach past the digit on both sides,
+   except where a stroke crosses them;
+5. keep the connected marks that make the digit: the largest, those with at
+   least a quarter of its ink within the digit's size of it, and pieces of
+   broken strokes (4%) close to it; drop specks;
+6. refuse what cannot be a digit (:class:`NoDigitError`): nothing left, or
+   marks no longer than MIN_EXTENT stroke widths (a dot, specks, a blob);
+7. crop to the digit, bring its stroke width into MNIST's range, resize to
+   fit 20x20 (area averaging when shrinking, bilinear when enlarging) and
+   shift so the centre of mass lands on pixel (14, 14).
 """
 
 from __future__ import annotations
@@ -23,7 +36,9 @@ import os
 
 import numpy as np
 
-__all__ = ["preprocess_image", "load_image", "resize"]
+from digitcore.errors import NoDigitError
+
+__all__ = ["preprocess_image", "load_image", "resize", "NoDigitError"]
 
 BOX = 20
 FIELD = 28
@@ -32,10 +47,34 @@ FIELD = 28
 NOISE_FLOOR = 0.12
 # If the brightest ink is less than this far from the background, there is no digit.
 MIN_CONTRAST = 0.08
+# Ink is at least this much darker than the paper around it (relative to the paper's
+# level): paper grain and a crumpled sheet's soft dips are not ink.
+INK_CONTRAST = 0.15
 # Longer image sides are block-averaged down to at most this first.
 MAX_SIDE = 1024
-# Levels within this many noise sigmas (estimated on the border) of the paper are paper.
+# Levels within this many noise sigmas of the paper are paper.
 NOISE_SIGMAS = 5.0
+# Everything after reading works on a copy at most this many pixels a side (area averaged):
+# a digit that fills a tenth of a photo's width is still about MNIST's 20 pixels.
+WORK_SIDE = 512
+# The paper is estimated with a window this fraction of the shorter side: wider than the
+# thickest marker stroke of a digit filling the picture (about 16% of the side), narrower
+# than a shadow.
+PAPER_WINDOW = 0.3
+# A row (column) with ink along this fraction of it is a ruled line, a frame or a scan
+# border, where it reaches past the digit on both sides.
+LINE_COVER = 0.85
+# Marks smaller than this fraction of the largest one are specks unless they lie next to it.
+SPECK_FRACTION = 0.25
+NEAR_FRACTION = 0.04
+# A digit is longer than this many stroke widths; MNIST's training digits: 2.9 for the
+# 0.1st percentile, 7.1 median (2 * area / perimeter of the ink at level 128). A dot or a
+# filled disc or square is about 2.
+MIN_EXTENT = 2.6
+# MNIST's stroke widths in its 20-pixel box: 2.0 (1st percentile) to 5.6 (99th), median
+# 2.8. Strokes outside [STROKE_MIN, STROKE_MAX] are thickened or thinned to that range.
+STROKE_MIN = 2.0
+STROKE_MAX = 5.0
 
 
 def _pillow():
@@ -166,7 +205,7 @@ def _composite(grey: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
         return grey
     weight = alpha.sum()
     if weight == 0:
-        raise ValueError("image is blank: every pixel is fully transparent")
+        raise NoDigitError("blank", "image is blank: every pixel is fully transparent")
     # A drawing with a transparent background: what is opaque is the ink, so the
     # background is the opposite of the ink's mean level (black strokes -> white paper).
     ink_level = float((grey * alpha).sum() / weight)
@@ -188,12 +227,9 @@ def _resize_weights(n_in: int, n_out: int) -> np.ndarray:
     if n_out <= n_in:
         # output pixel o covers input span [o*scale, (o+1)*scale); weight = overlap / scale
         edges = np.arange(n_out + 1) * scale
-        for o in range(n_out):
-            lo, hi = edges[o], edges[o + 1]
-            i0, i1 = int(np.floor(lo)), min(int(np.ceil(hi)), n_in)
-            idx = np.arange(i0, i1)
-            overlap = np.minimum(idx + 1, hi) - np.maximum(idx, lo)
-            w[o, i0:i1] = np.clip(overlap, 0, None) / scale
+        idx = np.arange(n_in)
+        overlap = (np.minimum(idx + 1, edges[1:, None]) - np.maximum(idx, edges[:-1, None]))
+        w = np.clip(overlap, 0, None) / scale
     else:
         # bilinear with pixel centres aligned (half-pixel convention, like Pillow)
         centres = (np.arange(n_out) + 0.5) * scale - 0.5
@@ -229,7 +265,32 @@ def resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     h, w = (int(s) for s in shape)
     if h < 1 or w < 1:
         raise ValueError(f"resize target must be at least 1x1, got {shape}")
-    return _resize_weights(image.shape[0], h) @ image @ _resize_weights(image.shape[1], w).T
+    # each output pixel reads a few neighbouring inputs: apply the banded weights as a
+    # sum of shifted rows (a dense matrix product costs n_in times more and, in a busy
+    # process, an idle BLAS thread pool's wake-up)
+    return _apply_band(_apply_band(image, _band(image.shape[0], h)).T,
+                       _band(image.shape[1], w)).T
+
+
+def _band(n_in: int, n_out: int):
+    """The nonzero band of ``_resize_weights``: (first input per output, weights (n_out, T))."""
+    wm = _resize_weights(n_in, n_out)
+    nz = wm != 0
+    first = np.where(nz.any(axis=1), nz.argmax(axis=1), 0)
+    last = n_in - 1 - np.where(nz.any(axis=1), nz[:, ::-1].argmax(axis=1), n_in - 1)
+    taps = int((last - first).max()) + 1
+    idx = np.minimum(first[:, None] + np.arange(taps), n_in - 1)
+    weights = np.take_along_axis(wm, idx, axis=1)
+    weights[first[:, None] + np.arange(taps) > n_in - 1] = 0.0
+    return idx, weights
+
+
+def _apply_band(x: np.ndarray, band) -> np.ndarray:
+    idx, weights = band
+    out = np.zeros((idx.shape[0],) + x.shape[1:])
+    for t in range(idx.shape[1]):
+        out += weights[:, t, None] * x[idx[:, t]]
+    return out
 
 
 def _centre_of_mass(x: np.ndarray) -> tuple[float, float]:
@@ -239,8 +300,292 @@ def _centre_of_mass(x: np.ndarray) -> tuple[float, float]:
     return float(rows), float(cols)
 
 
+def _shrink(x: np.ndarray, side: int) -> np.ndarray:
+    """Area-average ``x`` so that its longer side is at most ``side``."""
+    h, w = x.shape
+    f = max(h, w) / side
+    if f <= 1:
+        return x
+    return resize(x, (max(1, int(round(h / f))), max(1, int(round(w / f)))))
+
+
+def _running(x: np.ndarray, k: int, axis: int, op) -> np.ndarray:
+    """Running max or min (``op`` np.max or np.min) over a centred window of k pixels
+    along ``axis``, edges repeated; van Herk / Gil-Werman: three passes whatever k is."""
+    if k <= 1:
+        return x
+    acc = np.maximum if op is np.max else np.minimum
+    x = np.moveaxis(x, axis, 0)
+    n = x.shape[0]
+    lo = (k - 1) // 2
+    blocks = -(-(n + k - 1) // k) + 1
+    pad = np.concatenate([np.repeat(x[:1], lo, axis=0), x,
+                          np.repeat(x[-1:], blocks * k - n - lo, axis=0)])
+    b = pad.reshape(blocks, k, *x.shape[1:])
+    prefix = acc.accumulate(b, axis=1).reshape(pad.shape)
+    suffix = acc.accumulate(b[:, ::-1], axis=1)[:, ::-1].reshape(pad.shape)
+    # window [i, i + k): the suffix of i's block and the prefix of the next block
+    out = acc(suffix[:n], prefix[k - 1:k - 1 + n])
+    return np.moveaxis(out, 0, axis)
+
+
+def _morph(x: np.ndarray, k: int, op) -> np.ndarray:
+    return _running(_running(x, k, 0, op), k, 1, op)
+
+
+def _disc_filter(x: np.ndarray, radius: float, op) -> np.ndarray:
+    """Grey dilation (op=np.maximum) or erosion (np.minimum) by a disc."""
+    r = int(np.ceil(radius))
+    if r < 1:
+        return x
+    pad = np.pad(x, r)  # outside the crop is background, for either filter
+    out = x.copy()
+    h, w = x.shape
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            if 0 < dy * dy + dx * dx <= radius * radius + 0.5:
+                op(out, pad[r + dy:r + dy + h, r + dx:r + dx + w], out=out)
+    return out
+
+
+def _box3(x: np.ndarray) -> np.ndarray:
+    p = np.pad(x, 1, mode="edge")
+    rows = p[:-2] + p[1:-1] + p[2:]
+    return (rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]) / 9.0
+
+
+def _paper(x: np.ndarray, dark: bool) -> np.ndarray:
+    """Paper level under every pixel: a closing for dark ink, an opening for light ink."""
+    k = max(3, int(round(PAPER_WINDOW * min(x.shape))) | 1)
+    if min(x.shape) < 8:  # a tiny image is all digit: its paper is its median
+        return np.full(x.shape, float(np.median(x)))
+    first, second = (np.max, np.min) if dark else (np.min, np.max)
+    # pad first: each filter repeating its own input's edge would hold the paper flat
+    # for half a window next to an edge where it brightens inwards
+    padded = np.pad(x, k, mode="edge")
+    return _morph(_morph(padded, k, first), k, second)[k:-k, k:-k]
+
+
+def _runs(mask: np.ndarray):
+    """Row runs of True in ``mask``: (row, start, end) arrays, end exclusive, row-major."""
+    m = np.pad(mask.astype(np.int8), ((0, 0), (1, 1)))
+    d = np.diff(m, axis=1)
+    rows, starts = np.nonzero(d == 1)
+    _, ends = np.nonzero(d == -1)
+    return rows, starts, ends
+
+
+def _label(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """8-connected components of ``mask``: (labels, count); labels 0..count-1, -1 off."""
+    rows, starts, ends = _runs(mask)
+    n = len(rows)
+    parent = list(range(n))
+
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    first = np.searchsorted(rows, np.arange(mask.shape[0] + 1))
+    rl, sl, el = rows.tolist(), starts.tolist(), ends.tolist()
+    for r in range(1, mask.shape[0]):
+        i, i_end = int(first[r - 1]), int(first[r])   # runs of the row above
+        j, j_end = i_end, int(first[r + 1])           # runs of this row
+        while i < i_end and j < j_end:
+            if sl[i] <= el[j] and sl[j] <= el[i]:  # touching, diagonals included
+                a, b = find(i), find(j)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+            if el[i] < el[j]:
+                i += 1
+            else:
+                j += 1
+    del rl
+    roots = np.array([find(a) for a in range(n)], dtype=np.int64)
+    uniq, comp = np.unique(roots, return_inverse=True)
+    labels = np.full(mask.shape, -1, dtype=np.int64)
+    labels.flat[np.flatnonzero(mask)] = np.repeat(comp, ends - starts)
+    return labels, len(uniq)
+
+
+def _stroke_width(mask: np.ndarray) -> float:
+    """Mean stroke width: 2 * area / boundary length (boundary = pixels with an empty
+    4-neighbour). Exact for a long straight stroke; about r for a disc of radius r."""
+    p = np.pad(mask, 1)
+    inner = p[1:-1, 1:-1] & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+    boundary = int((mask & ~inner).sum())
+    return 2.0 * float(mask.sum()) / max(boundary, 1)
+
+
+def _bbox(mask: np.ndarray):
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _lines(mask: np.ndarray, faint: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of ``mask`` on ruled lines, frames and scan borders: rows (columns) where
+    at least LINE_COVER of the pixels hold ink at the lower level ``faint`` (a faint
+    line's contrast dips below the ink threshold here and there), and so belong to
+    something longer than a digit's stroke."""
+    rows = faint.mean(axis=1) >= LINE_COVER
+    cols = faint.mean(axis=0) >= LINE_COVER
+    return mask & rows[:, None], mask & cols[None, :]
+
+
+def _crossing(removed: np.ndarray, rest: np.ndarray) -> np.ndarray:
+    """The parts of a removed horizontal band that a stroke crosses: in each column, a
+    stretch of the band with ink right above it and right below it (one pixel of
+    slant allowed) belongs to the stroke."""
+    near = rest.copy()
+    near[:, 1:] |= rest[:, :-1]
+    near[:, :-1] |= rest[:, 1:]
+    cols, starts, ends = _runs(removed.T)  # vertical stretches of the band, column by column
+    h = removed.shape[0]
+    above = (starts > 0) & near[np.maximum(starts - 1, 0), cols]
+    below = (ends < h) & near[np.minimum(ends, h - 1), cols]
+    keep = above & below
+    out = np.zeros_like(removed)
+    for c, a, b in zip(cols[keep], starts[keep], ends[keep]):
+        out[a:b, c] = True
+    return out
+
+
+def _select_digit(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
+    """The connected marks that make the digit: the largest, and those near it."""
+    labels, n = _label(mask)
+    if n == 0:
+        return mask
+    on = labels >= 0
+    lab = labels[on]
+    mass = np.bincount(lab, weights=ink[on], minlength=n)
+    rr, cc = np.nonzero(on)
+    r0 = np.full(n, mask.shape[0]); r1 = np.zeros(n, dtype=np.int64)  # noqa: E702
+    c0 = np.full(n, mask.shape[1]); c1 = np.zeros(n, dtype=np.int64)  # noqa: E702
+    np.minimum.at(r0, lab, rr)
+    np.maximum.at(r1, lab, rr + 1)
+    np.minimum.at(c0, lab, cc)
+    np.maximum.at(c1, lab, cc + 1)
+    order = np.argsort(-mass, kind="stable")
+    big = order[0]
+    keep = np.zeros(n, dtype=bool)
+    keep[big] = True
+    box = [r0[big], r1[big], c0[big], c1[big]]
+    for c in order[1:]:
+        # a second big part of the digit lies within the digit's size of what is kept so
+        # far, a piece of a broken stroke within a third of it; specks are smaller still
+        if mass[c] >= SPECK_FRACTION * mass[big]:
+            reach = 1.0
+        elif mass[c] >= NEAR_FRACTION * mass[big]:
+            reach = 0.35
+        else:
+            continue
+        m = reach * max(box[1] - box[0], box[3] - box[2])
+        if (r0[c] >= box[0] - m and r1[c] <= box[1] + m
+                and c0[c] >= box[2] - m and c1[c] <= box[3] + m):
+            keep[c] = True
+            box = [min(box[0], r0[c]), max(box[1], r1[c]), min(box[2], c0[c]),
+                   max(box[3], c1[c])]
+    return keep[np.maximum(labels, 0)] & on
+
+
+def _dark_ink(x: np.ndarray) -> bool:
+    """Is the ink darker than the paper? The paper's level is the median of a ring inset
+    by a twelfth of the size (clear of scan borders along the edges, mostly clear of the
+    digit); the ink is the extreme farther from it."""
+    h, w = x.shape
+    mh, mw = h // 12, w // 12
+    inner = x[mh:h - mh, mw:w - mw] if min(h - 2 * mh, w - 2 * mw) > 0 else x
+    paper = float(np.median(_border(inner)))
+    lo, hi = np.percentile(inner, [0.5, 99.5])
+    return paper - lo > hi - paper
+
+
+def _find_ink(x: np.ndarray, where: str):
+    """Ink in [0, 1] (light on dark) with the paper removed, where it stands out from the
+    paper's noise (mask), and where it does at half that level (faint)."""
+    dark = _dark_ink(x)
+    paper = _paper(x, dark)
+    absolute = paper - x if dark else x - paper
+    # contrast relative to the paper (to the headroom above a dark board): ink in a
+    # shadow is as dark, relative to the paper around it, as ink in the light
+    residual = absolute / np.maximum(paper if dark else 1.0 - paper, 0.05)
+    if min(x.shape) >= 48:  # sensor noise and paper grain: average over 3x3 before deciding
+        residual, absolute = _box3(residual), _box3(absolute)
+    # a closing over noisy paper sits on the noise's peaks: the paper itself is then a
+    # little below it, at the residual's median
+    absolute -= float(np.median(absolute))
+    if float(absolute.max()) < max(MIN_CONTRAST, NOISE_SIGMAS * 1.4826 *
+                                   float(np.median(np.abs(absolute)))):
+        raise NoDigitError("blank", f"{where}image is blank: no ink stands out from the "
+                                    "background")
+    residual -= float(np.median(residual))
+    noise = 1.4826 * float(np.median(np.abs(residual)))
+    ink = np.clip(residual, 0.0, None)
+    peak = float(ink.max())
+    level = max(NOISE_FLOOR * peak, NOISE_SIGMAS * noise, INK_CONTRAST)
+    return ink, ink >= level, ink >= 0.5 * level
+
+
+def _remove_lines(mask: np.ndarray, faint: np.ndarray) -> np.ndarray:
+    """``mask`` without ruled lines, frames and scan borders (see LINE_COVER)."""
+    horiz, vert = _lines(mask, faint)
+    if not (horiz.any() or vert.any()):
+        return mask
+    rest = mask & ~horiz & ~vert
+    rest |= _crossing(horiz & ~vert, rest)
+    rest |= _crossing((vert & ~horiz).T, rest.T).T
+    if not rest.any():
+        # nothing but edge-to-edge runs: one vertical stroke is a tightly cropped 1,
+        # anything else is lines on paper
+        if not horiz.any() and _label(vert)[1] == 1:
+            return mask
+        return rest
+    digit = _select_digit(rest, rest.astype(np.float64))
+    r0, r1, c0, c1 = _bbox(digit)
+    # a long run that does not reach past the digit on both sides is part of it (the bar
+    # of a 7 in a tightly cropped picture), not a line
+    for band, lo, hi, axis in ((horiz, c0, c1, 1), (vert, r0, r1, 0)):
+        b = band & ~rest
+        if not b.any():
+            continue
+        idx = np.nonzero(b)
+        pos = idx[axis]
+        line_of = idx[1 - axis]  # the row of a horizontal run, the column of a vertical one
+        n = mask.shape[1 - axis]
+        first = np.full(n, 1 << 30)
+        last = np.full(n, -1)
+        np.minimum.at(first, line_of, pos)
+        np.maximum.at(last, line_of, pos)
+        part = (first > lo - 1) | (last < hi)
+        back = part[line_of]
+        rest[idx[0][back], idx[1][back]] = True
+    return rest
+
+
+def _normalise_stroke(x: np.ndarray, width: float) -> np.ndarray:
+    """Thicken or thin strokes whose width in the 20-pixel box (``width``) is outside
+    MNIST's range; ``x`` is the cropped digit."""
+    if STROKE_MIN <= width <= STROKE_MAX:
+        return x
+    # at 4x the box's resolution, a disc's radius is exact to a quarter of a box pixel
+    x = _shrink(x, 4 * BOX)
+    per_px = BOX / max(x.shape)  # box pixels per pixel of x
+    target = STROKE_MIN if width < STROKE_MIN else STROKE_MAX
+    radius = abs(target - width) / 2 / per_px
+    if radius < 0.5:
+        return x
+    return _disc_filter(x, radius, np.maximum if width < target else np.minimum)
+
+
 def preprocess_image(image) -> np.ndarray:
     """Prepare a handwritten digit like MNIST: 28x28, light on dark, centred.
+
+    Works on clean drawings and canvases and on photos and scans of paper:
+    uneven lighting and shadows, paper texture and noise, specks, ruled lines,
+    frames and scan borders, digits of any size anywhere in the picture, thin
+    and thick strokes (see the module docstring for the steps).
 
     Parameters
     ----------
@@ -261,9 +606,13 @@ def preprocess_image(image) -> np.ndarray:
 
     Raises
     ------
+    NoDigitError (a ValueError)
+        When the picture holds no digit: ``reason`` is ``"blank"`` (no ink),
+        ``"too_small"`` (only a dot or specks, or a drawing too small to read:
+        the message asks for a bigger digit) or ``"not_a_digit"`` (a solid blob).
     ValueError
         For an unreadable file (the message names the path), a bad array
-        shape or dtype, or an image with no visible ink.
+        shape or dtype.
     """
     if isinstance(image, (str, os.PathLike)):
         arr = load_image(image)
@@ -278,29 +627,37 @@ def preprocess_image(image) -> np.ndarray:
     try:
         grey, alpha = _grey_and_alpha(arr)
         x = _composite(grey, alpha)
+    except NoDigitError as exc:
+        raise NoDigitError(exc.reason, f"{where}{exc}") from None
     except ValueError as exc:
         raise ValueError(f"{where}{exc}") from None
 
-    border = _border(x)
-    background = float(np.median(border))
-    if background > 0.5:  # dark ink on light paper: make it light on dark like MNIST
-        x = 1.0 - x
-        border = 1.0 - border
-        background = 1.0 - background
-    # robust noise level of the paper (MAD of the border, scaled to a Gaussian sigma)
-    noise = 1.4826 * float(np.median(np.abs(border - background)))
-    x = np.clip(x - background, 0.0, None)
-    peak = float(x.max())
-    if peak < max(MIN_CONTRAST, NOISE_SIGMAS * noise):
-        raise ValueError(f"{where}image is blank: no ink stands out from the background")
-    x[x < max(NOISE_FLOOR * peak, NOISE_SIGMAS * noise)] = 0.0
-    x /= peak
+    x = _shrink(x, WORK_SIDE)
+    ink, mask, faint = _find_ink(x, where)
+    mask = _remove_lines(mask, faint)
+    if not mask.any():
+        raise NoDigitError("blank", f"{where}image is blank: only straight lines, no digit")
+    digit = _select_digit(mask, ink)
 
-    rows = np.flatnonzero(x.any(axis=1))
-    cols = np.flatnonzero(x.any(axis=0))
-    x = x[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    # a digit is a stroke several times longer than it is wide; a dot, a speck or a
+    # filled blob is not
+    r0, r1, c0, c1 = _bbox(digit)
+    extent = max(r1 - r0, c1 - c0)
+    stroke = _stroke_width(digit)
+    if extent < MIN_EXTENT * stroke or extent < 3:
+        small = extent < 0.25 * min(x.shape) or extent < 3
+        if small:
+            raise NoDigitError("too_small", f"{where}only a dot or specks, too small to be a "
+                                            "digit: draw a bigger digit")
+        raise NoDigitError("not_a_digit", f"{where}a solid blob, not a digit: write the "
+                                          "digit with a pen stroke")
+
+    r0, r1, c0, c1 = _bbox(digit)
+    x = np.where(digit, ink, 0.0)[r0:r1, c0:c1]
+    x /= x.max()
     h, w = x.shape
     scale = BOX / max(h, w)
+    x = _normalise_stroke(x, _stroke_width(digit[r0:r1, c0:c1]) * scale)
     new_h = min(BOX, max(1, int(round(h * scale))))
     new_w = min(BOX, max(1, int(round(w * scale))))
     small = resize(x, (new_h, new_w))

@@ -216,13 +216,18 @@ def parse_predict_request(raw: bytes) -> np.ndarray:
 
 def predict_json(network, image: np.ndarray) -> dict:
     """Preprocess ``image`` like ``Network.predict_image`` and describe the prediction."""
-    from digitcore.imaging import preprocess_image
+    from digitcore.imaging import NoDigitError, preprocess_image
 
     try:
         img28 = preprocess_image(image)
-    except ValueError as exc:
-        if "blank" in str(exc):
+    except NoDigitError as exc:
+        # not a client error: nothing to read yet (a dot, a speck, a blank canvas)
+        if exc.reason == "too_small":
+            raise RequestError(422, "too small to read: draw a bigger digit") from None
+        if exc.reason == "blank":
             raise RequestError(422, "the drawing is blank: draw a digit first") from None
+        raise RequestError(422, f"no digit to read: {exc}") from None
+    except ValueError as exc:
         raise RequestError(400, f"cannot use the drawing: {exc}") from None
     proba = network.predict_proba(img28.reshape(1, -1))[0]
     return {"digit": int(np.argmax(proba)),

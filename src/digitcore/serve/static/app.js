@@ -174,6 +174,8 @@
       const data = await resp.json();
       if (mine !== seq) return;
       if (!resp.ok) {
+        // 422: nothing to read yet (a dot, too small): no digit, not a stale one
+        if (resp.status === 422) showNothing();
         setStatus(data.error || `The server answered ${resp.status}.`, resp.status !== 422);
         return;
       }
@@ -203,6 +205,13 @@
       img.data[4 * i + 3] = 255;
     }
     seenCtx.putImageData(img, 0, 0);
+  }
+  function showNothing() {
+    digitOut.textContent = "–";
+    digitOut.classList.add("empty");
+    confidenceOut.textContent = "";
+    delete document.body.dataset.prediction;
+    showBars(null);
   }
   function clearAll() {
     seq++;

@@ -1,0 +1,256 @@
+"""Photograph-like digits for testing ``preprocess_image`` on real-world input.
+
+A seeded generator, NumPy only: each MNIST digit (28x28, light on dark) is enlarged to a
+random size, given a pen stroke of random width, put off-centre on a larger sheet of
+paper, and then corrupted the way phone photos and scans are: uneven lighting and
+shadows, paper texture and sensor noise, blur, specks, a scan border or a drawn frame,
+ruled notebook lines, coloured ink, dark boards with light chalk. Each corruption is
+drawn independently, so most images carry several.
+
+``photo_set(images, labels, seed)`` returns the pictures, their labels and what was done
+to each; ``non_digits(seed)`` returns pictures with no digit in them (blank paper,
+specks, a dot, ruled lines, a blob, noise). Used by tests/test_imaging_photos.py and
+benchmarks/bench_real_images.py; ``python photo_digits.py OUT_DIR`` writes a sample as
+PNG files (needs Pillow) to look at.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CORRUPTIONS = ("lighting", "shadow", "texture", "noise", "blur", "specks", "border", "frame",
+               "corner_pixels", "ruled", "thin", "thick", "colour", "inverted")
+
+
+def _interp_axis(n_in, n_out):
+    """(n_out, n_in) bilinear resampling matrix with half-pixel centres."""
+    c = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    i0 = np.floor(c).astype(int)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w = np.zeros((n_out, n_in))
+    w[np.arange(n_out), i0] += 1 - (c - i0)
+    w[np.arange(n_out), i1] += c - i0
+    return w
+
+
+def _enlarge(x, h, w):
+    return _interp_axis(x.shape[0], h) @ x @ _interp_axis(x.shape[1], w).T
+
+
+def _blur(x, sigma):
+    if sigma < 0.3:
+        return x
+    r = int(np.ceil(3 * sigma))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+    pad = np.pad(x, r, mode="edge")
+    rows = np.apply_along_axis(lambda v: np.convolve(v, k, mode="valid"), 1, pad)
+    return np.apply_along_axis(lambda v: np.convolve(v, k, mode="valid"), 0, rows)
+
+
+def _max_filter(x, r):
+    """Grey dilation by a disc of radius r pixels (r >= 1)."""
+    out = x.copy()
+    ri = int(np.ceil(r))
+    pad = np.pad(x, ri)
+    h, w = x.shape
+    for dy in range(-ri, ri + 1):
+        for dx in range(-ri, ri + 1):
+            if dy * dy + dx * dx <= r * r:
+                np.maximum(out, pad[ri + dy:ri + dy + h, ri + dx:ri + dx + w], out=out)
+    return out
+
+
+def _smooth_field(rng, h, w, cells=6):
+    """Low-frequency noise in about [-1, 1]: a coarse random grid, enlarged."""
+    return _enlarge(rng.uniform(-1, 1, (cells, cells)), h, w)
+
+
+def _disc(canvas, cy, cx, r, value):
+    h, w = canvas.shape
+    yy, xx = np.ogrid[0:h, 0:w]
+    cover = np.clip(r + 0.5 - np.hypot(yy - cy, xx - cx), 0, 1)
+    np.maximum(canvas, cover * value, out=canvas)
+
+
+def photo_digit(digit, rng, corruptions=None):
+    """One MNIST digit (uint8 28x28, light on dark) as a photo of ink on paper.
+
+    Parameters
+    ----------
+    digit : ndarray uint8 (28, 28)
+    rng : numpy Generator
+    corruptions : set of str, optional
+        Which of :data:`CORRUPTIONS` to apply; default: each with probability 0.35
+        (``thin`` and ``thick`` exclusive, ``inverted`` 0.15).
+
+    Returns
+    -------
+    image : ndarray uint8, (h, w) or (h, w, 3)
+    applied : list of str
+    """
+    if corruptions is None:
+        corruptions = {c for c in CORRUPTIONS if rng.random() < 0.35}
+        if "inverted" in corruptions and rng.random() < 0.6:
+            corruptions.discard("inverted")
+        if {"thin", "thick"} <= corruptions:
+            corruptions.discard("thick" if rng.random() < 0.5 else "thin")
+    applied = sorted(corruptions)
+    s = int(rng.integers(40, 161))       # side of the digit's 28x28 field, in pixels
+    px = s / 28.0                        # one MNIST pixel, in pixels of the photo
+    field = _enlarge(digit.astype(np.float64) / 255.0, s, s)
+    # MNIST strokes are anti-aliased; a pen stroke is solid with a soft edge. The level
+    # at which the enlarged grey ramp is cut sets the stroke width.
+    cut = 0.45
+    if "thin" in corruptions:  # (cutting above 0.75 breaks MNIST's fainter strokes apart)
+        cut = rng.uniform(0.6, 0.75)
+    ink = np.clip((field - cut) / 0.2 + 0.5, 0, 1)
+    if "thick" in corruptions:
+        ink = _max_filter(ink, rng.uniform(0.6, 1.3) * px)
+    # sheet of paper: the digit's field covers 35-90% of its shorter side
+    frac = rng.uniform(0.35, 0.9)
+    h = int(s / frac * rng.uniform(1.0, 1.4))
+    w = int(s / frac * rng.uniform(1.0, 1.4))
+    sheet = np.zeros((h, w))
+    top, left = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
+    sheet[top:top + s, left:left + s] = ink
+    if "specks" in corruptions:
+        for _ in range(int(rng.integers(1, 9))):
+            _disc(sheet, rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0.2, 0.6) * px,
+                  rng.uniform(0.5, 1.0))
+    lines = np.zeros((h, w))
+    if "ruled" in corruptions:
+        gap = rng.uniform(0.3, 0.6) * s
+        y = rng.uniform(0, gap)
+        thick = max(1.0, rng.uniform(0.08, 0.2) * px)
+        while y < h:
+            y0, y1 = int(y), int(y + thick) + 1
+            lines[y0:y1, :] = 1.0
+            y += gap
+        if rng.random() < 0.5:  # a margin line
+            x0 = int(rng.uniform(0.05, 0.2) * w)
+            lines[:, x0:x0 + int(thick) + 1] = np.maximum(lines[:, x0:x0 + int(thick) + 1], 1.0)
+    frame = np.zeros((h, w))
+    if "frame" in corruptions:  # a rectangle drawn around the digit or along the edges
+        inset = int(rng.uniform(0.0, 0.08) * min(h, w))
+        t = max(1, int(rng.uniform(0.1, 0.3) * px))
+        frame[inset:h - inset, inset:inset + t] = 1
+        frame[inset:h - inset, w - inset - t:w - inset] = 1
+        frame[inset:inset + t, inset:w - inset] = 1
+        frame[h - inset - t:h - inset, inset:w - inset] = 1
+    if "blur" in corruptions:
+        sigma = rng.uniform(0.3, 0.8) * px
+        sheet, lines, frame = _blur(sheet, sigma), _blur(lines, sigma), _blur(frame, sigma)
+
+    paper = rng.uniform(0.7, 0.97)
+    ink_level = rng.uniform(0.0, 0.3)
+    line_level = paper - rng.uniform(0.15, 0.35) * (paper - ink_level)  # fainter than ink
+    grey = paper - (paper - ink_level) * sheet
+    grey = grey - (grey - line_level).clip(0) * lines
+    grey = grey - (grey - ink_level).clip(0) * frame
+    if "colour" in corruptions:  # blue or red pen, light blue ruled lines
+        pen = np.array([0.15, 0.25, 0.8]) if rng.random() < 0.5 else np.array([0.8, 0.15, 0.15])
+        rule = np.array([0.55, 0.7, 0.95])
+        rgb = (paper - (paper - pen * paper) * sheet[:, :, None])
+        rgb = rgb - (rgb - rule * paper).clip(0) * 0.6 * lines[:, :, None]
+        rgb = rgb - (rgb - ink_level).clip(0) * frame[:, :, None]
+        img = rgb
+    else:
+        img = grey
+    if "inverted" in corruptions:  # chalk on a dark board
+        img = 1.0 - img
+    light = np.ones((h, w))
+    if "lighting" in corruptions:
+        ang = rng.uniform(0, 2 * np.pi)
+        yy, xx = np.mgrid[0:h, 0:w]
+        ramp = ((yy / h - 0.5) * np.sin(ang) + (xx / w - 0.5) * np.cos(ang))
+        light *= 1 - rng.uniform(0.2, 0.5) * (ramp + 0.5)
+        r2 = ((yy / h - 0.5) ** 2 + (xx / w - 0.5) ** 2) * 2
+        light *= 1 - rng.uniform(0.0, 0.35) * r2
+    if "shadow" in corruptions:  # a soft-edged shadow over part of the sheet
+        ang = rng.uniform(0, 2 * np.pi)
+        yy, xx = np.mgrid[0:h, 0:w]
+        d = (yy - h / 2) * np.sin(ang) + (xx - w / 2) * np.cos(ang) - rng.uniform(-0.3, 0.3) * s
+        light *= 1 - rng.uniform(0.2, 0.45) / (1 + np.exp(-d / (0.08 * s)))
+    if "texture" in corruptions:
+        light *= 1 + rng.uniform(0.02, 0.06) * _smooth_field(rng, h, w, int(rng.integers(4, 12)))
+    img = img * (light[:, :, None] if img.ndim == 3 else light)
+    if "noise" in corruptions:
+        img = img + rng.normal(0, rng.uniform(0.01, 0.04), img.shape)
+    if "border" in corruptions:  # the dark edge of a scanner lid or the table around a sheet
+        level = rng.uniform(0.05, 0.3)
+        for side in rng.permutation(4)[:int(rng.integers(1, 5))]:
+            b = int(rng.uniform(0.01, 0.05) * (h if side < 2 else w)) + 1
+            sl = [(slice(0, b), slice(None)), (slice(h - b, h), slice(None)),
+                  (slice(None), slice(0, b)), (slice(None), slice(w - b, w))][side]
+            img[sl] = level
+    if "corner_pixels" in corruptions:  # four grey pixels, one in each corner
+        for y, x in ((0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1)):
+            img[y, x] = 0.5
+    return np.round(np.clip(img, 0, 1) * 255).astype(np.uint8), applied
+
+
+def photo_set(images, labels, seed=0):
+    """Photo-like versions of ``images`` (uint8 (n, 28, 28)): (pictures, labels, applied)."""
+    rng = np.random.default_rng(seed)
+    out, applied = [], []
+    for d in images:
+        img, a = photo_digit(np.asarray(d), rng)
+        out.append(img)
+        applied.append(a)
+    return out, np.asarray(labels), applied
+
+
+def non_digits(seed=0):
+    """Pictures without a digit: ``[(name, image)]``; each should not be read as one."""
+    rng = np.random.default_rng(seed)
+    h, w = 200, 160
+    yy, xx = np.mgrid[0:h, 0:w]
+    paper = 0.85 * (1 - 0.3 * xx / w) * (1 + 0.03 * _smooth_field(rng, h, w))
+    out = []
+
+    def u8(x):
+        return np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
+
+    out.append(("blank paper with a shadow and texture", u8(paper)))
+    out.append(("noisy blank paper", u8(paper + rng.normal(0, 0.03, (h, w)))))
+    specks = np.zeros((h, w))
+    for _ in range(12):
+        _disc(specks, rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0.5, 2.0), 1.0)
+    out.append(("specks on paper", u8(paper * (1 - 0.8 * specks))))
+    dot = np.zeros((h, w))
+    _disc(dot, 90, 70, 6, 1.0)
+    out.append(("one dot", u8(1 - dot)))
+    canvas = np.zeros((112, 112))
+    _disc(canvas, 40, 60, 4, 1.0)  # a click on the draw page: brush 20 px of 280, at 112
+    out.append(("a click on the draw page", u8(1 - canvas)))
+    ruled = np.ones((h, w)) * 0.9
+    ruled[20::40, :] = 0.6
+    out.append(("ruled lines only", u8(ruled)))
+    blob = np.zeros((h, w))
+    _disc(blob, 100, 80, 45, 1.0)
+    out.append(("a filled disc", u8(1 - 0.9 * blob)))
+    square = np.ones((h, w))
+    square[50:150, 30:130] = 0.1
+    out.append(("a filled square", u8(square)))
+    out.append(("salt and pepper noise", u8(np.where(rng.random((h, w)) < 0.05, 0.0, 0.9))))
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover - a sample to look at
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    from digitcore.datasets import load_mnist_mini
+
+    out_dir = Path(sys.argv[1] if len(sys.argv) > 1 else "photo_digits")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _, (xt, yt) = load_mnist_mini()
+    pics, labels, applied = photo_set(xt[:40], yt[:40], seed=0)
+    for i, (p, y, a) in enumerate(zip(pics, labels, applied)):
+        Image.fromarray(p).save(out_dir / f"{i:03d}_{y}_{'-'.join(a) or 'clean'}.png")
+    for name, p in non_digits():
+        Image.fromarray(p).save(out_dir / f"none_{name.replace(' ', '_')}.png")
+    print(f"wrote {len(pics)} digits and {len(non_digits())} non-digits to {out_dir}")
