@@ -22,8 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE))
 
+import _results  # noqa: E402
 from photo_digits import CORRUPTIONS, non_digits, photo_set  # noqa: E402
 
 
@@ -51,6 +54,8 @@ def main(argv=None):
     ap.add_argument("--model", default=None)
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None, help="write the results here instead of "
+                    "benchmarks/results/bench_real_images.json")
     args = ap.parse_args(argv)
     net, name, (x_te, y_te) = _model(args.model)
     x, y = x_te[:args.n], y_te[:args.n]
@@ -72,10 +77,12 @@ def main(argv=None):
           f"({(pred == -1).sum()} refused as no digit; {per_image_ms:.1f} ms per picture)")
     print(f"photos of digits read clean:   {ok[clean_ok].mean():.2%}")
     print("by corruption (photo accuracy, images):")
+    rows = []
     for c in CORRUPTIONS:
         m = np.array([c in a for a in applied])
         if m.any():
             print(f"  {c:14s} {ok[m].mean():7.2%} {m.sum():5d}")
+            rows.append({"corruption": c, "accuracy": float(ok[m].mean()), "n": int(m.sum())})
     m = np.array([not a for a in applied])
     if m.any():
         print(f"  {'(none)':14s} {ok[m].mean():7.2%} {m.sum():5d}")
@@ -84,8 +91,14 @@ def main(argv=None):
         try:
             d, p = net.predict_image(img)
             print(f"  {what}: read as {d} ({p[d]:.0%})")
+            rows.append({"non_digit": what, "read_as": int(d), "probability": float(p[d])})
         except ValueError as exc:
             print(f"  {what}: refused: {exc}")
+            rows.append({"non_digit": what, "refused": str(exc)})
+    _results.save(__file__, {"clean_accuracy_pct": 100 * float(clean_ok.mean()),
+                             "photo_accuracy_pct": 100 * float(ok.mean()),
+                             "photo_of_clean_read_pct": 100 * float(ok[clean_ok].mean())},
+                  [{"model": repr(net), "data": name, "n": len(pics)}] + rows, args.json)
 
 
 if __name__ == "__main__":
