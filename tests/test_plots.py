@@ -196,9 +196,13 @@ def test_no_pyplot_and_no_backend_change():
         "plots.plot_history({'loss': [1.0, 0.5]})\n"
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'\n"
     )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [os.path.join(os.path.dirname(__file__), "..", "src"), os.environ.get("PYTHONPATH", "")]))
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+    # the child imports digitcore as this process did (the installed package in CI), never
+    # a source tree put on its path
+    code += "import digitcore; print(digitcore.__file__)\n"
+    out = subprocess.run([sys.executable, "-c", code], check=True, timeout=60,
+                         capture_output=True, text=True).stdout
+    import digitcore
+    assert out.strip().splitlines()[-1] == digitcore.__file__
 
 
 def test_missing_matplotlib_message(monkeypatch):
