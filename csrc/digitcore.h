@@ -106,6 +106,16 @@ int dc_softmax_xent(float *probs, float *dlogits, double *loss, int64_t *n_corre
                     const float *logits, const int64_t *labels, int64_t B, int64_t C,
                     float label_smoothing);
 
+/* Fused sigmoid + binary cross-entropy against targets (B,C) in [0, 1] (multilabel
+ * outputs, each column its own two-class problem):
+ *   probs (B,C)   sigmoid(logits) (may be NULL; may equal logits)
+ *   dlogits (B,C) = (probs - targets) / B (may be NULL; may equal logits)
+ *   loss          mean over the B rows of the sum over the C columns of
+ *                 -(t log p + (1-t) log(1-p)), from the logits (softplus form, double)
+ *   n_correct     rows whose every column is on the target's side of 0.5 (may be NULL) */
+int dc_sigmoid_bce(float *probs, float *dlogits, double *loss, int64_t *n_correct,
+                   const float *logits, const float *targets, int64_t B, int64_t C);
+
 /* ---- input conversion -------------------------------------------------------------- */
 /* out (B,F) = rows idx[0..B) of inp (N,F) as float32, times scale plus shift.
  * idx may be NULL (rows 0..B). Indices are trusted (validated by the caller). */
@@ -299,6 +309,40 @@ int dc_mlp_forward(float *out, const dc_mlp *net, const uint8_t *x_u8, const flo
 int dc_mlp_evaluate(double *loss, int64_t *n_correct, const dc_mlp *net, const uint8_t *x_u8,
                     const float *x_f32, const int64_t *labels, int64_t n, float scale,
                     float shift);
+
+/* ---- loss and gradient over a set of rows (mlp_grad.c) ------------------------------------
+ * For full-batch solvers (L-BFGS), sigmoid outputs and CSR input: what dc_mlp_train's
+ * fused loop does not take. */
+/* The rows of a network's input, converted as x * scale + shift: dense uint8 (u8) or
+ * float32 (f32), (rows, cols) row-major; or CSR: ptr (rows + 1, starting at 0), idx
+ * (columns, increasing within a row) and val (ptr[rows] entries each), shift 0. Exactly
+ * one of u8, f32, ptr is set. */
+typedef struct {
+    const uint8_t *u8;
+    const float *f32;
+    const int64_t *ptr;
+    const int32_t *idx;
+    const float *val;
+    int64_t rows, cols;
+    float scale, shift;
+} dc_rows;
+
+enum { DC_LOSS_SOFTMAX_XENT = 0, DC_LOSS_SIGMOID_BCE = 1 };
+
+/* Over rows sel[0..n) of x (sel NULL: rows 0..n), no dropout:
+ *   loss     mean output loss: softmax + cross-entropy against labels (x->rows) int64 for
+ *            DC_LOSS_SOFTMAX_XENT, sigmoid + binary cross-entropy summed over the outputs
+ *            against targets (x->rows, C) float32 for DC_LOSS_SIGMOID_BCE (the other NULL)
+ *   grads    (n_params, net->params' layout) = d loss / d params, overwritten (NULL: skip)
+ *   n_correct rows predicted right (may be NULL)
+ * Rows go in fixed chunks: the same bits for any thread count. DC_ERR_LABEL for a label
+ * outside [0, C). */
+int dc_mlp_loss_grad(double *loss, int64_t *n_correct, float *grads, const dc_mlp *net,
+                     int loss_kind, const dc_rows *x, const int64_t *sel, int64_t n,
+                     const int64_t *labels, const float *targets);
+/* out (n, sizes[n_layers]) = the output layer's values (logits) for rows sel[0..n) of x. */
+int dc_mlp_logits_rows(float *out, const dc_mlp *net, const dc_rows *x, const int64_t *sel,
+                       int64_t n);
 
 #ifdef __cplusplus
 }

@@ -457,6 +457,80 @@ int dc_softmax_xent(float *probs, float *dlogits, double *loss, int64_t *n_corre
     return DC_OK;
 }
 
+/* Rows [r0, r1) of the fused sigmoid + binary cross-entropy; returns the sum of row
+ * losses (in row order) and adds the correct count to *correct. */
+static double bce_rows(float *probs, float *dlogits, int64_t *correct, const float *logits,
+                       const float *targets, int64_t r0, int64_t r1, int64_t B, int64_t C)
+{
+    double loss = 0.0;
+    int64_t ok = 0;
+    const double invB = 1.0 / (double)B;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *x = logits + r * C;
+        const float *t = targets + r * C;
+        int all = 1;
+        for (int64_t j = 0; j < C; j++) {
+            const double z = (double)x[j], tj = (double)t[j];
+            /* -(t log p + (1-t) log(1-p)) = softplus(z) - t z, with
+             * softplus(z) = max(z, 0) + log1p(exp(-|z|)): no overflow for any z */
+            const double ez = exp(-fabs(z));
+            loss += (z > 0.0 ? z : 0.0) + log1p(ez) - tj * z;
+            all &= (z > 0.0) == (tj > 0.5);
+            if (probs == NULL && dlogits == NULL)
+                continue;
+            const double p = z >= 0.0 ? 1.0 / (1.0 + ez) : ez / (1.0 + ez);
+            if (probs != NULL)
+                probs[r * C + j] = (float)p;
+            if (dlogits != NULL)
+                dlogits[r * C + j] = (float)((p - tj) * invB);
+        }
+        ok += all;
+    }
+    *correct += ok;
+    return loss;
+}
+
+// logits, targets are (B,C); probs, dlogits are (B,C) or NULL
+int dc_sigmoid_bce(float *probs, float *dlogits, double *loss, int64_t *n_correct,
+                   const float *logits, const float *targets, int64_t B, int64_t C)
+{
+    if (B < 0 || C < 0 || loss == NULL)
+        return DC_ERR_ARG;
+    *loss = 0.0;
+    if (n_correct != NULL)
+        *n_correct = 0;
+    if (B == 0)
+        return DC_OK;
+    int64_t rpc = rows_per_chunk(C, 8), nc = n_chunks(B, rpc);
+    int64_t correct = 0;
+    double total = 0.0;
+    if (nc == 1) {
+        total = bce_rows(probs, dlogits, &correct, logits, targets, 0, B, B, C);
+    } else {
+        /* per-chunk partials added in chunk order, as in dc_softmax_xent */
+        double *part = (double *)malloc((size_t)nc * sizeof(double));
+        if (part == NULL)
+            return DC_ERR_NOMEM;
+#ifdef _OPENMP
+        int nt = dc_get_num_threads();
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1) reduction(+ : correct)
+#endif
+        for (int64_t c = 0; c < nc; c++) {
+            int64_t k = 0;
+            part[c] = bce_rows(probs, dlogits, &k, logits, targets, c * rpc,
+                               min_i64(B, (c + 1) * rpc), B, C);
+            correct += k;
+        }
+        for (int64_t c = 0; c < nc; c++)
+            total += part[c];
+        free(part);
+    }
+    *loss = total / (double)B;
+    if (n_correct != NULL)
+        *n_correct = correct;
+    return DC_OK;
+}
+
 /* ==== input conversion ===================================================================== */
 
 // inp is (N,F) uint8, idx is (B) or NULL, out is (B,F)

@@ -322,6 +322,47 @@ def test_softmax_cross_entropy(path, threads, B, C, seed, scale, smoothing):
         np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=C * EPS)
 
 
+def test_sigmoid_bce_worked_example():
+    # logits [0, ln 3] -> sigmoid [1/2, 3/4]; targets [1, 0]:
+    # loss = -ln(1/2) - ln(1 - 3/4) = ln 2 + ln 4 = ln 8; dlogits = [1/2 - 1, 3/4 - 0]
+    logits = np.array([[0.0, np.log(3.0)]], dtype=np.float32)
+    targets = np.array([[1.0, 0.0]], dtype=np.float32)
+    loss, p, d, nc = ops.sigmoid_binary_cross_entropy(logits, targets, return_n_correct=True)
+    assert loss == pytest.approx(np.log(8.0), rel=1e-6)
+    np.testing.assert_allclose(p, [[0.5, 0.75]], rtol=1e-6)
+    np.testing.assert_allclose(d, [[-0.5, 0.75]], rtol=1e-6)
+    assert nc == 0  # logit 0 is not > 0 (column 0 misses), and column 1 is wrong
+    # huge logits stay finite (softplus form), and the gradient saturates at p - t
+    big = np.array([[1e4, -1e4]], dtype=np.float32)
+    loss, p, d = ops.sigmoid_binary_cross_entropy(big, np.array([[0.0, 1.0]], np.float32))
+    assert loss == pytest.approx(2e4) and np.isfinite(p).all()
+    np.testing.assert_array_equal(d, [[1.0, -1.0]])
+    with pytest.raises(ValueError, match="targets"):
+        ops.sigmoid_binary_cross_entropy(logits, np.array([[2.0, 0.0]], np.float32))
+    with pytest.raises(ValueError, match="targets has shape"):
+        ops.sigmoid_binary_cross_entropy(logits, np.zeros((2, 2), np.float32))
+
+
+@with_configs
+@SETTINGS
+@given(B=DIMS, C=st.one_of(st.sampled_from([1, 2, 3, 10]), st.integers(1, 70)), seed=SEEDS,
+       scale=st.sampled_from([1.0, 10.0, 1e4]))
+def test_sigmoid_binary_cross_entropy(path, threads, B, C, seed, scale):
+    rng = np.random.default_rng(seed)
+    logits = randn(rng, B, C, scale=scale)
+    targets = (rng.random((B, C)) < 0.4).astype(np.float32)
+    with config(path, threads):
+        loss, p, d, nc = ops.sigmoid_binary_cross_entropy(logits, targets,
+                                                          return_n_correct=True)
+    rloss, rp, rd, rnc = ref.sigmoid_binary_cross_entropy(f64(logits), targets,
+                                                          return_n_correct=True)
+    assert np.isfinite(loss)
+    assert_close(loss, rloss, "xent_loss", scale=1.0, what="loss")
+    assert_close(p, rp, "softmax", what="probs")
+    assert_close(d, rd, "dlogits", scale=1.0 / max(B, 1), what="dlogits")
+    assert nc == rnc
+
+
 @pytest.mark.parametrize("C", [10, 300])  # 300: rows too wide for the on-stack exp buffer
 def test_softmax_in_place_and_aliases(C):
     rng = np.random.default_rng(3)
@@ -560,6 +601,16 @@ def test_fd_softmax_cross_entropy(smoothing):
     labels = rng.integers(0, 6, size=4)
     loss = lambda: ref.softmax_cross_entropy(logits, labels, smoothing)[0]  # noqa: E731
     _, _, d = ref.softmax_cross_entropy(logits, labels, smoothing)
+    assert_close(d, numgrad(loss, logits), "fd", scale=1.0, what="dlogits")
+
+
+def test_fd_sigmoid_binary_cross_entropy():
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((4, 6)) * 3
+    targets = (rng.random((4, 6)) < 0.5).astype(np.float64)
+    targets[0, 0] = 0.3  # soft targets too
+    loss = lambda: ref.sigmoid_binary_cross_entropy(logits, targets)[0]  # noqa: E731
+    _, _, d = ref.sigmoid_binary_cross_entropy(logits, targets)
     assert_close(d, numgrad(loss, logits), "fd", scale=1.0, what="dlogits")
 
 

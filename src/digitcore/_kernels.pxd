@@ -1,6 +1,6 @@
 # cython: language_level=3
 # Declarations of csrc/digitcore.h for Cython. Keep in the same order as the header.
-from libc.stdint cimport int64_t, uint64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint64_t, uint8_t
 
 cdef extern from "digitcore.h" nogil:
     enum:
@@ -47,6 +47,8 @@ cdef extern from "digitcore.h" nogil:
     int dc_softmax_xent(float *probs, float *dlogits, double *loss, int64_t *n_correct,
                         const float *logits, const int64_t *labels, int64_t B, int64_t C,
                         float label_smoothing)
+    int dc_sigmoid_bce(float *probs, float *dlogits, double *loss, int64_t *n_correct,
+                       const float *logits, const float *targets, int64_t B, int64_t C)
     int dc_gather_u8(float *out, const uint8_t *inp, const int64_t *idx, int64_t B, int64_t F,
                      float scale, float shift)
     int dc_gather_f32(float *out, const float *inp, const int64_t *idx, int64_t B, int64_t F,
@@ -132,3 +134,22 @@ cdef extern from "digitcore.h" nogil:
     int dc_mlp_evaluate(double *loss, int64_t *n_correct, const dc_mlp *net,
                         const uint8_t *x_u8, const float *x_f32, const int64_t *labels,
                         int64_t n, float scale, float shift)
+
+    ctypedef struct dc_rows:
+        const uint8_t *u8
+        const float *f32
+        const int64_t *ptr
+        const int32_t *idx
+        const float *val
+        int64_t rows
+        int64_t cols
+        float scale
+        float shift
+    enum:
+        DC_LOSS_SOFTMAX_XENT
+        DC_LOSS_SIGMOID_BCE
+    int dc_mlp_loss_grad(double *loss, int64_t *n_correct, float *grads, const dc_mlp *net,
+                         int loss_kind, const dc_rows *x, const int64_t *sel, int64_t n,
+                         const int64_t *labels, const float *targets)
+    int dc_mlp_logits_rows(float *out, const dc_mlp *net, const dc_rows *x,
+                           const int64_t *sel, int64_t n)

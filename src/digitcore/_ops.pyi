@@ -62,6 +62,16 @@ def softmax_cross_entropy(logits: F32, labels: IntArray, label_smoothing: float 
 def softmax_cross_entropy(logits: F32, labels: IntArray, label_smoothing: float = ..., *,
                           probs: F32 | None = ..., dlogits: F32 | None = ...,
                           return_n_correct: Literal[True]) -> tuple[float, F32, F32, int]: ...
+@overload
+def sigmoid_binary_cross_entropy(logits: F32, targets: F32, *, probs: F32 | None = ...,
+                                 dlogits: F32 | None = ...,
+                                 return_n_correct: Literal[False] = ...
+                                 ) -> tuple[float, F32, F32]: ...
+@overload
+def sigmoid_binary_cross_entropy(logits: F32, targets: F32, *, probs: F32 | None = ...,
+                                 dlogits: F32 | None = ...,
+                                 return_n_correct: Literal[True]
+                                 ) -> tuple[float, F32, F32, int]: ...
 
 # ---- input conversion ----
 def gather_u8(x: U8, idx: IntArray | None = ..., scale: float = ..., shift: float = ...,
@@ -100,3 +110,9 @@ class _Net:
               opt: dict[str, Any], grads: F32, state1: F32 | None,
               state2: F32 | None) -> tuple[float, int, int]: ...
 
+# ---- loss and gradient over a set of rows (_mlp_grad.pxi, used by the estimator) ----
+def mlp_loss_grad(net: _Net, x: Any, sel: npt.NDArray[np.int64] | None,
+                  labels: npt.NDArray[np.int64] | None, targets: F32 | None, loss: str,
+                  scale: float, shift: float, grads: F32 | None = ...) -> tuple[float, int]: ...
+def mlp_logits_rows(net: _Net, x: Any, sel: npt.NDArray[np.int64] | None, scale: float,
+                    shift: float) -> F32: ...

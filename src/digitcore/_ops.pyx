@@ -12,7 +12,7 @@ import operator
 
 import numpy as np
 cimport numpy as cnp
-from libc.stdint cimport int64_t, uint64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint64_t, uint8_t
 
 from digitcore._kernels cimport *
 from digitcore.errors import KernelError
@@ -681,6 +681,60 @@ def softmax_cross_entropy(logits, labels, label_smoothing=0.0, *, probs=None, dl
     return loss, po, do
 
 
+def sigmoid_binary_cross_entropy(logits, targets, *, probs=None, dlogits=None,
+                                 return_n_correct=False):
+    """Fused sigmoid + binary cross-entropy (multilabel outputs).
+
+    Parameters
+    ----------
+    logits : ndarray, float32, shape (B, C)
+    targets : ndarray, float32, shape (B, C)
+        Values in [0, 1] (0/1 for multilabel indicators); otherwise ValueError.
+    probs, dlogits : ndarray, float32, shape (B, C), optional
+        Outputs; each may be ``logits`` itself (in place) but not each other.
+    return_n_correct : bool
+        Also return how many rows have every column on the target's side of 0.5.
+
+    Returns
+    -------
+    loss : float
+        Mean over rows of the sum over columns of ``-(t log p + (1-t) log(1-p))``,
+        computed in float64 from the logits (``softplus(z) - t z``); 0.0 for B == 0.
+    probs : ndarray (B, C)
+        ``sigmoid(logits)``.
+    dlogits : ndarray (B, C)
+        ``(probs - targets) / B``, the gradient of the mean loss.
+    n_correct : int
+        Only with ``return_n_correct=True``.
+    """
+    _arr(logits, "logits", np.float32, 2)
+    _arr(targets, "targets", np.float32, 2)
+    cdef int64_t B = logits.shape[0], C = logits.shape[1]
+    _shape_is(targets, "targets", (B, C), "logits.shape")
+    if targets.size and not ((targets >= 0) & (targets <= 1)).all():
+        raise ValueError("targets must be in [0, 1] (and not NaN)")
+    po = _out(probs, (B, C), np.float32, "probs")
+    do = _out(dlogits, (B, C), np.float32, "dlogits")
+    _may_equal(po, "probs", logits, "logits")
+    _may_equal(do, "dlogits", logits, "logits")
+    _no_overlap(po, "probs", (("dlogits", do), ("targets", targets)))
+    _no_overlap(do, "dlogits", (("targets", targets),))
+    cdef const float[::1] lv = _flat(logits)
+    cdef const float[::1] tv = _flat(targets)
+    cdef float[::1] pv = _flat(po)
+    cdef float[::1] dv = _flat(do)
+    cdef double loss = 0.0
+    cdef int64_t correct = 0
+    cdef int status
+    with nogil:
+        status = dc_sigmoid_bce(_wptr(pv), _wptr(dv), &loss, &correct, _fptr(lv), _fptr(tv),
+                                B, C)
+    _check(status, "sigmoid_binary_cross_entropy")
+    if return_n_correct:
+        return loss, po, do, int(correct)
+    return loss, po, do
+
+
 # ---- input conversion ----------------------------------------------------------------------
 
 cdef object _gather_idx(object idx, int64_t N):
@@ -1025,3 +1079,4 @@ def dropout_backward(dout, mask, p, out=None):
 
 include "_augment.pxi"
 include "_mlp.pxi"
+include "_mlp_grad.pxi"

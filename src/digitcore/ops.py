@@ -22,6 +22,8 @@ Layer ops
     softmax(logits, out=None)
     softmax_cross_entropy(logits, labels, label_smoothing=0.0, *, probs=None, dlogits=None,
                           return_n_correct=False) -> (loss, probs, dlogits[, n_correct])
+    sigmoid_binary_cross_entropy(logits, targets, *, probs=None, dlogits=None,
+                                 return_n_correct=False) -> (loss, probs, dlogits[, n_correct])
     gather_u8(x, idx=None, scale=1/255, shift=0.0, out=None), gather_f32(...)
     dropout_forward(x, p, seed, stream=0, out=None, mask=None) -> (out, mask)
     dropout_backward(dout, mask, p, out=None)
@@ -87,6 +89,7 @@ from digitcore._ops import (
     scale_inplace,
     sgd_update,
     sigmoid_backward,
+    sigmoid_binary_cross_entropy,
     sigmoid_forward,
     softmax,
     softmax_cross_entropy,
@@ -101,7 +104,7 @@ __all__ = [
     "relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
     "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
     "dense_forward", "dense_backward",
-    "softmax", "softmax_cross_entropy",
+    "softmax", "softmax_cross_entropy", "sigmoid_binary_cross_entropy",
     "gather_u8", "gather_f32",
     "sgd_update", "rmsprop_update", "adam_update",
     "sum_squares", "scale_inplace", "clip_grad_norm",

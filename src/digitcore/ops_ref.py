@@ -29,7 +29,7 @@ __all__ = [
     "relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
     "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
     "dense_forward", "dense_backward",
-    "softmax", "softmax_cross_entropy",
+    "softmax", "softmax_cross_entropy", "sigmoid_binary_cross_entropy",
     "gather_u8", "gather_f32",
     "sgd_update", "rmsprop_update", "adam_update",
     "sum_squares", "scale_inplace", "clip_grad_norm",
@@ -210,6 +210,27 @@ def softmax_cross_entropy(logits, labels, label_smoothing=0.0, *, probs=None, dl
     res = (loss, _store(p, probs), _store(grad, dlogits))
     if return_n_correct:
         return res + (int((x.argmax(axis=1) == labels).sum()),)
+    return res
+
+
+def sigmoid_binary_cross_entropy(logits, targets, *, probs=None, dlogits=None,
+                                 return_n_correct=False):
+    """(mean over rows of the summed -(t log p + (1-t) log(1-p)), p = sigmoid(logits),
+    (p - t) / B)."""
+    x = _float(logits)
+    t = np.asarray(targets, dtype=np.float64)
+    if t.size and not ((t >= 0) & (t <= 1)).all():
+        raise ValueError("targets must be in [0, 1]")
+    B = x.shape[0]
+    x64 = x.astype(np.float64)
+    log_p = -np.logaddexp(0.0, -x64)  # log sigmoid(x), finite for any x
+    log_1mp = -np.logaddexp(0.0, x64)  # log(1 - sigmoid(x))
+    p = np.exp(log_p)
+    loss = float(-(t * log_p + (1 - t) * log_1mp).sum() / B) if B else 0.0
+    grad = (p - t) / max(B, 1)
+    res = (loss, _store(p.astype(x.dtype), probs), _store(grad.astype(x.dtype), dlogits))
+    if return_n_correct:
+        return res + (int(((x64 > 0) == (t > 0.5)).all(axis=1).sum()),)
     return res
 
 
