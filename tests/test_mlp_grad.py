@@ -104,7 +104,8 @@ def test_c_matches_reference(loss, act, n):
             _ops.set_num_threads(threads)
             try:
                 g = np.empty(net.n_params, np.float32)
-                value, _ = _ops.mlp_loss_grad(k, inp, None, labels, targets, loss, 1.0, 0.0, g)
+                rows = _ops.Rows(inp, 37, labels=labels, targets=targets)
+                value, _ = _ops.mlp_loss_grad(k, rows, None, loss, g)
             finally:
                 _ops.set_num_threads(old)
             assert value == pytest.approx(rloss, rel=1e-5)
@@ -124,14 +125,15 @@ def test_uint8_selection_and_logits():
     sel = rng.permutation(300)[:77].astype(np.int64)
     k = net._net()
     g8, gs = np.empty(net.n_params, np.float32), np.empty(net.n_params, np.float32)
-    l8, c8 = _ops.mlp_loss_grad(k, x8, sel, labels, None, "softmax", 1 / 255, 0.0, g8)
-    ls, cs = _ops.mlp_loss_grad(k, np.ascontiguousarray(xs[sel]), None, labels[sel], None,
-                                "softmax", 1.0, 0.0, gs)
+    r8 = _ops.Rows(x8, 30, 1 / 255, 0.0, labels=labels)
+    l8, c8 = _ops.mlp_loss_grad(k, r8, sel, "softmax", g8)
+    rs = _ops.Rows(np.ascontiguousarray(xs[sel]), 30, labels=labels[sel])
+    ls, cs = _ops.mlp_loss_grad(k, rs, None, "softmax", gs)
     assert l8 == pytest.approx(ls, rel=1e-6) and c8 == cs
     np.testing.assert_allclose(g8, gs, rtol=0, atol=1e-6 * np.abs(gs).max())
     # the loss alone (no grads), and the logits of the same rows, sparse or dense
-    assert _ops.mlp_loss_grad(k, x8, sel, labels, None, "softmax", 1 / 255, 0.0)[0] == l8
-    logits = _ops.mlp_logits_rows(k, csr(xs), sel, 1.0, 0.0)
+    assert _ops.mlp_loss_grad(k, r8, sel, "softmax")[0] == l8
+    logits = _ops.mlp_logits_rows(k, _ops.Rows(csr(xs), 30), sel)
     np.testing.assert_allclose(logits, net.logits(xs[sel]), rtol=1e-5, atol=1e-5)
     assert c8 == int((logits.argmax(1) == labels[sel]).sum())
 
@@ -141,24 +143,28 @@ def test_bad_arguments_name_the_problem():
     net, x, labels, targets = make(rng, (10, 4, 3), "relu", 20)
     k = net._net()
     ip, ix, dv, n = csr(x)
+    bad = ix.copy()
+    bad[0] = 10
     with pytest.raises(ValueError, match="indices must be in"):
-        bad = ix.copy()
-        bad[0] = 10
-        _ops.mlp_loss_grad(k, (ip, bad, dv, n), None, labels, None, "softmax", 1.0, 0.0)
+        _ops.Rows((ip, bad, dv, n), 10)
     with pytest.raises(ValueError, match="indptr"):
-        _ops.mlp_loss_grad(k, (ip[::-1].copy(), ix, dv, n), None, labels, None, "softmax",
-                           1.0, 0.0)
+        _ops.Rows((ip[::-1].copy(), ix, dv, n), 10)
     with pytest.raises(ValueError, match="shift"):
-        _ops.mlp_loss_grad(k, (ip, ix, dv, n), None, labels, None, "softmax", 1.0, 0.5)
-    with pytest.raises(ValueError, match="labels must be in"):
-        _ops.mlp_loss_grad(k, x, None, labels + 3, None, "softmax", 1.0, 0.0)
-    with pytest.raises(ValueError, match="targets"):
-        _ops.mlp_loss_grad(k, x, None, None, targets * 3, "sigmoid", 1.0, 0.0)
-    with pytest.raises(ValueError, match="sel has rows"):
-        _ops.mlp_loss_grad(k, x, np.array([20], np.int64), labels, None, "softmax", 1.0, 0.0)
+        _ops.Rows((ip, ix, dv, n), 10, 1.0, 0.5)
     with pytest.raises(ValueError, match="x has shape"):
-        _ops.mlp_loss_grad(k, x[:, :5].copy(), None, labels, None, "softmax", 1.0, 0.0)
+        _ops.Rows(x[:, :5].copy(), 10)
+    with pytest.raises(ValueError, match="targets"):
+        _ops.Rows(x, 10, targets=targets * 3)
+    rows = _ops.Rows(x, 10, labels=labels + 3, targets=targets)
+    with pytest.raises(ValueError, match="labels must be in"):
+        _ops.mlp_loss_grad(k, rows, None, "softmax")
+    with pytest.raises(ValueError, match="sel has rows"):
+        _ops.mlp_loss_grad(k, rows, np.array([20], np.int64), "sigmoid")
     with pytest.raises(ValueError, match="grads must not overlap"):
-        _ops.mlp_loss_grad(k, x, None, labels, None, "softmax", 1.0, 0.0, net.flat_parameters)
+        _ops.mlp_loss_grad(k, rows, None, "sigmoid", net.flat_parameters)
     with pytest.raises(ValueError, match="loss must be"):
-        _ops.mlp_loss_grad(k, x, None, labels, None, "hinge", 1.0, 0.0)
+        _ops.mlp_loss_grad(k, rows, None, "hinge")
+    with pytest.raises(ValueError, match="needs rows with labels"):
+        _ops.mlp_loss_grad(k, _ops.Rows(x, 10), None, "softmax")
+    with pytest.raises(ValueError, match="features"):
+        _ops.mlp_loss_grad(Network([5, 3], seed=0)._net(), rows, None, "sigmoid")

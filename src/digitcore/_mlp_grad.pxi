@@ -5,12 +5,23 @@
 _LOSSES = {"softmax": DC_LOSS_SOFTMAX_XENT, "sigmoid": DC_LOSS_SIGMOID_BCE}
 
 
-cdef class _Rows:
-    """A dc_rows view over checked arrays (kept alive by this object)."""
+cdef class Rows:
+    """The rows of a data set, checked once, for :func:`mlp_loss_grad` /
+    :func:`mlp_logits_rows` (which a training loop calls once per mini-batch).
+
+    ``x`` is a uint8/float32 (n_rows, n_features) C-contiguous array, or a CSR tuple
+    ``(indptr int64 (n_rows+1), indices int32, data float32, n_rows)``; rows are used as
+    ``x * scale + shift`` (shift 0 for CSR). Optional ``labels`` int64 (n_rows,) for the
+    softmax loss, ``targets`` float32 (n_rows, n_outputs) in [0, 1] for the sigmoid loss.
+    """
     cdef dc_rows rows
     cdef object keep
+    cdef readonly object labels
+    cdef readonly object targets
+    cdef int64_t label_max
 
-    def __init__(self, x, int64_t n_features, float scale, float shift):
+    def __init__(self, x, int64_t n_features, float scale=1.0, float shift=0.0, labels=None,
+                 targets=None):
         cdef const uint8_t[:, ::1] xu
         cdef const float[:, ::1] xf
         cdef const int64_t[::1] pv
@@ -53,25 +64,45 @@ cdef class _Rows:
             else:  # no entries: any valid pointer (never read)
                 self.rows.idx = <const int32_t *>self.rows.ptr
                 self.rows.val = <const float *>self.rows.ptr
-            return
-        if not isinstance(x, np.ndarray):
-            raise TypeError(f"x must be a numpy.ndarray or a CSR tuple, got {type(x).__name__}")
-        if x.dtype != np.uint8 and x.dtype != np.float32:
-            raise TypeError(f"x must be uint8 or float32, got {x.dtype}")
-        if x.ndim != 2 or x.shape[1] != n_features:
-            raise ValueError(f"x has shape {x.shape}, expected (n, {n_features})")
-        if not x.flags.c_contiguous:
-            raise ValueError("x must be C-contiguous")
-        self.keep = x
-        self.rows.rows = x.shape[0]
-        if x.shape[0] == 0 or n_features == 0:
-            raise ValueError("x must have at least one row")
-        if x.dtype == np.uint8:
-            xu = x
-            self.rows.u8 = &xu[0, 0]
         else:
-            xf = x
-            self.rows.f32 = &xf[0, 0]
+            if not isinstance(x, np.ndarray):
+                raise TypeError(f"x must be a numpy.ndarray or a CSR tuple, got "
+                                f"{type(x).__name__}")
+            if x.dtype != np.uint8 and x.dtype != np.float32:
+                raise TypeError(f"x must be uint8 or float32, got {x.dtype}")
+            if x.ndim != 2 or x.shape[1] != n_features:
+                raise ValueError(f"x has shape {x.shape}, expected (n, {n_features})")
+            if not x.flags.c_contiguous:
+                raise ValueError("x must be C-contiguous")
+            if x.shape[0] == 0 or n_features == 0:
+                raise ValueError("x must have at least one row and one feature")
+            self.keep = x
+            self.rows.rows = x.shape[0]
+            if x.dtype == np.uint8:
+                xu = x
+                self.rows.u8 = &xu[0, 0]
+            else:
+                xf = x
+                self.rows.f32 = &xf[0, 0]
+        self.label_max = -1
+        if labels is not None:
+            _check_1d(labels, np.int64, "labels", self.rows.rows)
+            if self.rows.rows and labels.min() < 0:
+                raise ValueError("labels must be >= 0")
+            self.label_max = labels.max() if self.rows.rows else -1
+        if targets is not None:
+            _arr(targets, "targets", np.float32, 2)
+            if targets.shape[0] != self.rows.rows:
+                raise ValueError(f"targets has {targets.shape[0]} rows, x has "
+                                 f"{self.rows.rows}")
+            if not ((targets >= 0) & (targets <= 1)).all():
+                raise ValueError("targets must be in [0, 1] (and not NaN)")
+        self.labels = labels
+        self.targets = targets
+
+    @property
+    def n_rows(self):
+        return self.rows.rows
 
 
 cdef object _sel(object sel, int64_t n_rows):
@@ -83,19 +114,20 @@ cdef object _sel(object sel, int64_t n_rows):
     return sel
 
 
-def mlp_loss_grad(_Net net, x, sel, labels, targets, str loss, float scale, float shift,
-                  grads=None):
-    """Loss and gradient over rows ``sel`` (None: all) of ``x`` in one nogil C call.
+cdef object _same_features(_Net net, Rows rows):
+    if rows.rows.cols != net.sizes_arr[0]:
+        raise ValueError(f"rows have {rows.rows.cols} features, the network expects "
+                         f"{net.sizes_arr[0]}")
 
-    ``x`` is a uint8/float32 (n_rows, features) array or a CSR tuple
-    ``(indptr int64, indices int32, data float32, n_rows)``. ``loss`` is "softmax"
-    (``labels`` int64 (n_rows,)) or "sigmoid" (``targets`` float32 (n_rows, C) in [0, 1]).
-    ``grads`` (float32, n_params), if given, receives the gradient of the mean loss.
-    Returns (mean loss, n_correct).
+
+def mlp_loss_grad(_Net net, Rows rows, sel, str loss, grads=None):
+    """Loss and gradient over rows ``sel`` (int64 indices; None: all) in one nogil C call.
+
+    ``loss`` is "softmax" (against ``rows.labels``) or "sigmoid" (against
+    ``rows.targets``, one column per output). ``grads`` (float32, n_params), if given,
+    receives the gradient of the mean loss. Returns (mean loss, n_correct).
     """
-    cdef _Rows rows = _Rows(x, net.sizes_arr[0], scale, shift)
-    cdef int64_t n_rows = rows.rows.rows
-    cdef int64_t C = net.sizes_arr[net.sizes_arr.shape[0] - 1]
+    cdef int64_t C = net.sizes_arr[net.sizes_arr.shape[0] - 1], n
     cdef const int64_t[::1] sv
     cdef const int64_t[::1] lv
     cdef const float[:, ::1] tv
@@ -105,28 +137,31 @@ def mlp_loss_grad(_Net net, x, sel, labels, targets, str loss, float scale, floa
     cdef const float *tp = NULL
     cdef float *gp = NULL
     cdef double value = 0.0
-    cdef int64_t correct = 0, n
+    cdef int64_t correct = 0
     cdef int kind, status
     if loss not in _LOSSES:
         raise ValueError(f"loss must be one of {sorted(_LOSSES)}, got {loss!r}")
     kind = _LOSSES[loss]
-    sel = _sel(sel, n_rows)
-    n = n_rows if sel is None else sel.shape[0]
+    _same_features(net, rows)
+    sel = _sel(sel, rows.rows.rows)
+    n = rows.rows.rows if sel is None else sel.shape[0]
     if sel is not None and n:
         sv = sel
         sp = &sv[0]
     if kind == DC_LOSS_SOFTMAX_XENT:
-        _check_1d(labels, np.int64, "labels", n_rows)
-        if n_rows and (labels.min() < 0 or labels.max() >= C):
-            raise ValueError(f"labels must be in [0, {C})")
-        lv = labels
+        if rows.labels is None:
+            raise ValueError("the softmax loss needs rows with labels")
+        if rows.label_max >= C:
+            raise ValueError(f"labels must be in [0, {C}), got {rows.label_max}")
+        lv = rows.labels
         lp = &lv[0]
     else:
-        _arr(targets, "targets", np.float32, 2)
-        _shape_is(targets, "targets", (n_rows, C), "(n_rows, n_outputs)")
-        if not ((targets >= 0) & (targets <= 1)).all():
-            raise ValueError("targets must be in [0, 1] (and not NaN)")
-        tv = targets
+        if rows.targets is None:
+            raise ValueError("the sigmoid loss needs rows with targets")
+        if rows.targets.shape[1] != C:
+            raise ValueError(f"targets has {rows.targets.shape[1]} columns, the network "
+                             f"has {C} outputs")
+        tv = rows.targets
         tp = &tv[0, 0]
     if grads is not None:
         _check_1d(grads, np.float32, "grads", net.n_params)
@@ -141,14 +176,13 @@ def mlp_loss_grad(_Net net, x, sel, labels, targets, str loss, float scale, floa
     return value, correct
 
 
-def mlp_logits_rows(_Net net, x, sel, float scale, float shift):
-    """Output-layer values (n, n_outputs) float32 for rows ``sel`` (None: all) of ``x``
-    (an array or a CSR tuple, as for :func:`mlp_loss_grad`)."""
-    cdef _Rows rows = _Rows(x, net.sizes_arr[0], scale, shift)
+def mlp_logits_rows(_Net net, Rows rows, sel=None):
+    """Output-layer values (n, n_outputs) float32 for rows ``sel`` (None: all)."""
     cdef int64_t C = net.sizes_arr[net.sizes_arr.shape[0] - 1], n
     cdef const int64_t[::1] sv
     cdef const int64_t *sp = NULL
     cdef int status
+    _same_features(net, rows)
     sel = _sel(sel, rows.rows.rows)
     n = rows.rows.rows if sel is None else sel.shape[0]
     out = np.empty((n, C), dtype=np.float32)

@@ -23,7 +23,7 @@ def _rebuild(config, flat, training_summary):
     net.training_summary = training_summary
     return net
 
-ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
+ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "identity")
 INITS = ("he", "glorot")
 LEAKY_SLOPE = 0.01
 
@@ -41,8 +41,8 @@ class Network:
     ----------
     layer_sizes : sequence of int
         ``[n_features, hidden..., n_classes]``, e.g. ``[784, 256, 128, 10]``.
-    activation : {"relu", "leaky_relu", "sigmoid", "tanh"}
-        Activation of the hidden layers.
+    activation : {"relu", "leaky_relu", "sigmoid", "tanh", "identity"}
+        Activation of the hidden layers ("identity": none, a linear bottleneck).
     init : {"he", "glorot"}
         He (normal, std sqrt(2/fan_in)) or Glorot (uniform, limit sqrt(6/(fan_in+fan_out))).
     dropout : float in [0, 1)

@@ -47,6 +47,24 @@ class Optimizer:
     def _kernel_args(self):  # pragma: no cover - overridden
         return {}
 
+    @property
+    def learning_rate(self):
+        """The current learning rate (``lr``; scikit-learn's optimizers' name for it)."""
+        return self.lr
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        self.lr = _check_positive(value, "learning_rate")
+
+    def iteration_ends(self, time_step):
+        """Called after each epoch with the number of samples seen so far (no-op here)."""
+
+    def trigger_stopping(self, msg, verbose):
+        """The stopping criterion was met: True (stop). Prints ``msg`` if ``verbose``."""
+        if verbose:
+            print(msg + " Stopping.")
+        return True
+
     def _needs(self):
         """(needs state1, needs state2)."""
         return False, False
@@ -113,17 +131,52 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent, with optional (Nesterov) momentum (PyTorch semantics)."""
+    """Stochastic gradient descent, with optional (Nesterov) momentum (PyTorch semantics).
+
+    ``lr_schedule`` and ``power_t`` are scikit-learn's ``learning_rate`` schedules for
+    ``MLPClassifier``, applied between epochs by :meth:`iteration_ends` and
+    :meth:`trigger_stopping`: "constant"; "invscaling", ``lr = learning_rate_init /
+    (t + 1) ** power_t`` after ``t`` samples; "adaptive", ``lr /= 5`` each time the
+    stopping criterion is met, stopping once ``lr <= 1e-6``.
+    """
 
     kind = "sgd"
     default_lr = 0.01
+    SCHEDULES = ("constant", "invscaling", "adaptive")
+    #: "adaptive" stops once the learning rate is this small (as scikit-learn does).
+    MIN_ADAPTIVE_LR = 1e-6
 
-    def __init__(self, lr=None, momentum=0.0, nesterov=False):
+    def __init__(self, lr=None, momentum=0.0, nesterov=False, lr_schedule="constant",
+                 power_t=0.5):
         super().__init__(lr)
         self.momentum = _check_fraction(momentum, "momentum")
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0")
+        if lr_schedule not in self.SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {self.SCHEDULES}, got "
+                             f"{lr_schedule!r}")
+        self.lr_schedule = lr_schedule
+        self.power_t = _check_positive(power_t, "power_t", allow_zero=True)
+        self.learning_rate_init = self.lr
+
+    def iteration_ends(self, time_step):
+        """After an epoch, ``time_step`` samples seen in all: the "invscaling" step."""
+        if self.lr_schedule == "invscaling":
+            self.lr = float(self.learning_rate_init) / (time_step + 1) ** self.power_t
+
+    def trigger_stopping(self, msg, verbose):
+        """True to stop; "adaptive" first divides the rate by 5 until it is <= 1e-6."""
+        if self.lr_schedule != "adaptive":
+            return super().trigger_stopping(msg, verbose)
+        if self.lr <= self.MIN_ADAPTIVE_LR:
+            if verbose:
+                print(msg + " Learning rate too small. Stopping.")
+            return True
+        self.lr /= 5.0
+        if verbose:
+            print(msg + f" Setting learning rate to {self.lr:f}")
+        return False
 
     def _needs(self):
         return self.momentum != 0.0, False
@@ -132,7 +185,10 @@ class SGD(Optimizer):
         return {"momentum": self.momentum, "nesterov": self.nesterov}
 
     def _public(self):
-        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov}
+        out = {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov}
+        if self.lr_schedule != "constant":
+            out.update(lr_schedule=self.lr_schedule, power_t=self.power_t)
+        return out
 
 
 def Momentum(lr=None, momentum=0.9):
