@@ -10,6 +10,7 @@
  * (activations of one chunk) and the gradient is a sum of per-chunk GEMMs added in chunk
  * order: its bits do not depend on the thread count.
  */
+#include "common.h"
 #include "digitcore.h"
 
 #include <stdlib.h>
@@ -19,20 +20,23 @@
  * enough that a chunk's activations of a 784-1024-10 network (~7 MB) stay modest. */
 #define GRAD_CHUNK ((int64_t)1024)
 
-static inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
-static inline int64_t row_of(const int64_t *sel, int64_t i) { return sel ? sel[i] : i; }
+static inline int64_t row_of(const int64_t *sel, int64_t i)
+{
+    return sel ? sel[i] : i;
+}
 
 /* Scratch for one chunk. */
 typedef struct {
-    float **acts;   /* acts[l], l = 1..L: layer l-1's output (b, sizes[l]); acts[0]: dense input */
+    float *
+        *acts; /* acts[l], l = 1..L: layer l-1's output (b, sizes[l]); acts[0]: dense input */
     float *delta_a; /* (b, max size) */
     float *delta_b;
-    int64_t *labels;  /* (b) */
-    float *targets;   /* (b, C) */
-    float *w0_t;      /* layer 0 weight transposed (I, O): dc_spmm's dense operand */
-    float *gw0_t;     /* layer 0 weight gradient transposed (I, O), summed over chunks */
-    dc_csr c, c_t;    /* the chunk as CSR and its transpose (CSC) */
-    int64_t c_cap;    /* entries c / c_t can hold */
+    int64_t *labels; /* (b) */
+    float *targets;  /* (b, C) */
+    float *w0_t;     /* layer 0 weight transposed (I, O): dc_spmm's dense operand */
+    float *gw0_t;    /* layer 0 weight gradient transposed (I, O), summed over chunks */
+    dc_csr c, c_t;   /* the chunk as CSR and its transpose (CSC) */
+    int64_t c_cap;   /* entries c / c_t can hold */
 } chunk_scratch;
 
 static void scratch_free(chunk_scratch *s, int64_t n_layers)
@@ -84,7 +88,8 @@ static int scratch_alloc(chunk_scratch *s, const dc_mlp *net, const dc_rows *x, 
         if (s->w0_t == NULL || s->c.ptr == NULL || s->c_t.ptr == NULL)
             return DC_ERR_NOMEM;
         /* zeroed: every chunk adds into it (beta 1), so no stale value can survive */
-        if (with_grad && (s->gw0_t = (float *)calloc((size_t)(in * out), sizeof(float))) == NULL)
+        if (with_grad &&
+            (s->gw0_t = (float *)calloc((size_t)(in * out), sizeof(float))) == NULL)
             return DC_ERR_NOMEM;
         /* weight (O,I) -> (I,O) */
         const float *w = net->params;
@@ -148,10 +153,22 @@ static int gather_csr_chunk(chunk_scratch *s, const dc_rows *x, const int64_t *s
     for (int64_t j = F; j > 0; --j)
         tp[j] = tp[j - 1];
     tp[0] = 0;
-    s->c = (dc_csr){.rows = b, .cols = F, .nnz = nnz, .ptr = s->c.ptr, .idx = s->c.idx,
-                    .val = s->c.val, .parts = 1, .col_edges = NULL};
-    s->c_t = (dc_csr){.rows = F, .cols = b, .nnz = nnz, .ptr = tp, .idx = s->c_t.idx,
-                      .val = s->c_t.val, .parts = 1, .col_edges = NULL};
+    s->c = (dc_csr){.rows = b,
+                    .cols = F,
+                    .nnz = nnz,
+                    .ptr = s->c.ptr,
+                    .idx = s->c.idx,
+                    .val = s->c.val,
+                    .parts = 1,
+                    .col_edges = NULL};
+    s->c_t = (dc_csr){.rows = F,
+                      .cols = b,
+                      .nnz = nnz,
+                      .ptr = tp,
+                      .idx = s->c_t.idx,
+                      .val = s->c_t.val,
+                      .parts = 1,
+                      .col_edges = NULL};
     return DC_OK;
 }
 
@@ -171,10 +188,10 @@ static int chunk_forward(chunk_scratch *s, const dc_mlp *net, const dc_rows *x,
         if (status != DC_OK)
             return status;
     } else {
-        status = sel ? dc_gather_f32(s->acts[0], x->f32, sel + r0, b, x->cols, x->scale,
-                                     x->shift)
-                     : dc_gather_f32(s->acts[0], x->f32 + r0 * x->cols, NULL, b, x->cols,
-                                     x->scale, x->shift);
+        status =
+            sel ? dc_gather_f32(s->acts[0], x->f32, sel + r0, b, x->cols, x->scale, x->shift)
+                : dc_gather_f32(s->acts[0], x->f32 + r0 * x->cols, NULL, b, x->cols, x->scale,
+                                x->shift);
         if (status != DC_OK)
             return status;
     }
@@ -201,7 +218,8 @@ static int check_args(const dc_mlp *net, const dc_rows *x, int64_t n)
     if (net == NULL || x == NULL || n < 0 || net->n_layers < 1 || x->cols != net->sizes[0])
         return DC_ERR_ARG;
     const int kinds = (x->u8 != NULL) + (x->f32 != NULL) + (x->ptr != NULL);
-    if (kinds != 1 || (x->ptr != NULL && (x->idx == NULL || x->val == NULL || x->shift != 0.0f)))
+    if (kinds != 1 ||
+        (x->ptr != NULL && (x->idx == NULL || x->val == NULL || x->shift != 0.0f)))
         return DC_ERR_ARG;
     return DC_OK;
 }
@@ -214,8 +232,9 @@ int dc_mlp_loss_grad(double *loss, int64_t *n_correct, float *grads, const dc_ml
 {
     if (loss == NULL || check_args(net, x, n) != DC_OK)
         return DC_ERR_ARG;
-    if (loss_kind == DC_LOSS_SOFTMAX_XENT ? labels == NULL
-                                          : (loss_kind != DC_LOSS_SIGMOID_BCE || targets == NULL))
+    if (loss_kind == DC_LOSS_SOFTMAX_XENT
+            ? labels == NULL
+            : (loss_kind != DC_LOSS_SIGMOID_BCE || targets == NULL))
         return DC_ERR_ARG;
     const int64_t L = net->n_layers, *sz = net->sizes, C = sz[L];
     const int sparse = x->ptr != NULL;
@@ -231,7 +250,7 @@ int dc_mlp_loss_grad(double *loss, int64_t *n_correct, float *grads, const dc_ml
     double total = 0.0;
     int64_t correct = 0;
     for (int64_t r0 = 0; r0 < n && status == DC_OK; r0 += GRAD_CHUNK) {
-        const int64_t b = min_i64(GRAD_CHUNK, n - r0);
+        const int64_t b = dc_min64(GRAD_CHUNK, n - r0);
         const int acc = r0 > 0;
         if ((status = chunk_forward(&s, net, x, sel, r0, b)) != DC_OK)
             break;
@@ -309,7 +328,7 @@ int dc_mlp_logits_rows(float *out, const dc_mlp *net, const dc_rows *x, const in
     chunk_scratch s;
     int status = scratch_alloc(&s, net, x, 0);
     for (int64_t r0 = 0; r0 < n && status == DC_OK; r0 += GRAD_CHUNK) {
-        const int64_t b = min_i64(GRAD_CHUNK, n - r0);
+        const int64_t b = dc_min64(GRAD_CHUNK, n - r0);
         status = chunk_forward(&s, net, x, sel, r0, b);
         if (status == DC_OK)
             memcpy(out + r0 * C, s.acts[L], (size_t)(b * C) * sizeof(float));

@@ -518,7 +518,7 @@ int dc_sigmoid_bce(float *probs, float *dlogits, double *loss, int64_t *n_correc
         for (int64_t c = 0; c < nc; c++) {
             int64_t k = 0;
             part[c] = bce_rows(probs, dlogits, &k, logits, targets, c * rpc,
-                               min_i64(B, (c + 1) * rpc), B, C);
+                               dc_min64(B, (c + 1) * rpc), B, C);
             correct += k;
         }
         for (int64_t c = 0; c < nc; c++)
