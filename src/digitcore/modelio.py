@@ -406,7 +406,7 @@ def read_model_info(path) -> dict:
 
 _TORCH_ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid",
                       "gelu": "GELU", "leaky_relu": "LeakyReLU", "elu": "ELU",
-                      "silu": "SiLU"}
+                      "silu": "SiLU", "identity": "Identity"}
 
 
 def to_torch(network):

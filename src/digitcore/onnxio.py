@@ -38,7 +38,7 @@ OPSET = 17
 IR_VERSION = 8
 INPUT_DTYPES = ("float32", "uint8")
 _ACTIVATIONS = {"relu": "Relu", "leaky_relu": "LeakyRelu", "sigmoid": "Sigmoid",
-                "tanh": "Tanh"}
+                "tanh": "Tanh", "identity": "Identity"}
 
 
 def _import_onnx():
