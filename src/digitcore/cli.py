@@ -129,6 +129,12 @@ def _parser():
     t.add_argument("--out", default=None, help="save the trained model to this .safetensors file")
     t.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     t.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    t.add_argument("--checkpoint", metavar="DIR", default=None,
+                   help="write the run's state to DIR every epoch (and on Ctrl-C)")
+    t.add_argument("--checkpoint-seconds", type=_float, default=None, metavar="N",
+                   help="with --checkpoint: also every N seconds within an epoch")
+    t.add_argument("--resume", action="store_true",
+                   help="with --checkpoint: continue the run saved in DIR (same arguments)")
 
     e = sub.add_parser("evaluate", help="accuracy, report and confusion matrix of a model")
     e.add_argument("model")
@@ -212,6 +218,8 @@ def cmd_train(args):
         cfg["batch_size"] = args.batch_size
     if args.augment is not None:
         cfg["augment"] = None if args.augment == "none" else args.augment
+    if (args.resume or args.checkpoint_seconds is not None) and not args.checkpoint:
+        raise UsageError("--resume and --checkpoint-seconds need --checkpoint DIR")
     name, (x_tr, y_tr), (x_te, y_te) = _load_data(args.dataset, args.data_dir, args.download,
                                                        args.verify)
     if args.epochs is None:
@@ -224,14 +232,16 @@ def cmd_train(args):
         net, optimizer=cfg["optimizer"], lr=cfg["lr"], batch_size=cfg["batch_size"],
         epochs=cfg["epochs"], l2=cfg.get("l2", 0.0), lr_schedule=cfg["lr_schedule"],
         warmup=cfg.get("warmup", 0.0), seed=args.seed, augment=cfg.get("augment"),
-        verbose=0 if (args.quiet or args.json) else (2 if cfg["epochs"] > 50 else 1))
+        verbose=0 if (args.quiet or args.json) else (2 if cfg["epochs"] > 50 else 1),
+        checkpoint=args.checkpoint, checkpoint_seconds=args.checkpoint_seconds)
     if not (args.quiet or args.json):
         print(f"digitcore {digitcore.__version__}: training {net!r} on {name} "
               f"({len(x_tr):,} train / {len(x_te):,} test images), "
               f"{digitcore.kernel_path()} kernels, {digitcore.get_num_threads()} threads",
               file=sys.stderr)
     t0 = time.perf_counter()
-    history = trainer.fit(x_tr, y_tr, validation_fraction=args.validation_fraction)
+    history = trainer.fit(x_tr, y_tr, validation_fraction=args.validation_fraction,
+                          resume=args.resume)
     wall = time.perf_counter() - t0
     test_loss, test_acc = net.evaluate(x_te, y_te)
     summary = {

@@ -8,7 +8,10 @@ keeps the history, prints progress and runs callbacks between epochs.
 from __future__ import annotations
 
 import math
+import os
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -217,6 +220,50 @@ class _Progress:
         self.stream.flush()
 
 
+# Trainer attributes that do not decide a run's bits (or are recorded on their own).
+_NOT_RUN_SETTINGS = {"network", "optimizer", "verbose", "stream", "callbacks", "history",
+                     "stop_training", "checkpoint", "checkpoint_seconds", "early_stopping"}
+
+
+def _setting(value):
+    """A trainer setting as JSON for the checkpoint's run config."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_setting(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _setting(v) for k, v in value.items()}
+    if hasattr(value, "get_config"):
+        return {"type": type(value).__name__, "config": _setting(value.get_config())}
+    if hasattr(value, "to_dict"):  # an Augment
+        return {"type": type(value).__name__, "config": _setting(value.to_dict())}
+    if callable(value):  # a custom schedule: only its name can be compared
+        return f"callable {getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', '?')}"
+    return type(value).__name__
+
+
+class _SigintFlag:
+    """With a checkpoint, the first Ctrl-C only sets ``raised``: the loop writes a
+    checkpoint at the next chunk boundary (where the state is consistent) and stops. A
+    second Ctrl-C interrupts at once. Only the main thread can install signal handlers."""
+
+    def __init__(self, active):
+        self.raised = False
+        self.previous = None
+        if active and threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.raised:
+            raise KeyboardInterrupt
+        self.raised = True
+
+    def restore(self):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+
+
 class Trainer:
     """Trains a :class:`~digitcore.network.Network` with mini-batch gradient descent.
 
@@ -250,12 +297,21 @@ class Trainer:
         validation data): a name ("affine", "elastic", "thickness", "full"), a dict of
         :class:`~digitcore.Augment` fields or an Augment. Needs images: x of shape
         (n, height, width), or (n, features) with a square number of features.
+    checkpoint : str or os.PathLike, optional
+        A directory: the run's full state (parameters, optimizer state and step, the
+        shuffling generator, history, early-stopping state, config) is written to
+        ``DIR/checkpoint.safetensors`` atomically at the end of every epoch, every
+        ``checkpoint_seconds`` seconds, and on Ctrl-C. ``fit(..., resume=True)``
+        continues it bit for bit (see :mod:`digitcore.checkpoint`).
+    checkpoint_seconds : float, optional
+        Also write a checkpoint between chunks of batches when this many seconds have
+        passed since the last one (default: only at epoch ends and on Ctrl-C).
     """
 
     def __init__(self, network, optimizer="adam", lr=None, batch_size=128, epochs=10, l2=0.0,
                  lr_schedule="constant", early_stopping=None, seed=None, verbose=1,
                  callbacks=(), *, warmup=0.0, clip_norm=None, shuffle=True, stream=None,
-                 augment=None):
+                 augment=None, checkpoint=None, checkpoint_seconds=None):
         from digitcore.augment import get_augment
         from digitcore.network import Network
 
@@ -290,6 +346,10 @@ class Trainer:
         self.stream = stream
         self.augment = get_augment(augment)
         self.stop_training = False
+        self.checkpoint = None if checkpoint is None else os.fspath(checkpoint)
+        if checkpoint_seconds is not None and not float(checkpoint_seconds) >= 0:
+            raise ValueError(f"checkpoint_seconds must be >= 0 or None, got {checkpoint_seconds}")
+        self.checkpoint_seconds = None if checkpoint_seconds is None else float(checkpoint_seconds)
         # First layer on sparse input: "auto" (the default: batches at most a quarter
         # non-zero go through the sparse kernels), "never" or "always". Not a public
         # knob: the tests and benchmarks compare the two paths with it.
@@ -299,11 +359,33 @@ class Trainer:
         self._sparse_split = None
         self.history = None
 
+    def _run_config(self, seed, x2, labels, val, kernel):
+        """Everything that decides a run's bits, for the checkpoint's refusal check."""
+        from digitcore.checkpoint import data_fingerprint
+
+        es = self.early_stopping
+        opt_cfg = {k: v for k, v in self.optimizer.kernel_config(self.l2, self.clip_norm).items()
+                   if k != "step"}
+        return {
+            "network": self.network.get_config(),
+            "optimizer": dict(opt_cfg, lr=self.optimizer.lr, name=repr(self.optimizer)),
+            # every setting of this trainer (also ones added later, like an l1 penalty or
+            # augmentation), except those that do not change the arithmetic
+            "trainer": dict(
+                {k: _setting(v) for k, v in vars(self).items() if k not in _NOT_RUN_SETTINGS},
+                seed=seed, sparse_split=getattr(kernel, "sparse_split", None),
+                early_stopping=None if es is None else {
+                    "monitor": es.monitor, "patience": es.patience,
+                    "min_delta": es.min_delta, "restore_best": es.restore_best}),
+            "data": {"train": data_fingerprint(x2, labels),
+                     "validation": None if val is None else data_fingerprint(*val)},
+        }
+
     def __repr__(self):
         return (f"Trainer({self.network!r}, optimizer={self.optimizer!r}, "
                 f"batch_size={self.batch_size}, epochs={self.epochs})")
 
-    def fit(self, x, y, validation_data=None, validation_fraction=0.0):
+    def fit(self, x, y, validation_data=None, validation_fraction=0.0, resume=False):
         """Train the network; returns a :class:`History`.
 
         Parameters
@@ -314,9 +396,32 @@ class Trainer:
         validation_fraction : float
             Hold out this fraction of ``x`` (stratified, seeded) for validation.
 
-        Ctrl-C stops after the current chunk of batches and returns the history so far.
+        resume : bool
+            Continue from the ``checkpoint`` directory's checkpoint if it has one (else
+            start afresh). The checkpoint must come from the same run: same data,
+            network, optimizer and settings, or :class:`~digitcore.checkpoint.
+            CheckpointError` is raised. Without ``resume``, an existing checkpoint is
+            never overwritten: that is an error too.
+
+        Ctrl-C stops after the current chunk of batches and returns the history so far
+        (with ``checkpoint``, after writing one).
         """
         net = self.network
+        seed, ckpt, saved = self.seed, None, None
+        if self.checkpoint is not None:
+            from digitcore.checkpoint import Checkpointer, read_checkpoint
+
+            ckpt = Checkpointer(self.checkpoint, self.checkpoint_seconds)
+            ckpt.prepare(resume)
+            if resume and ckpt.exists():
+                saved = read_checkpoint(ckpt.path)
+                if seed is None:  # the seed the checkpointed run drew
+                    seed = saved[0].get("seed")
+            if seed is None:  # drawn before the validation split, which must repeat too
+                seed = int(np.random.SeedSequence().generate_state(1, np.uint32)[0])
+        elif resume:
+            raise ValueError("resume=True needs a checkpoint directory: "
+                             "Trainer(..., checkpoint=DIR)")
         if validation_fraction:
             if validation_data is not None:
                 raise ValueError("give validation_data or validation_fraction, not both")
@@ -326,7 +431,7 @@ class Trainer:
             from digitcore.datasets import train_val_split
 
             (x, y), validation_data = train_val_split(
-                x, y, float(validation_fraction), seed=self.seed)
+                x, y, float(validation_fraction), seed=seed)
         x2, scale, shift = net._input(x)
         aug = self.augment
         if aug is not None:
@@ -349,7 +454,6 @@ class Trainer:
             if val[0].shape[0] == 0:
                 raise ValueError("validation_data has zero samples")
 
-        seed = self.seed
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1, np.uint32)[0])
         rng = np.random.default_rng(seed)
@@ -389,17 +493,27 @@ class Trainer:
             cb.on_train_begin()
         progress = _Progress(self.verbose, self.epochs, self.stream)
         step0 = 0
+        # where to start: (epoch, batch, loss_sum, correct, seen, elapsed), finished?
+        pos, finished = (0, 0, 0.0, 0, 0, 0.0), False
+        if ckpt is not None:
+            ckpt.set_run(self._run_config(seed, x2, labels, val, kernel))
+            if saved is not None:
+                pos, finished = ckpt.restore(saved, self, rng, history, callbacks)
+                step0 = pos[0] * batches_per_epoch
+        sigint = _SigintFlag(ckpt is not None)
         try:
-            for epoch in range(self.epochs):
-                t0 = time.perf_counter()
+            for epoch in range(pos[0], 0 if finished else self.epochs):
+                resumed = epoch == pos[0]
+                t0 = time.perf_counter() - (pos[5] if resumed else 0.0)
+                rng_state = rng.bit_generator.state if ckpt is not None else None
                 order = (rng.permutation(n) if self.shuffle else np.arange(n)).astype(np.int64)
                 if aug is not None:
                     bank = aug.bank(aug_seed, epoch)
                 lrs_all = np.array([opt.lr * schedule(step0 + j) for j in range(batches_per_epoch)],
                                    dtype=np.float32)
-                loss_sum, correct, seen = 0.0, 0, 0
+                loss_sum, correct, seen = pos[2:5] if resumed else (0.0, 0, 0)
                 cfg = opt.kernel_config(self.l2, self.clip_norm)
-                b1 = 0
+                b1 = pos[1] if resumed else 0
                 while b1 < batches_per_epoch:
                     b0, b1 = b1, min(batches_per_epoch, b1 + chunk_batches)
                     t_chunk = time.perf_counter()
@@ -443,6 +557,12 @@ class Trainer:
                     if _CHUNK_SECONDS is not None:  # None: fixed chunks (tests)
                         per_batch = (time.perf_counter() - t_chunk) / (b1 - b0)
                         chunk_batches = max(1, int(_CHUNK_SECONDS / max(per_batch, 1e-9)))
+                    if ckpt is not None and (sigint.raised or ckpt.due()):
+                        ckpt.save(self, rng_state, (epoch, b1, loss_sum, correct, seen,
+                                                    time.perf_counter() - t0), history,
+                                  callbacks, False)
+                        if sigint.raised:
+                            raise KeyboardInterrupt
                 step0 += batches_per_epoch
                 seconds = time.perf_counter() - t0
                 logs = {"loss": loss_sum / seen, "accuracy": correct / seen,
@@ -454,13 +574,21 @@ class Trainer:
                 progress.end_epoch(epoch, logs, seen / max(seconds, 1e-9))
                 for cb in callbacks:
                     cb.on_epoch_end(epoch, logs)
+                if ckpt is not None:
+                    ckpt.save(self, rng.bit_generator.state, (epoch + 1, 0, 0.0, 0, 0, 0.0),
+                              history, callbacks,
+                              self.stop_training or epoch + 1 == self.epochs)
+                    if sigint.raised:
+                        raise KeyboardInterrupt
                 if self.stop_training:
                     break
         except KeyboardInterrupt:
             history.interrupted = True
             if progress.verbose:
-                progress.stream.write("\ninterrupted: returning the history so far\n")
+                saved_to = f" (checkpoint in {ckpt.path})" if ckpt is not None and ckpt.writes else ""
+                progress.stream.write(f"\ninterrupted: returning the history so far{saved_to}\n")
         finally:
+            sigint.restore()
             for cb in callbacks:
                 cb.on_train_end()
         net.training_summary = {

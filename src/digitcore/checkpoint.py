@@ -1,0 +1,280 @@
+"""Training checkpoints: everything a Trainer needs to continue a run bit for bit.
+
+``Trainer(..., checkpoint=DIR)`` writes ``DIR/checkpoint.safetensors`` at the end of
+every epoch, every ``checkpoint_seconds`` between chunks of batches, and when Ctrl-C
+stops the run; ``fit(..., resume=True)`` (``digitcore train --checkpoint DIR --resume``)
+continues from it. One safetensors file, written atomically (temporary file, fsync,
+rename), so the last complete checkpoint is only ever replaced by another complete one:
+
+    tensors   "params" (the flat parameters), "optimizer.state1"/"state2" (when the
+              optimizer has them), "early_stopping.best_params" (when kept), all float32
+    metadata  "format" = "digitcore-checkpoint", "checkpoint" = JSON of:
+              version, run (the full config: network, trainer, optimizer, data
+              fingerprint), position (epoch, batch within it, optimizer step, the
+              shuffling generator's state at the start of that epoch, the epoch's partial
+              loss/accuracy sums), dropout_seed, history so far, early-stopping state,
+              finished flag, and the SHA-256 of the tensor bytes
+
+Nothing is pickled. The position is always a chunk boundary (the C loop is never
+interrupted mid-batch), and every random stream the kernels use is counter-based on
+(seed, optimizer step, sample) or drawn from the saved generator state, so a resumed run
+repeats the uninterrupted one's arithmetic exactly. A checkpoint whose run config differs
+from the resuming trainer's (other data, network, optimizer, schedule, epochs, seed...)
+or whose bytes do not match its checksum is refused with :class:`CheckpointError`.
+
+User callbacks other than :class:`~digitcore.trainer.EarlyStopping` keep no saved state:
+they start afresh on resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import json
+import os
+import struct
+import time
+
+import numpy as np
+
+from digitcore._atomic import atomic_write_bytes
+from digitcore._version import __version__
+from digitcore.errors import DigitcoreError
+
+__all__ = ["CheckpointError", "FILE_NAME", "read_checkpoint"]
+
+FILE_NAME = "checkpoint.safetensors"
+FORMAT = "digitcore-checkpoint"
+VERSION = 1
+_MAX_HEADER = 1 << 24
+
+
+class CheckpointError(DigitcoreError, ValueError):
+    """A checkpoint is corrupt, or belongs to another run."""
+
+
+def data_fingerprint(*arrays):
+    """SHA-256 over the shapes, dtypes and bytes of ``arrays`` (hex; ~0.1 s per 50 MB)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+def _jsonable(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if callable(v):  # a custom schedule: its name is all that can be compared
+        return f"callable {getattr(v, '__module__', '?')}.{getattr(v, '__qualname__', repr(v))}"
+    return repr(v)
+
+
+# ---------------------------------------------------------------------------- file
+
+def _encode(state, tensors):
+    blobs, header, off = [], {}, 0
+    for name, arr in tensors.items():
+        blob = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(arr.shape),
+                        "data_offsets": [off, off + len(blob)]}
+        off += len(blob)
+        blobs.append(blob)
+    data = b"".join(blobs)
+    state = dict(state, sha256=hashlib.sha256(data).hexdigest())
+    header["__metadata__"] = {"format": FORMAT, "digitcore_version": __version__,
+                              "checkpoint": json.dumps(state, separators=(",", ":"))}
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+def read_checkpoint(path):
+    """(state dict, {name: float32 array}) from a checkpoint file; CheckpointError if bad."""
+    path = os.fspath(path)
+
+    def bad(why):
+        return CheckpointError(f"{path} is not a usable checkpoint: {why}")
+
+    with open(path, "rb") as f:
+        blob = f.read()
+    if len(blob) < 8:
+        raise bad(f"the file is {len(blob)} bytes long (truncated)")
+    (n,) = struct.unpack("<Q", blob[:8])
+    if n > _MAX_HEADER or 8 + n > len(blob):
+        raise bad("the header length points past the end of the file (truncated or not "
+                  "a checkpoint)")
+    try:
+        header = json.loads(blob[8:8 + n].decode("utf-8"))
+        meta = header.pop("__metadata__")
+        if meta.get("format") != FORMAT:
+            raise bad(f"its format is {meta.get('format')!r}, not {FORMAT!r}")
+        state = json.loads(meta["checkpoint"])
+    except CheckpointError:
+        raise
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise bad(f"its header cannot be read ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict) or state.get("version") != VERSION:
+        raise bad(f"checkpoint version {state.get('version') if isinstance(state, dict) else '?'}"
+                  f" is not {VERSION}")
+    data = blob[8 + n:]
+    if hashlib.sha256(data).hexdigest() != state.get("sha256"):
+        raise bad("its tensor data does not match the recorded SHA-256 (the file is "
+                  "corrupt)")
+    tensors = {}
+    try:
+        for name, spec in header.items():
+            a, b = spec["data_offsets"]
+            if spec["dtype"] != "F32" or not 0 <= a <= b <= len(data):
+                raise ValueError(f"tensor {name!r} has a bad dtype or offsets")
+            arr = np.frombuffer(data[a:b], dtype="<f4")
+            tensors[name] = arr.reshape(spec["shape"]).astype(np.float32)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise bad(f"its tensor table is malformed ({exc})") from None
+    return state, tensors
+
+
+# ---------------------------------------------------------------------------- the trainer side
+
+class Checkpointer:
+    """What ``Trainer.fit`` uses: one per fit. See the module docstring."""
+
+    def __init__(self, directory, every_seconds):
+        self.dir = os.fspath(directory)
+        self.path = os.path.join(self.dir, FILE_NAME)
+        self.every = every_seconds
+        self.run = None
+        self.last_write = time.monotonic()
+        self.writes = 0
+
+    def set_run(self, run_config):
+        self.run = _jsonable(run_config)
+
+    def exists(self):
+        return os.path.exists(self.path)
+
+    def prepare(self, resume):
+        """Create the directory, drop temporaries a killed writer left; refuse to clobber."""
+        if os.path.exists(self.dir) and not os.path.isdir(self.dir):
+            raise CheckpointError(f"checkpoint directory {self.dir} is a file")
+        os.makedirs(self.dir, exist_ok=True)
+        for stale in glob.glob(os.path.join(glob.escape(self.dir), f".{FILE_NAME}.*.tmp")):
+            with contextlib.suppress(OSError):
+                os.unlink(stale)
+        if self.exists() and not resume:
+            raise CheckpointError(
+                f"{self.path} already exists: resume it (resume=True, or --resume) or "
+                f"choose another checkpoint directory")
+
+    def restore(self, saved, trainer, rng, history, callbacks):
+        """Put a checkpoint's state (``read_checkpoint`` output) back into a fit in progress.
+
+        Returns (position, finished) for the training loop.
+        """
+        state, tensors = saved
+        if state.get("run") != self.run:
+            raise CheckpointError(
+                f"{self.path} was written by a different run; resuming would not continue "
+                f"it: {_differences(state.get('run'), self.run)}")
+        net, opt = trainer.network, trainer.optimizer
+        try:
+            params = tensors["params"]
+            if params.shape != net.flat_parameters.shape:
+                raise KeyError("params")
+            for i, arr in ((1, opt.state1), (2, opt.state2)):
+                got = tensors.get(f"optimizer.state{i}")
+                if (arr is None) != (got is None) or (got is not None
+                                                      and got.shape != arr.shape):
+                    raise KeyError(f"optimizer.state{i}")
+            pos = state["position"]
+            position = (int(pos["epoch"]), int(pos["batch"]), float(pos["loss_sum"]),
+                        int(pos["correct"]), int(pos["seen"]), float(pos["elapsed"]))
+            rng.bit_generator.state = state["rng_epoch_start"]
+            h = state["history"]
+            epochs, logs = list(h["epoch"]), {k: list(h["history"][k]) for k in history.KEYS}
+            step = int(state["step"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{self.path} is not a usable checkpoint: its state is "
+                                  f"incomplete or malformed ({type(exc).__name__}: {exc})") \
+                from None
+        net.flat_parameters[...] = params
+        if opt.state1 is not None:
+            opt.state1[...] = tensors["optimizer.state1"]
+        if opt.state2 is not None:
+            opt.state2[...] = tensors["optimizer.state2"]
+        opt.step_count = step
+        history.epoch[:] = epochs
+        history.history.update(logs)
+        history.stopped_early = bool(h.get("stopped_early", False))
+        history.best_epoch = h.get("best_epoch")
+        es = trainer.early_stopping
+        if es is not None and es in callbacks and state.get("early_stopping") is not None:
+            e = state["early_stopping"]
+            es.best, es.best_epoch, es.wait = float(e["best"]), e["best_epoch"], int(e["wait"])
+            es.best_params = tensors.get("early_stopping.best_params")
+        self.last_write = time.monotonic()
+        return position, bool(state.get("finished", False))
+
+    def due(self):
+        return self.every is not None and time.monotonic() - self.last_write >= self.every
+
+    def save(self, trainer, rng_epoch_start, position, history, callbacks, finished):
+        """Write the state at a chunk boundary: ``position`` is (epoch, next batch,
+        loss_sum, correct, seen, elapsed seconds) within that epoch, ``rng_epoch_start``
+        the shuffling generator's state before that epoch's permutation."""
+        net, opt = trainer.network, trainer.optimizer
+        tensors = {"params": net.flat_parameters}
+        if opt.state1 is not None:
+            tensors["optimizer.state1"] = opt.state1
+        if opt.state2 is not None:
+            tensors["optimizer.state2"] = opt.state2
+        es_state = None
+        es = trainer.early_stopping
+        if es is not None and es in callbacks:
+            es_state = {"best": es.best, "best_epoch": es.best_epoch, "wait": es.wait}
+            if es.best_params is not None:
+                tensors["early_stopping.best_params"] = es.best_params
+        epoch, batch, loss_sum, correct, seen, elapsed = position
+        state = {
+            "version": VERSION, "run": self.run, "seed": history.seed,
+            "step": opt.step_count, "finished": bool(finished),
+            "position": {"epoch": epoch, "batch": batch, "loss_sum": loss_sum,
+                         "correct": correct, "seen": seen, "elapsed": elapsed},
+            "rng_epoch_start": rng_epoch_start,
+            "history": {"epoch": history.epoch, "history": history.history,
+                        "stopped_early": history.stopped_early,
+                        "best_epoch": history.best_epoch},
+            "early_stopping": es_state,
+        }
+        atomic_write_bytes(self.path, _encode(_jsonable(state), tensors))
+        self.last_write = time.monotonic()
+        self.writes += 1
+
+
+def _short(v):
+    if isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v):
+        return f"sha256 {v[:12]}..."  # a data fingerprint
+    return repr(v)
+
+
+def _differences(saved, now, prefix=""):
+    if not isinstance(saved, dict) or not isinstance(now, dict):
+        return f"{prefix or 'config'}: {saved!r} in the checkpoint, {now!r} now"
+    out = []
+    for k in sorted(set(saved) | set(now)):
+        a, b = saved.get(k, "<absent>"), now.get(k, "<absent>")
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.append(_differences(a, b, f"{prefix}{k}."))
+        else:
+            out.append(f"{prefix}{k}: {_short(a)} in the checkpoint, {_short(b)} now")
+    return "; ".join(out)

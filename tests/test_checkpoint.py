@@ -1,0 +1,247 @@
+"""Checkpoint and resume: a run killed at random moments and resumed each time ends with
+the same bits as the run that was never interrupted; bad checkpoints are refused.
+
+The worker below trains in a subprocess with small chunks (a checkpoint between every
+few batches, so kills land mid-epoch as well as between epochs) and dropout, Adam, a
+cosine schedule with warmup, a validation split and early stopping with restore_best,
+so every piece of saved state matters.
+"""
+
+import json
+import os
+import random
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import digitcore
+from digitcore.checkpoint import FILE_NAME, CheckpointError, read_checkpoint
+
+WORKER = textwrap.dedent("""
+    import sys, numpy as np, digitcore
+    import digitcore.trainer as T
+    T._CHUNK_SAMPLES, T._CHUNK_SECONDS = 192, None   # 3 batches per C call
+    ckpt, out, resume = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+    (x, y), _ = digitcore.load_dataset("mnist-mini")
+    net = digitcore.Network([784, 40, 10], dropout=0.2, seed=3)
+    tr = digitcore.Trainer(net, optimizer="adam", lr=3e-3, batch_size=64, epochs=5,
+                           lr_schedule="cosine", warmup=0.5, seed=7, verbose=0,
+                           early_stopping=dict(patience=10, restore_best=True),
+                           checkpoint=ckpt if ckpt != "-" else None, checkpoint_seconds=0)
+    h = tr.fit(x[:2400], y[:2400], validation_fraction=0.1, resume=resume)
+    print("interrupted" if h.interrupted else "done", len(h), flush=True)
+    if not h.interrupted:
+        np.save(out, net.flat_parameters)
+""")
+
+
+def _worker(tmp_path, ckpt, out, resume):
+    env = dict(os.environ, DIGITCORE_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-c", WORKER, str(ckpt), str(out),
+                             "1" if resume else "0"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """Final parameters of the uninterrupted run, without checkpoints."""
+    tmp = tmp_path_factory.mktemp("ref")
+    p = _worker(tmp, "-", tmp / "ref.npy", False)
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err
+    return np.load(tmp / "ref.npy")
+
+
+def _position(ckpt_dir):
+    state, _ = read_checkpoint(ckpt_dir / FILE_NAME)
+    return state["position"]["epoch"], state["position"]["batch"], state["finished"]
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(tmp_path, reference):
+    seed = int(os.environ.get("DIGITCORE_TEST_SEED", "12345"))
+    print(f"kill-timing seed={seed}")
+    rnd = random.Random(seed)
+    ckpt = tmp_path / "ckpt"
+    out = tmp_path / "resumed.npy"
+    kills, positions = 0, []
+    for attempt in range(30):
+        if ckpt.joinpath(FILE_NAME).exists():
+            positions.append(_position(ckpt))
+        before = ckpt.joinpath(FILE_NAME).stat().st_mtime_ns if ckpt.joinpath(
+            FILE_NAME).exists() else None
+        p = _worker(tmp_path, ckpt, out, resume=attempt > 0)
+        if kills < 6:
+            # wait until this process has written at least one checkpoint of its own,
+            # then kill it at a random moment (often in the middle of writing another)
+            t_end = time.monotonic() + 300
+            while p.poll() is None and time.monotonic() < t_end:
+                f = ckpt.joinpath(FILE_NAME)
+                if f.exists() and f.stat().st_mtime_ns != before:
+                    break
+                time.sleep(0.005)
+            time.sleep(rnd.uniform(0.0, 0.4))
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+                p.communicate(timeout=60)
+                kills += 1
+                continue
+        stdout, stderr = p.communicate(timeout=600)
+        assert p.returncode == 0, stderr
+        if stdout.startswith("done"):
+            break
+    else:
+        pytest.fail("the run never finished")
+    assert kills >= 5, f"only {kills} kills landed before the run finished"
+    # the resumptions started from several places, some of them inside an epoch
+    assert len(set(positions)) >= 4, positions
+    assert any(batch > 0 for _, batch, _ in positions), positions
+    got = np.load(out)
+    assert got.dtype == np.float32 and got.shape == reference.shape
+    assert np.array_equal(got.view(np.uint32), reference.view(np.uint32)), (
+        f"resumed run differs from the uninterrupted one in "
+        f"{np.count_nonzero(got != reference)} of {got.size} parameters; "
+        f"resumed from {positions}")
+    # resuming a finished run changes nothing
+    p = _worker(tmp_path, ckpt, tmp_path / "again.npy", resume=True)
+    stdout, stderr = p.communicate(timeout=600)
+    assert p.returncode == 0, stderr
+    assert np.array_equal(np.load(tmp_path / "again.npy"), reference)
+    # no temporary files left behind by the killed writers once a run has resumed
+    assert sorted(os.listdir(ckpt)) == [FILE_NAME]
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_a_checkpoint(tmp_path, reference):
+    ckpt = tmp_path / "ckpt"
+    p = _worker(tmp_path, ckpt, tmp_path / "x.npy", resume=False)
+    while p.poll() is None and not ckpt.joinpath(FILE_NAME).exists():
+        time.sleep(0.01)
+    time.sleep(0.3)
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=120)
+    assert p.returncode == 0, stderr
+    if stdout.startswith("done"):  # the run finished first on a fast machine
+        pytest.skip("the run finished before Ctrl-C arrived")
+    assert stdout.startswith("interrupted"), stdout
+    epoch, batch, finished = _position(ckpt)
+    assert not finished
+    p = _worker(tmp_path, ckpt, tmp_path / "resumed.npy", resume=True)
+    stdout, stderr = p.communicate(timeout=600)
+    assert p.returncode == 0, stderr
+    assert np.array_equal(np.load(tmp_path / "resumed.npy"), reference)
+
+
+def _small_run(tmp_path, **kw):
+    (x, y), _ = digitcore.load_dataset("mnist-mini")
+    net = digitcore.Network([784, 16, 10], seed=0)
+    args = dict(epochs=2, seed=0, verbose=0, checkpoint=tmp_path / "ck")
+    args.update(kw)
+    return net, digitcore.Trainer(net, **args), x[:600], y[:600]
+
+
+def test_checkpointing_does_not_change_the_bits(tmp_path):
+    net_a, tr, x, y = _small_run(tmp_path, checkpoint=None)
+    tr.fit(x, y)
+    net_b, tr, x, y = _small_run(tmp_path, checkpoint_seconds=0)
+    h = tr.fit(x, y)
+    assert np.array_equal(net_a.flat_parameters, net_b.flat_parameters)
+    state, tensors = read_checkpoint(tmp_path / "ck" / FILE_NAME)
+    assert state["finished"] and state["position"]["epoch"] == 2
+    assert state["history"]["history"]["loss"] == h.history["loss"]
+    assert state["run"]["network"] == net_b.get_config()
+    assert state["step"] == tr.optimizer.step_count == 2 * 5
+    np.testing.assert_array_equal(tensors["params"], net_b.flat_parameters)
+    np.testing.assert_array_equal(tensors["optimizer.state2"], tr.optimizer.state2)
+    # the file is plain safetensors: JSON header, no pickle
+    raw = (tmp_path / "ck" / FILE_NAME).read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    assert header["__metadata__"]["format"] == "digitcore-checkpoint"
+    assert b"pickle" not in raw and b"\x80\x04" not in raw[:8 + n]
+
+
+def test_another_run_or_existing_checkpoint_is_refused(tmp_path):
+    _, tr, x, y = _small_run(tmp_path)
+    tr.fit(x, y)
+    path = tmp_path / "ck" / FILE_NAME
+    before = path.read_bytes()
+    _, tr, x, y = _small_run(tmp_path)
+    with pytest.raises(CheckpointError, match="already exists: resume it"):
+        tr.fit(x, y)
+    for kw, needle in [(dict(epochs=3), "trainer.epochs: 2 in the checkpoint, 3 now"),
+                       (dict(optimizer="sgd"), "optimizer.kind: 'adam' in the checkpoint"),
+                       (dict(seed=1), "trainer.seed: 0 in the checkpoint, 1 now")]:
+        _, tr, x, y = _small_run(tmp_path, **kw)
+        with pytest.raises(CheckpointError, match="written by a different run") as exc:
+            tr.fit(x, y, resume=True)
+        assert needle in str(exc.value)
+    _, tr, x, y = _small_run(tmp_path)
+    with pytest.raises(CheckpointError, match=r"data\.train: sha256 "):
+        tr.fit(x[:500], y[:500], resume=True)
+    net = digitcore.Network([784, 17, 10], seed=0)
+    with pytest.raises(CheckpointError, match="network.layer_sizes"):
+        digitcore.Trainer(net, epochs=2, seed=0, verbose=0,
+                          checkpoint=tmp_path / "ck").fit(x, y, resume=True)
+    assert path.read_bytes() == before  # refused runs never write
+    with pytest.raises(ValueError, match="resume=True needs a checkpoint directory"):
+        _small_run(tmp_path, checkpoint=None)[1].fit(x, y, resume=True)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "header", "empty", "model"])
+def test_corrupt_checkpoint_is_refused(tmp_path, damage):
+    _, tr, x, y = _small_run(tmp_path)
+    tr.fit(x, y)
+    path = tmp_path / "ck" / FILE_NAME
+    raw = bytearray(path.read_bytes())
+    if damage == "truncate":
+        raw = raw[:len(raw) // 2]
+    elif damage == "flip":
+        raw[-100] ^= 0x01
+    elif damage == "header":
+        raw[20:30] = b"\xff" * 10
+    elif damage == "empty":
+        raw = b""
+    else:  # a model file is not a checkpoint
+        digitcore.Network([784, 16, 10]).save(path)
+        raw = path.read_bytes()
+    path.write_bytes(bytes(raw))
+    net, tr, x, y = _small_run(tmp_path)
+    before = net.flat_parameters.copy()
+    with pytest.raises(CheckpointError, match="is not a usable checkpoint") as exc:
+        tr.fit(x, y, resume=True)
+    assert str(path) in str(exc.value)
+    assert np.array_equal(net.flat_parameters, before)
+    assert path.read_bytes() == bytes(raw)
+
+
+def test_cli_checkpoint_and_resume(tmp_path):
+    def run(*args):
+        env = dict(os.environ, DIGITCORE_NUM_THREADS="1")
+        return subprocess.run([sys.executable, "-m", "digitcore", "train", "--dataset",
+                               "mnist-mini", "--hidden", "16", "--epochs", "2", "--json",
+                               *map(str, args)], capture_output=True, text=True, env=env,
+                              timeout=600)
+
+    ck = tmp_path / "ck"
+    r = run("--checkpoint", ck, "--out", tmp_path / "a.safetensors")
+    assert r.returncode == 0, r.stderr
+    assert (ck / FILE_NAME).exists()
+    r = run("--checkpoint", ck)
+    assert r.returncode == 2 and "already exists" in r.stderr and "Traceback" not in r.stderr
+    r = run("--checkpoint", ck, "--resume", "--epochs", "3")
+    assert r.returncode == 2 and "trainer.epochs: 2 in the checkpoint, 3 now" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = run("--checkpoint", ck, "--resume", "--out", tmp_path / "b.safetensors")
+    assert r.returncode == 0, r.stderr
+    a = digitcore.load_model(tmp_path / "a.safetensors")
+    b = digitcore.load_model(tmp_path / "b.safetensors")
+    assert np.array_equal(a.flat_parameters, b.flat_parameters)
+    r = run("--resume")
+    assert r.returncode == 2 and "need --checkpoint DIR" in r.stderr
