@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -283,7 +284,82 @@ def test_malformed_json_is_400(server, raw):
     .decode(),
 ])
 def test_bad_data_url_is_400(server, url):
-    _assert_error(*_predict(server, {"image": url}), 400)
+    status, body = _predict(server, {"image": url})
+    _assert_error(status, body, 400)
+    # no Python object reprs like "<_io.BytesIO object at 0x7f...>" in the message
+    assert " object at 0x" not in body["error"] and "<_io" not in body["error"], body
+
+
+def test_model_description_unwraps_training_and_hides_the_path(net, tmp_path):
+    from digitcore.modelio import read_model_info
+    from digitcore.serve.app import model_description
+
+    path = tmp_path / "private" / "digits.safetensors"
+    path.parent.mkdir()
+    summary = {"dataset": "mnist", "test_accuracy": 0.98, "epochs": 3}
+    for metadata in ({"training": summary}, summary):  # as saved before and after the fix
+        net.save(path, metadata=metadata)
+        desc = model_description(digitcore.load_model(path), read_model_info(path))
+        assert desc["training"] == summary and desc["metadata"]["training"] == summary
+        assert desc["file"] == "digits.safetensors" and "path" not in desc
+        assert str(tmp_path) not in json.dumps(desc)
+
+
+def test_cli_train_out_stores_the_summary_once(tmp_path):
+    from digitcore.modelio import read_model_info
+
+    out = tmp_path / "m.safetensors"
+    r = subprocess.run([sys.executable, "-m", "digitcore", "train", "--dataset", "mnist-mini",
+                        "--hidden", "8", "--epochs", "1", "--quiet", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, DIGITCORE_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr
+    training = read_model_info(out)["metadata"]["training"]
+    assert training["dataset"] == "mnist-mini" and 0 < training["test_accuracy"] <= 1
+
+
+def _reset(sock):
+    import struct
+
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_disconnects_log_one_line(net, capfd, debug):
+    srv = make_server(net, "127.0.0.1", 0, debug=debug)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        addr = srv.server_address[:2]
+        # reset in the middle of the request line, and in the middle of a body
+        s = socket.create_connection(addr)
+        s.sendall(b"GET / HT")
+        time.sleep(0.2)
+        _reset(s)
+        s = socket.create_connection(addr)
+        s.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Content-Length: 5000\r\n\r\n{\"pixels\": [")
+        time.sleep(0.2)
+        _reset(s)
+        deadline = time.monotonic() + 10
+        err = ""
+        while time.monotonic() < deadline and err.count("ConnectionResetError") < 2:
+            time.sleep(0.05)
+            err += capfd.readouterr().err
+        assert _json(srv, "GET", "/healthz") == (200, {"status": "ok"})  # still serving
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(5)
+    assert err.count("ConnectionResetError") == 2, err
+    if debug:
+        assert err.count("Traceback") == 2, err
+    else:
+        assert "Traceback" not in err
+        lines = err.strip().splitlines()
+        assert len(lines) == 2 and all("disconnected mid-request" in ln for ln in lines), err
 
 
 @pytest.mark.parametrize("pixels", [[0] * 783, [0] * 785, [], [[0] * 28] * 28])
@@ -583,7 +659,8 @@ def test_cli_serve_prints_url_and_stops_cleanly_on_ctrl_c(net, tmp_path):
         conn.request("GET", "/api/model")
         info = json.loads(conn.getresponse().read())
         conn.close()
-        assert info["layer_sizes"] == [784, 32, 10] and info["path"] == str(model)
+        assert info["layer_sizes"] == [784, 32, 10] and info["file"] == "m.safetensors"
+        assert str(tmp_path) not in json.dumps(info)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=10)
     finally:

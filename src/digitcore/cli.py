@@ -253,8 +253,8 @@ def cmd_train(args):
         "interrupted": history.interrupted, "model": None,
     }
     if args.out:
-        net.save(args.out, metadata={"training": {k: summary[k] for k in (
-            "dataset", "epochs", "seed", "test_accuracy", "wall_seconds")}})
+        net.save(args.out, metadata={k: summary[k] for k in (
+            "dataset", "epochs", "seed", "test_accuracy", "wall_seconds")})
         summary["model"] = os.path.abspath(args.out)
     lines = [f"test accuracy: {test_acc:.2%} ({name}, {len(x_te):,} test images)",
              f"wall time: {wall:.1f} s for {len(history)} epochs "
@@ -390,7 +390,8 @@ def cmd_serve(args):
         from digitcore.serve import serve
     except ImportError:
         raise UsageError("digitcore serve is not available in this build") from None
-    return serve(args.model, host=args.host, port=args.port, open_browser=args.open)
+    return serve(args.model, host=args.host, port=args.port, open_browser=args.open,
+                 debug=args.debug)
 
 
 def cmd_config(args):

@@ -59,7 +59,7 @@ def default_model(*, quiet=False, preset_overrides=None):
             net = load_model(path)
             if net.n_features == 784:
                 info = read_model_info(path)
-                info["source"] = f"default model, cached in {path}"
+                info["source"] = "default model (cached)"
                 _say(f"using the cached default model {path}", quiet)
                 return net, info
             _say(f"{path} does not read 28x28 images; training a new default model", quiet)
@@ -97,14 +97,14 @@ def default_model(*, quiet=False, preset_overrides=None):
         os.makedirs(path.parent, exist_ok=True)
         net.save(path)
         info["path"] = str(path)
-        info["source"] = f"default model, cached in {path}"
+        info["source"] = "default model (cached)"
         _say(f"saved it to {path}", quiet)
     except OSError as exc:
         _say(f"warning: could not cache the default model in {path}: {exc}", quiet)
     return net, info
 
 
-def serve(model=None, host="127.0.0.1", port=8000, open_browser=False) -> int:
+def serve(model=None, host="127.0.0.1", port=8000, open_browser=False, debug=False) -> int:
     """Serve the drawing page until Ctrl-C; returns the exit status (0).
 
     Parameters
@@ -118,6 +118,8 @@ def serve(model=None, host="127.0.0.1", port=8000, open_browser=False) -> int:
         TCP port; 0 picks a free one.
     open_browser : bool
         Open the page in the default web browser once the server listens.
+    debug : bool
+        Tracebacks instead of one-line messages for clients that disconnect mid-request.
     """
     if not 0 <= int(port) <= 65535:
         raise ValueError(f"--port must be from 0 to 65535, got {port}")
@@ -131,9 +133,9 @@ def serve(model=None, host="127.0.0.1", port=8000, open_browser=False) -> int:
             raise FileNotFoundError(f"{model}: no such file")
         net = load_model(model)
         info = read_model_info(model)
-        info["source"] = model
+        info["source"] = os.path.basename(model)
     try:
-        server = make_server(net, host, port, model_info=info)
+        server = make_server(net, host, port, model_info=info, debug=debug)
     except OSError as exc:
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     url = server.url

@@ -35,6 +35,7 @@ import importlib.resources
 import ipaddress
 import json
 import math
+import os
 import sys
 import time
 import traceback
@@ -111,12 +112,22 @@ def _pillow_decode(data: bytes):
             return np.asarray(img.convert("RGBA" if alpha else "RGB"), dtype=np.uint8)
     except PNGError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, TypeError) as exc:
+    except UnidentifiedImageError:
+        # (Pillow's message names the BytesIO object: "<_io.BytesIO object at 0x...>")
+        raise PNGError("the data is not a PNG image Pillow can read") from None
+    except (OSError, ValueError, SyntaxError, TypeError) as exc:
         # (TypeError: Pillow's convert() on malformed metadata it kept, e.g. a tRNS chunk
         # of the wrong length after a second IHDR)
-        raise PNGError(f"cannot read the PNG: {exc}") from None
+        raise PNGError(f"cannot read the PNG: {_no_reprs(str(exc))}") from None
     except Image.DecompressionBombError as exc:  # pragma: no cover - caught by the size check
         raise PNGError(str(exc)) from None
+
+
+def _no_reprs(text: str) -> str:
+    """A message without Python object reprs like ``<_io.BytesIO object at 0x7f...>``."""
+    import re
+
+    return re.sub(r"<[\w.]+ object at 0x[0-9a-fA-F]+>", "the image", text)
 
 
 def decode_png_bytes(data: bytes, use_pillow: bool | None = None) -> np.ndarray:
@@ -250,8 +261,21 @@ def _finite(obj):
     return str(obj)
 
 
+def _training(summary):
+    """A training summary, unwrapped from the ``{"training": {...}}`` that ``digitcore
+    train --out`` wrote into model files before it stored the summary itself."""
+    while (isinstance(summary, dict) and len(summary) == 1
+           and isinstance(summary.get("training"), dict)):
+        summary = summary["training"]
+    return summary
+
+
 def model_description(network, model_info: dict | None = None) -> dict:
-    """What ``GET /api/model`` answers: architecture, parameters, training metadata."""
+    """What ``GET /api/model`` answers: architecture, parameters, training metadata.
+
+    The model file is named by its file name only: the server's folders are nobody
+    else's business.
+    """
     from digitcore._version import __version__
 
     config = network.get_config()
@@ -273,11 +297,18 @@ def model_description(network, model_info: dict | None = None) -> dict:
     except Exception:  # informational only
         pass
     if model_info:
-        for key in ("path", "file_size", "metadata", "source"):
+        for key in ("file_size", "metadata", "source"):
             if key in model_info:
                 desc[key] = model_info[key]
-        if isinstance(model_info.get("metadata"), dict) and desc["training"] is None:
-            desc["training"] = model_info["metadata"].get("training")
+        if model_info.get("path"):
+            desc["file"] = os.path.basename(os.fspath(model_info["path"]))
+        if isinstance(model_info.get("metadata"), dict):
+            desc["metadata"] = dict(model_info["metadata"])
+            if "training" in desc["metadata"]:
+                desc["metadata"]["training"] = _training(desc["metadata"]["training"])
+            if desc["training"] is None:
+                desc["training"] = desc["metadata"].get("training")
+    desc["training"] = _training(desc["training"])
     return _finite(desc)
 
 
@@ -388,8 +419,9 @@ class Handler(BaseHTTPRequestHandler):
                 self._json(404, {"error": f"no such page: {path[:200]}"})
         except RequestError as exc:
             self._json(exc.status, {"error": exc.message})
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+        except (ConnectionError, TimeoutError) as exc:  # the client went away
             self.close_connection = True
+            self.server.log_disconnect(self.client_address, exc)
         except Exception:  # a bug: tell the client briefly, the console fully
             traceback.print_exc(file=sys.stderr)
             self.close_connection = True
@@ -480,17 +512,37 @@ class DigitServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 64
 
-    def __init__(self, address, network, model_info=None, verbose=False):
+    def __init__(self, address, network, model_info=None, verbose=False, debug=False):
         import socket
 
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.verbose = verbose
+        self.debug = debug
         self.network = network
         self.loopback_only = is_loopback(address[0])
         self.static = _load_static()
         self.model_info = model_description(network, model_info)
         super().__init__(address, Handler)
+
+    def log_disconnect(self, client_address, exc):
+        """One line for a client that hung up mid-request (a traceback with debug)."""
+        if self.debug:
+            traceback.print_exception(exc, file=sys.stderr)
+            return
+        who = ":".join(map(str, client_address[:2])) if client_address else "a client"
+        reason = getattr(exc, "strerror", None) or str(exc) or "connection lost"
+        sys.stderr.write(f"digitcore serve: {who} disconnected mid-request "
+                         f"({type(exc).__name__}: {reason})\n")
+
+    def handle_error(self, request, client_address):
+        # socketserver's default prints a traceback for anything a handler raises; a
+        # client hanging up while its request line is read or the reply flushed is no bug
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            self.log_disconnect(client_address, exc)
+        else:
+            super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:
@@ -513,7 +565,8 @@ def _load_static() -> dict:
     return out
 
 
-def make_server(network, host="127.0.0.1", port=8000, *, model_info=None, verbose=False):
+def make_server(network, host="127.0.0.1", port=8000, *, model_info=None, verbose=False,
+                debug=False):
     """Bind a :class:`DigitServer` for ``network`` (not started: call ``serve_forever()``).
 
     Parameters
@@ -527,6 +580,8 @@ def make_server(network, host="127.0.0.1", port=8000, *, model_info=None, verbos
         ``read_model_info`` output (path, metadata) to show in ``GET /api/model``.
     verbose : bool
         Log every request to stderr.
+    debug : bool
+        Print a traceback, not one line, when a client disconnects mid-request.
 
     Returns
     -------
@@ -539,4 +594,5 @@ def make_server(network, host="127.0.0.1", port=8000, *, model_info=None, verbos
                          f"{network!r}")
     net = network.copy()
     net.predict_proba(np.zeros((1, 784), dtype=np.uint8))  # build the C view before threads
-    return DigitServer((host, int(port)), net, model_info=model_info, verbose=verbose)
+    return DigitServer((host, int(port)), net, model_info=model_info, verbose=verbose,
+                       debug=debug)

@@ -17,6 +17,8 @@
   const statusOut = document.getElementById("status");
   const barsList = document.getElementById("bars");
   const clearButton = document.getElementById("clear");
+  const brush = document.getElementById("brush");
+  const resultPanel = document.querySelector(".result-panel");
   const small = document.createElement("canvas");
   small.width = SEND;
   small.height = SEND;
@@ -28,6 +30,14 @@
   let timer = null;
   let seq = 0;                 // answers to older requests are ignored
   let inflight = null;         // AbortController of the request in flight
+
+  // One rounding for the headline and the bars: one decimal, and never "100%" or "0%"
+  // for a probability that is not exactly 1 or 0 (99.96% reads ">99.9%").
+  function percent(p) {
+    if (p >= 0.9995 && p < 1) return ">99.9%";
+    if (p > 0 && p < 0.0005) return "<0.1%";
+    return (p * 100).toFixed(1) + "%";
+  }
 
   // ---- bars ----------------------------------------------------------------------------
   const bars = [];
@@ -63,7 +73,7 @@
     }
     bars.forEach((bar, d) => {
       const p = probabilities ? probabilities[d] : 0;
-      const text = probabilities ? (p * 100).toFixed(p >= 0.995 || p < 0.001 ? 0 : 1) + "%" : "–";
+      const text = probabilities ? percent(p) : "–";
       bar.fill.style.width = (p * 100).toFixed(2) + "%";
       bar.pct.textContent = text;
       bar.li.classList.toggle("best", d === best);
@@ -78,11 +88,21 @@
     ctx.fillRect(0, 0, SIZE, SIZE);
     ctx.strokeStyle = "#000000";
     ctx.fillStyle = "#000000";
-    ctx.lineWidth = SIZE / 14;     // about the stroke width of MNIST digits
+    ctx.lineWidth = brushWidth();
     ctx.lineCap = "round";
     ctx.lineJoin = "round";
     hasInk = false;
   }
+  // The brush's width in canvas pixels; the default, 20 (SIZE / 14), is about the stroke
+  // width of an MNIST digit drawn to fill the box. A small digit wants a thinner brush.
+  function brushWidth() {
+    const w = Number(brush.value);
+    return Number.isFinite(w) && w > 0 ? w : SIZE / 14;
+  }
+  brush.addEventListener("input", () => {
+    ctx.lineWidth = brushWidth();
+    brush.setAttribute("aria-valuetext", `${brush.value} pixels`);
+  });
   function clearSeen() {
     seenCtx.fillStyle = "#000000";
     seenCtx.fillRect(0, 0, seen.width, seen.height);
@@ -174,8 +194,9 @@
       const data = await resp.json();
       if (mine !== seq) return;
       if (!resp.ok) {
-        // 422: nothing to read yet (a dot, too small): no digit, not a stale one
-        if (resp.status === 422) showNothing();
+        // 422: nothing to read yet (a dot, too small); any error: the answer shown was
+        // for an earlier drawing. Either way no digit, not a stale one.
+        clearResult();
         setStatus(data.error || `The server answered ${resp.status}.`, resp.status !== 422);
         return;
       }
@@ -183,6 +204,7 @@
       setStatus("Keep drawing, or press Clear to start again.", false);
     } catch (err) {
       if (err.name === "AbortError" || mine !== seq) return;
+      clearResult();
       setStatus("Could not reach the digitcore server. Is it still running?", true);
     } finally {
       if (inflight === controller) inflight = null;
@@ -193,7 +215,8 @@
     if (bars.length !== p.length) buildBars(p.length);
     digitOut.textContent = String(data.digit);
     digitOut.classList.remove("empty");
-    confidenceOut.textContent = `${(p[data.digit] * 100).toFixed(1)}% sure`;
+    confidenceOut.textContent = `${percent(p[data.digit])} sure`;
+    resultPanel.classList.remove("no-result");
     document.body.dataset.prediction = String(data.digit);
     showBars(p);
     const img = seenCtx.createImageData(28, 28);
@@ -206,11 +229,15 @@
     }
     seenCtx.putImageData(img, 0, 0);
   }
-  function showNothing() {
+  // No answer: the dash, empty bars and a black preview (also when a request fails,
+  // so an answer about an earlier drawing never stays up next to the error)
+  function clearResult() {
+    clearSeen();
     digitOut.textContent = "–";
     digitOut.classList.add("empty");
     confidenceOut.textContent = "";
     delete document.body.dataset.prediction;
+    resultPanel.classList.add("no-result");
     showBars(null);
   }
   function clearAll() {
@@ -218,12 +245,7 @@
     if (inflight) inflight.abort();
     if (timer !== null) { clearTimeout(timer); timer = null; }
     resetPad();
-    clearSeen();
-    digitOut.textContent = "–";
-    digitOut.classList.add("empty");
-    confidenceOut.textContent = "";
-    delete document.body.dataset.prediction;
-    showBars(null);
+    clearResult();
     setStatus("Cleared. Draw a digit to start.", false);
   }
   clearButton.addEventListener("click", clearAll);
@@ -238,7 +260,8 @@
     try {
       const resp = await fetch("/api/model");
       const m = await resp.json();
-      const parts = [`Model: ${m.architecture}`, `${m.n_params.toLocaleString("en")} parameters`];
+      const parts = [`Model: ${m.architecture}` + (m.file ? ` (${m.file})` : ""),
+                     `${m.n_params.toLocaleString("en")} parameters`];
       const t = m.training;
       if (t && typeof t === "object") {
         if (t.dataset) parts.push(`trained on ${t.dataset}`);
