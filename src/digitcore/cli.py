@@ -243,6 +243,9 @@ def cmd_train(args):
     history = trainer.fit(x_tr, y_tr, validation_fraction=args.validation_fraction,
                           resume=args.resume)
     wall = time.perf_counter() - t0
+    if history.interrupted and args.checkpoint:
+        print(f"checkpoint saved in {args.checkpoint}: run the same command with --resume "
+              f"to continue", file=sys.stderr)
     test_loss, test_acc = net.evaluate(x_te, y_te)
     summary = {
         "dataset": name, "n_train": int(len(x_tr)), "n_test": int(len(x_te)),
