@@ -103,38 +103,12 @@ class TorchSystem:
 
     def __init__(self, sizes, bs):
         import torch
-        self.torch, self.sizes, self.bs = torch, sizes, bs
+        from torch_mlp import TorchMLP
+        self.torch, self.cls, self.sizes, self.bs = torch, TorchMLP, sizes, bs
 
     def epoch(self, x, y, seed):
-        torch = self.torch
-        torch.manual_seed(seed)
-        layers = []
-        for i, (a, b) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
-            layers.append(torch.nn.Linear(a, b))
-            if i + 2 < len(self.sizes):
-                layers.append(torch.nn.ReLU())
-        model = torch.nn.Sequential(*layers)
-        opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        lossf = torch.nn.CrossEntropyLoss()
-        xt = torch.from_numpy(x)
-        yt = torch.from_numpy(y)
-        g = torch.Generator().manual_seed(seed)
-        t = time.perf_counter()
-        perm = torch.randperm(len(x), generator=g)
-        for s in range(0, len(x), self.bs):
-            idx = perm[s:s + self.bs]
-            xb = xt[idx].float().div_(255)
-            opt.zero_grad(set_to_none=True)
-            loss = lossf(model(xb), yt[idx])
-            loss.backward()
-            opt.step()
-        dt = time.perf_counter() - t
-
-        def score(xs, ys):
-            with torch.no_grad():
-                p = model(torch.from_numpy(xs).float() / 255).argmax(1).numpy()
-            return float((p == ys).mean())
-        return dt, score
+        m = self.cls(self.sizes, seed)
+        return m.fit(x, y, self.bs, 1, 0.1, seed=seed), m.score
 
     def set_threads(self, n):
         self.torch.set_num_threads(n)

@@ -1,0 +1,493 @@
+"""digitcore against NumPy and PyTorch over many cases, each system in a process of its own.
+
+    python benchmarks/bench_matrix.py --short          # ~10 min: 12,000 images, 3 rounds
+    python benchmarks/bench_matrix.py                  # full data, 5 rounds
+    python benchmarks/bench_matrix.py --cases mnist-b128,proba-1 --threads 2 --rounds 9
+
+For every (case, thread count) each system runs in a worker process of its own (so no other
+library's thread pool spins beside it), started with OMP/OpenBLAS/MKL/DIGITCORE thread
+counts set. Each worker first trains and checks that its system learned (test accuracy of
+the trained model at least the case's floor, else the run stops), then the systems are timed
+in turn, alternating their order round by round, with a pause before each timed run so
+the previous worker's thread pools go to sleep. Times are medians over the rounds.
+
+Ratios are the best peer's median time over digitcore's, at the same thread count (> 1:
+digitcore is faster). Each case's dense work divided by its time gives GFLOP/s, printed
+against the machine's GEMM ceiling: the best of numpy.matmul (OpenBLAS) and digitcore's
+GEMM on 1024x1024x1024 at that thread count, measured in the same run, each in its own
+process. digitcore's first layer skips zero pixels, so on uint8 MNIST its figure is
+dense-equivalent and can exceed the ceiling. Peers that are not installed (torch) are
+skipped, and so are cases whose data is missing (Fashion-MNIST, scikit-learn's 8x8 digits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+# kind: "train" (unit = `epochs` epochs, or `steps` full-batch steps), "proba1" / "predict1"
+# (unit = median of single-image calls), "proba" (unit = one call on the test set).
+# data: mnist (uint8), mnist-std (float32 (x/255 - 0.1307)/0.3081), fashion, digits8.
+CASES = {
+    "mnist-b128": dict(sizes=(784, 128, 10), bs=128, data="mnist", epochs=1, floor=0.85),
+    "mnist-b32": dict(sizes=(784, 128, 10), bs=32, data="mnist", epochs=1, floor=0.85),
+    "mnist-full": dict(sizes=(784, 128, 10), bs=None, data="mnist", steps=5, verify_steps=40,
+                       floor=0.6),
+    "tutorial-full": dict(sizes=(784, 10, 10), bs=None, data="mnist", steps=5,
+                          verify_steps=40, floor=0.5),
+    "std-b128": dict(sizes=(784, 128, 10), bs=128, data="mnist-std", epochs=1, floor=0.85),
+    "fashion-b128": dict(sizes=(784, 128, 10), bs=128, data="fashion", epochs=1, floor=0.7),
+    "sigmoid-b10": dict(sizes=(784, 30, 10), bs=10, data="mnist", epochs=1, floor=0.8,
+                        activation="sigmoid"),
+    "adam800-drop": dict(sizes=(784, 800, 10), bs=128, data="mnist", epochs=1, floor=0.85,
+                         optimizer="adam", lr=2e-3, dropout=0.3, peers=("pytorch",)),
+    "wide1024-b256": dict(sizes=(784, 1024, 1024, 10), bs=256, data="mnist", epochs=1,
+                          floor=0.85),
+    "digits8-b32": dict(sizes=(64, 128, 64, 10), bs=32, data="digits8", epochs=20, floor=0.85),
+    "proba-1": dict(sizes=(784, 128, 10), bs=128, data="mnist", kind="proba1", calls=2000,
+                    floor=0.85),
+    "predict-1": dict(sizes=(784, 128, 10), bs=128, data="mnist", kind="predict1",
+                      calls=2000, floor=0.85),
+    "proba-10k": dict(sizes=(784, 128, 10), bs=128, data="mnist", kind="proba", floor=0.85),
+}
+SYSTEMS = ("digitcore", "numpy", "pytorch")
+SHORT_TRAIN = 12000
+
+
+# ---------------------------------------------------------------------------------------
+# worker: one system, one case, one thread count (its own process)
+# ---------------------------------------------------------------------------------------
+
+def _load(case, data_dirs, short):
+    import numpy as np
+
+    import digitcore
+    data = case["data"]
+    if data == "digits8":
+        from sklearn.datasets import load_digits
+        d = load_digits()
+        x = (d.data / 16.0).astype(np.float32)
+        y = d.target.astype(np.int64)
+        return x[:1437], y[:1437], x[1437:], y[1437:]
+    if data == "fashion":
+        (x, y), (xt, yt) = digitcore.load_fashion_mnist(data_dirs["fashion"], download=False)
+    else:
+        (x, y), (xt, yt) = digitcore.load_mnist(data_dirs["mnist"], download=False)
+    x, xt = x.reshape(len(x), -1), xt.reshape(len(xt), -1)
+    y, yt = y.astype(np.int64), yt.astype(np.int64)
+    if short:
+        x, y = x[:SHORT_TRAIN], y[:SHORT_TRAIN]
+    if data == "mnist-std":
+        def std(a):
+            return ((a.astype(np.float32) / np.float32(255) - np.float32(0.1307))
+                    / np.float32(0.3081)).astype(np.float32)
+        x, xt = std(x), std(xt)
+    return x, y, xt, yt
+
+
+class _Digitcore:
+    def __init__(self, case, threads):
+        import digitcore
+        self.dc = digitcore
+        digitcore.set_num_threads(threads)
+        self.case = case
+
+    def make(self, seed):
+        c = self.case
+        return self.dc.Network(list(c["sizes"]), activation=c.get("activation", "relu"),
+                               dropout=c.get("dropout", 0.0), seed=seed)
+
+    def train(self, model, x, y, seed, epochs):
+        c = self.case
+        tr = self.dc.Trainer(model, optimizer=c.get("optimizer", "sgd"), lr=c.get("lr", 0.1),
+                             batch_size=c["bs"], epochs=epochs, seed=seed, verbose=0)
+        t = time.perf_counter()
+        tr.fit(x, y)
+        return time.perf_counter() - t
+
+    @staticmethod
+    def proba(model, x):
+        return model.predict_proba(x)
+
+    @staticmethod
+    def predict(model, x):
+        return model.predict(x)
+
+
+class _Numpy:
+    def __init__(self, case, threads):
+        import numpy as np
+        self.np = np
+        self.case = case
+        from numpy_mlp import NumpyMLP
+        self.cls = NumpyMLP
+        if case.get("optimizer", "sgd") != "sgd" or case.get("dropout"):
+            raise ImportError("the NumPy peer runs plain SGD without dropout only")
+
+    def make(self, seed):
+        return self.cls(self.case["sizes"], seed, activation=self.case.get("activation", "relu"))
+
+    def train(self, model, x, y, seed, epochs):
+        rng = self.np.random.default_rng(seed)
+        bs = self.case["bs"] or len(x)
+        t = time.perf_counter()
+        for _ in range(epochs):
+            model.train_epoch(x, y, bs, self.case.get("lr", 0.1), rng)
+        return time.perf_counter() - t
+
+    @staticmethod
+    def proba(model, x):
+        return model.predict_proba(x)
+
+    @staticmethod
+    def predict(model, x):
+        return model.predict_proba(x).argmax(1)
+
+
+class _Torch:
+    def __init__(self, case, threads):
+        import torch
+        torch.set_num_threads(threads)
+        from torch_mlp import TorchMLP
+        self.cls = TorchMLP
+        self.case = case
+
+    def make(self, seed):
+        c = self.case
+        return self.cls(c["sizes"], seed, activation=c.get("activation", "relu"),
+                        dropout=c.get("dropout", 0.0))
+
+    def train(self, model, x, y, seed, epochs):
+        c = self.case
+        return model.fit(x, y, c["bs"] or len(x), epochs, c.get("lr", 0.1),
+                         c.get("optimizer", "sgd"), seed)
+
+    @staticmethod
+    def proba(model, x):
+        return model.predict_proba(x)
+
+    @staticmethod
+    def predict(model, x):
+        return model.predict_proba(x).argmax(1)
+
+
+def _reply(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def worker(system, case_name, threads, data_dirs, short):
+    import numpy as np
+
+    from digitcore.errors import DigitcoreError
+    case = CASES[case_name]
+    kind = case.get("kind", "train")
+    try:
+        sysobj = {"digitcore": _Digitcore, "numpy": _Numpy, "pytorch": _Torch}[system](
+            case, threads)
+        x, y, xt, yt = _load(case, data_dirs, short)
+    except (ImportError, OSError, DigitcoreError) as exc:  # a peer or data that is not here
+        _reply({"skip": f"{type(exc).__name__}: {exc}"})
+        return
+    full = kind == "train" and case["bs"] is None
+    if full and system != "digitcore" and x.dtype == np.uint8:
+        # a careful NumPy/PyTorch user converts the data set once for full-batch descent;
+        # digitcore keeps uint8 and converts inside its kernels (counted in its time)
+        x = (x.astype(np.float32) / np.float32(255)).astype(np.float32)
+    per_unit = case.get("steps", case.get("epochs", 1))
+
+    # the learning check: train (one unit, or verify_steps full-batch steps), then test
+    model = sysobj.make(0)
+    sysobj.train(model, x, y, 0, case.get("verify_steps", per_unit))
+    acc = float((np.asarray(sysobj.predict(model, xt)) == yt).mean())
+    _reply({"accuracy": acc})
+    one = [xt[i:i + 1] for i in range(min(len(xt), 500))]
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd.get("quit"):
+            return
+        seed = cmd["seed"]
+        if kind == "train":
+            m = sysobj.make(seed)
+            dt = sysobj.train(m, x, y, seed, per_unit)
+        elif kind in ("proba1", "predict1"):
+            f = sysobj.proba if kind == "proba1" else sysobj.predict
+            for im in one[:50]:
+                f(model, im)
+            ts = []
+            for i in range(case["calls"]):
+                im = one[i % len(one)]
+                t = time.perf_counter()
+                f(model, im)
+                ts.append(time.perf_counter() - t)
+            dt = statistics.median(ts)
+        else:
+            sysobj.proba(model, xt)
+            t = time.perf_counter()
+            sysobj.proba(model, xt)
+            dt = time.perf_counter() - t
+        _reply({"seconds": dt})
+
+
+def ceiling_worker(system, threads, reps):
+    """Best GFLOP/s of reps 1024^3 float32 GEMMs."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((1024, 1024), dtype=np.float32)
+    b = rng.standard_normal((1024, 1024), dtype=np.float32)
+    if system == "digitcore":
+        import digitcore
+        digitcore.set_num_threads(threads)
+        out = np.empty((1024, 1024), np.float32)
+
+        def f():
+            digitcore.ops.gemm(a, b, out=out)
+    else:
+        def f():
+            a @ b
+    f()
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        f()
+        best = min(best, time.perf_counter() - t)
+    _reply({"gflops": 2 * 1024 ** 3 / best / 1e9})
+
+
+# ---------------------------------------------------------------------------------------
+# coordinator
+# ---------------------------------------------------------------------------------------
+
+def _env(threads):
+    env = dict(os.environ)
+    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+              "DIGITCORE_NUM_THREADS"):
+        env[k] = str(threads)
+    return env
+
+
+class Worker:
+    def __init__(self, args, threads):
+        self.p = subprocess.Popen([sys.executable, str(Path(__file__).resolve())] + args,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                  env=_env(threads), cwd=str(HERE))
+
+    def read(self):
+        line = self.p.stdout.readline()
+        if not line:
+            self.p.wait()
+            raise SystemExit(f"worker {self.p.args[2:]} died (exit {self.p.returncode})")
+        return json.loads(line)
+
+    def ask(self, obj):
+        self.p.stdin.write(json.dumps(obj) + "\n")
+        self.p.stdin.flush()
+        return self.read()
+
+    def close(self):
+        try:
+            self.p.stdin.write(json.dumps({"quit": True}) + "\n")
+            self.p.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        self.p.wait()
+
+
+def flops(case, n_train, n_test):
+    """Dense floating-point operations of one timed unit."""
+    sizes = case["sizes"]
+    kind = case.get("kind", "train")
+    fwd = sum(2 * i * o for i, o in zip(sizes[:-1], sizes[1:]))
+    if kind in ("proba1", "predict1"):
+        return fwd
+    if kind == "proba":
+        return fwd * n_test
+    # forward, weight gradient, and the input gradient of every layer but the first
+    train = sum(2 * i * o * (2 if li == 0 else 3)
+                for li, (i, o) in enumerate(zip(sizes[:-1], sizes[1:])))
+    return train * n_train * case.get("steps", case.get("epochs", 1))
+
+
+def data_sizes(case, short, data_dirs):
+    if case["data"] == "digits8":
+        return 1437, 360
+    return (SHORT_TRAIN if short else 60000), 10000
+
+
+def measure_ceiling(threads, reps):
+    out = {}
+    for system in ("numpy", "digitcore"):
+        w = Worker(["--ceiling-worker", system, str(threads), str(reps)], threads)
+        out[system] = w.read()["gflops"]
+        w.close()
+        time.sleep(0.5)
+    return out
+
+
+def fmt_time(s):
+    return f"{s * 1e6:.1f} us" if s < 1e-3 else (f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.3f} s")
+
+
+def run(args):
+    cases = list(CASES) if args.cases == "all" else args.cases.split(",")
+    for c in cases:
+        if c not in CASES:
+            raise SystemExit(f"unknown case {c!r}; choose from {', '.join(CASES)}")
+    threads_list = [int(t) for t in args.threads.split(",")]
+    systems = args.systems.split(",")
+    rounds = args.rounds or (3 if args.short else 5)
+    common = ["--data-dir", args.data_dir, "--fashion-dir", args.fashion_dir]
+    if args.short:
+        common.append("--short")
+    ceilings = {}
+    for th in threads_list:
+        ceilings[th] = measure_ceiling(th, 5 if args.short else 10)
+        print(f"GEMM ceiling, {th} thread(s), 1024^3: numpy/OpenBLAS "
+              f"{ceilings[th]['numpy']:.1f} GFLOP/s, digitcore {ceilings[th]['digitcore']:.1f}",
+              flush=True)
+    rows = []
+    for name in cases:
+        case = CASES[name]
+        peers = case.get("peers", ("numpy", "pytorch"))
+        n_train, n_test = data_sizes(case, args.short, None)
+        for th in threads_list:
+            workers, acc, skipped = {}, {}, {}
+            for s in systems:
+                if s != "digitcore" and s not in peers:
+                    continue
+                w = Worker(["--worker", s, name, str(th)] + common, th)
+                r = w.read()
+                if "skip" in r:
+                    skipped[s] = r["skip"]
+                    w.close()
+                    continue
+                workers[s] = w
+                acc[s] = r["accuracy"]
+                if acc[s] < case["floor"]:
+                    for v in workers.values():
+                        v.close()
+                    raise SystemExit(f"{s} {name} {th} thread(s): test accuracy {acc[s]:.3f} "
+                                     f"< {case['floor']}; refusing to time a system that "
+                                     f"did not learn")
+            if "digitcore" not in workers:
+                for v in workers.values():
+                    v.close()
+                print(f"{name}: skipped ({skipped.get('digitcore', 'digitcore not run')})")
+                break
+            times = {s: [] for s in workers}
+            order = list(workers)
+            for r in range(rounds):
+                for s in (order if r % 2 == 0 else order[::-1]):
+                    time.sleep(args.pause)
+                    times[s].append(workers[s].ask({"seed": r + 1})["seconds"])
+            for w in workers.values():
+                w.close()
+            med = {s: statistics.median(v) for s, v in times.items()}
+            peer_t = {s: v for s, v in med.items() if s != "digitcore"}
+            best = min(peer_t, key=peer_t.get) if peer_t else None
+            f = flops(case, n_train, n_test)
+            ceil = max(ceilings[th].values())
+            row = {"case": name, "threads": th, "arch": "-".join(map(str, case["sizes"])),
+                   "batch": case.get("bs"), "data": case["data"], "kind": case.get("kind", "train"),
+                   "n_train": n_train, "seconds": med, "rounds": times, "accuracy": acc,
+                   "skipped": skipped, "best_peer": best,
+                   "ratio": (peer_t[best] / med["digitcore"]) if best else None,
+                   "gflops": {s: f / v / 1e9 for s, v in med.items()},
+                   "gemm_ceiling_gflops": ceil}
+            rows.append(row)
+            line = "  ".join(f"{s} {fmt_time(med[s])} ({row['gflops'][s]:.1f} GF/s, "
+                             f"acc {acc[s]:.3f})" for s in med)
+            ratio = f"{row['ratio']:.2f}x vs {best}" if best else "no peer"
+            print(f"{name:14s} {th}t  {ratio:18s} {line}  [ceiling {ceil:.0f} GF/s]",
+                  flush=True)
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                        "processor": platform.processor()},
+            "mode": "short" if args.short else "full", "rounds": rounds,
+            "command": " ".join(["python", "benchmarks/bench_matrix.py"] + sys.argv[1:]),
+            "gemm_ceiling_gflops": {str(k): v for k, v in ceilings.items()}, "rows": rows}
+
+
+def markdown(result):
+    """The README table: one line per case, ratios at each thread count."""
+    by = {}
+    for r in result["rows"]:
+        by.setdefault(r["case"], {})[r["threads"]] = r
+    ths = sorted({r["threads"] for r in result["rows"]})
+    head = "| case | " + " | ".join(f"{t} thread{'s' if t > 1 else ''}: digitcore, best peer, "
+                                    f"ratio, GFLOP/s (% of GEMM)" for t in ths) + " |"
+    out = [head, "|---|" + "---|" * len(ths)]
+    for name, per in by.items():
+        cells = []
+        for t in ths:
+            r = per.get(t)
+            if r is None:
+                cells.append("")
+                continue
+            dc = r["seconds"]["digitcore"]
+            g = r["gflops"]["digitcore"]
+            pct = g / r["gemm_ceiling_gflops"]
+            if r["best_peer"]:
+                cells.append(f"{fmt_time(dc)}, {r['best_peer']} "
+                             f"{fmt_time(r['seconds'][r['best_peer']])}, "
+                             f"**{r['ratio']:.2f}x**, {g:.0f} ({pct:.0%})")
+            else:
+                cells.append(f"{fmt_time(dc)}, {g:.0f} ({pct:.0%})")
+        c = CASES[name]
+        out.append(f"| {name} ({'-'.join(map(str, c['sizes']))}) | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", default=os.environ.get("DIGITCORE_SHARED_MNIST", str(next(
+        (p for p in (HERE.parents[1] / "shared/data/mnist", HERE.parents[2] / "shared/data/mnist")
+         if p.is_dir()), HERE.parents[1] / "shared/data/mnist"))))
+    ap.add_argument("--fashion-dir", default=os.environ.get(
+        "DIGITCORE_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
+    ap.add_argument("--short", action="store_true",
+                    help=f"first {SHORT_TRAIN} training images, 3 rounds")
+    ap.add_argument("--rounds", type=int, default=0)
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--cases", default="all", help="'all' or names: " + ",".join(CASES))
+    ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--pause", type=float, default=0.5,
+                    help="seconds before each timed run (the previous pools go to sleep)")
+    ap.add_argument("--json", default=None,
+                    help="default benchmarks/results/matrix.json (matrix-short.json with --short)")
+    ap.add_argument("--worker", nargs=3, metavar=("SYSTEM", "CASE", "THREADS"),
+                    help=argparse.SUPPRESS)
+    ap.add_argument("--ceiling-worker", nargs=3, metavar=("SYSTEM", "THREADS", "REPS"),
+                    help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    sys.path.insert(0, str(HERE))
+    if args.worker:
+        s, c, t = args.worker
+        worker(s, c, int(t), {"mnist": args.data_dir, "fashion": args.fashion_dir}, args.short)
+        return
+    if args.ceiling_worker:
+        s, t, reps = args.ceiling_worker
+        ceiling_worker(s, int(t), int(reps))
+        return
+    result = run(args)
+    print()
+    print(markdown(result))
+    path = Path(args.json or HERE / "results" / (
+        "matrix-short.json" if args.short else "matrix.json"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
