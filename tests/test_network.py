@@ -235,3 +235,32 @@ def test_pickle_and_deepcopy_keep_views_and_predictions(rng):
         other.weights[0][...] = 0
         assert not np.array_equal(other.predict_proba(x), p)
     assert np.array_equal(net.predict_proba(x), p)
+
+
+def test_activation_names_have_one_home():
+    """network.ACTIVATIONS is the table; the C binding, the model-file, ONNX, estimator and
+    CLI tables name exactly those, and each name runs the C function the NumPy reference
+    gives that name."""
+    from digitcore import _ops, cli, estimator, modelio, onnxio, ops_ref
+    from digitcore.network import ACTIVATIONS, LEAKY_SLOPE
+
+    assert set(_ops._ACTIVATIONS) == set(ACTIVATIONS) | {"identity"}
+    assert set(modelio._TORCH_ACTIVATIONS) == set(ACTIVATIONS)
+    assert set(onnxio._ACTIVATIONS) == set(ACTIVATIONS)
+    assert set(estimator._ACTIVATIONS.values()) == set(ACTIVATIONS)
+    train = next(a for a in cli._parser()._actions if a.dest == "command").choices["train"]
+    assert set(next(a for a in train._actions if a.dest == "activation").choices) == set(
+        ACTIVATIONS)
+    x = np.linspace(-3, 3, 61, dtype=np.float32).reshape(1, -1)
+    for name in ACTIVATIONS:
+        # identity weights, zero biases: the logits are the hidden activation of x
+        net = Network([61, 61, 61], activation=name, seed=0)
+        for w, b in zip(net.weights, net.biases):
+            w[...] = np.eye(61, dtype=np.float32)
+            b[...] = 0
+        want = ops_ref.activation_forward(x, name, LEAKY_SLOPE)
+        np.testing.assert_allclose(net.logits(x), want, rtol=1e-6, atol=1e-7, err_msg=name)
+        np.testing.assert_allclose(_ops.activation_forward(x, name, LEAKY_SLOPE), want,
+                                   rtol=1e-6, atol=1e-7, err_msg=name)
+    with pytest.raises(ValueError, match="activation"):
+        Network([4, 3, 2], activation="gelu")

@@ -80,6 +80,7 @@ def _batch_size(text):
 
 def _parser():
     from digitcore._version import __version__
+    from digitcore.network import ACTIVATIONS
     from digitcore.optim import OPTIMIZERS, SCHEDULES
     from digitcore.presets import PRESETS
 
@@ -111,7 +112,7 @@ def _parser():
                         "your own data in the MNIST file layout")
     t.add_argument("--preset", choices=sorted(PRESETS), default="default")
     t.add_argument("--hidden", type=_hidden, help="hidden layer widths, e.g. 256,128")
-    t.add_argument("--activation", choices=["relu", "leaky_relu", "sigmoid", "tanh"])
+    t.add_argument("--activation", choices=ACTIVATIONS)
     t.add_argument("--optimizer", choices=sorted(OPTIMIZERS))
     t.add_argument("--lr", type=_float)
     t.add_argument("--lr-schedule", choices=list(SCHEDULES))

@@ -404,9 +404,9 @@ def read_model_info(path) -> dict:
 # ----------------------------------------------------------------------------
 # PyTorch interop
 
-_TORCH_ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid",
-                      "gelu": "GELU", "leaky_relu": "LeakyReLU", "elu": "ELU",
-                      "silu": "SiLU", "identity": "Identity"}
+# One torch module per name of network.ACTIVATIONS (tests/test_network.py checks the keys).
+_TORCH_ACTIVATIONS = {"relu": "ReLU", "leaky_relu": "LeakyReLU", "sigmoid": "Sigmoid",
+                      "tanh": "Tanh", "identity": "Identity"}
 
 
 def to_torch(network):
