@@ -957,12 +957,14 @@ def scale_inplace(x, s):
     _check(status, "scale_inplace")
 
 
-def clip_grad_norm(grads, max_norm, eps=1e-6):
+def clip_grad_norm(grads, max_norm, eps=1e-12):
     """Scale a list of gradient arrays IN PLACE so their global L2 norm is <= max_norm.
 
     Like ``torch.nn.utils.clip_grad_norm_``: ``total = sqrt(sum of squares of all)``; if
     ``total > max_norm`` every array is multiplied by ``max_norm / (total + eps)``. A
-    non-finite total leaves the arrays untouched (the caller decides what to do).
+    non-finite total leaves the arrays untouched (the caller decides what to do). eps is
+    the training loop's (csrc/mlp_train.c), not torch's 1e-6, so clipping here and in
+    Trainer(clip_norm=...) scale alike.
 
     Parameters
     ----------

@@ -45,7 +45,7 @@ Optimizer ops (in place)
     rmsprop_update(param, grad, sq_avg, lr=0.01, rho=0.99, eps=1e-8, l2=0.0)
     adam_update(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, l2=0.0,
                 weight_decay=0.0)
-    sum_squares(x), scale_inplace(x, s), clip_grad_norm(grads, max_norm, eps=1e-6)
+    sum_squares(x), scale_inplace(x, s), clip_grad_norm(grads, max_norm, eps=1e-12)
 
 GEMM
 ----

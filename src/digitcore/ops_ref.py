@@ -293,7 +293,7 @@ def scale_inplace(x, s):
     x *= s
 
 
-def clip_grad_norm(grads, max_norm, eps=1e-6):
+def clip_grad_norm(grads, max_norm, eps=1e-12):
     """Scale grads in place so the global L2 norm is <= max_norm; returns the norm before."""
     if isinstance(grads, np.ndarray):
         grads = [grads]
