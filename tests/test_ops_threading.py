@@ -1,5 +1,6 @@
-"""Threads: results independent of the OpenMP thread count, kernels safe and deterministic
-when called from 8 Python threads at once, and the GIL released while C runs.
+"""Single ops and threads (whole networks: test_network_threading.py): results independent
+of the OpenMP thread count, kernels safe and deterministic when called from 8 Python
+threads at once, and the GIL released while C runs.
 
 Sizes here are above the kernels' parallel thresholds (64 Ki elements for cheap elementwise
 ops, 8 Ki for transcendental ones, 16 Ki per sum_squares chunk, ~2 Ki rows of 10 classes for
