@@ -191,14 +191,18 @@ class SGD(Optimizer):
         return out
 
 
-def Momentum(lr=None, momentum=0.9):
-    """SGD with classical momentum 0.9."""
-    return SGD(lr, momentum=momentum)
+class Momentum(SGD):
+    """SGD with classical momentum, 0.9 unless given."""
+
+    def __init__(self, lr=None, momentum=0.9):
+        super().__init__(lr, momentum=momentum)
 
 
-def Nesterov(lr=None, momentum=0.9):
-    """SGD with Nesterov momentum 0.9."""
-    return SGD(lr, momentum=momentum, nesterov=True)
+class Nesterov(SGD):
+    """SGD with Nesterov momentum, 0.9 unless given."""
+
+    def __init__(self, lr=None, momentum=0.9):
+        super().__init__(lr, momentum=momentum, nesterov=True)
 
 
 class RMSprop(Optimizer):
