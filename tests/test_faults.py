@@ -426,8 +426,8 @@ class _InterruptingKernel:
 @pytest.mark.parametrize("after", [False, True])
 def test_keyboard_interrupt_mid_epoch(tmp_path, monkeypatch, after):
     rng = np.random.default_rng(5)
-    monkeypatch.setattr(digitcore.trainer, "_CHUNK_SECONDS", None)  # fixed chunks
-    n = int(2.5 * digitcore.trainer._CHUNK_SAMPLES)  # 3 chunks per epoch
+    chunk = digitcore.trainer.CHUNK_SAMPLES
+    n = int(2.5 * chunk)  # 3 chunks per epoch, fixed (chunk_seconds=None below)
     x = rng.integers(0, 256, (n, 784), dtype=np.uint8)
     y = rng.integers(0, 10, n)
     net = Network([784, 32, 10], seed=0)
@@ -435,7 +435,7 @@ def test_keyboard_interrupt_mid_epoch(tmp_path, monkeypatch, after):
     net.save(path)
     before = net.flat_parameters.copy()
     wrapper = {}
-    real_net = Network._net
+    real_net = Network.c_net
 
     def _net(self, dropout=0.0):
         if self is not net:
@@ -444,15 +444,16 @@ def test_keyboard_interrupt_mid_epoch(tmp_path, monkeypatch, after):
             wrapper["k"] = _InterruptingKernel(real_net(self, dropout), at_call=5, after=after)
         return wrapper["k"]
 
-    monkeypatch.setattr(Network, "_net", _net)
-    hist = Trainer(net, epochs=5, verbose=0, seed=0).fit(x, y)
+    monkeypatch.setattr(Network, "c_net", _net)
+    hist = Trainer(net, epochs=5, verbose=0, seed=0, chunk_samples=chunk,
+                   chunk_seconds=None).fit(x, y)
     assert hist.interrupted
     assert len(hist) == 1  # epoch 1 completed (3 chunks), epoch 2 interrupted mid-way
     assert np.isfinite(net.flat_parameters).all()
     assert not np.array_equal(net.flat_parameters, before)
     assert net.predict(x[:5]).shape == (5,)
     assert net.training_summary["epochs"] == 1
-    monkeypatch.setattr(Network, "_net", real_net)
+    monkeypatch.setattr(Network, "c_net", real_net)
     # the model file was not touched; saving now and training again both work
     np.testing.assert_array_equal(digitcore.load_model(path).flat_parameters, before)
     net.save(path)

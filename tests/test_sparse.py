@@ -236,17 +236,17 @@ def test_divergence_on_the_sparse_path_leaves_the_network_usable(rng):
 def test_bad_mode_is_a_clear_error():
     net = Network([4, 3, 2], seed=0)
     with pytest.raises(ValueError, match="sparse_input must be one of"):
-        net._net().sparse_input = "sometimes"
+        net.c_net().sparse_input = "sometimes"
 
 
 # ---- inference (dc_mlp_forward / dc_mlp_evaluate) ----------------------------------------
 
 def _infer(net, x, y, mode):
-    net._net().sparse_input = mode
+    net.c_net().sparse_input = mode
     try:
         return net.predict_proba(x), net.logits(x), net.evaluate(x, y)
     finally:
-        net._net().sparse_input = "auto"
+        net.c_net().sparse_input = "auto"
 
 
 def _same_inference(a, b, exact):
@@ -339,7 +339,7 @@ def test_the_split_halves_the_non_zeros_and_changes_only_rounding(rng):
     b, _ = _train(x, y, [200, 130, 5], "always", split=split, **kw)
     assert not np.array_equal(a.flat_parameters, b.flat_parameters)
     _close(a, b)
-    kernel = Network([200, 8, 5], seed=0)._net(0.0)
+    kernel = Network([200, 8, 5], seed=0).c_net(0.0)
     for bad in (-1, 201):
         with pytest.raises(ValueError, match="sparse_split must be in \\[0, 200\\]"):
             kernel.sparse_split = bad

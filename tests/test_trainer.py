@@ -259,7 +259,7 @@ def test_update_params_from_python_matches_the_fused_loop(name, rng):
         probe = b.copy()
         grads = np.empty(b.n_params, np.float32)
         cfg = optim.SGD(1.0).kernel_config()
-        net_kernel = probe._net()
+        net_kernel = probe.c_net()
         net_kernel.sparse_input = "never"  # the sparse path leaves layer 0's grads transposed
         net_kernel.train(np.ascontiguousarray(x), y.astype(np.int64), np.arange(32, dtype=np.int64),
                          32, np.zeros(1, np.float32), 1 / 255, 0.0, 0, cfg, grads, None, None)
@@ -284,18 +284,15 @@ def test_fit_again_continues_the_optimizer(name, rng):
 
 
 def test_chunk_size_adapts_and_never_changes_results(monkeypatch):
-    """The trainer sizes each C call to ~_CHUNK_SECONDS of work after the first one of
-    _CHUNK_SAMPLES samples. How an epoch is cut into calls must not change a bit."""
-    import digitcore.trainer as T
+    """The trainer sizes each C call to ~chunk_seconds of work after the first one of
+    chunk_samples samples. How an epoch is cut into calls must not change a bit."""
     rng = np.random.default_rng(3)
     n = 3000
     x = rng.integers(0, 256, (n, 64), dtype=np.uint8)
     y = rng.integers(0, 4, n)
-    monkeypatch.setattr(T, "_CHUNK_SAMPLES", 1000)
     results, calls = {}, {}
-    real_net = Network._net
+    real_net = Network.c_net
     for label, seconds in (("fixed", None), ("one batch", 1e-12), ("whole epoch", 1e9)):
-        monkeypatch.setattr(T, "_CHUNK_SECONDS", seconds)
         rows = []
 
         class Counting:
@@ -311,9 +308,10 @@ def test_chunk_size_adapts_and_never_changes_results(monkeypatch):
 
         net = Network([64, 16, 4], dropout=0.2, seed=0)
         kernel = Counting(real_net(net, net.dropout))
-        monkeypatch.setattr(Network, "_net", lambda self, dropout=0.0: kernel)
-        Trainer(net, optimizer="adam", batch_size=50, epochs=2, seed=1, verbose=0).fit(x, y)
-        monkeypatch.setattr(Network, "_net", real_net)
+        monkeypatch.setattr(Network, "c_net", lambda self, dropout=0.0: kernel)
+        Trainer(net, optimizer="adam", batch_size=50, epochs=2, seed=1, verbose=0,
+                chunk_samples=1000, chunk_seconds=seconds).fit(x, y)
+        monkeypatch.setattr(Network, "c_net", real_net)
         results[label], calls[label] = net.flat_parameters.copy(), rows
     assert calls["fixed"] == [1000, 1000, 1000] * 2
     assert calls["one batch"][0] == 1000 and set(calls["one batch"][1:3]) == {50}

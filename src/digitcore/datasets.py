@@ -34,6 +34,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from digitcore._checks import class_indices, samples_2d
 from digitcore._version import __version__
 from digitcore.errors import DatasetError
 from digitcore._atomic import atomic_file, fsync_dir as _fsync_dir
@@ -653,15 +654,7 @@ def as_2d_images(x, name: str = "x") -> np.ndarray:
     if arr.dtype != np.uint8 and arr.dtype.kind != "f":
         raise DatasetError(f"{name} must be uint8 or floating point images, got dtype "
                            f"{arr.dtype} with shape {arr.shape}")
-    if arr.ndim == 2:
-        if arr.shape[1] == 0:
-            raise DatasetError(f"{name} has no features: shape {arr.shape}")
-        return arr
-    if arr.ndim == 3:
-        if arr.shape[1] == 0 or arr.shape[2] == 0:
-            raise DatasetError(f"{name} has empty images: shape {arr.shape}")
-        return arr.reshape(arr.shape[0], arr.shape[1] * arr.shape[2])
-    raise DatasetError(f"{name} must have shape (n, features) or (n, h, w), got {arr.shape}")
+    return samples_2d(arr, name, DatasetError)
 
 
 def check_labels(y, n: int, n_classes: int | None = None, name: str = "y") -> np.ndarray:
@@ -670,21 +663,8 @@ def check_labels(y, n: int, n_classes: int | None = None, name: str = "y") -> np
     Raises DatasetError when ``y`` is not 1-D, not of integer dtype, its length is
     not ``n``, or a label is negative (or ``>= n_classes`` when given).
     """
-    arr = np.asarray(y)
-    if arr.ndim != 1:
-        raise DatasetError(f"{name} must be a 1-d array of labels, got shape {arr.shape}")
-    if arr.dtype.kind not in "iu":
-        raise DatasetError(f"{name} must hold integer class labels, got dtype {arr.dtype}")
-    if len(arr) != n:
-        raise DatasetError(f"{name} has {len(arr)} labels but there are {n} examples")
-    out = arr.astype(np.int64, copy=False)
-    if out.size:
-        lo, hi = int(out.min()), int(out.max())
-        if lo < 0:
-            raise DatasetError(f"{name} has a negative label ({lo})")
-        if n_classes is not None and hi >= n_classes:
-            raise DatasetError(f"{name} has label {hi} but n_classes is {n_classes}")
-    return out
+    return class_indices(y, n, n_classes, name=name, error=DatasetError,
+                         type_error=DatasetError)
 
 
 def one_hot(y, n_classes: int | None = None) -> np.ndarray:

@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from digitcore._checks import labels_1d
+
 __all__ = [
     "accuracy",
     "accuracy_score",
@@ -37,10 +39,7 @@ _AVERAGES = (None, "macro", "weighted", "micro")
 
 def _as_labels(y, name: str) -> np.ndarray:
     """Return `y` as a 1-D array, or raise ValueError naming the argument."""
-    arr = np.asarray(y)
-    if arr.ndim != 1:
-        raise ValueError(
-            f"{name} must be a 1-D array of class labels, got shape {arr.shape}")
+    arr = labels_1d(y, name)
     if arr.dtype.kind not in "biuUSO" and arr.dtype.kind != "f":
         raise ValueError(f"{name} has unsupported dtype {arr.dtype}")
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):

@@ -12,13 +12,16 @@ import numbers
 
 import numpy as np
 
+from digitcore._checks import class_indices, samples_2d
 from digitcore._config import _ops
 
 __all__ = ["Network", "ACTIVATIONS", "INITS"]
 
 
-def _rebuild(config, flat, training_summary):
-    net = Network.from_config(config)
+def _rebuild(config, flat, training_summary, cls=None):
+    """A Network from its config, flat parameters (copied) and training summary: the one
+    way to rebuild a network (copies, pickles, the estimator's pickles)."""
+    net = (cls or Network).from_config(config)
     net._flat[...] = flat
     net.training_summary = training_summary
     return net
@@ -98,7 +101,7 @@ class Network:
             off += o * i
             self.biases.append(self._flat[off:off + o])
             off += o
-        self._kernel = None
+        self._c_net_cache = None
         self.reset_parameters(seed)
 
     # ---- parameters --------------------------------------------------------------------
@@ -195,10 +198,7 @@ class Network:
 
     def copy(self):
         """An independent copy (same config and parameters)."""
-        other = type(self).from_config(self.get_config())
-        other._flat[...] = self._flat
-        other.training_summary = self.training_summary
-        return other
+        return _rebuild(self.get_config(), self._flat, self.training_summary, type(self))
 
     def __reduce__(self):
         # Rebuild from config + parameters: the flat buffer and its views stay one object,
@@ -210,8 +210,15 @@ class Network:
 
     # ---- input handling --------------------------------------------------------------------
 
-    def _input(self, x, name="x"):
-        """(x2d, scale, shift): x as a C-contiguous (n, features) uint8 or float32 array."""
+    # ---- the interface Trainer uses ---------------------------------------------------------
+    # prepared_input, prepared_labels and c_net are what a training loop needs of a
+    # Network: validated data in the C layout and the C view of the parameters. Trainer
+    # is their user; they are documented, stable within a version, and not end-user API.
+
+    def prepared_input(self, x, name="x"):
+        """(x2d, scale, shift): x validated and as a C-contiguous (n, features) uint8 or
+        float32 array, with the conversion ``x * scale + shift`` the kernels apply (pixel
+        scaling and the input standardisation). Errors name ``name``."""
         if not isinstance(x, np.ndarray):
             try:
                 x = np.asarray(x)
@@ -229,24 +236,21 @@ class Network:
             scale = 1.0
         else:
             raise TypeError(f"{name} must be uint8 or floating point, got dtype {x.dtype}")
-        if x.ndim == 3:
-            x = x.reshape(x.shape[0], x.shape[1] * x.shape[2])
-        if x.ndim != 2:
-            raise ValueError(f"{name} must have shape (n, height, width) or (n, features), "
-                             f"got {x.shape}")
+        x = samples_2d(x, name)
         if x.shape[1] != self.n_features:
             raise ValueError(f"{name} has {x.shape[1]} features per sample, the network "
                              f"expects {self.n_features} (layer_sizes[0])")
         x = np.ascontiguousarray(x)
         return x, scale / self.input_std, -self.input_mean / self.input_std
 
-    def _net(self, dropout=0.0):
-        """The C view of this network (cheap; rebuilt when the dropout differs)."""
-        k = self._kernel
+    def c_net(self, dropout=0.0):
+        """The C view of this network (``_ops._Net`` over the flat parameters: train,
+        forward, evaluate), with this dropout; cached, rebuilt when the dropout differs."""
+        k = self._c_net_cache
         if k is None or k[0] != dropout:
             net = _ops()._Net(np.asarray(self.layer_sizes, dtype=np.int64), self._flat,
                               self.activation, LEAKY_SLOPE, dropout)
-            self._kernel = k = (dropout, net)
+            self._c_net_cache = k = (dropout, net)
         return k[1]
 
     # ---- inference ------------------------------------------------------------------------
@@ -262,13 +266,13 @@ class Network:
         -------
         ndarray, float32, shape (n, n_classes); rows sum to 1.
         """
-        x2, scale, shift = self._input(x)
-        return self._net().forward(x2, scale, shift, True)
+        x2, scale, shift = self.prepared_input(x)
+        return self.c_net().forward(x2, scale, shift, True)
 
     def logits(self, x):
         """Output-layer values before the softmax, float32 (n, n_classes)."""
-        x2, scale, shift = self._input(x)
-        return self._net().forward(x2, scale, shift, False)
+        x2, scale, shift = self.prepared_input(x)
+        return self.c_net().forward(x2, scale, shift, False)
 
     def predict(self, x):
         """Predicted labels, int64 (n,)."""
@@ -276,33 +280,21 @@ class Network:
 
     def evaluate(self, x, y):
         """(mean cross-entropy loss, accuracy) on ``x`` with integer labels ``y``."""
-        x2, scale, shift = self._input(x)
-        labels = self._labels(y, x2.shape[0])
+        x2, scale, shift = self.prepared_input(x)
+        labels = self.prepared_labels(y, x2.shape[0])
         if x2.shape[0] == 0:
             raise ValueError("cannot evaluate on zero samples")
-        loss, correct = self._net().evaluate(x2, labels, scale, shift)
+        loss, correct = self.c_net().evaluate(x2, labels, scale, shift)
         return float(loss), correct / x2.shape[0]
 
     def score(self, x, y):
         """Accuracy (fraction of correct predictions) on ``x`` with labels ``y``."""
         return self.evaluate(x, y)[1]
 
-    def _labels(self, y, n, name="y"):
-        y = np.asarray(y)
-        if y.ndim != 1:
-            raise ValueError(f"{name} must be 1-D integer labels, got shape {y.shape}")
-        if y.shape[0] != n:
-            raise ValueError(f"{name} has {y.shape[0]} labels but x has {n} samples")
-        if y.dtype.kind not in "iu":
-            if y.dtype.kind == "f" and n and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
-                y = y.astype(np.int64)
-            else:
-                raise TypeError(f"{name} must hold integer class labels, got dtype {y.dtype}")
-        y = np.ascontiguousarray(y, dtype=np.int64)
-        if n and (y.min() < 0 or y.max() >= self.n_classes):
-            raise ValueError(f"{name} has labels outside [0, {self.n_classes - 1}] "
-                             f"(min {y.min()}, max {y.max()})")
-        return y
+    def prepared_labels(self, y, n, name="y"):
+        """y validated as n int64 class indices in [0, n_classes). Errors name ``name``."""
+        return np.ascontiguousarray(class_indices(y, n, self.n_classes, name=name,
+                                                  integral_floats=True))
 
     def predict_image(self, image):
         """Read a digit from an image file or array, prepared like MNIST.

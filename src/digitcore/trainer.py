@@ -21,12 +21,12 @@ from digitcore.optim import get_optimizer, make_schedule
 
 __all__ = ["Trainer", "History", "Callback", "EarlyStopping", "LambdaCallback"]
 
-# Work per C call. The first call of a fit takes _CHUNK_SAMPLES samples; after each call
-# the next is sized to take about _CHUNK_SECONDS: long enough that the per-call costs
-# (scratch set-up, the parameter snapshot and overflow check) vanish, short enough that
-# progress updates and Ctrl-C stay responsive. None keeps every call at _CHUNK_SAMPLES.
-_CHUNK_SAMPLES = 16384
-_CHUNK_SECONDS = 0.25
+# Work per C call (Trainer's chunk_samples / chunk_seconds): the first call of a fit takes
+# CHUNK_SAMPLES samples; after each call the next is sized to take about CHUNK_SECONDS:
+# long enough that the per-call costs (scratch set-up, the parameter snapshot and overflow
+# check) vanish, short enough that progress updates and Ctrl-C stay responsive.
+CHUNK_SAMPLES = 16384
+CHUNK_SECONDS = 0.25
 # csrc/digitcore.h's DC_AUG_SEED_STREAM
 _AUG_SEED_STREAM = 0x6175676D656E74
 # Samples _sparse_split looks at.
@@ -306,12 +306,19 @@ class Trainer:
     checkpoint_seconds : float, optional
         Also write a checkpoint between chunks of batches when this many seconds have
         passed since the last one (default: only at epoch ends and on Ctrl-C).
+    chunk_samples, chunk_seconds : int, float or None
+        How an epoch is cut into calls of the C training loop: the first call takes
+        ``chunk_samples`` samples, each later one about ``chunk_seconds`` of work
+        (``None``: every call ``chunk_samples``). Never changes the weights; with
+        ``chunk_seconds=None`` the history's losses do not depend on timing either
+        (each call's loss sum is added to the epoch's in float64).
     """
 
     def __init__(self, network, optimizer="adam", lr=None, batch_size=128, epochs=10, l2=0.0,
                  lr_schedule="constant", early_stopping=None, seed=None, verbose=1,
                  callbacks=(), *, warmup=0.0, clip_norm=None, shuffle=True, stream=None,
-                 augment=None, checkpoint=None, checkpoint_seconds=None):
+                 augment=None, checkpoint=None, checkpoint_seconds=None,
+                 chunk_samples=CHUNK_SAMPLES, chunk_seconds=CHUNK_SECONDS):
         from digitcore.augment import get_augment
         from digitcore.network import Network
 
@@ -345,6 +352,13 @@ class Trainer:
         self.callbacks = [c if isinstance(c, Callback) else LambdaCallback(c) for c in callbacks]
         self.stream = stream
         self.augment = get_augment(augment)
+        if isinstance(chunk_samples, bool) or not isinstance(chunk_samples, int) or \
+                chunk_samples < 1:
+            raise ValueError(f"chunk_samples must be a positive int, got {chunk_samples!r}")
+        if chunk_seconds is not None and not float(chunk_seconds) > 0:
+            raise ValueError(f"chunk_seconds must be > 0 or None, got {chunk_seconds!r}")
+        self.chunk_samples = chunk_samples
+        self.chunk_seconds = chunk_seconds
         self.stop_training = False
         self.checkpoint = None if checkpoint is None else os.fspath(checkpoint)
         if checkpoint_seconds is not None and not float(checkpoint_seconds) >= 0:
@@ -432,14 +446,14 @@ class Trainer:
 
             (x, y), validation_data = train_val_split(
                 x, y, float(validation_fraction), seed=seed)
-        x2, scale, shift = net._input(x)
+        x2, scale, shift = net.prepared_input(x)
         aug = self.augment
         if aug is not None:
             from digitcore.augment import _as_square_images
 
             hw = (np.shape(x)[1:] if np.ndim(x) == 3
                   else _as_square_images(x2[:0]).shape[1:])
-        labels = net._labels(y, x2.shape[0])
+        labels = net.prepared_labels(y, x2.shape[0])
         n = x2.shape[0]
         if n == 0:
             raise ValueError("cannot train on zero samples")
@@ -449,8 +463,8 @@ class Trainer:
                 xv, yv = validation_data
             except (TypeError, ValueError):
                 raise ValueError("validation_data must be a pair (x_val, y_val)") from None
-            xv2, _, _ = net._input(xv, "x_val")
-            val = (xv2, net._labels(yv, xv2.shape[0], "y_val"))
+            xv2, _, _ = net.prepared_input(xv, "x_val")
+            val = (xv2, net.prepared_labels(yv, xv2.shape[0], "y_val"))
             if val[0].shape[0] == 0:
                 raise ValueError("validation_data has zero samples")
 
@@ -474,12 +488,12 @@ class Trainer:
         if opt.n_params != net.n_params:  # fresh optimizer, or another network's
             opt.reset(net.n_params)
         grads = np.empty(net.n_params, np.float32)
-        kernel = net._net(net.dropout)
-        kernel.sparse_input = self._sparse_input
+        c_net = net.c_net(net.dropout)
+        c_net.sparse_input = self._sparse_input
         if self._sparse_input != "never":
-            kernel.sparse_split = (_sparse_split(x2) if self._sparse_split is None
+            c_net.sparse_split = (_sparse_split(x2) if self._sparse_split is None
                                    else self._sparse_split)
-        chunk_batches = max(1, _CHUNK_SAMPLES // bs)
+        chunk_batches = max(1, self.chunk_samples // bs)
 
         history = History()
         history.seed = seed
@@ -521,7 +535,7 @@ class Trainer:
                     # inf without one are caught here, and the chunk is undone.
                     snapshot = net.flat_parameters.copy()
                     try:
-                        ls, c, s = kernel.train(
+                        ls, c, s = c_net.train(
                             x2, labels, order[b0 * bs:min(n, b1 * bs)], bs, lrs_all[b0:b1],
                             scale, shift, dropout_seed, cfg, grads, opt.state1, opt.state2,
                             None if aug is None else (aug.kernel_args(), bank, hw))
@@ -531,7 +545,7 @@ class Trainer:
                         # The chunk's last update is never followed by a loss check in C:
                         # finite but huge parameters can still overflow the forward pass.
                         last = order[max(b0 * bs, min(n, b1 * bs) - 256):min(n, b1 * bs)]
-                        if not math.isfinite(kernel.evaluate(x2[last], labels[last], scale,
+                        if not math.isfinite(c_net.evaluate(x2[last], labels[last], scale,
                                                              shift)[0]):
                             net.flat_parameters[...] = snapshot
                             raise _Diverged(b1 - 1 - b0, "the outputs overflowed")
@@ -554,9 +568,9 @@ class Trainer:
                     el = time.perf_counter() - t0
                     progress.update(epoch, seen, n, loss_sum / seen, correct / seen,
                                     seen / max(el, 1e-9))
-                    if _CHUNK_SECONDS is not None:  # None: fixed chunks (tests)
+                    if self.chunk_seconds is not None:
                         per_batch = (time.perf_counter() - t_chunk) / (b1 - b0)
-                        chunk_batches = max(1, int(_CHUNK_SECONDS / max(per_batch, 1e-9)))
+                        chunk_batches = max(1, int(self.chunk_seconds / max(per_batch, 1e-9)))
                     if ckpt is not None and (sigint.raised or ckpt.due()):
                         ckpt.save(self, rng_state, (epoch, b1, loss_sum, correct, seen,
                                                     time.perf_counter() - t0), history,
@@ -568,7 +582,7 @@ class Trainer:
                 logs = {"loss": loss_sum / seen, "accuracy": correct / seen,
                         "lr": float(lrs_all[-1]), "seconds": seconds}
                 if val is not None:
-                    vl, vc = kernel.evaluate(val[0], val[1], scale, shift)
+                    vl, vc = c_net.evaluate(val[0], val[1], scale, shift)
                     logs["val_loss"], logs["val_accuracy"] = float(vl), vc / val[0].shape[0]
                 history._append(epoch, logs)
                 progress.end_epoch(epoch, logs, seen / max(seconds, 1e-9))
