@@ -123,7 +123,7 @@ def test_uint8_selection_and_logits():
     x8 = (x * 255).astype(np.uint8)
     xs = x8.astype(np.float32) / 255
     sel = rng.permutation(300)[:77].astype(np.int64)
-    k = net._net()
+    k = net.c_net()
     g8, gs = np.empty(net.n_params, np.float32), np.empty(net.n_params, np.float32)
     r8 = _ops.Rows(x8, 30, 1 / 255, 0.0, labels=labels)
     l8, c8 = _ops.mlp_loss_grad(k, r8, sel, "softmax", g8)
@@ -141,7 +141,7 @@ def test_uint8_selection_and_logits():
 def test_bad_arguments_name_the_problem():
     rng = np.random.default_rng(6)
     net, x, labels, targets = make(rng, (10, 4, 3), "relu", 20)
-    k = net._net()
+    k = net.c_net()
     ip, ix, dv, n = csr(x)
     bad = ix.copy()
     bad[0] = 10
@@ -167,4 +167,4 @@ def test_bad_arguments_name_the_problem():
     with pytest.raises(ValueError, match="needs rows with labels"):
         _ops.mlp_loss_grad(k, _ops.Rows(x, 10), None, "softmax")
     with pytest.raises(ValueError, match="features"):
-        _ops.mlp_loss_grad(Network([5, 3], seed=0)._net(), rows, None, "sigmoid")
+        _ops.mlp_loss_grad(Network([5, 3], seed=0).c_net(), rows, None, "sigmoid")

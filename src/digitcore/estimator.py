@@ -509,7 +509,7 @@ default="adam"
     def _fit_lbfgs(self, X, target):
         net = self.network_
         flat = net.flat_parameters
-        kernel = net._net(0.0)
+        kernel = net.c_net(0.0)
         rows = self._kernel_rows(X, target)
         n = X.shape[0]
         alpha_n = float(self.alpha) / n
@@ -647,7 +647,7 @@ default="adam"
         gradient (sparse rows straight into the sparse first-layer kernel), then the
         optimizer's C update."""
         net, opt = self.network_, self._optimizer
-        kernel = net._net(0.0)
+        kernel = net.c_net(0.0)
         rows = self._kernel_rows(X, target)
         n = X.shape[0]
         if opt.n_params != net.n_params:
@@ -682,7 +682,7 @@ default="adam"
     def _score_rows(self, X, target):
         """Accuracy (subset accuracy for multilabel) of prepared rows against encoded
         targets, from one C call."""
-        _, correct = _ops().mlp_loss_grad(self.network_._net(0.0),
+        _, correct = _ops().mlp_loss_grad(self.network_.c_net(0.0),
                                           self._kernel_rows(X, target), None,
                                           self._loss_kind())
         return correct / X.shape[0]
@@ -693,7 +693,7 @@ default="adam"
         check_is_fitted(self)
         X = self._check_X(X)
         if _is_sparse(X):
-            return _ops().mlp_logits_rows(self.network_._net(0.0), self._kernel_rows(X))
+            return _ops().mlp_logits_rows(self.network_.c_net(0.0), self._kernel_rows(X))
         return self.network_.logits(X)
 
     def predict_proba(self, X):
