@@ -426,7 +426,7 @@ class _InterruptingKernel:
 @pytest.mark.parametrize("after", [False, True])
 def test_keyboard_interrupt_mid_epoch(tmp_path, monkeypatch, after):
     rng = np.random.default_rng(5)
-    chunk = digitcore.trainer.CHUNK_SAMPLES
+    chunk = digitcore.trainer._CHUNK_SAMPLES
     n = int(2.5 * chunk)  # 3 chunks per epoch, fixed (chunk_seconds=None below)
     x = rng.integers(0, 256, (n, 784), dtype=np.uint8)
     y = rng.integers(0, 10, n)

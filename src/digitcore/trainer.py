@@ -22,11 +22,11 @@ from digitcore.optim import get_optimizer, make_schedule
 __all__ = ["Trainer", "History", "Callback", "EarlyStopping", "LambdaCallback"]
 
 # Work per C call (Trainer's chunk_samples / chunk_seconds): the first call of a fit takes
-# CHUNK_SAMPLES samples; after each call the next is sized to take about CHUNK_SECONDS:
+# _CHUNK_SAMPLES samples; after each call the next is sized to take about _CHUNK_SECONDS:
 # long enough that the per-call costs (scratch set-up, the parameter snapshot and overflow
 # check) vanish, short enough that progress updates and Ctrl-C stay responsive.
-CHUNK_SAMPLES = 16384
-CHUNK_SECONDS = 0.25
+_CHUNK_SAMPLES = 16384
+_CHUNK_SECONDS = 0.25
 # csrc/digitcore.h's DC_AUG_SEED_STREAM
 _AUG_SEED_STREAM = 0x6175676D656E74
 # Samples _sparse_split looks at.
@@ -318,7 +318,7 @@ class Trainer:
                  lr_schedule="constant", early_stopping=None, seed=None, verbose=1,
                  callbacks=(), *, warmup=0.0, clip_norm=None, shuffle=True, stream=None,
                  augment=None, checkpoint=None, checkpoint_seconds=None,
-                 chunk_samples=CHUNK_SAMPLES, chunk_seconds=CHUNK_SECONDS):
+                 chunk_samples=None, chunk_seconds="default"):
         from digitcore.augment import get_augment
         from digitcore.network import Network
 
@@ -352,6 +352,10 @@ class Trainer:
         self.callbacks = [c if isinstance(c, Callback) else LambdaCallback(c) for c in callbacks]
         self.stream = stream
         self.augment = get_augment(augment)
+        if chunk_samples is None:
+            chunk_samples = _CHUNK_SAMPLES
+        if chunk_seconds == "default":
+            chunk_seconds = _CHUNK_SECONDS
         if isinstance(chunk_samples, bool) or not isinstance(chunk_samples, int) or \
                 chunk_samples < 1:
             raise ValueError(f"chunk_samples must be a positive int, got {chunk_samples!r}")
@@ -510,7 +514,7 @@ class Trainer:
         # where to start: (epoch, batch, loss_sum, correct, seen, elapsed), finished?
         pos, finished = (0, 0, 0.0, 0, 0, 0.0), False
         if ckpt is not None:
-            ckpt.set_run(self._run_config(seed, x2, labels, val, kernel))
+            ckpt.set_run(self._run_config(seed, x2, labels, val, c_net))
             if saved is not None:
                 pos, finished = ckpt.restore(saved, self, rng, history, callbacks)
                 step0 = pos[0] * batches_per_epoch
