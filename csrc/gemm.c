@@ -441,6 +441,17 @@ static int dc_sgemm_narrow(const dc_sgemm_kernel_info *ki, int trans_a, int tran
     return DC_OK;
 }
 
+int dc_sgemm_dot(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                 const float *bt, int64_t ldbt, float *c, int64_t ldc) {
+    const dc_sgemm_kernel_info *ki = dc_sgemm_kernel_info_for(dc_kernel_path());
+    if (!ki || !ki->narrow || k == 0 || m <= 0 || n <= 0)
+        return dc_sgemm(0, 1, m, n, k, 1.0f, a, lda, bt, ldbt, 0.0f, c, ldc);
+    int st = dc_gemm_check(m, n, k, a, lda, 0, bt, ldbt, 1, c, ldc);
+    if (st != DC_OK) return st;
+    ki->narrow(0, m, n, k, 1.0f, a, lda, bt, 1, ldbt, 0.0f, c, ldc);
+    return DC_OK;
+}
+
 int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
              const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
              int64_t ldc) {

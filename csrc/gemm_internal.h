@@ -71,6 +71,14 @@ typedef void (*dc_sgemm_narrow_fn)(int trans_a, int64_t m, int64_t n, int64_t k,
                                    int64_t cs_b, float beta, float *c, int64_t ldc);
 #define DC_GEMM_NARROW_MAX_N 16
 
+/* C (m,n) = A (m,k) . Bt^T, with Bt (n,k) rows contiguous (a layer's weight): each element
+ * one dot product along k, the narrow kernel's arithmetic (so its bits depend only on its
+ * own row and column), one thread, nothing packed. For a few rows, e.g. one image through
+ * the first layer, where packing Bt (100,000 floats for 784 x 128) costs several times
+ * the product. Paths without a narrow kernel run dc_sgemm. */
+int dc_sgemm_dot(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                 const float *bt, int64_t ldbt, float *c, int64_t ldc);
+
 /* The per-ISA table: block sizes are data, the three functions are the ISA's code. */
 typedef struct {
     const char *name;

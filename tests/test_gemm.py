@@ -161,6 +161,18 @@ def test_narrow_n(path, threads, ta, tb):
             run_case(rng, m, k, n, ta, tb, alpha, beta)
 
 
+# A 1-row product runs the dot-product kernel 8 columns at a time (one image through a
+# layer); each element must keep the bits it gets in the 4-row tile of a taller product.
+@pytest.mark.parametrize("n", [8, 10, 16])
+@pytest.mark.parametrize("k", [7, 64, 300])
+@pytest.mark.parametrize("ta,tb", [VARIANTS[0], VARIANTS[2]], ids=["AB", "ABt"])
+def test_narrow_one_row_matches_tile_rows(path, k, n, ta, tb):
+    rng = np.random.default_rng(k + n)
+    a, b = operands(rng, 9, k, n, ta, tb)
+    c0 = rng.standard_normal((9, n)).astype(np.float32)
+    assert_row_slices_match(a, b, ta, tb, c0, (0, 3, 8), 1)
+
+
 # threaded narrow shapes (m*n*k >= 4e5): M slices of 16 rows, m not a multiple of 16
 @pytest.mark.parametrize("m,k,n", [(1000, 100, 10), (203, 300, 7), (333, 129, 16)])
 @pytest.mark.parametrize("ta,tb", VARIANTS, ids=["AB", "AtB", "ABt", "AtBt"])
