@@ -172,7 +172,7 @@ class BuildExt(build_ext):
             ext.extra_compile_args += f["base"] + f["ext"] + f["omp_c"]
             ext.extra_link_args += f["omp_l"] + f["link"]
             # the static library is rebuilt above; make the extension depend on it
-            ext.depends += C_SOURCES
+            ext.depends += C_SOURCES + [lib_path]
         super().build_extensions()
 
 
