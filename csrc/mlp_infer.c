@@ -14,6 +14,11 @@
 /* Below this many rows an inference call takes the dense path: the sparse one first
  * transposes layer 0's weight (I x O floats), which only pays over enough rows. */
 #define DC_SPARSE_INFER_MIN_ROWS 256
+/* Calls of at most this many rows run each layer as dot products (dc_sgemm_dot), nothing
+ * packed: for one image through 784-128-10, packing layer 0's weight for the blocked
+ * GEMM took two thirds of predict_proba (perf). Decided on the call's rows, so the bits
+ * do not depend on the thread count. */
+#define DC_DOT_INFER_MAX_ROWS    16
 
 int64_t dc_mlp_n_params(int64_t n_layers, const int64_t *sizes)
 {
@@ -27,7 +32,7 @@ int64_t dc_mlp_n_params(int64_t n_layers, const int64_t *sizes)
  * the logits end up in whichever of buf_a/buf_b the returned pointer names (inp itself
  * when l0 is past the last layer). */
 static int forward_layers(float **logits, const dc_mlp *net, int64_t l0, const float *inp,
-                          float *buf_a, float *buf_b, int64_t rows)
+                          float *buf_a, float *buf_b, int64_t rows, int dot)
 {
     const float *h = inp;
     float *out = inp == buf_a ? buf_b : buf_a;
@@ -35,8 +40,14 @@ static int forward_layers(float **logits, const dc_mlp *net, int64_t l0, const f
         const int64_t in = net->sizes[l], o = net->sizes[l + 1];
         const float *w = net->params + mlp_weight_offset(net, l);
         const int act = (l + 1 < net->n_layers) ? net->act : DC_ACT_IDENTITY;
-        const int status =
-            dc_dense_forward(out, h, w, w + o * in, rows, in, o, act, net->act_alpha);
+        int status;
+        if (dot) {
+            status = dc_sgemm_dot(rows, o, in, h, in, w, in, out, o);
+            if (status == DC_OK)
+                status = dc_bias_act(out, w + o * in, rows, o, act, net->act_alpha);
+        } else {
+            status = dc_dense_forward(out, h, w, w + o * in, rows, in, o, act, net->act_alpha);
+        }
         if (status != DC_OK)
             return status;
         h = out;
@@ -53,6 +64,7 @@ typedef struct {
     float *wt; /* (I, O), or NULL: dense path */
     dc_csr x;
     int64_t capacity, chunk;
+    int dot; /* layers as dot products (few rows) */
 } chunk_scratch;
 
 static void scratch_free(chunk_scratch *s)
@@ -68,7 +80,7 @@ static int scratch_alloc(chunk_scratch *s, const dc_mlp *net, int64_t n, int64_t
                          float shift)
 {
     const int64_t width = mlp_max_width(net), f = net->sizes[0], o = net->sizes[1];
-    *s = (chunk_scratch){.chunk = chunk};
+    *s = (chunk_scratch){.chunk = chunk, .dot = n <= DC_DOT_INFER_MAX_ROWS};
     s->buf_a = dc_alloc_aligned((size_t)(chunk * width) * sizeof(float));
     s->buf_b = dc_alloc_aligned((size_t)(chunk * width) * sizeof(float));
     if (!s->buf_a || !s->buf_b)
@@ -104,7 +116,8 @@ static int forward_rows(float **logits, const dc_mlp *net, chunk_scratch *s,
             status = dc_spmm(s->buf_a, &s->x, s->wt, o, o, 1.0f, 0.0f, net->params + o * f, act,
                              net->act_alpha);
             if (status == DC_OK)
-                status = forward_layers(logits, net, 1, s->buf_a, s->buf_a, s->buf_b, rows);
+                status =
+                    forward_layers(logits, net, 1, s->buf_a, s->buf_a, s->buf_b, rows, s->dot);
             return status;
         }
         if (status != DC_ERR_CAPACITY)
@@ -114,7 +127,7 @@ static int forward_rows(float **logits, const dc_mlp *net, chunk_scratch *s,
         return DC_ERR_NOMEM;
     int status = mlp_load_rows(s->inp, r8, r32, NULL, rows, f, scale, shift);
     if (status == DC_OK)
-        status = forward_layers(logits, net, 0, s->inp, s->buf_a, s->buf_b, rows);
+        status = forward_layers(logits, net, 0, s->inp, s->buf_a, s->buf_b, rows, s->dot);
     return status;
 }
 

@@ -264,3 +264,44 @@ def test_activation_names_have_one_home():
                                    rtol=1e-6, atol=1e-7, err_msg=name)
     with pytest.raises(ValueError, match="activation"):
         Network([4, 3, 2], activation="gelu")
+
+
+def test_predict_is_numpy_argmax_of_logits():
+    # predict takes the argmax in the binding: ties go to the first largest logit and a
+    # NaN counts as largest, as numpy.argmax has it
+    rng = np.random.default_rng(3)
+    net = Network([12, 7, 5], seed=1)
+    x = rng.random((40, 12), dtype=np.float32)
+    for n in (0, 1, 3, 40):
+        np.testing.assert_array_equal(net.predict(x[:n]), np.argmax(net.logits(x[:n]), axis=1))
+        assert net.predict(x[:n]).dtype == np.int64
+    net.weights[-1][...] = 0.0
+    net.biases[-1][...] = [0.0, 2.0, 2.0, 1.0, 2.0]
+    np.testing.assert_array_equal(net.predict(x[:4]), [1, 1, 1, 1])
+    net.biases[-1][3] = np.nan
+    np.testing.assert_array_equal(net.predict(x[:4]), [3, 3, 3, 3])
+    net.biases[-1][0] = np.nan
+    np.testing.assert_array_equal(net.predict(x[:4]), np.argmax(net.logits(x[:4]), axis=1))
+
+
+@pytest.mark.parametrize("sizes", [[784, 128, 10], [100, 37, 19, 3], [9, 200, 5]])
+def test_few_rows_take_dot_products(sizes):
+    # calls of at most 16 rows run each layer as dot products (mlp_infer.c), not the
+    # blocked GEMM: they agree with the float64 oracle and with the same rows inside a
+    # larger call to rounding, and give the same bits on 1 and 2 threads
+    rng = np.random.default_rng(len(sizes))
+    net = Network(sizes, activation="tanh", seed=2)
+    x = rng.integers(0, 256, size=(40, sizes[0]), dtype=np.uint8)
+    big = net.predict_proba(x)
+    for n in (1, 2, 5, 16, 17):
+        p = net.predict_proba(x[:n])
+        np.testing.assert_allclose(p, _np_forward(net, x[:n]), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(p, big[:n], rtol=1e-4, atol=1e-6)
+        try:
+            digitcore.set_num_threads(1)
+            one = net.predict_proba(x[:n])
+            digitcore.set_num_threads(2)
+            two = net.predict_proba(x[:n])
+        finally:
+            digitcore.set_num_threads(0)
+        assert np.array_equal(one, two) and np.array_equal(one, p)

@@ -276,7 +276,8 @@ class Network:
 
     def predict(self, x):
         """Predicted labels, int64 (n,)."""
-        return np.argmax(self.logits(x), axis=1).astype(np.int64)
+        x2, scale, shift = self._input(x)
+        return self._net().predict(x2, scale, shift)
 
     def evaluate(self, x, y):
         """(mean cross-entropy loss, accuracy) on ``x`` with integer labels ``y``."""
