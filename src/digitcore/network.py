@@ -276,8 +276,8 @@ class Network:
 
     def predict(self, x):
         """Predicted labels, int64 (n,)."""
-        x2, scale, shift = self._input(x)
-        return self._net().predict(x2, scale, shift)
+        x2, scale, shift = self.prepared_input(x)
+        return self.c_net().predict(x2, scale, shift)
 
     def evaluate(self, x, y):
         """(mean cross-entropy loss, accuracy) on ``x`` with integer labels ``y``."""
