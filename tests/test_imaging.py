@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from digitcore.imaging import preprocess_image, resize
+from digitcore.imaging import NoDigitError, preprocess_image, resize
 
 
 # ---------------------------------------------------------------------------
@@ -170,6 +170,19 @@ def test_huge_photo_is_shrunk_first():
     assert (a1 - a0, a3 - a2) == (b1 - b0, b3 - b2)
     diff = np.abs(out[a0:a1, a2:a3].astype(int) - small[b0:b1, b2:b3].astype(int))
     assert diff.mean() < 6 and diff.max() <= 16
+
+
+def test_strip_too_long_and_thin_is_refused_cheaply():
+    # found by the serve fuzzer: a 12 x 786,432 PNG went through unshrunk (the block
+    # factor left it under a pixel across) and took 6 GB and 12 s before saying "blank"
+    strip = np.full((786_432, 12), 255, dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"12x786432 pixels is too long and thin"):
+        preprocess_image(strip)
+    with pytest.raises(ValueError, match="too long and thin"):
+        preprocess_image(np.zeros((3, 5000), dtype=np.uint8))
+    # at the limit the strip is shrunk, not refused
+    with pytest.raises(NoDigitError):
+        preprocess_image(np.zeros((2, 2048), dtype=np.uint8))
 
 
 def test_grey_paper_and_noise_removed():

@@ -173,11 +173,14 @@ def _to_float(arr: np.ndarray) -> np.ndarray:
     if f > 1:
         h, w = arr.shape[0] // f, arr.shape[1] // f
         if h == 0 or w == 0:
-            f = 1
-        else:
-            block = arr[:h * f, :w * f].reshape(h, f, w, f, *arr.shape[2:])
-            out = block.mean(axis=(1, 3), dtype=np.float32).astype(np.float64)
-            return np.clip(out / div, 0.0, 1.0)
+            # over MAX_SIDE:1, a strip no digit fits in; shrinking it keeping the aspect
+            # would leave under a pixel across, and not shrinking it costs gigabytes
+            raise ValueError(
+                f"image of {arr.shape[1]}x{arr.shape[0]} pixels is too long and thin to "
+                f"hold a digit (more than {MAX_SIDE}:1)")
+        block = arr[:h * f, :w * f].reshape(h, f, w, f, *arr.shape[2:])
+        out = block.mean(axis=(1, 3), dtype=np.float32).astype(np.float64)
+        return np.clip(out / div, 0.0, 1.0)
     return np.clip(arr.astype(np.float64) / div, 0.0, 1.0)
 
 
