@@ -24,7 +24,8 @@
 #endif
 
 #if defined(__x86_64__) || defined(_M_X64)
-static void dc_cpuid(unsigned leaf, unsigned sub, unsigned r[4]) {
+static void dc_cpuid(unsigned leaf, unsigned sub, unsigned r[4])
+{
 #if defined(_MSC_VER)
     int v[4];
     __cpuidex(v, (int)leaf, (int)sub);
@@ -37,7 +38,8 @@ static void dc_cpuid(unsigned leaf, unsigned sub, unsigned r[4]) {
 #endif
 }
 
-static uint64_t dc_xgetbv0(void) {
+static uint64_t dc_xgetbv0(void)
+{
 #if defined(_MSC_VER)
     return (uint64_t)_xgetbv(0);
 #else
@@ -48,21 +50,28 @@ static uint64_t dc_xgetbv0(void) {
 #endif
 }
 
-static int dc_detect_avx2(void) {
+static int dc_detect_avx2(void)
+{
     unsigned r[4];
     dc_cpuid(0, 0, r);
-    if (r[0] < 7) return 0;
+    if (r[0] < 7)
+        return 0;
     dc_cpuid(1, 0, r);
     const unsigned ecx1 = r[2];
     const int fma = (ecx1 >> 12) & 1, osxsave = (ecx1 >> 27) & 1, avx = (ecx1 >> 28) & 1;
-    if (!(fma && osxsave && avx)) return 0;
+    if (!(fma && osxsave && avx))
+        return 0;
     /* the OS must save XMM (bit 1) and YMM (bit 2) state on context switches */
-    if ((dc_xgetbv0() & 0x6) != 0x6) return 0;
+    if ((dc_xgetbv0() & 0x6) != 0x6)
+        return 0;
     dc_cpuid(7, 0, r);
     return (int)((r[1] >> 5) & 1); /* EBX bit 5: AVX2 */
 }
 #else
-static int dc_detect_avx2(void) { return 0; }
+static int dc_detect_avx2(void)
+{
+    return 0;
+}
 #endif
 
 /* -1 = not detected yet. Detection is idempotent, so a first-call race between threads
@@ -71,7 +80,8 @@ static volatile int g_has_avx2 = -1;
 static volatile int g_kernel_path = -1; /* -1 = default (best available) */
 static volatile int g_num_threads = 0;  /* <= 0 = default */
 
-int dc_cpu_has_avx2(void) {
+int dc_cpu_has_avx2(void)
+{
     int v = g_has_avx2;
     if (v < 0) {
         v = (DC_GEMM_BUILD_AVX2 && dc_detect_avx2()) ? 1 : 0;
@@ -80,19 +90,23 @@ int dc_cpu_has_avx2(void) {
     return v;
 }
 
-int dc_kernel_path(void) {
+int dc_kernel_path(void)
+{
     int p = g_kernel_path;
-    if (p < 0) p = dc_cpu_has_avx2() ? DC_KERNEL_AVX2 : DC_KERNEL_GENERIC;
+    if (p < 0)
+        p = dc_cpu_has_avx2() ? DC_KERNEL_AVX2 : DC_KERNEL_GENERIC;
     return p;
 }
 
-int dc_select_kernel(int path) {
+int dc_select_kernel(int path)
+{
     if (path == DC_KERNEL_GENERIC) {
         g_kernel_path = path;
         return DC_OK;
     }
     if (path == DC_KERNEL_AVX2) {
-        if (!dc_cpu_has_avx2()) return DC_ERR_UNSUPPORTED;
+        if (!dc_cpu_has_avx2())
+            return DC_ERR_UNSUPPORTED;
         g_kernel_path = path;
         return DC_OK;
     }
@@ -107,29 +121,34 @@ int dc_select_kernel(int path) {
 static int g_default_threads = 0; /* omp_get_max_threads() before we first changed it */
 #endif
 
-void dc_set_num_threads(int n) {
+void dc_set_num_threads(int n)
+{
 #ifdef _OPENMP
-    if (g_default_threads == 0) g_default_threads = omp_get_max_threads();
+    if (g_default_threads == 0)
+        g_default_threads = omp_get_max_threads();
     omp_set_num_threads(n > 0 ? n : g_default_threads);
 #endif
     g_num_threads = n > 0 ? n : 0;
 }
 
-int dc_get_num_threads(void) {
+int dc_get_num_threads(void)
+{
 #ifdef _OPENMP
     /* inside a parallel region (dc_mlp_train's overlap, or a caller's own threads) a
      * kernel runs on the thread that called it */
     if (omp_in_parallel())
         return 1;
     int n = omp_get_max_threads();
-    if (g_num_threads > 0 && g_num_threads < n) n = g_num_threads;
+    if (g_num_threads > 0 && g_num_threads < n)
+        n = g_num_threads;
     return n > 0 ? n : 1;
 #else
     return 1;
 #endif
 }
 
-int dc_team_thread(void) {
+int dc_team_thread(void)
+{
 #ifdef _OPENMP
     return omp_get_thread_num();
 #else
@@ -137,7 +156,8 @@ int dc_team_thread(void) {
 #endif
 }
 
-int dc_team_size(void) {
+int dc_team_size(void)
+{
 #ifdef _OPENMP
     return omp_get_num_threads();
 #else
@@ -145,7 +165,8 @@ int dc_team_size(void) {
 #endif
 }
 
-int dc_have_openmp(void) {
+int dc_have_openmp(void)
+{
 #ifdef _OPENMP
     return 1;
 #else
@@ -154,19 +175,27 @@ int dc_have_openmp(void) {
 }
 
 /* The header before the block keeps malloc's pointer ([-1]) and the usable size ([-2]). */
-void *dc_alloc_aligned(size_t bytes) {
-    if (bytes > SIZE_MAX - DC_ALIGN - 2 * sizeof(void *)) return NULL;
+void *dc_alloc_aligned(size_t bytes)
+{
+    if (bytes > SIZE_MAX - DC_ALIGN - 2 * sizeof(void *))
+        return NULL;
     void *raw = malloc(bytes + DC_ALIGN + 2 * sizeof(void *));
-    if (!raw) return NULL;
-    uintptr_t p = ((uintptr_t)raw + 2 * sizeof(void *) + DC_ALIGN - 1) &
-                  ~(uintptr_t)(DC_ALIGN - 1);
+    if (!raw)
+        return NULL;
+    uintptr_t p =
+        ((uintptr_t)raw + 2 * sizeof(void *) + DC_ALIGN - 1) & ~(uintptr_t)(DC_ALIGN - 1);
     ((void **)p)[-1] = raw;
     ((size_t *)p)[-2] = bytes;
     return (void *)p;
 }
 
-size_t dc_aligned_size(const void *p) { return ((const size_t *)p)[-2]; }
+size_t dc_aligned_size(const void *p)
+{
+    return ((const size_t *)p)[-2];
+}
 
-void dc_free_aligned(void *p) {
-    if (p) free(((void **)p)[-1]);
+void dc_free_aligned(void *p)
+{
+    if (p)
+        free(((void **)p)[-1]);
 }

@@ -24,7 +24,7 @@
 extern "C" {
 #endif
 
-/* ---- status codes ------------------------------------------------------------ */
+/* ---- status codes ------------------------------------------------------------------------ */
 enum {
     DC_OK = 0,
     DC_ERR_NOMEM = 1,       /* an allocation failed */
@@ -35,7 +35,7 @@ enum {
     DC_ERR_CAPACITY = 6     /* a result does not fit the buffer the caller gave */
 };
 
-/* ---- kernel path, threads ------------------------------------------------------ */
+/* ---- kernel path, threads ---------------------------------------------------------------- */
 enum { DC_KERNEL_GENERIC = 0, DC_KERNEL_AVX2 = 1 };
 
 int dc_cpu_has_avx2(void);      /* AVX2 && FMA && OS saves YMM state; detected once */
@@ -45,7 +45,7 @@ void dc_set_num_threads(int n); /* n <= 0: default (omp_get_max_threads()) */
 int dc_get_num_threads(void);   /* effective count; 1 without OpenMP */
 int dc_have_openmp(void);
 
-/* ---- GEMM ----------------------------------------------------------------------- */
+/* ---- GEMM -------------------------------------------------------------------------------- */
 /* C (m,n) = alpha * op(A) * op(B) + beta * C
  * op(A) is (m,k): A is (m,k) with lda >= k, or if trans_a, A is (k,m) with lda >= m.
  * op(B) is (k,n): B is (k,n) with ldb >= n, or if trans_b, B is (n,k) with ldb >= k.
@@ -55,10 +55,10 @@ int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float al
              int64_t ldc);
 /* Same contract, naive loops: the oracle and the fallback. */
 int dc_sgemm_ref(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                 const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
-                 float *c, int64_t ldc);
+                 const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                 int64_t ldc);
 
-/* ---- activations ------------------------------------------------------------------ */
+/* ---- activations ------------------------------------------------------------------------- */
 enum {
     DC_ACT_IDENTITY = 0,
     DC_ACT_RELU = 1,
@@ -71,10 +71,10 @@ enum {
 int dc_activation_forward(float *out, const float *inp, int64_t n, int act, float alpha);
 /* dinp (n) = dout (n) * f'(x), computed from the forward OUTPUT out = f(x) (every
  * supported f has a derivative expressible in its output). dinp may equal dout. */
-int dc_activation_backward(float *dinp, const float *dout, const float *out, int64_t n,
-                           int act, float alpha);
+int dc_activation_backward(float *dinp, const float *dout, const float *out, int64_t n, int act,
+                           float alpha);
 
-/* ---- dense layer ------------------------------------------------------------------- */
+/* ---- dense layer ------------------------------------------------------------------------- */
 /* out (B,O) = act(inp (B,I) . weight (O,I)^T + bias (O)); bias may be NULL.
  * (I = n_in, O = n_out; the parameters are not named I because <complex.h> defines I.) */
 int dc_dense_forward(float *out, const float *inp, const float *weight, const float *bias,
@@ -92,7 +92,7 @@ int dc_dense_backward(float *dinp, float *dweight, float *dbias, const float *do
 int dc_bias_backward(float *dbias, const float *dout, int64_t B, int64_t n_out, int64_t ld,
                      int accumulate);
 
-/* ---- softmax and loss ---------------------------------------------------------------- */
+/* ---- softmax and loss -------------------------------------------------------------------- */
 /* probs (B,C) = softmax(logits (B,C)) row-wise, max-subtracted. probs may equal logits. */
 int dc_softmax_forward(float *probs, const float *logits, int64_t B, int64_t C);
 /* Fused softmax + cross-entropy with integer labels (B), optional label smoothing s:
@@ -116,7 +116,7 @@ int dc_softmax_xent(float *probs, float *dlogits, double *loss, int64_t *n_corre
 int dc_sigmoid_bce(float *probs, float *dlogits, double *loss, int64_t *n_correct,
                    const float *logits, const float *targets, int64_t B, int64_t C);
 
-/* ---- input conversion -------------------------------------------------------------- */
+/* ---- input conversion -------------------------------------------------------------------- */
 /* out (B,F) = rows idx[0..B) of inp (N,F) as float32, times scale plus shift.
  * idx may be NULL (rows 0..B). Indices are trusted (validated by the caller). */
 int dc_gather_u8(float *out, const uint8_t *inp, const int64_t *idx, int64_t B, int64_t F,
@@ -129,14 +129,14 @@ int dc_gather_f32(float *out, const float *inp, const int64_t *idx, int64_t B, i
  * can skip them: its forward product and its weight gradient cost ~nnz*O instead of
  * B*I*O. A batch is held in compressed sparse row (CSR) form. */
 typedef struct {
-    int64_t rows, cols; /* the dense shape */
-    int64_t nnz;        /* entries used */
-    int64_t *ptr;       /* parts * (rows + 1): see parts */
-    int32_t *idx;       /* column of each entry, increasing within a row */
-    float *val;         /* value of each entry (never 0 when built by the gathers) */
-    int64_t parts;      /* >= 1. Row r's entries are, in order, the ranges
-                         * [ptr[p * (rows+1) + r], ptr[p * (rows+1) + r + 1]) for
-                         * p = 0..parts-1 (plain CSR: parts = 1, [ptr[r], ptr[r+1])). */
+    int64_t rows, cols;       /* the dense shape */
+    int64_t nnz;              /* entries used */
+    int64_t *ptr;             /* parts * (rows + 1): see parts */
+    int32_t *idx;             /* column of each entry, increasing within a row */
+    float *val;               /* value of each entry (never 0 when built by the gathers) */
+    int64_t parts;            /* >= 1. Row r's entries are, in order, the ranges
+                               * [ptr[p * (rows+1) + r], ptr[p * (rows+1) + r + 1]) for
+                               * p = 0..parts-1 (plain CSR: parts = 1, [ptr[r], ptr[r+1])). */
     const int64_t *col_edges; /* parts + 1 increasing columns from 0 to cols, part p
                                * holding columns [col_edges[p], col_edges[p+1]): the
                                * transposing gather's input (NULL for one part) */
@@ -170,7 +170,7 @@ int dc_spmm(float *out, const dc_csr *s, const float *d, int64_t ldd, int64_t N,
 /* out (B,O) = act(out + bias) in place, row by row (the dense layer's epilogue). */
 int dc_bias_act(float *out, const float *bias, int64_t B, int64_t O, int act, float alpha);
 
-/* ---- optimizers (one fused loop each, in place on param and state) ------------------- */
+/* ---- optimizers (one fused loop each, in place on param and state) ----------------------- */
 /* L2 penalty `l2` adds l2 * param to the gradient; decoupled weight decay `wd` (AdamW)
  * subtracts lr * wd * param. Momentum 0 = plain SGD (velocity may then be NULL). */
 int dc_sgd_update(float *param, float *velocity, const float *grad, int64_t n, float lr,
@@ -185,7 +185,7 @@ int dc_sum_squares(double *out, const float *x, int64_t n);
 /* x (n) *= s */
 int dc_scale(float *x, int64_t n, float s);
 
-/* ---- randomness, dropout ------------------------------------------------------------- */
+/* ---- randomness, dropout ----------------------------------------------------------------- */
 /* Counter-based: value i depends only on (seed, stream, i), never on threads. */
 uint64_t dc_hash64(uint64_t seed, uint64_t stream, uint64_t i);
 /* out (n) = inp * keep / (1 - p), keep[i] = (uniform(seed, stream, i) >= p); mask (n)
@@ -201,16 +201,16 @@ int dc_dropout_backward(float *dinp, const float *dout, const uint8_t *mask, int
  * resampled bilinearly once (zero outside the image). Each parameter is drawn uniformly
  * from [-max, max] per image; 0 switches that part off. */
 typedef struct {
-    float rotate;       /* degrees */
-    float shear;        /* degrees of horizontal shear */
-    float scale;        /* relative, each axis on its own: factors in [1 - scale, 1 + scale] */
-    float translate;    /* pixels, each axis on its own */
-    float alpha;        /* elastic: pixels of displacement per unit of field (0: off) */
-    float thickness;    /* stroke, in [0, 1): intensity curve v / (1 - u) (thicker, u > 0)
-                         * or (v + u) / (1 + u) (thinner), clamped to the value range */
-    const float *bank;  /* (2, bank_size, bank_size) smoothed fields (dc_elastic_bank), or
-                         * NULL: no elastic part */
-    int64_t bank_size;  /* a power of two */
+    float rotate;      /* degrees */
+    float shear;       /* degrees of horizontal shear */
+    float scale;       /* relative, each axis on its own: factors in [1 - scale, 1 + scale] */
+    float translate;   /* pixels, each axis on its own */
+    float alpha;       /* elastic: pixels of displacement per unit of field (0: off) */
+    float thickness;   /* stroke, in [0, 1): intensity curve v / (1 - u) (thicker, u > 0)
+                        * or (v + u) / (1 + u) (thinner), clamped to the value range */
+    const float *bank; /* (2, bank_size, bank_size) smoothed fields (dc_elastic_bank), or
+                        * NULL: no elastic part */
+    int64_t bank_size; /* a power of two */
     int64_t height, width; /* of each image; rows have height * width values */
 } dc_augment;
 
@@ -230,7 +230,7 @@ int dc_augment_u8(uint8_t *out, const uint8_t *inp, const int64_t *idx, int64_t 
 int dc_augment_f32(float *out, const float *inp, const int64_t *idx, int64_t B,
                    const dc_augment *aug, uint64_t seed, uint64_t stream);
 
-/* ---- whole network (mlp_*.c) ------------------------------------------------------------ */
+/* ---- whole network (mlp_*.c) ------------------------------------------------------------- */
 /* A fully connected network of n_layers Dense layers; sizes has n_layers+1 entries.
  * Parameters live in one flat float32 array: for layer l, weight (sizes[l+1], sizes[l])
  * then bias (sizes[l+1]), layer after layer (dc_mlp_param_offsets gives the offsets).
@@ -238,16 +238,16 @@ int dc_augment_f32(float *out, const float *inp, const int64_t *idx, int64_t B,
 typedef struct {
     int64_t n_layers;
     const int64_t *sizes;
-    float *params;         /* flat parameters */
+    float *params; /* flat parameters */
     int act;
-    float act_alpha;       /* leaky ReLU slope */
-    float dropout;         /* drop probability on hidden activations while training */
-    int sparse_input;      /* first layer on sparse input: DC_SPARSE_AUTO/NEVER/ALWAYS */
-    int64_t sparse_split;  /* training on sparse input: the first input column of the
-                            * second of the two column groups layer 0's products work in
-                            * (csrc/mlp_layer0.c), 1..sizes[0]; 0: sizes[0] / 2
-                            * rounded down to a multiple of 32. Best where it halves
-                            * the inputs' non-zeros (Trainer picks that). */
+    float act_alpha;      /* leaky ReLU slope */
+    float dropout;        /* drop probability on hidden activations while training */
+    int sparse_input;     /* first layer on sparse input: DC_SPARSE_AUTO/NEVER/ALWAYS */
+    int64_t sparse_split; /* training on sparse input: the first input column of the
+                           * second of the two column groups layer 0's products work in
+                           * (csrc/mlp_layer0.c), 1..sizes[0]; 0: sizes[0] / 2
+                           * rounded down to a multiple of 32. Best where it halves
+                           * the inputs' non-zeros (Trainer picks that). */
 } dc_mlp;
 
 /* DC_SPARSE_AUTO: training batches, and inference chunks of calls of at least 256 rows,
@@ -274,10 +274,10 @@ typedef struct {
 } dc_optim;
 
 typedef struct {
-    double loss_sum;       /* sum over batches of (mean batch loss * batch size) */
+    double loss_sum; /* sum over batches of (mean batch loss * batch size) */
     int64_t n_correct;
     int64_t n_seen;
-    int64_t failed_batch;  /* index of the batch where a non-finite loss appeared, or -1 */
+    int64_t failed_batch; /* index of the batch where a non-finite loss appeared, or -1 */
 } dc_train_stats;
 
 int64_t dc_mlp_n_params(int64_t n_layers, const int64_t *sizes);

@@ -24,7 +24,7 @@
 #endif
 
 /* Spare floats after each pack buffer (a guard; strides are then rounded to 64 bytes). */
-#define DC_GEMM_SLACK 64
+#define DC_GEMM_SLACK       64
 /* Below this many multiply-adds (m*n*k) a second thread costs more than it saves: an
  * OpenMP fork/join is ~5-10 us on the 2-core Zen 4 dev box, about what 4e5 multiply-adds
  * take on one core. (128,128,10) stays on one thread, (32,784,128) uses two. */
@@ -37,9 +37,7 @@
 #define DC_GEMM_DIRECT_A_MAX_N 16
 #endif
 
-/* ------------------------------------------------------------------------------ */
-/* aligned scratch (dc_alloc_aligned: cpu.c)                                        */
-/* ------------------------------------------------------------------------------ */
+/* ---- aligned scratch (dc_alloc_aligned: cpu.c) ------------------------------------------- */
 
 /* One pack-scratch block is kept between calls. Allocating and freeing ~100 KB-2 MB per
  * call made glibc mmap/trim it every time: page faults were ~4% of a 128x784x128 GEMM
@@ -49,46 +47,57 @@
 #if defined(_MSC_VER) && !defined(__clang__)
 #include <intrin.h>
 static void *volatile g_scratch_slot;
-static void *dc_scratch_swap(void *p) {
+static void *dc_scratch_swap(void *p)
+{
     return _InterlockedExchangePointer((void *volatile *)&g_scratch_slot, p);
 }
 #elif !defined(__STDC_NO_ATOMICS__)
 #include <stdatomic.h>
 static _Atomic(void *) g_scratch_slot;
-static void *dc_scratch_swap(void *p) { return atomic_exchange(&g_scratch_slot, p); }
+static void *dc_scratch_swap(void *p)
+{
+    return atomic_exchange(&g_scratch_slot, p);
+}
 #else
-static void *dc_scratch_swap(void *p) { return p; } /* no atomics: no cache */
+static void *dc_scratch_swap(void *p)
+{
+    return p;
+} /* no atomics: no cache */
 #endif
 
-static float *dc_scratch_get(size_t bytes) {
+static float *dc_scratch_get(size_t bytes)
+{
     void *p = dc_scratch_swap(NULL);
-    if (p && dc_aligned_size(p) >= bytes) return (float *)p;
+    if (p && dc_aligned_size(p) >= bytes)
+        return (float *)p;
     dc_free_aligned(p);
     return (float *)dc_alloc_aligned(bytes);
 }
 
-static void dc_scratch_put(float *p) {
+static void dc_scratch_put(float *p)
+{
     /* frees the block the slot held before; without atomics the slot hands p back */
     dc_free_aligned(dc_scratch_swap(p));
 }
 
-/* ------------------------------------------------------------------------------ */
-/* portable micro-kernel: 6x8, GNU vector extensions (SSE2 on x86-64, NEON on arm) */
-/* ------------------------------------------------------------------------------ */
+/* ---- portable micro-kernel: 6x8, GNU vector extensions (SSE2 on x86-64, NEON on arm) ----- */
 
 #define DC_GEN_MR 6
 #define DC_GEN_NR 8
 
 /* Write an MR x NR tile of results t (row stride NR) into C: C = alpha*t + beta*C. */
 static void dc_store_tile(float *c, int64_t ldc, const float *t, int ld_t, float alpha,
-                          float beta, int mr, int nr) {
+                          float beta, int mr, int nr)
+{
     for (int r = 0; r < mr; r++) {
         float *cr = c + (int64_t)r * ldc;
         const float *tr = t + r * ld_t;
         if (beta == 0.0f) {
-            for (int j = 0; j < nr; j++) cr[j] = alpha * tr[j];
+            for (int j = 0; j < nr; j++)
+                cr[j] = alpha * tr[j];
         } else {
-            for (int j = 0; j < nr; j++) cr[j] = alpha * tr[j] + beta * cr[j];
+            for (int j = 0; j < nr; j++)
+                cr[j] = alpha * tr[j] + beta * cr[j];
         }
     }
 }
@@ -96,6 +105,7 @@ static void dc_store_tile(float *c, int64_t ldc, const float *t, int ld_t, float
 #if defined(__GNUC__) || defined(__clang__)
 typedef float dc_v4sf __attribute__((vector_size(16)));
 
+/* clang-format off */
 #define DC_GEN_ACC_DECL                                                                \
     dc_v4sf c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};         \
     dc_v4sf c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
@@ -106,10 +116,12 @@ typedef float dc_v4sf __attribute__((vector_size(16)));
 #define DC_GEN_PUT(r)                                   \
     memcpy(t + r * DC_GEN_NR, &c##r##0, sizeof c00);    \
     memcpy(t + r * DC_GEN_NR + 4, &c##r##1, sizeof c00);
+/* clang-format on */
 
-static void dc_ukernel_generic(int64_t k, const float *restrict a, int64_t rs_a,
-                               int64_t cs_a, const float *restrict b, float *restrict c,
-                               int64_t ldc, float alpha, float beta, int mr, int nr) {
+static void dc_ukernel_generic(int64_t k, const float *restrict a, int64_t rs_a, int64_t cs_a,
+                               const float *restrict b, float *restrict c, int64_t ldc,
+                               float alpha, float beta, int mr, int nr)
+{
     /* 12 accumulators + 2 B vectors + 1 A vector = 15 of 16 xmm registers */
     DC_GEN_ACC_DECL
     dc_v4sf b0, b1, av;
@@ -119,13 +131,15 @@ static void dc_ukernel_generic(int64_t k, const float *restrict a, int64_t rs_a,
         for (int64_t p = 0; p < k; p++) {
             memcpy(&b0, b, sizeof b0);
             memcpy(&b1, b + 4, sizeof b1);
+/* clang-format off */
 #define DC_GEN_ROW(r)                                   \
     memcpy(&av, a + 4 * r, sizeof av);                  \
     c##r##0 += av * b0;                                 \
     c##r##1 += av * b1;
             DC_GEN_ROW(0) DC_GEN_ROW(1) DC_GEN_ROW(2) DC_GEN_ROW(3) DC_GEN_ROW(4) DC_GEN_ROW(5)
+/* clang-format on */
 #undef DC_GEN_ROW
-            a += 4 * DC_GEN_MR;
+                a += 4 * DC_GEN_MR;
             b += DC_GEN_NR;
         }
     } else {
@@ -136,14 +150,16 @@ static void dc_ukernel_generic(int64_t k, const float *restrict a, int64_t rs_a,
         for (int64_t p = 0; p < k; p++) {
             memcpy(&b0, b, sizeof b0);
             memcpy(&b1, b + 4, sizeof b1);
+/* clang-format off */
 #define DC_GEN_ROW(r)                                   \
     av = (dc_v4sf){*a##r, *a##r, *a##r, *a##r};         \
     c##r##0 += av * b0;                                 \
     c##r##1 += av * b1;                                 \
     a##r += cs_a;
             DC_GEN_ROW(0) DC_GEN_ROW(1) DC_GEN_ROW(2) DC_GEN_ROW(3) DC_GEN_ROW(4) DC_GEN_ROW(5)
+/* clang-format on */
 #undef DC_GEN_ROW
-            b += DC_GEN_NR;
+                b += DC_GEN_NR;
         }
     }
     DC_GEN_FINISH
@@ -152,13 +168,15 @@ static void dc_ukernel_generic(int64_t k, const float *restrict a, int64_t rs_a,
 #else
 static void dc_ukernel_generic(int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
                                const float *b, float *c, int64_t ldc, float alpha, float beta,
-                               int mr, int nr) {
+                               int mr, int nr)
+{
     float t[DC_GEN_MR * DC_GEN_NR] = {0};
     const int packed = rs_a == 0;
     for (int64_t p = 0; p < k; p++) {
         for (int r = 0; r < mr; r++) {
             const float av = packed ? a[p * DC_GEN_MR + r] : a[r * rs_a + p * cs_a];
-            for (int j = 0; j < DC_GEN_NR; j++) t[r * DC_GEN_NR + j] += av * b[j];
+            for (int j = 0; j < DC_GEN_NR; j++)
+                t[r * DC_GEN_NR + j] += av * b[j];
         }
         b += DC_GEN_NR;
     }
@@ -168,7 +186,8 @@ static void dc_ukernel_generic(int64_t k, const float *a, int64_t rs_a, int64_t 
 #endif
 
 static void dc_pack_a_generic(float *pa, int64_t ps, const float *a, int64_t lda, int trans_a,
-                              int64_t i0, int64_t mlen, int64_t p0, int64_t kc) {
+                              int64_t i0, int64_t mlen, int64_t p0, int64_t kc)
+{
     for (int64_t ip = 0; ip < mlen; ip += DC_GEN_MR) {
         const int mr = (int)dc_min64(DC_GEN_MR, mlen - ip);
         for (int64_t p = 0; p < kc; p++) {
@@ -176,8 +195,10 @@ static void dc_pack_a_generic(float *pa, int64_t ps, const float *a, int64_t lda
             for (int r = 0; r < DC_GEN_MR; r++) {
                 float v = 0.0f;
                 if (r < mr)
-                    v = trans_a ? a[(p0 + p) * lda + i0 + ip + r] : a[(i0 + ip + r) * lda + p0 + p];
-                for (int d = 0; d < DC_GEN_A_DUP; d++) dst[r * DC_GEN_A_DUP + d] = v;
+                    v = trans_a ? a[(p0 + p) * lda + i0 + ip + r]
+                                : a[(i0 + ip + r) * lda + p0 + p];
+                for (int d = 0; d < DC_GEN_A_DUP; d++)
+                    dst[r * DC_GEN_A_DUP + d] = v;
             }
         }
         pa += ps;
@@ -185,7 +206,8 @@ static void dc_pack_a_generic(float *pa, int64_t ps, const float *a, int64_t lda
 }
 
 static void dc_pack_b_generic(float *pb, int64_t ps, const float *b, int64_t ldb, int trans_b,
-                              int64_t p0, int64_t kc, int64_t j0, int64_t nlen) {
+                              int64_t p0, int64_t kc, int64_t j0, int64_t nlen)
+{
     for (int64_t jp = 0; jp < nlen; jp += DC_GEN_NR) {
         const int nr = (int)dc_min64(DC_GEN_NR, nlen - jp);
         for (int64_t p = 0; p < kc; p++) {
@@ -193,48 +215,49 @@ static void dc_pack_b_generic(float *pb, int64_t ps, const float *b, int64_t ldb
             int j = 0;
             if (trans_b) {
                 const float *src = b + (j0 + jp) * ldb + p0 + p;
-                for (; j < nr; j++) dst[j] = src[(int64_t)j * ldb];
+                for (; j < nr; j++)
+                    dst[j] = src[(int64_t)j * ldb];
             } else {
                 const float *src = b + (p0 + p) * ldb + j0 + jp;
-                for (; j < nr; j++) dst[j] = src[j];
+                for (; j < nr; j++)
+                    dst[j] = src[j];
             }
-            for (; j < DC_GEN_NR; j++) dst[j] = 0.0f;
+            for (; j < DC_GEN_NR; j++)
+                dst[j] = 0.0f;
         }
         pb += ps;
     }
 }
 
-/* ------------------------------------------------------------------------------ */
-/* the per-ISA table (block sizes are data; measured, see benchmarks/bench_gemm.py) */
-/* ------------------------------------------------------------------------------ */
+/* ---- the per-ISA table (block sizes are data; measured, see benchmarks/bench_gemm.py) ---- */
 
 static const dc_sgemm_kernel_info dc_kernel_table[] = {
     /* generic: 6x8 SSE2-width tile; A block 72 x 256 x 4 copies x 4 B = 288 KB (L2),
      * B micro-panel 256 x 8 x 4 B = 8 KB (L1) */
-    {"generic", DC_GEN_MR, DC_GEN_NR, DC_GEN_A_DUP, 72, 256, 4080, dc_ukernel_generic, NULL,
-     0, 0, dc_pack_a_generic, dc_pack_b_generic, NULL},
+    {"generic", DC_GEN_MR, DC_GEN_NR, DC_GEN_A_DUP, 72, 256, 4080, dc_ukernel_generic, NULL, 0,
+     0, dc_pack_a_generic, dc_pack_b_generic, NULL},
 #if DC_GEMM_BUILD_AVX2
     /* avx2: 6x16 tile = 12 ymm accumulators; A block 144 x 256 x 4 B = 144 KB (L2),
      * B micro-panel 256 x 16 x 4 B = 16 KB (half of L1d). Edge tiles of <= 4 rows (M = 32
      * leaves one of 2) run a 2- or 4-row kernel; a last panel of 1 or 2 rows is merged
      * with the one before into two panels for the 4-row kernel (split_rows 4). */
-    {"avx2", 6, 16, 1, 144, 256, 4080, dc_sgemm_ukernel_avx2_6x16,
-     dc_sgemm_ukernel_avx2_edge4, 4, 4, dc_sgemm_pack_a_avx2_6, dc_sgemm_pack_b_avx2_16,
-     dc_sgemm_narrow_avx2},
+    {"avx2", 6, 16, 1, 144, 256, 4080, dc_sgemm_ukernel_avx2_6x16, dc_sgemm_ukernel_avx2_edge4,
+     4, 4, dc_sgemm_pack_a_avx2_6, dc_sgemm_pack_b_avx2_16, dc_sgemm_narrow_avx2},
 #endif
 };
 
-const dc_sgemm_kernel_info *dc_sgemm_kernel_info_for(int path) {
-    if (path == DC_KERNEL_GENERIC) return &dc_kernel_table[0];
+const dc_sgemm_kernel_info *dc_sgemm_kernel_info_for(int path)
+{
+    if (path == DC_KERNEL_GENERIC)
+        return &dc_kernel_table[0];
 #if DC_GEMM_BUILD_AVX2
-    if (path == DC_KERNEL_AVX2) return &dc_kernel_table[1];
+    if (path == DC_KERNEL_AVX2)
+        return &dc_kernel_table[1];
 #endif
     return NULL;
 }
 
-/* ------------------------------------------------------------------------------ */
-/* driver                                                                           */
-/* ------------------------------------------------------------------------------ */
+/* ---- driver ------------------------------------------------------------------------------ */
 
 typedef struct {
     const dc_sgemm_kernel_info *ki;
@@ -246,7 +269,7 @@ typedef struct {
     float *c;
     int64_t lda, ldb, ldc;
     float *pa, *pb; /* this thread's pack buffers: mc_max x kc (x a_dup), nc x kc */
-    int b_whole;     /* pb holds all of K (dc_gemm_run): K blocks b_block floats apart */
+    int b_whole;    /* pb holds all of K (dc_gemm_run): K blocks b_block floats apart */
     int64_t b_block;
 } dc_gemm_job;
 
@@ -257,7 +280,8 @@ typedef struct {
 } dc_gemm_next_a;
 
 static dc_gemm_next_a dc_gemm_a_block(const dc_gemm_job *J, int64_t ic, int64_t mlen,
-                                      int64_t pc, int64_t kc) {
+                                      int64_t pc, int64_t kc)
+{
     dc_gemm_next_a nx;
     nx.ld = J->lda * (int64_t)sizeof(float);
     nx.p = (const char *)(J->trans_a ? J->a + pc * J->lda + ic : J->a + ic * J->lda + pc);
@@ -275,7 +299,8 @@ static dc_gemm_next_a dc_gemm_a_block(const dc_gemm_job *J, int64_t ic, int64_t 
  * in cache the prefetches cost ~2%. */
 static void dc_gemm_block(const dc_gemm_job *J, int64_t ic, int64_t mcur, int64_t pc,
                           int64_t kc, int64_t jc, int64_t nc, const float *pb, int64_t ps_b,
-                          const dc_gemm_next_a *nx) {
+                          const dc_gemm_next_a *nx)
+{
     const dc_sgemm_kernel_info *ki = J->ki;
     const int64_t MR = ki->mr, NR = ki->nr;
     const float beta = pc == 0 ? J->beta : 1.0f;
@@ -288,7 +313,8 @@ static void dc_gemm_block(const dc_gemm_job *J, int64_t ic, int64_t mcur, int64_
     const int64_t last0 = split ? (pmc - 2) * MR + srows : (pmc - 1) * MR;
     if (!J->direct_a) {
         const int64_t head = split ? (pmc - 2) * MR : mcur;
-        if (head > 0) ki->pack_a(J->pa, ps_a, J->a, J->lda, J->trans_a, ic, head, pc, kc);
+        if (head > 0)
+            ki->pack_a(J->pa, ps_a, J->a, J->lda, J->trans_a, ic, head, pc, kc);
         if (split) {
             ki->pack_a(J->pa + (pmc - 2) * ps_a, ps_a, J->a, J->lda, J->trans_a, ic + head,
                        srows, pc, kc);
@@ -322,8 +348,7 @@ static void dc_gemm_block(const dc_gemm_job *J, int64_t ic, int64_t mcur, int64_
                     pr++;
                 }
             }
-            const dc_sgemm_ukernel_fn uk =
-                mr <= ki->edge_rows ? ki->ukernel_edge : ki->ukernel;
+            const dc_sgemm_ukernel_fn uk = mr <= ki->edge_rows ? ki->ukernel_edge : ki->ukernel;
             uk(kc, ap, rs_a, cs_a, bpan, cblk + r0 * J->ldc, J->ldc, J->alpha, beta, mr, nr);
         }
     }
@@ -331,7 +356,8 @@ static void dc_gemm_block(const dc_gemm_job *J, int64_t ic, int64_t mcur, int64_
 
 /* The five blocking loops around the micro-kernel, on one thread. Every element of C
  * sums its K blocks in the same order (pc ascending) whichever loop is outermost. */
-static void dc_gemm_run(const dc_gemm_job *J) {
+static void dc_gemm_run(const dc_gemm_job *J)
+{
     const dc_sgemm_kernel_info *ki = J->ki;
     const int64_t MR = ki->mr, NR = ki->nr;
     const int64_t m = J->m, n = J->n, k = J->k;
@@ -346,16 +372,16 @@ static void dc_gemm_run(const dc_gemm_job *J) {
              * over its K blocks instead of making one trip to memory per K block */
             const int64_t ps_b = dc_gemm_panel_stride(NR * J->kc);
             for (int64_t pc = 0; pc < k; pc += J->kc)
-                ki->pack_b(J->pb + (pc / J->kc) * J->b_block, ps_b, J->b, J->ldb,
-                           J->trans_b, pc, dc_min64(J->kc, k - pc), jc, nc);
+                ki->pack_b(J->pb + (pc / J->kc) * J->b_block, ps_b, J->b, J->ldb, J->trans_b,
+                           pc, dc_min64(J->kc, k - pc), jc, nc);
             for (int64_t ic = 0; ic < m; ic += mc)
                 for (int64_t pc = 0; pc < k; pc += J->kc) {
                     const int64_t nic = pc + J->kc < k ? ic : ic + mc;
                     const int64_t npc = pc + J->kc < k ? pc + J->kc : 0;
-                    const dc_gemm_next_a nx = dc_gemm_a_block(
-                        J, nic, dc_min64(mc, m - nic), npc, dc_min64(J->kc, k - npc));
-                    dc_gemm_block(J, ic, dc_min64(mc, m - ic), pc, dc_min64(J->kc, k - pc),
-                                  jc, nc, J->pb + (pc / J->kc) * J->b_block, ps_b,
+                    const dc_gemm_next_a nx = dc_gemm_a_block(J, nic, dc_min64(mc, m - nic),
+                                                              npc, dc_min64(J->kc, k - npc));
+                    dc_gemm_block(J, ic, dc_min64(mc, m - ic), pc, dc_min64(J->kc, k - pc), jc,
+                                  nc, J->pb + (pc / J->kc) * J->b_block, ps_b,
                                   nic < m && !J->direct_a ? &nx : NULL);
                 }
         } else {
@@ -372,26 +398,34 @@ static void dc_gemm_run(const dc_gemm_job *J) {
 }
 
 /* C = beta * C, with beta == 0 meaning "overwrite with zeros" (even NaN). */
-static void dc_scale_c(float *c, int64_t ldc, int64_t m, int64_t n, float beta) {
-    if (beta == 1.0f) return;
+static void dc_scale_c(float *c, int64_t ldc, int64_t m, int64_t n, float beta)
+{
+    if (beta == 1.0f)
+        return;
     for (int64_t i = 0; i < m; i++) {
         float *ci = c + i * ldc;
         if (beta == 0.0f) {
             memset(ci, 0, (size_t)n * sizeof(float));
         } else {
-            for (int64_t j = 0; j < n; j++) ci[j] *= beta;
+            for (int64_t j = 0; j < n; j++)
+                ci[j] *= beta;
         }
     }
 }
 
 static int dc_gemm_check(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                          int trans_a, const float *b, int64_t ldb, int trans_b, const float *c,
-                         int64_t ldc) {
-    if (m < 0 || n < 0 || k < 0) return DC_ERR_ARG;
-    if (m > 0 && n > 0 && (!c || ldc < n)) return DC_ERR_ARG;
+                         int64_t ldc)
+{
+    if (m < 0 || n < 0 || k < 0)
+        return DC_ERR_ARG;
+    if (m > 0 && n > 0 && (!c || ldc < n))
+        return DC_ERR_ARG;
     if (m > 0 && n > 0 && k > 0) {
-        if (!a || !b) return DC_ERR_ARG;
-        if (lda < (trans_a ? m : k) || ldb < (trans_b ? k : n)) return DC_ERR_ARG;
+        if (!a || !b)
+            return DC_ERR_ARG;
+        if (lda < (trans_a ? m : k) || ldb < (trans_b ? k : n))
+            return DC_ERR_ARG;
     }
     return DC_OK;
 }
@@ -402,15 +436,18 @@ static int dc_gemm_check(int64_t m, int64_t n, int64_t k, const float *a, int64_
  * copied transposed into scratch (n*k floats, at most 16 k). */
 static int dc_sgemm_narrow(const dc_sgemm_kernel_info *ki, int trans_a, int trans_b, int64_t m,
                            int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
-                           const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+                           const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
     float *bt = NULL;
     int64_t rs_b = trans_b ? 1 : ldb, cs_b = trans_b ? ldb : 1;
     if (!trans_a && !trans_b) {
         bt = dc_scratch_get((size_t)(n * k + DC_GEMM_SLACK) * sizeof(float));
-        if (!bt) return DC_ERR_NOMEM;
+        if (!bt)
+            return DC_ERR_NOMEM;
         for (int64_t p = 0; p < k; p++) {
             const float *src = b + p * ldb;
-            for (int64_t j = 0; j < n; j++) bt[j * k + p] = src[j];
+            for (int64_t j = 0; j < n; j++)
+                bt[j * k + p] = src[j];
         }
         b = bt;
         rs_b = 1;
@@ -418,8 +455,10 @@ static int dc_sgemm_narrow(const dc_sgemm_kernel_info *ki, int trans_a, int tran
     }
     int nt = dc_get_num_threads();
     const int64_t blocks = dc_cdiv64(m, 16);
-    if ((double)m * (double)n * (double)k < DC_GEMM_MT_MIN_WORK) nt = 1;
-    if (nt > blocks) nt = (int)blocks;
+    if ((double)m * (double)n * (double)k < DC_GEMM_MT_MIN_WORK)
+        nt = 1;
+    if (nt > blocks)
+        nt = (int)blocks;
     if (nt <= 1) {
         ki->narrow(trans_a != 0, m, n, k, alpha, a, lda, b, rs_b, cs_b, beta, c, ldc);
     } else {
@@ -437,33 +476,40 @@ static int dc_sgemm_narrow(const dc_sgemm_kernel_info *ki, int trans_a, int tran
         ki->narrow(trans_a != 0, m, n, k, alpha, a, lda, b, rs_b, cs_b, beta, c, ldc);
 #endif
     }
-    if (bt) dc_scratch_put(bt);
+    if (bt)
+        dc_scratch_put(bt);
     return DC_OK;
 }
 
-int dc_sgemm_dot(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                 const float *bt, int64_t ldbt, float *c, int64_t ldc) {
+int dc_sgemm_dot(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *bt,
+                 int64_t ldbt, float *c, int64_t ldc)
+{
     const dc_sgemm_kernel_info *ki = dc_sgemm_kernel_info_for(dc_kernel_path());
     if (!ki || !ki->narrow || k == 0 || m <= 0 || n <= 0)
         return dc_sgemm(0, 1, m, n, k, 1.0f, a, lda, bt, ldbt, 0.0f, c, ldc);
     int st = dc_gemm_check(m, n, k, a, lda, 0, bt, ldbt, 1, c, ldc);
-    if (st != DC_OK) return st;
+    if (st != DC_OK)
+        return st;
     ki->narrow(0, m, n, k, 1.0f, a, lda, bt, 1, ldbt, 0.0f, c, ldc);
     return DC_OK;
 }
 
 int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
              const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
-             int64_t ldc) {
+             int64_t ldc)
+{
     int st = dc_gemm_check(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc);
-    if (st != DC_OK) return st;
-    if (m == 0 || n == 0) return DC_OK;
+    if (st != DC_OK)
+        return st;
+    if (m == 0 || n == 0)
+        return DC_OK;
     if (k == 0 || alpha == 0.0f) {
         dc_scale_c(c, ldc, m, n, beta);
         return DC_OK;
     }
     const dc_sgemm_kernel_info *ki = dc_sgemm_kernel_info_for(dc_kernel_path());
-    if (!ki) ki = dc_sgemm_kernel_info_for(DC_KERNEL_GENERIC);
+    if (!ki)
+        ki = dc_sgemm_kernel_info_for(DC_KERNEL_GENERIC);
     /* n <= 16 (the 10-class layer): a full-width NR = 16 tile would idle 6 of 16 lanes */
     if (ki->narrow && n <= DC_GEMM_NARROW_MAX_N)
         return dc_sgemm_narrow(ki, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
@@ -498,7 +544,8 @@ int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float al
 
     const int64_t pm = dc_cdiv64(m, ki->mr), pn = dc_cdiv64(n, ki->nr);
     int nt = dc_get_num_threads();
-    if ((double)m * (double)n * (double)k < DC_GEMM_MT_MIN_WORK) nt = 1;
+    if ((double)m * (double)n * (double)k < DC_GEMM_MT_MIN_WORK)
+        nt = 1;
     int split_n = 0;
     if (nt > 1) {
         /* Each thread runs an independent sub-GEMM on a slice of M or N with its own pack
@@ -514,7 +561,8 @@ int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float al
                               (double)(dc_cdiv64(pn, nt) * ki->nr) * pk;
         split_n = cost_n < cost_m;
         const int64_t lim = split_n ? pn : pm;
-        if (nt > lim) nt = (int)lim;
+        if (nt > lim)
+            nt = (int)lim;
     }
 
     const int64_t n_abuf = J.direct_a ? 0 : nt;
@@ -529,9 +577,10 @@ int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float al
     J.b_block = dc_cdiv64(J.nc, ki->nr) * dc_gemm_panel_stride(ki->nr * J.kc);
     J.b_whole = m > J.mc_max && nkb > 1 && n <= J.nc && nkb * J.b_block <= DC_GEMM_B_WHOLE_MAX;
     const int64_t pb_stride = (J.b_whole ? nkb : 1) * J.b_block + DC_GEMM_SLACK;
-    float *scratch = dc_scratch_get((size_t)(nt * pb_stride + n_abuf * pa_stride) *
-                                    sizeof(float));
-    if (!scratch) return DC_ERR_NOMEM;
+    float *scratch =
+        dc_scratch_get((size_t)(nt * pb_stride + n_abuf * pa_stride) * sizeof(float));
+    if (!scratch)
+        return DC_ERR_NOMEM;
     J.pb = scratch;
     J.pa = scratch + nt * pb_stride;
 
@@ -572,15 +621,15 @@ int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float al
     return DC_OK;
 }
 
-/* ------------------------------------------------------------------------------ */
-/* naive reference: the oracle and the fallback (double accumulation)              */
-/* ------------------------------------------------------------------------------ */
+/* ---- naive reference: the oracle and the fallback (double accumulation) ------------------ */
 
 int dc_sgemm_ref(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                 const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
-                 float *c, int64_t ldc) {
+                 const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                 int64_t ldc)
+{
     int st = dc_gemm_check(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc);
-    if (st != DC_OK) return st;
+    if (st != DC_OK)
+        return st;
     for (int64_t i = 0; i < m; i++) {
         for (int64_t j = 0; j < n; j++) {
             double s = 0.0;
@@ -590,7 +639,8 @@ int dc_sgemm_ref(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, floa
                 s += (double)av * (double)bv;
             }
             double v = (double)alpha * s;
-            if (beta != 0.0f) v += (double)beta * (double)c[i * ldc + j];
+            if (beta != 0.0f)
+                v += (double)beta * (double)c[i * ldc + j];
             c[i * ldc + j] = (float)v;
         }
     }

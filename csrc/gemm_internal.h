@@ -57,7 +57,8 @@ typedef void (*dc_sgemm_pack_b_fn)(float *pb, int64_t ps, const float *b, int64_
  * e.g. A panels of 6 x 256 floats (6 KB apart) thrashed two sets: AtB (128,512,256)
  * ran at 158 GFLOP/s on two threads against 190 at K = 504 or 528. An odd line count
  * spreads consecutive panels over all 64 sets. */
-static inline int64_t dc_gemm_panel_stride(int64_t floats) {
+static inline int64_t dc_gemm_panel_stride(int64_t floats)
+{
     return (((floats + 15) / 16) | 1) * 16;
 }
 
@@ -76,15 +77,15 @@ typedef void (*dc_sgemm_narrow_fn)(int trans_a, int64_t m, int64_t n, int64_t k,
  * own row and column), one thread, nothing packed. For a few rows, e.g. one image through
  * the first layer, where packing Bt (100,000 floats for 784 x 128) costs several times
  * the product. Paths without a narrow kernel run dc_sgemm. */
-int dc_sgemm_dot(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                 const float *bt, int64_t ldbt, float *c, int64_t ldc);
+int dc_sgemm_dot(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *bt,
+                 int64_t ldbt, float *c, int64_t ldc);
 
 /* The per-ISA table: block sizes are data, the three functions are the ISA's code. */
 typedef struct {
     const char *name;
-    int mr, nr;          /* register tile */
-    int a_dup;           /* copies of each A value in a packed panel (pre-broadcast) */
-    int64_t mc, kc, nc;  /* cache blocks; mc % mr == 0, nc % nr == 0 */
+    int mr, nr;         /* register tile */
+    int a_dup;          /* copies of each A value in a packed panel (pre-broadcast) */
+    int64_t mc, kc, nc; /* cache blocks; mc % mr == 0, nc % nr == 0 */
     dc_sgemm_ukernel_fn ukernel;
     dc_sgemm_ukernel_fn ukernel_edge; /* for tiles of <= edge_rows rows (NULL: ukernel) */
     int edge_rows;
@@ -108,13 +109,13 @@ const dc_sgemm_kernel_info *dc_sgemm_kernel_info_for(int path);
 #define DC_GEMM_BUILD_AVX2 1
 /* AVX2+FMA code: callers must have checked dc_cpu_has_avx2(). MR = 6, NR = 16. */
 void dc_sgemm_ukernel_avx2_6x16(int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
-                                const float *b, float *c, int64_t ldc, float alpha,
-                                float beta, int mr, int nr);
+                                const float *b, float *c, int64_t ldc, float alpha, float beta,
+                                int mr, int nr);
 /* The same contract and arithmetic for edge tiles of mr <= 4 rows, with 2 or 4 rows of
  * accumulators instead of 6: 1/3 or 2/3 of the multiply-adds. */
 void dc_sgemm_ukernel_avx2_edge4(int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
-                                 const float *b, float *c, int64_t ldc, float alpha,
-                                 float beta, int mr, int nr);
+                                 const float *b, float *c, int64_t ldc, float alpha, float beta,
+                                 int mr, int nr);
 void dc_sgemm_pack_a_avx2_6(float *pa, int64_t ps, const float *a, int64_t lda, int trans_a,
                             int64_t i0, int64_t mlen, int64_t p0, int64_t kc);
 void dc_sgemm_pack_b_avx2_16(float *pb, int64_t ps, const float *b, int64_t ldb, int trans_b,

@@ -21,7 +21,7 @@
 #include "digitcore.h"
 #include "sparse_internal.h" /* DC_SPMM_BLOCK */
 
-/* ---- layout of the parameters and scratch --------------------------------------------- */
+/* ---- layout of the parameters and scratch ------------------------------------------------ */
 
 /* Offset of layer l's weight in the flat parameter array; its bias follows it. */
 static inline int64_t mlp_weight_offset(const dc_mlp *net, int64_t l)
@@ -46,7 +46,7 @@ static inline int64_t line_floats(int64_t n)
     return (n + per - 1) / per * per;
 }
 
-/* ---- the input, dense or sparse (mlp_layer0.c) ----------------------------------------- */
+/* ---- the input, dense or sparse (mlp_layer0.c) ------------------------------------------- */
 
 /* Whether batches of up to `rows` rows may take the first layer on sparse input: a zero
  * pixel must stay zero after conversion (no shift), and indices must fit int32. */
@@ -69,7 +69,7 @@ void csr_free(dc_csr *s);
 /* dst (cols, rows) = src (rows, cols)^T */
 void mlp_transpose(float *dst, const float *src, int64_t rows, int64_t cols);
 
-/* ---- layer 0 in training (mlp_layer0.c) ----------------------------------------------- */
+/* ---- layer 0 in training (mlp_layer0.c) -------------------------------------------------- */
 
 /* Layer 0's input columns (pixels) are cut into this many groups for the sparse
  * products, one per thread on two cores (see mlp_layer0.c). */
@@ -134,7 +134,7 @@ mlp_segment layer0_weight(const layer0 *l0, float *grads, const dc_optim *opt);
 /* Put the weight (and state) back as (O, I) and free everything. */
 void layer0_close(layer0 *l0, const dc_optim *opt);
 
-/* ---- the phase scheduler (mlp_phases.c) ----------------------------------------------- */
+/* ---- the phase scheduler (mlp_phases.c) -------------------------------------------------- */
 
 /* A unit of layer 0's sparse work: column block b of its outputs (g = -1), or the pair
  * (input group g, block b). */

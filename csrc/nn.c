@@ -23,10 +23,10 @@
 /* Elements per parallel chunk. Cheap ops (a multiply, a select) are memory-bound: below
  * ~64 K elements the fork/join costs more than a second core gains. Transcendental ops
  * (exp, tanh) do ~20x the work per element, so they split earlier. */
-#define CHUNK_CHEAP ((int64_t)65536)
-#define CHUNK_TRANS ((int64_t)8192)
+#define CHUNK_CHEAP     ((int64_t)65536)
+#define CHUNK_TRANS     ((int64_t)8192)
 /* sum_squares partials: fixed so the sum's rounding never depends on the thread count. */
-#define SUMSQ_CHUNK ((int64_t)16384)
+#define SUMSQ_CHUNK     ((int64_t)16384)
 /* Rows per chunk in row-wise kernels (softmax, dense epilogue) are chosen so that a chunk
  * holds roughly this many elements. */
 #define ROW_CHUNK_ELEMS ((int64_t)16384)
@@ -41,30 +41,33 @@
 #define DC_OMP_FOR_PRAGMA _Pragma("omp parallel for schedule(static) num_threads(nt_)")
 #endif
 #ifdef _OPENMP
-#define DC_FOR_CHUNKS(c, nc, ...)                                                          \
-    do {                                                                                   \
-        const int nt_ = (nc) > 1 ? dc_get_num_threads() : 1;                               \
-        if (nt_ > 1) {                                                                     \
-            DC_OMP_FOR_PRAGMA                                                              \
-            for (int64_t c = 0; c < (nc); c++) {                                           \
-                __VA_ARGS__                                                                \
-            }                                                                              \
-        } else {                                                                           \
-            for (int64_t c = 0; c < (nc); c++) {                                           \
-                __VA_ARGS__                                                                \
-            }                                                                              \
-        }                                                                                  \
+#define DC_FOR_CHUNKS(c, nc, ...)                                                              \
+    do {                                                                                       \
+        const int nt_ = (nc) > 1 ? dc_get_num_threads() : 1;                                   \
+        if (nt_ > 1) {                                                                         \
+            DC_OMP_FOR_PRAGMA                                                                  \
+            for (int64_t c = 0; c < (nc); c++) {                                               \
+                __VA_ARGS__                                                                    \
+            }                                                                                  \
+        } else {                                                                               \
+            for (int64_t c = 0; c < (nc); c++) {                                               \
+                __VA_ARGS__                                                                    \
+            }                                                                                  \
+        }                                                                                      \
     } while (0)
 #else
-#define DC_FOR_CHUNKS(c, nc, ...)                                                          \
-    do {                                                                                   \
-        for (int64_t c = 0; c < (nc); c++) {                                               \
-            __VA_ARGS__                                                                    \
-        }                                                                                  \
+#define DC_FOR_CHUNKS(c, nc, ...)                                                              \
+    do {                                                                                       \
+        for (int64_t c = 0; c < (nc); c++) {                                                   \
+            __VA_ARGS__                                                                        \
+        }                                                                                      \
     } while (0)
 #endif
 
-static inline int64_t n_chunks(int64_t n, int64_t chunk) { return (n + chunk - 1) / chunk; }
+static inline int64_t n_chunks(int64_t n, int64_t chunk)
+{
+    return (n + chunk - 1) / chunk;
+}
 
 static int64_t rows_per_chunk(int64_t cols, int64_t per_elem_cost)
 {
@@ -73,7 +76,7 @@ static int64_t rows_per_chunk(int64_t cols, int64_t per_elem_cost)
     return r > 0 ? r : 1;
 }
 
-/* ==== activations ========================================================================= */
+/* ---- activations ------------------------------------------------------------------------- */
 
 static void act_forward_range(float *out, const float *inp, int64_t lo, int64_t hi, int act,
                               float alpha)
@@ -133,9 +136,9 @@ int dc_activation_forward(float *out, const float *inp, int64_t n, int act, floa
     if (n == 0)
         return DC_OK;
     int64_t chunk = act_chunk(act), nc = n_chunks(n, chunk);
-    DC_FOR_CHUNKS(c, nc,
+    DC_FOR_CHUNKS(c, nc, {
         act_forward_range(out, inp, c * chunk, dc_min64(n, (c + 1) * chunk), act, alpha);
-    );
+    });
     return DC_OK;
 }
 
@@ -180,22 +183,22 @@ static void act_backward_range(float *dinp, const float *dout, const float *out,
 }
 
 // dout, out (forward output) are (n), dinp is (n); dinp may equal dout
-int dc_activation_backward(float *dinp, const float *dout, const float *out, int64_t n,
-                           int act, float alpha)
+int dc_activation_backward(float *dinp, const float *dout, const float *out, int64_t n, int act,
+                           float alpha)
 {
     if (n < 0 || !act_valid(act))
         return DC_ERR_ARG;
     if (n == 0)
         return DC_OK;
     int64_t chunk = CHUNK_CHEAP, nc = n_chunks(n, chunk);
-    DC_FOR_CHUNKS(c, nc,
+    DC_FOR_CHUNKS(c, nc, {
         act_backward_range(dinp, dout, out, c * chunk, dc_min64(n, (c + 1) * chunk), act,
                            alpha);
-    );
+    });
     return DC_OK;
 }
 
-/* ==== dense layer ========================================================================= */
+/* ---- dense layer ------------------------------------------------------------------------- */
 
 // inp is (B,I), weight is (O,I), bias is (O) or NULL, out is (B,O)
 int dc_dense_forward(float *out, const float *inp, const float *weight, const float *bias,
@@ -225,7 +228,7 @@ int dc_bias_act(float *out, const float *bias, int64_t B, int64_t n_out, int act
     /* bias then activation on one row at a time while it is still in L1 */
     int64_t cost = (act == DC_ACT_SIGMOID || act == DC_ACT_TANH) ? 8 : 1;
     int64_t rpc = rows_per_chunk(n_out, cost), nc = n_chunks(B, rpc);
-    DC_FOR_CHUNKS(c, nc,
+    DC_FOR_CHUNKS(c, nc, {
         int64_t r1 = dc_min64(B, (c + 1) * rpc);
         for (int64_t r = c * rpc; r < r1; r++) {
             float *row = out + r * n_out;
@@ -235,7 +238,7 @@ int dc_bias_act(float *out, const float *bias, int64_t B, int64_t n_out, int act
             if (act != DC_ACT_IDENTITY)
                 act_forward_range(row, row, 0, n_out, act, alpha);
         }
-    );
+    });
     return DC_OK;
 }
 
@@ -252,7 +255,8 @@ int dc_dense_backward(float *dinp, float *dweight, float *dbias, const float *do
         if (n_out == 0) {
             memset(dinp, 0, (size_t)(B * n_in) * sizeof(float));
         } else {
-            st = dc_sgemm(0, 0, B, n_in, n_out, 1.0f, dout, n_out, weight, n_in, 0.0f, dinp, n_in);
+            st = dc_sgemm(0, 0, B, n_in, n_out, 1.0f, dout, n_out, weight, n_in, 0.0f, dinp,
+                          n_in);
             if (st != DC_OK)
                 return st;
         }
@@ -306,7 +310,7 @@ int dc_bias_backward(float *dbias, const float *dout, int64_t B, int64_t n_out, 
     return DC_OK;
 }
 
-/* ==== softmax and cross-entropy ============================================================ */
+/* ---- softmax and cross-entropy ----------------------------------------------------------- */
 /* Exponentials are taken in double of (double)x - max, which is exact for float32 inputs:
  * in float32 the rounding of x - max alone costs |x - max| * eps/2 relative error in exp
  * (several ulps for logits ~10 apart). With it, each probability and gradient is a single
@@ -330,7 +334,7 @@ int dc_softmax_forward(float *probs, const float *logits, int64_t B, int64_t C)
     if (B == 0 || C == 0)
         return DC_OK;
     int64_t rpc = rows_per_chunk(C, 8), nc = n_chunks(B, rpc);
-    DC_FOR_CHUNKS(c, nc,
+    DC_FOR_CHUNKS(c, nc, {
         double ebuf[ROW_BUF];
         double *e = C <= ROW_BUF ? ebuf : NULL;
         int64_t r1 = dc_min64(B, (c + 1) * rpc);
@@ -350,7 +354,7 @@ int dc_softmax_forward(float *probs, const float *logits, int64_t B, int64_t C)
             for (int64_t j = 0; j < C; j++)
                 p[j] = (float)((e != NULL ? e[j] : exp((double)x[j] - m)) * inv);
         }
-    );
+    });
     return DC_OK;
 }
 
@@ -365,8 +369,8 @@ static double xent_rows(float *probs, float *dlogits, int64_t *correct, const fl
     double loss = 0.0;
     int64_t ok = 0;
     const double s = (double)label_smoothing;
-    const double off = s / (double)C;       /* target of every other class */
-    const double on = (1.0 - s) + off;      /* target of the labelled class */
+    const double off = s / (double)C;  /* target of every other class */
+    const double on = (1.0 - s) + off; /* target of the labelled class */
     const double invB = 1.0 / (double)B;
     for (int64_t r = r0; r < r1; r++) {
         const float *x = logits + r * C;
@@ -429,8 +433,8 @@ int dc_softmax_xent(float *probs, float *dlogits, double *loss, int64_t *n_corre
     int64_t correct = 0;
     double total = 0.0;
     if (nc == 1) {
-        total = xent_rows(probs, dlogits, &correct, logits, labels, 0, B, B, C,
-                          label_smoothing);
+        total =
+            xent_rows(probs, dlogits, &correct, logits, labels, 0, B, B, C, label_smoothing);
     } else {
         /* per-chunk partial losses added in chunk order: the same rounding for any
          * number of threads (and the same as the single-chunk path would give per chunk) */
@@ -531,7 +535,7 @@ int dc_sigmoid_bce(float *probs, float *dlogits, double *loss, int64_t *n_correc
     return DC_OK;
 }
 
-/* ==== input conversion ===================================================================== */
+/* ---- input conversion -------------------------------------------------------------------- */
 
 // inp is (N,F) uint8, idx is (B) or NULL, out is (B,F)
 int dc_gather_u8(float *out, const uint8_t *inp, const int64_t *idx, int64_t B, int64_t F,
@@ -542,7 +546,7 @@ int dc_gather_u8(float *out, const uint8_t *inp, const int64_t *idx, int64_t B, 
     if (B == 0 || F == 0)
         return DC_OK;
     int64_t rpc = rows_per_chunk(F, 1) * 4, nc = n_chunks(B, rpc);
-    DC_FOR_CHUNKS(c, nc,
+    DC_FOR_CHUNKS(c, nc, {
         int64_t r1 = dc_min64(B, (c + 1) * rpc);
         for (int64_t r = c * rpc; r < r1; r++) {
             const uint8_t *src = inp + (idx != NULL ? idx[r] : r) * F;
@@ -550,7 +554,7 @@ int dc_gather_u8(float *out, const uint8_t *inp, const int64_t *idx, int64_t B, 
             for (int64_t j = 0; j < F; j++)
                 dst[j] = (float)src[j] * scale + shift;
         }
-    );
+    });
     return DC_OK;
 }
 
@@ -563,7 +567,7 @@ int dc_gather_f32(float *out, const float *inp, const int64_t *idx, int64_t B, i
     if (B == 0 || F == 0)
         return DC_OK;
     int64_t rpc = rows_per_chunk(F, 1) * 4, nc = n_chunks(B, rpc);
-    DC_FOR_CHUNKS(c, nc,
+    DC_FOR_CHUNKS(c, nc, {
         int64_t r1 = dc_min64(B, (c + 1) * rpc);
         for (int64_t r = c * rpc; r < r1; r++) {
             const float *src = inp + (idx != NULL ? idx[r] : r) * F;
@@ -571,11 +575,11 @@ int dc_gather_f32(float *out, const float *inp, const int64_t *idx, int64_t B, i
             for (int64_t j = 0; j < F; j++)
                 dst[j] = src[j] * scale + shift;
         }
-    );
+    });
     return DC_OK;
 }
 
-/* ==== optimizers =========================================================================== */
+/* ---- optimizers -------------------------------------------------------------------------- */
 
 /* PyTorch SGD (dampening 0): g = grad + l2*p; buf = momentum*buf + g (buf starts at 0, which
  * equals PyTorch's buf = g on the first step); g = nesterov ? g + momentum*buf : buf;
@@ -615,10 +619,10 @@ int dc_sgd_update(float *param, float *velocity, const float *grad, int64_t n, f
     if (n == 0)
         return DC_OK;
     int64_t nc = n_chunks(n, CHUNK_CHEAP);
-    DC_FOR_CHUNKS(c, nc,
+    DC_FOR_CHUNKS(c, nc, {
         sgd_range(param, velocity, grad, c * CHUNK_CHEAP, dc_min64(n, (c + 1) * CHUNK_CHEAP),
                   lr, momentum, nesterov, l2);
-    );
+    });
     return DC_OK;
 }
 
@@ -645,10 +649,10 @@ int dc_rmsprop_update(float *param, float *sq_avg, const float *grad, int64_t n,
     if (n == 0)
         return DC_OK;
     int64_t nc = n_chunks(n, CHUNK_TRANS * 4);
-    DC_FOR_CHUNKS(c, nc,
+    DC_FOR_CHUNKS(c, nc, {
         rmsprop_range(param, sq_avg, grad, c * CHUNK_TRANS * 4,
                       dc_min64(n, (c + 1) * CHUNK_TRANS * 4), lr, rho, eps, l2);
-    );
+    });
     return DC_OK;
 }
 
@@ -688,10 +692,10 @@ int dc_adam_update(float *param, float *m, float *v, const float *grad, int64_t 
     const float decay = 1.0f - lr * wd;
     const int64_t chunk = CHUNK_TRANS * 4;
     int64_t nc = n_chunks(n, chunk);
-    DC_FOR_CHUNKS(c, nc,
-        adam_range(param, m, v, grad, c * chunk, dc_min64(n, (c + 1) * chunk), beta1, beta2, eps,
-                   l2, decay, step_size, sqrt_bc2);
-    );
+    DC_FOR_CHUNKS(c, nc, {
+        adam_range(param, m, v, grad, c * chunk, dc_min64(n, (c + 1) * chunk), beta1, beta2,
+                   eps, l2, decay, step_size, sqrt_bc2);
+    });
     return DC_OK;
 }
 
@@ -730,9 +734,9 @@ int dc_sum_squares(double *out, const float *x, int64_t n)
         double *part = (double *)malloc((size_t)nc * sizeof(double));
         if (part == NULL)
             return DC_ERR_NOMEM;
-        DC_FOR_CHUNKS(c, nc,
+        DC_FOR_CHUNKS(c, nc, {
             part[c] = sumsq_chunk(x, c * SUMSQ_CHUNK, dc_min64(n, (c + 1) * SUMSQ_CHUNK));
-        );
+        });
         for (int64_t c = 0; c < nc; c++)
             total += part[c];
         free(part);
@@ -749,15 +753,15 @@ int dc_scale(float *x, int64_t n, float s)
     if (n == 0)
         return DC_OK;
     int64_t nc = n_chunks(n, CHUNK_CHEAP);
-    DC_FOR_CHUNKS(c, nc,
+    DC_FOR_CHUNKS(c, nc, {
         int64_t hi = dc_min64(n, (c + 1) * CHUNK_CHEAP);
         for (int64_t i = c * CHUNK_CHEAP; i < hi; i++)
             x[i] *= s;
-    );
+    });
     return DC_OK;
 }
 
-/* ==== randomness, dropout =================================================================== */
+/* ---- randomness, dropout ----------------------------------------------------------------- */
 
 /* splitmix64's finalizer (Stafford's mix13): a bijection of 64-bit words with full
  * avalanche. */
@@ -777,7 +781,10 @@ static inline uint64_t stream_key(uint64_t seed, uint64_t stream)
     return mix64(mix64(seed ^ UINT64_C(0x6A09E667F3BCC909)) + stream * GOLDEN);
 }
 
-static inline uint64_t hash_at(uint64_t key, uint64_t i) { return mix64(key + (i + 1) * GOLDEN); }
+static inline uint64_t hash_at(uint64_t key, uint64_t i)
+{
+    return mix64(key + (i + 1) * GOLDEN);
+}
 
 uint64_t dc_hash64(uint64_t seed, uint64_t stream, uint64_t i)
 {
@@ -785,7 +792,10 @@ uint64_t dc_hash64(uint64_t seed, uint64_t stream, uint64_t i)
 }
 
 /* uniform in [0, 1) with 24 random bits: exactly representable as a float */
-static inline float u24(uint64_t h) { return (float)(h >> 40) * (1.0f / 16777216.0f); }
+static inline float u24(uint64_t h)
+{
+    return (float)(h >> 40) * (1.0f / 16777216.0f);
+}
 
 // inp, out, mask are (n); out may equal inp
 int dc_dropout_forward(float *out, uint8_t *mask, const float *inp, int64_t n, float p,
@@ -798,20 +808,19 @@ int dc_dropout_forward(float *out, uint8_t *mask, const float *inp, int64_t n, f
     const uint64_t key = stream_key(seed, stream);
     const float scale = 1.0f / (1.0f - p);
     int64_t nc = n_chunks(n, CHUNK_TRANS * 2);
-    DC_FOR_CHUNKS(c, nc,
+    DC_FOR_CHUNKS(c, nc, {
         int64_t hi = dc_min64(n, (c + 1) * CHUNK_TRANS * 2);
         for (int64_t i = c * CHUNK_TRANS * 2; i < hi; i++) {
             int keep = u24(hash_at(key, (uint64_t)i)) >= p;
             mask[i] = (uint8_t)keep;
             out[i] = keep ? inp[i] * scale : 0.0f;
         }
-    );
+    });
     return DC_OK;
 }
 
 // dout, mask, dinp are (n); dinp may equal dout
-int dc_dropout_backward(float *dinp, const float *dout, const uint8_t *mask, int64_t n,
-                        float p)
+int dc_dropout_backward(float *dinp, const float *dout, const uint8_t *mask, int64_t n, float p)
 {
     if (n < 0 || !(p >= 0.0f && p < 1.0f))
         return DC_ERR_ARG;
@@ -819,10 +828,10 @@ int dc_dropout_backward(float *dinp, const float *dout, const uint8_t *mask, int
         return DC_OK;
     const float scale = 1.0f / (1.0f - p);
     int64_t nc = n_chunks(n, CHUNK_CHEAP);
-    DC_FOR_CHUNKS(c, nc,
+    DC_FOR_CHUNKS(c, nc, {
         int64_t hi = dc_min64(n, (c + 1) * CHUNK_CHEAP);
         for (int64_t i = c * CHUNK_CHEAP; i < hi; i++)
             dinp[i] = mask[i] ? dout[i] * scale : 0.0f;
-    );
+    });
     return DC_OK;
 }

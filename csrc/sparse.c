@@ -13,8 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-
-/* ==== building CSR and its transpose ======================================================= */
+/* ---- building CSR and its transpose ------------------------------------------------------ */
 
 static inline uint64_t load_u64(const uint8_t *p)
 {
@@ -97,8 +96,8 @@ static int gather_rows(dc_csr *out, int64_t capacity, const uint8_t *in8, const 
         const int64_t r0 = B * t / got, r1 = B * (t + 1) / got;
         for (int64_t r = r0; r < r1; ++r) {
             const int64_t src = ridx != NULL ? ridx[r] : r;
-            out->ptr[r + 1] = count(in8 ? in8 + src * F : NULL, in32 ? in32 + src * F : NULL,
-                                    F, scale, NULL);
+            out->ptr[r + 1] =
+                count(in8 ? in8 + src * F : NULL, in32 ? in32 + src * F : NULL, F, scale, NULL);
         }
 #ifdef _OPENMP
 #pragma omp barrier
@@ -141,8 +140,8 @@ static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8
     const int64_t whole[2] = {0, F};
     const int64_t *edge = out->col_edges != NULL ? out->col_edges : whole;
     int32_t *colcnt = calloc((size_t)F, sizeof(int32_t));
-    int64_t *cur = malloc((size_t)F * sizeof(int64_t));    /* write cursor of each column */
-    int64_t *total = calloc((size_t)P, sizeof(int64_t));  /* entries of each group */
+    int64_t *cur = malloc((size_t)F * sizeof(int64_t));  /* write cursor of each column */
+    int64_t *total = calloc((size_t)P, sizeof(int64_t)); /* entries of each group */
     if (colcnt == NULL || cur == NULL || total == NULL) {
         free(colcnt);
         free(cur);
@@ -163,9 +162,9 @@ static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8
             int64_t n = 0;
             for (int64_t r = 0; r < B; ++r) {
                 const int64_t src = ridx != NULL ? ridx[r] : r;
-                rp[r + 1] = count(in8 ? in8 + src * F + c0 : NULL,
-                                  in32 ? in32 + src * F + c0 : NULL, c1 - c0, scale,
-                                  colcnt + c0);
+                rp[r + 1] =
+                    count(in8 ? in8 + src * F + c0 : NULL, in32 ? in32 + src * F + c0 : NULL,
+                          c1 - c0, scale, colcnt + c0);
                 n += rp[r + 1];
             }
             total[p] = n;
@@ -236,8 +235,7 @@ static int edges_ok(const dc_csr *out, int64_t F)
 }
 
 static int csr_gather(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_t *in8,
-                      const float *in32, const int64_t *ridx, int64_t B, int64_t F,
-                      float scale)
+                      const float *in32, const int64_t *ridx, int64_t B, int64_t F, float scale)
 {
     if (out == NULL || B < 0 || F < 0 || F > INT32_MAX || capacity < 0 ||
         (out_t != NULL && (B > INT32_MAX || !edges_ok(out, F))))
@@ -283,12 +281,12 @@ int dc_csr_gather_f32(dc_csr *out, dc_csr *out_t, int64_t capacity, const float 
     return csr_gather(out, out_t, capacity, NULL, inp, idx, B, F, scale);
 }
 
-/* ==== sparse times dense ==================================================================== */
+/* ---- sparse times dense ------------------------------------------------------------------ */
 
 static void spmm_row_generic(float *out, const int32_t *idx, const float *val,
-                             const int64_t *ptr, int64_t pstride, int64_t parts,
-                             const float *d, int64_t ldd, int64_t w, float alpha, float beta,
-                             const float *bias, int act, float act_alpha)
+                             const int64_t *ptr, int64_t pstride, int64_t parts, const float *d,
+                             int64_t ldd, int64_t w, float alpha, float beta, const float *bias,
+                             int act, float act_alpha)
 {
     float acc[DC_SPMM_BLOCK];
     for (int64_t j = 0; j < w; ++j)
@@ -374,11 +372,10 @@ int dc_spmm(float *out, const dc_csr *s, const float *d, int64_t ldd, int64_t N,
     return dc_spmm_ld(out, N, s, d, ldd, N, alpha, beta, bias, act, act_alpha);
 }
 
-int dc_spmm_ld(float *out, int64_t ldo, const dc_csr *s, const float *d, int64_t ldd,
-               int64_t N, float alpha, float beta, const float *bias, int act, float act_alpha)
+int dc_spmm_ld(float *out, int64_t ldo, const dc_csr *s, const float *d, int64_t ldd, int64_t N,
+               float alpha, float beta, const float *bias, int act, float act_alpha)
 {
-    if (s == NULL || s->rows < 0 || s->cols < 0 || s->parts < 1 || N < 0 || ldd < N ||
-        ldo < N)
+    if (s == NULL || s->rows < 0 || s->cols < 0 || s->parts < 1 || N < 0 || ldd < N || ldo < N)
         return DC_ERR_ARG;
     if (act < DC_ACT_IDENTITY || act > DC_ACT_TANH)
         return DC_ERR_ARG;

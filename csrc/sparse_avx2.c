@@ -50,12 +50,14 @@ DC_INLINE void finish(float *out, __m256 acc, const float *bias, __m256i mask, i
 
 /* NV full vectors (8 * NV columns). NV is a constant after inlining; the accumulators
  * are named variables (an array of them gets spilled to the stack every iteration). */
+/* clang-format off */
 #define DC_FMA_IF(k, acc)                                                                  \
     if (nv > k)                                                                            \
     acc = _mm256_fmadd_ps(x, _mm256_loadu_ps(dr + 8 * k), acc)
 #define DC_FINISH_IF(k, acc)                                                               \
     if (nv > k)                                                                            \
     finish(out + 8 * k, acc, bias ? bias + 8 * k : NULL, all, 0, alpha, beta, act, act_alpha)
+/* clang-format on */
 
 DC_INLINE void row_nv(int nv, float *out, const int32_t *idx, const float *val,
                       const int64_t *ptr, int64_t pstride, int64_t parts, const float *d,
@@ -96,6 +98,7 @@ void dc_spmm_row_avx2(float *out, const int32_t *idx, const float *val, const in
 {
     int64_t j = 0;
     /* the common widths get one pass over the entries */
+    /* clang-format off */
     switch (w / 8) {
     case 8: row_nv(8, out, idx, val, ptr, pstride, parts, d, ldd, alpha, beta, bias, act, act_alpha); break;
     case 7: row_nv(7, out, idx, val, ptr, pstride, parts, d, ldd, alpha, beta, bias, act, act_alpha); break;
@@ -107,6 +110,7 @@ void dc_spmm_row_avx2(float *out, const int32_t *idx, const float *val, const in
     case 1: row_nv(1, out, idx, val, ptr, pstride, parts, d, ldd, alpha, beta, bias, act, act_alpha); break;
     default: break;
     }
+    /* clang-format on */
     j = (w / 8) * 8;
     if (j < w) {
         /* the last w % 8 columns: masked loads never touch memory past them */
@@ -124,6 +128,7 @@ void dc_spmm_row_avx2(float *out, const int32_t *idx, const float *val, const in
 }
 
 /* Left-packing 8 lanes: entry m holds, in nibble k, the lane of the k-th set bit of m. */
+/* clang-format off */
 static const uint32_t pack_lut[256] = {
     0x00000000, 0x00000000, 0x00000001, 0x00000010, 0x00000002, 0x00000020, 0x00000021, 0x00000210,
     0x00000003, 0x00000030, 0x00000031, 0x00000310, 0x00000032, 0x00000320, 0x00000321, 0x00003210,
@@ -158,6 +163,7 @@ static const uint32_t pack_lut[256] = {
     0x00007654, 0x00076540, 0x00076541, 0x00765410, 0x00076542, 0x00765420, 0x00765421, 0x07654210,
     0x00076543, 0x00765430, 0x00765431, 0x07654310, 0x00765432, 0x07654320, 0x07654321, 0x76543210,
 };
+/* clang-format on */
 
 /* Lanes `m` of x and of the column numbers j..j+7, packed to the front of val/idx.
  * Whole vectors are stored while the row has room for them (the row's count n is
@@ -213,7 +219,8 @@ void dc_csr_fill_avx2(int32_t *idx, float *val, int64_t n, const uint8_t *s8, co
         for (; j + 8 <= F; j += 8) {
             const __m256 x = _mm256_mul_ps(_mm256_loadu_ps(s32 + j), sc);
             /* unordered: NaN is kept, as in the count */
-            const int m = _mm256_movemask_ps(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_NEQ_UQ));
+            const int m =
+                _mm256_movemask_ps(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_NEQ_UQ));
             if (m != 0)
                 p = pack8(idx, val, p, n, x, j0 + j, m);
         }
@@ -250,7 +257,8 @@ int64_t dc_csr_count_avx2(const uint8_t *s8, const float *s32, int64_t F, float 
             c += dc_popcount32(m);
             if (colcnt != NULL) {
                 const __m256i nz = _mm256_xor_si256(z, _mm256_set1_epi8(-1));
-                const __m128i lo = _mm256_castsi256_si128(nz), hi = _mm256_extracti128_si256(nz, 1);
+                const __m128i lo = _mm256_castsi256_si128(nz),
+                              hi = _mm256_extracti128_si256(nz, 1);
                 add_counts8(colcnt + j, lo);
                 add_counts8(colcnt + j + 8, _mm_srli_si128(lo, 8));
                 add_counts8(colcnt + j + 16, hi);
@@ -259,8 +267,8 @@ int64_t dc_csr_count_avx2(const uint8_t *s8, const float *s32, int64_t F, float 
         }
         for (; j + 8 <= F; j += 8) { /* (a group may end off a multiple of 32) */
             const __m128i v = _mm_loadl_epi64((const __m128i *)(const void *)(s8 + j));
-            const __m128i nz = _mm_xor_si128(_mm_cmpeq_epi8(v, _mm_setzero_si128()),
-                                             _mm_set1_epi8(-1));
+            const __m128i nz =
+                _mm_xor_si128(_mm_cmpeq_epi8(v, _mm_setzero_si128()), _mm_set1_epi8(-1));
             const uint32_t m = (uint32_t)_mm_movemask_epi8(nz) & 0xFFu;
             if (m == 0)
                 continue;
@@ -285,8 +293,8 @@ int64_t dc_csr_count_avx2(const uint8_t *s8, const float *s32, int64_t F, float 
             c += dc_popcount32((uint32_t)m);
             if (colcnt != NULL) {
                 __m256i *cc = (__m256i *)(void *)(colcnt + j);
-                _mm256_storeu_si256(cc, _mm256_sub_epi32(_mm256_loadu_si256(cc),
-                                                         _mm256_castps_si256(nz)));
+                _mm256_storeu_si256(
+                    cc, _mm256_sub_epi32(_mm256_loadu_si256(cc), _mm256_castps_si256(nz)));
             }
         }
         for (; j < F; ++j)

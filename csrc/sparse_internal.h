@@ -9,17 +9,16 @@
 
 #include "gemm_internal.h" /* DC_GEMM_BUILD_AVX2 */
 
-
 /* Output columns one row-kernel call covers: 8 ymm accumulators. */
-#define DC_SPMM_BLOCK 64
+#define DC_SPMM_BLOCK        64
 /* Below this many multiply-adds (nnz * N) a second thread costs more than it gains. */
 #define DC_SPMM_PARALLEL_MIN ((int64_t)1 << 17)
 
 /* One row of one column block: for j in [0, w), w <= DC_SPMM_BLOCK,
  *   out[j] = act(alpha * sum_e val[e] * d[idx[e] * ldd + j] + beta * out[j] + bias[j])
  * over the row's entries e in [ptr[p * pstride], ptr[p * pstride + 1]) for each part p
- * in 0..parts-1 (see dc_csr), the sum taken in that order; beta == 0 ignores out's old value; bias may be
- * NULL; act is DC_ACT_IDENTITY, DC_ACT_RELU or DC_ACT_LEAKY_RELU (slope act_alpha).
+ * in 0..parts-1 (see dc_csr), the sum taken in that order; beta == 0 ignores out's old value;
+ * bias may be NULL; act is DC_ACT_IDENTITY, DC_ACT_RELU or DC_ACT_LEAKY_RELU (slope act_alpha).
  * Measured on Zen 4, one entry of a 64-column block costs ~7 cycles when D is in L1 and
  * ~11 from L2: load-bound, as every multiply-add needs its own element of D. Blocking K
  * to keep D in L1 cost more in bookkeeping than it saved (tried). */
@@ -37,8 +36,8 @@ static inline int dc_spmm_fuses(int act)
 /* dc_spmm (digitcore.h) on a block of columns of a wider matrix: out's rows are ldo >= N
  * floats apart. With ldo > N, act must be one the row kernel applies itself (identity,
  * ReLU, leaky ReLU), else DC_ERR_ARG. */
-int dc_spmm_ld(float *out, int64_t ldo, const dc_csr *s, const float *d, int64_t ldd,
-               int64_t N, float alpha, float beta, const float *bias, int act, float act_alpha);
+int dc_spmm_ld(float *out, int64_t ldo, const dc_csr *s, const float *d, int64_t ldd, int64_t N,
+               float alpha, float beta, const float *bias, int act, float act_alpha);
 
 #if DC_GEMM_BUILD_AVX2
 void dc_spmm_row_avx2(float *out, const int32_t *idx, const float *val, const int64_t *ptr,
