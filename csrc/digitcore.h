@@ -261,16 +261,19 @@ enum { DC_OPT_SGD = 0, DC_OPT_RMSPROP = 1, DC_OPT_ADAM = 2 };
 
 typedef struct {
     int kind;
-    float momentum;     /* SGD */
+    float momentum;     /* SGD: the velocity's decay (0: plain SGD) */
     int nesterov;       /* SGD */
-    float beta1, beta2; /* Adam; beta2 is rho for RMSprop */
-    float eps;
+    float rho;          /* RMSprop: decay of the squared gradients' running average */
+    float beta1;        /* Adam: decay of the first moment (grad_avg) */
+    float beta2;        /* Adam: decay of the second moment (sq_avg) */
+    float eps;          /* RMSprop and Adam: added to the denominator */
     float l2;           /* L2 penalty on weights (not biases) */
     float weight_decay; /* decoupled (AdamW) on weights (not biases) */
     float clip_norm;    /* clip the global gradient norm to this if > 0 */
     int64_t step;       /* updates done so far (in/out) */
-    float *state1;      /* flat, same layout as params: velocity / sq_avg / m */
-    float *state2;      /* flat: v for Adam, else unused (may be NULL) */
+    /* The optimizer's state, each flat in params' layout, NULL where the kind has none: */
+    float *grad_avg; /* running average of the gradient: SGD momentum's velocity, Adam's m */
+    float *sq_avg;   /* running average of the squared gradient: RMSprop's, Adam's v */
 } dc_optim;
 
 typedef struct {

@@ -81,12 +81,12 @@ void mlp_transpose(float *dst, const float *src, int64_t rows, int64_t cols);
  * 0 is a plain dense layer on the dense rows. */
 typedef struct {
     const dc_mlp *net;
-    int blocked;      /* weight held as (I, O) column blocks for the call */
-    int fused_sgd;    /* plain SGD: the weight gradient is applied as it is computed */
-    float *wt;        /* (I, O) weight of layer 0, by column blocks */
-    float *s1t, *s2t; /* the optimizer's state for it, same layout (or NULL) */
-    dc_csr x, xt;     /* the batch and its transpose */
-    int64_t capacity; /* entries x has room for */
+    int blocked;   /* weight held as (I, O) column blocks for the call */
+    int fused_sgd; /* plain SGD: the weight gradient is applied as it is computed */
+    float *wt;     /* (I, O) weight of layer 0, by column blocks */
+    float *grad_avg_t, *sq_avg_t; /* the optimizer's state for it, same layout (or NULL) */
+    dc_csr x, xt;                 /* the batch and its transpose */
+    int64_t capacity;             /* entries x has room for */
     int64_t edges[DC_SPARSE_GROUPS + 1]; /* the input column groups (x.col_edges) */
     float *partial;                      /* forward partial sums of groups 1.. */
     int64_t partial_floats;              /* floats of each */
@@ -125,9 +125,10 @@ int layer0_forward(layer0 *l0, float *out, int64_t rows, int act);
 int64_t layer0_backward_top(const layer0 *l0);
 int layer0_backward(layer0 *l0, const layer0_grad *g);
 /* A stretch of parameters as the optimizer sees it: the parameters, their gradient and
- * the optimizer's state (s1, s2 NULL where it has none), all in the same layout. */
+ * the optimizer's state (dc_optim's grad_avg, sq_avg; NULL where it has none), all in the
+ * same layout. */
 typedef struct {
-    float *p, *g, *s1, *s2;
+    float *p, *g, *grad_avg, *sq_avg;
 } mlp_segment;
 /* Layer 0's weight segment; p is NULL when the fused SGD step has already applied it. */
 mlp_segment layer0_weight(const layer0 *l0, float *grads, const dc_optim *opt);

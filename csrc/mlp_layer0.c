@@ -127,9 +127,9 @@ static int open_blocked(layer0 *l0, const dc_mlp *net, const dc_optim *opt, int6
                     opt->clip_norm <= 0.0f;
     l0->capacity = mlp_sparse_capacity(net, bs);
     l0->wt = dc_alloc_aligned(wbytes);
-    l0->s1t = opt->state1 ? dc_alloc_aligned(wbytes) : NULL;
-    l0->s2t = opt->state2 ? dc_alloc_aligned(wbytes) : NULL;
-    if (!l0->wt || (opt->state1 && !l0->s1t) || (opt->state2 && !l0->s2t))
+    l0->grad_avg_t = opt->grad_avg ? dc_alloc_aligned(wbytes) : NULL;
+    l0->sq_avg_t = opt->sq_avg ? dc_alloc_aligned(wbytes) : NULL;
+    if (!l0->wt || (opt->grad_avg && !l0->grad_avg_t) || (opt->sq_avg && !l0->sq_avg_t))
         return DC_ERR_NOMEM;
     /* the batch in one part per group of input columns (see dc_csr_gather_u8) */
     l0->partial_floats = line_floats(bs * o);
@@ -149,10 +149,10 @@ static int open_blocked(layer0 *l0, const dc_mlp *net, const dc_optim *opt, int6
         return DC_ERR_NOMEM;
     /* layer 0's weight is the first segment of params and of each state array */
     to_blocks(l0->wt, net->params, o, in);
-    if (l0->s1t)
-        to_blocks(l0->s1t, opt->state1, o, in);
-    if (l0->s2t)
-        to_blocks(l0->s2t, opt->state2, o, in);
+    if (l0->grad_avg_t)
+        to_blocks(l0->grad_avg_t, opt->grad_avg, o, in);
+    if (l0->sq_avg_t)
+        to_blocks(l0->sq_avg_t, opt->sq_avg, o, in);
     l0->blocked = 1;
     return DC_OK;
 }
@@ -170,14 +170,14 @@ void layer0_close(layer0 *l0, const dc_optim *opt)
     if (l0->blocked) {
         const int64_t in = l0->net->sizes[0], o = l0->net->sizes[1];
         from_blocks(l0->net->params, l0->wt, o, in);
-        if (l0->s1t)
-            from_blocks(opt->state1, l0->s1t, o, in);
-        if (l0->s2t)
-            from_blocks(opt->state2, l0->s2t, o, in);
+        if (l0->grad_avg_t)
+            from_blocks(opt->grad_avg, l0->grad_avg_t, o, in);
+        if (l0->sq_avg_t)
+            from_blocks(opt->sq_avg, l0->sq_avg_t, o, in);
     }
     dc_free_aligned(l0->wt);
-    dc_free_aligned(l0->s1t);
-    dc_free_aligned(l0->s2t);
+    dc_free_aligned(l0->grad_avg_t);
+    dc_free_aligned(l0->sq_avg_t);
     dc_free_aligned(l0->partial);
     csr_free(&l0->x);
     csr_free(&l0->xt);
@@ -211,10 +211,12 @@ int layer0_load(layer0 *l0, const uint8_t *x_u8, const float *x_f32, const int64
 mlp_segment layer0_weight(const layer0 *l0, float *grads, const dc_optim *opt)
 {
     if (l0->blocked)
-        return (mlp_segment){
-            .p = l0->fused_sgd ? NULL : l0->wt, .g = grads, .s1 = l0->s1t, .s2 = l0->s2t};
+        return (mlp_segment){.p = l0->fused_sgd ? NULL : l0->wt,
+                             .g = grads,
+                             .grad_avg = l0->grad_avg_t,
+                             .sq_avg = l0->sq_avg_t};
     return (mlp_segment){
-        .p = l0->net->params, .g = grads, .s1 = opt->state1, .s2 = opt->state2};
+        .p = l0->net->params, .g = grads, .grad_avg = opt->grad_avg, .sq_avg = opt->sq_avg};
 }
 
 /* Where layer 0's weight gradient goes, in the (I, O) layout, as dst = alpha * grad +

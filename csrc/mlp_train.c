@@ -104,13 +104,13 @@ static int optimizer_step(const dc_optim *opt, mlp_segment s, int64_t n, float l
     const float l2 = decay ? opt->l2 : 0.0f;
     switch (opt->kind) {
     case DC_OPT_SGD:
-        return dc_sgd_update(s.p, opt->momentum != 0.0f ? s.s1 : NULL, s.g, n, lr,
+        return dc_sgd_update(s.p, opt->momentum != 0.0f ? s.grad_avg : NULL, s.g, n, lr,
                              opt->momentum, opt->nesterov, l2);
     case DC_OPT_RMSPROP:
-        return dc_rmsprop_update(s.p, s.s1, s.g, n, lr, opt->beta2, opt->eps, l2);
+        return dc_rmsprop_update(s.p, s.sq_avg, s.g, n, lr, opt->rho, opt->eps, l2);
     case DC_OPT_ADAM:
-        return dc_adam_update(s.p, s.s1, s.s2, s.g, n, lr, opt->beta1, opt->beta2, opt->eps, l2,
-                              decay ? opt->weight_decay : 0.0f, opt->step);
+        return dc_adam_update(s.p, s.grad_avg, s.sq_avg, s.g, n, lr, opt->beta1, opt->beta2,
+                              opt->eps, l2, decay ? opt->weight_decay : 0.0f, opt->step);
     default:
         return DC_ERR_ARG;
     }
@@ -122,8 +122,8 @@ static mlp_segment segment_at(const train_state *t, int64_t off)
     return (mlp_segment){
         .p = t->net->params + off,
         .g = t->grads + off,
-        .s1 = t->opt->state1 ? t->opt->state1 + off : NULL,
-        .s2 = t->opt->state2 ? t->opt->state2 + off : NULL,
+        .grad_avg = t->opt->grad_avg ? t->opt->grad_avg + off : NULL,
+        .sq_avg = t->opt->sq_avg ? t->opt->sq_avg + off : NULL,
     };
 }
 

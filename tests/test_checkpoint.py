@@ -158,13 +158,48 @@ def test_checkpointing_does_not_change_the_bits(tmp_path):
     assert state["run"]["network"] == net_b.get_config()
     assert state["step"] == tr.optimizer.step_count == 2 * 5
     np.testing.assert_array_equal(tensors["params"], net_b.flat_parameters)
-    np.testing.assert_array_equal(tensors["optimizer.state2"], tr.optimizer.state2)
+    np.testing.assert_array_equal(tensors["optimizer.sq_avg"], tr.optimizer.sq_avg)
     # the file is plain safetensors: JSON header, no pickle
     raw = (tmp_path / "ck" / FILE_NAME).read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8:8 + n])
     assert header["__metadata__"]["format"] == "digitcore-checkpoint"
     assert b"pickle" not in raw and b"\x80\x04" not in raw[:8 + n]
+
+
+@pytest.mark.parametrize("optimizer", ["rmsprop", "adam", "momentum"])
+def test_a_checkpoint_with_the_old_state_names_resumes(tmp_path, optimizer):
+    """Checkpoints from before the optimizer's state was named by its role: tensors
+    "optimizer.state1"/"state2" (RMSprop's squared-gradient average in state1) and
+    RMSprop's rho as "beta2" in the run config. They read as today's names and resume."""
+    from digitcore import checkpoint
+
+    net, tr, x, y = _small_run(tmp_path, optimizer=optimizer)
+    tr.fit(x, y)
+    path = tmp_path / "ck" / FILE_NAME
+    state, tensors = read_checkpoint(path)
+    old = {"params": tensors["params"]}
+    if optimizer == "rmsprop":
+        old["optimizer.state1"] = tensors["optimizer.sq_avg"]
+        opt_cfg = state["run"]["optimizer"]
+        opt_cfg["beta2"] = opt_cfg.pop("rho")
+    else:
+        old["optimizer.state1"] = tensors["optimizer.grad_avg"]
+        if "optimizer.sq_avg" in tensors:
+            old["optimizer.state2"] = tensors["optimizer.sq_avg"]
+    path.write_bytes(checkpoint._encode(state, old))
+    _, upgraded = read_checkpoint(path)
+    assert sorted(upgraded) == sorted(tensors)
+    for name, arr in tensors.items():
+        np.testing.assert_array_equal(upgraded[name], arr)
+    net2, tr2, x, y = _small_run(tmp_path, optimizer=optimizer)
+    tr2.fit(x, y, resume=True)  # refused if the run config did not match
+    assert np.array_equal(net2.flat_parameters, net.flat_parameters)
+    for name in ("grad_avg", "sq_avg"):
+        a, b = getattr(tr.optimizer, name), getattr(tr2.optimizer, name)
+        assert (a is None) == (b is None)
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
 
 
 def test_another_run_or_existing_checkpoint_is_refused(tmp_path):

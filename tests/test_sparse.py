@@ -88,7 +88,7 @@ def test_every_optimizer_and_its_state_survive_the_transposed_layout(rng, name, 
         tr.fit(x, y)  # continues: state must have been stored back untransposed
         nets[mode] = (net, tr.optimizer)
     _close(nets["never"][0], nets["always"][0])
-    for attr in ("state1", "state2"):
+    for attr in ("grad_avg", "sq_avg"):
         a, b = getattr(nets["never"][1], attr, None), getattr(nets["always"][1], attr, None)
         if a is not None:
             np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-6)

@@ -97,7 +97,7 @@ def train_hash(name, threads):
         trainer._sparse_input = sparse
         trainer.fit(x, y)
         opt = trainer.optimizer
-        return _hash(net.flat_parameters, opt.state1, opt.state2,
+        return _hash(net.flat_parameters, opt.grad_avg, opt.sq_avg,
                      net.predict_proba(x[:300]), net.predict_proba(x[300:400]))
     finally:
         digitcore.set_num_threads(old)

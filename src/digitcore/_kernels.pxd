@@ -108,6 +108,7 @@ cdef extern from "digitcore.h" nogil:
         int kind
         float momentum
         int nesterov
+        float rho
         float beta1
         float beta2
         float eps
@@ -115,8 +116,8 @@ cdef extern from "digitcore.h" nogil:
         float weight_decay
         float clip_norm
         int64_t step
-        float *state1
-        float *state2
+        float *grad_avg
+        float *sq_avg
     ctypedef struct dc_train_stats:
         double loss_sum
         int64_t n_correct

@@ -178,8 +178,13 @@ cdef class _Net:
         return loss, correct
 
     def train(self, x, labels, order, int64_t batch_size, lrs, float scale, float shift,
-              uint64_t seed, dict opt, grads, state1, state2, augment=None):
+              uint64_t seed, dict opt, grads, grad_avg, sq_avg, augment=None):
         """Run len(lrs) mini-batches in C. ``opt['step']`` is updated in place.
+
+        ``opt``: the optimizer's kind and hyperparameters (``Optimizer.kernel_config``:
+        momentum, nesterov, rho, beta1, beta2, eps, l2, weight_decay, clip_norm, step).
+        ``grad_avg`` (SGD with momentum, Adam) and ``sq_avg`` (RMSprop, Adam): the
+        optimizer's state, float32 (n_params), updated in place; None where it has none.
 
         ``augment``: None, or (params, bank, (height, width)) with params a dict of
         ops.augment's rotate/shear/scale/translate/alpha/thickness and bank its elastic
@@ -231,9 +236,11 @@ cdef class _Net:
         kind = opt["kind"]
         if kind not in _OPTIMIZERS:
             raise ValueError(f"unknown optimizer kind {kind!r}")
+        memset(&o, 0, sizeof(o))
         o.kind = _OPTIMIZERS[kind]
         o.momentum = opt.get("momentum", 0.0)
         o.nesterov = opt.get("nesterov", False)
+        o.rho = opt.get("rho", 0.99)
         o.beta1 = opt.get("beta1", 0.9)
         o.beta2 = opt.get("beta2", 0.999)
         o.eps = opt.get("eps", 1e-8)
@@ -241,19 +248,17 @@ cdef class _Net:
         o.weight_decay = opt.get("weight_decay", 0.0)
         o.clip_norm = opt.get("clip_norm", 0.0) or 0.0
         o.step = opt.get("step", 0)
-        o.state1 = NULL
-        o.state2 = NULL
-        needs1 = o.kind != DC_OPT_SGD or o.momentum != 0.0
-        needs2 = o.kind == DC_OPT_ADAM
-        if needs1:
-            _check_1d(state1, np.float32, "state1", self.n_params)
-            s1v = state1
-            o.state1 = &s1v[0]
-        if needs2:
-            _check_1d(state2, np.float32, "state2", self.n_params)
-            s2v = state2
-            o.state2 = &s2v[0]
-        for arr, nm in ((grads, "grads"), (state1, "state1"), (state2, "state2")):
+        o.grad_avg = NULL
+        o.sq_avg = NULL
+        if o.kind == DC_OPT_ADAM or (o.kind == DC_OPT_SGD and o.momentum != 0.0):
+            _check_1d(grad_avg, np.float32, "grad_avg", self.n_params)
+            s1v = grad_avg
+            o.grad_avg = &s1v[0]
+        if o.kind != DC_OPT_SGD:
+            _check_1d(sq_avg, np.float32, "sq_avg", self.n_params)
+            s2v = sq_avg
+            o.sq_avg = &s2v[0]
+        for arr, nm in ((grads, "grads"), (grad_avg, "grad_avg"), (sq_avg, "sq_avg")):
             if arr is not None and np.shares_memory(arr, self.params_arr):
                 raise ValueError(f"{nm} must not overlap params")
         if m == 0:

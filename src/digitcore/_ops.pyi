@@ -107,8 +107,8 @@ class _Net:
                  shift: float) -> tuple[float, int]: ...
     def train(self, x: Any, labels: npt.NDArray[np.int64], order: npt.NDArray[np.int64],
               batch_size: int, lrs: F32, scale: float, shift: float, seed: int,
-              opt: dict[str, Any], grads: F32, state1: F32 | None,
-              state2: F32 | None) -> tuple[float, int, int]: ...
+              opt: dict[str, Any], grads: F32, grad_avg: F32 | None,
+              sq_avg: F32 | None, augment: Any = ...) -> tuple[float, int, int]: ...
 
 # ---- loss and gradient over a set of rows (_mlp_grad.pxi, used by the estimator) ----
 class Rows:

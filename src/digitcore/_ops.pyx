@@ -13,6 +13,7 @@ import operator
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t, uint64_t, uint8_t
+from libc.string cimport memset
 
 from digitcore._kernels cimport *
 from digitcore.errors import KernelError

@@ -6,8 +6,9 @@ stops the run; ``fit(..., resume=True)`` (``digitcore train --checkpoint DIR --r
 continues from it. One safetensors file, written atomically (temporary file, fsync,
 rename), so the last complete checkpoint is only ever replaced by another complete one:
 
-    tensors   "params" (the flat parameters), "optimizer.state1"/"state2" (when the
-              optimizer has them), "early_stopping.best_params" (when kept), all float32
+    tensors   "params" (the flat parameters), "optimizer.grad_avg"/"optimizer.sq_avg"
+              (the optimizer's state, when it has it), "early_stopping.best_params" (when
+              kept), all float32
     metadata  "format" = "digitcore-checkpoint", "checkpoint" = JSON of:
               version, run (the full config: network, trainer, optimizer, data
               fingerprint), position (epoch, batch within it, optimizer step, the
@@ -139,6 +140,7 @@ def read_checkpoint(path):
             tensors[name] = arr.reshape(spec["shape"]).astype(np.float32)
     except (KeyError, TypeError, ValueError) as exc:
         raise bad(f"its tensor table is malformed ({exc})") from None
+    _upgrade(state, tensors)
     return state, tensors
 
 
@@ -189,11 +191,11 @@ class Checkpointer:
             params = tensors["params"]
             if params.shape != net.flat_parameters.shape:
                 raise KeyError("params")
-            for i, arr in ((1, opt.state1), (2, opt.state2)):
-                got = tensors.get(f"optimizer.state{i}")
+            for name in _STATE_NAMES:
+                arr, got = getattr(opt, name), tensors.get(f"optimizer.{name}")
                 if (arr is None) != (got is None) or (got is not None
                                                       and got.shape != arr.shape):
-                    raise KeyError(f"optimizer.state{i}")
+                    raise KeyError(f"optimizer.{name}")
             pos = state["position"]
             position = (int(pos["epoch"]), int(pos["batch"]), float(pos["loss_sum"]),
                         int(pos["correct"]), int(pos["seen"]), float(pos["elapsed"]))
@@ -206,10 +208,9 @@ class Checkpointer:
                                   f"incomplete or malformed ({type(exc).__name__}: {exc})") \
                 from None
         net.flat_parameters[...] = params
-        if opt.state1 is not None:
-            opt.state1[...] = tensors["optimizer.state1"]
-        if opt.state2 is not None:
-            opt.state2[...] = tensors["optimizer.state2"]
+        for name in _STATE_NAMES:
+            if getattr(opt, name) is not None:
+                getattr(opt, name)[...] = tensors[f"optimizer.{name}"]
         opt.step_count = step
         history.epoch[:] = epochs
         history.history.update(logs)
@@ -232,10 +233,9 @@ class Checkpointer:
         the shuffling generator's state before that epoch's permutation."""
         net, opt = trainer.network, trainer.optimizer
         tensors = {"params": net.flat_parameters}
-        if opt.state1 is not None:
-            tensors["optimizer.state1"] = opt.state1
-        if opt.state2 is not None:
-            tensors["optimizer.state2"] = opt.state2
+        for name in _STATE_NAMES:
+            if getattr(opt, name) is not None:
+                tensors[f"optimizer.{name}"] = getattr(opt, name)
         es_state = None
         es = trainer.early_stopping
         if es is not None and es in callbacks:
@@ -257,6 +257,27 @@ class Checkpointer:
         atomic_write_bytes(self.path, _encode(_jsonable(state), tensors))
         self.last_write = time.monotonic()
         self.writes += 1
+
+
+# the optimizer's state arrays (Optimizer attributes; tensors "optimizer.<name>")
+_STATE_NAMES = ("grad_avg", "sq_avg")
+
+
+def _upgrade(state, tensors):
+    """A checkpoint written before the optimizer's state and RMSprop's decay were named by
+    their role, in today's names, in place: tensors "optimizer.state1"/"state2" (state1
+    was RMSprop's squared-gradient average, else the gradient average; state2 Adam's
+    squared-gradient average) and the run config's RMSprop "beta2" (its rho)."""
+    run = state.get("run")
+    opt_cfg = run.get("optimizer") if isinstance(run, dict) else None
+    kind = opt_cfg.get("kind") if isinstance(opt_cfg, dict) else None
+    if kind == "rmsprop" and "beta2" in opt_cfg and "rho" not in opt_cfg:
+        opt_cfg["rho"] = opt_cfg.pop("beta2")
+    old1, old2 = tensors.pop("optimizer.state1", None), tensors.pop("optimizer.state2", None)
+    if old1 is not None:
+        tensors["optimizer.sq_avg" if kind == "rmsprop" else "optimizer.grad_avg"] = old1
+    if old2 is not None:
+        tensors["optimizer.sq_avg"] = old2
 
 
 def _short(v):

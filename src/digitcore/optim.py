@@ -41,8 +41,11 @@ class Optimizer:
         self.lr = _check_positive(self.default_lr if lr is None else lr, "lr")
         self.step_count = 0
         self.n_params = None  # size the state was made for (None: not yet)
-        self.state1 = None
-        self.state2 = None
+        # The state, float32 arrays laid out like network.flat_parameters (None where this
+        # optimizer keeps none): the running average of the gradient (SGD momentum's
+        # velocity, Adam's m) and of the squared gradient (RMSprop's, Adam's v).
+        self.grad_avg = None
+        self.sq_avg = None
 
     def _kernel_args(self):  # pragma: no cover - overridden
         return {}
@@ -66,14 +69,14 @@ class Optimizer:
         return True
 
     def _needs(self):
-        """(needs state1, needs state2)."""
+        """(keeps grad_avg, keeps sq_avg)."""
         return False, False
 
     def reset(self, n_params):
         """Allocate zeroed state for ``n_params`` parameters and restart step counting."""
-        need1, need2 = self._needs()
-        self.state1 = np.zeros(n_params, np.float32) if need1 else None
-        self.state2 = np.zeros(n_params, np.float32) if need2 else None
+        need_grad_avg, need_sq_avg = self._needs()
+        self.grad_avg = np.zeros(n_params, np.float32) if need_grad_avg else None
+        self.sq_avg = np.zeros(n_params, np.float32) if need_sq_avg else None
         self.step_count = 0
         self.n_params = int(n_params)
 
@@ -107,18 +110,19 @@ class Optimizer:
                 n = seg.size
                 sl = slice(off, off + n)
                 p, g = params[sl], grads[sl]
-                s1 = None if self.state1 is None else self.state1[sl]
-                s2 = None if self.state2 is None else self.state2[sl]
+                grad_avg = None if self.grad_avg is None else self.grad_avg[sl]
+                sq_avg = None if self.sq_avg is None else self.sq_avg[sl]
                 l2_seg = cfg["l2"] if decay else 0.0
                 if self.kind == "sgd":
-                    ops.sgd_update(p, g, s1, lr=lr, momentum=cfg["momentum"],
+                    ops.sgd_update(p, g, grad_avg, lr=lr, momentum=cfg["momentum"],
                                    nesterov=cfg["nesterov"], l2=l2_seg)
                 elif self.kind == "rmsprop":
-                    ops.rmsprop_update(p, g, s1, lr=lr, rho=cfg["beta2"], eps=cfg["eps"],
+                    ops.rmsprop_update(p, g, sq_avg, lr=lr, rho=cfg["rho"], eps=cfg["eps"],
                                        l2=l2_seg)
                 else:
-                    ops.adam_update(p, g, s1, s2, self.step_count, lr=lr, beta1=cfg["beta1"],
-                                    beta2=cfg["beta2"], eps=cfg["eps"], l2=l2_seg,
+                    ops.adam_update(p, g, grad_avg, sq_avg, self.step_count, lr=lr,
+                                    beta1=cfg["beta1"], beta2=cfg["beta2"], eps=cfg["eps"],
+                                    l2=l2_seg,
                                     weight_decay=cfg.get("weight_decay", 0.0) if decay else 0.0)
                 off += n
 
@@ -217,10 +221,10 @@ class RMSprop(Optimizer):
         self.eps = _check_positive(eps, "eps")
 
     def _needs(self):
-        return True, False
+        return False, True
 
     def _kernel_args(self):
-        return {"beta2": self.rho, "eps": self.eps}
+        return {"rho": self.rho, "eps": self.eps}
 
     def _public(self):
         return {"lr": self.lr, "rho": self.rho, "eps": self.eps}

@@ -541,7 +541,7 @@ class Trainer:
                     try:
                         ls, c, s = c_net.train(
                             x2, labels, order[b0 * bs:min(n, b1 * bs)], bs, lrs_all[b0:b1],
-                            scale, shift, dropout_seed, cfg, grads, opt.state1, opt.state2,
+                            scale, shift, dropout_seed, cfg, grads, opt.grad_avg, opt.sq_avg,
                             None if aug is None else (aug.kernel_args(), bank, hw))
                         if not np.isfinite(net.flat_parameters).all():
                             net.flat_parameters[...] = snapshot
