@@ -25,15 +25,14 @@ from digitcore.checkpoint import FILE_NAME, CheckpointError, read_checkpoint
 
 WORKER = textwrap.dedent("""
     import sys, numpy as np, digitcore
-    import digitcore.trainer as T
-    T._CHUNK_SAMPLES, T._CHUNK_SECONDS = 192, None   # 3 batches per C call
     ckpt, out, resume = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
     (x, y), _ = digitcore.load_dataset("mnist-mini")
     net = digitcore.Network([784, 40, 10], dropout=0.2, seed=3)
     tr = digitcore.Trainer(net, optimizer="adam", lr=3e-3, batch_size=64, epochs=8,
                            lr_schedule="cosine", warmup=0.5, seed=7, verbose=0,
                            early_stopping=dict(patience=10, restore_best=True),
-                           checkpoint=ckpt if ckpt != "-" else None, checkpoint_seconds=0)
+                           checkpoint=ckpt if ckpt != "-" else None, checkpoint_seconds=0,
+                           chunk_samples=192, chunk_seconds=None)  # 3 batches per C call
     h = tr.fit(x[:2400], y[:2400], validation_fraction=0.1, resume=resume)
     print("interrupted" if h.interrupted else "done", len(h), flush=True)
     if not h.interrupted:
@@ -283,24 +282,20 @@ def test_cli_checkpoint_and_resume(tmp_path):
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_bits_do_not_depend_on_the_chunking(rng, monkeypatch, optimizer):
+def test_bits_do_not_depend_on_the_chunking(rng, optimizer):
     """Trainer sizes its C calls by time, and a resumed run starts a call at the
     checkpoint: the weights must not depend on where calls start and end. Data where the
     epoch's short last batch is sparse or dense depending on the rows of the call it falls
     into if the kernel judged it by the call's buffer (it judges each batch by its own)."""
-    import digitcore.trainer as T
-
     x = (rng.random((1000, 784)) < 0.2).astype(np.uint8) * rng.integers(
         1, 256, (1000, 784), dtype=np.uint8)
     x[:100] = rng.integers(1, 256, size=(100, 784))
     y = rng.integers(0, 10, 1000)
     results = []
     for samples in (16384, 64, 128, 320):
-        monkeypatch.setattr(T, "_CHUNK_SAMPLES", samples)
-        monkeypatch.setattr(T, "_CHUNK_SECONDS", None)
         net = digitcore.Network([784, 40, 16, 10], dropout=0.2, seed=0)
         digitcore.Trainer(net, optimizer=optimizer, batch_size=64, epochs=2, seed=1,
-                          verbose=0).fit(x, y)
+                          verbose=0, chunk_samples=samples, chunk_seconds=None).fit(x, y)
         results.append(net.flat_parameters.copy())
     for samples, r in zip((64, 128, 320), results[1:]):
         assert np.array_equal(r, results[0]), (samples, int((r != results[0]).sum()))

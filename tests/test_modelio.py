@@ -10,6 +10,7 @@ import struct
 import numpy as np
 import pytest
 
+import digitcore
 from digitcore import ModelFormatError
 from digitcore import modelio
 from digitcore.modelio import load_model, read_model_info, save_model
@@ -92,7 +93,7 @@ def test_file_layout_follows_spec(tmp_path):
     header = json.loads(text)
     meta = header.pop("__metadata__")
     assert meta["format"] == "digitcore"
-    assert meta["digitcore_version"] == modelio.__version__
+    assert meta["digitcore_version"] == digitcore.__version__
     assert json.loads(meta["config"]) == net.get_config()
     assert "training" not in meta
     assert all(isinstance(v, str) for v in meta.values())

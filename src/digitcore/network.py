@@ -14,6 +14,7 @@ import numpy as np
 
 from digitcore._checks import class_indices, samples_2d
 from digitcore._config import _ops
+from digitcore._modelfile import write_model
 
 __all__ = ["Network", "ACTIVATIONS", "INITS"]
 
@@ -62,6 +63,8 @@ class Network:
     >>> net.n_params
     101770
     """
+
+    leaky_slope = LEAKY_SLOPE  # leaky_relu's negative slope (fixed; exporters read it)
 
     def __init__(self, layer_sizes, activation="relu", init="he", dropout=0.0, seed=None, *,
                  input_mean=0.0, input_std=1.0):
@@ -313,10 +316,15 @@ class Network:
     # ---- files -------------------------------------------------------------------------------
 
     def save(self, path, metadata=None):
-        """Write the network to a safetensors file (atomically)."""
-        from digitcore.modelio import save_model
+        """Write the network to a safetensors file (atomically); ``metadata`` defaults to
+        ``training_summary``. ``digitcore.load_model(path)`` reads it back.
 
-        return save_model(self, path, metadata=metadata)
+        The file format lives in :mod:`digitcore._modelfile`, below this module;
+        :mod:`digitcore.modelio` (save_model, load_model) sits above it: no import cycle.
+        """
+        if metadata is None:
+            metadata = self.training_summary
+        write_model(path, self.get_config(), self.weights, self.biases, metadata)
 
     def to_onnx(self, path, input_dtype="float32"):
         """Write the network as an ONNX model (needs the ``onnx`` package), atomically.
@@ -326,7 +334,7 @@ class Network:
         [0, 1], and returns what :meth:`predict_proba` returns. Opset 17, float32
         weights; see :mod:`digitcore.onnxio`.
         """
-        from digitcore.onnxio import to_onnx
+        from digitcore.onnxio import to_onnx  # lazy: it imports onnx; it never imports us
 
         return to_onnx(self, path, input_dtype=input_dtype)
 

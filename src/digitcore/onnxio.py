@@ -30,7 +30,6 @@ import numpy as np
 
 from digitcore._atomic import atomic_write_bytes
 from digitcore._version import __version__
-from digitcore.network import LEAKY_SLOPE, Network
 
 __all__ = ["to_onnx", "OPSET", "IR_VERSION", "INPUT_DTYPES"]
 
@@ -56,7 +55,8 @@ def build_onnx_model(network, input_dtype="float32"):
 
     See :func:`to_onnx` for the parameters.
     """
-    if not isinstance(network, Network):
+    # duck-typed: Network.to_onnx calls this module, so it does not import network
+    if not all(hasattr(network, a) for a in ("get_config", "flat_parameters", "leaky_slope")):
         raise TypeError(f"network must be a digitcore.Network, got {type(network).__name__}")
     if input_dtype not in INPUT_DTYPES:
         raise ValueError(f"input_dtype must be one of {INPUT_DTYPES}, got {input_dtype!r}")
@@ -91,7 +91,7 @@ def build_onnx_model(network, input_dtype="float32"):
         nodes.append(helper.make_node("Add", [mm, const(f"{2 * i}.bias", b)], [lin]))
         if i < last:
             out = f"layer{i}_out"
-            kw = {"alpha": LEAKY_SLOPE} if network.activation == "leaky_relu" else {}
+            kw = {"alpha": network.leaky_slope} if network.activation == "leaky_relu" else {}
             nodes.append(helper.make_node(_ACTIVATIONS[network.activation], [lin], [out], **kw))
             h = out
         else:

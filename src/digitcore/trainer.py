@@ -21,8 +21,9 @@ from digitcore.optim import get_optimizer, make_schedule
 
 __all__ = ["Trainer", "History", "Callback", "EarlyStopping", "LambdaCallback"]
 
-# Work per C call (Trainer's chunk_samples / chunk_seconds): the first call of a fit takes
-# _CHUNK_SAMPLES samples; after each call the next is sized to take about _CHUNK_SECONDS:
+# Work per C call, the defaults of Trainer's chunk_samples / chunk_seconds (tests pass
+# those): the first call of a fit takes _CHUNK_SAMPLES samples; after each call the next
+# is sized to take about _CHUNK_SECONDS:
 # long enough that the per-call costs (scratch set-up, the parameter snapshot and overflow
 # check) vanish, short enough that progress updates and Ctrl-C stay responsive.
 _CHUNK_SAMPLES = 16384

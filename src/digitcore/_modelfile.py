@@ -1,0 +1,323 @@
+"""The model file format: a network's config, weights and biases as safetensors.
+
+This module knows the bytes and nothing of :class:`~digitcore.network.Network`: the
+network writes itself with it (``Network.save``), and :mod:`digitcore.modelio` (the public
+API: save_model, load_model, read_model_info, to_torch) builds Networks from what it reads.
+
+Format (https://github.com/huggingface/safetensors, written and read here with
+NumPy only; the safetensors package is not needed and nothing is unpickled)::
+
+    8 bytes   N, unsigned 64-bit little-endian: length of the header
+    N bytes   UTF-8 JSON header, padded with spaces to a multiple of 8 bytes
+    rest      raw little-endian tensor data, addressed by the header's offsets
+
+The header maps tensor names to ``{"dtype": "F32", "shape": [...],
+"data_offsets": [begin, end]}`` (offsets relative to the data buffer). Names
+follow a PyTorch ``nn.Sequential(Linear, Act, Linear, Act, ..., Linear)``
+state dict: layer ``i`` is ``"{2*i}.weight"`` shaped ``(out, in)`` and
+``"{2*i}.bias"`` shaped ``(out,)``, so ``Sequential.load_state_dict(
+safetensors.torch.load_file(path))`` works. ``"__metadata__"`` holds strings:
+``format = "digitcore"``, ``config`` (JSON of ``Network.get_config()``),
+``digitcore_version`` and optionally ``training`` (JSON summary).
+
+The network's input normalisation (``input_mean``, ``input_std`` in the
+config) is not part of the tensors: a PyTorch model loaded from the file
+expects inputs already scaled to [0, 1] and normalised as
+``(x - input_mean) / input_std``. :func:`digitcore.modelio.to_torch` folds it into the first
+layer instead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from typing import Any, Callable
+
+import numpy as np
+
+from digitcore._atomic import atomic_write_bytes
+from digitcore._version import __version__
+from digitcore.errors import ModelFormatError
+
+FORMAT_NAME = "digitcore"
+# The header is JSON describing a few tensors; the safetensors library itself caps
+# it at 100 MB. Ours are a few KB, so a much smaller cap refuses garbage early.
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+# Largest layer width / depth a config may ask for, checked before anything is allocated.
+MAX_LAYER_SIZE = 1 << 20
+MAX_LAYERS = 1024
+_TENSOR_KEYS = {"dtype", "shape", "data_offsets"}
+_SAFETENSORS_DTYPES = {"BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16",
+                       "BF16", "I32", "U32", "F32", "F64", "I64", "U64"}
+
+
+# ----------------------------------------------------------------------------
+# writing
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if hasattr(obj, "history") and isinstance(obj.history, dict):  # a trainer History
+        return obj.history
+    raise TypeError(f"metadata value of type {type(obj).__name__} is not JSON serialisable")
+
+
+def _serialize(tensors: list[tuple[str, np.ndarray]], metadata: dict[str, str]) -> bytes:
+    header: dict[str, Any] = {"__metadata__": metadata}
+    offset = 0
+    blobs = []
+    for name, arr in tensors:
+        blob = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + len(blob)]}
+        offset += len(blob)
+        blobs.append(blob)
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # the spec pads the header with spaces to 8 bytes
+    return b"".join([struct.pack("<Q", len(raw)), raw, *blobs])
+
+
+def write_model(path, config, weights, biases, metadata=None) -> None:
+    """Write a network's config, weights and biases to a safetensors file at `path`,
+    atomically.
+
+    Parameters
+    ----------
+    config : dict
+        ``Network.get_config()``.
+    weights, biases : lists of ``(out, in)`` and ``(out,)`` arrays
+    path : str or os.PathLike
+        Destination; an existing file is replaced only once the new one is
+        completely written.
+    metadata : dict, optional
+        JSON-serialisable training summary (epochs, accuracy, history, ...),
+        stored as the ``training`` metadata string. NumPy scalars and arrays
+        and History objects are converted. None: no ``training`` metadata.
+
+    Raises
+    ------
+    ValueError
+        If the network's parameters do not match its layer sizes, or
+        `metadata` is not JSON-serialisable.
+    OSError
+        If the file cannot be written (the old file, if any, is intact).
+    """
+    sizes = [int(s) for s in config["layer_sizes"]]
+    weights, biases = list(weights), list(biases)
+    if len(weights) != len(sizes) - 1 or len(biases) != len(sizes) - 1:
+        raise ValueError(
+            f"network has {len(weights)} weights and {len(biases)} biases for "
+            f"layer_sizes {sizes}")
+    tensors = []
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        w, b = np.asarray(w), np.asarray(b)
+        want_w, want_b = (sizes[i + 1], sizes[i]), (sizes[i + 1],)
+        if w.shape != want_w or b.shape != want_b:
+            raise ValueError(
+                f"layer {i}: weight shape {w.shape} and bias shape {b.shape}, expected "
+                f"{want_w} and {want_b} from layer_sizes {sizes}")
+        tensors += [(f"{2 * i}.weight", w), (f"{2 * i}.bias", b)]
+    meta = {"format": FORMAT_NAME,
+            "config": json.dumps(config, sort_keys=True, default=_json_default),
+            "digitcore_version": __version__}
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            raise ValueError(f"metadata must be a dict, got {type(metadata).__name__}")
+        try:
+            meta["training"] = json.dumps(metadata, sort_keys=True, default=_json_default,
+                                          allow_nan=True)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"metadata is not JSON serialisable: {exc}") from exc
+    atomic_write_bytes(path, _serialize(tensors, meta))
+
+
+# ----------------------------------------------------------------------------
+# reading and validation
+
+def _no_duplicates(pairs):
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_config(config, fail: Callable[[str], ModelFormatError]) -> dict:
+    """Validate the values of a decoded config before anything is built."""
+    if not isinstance(config, dict):
+        raise fail(f"metadata config is a JSON {type(config).__name__}, expected an object")
+    sizes = config.get("layer_sizes")
+    if (not isinstance(sizes, list) or not 2 <= len(sizes) <= MAX_LAYERS
+            or not all(_is_int(s) and 1 <= s <= MAX_LAYER_SIZE for s in sizes)):
+        raise fail(
+            f"config layer_sizes must be a list of 2 to {MAX_LAYERS} integers in "
+            f"[1, {MAX_LAYER_SIZE}], got {sizes!r:.200}")
+    for key in ("activation", "init"):
+        if key in config and (not isinstance(config[key], str) or not config[key]):
+            raise fail(f"config {key} must be a non-empty string, got {config[key]!r:.100}")
+    if "activation" not in config:
+        raise fail("config has no activation")
+    if "dropout" in config:
+        d = config["dropout"]
+        if not isinstance(d, (int, float)) or isinstance(d, bool) or not 0.0 <= d < 1.0:
+            raise fail(f"config dropout must be a number in [0, 1), got {d!r:.100}")
+    for key, positive in (("input_mean", False), ("input_std", True)):
+        if key in config:
+            v = config[key]
+            if (not isinstance(v, (int, float)) or isinstance(v, bool)
+                    or not math.isfinite(v) or (positive and v <= 0)):
+                cond = "a finite number > 0" if positive else "a finite number"
+                raise fail(f"config {key} must be {cond}, got {v!r:.100}")
+    return config
+
+
+def read_model(path) -> tuple[dict, dict, list[np.ndarray], list[np.ndarray], int]:
+    """Read and fully validate a model file.
+
+    Returns ``(config, metadata, weights, biases, file_size)``; raises
+    ModelFormatError naming the file and the problem.
+    """
+    fspath = os.fspath(path)
+
+    def fail(problem: str) -> ModelFormatError:
+        return ModelFormatError(f"{fspath}: {problem}")
+
+    try:
+        with open(fspath, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            prefix = f.read(8)
+            if len(prefix) < 8:
+                raise fail(f"file is {len(prefix)} bytes, too short for a safetensors "
+                           "header (truncated or not a model file)")
+            (n,) = struct.unpack("<Q", prefix)
+            if n > MAX_HEADER_BYTES:
+                raise fail(f"header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit "
+                           "(not a model file?)")
+            if 8 + n > size:
+                raise fail(f"header length {n} runs past the end of the {size}-byte file "
+                           "(truncated?)")
+            raw_header = f.read(n)
+            data = f.read()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise fail(f"cannot read file: {exc.strerror or exc}") from exc
+    if len(raw_header) != n:
+        raise fail("file changed while reading")
+
+    try:
+        text = raw_header.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise fail(f"header is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if not text.startswith("{"):
+        raise fail("header is not a JSON object")
+    try:
+        header = json.loads(text, object_pairs_hook=_no_duplicates)
+    except ValueError as exc:
+        raise fail(f"header is not valid JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise fail("header is not a JSON object")
+
+    # metadata and config first: they say which tensors must be there
+    meta = header.pop("__metadata__", None)
+    if meta is None:
+        raise fail("no __metadata__ in header (not a digitcore model file)")
+    if not isinstance(meta, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise fail("__metadata__ must map strings to strings")
+    if meta.get("format") != FORMAT_NAME:
+        raise fail(f"metadata format is {meta.get('format')!r:.100}, expected "
+                   f"{FORMAT_NAME!r} (not a digitcore model file)")
+    if "config" not in meta:
+        raise fail("metadata has no config")
+    try:
+        config = json.loads(meta["config"], object_pairs_hook=_no_duplicates)
+    except ValueError as exc:
+        raise fail(f"metadata config is not valid JSON: {exc}") from None
+    config = _check_config(config, fail)
+    sizes = config["layer_sizes"]
+    n_layers = len(sizes) - 1
+
+    expected: dict[str, tuple[int, ...]] = {}
+    for i in range(n_layers):
+        expected[f"{2 * i}.weight"] = (sizes[i + 1], sizes[i])
+        expected[f"{2 * i}.bias"] = (sizes[i + 1],)
+    missing = [k for k in expected if k not in header]
+    if missing:
+        raise fail(f"missing tensor(s) {', '.join(missing)} for layer_sizes {sizes}")
+    extra = sorted(k for k in header if k not in expected)
+    if extra:
+        raise fail(f"unexpected tensor(s) {', '.join(map(repr, extra[:5]))} for "
+                   f"layer_sizes {sizes}")
+
+    spans = []
+    for name, shape in expected.items():
+        info = header[name]
+        if not isinstance(info, dict) or set(info) != _TENSOR_KEYS:
+            raise fail(f"tensor {name}: entry must have exactly the keys dtype, shape, "
+                       "data_offsets")
+        dtype = info["dtype"]
+        if dtype != "F32":
+            kind = "unsupported" if dtype in _SAFETENSORS_DTYPES else "unknown"
+            raise fail(f"tensor {name}: {kind} dtype {dtype!r:.20}, expected F32")
+        got = info["shape"]
+        if not isinstance(got, list) or not all(_is_int(s) and s >= 0 for s in got):
+            raise fail(f"tensor {name}: shape {got!r:.100} is not a list of non-negative ints")
+        if tuple(got) != shape:
+            raise fail(f"tensor {name}: shape {tuple(got)}, expected {shape} from "
+                       f"layer_sizes {sizes}")
+        offs = info["data_offsets"]
+        if (not isinstance(offs, list) or len(offs) != 2
+                or not all(_is_int(o) for o in offs)):
+            raise fail(f"tensor {name}: data_offsets {offs!r:.100} is not [begin, end]")
+        begin, end = offs
+        nbytes = 4 * math.prod(shape)
+        if not 0 <= begin <= end or end - begin != nbytes:
+            raise fail(f"tensor {name}: data_offsets [{begin}, {end}] do not hold "
+                       f"{nbytes} bytes for shape {shape}")
+        if end > len(data):
+            raise fail(f"tensor {name}: data_offsets [{begin}, {end}] run past the "
+                       f"{len(data)}-byte data buffer (truncated?)")
+        spans.append((begin, end, name))
+
+    # the tensors must tile the data buffer exactly: no gap, no overlap, nothing after
+    spans.sort()
+    pos = 0
+    for begin, end, name in spans:
+        if begin < pos:
+            raise fail(f"tensor {name}: data_offsets [{begin}, {end}] overlap the "
+                       "previous tensor")
+        if begin > pos:
+            raise fail(f"tensor {name}: gap of {begin - pos} unused bytes before it")
+        pos = end
+    if pos != len(data):
+        raise fail(f"{len(data) - pos} unused bytes after the last tensor")
+
+    def tensor(name):
+        begin, end = header[name]["data_offsets"]
+        arr = np.frombuffer(data, dtype="<f4", count=(end - begin) // 4, offset=begin)
+        if not np.isfinite(arr).all():
+            raise fail(f"tensor {name} contains NaN or infinite values")
+        return arr.astype(np.float32).reshape(expected[name])  # native-endian copy
+
+    weights = [tensor(f"{2 * i}.weight") for i in range(n_layers)]
+    biases = [tensor(f"{2 * i}.bias") for i in range(n_layers)]
+    return config, meta, weights, biases, size
+
+
+def decode_training(meta: dict):
+    if "training" not in meta:
+        return None
+    try:
+        return json.loads(meta["training"])
+    except ValueError:
+        return meta["training"]  # informational only: keep the raw string
