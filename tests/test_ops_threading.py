@@ -94,7 +94,7 @@ def assert_identical(a, b, names=None):
                 assert x == y, f"{k}: {x!r} != {y!r}"
 
 
-# the layer kernels in nn.c do no thread-dependent reductions: bitwise equality is the spec
+# the layer kernels in nn.c and loss.c do no thread-dependent reductions: bitwise equality is the spec
 OWN_KERNELS = [k for k in run_all(make_inputs(n=10)) if not k.startswith("dense")]
 
 

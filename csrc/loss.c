@@ -1,0 +1,250 @@
+/*
+ * loss.c -- the output layer's kernels: softmax, and the fused losses with their
+ * gradients (softmax + cross-entropy on class labels, sigmoid + binary cross-entropy on
+ * 0/1 targets).
+ *
+ * Both losses run over the batch in chunks of whole rows (chunks.h) through one driver,
+ * loss_over_chunks: each chunk's loss is summed in row order, and the chunks' sums are
+ * added in chunk order, so the loss rounds the same on any number of threads.
+ */
+#include "chunks.h"
+#include "common.h"
+#include "digitcore.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+/* Exponentials are taken in double of (double)x - max, which is exact for float32 inputs:
+ * in float32 the rounding of x - max alone costs |x - max| * eps/2 relative error in exp
+ * (several ulps for logits ~10 apart). With it, each probability and gradient is a single
+ * rounding of a double-accurate value, and the loss is double-accurate. Rows of up to
+ * ROW_BUF classes keep their exponentials on the stack so exp runs once per element. */
+#define ROW_BUF 256
+
+static float row_max(const float *x, int64_t C)
+{
+    float m = x[0];
+    for (int64_t j = 1; j < C; j++)
+        m = x[j] > m ? x[j] : m;
+    return m;
+}
+
+// logits is (B,C), probs is (B,C); probs may equal logits
+int dc_softmax_forward(float *probs, const float *logits, int64_t B, int64_t C)
+{
+    if (B < 0 || C < 0)
+        return DC_ERR_ARG;
+    if (B == 0 || C == 0)
+        return DC_OK;
+    int64_t rpc = rows_per_chunk(C, 8), nc = n_chunks(B, rpc);
+    DC_FOR_CHUNKS(c, nc, {
+        double ebuf[ROW_BUF];
+        double *e = C <= ROW_BUF ? ebuf : NULL;
+        int64_t r1 = dc_min64(B, (c + 1) * rpc);
+        for (int64_t r = c * rpc; r < r1; r++) {
+            const float *x = logits + r * C;
+            float *p = probs + r * C;
+            const double m = (double)row_max(x, C);
+            double s = 0.0;
+            for (int64_t j = 0; j < C; j++) {
+                double ej = exp((double)x[j] - m);
+                if (e != NULL)
+                    e[j] = ej;
+                s += ej;
+            }
+            const double inv = 1.0 / s;
+            /* x[j] is read before p[j] is written: in place is fine */
+            for (int64_t j = 0; j < C; j++)
+                p[j] = (float)((e != NULL ? e[j] : exp((double)x[j] - m)) * inv);
+        }
+    });
+    return DC_OK;
+}
+
+/* ---- the fused losses ---------------------------------------------------------------------
+ */
+
+/* One loss call's arrays and sizes: logits (B,C); labels (B) for cross-entropy, targets
+ * (B,C) for BCE; probs, dlogits (B,C) or NULL. */
+typedef struct {
+    float *probs, *dlogits;
+    const float *logits;
+    const int64_t *labels;
+    const float *targets;
+    int64_t B, C;
+    float label_smoothing;
+} loss_args;
+
+/* Rows [r0, r1) of a fused loss: returns the sum of their losses (in row order), writes
+ * their probs and dlogits when asked, and adds the rows classified correctly to *correct. */
+typedef double (*loss_rows_fn)(const loss_args *a, int64_t *correct, int64_t r0, int64_t r1);
+
+/* *loss = the mean over a->B rows of rows_fn's losses, *n_correct (may be NULL) the count
+ * of rows classified correctly, with the rows cut into chunks whose partial sums are added
+ * in chunk order (the same rounding for any number of threads, and for one chunk the
+ * same as a single call). */
+static int loss_over_chunks(double *loss, int64_t *n_correct, loss_rows_fn rows_fn,
+                            const loss_args *a)
+{
+    const int64_t B = a->B;
+    *loss = 0.0;
+    if (n_correct != NULL)
+        *n_correct = 0;
+    if (B == 0)
+        return DC_OK;
+    int64_t rpc = rows_per_chunk(a->C, 8), nc = n_chunks(B, rpc);
+    int64_t correct = 0;
+    double total = 0.0;
+    if (nc == 1) {
+        total = rows_fn(a, &correct, 0, B);
+    } else {
+        double *part = (double *)malloc((size_t)nc * sizeof(double));
+        if (part == NULL)
+            return DC_ERR_NOMEM;
+#ifdef _OPENMP
+        int nt = dc_get_num_threads();
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1) reduction(+ : correct)
+#endif
+        for (int64_t c = 0; c < nc; c++) {
+            int64_t k = 0;
+            part[c] = rows_fn(a, &k, c * rpc, dc_min64(B, (c + 1) * rpc));
+            correct += k;
+        }
+        for (int64_t c = 0; c < nc; c++)
+            total += part[c];
+        free(part);
+    }
+    *loss = total / (double)B;
+    if (n_correct != NULL)
+        *n_correct = correct;
+    return DC_OK;
+}
+
+/* Rows [r0, r1) of the fused softmax + cross-entropy; returns the sum of row losses (in
+ * row order) and adds the correct count to *correct. */
+static double xent_rows(const loss_args *a, int64_t *correct, int64_t r0, int64_t r1)
+{
+    float *probs = a->probs, *dlogits = a->dlogits;
+    const float *logits = a->logits;
+    const int64_t *labels = a->labels;
+    const int64_t B = a->B, C = a->C;
+    const float label_smoothing = a->label_smoothing;
+    double ebuf[ROW_BUF];
+    double *e = C <= ROW_BUF ? ebuf : NULL;
+    double loss = 0.0;
+    int64_t ok = 0;
+    const double s = (double)label_smoothing;
+    const double off = s / (double)C;  /* target of every other class */
+    const double on = (1.0 - s) + off; /* target of the labelled class */
+    const double invB = 1.0 / (double)B;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *x = logits + r * C;
+        const int64_t y = labels[r];
+        /* every read of the row happens before its writes: probs/dlogits may alias logits */
+        float mf = x[0];
+        int64_t arg = 0;
+        for (int64_t j = 1; j < C; j++)
+            if (x[j] > mf) { /* first maximum wins, as numpy.argmax */
+                mf = x[j];
+                arg = j;
+            }
+        const double m = (double)mf;
+        double se = 0.0, sx = 0.0;
+        for (int64_t j = 0; j < C; j++) {
+            const double d = (double)x[j] - m;
+            const double ej = exp(d);
+            if (e != NULL)
+                e[j] = ej;
+            se += ej;
+            sx += d;
+        }
+        const double lse = log(se); /* log-sum-exp of (x - m) */
+        const double logp_y = ((double)x[y] - m) - lse;
+        const double sum_logp = sx - (double)C * lse;
+        loss += -(1.0 - s) * logp_y - off * sum_logp;
+        ok += (arg == y);
+        if (probs == NULL && dlogits == NULL)
+            continue;
+        const double inv = 1.0 / se;
+        for (int64_t j = 0; j < C; j++) {
+            const double p = (e != NULL ? e[j] : exp((double)x[j] - m)) * inv;
+            if (probs != NULL)
+                probs[r * C + j] = (float)p;
+            if (dlogits != NULL)
+                dlogits[r * C + j] = (float)((p - (j == y ? on : off)) * invB);
+        }
+    }
+    *correct += ok;
+    return loss;
+}
+
+// logits is (B,C), labels is (B); probs, dlogits are (B,C) or NULL
+int dc_softmax_xent(float *probs, float *dlogits, double *loss, int64_t *n_correct,
+                    const float *logits, const int64_t *labels, int64_t B, int64_t C,
+                    float label_smoothing)
+{
+    if (B < 0 || C < 0 || loss == NULL || !(label_smoothing >= 0.0f && label_smoothing <= 1.0f))
+        return DC_ERR_ARG;
+    /* every label is checked before anything is written */
+    for (int64_t r = 0; r < B; r++)
+        if (labels[r] < 0 || labels[r] >= C)
+            return DC_ERR_LABEL;
+    const loss_args a = {.probs = probs,
+                         .dlogits = dlogits,
+                         .logits = logits,
+                         .labels = labels,
+                         .B = B,
+                         .C = C,
+                         .label_smoothing = label_smoothing};
+    return loss_over_chunks(loss, n_correct, xent_rows, &a);
+}
+
+/* Rows [r0, r1) of the fused sigmoid + binary cross-entropy; returns the sum of row
+ * losses (in row order) and adds the correct count to *correct. */
+static double bce_rows(const loss_args *a, int64_t *correct, int64_t r0, int64_t r1)
+{
+    float *probs = a->probs, *dlogits = a->dlogits;
+    const float *logits = a->logits, *targets = a->targets;
+    const int64_t B = a->B, C = a->C;
+    double loss = 0.0;
+    int64_t ok = 0;
+    const double invB = 1.0 / (double)B;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *x = logits + r * C;
+        const float *t = targets + r * C;
+        int all = 1;
+        for (int64_t j = 0; j < C; j++) {
+            const double z = (double)x[j], tj = (double)t[j];
+            /* -(t log p + (1-t) log(1-p)) = softplus(z) - t z, with
+             * softplus(z) = max(z, 0) + log1p(exp(-|z|)): no overflow for any z */
+            const double ez = exp(-fabs(z));
+            loss += (z > 0.0 ? z : 0.0) + log1p(ez) - tj * z;
+            all &= (z > 0.0) == (tj > 0.5);
+            if (probs == NULL && dlogits == NULL)
+                continue;
+            const double p = z >= 0.0 ? 1.0 / (1.0 + ez) : ez / (1.0 + ez);
+            if (probs != NULL)
+                probs[r * C + j] = (float)p;
+            if (dlogits != NULL)
+                dlogits[r * C + j] = (float)((p - tj) * invB);
+        }
+        ok += all;
+    }
+    *correct += ok;
+    return loss;
+}
+
+// logits, targets are (B,C); probs, dlogits are (B,C) or NULL
+int dc_sigmoid_bce(float *probs, float *dlogits, double *loss, int64_t *n_correct,
+                   const float *logits, const float *targets, int64_t B, int64_t C)
+{
+    if (B < 0 || C < 0 || loss == NULL)
+        return DC_ERR_ARG;
+    const loss_args a = {.probs = probs,
+                         .dlogits = dlogits,
+                         .logits = logits,
+                         .targets = targets,
+                         .B = B,
+                         .C = C};
+    return loss_over_chunks(loss, n_correct, bce_rows, &a);
+}
