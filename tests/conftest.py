@@ -15,6 +15,7 @@ applies on this machine. Prefer making CI install what the test needs (pyproject
 extra, .ci/run) over allowing its skip. xfail is not a skip and is not affected.
 """
 
+import contextlib
 import dataclasses
 import fnmatch
 import os
@@ -102,6 +103,25 @@ def rng(request):
     seed = int(os.environ.get("DIGITCORE_TEST_SEED", "12345"))
     print(f"[{request.node.name}] seed={seed}")
     return np.random.default_rng(seed)
+
+
+@contextlib.contextmanager
+def _kernel_threads(n):
+    from digitcore import _ops
+
+    old = _ops.get_num_threads()
+    _ops.set_num_threads(n)
+    try:
+        yield
+    finally:
+        _ops.set_num_threads(old)
+
+
+@pytest.fixture
+def num_threads():
+    """``with num_threads(n):`` runs the block with the kernels on n threads, then puts the
+    count back (also when the block fails)."""
+    return _kernel_threads
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@ a worked example, thread-count determinism, argument errors, and the Augment obj
 
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import digitcore
-from digitcore import _ops, ops
+from digitcore import ops
 from digitcore import ops_ref as ref
 from digitcore.augment import AUGMENTS, Augment, get_augment
 
@@ -22,16 +21,6 @@ from digitcore.augment import AUGMENTS, Augment, get_augment
 F32_ATOL = 1e-4      # float images in [0, 1]
 U8_MAX_DIFF = 1      # one step of rounding
 U8_MAX_FRACTION = 0.005
-
-
-@contextlib.contextmanager
-def threads(n):
-    old = _ops.get_num_threads()
-    _ops.set_num_threads(n)
-    try:
-        yield
-    finally:
-        _ops.set_num_threads(old)
 
 
 def assert_images_close(actual, expected):
@@ -100,12 +89,12 @@ def test_elastic_bank_seed_and_stream_change_it():
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
 @pytest.mark.parametrize("params", PARTS, ids=lambda p: ",".join(p))
-def test_augment_matches_reference(dtype, params):
+def test_augment_matches_reference(dtype, params, num_threads):
     x = digits(37, dtype=dtype)
     bank = ops.elastic_bank(64, 4.0, seed=5)
     idx = np.array([3, 0, 36, 3, 17, 9, 1], dtype=np.int64)
     for th in (1, 2):
-        with threads(th):
+        with num_threads(th):
             got = ops.augment(x, idx, bank=bank, seed=9, stream=4, **params)
         assert_images_close(got, ref.augment(x, idx, bank=bank, seed=9, stream=4, **params))
     # it did something (every part changes these images)
@@ -182,12 +171,12 @@ def test_thickness_changes_ink_both_ways_and_stays_in_range():
 # ---- determinism -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
-def test_same_bits_for_any_thread_count(dtype):
+def test_same_bits_for_any_thread_count(dtype, num_threads):
     x = digits(50, dtype=dtype)
     bank = ops.elastic_bank(128, 4.0, seed=3)
     outs = []
     for th in (1, 2, 3, 4):
-        with threads(th):
+        with num_threads(th):
             outs.append(ops.augment(x, bank=bank, seed=12, stream=99, **FULL))
     for o in outs[1:]:
         np.testing.assert_array_equal(o, outs[0])

@@ -88,7 +88,7 @@ def test_reference_matches_finite_differences(loss, act):
 @pytest.mark.parametrize("loss", ["softmax", "sigmoid"])
 @pytest.mark.parametrize("act", ["relu", "leaky_relu", "sigmoid", "tanh", "identity"])
 @pytest.mark.parametrize("n", [1, 13, 1024, 2500])  # 1024: one full chunk; 2500: a tail
-def test_c_matches_reference(loss, act, n):
+def test_c_matches_reference(loss, act, n, num_threads):
     rng = np.random.default_rng(n)
     net, x, labels, targets = make(rng, (37, 19, 7, 4), act, n)
     ws = [w.astype(np.float64) for w in net.weights]
@@ -100,14 +100,10 @@ def test_c_matches_reference(loss, act, n):
     results = []
     for inp in (x, csr(x)):
         for threads in (1, 2):
-            old = _ops.get_num_threads()
-            _ops.set_num_threads(threads)
-            try:
+            with num_threads(threads):
                 g = np.empty(net.n_params, np.float32)
                 rows = _ops.Rows(inp, 37, labels=labels, targets=targets)
                 value, _ = _ops.mlp_loss_grad(k, rows, None, loss, g)
-            finally:
-                _ops.set_num_threads(old)
             assert value == pytest.approx(rloss, rel=1e-5)
             # float32 GEMMs over up to 1024 rows per chunk: a few 1e-6 of the largest entry
             np.testing.assert_allclose(g, rg, rtol=0, atol=2e-5 * scale)

@@ -9,7 +9,6 @@ softmax), so the 2-thread runs really split the work.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,16 +18,6 @@ import pytest
 
 from digitcore import _ops
 from digitcore import ops
-
-
-@contextlib.contextmanager
-def threads(n):
-    old = _ops.get_num_threads()
-    _ops.set_num_threads(n)
-    try:
-        yield
-    finally:
-        _ops.set_num_threads(old)
 
 
 def make_inputs(seed=0, n=300_007):
@@ -99,11 +88,11 @@ OWN_KERNELS = [k for k in run_all(make_inputs(n=10)) if not k.startswith("dense"
 
 
 @pytest.mark.skipif(not _ops.have_openmp(), reason="built without OpenMP")
-def test_one_vs_two_threads_bitwise():
+def test_one_vs_two_threads_bitwise(num_threads):
     d = make_inputs()
-    with threads(1):
+    with num_threads(1):
         r1 = run_all(d)
-    with threads(2):
+    with num_threads(2):
         r2 = run_all(d)
     assert_identical(r1, r2, OWN_KERNELS)
     # dense goes through the GEMM; its result may only differ within float32 rounding
@@ -127,14 +116,14 @@ def test_eight_python_threads_match_serial():
         assert_identical(serial[i], res)
 
 
-def test_gil_is_released_during_kernels():
+def test_gil_is_released_during_kernels(num_threads):
     """While one thread runs a long kernel, another Python thread keeps running."""
     x = np.random.default_rng(0).standard_normal(6_000_000).astype(np.float32)
     out = np.empty_like(x)
     window = {}
 
     def worker():
-        with threads(1):
+        with num_threads(1):
             ops.tanh_forward(x, out=out)  # warm up
             window["t0"] = time.perf_counter()
             for _ in range(3):

@@ -186,14 +186,11 @@ def _canvas_ink(driver, element_id, background):
 def test_draw_a_digit_and_clear(browser, served, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import WebDriverWait
 
     net, srv = served
     index, label, strokes = _pick_digit(net)
     driver = browser
-    driver.get(srv.url)
-    wait = WebDriverWait(driver, 15)
-    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#bars li")) == 10)
+    wait = _open(driver, srv.url)
     wait.until(lambda d: "784-32-10" in d.find_element(By.ID, "model").text)
     canvas = driver.find_element(By.ID, "pad")
     assert _canvas_ink(driver, "pad", 255) == 0
@@ -266,6 +263,23 @@ window.fetch = (url, opts) => (url === '/api/predict' && window.__fake)
 """
 
 
+def _open(driver, url):
+    """Load the page and wait until its ten bars are there; returns a 15 s wait on it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url)
+    wait = WebDriverWait(driver, 15)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#bars li")) == 10)
+    return wait
+
+
+def _screen(driver, width, height=844):
+    """Emulate a screen of width x height CSS pixels (a phone's below 500 px)."""
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 500})
+
+
 def _rect(driver, element_id):
     return driver.execute_script(
         "const r = document.getElementById(arguments[0]).getBoundingClientRect();"
@@ -282,14 +296,11 @@ def _texts(driver):
 
 def test_headline_and_bars_round_alike(browser, served):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     net, srv = served
     _, label, strokes = _pick_digit(net)
     driver = browser
-    driver.get(srv.url)
-    wait = WebDriverWait(driver, 15)
-    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#bars li")) == 10)
+    wait = _open(driver, srv.url)
     canvas = driver.find_element(By.ID, "pad")
     _draw(driver, canvas, strokes)
     wait.until(lambda d: d.find_element(By.ID, "digit").text.strip() == str(label))
@@ -343,9 +354,6 @@ def test_answer_is_cleared_when_the_server_stops(browser, tmp_path):
     import subprocess
     import sys
 
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
     net = _network()
     _, label, strokes = _pick_digit(net)
     net.save(tmp_path / "m.safetensors")
@@ -367,11 +375,8 @@ def test_answer_is_cleared_when_the_server_stops(browser, tmp_path):
 
 def _stale_after_stop(driver, proc, url, label, strokes, tmp_path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    driver.get(url)
-    wait = WebDriverWait(driver, 15)
-    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#bars li")) == 10)
+    wait = _open(driver, url)
     canvas = driver.find_element(By.ID, "pad")
     clear_top = _rect(driver, "clear")["top"]
     _draw(driver, canvas, strokes)
@@ -393,17 +398,11 @@ def _stale_after_stop(driver, proc, url, label, strokes, tmp_path):
 
 
 def test_status_messages_never_move_the_clear_button(browser, served):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
     _, srv = served
     driver = browser
-    driver.get(srv.url)
-    WebDriverWait(driver, 15).until(
-        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#bars li")) == 10)
+    _open(driver, srv.url)
     for width in (1100, 700, 390):
-        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-            "width": width, "height": 844, "deviceScaleFactor": 1, "mobile": width < 500})
+        _screen(driver, width, 844)
         tops, below = set(), set()
         for text in ["Draw a digit to start.", "Keep drawing, or press Clear to start again.",
                      "Could not reach the digitcore server. Is it still running?",
@@ -418,13 +417,10 @@ def test_status_messages_never_move_the_clear_button(browser, served):
 
 def test_brush_size_control(browser, served):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     _, srv = served
     driver = browser
-    driver.get(srv.url)
-    WebDriverWait(driver, 15).until(
-        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#bars li")) == 10)
+    _open(driver, srv.url)
     brush = driver.find_element(By.ID, "brush")
     assert brush.get_attribute("type") == "range" and brush.get_attribute("value") == str(
         LINE_WIDTH)
@@ -446,16 +442,12 @@ def test_brush_size_control(browser, served):
 
 def test_phone_keeps_the_answer_in_view(browser, served, tmp_path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     net, srv = served
     _, label, strokes = _pick_digit(net)
     driver = browser
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-        "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
-    driver.get(srv.url)
-    wait = WebDriverWait(driver, 15)
-    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#bars li")) == 10)
+    _screen(driver, 390, 844)
+    wait = _open(driver, srv.url)
     assert driver.execute_script("return [innerWidth, innerHeight]") == [390, 844]
     canvas = driver.find_element(By.ID, "pad")
     _draw(driver, canvas, strokes, "touch")
@@ -469,8 +461,7 @@ def test_phone_keeps_the_answer_in_view(browser, served, tmp_path):
         "return document.documentElement.scrollWidth <= window.innerWidth")
     driver.save_screenshot(str(tmp_path / "serve-phone-390x844.png"))
     # a shorter screen (a browser's toolbars take ~150 px): still in view
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-        "width": 390, "height": 690, "deviceScaleFactor": 1, "mobile": True})
+    _screen(driver, 390, 690)
     r = _rect(driver, "digit")
     assert 0 <= r["top"] and r["bottom"] <= 690, r
     # scrolled to the end, the fixed answer bar hides none of the page
