@@ -1,17 +1,17 @@
 /*
  * mlp_grad.c -- the loss and gradient of a whole network over a set of rows, in one call.
  *
- * For what the fused training loop (mlp.c) does not take: full-batch solvers (L-BFGS asks
+ * For what the fused training loop (mlp_train.c) does not take: full-batch solvers (L-BFGS asks
  * for the loss and gradient over the whole training set at each evaluation), sigmoid
  * outputs with binary cross-entropy (multilabel targets), and inputs that are already
  * sparse (scipy.sparse CSR). It is built from the public layer kernels only: the dense
- * layer's forward/backward, dc_spmm for a first layer on CSR input, and the fused output
- * losses. Rows go through in chunks of GRAD_CHUNK rows, so memory stays bounded
- * (activations of one chunk) and the gradient is a sum of per-chunk GEMMs added in chunk
- * order: its bits do not depend on the thread count.
+ * layers' forward/backward as the training step runs them (mlp_layer_forward/_backward,
+ * mlp_internal.h), dc_spmm for a first layer on CSR input, and the fused output losses. Rows go
+ * through in chunks of GRAD_CHUNK rows, so memory stays bounded (activations of one chunk) and
+ * the gradient is a sum of per-chunk GEMMs added in chunk order: its bits do not depend on the
+ * thread count.
  */
-#include "common.h"
-#include "digitcore.h"
+#include "mlp_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -195,20 +195,17 @@ static int chunk_forward(chunk_scratch *s, const dc_mlp *net, const dc_rows *x,
         if (status != DC_OK)
             return status;
     }
-    const float *w = net->params;
     for (int64_t l = 0; l < L; ++l) {
-        const int64_t in = sz[l], out = sz[l + 1];
-        const float *bias = w + out * in;
-        const int act = l + 1 < L ? net->act : DC_ACT_IDENTITY;
-        if (l == 0 && x->ptr != NULL)
-            status = dc_spmm(s->acts[1], &s->c, s->w0_t, out, out, 1.0f, 0.0f, bias, act,
-                             net->act_alpha);
-        else
-            status = dc_dense_forward(s->acts[l + 1], s->acts[l], w, bias, b, in, out, act,
-                                      net->act_alpha);
+        if (l == 0 && x->ptr != NULL) {
+            const int64_t out = sz[1];
+            const int act = L > 1 ? net->act : DC_ACT_IDENTITY;
+            status = dc_spmm(s->acts[1], &s->c, s->w0_t, out, out, 1.0f, 0.0f,
+                             net->params + out * sz[0], act, net->act_alpha);
+        } else {
+            status = mlp_layer_forward(net, l, s->acts[l + 1], s->acts[l], b);
+        }
         if (status != DC_OK)
             return status;
-        w += out * in + out;
     }
     return DC_OK;
 }
@@ -278,26 +275,19 @@ int dc_mlp_loss_grad(double *loss, int64_t *n_correct, float *grads, const dc_ml
         /* the loss kernels give d(mean over the chunk); the whole set's mean weighs it b/n */
         if ((status = dc_scale(dout, b * C, (float)((double)b / (double)n))) != DC_OK)
             break;
-        int64_t off = dc_mlp_n_params(L, sz);
         for (int64_t l = L - 1; l >= 0 && status == DC_OK; --l) {
-            const int64_t in = sz[l], out = sz[l + 1];
-            off -= out * in + out;
-            float *dw = grads + off, *db = grads + off + out * in;
-            const float *w = net->params + off;
             float *dinp = dout == s.delta_a ? s.delta_b : s.delta_a;
             if (l == 0 && sparse) {
                 /* dW^T (I,O) += X^T (I,b) . dout (b,O); the chunk's transpose is CSR */
+                const int64_t out = sz[1];
                 status = dc_spmm(s.gw0_t, &s.c_t, dout, out, out, 1.0f, 1.0f, NULL,
                                  DC_ACT_IDENTITY, 0.0f);
                 if (status == DC_OK)
-                    status = dc_bias_backward(db, dout, b, out, out, acc);
+                    status = dc_bias_backward(grads + out * sz[0], dout, b, out, out, acc);
                 break;
             }
-            status = dc_dense_backward(l > 0 ? dinp : NULL, dw, db, dout, s.acts[l], w, b, in,
-                                       out, acc);
-            if (status == DC_OK && l > 0)
-                status = dc_activation_backward(dinp, dinp, s.acts[l], b * in, net->act,
-                                                net->act_alpha);
+            status = mlp_layer_backward(net, l, l > 0 ? dinp : NULL, grads, dout, s.acts[l],
+                                        s.acts[l], NULL, b, acc);
             dout = dinp;
         }
     }

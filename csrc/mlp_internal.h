@@ -7,9 +7,10 @@
  *   mlp_layer0.c  layer 0, whatever its input: dense rows, or a sparse batch with the weight
  *                 held transposed by column blocks for the call
  *   mlp_phases.c  the OpenMP scheduler that runs layer 0's sparse work in fixed units
+ *   mlp_grad.c    loss and gradient over a set of rows (full-batch solvers, BCE, CSR input)
  *
  * These files own the order of operations and the scratch memory; the arithmetic is the
- * public kernels' (nn.c, gemm.c, sparse.c), except for layer 0's sum of its two input
+ * public kernels' (nn.c, loss.c, gemm.c, sparse.c), except for layer 0's sum of its two input
  * groups' partial products (mlp_layer0.c, head_block).
  */
 #ifndef DC_MLP_INTERNAL_H
@@ -44,6 +45,40 @@ static inline int64_t line_floats(int64_t n)
 {
     const int64_t per = DC_ALIGN / (int64_t)sizeof(float);
     return (n + per - 1) / per * per;
+}
+
+/* ---- one dense layer (the training step, mlp_grad.c) ----------------------------------------
+ */
+
+/* Layer l forward: out (rows, sizes[l+1]) = act(inp (rows, sizes[l]) . W_l^T + b_l), with
+ * the hidden activation, none on the last layer (its logits). */
+static inline int mlp_layer_forward(const dc_mlp *net, int64_t l, float *out, const float *inp,
+                                    int64_t rows)
+{
+    const int64_t in = net->sizes[l], o = net->sizes[l + 1];
+    const float *w = net->params + mlp_weight_offset(net, l);
+    const int act = l + 1 == net->n_layers ? DC_ACT_IDENTITY : net->act;
+    return dc_dense_forward(out, inp, w, w + o * in, rows, in, o, act, net->act_alpha);
+}
+
+/* Layer l backward from dout (rows, sizes[l+1]): its weight and bias gradients into grads
+ * (params' layout; added to what is there when accumulate), and, unless dinp is NULL, the
+ * gradient before the previous layer's activation, dinp (rows, sizes[l]) =
+ * f'(out) * dropout'(dout . W_l), from that layer's output `out` (after its activation,
+ * before dropout) and the dropout mask of inp (NULL: none). */
+static inline int mlp_layer_backward(const dc_mlp *net, int64_t l, float *dinp, float *grads,
+                                     const float *dout, const float *inp, const float *out,
+                                     const uint8_t *mask, int64_t rows, int accumulate)
+{
+    const int64_t in = net->sizes[l], o = net->sizes[l + 1];
+    const int64_t off = mlp_weight_offset(net, l);
+    int status = dc_dense_backward(dinp, grads + off, grads + off + o * in, dout, inp,
+                                   net->params + off, rows, in, o, accumulate);
+    if (status == DC_OK && dinp != NULL && mask != NULL)
+        status = dc_dropout_backward(dinp, dinp, mask, rows * in, net->dropout);
+    if (status == DC_OK && dinp != NULL)
+        status = dc_activation_backward(dinp, dinp, out, rows * in, net->act, net->act_alpha);
+    return status;
 }
 
 /* ---- the input, dense or sparse (mlp_layer0.c) ------------------------------------------- */

@@ -39,14 +39,12 @@ static int forward(train_state *t, int64_t rows, double *loss, int64_t *correct)
     const dc_mlp *net = t->net;
     const int64_t L = net->n_layers;
     for (int64_t l = 0; l < L; ++l) {
-        const int64_t in = net->sizes[l], o = net->sizes[l + 1];
-        const float *w = net->params + mlp_weight_offset(net, l);
+        const int64_t o = net->sizes[l + 1];
         const int last = l + 1 == L;
-        const int act = last ? DC_ACT_IDENTITY : net->act;
         float *out = last ? t->logits : t->act[l + 1];
-        int status = l == 0 ? layer0_forward(&t->l0, out, rows, act)
-                            : dc_dense_forward(out, t->inp[l], w, w + o * in, rows, in, o, act,
-                                               net->act_alpha);
+        int status = l == 0
+                         ? layer0_forward(&t->l0, out, rows, last ? DC_ACT_IDENTITY : net->act)
+                         : mlp_layer_forward(net, l, out, t->inp[l], rows);
         if (status == DC_OK && !last && t->use_dropout) {
             /* stream = (update step, layer): masks never depend on threads */
             const uint64_t stream = (uint64_t)(t->opt->step + 1) * 64u + (uint64_t)l;
@@ -69,15 +67,9 @@ static int backward(train_state *t, int64_t rows, float lr)
     const int64_t L = net->n_layers;
     float *d = t->dlogits, *dnext = t->dnext;
     for (int64_t l = L - 1; l >= layer0_backward_top(&t->l0); --l) {
-        const int64_t in = net->sizes[l], o = net->sizes[l + 1];
-        const int64_t off = mlp_weight_offset(net, l);
-        int status = dc_dense_backward(dnext, t->grads + off, t->grads + off + o * in, d,
-                                       t->inp[l], net->params + off, rows, in, o, 0);
-        if (status == DC_OK && t->use_dropout)
-            status = dc_dropout_backward(dnext, dnext, t->mask[l], rows * in, net->dropout);
-        if (status == DC_OK)
-            status = dc_activation_backward(dnext, dnext, t->act[l], rows * in, net->act,
-                                            net->act_alpha);
+        /* mask[l] is NULL without dropout */
+        const int status = mlp_layer_backward(net, l, dnext, t->grads, d, t->inp[l], t->act[l],
+                                              t->mask[l], rows, 0);
         if (status != DC_OK)
             return status;
         float *tmp = d;
