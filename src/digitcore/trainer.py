@@ -3,6 +3,10 @@
 The work of each mini-batch (input conversion, forward, loss, backward, update) runs in
 C; Python calls the kernel once per chunk of batches (a handful of calls per epoch),
 keeps the history, prints progress and runs callbacks between epochs.
+
+One file (~620 lines): Trainer and what its loop hands to and reads from between chunks
+(History, the callbacks and early stopping, progress, the Ctrl-C flag), which are
+meaningless without it.
 """
 
 from __future__ import annotations
