@@ -1,8 +1,13 @@
 /*
- * gemm_avx2.c -- AVX2+FMA micro-kernel (6x16) and packing for dc_sgemm.
+ * gemm_avx2.c -- AVX2+FMA micro-kernel (6x16), packing and the narrow-N kernels for
+ * dc_sgemm.
  *
- * Compiled with -mavx2 -mfma (MSVC: /arch:AVX2) and nothing else is: gemm.c reaches
- * these functions only through the kernel table, and only when dc_cpu_has_avx2().
+ * Compiled with -mavx2 -mfma (MSVC: /arch:AVX2), like sparse_avx2.c and nothing else:
+ * gemm.c reaches these functions only through the kernel table, and only when
+ * dc_cpu_has_avx2(). One file (~650 lines, a third of it the register kernels' unrolled
+ * macros) because it is the GEMM's one AVX2 translation unit: its sections share the
+ * tile constants, the store helpers and the build guard, and the per-ISA table in gemm.c
+ * names each of them.
  *
  * Tile choice: 6 rows x 16 columns = 12 ymm accumulators; per k step 2 loads of B,
  * 6 broadcasts of A and 12 FMAs, so the two FMA pipes (not the load ports) bound it.

@@ -1,6 +1,6 @@
 /*
  * gemm_internal.h -- private contract between the GEMM driver (gemm.c), the
- * ISA-specific micro-kernels (gemm_avx2.c) and CPU detection (cpu.c).
+ * micro-kernels (gemm_generic.c, gemm_avx2.c) and CPU detection (cpu.c).
  *
  * BLIS-style decomposition (see docs/ARCHITECTURE.md):
  *
@@ -102,6 +102,23 @@ typedef struct {
 /* Returns the table for a path (DC_KERNEL_GENERIC / DC_KERNEL_AVX2), or NULL if this
  * build lacks it. Defined in gemm.c. */
 const dc_sgemm_kernel_info *dc_sgemm_kernel_info_for(int path);
+
+/* The portable kernel and packers (gemm_generic.c): a 6x8 tile; with GNU vector
+ * extensions each packed A value is stored 4 times (pre-broadcast for SSE2). */
+#define DC_GEN_MR 6
+#define DC_GEN_NR 8
+#if defined(__GNUC__) || defined(__clang__)
+#define DC_GEN_A_DUP 4
+#else
+#define DC_GEN_A_DUP 1
+#endif
+void dc_sgemm_ukernel_generic(int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
+                              const float *b, float *c, int64_t ldc, float alpha, float beta,
+                              int mr, int nr);
+void dc_sgemm_pack_a_generic(float *pa, int64_t ps, const float *a, int64_t lda, int trans_a,
+                             int64_t i0, int64_t mlen, int64_t p0, int64_t kc);
+void dc_sgemm_pack_b_generic(float *pb, int64_t ps, const float *b, int64_t ldb, int trans_b,
+                             int64_t p0, int64_t kc, int64_t j0, int64_t nlen);
 
 /* True when gemm_avx2.c is part of this build (x86 builds define
  * DIGITCORE_HAVE_AVX2_TU for every file). */
