@@ -211,8 +211,6 @@ class Network:
     def __deepcopy__(self, memo):
         return self.copy()
 
-    # ---- input handling --------------------------------------------------------------------
-
     # ---- the interface Trainer uses ---------------------------------------------------------
     # prepared_input, prepared_labels and c_net are what a training loop needs of a
     # Network: validated data in the C layout and the C view of the parameters. Trainer
