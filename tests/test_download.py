@@ -107,10 +107,11 @@ def isolated(monkeypatch, tmp_path):
     # anything that slips through goes to a closed local port, never the internet
     monkeypatch.setenv("DIGITCORE_MNIST_MIRRORS", "http://127.0.0.1:9/")
     monkeypatch.setenv("DIGITCORE_FASHION_MNIST_MIRRORS", "http://127.0.0.1:9/")
+    # the registry entry of a dataset whose files are CONTENT (its hashes and sizes)
     spec = dataclasses.replace(datasets._SPECS["mnist"],
-                               sha256={f: hashlib.sha256(c).hexdigest() for f, c in CONTENT.items()})
+                               sha256={f: hashlib.sha256(c).hexdigest() for f, c in CONTENT.items()},
+                               sizes={f: len(c) for f, c in CONTENT.items()})
     monkeypatch.setitem(datasets._SPECS, "mnist", spec)
-    monkeypatch.setattr(datasets, "_SIZES", {f: len(c) for f, c in CONTENT.items()})
 
 
 def leftovers(d: Path):

@@ -107,9 +107,8 @@ def cache(monkeypatch, tmp_path):
     monkeypatch.delenv("DIGITCORE_DATA", raising=False)
     monkeypatch.setenv("DIGITCORE_MNIST_MIRRORS", "http://127.0.0.1:9/")  # closed port
     monkeypatch.setenv("DIGITCORE_FASHION_MNIST_MIRRORS", "http://127.0.0.1:9/")
-    spec = dataclasses.replace(datasets._SPECS["mnist"], sha256=dict(SHA))
+    spec = dataclasses.replace(datasets._SPECS["mnist"], sha256=dict(SHA), sizes=dict(SIZES))
     monkeypatch.setitem(datasets._SPECS, "mnist", spec)
-    monkeypatch.setattr(datasets, "_SIZES", dict(SIZES))
     return d
 
 
@@ -170,8 +169,8 @@ _CHILD_DOWNLOAD = textwrap.dedent("""
     import dataclasses, json, os, sys
     from digitcore import datasets
     cfg = json.loads(os.environ["FAULT_CFG"])
-    datasets._SPECS["mnist"] = dataclasses.replace(datasets._SPECS["mnist"], sha256=cfg["sha"])
-    datasets._SIZES = cfg["sizes"]
+    datasets._SPECS["mnist"] = dataclasses.replace(datasets._SPECS["mnist"], sha256=cfg["sha"],
+                                                   sizes=cfg["sizes"])
     print("started", flush=True)
     datasets.download_dataset("mnist")
     print("finished", flush=True)

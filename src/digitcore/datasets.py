@@ -34,6 +34,7 @@ import time
 import urllib.error
 import urllib.request
 import zlib
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -94,6 +95,7 @@ class _Spec:
     sha256: dict
     mirrors_attr: str
     mirrors_env: str
+    sizes: dict = dataclasses.field(default_factory=lambda: dict(_SIZES))  # decompressed
 
 
 _SPECS = {
@@ -505,7 +507,7 @@ def download_dataset(name: str = "mnist", dest_dir=None, *, mirrors: Sequence[st
         for base in bases:
             url = _url(base, target.name)
             try:
-                _fetch(url, target, spec.sha256[f], _SIZES[f], timeout, progress)
+                _fetch(url, target, spec.sha256[f], spec.sizes[f], timeout, progress)
             except (OSError, http.client.HTTPException, DatasetError, ValueError) as exc:
                 tried.append(f"  {url}: {_describe(exc)}")
                 continue
