@@ -253,9 +253,10 @@ int dc_bias_backward(float *dbias, const float *dout, int64_t B, int64_t n_out, 
 
 /* ---- input conversion -------------------------------------------------------------------- */
 
-// inp is (N,F) uint8, idx is (B) or NULL, out is (B,F)
-int dc_gather_u8(float *out, const uint8_t *inp, const int64_t *idx, int64_t B, int64_t F,
-                 float scale, float shift)
+/* Rows idx (NULL: 0..B-1) of x_u8 or x_f32 (the other NULL), (N,F), into out (B,F) as
+ * x * scale + shift: one body for both dtypes, the dtype chosen per row. */
+static int gather(float *out, const uint8_t *x_u8, const float *x_f32, const int64_t *idx,
+                  int64_t B, int64_t F, float scale, float shift)
 {
     if (B < 0 || F < 0)
         return DC_ERR_ARG;
@@ -265,34 +266,34 @@ int dc_gather_u8(float *out, const uint8_t *inp, const int64_t *idx, int64_t B, 
     DC_FOR_CHUNKS(c, nc, {
         int64_t r1 = dc_min64(B, (c + 1) * rpc);
         for (int64_t r = c * rpc; r < r1; r++) {
-            const uint8_t *src = inp + (idx != NULL ? idx[r] : r) * F;
+            const int64_t row = (idx != NULL ? idx[r] : r) * F;
             float *dst = out + r * F;
-            for (int64_t j = 0; j < F; j++)
-                dst[j] = (float)src[j] * scale + shift;
+            if (x_u8 != NULL) {
+                const uint8_t *src = x_u8 + row;
+                for (int64_t j = 0; j < F; j++)
+                    dst[j] = (float)src[j] * scale + shift;
+            } else {
+                const float *src = x_f32 + row;
+                for (int64_t j = 0; j < F; j++)
+                    dst[j] = src[j] * scale + shift;
+            }
         }
     });
     return DC_OK;
+}
+
+// inp is (N,F) uint8, idx is (B) or NULL, out is (B,F)
+int dc_gather_u8(float *out, const uint8_t *inp, const int64_t *idx, int64_t B, int64_t F,
+                 float scale, float shift)
+{
+    return gather(out, inp, NULL, idx, B, F, scale, shift);
 }
 
 // inp is (N,F) float32, idx is (B) or NULL, out is (B,F)
 int dc_gather_f32(float *out, const float *inp, const int64_t *idx, int64_t B, int64_t F,
                   float scale, float shift)
 {
-    if (B < 0 || F < 0)
-        return DC_ERR_ARG;
-    if (B == 0 || F == 0)
-        return DC_OK;
-    int64_t rpc = rows_per_chunk(F, 1) * 4, nc = n_chunks(B, rpc);
-    DC_FOR_CHUNKS(c, nc, {
-        int64_t r1 = dc_min64(B, (c + 1) * rpc);
-        for (int64_t r = c * rpc; r < r1; r++) {
-            const float *src = inp + (idx != NULL ? idx[r] : r) * F;
-            float *dst = out + r * F;
-            for (int64_t j = 0; j < F; j++)
-                dst[j] = src[j] * scale + shift;
-        }
-    });
-    return DC_OK;
+    return gather(out, NULL, inp, idx, B, F, scale, shift);
 }
 
 /* ---- optimizers -------------------------------------------------------------------------- */
