@@ -41,6 +41,8 @@ from digitcore._atomic import atomic_write_bytes
 from digitcore._version import __version__
 from digitcore.errors import ModelFormatError
 
+__all__ = ["write_model", "read_model", "decode_training", "FORMAT_NAME"]
+
 FORMAT_NAME = "digitcore"
 # The header is JSON describing a few tensors; the safetensors library itself caps
 # it at 100 MB. Ours are a few KB, so a much smaller cap refuses garbage early.
@@ -82,29 +84,13 @@ def _serialize(tensors: list[tuple[str, np.ndarray]], metadata: dict[str, str]) 
 
 
 def write_model(path, config, weights, biases, metadata=None) -> None:
-    """Write a network's config, weights and biases to a safetensors file at `path`,
-    atomically.
+    """Write ``config`` (``Network.get_config()``), ``weights`` ((out, in) arrays) and
+    ``biases`` ((out,) arrays) to a safetensors file at ``path``, atomically, with
+    ``metadata`` (a JSON-serialisable dict, or None) as the ``training`` string.
 
-    Parameters
-    ----------
-    config : dict
-        ``Network.get_config()``.
-    weights, biases : lists of ``(out, in)`` and ``(out,)`` arrays
-    path : str or os.PathLike
-        Destination; an existing file is replaced only once the new one is
-        completely written.
-    metadata : dict, optional
-        JSON-serialisable training summary (epochs, accuracy, history, ...),
-        stored as the ``training`` metadata string. NumPy scalars and arrays
-        and History objects are converted. None: no ``training`` metadata.
-
-    Raises
-    ------
-    ValueError
-        If the network's parameters do not match its layer sizes, or
-        `metadata` is not JSON-serialisable.
-    OSError
-        If the file cannot be written (the old file, if any, is intact).
+    ValueError if the arrays do not match config's layer sizes or the metadata is not
+    JSON-serialisable; OSError if the file cannot be written (an old file is intact).
+    :func:`digitcore.modelio.save_model` documents the same for users.
     """
     sizes = [int(s) for s in config["layer_sizes"]]
     weights, biases = list(weights), list(biases)
