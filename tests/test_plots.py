@@ -169,8 +169,6 @@ def test_plot_first_layer_network_and_array(tmp_path):
 
 
 def test_save_is_atomic(tmp_path, monkeypatch):
-    from digitcore import modelio
-
     path = tmp_path / "samples.png"
     x, y = _digits(10)
     plots.plot_samples(x, y, path=path)
@@ -179,7 +177,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     def boom(*args):
         raise OSError("simulated crash")
 
-    monkeypatch.setattr(modelio.os, "replace", boom)
+    monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError, match="simulated"):
         plots.plot_samples(x[::-1], y[::-1], path=path)
     monkeypatch.undo()

@@ -35,11 +35,11 @@ def _figure(width: float, height: float, constrained: bool = True):
 
 def _finish(fig, path):
     if path is not None:
-        from digitcore.modelio import _atomic_write_bytes
+        from digitcore._atomic import atomic_write_bytes
 
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=_DPI)
-        _atomic_write_bytes(path, buf.getvalue())
+        atomic_write_bytes(path, buf.getvalue())
     return fig
 
 
