@@ -171,15 +171,17 @@ int dc_spmm(float *out, const dc_csr *s, const float *d, int64_t ldd, int64_t N,
 int dc_bias_act(float *out, const float *bias, int64_t B, int64_t O, int act, float alpha);
 
 /* ---- optimizers (one fused loop each, in place on param and state) ----------------------- */
-/* L2 penalty `l2` adds l2 * param to the gradient; decoupled weight decay `wd` (AdamW)
- * subtracts lr * wd * param. Momentum 0 = plain SGD (velocity may then be NULL). */
+/* L2 penalty `l2` adds l2 * param to the gradient, L1 penalty `l1` adds its subgradient
+ * l1 * sign(param) (0 where param == 0); decoupled weight decay `wd` (AdamW) subtracts
+ * lr * wd * param. Momentum 0 = plain SGD (velocity may then be NULL). */
 int dc_sgd_update(float *param, float *velocity, const float *grad, int64_t n, float lr,
-                  float momentum, int nesterov, float l2);
+                  float momentum, int nesterov, float l2, float l1);
 int dc_rmsprop_update(float *param, float *sq_avg, const float *grad, int64_t n, float lr,
-                      float rho, float eps, float l2);
+                      float rho, float eps, float l2, float l1);
 /* step counts from 1 (bias correction uses beta^step). */
 int dc_adam_update(float *param, float *m, float *v, const float *grad, int64_t n, float lr,
-                   float beta1, float beta2, float eps, float l2, float wd, int64_t step);
+                   float beta1, float beta2, float eps, float l2, float l1, float wd,
+                   int64_t step);
 /* out = sum of squares of x (n), accumulated in double. */
 int dc_sum_squares(double *out, const float *x, int64_t n);
 /* x (n) *= s */
@@ -268,6 +270,7 @@ typedef struct {
     float beta2;        /* Adam: decay of the second moment (sq_avg) */
     float eps;          /* RMSprop and Adam: added to the denominator */
     float l2;           /* L2 penalty on weights (not biases) */
+    float l1;           /* L1 penalty on weights (not biases): l1 * sign(w) */
     float weight_decay; /* decoupled (AdamW) on weights (not biases) */
     float clip_norm;    /* clip the global gradient norm to this if > 0 */
     int64_t step;       /* updates done so far (in/out) */

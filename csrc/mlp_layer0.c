@@ -124,7 +124,7 @@ static int open_blocked(layer0 *l0, const dc_mlp *net, const dc_optim *opt, int6
     const int64_t in = net->sizes[0], o = net->sizes[1];
     const size_t wbytes = (size_t)(in * o) * sizeof(float);
     l0->fused_sgd = opt->kind == DC_OPT_SGD && opt->momentum == 0.0f && opt->l2 == 0.0f &&
-                    opt->clip_norm <= 0.0f;
+                    opt->l1 == 0.0f && opt->clip_norm <= 0.0f;
     l0->capacity = mlp_sparse_capacity(net, bs);
     l0->wt = dc_alloc_aligned(wbytes);
     l0->grad_avg_t = opt->grad_avg ? dc_alloc_aligned(wbytes) : NULL;

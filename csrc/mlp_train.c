@@ -89,20 +89,20 @@ static int backward(train_state *t, int64_t rows, float lr)
     return layer0_backward(&t->l0, &g);
 }
 
-/* One optimizer step on a segment of n values. `decay` is 0 for biases: L2 and weight
+/* One optimizer step on a segment of n values. `decay` is 0 for biases: L2, L1 and weight
  * decay act on weights only, as in scikit-learn and most recipes. */
 static int optimizer_step(const dc_optim *opt, mlp_segment s, int64_t n, float lr, int decay)
 {
-    const float l2 = decay ? opt->l2 : 0.0f;
+    const float l2 = decay ? opt->l2 : 0.0f, l1 = decay ? opt->l1 : 0.0f;
     switch (opt->kind) {
     case DC_OPT_SGD:
         return dc_sgd_update(s.p, opt->momentum != 0.0f ? s.grad_avg : NULL, s.g, n, lr,
-                             opt->momentum, opt->nesterov, l2);
+                             opt->momentum, opt->nesterov, l2, l1);
     case DC_OPT_RMSPROP:
-        return dc_rmsprop_update(s.p, s.sq_avg, s.g, n, lr, opt->rho, opt->eps, l2);
+        return dc_rmsprop_update(s.p, s.sq_avg, s.g, n, lr, opt->rho, opt->eps, l2, l1);
     case DC_OPT_ADAM:
         return dc_adam_update(s.p, s.grad_avg, s.sq_avg, s.g, n, lr, opt->beta1, opt->beta2,
-                              opt->eps, l2, decay ? opt->weight_decay : 0.0f, opt->step);
+                              opt->eps, l2, l1, decay ? opt->weight_decay : 0.0f, opt->step);
     default:
         return DC_ERR_ARG;
     }

@@ -298,21 +298,34 @@ int dc_gather_f32(float *out, const float *inp, const int64_t *idx, int64_t B, i
 
 /* ---- optimizers -------------------------------------------------------------------------- */
 
-/* PyTorch SGD (dampening 0): g = grad + l2*p; buf = momentum*buf + g (buf starts at 0, which
- * equals PyTorch's buf = g on the first step); g = nesterov ? g + momentum*buf : buf;
- * p -= lr*g. */
-static void sgd_range(float *param, float *vel, const float *grad, int64_t lo, int64_t hi,
-                      float lr, float mom, int nesterov, float l2)
+/* The L1 penalty's subgradient l1 * sign(p), 0 at p == 0 (and for NaN). Only called when
+ * l1 != 0: with l1 == 0 the loops add nothing, so runs without it keep their bits (adding
+ * +0.0 would turn a -0.0 gradient into +0.0). */
+static inline float l1_term(float l1, float p)
+{
+    return p > 0.0f ? l1 : (p < 0.0f ? -l1 : 0.0f);
+}
+
+/* PyTorch SGD (dampening 0): g = grad + l2*p (+ l1*sign(p)); buf = momentum*buf + g (buf
+ * starts at 0, which equals PyTorch's buf = g on the first step); g = nesterov ? g +
+ * momentum*buf : buf; p -= lr*g. */
+DC_INLINE void sgd_range_impl(float *param, float *vel, const float *grad, int64_t lo,
+                              int64_t hi, float lr, float mom, int nesterov, float l2, float l1,
+                              int use_l1)
 {
     int64_t i;
     if (mom == 0.0f) {
         for (i = lo; i < hi; i++) {
             float g = grad[i] + l2 * param[i];
+            if (use_l1)
+                g += l1_term(l1, param[i]);
             param[i] -= lr * g;
         }
     } else if (nesterov) {
         for (i = lo; i < hi; i++) {
             float g = grad[i] + l2 * param[i];
+            if (use_l1)
+                g += l1_term(l1, param[i]);
             float b = mom * vel[i] + g;
             vel[i] = b;
             param[i] -= lr * (g + mom * b);
@@ -320,6 +333,8 @@ static void sgd_range(float *param, float *vel, const float *grad, int64_t lo, i
     } else {
         for (i = lo; i < hi; i++) {
             float g = grad[i] + l2 * param[i];
+            if (use_l1)
+                g += l1_term(l1, param[i]);
             float b = mom * vel[i] + g;
             vel[i] = b;
             param[i] -= lr * b;
@@ -327,9 +342,18 @@ static void sgd_range(float *param, float *vel, const float *grad, int64_t lo, i
     }
 }
 
+static void sgd_range(float *param, float *vel, const float *grad, int64_t lo, int64_t hi,
+                      float lr, float mom, int nesterov, float l2, float l1)
+{
+    if (l1 == 0.0f)
+        sgd_range_impl(param, vel, grad, lo, hi, lr, mom, nesterov, l2, 0.0f, 0);
+    else
+        sgd_range_impl(param, vel, grad, lo, hi, lr, mom, nesterov, l2, l1, 1);
+}
+
 // param, velocity, grad are (n); velocity may be NULL when momentum == 0
 int dc_sgd_update(float *param, float *velocity, const float *grad, int64_t n, float lr,
-                  float momentum, int nesterov, float l2)
+                  float momentum, int nesterov, float l2, float l1)
 {
     if (n < 0 || (momentum != 0.0f && velocity == NULL))
         return DC_ERR_ARG;
@@ -338,28 +362,40 @@ int dc_sgd_update(float *param, float *velocity, const float *grad, int64_t n, f
     int64_t nc = n_chunks(n, CHUNK_CHEAP);
     DC_FOR_CHUNKS(c, nc, {
         sgd_range(param, velocity, grad, c * CHUNK_CHEAP, dc_min64(n, (c + 1) * CHUNK_CHEAP),
-                  lr, momentum, nesterov, l2);
+                  lr, momentum, nesterov, l2, l1);
     });
     return DC_OK;
 }
 
-/* PyTorch RMSprop (centered=False, momentum=0): g = grad + l2*p;
+/* PyTorch RMSprop (centered=False, momentum=0): g = grad + l2*p (+ l1*sign(p));
  * sq = rho*sq + (1-rho)*g^2; p -= lr * g / (sqrt(sq) + eps). */
-static void rmsprop_range(float *param, float *sq, const float *grad, int64_t lo, int64_t hi,
-                          float lr, float rho, float eps, float l2)
+DC_INLINE void rmsprop_range_impl(float *param, float *sq, const float *grad, int64_t lo,
+                                  int64_t hi, float lr, float rho, float eps, float l2,
+                                  float l1, int use_l1)
 {
     const float one_m_rho = 1.0f - rho;
     for (int64_t i = lo; i < hi; i++) {
         float g = grad[i] + l2 * param[i];
+        if (use_l1)
+            g += l1_term(l1, param[i]);
         float s = rho * sq[i] + one_m_rho * (g * g);
         sq[i] = s;
         param[i] -= lr * g / (sqrtf(s) + eps);
     }
 }
 
+static void rmsprop_range(float *param, float *sq, const float *grad, int64_t lo, int64_t hi,
+                          float lr, float rho, float eps, float l2, float l1)
+{
+    if (l1 == 0.0f)
+        rmsprop_range_impl(param, sq, grad, lo, hi, lr, rho, eps, l2, 0.0f, 0);
+    else
+        rmsprop_range_impl(param, sq, grad, lo, hi, lr, rho, eps, l2, l1, 1);
+}
+
 // param, sq_avg, grad are (n)
 int dc_rmsprop_update(float *param, float *sq_avg, const float *grad, int64_t n, float lr,
-                      float rho, float eps, float l2)
+                      float rho, float eps, float l2, float l1)
 {
     if (n < 0)
         return DC_ERR_ARG;
@@ -368,23 +404,26 @@ int dc_rmsprop_update(float *param, float *sq_avg, const float *grad, int64_t n,
     int64_t nc = n_chunks(n, CHUNK_TRANS * 4);
     DC_FOR_CHUNKS(c, nc, {
         rmsprop_range(param, sq_avg, grad, c * CHUNK_TRANS * 4,
-                      dc_min64(n, (c + 1) * CHUNK_TRANS * 4), lr, rho, eps, l2);
+                      dc_min64(n, (c + 1) * CHUNK_TRANS * 4), lr, rho, eps, l2, l1);
     });
     return DC_OK;
 }
 
-/* PyTorch Adam / AdamW (amsgrad=False): with l2 (Adam's weight_decay) g = grad + l2*p; with
- * wd (AdamW's decoupled decay) p *= 1 - lr*wd (using p before this step, like PyTorch, and
- * after l2 read it when both are given); m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
+/* PyTorch Adam / AdamW (amsgrad=False): with l2 (Adam's weight_decay) g = grad + l2*p, and
+ * with l1 g += l1*sign(p); with wd (AdamW's decoupled decay) p *= 1 - lr*wd (using p before
+ * this step, like PyTorch, and after l2 and l1 read it when they are given);
+ * m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
  * p -= (lr / (1-b1^t)) * m / (sqrt(v) / sqrt(1-b2^t) + eps). */
-static void adam_range(float *param, float *m, float *v, const float *grad, int64_t lo,
-                       int64_t hi, float b1, float b2, float eps, float l2, float decay,
-                       float step_size, float sqrt_bc2)
+DC_INLINE void adam_range_impl(float *param, float *m, float *v, const float *grad, int64_t lo,
+                               int64_t hi, float b1, float b2, float eps, float l2, float l1,
+                               int use_l1, float decay, float step_size, float sqrt_bc2)
 {
     const float omb1 = 1.0f - b1, omb2 = 1.0f - b2;
     for (int64_t i = lo; i < hi; i++) {
         float p = param[i];
         float g = grad[i] + l2 * p;
+        if (use_l1)
+            g += l1_term(l1, p);
         p *= decay;
         float mi = b1 * m[i] + omb1 * g;
         float vi = b2 * v[i] + omb2 * (g * g);
@@ -394,9 +433,22 @@ static void adam_range(float *param, float *m, float *v, const float *grad, int6
     }
 }
 
+static void adam_range(float *param, float *m, float *v, const float *grad, int64_t lo,
+                       int64_t hi, float b1, float b2, float eps, float l2, float l1,
+                       float decay, float step_size, float sqrt_bc2)
+{
+    if (l1 == 0.0f)
+        adam_range_impl(param, m, v, grad, lo, hi, b1, b2, eps, l2, 0.0f, 0, decay, step_size,
+                        sqrt_bc2);
+    else
+        adam_range_impl(param, m, v, grad, lo, hi, b1, b2, eps, l2, l1, 1, decay, step_size,
+                        sqrt_bc2);
+}
+
 // param, m, v, grad are (n); step >= 1
 int dc_adam_update(float *param, float *m, float *v, const float *grad, int64_t n, float lr,
-                   float beta1, float beta2, float eps, float l2, float wd, int64_t step)
+                   float beta1, float beta2, float eps, float l2, float l1, float wd,
+                   int64_t step)
 {
     if (n < 0 || step < 1)
         return DC_ERR_ARG;
@@ -411,7 +463,7 @@ int dc_adam_update(float *param, float *m, float *v, const float *grad, int64_t 
     int64_t nc = n_chunks(n, chunk);
     DC_FOR_CHUNKS(c, nc, {
         adam_range(param, m, v, grad, c * chunk, dc_min64(n, (c + 1) * chunk), beta1, beta2,
-                   eps, l2, decay, step_size, sqrt_bc2);
+                   eps, l2, l1, decay, step_size, sqrt_bc2);
     });
     return DC_OK;
 }

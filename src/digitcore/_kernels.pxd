@@ -54,12 +54,12 @@ cdef extern from "digitcore.h" nogil:
     int dc_gather_f32(float *out, const float *inp, const int64_t *idx, int64_t B, int64_t F,
                       float scale, float shift)
     int dc_sgd_update(float *param, float *velocity, const float *grad, int64_t n, float lr,
-                      float momentum, int nesterov, float l2)
+                      float momentum, int nesterov, float l2, float l1)
     int dc_rmsprop_update(float *param, float *sq_avg, const float *grad, int64_t n, float lr,
-                          float rho, float eps, float l2)
+                          float rho, float eps, float l2, float l1)
     int dc_adam_update(float *param, float *m, float *v, const float *grad, int64_t n,
-                       float lr, float beta1, float beta2, float eps, float l2, float wd,
-                       int64_t step)
+                       float lr, float beta1, float beta2, float eps, float l2, float l1,
+                       float wd, int64_t step)
     int dc_sum_squares(double *out, const float *x, int64_t n)
     int dc_scale(float *x, int64_t n, float s)
     uint64_t dc_hash64(uint64_t seed, uint64_t stream, uint64_t i)
@@ -113,6 +113,7 @@ cdef extern from "digitcore.h" nogil:
         float beta2
         float eps
         float l2
+        float l1
         float weight_decay
         float clip_norm
         int64_t step

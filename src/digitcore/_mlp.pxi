@@ -182,7 +182,7 @@ cdef class _Net:
         """Run len(lrs) mini-batches in C. ``opt['step']`` is updated in place.
 
         ``opt``: the optimizer's kind and hyperparameters (``Optimizer.kernel_config``:
-        momentum, nesterov, rho, beta1, beta2, eps, l2, weight_decay, clip_norm, step).
+        momentum, nesterov, rho, beta1, beta2, eps, l2, l1, weight_decay, clip_norm, step).
         ``grad_avg`` (SGD with momentum, Adam) and ``sq_avg`` (RMSprop, Adam): the
         optimizer's state, float32 (n_params), updated in place; None where it has none.
 
@@ -245,6 +245,7 @@ cdef class _Net:
         o.beta2 = opt.get("beta2", 0.999)
         o.eps = opt.get("eps", 1e-8)
         o.l2 = opt.get("l2", 0.0)
+        o.l1 = _l1(opt.get("l1", 0.0))
         o.weight_decay = opt.get("weight_decay", 0.0)
         o.clip_norm = opt.get("clip_norm", 0.0) or 0.0
         o.step = opt.get("step", 0)

@@ -202,6 +202,14 @@ cdef float _finite(object v, str name) except? -1:
     return <float>d
 
 
+cdef float _l1(object v) except? -1:
+    """The L1 penalty: finite and >= 0 (a negative one would reward large weights)."""
+    cdef float f = _finite(v, "l1")
+    if not f >= 0.0:
+        raise ValueError(f"l1 must be >= 0, got {v}")
+    return f
+
+
 cdef uint64_t _u64(object v, str name) except? 0:
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {type(v).__name__}")
@@ -235,16 +243,18 @@ cdef object _opt_arrays(object param, object grad, list states):
         _no_overlap(named[i][1], named[i][0], tuple(named[i + 1:]))
 
 
-def sgd_update(param, grad, velocity=None, lr=0.01, momentum=0.0, nesterov=False, l2=0.0):
+def sgd_update(param, grad, velocity=None, lr=0.01, momentum=0.0, nesterov=False, l2=0.0,
+               l1=0.0):
     """SGD step, IN PLACE on ``param`` (and ``velocity``), PyTorch semantics.
 
-    ``g = grad + l2 * param``; with momentum ``velocity = momentum * velocity + g`` and
+    ``g = grad + l2 * param + l1 * sign(param)`` (the L1 term is 0 where ``param == 0``;
+    ``l1 >= 0``); with momentum ``velocity = momentum * velocity + g`` and
     ``g = g + momentum * velocity`` (Nesterov) or ``g = velocity``; ``param -= lr * g``.
     Start ``velocity`` at zeros. Arrays are float32, C-contiguous, same shape, disjoint.
     ``velocity`` may be None only when ``momentum == 0``. Returns None.
     """
     cdef float flr = _finite(lr, "lr"), fm = _finite(momentum, "momentum")
-    cdef float fl2 = _finite(l2, "l2")
+    cdef float fl2 = _finite(l2, "l2"), fl1 = _l1(l1)
     cdef int nest = bool(nesterov)
     if fm < 0:
         raise ValueError(f"momentum must be >= 0, got {momentum}")
@@ -265,18 +275,18 @@ def sgd_update(param, grad, velocity=None, lr=0.01, momentum=0.0, nesterov=False
         vv = _flat(velocity)
         vp = &vv[0]
     with nogil:
-        status = dc_sgd_update(&pv[0], vp, &gv[0], n, flr, fm, nest, fl2)
+        status = dc_sgd_update(&pv[0], vp, &gv[0], n, flr, fm, nest, fl2, fl1)
     _check(status, "sgd_update")
 
 
-def rmsprop_update(param, grad, sq_avg, lr=0.01, rho=0.99, eps=1e-8, l2=0.0):
+def rmsprop_update(param, grad, sq_avg, lr=0.01, rho=0.99, eps=1e-8, l2=0.0, l1=0.0):
     """RMSprop step, IN PLACE on ``param`` and ``sq_avg``, PyTorch semantics.
 
-    ``g = grad + l2 * param``; ``sq_avg = rho * sq_avg + (1 - rho) * g**2``;
+    ``g = grad + l2 * param + l1 * sign(param)``; ``sq_avg = rho * sq_avg + (1 - rho) * g**2``;
     ``param -= lr * g / (sqrt(sq_avg) + eps)``. Start ``sq_avg`` at zeros. Returns None.
     """
     cdef float flr = _finite(lr, "lr"), frho = _finite(rho, "rho"), feps = _finite(eps, "eps")
-    cdef float fl2 = _finite(l2, "l2")
+    cdef float fl2 = _finite(l2, "l2"), fl1 = _l1(l1)
     if not (0.0 <= frho <= 1.0):
         raise ValueError(f"rho must be in [0, 1], got {rho}")
     if feps < 0:
@@ -290,16 +300,17 @@ def rmsprop_update(param, grad, sq_avg, lr=0.01, rho=0.99, eps=1e-8, l2=0.0):
     if n == 0:
         return None
     with nogil:
-        status = dc_rmsprop_update(&pv[0], &sv[0], &gv[0], n, flr, frho, feps, fl2)
+        status = dc_rmsprop_update(&pv[0], &sv[0], &gv[0], n, flr, frho, feps, fl2, fl1)
     _check(status, "rmsprop_update")
 
 
 def adam_update(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, l2=0.0,
-                weight_decay=0.0):
+                weight_decay=0.0, l1=0.0):
     """Adam / AdamW step, IN PLACE on ``param``, ``m`` and ``v``, PyTorch semantics.
 
     ``step`` counts from 1 (this update's number, used for bias correction).
-    ``l2`` is Adam's coupled penalty (``g = grad + l2 * param``); ``weight_decay`` is
+    ``l2`` is Adam's coupled penalty (``g = grad + l2 * param``), ``l1`` the coupled L1
+    penalty (``g += l1 * sign(param)``, 0 where ``param == 0``); ``weight_decay`` is
     AdamW's decoupled decay (``param *= 1 - lr * weight_decay`` before the step).
     ``m = beta1 * m + (1 - beta1) * g``; ``v = beta2 * v + (1 - beta2) * g**2``;
     ``param -= lr / (1 - beta1**step) * m / (sqrt(v) / sqrt(1 - beta2**step) + eps)``.
@@ -308,6 +319,7 @@ def adam_update(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e
     cdef float flr = _finite(lr, "lr"), fb1 = _finite(beta1, "beta1")
     cdef float fb2 = _finite(beta2, "beta2"), feps = _finite(eps, "eps")
     cdef float fl2 = _finite(l2, "l2"), fwd = _finite(weight_decay, "weight_decay")
+    cdef float fl1 = _l1(l1)
     if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)):
         raise TypeError(f"step must be an integer, got {type(step).__name__}")
     if step < 1:
@@ -328,7 +340,7 @@ def adam_update(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e
         return None
     with nogil:
         status = dc_adam_update(&pv[0], &mv[0], &vv[0], &gv[0], n, flr, fb1, fb2, feps, fl2,
-                                fwd, st)
+                                fl1, fwd, st)
     _check(status, "adam_update")
 
 

@@ -120,7 +120,8 @@ def _parser():
     t.add_argument("--batch-size", type=_batch_size, default=_UNSET,
                    help="a positive int, or 'full' for full-batch gradient descent")
     t.add_argument("--dropout", type=_float)
-    t.add_argument("--l2", type=_float)
+    t.add_argument("--l2", type=_float, help="L2 penalty on the weights (default 0)")
+    t.add_argument("--l1", type=_float, help="L1 penalty on the weights (default 0)")
     t.add_argument("--augment", type=_augment, metavar="NAME|KEY=V,...",
                    help="deform training images: affine, elastic, thickness, full, none, or "
                         "Augment fields such as rotate=10,alpha=34 (default: the preset's)")
@@ -211,7 +212,7 @@ def cmd_train(args):
         digitcore.set_num_threads(args.threads)
     cfg = get_preset(args.preset)
     for key in ("hidden", "activation", "optimizer", "lr", "lr_schedule", "epochs", "dropout",
-                "l2"):
+                "l2", "l1"):
         value = getattr(args, key)
         if value is not None:
             cfg[key] = value
@@ -231,8 +232,9 @@ def cmd_train(args):
                             activation=cfg["activation"], dropout=cfg["dropout"], seed=args.seed)
     trainer = digitcore.Trainer(
         net, optimizer=cfg["optimizer"], lr=cfg["lr"], batch_size=cfg["batch_size"],
-        epochs=cfg["epochs"], l2=cfg.get("l2", 0.0), lr_schedule=cfg["lr_schedule"],
-        warmup=cfg.get("warmup", 0.0), seed=args.seed, augment=cfg.get("augment"),
+        epochs=cfg["epochs"], l2=cfg.get("l2", 0.0), l1=cfg.get("l1", 0.0),
+        lr_schedule=cfg["lr_schedule"], warmup=cfg.get("warmup", 0.0), seed=args.seed,
+        augment=cfg.get("augment"),
         verbose=0 if (args.quiet or args.json) else (2 if cfg["epochs"] > 50 else 1),
         checkpoint=args.checkpoint, checkpoint_seconds=args.checkpoint_seconds)
     if not (args.quiet or args.json):
@@ -257,8 +259,9 @@ def cmd_train(args):
         "interrupted": history.interrupted, "model": None,
     }
     if args.out:
-        net.save(args.out, metadata={k: summary[k] for k in (
-            "dataset", "epochs", "seed", "test_accuracy", "wall_seconds")})
+        # the trainer's summary (optimizer, batch size, l2, l1, ...) and the run's figures
+        net.save(args.out, metadata=dict(net.training_summary or {}, **{k: summary[k] for k in (
+            "dataset", "epochs", "seed", "test_accuracy", "wall_seconds")}))
         summary["model"] = os.path.abspath(args.out)
     lines = [f"test accuracy: {test_acc:.2%} ({name}, {len(x_te):,} test images)",
              f"wall time: {wall:.1f} s for {len(history)} epochs "

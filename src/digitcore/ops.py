@@ -41,10 +41,11 @@ Optimizer ops (in place)
 ------------------------
 ::
 
-    sgd_update(param, grad, velocity=None, lr=0.01, momentum=0.0, nesterov=False, l2=0.0)
-    rmsprop_update(param, grad, sq_avg, lr=0.01, rho=0.99, eps=1e-8, l2=0.0)
+    sgd_update(param, grad, velocity=None, lr=0.01, momentum=0.0, nesterov=False, l2=0.0,
+               l1=0.0)
+    rmsprop_update(param, grad, sq_avg, lr=0.01, rho=0.99, eps=1e-8, l2=0.0, l1=0.0)
     adam_update(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, l2=0.0,
-                weight_decay=0.0)
+                weight_decay=0.0, l1=0.0)
     sum_squares(x), scale_inplace(x, s), clip_grad_norm(grads, max_norm, eps=1e-12)
 
 GEMM

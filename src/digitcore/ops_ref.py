@@ -253,9 +253,18 @@ def gather_f32(x, idx=None, scale=1.0, shift=0.0, out=None):
 
 # ---- optimizers (in place) ------------------------------------------------------------------
 
-def sgd_update(param, grad, velocity=None, lr=0.01, momentum=0.0, nesterov=False, l2=0.0):
-    """PyTorch SGD step (dampening 0) in place; velocity starts at zeros."""
+def _l1_term(param, l1):
+    """The L1 penalty's subgradient ``l1 * sign(param)``, 0 where ``param == 0``."""
+    return l1 * np.sign(param)
+
+
+def sgd_update(param, grad, velocity=None, lr=0.01, momentum=0.0, nesterov=False, l2=0.0,
+               l1=0.0):
+    """PyTorch SGD step (dampening 0) in place; velocity starts at zeros. ``l1`` adds
+    ``l1 * sign(param)`` to the gradient, like ``l2`` adds ``l2 * param``."""
     g = grad + l2 * param
+    if l1:
+        g = g + _l1_term(param, l1)
     if momentum != 0.0:
         velocity *= momentum
         velocity += g
@@ -263,18 +272,23 @@ def sgd_update(param, grad, velocity=None, lr=0.01, momentum=0.0, nesterov=False
     param -= lr * g
 
 
-def rmsprop_update(param, grad, sq_avg, lr=0.01, rho=0.99, eps=1e-8, l2=0.0):
+def rmsprop_update(param, grad, sq_avg, lr=0.01, rho=0.99, eps=1e-8, l2=0.0, l1=0.0):
     """PyTorch RMSprop step (uncentered, no momentum) in place."""
     g = grad + l2 * param
+    if l1:
+        g = g + _l1_term(param, l1)
     sq_avg *= rho
     sq_avg += (1.0 - rho) * g * g
     param -= lr * g / (np.sqrt(sq_avg) + eps)
 
 
 def adam_update(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, l2=0.0,
-                weight_decay=0.0):
-    """PyTorch Adam (``l2``) / AdamW (``weight_decay``) step in place; step counts from 1."""
+                weight_decay=0.0, l1=0.0):
+    """PyTorch Adam (``l2``, and ``l1`` the same way) / AdamW (``weight_decay``) step in
+    place; step counts from 1."""
     g = grad + l2 * param
+    if l1:
+        g = g + _l1_term(param, l1)
     param *= 1.0 - lr * weight_decay
     m *= beta1
     m += (1.0 - beta1) * g

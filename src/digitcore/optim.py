@@ -80,18 +80,18 @@ class Optimizer:
         self.step_count = 0
         self.n_params = int(n_params)
 
-    def kernel_config(self, l2=0.0, clip_norm=None):
-        cfg = {"kind": self.kind, "step": self.step_count, "l2": float(l2),
+    def kernel_config(self, l2=0.0, clip_norm=None, l1=0.0):
+        cfg = {"kind": self.kind, "step": self.step_count, "l2": float(l2), "l1": float(l1),
                "clip_norm": float(clip_norm or 0.0)}
         cfg.update(self._kernel_args())
         return cfg
 
-    def update_params(self, network, grads, lr=None, l2=0.0):
+    def update_params(self, network, grads, lr=None, l2=0.0, l1=0.0):
         """Apply one update to ``network`` in place from a flat gradient ``grads``.
 
         For people who write their own loop (the Trainer does the same in C). ``grads`` is
-        laid out like ``network.flat_parameters``; ``l2`` (and Adam's ``weight_decay``)
-        act on weights only, not biases.
+        laid out like ``network.flat_parameters``; ``l2``, ``l1`` (which adds
+        ``l1 * sign(w)``) and Adam's ``weight_decay`` act on weights only, not biases.
         """
         from digitcore import ops
 
@@ -102,7 +102,7 @@ class Optimizer:
         if self.n_params != params.size:
             self.reset(params.size)
         self.step_count += 1
-        cfg = self.kernel_config(l2)
+        cfg = self.kernel_config(l2, l1=l1)
         lr = self.lr if lr is None else float(lr)
         off = 0
         for w, b in zip(network.weights, network.biases):
@@ -113,16 +113,17 @@ class Optimizer:
                 grad_avg = None if self.grad_avg is None else self.grad_avg[sl]
                 sq_avg = None if self.sq_avg is None else self.sq_avg[sl]
                 l2_seg = cfg["l2"] if decay else 0.0
+                l1_seg = cfg["l1"] if decay else 0.0
                 if self.kind == "sgd":
                     ops.sgd_update(p, g, grad_avg, lr=lr, momentum=cfg["momentum"],
-                                   nesterov=cfg["nesterov"], l2=l2_seg)
+                                   nesterov=cfg["nesterov"], l2=l2_seg, l1=l1_seg)
                 elif self.kind == "rmsprop":
                     ops.rmsprop_update(p, g, sq_avg, lr=lr, rho=cfg["rho"], eps=cfg["eps"],
-                                       l2=l2_seg)
+                                       l2=l2_seg, l1=l1_seg)
                 else:
                     ops.adam_update(p, g, grad_avg, sq_avg, self.step_count, lr=lr,
                                     beta1=cfg["beta1"], beta2=cfg["beta2"], eps=cfg["eps"],
-                                    l2=l2_seg,
+                                    l2=l2_seg, l1=l1_seg,
                                     weight_decay=cfg.get("weight_decay", 0.0) if decay else 0.0)
                 off += n
 
@@ -256,10 +257,10 @@ class Adam(Optimizer):
             args["weight_decay"] = self.weight_decay
         return args
 
-    def kernel_config(self, l2=0.0, clip_norm=None):
+    def kernel_config(self, l2=0.0, clip_norm=None, l1=0.0):
         if not self.decoupled:
             l2 = float(l2) + self.weight_decay
-        return super().kernel_config(l2=l2, clip_norm=clip_norm)
+        return super().kernel_config(l2=l2, clip_norm=clip_norm, l1=l1)
 
     def _public(self):
         return {"lr": self.lr, "betas": self.betas, "eps": self.eps,

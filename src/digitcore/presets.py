@@ -11,8 +11,8 @@ import copy
 __all__ = ["PRESETS", "get_preset", "NETWORK_KEYS", "TRAINER_KEYS"]
 
 NETWORK_KEYS = ("hidden", "activation", "init", "dropout")
-TRAINER_KEYS = ("optimizer", "lr", "batch_size", "epochs", "l2", "lr_schedule", "warmup",
-                "clip_norm")
+TRAINER_KEYS = ("optimizer", "lr", "batch_size", "epochs", "l2", "l1", "lr_schedule",
+                "warmup", "clip_norm")
 
 PRESETS = {
     # The README's main job: a few seconds on a laptop, >= 97.5% on full MNIST.

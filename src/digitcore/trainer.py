@@ -230,6 +230,19 @@ _NOT_RUN_SETTINGS = {"network", "optimizer", "verbose", "stream", "callbacks", "
                      "stop_training", "checkpoint", "checkpoint_seconds", "early_stopping"}
 
 
+def _penalty(value, name):
+    """A regularization strength: a finite number >= 0, else a ValueError naming it."""
+    try:
+        if isinstance(value, (bool, np.bool_)) or isinstance(value, str):
+            raise TypeError
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}") from None
+    if not (v >= 0 and math.isfinite(v)):
+        raise ValueError(f"{name} must be >= 0 and finite, got {value!r}")
+    return v
+
+
 def _setting(value):
     """A trainer setting as JSON for the checkpoint's run config."""
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -284,6 +297,11 @@ class Trainer:
     epochs : int
     l2 : float
         L2 penalty on weights (not biases): adds ``l2 * w`` to each weight's gradient.
+    l1 : float
+        L1 penalty on weights (not biases): adds ``l1 * sign(w)`` to each weight's
+        gradient (0 where ``w == 0``), the subgradient of ``l1 * sum(|w|)``, which pushes
+        weights that the data does not need toward 0. Every optimizer; with Adam or RMSprop
+        it enters the gradient before the adaptive scaling, like ``l2``.
     lr_schedule : {"constant", "step", "cosine"} or callable ``step -> multiplier``
     warmup : float
         Epochs of linear learning-rate warmup (may be fractional).
@@ -321,7 +339,7 @@ class Trainer:
 
     def __init__(self, network, optimizer="adam", lr=None, batch_size=128, epochs=10, l2=0.0,
                  lr_schedule="constant", early_stopping=None, seed=None, verbose=1,
-                 callbacks=(), *, warmup=0.0, clip_norm=None, shuffle=True, stream=None,
+                 callbacks=(), *, warmup=0.0, clip_norm=None, l1=0.0, shuffle=True, stream=None,
                  augment=None, checkpoint=None, checkpoint_seconds=None,
                  chunk_samples=None, chunk_seconds="default"):
         from digitcore.augment import get_augment
@@ -337,9 +355,8 @@ class Trainer:
         if isinstance(epochs, bool) or int(epochs) < 0:
             raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
         self.epochs = int(epochs)
-        self.l2 = float(l2)
-        if not (self.l2 >= 0 and math.isfinite(self.l2)):
-            raise ValueError(f"l2 must be >= 0, got {l2}")
+        self.l2 = _penalty(l2, "l2")
+        self.l1 = _penalty(l1, "l1")
         make_schedule(lr_schedule, 1)  # validates the name now, not mid-fit
         self.lr_schedule = lr_schedule
         self.warmup = float(warmup)
@@ -387,7 +404,8 @@ class Trainer:
         from digitcore.checkpoint import data_fingerprint
 
         es = self.early_stopping
-        opt_cfg = {k: v for k, v in self.optimizer.kernel_config(self.l2, self.clip_norm).items()
+        opt_cfg = {k: v for k, v in self.optimizer.kernel_config(self.l2, self.clip_norm,
+                                                                        self.l1).items()
                    if k != "step"}
         return {
             "network": self.network.get_config(),
@@ -535,7 +553,7 @@ class Trainer:
                 lrs_all = np.array([opt.lr * schedule(step0 + j) for j in range(batches_per_epoch)],
                                    dtype=np.float32)
                 loss_sum, correct, seen = pos[2:5] if resumed else (0.0, 0, 0)
-                cfg = opt.kernel_config(self.l2, self.clip_norm)
+                cfg = opt.kernel_config(self.l2, self.clip_norm, self.l1)
                 b1 = pos[1] if resumed else 0
                 while b1 < batches_per_epoch:
                     b0, b1 = b1, min(batches_per_epoch, b1 + chunk_batches)
@@ -618,6 +636,8 @@ class Trainer:
             "epochs": len(history),
             "optimizer": repr(opt),
             "batch_size": self.batch_size,
+            "l2": self.l2,
+            "l1": self.l1,
             "seed": seed,
             "final_loss": history.history["loss"][-1] if len(history) else None,
         }

@@ -80,8 +80,9 @@ def default_model(*, quiet=False, preset_overrides=None):
     t0 = time.perf_counter()
     history = Trainer(
         net, optimizer=cfg["optimizer"], lr=cfg["lr"], batch_size=cfg["batch_size"],
-        epochs=cfg["epochs"], l2=cfg.get("l2", 0.0), lr_schedule=cfg["lr_schedule"],
-        warmup=cfg.get("warmup", 0.0), seed=0, verbose=0).fit(x_tr, y_tr)
+        epochs=cfg["epochs"], l2=cfg.get("l2", 0.0), l1=cfg.get("l1", 0.0),
+        lr_schedule=cfg["lr_schedule"], warmup=cfg.get("warmup", 0.0), seed=0,
+        verbose=0).fit(x_tr, y_tr)
     if history.interrupted:
         # the Trainer turns Ctrl-C into an early stop; here it means "don't serve", and a
         # half-trained network must not be cached as the default model
