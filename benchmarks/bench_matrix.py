@@ -18,6 +18,11 @@ GEMM on 1024x1024x1024 at that thread count, measured in the same run, each in i
 process. digitcore's first layer skips zero pixels, so on uint8 MNIST its figure is
 dense-equivalent and can exceed the ceiling. Peers that are not installed (torch) are
 skipped, and so are cases whose data is missing (Fashion-MNIST, scikit-learn's 8x8 digits).
+
+`digitcore-dense` is digitcore with its sparse first layer switched off (training and
+inference), on the same uint8 data: not a peer, its time over digitcore's is printed as the
+sparse path's gain. Results, with each figure as a named claim, go to
+benchmarks/results/bench_matrix.json (see _results.py).
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import _results  # noqa: E402
 
 # kind: "train" (unit = `epochs` epochs, or `steps` full-batch steps), "proba1" / "predict1"
 # (unit = median of single-image calls), "proba" (unit = one call on the test set).
@@ -61,7 +68,7 @@ CASES = {
                       calls=2000, floor=0.85),
     "proba-10k": dict(sizes=(784, 128, 10), bs=128, data="mnist", kind="proba", floor=0.85),
 }
-SYSTEMS = ("digitcore", "numpy", "pytorch")
+SYSTEMS = ("digitcore", "digitcore-dense", "numpy", "pytorch")
 SHORT_TRAIN = 12000
 
 
@@ -122,6 +129,30 @@ class _Digitcore:
 
     @staticmethod
     def predict(model, x):
+        return model.predict(x)
+
+
+class _DigitcoreDense(_Digitcore):
+    """digitcore with the sparse first layer off, for training and inference: what skipping
+    the zero pixels saves on the same data. Not a peer: its ratio is the sparse gain."""
+
+    def train(self, model, x, y, seed, epochs):
+        c = self.case
+        tr = self.dc.Trainer(model, optimizer=c.get("optimizer", "sgd"), lr=c.get("lr", 0.1),
+                             batch_size=c["bs"], epochs=epochs, seed=seed, verbose=0)
+        tr._sparse_input = "never"
+        t = time.perf_counter()
+        tr.fit(x, y)
+        return time.perf_counter() - t
+
+    @staticmethod
+    def proba(model, x):
+        model.c_net().sparse_input = "never"
+        return model.predict_proba(x)
+
+    @staticmethod
+    def predict(model, x):
+        model.c_net().sparse_input = "never"
         return model.predict(x)
 
 
@@ -194,14 +225,15 @@ def worker(system, case_name, threads, data_dirs, short):
     case = CASES[case_name]
     kind = case.get("kind", "train")
     try:
-        sysobj = {"digitcore": _Digitcore, "numpy": _Numpy, "pytorch": _Torch}[system](
+        sysobj = {"digitcore": _Digitcore, "digitcore-dense": _DigitcoreDense, "numpy": _Numpy,
+                  "pytorch": _Torch}[system](
             case, threads)
         x, y, xt, yt = _load(case, data_dirs, short)
     except (ImportError, OSError, DigitcoreError) as exc:  # a peer or data that is not here
         _reply({"skip": f"{type(exc).__name__}: {exc}"})
         return
     full = kind == "train" and case["bs"] is None
-    if full and system != "digitcore" and x.dtype == np.uint8:
+    if full and not system.startswith("digitcore") and x.dtype == np.uint8:
         # a careful NumPy/PyTorch user converts the data set once for full-batch descent;
         # digitcore keeps uint8 and converts inside its kernels (counted in its time)
         x = (x.astype(np.float32) / np.float32(255)).astype(np.float32)
@@ -364,8 +396,10 @@ def run(args):
         for th in threads_list:
             workers, acc, skipped, learned = {}, {}, {}, True
             for s in systems:
-                if s != "digitcore" and s not in peers:
+                if not s.startswith("digitcore") and s not in peers:
                     continue
+                if s == "digitcore-dense" and case["data"] not in ("mnist", "fashion"):
+                    continue  # the sparse path only matters on uint8 pixels
                 w = Worker(["--worker", s, name, str(th)] + common, th)
                 r = w.read()
                 if "skip" in r:
@@ -398,7 +432,7 @@ def run(args):
             for w in workers.values():
                 w.close()
             med = {s: statistics.median(v) for s, v in times.items()}
-            peer_t = {s: v for s, v in med.items() if s != "digitcore"}
+            peer_t = {s: v for s, v in med.items() if not s.startswith("digitcore")}
             best = min(peer_t, key=peer_t.get) if peer_t else None
             f = flops(case, n_train, n_test)
             ceil = max(ceilings[th].values())
@@ -407,12 +441,16 @@ def run(args):
                    "n_train": n_train, "seconds": med, "rounds": times, "accuracy": acc,
                    "skipped": skipped, "best_peer": best,
                    "ratio": (peer_t[best] / med["digitcore"]) if best else None,
+                   "sparse_gain": (med["digitcore-dense"] / med["digitcore"]
+                                   if "digitcore-dense" in med else None),
                    "gflops": {s: f / v / 1e9 for s, v in med.items()},
                    "gemm_ceiling_gflops": ceil}
             rows.append(row)
             line = "  ".join(f"{s} {fmt_time(med[s])} ({row['gflops'][s]:.1f} GF/s, "
                              f"acc {acc[s]:.3f})" for s in med)
             ratio = f"{row['ratio']:.2f}x vs {best}" if best else "no peer"
+            if row["sparse_gain"]:
+                ratio += f", sparse {row['sparse_gain']:.2f}x"
             print(f"{name:14s} {th}t  {ratio:18s} {line}  [ceiling {ceil:.0f} GF/s]",
                   flush=True)
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -470,7 +508,8 @@ def main():
     ap.add_argument("--pause", type=float, default=0.5,
                     help="seconds before each timed run (the previous pools go to sleep)")
     ap.add_argument("--json", default=None,
-                    help="default benchmarks/results/matrix.json (matrix-short.json with --short)")
+                    help="default benchmarks/results/bench_matrix.json (bench_matrix-short.json with "
+                         "--short)")
     ap.add_argument("--worker", nargs=3, metavar=("SYSTEM", "CASE", "THREADS"),
                     help=argparse.SUPPRESS)
     ap.add_argument("--ceiling-worker", nargs=3, metavar=("SYSTEM", "THREADS", "REPS"),
@@ -488,11 +527,29 @@ def main():
     result = run(args)
     print()
     print(markdown(result))
-    path = Path(args.json or HERE / "results" / (
-        "matrix-short.json" if args.short else "matrix.json"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"\nwrote {path}")
+    claims = {}
+    for r in result["rows"]:
+        key = f"{r['case']}_{r['threads']}t"
+        unit, mult = {"proba1": ("us", 1e6), "predict1": ("us", 1e6),
+                      "proba": ("ms", 1e3)}.get(r["kind"], ("s", 1.0))
+        for s, v in r["seconds"].items():
+            claims[f"{key}_{s}_{unit}"] = v * mult
+        if r["kind"] == "proba":
+            claims[f"{key}_images_per_s"] = 10000 / r["seconds"]["digitcore"]
+        if r["ratio"]:
+            claims[f"{key}_ratio"] = r["ratio"]
+        if r["sparse_gain"]:
+            claims[f"{key}_sparse_gain"] = r["sparse_gain"]
+    try:  # the share of zero pixels, which the sparse first layer skips
+        import digitcore
+        (xm, _), _ = digitcore.load_mnist(args.data_dir, download=False)
+        claims["mnist_train_zero_pixels_pct"] = 100.0 * float((xm == 0).mean())
+    except (OSError, ValueError) as exc:
+        print(f"MNIST's zero-pixel share not measured: {exc}")
+    claims.update({f"gemm_ceiling_{t}t_gflops": max(v.values())
+                   for t, v in result["gemm_ceiling_gflops"].items()})
+    _results.save(__file__, claims, result, args.json or (
+        HERE / "results" / "bench_matrix-short.json" if args.short else None))
     if result["failed"]:
         raise SystemExit("\n".join(result["failed"]))
 
