@@ -462,33 +462,52 @@ def run(args):
             "failed": failed}
 
 
-def markdown(result):
-    """The README table: one line per case, ratios at each thread count."""
-    by = {}
+UNITS = {"proba1": ("us", 1e6, 1), "predict1": ("us", 1e6, 1), "proba": ("ms", 1e3, 1)}
+RESULTS_URL = "https://github.com/digitcore/digitcore/blob/main/benchmarks/results/"
+
+
+def claims_of(result):
+    """The named figures a document may quote (see _results.py)."""
+    claims = {}
     for r in result["rows"]:
-        by.setdefault(r["case"], {})[r["threads"]] = r
-    ths = sorted({r["threads"] for r in result["rows"]})
-    head = "| case | " + " | ".join(f"{t} thread{'s' if t > 1 else ''}: digitcore, best peer, "
-                                    f"ratio, GFLOP/s (% of GEMM)" for t in ths) + " |"
-    out = [head, "|---|" + "---|" * len(ths)]
-    for name, per in by.items():
-        cells = []
-        for t in ths:
-            r = per.get(t)
-            if r is None:
-                cells.append("")
-                continue
-            dc = r["seconds"]["digitcore"]
-            g = r["gflops"]["digitcore"]
-            pct = g / r["gemm_ceiling_gflops"]
-            if r["best_peer"]:
-                cells.append(f"{fmt_time(dc)}, {r['best_peer']} "
-                             f"{fmt_time(r['seconds'][r['best_peer']])}, "
-                             f"**{r['ratio']:.2f}x**, {g:.0f} ({pct:.0%})")
-            else:
-                cells.append(f"{fmt_time(dc)}, {g:.0f} ({pct:.0%})")
-        c = CASES[name]
-        out.append(f"| {name} ({'-'.join(map(str, c['sizes']))}) | " + " | ".join(cells) + " |")
+        key = f"{r['case']}_{r['threads']}t"
+        unit, mult, _ = UNITS.get(r["kind"], ("s", 1.0, 3))
+        for s, v in r["seconds"].items():
+            claims[f"{key}_{s}_{unit}"] = v * mult
+        if r["kind"] == "proba":
+            claims[f"{key}_images_per_s"] = 10000 / r["seconds"]["digitcore"]
+        if r["ratio"]:
+            claims[f"{key}_ratio"] = r["ratio"]
+        if r.get("sparse_gain"):
+            claims[f"{key}_sparse_gain"] = r["sparse_gain"]
+        claims[f"{key}_gflops"] = r["gflops"]["digitcore"]
+        claims[f"{key}_pct_of_ceiling"] = 100 * r["gflops"]["digitcore"] / r["gemm_ceiling_gflops"]
+    claims.update({f"gemm_ceiling_{t}t_gflops": max(v.values())
+                   for t, v in result["gemm_ceiling_gflops"].items()})
+    return claims
+
+
+def markdown(result, claims, results_file="bench_matrix.json"):
+    """The README table, every figure a link to its claim in the committed results."""
+    def link(claim, fmt, suffix=""):
+        return f'[{fmt.format(claims[claim])}{suffix}]({RESULTS_URL}{results_file} "{claim}")'
+
+    out = ["| case | threads | digitcore | best peer | digitcore is | sparse path gain "
+           "| GFLOP/s (of GEMM ceiling) |", "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        key = f"{r['case']}_{r['threads']}t"
+        unit, _, dec = UNITS.get(r["kind"], ("s", 1.0, 3))
+        tfmt = "{:.%df}" % dec
+        dc = link(f"{key}_digitcore_{unit}", tfmt, f" {unit}")
+        best = r["best_peer"]
+        peer = f"{best} " + link(f"{key}_{best}_{unit}", tfmt, f" {unit}") if best else "none"
+        ratio = link(f"{key}_ratio", "{:.2f}", "x") if best else ""
+        gain = link(f"{key}_sparse_gain", "{:.2f}", "x") if r.get("sparse_gain") else ""
+        gf = (link(f"{key}_gflops", "{:.0f}") + " (" + link(f"{key}_pct_of_ceiling", "{:.0f}", "%")
+              + ")")
+        c = CASES[r["case"]]
+        out.append(f"| {r['case']} ({'-'.join(map(str, c['sizes']))}) | {r['threads']} | {dc} "
+                   f"| {peer} | {ratio} | {gain} | {gf} |")
     return "\n".join(out)
 
 
@@ -508,14 +527,19 @@ def main():
     ap.add_argument("--pause", type=float, default=0.5,
                     help="seconds before each timed run (the previous pools go to sleep)")
     ap.add_argument("--json", default=None,
-                    help="default benchmarks/results/bench_matrix.json (bench_matrix-short.json with "
-                         "--short)")
+                    help="default benchmarks/results/bench_matrix.json "
+                         "(bench_matrix-short.json with --short)")
     ap.add_argument("--worker", nargs=3, metavar=("SYSTEM", "CASE", "THREADS"),
                     help=argparse.SUPPRESS)
     ap.add_argument("--ceiling-worker", nargs=3, metavar=("SYSTEM", "THREADS", "REPS"),
                     help=argparse.SUPPRESS)
+    ap.add_argument("--table", metavar="JSON",
+                    help="print the README table of a results file, without running")
     args = ap.parse_args()
-    sys.path.insert(0, str(HERE))
+    if args.table:
+        saved = json.loads(Path(args.table).read_text())
+        print(markdown(saved["rows"], saved["claims"], Path(args.table).name))
+        return
     if args.worker:
         s, c, t = args.worker
         worker(s, c, int(t), {"mnist": args.data_dir, "fashion": args.fashion_dir}, args.short)
@@ -525,31 +549,17 @@ def main():
         ceiling_worker(s, int(t), int(reps))
         return
     result = run(args)
-    print()
-    print(markdown(result))
-    claims = {}
-    for r in result["rows"]:
-        key = f"{r['case']}_{r['threads']}t"
-        unit, mult = {"proba1": ("us", 1e6), "predict1": ("us", 1e6),
-                      "proba": ("ms", 1e3)}.get(r["kind"], ("s", 1.0))
-        for s, v in r["seconds"].items():
-            claims[f"{key}_{s}_{unit}"] = v * mult
-        if r["kind"] == "proba":
-            claims[f"{key}_images_per_s"] = 10000 / r["seconds"]["digitcore"]
-        if r["ratio"]:
-            claims[f"{key}_ratio"] = r["ratio"]
-        if r["sparse_gain"]:
-            claims[f"{key}_sparse_gain"] = r["sparse_gain"]
+    claims = claims_of(result)
     try:  # the share of zero pixels, which the sparse first layer skips
         import digitcore
         (xm, _), _ = digitcore.load_mnist(args.data_dir, download=False)
         claims["mnist_train_zero_pixels_pct"] = 100.0 * float((xm == 0).mean())
     except (OSError, ValueError) as exc:
         print(f"MNIST's zero-pixel share not measured: {exc}")
-    claims.update({f"gemm_ceiling_{t}t_gflops": max(v.values())
-                   for t, v in result["gemm_ceiling_gflops"].items()})
-    _results.save(__file__, claims, result, args.json or (
+    path = _results.save(__file__, claims, result, args.json or (
         HERE / "results" / "bench_matrix-short.json" if args.short else None))
+    print()
+    print(markdown(result, claims, Path(path).name))
     if result["failed"]:
         raise SystemExit("\n".join(result["failed"]))
 
