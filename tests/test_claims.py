@@ -92,3 +92,62 @@ def test_results_files_say_what_ran_where_and_when():
 ])
 def test_figure_mismatch(text, claim, ok):
     assert (figure_mismatch(text, claim) is None) == ok
+
+
+# A measured-looking figure: a number (or a range) with a unit of time, speed, size or a
+# ratio/percentage. Such a figure in README.md or docs/ must be a link to a committed result
+# (above), unless UNBACKED_OK says why it is not a measurement of digitcore.
+FIGURE = re.compile(r"(?<![\w.\-/])\d[\d,]*(?:\.\d+)?(?:-\d[\d,]*(?:\.\d+)?)?"
+                    r"(?:x\b|\s?(?:%|ms\b|s\b|µs|us\b|GFLOP/s|GF/s|MB\b|GB\b|KB\b|"
+                    r"samples/s|images/s|min\b|minutes?\b|seconds?\b))")
+# documents that are not claims about digitcore: the project's brief (reference systems'
+# speeds and published results, measured before this code), and the dated performance log
+# (history, each figure with the commit that measured it)
+NOT_CLAIMS = {"docs/DESIGN.md", "docs/perf-log.md"}
+# (document, figure as written, why it needs no benchmark)
+UNBACKED_OK = {
+    ("README.md", "10%"): "the issue's target for augmentation cost, not a measurement",
+    ("docs/ARCHITECTURE.md", "0.25 s"): "a design parameter: the work per C call it aims at",
+    ("docs/ARCHITECTURE.md", "512 KB"): "a design parameter: the packed-B size limit",
+}
+
+
+def unlinked_figures(text, doc="README.md"):
+    """(line number, figure) of each measured-looking figure in `text` that is not written
+    as a link to a committed result, outside code blocks and inline code."""
+    out, code = [], False
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("```"):
+            code = not code
+            continue
+        if code:
+            continue
+        plain = re.sub(r"`[^`]*`", "", LINK.sub("", line))
+        for m in FIGURE.finditer(plain):
+            if (doc, m.group(0)) not in UNBACKED_OK:
+                out.append((lineno, m.group(0)))
+    return out
+
+
+def test_no_measured_figure_without_its_result():
+    problems = []
+    for doc in _documents():
+        name = str(doc.relative_to(ROOT))
+        if name in NOT_CLAIMS:
+            continue
+        problems += [f"{name}:{n}: {fig!r} is not a link to benchmarks/results (write it as "
+                     f"[{fig}](.../benchmarks/results/<file>.json \"<claim>\"), or remove it)"
+                     for n, fig in unlinked_figures(doc.read_text(encoding="utf-8"), name)]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("text, found", [
+    ("an epoch takes 0.12 s", ["0.12 s"]),
+    ("2.5x faster, 98.31% and 120 GFLOP/s", ["2.5x", "98.31%", "120 GFLOP/s"]),
+    ("0.10-0.12 s per epoch", ["0.10-0.12 s"]),
+    ('[0.12 s](https://x/benchmarks/results/bench_train.json "b128_2t") per epoch', []),
+    ("a 784-128-10 network, 6 epochs, 784 x 128 weights", []),
+    ("inline `0.5 s` and\n```\n3.2x\n```\n", []),
+])
+def test_unlinked_figures_finds_measurements_only(text, found):
+    assert [f for _, f in unlinked_figures(text)] == found
