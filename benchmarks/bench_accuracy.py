@@ -1,10 +1,12 @@
 """Test accuracy and wall time of the documented presets on MNIST.
 
-    python benchmarks/bench_accuracy.py [--presets default,best,tutorial,mini] [--seed 0]
+    python benchmarks/bench_accuracy.py [--presets default,best,tutorial,mini] [--seeds 0,1,2]
 
 Trains on the 60,000 MNIST training images (the 6,000-image mnist-mini for `mini`) and
 reports accuracy on the 10,000 test images (1,000 for mini), with the wall time of
-training, against the targets from the project's issues.
+training, for each seed, then the mean and spread (min, max) per preset, against the
+targets from the project's issues. The presets were chosen on validation splits of the
+training images; this benchmark only reports their test accuracy.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _results  # noqa: E402
 import digitcore  # noqa: E402
-from digitcore.presets import epochs_for, get_preset  # noqa: E402
+from digitcore.presets import TRAINER_KEYS, epochs_for, get_preset  # noqa: E402
 
 TARGETS = {  # preset: (min accuracy, max wall seconds) -- None: report only
     "default": (0.975, 15.0),
-    "best": (0.985, 60.0),
+    "best": (0.986, 30.0),
     "tutorial": (None, None),
     "mini": (0.94, None),
 }
@@ -35,10 +37,8 @@ def run(preset_name, data, seed, verbose):
     epochs = epochs_for(preset, len(x))
     net = digitcore.Network([784, *preset["hidden"], 10], activation=preset["activation"],
                             dropout=preset["dropout"], seed=seed)
-    tr = digitcore.Trainer(net, optimizer=preset["optimizer"], lr=preset["lr"],
-                           batch_size=preset["batch_size"], epochs=epochs,
-                           lr_schedule=preset["lr_schedule"], warmup=preset.get("warmup", 0.0),
-                           l2=preset.get("l2", 0.0), seed=seed, verbose=verbose)
+    kw = {k: preset[k] for k in (*TRAINER_KEYS, "augment") if k in preset and k != "epochs"}
+    tr = digitcore.Trainer(net, epochs=epochs, seed=seed, verbose=verbose, **kw)
     t = time.perf_counter()
     tr.fit(x, y)
     wall = time.perf_counter() - t
@@ -52,7 +52,7 @@ def main():
     ap.add_argument("--data-dir", default=os.environ.get(
         "DIGITCORE_SHARED_MNIST", str(HERE.parents[1] / "shared/data/mnist")))
     ap.add_argument("--presets", default="default,best,tutorial,mini")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     ap.add_argument("--verbose", type=int, default=2)
     ap.add_argument("--json", default=None, help="results file (default: the committed "
                     "benchmarks/results/bench_accuracy.json)")
@@ -61,8 +61,9 @@ def main():
     full = digitcore.load_mnist(args.data_dir, download=False)
     mini = digitcore.load_dataset("mnist-mini")
     rows, ok = [], True
-    for name in args.presets.split(","):
-        r = run(name, mini if name == "mini" else full, args.seed, args.verbose)
+    seeds = [int(v) for v in args.seeds.split(",")]
+    for name, seed in ((n, sd) for n in args.presets.split(",") for sd in seeds):
+        r = run(name, mini if name == "mini" else full, seed, args.verbose)
         acc_t, time_t = TARGETS.get(name, (None, None))
         verdict = []
         if acc_t is not None:
@@ -80,6 +81,15 @@ def main():
     for r in rows:
         claims[f"{r['preset']}_seed{r['seed']}_accuracy_pct"] = 100 * r["test_accuracy"]
         claims[f"{r['preset']}_seed{r['seed']}_train_s"] = r["train_seconds"]
+    for name in dict.fromkeys(r["preset"] for r in rows):
+        accs = [100 * r["test_accuracy"] for r in rows if r["preset"] == name]
+        secs = [r["train_seconds"] for r in rows if r["preset"] == name]
+        if len(accs) > 1:
+            claims[f"{name}_mean_accuracy_pct"] = sum(accs) / len(accs)
+            claims[f"{name}_accuracy_range_pct"] = [min(accs), max(accs)]
+            claims[f"{name}_mean_train_s"] = sum(secs) / len(secs)
+            print(f"{name:9s} {len(accs)} seeds: mean {sum(accs) / len(accs):.2f}%, "
+                  f"{min(accs):.2f}-{max(accs):.2f}%, mean {sum(secs) / len(secs):.1f} s")
     _results.save(__file__, claims, rows, args.json)
     return 0 if ok else 1
 
