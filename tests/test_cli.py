@@ -146,9 +146,38 @@ def test_malformed_model_file(tmp_path):
     assert r.returncode != 0 and "Traceback" in r.stderr
 
 
-def test_missing_image(model, tmp_path):
+def test_predict_reports_each_unreadable_picture_and_reads_the_rest(model, tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    import digitcore
+
     path, _ = model
-    assert_one_line_error(run("predict", path, tmp_path / "none.png"), "none.png")
+    (_, _), (xt, _) = digitcore.load_dataset("mnist-mini")
+    good = tmp_path / "good.png"
+    Image.fromarray(255 - xt[0]).resize((84, 84)).save(good)
+    blank = tmp_path / "blank.png"
+    Image.new("L", (64, 64), 255).save(blank)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not a picture")
+    missing = tmp_path / "none.png"
+    r = run("predict", path, missing, good, blank, junk)
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert r.stdout.startswith(str(good)) and len(r.stdout.strip().splitlines()) == 1
+    errs = r.stderr.strip().splitlines()
+    assert len(errs) == 3 and all(ln.startswith("digitcore predict: ") for ln in errs), errs
+    assert [str(p) in ln for p, ln in zip((missing, blank, junk), errs)] == [True] * 3, errs
+    r = run("predict", path, missing, good, blank, "--json")
+    assert r.returncode == 1
+    out = json.loads(r.stdout)
+    assert out["failed"] == 2 and [("error" in p) for p in out["predictions"]] == [True, False, True]
+    assert out["predictions"][2]["reason"] == "blank"
+    assert out["predictions"][1]["digit"] == net_digit(path, good)
+    assert run("predict", path, good).returncode == 0
+
+
+def net_digit(model_path, image):
+    import digitcore
+    return digitcore.load_model(model_path).predict_image(image)[0]
 
 
 def test_dataset_without_files_is_an_error_not_a_fallback(tmp_path):

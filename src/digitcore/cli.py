@@ -147,7 +147,9 @@ def _parser():
     e.add_argument("--plots", default=None, metavar="DIR", help="write PNG plots here")
     e.add_argument("--json", action="store_true")
 
-    pr = sub.add_parser("predict", help="read digits from image files")
+    pr = sub.add_parser("predict", help="read digits from image files (a picture that cannot "
+                        "be read is reported on stderr, the others are still read; exit "
+                        "status 1 if any failed)")
     pr.add_argument("model")
     pr.add_argument("images", nargs="+", metavar="IMAGE")
     pr.add_argument("--top-k", type=_positive_int, default=1)
@@ -308,24 +310,37 @@ def cmd_evaluate(args):
 
 
 def cmd_predict(args):
+    """Read each picture; one that cannot be read (no such file, not an image, no digit in
+    it) is reported on its own and the others are still read. Exit status 1 if any failed."""
     import numpy as np
 
+    from digitcore.errors import NoDigitError
     from digitcore.modelio import load_model
 
     net = load_model(args.model)
     k = min(args.top_k, net.n_classes)
-    results, lines = [], []
+    results, lines, failed = [], [], 0
     for path in args.images:
-        if not os.path.exists(path):
-            raise UsageError(f"{path}: no such file")
-        digit, proba = net.predict_image(path)
+        try:
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"{path}: no such file")
+            digit, proba = net.predict_image(path)
+        except (NoDigitError, ValueError, OSError) as exc:
+            failed += 1
+            message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            entry = {"image": path, "error": message}
+            if isinstance(exc, NoDigitError):
+                entry["reason"] = exc.reason
+            results.append(entry)
+            print(f"digitcore predict: {message}", file=sys.stderr)
+            continue
         top = np.argsort(proba)[::-1][:k]
         results.append({"image": path, "digit": digit, "confidence": float(proba[digit]),
                         "top": [{"digit": int(d), "probability": float(proba[d])} for d in top]})
         alts = ", ".join(f"{int(d)} ({proba[d]:.1%})" for d in top[1:])
         lines.append(f"{path}: {digit} ({proba[digit]:.1%})" + (f"; then {alts}" if alts else ""))
-    _emit(args, {"model": args.model, "predictions": results}, lines)
-    return 0
+    _emit(args, {"model": args.model, "predictions": results, "failed": failed}, lines)
+    return 1 if failed else 0
 
 
 def cmd_info(args):
