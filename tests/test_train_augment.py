@@ -78,3 +78,14 @@ def test_augment_needs_images():
         Trainer(net, augment="affine", verbose=0, epochs=1).fit(x, y)
     with pytest.raises(ValueError, match="unknown augmentation"):
         Trainer(net, augment="twist")
+
+
+def test_model_file_records_the_augmentation(mini, tmp_path):
+    x, y, _, _ = mini
+    net, _ = fit(x[:300], y[:300], Augment(rotate=12, alpha=30))
+    assert net.training_summary["augment"] == Augment(rotate=12, alpha=30).to_dict()
+    net.save(tmp_path / "m.safetensors")
+    back = digitcore.load_model(tmp_path / "m.safetensors")
+    assert back.training_summary["augment"]["rotate"] == 12
+    assert back.training_summary["augment"]["alpha"] == 30
+    assert fit(x[:300], y[:300], None)[0].training_summary["augment"] is None

@@ -640,6 +640,8 @@ class Trainer:
             "l1": self.l1,
             "seed": seed,
             "final_loss": history.history["loss"][-1] if len(history) else None,
+            # how the training images were deformed (None: not at all); a model file records it
+            "augment": self.augment.to_dict() if self.augment is not None else None,
         }
         return history
 
