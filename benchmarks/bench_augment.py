@@ -15,13 +15,17 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-import digitcore
-from digitcore.augment import get_augment
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _results  # noqa: E402
+import digitcore  # noqa: E402
+from digitcore.augment import get_augment  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -44,13 +48,17 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--samples", type=int, default=60000)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=None, help="results file (default: the committed "
+                    "benchmarks/results/bench_augment.json)")
     args = ap.parse_args()
     digitcore.set_num_threads(args.threads)
     digitcore.show_config()
     try:
         (x, y), _ = digitcore.load_mnist(args.data_dir, download=False)
+        dataset = "mnist"
     except Exception:
         (x, y), _ = digitcore.load_dataset("mnist-mini")
+        dataset = "mnist-mini"
     x, y = x[:args.samples], y[:args.samples]
     hidden = [int(h) for h in args.hidden.split(",")]
     aug = get_augment(args.augment)
@@ -77,6 +85,15 @@ def main():
           f"(+{med - 1:.1%}; target < +10%: {'met' if med < 1.10 else 'MISSED'}); the kernel "
           f"alone {statistics.median(kernel) / statistics.median(plain):.1%} of an epoch")
     print("per-round ratios:", " ".join(f"{q:.3f}" for q in ratios))
+    kern = statistics.median(kernel) / statistics.median(plain)
+    _results.save(__file__, {"extra_epoch_pct": 100 * (med - 1),
+                             "extra_epoch_pct_range": [100 * (min(ratios) - 1),
+                                                       100 * (max(ratios) - 1)],
+                             "kernel_pct_of_epoch": 100 * kern},
+                  [{"round": i + 1, "plain_s": a, "augmented_s": b, "kernel_s": k}
+                   for i, (a, b, k) in enumerate(zip(plain, augmented, kernel))]
+                  + [{"network": f"784-{args.hidden}-10", "images": len(x), "dataset": dataset,
+                      "threads": args.threads, "augment": args.augment}], path=args.json)
     return 0
 
 

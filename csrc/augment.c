@@ -19,9 +19,10 @@
  * that distribution unchanged, so every window is a draw of Simard's field (neighbouring
  * windows are correlated, which matters little for a bank redrawn every epoch).
  */
-#include "digitcore.h"
+#include "augment_internal.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #ifdef _OPENMP
@@ -93,16 +94,6 @@ int dc_elastic_bank(float *bank, int64_t size, float sigma, uint64_t seed, uint6
     return DC_OK;
 }
 
-/* One image's inverse map and intensity curve, drawn from its counter. */
-typedef struct {
-    float m00, m01, m10, m11; /* inverse linear part */
-    float bx, by;             /* source = M . (p - c - t) + c  =  M . p + (bx, by) */
-    float ax, ay;             /* elastic: source += (ax * fx[p], ay * fy[p]) */
-    const float *fx, *fy;     /* the bank's components, possibly swapped */
-    int64_t ox, oy;           /* window offset in the bank */
-    float gain, bias;         /* stroke: v -> clamp(v * gain + bias * range, 0, range) */
-} aug_draw;
-
 static void draw(aug_draw *d, const dc_augment *a, uint64_t seed, uint64_t stream, int64_t r)
 {
     uint64_t h[DC_AUG_DRAWS];
@@ -157,16 +148,15 @@ static void draw(aug_draw *d, const dc_augment *a, uint64_t seed, uint64_t strea
     }
 }
 
-/* Sample one image: src (H, W) values already copied into pad ((H + 3) x (W + 3), one
- * zero row/column before, two after), out (H, W) floats in the input's range. */
-static void warp(float *out, const float *pad, const aug_draw *d, const dc_augment *a,
-                 float range)
+/* Sample one image (see aug_src), the portable path: each pixel as dc_aug_warp_avx2 does
+ * it in its lanes, operation for operation. */
+static void warp(float *out, const aug_src *s, const aug_draw *d)
 {
-    const int64_t H = a->height, W = a->width, P = W + 3;
-    const int64_t mask = a->bank_size - 1, S = a->bank_size;
+    const int64_t H = s->H, W = s->W, P = W + 3;
+    const int64_t mask = s->bank_size - 1, S = s->bank_size;
     const float xmax = (float)(W + 1), ymax = (float)(H + 1);
     const int stroke = d->gain != 1.0f || d->bias != 0.0f;
-    const float brange = d->bias * range;
+    const float brange = d->bias * s->range, range = s->range;
     for (int64_t y = 0; y < H; ++y) {
         const float fy = (float)y;
         const float rx = d->m01 * fy + d->bx, ry = d->m11 * fy + d->by;
@@ -188,8 +178,12 @@ static void warp(float *out, const float *pad, const aug_draw *d, const dc_augme
             sx = sx >= 0.0f ? (sx <= xmax ? sx : xmax) : 0.0f;
             sy = sy >= 0.0f ? (sy <= ymax ? sy : ymax) : 0.0f;
             const int32_t ix = (int32_t)sx, iy = (int32_t)sy;
+            if (ix < s->x_lo || ix > s->x_hi || iy < s->y_lo || iy > s->y_hi) {
+                out[y * W + x] = 0.0f; /* four zero taps */
+                continue;
+            }
             const float wx = sx - (float)ix, wy = sy - (float)iy;
-            const float *p = pad + (int64_t)iy * P + ix;
+            const float *p = s->pad + (int64_t)iy * P + ix;
             const float top = p[0] + wx * (p[1] - p[0]);
             const float bot = p[P] + wx * (p[P + 1] - p[P]);
             float v = top + wy * (bot - top);
@@ -200,6 +194,58 @@ static void warp(float *out, const float *pad, const aug_draw *d, const dc_augme
             out[y * W + x] = v;
         }
     }
+}
+
+/* Copy image row `row` of in8/in32 into the interior of pad (whose border stays zero) and
+ * find the box of its non-zero pixels (aug_src). colany is W bytes of scratch. */
+static void load_source(aug_src *s, float *pad, uint8_t *colany, const uint8_t *in8,
+                        const float *in32, int64_t row)
+{
+    const int64_t H = s->H, W = s->W, P = W + 3;
+    int64_t y_first = -1, y_last = -1;
+    for (int64_t x = 0; x < W; ++x)
+        colany[x] = 0;
+    for (int64_t y = 0; y < H; ++y) {
+        float *dst = pad + (y + 1) * P + 1;
+        uint8_t any = 0;
+        if (in8 != NULL) {
+            const uint8_t *src = in8 + (row * H + y) * W;
+            for (int64_t x = 0; x < W; ++x) {
+                dst[x] = (float)src[x];
+                colany[x] |= src[x];
+                any |= src[x];
+            }
+        } else {
+            const float *src = in32 + (row * H + y) * W;
+            for (int64_t x = 0; x < W; ++x) {
+                const uint8_t nz = src[x] != 0.0f; /* NaN too */
+                dst[x] = src[x];
+                colany[x] |= nz;
+                any |= nz;
+            }
+        }
+        if (any) {
+            if (y_first < 0)
+                y_first = y;
+            y_last = y;
+        }
+    }
+    if (y_first < 0) { /* all zero: every pixel skips */
+        s->x_lo = s->y_lo = INT32_MAX;
+        s->x_hi = s->y_hi = -1;
+        return;
+    }
+    int64_t x_first = 0, x_last = W - 1;
+    while (!colany[x_first])
+        ++x_first;
+    while (!colany[x_last])
+        --x_last;
+    /* non-zero in padded columns [x_first + 1, x_last + 1]: the taps ix, ix + 1 miss it
+     * when ix + 1 < x_first + 1 or ix > x_last + 1 */
+    s->x_lo = (int32_t)x_first;
+    s->x_hi = (int32_t)(x_last + 1);
+    s->y_lo = (int32_t)y_first;
+    s->y_hi = (int32_t)(y_last + 1);
 }
 
 /* Both dtypes: exactly one of in8/in32 (and of out8/out32) is set. uint8 values are
@@ -217,12 +263,19 @@ static int augment(uint8_t *out8, float *out32, const uint8_t *in8, const float 
     if (B == 0)
         return DC_OK;
     const int64_t H = a->height, W = a->width, F = H * W, P = W + 3;
-    const int64_t pad_n = (H + 3) * P, per = pad_n + F;
+    /* per thread: the padded source, the result, the column flags (in floats' room) */
+    const int64_t pad_n = (H + 3) * P, per = pad_n + F + (W + 3) / 4 + 16;
     const float range = in8 != NULL ? 255.0f : 1.0f;
+    void (*warp_fn)(float *, const aug_src *, const aug_draw *) = warp;
+#if DC_GEMM_BUILD_AVX2
+    if (dc_kernel_path() == DC_KERNEL_AVX2)
+        warp_fn = dc_aug_warp_avx2;
+#endif
     int nt = B * F >= AUG_PARALLEL_MIN ? dc_get_num_threads() : 1;
     if (nt > B)
         nt = (int)B;
-    float *scratch = malloc((size_t)(nt * per) * sizeof(float));
+    /* zeroed once: the pads' borders are never written, so they stay zero */
+    float *scratch = calloc((size_t)(nt * per), sizeof(float));
     if (scratch == NULL)
         return DC_ERR_NOMEM;
 #ifdef _OPENMP
@@ -235,23 +288,12 @@ static int augment(uint8_t *out8, float *out32, const uint8_t *in8, const float 
         float *pad = scratch;
 #endif
         float *res = pad + pad_n;
-        const int64_t row = idx != NULL ? idx[r] : r;
+        uint8_t *colany = (uint8_t *)(res + F);
+        aug_src src = {.pad = pad, .H = H, .W = W, .range = range, .bank_size = a->bank_size};
+        load_source(&src, pad, colany, in8, in32, idx != NULL ? idx[r] : r);
         aug_draw d;
-        for (int64_t i = 0; i < pad_n; ++i)
-            pad[i] = 0.0f;
-        if (in8 != NULL) {
-            const uint8_t *src = in8 + row * F;
-            for (int64_t y = 0; y < H; ++y)
-                for (int64_t x = 0; x < W; ++x)
-                    pad[(y + 1) * P + x + 1] = (float)src[y * W + x];
-        } else {
-            const float *src = in32 + row * F;
-            for (int64_t y = 0; y < H; ++y)
-                for (int64_t x = 0; x < W; ++x)
-                    pad[(y + 1) * P + x + 1] = src[y * W + x];
-        }
         draw(&d, a, seed, stream, r);
-        warp(res, pad, &d, a, range);
+        warp_fn(res, &src, &d);
         if (out8 != NULL) {
             uint8_t *dst = out8 + r * F;
             for (int64_t i = 0; i < F; ++i) {

@@ -1,0 +1,46 @@
+/*
+ * augment_internal.h -- private contract between augment.c (draws, driver, portable
+ * resampling) and augment_avx2.c (the AVX2 resampling of one image, 8 pixels at a time).
+ */
+#ifndef DC_AUGMENT_INTERNAL_H
+#define DC_AUGMENT_INTERNAL_H
+
+#include <stdint.h>
+
+#include "common.h"
+#include "digitcore.h"
+#include "gemm_internal.h" /* DC_GEMM_BUILD_AVX2 */
+
+/* One image's inverse map and intensity curve, drawn from its counter. */
+typedef struct {
+    float m00, m01, m10, m11; /* inverse linear part */
+    float bx, by;             /* source = M . (p - c - t) + c  =  M . p + (bx, by) */
+    float ax, ay;             /* elastic: source += (ax * fx[p], ay * fy[p]) */
+    const float *fx, *fy;     /* the bank's components, possibly swapped */
+    int64_t ox, oy;           /* window offset in the bank */
+    float gain, bias;         /* stroke: v -> clamp(v * gain + bias * range, 0, range) */
+} aug_draw;
+
+/* The source image of one warp: pad is (H + 3) x (W + 3) floats, the image at rows and
+ * columns 1..H, 1..W, zero elsewhere. Its non-zero pixels (NaN counts as non-zero) lie
+ * in padded columns [x_lo + 1, x_hi] and rows [y_lo + 1, y_hi]: an output pixel whose
+ * bilinear taps (columns ix, ix + 1, rows iy, iy + 1) have ix < x_lo, ix > x_hi,
+ * iy < y_lo or iy > y_hi reads four zeros, and is 0 exactly (also after the stroke
+ * curve, whose bias is never positive), so it is written as 0 without reading them.
+ * An all-zero image has x_lo > x_hi. */
+typedef struct {
+    const float *pad;
+    int64_t H, W;
+    int32_t x_lo, x_hi, y_lo, y_hi;
+    float range; /* 255 (uint8) or 1 (float) */
+    int64_t bank_size;
+} aug_src;
+
+/* out (H, W) = the image of s resampled through d. Both paths do the same float32
+ * operations in the same order (no FMA), so their results are identical bit for bit
+ * (tests/test_augment.py compares them). */
+#if DC_GEMM_BUILD_AVX2
+void dc_aug_warp_avx2(float *out, const aug_src *s, const aug_draw *d);
+#endif
+
+#endif /* DC_AUGMENT_INTERNAL_H */
