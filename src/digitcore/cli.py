@@ -208,7 +208,7 @@ def _emit(args, summary, lines):
 
 def cmd_train(args):
     import digitcore
-    from digitcore.presets import epochs_for, get_preset
+    from digitcore.presets import augment_for, epochs_for, get_preset
 
     if args.threads:
         digitcore.set_num_threads(args.threads)
@@ -228,6 +228,8 @@ def cmd_train(args):
                                                        args.verify)
     if args.epochs is None:
         cfg["epochs"] = epochs_for(cfg, len(x_tr))
+    if args.augment is None and x_tr.ndim == 3:  # the preset's choice for this size
+        cfg["augment"] = augment_for(cfg, len(x_tr))
     n_classes = int(max(y_tr.max(), y_te.max())) + 1
     n_features = int(x_tr[0].size)
     net = digitcore.Network([n_features, *cfg["hidden"], max(n_classes, 2)],
@@ -240,8 +242,9 @@ def cmd_train(args):
         verbose=0 if (args.quiet or args.json) else (2 if cfg["epochs"] > 50 else 1),
         checkpoint=args.checkpoint, checkpoint_seconds=args.checkpoint_seconds)
     if not (args.quiet or args.json):
+        deformed = "" if trainer.augment is None else ", deforming the training images"
         print(f"digitcore {digitcore.__version__}: training {net!r} on {name} "
-              f"({len(x_tr):,} train / {len(x_te):,} test images), "
+              f"({len(x_tr):,} train / {len(x_te):,} test images{deformed}), "
               f"{digitcore.kernel_path()} kernels, {digitcore.get_num_threads()} threads",
               file=sys.stderr)
     t0 = time.perf_counter()
@@ -259,6 +262,7 @@ def cmd_train(args):
         "test_loss": test_loss, "test_accuracy": test_acc, "wall_seconds": wall,
         "samples_per_second": len(x_tr) * len(history) / wall if wall > 0 else None,
         "interrupted": history.interrupted, "model": None,
+        "augment": None if trainer.augment is None else trainer.augment.to_dict(),
     }
     if args.out:
         # the trainer's summary (optimizer, batch size, l2, l1, ...) and the run's figures

@@ -50,7 +50,7 @@ def default_model(*, quiet=False, preset_overrides=None):
     from digitcore.errors import ModelFormatError
     from digitcore.modelio import load_model, read_model_info
     from digitcore.network import Network
-    from digitcore.presets import epochs_for, get_preset
+    from digitcore.presets import augment_for, epochs_for, get_preset
     from digitcore.trainer import Trainer
 
     path = datasets.get_cache_dir() / DEFAULT_MODEL_NAME
@@ -73,6 +73,8 @@ def default_model(*, quiet=False, preset_overrides=None):
     cfg.update(preset_overrides or {})
     if not (preset_overrides and "epochs" in preset_overrides):
         cfg["epochs"] = epochs_for(cfg, len(x_tr))
+    if not (preset_overrides and "augment" in preset_overrides):
+        cfg["augment"] = augment_for(cfg, len(x_tr))
     net = Network([784, *cfg["hidden"], 10], activation=cfg["activation"],
                   dropout=cfg["dropout"], seed=0)
     _say(f"training the default model ({'-'.join(map(str, net.layer_sizes))}) on {name}, "
@@ -82,7 +84,7 @@ def default_model(*, quiet=False, preset_overrides=None):
         net, optimizer=cfg["optimizer"], lr=cfg["lr"], batch_size=cfg["batch_size"],
         epochs=cfg["epochs"], l2=cfg.get("l2", 0.0), l1=cfg.get("l1", 0.0),
         lr_schedule=cfg["lr_schedule"], warmup=cfg.get("warmup", 0.0), seed=0,
-        verbose=0).fit(x_tr, y_tr)
+        verbose=0, augment=cfg.get("augment")).fit(x_tr, y_tr)
     if history.interrupted:
         # the Trainer turns Ctrl-C into an early stop; here it means "don't serve", and a
         # half-trained network must not be cached as the default model

@@ -1,0 +1,62 @@
+"""The default recipe on small training sets: the preset deforms (augments) training sets
+below its small-data size, the CLI and the serve default model follow it, and an explicit
+--augment wins. (The accuracy it buys is measured by benchmarks/bench_small_data.py.)"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from digitcore.augment import AUGMENTS
+from digitcore.presets import PRESETS, augment_for, epochs_for, get_preset
+
+
+def test_augment_for_follows_the_training_set_size():
+    cfg = get_preset("default")
+    below = cfg["small_data"]["below"]
+    assert augment_for(cfg, 6000) == "affine"          # mnist-mini
+    assert augment_for(cfg, 3750) == "affine"
+    assert augment_for(cfg, below - 1) == "affine"
+    assert augment_for(cfg, below) is None
+    assert augment_for(cfg, 60000) is None             # full MNIST: 6 plain epochs
+    assert epochs_for(cfg, 60000) == cfg["epochs"]
+    # presets without a small-data rule keep their own choice
+    for name in set(PRESETS) - {"default"}:
+        assert augment_for(get_preset(name), 100) == PRESETS[name].get("augment")
+
+
+def _train(*extra):
+    r = subprocess.run([sys.executable, "-m", "digitcore", "train", "--dataset", "mnist-mini",
+                        "--hidden", "16", "--epochs", "1", "--threads", "1", *extra],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def test_cli_deforms_small_training_sets_unless_told_not_to():
+    summary = json.loads(_train("--json").stdout)
+    assert summary["augment"] == AUGMENTS["affine"].to_dict()
+    assert json.loads(_train("--json", "--augment", "none").stdout)["augment"] is None
+    assert json.loads(_train("--json", "--augment", "rotate=5").stdout)["augment"]["rotate"] == 5
+    r = _train()
+    assert "deforming the training images" in r.stderr
+
+
+@pytest.mark.parametrize("overrides,expected", [({"epochs": 1, "hidden": [8]}, "affine"),
+                                                ({"epochs": 1, "hidden": [8],
+                                                  "augment": None}, None)])
+def test_serve_default_model_uses_the_same_recipe(monkeypatch, overrides, expected):
+    from digitcore import serve
+    from digitcore.trainer import Trainer
+
+    seen = []
+    real_init = Trainer.__init__
+
+    def spy(self, *a, **kw):
+        real_init(self, *a, **kw)
+        seen.append(self.augment)
+
+    monkeypatch.setattr(Trainer, "__init__", spy)
+    serve.default_model(quiet=True, preset_overrides=overrides)
+    assert seen == [None if expected is None else AUGMENTS[expected]]
