@@ -302,10 +302,25 @@ int64_t dc_mlp_n_params(int64_t n_layers, const int64_t *sizes);
  * dc_hash64(seed, DC_AUG_SEED_STREAM, 0) and stream s, so it depends only on the seed,
  * the step and r, never on the threads or on how the batches are cut into calls. */
 #define DC_AUG_SEED_STREAM UINT64_C(0x6175676D656E74)
+/* n_x: x's rows (order's indices are below it). keep: NULL, or where layer 0's input is
+ * kept between calls (dc_mlp_keep below): a batch of all n_x rows, each once in any
+ * order (full-batch descent), then takes its sparse form from there, built from x on
+ * first use, instead of gathering it anew; the bits are the same either way. */
+typedef struct dc_mlp_keep dc_mlp_keep;
 int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float *grads,
                  const uint8_t *x_u8, const float *x_f32, const int64_t *labels,
                  const int64_t *order, int64_t n_order, int64_t batch_size, const float *lrs,
-                 float scale, float shift, uint64_t seed, const dc_augment *aug);
+                 float scale, float shift, uint64_t seed, const dc_augment *aug,
+                 int64_t n_x, dc_mlp_keep *keep);
+/* A keep is tied to one x (its address, rows, features, scale), one column split and one
+ * sparse_input mode, and rebuilt when a call differs in any of them; not to x's contents:
+ * after changing them in place, dc_mlp_keep_clear. One call at a time may use a keep.
+ * dc_mlp_keep_new returns NULL when out of memory; dc_mlp_keep_free(NULL) is fine. */
+dc_mlp_keep *dc_mlp_keep_new(void);
+void dc_mlp_keep_clear(dc_mlp_keep *keep);
+void dc_mlp_keep_free(dc_mlp_keep *keep);
+/* Entries of the sparse form it holds, or -1 when it holds none. */
+int64_t dc_mlp_keep_nnz(const dc_mlp_keep *keep);
 
 /* Inference: out (n, sizes[n_layers]) = logits, or softmax probabilities if `softmax`. */
 int dc_mlp_forward(float *out, const dc_mlp *net, const uint8_t *x_u8, const float *x_f32,

@@ -8,6 +8,7 @@
  *                 held transposed by column blocks for the call
  *   mlp_phases.c  the OpenMP scheduler that runs layer 0's sparse work in fixed units
  *   mlp_grad.c    loss and gradient over a set of rows (full-batch solvers, BCE, CSR input)
+ *   mlp_keep.c    the data set's sparse form kept between calls (full-batch training)
  *
  * These files own the order of operations and the scratch memory; the arithmetic is the
  * public kernels' (nn.c, loss.c, gemm.c, sparse.c), except for layer 0's sum of its two input
@@ -127,7 +128,15 @@ typedef struct {
     int64_t partial_floats;              /* floats of each */
     float *dense;  /* (bs, I) dense batch, allocated when a batch first needs it */
     int64_t bs;    /* rows a batch may have */
-    int is_sparse; /* this batch is in x/xt (else in dense) */
+    int is_sparse; /* this batch is sparse: in x/xt, or rows sel of kept (else in dense) */
+    dc_mlp_keep *keep;      /* the data set's sparse form across calls, or NULL */
+    int64_t n_x;            /* x's rows */
+    const dc_csr *kept;     /* this batch is rows sel of kept (is_sparse), or NULL */
+    const int64_t *sel;
+    const int32_t *kept_count; /* (I) kept's entries per column: the batch's too */
+    float *acc;                /* the sweep's accumulators (dc_spmm_t_sel), in keep */
+    float *out0; /* (n_x, O) the forward's group-0 product in x's row order, in keep (the
+                  * other groups' go to partial in the same order) */
 } layer0;
 
 /* What layer 0's backward needs from the training step. On a sparse batch of a network
@@ -149,7 +158,8 @@ typedef struct {
 /* Allocate for batches of up to bs rows, and hold the weight (and opt's state) as column
  * blocks when the sparse path is allowed. On failure nothing is held (layer0_close is
  * still to be called). */
-int layer0_open(layer0 *l0, const dc_mlp *net, const dc_optim *opt, int64_t bs, float shift);
+int layer0_open(layer0 *l0, const dc_mlp *net, const dc_optim *opt, int64_t bs, float shift,
+                int64_t n_x, dc_mlp_keep *keep);
 /* The batch: rows idx of x, sparse when allowed and it fits, dense otherwise. */
 int layer0_load(layer0 *l0, const uint8_t *x_u8, const float *x_f32, const int64_t *idx,
                 int64_t rows, float scale, float shift);
@@ -169,6 +179,45 @@ typedef struct {
 mlp_segment layer0_weight(const layer0 *l0, float *grads, const dc_optim *opt);
 /* Put the weight (and state) back as (O, I) and free everything. */
 void layer0_close(layer0 *l0, const dc_optim *opt);
+
+/* ---- the data set's sparse form kept between calls (mlp_keep.c) ----------------------- */
+
+/* Full-batch descent loads the same n rows every step, in a new order each epoch. The
+ * kept form is x's rows in CSR, cut into layer 0's column groups like a batch's (parts
+ * at `edges`), in x's row order. For a batch that is a permutation of x's rows, the
+ * forward's products run over the kept rows in x's order (streaming through memory), and
+ * batch row r takes row idx[r] of them when the groups are summed; the weight gradient
+ * sweeps the kept rows in batch order (dc_spmm_t_sel). The sums are a gathered batch's,
+ * in the same order, without gathering it or building its transpose. */
+enum { MLP_KEEP_ACC, MLP_KEEP_OUT0, MLP_KEEP_SLOTS };
+struct dc_mlp_keep {
+    const void *x; /* what the kept form is of: the key (see dc_mlp_keep_clear) */
+    int64_t n, f;
+    float scale;
+    int64_t split; /* edges[1] */
+    int mode;      /* net->sparse_input */
+    int state;     /* MLP_KEEP_EMPTY, _SPARSE or _DENSE */
+    dc_csr csr;    /* x's rows, parts at edges */
+    int64_t edges[DC_SPARSE_GROUPS + 1];
+    int32_t *count; /* (f) entries of each column */
+    uint8_t *seen;  /* (n) scratch of the permutation check */
+    float *scratch[MLP_KEEP_SLOTS]; /* the full batch's buffers, kept too (no page faults) */
+    int64_t scratch_floats[MLP_KEEP_SLOTS];
+};
+enum { MLP_KEEP_EMPTY = 0, MLP_KEEP_SPARSE = 1, MLP_KEEP_DENSE = 2 };
+
+/* How a batch of rows idx[0..n) of x (n = x's rows), x * scale, goes into layer 0 with
+ * net's column groups at edges: *use = MLP_KEEP_SPARSE (rows idx of k->csr, built first
+ * if k holds nothing for this x), MLP_KEEP_DENSE (x is too dense for the sparse buffer:
+ * the dense path, as the gather would find) or MLP_KEEP_EMPTY (idx is not a permutation
+ * of x's rows: gather it as usual). Errors: DC_ERR_NOMEM. */
+int mlp_keep_lookup(dc_mlp_keep *k, int *use, const dc_mlp *net, const int64_t *edges,
+                    const uint8_t *x_u8, const float *x_f32, const int64_t *idx, int64_t n,
+                    float scale);
+/* k's scratch buffer `slot` (MLP_KEEP_ACC: the sweep's accumulators; MLP_KEEP_OUT0: the
+ * forward's group-0 product in x's row order), at least `floats` of them, aligned; NULL
+ * when out of memory. */
+float *mlp_keep_scratch(dc_mlp_keep *k, int slot, int64_t floats);
 
 /* ---- the phase scheduler (mlp_phases.c) -------------------------------------------------- */
 

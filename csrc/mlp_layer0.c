@@ -144,9 +144,6 @@ static int open_blocked(layer0 *l0, const dc_mlp *net, const dc_optim *opt, int6
     l0->x.col_edges = l0->edges;
     l0->xt.parts = 1;
     l0->xt.col_edges = NULL;
-    if (csr_alloc(&l0->x, DC_SPARSE_GROUPS * (bs + 1), l0->capacity) != DC_OK ||
-        csr_alloc(&l0->xt, in + 1, l0->capacity) != DC_OK)
-        return DC_ERR_NOMEM;
     /* layer 0's weight is the first segment of params and of each state array */
     to_blocks(l0->wt, net->params, o, in);
     if (l0->grad_avg_t)
@@ -157,9 +154,10 @@ static int open_blocked(layer0 *l0, const dc_mlp *net, const dc_optim *opt, int6
     return DC_OK;
 }
 
-int layer0_open(layer0 *l0, const dc_mlp *net, const dc_optim *opt, int64_t bs, float shift)
+int layer0_open(layer0 *l0, const dc_mlp *net, const dc_optim *opt, int64_t bs, float shift,
+                int64_t n_x, dc_mlp_keep *keep)
 {
-    *l0 = (layer0){.net = net, .bs = bs};
+    *l0 = (layer0){.net = net, .bs = bs, .n_x = n_x, .keep = keep};
     if (!mlp_sparse_allowed(net, shift, bs))
         return DC_OK;
     return open_blocked(l0, net, opt, bs);
@@ -190,11 +188,37 @@ int layer0_load(layer0 *l0, const uint8_t *x_u8, const float *x_f32, const int64
 {
     const int64_t f = l0->net->sizes[0];
     l0->is_sparse = 0;
-    if (l0->blocked) {
+    l0->kept = NULL;
+    l0->sel = NULL;
+    int use = MLP_KEEP_EMPTY;
+    if (l0->blocked && l0->keep != NULL && idx != NULL && rows == l0->n_x) {
+        /* every row of x: from the kept form if idx is a permutation */
+        dc_mlp_keep *k = l0->keep;
+        int st = mlp_keep_lookup(k, &use, l0->net, l0->edges, x_u8, x_f32, idx, rows, scale);
+        if (st == DC_OK && use == MLP_KEEP_SPARSE) {
+            const int64_t o = l0->net->sizes[1];
+            l0->acc = mlp_keep_scratch(k, MLP_KEEP_ACC, f * dc_spmm_acc_width(o));
+            l0->out0 = mlp_keep_scratch(k, MLP_KEEP_OUT0, rows * o);
+            if (l0->acc == NULL || l0->out0 == NULL)
+                return DC_ERR_NOMEM;
+            l0->kept = &k->csr;
+            l0->kept_count = k->count;
+            l0->sel = idx;
+            l0->is_sparse = 1;
+            return DC_OK;
+        }
+        if (st != DC_OK)
+            return st;
+    }
+    if (l0->blocked && use != MLP_KEEP_DENSE) {
         /* the density limit of this batch's own rows: a short batch must not take the
          * sparse path only because it shares a call with full ones (its path, so its
          * bits, would depend on how the batches are cut into calls) */
         const int64_t cap = dc_min64(l0->capacity, mlp_sparse_capacity(l0->net, rows));
+        if (l0->x.ptr == NULL &&
+            (csr_alloc(&l0->x, DC_SPARSE_GROUPS * (l0->bs + 1), l0->capacity) != DC_OK ||
+             csr_alloc(&l0->xt, f + 1, l0->capacity) != DC_OK))
+            return DC_ERR_NOMEM;
         const int st = mlp_gather_csr(&l0->x, &l0->xt, cap, x_u8, x_f32, idx, rows, f, scale);
         if (st == DC_OK) {
             l0->is_sparse = 1;
@@ -231,6 +255,12 @@ static float *grad_dst(const layer0 *l0, float *grads, float lr, float *alpha, f
 
 /* ---- the sparse batch's units of work (run by mlp_run_phases) ---------------------------- */
 
+/* The sparse batch's entries (a permutation of the kept rows has all of theirs). */
+static int64_t batch_nnz(const layer0 *l0)
+{
+    return l0->kept != NULL ? l0->kept->nnz : l0->x.nnz;
+}
+
 typedef struct {
     const layer0 *l0;
     int64_t rows;
@@ -266,8 +296,11 @@ static int head_pair(const void *job, int64_t g, int64_t b)
     const layer0 *l0 = a->l0;
     const int64_t in0 = l0->net->sizes[0], o0 = l0->net->sizes[1];
     const int64_t c0 = b * DC_SPMM_BLOCK, w = block_width(o0, c0);
-    float *dst = g == 0 ? a->out : l0->partial + (g - 1) * l0->partial_floats;
-    const dc_csr v = group_view(&l0->x, l0->edges, g, 0);
+    /* (from the kept rows: in x's row order, into out0 for group 0) */
+    const int from_keep = l0->kept != NULL;
+    float *dst = g > 0 ? l0->partial + (g - 1) * l0->partial_floats
+                       : from_keep ? l0->out0 : a->out;
+    const dc_csr v = group_view(from_keep ? l0->kept : &l0->x, l0->edges, g, 0);
     return dc_spmm_ld(dst + c0, o0, &v, l0->wt + in0 * c0, w, w, 1.0f, 0.0f, NULL,
                       DC_ACT_IDENTITY, 0.0f);
 }
@@ -286,8 +319,13 @@ static int head_block(const void *job, int64_t g, int64_t b)
     (void)g;
     for (int64_t r = 0; r < a->rows; ++r) {
         float *y = a->out + r * o0 + c0;
+        /* the products' row of batch row r: r, or from the kept rows idx[r] */
+        const int64_t s = l0->kept != NULL ? l0->sel[r] : r;
+        if (l0->kept != NULL)
+            for (int64_t k = 0; k < w; ++k)
+                y[k] = l0->out0[s * o0 + c0 + k];
         for (int64_t q = 1; q < DC_SPARSE_GROUPS; ++q) {
-            const float *p = l0->partial + (q - 1) * l0->partial_floats + r * o0 + c0;
+            const float *p = l0->partial + (q - 1) * l0->partial_floats + s * o0 + c0;
             for (int64_t k = 0; k < w; ++k)
                 y[k] += p[k];
         }
@@ -361,6 +399,13 @@ static int dw_pair(const void *job, int64_t g, int64_t b)
     const float *g0 = l0->net->n_layers > 1 ? gr->dmid : gr->dout;
     float alpha, beta;
     float *dst = grad_dst(l0, gr->grads, gr->lr, &alpha, &beta);
+    if (l0->kept != NULL) { /* the kept rows swept in batch order: the CSC's sums */
+        const dc_csr v = group_view(l0->kept, l0->edges, g, 0);
+        const int64_t r1 = l0->edges[g + 1];
+        return dc_spmm_t_sel(dst + in0 * c0 + r0 * w, w, &v, r0, r1, l0->kept_count + r0,
+                             l0->sel, a->rows, g0 + c0, o0, w, alpha, beta,
+                             l0->acc + in0 * c0 + r0 * dc_spmm_acc_width(w));
+    }
     const dc_csr v = group_view(&l0->xt, l0->edges, g, 1);
     return dc_spmm_ld(dst + in0 * c0 + r0 * w, w, &v, g0 + c0, o0, w, alpha, beta, NULL,
                       DC_ACT_IDENTITY, 0.0f);
@@ -375,7 +420,7 @@ int layer0_forward(layer0 *l0, float *out, int64_t rows, int act)
     const float *w = net->params, *bias = net->params + o * in;
     if (l0->is_sparse) {
         const block_job job = {.l0 = l0, .rows = rows, .act = act, .out = out};
-        return mlp_run_phases(&job, n_blocks(l0), l0->x.nnz * o, (mlp_phase){head_pair, 1},
+        return mlp_run_phases(&job, n_blocks(l0), batch_nnz(l0) * o, (mlp_phase){head_pair, 1},
                               (mlp_phase){head_block, 0});
     }
     if (!l0->blocked)
@@ -410,7 +455,7 @@ int layer0_backward(layer0 *l0, const layer0_grad *g)
             if (st != DC_OK)
                 return st;
         }
-        return mlp_run_phases(&job, n_blocks(l0), l0->x.nnz * o, (mlp_phase){tail_block, 0},
+        return mlp_run_phases(&job, n_blocks(l0), batch_nnz(l0) * o, (mlp_phase){tail_block, 0},
                               (mlp_phase){dw_pair, 1});
     }
     if (!l0->blocked)

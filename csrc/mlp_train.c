@@ -184,7 +184,7 @@ static void state_free(train_state *t)
 /* Per hidden layer its activation (and, with dropout, the dropped-out copy and mask), the
  * logits and two gradient buffers, each starting on a cache line (see dc_alloc_aligned). */
 static int state_alloc(train_state *t, const dc_mlp *net, dc_optim *opt, float *grads,
-                       int64_t bs, uint64_t seed, float shift)
+                       int64_t bs, uint64_t seed, float shift, int64_t n_x, dc_mlp_keep *keep)
 {
     const int64_t L = net->n_layers, c = net->sizes[L], width = mlp_max_width(net);
     const int use_dropout = net->dropout > 0.0f && L > 1;
@@ -231,7 +231,7 @@ static int state_alloc(train_state *t, const dc_mlp *net, dc_optim *opt, float *
     t->logits = cursor;
     t->dlogits = t->logits + line_floats(bs * c);
     t->dnext = t->dlogits + line_floats(bs * width);
-    return layer0_open(&t->l0, net, opt, bs, shift);
+    return layer0_open(&t->l0, net, opt, bs, shift, n_x, keep);
 }
 
 /* Ask for rows idx[0..rows) of x (row_bytes each) to be brought into cache. Training
@@ -250,7 +250,8 @@ static void prefetch_rows(const void *x, const int64_t *idx, int64_t rows, int64
 int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float *grads,
                  const uint8_t *x_u8, const float *x_f32, const int64_t *labels,
                  const int64_t *order, int64_t n_order, int64_t batch_size, const float *lrs,
-                 float scale, float shift, uint64_t seed, const dc_augment *aug)
+                 float scale, float shift, uint64_t seed, const dc_augment *aug,
+                 int64_t n_x, dc_mlp_keep *keep)
 {
     const int64_t f = net->sizes[0];
     const int64_t bs = dc_min64(batch_size, n_order);
@@ -266,7 +267,8 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
         return DC_ERR_ARG;
 
     train_state t;
-    int status = state_alloc(&t, net, opt, grads, bs, seed, shift);
+    /* (augmented batches are loaded from their deformed images, never from keep) */
+    int status = state_alloc(&t, net, opt, grads, bs, seed, shift, n_x, aug ? NULL : keep);
     /* the batch's deformed images, loaded from here instead of x */
     const uint64_t aug_seed = dc_hash64(seed, DC_AUG_SEED_STREAM, 0);
     void *deformed = NULL;

@@ -283,20 +283,17 @@ int dc_csr_gather_f32(dc_csr *out, dc_csr *out_t, int64_t capacity, const float 
 
 /* ---- sparse times dense ------------------------------------------------------------------ */
 
-static void spmm_row_generic(float *out, const int32_t *idx, const float *val,
-                             const int64_t *ptr, int64_t pstride, int64_t parts, const float *d,
-                             int64_t ldd, int64_t w, float alpha, float beta, const float *bias,
-                             int act, float act_alpha)
+/* acc[j] += x * dr[j]: the portable row kernel's multiply-add, shared with its sweep */
+DC_INLINE void axpy_generic(float *acc, float x, const float *dr, int64_t w)
 {
-    float acc[DC_SPMM_BLOCK];
     for (int64_t j = 0; j < w; ++j)
-        acc[j] = 0.0f;
-    for (int64_t p = 0; p < parts; ++p)
-        for (int64_t e = ptr[p * pstride]; e < ptr[p * pstride + 1]; ++e) {
-            const float x = val[e], *dr = d + (int64_t)idx[e] * ldd;
-            for (int64_t j = 0; j < w; ++j)
-                acc[j] += x * dr[j];
-        }
+        acc[j] += x * dr[j];
+}
+
+/* The portable row kernel's epilogue, shared with the sweep's */
+DC_INLINE void finish_generic(float *out, const float *acc, int64_t w, float alpha, float beta,
+                              const float *bias, int act, float act_alpha)
+{
     for (int64_t j = 0; j < w; ++j) {
         float r = alpha * acc[j];
         if (beta != 0.0f)
@@ -309,6 +306,42 @@ static void spmm_row_generic(float *out, const int32_t *idx, const float *val,
             r = r > 0.0f ? r : act_alpha * r;
         out[j] = r;
     }
+}
+
+static void spmm_row_generic(float *out, const int32_t *idx, const float *val,
+                             const int64_t *ptr, int64_t pstride, int64_t parts,
+                             const float *d, int64_t ldd, int64_t w, float alpha, float beta,
+                             const float *bias, int act, float act_alpha)
+{
+    float acc[DC_SPMM_BLOCK];
+    for (int64_t j = 0; j < w; ++j)
+        acc[j] = 0.0f;
+    for (int64_t p = 0; p < parts; ++p)
+        for (int64_t e = ptr[p * pstride]; e < ptr[p * pstride + 1]; ++e)
+            axpy_generic(acc, val[e], d + (int64_t)idx[e] * ldd, w);
+    finish_generic(out, acc, w, alpha, beta, bias, act, act_alpha);
+}
+
+static void spmm_sweep_generic(float *acc, int64_t lda, int64_t k0, const int32_t *idx,
+                               const float *val, const int64_t *ptr, const int64_t *sel,
+                               int64_t rows, const float *d, int64_t ldd, int64_t w)
+{
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *dr = d + r * ldd;
+        const int64_t s = sel[r];
+        for (int64_t e = ptr[s]; e < ptr[s + 1]; ++e)
+            axpy_generic(acc + ((int64_t)idx[e] - k0) * lda, val[e], dr, w);
+    }
+}
+
+static void spmm_finish_generic(float *out, int64_t ldo, const float *acc, int64_t lda,
+                                const int32_t *count, int64_t n, int64_t w, float alpha,
+                                float beta)
+{
+    for (int64_t c = 0; c < n; ++c)
+        if (count == NULL || count[c] != 0)
+            finish_generic(out + c * ldo, acc + c * lda, w, alpha, beta, NULL, DC_ACT_IDENTITY,
+                           0.0f);
 }
 
 /* Entries of rows [0, r), over all parts. */
@@ -417,5 +450,32 @@ int dc_spmm_ld(float *out, int64_t ldo, const dc_csr *s, const float *d, int64_t
     }
     if (!fused)
         return dc_activation_forward(out, out, R * N, act, act_alpha);
+    return DC_OK;
+}
+
+/* ---- rows picked from a kept matrix (full-batch training, csrc/mlp_keep.c) -------------- */
+
+int dc_spmm_t_sel(float *out, int64_t ldo, const dc_csr *s, int64_t k0, int64_t k1,
+                  const int32_t *count, const int64_t *sel, int64_t rows, const float *d,
+                  int64_t ldd, int64_t N, float alpha, float beta, float *acc)
+{
+    if (s == NULL || s->parts != 1 || k0 < 0 || k1 < k0 || rows < 0 || N < 0 ||
+        N > DC_SPMM_BLOCK || ldd < N || ldo < N || count == NULL || acc == NULL)
+        return DC_ERR_ARG;
+    if (k1 == k0 || N == 0)
+        return DC_OK;
+    dc_spmm_sweep_fn sweep = spmm_sweep_generic;
+    dc_spmm_finish_fn finish = spmm_finish_generic;
+#if DC_GEMM_BUILD_AVX2
+    if (dc_kernel_path() == DC_KERNEL_AVX2) {
+        sweep = dc_spmm_sweep_avx2;
+        finish = dc_spmm_finish_avx2;
+    }
+#endif
+    const int64_t lda = dc_spmm_acc_width(N);
+    memset(acc, 0, (size_t)((k1 - k0) * lda) * sizeof(float));
+    sweep(acc, lda, k0, s->idx, s->val, s->ptr, sel, rows, d, ldd, N);
+    /* dc_spmm's rule: with beta == 1 (no bias, identity) an empty row keeps its value */
+    finish(out, ldo, acc, lda, beta == 1.0f ? count : NULL, k1 - k0, N, alpha, beta);
     return DC_OK;
 }

@@ -127,6 +127,109 @@ void dc_spmm_row_avx2(float *out, const int32_t *idx, const float *val, const in
     }
 }
 
+/* ---- the sweep of dc_spmm_t_sel: rows in order, each entry into its column's row of acc -- */
+
+/* NV full vectors of D's row, then (tail) a masked one: the row kernel's FMA per lane,
+ * with D's row in registers and the accumulators in memory (acc's rows are whole vectors,
+ * so its loads and stores need no mask). */
+#define DC_SWEEP_IF(k, g)                                                                  \
+    if (nv > k)                                                                            \
+    _mm256_storeu_ps(a + 8 * k, _mm256_fmadd_ps(x, g, _mm256_loadu_ps(a + 8 * k)))
+#define DC_LOAD_IF(k, g)                                                                   \
+    if (nv > k)                                                                            \
+    g = _mm256_loadu_ps(dr + 8 * k)
+
+#define DC_SWEEP_AHEAD 6
+
+DC_INLINE void sweep_nv(int nv, float *acc, int64_t lda, int64_t k0, const int32_t *idx,
+                        const float *val, const int64_t *ptr, const int64_t *sel, int64_t rows,
+                        const float *d, int64_t ldd, int64_t w)
+{
+    const int64_t jt = 8 * (int64_t)nv;
+    const int tail = w > jt;
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(w - jt)), lane);
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *dr = d + r * ldd;
+        __m256 g0 = _mm256_setzero_ps(), g1 = g0, g2 = g0, g3 = g0, g4 = g0, g5 = g0, g6 = g0,
+               g7 = g0, gt = g0;
+        DC_LOAD_IF(0, g0);
+        DC_LOAD_IF(1, g1);
+        DC_LOAD_IF(2, g2);
+        DC_LOAD_IF(3, g3);
+        DC_LOAD_IF(4, g4);
+        DC_LOAD_IF(5, g5);
+        DC_LOAD_IF(6, g6);
+        DC_LOAD_IF(7, g7);
+        if (tail)
+            gt = _mm256_maskload_ps(dr + jt, mask);
+        /* the rows are scattered over the kept matrix: their row starts are fetched
+         * 2 * DC_SWEEP_AHEAD rows ahead, their entries DC_SWEEP_AHEAD rows ahead */
+        if (r + 2 * DC_SWEEP_AHEAD < rows)
+            _mm_prefetch((const char *)(ptr + sel[r + 2 * DC_SWEEP_AHEAD]), _MM_HINT_T0);
+        if (r + DC_SWEEP_AHEAD < rows) {
+            const int64_t *p = ptr + sel[r + DC_SWEEP_AHEAD];
+            for (int64_t e = p[0]; e < p[1]; e += 16) {
+                _mm_prefetch((const char *)(idx + e), _MM_HINT_T0);
+                _mm_prefetch((const char *)(val + e), _MM_HINT_T0);
+            }
+        }
+        const int64_t e1 = ptr[sel[r] + 1];
+        for (int64_t e = ptr[sel[r]]; e < e1; ++e) {
+            float *a = acc + ((int64_t)idx[e] - k0) * lda;
+            const __m256 x = _mm256_broadcast_ss(val + e);
+            DC_SWEEP_IF(0, g0);
+            DC_SWEEP_IF(1, g1);
+            DC_SWEEP_IF(2, g2);
+            DC_SWEEP_IF(3, g3);
+            DC_SWEEP_IF(4, g4);
+            DC_SWEEP_IF(5, g5);
+            DC_SWEEP_IF(6, g6);
+            DC_SWEEP_IF(7, g7);
+            if (tail)
+                _mm256_storeu_ps(a + jt, _mm256_fmadd_ps(x, gt, _mm256_loadu_ps(a + jt)));
+        }
+    }
+}
+
+void dc_spmm_sweep_avx2(float *acc, int64_t lda, int64_t k0, const int32_t *idx,
+                        const float *val, const int64_t *ptr, const int64_t *sel, int64_t rows,
+                        const float *d, int64_t ldd, int64_t w)
+{
+    switch (w / 8) {
+    case 8: sweep_nv(8, acc, lda, k0, idx, val, ptr, sel, rows, d, ldd, w); break;
+    case 7: sweep_nv(7, acc, lda, k0, idx, val, ptr, sel, rows, d, ldd, w); break;
+    case 6: sweep_nv(6, acc, lda, k0, idx, val, ptr, sel, rows, d, ldd, w); break;
+    case 5: sweep_nv(5, acc, lda, k0, idx, val, ptr, sel, rows, d, ldd, w); break;
+    case 4: sweep_nv(4, acc, lda, k0, idx, val, ptr, sel, rows, d, ldd, w); break;
+    case 3: sweep_nv(3, acc, lda, k0, idx, val, ptr, sel, rows, d, ldd, w); break;
+    case 2: sweep_nv(2, acc, lda, k0, idx, val, ptr, sel, rows, d, ldd, w); break;
+    case 1: sweep_nv(1, acc, lda, k0, idx, val, ptr, sel, rows, d, ldd, w); break;
+    default: sweep_nv(0, acc, lda, k0, idx, val, ptr, sel, rows, d, ldd, w); break;
+    }
+}
+
+void dc_spmm_finish_avx2(float *out, int64_t ldo, const float *acc, int64_t lda,
+                         const int32_t *count, int64_t n, int64_t w, float alpha, float beta)
+{
+    const int64_t jt = w / 8 * 8;
+    const __m256i all = _mm256_set1_epi32(-1);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(w - jt)), lane);
+    for (int64_t c = 0; c < n; ++c) {
+        if (count != NULL && count[c] == 0)
+            continue;
+        float *o = out + c * ldo;
+        const float *a = acc + c * lda;
+        for (int64_t j = 0; j < jt; j += 8)
+            finish(o + j, _mm256_loadu_ps(a + j), NULL, all, 0, alpha, beta, DC_ACT_IDENTITY,
+                   0.0f);
+        if (jt < w)
+            finish(o + jt, _mm256_loadu_ps(a + jt), NULL, mask, 1, alpha, beta,
+                   DC_ACT_IDENTITY, 0.0f);
+    }
+}
+
 /* Left-packing 8 lanes: entry m holds, in nibble k, the lane of the k-th set bit of m. */
 /* clang-format off */
 static const uint32_t pack_lut[256] = {

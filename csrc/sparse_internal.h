@@ -39,7 +39,44 @@ static inline int dc_spmm_fuses(int act)
 int dc_spmm_ld(float *out, int64_t ldo, const dc_csr *s, const float *d, int64_t ldd, int64_t N,
                float alpha, float beta, const float *bias, int act, float act_alpha);
 
+/* The transposed product without the transpose. With S = rows sel[0..rows) of s (one
+ * part, its entries in columns [k0, k1)) and D (rows, N), N <= DC_SPMM_BLOCK:
+ *   out (k1 - k0, N) = alpha * S^T . D + beta * out      (ldo >= N; beta == 0 overwrites)
+ * equal bit for bit to dc_spmm_ld on the CSC of S (as the transposing gather builds it:
+ * each of its rows lists S's rows in increasing order): S's rows are swept in order, each
+ * entry adding val * D's row into an accumulator row of its column with the row kernel's
+ * arithmetic, so every sum takes its terms in the same order, and the row kernel's
+ * epilogue follows. count[c] (c in [0, k1 - k0)) is the number of S's entries in column
+ * k0 + c: with beta == 1, outputs of empty columns are left untouched, as dc_spmm leaves
+ * empty rows. acc: scratch of (k1 - k0) * dc_spmm_acc_width(N) floats. On this thread. */
+int dc_spmm_t_sel(float *out, int64_t ldo, const dc_csr *s, int64_t k0, int64_t k1,
+                  const int32_t *count, const int64_t *sel, int64_t rows, const float *d,
+                  int64_t ldd, int64_t N, float alpha, float beta, float *acc);
+/* N rounded up to whole vectors of 8 floats: one accumulator row of dc_spmm_t_sel. */
+static inline int64_t dc_spmm_acc_width(int64_t N)
+{
+    return (N + 7) & ~(int64_t)7;
+}
+
+/* The sweep of dc_spmm_t_sel: for r = 0..rows-1, for each entry e of row sel[r]
+ * ([ptr[sel[r]], ptr[sel[r] + 1])),
+ *   acc[(idx[e] - k0) * lda + j] += val[e] * d[r * ldd + j]      for j in [0, w)
+ * with the row kernel's multiply-add (lda = dc_spmm_acc_width(w); columns [w, lda) of acc
+ * are scratch). Then its epilogue: for c in [0, n) with count == NULL or count[c] != 0,
+ *   out[c * ldo + j] = alpha * acc[c * lda + j] + beta * out[c * ldo + j]  (beta 0: not read) */
+typedef void (*dc_spmm_sweep_fn)(float *acc, int64_t lda, int64_t k0, const int32_t *idx,
+                                 const float *val, const int64_t *ptr, const int64_t *sel,
+                                 int64_t rows, const float *d, int64_t ldd, int64_t w);
+typedef void (*dc_spmm_finish_fn)(float *out, int64_t ldo, const float *acc, int64_t lda,
+                                  const int32_t *count, int64_t n, int64_t w, float alpha,
+                                  float beta);
+
 #if DC_GEMM_BUILD_AVX2
+void dc_spmm_sweep_avx2(float *acc, int64_t lda, int64_t k0, const int32_t *idx,
+                        const float *val, const int64_t *ptr, const int64_t *sel, int64_t rows,
+                        const float *d, int64_t ldd, int64_t w);
+void dc_spmm_finish_avx2(float *out, int64_t ldo, const float *acc, int64_t lda,
+                         const int32_t *count, int64_t n, int64_t w, float alpha, float beta);
 void dc_spmm_row_avx2(float *out, const int32_t *idx, const float *val, const int64_t *ptr,
                       int64_t pstride, int64_t parts, const float *d, int64_t ldd, int64_t w,
                       float alpha, float beta, const float *bias, int act, float act_alpha);

@@ -1,8 +1,8 @@
 """Training reproduces recorded bits: a guard for refactors that must not change numbers.
 
-Each configuration trains a small network for two epochs and hashes (SHA-256) its
-parameters, its optimizer state and its predicted probabilities, on 1, 2, 3 and 4 threads
-and on more threads than the machine has cores.
+Each configuration trains a small network for two epochs (full-batch ones a few steps)
+and hashes (SHA-256) its parameters, its optimizer state and its predicted probabilities,
+on 1, 2, 3 and 4 threads and on more threads than the machine has cores.
 The hashes must be equal across thread counts (always checked) and equal to the ones
 recorded in training_bits.json for this machine's kernel path, where recorded: the exact
 bits depend on the instruction set and the compiler, so another platform only checks
@@ -12,7 +12,8 @@ The configurations cover every branch of the C training step: the sparse first l
 (uint8 and float input, "always" and too-dense batches falling back to the GEMM, one to
 three layers), the dense path (standardised input), plain SGD (fused into the sparse
 backward), momentum/Nesterov, RMSprop, Adam/AdamW, dropout, clipping, L2, leaky ReLU /
-sigmoid / tanh, a short last batch; and inference on both sides of the sparse threshold.
+sigmoid / tanh, a short last batch, full-batch descent (its kept sparse input); and
+inference on both sides of the sparse threshold.
 
 Record new hashes only for a change meant to change numbers (say so in the commit):
 
@@ -54,6 +55,17 @@ CONFIGS = {
                             dict(optimizer="momentum", lr=0.05, clip_norm=1.0), "u8", "auto"),
     "adam-never-dropout-f32": ([784, 64, 32, 10], dict(dropout=0.3),
                                dict(optimizer="adam", lr=1e-3, l2=1e-4), "f32", "never"),
+    # full-batch descent (the tutorial's), whose steps read the kept sparse input: one
+    # output block with a masked tail (10), two blocks (64 + 36), and a data set too
+    # dense for the sparse path
+    "sgd-full-batch-u8": ([784, 10, 10], {}, dict(optimizer="sgd", lr=0.1, batch_size=None,
+                                                  epochs=6), "u8", "auto"),
+    "adam-full-batch-dropout-f32": ([784, 100, 24, 10], dict(dropout=0.1),
+                                    dict(optimizer="adam", lr=1e-3, batch_size=None,
+                                         epochs=4), "f32", "auto"),
+    "momentum-full-batch-mixed": ([784, 30, 10], {}, dict(optimizer="momentum", lr=0.05,
+                                                          batch_size=None, epochs=3),
+                                  "mixed", "auto"),
 }
 
 
@@ -93,7 +105,7 @@ def train_hash(name, threads):
     digitcore.set_num_threads(threads)
     try:
         net = Network(sizes, seed=11, **net_kw)
-        trainer = Trainer(net, epochs=2, seed=5, verbose=0, **{"batch_size": 64, **tr_kw})
+        trainer = Trainer(net, seed=5, verbose=0, **{"batch_size": 64, "epochs": 2, **tr_kw})
         trainer._sparse_input = sparse
         trainer.fit(x, y)
         opt = trainer.optimizer

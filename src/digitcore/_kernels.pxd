@@ -126,11 +126,17 @@ cdef extern from "digitcore.h" nogil:
         int64_t failed_batch
 
     int64_t dc_mlp_n_params(int64_t n_layers, const int64_t *sizes)
+    ctypedef struct dc_mlp_keep:
+        pass
     int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float *grads,
                      const uint8_t *x_u8, const float *x_f32, const int64_t *labels,
                      const int64_t *order, int64_t n_order, int64_t batch_size,
                      const float *lrs, float scale, float shift, uint64_t seed,
-                     const dc_augment *aug)
+                     const dc_augment *aug, int64_t n_x, dc_mlp_keep *keep)
+    dc_mlp_keep *dc_mlp_keep_new()
+    void dc_mlp_keep_clear(dc_mlp_keep *keep)
+    void dc_mlp_keep_free(dc_mlp_keep *keep)
+    int64_t dc_mlp_keep_nnz(const dc_mlp_keep *keep)
     int dc_mlp_forward(float *out, const dc_mlp *net, const uint8_t *x_u8, const float *x_f32,
                        int64_t n, float scale, float shift, int softmax)
     int dc_mlp_evaluate(double *loss, int64_t *n_correct, const dc_mlp *net,

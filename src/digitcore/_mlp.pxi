@@ -25,6 +25,34 @@ cdef object _check_1d(object a, object dtype, str name, int64_t n):
     return a
 
 
+cdef class _Keep:
+    """Where _Net.train keeps layer 0's sparse input between calls (dc_mlp_keep): a
+    batch of every row of x (full-batch descent) then reads it from here instead of
+    gathering it anew each step. Tied to one x array: call clear() after changing x's
+    contents in place. Freed with this object."""
+    cdef dc_mlp_keep *keep
+    cdef bint busy
+
+    def __cinit__(self):
+        self.keep = dc_mlp_keep_new()
+        if self.keep == NULL:
+            raise MemoryError("dc_mlp_keep_new")
+
+    def __dealloc__(self):
+        dc_mlp_keep_free(self.keep)
+
+    def clear(self):
+        """Forget the kept input (the next full batch builds it again from x)."""
+        if self.busy:
+            raise RuntimeError("this keep is in use by a train call")
+        dc_mlp_keep_clear(self.keep)
+
+    @property
+    def nnz(self):
+        """Entries of the sparse input held, or -1 when none is held."""
+        return dc_mlp_keep_nnz(self.keep)
+
+
 cdef class _Net:
     """A dc_mlp view over Python-owned arrays (kept alive by this object)."""
     cdef dc_mlp net
@@ -178,13 +206,17 @@ cdef class _Net:
         return loss, correct
 
     def train(self, x, labels, order, int64_t batch_size, lrs, float scale, float shift,
-              uint64_t seed, dict opt, grads, grad_avg, sq_avg, augment=None):
+              uint64_t seed, dict opt, grads, grad_avg, sq_avg, augment=None,
+              _Keep keep=None):
         """Run len(lrs) mini-batches in C. ``opt['step']`` is updated in place.
 
         ``opt``: the optimizer's kind and hyperparameters (``Optimizer.kernel_config``:
         momentum, nesterov, rho, beta1, beta2, eps, l2, l1, weight_decay, clip_norm, step).
         ``grad_avg`` (SGD with momentum, Adam) and ``sq_avg`` (RMSprop, Adam): the
         optimizer's state, float32 (n_params), updated in place; None where it has none.
+
+        ``keep``: None, or a _Keep for x, from which a batch of all of x's rows takes
+        its sparse input (same bits as gathering it).
 
         ``augment``: None, or (params, bank, (height, width)) with params a dict of
         ops.augment's rotate/shear/scale/translate/alpha/thickness and bank its elastic
@@ -207,6 +239,7 @@ cdef class _Net:
         cdef dc_augment aug
         cdef dc_augment *augp = NULL
         cdef const float[::1] bankv
+        cdef dc_mlp_keep *kp = NULL
         self._input(x, "x")
         n = x.shape[0]
         if augment is not None:
@@ -264,6 +297,10 @@ cdef class _Net:
                 raise ValueError(f"{nm} must not overlap params")
         if m == 0:
             return 0.0, 0, 0
+        if keep is not None:
+            if keep.busy:
+                raise RuntimeError("keep is in use by another train call")
+            kp = keep.keep
         lv = labels
         ov = order
         lrv = lrs
@@ -274,9 +311,15 @@ cdef class _Net:
         else:
             xf = x
             pf = &xf[0, 0]
-        with nogil:
-            status = dc_mlp_train(&st, &self.net, &o, &gv[0], pu, pf, &lv[0], &ov[0], m,
-                                  batch_size, &lrv[0], scale, shift, seed, augp)
+        if keep is not None:
+            keep.busy = True
+        try:
+            with nogil:
+                status = dc_mlp_train(&st, &self.net, &o, &gv[0], pu, pf, &lv[0], &ov[0], m,
+                                      batch_size, &lrv[0], scale, shift, seed, augp, n, kp)
+        finally:
+            if keep is not None:
+                keep.busy = False
         opt["step"] = o.step
         if status == DC_ERR_NONFINITE:
             err = FloatingPointError(

@@ -100,6 +100,10 @@ def dropout_backward(dout: F32, mask: U8 | npt.NDArray[np.bool_], p: float,
                      out: F32 | None = ...) -> F32: ...
 
 # ---- whole network (_mlp.pxi, owned by the network/trainer layer) ----
+class _Keep:
+    nnz: int
+    def clear(self) -> None: ...
+
 class _Net:
     def __init__(self, sizes: Any, params: F32, activation: str, act_alpha: float,
                  dropout: float) -> None: ...
@@ -109,7 +113,8 @@ class _Net:
     def train(self, x: Any, labels: npt.NDArray[np.int64], order: npt.NDArray[np.int64],
               batch_size: int, lrs: F32, scale: float, shift: float, seed: int,
               opt: dict[str, Any], grads: F32, grad_avg: F32 | None,
-              sq_avg: F32 | None, augment: Any = ...) -> tuple[float, int, int]: ...
+              sq_avg: F32 | None, augment: Any = ...,
+              keep: _Keep | None = ...) -> tuple[float, int, int]: ...
 
 # ---- loss and gradient over a set of rows (_mlp_grad.pxi, used by the estimator) ----
 class Rows:

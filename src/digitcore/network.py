@@ -212,8 +212,8 @@ class Network:
         return self.copy()
 
     # ---- the interface Trainer uses ---------------------------------------------------------
-    # prepared_input, prepared_labels and c_net are what a training loop needs of a
-    # Network: validated data in the C layout and the C view of the parameters. Trainer
+    # prepared_input, prepared_labels, c_net and c_keep are what a training loop needs of
+    # a Network: validated data in the C layout and the C view of the parameters. Trainer
     # is their user; they are documented, stable within a version, and not end-user API.
 
     def prepared_input(self, x, name="x"):
@@ -253,6 +253,14 @@ class Network:
                               self.activation, LEAKY_SLOPE, dropout)
             self._c_net_cache = k = (dropout, net)
         return k[1]
+
+    @staticmethod
+    def c_keep():
+        """A new ``_ops._Keep``: passed to every ``c_net().train`` call of a full-batch
+        run, it keeps layer 0's sparse input between calls, so each step does not gather
+        the whole data set anew (same bits). Tied to one array: ``clear()`` it after the
+        array's contents change."""
+        return _ops()._Keep()
 
     # ---- inference ------------------------------------------------------------------------
 

@@ -227,7 +227,8 @@ class _Progress:
 
 # Trainer attributes that do not decide a run's bits (or are recorded on their own).
 _NOT_RUN_SETTINGS = {"network", "optimizer", "verbose", "stream", "callbacks", "history",
-                     "stop_training", "checkpoint", "checkpoint_seconds", "early_stopping"}
+                     "stop_training", "checkpoint", "checkpoint_seconds", "early_stopping",
+                     "_keep_input"}
 
 
 def _penalty(value, name):
@@ -397,6 +398,9 @@ class Trainer:
         # Where the sparse first layer cuts its inputs into two groups (None: from the
         # data, see _sparse_split; the tests set edge cases).
         self._sparse_split = None
+        # Full-batch runs keep the sparse input between steps (see fit); the tests turn
+        # it off to compare.
+        self._keep_input = True
         self.history = None
 
     def _run_config(self, seed, x2, labels, val, kernel):
@@ -521,6 +525,10 @@ class Trainer:
             c_net.sparse_split = (_sparse_split(x2) if self._sparse_split is None
                                    else self._sparse_split)
         chunk_batches = max(1, self.chunk_samples // bs)
+        # Full-batch descent loads every row of x at each step: the C loop keeps their
+        # sparse form between calls instead of gathering it anew (same bits; freed with
+        # this fit, and forgotten after user callbacks, which may change x in place).
+        keep = net.c_keep() if bs == n and aug is None and self._keep_input else None
 
         history = History()
         history.seed = seed
@@ -565,7 +573,7 @@ class Trainer:
                         ls, c, s = c_net.train(
                             x2, labels, order[b0 * bs:min(n, b1 * bs)], bs, lrs_all[b0:b1],
                             scale, shift, dropout_seed, cfg, grads, opt.grad_avg, opt.sq_avg,
-                            None if aug is None else (aug.kernel_args(), bank, hw))
+                            None if aug is None else (aug.kernel_args(), bank, hw), keep)
                         if not np.isfinite(net.flat_parameters).all():
                             net.flat_parameters[...] = snapshot
                             raise _Diverged(b1 - 1 - b0, "the parameters overflowed")
@@ -615,6 +623,8 @@ class Trainer:
                 progress.end_epoch(epoch, logs, seen / max(seconds, 1e-9))
                 for cb in callbacks:
                     cb.on_epoch_end(epoch, logs)
+                if keep is not None and self.callbacks:
+                    keep.clear()
                 if ckpt is not None:
                     ckpt.save(self, rng.bit_generator.state, (epoch + 1, 0, 0.0, 0, 0, 0.0),
                               history, callbacks,
@@ -629,6 +639,7 @@ class Trainer:
                 saved_to = f" (checkpoint in {ckpt.path})" if ckpt is not None and ckpt.writes else ""
                 progress.stream.write(f"\ninterrupted: returning the history so far{saved_to}\n")
         finally:
+            keep = None  # (not held by a traceback)
             sigint.restore()
             for cb in callbacks:
                 cb.on_train_end()

@@ -1,0 +1,152 @@
+"""Full-batch descent keeps its sparse input between steps (csrc/mlp_keep.c): the steps
+read the kept rows in the batch's order instead of gathering the whole data set anew.
+They must train the same bits as the gathered batches, on both kernel paths and any
+thread count; the keep is rebuilt for another array and forgotten after user callbacks,
+which may change the data in place.
+"""
+
+import contextlib
+
+import numpy as np
+import pytest
+
+from digitcore import Network, Trainer, _ops
+
+PATHS = ["generic"] + (["avx2"] if _ops.cpu_has_avx2() else [])
+
+
+@contextlib.contextmanager
+def _config(path, threads):
+    old_path, old_threads = _ops.kernel_path(), _ops.get_num_threads()
+    _ops.select_kernel(path)
+    _ops.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        _ops.select_kernel(old_path)
+        _ops.set_num_threads(old_threads)
+
+
+def _digits(rng, n=400, d=784, k=10, density=0.15):
+    """uint8 'images' with about `density` non-zero pixels, class-dependent."""
+    proto = rng.random((k, d)) < density * 1.5
+    y = rng.integers(0, k, size=n)
+    ink = proto[y] & (rng.random((n, d)) < 0.66)
+    x = np.where(ink, rng.integers(1, 256, size=(n, d)), 0).astype(np.uint8)
+    return x, y
+
+
+def _fit(x, y, sizes, keep, *, path, threads, optimizer="sgd", lr=0.1, epochs=4,
+         dropout=0.0, callbacks=(), sparse="auto", shuffle=True):
+    with _config(path, threads):
+        net = Network(sizes, dropout=dropout, seed=0)
+        tr = Trainer(net, optimizer=optimizer, lr=lr, batch_size=None, epochs=epochs, seed=1,
+                     verbose=0, callbacks=callbacks, shuffle=shuffle)
+        tr._keep_input = keep
+        tr._sparse_input = sparse
+        tr.fit(x, y)
+    return net, tr
+
+
+def _same(a, b):
+    (na, ta), (nb, tb) = a, b
+    assert np.array_equal(na.flat_parameters, nb.flat_parameters)
+    for s in ("grad_avg", "sq_avg"):
+        sa, sb = getattr(ta.optimizer, s), getattr(tb.optimizer, s)
+        assert (sa is None) == (sb is None)
+        if sa is not None:
+            assert np.array_equal(sa, sb)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("sizes, optimizer, dropout", [
+    ([784, 10, 10], "sgd", 0.0),           # the tutorial's: one block with a masked tail
+    ([784, 10], "sgd", 0.0),               # one layer: layer 0 is the output
+    ([784, 70, 10], "momentum", 0.0),      # two blocks (64 + 6), state in the kept layout
+    ([784, 136, 24, 10], "adam", 0.2),     # three blocks (64 + 64 + 8), dropout
+])
+def test_kept_input_trains_the_same_bits(rng, path, threads, sizes, optimizer, dropout):
+    x, y = _digits(rng)
+    lr = 1e-3 if optimizer == "adam" else 0.1
+    runs = [_fit(x, y, sizes, keep, path=path, threads=threads, optimizer=optimizer, lr=lr,
+                 dropout=dropout) for keep in (False, True)]
+    _same(*runs)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_unshuffled_and_float_input(rng, path):
+    x, y = _digits(rng)
+    xf = x.astype(np.float32) / 255
+    for data, shuffle in ((x, False), (xf, True)):
+        runs = [_fit(data, y, [784, 20, 10], keep, path=path, threads=2, shuffle=shuffle)
+                for keep in (False, True)]
+        _same(*runs)
+
+
+def test_too_dense_data_takes_the_dense_path_either_way(rng):
+    x, y = _digits(rng, density=0.6)  # over a quarter non-zero: the GEMM on every step
+    runs = [_fit(x, y, [784, 12, 10], keep, path=PATHS[-1], threads=2)
+            for keep in (False, True)]
+    _same(*runs)
+    # "always" forces the sparse path, kept too
+    runs = [_fit(x, y, [784, 12, 10], keep, path=PATHS[-1], threads=2, sparse="always")
+            for keep in (False, True)]
+    _same(*runs)
+
+
+def test_a_callback_that_changes_x_in_place_is_seen(rng):
+    x0, y = _digits(rng)
+    other, _ = _digits(np.random.default_rng(99))
+
+    def run(keep):
+        x = x0.copy()
+
+        def swap(epoch, logs):
+            if epoch == 1:
+                x[:] = other
+
+        return _fit(x, y, [784, 10, 10], keep, path=PATHS[-1], threads=2, callbacks=[swap])
+
+    _same(run(False), run(True))
+
+
+# ---- the keep itself, through the C view's train -------------------------------------------
+
+def _step(net, x, y, order, keep, lr=0.1):
+    c = net.c_net()
+    grads = np.empty(net.n_params, np.float32)
+    return c.train(x, np.asarray(y, np.int64), np.asarray(order, np.int64), len(order),
+                   np.full(1, lr, np.float32), 1 / 255, 0.0, 7, {"kind": "sgd", "step": 0},
+                   grads, None, None, None, keep)
+
+
+def test_the_keep_holds_the_data_sets_entries(rng):
+    x, y = _digits(rng)
+    net = Network([784, 10, 10], seed=0)
+    keep = net.c_keep()
+    assert keep.nnz == -1
+    _step(net, x, y, rng.permutation(len(x)), keep)
+    assert keep.nnz == np.count_nonzero(x)
+    keep.clear()
+    assert keep.nnz == -1
+    dense, _ = _digits(rng, density=0.6)
+    _step(net, dense, y, rng.permutation(len(x)), keep)
+    assert keep.nnz == -1  # too dense: nothing kept, the step went dense
+
+
+def test_keep_is_rebuilt_for_another_array_and_ignored_for_other_orders(rng):
+    x1, y = _digits(rng)
+    x2, _ = _digits(rng)
+    n = len(x1)
+    repeats = np.concatenate([np.arange(n - 1), [0]])  # n rows, not a permutation
+    orders = [(x1, rng.permutation(n)), (x2, rng.permutation(n)), (x2, repeats),
+              (x1, np.arange(n))]
+    a, b = Network([784, 10, 10], seed=0), Network([784, 10, 10], seed=0)
+    keep = b.c_keep()
+    for x, order in orders:
+        la = _step(a, x, y, order, None)
+        lb = _step(b, x, y, order, keep)
+        assert la == lb
+        assert np.array_equal(a.flat_parameters, b.flat_parameters)
+        assert keep.nnz == np.count_nonzero(x)
