@@ -321,6 +321,12 @@ static int head_block(const void *job, int64_t g, int64_t b)
         float *y = a->out + r * o0 + c0;
         /* the products' row of batch row r: r, or from the kept rows idx[r] */
         const int64_t s = l0->kept != NULL ? l0->sel[r] : r;
+        if (l0->kept != NULL && r + 8 < a->rows) { /* (scattered rows) */
+            const int64_t s8 = l0->sel[r + 8] * o0 + c0;
+            DC_PREFETCH_L2(l0->out0 + s8);
+            for (int64_t q = 1; q < DC_SPARSE_GROUPS; ++q)
+                DC_PREFETCH_L2(l0->partial + (q - 1) * l0->partial_floats + s8);
+        }
         if (l0->kept != NULL)
             for (int64_t k = 0; k < w; ++k)
                 y[k] = l0->out0[s * o0 + c0 + k];

@@ -59,13 +59,19 @@ DC_INLINE void finish(float *out, __m256 acc, const float *bias, __m256i mask, i
     finish(out + 8 * k, acc, bias ? bias + 8 * k : NULL, all, 0, alpha, beta, act, act_alpha)
 /* clang-format on */
 
-DC_INLINE void row_nv(int nv, float *out, const int32_t *idx, const float *val,
+/* NV full vectors and (tail) the last w % 8 columns through masked loads, which never
+ * touch memory past them, all in one pass over the entries: with few columns the
+ * accumulators' FMA chains are the bound, and the tail's is one more chain beside them. */
+DC_INLINE void row_nv(int nv, int tail, float *out, const int32_t *idx, const float *val,
                       const int64_t *ptr, int64_t pstride, int64_t parts, const float *d,
-                      int64_t ldd, float alpha, float beta, const float *bias, int act,
-                      float act_alpha)
+                      int64_t ldd, int64_t w, float alpha, float beta, const float *bias,
+                      int act, float act_alpha)
 {
+    const int64_t jt = 8 * (int64_t)nv;
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(w - jt)), lane);
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
-           a7 = a0;
+           a7 = a0, at = a0;
     for (int64_t p = 0; p < parts; ++p) {
         const int64_t e1 = ptr[p * pstride + 1];
         for (int64_t e = ptr[p * pstride]; e < e1; ++e) {
@@ -79,6 +85,8 @@ DC_INLINE void row_nv(int nv, float *out, const int32_t *idx, const float *val,
             DC_FMA_IF(5, a5);
             DC_FMA_IF(6, a6);
             DC_FMA_IF(7, a7);
+            if (tail)
+                at = _mm256_fmadd_ps(x, _mm256_maskload_ps(dr + jt, mask), at);
         }
     }
     const __m256i all = _mm256_set1_epi32(-1);
@@ -90,40 +98,35 @@ DC_INLINE void row_nv(int nv, float *out, const int32_t *idx, const float *val,
     DC_FINISH_IF(5, a5);
     DC_FINISH_IF(6, a6);
     DC_FINISH_IF(7, a7);
+    if (tail)
+        finish(out + jt, at, bias ? bias + jt : NULL, mask, 1, alpha, beta, act, act_alpha);
 }
+
+#define DC_ROW_CASE(nv)                                                                    \
+    case nv:                                                                               \
+        if (w % 8)                                                                         \
+            row_nv(nv, 1, out, idx, val, ptr, pstride, parts, d, ldd, w, alpha, beta, bias, \
+                   act, act_alpha);                                                        \
+        else                                                                               \
+            row_nv(nv, 0, out, idx, val, ptr, pstride, parts, d, ldd, w, alpha, beta, bias, \
+                   act, act_alpha);                                                        \
+        break
 
 void dc_spmm_row_avx2(float *out, const int32_t *idx, const float *val, const int64_t *ptr,
                       int64_t pstride, int64_t parts, const float *d, int64_t ldd, int64_t w,
                       float alpha, float beta, const float *bias, int act, float act_alpha)
 {
-    int64_t j = 0;
-    /* the common widths get one pass over the entries */
-    /* clang-format off */
-    switch (w / 8) {
-    case 8: row_nv(8, out, idx, val, ptr, pstride, parts, d, ldd, alpha, beta, bias, act, act_alpha); break;
-    case 7: row_nv(7, out, idx, val, ptr, pstride, parts, d, ldd, alpha, beta, bias, act, act_alpha); break;
-    case 6: row_nv(6, out, idx, val, ptr, pstride, parts, d, ldd, alpha, beta, bias, act, act_alpha); break;
-    case 5: row_nv(5, out, idx, val, ptr, pstride, parts, d, ldd, alpha, beta, bias, act, act_alpha); break;
-    case 4: row_nv(4, out, idx, val, ptr, pstride, parts, d, ldd, alpha, beta, bias, act, act_alpha); break;
-    case 3: row_nv(3, out, idx, val, ptr, pstride, parts, d, ldd, alpha, beta, bias, act, act_alpha); break;
-    case 2: row_nv(2, out, idx, val, ptr, pstride, parts, d, ldd, alpha, beta, bias, act, act_alpha); break;
-    case 1: row_nv(1, out, idx, val, ptr, pstride, parts, d, ldd, alpha, beta, bias, act, act_alpha); break;
+    switch (w / 8) { /* one pass over the entries for any width up to 64 */
+        DC_ROW_CASE(8);
+        DC_ROW_CASE(7);
+        DC_ROW_CASE(6);
+        DC_ROW_CASE(5);
+        DC_ROW_CASE(4);
+        DC_ROW_CASE(3);
+        DC_ROW_CASE(2);
+        DC_ROW_CASE(1);
+        DC_ROW_CASE(0);
     default: break;
-    }
-    /* clang-format on */
-    j = (w / 8) * 8;
-    if (j < w) {
-        /* the last w % 8 columns: masked loads never touch memory past them */
-        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(w - j)), lane);
-        __m256 acc = _mm256_setzero_ps();
-        for (int64_t p = 0; p < parts; ++p)
-            for (int64_t e = ptr[p * pstride]; e < ptr[p * pstride + 1]; ++e) {
-                const float *dr = d + (int64_t)idx[e] * ldd + j;
-                acc = _mm256_fmadd_ps(_mm256_broadcast_ss(val + e),
-                                      _mm256_maskload_ps(dr, mask), acc);
-            }
-        finish(out + j, acc, bias ? bias + j : NULL, mask, 1, alpha, beta, act, act_alpha);
     }
 }
 
