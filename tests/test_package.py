@@ -110,3 +110,17 @@ def test_console_script_installed():
         pytest.skip("console script not installed in this environment (source tree run)")
     r = subprocess.run([str(exe), "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and digitcore.__version__ in r.stdout
+
+
+def test_libgomp_spin_set_only_while_loading():
+    # _config sets GOMP_SPINCOUNT for the moment the compiled module loads libgomp (a
+    # short spin: see _config), removes it afterwards, and leaves a user's value alone
+    code = ("import os, digitcore, digitcore.ops; digitcore.set_num_threads(1); "
+            "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["None", "None"]
+    out = subprocess.run([sys.executable, "-c", code], env=dict(env, GOMP_SPINCOUNT="7"),
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["7", "None"]

@@ -66,7 +66,10 @@ array([[0. , 2.5]], dtype=float32)
 
 from __future__ import annotations
 
-from digitcore._ops import (
+from digitcore._config import _import_ops
+
+_import_ops()  # libgomp's spin setting (see _config) before the names below load it
+from digitcore._ops import (  # noqa: E402
     activation_backward,
     activation_forward,
     adam_update,
