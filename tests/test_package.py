@@ -124,3 +124,23 @@ def test_libgomp_spin_set_only_while_loading():
     out = subprocess.run([sys.executable, "-c", code], env=dict(env, GOMP_SPINCOUNT="7"),
                          capture_output=True, text=True, check=True).stdout.split()
     assert out == ["7", "None"]
+
+
+def test_libgomp_loads_with_the_short_spin_unless_the_user_chose_a_policy():
+    # what the environment holds at the moment digitcore._ops (and libgomp with it) loads:
+    # digitcore's 1000 spins, the user's own GOMP_SPINCOUNT, or nothing added beside the
+    # user's OMP_WAIT_POLICY
+    code = ("import importlib.abc, os, sys\n"
+            "class Spy(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path, target=None):\n"
+            "        if name == 'digitcore._ops':\n"
+            "            print('at-load', os.environ.get('GOMP_SPINCOUNT'), flush=True)\n"
+            "sys.meta_path.insert(0, Spy())\n"
+            "import digitcore\n"
+            "digitcore.set_num_threads(1)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    for extra, want in (({}, "1000"), ({"GOMP_SPINCOUNT": "7"}, "7"),
+                        ({"OMP_WAIT_POLICY": "active"}, "None")):
+        out = subprocess.run([sys.executable, "-c", code], env=dict(env, **extra),
+                             capture_output=True, text=True, check=True).stdout.split("\n")
+        assert [line for line in out if line.startswith("at-load")] == [f"at-load {want}"], extra
