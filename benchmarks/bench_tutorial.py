@@ -83,8 +83,9 @@ def run_worker(system, threads, args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default=os.environ.get(
-        "DIGITCORE_SHARED_MNIST", str(HERE.parents[1] / "shared/data/mnist")))
+    ap.add_argument("--data-dir", default=os.environ.get("DIGITCORE_SHARED_MNIST", str(next(
+        (p for p in (HERE.parents[1] / "shared/data/mnist", HERE.parents[2] / "shared/data/mnist")
+         if p.is_dir()), HERE.parents[1] / "shared/data/mnist"))))
     ap.add_argument("--threads", default="2")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--numpy-steps", type=int, default=40)
