@@ -186,6 +186,9 @@ def test_a_checkpoint_with_the_old_state_names_resumes(tmp_path, optimizer):
         old["optimizer.state1"] = tensors["optimizer.grad_avg"]
         if "optimizer.sq_avg" in tensors:
             old["optimizer.state2"] = tensors["optimizer.sq_avg"]
+    # and from before the L1 penalty: no "l1" in the run config
+    assert state["run"]["optimizer"].pop("l1") == 0.0
+    assert state["run"]["trainer"].pop("l1") == 0.0
     path.write_bytes(checkpoint._encode(state, old))
     _, upgraded = read_checkpoint(path)
     assert sorted(upgraded) == sorted(tensors)

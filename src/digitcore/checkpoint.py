@@ -267,12 +267,19 @@ def _upgrade(state, tensors):
     """A checkpoint written before the optimizer's state and RMSprop's decay were named by
     their role, in today's names, in place: tensors "optimizer.state1"/"state2" (state1
     was RMSprop's squared-gradient average, else the gradient average; state2 Adam's
-    squared-gradient average) and the run config's RMSprop "beta2" (its rho)."""
+    squared-gradient average) and the run config's RMSprop "beta2" (its rho); and one
+    written before the L1 penalty, whose run config has no "l1" (the run had none)."""
     run = state.get("run")
     opt_cfg = run.get("optimizer") if isinstance(run, dict) else None
     kind = opt_cfg.get("kind") if isinstance(opt_cfg, dict) else None
     if kind == "rmsprop" and "beta2" in opt_cfg and "rho" not in opt_cfg:
         opt_cfg["rho"] = opt_cfg.pop("beta2")
+    # written before the L1 penalty existed: the run had none
+    if isinstance(opt_cfg, dict) and "l1" not in opt_cfg:
+        opt_cfg["l1"] = 0.0
+    trainer_cfg = run.get("trainer") if isinstance(run, dict) else None
+    if isinstance(trainer_cfg, dict) and "l1" not in trainer_cfg:
+        trainer_cfg["l1"] = 0.0
     old1, old2 = tensors.pop("optimizer.state1", None), tensors.pop("optimizer.state2", None)
     if old1 is not None:
         tensors["optimizer.sq_avg" if kind == "rmsprop" else "optimizer.grad_avg"] = old1
