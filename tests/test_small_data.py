@@ -60,3 +60,15 @@ def test_serve_default_model_uses_the_same_recipe(monkeypatch, overrides, expect
     monkeypatch.setattr(Trainer, "__init__", spy)
     serve.default_model(quiet=True, preset_overrides=overrides)
     assert seen == [None if expected is None else AUGMENTS[expected]]
+
+
+def test_augmented_preset_deforms_full_sized_sets_too():
+    # the preset that goes past the plain-MLP ceiling deforms every training set, from the
+    # CLI as from the Python API, and an explicit --augment still wins
+    cfg = get_preset("augmented")
+    assert augment_for(cfg, 60000) == "full" and augment_for(cfg, 100) == "full"
+    summary = json.loads(_train("--json", "--preset", "augmented").stdout)
+    assert summary["preset"] == "augmented"
+    assert summary["augment"] == AUGMENTS["full"].to_dict()
+    summary = json.loads(_train("--json", "--preset", "augmented", "--augment", "none").stdout)
+    assert summary["augment"] is None

@@ -1,0 +1,110 @@
+"""Validation accuracy of a preset, or of variants of it, on a split of MNIST's training images.
+
+    python benchmarks/tune_presets.py --preset augmented [--set epochs=80 --set dropout=0.1]
+                                      [--every 10] [--seeds 0] [--json FILE]
+
+This is how the presets in src/digitcore/presets.py were chosen: each candidate trains on
+the first 50,000 training images and is scored on the last 10,000 (`--val`), every
+`--every` epochs and at the end; the 10,000 test images are never read. A run's weights
+are the same for any thread count, so candidates may be compared across machines and
+loads; their wall time is not measured here (bench_accuracy.py measures the chosen
+presets on the full training set). `--set KEY=VALUE` overrides a preset entry (hidden
+widths as `hidden=800,800`, `augment=none`). Results are saved, when `--json` names a
+file, as the other benchmarks save theirs (benchmarks/_results.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import _results  # noqa: E402
+import digitcore  # noqa: E402
+from digitcore.presets import TRAINER_KEYS, get_preset  # noqa: E402
+from digitcore.trainer import LambdaCallback  # noqa: E402
+
+
+def _value(key, text):
+    if key == "hidden":
+        return [int(v) for v in text.split(",")]
+    if key == "augment":
+        return None if text == "none" else text
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def run(preset, split, seed, every, verbose):
+    (x, y), (xv, yv) = split
+    net = digitcore.Network([784, *preset["hidden"], 10], activation=preset["activation"],
+                            dropout=preset["dropout"], seed=seed)
+    curve = []
+    t0 = time.perf_counter()
+
+    def on_epoch_end(epoch, logs):
+        if every and (epoch + 1) % every == 0 and epoch + 1 < preset["epochs"]:
+            curve.append([epoch + 1, net.score(xv, yv)])
+            if verbose:
+                print(f"  epoch {epoch + 1}: validation {curve[-1][1]:.2%} "
+                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    kw = {k: preset[k] for k in TRAINER_KEYS if k in preset}
+    tr = digitcore.Trainer(net, seed=seed, verbose=0, augment=preset.get("augment"),
+                           callbacks=[LambdaCallback(on_epoch_end)], **kw)
+    tr.fit(x, y)
+    acc = net.score(xv, yv)
+    curve.append([preset["epochs"], acc])
+    return acc, curve, time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", default=os.environ.get(
+        "DIGITCORE_SHARED_MNIST", str(HERE.parents[1] / "shared/data/mnist")))
+    ap.add_argument("--preset", default="augmented")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--val", type=int, default=10_000, help="validation images, taken "
+                    "from the end of the training set")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--every", type=int, default=10, help="score every N epochs (0: end)")
+    ap.add_argument("--verbose", type=int, default=1)
+    ap.add_argument("--json", default=None, help="save the results to this file")
+    args = ap.parse_args()
+    preset = get_preset(args.preset)
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep or key not in preset and key not in TRAINER_KEYS and key != "augment":
+            raise SystemExit(f"--set {item!r}: give KEY=VALUE with KEY one of "
+                             f"{sorted(set(preset) | set(TRAINER_KEYS))}")
+        preset[key] = _value(key, text)
+    (x, y), _ = digitcore.load_mnist(args.data_dir, download=False)  # test set unused
+    if not 0 < args.val < len(x):
+        raise SystemExit(f"--val must be in [1, {len(x) - 1}], got {args.val}")
+    split = (x[:-args.val], y[:-args.val]), (x[-args.val:], y[-args.val:])
+    rows = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        acc, curve, wall = run(preset, split, seed, args.every, args.verbose)
+        rows.append({"preset": args.preset, "overrides": args.set, "config": preset,
+                     "seed": seed, "n_train": len(split[0][0]), "n_val": args.val,
+                     "val_accuracy": acc, "curve": curve, "wall_s": wall,
+                     "threads": digitcore.get_num_threads()})
+        print(f"{args.preset} {' '.join(args.set)} seed {seed}: validation {acc:.2%} "
+              f"({preset['epochs']} epochs, {wall:.0f} s)", flush=True)
+    accs = [100 * r["val_accuracy"] for r in rows]
+    claims = {"val_accuracy_pct_mean": sum(accs) / len(accs),
+              "val_accuracy_pct_range": [min(accs), max(accs)]}
+    if args.json:
+        _results.save(__file__, claims, rows, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
