@@ -5,26 +5,11 @@ thread count; the keep is rebuilt for another array and forgotten after user cal
 which may change the data in place.
 """
 
-import contextlib
-
 import numpy as np
 import pytest
 
-from digitcore import Network, Trainer, _ops
-
-PATHS = ["generic"] + (["avx2"] if _ops.cpu_has_avx2() else [])
-
-
-@contextlib.contextmanager
-def _config(path, threads):
-    old_path, old_threads = _ops.kernel_path(), _ops.get_num_threads()
-    _ops.select_kernel(path)
-    _ops.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        _ops.select_kernel(old_path)
-        _ops.set_num_threads(old_threads)
+from digitcore import Network, Trainer
+from kernel_config import PATHS, config
 
 
 def _digits(rng, n=400, d=784, k=10, density=0.15):
@@ -38,7 +23,7 @@ def _digits(rng, n=400, d=784, k=10, density=0.15):
 
 def _fit(x, y, sizes, keep, *, path, threads, optimizer="sgd", lr=0.1, epochs=4,
          dropout=0.0, callbacks=(), sparse="auto", shuffle=True):
-    with _config(path, threads):
+    with config(path, threads):
         net = Network(sizes, dropout=dropout, seed=0)
         tr = Trainer(net, optimizer=optimizer, lr=lr, batch_size=None, epochs=epochs, seed=1,
                      verbose=0, callbacks=callbacks, shuffle=shuffle)

@@ -11,7 +11,6 @@ float64 (test_fd_*), then every C backward is checked against the reference back
 
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 import pytest
@@ -21,6 +20,7 @@ from hypothesis import strategies as st
 from digitcore import _ops
 from digitcore import ops
 from digitcore import ops_ref as ref
+from kernel_config import PATHS, config
 
 EPS = float(np.finfo(np.float32).eps)  # 2**-23, one float32 ulp at 1.0
 TINY = 1e-30  # absorbs float32 denormal/underflow differences near 0 (exp(-100) etc.)
@@ -88,21 +88,7 @@ def assert_close(actual, expected, kind, scale=None, what=""):
 
 # ---- configurations: kernel path x thread count ----------------------------------------------
 
-PATHS = ["generic"] + (["avx2"] if _ops.cpu_has_avx2() else [])
 CONFIGS = [(p, t) for p in PATHS for t in (1, 2)]
-
-
-@contextlib.contextmanager
-def config(path, threads):
-    old_path, old_threads = _ops.kernel_path(), _ops.get_num_threads()
-    _ops.select_kernel(path)
-    _ops.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        _ops.select_kernel(old_path)
-        _ops.set_num_threads(old_threads)
-
 
 with_configs = pytest.mark.parametrize("path,threads", CONFIGS)
 
