@@ -129,6 +129,48 @@ def test_auto_mixes_dense_and_sparse_batches(rng, hidden):
     _close(results["never"], results["auto"])
 
 
+def test_auto_takes_the_dense_path_on_dense_data(rng):
+    """Data whose batches nearly all exceed the sparse path's quarter (Fashion-MNIST is
+    about half non-zero) trains on the dense path from the start, instead of trying each
+    batch sparse and falling back to the GEMM on the transposed layout: Trainer hands
+    the C loop "never", and the weights are "never"'s bit for bit on 1 and 2 threads.
+    MNIST-like data, and full batches, keep "auto"."""
+    x, y = _sparse_digits(rng, n=640, d=64, density=0.6)
+    assert np.count_nonzero(x) > 0.4 * x.size
+    never, _ = _train(x, y, [64, 70, 5], "never", optimizer="sgd", lr=0.1, threads=1)
+    for threads in (1, 2):
+        auto, tr = _train(x, y, [64, 70, 5], "auto", optimizer="sgd", lr=0.1,
+                          threads=threads)
+        assert tr.network.c_net().sparse_input == "never"
+        assert np.array_equal(auto.flat_parameters, never.flat_parameters)
+    _, tr = _train(x, y, [64, 70, 5], "auto", bs=None, optimizer="sgd", lr=0.1, epochs=1)
+    assert tr.network.c_net().sparse_input == "auto"
+    xs, ys = _sparse_digits(rng, n=640, d=64, density=0.2)
+    _, tr = _train(xs, ys, [64, 70, 5], "auto", optimizer="sgd", lr=0.1, epochs=1)
+    assert tr.network.c_net().sparse_input == "auto"
+
+
+def test_first_layer_mode_counts_the_batches_that_fit():
+    """The rule on batches of 4 rows of 40 inputs (a batch fits with at most
+    4 * 40 // 4 + 1 = 41 non-zeros): "never" when at most 1 in 10 batches fits, a mode
+    asked for explicitly and full batches untouched."""
+    from digitcore.trainer import _first_layer_mode
+
+    x = np.zeros((40, 40), np.uint8)
+    x[:, :20] = 1  # 80 non-zeros per batch: none fits
+    assert _first_layer_mode(x, 4, "auto") == "never"
+    x[:4, 10:20] = 0  # the first batch: 40, fits
+    assert _first_layer_mode(x, 4, "auto") == "never"
+    x[4:8, 10:20] = 0
+    x[4, 10] = 1  # the second: 41, fits, so 2 in 10
+    assert _first_layer_mode(x, 4, "auto") == "auto"
+    x[4, 11] = 1  # 42: over
+    assert _first_layer_mode(x, 4, "auto") == "never"
+    assert _first_layer_mode(x, 40, "auto") == "auto"  # one full batch
+    assert _first_layer_mode(x, 4, "always") == "always"
+    assert _first_layer_mode(np.zeros((40, 40), np.float32), 4, "auto") == "auto"
+
+
 def test_all_zero_rows_and_full_batch(rng):
     x, y = _sparse_digits(rng, n=120)
     x[::3] = 0  # rows without entries: the forward is act(bias)
