@@ -505,6 +505,13 @@ static void dc_dot_row_8(int64_t k, const float *a, const float *bt, int64_t ldb
     int64_t p = 0;
     for (; p + 8 <= k; p += 8) {
         av = _mm256_loadu_ps(a + p);
+        /* Eight +0 inputs would add 0 * b to each lane: +-0 for a finite b, which leaves
+         * a lane that started at +0 as it is (no lane is ever -0), so they are skipped
+         * with their 8 loads of b. One image's zero pixels are most of the first layer's
+         * weight, which is read from L2 at every call. (An infinite or NaN weight there
+         * would have made the sum NaN: the sparse path skips those zeros too.) */
+        if (_mm256_testz_si256(_mm256_castps_si256(av), _mm256_castps_si256(av)))
+            continue;
         d0 = _mm256_fmadd_ps(av, _mm256_loadu_ps(b0 + p), d0);
         d1 = _mm256_fmadd_ps(av, _mm256_loadu_ps(b1 + p), d1);
         d2 = _mm256_fmadd_ps(av, _mm256_loadu_ps(b2 + p), d2);

@@ -305,3 +305,32 @@ def test_few_rows_take_dot_products(sizes):
         finally:
             digitcore.set_num_threads(0)
         assert np.array_equal(one, two) and np.array_equal(one, p)
+
+
+@pytest.mark.parametrize("mean, std", [(0.0, 1.0), (0.1307, 0.3081)])
+def test_pixels_take_the_binding_path_with_the_same_bits(mean, std):
+    # C-contiguous uint8 pixels, (n, 784) or (n, 28, 28), are checked by the binding
+    # alone (_Net.infer_pixels); they give prepared_input's conversion to the bit, and
+    # anything else (a strided view, floats, a wrong shape) goes the long way, with
+    # prepared_input's own messages
+    rng = np.random.default_rng(5)
+    net = Network([784, 30, 10], seed=4, input_mean=mean, input_std=std)
+    c = net.c_net()
+    x = rng.integers(0, 256, size=(20, 28, 28), dtype=np.uint8)
+    x2, scale, shift = net.prepared_input(x)
+    for rows in (x, x2, x[:1], x2[:1], x[:0]):
+        n = rows.shape[0]
+        want = c.forward(x2[:n], scale, shift, True)
+        assert np.array_equal(c.infer_pixels(rows, mean, std, 1), want)
+        assert np.array_equal(net.predict_proba(rows), want)
+        logits = c.forward(x2[:n], scale, shift, False)
+        assert np.array_equal(net.logits(rows), logits)
+        assert np.array_equal(net.predict(rows), np.argmax(logits, axis=1))
+        assert net.predict(rows).dtype == np.int64
+    wide = np.repeat(x2, 2, axis=1)[:, ::2]  # uint8, right shape, not contiguous
+    for other in (wide, x2.astype(np.float32), x2[:, :783], x2.ravel(), list(x2[0]),
+                  x.reshape(20, 14, 56)[:, :, :28]):
+        assert c.infer_pixels(other, mean, std, 1) is None
+    np.testing.assert_array_equal(net.predict_proba(wide), net.predict_proba(x2))
+    with pytest.raises(ValueError, match="783 features per sample"):
+        net.predict(x2[:, :783])

@@ -25,6 +25,22 @@ cdef object _check_1d(object a, object dtype, str name, int64_t n):
     return a
 
 
+cdef inline void _argmax_rows(int64_t *lab, const float *z, int64_t n, int64_t c) noexcept nogil:
+    """lab[i]: the first largest of row i of z (n, c) (numpy.argmax's rule, NaN counting
+    as largest)."""
+    cdef int64_t i, j, best
+    cdef float v, b
+    for i in range(n):
+        best = 0
+        b = z[i * c]
+        for j in range(1, c):
+            v = z[i * c + j]
+            if v > b or (v != v and b == b):
+                best = j
+                b = v
+        lab[i] = best
+
+
 cdef class _Keep:
     """Where _Net.train keeps layer 0's sparse input between calls (dc_mlp_keep): a
     batch of every row of x (full-batch descent) then reads it from here instead of
@@ -159,23 +175,42 @@ cdef class _Net:
     def predict(self, x, float scale, float shift):
         """Labels (n,) int64: the first largest logit of each row (numpy.argmax's rule,
         NaN counting as largest)."""
-        cdef cnp.ndarray logits = self._logits(self._input(x, "x"), scale, shift, False)
+        return self._labels(self._logits(self._input(x, "x"), scale, shift, False))
+
+    def infer_pixels(self, x, double mean, double std, int what):
+        """Network.predict_proba / logits / predict on what one drawn digit, or a batch
+        of them, usually is: a C-contiguous uint8 ndarray (n, features) or (n, h, w) with
+        h * w == features. what: 0 logits, 1 probabilities, 2 labels. None for any other
+        x, which the caller then validates in full (prepared_input: its own messages).
+        The same conversion as prepared_input's (x / 255 - mean) / std, so the same
+        bits; one image spent a third of its predict_proba in that validation."""
+        if not cnp.PyArray_Check(x) or std == 0.0:  # (std 0: prepared_input's error)
+            return None
+        cdef cnp.ndarray a = <cnp.ndarray>x
+        cdef int nd = cnp.PyArray_NDIM(a)
+        if cnp.PyArray_TYPE(a) != cnp.NPY_UINT8 or not cnp.PyArray_IS_C_CONTIGUOUS(a):
+            return None
+        if nd == 2:
+            if cnp.PyArray_DIM(a, 1) != self.n_in:
+                return None
+        elif nd != 3 or cnp.PyArray_DIM(a, 1) * cnp.PyArray_DIM(a, 2) != self.n_in:
+            return None
+        cdef float scale = (1.0 / 255.0) / std
+        cdef float shift = -mean / std
+        cdef cnp.ndarray out = self._logits(a, scale, shift, what == 1)
+        return self._labels(out) if what == 2 else out
+
+    cdef cnp.ndarray _labels(self, cnp.ndarray logits):
+        """The first largest logit of each row of (n, n_classes) logits, int64 (n,)."""
         cdef cnp.npy_intp n = cnp.PyArray_DIM(logits, 0)
         cdef cnp.ndarray labels = cnp.PyArray_EMPTY(1, &n, cnp.NPY_INT64, 0)
         cdef const float *z = <const float *>cnp.PyArray_DATA(logits)
         cdef int64_t *lab = <int64_t *>cnp.PyArray_DATA(labels)
-        cdef int64_t c = self.n_out, i, j, best
-        cdef float v, b
-        with nogil:
-            for i in range(n):
-                best = 0
-                b = z[i * c]
-                for j in range(1, c):
-                    v = z[i * c + j]
-                    if v > b or (v != v and b == b):
-                        best = j
-                        b = v
-                lab[i] = best
+        if n < 4096:  # (releasing the GIL costs more than a few rows' loop)
+            _argmax_rows(lab, z, n, self.n_out)
+        else:
+            with nogil:
+                _argmax_rows(lab, z, n, self.n_out)
         return labels
 
     def evaluate(self, x, labels, float scale, float shift):

@@ -275,18 +275,28 @@ class Network:
         -------
         ndarray, float32, shape (n, n_classes); rows sum to 1.
         """
-        x2, scale, shift = self.prepared_input(x)
-        return self.c_net().forward(x2, scale, shift, True)
+        # (uint8 pixels are checked by the binding itself, see _Net.infer_pixels)
+        out = self.c_net().infer_pixels(x, self.input_mean, self.input_std, 1)
+        if out is None:
+            x2, scale, shift = self.prepared_input(x)
+            out = self.c_net().forward(x2, scale, shift, True)
+        return out
 
     def logits(self, x):
         """Output-layer values before the softmax, float32 (n, n_classes)."""
-        x2, scale, shift = self.prepared_input(x)
-        return self.c_net().forward(x2, scale, shift, False)
+        out = self.c_net().infer_pixels(x, self.input_mean, self.input_std, 0)
+        if out is None:
+            x2, scale, shift = self.prepared_input(x)
+            out = self.c_net().forward(x2, scale, shift, False)
+        return out
 
     def predict(self, x):
         """Predicted labels, int64 (n,)."""
-        x2, scale, shift = self.prepared_input(x)
-        return self.c_net().predict(x2, scale, shift)
+        out = self.c_net().infer_pixels(x, self.input_mean, self.input_std, 2)
+        if out is None:
+            x2, scale, shift = self.prepared_input(x)
+            out = self.c_net().predict(x2, scale, shift)
+        return out
 
     def evaluate(self, x, y):
         """(mean cross-entropy loss, accuracy) on ``x`` with integer labels ``y``."""
