@@ -57,13 +57,11 @@ static int forward_layers(float **logits, const dc_mlp *net, int64_t l0, const f
     return DC_OK;
 }
 
-/* Scratch for chunked inference (one per thread): one chunk of converted input and two
- * ping-pong buffers; on the sparse path also a CSR chunk and layer 0's weight transposed
- * (made by the first scratch, shared by the others). */
+/* Scratch for chunked inference: one chunk of converted input and two ping-pong buffers;
+ * on the sparse path also layer 0's weight transposed and a CSR chunk. */
 typedef struct {
     float *inp, *buf_a, *buf_b;
     float *wt; /* (I, O), or NULL: dense path */
-    int own_wt;
     dc_csr x;
     int64_t capacity, chunk;
     int dot; /* layers as dot products (few rows) */
@@ -74,14 +72,12 @@ static void scratch_free(chunk_scratch *s)
     free(s->inp);
     dc_free_aligned(s->buf_a);
     dc_free_aligned(s->buf_b);
-    if (s->own_wt)
-        dc_free_aligned(s->wt);
+    dc_free_aligned(s->wt);
     csr_free(&s->x);
 }
 
-/* shared_wt: NULL, or the transposed weight another scratch of the same call made. */
 static int scratch_alloc(chunk_scratch *s, const dc_mlp *net, int64_t n, int64_t chunk,
-                         float shift, float *shared_wt)
+                         float shift)
 {
     const int64_t width = mlp_max_width(net), f = net->sizes[0], o = net->sizes[1];
     *s = (chunk_scratch){.chunk = chunk, .dot = n <= DC_DOT_INFER_MAX_ROWS};
@@ -94,14 +90,12 @@ static int scratch_alloc(chunk_scratch *s, const dc_mlp *net, int64_t n, int64_t
     if (mlp_sparse_allowed(net, shift, chunk) &&
         (net->sparse_input == DC_SPARSE_ALWAYS || n >= DC_SPARSE_INFER_MIN_ROWS)) {
         s->capacity = mlp_sparse_capacity(net, chunk);
-        s->own_wt = shared_wt == NULL;
-        s->wt = shared_wt != NULL ? shared_wt : dc_alloc_aligned((size_t)(f * o) * sizeof(float));
+        s->wt = dc_alloc_aligned((size_t)(f * o) * sizeof(float));
         s->x.parts = 1;
         s->x.col_edges = NULL;
         if (!s->wt || csr_alloc(&s->x, chunk + 1, s->capacity) != DC_OK)
             return DC_ERR_NOMEM;
-        if (s->own_wt)
-            mlp_transpose(s->wt, net->params, o, f);
+        mlp_transpose(s->wt, net->params, o, f);
     }
     return DC_OK; /* the dense input chunk s->inp is allocated when first needed */
 }
@@ -137,69 +131,25 @@ static int forward_rows(float **logits, const dc_mlp *net, chunk_scratch *s,
     return status;
 }
 
-/* What is done with chunk k's logits (rows [r0, r0 + rows)); called for different
- * chunks at once from different threads. */
-typedef int (*chunk_fn)(void *ctx, const float *logits, int64_t k, int64_t r0, int64_t rows,
-                        int64_t c);
+/* What is done with each chunk's logits. */
+typedef int (*chunk_fn)(void *ctx, const float *logits, int64_t r0, int64_t rows, int64_t c);
 
-/* Chunk k of x through the network, its logits handed to fn. */
-static int run_chunk(const dc_mlp *net, chunk_scratch *s, const uint8_t *x_u8,
-                     const float *x_f32, int64_t n, int64_t k, float scale, float shift,
-                     chunk_fn fn, void *ctx)
-{
-    const int64_t r0 = k * s->chunk, rows = dc_min64(n - r0, s->chunk);
-    float *logits = NULL;
-    const int status = forward_rows(&logits, net, s, x_u8, x_f32, r0, rows, scale, shift);
-    return status == DC_OK ? fn(ctx, logits, k, r0, rows, net->sizes[net->n_layers]) : status;
-}
-
-/* The logits of x's n rows, chunk by chunk, handed to fn. With several chunks and
- * threads, each thread takes whole chunks (whichever is next) through every layer, its
- * kernels on that thread alone: no fork and join per layer and chunk, and the one-chunk
- * steps (the gather's row starts, the softmax) run side by side. A chunk's rows get the
- * same bits on any thread, so the results do not depend on the thread count. */
+/* The logits of x's n rows, chunk by chunk in order, handed to fn. */
 static int forward_chunks(const dc_mlp *net, const uint8_t *x_u8, const float *x_f32, int64_t n,
                           float scale, float shift, chunk_fn fn, void *ctx)
 {
+    const int64_t c = net->sizes[net->n_layers];
     const int64_t chunk = dc_min64(n, DC_MLP_CHUNK);
     chunk_scratch s;
     if (n == 0)
         return DC_OK;
-    const int64_t n_chunks = dc_cdiv64(n, chunk);
-    int nt = n_chunks > 1 ? dc_get_num_threads() : 1;
-    if (nt > n_chunks)
-        nt = (int)n_chunks;
-    int status = scratch_alloc(&s, net, n, chunk, shift, NULL);
-    if (nt <= 1 || status != DC_OK) {
-        for (int64_t k = 0; status == DC_OK && k < n_chunks; ++k)
-            status = run_chunk(net, &s, x_u8, x_f32, n, k, scale, shift, fn, ctx);
-        scratch_free(&s);
-        return status;
-    }
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt)
-#endif
-    {
-        chunk_scratch own, *ts = &s;
-        int st = DC_OK;
-        if (dc_team_thread() != 0) { /* (thread 0 uses the first scratch) */
-            st = scratch_alloc(&own, net, n, chunk, shift, s.wt);
-            ts = &own;
-        }
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-        for (int64_t k = 0; k < n_chunks; ++k)
-            if (st == DC_OK)
-                st = run_chunk(net, ts, x_u8, x_f32, n, k, scale, shift, fn, ctx);
-        if (ts == &own)
-            scratch_free(&own);
-        if (st != DC_OK) {
-#ifdef _OPENMP
-#pragma omp critical(dc_forward_chunks)
-#endif
-            status = st;
-        }
+    int status = scratch_alloc(&s, net, n, chunk, shift);
+    for (int64_t r0 = 0; status == DC_OK && r0 < n; r0 += chunk) {
+        const int64_t rows = dc_min64(n - r0, chunk);
+        float *logits = NULL;
+        status = forward_rows(&logits, net, &s, x_u8, x_f32, r0, rows, scale, shift);
+        if (status == DC_OK)
+            status = fn(ctx, logits, r0, rows, c);
     }
     scratch_free(&s);
     return status;
@@ -210,11 +160,9 @@ typedef struct {
     int softmax;
 } forward_out;
 
-static int store_chunk(void *ctx, const float *logits, int64_t k, int64_t r0, int64_t rows,
-                       int64_t c)
+static int store_chunk(void *ctx, const float *logits, int64_t r0, int64_t rows, int64_t c)
 {
     const forward_out *f = ctx;
-    (void)k;
     if (f->softmax)
         return dc_softmax_forward(f->out + r0 * c, logits, rows, c);
     memcpy(f->out + r0 * c, logits, (size_t)(rows * c) * sizeof(float));
@@ -228,24 +176,21 @@ int dc_mlp_forward(float *out, const dc_mlp *net, const uint8_t *x_u8, const flo
     return forward_chunks(net, x_u8, x_f32, n, scale, shift, store_chunk, &f);
 }
 
-/* Each chunk's loss sum and correct count, added up in chunk order after the pass (the
- * chunks may finish in any order). */
 typedef struct {
     const int64_t *labels;
-    double *loss_sum;
-    int64_t *correct;
+    double loss_sum;
+    int64_t correct;
 } evaluation;
 
-static int score_chunk(void *ctx, const float *logits, int64_t k, int64_t r0, int64_t rows,
-                       int64_t c)
+static int score_chunk(void *ctx, const float *logits, int64_t r0, int64_t rows, int64_t c)
 {
-    const evaluation *e = ctx;
+    evaluation *e = ctx;
     double loss = 0.0;
     int64_t correct = 0;
     const int status =
         dc_softmax_xent(NULL, NULL, &loss, &correct, logits, e->labels + r0, rows, c, 0.0f);
-    e->loss_sum[k] = loss * (double)rows;
-    e->correct[k] = correct;
+    e->loss_sum += loss * (double)rows;
+    e->correct += correct;
     return status;
 }
 
@@ -253,23 +198,10 @@ int dc_mlp_evaluate(double *loss, int64_t *n_correct, const dc_mlp *net, const u
                     const float *x_f32, const int64_t *labels, int64_t n, float scale,
                     float shift)
 {
-    const int64_t n_chunks = n > 0 ? dc_cdiv64(n, DC_MLP_CHUNK) : 1;
-    evaluation e = {.labels = labels,
-                    .loss_sum = malloc((size_t)n_chunks * sizeof(double)),
-                    .correct = malloc((size_t)n_chunks * sizeof(int64_t))};
-    int status = e.loss_sum && e.correct ? DC_OK : DC_ERR_NOMEM;
-    if (status == DC_OK)
-        status = forward_chunks(net, x_u8, x_f32, n, scale, shift, score_chunk, &e);
-    double loss_sum = 0.0;
-    int64_t correct = 0;
-    for (int64_t k = 0; status == DC_OK && n > 0 && k < n_chunks; ++k) {
-        loss_sum += e.loss_sum[k];
-        correct += e.correct[k];
-    }
-    free(e.loss_sum);
-    free(e.correct);
-    *loss = status == DC_OK && n > 0 ? loss_sum / (double)n : 0.0;
+    evaluation e = {.labels = labels};
+    const int status = forward_chunks(net, x_u8, x_f32, n, scale, shift, score_chunk, &e);
+    *loss = status == DC_OK && n > 0 ? e.loss_sum / (double)n : 0.0;
     if (n_correct)
-        *n_correct = status == DC_OK ? correct : 0;
+        *n_correct = status == DC_OK ? e.correct : 0;
     return status;
 }
