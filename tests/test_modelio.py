@@ -107,6 +107,41 @@ def test_file_layout_follows_spec(tmp_path):
     assert len(data) == 4 * net.n_params
 
 
+def test_float16_storage_rounds_each_value_and_halves_the_file(tmp_path):
+    net = _net(input_mean=0.13, input_std=0.31)
+    p32, p16 = tmp_path / "m32.safetensors", tmp_path / "m16.safetensors"
+    net.save(p32)
+    save_model(net, p16, metadata={"epochs": 1}, dtype="float16")
+    _, raw, data = _read_raw(p16)
+    header = json.loads(raw)
+    assert {header[k]["dtype"] for k in net.state_dict()} == {"F16"}
+    assert len(data) == 2 * net.n_params == len(_read_raw(p32)[2]) // 2
+    back = load_model(p16)
+    assert back.get_config() == net.get_config()
+    assert back.training_summary == {"epochs": 1}
+    for a, b in zip(net.weights + net.biases, back.weights + back.biases):
+        assert b.dtype == np.float32
+        np.testing.assert_array_equal(b, a.astype(np.float16).astype(np.float32))
+    assert read_model_info(p16)["n_params"] == net.n_params
+    x = _images()
+    np.testing.assert_allclose(back.predict_proba(x), _ref_proba(back, x), atol=1e-5)
+
+
+def test_float16_storage_refuses_what_does_not_fit(tmp_path):
+    net = _net()
+    w = [a.copy() for a in net.weights]
+    w[1][3, 2] = 70000.0  # float16's largest is 65504
+    net.set_parameters(w, net.biases)
+    path = tmp_path / "m.safetensors"
+    with pytest.raises(ValueError, match="2.weight.*float16"):
+        net.save(path, dtype="float16")
+    with pytest.raises(ValueError, match="dtype"):
+        net.save(path, dtype="bfloat16")
+    assert not path.exists()
+    net.save(path)  # float32 holds it
+    assert load_model(path).weights[1][3, 2] == 70000.0
+
+
 def test_training_summary_default_and_info(tmp_path):
     net = _net()
     net.training_summary = {"epochs": 2, "history": {"loss": [0.5, 0.25]}}
@@ -296,6 +331,8 @@ MALFORMED = {
     "dtype_f64": (lambda h, d: (_set(h, ["0.bias", "dtype"], "F64"), d), "dtype"),
     "dtype_i32": (lambda h, d: (_set(h, ["0.weight", "dtype"], "I32"), d), "dtype"),
     "dtype_bogus": (lambda h, d: (_set(h, ["0.weight", "dtype"], "float"), d), "dtype"),
+    # F16 is read, but its offsets must hold 2 bytes per value
+    "dtype_f16_f32_sized": (lambda h, d: (_set(h, ["0.bias", "dtype"], "F16"), d), "bytes"),
     "missing_entry_key": (lambda h, d: (h["0.bias"].pop("dtype") and (h, d)), "keys"),
     "offsets_overlap": (lambda h, d: (_set(h, ["0.bias", "data_offsets"], [0, 16]), d),
                         "overlap"),
@@ -386,6 +423,26 @@ def test_torch_sequential_loads_file_and_agrees(tmp_path):
     np.testing.assert_allclose(proba, _ref_proba(net, x), atol=1e-5)
     np.testing.assert_allclose(proba, net.predict_proba(x), atol=1e-5)
     np.testing.assert_array_equal(proba.argmax(1), net.predict(x))
+
+
+def test_torch_loads_a_float16_file(tmp_path):
+    torch = pytest.importorskip("torch")
+    st_torch = pytest.importorskip("safetensors.torch")
+    net = _net()
+    path = tmp_path / "m.safetensors"
+    net.save(path, dtype="float16")
+    back = load_model(path)
+    model = torch.nn.Sequential(torch.nn.Linear(784, 24), torch.nn.ReLU(),
+                                torch.nn.Linear(24, 16), torch.nn.ReLU(),
+                                torch.nn.Linear(16, 10))
+    state = st_torch.load_file(str(path))
+    assert {t.dtype for t in state.values()} == {torch.float16}
+    model.load_state_dict(state)  # copied into the float32 parameters
+    x = _images()
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x.reshape(len(x), -1).astype(np.float32) / 255))
+    np.testing.assert_allclose(torch.softmax(logits, dim=1).numpy(), back.predict_proba(x),
+                               atol=1e-5)
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "leaky_relu"])

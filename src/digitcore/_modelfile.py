@@ -12,7 +12,9 @@ NumPy only; the safetensors package is not needed and nothing is unpickled)::
     rest      raw little-endian tensor data, addressed by the header's offsets
 
 The header maps tensor names to ``{"dtype": "F32", "shape": [...],
-"data_offsets": [begin, end]}`` (offsets relative to the data buffer). Names
+"data_offsets": [begin, end]}`` (offsets relative to the data buffer); ``"F16"`` tensors
+(``save(..., dtype="float16")``, half the size: the bundled pretrained model) are read
+back as float32. Names
 follow a PyTorch ``nn.Sequential(Linear, Act, Linear, Act, ..., Linear)``
 state dict: layer ``i`` is ``"{2*i}.weight"`` shaped ``(out, in)`` and
 ``"{2*i}.bias"`` shaped ``(out,)``, so ``Sequential.load_state_dict(
@@ -41,7 +43,7 @@ from digitcore._atomic import atomic_write_bytes
 from digitcore._version import __version__
 from digitcore.errors import ModelFormatError
 
-__all__ = ["write_model", "read_model", "decode_training", "FORMAT_NAME"]
+__all__ = ["write_model", "read_model", "decode_training", "FORMAT_NAME", "STORAGE_DTYPES"]
 
 FORMAT_NAME = "digitcore"
 # The header is JSON describing a few tensors; the safetensors library itself caps
@@ -53,6 +55,10 @@ MAX_LAYERS = 1024
 _TENSOR_KEYS = {"dtype", "shape", "data_offsets"}
 _SAFETENSORS_DTYPES = {"BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16",
                        "BF16", "I32", "U32", "F32", "F64", "I64", "U64"}
+# storage dtypes a model file may use: name in the header -> little-endian NumPy dtype
+_STORAGE = {"F32": "<f4", "F16": "<f2"}
+# what write_model's `dtype` accepts -> header name
+STORAGE_DTYPES = {"float32": "F32", "float16": "F16"}
 
 
 # ----------------------------------------------------------------------------
@@ -68,13 +74,14 @@ def _json_default(obj):
     raise TypeError(f"metadata value of type {type(obj).__name__} is not JSON serialisable")
 
 
-def _serialize(tensors: list[tuple[str, np.ndarray]], metadata: dict[str, str]) -> bytes:
+def _serialize(tensors: list[tuple[str, np.ndarray]], metadata: dict[str, str],
+               dtype: str = "F32") -> bytes:
     header: dict[str, Any] = {"__metadata__": metadata}
     offset = 0
     blobs = []
     for name, arr in tensors:
-        blob = np.ascontiguousarray(arr, dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(arr.shape),
+        blob = np.ascontiguousarray(arr, dtype=_STORAGE[dtype]).tobytes()
+        header[name] = {"dtype": dtype, "shape": list(arr.shape),
                         "data_offsets": [offset, offset + len(blob)]}
         offset += len(blob)
         blobs.append(blob)
@@ -83,15 +90,20 @@ def _serialize(tensors: list[tuple[str, np.ndarray]], metadata: dict[str, str]) 
     return b"".join([struct.pack("<Q", len(raw)), raw, *blobs])
 
 
-def write_model(path, config, weights, biases, metadata=None) -> None:
+def write_model(path, config, weights, biases, metadata=None, dtype="float32") -> None:
     """Write ``config`` (``Network.get_config()``), ``weights`` ((out, in) arrays) and
     ``biases`` ((out,) arrays) to a safetensors file at ``path``, atomically, with
     ``metadata`` (a JSON-serialisable dict, or None) as the ``training`` string.
+    ``dtype`` is the storage of the tensors: ``"float32"`` (exact) or ``"float16"``
+    (half the bytes, each value rounded to the nearest float16).
 
-    ValueError if the arrays do not match config's layer sizes or the metadata is not
-    JSON-serialisable; OSError if the file cannot be written (an old file is intact).
-    :func:`digitcore.modelio.save_model` documents the same for users.
+    ValueError if the arrays do not match config's layer sizes, the metadata is not
+    JSON-serialisable, or a value does not fit the storage dtype; OSError if the file
+    cannot be written (an old file is intact). :func:`digitcore.modelio.save_model`
+    documents the same for users.
     """
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}")
     sizes = [int(s) for s in config["layer_sizes"]]
     weights, biases = list(weights), list(biases)
     if len(weights) != len(sizes) - 1 or len(biases) != len(sizes) - 1:
@@ -107,6 +119,13 @@ def write_model(path, config, weights, biases, metadata=None) -> None:
                 f"layer {i}: weight shape {w.shape} and bias shape {b.shape}, expected "
                 f"{want_w} and {want_b} from layer_sizes {sizes}")
         tensors += [(f"{2 * i}.weight", w), (f"{2 * i}.bias", b)]
+    if dtype == "float16":
+        limit = float(np.finfo(np.float16).max)
+        for name, arr in tensors:
+            big = np.abs(np.asarray(arr, dtype=np.float64)).max(initial=0.0)
+            if not big <= limit:  # also catches NaN
+                raise ValueError(f"tensor {name}: a value of magnitude {big:.6g} does not fit "
+                                 f"float16 (largest {limit:g}); save it as float32")
     meta = {"format": FORMAT_NAME,
             "config": json.dumps(config, sort_keys=True, default=_json_default),
             "digitcore_version": __version__}
@@ -118,7 +137,7 @@ def write_model(path, config, weights, biases, metadata=None) -> None:
                                           allow_nan=True)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"metadata is not JSON serialisable: {exc}") from exc
-    atomic_write_bytes(path, _serialize(tensors, meta))
+    atomic_write_bytes(path, _serialize(tensors, meta, STORAGE_DTYPES[dtype]))
 
 
 # ----------------------------------------------------------------------------
@@ -252,9 +271,9 @@ def read_model(path) -> tuple[dict, dict, list[np.ndarray], list[np.ndarray], in
             raise fail(f"tensor {name}: entry must have exactly the keys dtype, shape, "
                        "data_offsets")
         dtype = info["dtype"]
-        if dtype != "F32":
+        if dtype not in _STORAGE:
             kind = "unsupported" if dtype in _SAFETENSORS_DTYPES else "unknown"
-            raise fail(f"tensor {name}: {kind} dtype {dtype!r:.20}, expected F32")
+            raise fail(f"tensor {name}: {kind} dtype {dtype!r:.20}, expected F32 or F16")
         got = info["shape"]
         if not isinstance(got, list) or not all(_is_int(s) and s >= 0 for s in got):
             raise fail(f"tensor {name}: shape {got!r:.100} is not a list of non-negative ints")
@@ -266,7 +285,7 @@ def read_model(path) -> tuple[dict, dict, list[np.ndarray], list[np.ndarray], in
                 or not all(_is_int(o) for o in offs)):
             raise fail(f"tensor {name}: data_offsets {offs!r:.100} is not [begin, end]")
         begin, end = offs
-        nbytes = 4 * math.prod(shape)
+        nbytes = np.dtype(_STORAGE[dtype]).itemsize * math.prod(shape)
         if not 0 <= begin <= end or end - begin != nbytes:
             raise fail(f"tensor {name}: data_offsets [{begin}, {end}] do not hold "
                        f"{nbytes} bytes for shape {shape}")
@@ -290,7 +309,9 @@ def read_model(path) -> tuple[dict, dict, list[np.ndarray], list[np.ndarray], in
 
     def tensor(name):
         begin, end = header[name]["data_offsets"]
-        arr = np.frombuffer(data, dtype="<f4", count=(end - begin) // 4, offset=begin)
+        stored = np.dtype(_STORAGE[header[name]["dtype"]])
+        arr = np.frombuffer(data, dtype=stored, count=(end - begin) // stored.itemsize,
+                            offset=begin)
         if not np.isfinite(arr).all():
             raise fail(f"tensor {name} contains NaN or infinite values")
         return arr.astype(np.float32).reshape(expected[name])  # native-endian copy

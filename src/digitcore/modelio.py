@@ -21,7 +21,7 @@ from digitcore.network import Network
 __all__ = ["save_model", "load_model", "read_model_info", "to_torch"]
 
 
-def save_model(network, path, metadata=None) -> None:
+def save_model(network, path, metadata=None, dtype="float32") -> None:
     """Save `network` to a safetensors file at `path`, atomically (``network.save``).
 
     Parameters
@@ -37,18 +37,23 @@ def save_model(network, path, metadata=None) -> None:
         stored as the ``training`` metadata string. NumPy scalars and arrays
         and History objects are converted. Default: the network's
         ``training_summary`` attribute, if it has one that is not None.
+    dtype : {"float32", "float16"}
+        Storage of the parameters. ``"float16"`` halves the file and rounds each
+        value to the nearest float16 (:func:`load_model` returns float32 either way);
+        check that the rounded network still reads your data as well.
 
     Raises
     ------
     ValueError
-        If the network's parameters do not match its layer sizes, or
-        `metadata` is not JSON-serialisable.
+        If the network's parameters do not match its layer sizes, `metadata` is
+        not JSON-serialisable, or a parameter does not fit float16.
     OSError
         If the file cannot be written (the old file, if any, is intact).
     """
     if metadata is None:
         metadata = getattr(network, "training_summary", None)
-    write_model(path, network.get_config(), network.weights, network.biases, metadata)
+    write_model(path, network.get_config(), network.weights, network.biases, metadata,
+                dtype=dtype)
 
 
 def load_model(path):

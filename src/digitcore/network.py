@@ -331,16 +331,17 @@ class Network:
 
     # ---- files -------------------------------------------------------------------------------
 
-    def save(self, path, metadata=None):
+    def save(self, path, metadata=None, dtype="float32"):
         """Write the network to a safetensors file (atomically); ``metadata`` defaults to
-        ``training_summary``. ``digitcore.load_model(path)`` reads it back.
+        ``training_summary``; ``dtype="float16"`` stores the parameters rounded to half
+        precision (half the bytes). ``digitcore.load_model(path)`` reads it back.
 
         The file format lives in :mod:`digitcore._modelfile`, below this module;
         :mod:`digitcore.modelio` (save_model, load_model) sits above it: no import cycle.
         """
         if metadata is None:
             metadata = self.training_summary
-        write_model(path, self.get_config(), self.weights, self.biases, metadata)
+        write_model(path, self.get_config(), self.weights, self.biases, metadata, dtype=dtype)
 
     def to_onnx(self, path, input_dtype="float32"):
         """Write the network as an ONNX model (needs the ``onnx`` package), atomically.
