@@ -23,6 +23,7 @@ FORBIDDEN = {
     "onnxio": {"network", "modelio", "trainer"},
     "trainer": {"cli", "serve", "estimator"},
     "optim": {"network", "trainer"},
+    "pretrained": {"cli", "serve", "estimator"},
 }
 
 

@@ -36,10 +36,11 @@ _LAZY = {
     "save_model": "digitcore.modelio",
     "preprocess_image": "digitcore.imaging",
     "Augment": "digitcore.augment",
+    "load_pretrained": "digitcore.pretrained",
 }
 _SUBMODULES = {"ops", "ops_ref", "optim", "metrics", "plots", "datasets", "idx", "network",
                "trainer", "modelio", "imaging", "estimator", "cli", "presets", "serve",
-               "augment"}
+               "augment", "pretrained"}
 
 __all__ = sorted(
     ["__version__", "DigitcoreError", "DatasetError", "ModelFormatError", "KernelError",

@@ -149,9 +149,14 @@ def _parser():
 
     pr = sub.add_parser("predict", help="read digits from image files (a picture that cannot "
                         "be read is reported on stderr, the others are still read; exit "
-                        "status 1 if any failed)")
-    pr.add_argument("model")
-    pr.add_argument("images", nargs="+", metavar="IMAGE")
+                        "status 1 if any failed)",
+                        description="Read digits from image files with MODEL, or without "
+                        "one with the bundled pretrained model. MODEL is taken to be the "
+                        "first argument when it is a .safetensors file (or --model).")
+    pr.add_argument("paths", nargs="+", metavar="[MODEL] IMAGE")
+    pr.add_argument("--model", default=None,
+                    help="model file (default: the first argument if it is a model file, "
+                         "else the bundled pretrained model)")
     pr.add_argument("--top-k", type=_positive_int, default=1)
     pr.add_argument("--json", action="store_true")
 
@@ -170,7 +175,7 @@ def _parser():
     b.add_argument("--json", action="store_true")
 
     s = sub.add_parser("serve", help="a page where you draw a digit and watch the network read it")
-    s.add_argument("model", nargs="?")
+    s.add_argument("model", nargs="?", help="model file (default: the bundled pretrained model)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--open", action="store_true", help="open the page in a browser")
@@ -313,18 +318,43 @@ def cmd_evaluate(args):
     return 0
 
 
+def _looks_like_model(path):
+    """A .safetensors name, or a file that starts as one (8-byte header length, then '{'):
+    no picture format starts that way."""
+    if str(path).lower().endswith(".safetensors"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and 2 <= int.from_bytes(head[:8], "little") < 1 << 24 \
+        and head[8:] == b"{"
+
+
 def cmd_predict(args):
     """Read each picture; one that cannot be read (no such file, not an image, no digit in
-    it) is reported on its own and the others are still read. Exit status 1 if any failed."""
+    it) is reported on its own and the others are still read. Exit status 1 if any failed.
+    Without a model, the bundled pretrained one reads them."""
     import numpy as np
 
     from digitcore.errors import NoDigitError
     from digitcore.modelio import load_model
 
-    net = load_model(args.model)
+    model, images = args.model, list(args.paths)
+    if model is None and _looks_like_model(images[0]):
+        model, images = images[0], images[1:]
+    if not images:
+        raise UsageError(f"no IMAGE given after the model {model}")
+    if model is None:
+        from digitcore.pretrained import load_pretrained
+
+        net = load_pretrained()
+    else:
+        net = load_model(model)
     k = min(args.top_k, net.n_classes)
     results, lines, failed = [], [], 0
-    for path in args.images:
+    for path in images:
         try:
             if not os.path.exists(path):
                 raise FileNotFoundError(f"{path}: no such file")
@@ -343,7 +373,8 @@ def cmd_predict(args):
                         "top": [{"digit": int(d), "probability": float(proba[d])} for d in top]})
         alts = ", ".join(f"{int(d)} ({proba[d]:.1%})" for d in top[1:])
         lines.append(f"{path}: {digit} ({proba[digit]:.1%})" + (f"; then {alts}" if alts else ""))
-    _emit(args, {"model": args.model, "predictions": results, "failed": failed}, lines)
+    _emit(args, {"model": model or "pretrained", "predictions": results,
+                 "failed": failed}, lines)
     return 1 if failed else 0
 
 

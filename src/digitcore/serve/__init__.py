@@ -21,8 +21,8 @@ import time
 
 from digitcore.serve.app import MAX_BODY, DigitServer, is_loopback, make_server
 
-__all__ = ["serve", "make_server", "default_model", "DigitServer", "MAX_BODY",
-           "DEFAULT_MODEL_NAME"]
+__all__ = ["serve", "make_server", "default_model", "pretrained_model", "DigitServer",
+           "MAX_BODY", "DEFAULT_MODEL_NAME"]
 
 DEFAULT_MODEL_NAME = "serve-default.safetensors"
 
@@ -32,8 +32,36 @@ def _say(msg, quiet=False):
         print(f"digitcore serve: {msg}", file=sys.stderr, flush=True)
 
 
+def pretrained_model(*, quiet=False):
+    """The network ``digitcore serve`` uses when no model file is given: the bundled
+    pretrained model (:func:`digitcore.load_pretrained`), at once.
+
+    If that file is missing or damaged (a broken installation), it says so in one line
+    and falls back to :func:`default_model`, which trains a model once and caches it.
+
+    Returns
+    -------
+    (Network, dict)
+        The network and a ``model_info`` dict for :func:`make_server`.
+    """
+    from digitcore.errors import ModelFormatError
+    from digitcore.modelio import read_model_info
+    from digitcore.pretrained import load_pretrained, pretrained_path
+
+    try:
+        net = load_pretrained()
+    except (ModelFormatError, OSError) as exc:
+        _say(f"warning: cannot use the bundled pretrained model ({exc}); falling back to "
+             "training the default model", quiet)
+        return default_model(quiet=quiet)
+    info = read_model_info(pretrained_path())
+    info["source"] = "pretrained model (bundled)"
+    return net, info
+
+
 def default_model(*, quiet=False, preset_overrides=None):
-    """The network ``digitcore serve`` uses when no model file is given.
+    """The network ``digitcore serve`` trains when no model file is given and the bundled
+    pretrained model cannot be read (see :func:`pretrained_model`).
 
     Loaded from ``get_cache_dir() / "serve-default.safetensors"`` when that file exists
     and is valid; otherwise the ``default`` preset is trained (seed 0) on the default
@@ -113,7 +141,8 @@ def serve(model=None, host="127.0.0.1", port=8000, open_browser=False, debug=Fal
     Parameters
     ----------
     model : str or os.PathLike or None
-        A digitcore model file; None uses :func:`default_model`.
+        A digitcore model file; None uses the bundled pretrained model
+        (:func:`pretrained_model`).
     host : str
         Address to bind. The default, 127.0.0.1, keeps the page on this machine;
         any other address prints a warning (there is no authentication).
@@ -127,7 +156,7 @@ def serve(model=None, host="127.0.0.1", port=8000, open_browser=False, debug=Fal
     if not 0 <= int(port) <= 65535:
         raise ValueError(f"--port must be from 0 to 65535, got {port}")
     if model is None:
-        net, info = default_model()
+        net, info = pretrained_model()
     else:
         from digitcore.modelio import load_model, read_model_info
 

@@ -1,0 +1,317 @@
+"""The bundled pretrained model: shipped inside the package, checked on load, reproducible
+from its recipe, and what ``digitcore predict`` and ``digitcore serve`` use without a model.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import digitcore
+from digitcore import ModelFormatError
+from digitcore import pretrained
+from digitcore.imaging import preprocess_image
+from digitcore.pretrained import (load_pretrained, pretrained_path, save_pretrained,
+                                  train_pretrained, weights_digest)
+
+
+@pytest.fixture(scope="module")
+def mini():
+    return digitcore.load_dataset("mnist-mini")
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return load_pretrained()
+
+
+def _header(path):
+    data = Path(path).read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    return json.loads(data[8:8 + n]), 8 + n
+
+
+# ---------------------------------------------------------------------------- the file
+
+def test_the_file_is_inside_the_package_and_within_budget():
+    path = pretrained_path()
+    assert path.is_file(), path
+    assert Path(digitcore.__file__).resolve().parent in path.parents
+    assert path.stat().st_size <= pretrained.MAX_BYTES
+
+
+def test_bundled_model_reads_digits(bundled, mini):
+    (_, _), (xt, yt) = mini
+    assert bundled.layer_sizes[0] == 784 and bundled.layer_sizes[-1] == 10
+    summary = bundled.training_summary
+    for key in ("preset", "recipe", "seed", "n_train", "dataset", "test_accuracy",
+                "storage_dtype", "weights_sha256"):
+        assert key in summary, key
+    assert summary["dataset"] == "mnist" and summary["n_train"] == 60_000
+    # mnist-mini's test images are the first 1,000 of MNIST's test set, which the model
+    # never trained on; the build script recorded how many it reads
+    acc = bundled.score(xt, yt)
+    assert acc >= 0.98, acc
+    assert acc >= summary["mnist_mini_test_accuracy"] - 0.002, (acc, summary)
+
+
+def test_bundled_model_reads_the_full_test_set_as_recorded(bundled, shared_mnist):
+    (_, _), (xt, yt) = digitcore.load_mnist(shared_mnist, download=False)
+    acc = bundled.score(xt, yt)
+    assert abs(acc - bundled.training_summary["test_accuracy"]) <= 3e-4, acc
+
+
+def test_storage_dtype_is_what_the_header_says(bundled):
+    header, _ = _header(pretrained_path())
+    want = {"float16": "F16", "float32": "F32"}[bundled.training_summary["storage_dtype"]]
+    assert {v["dtype"] for k, v in header.items() if k != "__metadata__"} == {want}
+
+
+def test_committed_results_and_readme_describe_the_bundled_file(bundled):
+    """Whoever rebuilds the file commits the results the README quotes with it."""
+    root = Path(__file__).resolve().parents[1]
+    results = root / "benchmarks" / "results" / "train_pretrained.json"
+    if not results.is_file() or not (root / "README.md").is_file():
+        pytest.skip(f"README.md and benchmarks/results/ are not in {root} (copy the "
+                    "repository's README.md and benchmarks/ beside tests/)")
+    r = json.loads(results.read_text())
+    summary = bundled.training_summary
+    row = r["rows"][0]
+    assert row["weights_sha256"] == summary["weights_sha256"], "rebuilt without its results?"
+    assert (row["preset"], row["seed"]) == (summary["preset"], summary["seed"])
+    assert r["claims"]["test_accuracy_pct"] == pytest.approx(100 * summary["test_accuracy"])
+    assert row["storage_dtype"] == summary["storage_dtype"]
+    rebuild = (f"python benchmarks/train_pretrained.py --preset {summary['preset']} "
+               f"--seed {summary['seed']}")
+    assert rebuild in (root / "README.md").read_text(encoding="utf-8")
+
+
+def test_each_call_returns_a_new_network(bundled):
+    other = load_pretrained()
+    assert other is not bundled
+    np.testing.assert_array_equal(other.flat_parameters, bundled.flat_parameters)
+
+
+# ---------------------------------------------------------------------------- damage
+
+@pytest.fixture
+def copy_of_bundled(tmp_path, monkeypatch):
+    path = tmp_path / pretrained.PRETRAINED_FILE
+    shutil.copyfile(pretrained_path(), path)
+    monkeypatch.setattr(pretrained, "pretrained_path", lambda: path)
+    return path
+
+
+def test_missing_file_says_how_to_get_it_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrained, "pretrained_path", lambda: tmp_path / "gone.safetensors")
+    with pytest.raises(FileNotFoundError, match="pretrained model is missing.*reinstall"):
+        digitcore.load_pretrained()
+
+
+def test_a_flipped_weight_byte_is_caught(copy_of_bundled):
+    load_pretrained()  # the untouched copy loads
+    _, start = _header(copy_of_bundled)
+    data = bytearray(copy_of_bundled.read_bytes())
+    data[start + (len(data) - start) // 2] ^= 0x01  # still a finite number
+    copy_of_bundled.write_bytes(bytes(data))
+    digitcore.load_model(copy_of_bundled)  # a well-formed file: only the digest sees it
+    with pytest.raises(ModelFormatError, match="damaged"):
+        load_pretrained()
+
+
+def test_a_truncated_file_is_caught(copy_of_bundled):
+    data = copy_of_bundled.read_bytes()
+    copy_of_bundled.write_bytes(data[:len(data) // 2])
+    with pytest.raises(ModelFormatError, match=str(copy_of_bundled.name)):
+        load_pretrained()
+    copy_of_bundled.write_bytes(data[:5])
+    with pytest.raises(ModelFormatError, match="too short"):
+        load_pretrained()
+
+
+def test_a_model_without_its_digest_is_refused(copy_of_bundled):
+    digitcore.Network([784, 8, 10], seed=0).save(copy_of_bundled)
+    with pytest.raises(ModelFormatError, match="weights_sha256"):
+        load_pretrained()
+
+
+# ---------------------------------------------------------------------------- building it
+
+TINY = dict(hidden=[16], activation="relu", dropout=0.1, optimizer="adam", lr=2e-3,
+            batch_size=64, epochs=1, lr_schedule="cosine", warmup=0.0, augment="affine")
+
+
+def _build(mini, tmp_path, name, threads, seed=0, dtype="float16"):
+    (x, y), _ = mini
+    before = digitcore.get_num_threads()
+    digitcore.set_num_threads(threads)
+    try:
+        net, history = train_pretrained(x[:1500], y[:1500], TINY, seed)
+    finally:
+        digitcore.set_num_threads(before)
+    path = tmp_path / name
+    digest = save_pretrained(net, path, dtype=dtype, metadata={"dataset": "mnist-mini"})
+    return net, path, digest
+
+
+def test_build_is_reproducible_for_any_thread_count(mini, tmp_path):
+    net1, p1, d1 = _build(mini, tmp_path, "a.safetensors", threads=1)
+    _, p2, d2 = _build(mini, tmp_path, "b.safetensors", threads=2)
+    assert p1.read_bytes() == p2.read_bytes() and d1 == d2 == weights_digest(p1)
+    _, _, d3 = _build(mini, tmp_path, "c.safetensors", threads=2, seed=1)
+    assert d3 != d1
+    summary = net1.training_summary
+    assert summary["preset"] == "custom" and summary["n_train"] == 1500
+    assert summary["recipe"]["hidden"] == [16] and summary["recipe"]["augment"]["rotate"] > 0
+    assert summary["weights_sha256"] == d1 and summary["dataset"] == "mnist-mini"
+    assert sorted(os.listdir(tmp_path)) == ["a.safetensors", "b.safetensors", "c.safetensors"]
+
+
+def test_a_built_file_loads_as_the_pretrained_model(mini, tmp_path, monkeypatch):
+    net, path, _ = _build(mini, tmp_path, pretrained.PRETRAINED_FILE, threads=1)
+    monkeypatch.setattr(pretrained, "pretrained_path", lambda: path)
+    back = load_pretrained()
+    for a, b in zip(net.weights + net.biases, back.weights + back.biases):
+        np.testing.assert_array_equal(b, a.astype(np.float16).astype(np.float32))
+    assert back.training_summary == net.training_summary
+
+
+def test_save_refuses_a_file_over_budget(tmp_path, monkeypatch):
+    net = digitcore.Network([784, 16, 10], seed=0)
+    monkeypatch.setattr(pretrained, "MAX_BYTES", 10_000)  # 784-16-10 in float32: ~51 KB
+    path = tmp_path / "big.safetensors"
+    with pytest.raises(ValueError, match="budget"):
+        save_pretrained(net, path, dtype="float32")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------- the CLI
+
+def _run(*args, **kw):
+    env = dict(os.environ, DIGITCORE_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "digitcore", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=120, **kw)
+
+
+@pytest.fixture(scope="module")
+def pictures(mini, tmp_path_factory):
+    Image = pytest.importorskip("PIL.Image")
+    (_, _), (xt, yt) = mini
+    folder = tmp_path_factory.mktemp("pictures")
+    files = []
+    for i in range(12):
+        f = folder / f"digit{i}.png"  # dark ink on white paper, larger than 28x28
+        Image.fromarray(255 - xt[i]).resize((84, 84), Image.BILINEAR).save(f)
+        files.append(f)
+    return files, [int(v) for v in yt[:12]]
+
+
+def test_predict_without_a_model_uses_the_bundled_one(pictures, bundled):
+    files, labels = pictures
+    r = _run("predict", *files, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["model"] == "pretrained"
+    digits = [p["digit"] for p in out["predictions"]]
+    assert digits == [bundled.predict_image(f)[0] for f in files]
+    assert sum(d == t for d, t in zip(digits, labels)) >= 11, (digits, labels)
+    r = _run("predict", files[0])
+    assert r.returncode == 0 and r.stdout.startswith(f"{files[0]}: {digits[0]} (")
+
+
+def test_predict_with_a_model_still_uses_it(pictures, tmp_path):
+    files, _ = pictures
+    other = digitcore.Network([784, 8, 10], seed=3)
+    model = tmp_path / "other.safetensors"
+    other.save(model)
+    want = [other.predict_image(f)[0] for f in files[:3]]
+    for args in ((model, *files[:3]), ("--model", model, *files[:3])):
+        r = _run("predict", *args, "--json")
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert out["model"] == str(model) and [p["digit"] for p in out["predictions"]] == want
+    renamed = tmp_path / "other.bin"  # found by its content, whatever its name
+    shutil.copyfile(model, renamed)
+    out = json.loads(_run("predict", renamed, files[0], "--json").stdout)
+    assert out["model"] == str(renamed) and out["predictions"][0]["digit"] == want[0]
+
+
+def test_predict_a_model_and_no_image_is_a_usage_error(tmp_path):
+    model = tmp_path / "m.safetensors"
+    digitcore.Network([784, 8, 10], seed=0).save(model)
+    r = _run("predict", model)
+    assert r.returncode == 2 and "no IMAGE" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_predict_a_missing_first_picture_does_not_stop_the_rest(pictures, tmp_path):
+    files, _ = pictures
+    r = _run("predict", tmp_path / "none.png", files[0])
+    assert r.returncode == 1
+    assert r.stdout.startswith(str(files[0])) and "none.png" in r.stderr
+
+
+# ---------------------------------------------------------------------------- serve
+
+def test_serve_uses_the_bundled_model(bundled):
+    from digitcore.serve import pretrained_model
+
+    net, info = pretrained_model(quiet=True)
+    np.testing.assert_array_equal(net.flat_parameters, bundled.flat_parameters)
+    assert info["source"] == "pretrained model (bundled)"
+    assert info["metadata"]["training"]["weights_sha256"] == \
+        bundled.training_summary["weights_sha256"]
+
+
+def test_serve_falls_back_to_training_when_the_file_is_damaged(monkeypatch, tmp_path, capsys):
+    from digitcore import serve
+
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"garbage")
+    monkeypatch.setattr(pretrained, "pretrained_path", lambda: broken)
+    sentinel = (digitcore.Network([784, 4, 10], seed=0), {"source": "trained"})
+    monkeypatch.setattr(serve, "default_model", lambda quiet=False: sentinel)
+    assert serve.pretrained_model() is sentinel
+    err = capsys.readouterr().err
+    assert "cannot use the bundled pretrained model" in err and "broken.safetensors" in err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT")
+def test_cli_serve_without_a_model_answers_at_once(bundled, tmp_path):
+    env = dict(os.environ, DIGITCORE_NUM_THREADS="1", DIGITCORE_CACHE_DIR=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-m", "digitcore", "serve", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert "http://" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
+        port = int(line[line.index("http://"):].split()[0].rstrip("/").rsplit(":", 1)[1])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/api/model")
+        info = json.loads(conn.getresponse().read())
+        x = digitcore.load_dataset("mnist-mini")[1][0][0]
+        conn.request("POST", "/api/predict", body=json.dumps({"pixels": x.ravel().tolist()}),
+                     headers={"Content-Type": "application/json"})
+        answer = json.loads(conn.getresponse().read())
+        conn.close()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert info["source"] == "pretrained model (bundled)"
+    assert info["file"] == pretrained.PRETRAINED_FILE
+    assert info["layer_sizes"] == list(bundled.layer_sizes)
+    assert answer["digit"] == int(bundled.predict(preprocess_image(x).reshape(1, -1))[0])
+    assert "training" not in err  # nothing was trained
+    assert list(tmp_path.iterdir()) == []  # and nothing cached
