@@ -1,21 +1,31 @@
 """How well a model reads photograph-like digits through ``preprocess_image``.
 
-The pictures come from tests/photo_digits.py (seeded): MNIST test digits enlarged,
-given pen strokes of random width, placed off-centre on paper and corrupted like phone
-photos and scans (lighting, shadows, texture, noise, blur, specks, borders, frames,
-ruled lines, coloured ink, dark boards). Prints the model's accuracy on the clean 28x28
-digits, on the photos, on the photos of the digits it reads when clean (what the
-preprocessing keeps), per corruption, and how it answers pictures with no digit.
+The pictures come from tests/photo_digits.py (seeded): MNIST digits enlarged, given pen
+strokes of random width, placed off-centre on paper and corrupted like phone photos and
+scans (lighting, shadows, texture, noise, blur, specks, borders, frames, ruled lines,
+coloured ink, dark boards). Prints the model's accuracy on the clean 28x28 digits, on
+the photos, on the photos of the digits it reads when clean (what the preprocessing
+keeps), per corruption (in the mixed set, and each corruption alone against the same
+picture without it), and how it answers pictures with no digit.
 
     python benchmarks/bench_real_images.py [--model M.safetensors] [--n 1000] [--seed 0]
+    python benchmarks/bench_real_images.py --dev [--n 1000]
 
-Without --model it trains the ``default`` preset (seed 0) on full MNIST when found
-locally, else on the bundled mnist-mini. Digits come from the test split of the same data.
+Without --model it trains the ``default`` preset (seed 0) on full MNIST when found (in
+--data-dir, default the shared MNIST folder, then digitcore's usual places), else on
+the bundled mnist-mini. The reported run reads digits of the test split with generator
+seed --seed and saves benchmarks/results/bench_real_images.json.
+
+``--dev`` is the development set the preprocessing is tuned on, kept apart from the
+reported one: the model is trained on all but the last sixth of the training images,
+the digits come from that held-out sixth (never the test split), the generator's seed
+is 1000 + --seed, and nothing is saved.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,56 +37,97 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 
 import _results  # noqa: E402
-from photo_digits import CORRUPTIONS, non_digits, photo_set  # noqa: E402
+from photo_digits import CORRUPTIONS, non_digits, photo_digit, photo_set  # noqa: E402
+
+DEV_SEED = 1000
 
 
-def _model(path):
+def _shared_mnist():
+    for p in (HERE.parents[1] / "shared/data/mnist", HERE.parents[2] / "shared/data/mnist"):
+        if p.is_dir():
+            return str(p)
+    return None
+
+
+def _model(path, data_dir, dev):
     from digitcore import datasets
     from digitcore.modelio import load_model
     from digitcore.network import Network
-    from digitcore.presets import epochs_for, get_preset
+    from digitcore.presets import augment_for, epochs_for, get_preset
     from digitcore.trainer import Trainer
 
-    name, (x_tr, y_tr), test, _ = datasets.resolve_default_dataset()
+    name, (x_tr, y_tr), test, _ = datasets.resolve_default_dataset(data_dir)
+    if dev:  # the last sixth of the training images is the development set's digits
+        cut = len(x_tr) - len(x_tr) // 6
+        (x_tr, y_tr), test = (x_tr[:cut], y_tr[:cut]), (x_tr[cut:], y_tr[cut:])
     if path:
         return load_model(path), name, test
     cfg = get_preset("default")
     net = Network([784, *cfg["hidden"], 10], activation=cfg["activation"],
                   dropout=cfg["dropout"], seed=0)
     Trainer(net, optimizer=cfg["optimizer"], lr=cfg["lr"], batch_size=cfg["batch_size"],
-            epochs=epochs_for(cfg, len(x_tr)), lr_schedule=cfg["lr_schedule"], seed=0,
-            verbose=0).fit(x_tr, y_tr)
+            epochs=epochs_for(cfg, len(x_tr)), lr_schedule=cfg["lr_schedule"],
+            augment=augment_for(cfg, len(x_tr)), seed=0, verbose=0).fit(x_tr, y_tr)
     return net, name, test
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=None)
-    ap.add_argument("--n", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", default=None, help="write the results here instead of "
-                    "benchmarks/results/bench_real_images.json")
-    args = ap.parse_args(argv)
-    net, name, (x_te, y_te) = _model(args.model)
-    x, y = x_te[:args.n], y_te[:args.n]
-    clean_ok = net.predict(x.reshape(len(x), -1)) == y
-    pics, labels, applied = photo_set(x, y, seed=args.seed)
-    t0 = time.perf_counter()
+def _read(net, pics):
     pred = np.full(len(pics), -1)
     for i, p in enumerate(pics):
         try:
             pred[i] = net.predict_image(p)[0]
         except ValueError:  # NoDigitError: counted as wrong
             pass
+    return pred
+
+
+def _alone(net, x, y, seed):
+    """Each corruption alone, on the same digit at the same size and place as the picture
+    with none (the generator draws those first)."""
+    base = _read(net, [photo_digit(d, np.random.default_rng([seed, i]), set())[0]
+                       for i, d in enumerate(x)]) == y
+    print(f"each corruption alone, {len(x)} digits (accuracy; lost/gained against no "
+          f"corruption, {base.mean():.2%}):")
+    alone = {"none": float(base.mean())}
+    for c in CORRUPTIONS:
+        got = _read(net, [photo_digit(d, np.random.default_rng([seed, i]), {c})[0]
+                          for i, d in enumerate(x)]) == y
+        alone[c] = float(got.mean())
+        print(f"  {c:14s} {got.mean():7.2%}  -{(base & ~got).sum()} +{(~base & got).sum()}")
+    return {"alone_accuracy": alone, "n": len(x)}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--data-dir", default=os.environ.get("DIGITCORE_SHARED_MNIST",
+                                                         _shared_mnist()))
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dev", action="store_true", help="the development set (see above); "
+                    "prints, saves nothing")
+    ap.add_argument("--alone", type=int, default=None, help="digits for the each-"
+                    "corruption-alone table (default: all --n)")
+    ap.add_argument("--json", default=None, help="write the results here instead of "
+                    "benchmarks/results/bench_real_images.json")
+    args = ap.parse_args(argv)
+    net, name, (x_te, y_te) = _model(args.model, args.data_dir, args.dev)
+    seed = DEV_SEED + args.seed if args.dev else args.seed
+    x, y = x_te[:args.n], y_te[:args.n]
+    clean_ok = net.predict(x.reshape(len(x), -1)) == y
+    pics, labels, applied = photo_set(x, y, seed=seed)
+    t0 = time.perf_counter()
+    pred = _read(net, pics)
     per_image_ms = (time.perf_counter() - t0) / len(pics) * 1000
     ok = pred == labels
-    print(f"model: {net!r}, trained on {name}; {len(pics)} photos of {name} test digits, "
-          f"seed {args.seed}")
+    split = "held-out training" if args.dev else "test"
+    print(f"model: {net!r}, trained on {name}; {len(pics)} photos of {name} {split} digits, "
+          f"generator seed {seed}")
     print(f"clean 28x28 digits:            {clean_ok.mean():.2%}")
     print(f"photo-like pictures:           {ok.mean():.2%}  "
           f"({(pred == -1).sum()} refused as no digit; {per_image_ms:.1f} ms per picture)")
     print(f"photos of digits read clean:   {ok[clean_ok].mean():.2%}")
-    print("by corruption (photo accuracy, images):")
+    print("by corruption, in the mixed set (photo accuracy, images):")
     rows = []
     for c in CORRUPTIONS:
         m = np.array([c in a for a in applied])
@@ -86,8 +137,12 @@ def main(argv=None):
     m = np.array([not a for a in applied])
     if m.any():
         print(f"  {'(none)':14s} {ok[m].mean():7.2%} {m.sum():5d}")
+    # each corruption alone, on the same digit, size and place as the picture without any
+    n_alone = min(len(x), args.n if args.alone is None else args.alone)
+    if n_alone:
+        rows.append(_alone(net, x[:n_alone], y[:n_alone], seed))
     print("pictures with no digit:")
-    for what, img in non_digits(args.seed):
+    for what, img in non_digits(seed):
         try:
             d, p = net.predict_image(img)
             print(f"  {what}: read as {d} ({p[d]:.0%})")
@@ -95,6 +150,8 @@ def main(argv=None):
         except ValueError as exc:
             print(f"  {what}: refused: {exc}")
             rows.append({"non_digit": what, "refused": str(exc)})
+    if args.dev:
+        return
     _results.save(__file__, {"clean_accuracy_pct": 100 * float(clean_ok.mean()),
                              "photo_accuracy_pct": 100 * float(ok.mean()),
                              "photo_of_clean_read_pct": 100 * float(ok[clean_ok].mean())},

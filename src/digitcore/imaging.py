@@ -10,27 +10,32 @@ call it):
 1. read it (file via Pillow, or a NumPy array) as grey levels in [0, 1],
    compositing transparent pixels as background, and shrink it by area
    averaging to at most WORK_SIDE pixels a side;
-2. estimate the paper, shadows and uneven lighting included, as a grey
+2. decide which side is ink: the sparse extreme against the paper's local level
+   (the median of a window wider than a stroke), so that a shadow over half the sheet
+   or a frame line cannot turn a thin digit inside out;
+3. estimate the paper, shadows and uneven lighting included, as a grey
    closing (dark ink) or opening (light ink) with a window wider than any pen
-   stroke; the ink is what differs from it (a top-hat), on the side of the
-   paper's level where the picture's extreme lies farther from it;
-3. measure the ink's contrast relative to the paper around it and keep what
+   stroke (PAPER_WINDOW); the ink is what differs from it (a top-hat);
+4. measure the ink's contrast relative to the paper around it and keep what
    stands above the paper's noise (MAD of the residual), above 12% of the
-   strongest ink and above INK_CONTRAST;
-4. remove ruled lines, frames and scan borders: rows and columns with ink
-   along LINE_COVER of their length that reach past the digit on both sides,
-   except where a stroke crosses them;
-5. keep the connected marks that make the digit: the largest, those with at
-   least a quarter of its ink within the digit's size of it, and pieces of
-   broken strokes (4%) close to it; drop specks;
-6. refuse what cannot be a digit (:class:`NoDigitError`): nothing left, or
-   marks no longer than MIN_EXTENT stroke widths (a dot, specks, a blob);
-7. crop to the digit, bring its stroke width into MNIST's range, resize to
+   strongest ink and above INK_CONTRAST; faint straight lines along rows and
+   columns (ruled paper) are subtracted first;
+5. remove ruled lines, frames and scan borders: rows and columns with ink
+   along LINE_COVER of their length that reach past the digit on both sides
+   (or come in parallel bands), except where a stroke crosses them;
+6. keep the connected marks that make the digit: the largest, those with at
+   least a quarter of its ink within the digit's size of it, pieces of broken
+   strokes (4%, or longer than wide) close to it and small marks inside its box,
+   repeated while it grows; drop specks;
+7. refuse what cannot be a digit (:class:`NoDigitError`): nothing left, marks
+   no longer than MIN_EXTENT stroke widths (a dot, specks, a blob), or the rim of
+   a filled shape wider than the paper's window;
+8. crop to the digit, bring its stroke width into MNIST's range, resize to
    fit 20x20 (area averaging when shrinking, bilinear when enlarging) and
    shift so the centre of mass lands on pixel (14, 14).
 
-One file (~680 lines) for one pipeline: the private helpers below (resizing, running
-min/max and discs, connected components, line finding) exist for these seven steps and
+One file (~790 lines) for one pipeline: the private helpers below (resizing, running
+min/max and discs, connected components, line finding) exist for these eight steps and
 are tuned together with them; nothing else uses them.
 """
 
@@ -62,15 +67,23 @@ NOISE_SIGMAS = 5.0
 # a digit that fills a tenth of a photo's width is still about MNIST's 20 pixels.
 WORK_SIDE = 512
 # The paper is estimated with a window this fraction of the shorter side: wider than the
-# thickest marker stroke of a digit filling the picture (about 16% of the side), narrower
-# than a shadow.
-PAPER_WINDOW = 0.3
+# thickest marker stroke of a digit filling the picture (a quarter of the side, and a
+# square window must span a diagonal stroke: 1.4 times that), narrower than a shadow.
+PAPER_WINDOW = 0.45
 # A row (column) with ink along this fraction of it is a ruled line, a frame or a scan
 # border, where it reaches past the digit on both sides.
 LINE_COVER = 0.85
+# A line is at most this fraction of the side thick (and at most 4 pixels when wider).
+LINE_WIDTH = 0.02
 # Marks smaller than this fraction of the largest one are specks unless they lie next to it.
 SPECK_FRACTION = 0.25
 NEAR_FRACTION = 0.04
+# Smaller pieces, down to this fraction, are kept next to it when they are at least
+# PIECE_LENGTH times longer than wide (a thin stroke broken apart; a speck is round).
+PIECE_FRACTION = 0.005
+# Any mark of at least this fraction lying inside the digit's box belongs to it.
+INSIDE_FRACTION = 0.01
+PIECE_LENGTH = 3.0
 # A digit is longer than this many stroke widths; MNIST's training digits: 2.9 for the
 # 0.1st percentile, 7.1 median (2 * area / perimeter of the ink at level 128). A dot or a
 # filled disc or square is about 2.
@@ -218,13 +231,6 @@ def _composite(grey: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
     ink_level = float((grey * alpha).sum() / weight)
     background = 1.0 if ink_level < 0.5 else 0.0
     return grey * alpha + background * (1.0 - alpha)
-
-
-def _border(x: np.ndarray) -> np.ndarray:
-    """The outermost ring of pixels (all pixels of a tiny image)."""
-    if x.shape[0] <= 2 or x.shape[1] <= 2:
-        return x.ravel()
-    return np.concatenate([x[0, :], x[-1, :], x[1:-1, 0], x[1:-1, -1]])
 
 
 def _resize_weights(n_in: int, n_out: int) -> np.ndarray:
@@ -474,44 +480,81 @@ def _select_digit(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
     np.maximum.at(r1, lab, rr + 1)
     np.minimum.at(c0, lab, cc)
     np.maximum.at(c1, lab, cc + 1)
+    # pieces of a broken stroke are longer than wide; a speck is round (2 * area /
+    # boundary is a stroke's width, a disc's radius)
+    p = np.pad(mask, 1)
+    inner = p[1:-1, 1:-1] & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+    edge = np.bincount(labels[mask & ~inner], minlength=n)
+    width = 2.0 * np.bincount(lab, minlength=n) / np.maximum(edge, 1)
+    long_piece = np.maximum(r1 - r0, c1 - c0) >= PIECE_LENGTH * width
     order = np.argsort(-mass, kind="stable")
     big = order[0]
     keep = np.zeros(n, dtype=bool)
     keep[big] = True
     box = [r0[big], r1[big], c0[big], c1[big]]
-    for c in order[1:]:
-        # a second big part of the digit lies within the digit's size of what is kept so
-        # far, a piece of a broken stroke within a third of it; specks are smaller still
-        if mass[c] >= SPECK_FRACTION * mass[big]:
-            reach = 1.0
-        elif mass[c] >= NEAR_FRACTION * mass[big]:
-            reach = 0.35
-        else:
-            continue
-        m = reach * max(box[1] - box[0], box[3] - box[2])
-        if (r0[c] >= box[0] - m and r1[c] <= box[1] + m
-                and c0[c] >= box[2] - m and c1[c] <= box[3] + m):
-            keep[c] = True
-            box = [min(box[0], r0[c]), max(box[1], r1[c]), min(box[2], c0[c]),
-                   max(box[3], c1[c])]
+    reach = np.full(n, -1.0)  # how far from the kept marks each may lie, in digit sizes
+    reach[mass >= INSIDE_FRACTION * mass[big]] = 0.0
+    reach[(mass >= NEAR_FRACTION * mass[big])
+          | (long_piece & (mass >= PIECE_FRACTION * mass[big]))] = 0.35
+    reach[mass >= SPECK_FRACTION * mass[big]] = 1.0
+    # a second big part of the digit lies within the digit's size of what is kept so
+    # far, a piece of a broken stroke within a third of it, a small piece inside it;
+    # specks are smaller still. Repeated while the kept box grows (a stroke broken in
+    # several places).
+    todo = [c for c in order[1:] if reach[c] >= 0]
+    grew = True
+    while grew and todo:
+        grew = False
+        for c in list(todo):
+            m = reach[c] * max(box[1] - box[0], box[3] - box[2])
+            if (r0[c] >= box[0] - m and r1[c] <= box[1] + m
+                    and c0[c] >= box[2] - m and c1[c] <= box[3] + m):
+                keep[c] = True
+                todo.remove(c)
+                grew = True
+                box = [min(box[0], r0[c]), max(box[1], r1[c]), min(box[2], c0[c]),
+                       max(box[3], c1[c])]
     return keep[np.maximum(labels, 0)] & on
 
 
 def _dark_ink(x: np.ndarray) -> bool:
-    """Is the ink darker than the paper? The paper's level is the median of a ring inset
-    by a twelfth of the size (clear of scan borders along the edges, mostly clear of the
-    digit); the ink is the extreme farther from it."""
+    """Is the ink darker than the paper? Against the paper's level around it (the
+    median of a window wider than a stroke, where the ink is a minority: shadows and
+    lighting gradients move it), the darkest pixels of dark ink lie farther below it
+    than the lightest paper lies above it, and the other way round for chalk on a board.
+    The rim of the picture (scan borders) is left out; the picture is looked at at most
+    128 pixels a side, its median taken on a grid a quarter window apart."""
     h, w = x.shape
     mh, mw = h // 12, w // 12
-    inner = x[mh:h - mh, mw:w - mw] if min(h - 2 * mh, w - 2 * mw) > 0 else x
-    paper = float(np.median(_border(inner)))
-    lo, hi = np.percentile(inner, [0.5, 99.5])
+    inner = x[mh:h - mh, mw:w - mw] if min(h - 2 * mh, w - 2 * mw) >= 8 else x
+    small = _shrink(inner, 128)
+    sh, sw = small.shape
+    if min(sh, sw) < 8:
+        lo, hi = np.percentile(small, [0.5, 99.5])
+        paper = float(np.median(small))
+        return paper - lo > hi - paper
+    k = max(3, int(round(PAPER_WINDOW * min(sh, sw))))
+    step = max(1, k // 4)
+    ys, xs = np.arange(0, sh, step), np.arange(0, sw, step)
+    grid = np.array([[np.median(small[max(r - k // 2, 0):r + k // 2 + 1,
+                                      max(c - k // 2, 0):c + k // 2 + 1]) for c in xs]
+                     for r in ys])
+    local = resize(grid, (sh, sw))
+    smooth = _box3(small) if min(sh, sw) >= 48 else small
+    lo, hi = np.percentile(smooth - local, [0.05, 99.95])
+    if abs(-lo - hi) > 0.1 * max(-lo, hi):
+        return -lo > hi
+    # a tie: thick strokes crowd some windows, where the paper then looks like ink; the
+    # ink is still the minority of the whole picture
+    paper = float(np.median(smooth))
+    lo, hi = np.percentile(smooth, [0.05, 99.95])
     return paper - lo > hi - paper
 
 
 def _find_ink(x: np.ndarray, where: str):
     """Ink in [0, 1] (light on dark) with the paper removed, where it stands out from the
-    paper's noise (mask), and where it does at half that level (faint)."""
+    paper's noise (mask), where it does at half that level (faint), the paper's level
+    (higher towards the ink's) and the ink's absolute contrast."""
     dark = _dark_ink(x)
     paper = _paper(x, dark)
     absolute = paper - x if dark else x - paper
@@ -532,7 +575,39 @@ def _find_ink(x: np.ndarray, where: str):
     ink = np.clip(residual, 0.0, None)
     peak = float(ink.max())
     level = max(NOISE_FLOOR * peak, NOISE_SIGMAS * noise, INK_CONTRAST)
-    return ink, ink >= level, ink >= 0.5 * level
+    ink = _flatten_lines(ink, level)
+    return ink, ink >= level, ink >= 0.5 * level, (-paper if dark else paper), absolute
+
+
+def _running_median(v: np.ndarray, k: int) -> np.ndarray:
+    pad = np.pad(v, k // 2, mode="edge")
+    return np.median(np.lib.stride_tricks.sliding_window_view(pad, k), axis=1)
+
+
+def _flatten_lines(ink: np.ndarray, level: float) -> np.ndarray:
+    """``ink`` without faint straight lines along rows and columns (ruled lines, a pale
+    frame): a row whose lower quartile stands above the rows around it holds a line
+    across most of its length, which no digit stroke does. Lines as strong as ink are
+    left to :func:`_remove_lines`, which keeps the strokes crossing them; a band wider
+    than LINE_WIDTH of the side is not a line (a tightly cropped 1)."""
+    if min(ink.shape) < 16:
+        return ink
+    for axis in (1, 0):  # rows, then columns
+        prof = np.percentile(ink, 25, axis=axis)
+        n = prof.size
+        excess = np.clip(prof - _running_median(prof, max(9, (n // 16) | 1)), 0.0, None)
+        excess[excess >= level] = 0.0
+        on = excess > 0.05 * level
+        starts, ends = _runs(on[None, :])[1:]
+        for a, b in zip(starts, ends):
+            if b - a > max(4, LINE_WIDTH * n):
+                excess[a:b] = 0.0
+        if not excess.any():
+            continue
+        e = excess[:, None] if axis == 1 else excess[None, :]
+        # a stroke crossing the line is darker than it: keep its full level
+        ink = np.where(ink >= e + level, ink, np.clip(ink - e, 0.0, None))
+    return ink
 
 
 def _remove_lines(mask: np.ndarray, faint: np.ndarray) -> np.ndarray:
@@ -552,10 +627,12 @@ def _remove_lines(mask: np.ndarray, faint: np.ndarray) -> np.ndarray:
     digit = _select_digit(rest, rest.astype(np.float64))
     r0, r1, c0, c1 = _bbox(digit)
     # a long run that does not reach past the digit on both sides is part of it (the bar
-    # of a 7 in a tightly cropped picture), not a line
+    # of a 7 in a tightly cropped picture), not a line; but a digit has one such bar at
+    # most: two or more parallel bands are ruled lines or a frame, even where the digit
+    # reaches the picture's edge
     for band, lo, hi, axis in ((horiz, c0, c1, 1), (vert, r0, r1, 0)):
         b = band & ~rest
-        if not b.any():
+        if not b.any() or len(_runs(band.any(axis=axis)[None, :])[0]) >= 2:
             continue
         idx = np.nonzero(b)
         pos = idx[axis]
@@ -569,6 +646,29 @@ def _remove_lines(mask: np.ndarray, faint: np.ndarray) -> np.ndarray:
         back = part[line_of]
         rest[idx[0][back], idx[1][back]] = True
     return rest
+
+
+def _on_a_blob(digit: np.ndarray, paper: np.ndarray, contrast: np.ndarray) -> bool:
+    """Is what was read as strokes the outline of a filled shape wider than the paper's
+    window? Then the paper estimate inside the marks' box is about as far from the paper
+    around the box as the ink is: a dark disc leaves only its rim above the paper (read
+    as a 0), while shadows and lighting gradients reach around the box as well and
+    spread the paper's level there."""
+    r0, r1, c0, c1 = _bbox(digit)
+    m = max(2, int(0.25 * max(r1 - r0, c1 - c0)))
+    R0, R1 = max(r0 - m, 0), min(r1 + m, digit.shape[0])
+    C0, C1 = max(c0 - m, 0), min(c1 + m, digit.shape[1])
+    ring = np.ones((R1 - R0, C1 - C0), dtype=bool)
+    ring[r0 - R0:r1 - R0, c0 - C0:c1 - C0] = False
+    if ring.sum() < 8:
+        return False
+    inside = float(np.median(paper[r0:r1, c0:c1]))
+    around = paper[R0:R1, C0:C1][ring]
+    lo, mid, hi = np.percentile(around, [10, 50, 90])
+    # as far as half the ink's contrast, and well beyond the paper's own spread around
+    # the box (a lighting gradient, cut off on one side by the picture's edge)
+    return inside - mid > max(0.5 * float(np.percentile(contrast[digit], 90)),
+                              2.0 * (hi - lo))
 
 
 def _normalise_stroke(x: np.ndarray, width: float) -> np.ndarray:
@@ -640,7 +740,7 @@ def preprocess_image(image) -> np.ndarray:
         raise ValueError(f"{where}{exc}") from None
 
     x = _shrink(x, WORK_SIDE)
-    ink, mask, faint = _find_ink(x, where)
+    ink, mask, faint, paper, contrast = _find_ink(x, where)
     mask = _remove_lines(mask, faint)
     if not mask.any():
         raise NoDigitError("blank", f"{where}image is blank: only straight lines, no digit")
@@ -658,6 +758,10 @@ def preprocess_image(image) -> np.ndarray:
                                             "digit: draw a bigger digit")
         raise NoDigitError("not_a_digit", f"{where}a solid blob, not a digit: write the "
                                           "digit with a pen stroke")
+    if _on_a_blob(digit, paper, contrast):
+        raise NoDigitError("not_a_digit", f"{where}a solid blob, not a digit: only its "
+                                          "outline stands out; write the digit with a pen "
+                                          "stroke")
 
     r0, r1, c0, c1 = _bbox(digit)
     x = np.where(digit, ink, 0.0)[r0:r1, c0:c1]
