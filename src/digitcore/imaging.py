@@ -758,6 +758,14 @@ def preprocess_image(image) -> np.ndarray:
                                             "digit: draw a bigger digit")
         raise NoDigitError("not_a_digit", f"{where}a solid blob, not a digit: write the "
                                           "digit with a pen stroke")
+    # nor is a scatter of round specks gathered together: the biggest mark of a digit
+    # is a stroke (a piece of a broken one is longer than wide too)
+    labels, n = _label(digit)
+    biggest = labels == int(np.argmax(np.bincount(labels[digit], minlength=n)))
+    b0, b1, b2, b3 = _bbox(biggest)
+    if n > 1 and max(b1 - b0, b3 - b2) < PIECE_LENGTH * _stroke_width(biggest):
+        raise NoDigitError("too_small", f"{where}only a dot or specks, too small to be a "
+                                        "digit: draw a bigger digit")
     if _on_a_blob(digit, paper, contrast):
         raise NoDigitError("not_a_digit", f"{where}a solid blob, not a digit: only its "
                                           "outline stands out; write the digit with a pen "
