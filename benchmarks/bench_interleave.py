@@ -27,12 +27,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _workers import Worker, worker_env  # noqa: E402
 
 VARIANTS = {  # name: (parts the worker runs, extra environment)
     "numpy": (("numpy",), {}),
@@ -99,37 +100,12 @@ def worker(variant, n, matmuls, data_dir):
 # coordinator
 # ---------------------------------------------------------------------------------------
 
-class Worker:
-    def __init__(self, variant, args):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENBLAS_THREAD")}
-        for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                  "DIGITCORE_NUM_THREADS"):
-            env[k] = str(args.threads)
-        env.update(VARIANTS[variant][1])
-        self.p = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", variant, "--n",
-             str(args.n), "--matmuls", str(args.matmuls), "--data-dir", args.data_dir],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=str(HERE))
-
-    def read(self):
-        line = self.p.stdout.readline()
-        if not line:
-            self.p.wait()
-            raise SystemExit(f"worker {self.p.args[3]} died (exit {self.p.returncode})")
-        return json.loads(line)
-
-    def ask(self):
-        self.p.stdin.write(json.dumps({}) + "\n")
-        self.p.stdin.flush()
-        return self.read()
-
-    def close(self):
-        try:
-            self.p.stdin.write(json.dumps({"quit": True}) + "\n")
-            self.p.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass
-        self.p.wait()
+def _worker(variant, args):
+    env = worker_env(args.threads, drop_prefix="OPENBLAS_THREAD")
+    env.update(VARIANTS[variant][1])
+    return Worker(Path(__file__).resolve(),
+                  ["--worker", variant, "--n", str(args.n), "--matmuls", str(args.matmuls),
+                   "--data-dir", args.data_dir], env, HERE)
 
 
 def main():
@@ -159,7 +135,7 @@ def main():
         if g not in GROUPS:
             raise SystemExit(f"unknown variant {g!r}; choose from {', '.join(GROUPS)}")
     names = [v for g in groups for v in GROUPS[g]]
-    workers = {v: Worker(v, args) for v in names}
+    workers = {v: _worker(v, args) for v in names}
     try:
         for w in workers.values():
             w.read()  # warmed up

@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _results  # noqa: E402
+from _workers import Worker, worker_env  # noqa: E402
 
 # kind: "train" (unit = `epochs` epochs, or `steps` full-batch steps), "proba1" / "predict1"
 # (unit = median of single-image calls), "proba" (unit = one call on the test set).
@@ -286,39 +286,8 @@ def ceiling_worker(system, threads, reps):
 # coordinator
 # ---------------------------------------------------------------------------------------
 
-def _env(threads):
-    env = dict(os.environ)
-    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-              "DIGITCORE_NUM_THREADS"):
-        env[k] = str(threads)
-    return env
-
-
-class Worker:
-    def __init__(self, args, threads):
-        self.p = subprocess.Popen([sys.executable, str(Path(__file__).resolve())] + args,
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                  env=_env(threads), cwd=str(HERE))
-
-    def read(self):
-        line = self.p.stdout.readline()
-        if not line:
-            self.p.wait()
-            raise SystemExit(f"worker {self.p.args[2:]} died (exit {self.p.returncode})")
-        return json.loads(line)
-
-    def ask(self, obj):
-        self.p.stdin.write(json.dumps(obj) + "\n")
-        self.p.stdin.flush()
-        return self.read()
-
-    def close(self):
-        try:
-            self.p.stdin.write(json.dumps({"quit": True}) + "\n")
-            self.p.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass
-        self.p.wait()
+def _worker(args, threads):
+    return Worker(Path(__file__).resolve(), args, worker_env(threads), HERE)
 
 
 def flops(case, n_train, n_test):
@@ -345,7 +314,7 @@ def data_sizes(case, short, data_dirs):
 def measure_ceiling(threads, reps):
     out = {}
     for system in ("numpy", "digitcore"):
-        w = Worker(["--ceiling-worker", system, str(threads), str(reps)], threads)
+        w = _worker(["--ceiling-worker", system, str(threads), str(reps)], threads)
         out[system] = w.read()["gflops"]
         w.close()
         time.sleep(0.5)
@@ -385,7 +354,7 @@ def run(args):
                     continue
                 if s == "digitcore-dense" and case["data"] not in ("mnist", "fashion"):
                     continue  # the sparse path only matters on uint8 pixels
-                w = Worker(["--worker", s, name, str(th)] + common, th)
+                w = _worker(["--worker", s, name, str(th)] + common, th)
                 r = w.read()
                 if "skip" in r:
                     skipped[s] = r["skip"]

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _workers import worker_env  # noqa: E402
 STEPS = 500  # the tutorial preset's epochs (one full-batch step each)
 
 
@@ -64,18 +66,10 @@ def worker_numpy(data_dir, threads, steps):
     return {"seconds": dt, "per_step": dt / steps}
 
 
-def _env(threads):
-    env = dict(os.environ)
-    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-              "DIGITCORE_NUM_THREADS"):
-        env[k] = str(threads)
-    return env
-
-
 def run_worker(system, threads, args):
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", system, str(threads),
            "--data-dir", args.data_dir, "--numpy-steps", str(args.numpy_steps)]
-    p = subprocess.run(cmd, capture_output=True, text=True, env=_env(threads), cwd=str(HERE))
+    p = subprocess.run(cmd, capture_output=True, text=True, env=worker_env(threads), cwd=str(HERE))
     if p.returncode != 0:
         raise SystemExit(f"{system} worker failed:\n{p.stderr}")
     return json.loads(p.stdout.strip().splitlines()[-1])
