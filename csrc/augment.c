@@ -248,6 +248,15 @@ static void load_source(aug_src *s, float *pad, uint8_t *colany, const uint8_t *
     s->y_hi = (int32_t)(y_last + 1);
 }
 
+/* dst (n) = res clamped to [0, 255] (NaN to 0) and rounded half up */
+static void store_u8(uint8_t *dst, const float *res, int64_t n)
+{
+    for (int64_t i = 0; i < n; ++i) {
+        const float v = res[i] > 0.0f ? (res[i] < 255.0f ? res[i] : 255.0f) : 0.0f;
+        dst[i] = (uint8_t)(v + 0.5f);
+    }
+}
+
 /* Both dtypes: exactly one of in8/in32 (and of out8/out32) is set. uint8 values are
  * resampled in [0, 255] and rounded half up; floats are resampled as they are (the
  * stroke curve takes them to be in [0, 1]). */
@@ -267,9 +276,12 @@ static int augment(uint8_t *out8, float *out32, const uint8_t *in8, const float 
     const int64_t pad_n = (H + 3) * P, per = pad_n + F + (W + 3) / 4 + 16;
     const float range = in8 != NULL ? 255.0f : 1.0f;
     void (*warp_fn)(float *, const aug_src *, const aug_draw *) = warp;
+    void (*store_fn)(uint8_t *, const float *, int64_t) = store_u8;
 #if DC_GEMM_BUILD_AVX2
-    if (dc_kernel_path() == DC_KERNEL_AVX2)
+    if (dc_kernel_path() == DC_KERNEL_AVX2) {
         warp_fn = dc_aug_warp_avx2;
+        store_fn = dc_aug_store_u8_avx2;
+    }
 #endif
     int nt = B * F >= AUG_PARALLEL_MIN ? dc_get_num_threads() : 1;
     if (nt > B)
@@ -295,11 +307,7 @@ static int augment(uint8_t *out8, float *out32, const uint8_t *in8, const float 
         draw(&d, a, seed, stream, r);
         warp_fn(res, &src, &d);
         if (out8 != NULL) {
-            uint8_t *dst = out8 + r * F;
-            for (int64_t i = 0; i < F; ++i) {
-                const float v = res[i] > 0.0f ? (res[i] < 255.0f ? res[i] : 255.0f) : 0.0f;
-                dst[i] = (uint8_t)(v + 0.5f);
-            }
+            store_fn(out8 + r * F, res, F);
         } else {
             float *dst = out32 + r * F;
             for (int64_t i = 0; i < F; ++i)

@@ -29,6 +29,48 @@ DC_INLINE __m256 clamp_coord(__m256 x, __m256 hi)
     return _mm256_and_ps(_mm256_blendv_ps(hi, x, le), ge0);
 }
 
+/* The two horizontal taps of 8 lanes, left = row[off], right = row[off + 1]: each lane's
+ * pair is one 8-byte gather element (two gathers of 4 elements load what four gathers of
+ * 8 floats did, for half the gather work), then split into left and right floats. */
+DC_INLINE void taps(__m256 *left, __m256 *right, const float *row, __m256i off)
+{
+    const double *base = (const double *)(const void *)row;
+    const __m256 lo =
+        _mm256_castpd_ps(_mm256_i32gather_pd(base, _mm256_castsi256_si128(off), 4));
+    const __m256 hi =
+        _mm256_castpd_ps(_mm256_i32gather_pd(base, _mm256_extracti128_si256(off, 1), 4));
+    /* per 128-bit half: lanes (0, 1, 4, 5 | 2, 3, 6, 7); the 64-bit permute restores
+     * lane order */
+    *left = _mm256_castpd_ps(_mm256_permute4x64_pd(
+        _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0))),
+        _MM_SHUFFLE(3, 1, 2, 0)));
+    *right = _mm256_castpd_ps(_mm256_permute4x64_pd(
+        _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1))),
+        _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+void dc_aug_store_u8_avx2(uint8_t *dst, const float *res, int64_t n)
+{
+    const __m256 zero = _mm256_setzero_ps(), top = _mm256_set1_ps(255.0f);
+    const __m256 half = _mm256_set1_ps(0.5f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 r = _mm256_loadu_ps(res + i);
+        /* r > 0 ? (r < 255 ? r : 255) : 0, NaN -> 0; then + 0.5 truncated */
+        const __m256 lt = _mm256_cmp_ps(r, top, _CMP_LT_OQ);
+        const __m256 gt0 = _mm256_cmp_ps(r, zero, _CMP_GT_OQ);
+        const __m256 v = _mm256_and_ps(_mm256_blendv_ps(top, r, lt), gt0);
+        const __m256i q = _mm256_cvttps_epi32(_mm256_add_ps(v, half));
+        const __m128i w16 =
+            _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+        _mm_storel_epi64((__m128i *)(void *)(dst + i), _mm_packus_epi16(w16, w16));
+    }
+    for (; i < n; ++i) {
+        const float v = res[i] > 0.0f ? (res[i] < 255.0f ? res[i] : 255.0f) : 0.0f;
+        dst[i] = (uint8_t)(v + 0.5f);
+    }
+}
+
 void dc_aug_warp_avx2(float *out, const aug_src *s, const aug_draw *d)
 {
     const int64_t H = s->H, W = s->W, P = W + 3;
@@ -58,9 +100,19 @@ void dc_aug_warp_avx2(float *out, const aug_src *s, const aug_draw *d)
             __m256 sx = _mm256_add_ps(_mm256_mul_ps(m00, fx), rx);
             __m256 sy = _mm256_add_ps(_mm256_mul_ps(m10, fx), ry);
             if (ex != NULL) {
-                const __m256i k = _mm256_and_si256(_mm256_add_epi32(xi, vox), vmask);
-                sx = _mm256_add_ps(sx, _mm256_mul_ps(ax, _mm256_i32gather_ps(ex, k, 4)));
-                sy = _mm256_add_ps(sy, _mm256_mul_ps(ay, _mm256_i32gather_ps(ey, k, 4)));
+                /* the window's 8 entries, contiguous unless they wrap around the bank */
+                const int64_t k0 = (x + d->ox) & mask;
+                __m256 gx, gy;
+                if (k0 + 8 <= S) {
+                    gx = _mm256_loadu_ps(ex + k0);
+                    gy = _mm256_loadu_ps(ey + k0);
+                } else {
+                    const __m256i k = _mm256_and_si256(_mm256_add_epi32(xi, vox), vmask);
+                    gx = _mm256_i32gather_ps(ex, k, 4);
+                    gy = _mm256_i32gather_ps(ey, k, 4);
+                }
+                sx = _mm256_add_ps(sx, _mm256_mul_ps(ax, gx));
+                sy = _mm256_add_ps(sy, _mm256_mul_ps(ay, gy));
             }
             sx = clamp_coord(_mm256_add_ps(sx, one), xmax);
             sy = clamp_coord(_mm256_add_ps(sy, one), ymax);
@@ -74,10 +126,9 @@ void dc_aug_warp_avx2(float *out, const aug_src *s, const aug_draw *d)
                 const __m256 wx = _mm256_sub_ps(sx, _mm256_cvtepi32_ps(ix));
                 const __m256 wy = _mm256_sub_ps(sy, _mm256_cvtepi32_ps(iy));
                 const __m256i off = _mm256_add_epi32(_mm256_mullo_epi32(iy, vP), ix);
-                const __m256 p00 = _mm256_i32gather_ps(pad, off, 4);
-                const __m256 p01 = _mm256_i32gather_ps(pad + 1, off, 4);
-                const __m256 p10 = _mm256_i32gather_ps(pad + P, off, 4);
-                const __m256 p11 = _mm256_i32gather_ps(pad + P + 1, off, 4);
+                __m256 p00, p01, p10, p11;
+                taps(&p00, &p01, pad, off);
+                taps(&p10, &p11, pad + P, off);
                 const __m256 top =
                     _mm256_add_ps(p00, _mm256_mul_ps(wx, _mm256_sub_ps(p01, p00)));
                 const __m256 bot =

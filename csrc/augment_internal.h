@@ -41,6 +41,8 @@ typedef struct {
  * (tests/test_augment.py compares them). */
 #if DC_GEMM_BUILD_AVX2
 void dc_aug_warp_avx2(float *out, const aug_src *s, const aug_draw *d);
+/* dst (n) = res rounded as augment.c's u8 store does it (same bits) */
+void dc_aug_store_u8_avx2(uint8_t *dst, const float *res, int64_t n);
 #endif
 
 #endif /* DC_AUGMENT_INTERNAL_H */
