@@ -12,6 +12,7 @@
 #include "chunks.h"
 #include "common.h"
 #include "digitcore.h"
+#include "optim_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -298,14 +299,6 @@ int dc_gather_f32(float *out, const float *inp, const int64_t *idx, int64_t B, i
 
 /* ---- optimizers -------------------------------------------------------------------------- */
 
-/* The L1 penalty's subgradient l1 * sign(p), 0 at p == 0 (and for NaN). Only called when
- * l1 != 0: with l1 == 0 the loops add nothing, so runs without it keep their bits (adding
- * +0.0 would turn a -0.0 gradient into +0.0). */
-static inline float l1_term(float l1, float p)
-{
-    return p > 0.0f ? l1 : (p < 0.0f ? -l1 : 0.0f);
-}
-
 /* PyTorch SGD (dampening 0): g = grad + l2*p (+ l1*sign(p)); buf = momentum*buf + g (buf
  * starts at 0, which equals PyTorch's buf = g on the first step); g = nesterov ? g +
  * momentum*buf : buf; p -= lr*g. */
@@ -409,40 +402,19 @@ int dc_rmsprop_update(float *param, float *sq_avg, const float *grad, int64_t n,
     return DC_OK;
 }
 
-/* PyTorch Adam / AdamW (amsgrad=False): with l2 (Adam's weight_decay) g = grad + l2*p, and
- * with l1 g += l1*sign(p); with wd (AdamW's decoupled decay) p *= 1 - lr*wd (using p before
- * this step, like PyTorch, and after l2 and l1 read it when they are given);
- * m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
- * p -= (lr / (1-b1^t)) * m / (sqrt(v) / sqrt(1-b2^t) + eps). */
-DC_INLINE void adam_range_impl(float *param, float *m, float *v, const float *grad, int64_t lo,
-                               int64_t hi, float b1, float b2, float eps, float l2, float l1,
-                               int use_l1, float decay, float step_size, float sqrt_bc2)
-{
-    const float omb1 = 1.0f - b1, omb2 = 1.0f - b2;
-    for (int64_t i = lo; i < hi; i++) {
-        float p = param[i];
-        float g = grad[i] + l2 * p;
-        if (use_l1)
-            g += l1_term(l1, p);
-        p *= decay;
-        float mi = b1 * m[i] + omb1 * g;
-        float vi = b2 * v[i] + omb2 * (g * g);
-        m[i] = mi;
-        v[i] = vi;
-        param[i] = p - step_size * mi / (sqrtf(vi) / sqrt_bc2 + eps);
-    }
-}
-
+/* Adam's step over elements [lo, hi) (optim_internal.h): 8 wide on the AVX2 path. */
 static void adam_range(float *param, float *m, float *v, const float *grad, int64_t lo,
                        int64_t hi, float b1, float b2, float eps, float l2, float l1,
                        float decay, float step_size, float sqrt_bc2)
 {
-    if (l1 == 0.0f)
-        adam_range_impl(param, m, v, grad, lo, hi, b1, b2, eps, l2, 0.0f, 0, decay, step_size,
-                        sqrt_bc2);
-    else
-        adam_range_impl(param, m, v, grad, lo, hi, b1, b2, eps, l2, l1, 1, decay, step_size,
-                        sqrt_bc2);
+#if DC_GEMM_BUILD_AVX2
+    if (dc_kernel_path() == DC_KERNEL_AVX2) {
+        dc_adam_range_avx2(param, m, v, grad, lo, hi, b1, b2, eps, l2, l1, decay, step_size,
+                           sqrt_bc2);
+        return;
+    }
+#endif
+    DC_ADAM_RANGE_BODY
 }
 
 // param, m, v, grad are (n); step >= 1

@@ -475,6 +475,32 @@ def test_adam(path, threads, shape, seed, l2, wd):
         assert_close(p, rp, "adam", scale=np.abs(rp) + 1e-2 * 10, what=f"param {step}")
 
 
+@pytest.mark.skipif(len(PATHS) < 2, reason="needs a CPU with AVX2")
+@SETTINGS
+@given(n=st.one_of(DIMS, st.sampled_from([7, 8, 9, 32775, 70001])), seed=SEEDS,
+       l2=st.sampled_from([0.0, 1e-2]), l1=st.sampled_from([0.0, 1e-3]),
+       wd=st.sampled_from([0.0, 0.1]))
+def test_adam_avx2_and_generic_paths_give_the_same_bits(n, seed, l2, l1, wd):
+    """Adam's AVX2 build (optim_avx2.c, 8 lanes, remainder scalar) does the portable
+    loop's float32 operations in order, so training bits do not depend on the path.
+    Zeros, negative zeros, a NaN and huge gradients are in the mix."""
+    rng = np.random.default_rng(seed)
+    p0, g = randn(rng, n), randn(rng, n, scale=10.0)
+    if n >= 4:
+        p0[:2] = [0.0, -0.0]
+        g[1:4] = [-0.0, 1e37, np.nan]
+    state = {}
+    for path in PATHS:
+        p, m, v = p0.copy(), np.zeros(n, np.float32), np.zeros(n, np.float32)
+        with config(path, 2):
+            for step in range(1, 4):
+                ops.adam_update(p, g * np.float32(step), m, v, step, lr=1e-2, l2=l2, l1=l1,
+                                weight_decay=wd)
+        state[path] = [a.view(np.uint32) for a in (p, m, v)]
+    for a, b, name in zip(state["avx2"], state["generic"], ("param", "m", "v")):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
 @SETTINGS
 @given(n=st.one_of(DIMS, st.sampled_from([16383, 16384, 16385, 70001])), seed=SEEDS)
 def test_sum_squares_scale_clip(n, seed):
