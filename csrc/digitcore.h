@@ -44,6 +44,16 @@ int dc_select_kernel(int path); /* DC_ERR_UNSUPPORTED if the CPU lacks it */
 void dc_set_num_threads(int n); /* n <= 0: default (omp_get_max_threads()) */
 int dc_get_num_threads(void);   /* effective count; 1 without OpenMP */
 int dc_have_openmp(void);
+/* How dc_mlp_train sizes its team batch by batch (team.c). ADAPTIVE (the default) runs a
+ * batch on one thread instead of the team while that is measured faster (the team waits
+ * for a thread that shares its core); FIXED always uses dc_get_num_threads(); ALTERNATE
+ * switches every batch (tests: the bits must not change). DC_ERR_ARG for another value. */
+enum { DC_TEAM_FIXED = 0, DC_TEAM_ADAPTIVE = 1, DC_TEAM_ALTERNATE = 2 };
+int dc_set_team_policy(int policy);
+int dc_get_team_policy(void);
+/* out: batches run on one thread, on the team, and probes, since the process began
+ * (counted without locks: diagnostics, not exact under concurrent trainings) */
+void dc_team_counts(int64_t out[3]);
 
 /* ---- GEMM -------------------------------------------------------------------------------- */
 /* C (m,n) = alpha * op(A) * op(B) + beta * C
@@ -310,8 +320,8 @@ typedef struct dc_mlp_keep dc_mlp_keep;
 int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float *grads,
                  const uint8_t *x_u8, const float *x_f32, const int64_t *labels,
                  const int64_t *order, int64_t n_order, int64_t batch_size, const float *lrs,
-                 float scale, float shift, uint64_t seed, const dc_augment *aug,
-                 int64_t n_x, dc_mlp_keep *keep);
+                 float scale, float shift, uint64_t seed, const dc_augment *aug, int64_t n_x,
+                 dc_mlp_keep *keep);
 /* A keep is tied to one x (its address, rows, features, scale), one column split and one
  * sparse_input mode, and rebuilt when a call differs in any of them; not to x's contents:
  * after changing them in place, dc_mlp_keep_clear. One call at a time may use a keep.

@@ -7,6 +7,7 @@
  *   mlp_layer0.c  layer 0, whatever its input: dense rows, or a sparse batch with the weight
  *                 held transposed by column blocks for the call
  *   mlp_phases.c  the OpenMP scheduler that runs layer 0's sparse work in fixed units
+ *   team.c        whether the next training batch runs on the whole team or on one thread
  *   mlp_grad.c    loss and gradient over a set of rows (full-batch solvers, BCE, CSR input)
  *   mlp_keep.c    the data set's sparse form kept between calls (full-batch training)
  *
@@ -130,12 +131,12 @@ typedef struct {
     int64_t edges[DC_SPARSE_GROUPS + 1]; /* the input column groups (x.col_edges) */
     float *partial;                      /* forward partial sums of groups 1.. */
     int64_t partial_floats;              /* floats of each */
-    float *dense;  /* (bs, I) dense batch, allocated when a batch first needs it */
-    int64_t bs;    /* rows a batch may have */
-    int is_sparse; /* this batch is sparse: in x/xt, or rows sel of kept (else in dense) */
-    dc_mlp_keep *keep;      /* the data set's sparse form across calls, or NULL */
-    int64_t n_x;            /* x's rows */
-    const dc_csr *kept;     /* this batch is rows sel of kept (is_sparse), or NULL */
+    float *dense;       /* (bs, I) dense batch, allocated when a batch first needs it */
+    int64_t bs;         /* rows a batch may have */
+    int is_sparse;      /* this batch is sparse: in x/xt, or rows sel of kept (else in dense) */
+    dc_mlp_keep *keep;  /* the data set's sparse form across calls, or NULL */
+    int64_t n_x;        /* x's rows */
+    const dc_csr *kept; /* this batch is rows sel of kept (is_sparse), or NULL */
     const int64_t *sel;
     const int32_t *kept_count; /* (I) kept's entries per column: the batch's too */
     float *acc;                /* the sweep's accumulators (dc_spmm_t_sel), in keep */
@@ -203,8 +204,8 @@ struct dc_mlp_keep {
     int state;     /* MLP_KEEP_EMPTY, _SPARSE or _DENSE */
     dc_csr csr;    /* x's rows, parts at edges */
     int64_t edges[DC_SPARSE_GROUPS + 1];
-    int32_t *count; /* (f) entries of each column */
-    uint8_t *seen;  /* (n) scratch of the permutation check */
+    int32_t *count;                 /* (f) entries of each column */
+    uint8_t *seen;                  /* (n) scratch of the permutation check */
     float *scratch[MLP_KEEP_SLOTS]; /* the full batch's buffers, kept too (no page faults) */
     int64_t scratch_floats[MLP_KEEP_SLOTS];
 };
@@ -236,5 +237,26 @@ typedef struct {
 /* Phase a over its units, then phase b, for n_blocks column blocks; in one parallel
  * region when `work` (multiply-adds) is worth sharing, on this thread otherwise. */
 int mlp_run_phases(const void *job, int64_t n_blocks, int64_t work, mlp_phase a, mlp_phase b);
+
+/* ---- team.c: the team's size batch by batch --------------------------------------------- */
+
+/* One dc_mlp_train call's view of the choice; the choice itself is the process's. */
+typedef struct {
+    int full;               /* dc_get_num_threads() when the call began */
+    int policy;             /* DC_TEAM_*; FIXED when full is 1 */
+    int single;             /* the batch being run is on one thread */
+    int icv;                /* the OpenMP thread setting to restore after a one-thread batch */
+    int probing;            /* the current window runs the other way */
+    int slow;               /* windows in a row slower than base by TEAM_TRIGGER */
+    int64_t batch, rows, n; /* batches of this call; rows and batches of this window */
+    double t0, secs;        /* the batch's start; this window's seconds so far */
+    double ref;  /* seconds per row of the last window run the way in use (0: none yet) */
+    double base; /* seconds per row the way in use was confirmed at (0: none yet) */
+} team_choice;
+
+void team_open(team_choice *c);
+/* around each batch: team_begin sets this thread's count, team_end restores it and times */
+void team_begin(team_choice *c);
+void team_end(team_choice *c, int64_t rows);
 
 #endif /* DC_MLP_INTERNAL_H */

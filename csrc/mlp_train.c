@@ -250,8 +250,8 @@ static void prefetch_rows(const void *x, const int64_t *idx, int64_t rows, int64
 int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float *grads,
                  const uint8_t *x_u8, const float *x_f32, const int64_t *labels,
                  const int64_t *order, int64_t n_order, int64_t batch_size, const float *lrs,
-                 float scale, float shift, uint64_t seed, const dc_augment *aug,
-                 int64_t n_x, dc_mlp_keep *keep)
+                 float scale, float shift, uint64_t seed, const dc_augment *aug, int64_t n_x,
+                 dc_mlp_keep *keep)
 {
     const int64_t f = net->sizes[0];
     const int64_t bs = dc_min64(batch_size, n_order);
@@ -275,6 +275,8 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
     if (status == DC_OK && aug != NULL && (deformed = malloc((size_t)(bs * row_bytes))) == NULL)
         status = DC_ERR_NOMEM;
     const int64_t n_batches = dc_cdiv64(n_order, bs);
+    team_choice team;
+    team_open(&team);
     for (int64_t j = 0; j < n_batches && status == DC_OK; ++j) {
         const int64_t r0 = j * bs;
         const int64_t rows = dc_min64(n_order - r0, bs);
@@ -282,6 +284,7 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
         const int64_t *idx = order + r0;
         for (int64_t r = 0; r < rows; ++r)
             t.labels[r] = labels[idx[r]];
+        team_begin(&team); /* the whole batch (its loading is threaded too) */
         if (aug == NULL) {
             status = layer0_load(&t.l0, x_u8, x_f32, idx, rows, scale, shift);
         } else {
@@ -293,11 +296,11 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
             if (status == DC_OK)
                 status = layer0_load(&t.l0, d8, d32, NULL, rows, scale, shift);
         }
-        if (status != DC_OK)
-            break;
-        if (next_rows > 0)
+        if (status == DC_OK && next_rows > 0)
             prefetch_rows(x, idx + rows, next_rows, row_bytes);
-        status = train_batch(&t, stats, rows, lrs[j]);
+        if (status == DC_OK)
+            status = train_batch(&t, stats, rows, lrs[j]);
+        team_end(&team, rows);
         if (status == DC_ERR_NONFINITE)
             stats->failed_batch = j;
     }

@@ -1,7 +1,7 @@
 """Run-time configuration: kernel path, threads, and ``show_config``.
 
-Reads ``DIGITCORE_KERNEL`` (``generic`` | ``avx2``) and ``DIGITCORE_NUM_THREADS`` once,
-when the compiled module is first needed.
+Reads ``DIGITCORE_KERNEL`` (``generic`` | ``avx2``), ``DIGITCORE_NUM_THREADS`` and
+``DIGITCORE_TEAM`` (``adaptive`` | ``fixed``) once, when the compiled module is first needed.
 """
 
 from __future__ import annotations
@@ -60,6 +60,11 @@ def _ops():
             if n < 1:
                 raise ValueError(f"DIGITCORE_NUM_THREADS must be >= 1, got {n}")
             ops.set_num_threads(n)
+        team = os.environ.get("DIGITCORE_TEAM", "").strip().lower()
+        if team:
+            if team not in ("adaptive", "fixed"):
+                raise ValueError(f"DIGITCORE_TEAM must be 'adaptive' or 'fixed', got {team!r}")
+            ops.set_team_policy(team)
     return ops
 
 

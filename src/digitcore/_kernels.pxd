@@ -21,6 +21,10 @@ cdef extern from "digitcore.h" nogil:
     void dc_set_num_threads(int n)
     int dc_get_num_threads()
     int dc_have_openmp()
+    enum: DC_TEAM_FIXED, DC_TEAM_ADAPTIVE, DC_TEAM_ALTERNATE
+    int dc_set_team_policy(int policy)
+    int dc_get_team_policy()
+    void dc_team_counts(int64_t *out)
 
     int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                  const float *a, int64_t lda, const float *b, int64_t ldb, float beta,

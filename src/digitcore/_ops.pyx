@@ -84,6 +84,30 @@ def have_openmp():
     return bool(dc_have_openmp())
 
 
+_TEAM_POLICIES = {"fixed": DC_TEAM_FIXED, "adaptive": DC_TEAM_ADAPTIVE,
+                  "alternate": DC_TEAM_ALTERNATE}
+
+
+def set_team_policy(str name):
+    """How training sizes its team batch by batch: 'adaptive', 'fixed' or 'alternate'."""
+    if name not in _TEAM_POLICIES:
+        raise ValueError(f"unknown team policy {name!r}; expected one of "
+                         f"{', '.join(map(repr, _TEAM_POLICIES))}")
+    _check(dc_set_team_policy(_TEAM_POLICIES[name]), "set_team_policy")
+
+
+def get_team_policy():
+    cdef int p = dc_get_team_policy()
+    return next(k for k, v in _TEAM_POLICIES.items() if v == p)
+
+
+def team_counts():
+    """(batches on one thread, batches on the team, probes) since the process began."""
+    cdef int64_t out[3]
+    dc_team_counts(out)
+    return int(out[0]), int(out[1]), int(out[2])
+
+
 # ---- validation helpers (GEMM's own are in _gemm.pxi) ---------------------------------------
 #
 # Aliasing rules: an output named "may equal" an input in digitcore.h may be exactly that

@@ -1,0 +1,157 @@
+/*
+ * team.c -- how many threads dc_mlp_train's next batch runs on: the whole team, or one
+ * thread when the team keeps waiting for a member that shares its core with another
+ * process (a busy machine, or a BLAS thread pool spinning in this process).
+ *
+ * Every kernel's bits are the same on any number of threads, so the choice can change
+ * from batch to batch; it only moves time. The choice is measured, not guessed: batches
+ * are timed in windows of at least TEAM_WINDOW_S seconds; now and then one window runs
+ * the other way (a probe) and the faster way per row is kept. Probes are rare while the
+ * way in use keeps its speed (the gap between them doubles up to a maximum), and come at
+ * once when two windows in a row run TEAM_TRIGGER times slower than the way's confirmed
+ * speed (another process started). The first window of a process is followed by a probe,
+ * so a machine busy from the start is found within a few milliseconds.
+ *
+ * The state is shared by the process's calls (a trainer calls dc_mlp_train per chunk of
+ * batches), in volatile ints as g_num_threads is: two trainings on two Python threads at
+ * once may overwrite each other's choice, which changes speed, never results.
+ */
+#include "mlp_internal.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* A window is at least this long (and at least TEAM_WINDOW_MIN batches): a time slice of
+ * a contended core is a few milliseconds, so shorter windows see either a stall or none
+ * and their rates scatter. At most TEAM_WINDOW_MAX batches, so a probe ends. */
+#define TEAM_WINDOW_S       0.002
+#define TEAM_WINDOW_MIN     2
+#define TEAM_WINDOW_MAX     64
+/* A probe switches when it is at least this much faster per row (batches' non-zero
+ * counts vary, so two windows of the same way differ by a few per cent). */
+#define TEAM_SWITCH         0.9
+/* Two windows this much slower than the confirmed rate call a probe at once. */
+#define TEAM_TRIGGER        1.3
+/* Windows between probes: from MIN after a switch, growing to MAX while confirmed. The
+ * full team's probes are what a quiet machine pays (a one-thread window of 784-128-10 at
+ * batch 128 does ~1.6x less work than the team's), so they back off faster (x4) and
+ * further; one thread's probes of the team come back sooner, to catch the machine
+ * becoming quiet again. */
+#define TEAM_GAP_MIN        8
+#define TEAM_GAP_MAX_FULL   1024
+#define TEAM_GAP_MAX_SINGLE 64
+
+static volatile int g_policy = DC_TEAM_ADAPTIVE;
+static volatile int g_single = 0; /* the way in use: 1 = one thread */
+static volatile int g_gap = TEAM_GAP_MIN;
+static volatile int g_left = 0; /* windows before the next probe */
+/* batches on one thread, on the team, probes: plain increments (diagnostics) */
+static volatile int64_t g_count[3];
+
+int dc_set_team_policy(int policy)
+{
+    if (policy != DC_TEAM_FIXED && policy != DC_TEAM_ADAPTIVE && policy != DC_TEAM_ALTERNATE)
+        return DC_ERR_ARG;
+    g_policy = policy;
+    g_single = 0;
+    g_gap = TEAM_GAP_MIN;
+    g_left = 0;
+    return DC_OK;
+}
+
+int dc_get_team_policy(void)
+{
+    return g_policy;
+}
+
+void dc_team_counts(int64_t out[3])
+{
+    for (int i = 0; i < 3; ++i)
+        out[i] = g_count[i];
+}
+
+static double now_s(void)
+{
+#ifdef _OPENMP
+    return omp_get_wtime();
+#else
+    return 0.0;
+#endif
+}
+
+void team_open(team_choice *c)
+{
+    *c = (team_choice){.full = dc_get_num_threads(), .policy = g_policy};
+    if (c->full <= 1)
+        c->policy = DC_TEAM_FIXED;
+}
+
+void team_begin(team_choice *c)
+{
+    c->single = 0;
+    if (c->policy == DC_TEAM_ALTERNATE)
+        c->single = (int)(c->batch & 1);
+    else if (c->policy == DC_TEAM_ADAPTIVE)
+        c->single = g_single ^ c->probing;
+#ifdef _OPENMP
+    if (c->single) {
+        c->icv = omp_get_max_threads();
+        omp_set_num_threads(1); /* this OS thread's setting only */
+    }
+#endif
+    c->t0 = c->policy == DC_TEAM_ADAPTIVE ? now_s() : 0.0;
+}
+
+/* A window ended: decide what the next one runs. */
+static void window_done(team_choice *c, double rate)
+{
+    if (c->probing) {
+        c->probing = 0;
+        g_count[2] += 1;
+        if (c->ref > 0.0 && rate < TEAM_SWITCH * c->ref) {
+            g_single = !g_single;
+            g_gap = TEAM_GAP_MIN;
+            c->base = rate;
+        } else {
+            const int max = g_single ? TEAM_GAP_MAX_SINGLE : TEAM_GAP_MAX_FULL;
+            const int grown = g_gap * (g_single ? 2 : 4);
+            g_gap = grown < max ? grown : max;
+            c->base = c->ref;
+        }
+        g_left = g_gap;
+        c->slow = 0;
+        return;
+    }
+    c->ref = rate;
+    if (c->base <= 0.0)
+        c->base = rate;
+    c->slow = rate > TEAM_TRIGGER * c->base ? c->slow + 1 : 0;
+    if (c->slow >= 2)
+        g_left = 0;
+    if (g_left > 0)
+        g_left -= 1;
+    else
+        c->probing = 1;
+}
+
+void team_end(team_choice *c, int64_t rows)
+{
+#ifdef _OPENMP
+    if (c->single)
+        omp_set_num_threads(c->icv);
+#endif
+    g_count[c->single ? 0 : 1] += 1;
+    c->batch += 1;
+    if (c->policy != DC_TEAM_ADAPTIVE || c->batch == 1)
+        return; /* a call's first batch is cold (its scratch, its rows): not timed */
+    c->secs += now_s() - c->t0;
+    c->rows += rows;
+    c->n += 1;
+    if (c->n >= TEAM_WINDOW_MAX || (c->n >= TEAM_WINDOW_MIN && c->secs >= TEAM_WINDOW_S)) {
+        window_done(c, c->secs / (double)c->rows);
+        c->secs = 0.0;
+        c->rows = 0;
+        c->n = 0;
+    }
+}

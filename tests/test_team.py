@@ -1,0 +1,119 @@
+"""The training team's size, batch by batch (csrc/team.c): whatever runs each batch -- the
+whole team or one thread, chosen by measurement ('adaptive', the default), always the team
+('fixed') or switching every batch ('alternate', the test policy) -- the weights are the
+same bits, and the thread setting the user made is what it was after the call."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import digitcore
+from digitcore import Network, Trainer
+from digitcore._config import _ops
+
+ops = _ops()
+needs_openmp = pytest.mark.skipif(not ops.have_openmp(), reason="built without OpenMP")
+
+
+@pytest.fixture
+def policy():
+    """Set a team policy for one test; the threads and policy are restored after."""
+    before, threads = ops.get_team_policy(), digitcore.get_num_threads()
+
+    def set_(name, n_threads):
+        ops.set_team_policy(name)
+        digitcore.set_num_threads(n_threads)
+
+    yield set_
+    ops.set_team_policy(before)
+    digitcore.set_num_threads(None)
+    digitcore.set_num_threads(threads)
+
+
+def _sparse_digits(n, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.random((n, 784)) < 0.18) * rng.integers(1, 256, (n, 784))
+    return x.astype(np.uint8), rng.integers(0, 10, n)
+
+
+# (name, data, layer sizes, trainer options): the sparse first layer, the dense one
+# (standardized floats), a deeper net with dropout and Adam, and augmentation
+CONFIGS = [
+    ("sparse-sgd", "u8", [784, 128, 10], dict(optimizer="sgd", lr=0.1, batch_size=32)),
+    ("dense-sgd", "std", [784, 64, 10], dict(optimizer="sgd", lr=0.05, batch_size=128)),
+    ("dropout-adam", "u8", [784, 96, 32, 10],
+     dict(optimizer="adam", lr=1e-3, batch_size=64, dropout=0.3)),
+    ("augmented", "u8", [784, 64, 10], dict(optimizer="sgd", lr=0.1, batch_size=64,
+                                            augment="affine")),
+]
+
+
+def _train(kind, sizes, opts, x, y):
+    if kind == "std":
+        x = ((x / np.float32(255) - np.float32(0.1307)) / np.float32(0.3081)).astype(np.float32)
+    opts = dict(opts)
+    net = Network(sizes, seed=3, dropout=opts.pop("dropout", 0.0))
+    Trainer(net, epochs=2, seed=5, verbose=0, **opts).fit(x, y)
+    return net.flat_parameters.copy()
+
+
+@needs_openmp
+@pytest.mark.parametrize("name,kind,sizes,opts", CONFIGS, ids=[c[0] for c in CONFIGS])
+def test_switching_team_size_mid_run_keeps_the_bits(policy, name, kind, sizes, opts):
+    x, y = _sparse_digits(1500, 11)
+    policy("fixed", 1)
+    want = _train(kind, sizes, opts, x, y)
+    for name_, threads in (("alternate", 2), ("alternate", 3), ("fixed", 2), ("adaptive", 2)):
+        policy(name_, threads)
+        before = ops.team_counts()
+        got = _train(kind, sizes, opts, x, y)
+        np.testing.assert_array_equal(got, want, err_msg=f"{name_} on {threads} threads")
+        one, team, _ = (a - b for a, b in zip(ops.team_counts(), before))
+        if name_ == "alternate":  # both ways really ran, batch after batch
+            assert one > 10 and team > 10 and abs(one - team) <= 4, (one, team)
+        if name_ == "fixed":
+            assert one == 0 and team > 0
+
+
+@needs_openmp
+def test_adaptive_probes_one_thread_and_restores_the_setting(policy):
+    """A fresh adaptive state times one window and then probes the other way; a call of
+    more than 1 + 2 * 64 batches therefore finishes at least one probe."""
+    x, y = _sparse_digits(3000, 12)
+    policy("adaptive", 2)
+    before = ops.team_counts()
+    net = Network([784, 32, 10], seed=0)
+    Trainer(net, epochs=1, seed=0, verbose=0, batch_size=16, chunk_samples=3000).fit(x, y)
+    one, team, probes = (a - b for a, b in zip(ops.team_counts(), before))
+    assert probes >= 1 and one >= 2 and one + team == 3000 // 16 + 1
+    assert digitcore.get_num_threads() == 2  # the one-thread batches gave the setting back
+
+
+def test_team_policy_names(policy):
+    for name in ("fixed", "alternate", "adaptive"):
+        ops.set_team_policy(name)
+        assert ops.get_team_policy() == name
+    with pytest.raises(ValueError, match="unknown team policy 'busy'"):
+        ops.set_team_policy("busy")
+
+
+def _run(code, **env):
+    e = {k: v for k, v in os.environ.items() if k != "DIGITCORE_TEAM"}
+    e.update(env)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=e,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_digitcore_team_environment_variable():
+    code = "import digitcore; from digitcore._config import _ops; print(_ops().get_team_policy())"
+    assert _run(code).stdout.strip() == "adaptive"
+    assert _run(code, DIGITCORE_TEAM="fixed").stdout.strip() == "fixed"
+    bad = _run(code, DIGITCORE_TEAM="turbo")
+    assert bad.returncode != 0
+    assert "DIGITCORE_TEAM must be 'adaptive' or 'fixed', got 'turbo'" in bad.stderr
