@@ -46,13 +46,15 @@ int dc_get_num_threads(void);   /* effective count; 1 without OpenMP */
 int dc_have_openmp(void);
 /* How dc_mlp_train sizes its team batch by batch (team.c). ADAPTIVE (the default) runs a
  * batch on one thread instead of the team while that is measured faster (the team waits
- * for a thread that shares its core); FIXED always uses dc_get_num_threads(); ALTERNATE
- * switches every batch (tests: the bits must not change). DC_ERR_ARG for another value. */
+ * for a thread that shares its core), and dc_mlp_forward/evaluate follow that finding for
+ * 0.1 s; FIXED always uses dc_get_num_threads(); ALTERNATE switches every batch and every
+ * inference call (tests: the bits must not change). DC_ERR_ARG for another value. */
 enum { DC_TEAM_FIXED = 0, DC_TEAM_ADAPTIVE = 1, DC_TEAM_ALTERNATE = 2 };
 int dc_set_team_policy(int policy);
 int dc_get_team_policy(void);
-/* out: batches run on one thread, on the team, and probes, since the process began
- * (counted without locks: diagnostics, not exact under concurrent trainings) */
+/* out: training batches and inference calls run on one thread, training batches run on
+ * the team, and probes, since the process began (counted without locks: diagnostics, not
+ * exact under concurrent calls) */
 void dc_team_counts(int64_t out[3]);
 
 /* ---- GEMM -------------------------------------------------------------------------------- */

@@ -144,6 +144,7 @@ static int forward_chunks(const dc_mlp *net, const uint8_t *x_u8, const float *x
     if (n == 0)
         return DC_OK;
     int status = scratch_alloc(&s, net, n, chunk, shift);
+    const int icv = team_infer_begin();
     for (int64_t r0 = 0; status == DC_OK && r0 < n; r0 += chunk) {
         const int64_t rows = dc_min64(n - r0, chunk);
         float *logits = NULL;
@@ -151,6 +152,7 @@ static int forward_chunks(const dc_mlp *net, const uint8_t *x_u8, const float *x
         if (status == DC_OK)
             status = fn(ctx, logits, r0, rows, c);
     }
+    team_infer_end(icv);
     scratch_free(&s);
     return status;
 }

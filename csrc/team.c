@@ -12,6 +12,8 @@
  * speed (another process started). The first window of a process is followed by a probe,
  * so a machine busy from the start is found within a few milliseconds.
  *
+ * Inference (mlp_infer.c) follows training's finding while it is fresh (team_infer_begin).
+ *
  * The state is shared by the process's calls (a trainer calls dc_mlp_train per chunk of
  * batches), in volatile ints as g_num_threads is: two trainings on two Python threads at
  * once may overwrite each other's choice, which changes speed, never results.
@@ -45,7 +47,9 @@
 static volatile int g_policy = DC_TEAM_ADAPTIVE;
 static volatile int g_single = 0; /* the way in use: 1 = one thread */
 static volatile int g_gap = TEAM_GAP_MIN;
-static volatile int g_left = 0; /* windows before the next probe */
+static volatile int g_left = 0;       /* windows before the next probe */
+static volatile double g_when = -1.0; /* when a timed training batch last ended */
+static volatile int g_flip = 0;       /* DC_TEAM_ALTERNATE's inference calls */
 /* batches on one thread, on the team, probes: plain increments (diagnostics) */
 static volatile int64_t g_count[3];
 
@@ -57,6 +61,8 @@ int dc_set_team_policy(int policy)
     g_single = 0;
     g_gap = TEAM_GAP_MIN;
     g_left = 0;
+    g_when = -1.0;
+    g_flip = 0;
     return DC_OK;
 }
 
@@ -145,7 +151,9 @@ void team_end(team_choice *c, int64_t rows)
     c->batch += 1;
     if (c->policy != DC_TEAM_ADAPTIVE || c->batch == 1)
         return; /* a call's first batch is cold (its scratch, its rows): not timed */
-    c->secs += now_s() - c->t0;
+    const double t = now_s();
+    g_when = t;
+    c->secs += t - c->t0;
     c->rows += rows;
     c->n += 1;
     if (c->n >= TEAM_WINDOW_MAX || (c->n >= TEAM_WINDOW_MIN && c->secs >= TEAM_WINDOW_S)) {
@@ -154,4 +162,40 @@ void team_end(team_choice *c, int64_t rows)
         c->rows = 0;
         c->n = 0;
     }
+}
+
+/* Inference is too short to time (2,000 images take ~2 ms), so it follows training's
+ * finding while it is fresh: one thread if training, within the last TEAM_FRESH_S, found
+ * one thread faster (a loop alternating training, prediction and other work in one
+ * process); else the team, unchanged. */
+#define TEAM_FRESH_S 0.1
+
+int team_infer_begin(void)
+{
+    int single = 0;
+    const int policy = g_policy;
+    if (policy == DC_TEAM_ALTERNATE)
+        single = (g_flip ^= 1);
+    else if (policy == DC_TEAM_ADAPTIVE && g_single)
+        single = now_s() - g_when < TEAM_FRESH_S;
+    if (!single || dc_get_num_threads() <= 1)
+        return 0;
+    g_count[0] += 1;
+#ifdef _OPENMP
+    const int icv = omp_get_max_threads();
+    omp_set_num_threads(1);
+    return icv;
+#else
+    return 0;
+#endif
+}
+
+void team_infer_end(int icv)
+{
+#ifdef _OPENMP
+    if (icv > 0)
+        omp_set_num_threads(icv);
+#else
+    (void)icv;
+#endif
 }
