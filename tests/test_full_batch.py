@@ -2,7 +2,8 @@
 read the kept rows in the batch's order instead of gathering the whole data set anew.
 They must train the same bits as the gathered batches, on both kernel paths and any
 thread count; the keep is rebuilt for another array and forgotten after user callbacks,
-which may change the data in place.
+which may change the data in place. Trainer takes a full batch in x's row order
+whatever `shuffle` says (its order changes only the rounding of the sums).
 """
 
 import numpy as np
@@ -67,6 +68,33 @@ def test_unshuffled_and_float_input(rng, path):
         runs = [_fit(data, y, [784, 20, 10], keep, path=path, threads=2, shuffle=shuffle)
                 for keep in (False, True)]
         _same(*runs)
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_full_batch_is_taken_in_xs_order(rng, keep):
+    x, y = _digits(rng)
+    runs = [_fit(x, y, [784, 20, 10], keep, path=PATHS[-1], threads=2, shuffle=shuffle)
+            for shuffle in (True, False)]
+    _same(*runs)
+    # any batch size of at least the number of samples is the same full batch
+    with config(PATHS[-1], 2):
+        net = Network([784, 20, 10], seed=0)
+        tr = Trainer(net, optimizer="sgd", lr=0.1, batch_size=len(x) + 5, epochs=4, seed=1,
+                     verbose=0)
+        tr._keep_input = keep
+        tr.fit(x, y)
+    _same(runs[0], (net, tr))
+    # and a mini-batch run still shuffles: its bits depend on the order
+    mini = [_fit_mini(x, y, shuffle) for shuffle in (True, False)]
+    assert not np.array_equal(mini[0].flat_parameters, mini[1].flat_parameters)
+
+
+def _fit_mini(x, y, shuffle):
+    with config(PATHS[-1], 2):
+        net = Network([784, 20, 10], seed=0)
+        Trainer(net, optimizer="sgd", lr=0.1, batch_size=len(x) - 1, epochs=2, seed=1,
+                verbose=0, shuffle=shuffle).fit(x, y)
+    return net
 
 
 def test_too_dense_data_takes_the_dense_path_either_way(rng):

@@ -322,7 +322,10 @@ class Trainer:
     lr : float, optional
         Learning rate (default: the optimizer's, e.g. 0.001 for Adam, 0.01 for SGD).
     batch_size : int or None
-        Mini-batch size; ``None`` is full-batch gradient descent.
+        Mini-batch size; ``None`` is full-batch gradient descent. A full batch (``None``,
+        or any size of at least the number of samples) is taken in ``x``'s row order
+        whatever ``shuffle`` says: its order changes only the rounding of the gradient's
+        sums, and in order its rows are read as they lie in memory.
     epochs : int
     l2 : float
         L2 penalty on weights (not biases): adds ``l2 * w`` to each weight's gradient.
@@ -586,7 +589,9 @@ class Trainer:
                 resumed = epoch == pos[0]
                 t0 = time.perf_counter() - (pos[5] if resumed else 0.0)
                 rng_state = rng.bit_generator.state if ckpt is not None else None
-                order = (rng.permutation(n) if self.shuffle else np.arange(n)).astype(np.int64)
+                # (a full batch in x's order: see batch_size)
+                shuffled = self.shuffle and bs < n
+                order = (rng.permutation(n) if shuffled else np.arange(n)).astype(np.int64)
                 if aug is not None:
                     bank = aug.bank(aug_seed, epoch)
                 lrs_all = np.array([opt.lr * schedule(step0 + j) for j in range(batches_per_epoch)],
