@@ -267,7 +267,17 @@ typedef struct {
     int act;                 /* forward: layer 0's activation */
     float *out;              /* forward: layer 0's output (rows, o0) */
     const layer0_grad *grad; /* backward */
+    int sliced;              /* one column block: its per-row steps cut into row slices */
 } block_job;
+
+/* With a single column block (at most 64 outputs: the tutorial's 784-10-10) the per-block
+ * steps would leave every thread but one idle; they are then cut into DC_SPARSE_GROUPS
+ * fixed slices of rows, unit (g, 0) taking slice g. The steps are row by row (or sums the
+ * slices leave whole), so the bits are the same. */
+static int64_t slice_row(int64_t rows, int64_t g)
+{
+    return rows * g / DC_SPARSE_GROUPS;
+}
 
 /* Group g's share of a CSR batch (its part) or of a CSC one (its rows), as a matrix of
  * its own. */
@@ -316,8 +326,9 @@ static int head_block(const void *job, int64_t g, int64_t b)
     const int64_t c0 = b * DC_SPMM_BLOCK, w = block_width(o0, c0);
     const float *bias = l0->net->params + o0 * in0 + c0;
     const float slope = l0->net->act_alpha;
-    (void)g;
-    for (int64_t r = 0; r < a->rows; ++r) {
+    const int64_t r0 = g < 0 ? 0 : slice_row(a->rows, g);
+    const int64_t r1 = g < 0 ? a->rows : slice_row(a->rows, g + 1);
+    for (int64_t r = r0; r < r1; ++r) {
         float *y = a->out + r * o0 + c0;
         /* the products' row of batch row r: r, or from the kept rows idx[r] */
         const int64_t s = l0->kept != NULL ? l0->sel[r] : r;
@@ -352,42 +363,63 @@ static int head_block(const void *job, int64_t g, int64_t b)
     return DC_OK;
 }
 
+/* Layer 0's bias gradient, block b's columns: the column sums of its output gradient. */
+static int bias_block(const block_job *a, int64_t b)
+{
+    const layer0_grad *gr = a->grad;
+    const dc_mlp *net = a->l0->net;
+    const int64_t in0 = net->sizes[0], o0 = net->sizes[1];
+    const int64_t c0 = b * DC_SPMM_BLOCK, w = block_width(o0, c0);
+    const float *g0 = net->n_layers > 1 ? gr->dmid : gr->dout;
+    return dc_bias_backward(gr->grads + o0 * in0 + c0, g0 + c0, a->rows, w, o0, 0);
+}
+
 /* Backward, first phase, block b's columns of layer 0's outputs: layer 1's input and
  * weight gradients there, the dropout and activation backward (two or more layers), and
  * layer 0's bias gradient. The thread that takes block b ran its forward sum, so these
- * columns of the activation are in its cache. */
+ * columns of the activation are in its cache. Sliced (g >= 0, one block): rows slice g of
+ * the input gradient and the dropout and activation backward, slice 0 also layer 1's
+ * weight gradient (a sum over all rows); the bias gradient waits for every slice (dw_pair). */
 static int tail_block(const void *job, int64_t g, int64_t b)
 {
     const block_job *a = job;
     const layer0_grad *gr = a->grad;
     const dc_mlp *net = a->l0->net;
-    const int64_t rows = a->rows, in0 = net->sizes[0], o0 = net->sizes[1];
+    const int64_t rows = a->rows, o0 = net->sizes[1];
     const int64_t c0 = b * DC_SPMM_BLOCK, w = block_width(o0, c0);
+    const int64_t r0 = g < 0 ? 0 : slice_row(rows, g);
+    const int64_t r1 = g < 0 ? rows : slice_row(rows, g + 1);
     int st = DC_OK;
-    const float *g0 = gr->dout;
-    (void)g;
     if (net->n_layers > 1) {
         const int64_t o1 = net->sizes[2], off1 = mlp_weight_offset(net, 1);
         const float *d = gr->dout, *h1 = gr->inp1 + c0, *a1 = gr->out0 + c0;
         const uint8_t *m1 = gr->mask1 != NULL ? gr->mask1 + c0 : NULL;
         float *gb = gr->dmid + c0, *dw1 = gr->grads + off1 + c0;
         /* layer 1: input gradient d . W1 and weight gradient d^T . h1, these columns */
-        st =
-            dc_sgemm(0, 0, rows, w, o1, 1.0f, d, o1, net->params + off1 + c0, o0, 0.0f, gb, o0);
-        if (st == DC_OK)
+        st = dc_sgemm(0, 0, r1 - r0, w, o1, 1.0f, d + r0 * o1, o1, net->params + off1 + c0,
+                      o0, 0.0f, gb + r0 * o0, o0);
+        if (st == DC_OK && g <= 0)
             st = dc_sgemm(1, 0, o1, w, rows, 1.0f, d, o1, h1, o0, 0.0f, dw1, o0);
-        for (int64_t r = 0; r < rows && st == DC_OK; ++r) {
-            if (m1 != NULL)
-                st =
-                    dc_dropout_backward(gb + r * o0, gb + r * o0, m1 + r * o0, w, net->dropout);
+        if (w == o0) { /* the rows are contiguous: one call each (elementwise, same bits) */
+            const int64_t n = (r1 - r0) * o0, e0 = r0 * o0;
+            if (st == DC_OK && m1 != NULL)
+                st = dc_dropout_backward(gb + e0, gb + e0, m1 + e0, n, net->dropout);
             if (st == DC_OK)
-                st = dc_activation_backward(gb + r * o0, gb + r * o0, a1 + r * o0, w, net->act,
+                st = dc_activation_backward(gb + e0, gb + e0, a1 + e0, n, net->act,
                                             net->act_alpha);
+        } else {
+            for (int64_t r = r0; r < r1 && st == DC_OK; ++r) {
+                if (m1 != NULL)
+                    st = dc_dropout_backward(gb + r * o0, gb + r * o0, m1 + r * o0, w,
+                                             net->dropout);
+                if (st == DC_OK)
+                    st = dc_activation_backward(gb + r * o0, gb + r * o0, a1 + r * o0, w,
+                                                net->act, net->act_alpha);
+            }
         }
-        g0 = gr->dmid;
     }
-    if (st == DC_OK)
-        st = dc_bias_backward(gr->grads + o0 * in0 + c0, g0 + c0, rows, w, o0, 0);
+    if (st == DC_OK && g < 0)
+        st = bias_block(a, b);
     return st;
 }
 
@@ -405,6 +437,11 @@ static int dw_pair(const void *job, int64_t g, int64_t b)
     const float *g0 = l0->net->n_layers > 1 ? gr->dmid : gr->dout;
     float alpha, beta;
     float *dst = grad_dst(l0, gr->grads, gr->lr, &alpha, &beta);
+    if (a->sliced && g == 0) { /* (after every slice of the tail) */
+        const int st = bias_block(a, b);
+        if (st != DC_OK)
+            return st;
+    }
     if (l0->kept != NULL) { /* the kept rows swept in batch order: the CSC's sums */
         const dc_csr v = group_view(l0->kept, l0->edges, g, 0);
         const int64_t r1 = l0->edges[g + 1];
@@ -425,9 +462,10 @@ int layer0_forward(layer0 *l0, float *out, int64_t rows, int act)
     const int64_t in = net->sizes[0], o = net->sizes[1];
     const float *w = net->params, *bias = net->params + o * in;
     if (l0->is_sparse) {
-        const block_job job = {.l0 = l0, .rows = rows, .act = act, .out = out};
+        const int sliced = n_blocks(l0) < DC_SPARSE_GROUPS;
+        const block_job job = {.l0 = l0, .rows = rows, .act = act, .out = out, .sliced = sliced};
         return mlp_run_phases(&job, n_blocks(l0), batch_nnz(l0) * o, (mlp_phase){head_pair, 1},
-                              (mlp_phase){head_block, 0});
+                              (mlp_phase){head_block, sliced});
     }
     if (!l0->blocked)
         return dc_dense_forward(out, l0->dense, w, bias, rows, in, o, act, net->act_alpha);
@@ -452,7 +490,8 @@ int layer0_backward(layer0 *l0, const layer0_grad *g)
     const dc_mlp *net = l0->net;
     const int64_t in = net->sizes[0], o = net->sizes[1], rows = g->rows;
     if (l0->is_sparse) {
-        const block_job job = {.l0 = l0, .rows = rows, .grad = g};
+        const int sliced = n_blocks(l0) < DC_SPARSE_GROUPS;
+        const block_job job = {.l0 = l0, .rows = rows, .grad = g, .sliced = sliced};
         if (net->n_layers > 1) {
             /* layer 1's bias gradient (the column sums of its dout), then per block */
             const int64_t o1 = net->sizes[2];
@@ -461,8 +500,8 @@ int layer0_backward(layer0 *l0, const layer0_grad *g)
             if (st != DC_OK)
                 return st;
         }
-        return mlp_run_phases(&job, n_blocks(l0), batch_nnz(l0) * o, (mlp_phase){tail_block, 0},
-                              (mlp_phase){dw_pair, 1});
+        return mlp_run_phases(&job, n_blocks(l0), batch_nnz(l0) * o,
+                              (mlp_phase){tail_block, sliced}, (mlp_phase){dw_pair, 1});
     }
     if (!l0->blocked)
         return dc_dense_backward(NULL, g->grads, g->grads + o * in, g->dout, l0->dense,
