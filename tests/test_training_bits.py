@@ -53,6 +53,12 @@ CONFIGS = {
     "momentum-dense-tanh": ([784, 48, 24, 16, 10], dict(activation="tanh", input_mean=0.13,
                                                         input_std=0.31),
                             dict(optimizer="momentum", lr=0.05, clip_norm=1.0), "u8", "auto"),
+    # Adam on the sparse path with L1 and L2 (3 output blocks, the last one partial), and
+    # with clipping by the global norm
+    "adam-l1-l2-always-u8": ([784, 150, 10], {}, dict(optimizer="adam", lr=2e-3, l1=1e-4,
+                                                      l2=1e-4), "u8", "always"),
+    "adam-clip-u8": ([784, 64, 10], {}, dict(optimizer="adam", lr=2e-3, clip_norm=0.5),
+                     "u8", "auto"),
     "adam-never-dropout-f32": ([784, 64, 32, 10], dict(dropout=0.3),
                                dict(optimizer="adam", lr=1e-3, l2=1e-4), "f32", "never"),
     # full-batch descent (the tutorial's), whose steps read the kept sparse input: one
