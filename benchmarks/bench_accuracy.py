@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _results  # noqa: E402
 import digitcore  # noqa: E402
-from digitcore.presets import TRAINER_KEYS, augment_for, epochs_for, get_preset  # noqa: E402
+from digitcore.presets import build  # noqa: E402
 
 TARGETS = {  # preset: (min accuracy, max wall seconds) -- None: report only
     "default": (0.975, 15.0),
@@ -34,18 +34,14 @@ TARGETS = {  # preset: (min accuracy, max wall seconds) -- None: report only
 
 
 def run(preset_name, data, seed, verbose):
-    preset = get_preset("default" if preset_name == "mini" else preset_name)
     (x, y), (xt, yt) = data
-    epochs = epochs_for(preset, len(x))
-    net = digitcore.Network([784, *preset["hidden"], 10], activation=preset["activation"],
-                            dropout=preset["dropout"], seed=seed)
-    kw = {k: preset[k] for k in TRAINER_KEYS if k in preset and k != "epochs"}
-    kw["augment"] = augment_for(preset, len(x))  # as `digitcore train` chooses it
-    tr = digitcore.Trainer(net, epochs=epochs, seed=seed, verbose=verbose, **kw)
+    # the recipe `digitcore train` runs on len(x) images (epochs_for, augment_for)
+    net, tr = build("default" if preset_name == "mini" else preset_name, seed, len(x),
+                    trainer_kw=dict(verbose=verbose))
     t = time.perf_counter()
     tr.fit(x, y)
     wall = time.perf_counter() - t
-    return {"preset": preset_name, "network": repr(net), "epochs": epochs, "seed": seed,
+    return {"preset": preset_name, "network": repr(net), "epochs": tr.epochs, "seed": seed,
             "augment": None if tr.augment is None else tr.augment.to_dict(),
             "test_accuracy": net.score(xt, yt), "train_seconds": wall,
             "threads": digitcore.get_num_threads(), "kernel": digitcore.kernel_path()}

@@ -52,9 +52,7 @@ def _shared_mnist():
 def _model(path, data_dir, dev):
     from digitcore import datasets
     from digitcore.modelio import load_model
-    from digitcore.network import Network
-    from digitcore.presets import augment_for, epochs_for, get_preset
-    from digitcore.trainer import Trainer
+    from digitcore.presets import build
 
     name, (x_tr, y_tr), test, _ = datasets.resolve_default_dataset(data_dir)
     if dev:  # the last sixth of the training images is the development set's digits
@@ -62,12 +60,8 @@ def _model(path, data_dir, dev):
         (x_tr, y_tr), test = (x_tr[:cut], y_tr[:cut]), (x_tr[cut:], y_tr[cut:])
     if path:
         return load_model(path), name, test
-    cfg = get_preset("default")
-    net = Network([784, *cfg["hidden"], 10], activation=cfg["activation"],
-                  dropout=cfg["dropout"], seed=0)
-    Trainer(net, optimizer=cfg["optimizer"], lr=cfg["lr"], batch_size=cfg["batch_size"],
-            epochs=epochs_for(cfg, len(x_tr)), lr_schedule=cfg["lr_schedule"],
-            augment=augment_for(cfg, len(x_tr)), seed=0, verbose=0).fit(x_tr, y_tr)
+    net, trainer = build("default", 0, len(x_tr), trainer_kw=dict(verbose=0))
+    trainer.fit(x_tr, y_tr)
     return net, name, test
 
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _results  # noqa: E402
 import digitcore  # noqa: E402
-from digitcore.presets import augment_for, epochs_for, get_preset  # noqa: E402
+from digitcore.presets import augment_for, build, get_preset  # noqa: E402
 
 
 def train(x, y, seed, *, hidden, lr, dropout, bs, epochs, aug, warmup=0.0, l2=0.0, l1=0.0):
@@ -41,14 +41,9 @@ def train(x, y, seed, *, hidden, lr, dropout, bs, epochs, aug, warmup=0.0, l2=0.
 
 def preset_run(x, y, seed, aug="recipe"):
     """The default preset as `digitcore train` runs it on len(x) images."""
-    cfg = get_preset("default")
-    net = digitcore.Network([784, *cfg["hidden"], 10], activation=cfg["activation"],
-                            dropout=cfg["dropout"], seed=seed)
-    aug = augment_for(cfg, len(x)) if aug == "recipe" else aug
-    tr = digitcore.Trainer(net, optimizer=cfg["optimizer"], lr=cfg["lr"],
-                           batch_size=cfg["batch_size"], epochs=epochs_for(cfg, len(x)),
-                           lr_schedule=cfg["lr_schedule"], warmup=cfg.get("warmup", 0.0),
-                           seed=seed, verbose=0, augment=aug)
+    if aug == "recipe":
+        aug = augment_for(get_preset("default"), len(x))
+    net, tr = build("default", seed, len(x), augment=aug, trainer_kw=dict(verbose=0))
     t = time.perf_counter()
     tr.fit(x, y)
     return net, time.perf_counter() - t, aug

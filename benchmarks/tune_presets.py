@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _results  # noqa: E402
 import digitcore  # noqa: E402
-from digitcore.presets import TRAINER_KEYS, get_preset  # noqa: E402
+from digitcore.presets import TRAINER_KEYS, build, get_preset  # noqa: E402
 from digitcore.trainer import LambdaCallback  # noqa: E402
 
 
@@ -44,8 +44,6 @@ def _value(key, text):
 
 def run(preset, split, seed, every, verbose):
     (x, y), (xv, yv) = split
-    net = digitcore.Network([784, *preset["hidden"], 10], activation=preset["activation"],
-                            dropout=preset["dropout"], seed=seed)
     curve = []
     t0 = time.perf_counter()
 
@@ -56,9 +54,9 @@ def run(preset, split, seed, every, verbose):
                 print(f"  epoch {epoch + 1}: validation {curve[-1][1]:.2%} "
                       f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
-    kw = {k: preset[k] for k in TRAINER_KEYS if k in preset}
-    tr = digitcore.Trainer(net, seed=seed, verbose=0, augment=preset.get("augment"),
-                           callbacks=[LambdaCallback(on_epoch_end)], **kw)
+    # the candidate as written: its epochs and augmentation whatever the split's size
+    net, tr = build(preset, seed, len(x), epochs=preset["epochs"], augment=preset.get("augment"),
+                    trainer_kw=dict(verbose=0, callbacks=[LambdaCallback(on_epoch_end)]))
     tr.fit(x, y)
     acc = net.score(xv, yv)
     curve.append([preset["epochs"], acc])

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from digitcore.augment import AUGMENTS
-from digitcore.presets import PRESETS, augment_for, epochs_for, get_preset
+from digitcore.presets import PRESETS, augment_for, build, epochs_for, get_preset, recipe
 
 
 def test_augment_for_follows_the_training_set_size():
@@ -24,6 +24,27 @@ def test_augment_for_follows_the_training_set_size():
     # presets without a small-data rule keep their own choice
     for name in set(PRESETS) - {"default"}:
         assert augment_for(get_preset(name), 100) == PRESETS[name].get("augment")
+
+
+def test_recipe_and_build_follow_the_size_rules_unless_overridden():
+    cfg = recipe("default", 3000)
+    assert cfg["epochs"] == epochs_for(PRESETS["default"], 3000) == 80
+    assert cfg["augment"] == "affine"
+    assert recipe("default", 60000)["augment"] is None
+    # an explicit entry wins over the size rules, None included; the preset is untouched
+    cfg = recipe("default", 3000, epochs=2, augment=None, hidden=[16])
+    assert (cfg["epochs"], cfg["augment"], cfg["hidden"]) == (2, None, [16])
+    assert PRESETS["default"]["hidden"] == [512] and PRESETS["default"]["epochs"] == 6
+    custom = dict(PRESETS["sgd"], hidden=[7, 5])
+    net, tr = build(custom, 3, 100, n_features=12, n_classes=4, epochs=2, l2=1e-3,
+                    trainer_kw=dict(verbose=0))
+    assert net.layer_sizes == (12, 7, 5, 4) and custom["hidden"] == [7, 5]
+    assert (tr.epochs, tr.l2, tr.batch_size, tr.seed, tr.verbose) == (2, 1e-3, 128, 3, 0)
+    assert type(tr.optimizer).__name__ == "SGD" and tr.augment is None
+    net, tr = build("default", 0, 3000, hidden=[8])
+    assert tr.augment == AUGMENTS["affine"] and tr.epochs == 80 and net.dropout == 0.3
+    with pytest.raises(TypeError, match="verbose"):
+        build("default", 0, 100, verbose=0)  # a Trainer argument, not a recipe entry
 
 
 def _train(*extra):

@@ -213,39 +213,34 @@ def _emit(args, summary, lines):
 
 def cmd_train(args):
     import digitcore
-    from digitcore.presets import augment_for, epochs_for, get_preset
+    from digitcore import presets
 
     if args.threads:
         digitcore.set_num_threads(args.threads)
-    cfg = get_preset(args.preset)
+    cfg = presets.get_preset(args.preset)
+    overrides = {}
     for key in ("hidden", "activation", "optimizer", "lr", "lr_schedule", "epochs", "dropout",
                 "l2", "l1"):
         value = getattr(args, key)
         if value is not None:
-            cfg[key] = value
+            overrides[key] = value
     if args.batch_size is not _UNSET:
-        cfg["batch_size"] = args.batch_size
+        overrides["batch_size"] = args.batch_size
     if args.augment is not None:
-        cfg["augment"] = None if args.augment == "none" else args.augment
+        overrides["augment"] = None if args.augment == "none" else args.augment
     if (args.resume or args.checkpoint_seconds is not None) and not args.checkpoint:
         raise UsageError("--resume and --checkpoint-seconds need --checkpoint DIR")
     name, (x_tr, y_tr), (x_te, y_te) = _load_data(args.dataset, args.data_dir, args.download,
                                                        args.verify)
-    if args.epochs is None:
-        cfg["epochs"] = epochs_for(cfg, len(x_tr))
-    if args.augment is None and x_tr.ndim == 3:  # the preset's choice for this size
-        cfg["augment"] = augment_for(cfg, len(x_tr))
+    if "augment" not in overrides and x_tr.ndim != 3:  # no size rule for flat features
+        overrides["augment"] = cfg.get("augment")
     n_classes = int(max(y_tr.max(), y_te.max())) + 1
-    n_features = int(x_tr[0].size)
-    net = digitcore.Network([n_features, *cfg["hidden"], max(n_classes, 2)],
-                            activation=cfg["activation"], dropout=cfg["dropout"], seed=args.seed)
-    trainer = digitcore.Trainer(
-        net, optimizer=cfg["optimizer"], lr=cfg["lr"], batch_size=cfg["batch_size"],
-        epochs=cfg["epochs"], l2=cfg.get("l2", 0.0), l1=cfg.get("l1", 0.0),
-        lr_schedule=cfg["lr_schedule"], warmup=cfg.get("warmup", 0.0), seed=args.seed,
-        augment=cfg.get("augment"),
-        verbose=0 if (args.quiet or args.json) else (2 if cfg["epochs"] > 50 else 1),
-        checkpoint=args.checkpoint, checkpoint_seconds=args.checkpoint_seconds)
+    epochs = overrides.get("epochs") or presets.epochs_for(cfg, len(x_tr))
+    net, trainer = presets.build(
+        cfg, args.seed, len(x_tr), n_features=int(x_tr[0].size), n_classes=max(n_classes, 2),
+        trainer_kw=dict(verbose=0 if (args.quiet or args.json) else (2 if epochs > 50 else 1),
+                        checkpoint=args.checkpoint,
+                        checkpoint_seconds=args.checkpoint_seconds), **overrides)
     if not (args.quiet or args.json):
         deformed = "" if trainer.augment is None else ", deforming the training images"
         print(f"digitcore {digitcore.__version__}: training {net!r} on {name} "

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import copy
 
-__all__ = ["PRESETS", "get_preset", "epochs_for", "augment_for", "NETWORK_KEYS",
-           "TRAINER_KEYS"]
+__all__ = ["PRESETS", "get_preset", "epochs_for", "augment_for", "recipe", "build",
+           "NETWORK_KEYS", "TRAINER_KEYS"]
 
 NETWORK_KEYS = ("hidden", "activation", "init", "dropout")
 TRAINER_KEYS = ("optimizer", "lr", "batch_size", "epochs", "l2", "l1", "lr_schedule",
@@ -74,3 +74,60 @@ def get_preset(name):
         return copy.deepcopy(PRESETS[name])
     except KeyError:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+def recipe(preset, n_train, **overrides):
+    """The recipe a run on ``n_train`` samples trains with: preset ``preset`` (a name of
+    :data:`PRESETS` or a dict of the same keys, not modified) with ``overrides`` applied,
+    then its ``epochs`` from :func:`epochs_for` unless ``epochs`` is overridden, and its
+    ``augment`` from :func:`augment_for` unless ``augment`` is overridden (``augment=None``
+    turns it off). Returns a new dict in the preset's key order."""
+    cfg = get_preset(preset) if isinstance(preset, str) else copy.deepcopy(dict(preset))
+    cfg.update(overrides)
+    if "epochs" not in overrides:
+        cfg["epochs"] = epochs_for(cfg, n_train)
+    if "augment" not in overrides:
+        cfg["augment"] = augment_for(cfg, n_train)
+    return cfg
+
+
+def build(preset, seed, n_train, *, n_features=784, n_classes=10, trainer_kw=None,
+          **overrides):
+    """The Network and Trainer a preset trains ``n_train`` samples with: the one recipe
+    behind ``digitcore train``, the bundled model and the benchmarks.
+
+    Parameters
+    ----------
+    preset : str or dict
+        A name of :data:`PRESETS` or a dict of the same keys.
+    seed : int or None
+        The network's initialisation and the trainer's shuffling, dropout and deformations.
+    n_train : int
+        Training samples the run will see: decides the epochs and the augmentation
+        (see :func:`recipe`).
+    n_features, n_classes : int
+        The network's input and output widths.
+    trainer_kw : dict, optional
+        Further Trainer arguments that are not part of a recipe (``verbose``,
+        ``callbacks``, ``checkpoint``, ...).
+    **overrides
+        Recipe entries (``NETWORK_KEYS``, ``TRAINER_KEYS``, ``augment``) replacing the
+        preset's; see :func:`recipe`.
+
+    Returns
+    -------
+    (Network, Trainer)
+    """
+    from digitcore.network import Network
+    from digitcore.trainer import Trainer
+
+    unknown = set(overrides) - {*NETWORK_KEYS, *TRAINER_KEYS, "augment"}
+    if unknown:
+        raise TypeError(f"build() got unknown recipe entries {sorted(unknown)}; Trainer "
+                        "arguments go in trainer_kw")
+    cfg = recipe(preset, n_train, **overrides)
+    net = Network([n_features, *cfg["hidden"], n_classes], seed=seed,
+                  **{k: cfg[k] for k in NETWORK_KEYS if k in cfg and k != "hidden"})
+    trainer = Trainer(net, seed=seed, augment=cfg["augment"],
+                      **{k: cfg[k] for k in TRAINER_KEYS if k in cfg}, **(trainer_kw or {}))
+    return net, trainer

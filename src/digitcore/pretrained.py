@@ -134,22 +134,15 @@ def train_pretrained(x_train, y_train, preset="best", seed=0, *, verbose=0):
     KeyboardInterrupt
         If training was interrupted (a half-trained network is never returned).
     """
-    from digitcore.network import Network
-    from digitcore.presets import (NETWORK_KEYS, TRAINER_KEYS, augment_for, epochs_for,
-                                   get_preset)
-    from digitcore.trainer import Trainer
+    from digitcore.presets import NETWORK_KEYS, TRAINER_KEYS, build, get_preset
 
     name = preset if isinstance(preset, str) else "custom"
     cfg = get_preset(preset) if isinstance(preset, str) else copy.deepcopy(dict(preset))
     n = len(x_train)
-    cfg["epochs"] = epochs_for(cfg, n)
-    augment = augment_for(cfg, n)
-    n_features = int(x_train[0].size)
-    n_classes = max(int(y_train.max()) + 1, 2)
-    net_kw = {k: cfg[k] for k in NETWORK_KEYS if k in cfg and k != "hidden"}
-    net = Network([n_features, *cfg["hidden"], n_classes], seed=seed, **net_kw)
-    trainer_kw = {k: cfg[k] for k in TRAINER_KEYS if k in cfg}
-    trainer = Trainer(net, seed=seed, verbose=verbose, augment=augment, **trainer_kw)
+    net, trainer = build(cfg, seed, n, n_features=int(x_train[0].size),
+                         n_classes=max(int(y_train.max()) + 1, 2),
+                         trainer_kw=dict(verbose=verbose))
+    cfg["epochs"] = trainer.epochs
     history = trainer.fit(x_train, y_train)
     if history.interrupted:
         raise KeyboardInterrupt

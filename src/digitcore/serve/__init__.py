@@ -77,9 +77,7 @@ def default_model(*, quiet=False, preset_overrides=None):
     from digitcore import datasets
     from digitcore.errors import ModelFormatError
     from digitcore.modelio import load_model, read_model_info
-    from digitcore.network import Network
-    from digitcore.presets import augment_for, epochs_for, get_preset
-    from digitcore.trainer import Trainer
+    from digitcore.presets import build
 
     path = datasets.get_cache_dir() / DEFAULT_MODEL_NAME
     if path.is_file():
@@ -97,29 +95,19 @@ def default_model(*, quiet=False, preset_overrides=None):
     name, (x_tr, y_tr), (x_te, y_te), notice = datasets.resolve_default_dataset()
     if notice and not quiet:
         print(notice, file=sys.stderr)
-    cfg = get_preset("default")
-    cfg.update(preset_overrides or {})
-    if not (preset_overrides and "epochs" in preset_overrides):
-        cfg["epochs"] = epochs_for(cfg, len(x_tr))
-    if not (preset_overrides and "augment" in preset_overrides):
-        cfg["augment"] = augment_for(cfg, len(x_tr))
-    net = Network([784, *cfg["hidden"], 10], activation=cfg["activation"],
-                  dropout=cfg["dropout"], seed=0)
+    net, trainer = build("default", 0, len(x_tr), trainer_kw=dict(verbose=0),
+                         **(preset_overrides or {}))
     _say(f"training the default model ({'-'.join(map(str, net.layer_sizes))}) on {name}, "
-         f"{cfg['epochs']} epochs; this happens once", quiet)
+         f"{trainer.epochs} epochs; this happens once", quiet)
     t0 = time.perf_counter()
-    history = Trainer(
-        net, optimizer=cfg["optimizer"], lr=cfg["lr"], batch_size=cfg["batch_size"],
-        epochs=cfg["epochs"], l2=cfg.get("l2", 0.0), l1=cfg.get("l1", 0.0),
-        lr_schedule=cfg["lr_schedule"], warmup=cfg.get("warmup", 0.0), seed=0,
-        verbose=0, augment=cfg.get("augment")).fit(x_tr, y_tr)
+    history = trainer.fit(x_tr, y_tr)
     if history.interrupted:
         # the Trainer turns Ctrl-C into an early stop; here it means "don't serve", and a
         # half-trained network must not be cached as the default model
         raise KeyboardInterrupt
     wall = time.perf_counter() - t0
     _, acc = net.evaluate(x_te, y_te)
-    net.training_summary = {"dataset": name, "preset": "default", "epochs": cfg["epochs"],
+    net.training_summary = {"dataset": name, "preset": "default", "epochs": trainer.epochs,
                             "seed": 0, "test_accuracy": acc, "wall_seconds": wall}
     _say(f"trained in {wall:.1f} s, test accuracy {acc:.2%} ({name})", quiet)
     info = {"source": "default model, trained just now", "metadata": {
