@@ -154,21 +154,24 @@ def test_first_layer_mode_counts_the_batches_that_fit():
     """The rule on batches of 4 rows of 40 inputs (a batch fits with at most
     4 * 40 // 4 + 1 = 41 non-zeros): "never" when at most 1 in 10 batches fits, a mode
     asked for explicitly and full batches untouched."""
-    from digitcore.trainer import _first_layer_mode
+    from digitcore.trainer import _first_layer_mode, _nonzero_sample
+
+    def mode(x, bs, requested):
+        return _first_layer_mode(_nonzero_sample(x), len(x), bs, requested)
 
     x = np.zeros((40, 40), np.uint8)
     x[:, :20] = 1  # 80 non-zeros per batch: none fits
-    assert _first_layer_mode(x, 4, "auto") == "never"
+    assert mode(x, 4, "auto") == "never"
     x[:4, 10:20] = 0  # the first batch: 40, fits
-    assert _first_layer_mode(x, 4, "auto") == "never"
+    assert mode(x, 4, "auto") == "never"
     x[4:8, 10:20] = 0
     x[4, 10] = 1  # the second: 41, fits, so 2 in 10
-    assert _first_layer_mode(x, 4, "auto") == "auto"
+    assert mode(x, 4, "auto") == "auto"
     x[4, 11] = 1  # 42: over
-    assert _first_layer_mode(x, 4, "auto") == "never"
-    assert _first_layer_mode(x, 40, "auto") == "auto"  # one full batch
-    assert _first_layer_mode(x, 4, "always") == "always"
-    assert _first_layer_mode(np.zeros((40, 40), np.float32), 4, "auto") == "auto"
+    assert mode(x, 4, "auto") == "never"
+    assert mode(x, 40, "auto") == "auto"  # one full batch
+    assert mode(x, 4, "always") == "always"
+    assert mode(np.zeros((40, 40), np.float32), 4, "auto") == "auto"
 
 
 def test_all_zero_rows_and_full_batch(rng):
@@ -367,15 +370,15 @@ def test_the_split_halves_the_non_zeros_and_changes_only_rounding(rng):
     """Trainer cuts the inputs where the data's non-zeros are halved, on a multiple of
     8; where the cut falls changes the forward's sums only by rounding; a split out of
     range is a clear error."""
-    from digitcore.trainer import _sparse_split
+    from digitcore.trainer import _nonzero_sample, _sparse_split
     x, y = _sparse_digits(rng, n=600, d=200, density=0.2)
     x[:, :100] = 0  # all the ink in the right half: the cut moves right of 100
-    split = _sparse_split(x)
+    split = _sparse_split(_nonzero_sample(x))
     nz = np.count_nonzero(x, axis=0)
     assert split % 8 == 0 and 100 < split < 200
     imbalance = [abs(2 * int(nz[:c].sum()) - int(nz.sum())) for c in range(0, 201, 8)]
     assert imbalance[split // 8] == min(imbalance)
-    assert _sparse_split(np.zeros((4, 30), np.uint8)) == 0
+    assert _sparse_split(_nonzero_sample(np.zeros((4, 30), np.uint8))) == 0
     kw = dict(bs=64, epochs=1, optimizer="sgd", lr=0.1)
     a, _ = _train(x, y, [200, 130, 5], "always", split=8, **kw)
     b, _ = _train(x, y, [200, 130, 5], "always", split=split, **kw)

@@ -38,18 +38,25 @@ _AUG_SEED_STREAM = 0x6175676D656E74
 _SPLIT_SAMPLES = 8192
 
 
-def _sparse_split(x):
+def _nonzero_sample(x):
+    """Which entries of x's first _SPLIT_SAMPLES rows are non-zero: the one look at the
+    data that _sparse_split and _first_layer_mode both count (along columns, along rows)."""
+    return x[:_SPLIT_SAMPLES] != 0
+
+
+def _sparse_split(nonzero):
     """Where the first layer's sparse products cut the inputs into two groups, one per
     thread on two cores (csrc/mlp_layer0.c): the column, a multiple of 8 (the
-    gather's vector width), that best halves the non-zero inputs of the first
-    _SPLIT_SAMPLES rows. MNIST's ink sits a little low: 408 of 784 (half is 392). A
-    function of the data alone, so the same data gives the same bits on any number of
-    threads. 0 (the kernel's default) when the sample is all zeros."""
-    counts = np.count_nonzero(x[:_SPLIT_SAMPLES], axis=0)
+    gather's vector width), that best halves the non-zero inputs of the sample
+    ``nonzero`` (_nonzero_sample of the training inputs). MNIST's ink sits a little low:
+    408 of 784 (half is 392). A function of the data alone, so the same data gives the
+    same bits on any number of threads. 0 (the kernel's default) when the sample is all
+    zeros."""
+    counts = np.count_nonzero(nonzero, axis=0)
     cum = np.cumsum(counts, dtype=np.int64)
     if cum.size == 0 or cum[-1] == 0:
         return 0
-    cuts = np.arange(0, x.shape[1] + 1, 8)
+    cuts = np.arange(0, nonzero.shape[1] + 1, 8)
     below = np.concatenate(([0], cum))[cuts]  # non-zeros before each candidate cut
     return int(cuts[np.argmin(np.abs(2 * below - cum[-1]))])
 
@@ -59,10 +66,11 @@ def _sparse_split(x):
 _SPARSE_MIN_FIT = 0.1
 
 
-def _first_layer_mode(x, bs, requested):
-    """The C loop's ``sparse_input`` for a run on ``x`` with batches of ``bs`` rows:
+def _first_layer_mode(nonzero, n, bs, requested):
+    """The C loop's ``sparse_input`` for a run on ``n`` rows with batches of ``bs`` rows:
     ``requested``, except that "auto" becomes "never" when at most _SPARSE_MIN_FIT of the
-    batches of x's first _SPLIT_SAMPLES rows (cut in order) hold at most a quarter
+    batches of the sample ``nonzero`` (_nonzero_sample of the training inputs, cut in
+    order) hold at most a quarter
     non-zero inputs, the sparse path's limit per batch (csrc/mlp_layer0.c). On such data
     (Fashion-MNIST, about half its pixels non-zero) every batch would first be gathered
     sparse until the limit stopped it, then run the GEMM on the sparse path's layout:
@@ -71,14 +79,13 @@ def _first_layer_mode(x, bs, requested):
     (csrc/mlp_keep.c), and a data set over the limit is told apart once. A function of
     the data and the batch size alone, so a run's bits do not depend on the thread
     count."""
-    n = x.shape[0]
     if requested != "auto" or bs >= n:
         return requested
-    per_row = np.count_nonzero(x[:_SPLIT_SAMPLES], axis=1)
+    per_row = np.count_nonzero(nonzero, axis=1)
     rows = min(bs, per_row.shape[0])  # (batches longer than the sample: the sample)
     k = per_row.shape[0] // rows
     per_batch = per_row[:k * rows].reshape(k, rows).sum(axis=1)
-    fits = np.count_nonzero(per_batch <= rows * x.shape[1] // 4 + 1)
+    fits = np.count_nonzero(per_batch <= rows * nonzero.shape[1] // 4 + 1)
     return "never" if fits <= _SPARSE_MIN_FIT * k else "auto"
 
 
@@ -551,12 +558,14 @@ class Trainer:
             opt.reset(net.n_params)
         grads = np.empty(net.n_params, np.float32)
         c_net = net.c_net(net.dropout)
+        nonzero = (_nonzero_sample(x2) if self._sparse_split is None
+                   or (shift == 0.0 and self._sparse_input == "auto") else None)
         # (a shift turns the sparse path off in C: nothing to decide)
         first_layer = (self._sparse_input if shift != 0.0
-                       else _first_layer_mode(x2, bs, self._sparse_input))
+                       else _first_layer_mode(nonzero, n, bs, self._sparse_input))
         c_net.sparse_input = first_layer
         if first_layer != "never":
-            c_net.sparse_split = (_sparse_split(x2) if self._sparse_split is None
+            c_net.sparse_split = (_sparse_split(nonzero) if self._sparse_split is None
                                    else self._sparse_split)
         chunk_batches = max(1, self.chunk_samples // bs)
         # Full-batch descent loads every row of x at each step: the C loop keeps their
