@@ -13,13 +13,13 @@ training images; this benchmark only reports their test accuracy.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _data import shared_mnist  # noqa: E402
 import _results  # noqa: E402
 import digitcore  # noqa: E402
 from digitcore.presets import build  # noqa: E402
@@ -49,8 +49,7 @@ def run(preset_name, data, seed, verbose):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default=os.environ.get(
-        "DIGITCORE_SHARED_MNIST", str(HERE.parents[1] / "shared/data/mnist")))
+    ap.add_argument("--data-dir", default=shared_mnist())
     ap.add_argument("--presets", default="default,best,tutorial,mini")
     ap.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     ap.add_argument("--verbose", type=int, default=2)

@@ -13,7 +13,6 @@ network shape, and prints both times; the verdict is the median of the per-round
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _data import shared_mnist  # noqa: E402
 
 import _results  # noqa: E402
 import digitcore  # noqa: E402
@@ -41,8 +41,7 @@ def epoch(x, y, hidden, augment, seed):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default=os.environ.get(
-        "DIGITCORE_SHARED_MNIST", str(HERE.parents[2] / "shared/data/mnist")))
+    ap.add_argument("--data-dir", default=shared_mnist())
     ap.add_argument("--hidden", default="800")
     ap.add_argument("--augment", default="full")
     ap.add_argument("--rounds", type=int, default=5)

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _data import shared_mnist  # noqa: E402
 
 CASES = {
     "b128": dict(bs=128, data="mnist"),
@@ -83,9 +85,7 @@ def run_one(case, variant, args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default=os.environ.get("DIGITCORE_SHARED_MNIST", str(next(
-        (p for p in (HERE.parents[1] / "shared/data/mnist", HERE.parents[2] / "shared/data/mnist")
-         if p.is_dir()), HERE.parents[1] / "shared/data/mnist"))))
+    ap.add_argument("--data-dir", default=shared_mnist())
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--rounds", type=int, default=3)

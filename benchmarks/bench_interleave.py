@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _data import shared_mnist  # noqa: E402
 from _workers import Worker, worker_env  # noqa: E402
 
 VARIANTS = {  # name: (parts the worker runs, extra environment)
@@ -110,9 +110,7 @@ def _worker(variant, args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default=os.environ.get("DIGITCORE_SHARED_MNIST", str(next(
-        (p for p in (HERE.parents[1] / "shared/data/mnist", HERE.parents[2] / "shared/data/mnist")
-         if p.is_dir()), HERE.parents[1] / "shared/data/mnist"))))
+    ap.add_argument("--data-dir", default=shared_mnist())
     ap.add_argument("--variants", default=",".join(GROUPS),
                     help="comma-separated: " + ", ".join(GROUPS))
     ap.add_argument("--rounds", type=int, default=7)

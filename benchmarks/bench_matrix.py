@@ -3,6 +3,7 @@
     python benchmarks/bench_matrix.py --short          # ~10 min: 12,000 images, 3 rounds
     python benchmarks/bench_matrix.py                  # full data, 5 rounds
     python benchmarks/bench_matrix.py --cases mnist-b128,proba-1 --threads 2 --rounds 9
+        --json /tmp/cases.json                         # a subset names its results file
 
 For every (case, thread count) each system runs in a worker process of its own (so no other
 library's thread pool spins beside it), started with OMP/OpenBLAS/MKL/DIGITCORE thread
@@ -22,7 +23,9 @@ skipped, and so are cases whose data is missing (Fashion-MNIST, scikit-learn's 8
 `digitcore-dense` is digitcore with its sparse first layer switched off (training and
 inference), on the same uint8 data: not a peer, its time over digitcore's is printed as the
 sparse path's gain. Results, with each figure as a named claim, go to
-benchmarks/results/bench_matrix.json (see _results.py).
+benchmarks/results/bench_matrix.json (see _results.py), which the README quotes: a run of
+fewer cases, systems or thread counts must name another file with --json. The MNIST folder
+is --data-dir, else $DIGITCORE_SHARED_MNIST, else shared/data/mnist beside the checkout.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _data import shared_mnist  # noqa: E402
 import _results  # noqa: E402
 from _workers import Worker, worker_env  # noqa: E402
 
@@ -70,6 +74,8 @@ CASES = {
 }
 SYSTEMS = ("digitcore", "digitcore-dense", "numpy", "pytorch")
 SHORT_TRAIN = 12000
+DEFAULT_THREADS = "1,2"
+COMMITTED = HERE / "results" / "bench_matrix.json"  # the README quotes its claims
 
 
 # ---------------------------------------------------------------------------------------
@@ -141,7 +147,19 @@ class _DigitcoreDense(_Digitcore):
     sparse_input = "never"
 
 
-class _Numpy:
+class _Peer:
+    """What the NumPy and PyTorch peers share: inference on their model's predict_proba."""
+
+    @staticmethod
+    def proba(model, x):
+        return model.predict_proba(x)
+
+    @staticmethod
+    def predict(model, x):
+        return model.predict_proba(x).argmax(1)
+
+
+class _Numpy(_Peer):
     def __init__(self, case, threads):
         import numpy as np
         self.np = np
@@ -162,16 +180,8 @@ class _Numpy:
             model.train_epoch(x, y, bs, self.case.get("lr", 0.1), rng)
         return time.perf_counter() - t
 
-    @staticmethod
-    def proba(model, x):
-        return model.predict_proba(x)
 
-    @staticmethod
-    def predict(model, x):
-        return model.predict_proba(x).argmax(1)
-
-
-class _Torch:
+class _Torch(_Peer):
     def __init__(self, case, threads):
         import torch
         torch.set_num_threads(threads)
@@ -188,14 +198,6 @@ class _Torch:
         c = self.case
         return model.fit(x, y, c["bs"] or len(x), epochs, c.get("lr", 0.1),
                          c.get("optimizer", "sgd"), seed)
-
-    @staticmethod
-    def proba(model, x):
-        return model.predict_proba(x)
-
-    @staticmethod
-    def predict(model, x):
-        return model.predict_proba(x).argmax(1)
 
 
 def _reply(obj):
@@ -465,24 +467,60 @@ def markdown(result, claims, results_file="bench_matrix.json"):
     return "\n".join(out)
 
 
+def results_path(args):
+    """Where a run's results go: --json, else bench_matrix-short.json for --short, else the
+    committed bench_matrix.json, which only a run of every case, system and thread count
+    may replace (the README quotes its claims; a subset would drop them)."""
+    if args.json:
+        return Path(args.json)
+    if args.short:
+        return HERE / "results" / "bench_matrix-short.json"
+    chosen = {"--cases": (set(CASES) if args.cases == "all" else set(args.cases.split(",")),
+                          set(CASES)),
+              "--systems": (set(args.systems.split(",")), set(SYSTEMS)),
+              "--threads": (set(args.threads.split(",")), set(DEFAULT_THREADS.split(",")))}
+    subset = [flag for flag, (got, full) in chosen.items() if got != full]
+    if subset:
+        raise SystemExit(
+            f"bench_matrix: a run with {' and '.join(subset)} measures a subset of the matrix, "
+            "and would overwrite benchmarks/results/bench_matrix.json, whose claims the "
+            "README quotes, without the rest: name its results file with --json FILE (e.g. "
+            "--json benchmarks/results/bench_matrix-changed.json)")
+    return COMMITTED
+
+
+def keep_claims(out, claims):
+    """`out`, unless it is the committed results file and `claims` lack some of its claims
+    (a case or peer skipped: data or torch missing): then bench_matrix-partial.json, so
+    that no figure the README quotes is lost."""
+    if out != COMMITTED or not COMMITTED.is_file():
+        return out
+    missing = sorted(set(json.loads(COMMITTED.read_text())["claims"]) - set(claims))
+    if not missing:
+        return out
+    partial = COMMITTED.with_name("bench_matrix-partial.json")
+    print(f"bench_matrix: this run lacks {len(missing)} claims of {COMMITTED.name} (e.g. "
+          f"{', '.join(missing[:3])}): results go to {partial.name}, {COMMITTED.name} is "
+          "left as it was")
+    return partial
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default=os.environ.get("DIGITCORE_SHARED_MNIST", str(next(
-        (p for p in (HERE.parents[1] / "shared/data/mnist", HERE.parents[2] / "shared/data/mnist")
-         if p.is_dir()), HERE.parents[1] / "shared/data/mnist"))))
+    ap.add_argument("--data-dir", default=shared_mnist())
     ap.add_argument("--fashion-dir", default=os.environ.get(
         "DIGITCORE_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
     ap.add_argument("--short", action="store_true",
                     help=f"first {SHORT_TRAIN} training images, 3 rounds")
     ap.add_argument("--rounds", type=int, default=0)
-    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--threads", default=DEFAULT_THREADS)
     ap.add_argument("--cases", default="all", help="'all' or names: " + ",".join(CASES))
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--pause", type=float, default=0.5,
                     help="seconds before each timed run (the previous pools go to sleep)")
     ap.add_argument("--json", default=None,
-                    help="default benchmarks/results/bench_matrix.json "
-                         "(bench_matrix-short.json with --short)")
+                    help="default benchmarks/results/bench_matrix.json (a run of the whole "
+                         "matrix only), bench_matrix-short.json with --short")
     ap.add_argument("--worker", nargs=3, metavar=("SYSTEM", "CASE", "THREADS"),
                     help=argparse.SUPPRESS)
     ap.add_argument("--ceiling-worker", nargs=3, metavar=("SYSTEM", "THREADS", "REPS"),
@@ -502,6 +540,7 @@ def main():
         s, t, reps = args.ceiling_worker
         ceiling_worker(s, int(t), int(reps))
         return
+    out = results_path(args)
     result = run(args)
     claims = claims_of(result)
     try:  # the share of zero pixels, which the sparse first layer skips
@@ -510,8 +549,8 @@ def main():
         claims["mnist_train_zero_pixels_pct"] = 100.0 * float((xm == 0).mean())
     except (OSError, ValueError) as exc:
         print(f"MNIST's zero-pixel share not measured: {exc}")
-    path = _results.save(__file__, claims, result, args.json or (
-        HERE / "results" / "bench_matrix-short.json" if args.short else None))
+    out = keep_claims(out, claims)
+    path = _results.save(__file__, claims, result, out)
     print()
     print(markdown(result, claims, Path(path).name))
     if result["failed"]:

@@ -10,13 +10,13 @@ difference is what training itself holds (the uint8 images stay uint8).
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _data import shared_mnist  # noqa: E402
 import _results  # noqa: E402
 CODE = """
 import resource, sys, digitcore as dc
@@ -40,8 +40,7 @@ def peak(data_dir, mode, epochs):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default=os.environ.get(
-        "DIGITCORE_SHARED_MNIST", str(HERE.parents[1] / "shared/data/mnist")))
+    ap.add_argument("--data-dir", default=shared_mnist())
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--json", default=None, help="results file (default: the committed "
                     "benchmarks/results/bench_memory.json)")

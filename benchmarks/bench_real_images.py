@@ -25,7 +25,6 @@ is 1000 + --seed, and nothing is saved.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
+from _data import shared_mnist  # noqa: E402
 
 import _results  # noqa: E402
 from photo_digits import CORRUPTIONS, non_digits, photo_digit, photo_set  # noqa: E402
@@ -42,11 +42,6 @@ from photo_digits import CORRUPTIONS, non_digits, photo_digit, photo_set  # noqa
 DEV_SEED = 1000
 
 
-def _shared_mnist():
-    for p in (HERE.parents[1] / "shared/data/mnist", HERE.parents[2] / "shared/data/mnist"):
-        if p.is_dir():
-            return str(p)
-    return None
 
 
 def _model(path, data_dir, dev):
@@ -94,8 +89,7 @@ def _alone(net, x, y, seed):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None)
-    ap.add_argument("--data-dir", default=os.environ.get("DIGITCORE_SHARED_MNIST",
-                                                         _shared_mnist()))
+    ap.add_argument("--data-dir", default=shared_mnist(required=False))
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dev", action="store_true", help="the development set (see above); "

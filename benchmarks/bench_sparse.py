@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _data import shared_mnist  # noqa: E402
 import _results  # noqa: E402
 SYSTEMS = ("digitcore-sparse", "sklearn-sparse", "digitcore-dense-uint8")
 
@@ -73,8 +73,7 @@ def worker(system, epochs, threads, data_dir, n):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default=os.environ.get("DIGITCORE_SHARED_MNIST",
-                                                         HERE.parent.parent / "shared/data/mnist"))
+    ap.add_argument("--data-dir", default=shared_mnist())
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)

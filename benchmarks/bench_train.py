@@ -15,7 +15,6 @@ work divided by the time, which can exceed the GEMM rate.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -26,6 +25,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _data import shared_mnist  # noqa: E402
 
 import _results  # noqa: E402
 import digitcore  # noqa: E402
@@ -161,8 +161,7 @@ def gemm_ceiling(sizes, bs, threads):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default=os.environ.get("DIGITCORE_SHARED_MNIST",
-                                                         str(HERE.parents[1] / "shared/data/mnist")))
+    ap.add_argument("--data-dir", default=shared_mnist())
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--configs", default="all", help="'all' or indices like 0,2")

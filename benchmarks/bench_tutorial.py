@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import io
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _data import shared_mnist  # noqa: E402
 from _workers import worker_env  # noqa: E402
 STEPS = 500  # the tutorial preset's epochs (one full-batch step each)
 
@@ -77,9 +77,7 @@ def run_worker(system, threads, args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default=os.environ.get("DIGITCORE_SHARED_MNIST", str(next(
-        (p for p in (HERE.parents[1] / "shared/data/mnist", HERE.parents[2] / "shared/data/mnist")
-         if p.is_dir()), HERE.parents[1] / "shared/data/mnist"))))
+    ap.add_argument("--data-dir", default=shared_mnist())
     ap.add_argument("--threads", default="2")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--numpy-steps", type=int, default=40)

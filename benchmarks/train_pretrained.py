@@ -31,6 +31,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _data import shared_mnist  # noqa: E402
 import _results  # noqa: E402
 import digitcore  # noqa: E402
 from digitcore.presets import PRESETS  # noqa: E402
@@ -43,14 +44,6 @@ DEFAULT_OUT = HERE.parent / "src" / "digitcore" / "_data" / PRETRAINED_FILE
 TARGET_ACCURACY = 0.993  # issue 19: the bundled model reads >= 99.3% of the test set
 
 
-def _shared_mnist():
-    env = os.environ.get("DIGITCORE_SHARED_MNIST")
-    if env:
-        return env
-    for p in (HERE.parents[1] / "shared/data/mnist", HERE.parents[2] / "shared/data/mnist"):
-        if p.is_dir():
-            return str(p)
-    return None
 
 
 def _rounded_to(net, dtype):
@@ -70,7 +63,7 @@ def main(argv=None):
     ap.add_argument("--dtype", choices=["auto", "float16", "float32"], default="auto",
                     help="storage of the parameters; auto: float16 when it reads the test "
                          "set exactly as well as float32")
-    ap.add_argument("--data-dir", default=_shared_mnist(),
+    ap.add_argument("--data-dir", default=shared_mnist(required=False),
                     help="folder with the four MNIST files (default: $DIGITCORE_SHARED_MNIST "
                          "or the shared folder beside the repository)")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="model file to write")

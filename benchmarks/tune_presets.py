@@ -16,13 +16,13 @@ file, as the other benchmarks save theirs (benchmarks/_results.py).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _data import shared_mnist  # noqa: E402
 import _results  # noqa: E402
 import digitcore  # noqa: E402
 from digitcore.presets import TRAINER_KEYS, build, get_preset  # noqa: E402
@@ -65,8 +65,7 @@ def run(preset, split, seed, every, verbose):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default=os.environ.get(
-        "DIGITCORE_SHARED_MNIST", str(HERE.parents[1] / "shared/data/mnist")))
+    ap.add_argument("--data-dir", default=shared_mnist())
     ap.add_argument("--preset", default="augmented")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--val", type=int, default=10_000, help="validation images, taken "
