@@ -24,6 +24,8 @@ from digitcore.imaging import preprocess_image
 from digitcore.pretrained import (load_pretrained, pretrained_path, save_pretrained,
                                   train_pretrained, weights_digest)
 
+from serving import port_of, serve_process
+
 
 @pytest.fixture(scope="module")
 def mini():
@@ -288,14 +290,9 @@ def test_serve_falls_back_to_training_when_the_file_is_damaged(monkeypatch, tmp_
 
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT")
 def test_cli_serve_without_a_model_answers_at_once(bundled, tmp_path):
-    env = dict(os.environ, DIGITCORE_NUM_THREADS="1", DIGITCORE_CACHE_DIR=str(tmp_path))
-    proc = subprocess.Popen([sys.executable, "-m", "digitcore", "serve", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        line = proc.stdout.readline()
-        assert "http://" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
-        port = int(line[line.index("http://"):].split()[0].rstrip("/").rsplit(":", 1)[1])
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    env = dict(os.environ, DIGITCORE_CACHE_DIR=str(tmp_path))
+    with serve_process(["--port", "0"], env) as (proc, url):
+        conn = http.client.HTTPConnection("127.0.0.1", port_of(url), timeout=10)
         conn.request("GET", "/api/model")
         info = json.loads(conn.getresponse().read())
         x = digitcore.load_dataset("mnist-mini")[1][0][0]
@@ -305,10 +302,6 @@ def test_cli_serve_without_a_model_answers_at_once(bundled, tmp_path):
         conn.close()
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert info["source"] == "pretrained model (bundled)"
     assert info["file"] == pretrained.PRETRAINED_FILE
     assert info["layer_sizes"] == list(bundled.layer_sizes)

@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,6 +23,8 @@ from digitcore.imaging import preprocess_image
 from digitcore.serve import MAX_BODY, default_model, make_server
 from digitcore.serve.app import decode_png_bytes, is_loopback
 from digitcore.serve.png import PNGError, decode_png, encode_png
+
+from serving import port_of, running_server, serve_process
 
 try:
     import PIL  # noqa: F401
@@ -60,14 +61,8 @@ def test_images():
 
 @pytest.fixture(scope="module")
 def server(net):
-    srv = make_server(net, "127.0.0.1", 0)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(5)
+    with running_server(net) as srv:
+        yield srv
 
 
 def _request(server, method, path, body=None, headers=None, timeout=10):
@@ -327,11 +322,7 @@ def _reset(sock):
 
 @pytest.mark.parametrize("debug", [False, True])
 def test_disconnects_log_one_line(net, capfd, debug):
-    srv = make_server(net, "127.0.0.1", 0, debug=debug)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
+    with running_server(net, debug=debug) as srv:
         addr = srv.server_address[:2]
         # reset in the middle of the request line, and in the middle of a body
         s = socket.create_connection(addr)
@@ -349,10 +340,6 @@ def test_disconnects_log_one_line(net, capfd, debug):
             time.sleep(0.05)
             err += capfd.readouterr().err
         assert _json(srv, "GET", "/healthz") == (200, {"status": "ok"})  # still serving
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(5)
     assert err.count("ConnectionResetError") == 2, err
     if debug:
         assert err.count("Traceback") == 2, err
@@ -557,18 +544,12 @@ def test_twenty_concurrent_clients(server, net, test_images):
 def test_server_serves_a_copy(net, test_images):
     """Changing the caller's network afterwards does not change what is served."""
     other = net.copy()
-    srv = make_server(other, "127.0.0.1", 0)
-    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                     daemon=True).start()
-    try:
+    with running_server(other) as srv:
         img = test_images[0][0]
         before = _predict(srv, {"pixels": img.ravel().tolist()})[1]
         other.flat_parameters[...] = 0.0
         after = _predict(srv, {"pixels": img.ravel().tolist()})[1]
         assert before == {**after, "milliseconds": before["milliseconds"]}
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 def test_make_server_rejects_other_input_sizes():
@@ -628,34 +609,13 @@ def test_default_model_interrupted_training_is_not_cached(monkeypatch, one_threa
     assert not (get_cache_dir() / "serve-default.safetensors").exists()
 
 
-def _start_cli(args, env):
-    return subprocess.Popen([sys.executable, "-m", "digitcore", "serve", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-
-
-def _read_url(proc, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if "http://" in line:
-            return line[line.index("http://"):].split()[0]
-    proc.kill()
-    raise AssertionError(f"no URL printed; stderr: {proc.stderr.read()}")
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT")
 def test_cli_serve_prints_url_and_stops_cleanly_on_ctrl_c(net, tmp_path):
     model = tmp_path / "m.safetensors"
     net.save(model)
-    env = dict(os.environ, DIGITCORE_NUM_THREADS="1")
-    proc = _start_cli([str(model), "--port", "0"], env)
-    try:
-        url = _read_url(proc)
+    with serve_process([str(model), "--port", "0"]) as (proc, url):
         assert url.startswith("http://127.0.0.1:")
-        port = int(url.rstrip("/").rsplit(":", 1)[1])
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn = http.client.HTTPConnection("127.0.0.1", port_of(url), timeout=10)
         conn.request("GET", "/api/model")
         info = json.loads(conn.getresponse().read())
         conn.close()
@@ -663,10 +623,6 @@ def test_cli_serve_prints_url_and_stops_cleanly_on_ctrl_c(net, tmp_path):
         assert str(tmp_path) not in json.dumps(info)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     assert "stopped" in err and "Traceback" not in err
 

@@ -8,7 +8,6 @@ saved under the test's tmp_path. The browser only ever talks to the server on 12
 
 import json
 import shutil
-import threading
 
 import numpy as np
 import pytest
@@ -16,7 +15,8 @@ import pytest
 import digitcore
 from digitcore.datasets import load_mnist_mini
 from digitcore.imaging import preprocess_image, resize
-from digitcore.serve import make_server
+
+from serving import running_server, serve_process
 
 pytestmark = pytest.mark.browser
 
@@ -137,14 +137,8 @@ def browser(tmp_path, monkeypatch):
 @pytest.fixture
 def served():
     net = _network()
-    srv = make_server(net, "127.0.0.1", 0)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    yield net, srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(5)
+    with running_server(net) as srv:
+        yield net, srv
 
 
 def _draw(driver, canvas, strokes, kind="mouse"):
@@ -332,45 +326,22 @@ def test_model_line_shows_training_and_only_the_file_name(browser, tmp_path):
     path.parent.mkdir()
     # the nesting that 'digitcore train --out' wrote until now
     net.save(path, metadata={"training": {"dataset": "mnist-mini", "test_accuracy": 0.9123}})
-    srv = make_server(net, "127.0.0.1", 0, model_info=read_model_info(path))
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
+    with running_server(net, model_info=read_model_info(path)) as srv:
         browser.get(srv.url)
         wait = WebDriverWait(browser, 15)
         wait.until(lambda d: "784-16-10" in d.find_element(By.ID, "model").text)
         text = browser.find_element(By.ID, "model").text
         assert "trained on mnist-mini" in text and "test accuracy 91.2%" in text, text
         assert "(digits.safetensors)" in text and "secret-folder" not in text, text
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(5)
 
 
 def test_answer_is_cleared_when_the_server_stops(browser, tmp_path):
-    import os
-    import subprocess
-    import sys
-
     net = _network()
     _, label, strokes = _pick_digit(net)
     net.save(tmp_path / "m.safetensors")
     # a real server process, so that stopping it closes its kept-alive connections too
-    proc = subprocess.Popen([sys.executable, "-m", "digitcore", "serve",
-                             str(tmp_path / "m.safetensors"), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, DIGITCORE_NUM_THREADS="1"))
-    try:
-        line = proc.stdout.readline()
-        assert "http://" in line, (line, proc.stderr.read() if proc.poll() else "")
-        url = line[line.index("http://"):].split()[0]
+    with serve_process([str(tmp_path / "m.safetensors"), "--port", "0"]) as (proc, url):
         _stale_after_stop(browser, proc, url, label, strokes, tmp_path)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
 
 
 def _stale_after_stop(driver, proc, url, label, strokes, tmp_path):
