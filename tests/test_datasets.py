@@ -193,14 +193,13 @@ def test_verification_is_remembered_and_invalidated(tmp_path, monkeypatch):
     hashes = make_fake(tmp_path / "d")
     trust(monkeypatch, hashes)
     hashed = []
-    real = datasets._read_idx
+    real = datasets.read_idx_sha256
 
-    def counting(path, hasher=None):
-        if hasher is not None:
-            hashed.append(Path(path).name)
-        return real(path, hasher)
+    def counting(path):
+        hashed.append(Path(path).name)
+        return real(path)
 
-    monkeypatch.setattr(datasets, "_read_idx", counting)
+    monkeypatch.setattr(datasets, "read_idx_sha256", counting)
     load_mnist(tmp_path / "d", download=False)
     assert len(hashed) == 4
     assert (tmp_path / "cache" / "verified.json").is_file()

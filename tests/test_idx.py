@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from digitcore import DatasetError, read_idx, write_idx
-from digitcore.idx import IDX_TYPES, idx_header, sha256_idx
+from digitcore.idx import IDX_TYPES, idx_header, read_idx_sha256, sha256_idx
 
 TYPES = [(0x08, np.uint8), (0x09, np.int8), (0x0B, np.int16), (0x0C, np.int32),
          (0x0D, np.float32), (0x0E, np.float64)]
@@ -57,6 +57,9 @@ def test_read_hand_built_files(tmp_path, code, dtype, shape, compressed):
     np.testing.assert_array_equal(a, b)
     assert b.flags.writeable and b.flags.c_contiguous
     assert sha256_idx(p) == __import__("hashlib").sha256(data).hexdigest()
+    c, digest = read_idx_sha256(p)
+    np.testing.assert_array_equal(a, c)
+    assert c.dtype == b.dtype and digest == sha256_idx(p)
 
 
 def test_big_endian_values(tmp_path):

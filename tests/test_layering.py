@@ -101,3 +101,31 @@ def test_lower_layers_do_not_import_higher_ones():
     graph = import_graph()
     bad = {m: sorted(graph.get(m, set()) & above) for m, above in FORBIDDEN.items()}
     assert {m: b for m, b in bad.items() if b} == {}
+
+
+def private_imports(sources):
+    """(module, imported) for every ``from digitcore.x import _name`` of a module `x` whose
+    own name is public: a private name used across modules, which belongs in a private
+    module (``_checks``, ``_atomic``, ...) or in its module's documented API."""
+    found = []
+    for module, text in sources.items():
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and \
+                    node.module.startswith("digitcore."):
+                target = node.module.split(".")[1]
+                if not target.startswith("_") and target != module:
+                    found += [(module, f"{target}.{a.name}") for a in node.names
+                              if a.name.startswith("_")]
+    return found
+
+
+def test_private_imports_are_found():
+    assert private_imports({"plots": "def f():\n    from digitcore.metrics import _x, y\n",
+                            "a": "from digitcore._checks import labels_in\n"
+                                 "from digitcore.idx import read_idx\n"}) == \
+        [("plots", "metrics._x")]
+
+
+def test_no_module_imports_another_modules_private_names():
+    sources = {p.stem: p.read_text(encoding="utf-8") for p in PACKAGE.rglob("*.py")}
+    assert private_imports(sources) == []

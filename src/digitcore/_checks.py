@@ -1,8 +1,11 @@
-"""The rules for samples and class labels, in one place: Network, Trainer, datasets and
-metrics apply them, each raising its own error type, with messages that name the argument.
+"""The rules for samples and class labels, in one place: Network, Trainer, datasets,
+metrics, plots and augmentation apply them, each raising its own error type, with messages
+that name the argument.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -51,3 +54,60 @@ def class_indices(y, n: int, n_classes: int | None = None, *, name: str = "y",
         if lo < 0:
             raise error(f"{name} has a negative label ({lo})")
     return out
+
+
+def square_images(x: np.ndarray, name: str = "x") -> np.ndarray:
+    """(n, H, W) view of ``x`` given as (n, H, W), or as (n, F) with F a perfect square:
+    the images augmentation deforms; anything else raises ValueError."""
+    if x.ndim == 3:
+        return x
+    if x.ndim == 2:
+        side = math.isqrt(x.shape[1])
+        if side * side == x.shape[1]:
+            return x.reshape(x.shape[0], side, side)
+        raise ValueError(f"augmentation needs images: {name} has {x.shape[1]} features "
+                         f"per sample, not a square; give {name} as (n, height, width)")
+    raise ValueError(f"augmentation needs images: {name} must be (n, height, width) or "
+                     f"(n, features), got shape {x.shape}")
+
+
+def metric_labels(y, name: str) -> np.ndarray:
+    """``y`` as a 1-D array of labels a metric can compare (bool, int, float, str or object;
+    floats finite), or ValueError naming the argument."""
+    arr = labels_1d(y, name)
+    if arr.dtype.kind not in "biuUSO" and arr.dtype.kind != "f":
+        raise ValueError(f"{name} has unsupported dtype {arr.dtype}")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite labels")
+    return arr
+
+
+def label_pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
+    """``(y_true, y_pred)`` checked by :func:`metric_labels`, of one non-zero length."""
+    y_true = metric_labels(y_true, "y_true")
+    y_pred = metric_labels(y_pred, "y_pred")
+    if y_true.shape[0] != y_pred.shape[0]:
+        raise ValueError(
+            f"y_true and y_pred have different lengths: {y_true.shape[0]} and "
+            f"{y_pred.shape[0]}")
+    if y_true.shape[0] == 0:
+        raise ValueError("y_true and y_pred are empty")
+    return y_true, y_pred
+
+
+def labels_in(y_true: np.ndarray, y_pred: np.ndarray, labels) -> np.ndarray:
+    """The classes a metric counts, in order: ``labels`` (1-D, non-empty, no duplicates),
+    or when None the sorted union of ``y_true`` and ``y_pred`` (as scikit-learn)."""
+    if labels is None:
+        try:
+            return np.union1d(y_true, y_pred)
+        except TypeError as exc:
+            raise ValueError(
+                f"y_true ({y_true.dtype}) and y_pred ({y_pred.dtype}) labels cannot be "
+                "compared; use one label type") from exc
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.shape[0] == 0:
+        raise ValueError(f"labels must be a non-empty 1-D array, got shape {labels.shape}")
+    if np.unique(labels).shape[0] != labels.shape[0]:
+        raise ValueError("labels contains duplicates")
+    return labels

@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from digitcore._checks import square_images
+
 __all__ = ["Augment", "AUGMENTS", "get_augment"]
 
 
@@ -105,27 +107,13 @@ class Augment:
 
         x = np.asarray(images)
         shape = x.shape
-        x3 = _as_square_images(x, "images")
+        x3 = square_images(x, "images")
         if x3.dtype != np.uint8:
             x3 = np.ascontiguousarray(x3, dtype=np.float32)
         bank = self.bank(seed, stream)
         out = augment(np.ascontiguousarray(x3), bank=bank, seed=seed, stream=stream,
                       **self.kernel_args())
         return out.reshape(shape)
-
-
-def _as_square_images(x, name="x"):
-    """(n, H, W) view of (n, H, W) or (n, F) with F a perfect square."""
-    if x.ndim == 3:
-        return x
-    if x.ndim == 2:
-        side = math.isqrt(x.shape[1])
-        if side * side == x.shape[1]:
-            return x.reshape(x.shape[0], side, side)
-        raise ValueError(f"augmentation needs images: {name} has {x.shape[1]} features "
-                         f"per sample, not a square; give {name} as (n, height, width)")
-    raise ValueError(f"augmentation needs images: {name} must be (n, height, width) or "
-                     f"(n, features), got shape {x.shape}")
 
 
 # Named recipes. "affine" and "elastic" follow Ciresan et al. (2010) and Simard et al.

@@ -44,7 +44,7 @@ import numpy as np
 from digitcore._version import __version__
 from digitcore.errors import DatasetError
 from digitcore._atomic import atomic_file, fsync_dir as _fsync_dir
-from digitcore.idx import _read_idx, read_idx
+from digitcore.idx import read_idx, read_idx_sha256
 # splitting and batching live in _prepare.py; this module is their public home
 from digitcore._prepare import (  # noqa: F401
     as_2d_images, check_labels, iter_batches, one_hot, train_val_split)
@@ -282,9 +282,7 @@ def _load_verified(path: Path, expected: str | None, what: str, stamps: _Stamps 
         raise DatasetError(f"{path}: cannot stat ({exc})") from None
     if stamps is not None and stamps.ok(path, st, expected):
         return read_idx(path)
-    h = hashlib.sha256()
-    arr = _read_idx(path, h)
-    got = h.hexdigest()
+    arr, got = read_idx_sha256(path)
     if got != expected:
         raise _mismatch(path, what, got, expected)
     if stamps is not None:

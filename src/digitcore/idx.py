@@ -343,8 +343,14 @@ def write_idx(path: str | os.PathLike, array, *, compress: bool | None = None,
             f.write(payload)
 
 
+def read_idx_sha256(path: str | os.PathLike) -> tuple[np.ndarray, str]:
+    """:func:`read_idx` and the SHA-256 hex digest of the file's decompressed content, in
+    one pass over the file (how :mod:`digitcore.datasets` verifies the files it loads)."""
+    h = hashlib.sha256()
+    arr = _read_idx(path, h)
+    return arr, h.hexdigest()
+
+
 def sha256_idx(path) -> str:
     """SHA-256 hex digest of the decompressed content of an IDX file (validates it too)."""
-    h = hashlib.sha256()
-    _read_idx(path, h)
-    return h.hexdigest()
+    return read_idx_sha256(path)[1]

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from digitcore._checks import labels_1d
+from digitcore._checks import label_pair, labels_in, metric_labels
 
 __all__ = [
     "accuracy",
@@ -36,44 +36,6 @@ _AVERAGES = (None, "macro", "weighted", "micro")
 
 # ----------------------------------------------------------------------------
 # validation helpers
-
-def _as_labels(y, name: str) -> np.ndarray:
-    """Return `y` as a 1-D array, or raise ValueError naming the argument."""
-    arr = labels_1d(y, name)
-    if arr.dtype.kind not in "biuUSO" and arr.dtype.kind != "f":
-        raise ValueError(f"{name} has unsupported dtype {arr.dtype}")
-    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinite labels")
-    return arr
-
-
-def _check_pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
-    y_true = _as_labels(y_true, "y_true")
-    y_pred = _as_labels(y_pred, "y_pred")
-    if y_true.shape[0] != y_pred.shape[0]:
-        raise ValueError(
-            f"y_true and y_pred have different lengths: {y_true.shape[0]} and "
-            f"{y_pred.shape[0]}")
-    if y_true.shape[0] == 0:
-        raise ValueError("y_true and y_pred are empty")
-    return y_true, y_pred
-
-
-def _resolve_labels(y_true: np.ndarray, y_pred: np.ndarray, labels) -> np.ndarray:
-    if labels is None:
-        try:
-            return np.union1d(y_true, y_pred)
-        except TypeError as exc:
-            raise ValueError(
-                f"y_true ({y_true.dtype}) and y_pred ({y_pred.dtype}) labels cannot be "
-                "compared; use one label type") from exc
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or labels.shape[0] == 0:
-        raise ValueError(f"labels must be a non-empty 1-D array, got shape {labels.shape}")
-    if np.unique(labels).shape[0] != labels.shape[0]:
-        raise ValueError("labels contains duplicates")
-    return labels
-
 
 def _label_index(y: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Position of each element of `y` in `labels`, or -1 where it is absent."""
@@ -133,7 +95,7 @@ def accuracy_score(y_true, y_pred) -> float:
     float
         ``mean(y_true == y_pred)``, in [0, 1].
     """
-    y_true, y_pred = _check_pair(y_true, y_pred)
+    y_true, y_pred = label_pair(y_true, y_pred)
     return float(np.mean(y_true == y_pred))
 
 
@@ -159,8 +121,8 @@ def confusion_matrix(y_true, y_pred, labels=None) -> np.ndarray:
         ``cm[i, j]`` is the number of samples of true class ``labels[i]``
         predicted as ``labels[j]``.
     """
-    y_true, y_pred = _check_pair(y_true, y_pred)
-    labels = _resolve_labels(y_true, y_pred, labels)
+    y_true, y_pred = label_pair(y_true, y_pred)
+    labels = labels_in(y_true, y_pred, labels)
     n = labels.shape[0]
     ti = _label_index(y_true, labels)
     pi = _label_index(y_pred, labels)
@@ -199,8 +161,8 @@ def precision_recall_fscore_support(y_true, y_pred, labels=None, average=None,
     if average not in _AVERAGES:
         raise ValueError(f"average must be one of {_AVERAGES}, got {average!r}")
     zd = _check_zero_division(zero_division)
-    y_true, y_pred = _check_pair(y_true, y_pred)
-    labels = _resolve_labels(y_true, y_pred, labels)
+    y_true, y_pred = label_pair(y_true, y_pred)
+    labels = labels_in(y_true, y_pred, labels)
     n = labels.shape[0]
     ti = _label_index(y_true, labels)
     pi = _label_index(y_pred, labels)
@@ -266,8 +228,8 @@ def classification_report(y_true, y_pred, digits=2, target_names=None, output_di
     if isinstance(digits, bool) or not isinstance(digits, (int, np.integer)) or digits < 0:
         raise ValueError(f"digits must be a non-negative int, got {digits!r}")
     digits = int(digits)
-    y_true, y_pred = _check_pair(y_true, y_pred)
-    labels = _resolve_labels(y_true, y_pred, None)
+    y_true, y_pred = label_pair(y_true, y_pred)
+    labels = labels_in(y_true, y_pred, None)
     if target_names is None:
         target_names = [str(label) for label in labels]
     else:
@@ -339,7 +301,7 @@ def top_mistakes(y_true, proba, k=10) -> list[Mistake]:
         confidence; ties keep sample order. The prediction is
         ``argmax(proba[index])`` and the confidence its probability.
     """
-    y_true = _as_labels(y_true, "y_true")
+    y_true = metric_labels(y_true, "y_true")
     proba = np.asarray(proba)
     if proba.ndim != 2:
         raise ValueError(f"proba must have shape (n, n_classes), got shape {proba.shape}")

@@ -181,10 +181,11 @@ def plot_confusion_matrix(cm_or_y_true, y_pred=None, labels=None, normalize=Fals
     matplotlib.figure.Figure
     """
     if y_pred is not None:
-        from digitcore.metrics import _resolve_labels, _check_pair, confusion_matrix
+        from digitcore._checks import label_pair, labels_in
+        from digitcore.metrics import confusion_matrix
 
-        yt, yp = _check_pair(cm_or_y_true, y_pred)
-        classes = _resolve_labels(yt, yp, labels)
+        yt, yp = label_pair(cm_or_y_true, y_pred)
+        classes = labels_in(yt, yp, labels)
         cm = confusion_matrix(yt, yp, labels=classes)
         names = [str(c) for c in classes]
     else:

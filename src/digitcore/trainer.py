@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from digitcore._checks import square_images
 from digitcore.errors import TrainingDivergedError
 from digitcore.optim import get_optimizer, make_schedule
 
@@ -518,10 +519,7 @@ class Trainer:
         x2, scale, shift = net.prepared_input(x)
         aug = self.augment
         if aug is not None:
-            from digitcore.augment import _as_square_images
-
-            hw = (np.shape(x)[1:] if np.ndim(x) == 3
-                  else _as_square_images(x2[:0]).shape[1:])
+            hw = np.shape(x)[1:] if np.ndim(x) == 3 else square_images(x2[:0]).shape[1:]
         labels = net.prepared_labels(y, x2.shape[0])
         n = x2.shape[0]
         if n == 0:
