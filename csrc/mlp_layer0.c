@@ -449,8 +449,8 @@ static int tail_block(const void *job, int64_t g, int64_t b)
         const uint8_t *m1 = gr->mask1 != NULL ? gr->mask1 + c0 : NULL;
         float *gb = gr->dmid + c0, *dw1 = gr->grads + off1 + c0;
         /* layer 1: input gradient d . W1 and weight gradient d^T . h1, these columns */
-        st = dc_sgemm(0, 0, r1 - r0, w, o1, 1.0f, d + r0 * o1, o1, net->params + off1 + c0,
-                      o0, 0.0f, gb + r0 * o0, o0);
+        st = dc_sgemm(0, 0, r1 - r0, w, o1, 1.0f, d + r0 * o1, o1, net->params + off1 + c0, o0,
+                      0.0f, gb + r0 * o0, o0);
         if (st == DC_OK && g <= 0)
             st = dc_sgemm(1, 0, o1, w, rows, 1.0f, d, o1, h1, o0, 0.0f, dw1, o0);
         if (w == o0) { /* the rows are contiguous: one call each (elementwise, same bits) */
@@ -516,7 +516,8 @@ int layer0_forward(layer0 *l0, float *out, int64_t rows, int act)
     const float *w = net->params, *bias = net->params + o * in;
     if (l0->is_sparse) {
         const int sliced = n_blocks(l0) < DC_SPARSE_GROUPS;
-        const block_job job = {.l0 = l0, .rows = rows, .act = act, .out = out, .sliced = sliced};
+        const block_job job = {
+            .l0 = l0, .rows = rows, .act = act, .out = out, .sliced = sliced};
         return mlp_run_phases(&job, n_blocks(l0), batch_nnz(l0) * o, (mlp_phase){head_pair, 1},
                               (mlp_phase){head_block, sliced});
     }

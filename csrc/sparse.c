@@ -309,9 +309,9 @@ DC_INLINE void finish_generic(float *out, const float *acc, int64_t w, float alp
 }
 
 static void spmm_row_generic(float *out, const int32_t *idx, const float *val,
-                             const int64_t *ptr, int64_t pstride, int64_t parts,
-                             const float *d, int64_t ldd, int64_t w, float alpha, float beta,
-                             const float *bias, int act, float act_alpha)
+                             const int64_t *ptr, int64_t pstride, int64_t parts, const float *d,
+                             int64_t ldd, int64_t w, float alpha, float beta, const float *bias,
+                             int act, float act_alpha)
 {
     float acc[DC_SPMM_BLOCK];
     for (int64_t j = 0; j < w; ++j)

@@ -102,14 +102,14 @@ DC_INLINE void row_nv(int nv, int tail, float *out, const int32_t *idx, const fl
         finish(out + jt, at, bias ? bias + jt : NULL, mask, 1, alpha, beta, act, act_alpha);
 }
 
-#define DC_ROW_CASE(nv)                                                                    \
-    case nv:                                                                               \
-        if (w % 8)                                                                         \
-            row_nv(nv, 1, out, idx, val, ptr, pstride, parts, d, ldd, w, alpha, beta, bias, \
-                   act, act_alpha);                                                        \
-        else                                                                               \
-            row_nv(nv, 0, out, idx, val, ptr, pstride, parts, d, ldd, w, alpha, beta, bias, \
-                   act, act_alpha);                                                        \
+#define DC_ROW_CASE(nv)                                                                        \
+    case nv:                                                                                   \
+        if (w % 8)                                                                             \
+            row_nv(nv, 1, out, idx, val, ptr, pstride, parts, d, ldd, w, alpha, beta, bias,    \
+                   act, act_alpha);                                                            \
+        else                                                                                   \
+            row_nv(nv, 0, out, idx, val, ptr, pstride, parts, d, ldd, w, alpha, beta, bias,    \
+                   act, act_alpha);                                                            \
         break
 
 void dc_spmm_row_avx2(float *out, const int32_t *idx, const float *val, const int64_t *ptr,
@@ -126,7 +126,8 @@ void dc_spmm_row_avx2(float *out, const int32_t *idx, const float *val, const in
         DC_ROW_CASE(2);
         DC_ROW_CASE(1);
         DC_ROW_CASE(0);
-    default: break;
+    default:
+        break;
     }
 }
 
@@ -135,11 +136,11 @@ void dc_spmm_row_avx2(float *out, const int32_t *idx, const float *val, const in
 /* NV full vectors of D's row, then (tail) a masked one: the row kernel's FMA per lane,
  * with D's row in registers and the accumulators in memory (acc's rows are whole vectors,
  * so its loads and stores need no mask). */
-#define DC_SWEEP_IF(k, g)                                                                  \
-    if (nv > k)                                                                            \
+#define DC_SWEEP_IF(k, g)                                                                      \
+    if (nv > k)                                                                                \
     _mm256_storeu_ps(a + 8 * k, _mm256_fmadd_ps(x, g, _mm256_loadu_ps(a + 8 * k)))
-#define DC_LOAD_IF(k, g)                                                                   \
-    if (nv > k)                                                                            \
+#define DC_LOAD_IF(k, g)                                                                       \
+    if (nv > k)                                                                                \
     g = _mm256_loadu_ps(dr + 8 * k)
 
 #define DC_SWEEP_AHEAD 6
@@ -199,6 +200,7 @@ void dc_spmm_sweep_avx2(float *acc, int64_t lda, int64_t k0, const int32_t *idx,
                         const float *val, const int64_t *ptr, const int64_t *sel, int64_t rows,
                         const float *d, int64_t ldd, int64_t w)
 {
+    /* clang-format off */
     switch (w / 8) {
     case 8: sweep_nv(8, acc, lda, k0, idx, val, ptr, sel, rows, d, ldd, w); break;
     case 7: sweep_nv(7, acc, lda, k0, idx, val, ptr, sel, rows, d, ldd, w); break;
@@ -210,6 +212,7 @@ void dc_spmm_sweep_avx2(float *acc, int64_t lda, int64_t k0, const int32_t *idx,
     case 1: sweep_nv(1, acc, lda, k0, idx, val, ptr, sel, rows, d, ldd, w); break;
     default: sweep_nv(0, acc, lda, k0, idx, val, ptr, sel, rows, d, ldd, w); break;
     }
+    /* clang-format on */
 }
 
 void dc_spmm_finish_avx2(float *out, int64_t ldo, const float *acc, int64_t lda,
@@ -228,8 +231,8 @@ void dc_spmm_finish_avx2(float *out, int64_t ldo, const float *acc, int64_t lda,
             finish(o + j, _mm256_loadu_ps(a + j), NULL, all, 0, alpha, beta, DC_ACT_IDENTITY,
                    0.0f);
         if (jt < w)
-            finish(o + jt, _mm256_loadu_ps(a + jt), NULL, mask, 1, alpha, beta,
-                   DC_ACT_IDENTITY, 0.0f);
+            finish(o + jt, _mm256_loadu_ps(a + jt), NULL, mask, 1, alpha, beta, DC_ACT_IDENTITY,
+                   0.0f);
     }
 }
 

@@ -63,7 +63,8 @@ static inline int64_t dc_spmm_acc_width(int64_t N)
  *   acc[(idx[e] - k0) * lda + j] += val[e] * d[r * ldd + j]      for j in [0, w)
  * with the row kernel's multiply-add (lda = dc_spmm_acc_width(w); columns [w, lda) of acc
  * are scratch). Then its epilogue: for c in [0, n) with count == NULL or count[c] != 0,
- *   out[c * ldo + j] = alpha * acc[c * lda + j] + beta * out[c * ldo + j]  (beta 0: not read) */
+ *   out[c * ldo + j] = alpha * acc[c * lda + j] + beta * out[c * ldo + j]  (beta 0: not read)
+ */
 typedef void (*dc_spmm_sweep_fn)(float *acc, int64_t lda, int64_t k0, const int32_t *idx,
                                  const float *val, const int64_t *ptr, const int64_t *sel,
                                  int64_t rows, const float *d, int64_t ldd, int64_t w);
