@@ -157,14 +157,19 @@ def allowed_skip(test_id, reason):
 _allowed_seen = []
 
 
-def _enforce(report):
+def _allowance(report):
+    """(test id, reason, the AllowedSkip or None) of a strict run's skip, else None."""
     if not (STRICT_SKIPS and report.skipped) or hasattr(report, "wasxfail"):
-        return
+        return None
     test_id, reason = _test_id(report.nodeid), _skip_reason(report)
-    entry = allowed_skip(test_id, reason)
-    if entry is not None:
-        _allowed_seen.append((test_id, reason, entry.why))
+    return test_id, reason, allowed_skip(test_id, reason)
+
+
+def _enforce(report):
+    found = _allowance(report)
+    if found is None or found[2] is not None:
         return
+    test_id, reason, _ = found
     report.outcome = "failed"
     report.longrepr = (f"{test_id} skipped ({reason}) and DIGITCORE_STRICT_SKIPS=1 makes a skip "
                        "a failure: make it run (install what it needs), or add an AllowedSkip "
@@ -181,6 +186,22 @@ def pytest_runtest_makereport(item, call):
 def pytest_make_collect_report(collector):
     outcome = yield          # a module-level importorskip skips a whole file at collection
     _enforce(outcome.get_result())
+
+
+def _note(report):
+    # the reports as the process that prints the summary sees them (with pytest-xdist,
+    # the controller: the workers made them)
+    found = _allowance(report)
+    if found is not None and found[2] is not None:
+        _allowed_seen.append((found[0], found[1], found[2].why))
+
+
+def pytest_runtest_logreport(report):
+    _note(report)
+
+
+def pytest_collectreport(report):
+    _note(report)
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -7,6 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 import conftest
 
 SUITE = textwrap.dedent("""
@@ -37,14 +39,14 @@ SUITE = textwrap.dedent("""
 GONE = "import pytest\npytest.importorskip('no_such_module_here')\ndef test_never():\n    pass\n"
 
 
-def _run(tmp_path, suite=SUITE, **env):
+def _run(tmp_path, suite=SUITE, *args, **env):
     shutil.copy(Path(conftest.__file__), tmp_path / "conftest.py")
     (tmp_path / "test_sample.py").write_text(suite)
     full = {k: v for k, v in os.environ.items()
             if k not in ("DIGITCORE_STRICT_SKIPS", "DIGITCORE_SHARED_MNIST", "PYTEST_ADDOPTS")}
     full.update(env)
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider",
-                           str(tmp_path)], cwd=tmp_path, env=full, capture_output=True,
+                           *args, str(tmp_path)], cwd=tmp_path, env=full, capture_output=True,
                           text=True, timeout=120)
 
 
@@ -54,8 +56,13 @@ def test_without_strict_skips_only_skip(tmp_path):
     assert "1 passed, 3 skipped, 1 xfailed" in r.stdout, r.stdout
 
 
-def test_strict_turns_skips_into_failures_except_allowed(tmp_path):
-    r = _run(tmp_path, DIGITCORE_STRICT_SKIPS="1")
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one process", "xdist"])
+def test_strict_turns_skips_into_failures_except_allowed(tmp_path, workers):
+    # .ci/run runs the suite on two pytest-xdist workers: the skips happen in the workers,
+    # the summary is printed by the controller
+    if workers:
+        pytest.importorskip("xdist")
+    r = _run(tmp_path, SUITE, *workers, DIGITCORE_STRICT_SKIPS="1")
     assert r.returncode == 1, r.stdout + r.stderr
     out = r.stdout
     # the skip in the test body fails, the fixture's skip is an error; the MNIST skip is
@@ -64,6 +71,7 @@ def test_strict_turns_skips_into_failures_except_allowed(tmp_path):
     assert "ERROR test_sample.py::test_fixture_skips" in out, out
     assert "nobody wrote down why" in out and "ALLOWED_SKIPS" in out
     assert "1 skipped" in out and "1 xfailed" in out and "1 passed" in out, out
+    assert "1 allowed skip(s)" in out, out
     assert "test_sample.py::test_skips_without_mnist: full MNIST files not available" in out
 
 
