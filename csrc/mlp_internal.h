@@ -246,11 +246,15 @@ typedef struct {
     int policy;             /* DC_TEAM_*; FIXED when full is 1 */
     int single;             /* the batch being run is on one thread */
     int icv;                /* the OpenMP thread setting to restore after a one-thread batch */
+    int in_probe;           /* windows of the two ways alternate (team.c, window_done) */
     int probing;            /* the current window runs the other way */
+    int pairs;              /* windows of the other way in this probe */
     int slow;               /* windows in a row slower than base by TEAM_TRIGGER */
     int64_t batch, rows, n; /* batches of this call; rows and batches of this window */
     double t0, secs;        /* the batch's start; this window's seconds so far */
-    double ref;  /* seconds per row of the last window run the way in use (0: none yet) */
+    double cur_secs, oth_secs; /* this probe's windows of the way in use, of the other */
+    int64_t cur_rows, oth_rows;
+    double ref;  /* seconds per row of the last window of the way in use */
     double base; /* seconds per row the way in use was confirmed at (0: none yet) */
 } team_choice;
 

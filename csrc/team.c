@@ -5,12 +5,12 @@
  *
  * Every kernel's bits are the same on any number of threads, so the choice can change
  * from batch to batch; it only moves time. The choice is measured, not guessed: batches
- * are timed in windows of at least TEAM_WINDOW_S seconds; now and then one window runs
- * the other way (a probe) and the faster way per row is kept. Probes are rare while the
- * way in use keeps its speed (the gap between them doubles up to a maximum), and come at
- * once when two windows in a row run TEAM_TRIGGER times slower than the way's confirmed
- * speed (another process started). The first window of a process is followed by a probe,
- * so a machine busy from the start is found within a few milliseconds.
+ * are timed in windows of at least TEAM_WINDOW_S seconds; now and then windows run the
+ * other way in turn with the way in use (a probe) and the faster way per row is kept. Probes
+ * are rare while the way in use keeps its speed (the gap between them doubles up to a maximum),
+ * and come at once when two windows in a row run TEAM_TRIGGER times slower than the way's
+ * confirmed speed (another process started). The first window of a process is followed by a
+ * probe, so a machine busy from the start is found within a few milliseconds.
  *
  * Inference (mlp_infer.c) follows training's finding while it is fresh (team_infer_begin).
  *
@@ -26,13 +26,21 @@
 
 /* A window is at least this long (and at least TEAM_WINDOW_MIN batches): a time slice of
  * a contended core is a few milliseconds, so shorter windows see either a stall or none
- * and their rates scatter. At most TEAM_WINDOW_MAX batches, so a probe ends. */
-#define TEAM_WINDOW_S       0.002
+ * and their rates scatter (2 ms windows chose one thread beside a busy loop on a machine
+ * loaded ~9 on 2 cores where the team was ~2x faster). At most TEAM_WINDOW_MAX batches,
+ * so a probe ends. */
+#define TEAM_WINDOW_S       0.005
 #define TEAM_WINDOW_MIN     2
 #define TEAM_WINDOW_MAX     64
-/* A probe switches when it is at least this much faster per row (batches' non-zero
- * counts vary, so two windows of the same way differ by a few per cent). */
+/* A probe runs the other way's windows alternating with the way in use's, up to
+ * TEAM_PROBE_PAIRS of each, so that the load of other processes, which drifts, weighs on
+ * both alike; it switches when the other way is at least TEAM_SWITCH faster per row over
+ * the pairs (batches' non-zero counts vary, and one window of a contended core may see a
+ * stall or none), and stops early when a window of the other way is TEAM_REJECT slower
+ * than the way in use (on a quiet machine, the first one-thread window already is). */
+#define TEAM_PROBE_PAIRS    3
 #define TEAM_SWITCH         0.9
+#define TEAM_REJECT         1.2
 /* Two windows this much slower than the confirmed rate call a probe at once. */
 #define TEAM_TRIGGER        1.3
 /* Windows between probes: from MIN after a switch, growing to MAX while confirmed. The
@@ -109,24 +117,54 @@ void team_begin(team_choice *c)
     c->t0 = c->policy == DC_TEAM_ADAPTIVE ? now_s() : 0.0;
 }
 
-/* A window ended: decide what the next one runs. */
-static void window_done(team_choice *c, double rate)
+/* Seconds per row of the way in use during the probe (before its first window of the way
+ * in use: the last window before the probe). */
+static double probe_cur_rate(const team_choice *c)
 {
-    if (c->probing) {
-        c->probing = 0;
-        g_count[2] += 1;
-        if (c->ref > 0.0 && rate < TEAM_SWITCH * c->ref) {
-            g_single = !g_single;
-            g_gap = TEAM_GAP_MIN;
-            c->base = rate;
-        } else {
-            const int max = g_single ? TEAM_GAP_MAX_SINGLE : TEAM_GAP_MAX_FULL;
-            const int grown = g_gap * (g_single ? 2 : 4);
-            g_gap = grown < max ? grown : max;
-            c->base = c->ref;
-        }
-        g_left = g_gap;
-        c->slow = 0;
+    return c->cur_rows > 0 ? c->cur_secs / (double)c->cur_rows : c->ref;
+}
+
+/* The probe ended: switch, or keep the way in use and wait longer for the next one. */
+static void probe_done(team_choice *c, int to_other)
+{
+    c->in_probe = c->probing = 0;
+    c->slow = 0;
+    g_count[2] += 1;
+    if (to_other) {
+        g_single = !g_single;
+        g_gap = TEAM_GAP_MIN;
+        c->base = c->oth_secs / (double)c->oth_rows;
+    } else {
+        const int max = g_single ? TEAM_GAP_MAX_SINGLE : TEAM_GAP_MAX_FULL;
+        const int grown = g_gap * (g_single ? 2 : 4);
+        g_gap = grown < max ? grown : max;
+        c->base = probe_cur_rate(c);
+    }
+    g_left = g_gap;
+}
+
+/* A window of `rows` rows took `secs`: decide what the next one runs. */
+static void window_done(team_choice *c, double secs, int64_t rows)
+{
+    const double rate = secs / (double)rows;
+    if (c->in_probe && c->probing) {
+        c->oth_secs += secs;
+        c->oth_rows += rows;
+        c->pairs += 1;
+        if (rate > TEAM_REJECT * probe_cur_rate(c))
+            probe_done(c, 0); /* clearly slower (a quiet machine's one thread): stop here */
+        else
+            c->probing = 0;
+        return;
+    }
+    if (c->in_probe) { /* the way in use, right after a window of the other */
+        c->cur_secs += secs;
+        c->cur_rows += rows;
+        if (c->pairs >= TEAM_PROBE_PAIRS)
+            probe_done(c, c->oth_secs / (double)c->oth_rows <
+                              TEAM_SWITCH * (c->cur_secs / (double)c->cur_rows));
+        else
+            c->probing = 1;
         return;
     }
     c->ref = rate;
@@ -135,10 +173,16 @@ static void window_done(team_choice *c, double rate)
     c->slow = rate > TEAM_TRIGGER * c->base ? c->slow + 1 : 0;
     if (c->slow >= 2)
         g_left = 0;
-    if (g_left > 0)
+    if (g_left > 0) {
         g_left -= 1;
-    else
-        c->probing = 1;
+        return;
+    }
+    /* a probe: the other way and this way in turn, from the next window on (this one is
+     * not part of it: a window that called a probe by being slow would weigh it) */
+    c->in_probe = c->probing = 1;
+    c->pairs = 0;
+    c->cur_secs = c->oth_secs = 0.0;
+    c->cur_rows = c->oth_rows = 0;
 }
 
 void team_end(team_choice *c, int64_t rows)
@@ -156,8 +200,13 @@ void team_end(team_choice *c, int64_t rows)
     c->secs += t - c->t0;
     c->rows += rows;
     c->n += 1;
-    if (c->n >= TEAM_WINDOW_MAX || (c->n >= TEAM_WINDOW_MIN && c->secs >= TEAM_WINDOW_S)) {
-        window_done(c, c->secs / (double)c->rows);
+    /* a window of the other way ends as soon as it is clearly slower (window_done then
+     * stops the probe): what a quiet machine pays for a probe is a couple of batches */
+    const int reject = c->in_probe && c->probing && c->n >= TEAM_WINDOW_MIN &&
+                       c->secs > TEAM_REJECT * probe_cur_rate(c) * (double)c->rows;
+    if (c->n >= TEAM_WINDOW_MAX || reject ||
+        (c->n >= TEAM_WINDOW_MIN && c->secs >= TEAM_WINDOW_S)) {
+        window_done(c, c->secs, c->rows);
         c->secs = 0.0;
         c->rows = 0;
         c->n = 0;

@@ -75,25 +75,26 @@ def test_switching_team_size_mid_run_keeps_the_bits(policy, name, kind, sizes, o
         got = _train(kind, sizes, opts, x, y)
         np.testing.assert_array_equal(got, want, err_msg=f"{name_} on {threads} threads")
         one, team, _ = (a - b for a, b in zip(ops.team_counts(), before))
-        if name_ == "alternate":  # both ways really ran, batch after batch
-            assert one > 10 and team > 10 and abs(one - team) <= 4, (one, team)
+        if name_ == "alternate":  # both ways really ran (each chunk call starts anew)
+            assert one > 10 and team > 10, (one, team)
         if name_ == "fixed":
             assert one == 0 and team > 0
 
 
 @needs_openmp
 def test_adaptive_probes_one_thread_and_restores_the_setting(policy):
-    """A fresh adaptive state times one window and then probes the other way; a call of
-    more than 1 + 2 * 64 batches therefore finishes at least one probe."""
-    x, y = _sparse_digits(3000, 12)
+    """A fresh adaptive state times one window and then probes the other way (at most
+    three windows of each way in turn, each at most 64 batches): a call of more than
+    1 + 6 * 64 batches finishes at least one probe."""
+    x, y = _sparse_digits(8000, 12)
     policy("adaptive", 2)
     before = ops.team_counts()
     net = Network([784, 32, 10], seed=0)
-    Trainer(net, epochs=1, seed=0, verbose=0, batch_size=16, chunk_samples=3000).fit(x, y)
+    Trainer(net, epochs=1, seed=0, verbose=0, batch_size=16, chunk_samples=8000).fit(x, y)
     one, team, probes = (a - b for a, b in zip(ops.team_counts(), before))
     # (one also counts the inference calls that followed the finding: Trainer checks the
     # chunk with an evaluate)
-    assert probes >= 1 and one >= 2 and team >= 1 and one + team >= -(-3000 // 16)
+    assert probes >= 1 and one >= 2 and team >= 1 and one + team >= 8000 // 16
     assert digitcore.get_num_threads() == 2  # the one-thread batches gave the setting back
 
 
