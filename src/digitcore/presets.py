@@ -30,7 +30,7 @@ PRESETS = {
     # map, Simard's elastic field and a stroke thickness curve (augment "full"); without
     # dropout, which the deformations replace. Chosen on a validation split carved from
     # the training images (50,000 / 10,000; see benchmarks/tune_presets.py), never on the
-    # test images. About three minutes on two cores.
+    # test images. About two minutes on two cores (README, bench_accuracy).
     "augmented": dict(hidden=[800], activation="relu", dropout=0.0, optimizer="adam",
                       lr=2e-3, batch_size=128, epochs=100, lr_schedule="cosine", warmup=1.0,
                       augment="full"),
