@@ -235,12 +235,13 @@ def cmd_train(args):
     if "augment" not in overrides and x_tr.ndim != 3:  # no size rule for flat features
         overrides["augment"] = cfg.get("augment")
     n_classes = int(max(y_tr.max(), y_te.max())) + 1
-    epochs = overrides.get("epochs") or presets.epochs_for(cfg, len(x_tr))
     net, trainer = presets.build(
         cfg, args.seed, len(x_tr), n_features=int(x_tr[0].size), n_classes=max(n_classes, 2),
-        trainer_kw=dict(verbose=0 if (args.quiet or args.json) else (2 if epochs > 50 else 1),
+        trainer_kw=dict(verbose=0 if (args.quiet or args.json) else 1,
                         checkpoint=args.checkpoint,
                         checkpoint_seconds=args.checkpoint_seconds), **overrides)
+    if trainer.verbose and trainer.epochs > 50:
+        trainer.verbose = 2  # a line per epoch: a bar is no use over a long run
     if not (args.quiet or args.json):
         deformed = "" if trainer.augment is None else ", deforming the training images"
         print(f"digitcore {digitcore.__version__}: training {net!r} on {name} "
