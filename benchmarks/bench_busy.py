@@ -17,7 +17,6 @@ each busy run's time over quiet-1t's (target: busy-2t <= 1.3x).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess

@@ -13,7 +13,6 @@ torch or scikit-learn missing: those orders skip, unless DIGITCORE_REQUIRE_INTER
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import subprocess

@@ -17,7 +17,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from digitcore import _ops
 from digitcore import ops
 from digitcore import ops_ref as ref
 from kernel_config import PATHS, config

@@ -134,7 +134,7 @@ def iter_batches(x, y, batch_size: int, shuffle: bool = True, seed=None,
     """
     x = np.asarray(x)
     if x.ndim == 0:
-        raise DatasetError(f"x must be an array of examples, got a scalar")
+        raise DatasetError("x must be an array of examples, got a scalar")
     n = len(x)
     if y is not None:
         y = np.asarray(y)
