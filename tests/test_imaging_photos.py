@@ -179,12 +179,7 @@ def test_stroke_width_brought_into_mnist_range(width):
     assert out[12:17, 12:17].max() < 128  # a thick 0 keeps its hole
 
 
-# Not refused yet: salt-and-pepper noise dense enough to join up into a web of strokes,
-# and sparse specks on textured, unevenly lit paper (a soft dip of the paper joins them).
-REFUSED = [(n, im) for n, im in non_digits(seed=0)
-           if n not in ("salt and pepper noise", "specks on paper")]
-
-
+REFUSED = non_digits(seed=0)
 @pytest.mark.parametrize("name, image", REFUSED, ids=[n for n, _ in REFUSED])
 def test_pictures_without_a_digit_are_refused(name, image):
     with pytest.raises(NoDigitError) as info:
@@ -195,6 +190,32 @@ def test_pictures_without_a_digit_are_refused(name, image):
         assert "draw a bigger digit" in str(info.value)
     if name == "a filled disc":  # wider than the paper's window: it used to read as a 4
         assert info.value.reason == "not_a_digit"
+
+
+@pytest.mark.parametrize("seed", range(1, 9))
+def test_scattered_specks_and_noise_are_refused(seed):
+    """Specks of random size on textured paper, two of them touching, and salt-and-pepper
+    noise (which joins into a web of hundreds of marks): nothing to read, whatever the
+    draw (seed 0 is in test_pictures_without_a_digit_are_refused)."""
+    for name, image in non_digits(seed):
+        if name in ("specks on paper", "salt and pepper noise"):
+            with pytest.raises(NoDigitError) as info:
+                preprocess_image(image)
+            assert info.value.reason in ("too_small", "not_a_digit"), (name, info.value)
+
+
+def test_a_digit_beside_specks_is_read():
+    """The scatter rule leaves a digit with specks around it alone: each speck is a few
+    percent of the digit's ink."""
+    img = 1 - _zero(h=400, w=320, thickness=8)
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:400, 0:320]
+    for _ in range(15):
+        cy, cx = rng.uniform(0, 400), rng.uniform(0, 320)
+        img[np.hypot(yy - cy, xx - cx) < rng.uniform(1, 4)] = 0.0
+    out = preprocess_image(_u8(img))
+    assert out.max() == 255
+    assert out[12:17, 12:17].max() < 128  # still a 0 with its hole, centred
 
 
 def test_small_drawing_on_a_big_canvas_is_too_small():

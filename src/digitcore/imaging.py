@@ -28,8 +28,9 @@ call it):
    strokes (4%, or longer than wide) close to it and small marks inside its box,
    repeated while it grows; drop specks;
 7. refuse what cannot be a digit (:class:`NoDigitError`): nothing left, marks
-   no longer than MIN_EXTENT stroke widths (a dot, specks, a blob), or the rim of
-   a filled shape wider than the paper's window;
+   no longer than MIN_EXTENT stroke widths (a dot, specks, a blob), a scatter of
+   specks or noise (marks left out as heavy as the digit, or hundreds kept), or the
+   rim of a filled shape wider than the paper's window;
 8. crop to the digit, bring its stroke width into MNIST's range, resize to
    fit 20x20 (area averaging when shrinking, bilinear when enlarging) and
    shift so the centre of mass lands on pixel (14, 14).
@@ -88,6 +89,13 @@ PIECE_LENGTH = 3.0
 # 0.1st percentile, 7.1 median (2 * area / perimeter of the ink at level 128). A dot or a
 # filled disc or square is about 2.
 MIN_EXTENT = 2.6
+# A scatter of specks or noise, not a digit: two marks left out of the digit with at
+# least SCATTER_RATIO of its ink each, or one beside a digit shorter than SCATTER_EXTENT
+# stroke widths (two touching specks are about 3), or more than SCATTER_MARKS marks kept
+# (the photo digits of tests/photo_digits.py keep at most 4; salt-and-pepper noise, 400+).
+SCATTER_RATIO = 0.5
+SCATTER_EXTENT = 4.0
+SCATTER_MARKS = 24
 # MNIST's stroke widths in its 20-pixel box: 2.0 (1st percentile) to 5.6 (99th), median
 # 2.8. Strokes outside [STROKE_MIN, STROKE_MAX] are thickened or thinned to that range.
 STROKE_MIN = 2.0
@@ -465,11 +473,12 @@ def _crossing(removed: np.ndarray, rest: np.ndarray) -> np.ndarray:
     return out
 
 
-def _select_digit(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
-    """The connected marks that make the digit: the largest, and those near it."""
+def _select_digit(mask: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, float]:
+    """The connected marks that make the digit: the largest, and those near it; and the
+    ink of each mark left out."""
     labels, n = _label(mask)
     if n == 0:
-        return mask
+        return mask, np.zeros(0)
     on = labels >= 0
     lab = labels[on]
     mass = np.bincount(lab, weights=ink[on], minlength=n)
@@ -514,7 +523,7 @@ def _select_digit(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
                 grew = True
                 box = [min(box[0], r0[c]), max(box[1], r1[c]), min(box[2], c0[c]),
                        max(box[3], c1[c])]
-    return keep[np.maximum(labels, 0)] & on
+    return keep[np.maximum(labels, 0)] & on, mass[~keep]
 
 
 def _dark_ink(x: np.ndarray) -> bool:
@@ -624,7 +633,7 @@ def _remove_lines(mask: np.ndarray, faint: np.ndarray) -> np.ndarray:
         if not horiz.any() and _label(vert)[1] == 1:
             return mask
         return rest
-    digit = _select_digit(rest, rest.astype(np.float64))
+    digit, _ = _select_digit(rest, rest.astype(np.float64))
     r0, r1, c0, c1 = _bbox(digit)
     # a long run that does not reach past the digit on both sides is part of it (the bar
     # of a 7 in a tightly cropped picture), not a line; but a digit has one such bar at
@@ -716,7 +725,8 @@ def preprocess_image(image) -> np.ndarray:
     NoDigitError (a ValueError)
         When the picture holds no digit: ``reason`` is ``"blank"`` (no ink),
         ``"too_small"`` (only a dot or specks, or a drawing too small to read:
-        the message asks for a bigger digit) or ``"not_a_digit"`` (a solid blob).
+        the message asks for a bigger digit) or ``"not_a_digit"`` (a solid blob, or
+        scattered specks or noise).
     ValueError
         For an unreadable file (the message names the path), a bad array
         shape or dtype.
@@ -744,7 +754,7 @@ def preprocess_image(image) -> np.ndarray:
     mask = _remove_lines(mask, faint)
     if not mask.any():
         raise NoDigitError("blank", f"{where}image is blank: only straight lines, no digit")
-    digit = _select_digit(mask, ink)
+    digit, left_out = _select_digit(mask, ink)
 
     # a digit is a stroke several times longer than it is wide; a dot, a speck or a
     # filled blob is not
@@ -766,6 +776,14 @@ def preprocess_image(image) -> np.ndarray:
     if n > 1 and max(b1 - b0, b3 - b2) < PIECE_LENGTH * _stroke_width(biggest):
         raise NoDigitError("too_small", f"{where}only a dot or specks, too small to be a "
                                         "digit: draw a bigger digit")
+    # nor is a scatter of specks or noise: a digit outweighs the marks left out of it (a
+    # speck beside a digit is a few percent of it) and is at most a few pieces, where
+    # the biggest speck of a scatter is short and has rivals of about its ink, and noise
+    # dense enough to join into a web keeps hundreds of marks
+    heavy = int(np.count_nonzero(left_out >= SCATTER_RATIO * ink[digit].sum()))
+    if (heavy >= 2 or (heavy and extent < SCATTER_EXTENT * stroke)
+            or _label(digit)[1] > SCATTER_MARKS):
+        raise NoDigitError("not_a_digit", f"{where}scattered specks or noise, not a digit")
     if _on_a_blob(digit, paper, contrast):
         raise NoDigitError("not_a_digit", f"{where}a solid blob, not a digit: only its "
                                           "outline stands out; write the digit with a pen "
