@@ -324,8 +324,10 @@ typedef struct {
 
 /* With a single column block (at most 64 outputs: the tutorial's 784-10-10) the per-block
  * steps would leave every thread but one idle; they are then cut into DC_SPARSE_GROUPS
- * fixed slices of rows, unit (g, 0) taking slice g. The steps are row by row (or sums the
- * slices leave whole), so the bits are the same. */
+ * fixed slices, unit (g, 0) taking slice g: of the rows for the steps that go row by row,
+ * of the outputs for the sums over all rows (the gradients of the weights and biases,
+ * each output summing its own terms in its own order). So the bits are the same. Slice g
+ * of n items: [n * g / G, n * (g + 1) / G). */
 static int64_t slice_row(int64_t rows, int64_t g)
 {
     return rows * g / DC_SPARSE_GROUPS;
@@ -416,13 +418,16 @@ static int head_block(const void *job, int64_t g, int64_t b)
     return DC_OK;
 }
 
-/* Layer 0's bias gradient, block b's columns: the column sums of its output gradient. */
-static int bias_block(const block_job *a, int64_t b)
+/* Layer 0's bias gradient, block b's columns [c0 + j0, c0 + j1) (j1 < 0: to the block's
+ * end): the column sums of its output gradient, each column's sum its own (so any cut of
+ * the columns gives the same bits). */
+static int bias_block(const block_job *a, int64_t b, int64_t j0, int64_t j1)
 {
     const layer0_grad *gr = a->grad;
     const dc_mlp *net = a->l0->net;
     const int64_t in0 = net->sizes[0], o0 = net->sizes[1];
-    const int64_t c0 = b * DC_SPMM_BLOCK, w = block_width(o0, c0);
+    const int64_t c0 = b * DC_SPMM_BLOCK + j0;
+    const int64_t w = (j1 < 0 ? block_width(o0, b * DC_SPMM_BLOCK) : j1) - j0;
     const float *g0 = net->n_layers > 1 ? gr->dmid : gr->dout;
     return dc_bias_backward(gr->grads + o0 * in0 + c0, g0 + c0, a->rows, w, o0, 0);
 }
@@ -431,8 +436,10 @@ static int bias_block(const block_job *a, int64_t b)
  * weight gradients there, the dropout and activation backward (two or more layers), and
  * layer 0's bias gradient. The thread that takes block b ran its forward sum, so these
  * columns of the activation are in its cache. Sliced (g >= 0, one block): rows slice g of
- * the input gradient and the dropout and activation backward, slice 0 also layer 1's
- * weight gradient (a sum over all rows); the bias gradient waits for every slice (dw_pair). */
+ * the input gradient and the dropout and activation backward, and slice g of the rows of
+ * layer 1's weight gradient and of its bias gradient's columns (sums over all rows, whose
+ * elements each take their own terms in their own order, whichever of the GEMM's rows
+ * are asked for); layer 0's bias gradient waits for every slice (dw_pair). */
 static int tail_block(const void *job, int64_t g, int64_t b)
 {
     const block_job *a = job;
@@ -451,8 +458,18 @@ static int tail_block(const void *job, int64_t g, int64_t b)
         /* layer 1: input gradient d . W1 and weight gradient d^T . h1, these columns */
         st = dc_sgemm(0, 0, r1 - r0, w, o1, 1.0f, d + r0 * o1, o1, net->params + off1 + c0, o0,
                       0.0f, gb + r0 * o0, o0);
-        if (st == DC_OK && g <= 0)
+        if (st == DC_OK && g < 0)
             st = dc_sgemm(1, 0, o1, w, rows, 1.0f, d, o1, h1, o0, 0.0f, dw1, o0);
+        if (st == DC_OK && g >= 0) {
+            const int64_t q0 = slice_row(o1, g), q1 = slice_row(o1, g + 1);
+            if (q1 > q0)
+                st = dc_sgemm(1, 0, q1 - q0, w, rows, 1.0f, d + q0, o1, h1, o0, 0.0f,
+                              dw1 + q0 * o0, o0);
+            /* layer 1's bias gradient, these columns (before the phases when not sliced) */
+            if (st == DC_OK && q1 > q0)
+                st = dc_bias_backward(gr->grads + off1 + o1 * o0 + q0, d + q0, rows, q1 - q0,
+                                      o1, 0);
+        }
         if (w == o0) { /* the rows are contiguous: one call each (elementwise, same bits) */
             const int64_t n = (r1 - r0) * o0, e0 = r0 * o0;
             if (st == DC_OK && m1 != NULL)
@@ -472,7 +489,7 @@ static int tail_block(const void *job, int64_t g, int64_t b)
         }
     }
     if (st == DC_OK && g < 0)
-        st = bias_block(a, b);
+        st = bias_block(a, b, 0, -1);
     return st;
 }
 
@@ -490,8 +507,9 @@ static int dw_pair(const void *job, int64_t g, int64_t b)
     const float *g0 = l0->net->n_layers > 1 ? gr->dmid : gr->dout;
     float alpha, beta;
     float *dst = grad_dst(l0, gr->grads, gr->lr, &alpha, &beta);
-    if (a->sliced && g == 0) { /* (after every slice of the tail) */
-        const int st = bias_block(a, b);
+    if (a->sliced) { /* slice g of its columns (after every slice of the tail) */
+        const int64_t w0 = slice_row(w, g), w1 = slice_row(w, g + 1);
+        const int st = w1 > w0 ? bias_block(a, b, w0, w1) : DC_OK;
         if (st != DC_OK)
             return st;
     }
@@ -546,8 +564,9 @@ int layer0_backward(layer0 *l0, const layer0_grad *g)
     if (l0->is_sparse) {
         const int sliced = n_blocks(l0) < DC_SPARSE_GROUPS;
         const block_job job = {.l0 = l0, .rows = rows, .grad = g, .sliced = sliced};
-        if (net->n_layers > 1) {
-            /* layer 1's bias gradient (the column sums of its dout), then per block */
+        if (net->n_layers > 1 && !sliced) {
+            /* layer 1's bias gradient (the column sums of its dout), then per block (sliced:
+             * in tail_block) */
             const int64_t o1 = net->sizes[2];
             const int st = dc_bias_backward(g->grads + mlp_weight_offset(net, 1) + o1 * o,
                                             g->dout, rows, o1, o1, 0);
