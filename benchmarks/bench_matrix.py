@@ -21,8 +21,9 @@ dense-equivalent and can exceed the ceiling. Peers that are not installed (torch
 skipped, and so are cases whose data is missing (Fashion-MNIST, scikit-learn's 8x8 digits).
 
 `digitcore-dense` is digitcore with its sparse first layer switched off (training and
-inference), on the same uint8 data: not a peer, its time over digitcore's is printed as the
-sparse path's gain. Results, with each figure as a named claim, go to
+inference), on the same data (uint8, or standardized floats, whose sparse path is off
+their background): not a peer, its time over digitcore's is printed as the sparse path's
+gain. Results, with each figure as a named claim, go to
 benchmarks/results/bench_matrix.json (see _results.py), which the README quotes: a run of
 fewer cases, systems or thread counts must name another file with --json. The MNIST folder
 is --data-dir, else $DIGITCORE_SHARED_MNIST, else shared/data/mnist beside the checkout.
@@ -354,8 +355,9 @@ def run(args):
             for s in systems:
                 if not s.startswith("digitcore") and s not in peers:
                     continue
-                if s == "digitcore-dense" and case["data"] not in ("mnist", "fashion"):
-                    continue  # the sparse path only matters on uint8 pixels
+                if s == "digitcore-dense" and case["data"] not in ("mnist", "fashion",
+                                                                    "mnist-std"):
+                    continue  # the sparse path only matters on MNIST-like pixels
                 w = _worker(["--worker", s, name, str(th)] + common, th)
                 r = w.read()
                 if "skip" in r:

@@ -262,6 +262,10 @@ typedef struct {
                            * (csrc/mlp_layer0.c), 1..sizes[0]; 0: sizes[0] / 2
                            * rounded down to a multiple of 32. Best where it halves
                            * the inputs' non-zeros (Trainer picks that). */
+    /* Training on float input: NULL (a background of zeros), or sizes[0] finite floats c,
+     * the background the sparse first layer skips: each input row is c + s and only s's
+     * non-zero entries are gathered (csrc/mlp_layer0.c). Inference does not use it. */
+    const float *sparse_offset;
 } dc_mlp;
 
 /* DC_SPARSE_AUTO: training batches, and inference chunks of calls of at least 256 rows,

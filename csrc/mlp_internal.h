@@ -134,6 +134,8 @@ typedef struct {
     float *dense;       /* (bs, I) dense batch, allocated when a batch first needs it */
     int64_t bs;         /* rows a batch may have */
     int is_sparse;      /* this batch is sparse: in x/xt, or rows sel of kept (else in dense) */
+    const float *bg;    /* (I) the sparse batch is its entries off this background
+                         * (net->sparse_offset, float input), or NULL: off zeros */
     dc_mlp_keep *keep;  /* the data set's sparse form across calls, or NULL */
     int64_t n_x;        /* x's rows */
     const dc_csr *kept; /* this batch is rows sel of kept (is_sparse), or NULL */

@@ -24,6 +24,12 @@
  * bits, do not depend on the thread count. The steps per block (the forward's sum, bias
  * and activation; the backward of layer 1 on these columns) go to the thread that owns
  * the block in every phase (mlp_phases.c).
+ *
+ * Float input may be sparse off a background c instead of off zero (net->sparse_offset:
+ * standardized inputs, each column mostly its zero pixel's value): a batch is then
+ * 1 . c^T + S, gathered as S (the entries x != c_j, as x - c_j), and the products add the
+ * background's share, b + W . c in the forward (background_bias) and c . db^T in the
+ * weight gradient (background_grad), both in a fixed order per block or pair.
  */
 #include "chunks.h"
 #include "mlp_internal.h"
@@ -242,8 +248,10 @@ int layer0_load(layer0 *l0, const uint8_t *x_u8, const float *x_f32, const int64
     l0->is_sparse = 0;
     l0->kept = NULL;
     l0->sel = NULL;
+    l0->bg = NULL;
+    const float *bg = x_f32 != NULL ? l0->net->sparse_offset : NULL;
     int use = MLP_KEEP_EMPTY;
-    if (l0->blocked && l0->keep != NULL && idx != NULL && rows == l0->n_x) {
+    if (l0->blocked && l0->keep != NULL && bg == NULL && idx != NULL && rows == l0->n_x) {
         /* every row of x: from the kept form if idx is a permutation */
         dc_mlp_keep *k = l0->keep;
         int st = mlp_keep_lookup(k, &use, l0->net, l0->edges, x_u8, x_f32, idx, rows, scale);
@@ -271,9 +279,13 @@ int layer0_load(layer0 *l0, const uint8_t *x_u8, const float *x_f32, const int64
             (csr_alloc(&l0->x, DC_SPARSE_GROUPS * (l0->bs + 1), l0->capacity) != DC_OK ||
              csr_alloc(&l0->xt, f + 1, l0->capacity) != DC_OK))
             return DC_ERR_NOMEM;
-        const int st = mlp_gather_csr(&l0->x, &l0->xt, cap, x_u8, x_f32, idx, rows, f, scale);
+        const int st =
+            bg != NULL
+                ? dc_csr_gather_f32_bg(&l0->x, &l0->xt, cap, x_f32, idx, rows, f, scale, bg)
+                : mlp_gather_csr(&l0->x, &l0->xt, cap, x_u8, x_f32, idx, rows, f, scale);
         if (st == DC_OK) {
             l0->is_sparse = 1;
+            l0->bg = bg;
             return DC_OK;
         }
         if (st != DC_ERR_CAPACITY)
@@ -370,6 +382,30 @@ static int head_pair(const void *job, int64_t g, int64_t b)
                       DC_ACT_IDENTITY, 0.0f);
 }
 
+/* Off a background c (l0->bg), a batch is X = 1 . c^T + S and its product is
+ * X . W^T + b = S . W^T + (b + W . c): block b's columns [c0, c0 + w) of b + W . c into
+ * dst, from the block's (I, w) weight, the inputs in order (fixed, so the same bits on any
+ * thread; a sliced block works it out in each slice, alike). O(I * w) per block and
+ * batch, against the products' O(rows * nnz per row * w). */
+static void background_bias(float *dst, const layer0 *l0, const float *bias, int64_t c0,
+                            int64_t w)
+{
+    const int64_t in0 = l0->net->sizes[0];
+    const float *wt = l0->wt + in0 * c0;
+    float acc[DC_SPMM_BLOCK];
+    for (int64_t k = 0; k < w; ++k)
+        acc[k] = 0.0f;
+    for (int64_t i = 0; i < in0; ++i) {
+        const float ci = l0->bg[i];
+        if (ci == 0.0f)
+            continue;
+        for (int64_t k = 0; k < w; ++k)
+            acc[k] += ci * wt[i * w + k];
+    }
+    for (int64_t k = 0; k < w; ++k)
+        dst[k] = bias[k] + acc[k];
+}
+
 /* Forward, second phase: block b's columns of layer 0's output as the groups' sum, in
  * group order, plus bias, through the activation (ReLU and leaky ReLU inline: a kernel
  * call per row of 64 columns costs more than the loop). */
@@ -381,6 +417,11 @@ static int head_block(const void *job, int64_t g, int64_t b)
     const int64_t c0 = b * DC_SPMM_BLOCK, w = block_width(o0, c0);
     const float *bias = l0->net->params + o0 * in0 + c0;
     const float slope = l0->net->act_alpha;
+    float bias_bg[DC_SPMM_BLOCK];
+    if (l0->bg != NULL) {
+        background_bias(bias_bg, l0, bias, c0, w);
+        bias = bias_bg;
+    }
     const int64_t r0 = g < 0 ? 0 : slice_row(a->rows, g);
     const int64_t r1 = g < 0 ? a->rows : slice_row(a->rows, g + 1);
     for (int64_t r = r0; r < r1; ++r) {
@@ -493,6 +534,28 @@ static int tail_block(const void *job, int64_t g, int64_t b)
     return st;
 }
 
+/* Off a background c, the weight gradient dout^T . X is dout^T . S + db c^T, db the bias
+ * gradient (dout's column sums): rows [i0, i1) of a block's (I, w) gradient (or of the
+ * weight, the fused SGD step) get alpha * c_i * db after the product. db is summed here,
+ * as bias_block sums it (the same kernel), so no unit waits for another. */
+static int background_grad(float *dst, const layer0 *l0, const float *g0, int64_t rows,
+                           int64_t ld, int64_t i0, int64_t i1, int64_t w, float alpha)
+{
+    float db[DC_SPMM_BLOCK];
+    const int st = dc_bias_backward(db, g0, rows, w, ld, 0);
+    if (st != DC_OK)
+        return st;
+    for (int64_t i = i0; i < i1; ++i) {
+        const float ci = l0->bg[i];
+        if (ci == 0.0f)
+            continue;
+        float *row = dst + i * w;
+        for (int64_t k = 0; k < w; ++k)
+            row[k] += alpha * (ci * db[k]);
+    }
+    return DC_OK;
+}
+
 /* Backward, second phase: group g's rows of block b's weight gradient (or the fused SGD
  * step on them), the product of the batch's CSC rows of group g with these columns of
  * layer 0's output gradient. */
@@ -521,8 +584,12 @@ static int dw_pair(const void *job, int64_t g, int64_t b)
                              l0->acc + in0 * c0 + r0 * dc_spmm_acc_width(w));
     }
     const dc_csr v = group_view(&l0->xt, l0->edges, g, 1);
-    return dc_spmm_ld(dst + in0 * c0 + r0 * w, w, &v, g0 + c0, o0, w, alpha, beta, NULL,
-                      DC_ACT_IDENTITY, 0.0f);
+    int st = dc_spmm_ld(dst + in0 * c0 + r0 * w, w, &v, g0 + c0, o0, w, alpha, beta, NULL,
+                        DC_ACT_IDENTITY, 0.0f);
+    if (st == DC_OK && l0->bg != NULL)
+        st = background_grad(dst + in0 * c0, l0, g0 + c0, a->rows, o0, r0, l0->edges[g + 1], w,
+                             alpha);
+    return st;
 }
 
 /* ---- forward and backward ---------------------------------------------------------------- */

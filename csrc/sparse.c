@@ -24,14 +24,15 @@ static inline uint64_t load_u64(const uint8_t *p)
 
 /* One row of F values, uint8 (s8) or float (s32, the other pointer NULL): the number of
  * non-zeros, adding 1 to colcnt[j] (if not NULL) for each non-zero column j. A uint8
- * entry is kept when the byte is not 0; a float one when its scaled value is not 0 (NaN
- * and inf are kept, so they reach the loss and are reported as in the dense path). */
+ * entry is kept when the byte is not 0; a float one when its scaled value is not 0, or,
+ * with a background bg (float only; NULL: zeros), not bg[j] (NaN and inf are kept, so
+ * they reach the loss and are reported as in the dense path). */
 static int64_t count_row(const uint8_t *s8, const float *s32, int64_t F, float scale,
-                         int32_t *colcnt)
+                         const float *bg, int32_t *colcnt)
 {
     int64_t c = 0;
     for (int64_t j = 0; j < F; ++j) {
-        const int nz = s8 != NULL ? s8[j] != 0 : (s32[j] * scale) != 0.0f;
+        const int nz = s8 != NULL ? s8[j] != 0 : (s32[j] * scale) != (bg ? bg[j] : 0.0f);
         c += nz;
         if (colcnt != NULL)
             colcnt[j] += nz;
@@ -40,9 +41,10 @@ static int64_t count_row(const uint8_t *s8, const float *s32, int64_t F, float s
 }
 
 /* The row's n entries (n from count_row), in column order, numbered from j0 (the column
- * of s8[0] / s32[0]); uint8 words of background are skipped 8 bytes at a time. */
+ * of s8[0] / s32[0]), each its value less bg[j] when bg is not NULL; uint8 words of
+ * background are skipped 8 bytes at a time. */
 static void fill_row(int32_t *idx, float *val, int64_t n, const uint8_t *s8, const float *s32,
-                     int64_t F, int64_t j0, float scale)
+                     int64_t F, int64_t j0, float scale, const float *bg)
 {
     int64_t p = 0;
     (void)n;
@@ -52,17 +54,18 @@ static void fill_row(int32_t *idx, float *val, int64_t n, const uint8_t *s8, con
             continue;
         }
         const float v = s8 != NULL ? (float)s8[j] * scale : s32[j] * scale;
-        if (s8 != NULL ? s8[j] != 0 : v != 0.0f) {
+        if (s8 != NULL ? s8[j] != 0 : v != (bg ? bg[j] : 0.0f)) {
             idx[p] = (int32_t)(j0 + j);
-            val[p] = v;
+            val[p] = bg ? v - bg[j] : v;
             ++p;
         }
     }
 }
 
-typedef int64_t (*count_fn)(const uint8_t *, const float *, int64_t, float, int32_t *);
+typedef int64_t (*count_fn)(const uint8_t *, const float *, int64_t, float, const float *,
+                            int32_t *);
 typedef void (*fill_fn)(int32_t *, float *, int64_t, const uint8_t *, const float *, int64_t,
-                        int64_t, float);
+                        int64_t, float, const float *);
 
 /* The row kernels of the selected path. */
 static void row_kernels(count_fn *count, fill_fn *fill)
@@ -80,7 +83,8 @@ static void row_kernels(count_fn *count, fill_fn *fill)
 /* Without the transpose: the batch's rows split among threads, one part. Each thread
  * counts its rows, one thread makes the row starts, each thread fills its rows. */
 static int gather_rows(dc_csr *out, int64_t capacity, const uint8_t *in8, const float *in32,
-                       const int64_t *ridx, int64_t B, int64_t F, float scale, int nt)
+                       const int64_t *ridx, int64_t B, int64_t F, float scale, const float *bg,
+                       int nt)
 {
     count_fn count;
     fill_fn fill;
@@ -96,8 +100,8 @@ static int gather_rows(dc_csr *out, int64_t capacity, const uint8_t *in8, const 
         const int64_t r0 = B * t / got, r1 = B * (t + 1) / got;
         for (int64_t r = r0; r < r1; ++r) {
             const int64_t src = ridx != NULL ? ridx[r] : r;
-            out->ptr[r + 1] =
-                count(in8 ? in8 + src * F : NULL, in32 ? in32 + src * F : NULL, F, scale, NULL);
+            out->ptr[r + 1] = count(in8 ? in8 + src * F : NULL, in32 ? in32 + src * F : NULL, F,
+                                    scale, bg, NULL);
         }
 #ifdef _OPENMP
 #pragma omp barrier
@@ -113,7 +117,7 @@ static int gather_rows(dc_csr *out, int64_t capacity, const uint8_t *in8, const 
             for (int64_t r = r0; r < r1; ++r) {
                 const int64_t src = ridx != NULL ? ridx[r] : r, e0 = out->ptr[r];
                 fill(out->idx + e0, out->val + e0, out->ptr[r + 1] - e0,
-                     in8 ? in8 + src * F : NULL, in32 ? in32 + src * F : NULL, F, 0, scale);
+                     in8 ? in8 + src * F : NULL, in32 ? in32 + src * F : NULL, F, 0, scale, bg);
             }
     }
     out->nnz = out->ptr[B];
@@ -131,7 +135,7 @@ static int gather_rows(dc_csr *out, int64_t capacity, const uint8_t *in8, const 
  * count. */
 static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_t *in8,
                        const float *in32, const int64_t *ridx, int64_t B, int64_t F,
-                       float scale, int nt)
+                       float scale, const float *bg, int nt)
 {
     count_fn count;
     fill_fn fill;
@@ -164,7 +168,7 @@ static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8
                 const int64_t src = ridx != NULL ? ridx[r] : r;
                 rp[r + 1] =
                     count(in8 ? in8 + src * F + c0 : NULL, in32 ? in32 + src * F + c0 : NULL,
-                          c1 - c0, scale, colcnt + c0);
+                          c1 - c0, scale, bg ? bg + c0 : NULL, colcnt + c0);
                 n += rp[r + 1];
             }
             total[p] = n;
@@ -201,7 +205,8 @@ static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8
                 const int32_t *ri = out->idx + e0;
                 const float *rv = out->val + e0;
                 fill(out->idx + e0, out->val + e0, m, in8 ? in8 + src * F + c0 : NULL,
-                     in32 ? in32 + src * F + c0 : NULL, c1 - c0, c0, scale);
+                     in32 ? in32 + src * F + c0 : NULL, c1 - c0, c0, scale,
+                     bg ? bg + c0 : NULL);
                 for (int64_t e = 0; e < m; ++e) {
                     const int64_t k = cur[ri[e]]++;
                     ti[k] = (int32_t)r;
@@ -235,7 +240,8 @@ static int edges_ok(const dc_csr *out, int64_t F)
 }
 
 static int csr_gather(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_t *in8,
-                      const float *in32, const int64_t *ridx, int64_t B, int64_t F, float scale)
+                      const float *in32, const int64_t *ridx, int64_t B, int64_t F, float scale,
+                      const float *bg)
 {
     if (out == NULL || B < 0 || F < 0 || F > INT32_MAX || capacity < 0 ||
         (out_t != NULL && (B > INT32_MAX || !edges_ok(out, F))))
@@ -250,7 +256,7 @@ static int csr_gather(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_
             return DC_OK;
         if (B < 2 * (int64_t)nt || B * F < ((int64_t)1 << 13))
             nt = 1;
-        return gather_rows(out, capacity, in8, in32, ridx, B, F, scale, nt);
+        return gather_rows(out, capacity, in8, in32, ridx, B, F, scale, bg, nt);
     }
     out_t->rows = F;
     out_t->cols = B;
@@ -266,19 +272,25 @@ static int csr_gather(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_
         nt = (int)out->parts;
     if (B * F < ((int64_t)1 << 13))
         nt = 1;
-    return gather_cols(out, out_t, capacity, in8, in32, ridx, B, F, scale, nt);
+    return gather_cols(out, out_t, capacity, in8, in32, ridx, B, F, scale, bg, nt);
 }
 
 int dc_csr_gather_u8(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_t *inp,
                      const int64_t *idx, int64_t B, int64_t F, float scale)
 {
-    return csr_gather(out, out_t, capacity, inp, NULL, idx, B, F, scale);
+    return csr_gather(out, out_t, capacity, inp, NULL, idx, B, F, scale, NULL);
 }
 
 int dc_csr_gather_f32(dc_csr *out, dc_csr *out_t, int64_t capacity, const float *inp,
                       const int64_t *idx, int64_t B, int64_t F, float scale)
 {
-    return csr_gather(out, out_t, capacity, NULL, inp, idx, B, F, scale);
+    return csr_gather(out, out_t, capacity, NULL, inp, idx, B, F, scale, NULL);
+}
+
+int dc_csr_gather_f32_bg(dc_csr *out, dc_csr *out_t, int64_t capacity, const float *inp,
+                         const int64_t *idx, int64_t B, int64_t F, float scale, const float *bg)
+{
+    return csr_gather(out, out_t, capacity, NULL, inp, idx, B, F, scale, bg);
 }
 
 /* ---- sparse times dense ------------------------------------------------------------------ */

@@ -304,7 +304,7 @@ DC_INLINE int64_t pack8(int32_t *idx, float *val, int64_t p, int64_t n, __m256 x
 }
 
 void dc_csr_fill_avx2(int32_t *idx, float *val, int64_t n, const uint8_t *s8, const float *s32,
-                      int64_t F, int64_t j0, float scale)
+                      int64_t F, int64_t j0, float scale, const float *bg)
 {
     int64_t p = 0, j = 0;
     const __m256 sc = _mm256_set1_ps(scale);
@@ -324,7 +324,7 @@ void dc_csr_fill_avx2(int32_t *idx, float *val, int64_t n, const uint8_t *s8, co
                 val[p] = (float)s8[j] * scale;
                 ++p;
             }
-    } else {
+    } else if (bg == NULL) {
         for (; j + 8 <= F; j += 8) {
             const __m256 x = _mm256_mul_ps(_mm256_loadu_ps(s32 + j), sc);
             /* unordered: NaN is kept, as in the count */
@@ -341,6 +341,22 @@ void dc_csr_fill_avx2(int32_t *idx, float *val, int64_t n, const uint8_t *s8, co
                 ++p;
             }
         }
+    } else { /* off a background: the entries x != bg, as x - bg */
+        for (; j + 8 <= F; j += 8) {
+            const __m256 x = _mm256_mul_ps(_mm256_loadu_ps(s32 + j), sc);
+            const __m256 b = _mm256_loadu_ps(bg + j);
+            const int m = _mm256_movemask_ps(_mm256_cmp_ps(x, b, _CMP_NEQ_UQ));
+            if (m != 0)
+                p = pack8(idx, val, p, n, _mm256_sub_ps(x, b), j0 + j, m);
+        }
+        for (; j < F; ++j) {
+            const float x = s32[j] * scale;
+            if (x != bg[j]) {
+                idx[p] = (int32_t)(j0 + j);
+                val[p] = x - bg[j];
+                ++p;
+            }
+        }
     }
 }
 
@@ -352,7 +368,7 @@ DC_INLINE void add_counts8(int32_t *colcnt, __m128i nzb)
 }
 
 int64_t dc_csr_count_avx2(const uint8_t *s8, const float *s32, int64_t F, float scale,
-                          int32_t *colcnt)
+                          const float *bg, int32_t *colcnt)
 {
     int64_t c = 0, j = 0;
     if (s8 != NULL) {
@@ -394,8 +410,9 @@ int64_t dc_csr_count_avx2(const uint8_t *s8, const float *s32, int64_t F, float 
     } else {
         const __m256 sc = _mm256_set1_ps(scale);
         for (; j + 8 <= F; j += 8) {
-            const __m256 nz = _mm256_cmp_ps(_mm256_mul_ps(_mm256_loadu_ps(s32 + j), sc),
-                                            _mm256_setzero_ps(), _CMP_NEQ_UQ);
+            const __m256 b = bg != NULL ? _mm256_loadu_ps(bg + j) : _mm256_setzero_ps();
+            const __m256 nz =
+                _mm256_cmp_ps(_mm256_mul_ps(_mm256_loadu_ps(s32 + j), sc), b, _CMP_NEQ_UQ);
             const int m = _mm256_movemask_ps(nz);
             if (m == 0)
                 continue;
@@ -407,7 +424,7 @@ int64_t dc_csr_count_avx2(const uint8_t *s8, const float *s32, int64_t F, float 
             }
         }
         for (; j < F; ++j)
-            if (s32[j] * scale != 0.0f) {
+            if (s32[j] * scale != (bg != NULL ? bg[j] : 0.0f)) {
                 ++c;
                 if (colcnt != NULL)
                     colcnt[j] += 1;

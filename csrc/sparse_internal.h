@@ -82,14 +82,22 @@ void dc_spmm_row_avx2(float *out, const int32_t *idx, const float *val, const in
                       int64_t pstride, int64_t parts, const float *d, int64_t ldd, int64_t w,
                       float alpha, float beta, const float *bias, int act, float act_alpha);
 /* One row of F values, u8 (s8) or float (s32; the other pointer is NULL), as in
- * csr_gather: the number of its non-zeros (u8: byte != 0; float: x * scale != 0, NaN
- * kept), with colcnt[j] += 1 for each non-zero column j when colcnt is not NULL. */
+ * csr_gather: the number of its non-zeros (u8: byte != 0; float: x * scale != bg[j], bg
+ * NULL meaning 0, NaN kept), with colcnt[j] += 1 for each non-zero column j when colcnt
+ * is not NULL. */
 int64_t dc_csr_count_avx2(const uint8_t *s8, const float *s32, int64_t F, float scale,
-                          int32_t *colcnt);
-/* Its n non-zero entries (n from the count): idx[p] = j0 + column, val[p] = value * scale,
- * in column order. Writes idx/val[0..n) only. */
+                          const float *bg, int32_t *colcnt);
+/* Its n non-zero entries (n from the count): idx[p] = j0 + column, val[p] = value * scale
+ * (less bg[j] when bg is not NULL), in column order. Writes idx/val[0..n) only. */
 void dc_csr_fill_avx2(int32_t *idx, float *val, int64_t n, const uint8_t *s8, const float *s32,
-                      int64_t F, int64_t j0, float scale);
+                      int64_t F, int64_t j0, float scale, const float *bg);
 #endif
+
+/* dc_csr_gather_f32 off a background: keeps the entries whose scaled value x * scale is
+ * not bg[j] (bg: F floats, NaN kept), each as x * scale - bg[j]. So the batch is
+ * 1 . bg^T + S with S the result (mlp_layer0.c, the first layer off a background). */
+int dc_csr_gather_f32_bg(dc_csr *out, dc_csr *out_t, int64_t capacity, const float *inp,
+                         const int64_t *idx, int64_t B, int64_t F, float scale,
+                         const float *bg);
 
 #endif /* DC_SPARSE_INTERNAL_H */

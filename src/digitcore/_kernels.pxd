@@ -100,6 +100,7 @@ cdef extern from "digitcore.h" nogil:
         float dropout
         int sparse_input
         int64_t sparse_split
+        const float *sparse_offset
     enum:
         DC_SPARSE_AUTO
         DC_SPARSE_NEVER

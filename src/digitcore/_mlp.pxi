@@ -74,6 +74,7 @@ cdef class _Net:
     cdef dc_mlp net
     cdef object sizes_arr
     cdef object params_arr
+    cdef object offset_arr
     cdef int64_t n_params
     cdef int64_t n_in, n_out
 
@@ -131,6 +132,31 @@ cdef class _Net:
         if not 0 <= split <= self.sizes_arr[0]:
             raise ValueError(f"sparse_split must be in [0, {self.sizes_arr[0]}], got {split}")
         self.net.sparse_split = split
+
+    @property
+    def sparse_offset(self):
+        """Training on float input: None, or the per-input background c (float32, one
+        finite value per input) the sparse first layer skips: each input x is taken as
+        c + s and only s's non-zero entries are gathered (csrc/mlp_layer0.c). None: the
+        background is zero, as is an all-zero array (it is stored as None). Inference
+        does not use it."""
+        return self.offset_arr
+
+    @sparse_offset.setter
+    def sparse_offset(self, offset):
+        cdef const float[::1] ov
+        if offset is not None:
+            _check_1d(offset, np.float32, "sparse_offset", self.n_in)
+            if not np.isfinite(offset).all():
+                raise ValueError("sparse_offset must be finite")
+        if offset is None or not offset.any():  # (zeros: the path of no background)
+            self.net.sparse_offset = NULL
+            self.offset_arr = None
+            return
+        offset = offset.copy()  # (the caller's array may change while a call runs)
+        ov = offset
+        self.offset_arr = offset
+        self.net.sparse_offset = &ov[0]
 
     cdef cnp.ndarray _input(self, x, str name):
         # checked on the array struct: one image's predict spent microseconds in
