@@ -1,7 +1,8 @@
 /*
  * mlp_infer.c -- inference and evaluation of a whole network (dc_mlp_forward,
- * dc_mlp_evaluate), in chunks of rows so that scratch stays in the low megabytes
- * whatever the number of rows, and Python is not re-entered between layers.
+ * dc_mlp_evaluate): inference in blocks of rows, each taken whole by a free thread,
+ * evaluation in chunks of rows, so that scratch stays in the low megabytes whatever the
+ * number of rows, and Python is not re-entered between layers.
  */
 #include "mlp_internal.h"
 
@@ -19,6 +20,9 @@
  * GEMM took two thirds of predict_proba (perf). Decided on the call's rows, so the bits
  * do not depend on the thread count. */
 #define DC_DOT_INFER_MAX_ROWS    16
+/* Rows of one unit of work of dc_mlp_forward (forward_blocks); divides DC_MLP_CHUNK, so a
+ * block lies in one chunk. */
+#define DC_INFER_BLOCK           128
 
 int64_t dc_mlp_n_params(int64_t n_layers, const int64_t *sizes)
 {
@@ -171,9 +175,133 @@ static int store_chunk(void *ctx, const float *logits, int64_t r0, int64_t rows,
     return DC_OK;
 }
 
+/* One thread's scratch in forward_blocks: two ping-pong buffers, a CSR block (sparse
+ * path), and a block of converted dense input (allocated when first needed). */
+typedef struct {
+    float *buf_a, *buf_b, *inp;
+    dc_csr x;
+} block_scratch;
+
+/* dc_mlp_forward of more than DC_DOT_INFER_MAX_ROWS rows: fixed blocks of DC_INFER_BLOCK
+ * rows, each taken whole (gather, every layer, softmax) by whichever thread of one
+ * parallel region is free. Every row's arithmetic is the chunked path's: the sparse or
+ * dense first layer is still chosen per DC_MLP_CHUNK rows by the chunk's non-zero count
+ * (counted first, block by block), and every kernel's bits for a row do not depend on
+ * the rows beside it. */
+static int forward_blocks(float *out, const dc_mlp *net, const uint8_t *x_u8,
+                          const float *x_f32, int64_t n, float scale, float shift, int softmax)
+{
+    const int64_t f = net->sizes[0], o = net->sizes[1], c = net->sizes[net->n_layers];
+    const int64_t width = mlp_max_width(net), B = DC_INFER_BLOCK;
+    const int64_t chunk = dc_min64(n, DC_MLP_CHUNK), nb = dc_cdiv64(n, B);
+    /* blocks per chunk (a chunk of n < DC_MLP_CHUNK rows holds every block) */
+    const int64_t per = n <= DC_MLP_CHUNK ? nb : DC_MLP_CHUNK / B;
+    const int sparse = mlp_sparse_allowed(net, shift, chunk) &&
+                       (net->sparse_input == DC_SPARSE_ALWAYS || n >= DC_SPARSE_INFER_MIN_ROWS);
+    const int64_t capacity = sparse ? mlp_sparse_capacity(net, chunk) : 0;
+    const int icv = team_infer_begin();
+    int nt = dc_get_num_threads();
+    if (nt > nb)
+        nt = (int)nb;
+    float *wt = sparse ? dc_alloc_aligned((size_t)(f * o) * sizeof(float)) : NULL;
+    int64_t *nnz = sparse ? malloc((size_t)nb * sizeof(int64_t)) : NULL;
+    block_scratch *ts = calloc((size_t)nt, sizeof(block_scratch));
+    volatile int status =
+        ts != NULL && (!sparse || (wt != NULL && nnz != NULL)) ? DC_OK : DC_ERR_NOMEM;
+    for (int t = 0; status == DC_OK && t < nt; ++t) {
+        block_scratch *b = &ts[t];
+        b->buf_a = dc_alloc_aligned((size_t)(B * width) * sizeof(float));
+        b->buf_b = dc_alloc_aligned((size_t)(B * width) * sizeof(float));
+        b->x.parts = 1;
+        if (!b->buf_a || !b->buf_b || (sparse && csr_alloc(&b->x, B + 1, B * f) != DC_OK))
+            status = DC_ERR_NOMEM;
+    }
+    if (status == DC_OK) {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+        {
+            block_scratch *b = &ts[dc_team_thread()];
+            if (sparse) {
+#ifdef _OPENMP
+#pragma omp single nowait
+#endif
+                mlp_transpose(wt, net->params, o, f);
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+                for (int64_t k = 0; k < nb; ++k) {
+                    const int64_t r0 = k * B, rows = dc_min64(n - r0, B);
+                    nnz[k] = dc_csr_count_rows(x_u8 ? x_u8 + r0 * f : NULL,
+                                               x_f32 ? x_f32 + r0 * f : NULL, rows, f, scale);
+                } /* (implicit barrier: the counts and wt are complete) */
+            }
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+            for (int64_t k = 0; k < nb; ++k) {
+                if (status != DC_OK)
+                    continue;
+                const int64_t r0 = k * B, rows = dc_min64(n - r0, B);
+                const uint8_t *r8 = x_u8 ? x_u8 + r0 * f : NULL;
+                const float *r32 = x_f32 ? x_f32 + r0 * f : NULL;
+                int use_sparse = sparse, st;
+                if (sparse) { /* the chunked path's rule: the whole chunk's entries */
+                    const int64_t k0 = k / per * per, k1 = dc_min64(nb, k0 + per);
+                    int64_t total = 0;
+                    for (int64_t q = k0; q < k1; ++q)
+                        total += nnz[q];
+                    use_sparse = total <= capacity;
+                }
+                float *logits = NULL;
+                if (use_sparse) {
+                    st = mlp_gather_csr(&b->x, NULL, rows * f, r8, r32, NULL, rows, f, scale);
+                    if (st == DC_OK) {
+                        const int act = net->n_layers > 1 ? net->act : DC_ACT_IDENTITY;
+                        st = dc_spmm(b->buf_a, &b->x, wt, o, o, 1.0f, 0.0f, net->params + o * f,
+                                     act, net->act_alpha);
+                    }
+                    if (st == DC_OK)
+                        st = forward_layers(&logits, net, 1, b->buf_a, b->buf_a, b->buf_b, rows,
+                                            0);
+                } else {
+                    if (b->inp == NULL)
+                        b->inp = malloc((size_t)(B * f) * sizeof(float));
+                    st = b->inp == NULL
+                             ? DC_ERR_NOMEM
+                             : mlp_load_rows(b->inp, r8, r32, NULL, rows, f, scale, shift);
+                    if (st == DC_OK)
+                        st = forward_layers(&logits, net, 0, b->inp, b->buf_a, b->buf_b, rows,
+                                            0);
+                }
+                if (st == DC_OK && softmax)
+                    st = dc_softmax_forward(out + r0 * c, logits, rows, c);
+                else if (st == DC_OK)
+                    memcpy(out + r0 * c, logits, (size_t)(rows * c) * sizeof(float));
+                if (st != DC_OK)
+                    status = st;
+            }
+        }
+    }
+    team_infer_end(icv);
+    for (int t = 0; ts != NULL && t < nt; ++t) {
+        dc_free_aligned(ts[t].buf_a);
+        dc_free_aligned(ts[t].buf_b);
+        free(ts[t].inp);
+        if (sparse)
+            csr_free(&ts[t].x);
+    }
+    free(ts);
+    free(nnz);
+    dc_free_aligned(wt);
+    return status;
+}
+
 int dc_mlp_forward(float *out, const dc_mlp *net, const uint8_t *x_u8, const float *x_f32,
                    int64_t n, float scale, float shift, int softmax)
 {
+    if (n > DC_DOT_INFER_MAX_ROWS)
+        return forward_blocks(out, net, x_u8, x_f32, n, scale, shift, softmax);
     forward_out f = {.out = out, .softmax = softmax};
     return forward_chunks(net, x_u8, x_f32, n, scale, shift, store_chunk, &f);
 }

@@ -80,6 +80,18 @@ static void row_kernels(count_fn *count, fill_fn *fill)
 #endif
 }
 
+int64_t dc_csr_count_rows(const uint8_t *in8, const float *in32, int64_t B, int64_t F,
+                          float scale)
+{
+    count_fn count;
+    fill_fn fill;
+    row_kernels(&count, &fill);
+    int64_t n = 0;
+    for (int64_t r = 0; r < B; ++r)
+        n += count(in8 ? in8 + r * F : NULL, in32 ? in32 + r * F : NULL, F, scale, NULL, NULL);
+    return n;
+}
+
 /* Without the transpose: the batch's rows split among threads, one part. Each thread
  * counts its rows, one thread makes the row starts, each thread fills its rows. */
 static int gather_rows(dc_csr *out, int64_t capacity, const uint8_t *in8, const float *in32,

@@ -33,6 +33,11 @@ static inline int dc_spmm_fuses(int act)
     return act == DC_ACT_IDENTITY || act == DC_ACT_RELU || act == DC_ACT_LEAKY_RELU;
 }
 
+/* The entries a CSR gather (dc_csr_gather_u8 / _f32) would keep of B rows of F values,
+ * uint8 in8 or float in32 (scaled by scale), the other NULL; on this thread. */
+int64_t dc_csr_count_rows(const uint8_t *in8, const float *in32, int64_t B, int64_t F,
+                          float scale);
+
 /* dc_spmm (digitcore.h) on a block of columns of a wider matrix: out's rows are ldo >= N
  * floats apart. With ldo > N, act must be one the row kernel applies itself (identity,
  * ReLU, leaky ReLU), else DC_ERR_ARG. */

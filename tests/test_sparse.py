@@ -344,6 +344,54 @@ def test_sparse_inference_auto_rules(rng):
     _same_inference(_infer(shifted, x, y, "never"), _infer(shifted, x, y, "always"), exact=True)
 
 
+def _rows(net, x, mode, threads, softmax=True):
+    before = digitcore.get_num_threads()
+    digitcore.set_num_threads(threads)
+    net.c_net().sparse_input = mode
+    try:
+        return net.predict_proba(x) if softmax else net.logits(x)
+    finally:
+        net.c_net().sparse_input = "auto"
+        digitcore.set_num_threads(before)
+
+
+@pytest.mark.parametrize("sizes", [[784, 130, 10], [784, 64, 32, 10]])
+def test_inference_row_blocks_keep_every_rows_bits(rng, sizes):
+    """dc_mlp_forward runs fixed blocks of 128 rows, each on whichever thread is free, and
+    still decides sparse or dense per chunk of 1024 rows: a row's output is the same on
+    1, 2 or 3 threads, and the same as when it is predicted in a call of its own chunk's
+    rows (so it depends neither on the blocks beside it nor on which thread ran it)."""
+    x, y = _sparse_digits(rng, n=3000, d=784, k=10, density=0.1)  # ~10% non-zero
+    net, _ = _train(x[:500], y[:500], sizes, "auto", epochs=1)
+    # chunk 1 (rows 1024-2047): one block 60% non-zero inside a sparse chunk (the chunk
+    # stays sparse: ~13% in all); chunk 2 (rows 2048-2999): dense but for one sparse block
+    xm = x.copy()
+    xm[1280:1408] = np.where(rng.random((128, 784)) < 0.6, rng.integers(1, 256, (128, 784)), 0)
+    xm[2048:2944] = rng.integers(1, 256, size=(896, 784))
+    assert (xm[1024:2048] != 0).mean() < 0.25 < (xm[1280:1408] != 0).mean()
+    for softmax in (True, False):
+        one = _rows(net, xm, "auto", 1, softmax)
+        for threads in (2, 3):
+            assert np.array_equal(one, _rows(net, xm, "auto", threads, softmax))
+        for a, b, mode in ((0, 1024, "always"), (1024, 2048, "always"), (2048, 3000, "never")):
+            part = _rows(net, xm[a:b], mode, 2, softmax)
+            assert np.array_equal(one[a:b], part), (a, b, mode)
+        # the dense path's rows do not depend on the call's other rows either (17 rows:
+        # the smallest call cut into blocks; 300: three blocks, the last short)
+        never = _rows(net, xm, "never", 2, softmax)
+        for a, b in ((5, 22), (100, 400), (2900, 3000)):
+            assert np.array_equal(never[a:b], _rows(net, xm[a:b], "never", 1, softmax))
+    # and against NumPy's forward of the same network (ReLU hidden layers)
+    h = xm.astype(np.float64) / 255
+    for i, (w, b) in enumerate(zip(net.weights, net.biases)):
+        h = h @ w.astype(np.float64).T + b
+        if i + 1 < len(net.weights):
+            h = np.maximum(h, 0)
+    p = np.exp(h - h.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(_rows(net, xm, "auto", 2), p / p.sum(axis=1, keepdims=True),
+                               rtol=1e-4, atol=1e-6)
+
+
 @settings(max_examples=40, deadline=None)
 @given(d=st.integers(1, 100), n=st.integers(1, 90), bs=st.integers(1, 40),
        density=st.floats(0.0, 1.0), threads=st.sampled_from([1, 2]),
