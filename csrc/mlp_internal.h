@@ -2,7 +2,7 @@
  * mlp_internal.h -- private contract between the files that run a whole network
  * (dc_mlp, digitcore.h):
  *
- *   mlp_infer.c   inference and evaluation, in chunks of rows
+ *   mlp_infer.c   inference in blocks of rows over the threads; evaluation in chunks
  *   mlp_train.c   the training step: load, forward, backward, update, batch after batch
  *   mlp_layer0.c  layer 0, whatever its input: dense rows, or a sparse batch with the weight
  *                 held transposed by column blocks for the call
