@@ -782,7 +782,7 @@ def preprocess_image(image) -> np.ndarray:
     # dense enough to join into a web keeps hundreds of marks
     heavy = int(np.count_nonzero(left_out >= SCATTER_RATIO * ink[digit].sum()))
     if (heavy >= 2 or (heavy and extent < SCATTER_EXTENT * stroke)
-            or _label(digit)[1] > SCATTER_MARKS):
+            or n > SCATTER_MARKS):
         raise NoDigitError("not_a_digit", f"{where}scattered specks or noise, not a digit")
     if _on_a_blob(digit, paper, contrast):
         raise NoDigitError("not_a_digit", f"{where}a solid blob, not a digit: only its "
