@@ -6,20 +6,18 @@ which may change the data in place. Trainer takes a full batch in x's row order
 whatever `shuffle` says (its order changes only the rounding of the sums).
 """
 
+from functools import partial
+
 import numpy as np
 import pytest
 
 from digitcore import Network, Trainer
 from kernel_config import PATHS, config
+from sparse_data import sparse_digits
 
 
-def _digits(rng, n=400, d=784, k=10, density=0.15):
-    """uint8 'images' with about `density` non-zero pixels, class-dependent."""
-    proto = rng.random((k, d)) < density * 1.5
-    y = rng.integers(0, k, size=n)
-    ink = proto[y] & (rng.random((n, d)) < 0.66)
-    x = np.where(ink, rng.integers(1, 256, size=(n, d)), 0).astype(np.uint8)
-    return x, y
+# (synthetic sparse digits: sparse_data.py)
+_digits = partial(sparse_digits, n=400, d=784, k=10, density=0.15)
 
 
 def _fit(x, y, sizes, keep, *, path, threads, optimizer="sgd", lr=0.1, epochs=4,

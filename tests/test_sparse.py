@@ -6,6 +6,8 @@ Training compares three modes of the C loop: "never" (dense GEMM, the reference)
 quarter non-zero, dense GEMM on the transposed layout otherwise).
 """
 
+from functools import partial
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -14,15 +16,11 @@ from hypothesis import strategies as st
 import digitcore
 from digitcore import Network, Trainer, optim
 from digitcore.errors import TrainingDivergedError
+from sparse_data import sparse_digits
 
 
-def _sparse_digits(rng, n=300, d=64, k=5, density=0.2):
-    """uint8 'images' with about `density` non-zero pixels, class-dependent."""
-    proto = rng.random((k, d)) < density * 1.5
-    y = rng.integers(0, k, size=n)
-    keep = proto[y] & (rng.random((n, d)) < 0.66)
-    x = np.where(keep, rng.integers(1, 256, size=(n, d)), 0).astype(np.uint8)
-    return x, y
+# (synthetic sparse digits: sparse_data.py)
+_sparse_digits = partial(sparse_digits, n=300, d=64, k=5, density=0.2)
 
 
 def _train(x, y, sizes, mode, *, activation="relu", optimizer="adam", epochs=2, bs=32,

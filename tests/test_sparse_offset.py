@@ -6,23 +6,21 @@ the same bits on any number of threads, and leave data with a zero background on
 today's path and bits.
 """
 
+from functools import partial
+
 import numpy as np
 import pytest
 
 import digitcore
 from digitcore import Network, Trainer
 from digitcore.trainer import _background
+from sparse_data import sparse_digits
 
 MNIST_MEAN, MNIST_STD = np.float32(0.1307), np.float32(0.3081)
 
 
-def _digits(rng, n=640, d=784, k=5, density=0.2):
-    """uint8 'images' with about `density` non-zero pixels, class-dependent."""
-    proto = rng.random((k, d)) < density * 1.5
-    y = rng.integers(0, k, size=n)
-    keep = proto[y] & (rng.random((n, d)) < 0.66)
-    x = np.where(keep, rng.integers(1, 256, size=(n, d)), 0).astype(np.uint8)
-    return x, y
+# (synthetic sparse digits: sparse_data.py)
+_digits = partial(sparse_digits, n=640, d=784, k=5, density=0.2)
 
 
 def _standardized(x):
