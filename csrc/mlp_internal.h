@@ -144,6 +144,7 @@ typedef struct {
     float *acc;                /* the sweep's accumulators (dc_spmm_t_sel), in keep */
     float *out0; /* (n_x, O) the forward's group-0 product in x's row order, in keep (the
                   * other groups' go to partial in the same order) */
+    float *padw; /* (I, 16) the weight with rows of 16 floats, when O <= 16 (full batches) */
 } layer0;
 
 /* What layer 0's backward needs from the training step. On a sparse batch of a network

@@ -177,6 +177,10 @@ static void from_blocks(float *w, const float *blocked, int64_t o, int64_t in)
 
 /* ---- one call's layer 0 ------------------------------------------------------------------ */
 
+/* A layer 0 of at most this many outputs keeps a copy of its weight with rows of this many
+ * floats for full batches (head_pair). */
+#define PAD_W ((int64_t)16)
+
 static int open_blocked(layer0 *l0, const dc_mlp *net, const dc_optim *opt, int64_t bs)
 {
     const int64_t in = net->sizes[0], o = net->sizes[1];
@@ -187,7 +191,11 @@ static int open_blocked(layer0 *l0, const dc_mlp *net, const dc_optim *opt, int6
     l0->wt = dc_alloc_aligned(wbytes);
     l0->grad_avg_t = opt->grad_avg ? dc_alloc_aligned(wbytes) : NULL;
     l0->sq_avg_t = opt->sq_avg ? dc_alloc_aligned(wbytes) : NULL;
-    if (!l0->wt || (opt->grad_avg && !l0->grad_avg_t) || (opt->sq_avg && !l0->sq_avg_t))
+    l0->padw = o <= PAD_W && l0->n_x <= bs
+                   ? dc_alloc_aligned((size_t)(in * PAD_W) * sizeof(float))
+                   : NULL;
+    if (!l0->wt || (opt->grad_avg && !l0->grad_avg_t) || (opt->sq_avg && !l0->sq_avg_t) ||
+        (o <= PAD_W && l0->n_x <= bs && !l0->padw))
         return DC_ERR_NOMEM;
     /* the batch in one part per group of input columns (see dc_csr_gather_u8) */
     l0->partial_floats = line_floats(bs * o);
@@ -235,6 +243,7 @@ void layer0_close(layer0 *l0, const dc_optim *opt)
     dc_free_aligned(l0->grad_avg_t);
     dc_free_aligned(l0->sq_avg_t);
     dc_free_aligned(l0->partial);
+    dc_free_aligned(l0->padw);
     csr_free(&l0->x);
     csr_free(&l0->xt);
     free(l0->dense);
@@ -378,6 +387,23 @@ static int head_pair(const void *job, int64_t g, int64_t b)
                  : from_keep ? l0->out0
                              : a->out;
     const dc_csr v = group_view(from_keep ? l0->kept : &l0->x, l0->edges, g, 0);
+    if (a->rows == l0->n_x) {
+        /* A full batch (every row of x, kept or gathered): a narrow row's entries in two
+         * chains (dc_spmm_ld_chains). A narrow weight's rows w floats apart are read
+         * through masks, one in three across two cache lines: its group-g rows are copied
+         * into rows of 16 floats and read whole (the same bits). */
+        const float *wb = l0->wt + in0 * c0;
+        int64_t ld = w;
+        if (l0->padw != NULL) {
+            for (int64_t k = l0->edges[g]; k < l0->edges[g + 1]; ++k)
+                for (int64_t j = 0; j < PAD_W; ++j)
+                    l0->padw[k * PAD_W + j] = j < w ? wb[k * w + j] : 0.0f;
+            wb = l0->padw;
+            ld = PAD_W;
+        }
+        return dc_spmm_ld_chains(dst + c0, o0, &v, wb, ld, w, 1.0f, 0.0f, NULL, DC_ACT_IDENTITY,
+                                 0.0f);
+    }
     return dc_spmm_ld(dst + c0, o0, &v, l0->wt + in0 * c0, w, w, 1.0f, 0.0f, NULL,
                       DC_ACT_IDENTITY, 0.0f);
 }
@@ -477,9 +503,9 @@ static int bias_block(const block_job *a, int64_t b, int64_t j0, int64_t j1)
  * weight gradients there, the dropout and activation backward (two or more layers), and
  * layer 0's bias gradient. The thread that takes block b ran its forward sum, so these
  * columns of the activation are in its cache. Sliced (g >= 0, one block): rows slice g of
- * the input gradient and the dropout and activation backward, and slice g of the rows of
- * layer 1's weight gradient and of its bias gradient's columns (sums over all rows, whose
- * elements each take their own terms in their own order, whichever of the GEMM's rows
+ * the input gradient and the dropout and activation backward, and slice g of the columns
+ * of layer 1's weight gradient and of its bias gradient (sums over all rows, whose
+ * elements each take their own terms in their own order, whichever of the GEMM's columns
  * are asked for); layer 0's bias gradient waits for every slice (dw_pair). */
 static int tail_block(const void *job, int64_t g, int64_t b)
 {
@@ -502,11 +528,14 @@ static int tail_block(const void *job, int64_t g, int64_t b)
         if (st == DC_OK && g < 0)
             st = dc_sgemm(1, 0, o1, w, rows, 1.0f, d, o1, h1, o0, 0.0f, dw1, o0);
         if (st == DC_OK && g >= 0) {
-            const int64_t q0 = slice_row(o1, g), q1 = slice_row(o1, g + 1);
-            if (q1 > q0)
-                st = dc_sgemm(1, 0, q1 - q0, w, rows, 1.0f, d + q0, o1, h1, o0, 0.0f,
-                              dw1 + q0 * o0, o0);
+            /* by columns: the narrow GEMM's transposed tile takes all of its rows at once
+             * and its columns in chunks (cut by rows, each half cost the whole) */
+            const int64_t j0 = slice_row(w, g), j1 = slice_row(w, g + 1);
+            if (j1 > j0)
+                st = dc_sgemm(1, 0, o1, j1 - j0, rows, 1.0f, d, o1, h1 + j0, o0, 0.0f, dw1 + j0,
+                              o0);
             /* layer 1's bias gradient, these columns (before the phases when not sliced) */
+            const int64_t q0 = slice_row(o1, g), q1 = slice_row(o1, g + 1);
             if (st == DC_OK && q1 > q0)
                 st = dc_bias_backward(gr->grads + off1 + o1 * o0 + q0, d + q0, rows, q1 - q0,
                                       o1, 0);

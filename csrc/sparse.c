@@ -387,15 +387,24 @@ static int64_t row_entries(const dc_csr *s, int64_t r)
 static void spmm_tile(dc_spmm_row_fn row, float *out, int64_t ldo, const dc_csr *s,
                       const float *d, int64_t ldd, int64_t N, int64_t r0, int64_t r1,
                       int64_t b0, int64_t b1, float alpha, float beta, const float *bias,
-                      int act, float act_alpha)
+                      int act, float act_alpha, int chains)
 {
     const int64_t stride = s->rows + 1;
     const int skip_empty = beta == 1.0f && bias == NULL && act == DC_ACT_IDENTITY;
+    (void)chains; /* (without the AVX2 path) */
     for (int64_t b = b0; b < b1; ++b) {
         const int64_t j0 = b * DC_SPMM_BLOCK, w = dc_min64(DC_SPMM_BLOCK, N - j0);
         for (int64_t r = r0; r < r1; ++r) {
             if (skip_empty && row_entries(s, r) == 0)
                 continue; /* alpha * 0 + out == out */
+#if DC_GEMM_BUILD_AVX2
+            if (chains && row == dc_spmm_row_avx2 && w <= 16 && s->parts == 1) {
+                dc_spmm_row2_avx2(out + r * ldo + j0, s->idx, s->val, s->ptr[r], s->ptr[r + 1],
+                                  d + j0, ldd, w, alpha, beta, bias ? bias + j0 : NULL, act,
+                                  act_alpha);
+                continue;
+            }
+#endif
             row(out + r * ldo + j0, s->idx, s->val, s->ptr + r, stride, s->parts, d + j0, ldd,
                 w, alpha, beta, bias ? bias + j0 : NULL, act, act_alpha);
         }
@@ -429,8 +438,9 @@ int dc_spmm(float *out, const dc_csr *s, const float *d, int64_t ldd, int64_t N,
     return dc_spmm_ld(out, N, s, d, ldd, N, alpha, beta, bias, act, act_alpha);
 }
 
-int dc_spmm_ld(float *out, int64_t ldo, const dc_csr *s, const float *d, int64_t ldd, int64_t N,
-               float alpha, float beta, const float *bias, int act, float act_alpha)
+static int spmm_ld(float *out, int64_t ldo, const dc_csr *s, const float *d, int64_t ldd,
+                   int64_t N, float alpha, float beta, const float *bias, int act,
+                   float act_alpha, int chains)
 {
     if (s == NULL || s->rows < 0 || s->cols < 0 || s->parts < 1 || N < 0 || ldd < N || ldo < N)
         return DC_ERR_ARG;
@@ -457,7 +467,7 @@ int dc_spmm_ld(float *out, int64_t ldo, const dc_csr *s, const float *d, int64_t
     const int by_blocks = nb >= nt && nb % nt == 0;
     if (nt == 1) { /* no region at all: even an if(0) one costs ~0.5 us */
         spmm_tile(row, out, ldo, s, d, ldd, N, 0, R, 0, nb, alpha, beta, bias, row_act,
-                  act_alpha);
+                  act_alpha, chains);
     } else {
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt)
@@ -465,16 +475,29 @@ int dc_spmm_ld(float *out, int64_t ldo, const dc_csr *s, const float *d, int64_t
         for (int t = 0; t < nt; ++t) {
             if (by_blocks)
                 spmm_tile(row, out, ldo, s, d, ldd, N, 0, R, nb * t / nt, nb * (t + 1) / nt,
-                          alpha, beta, bias, row_act, act_alpha);
+                          alpha, beta, bias, row_act, act_alpha, chains);
             else
                 spmm_tile(row, out, ldo, s, d, ldd, N, balanced_row(s, t, nt),
                           balanced_row(s, t + 1, nt), 0, nb, alpha, beta, bias, row_act,
-                          act_alpha);
+                          act_alpha, chains);
         }
     }
     if (!fused)
         return dc_activation_forward(out, out, R * N, act, act_alpha);
     return DC_OK;
+}
+
+int dc_spmm_ld(float *out, int64_t ldo, const dc_csr *s, const float *d, int64_t ldd, int64_t N,
+               float alpha, float beta, const float *bias, int act, float act_alpha)
+{
+    return spmm_ld(out, ldo, s, d, ldd, N, alpha, beta, bias, act, act_alpha, 0);
+}
+
+int dc_spmm_ld_chains(float *out, int64_t ldo, const dc_csr *s, const float *d, int64_t ldd,
+                      int64_t N, float alpha, float beta, const float *bias, int act,
+                      float act_alpha)
+{
+    return spmm_ld(out, ldo, s, d, ldd, N, alpha, beta, bias, act, act_alpha, 1);
 }
 
 /* ---- rows picked from a kept matrix (full-batch training, csrc/mlp_keep.c) -------------- */

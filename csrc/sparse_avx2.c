@@ -432,3 +432,63 @@ int64_t dc_csr_count_avx2(const uint8_t *s8, const float *s32, int64_t F, float 
     }
     return c;
 }
+
+/* ---- a narrow block's row in two chains (full-batch descent) ----------------------------- */
+
+/* A row of a block of w <= 16 columns is one or two chains of FMAs, each entry waiting for
+ * the one before it. Here entries 0, 2, 4, ... and 1, 3, 5, ... go to two sets of
+ * accumulators, added at the end: other bits than row_nv's, two independent chains per
+ * vector. */
+DC_INLINE void row2_w(int two, int whole0, int whole1, float *out, const int32_t *idx,
+                      const float *val, int64_t e0, int64_t e1, const float *d, int64_t ldd,
+                      int64_t w, float alpha, float beta, const float *bias, int act,
+                      float act_alpha)
+{
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)w), lane);
+    const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(w - 8)), lane);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
+    int64_t e = e0;
+    for (; e + 2 <= e1; e += 2) {
+        const float *dr = d + (int64_t)idx[e] * ldd, *dq = d + (int64_t)idx[e + 1] * ldd;
+        const __m256 x = _mm256_broadcast_ss(val + e), y = _mm256_broadcast_ss(val + e + 1);
+        a0 = _mm256_fmadd_ps(x, whole0 ? _mm256_loadu_ps(dr) : _mm256_maskload_ps(dr, m0), a0);
+        b0 = _mm256_fmadd_ps(y, whole0 ? _mm256_loadu_ps(dq) : _mm256_maskload_ps(dq, m0), b0);
+        if (two) {
+            a1 = _mm256_fmadd_ps(
+                x, whole1 ? _mm256_loadu_ps(dr + 8) : _mm256_maskload_ps(dr + 8, m1), a1);
+            b1 = _mm256_fmadd_ps(
+                y, whole1 ? _mm256_loadu_ps(dq + 8) : _mm256_maskload_ps(dq + 8, m1), b1);
+        }
+    }
+    if (e < e1) {
+        const float *dr = d + (int64_t)idx[e] * ldd;
+        const __m256 x = _mm256_broadcast_ss(val + e);
+        a0 = _mm256_fmadd_ps(x, whole0 ? _mm256_loadu_ps(dr) : _mm256_maskload_ps(dr, m0), a0);
+        if (two)
+            a1 = _mm256_fmadd_ps(
+                x, whole1 ? _mm256_loadu_ps(dr + 8) : _mm256_maskload_ps(dr + 8, m1), a1);
+    }
+    finish(out, _mm256_add_ps(a0, b0), bias, m0, 1, alpha, beta, act, act_alpha);
+    if (two)
+        finish(out + 8, _mm256_add_ps(a1, b1), bias ? bias + 8 : NULL, m1, 1, alpha, beta, act,
+               act_alpha);
+}
+
+void dc_spmm_row2_avx2(float *out, const int32_t *idx, const float *val, int64_t e0, int64_t e1,
+                       const float *d, int64_t ldd, int64_t w, float alpha, float beta,
+                       const float *bias, int act, float act_alpha)
+{
+    /* D's rows 16 floats apart are read whole (lanes past w are never stored); else
+     * masked past w */
+    if (ldd >= 16 && w > 8)
+        row2_w(1, 1, 1, out, idx, val, e0, e1, d, ldd, w, alpha, beta, bias, act, act_alpha);
+    else if (ldd >= 16)
+        row2_w(0, 1, 0, out, idx, val, e0, e1, d, ldd, w, alpha, beta, bias, act, act_alpha);
+    else if (w > 8)
+        row2_w(1, 1, 0, out, idx, val, e0, e1, d, ldd, w, alpha, beta, bias, act, act_alpha);
+    else if (w == 8)
+        row2_w(0, 1, 0, out, idx, val, e0, e1, d, ldd, w, alpha, beta, bias, act, act_alpha);
+    else
+        row2_w(0, 0, 0, out, idx, val, e0, e1, d, ldd, w, alpha, beta, bias, act, act_alpha);
+}

@@ -44,6 +44,16 @@ int64_t dc_csr_count_rows(const uint8_t *in8, const float *in32, int64_t B, int6
 int dc_spmm_ld(float *out, int64_t ldo, const dc_csr *s, const float *d, int64_t ldd, int64_t N,
                float alpha, float beta, const float *bias, int act, float act_alpha);
 
+/* dc_spmm_ld on a one-part CSR with, on the AVX2 path and for N <= 16, each row's entries
+ * summed in two chains (even and odd entries, added at the end; dc_spmm_row2_avx2): a
+ * narrow row's single chain of dependent FMAs is its bound. Other bits than dc_spmm_ld's
+ * there (the portable path's are the same); full-batch descent's forward takes it
+ * (mlp_layer0.c), mini-batches keep dc_spmm_ld's bits. With N <= 16 and ldd >= 16 each of
+ * D's rows is read to 16 floats (whole vectors; lanes past N are never stored). */
+int dc_spmm_ld_chains(float *out, int64_t ldo, const dc_csr *s, const float *d, int64_t ldd,
+                      int64_t N, float alpha, float beta, const float *bias, int act,
+                      float act_alpha);
+
 /* The transposed product without the transpose. With S = rows sel[0..rows) of s (one
  * part, its entries in columns [k0, k1)) and D (rows, N), N <= DC_SPMM_BLOCK:
  *   out (k1 - k0, N) = alpha * S^T . D + beta * out      (ldo >= N; beta == 0 overwrites)
@@ -81,6 +91,13 @@ typedef void (*dc_spmm_finish_fn)(float *out, int64_t ldo, const float *acc, int
 void dc_spmm_sweep_avx2(float *acc, int64_t lda, int64_t k0, const int32_t *idx,
                         const float *val, const int64_t *ptr, const int64_t *sel, int64_t rows,
                         const float *d, int64_t ldd, int64_t w);
+/* Row entries [e0, e1) times a block of w <= 16 columns, out[0..w) as dc_spmm_row_avx2
+ * computes it but with the even and the odd entries summed apart and then added (other
+ * bits, two chains of FMAs per vector: see dc_spmm_ld_chains). With ldd >= 16 each of D's
+ * rows is read to 16 floats. */
+void dc_spmm_row2_avx2(float *out, const int32_t *idx, const float *val, int64_t e0, int64_t e1,
+                       const float *d, int64_t ldd, int64_t w, float alpha, float beta,
+                       const float *bias, int act, float act_alpha);
 void dc_spmm_finish_avx2(float *out, int64_t ldo, const float *acc, int64_t lda,
                          const int32_t *count, int64_t n, int64_t w, float alpha, float beta);
 void dc_spmm_row_avx2(float *out, const int32_t *idx, const float *val, const int64_t *ptr,

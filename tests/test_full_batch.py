@@ -95,6 +95,22 @@ def _fit_mini(x, y, shuffle):
     return net
 
 
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("hidden", [5, 8, 10, 16])
+def test_a_narrow_full_batch_agrees_with_the_dense_path(rng, path, hidden):
+    # A narrow layer 0 (at most 16 outputs) takes its full-batch forward in two chains
+    # of sums with the weight read from 16-float rows (dc_spmm_ld_chains): other bits
+    # than the mini-batch kernels', the same sums to rounding. The dense path (GEMM) is
+    # the yardstick; widths 5 and 8 have one vector, 10 a masked second one, 16 two.
+    x, y = _digits(rng)
+    runs = [_fit(x, y, [784, hidden, 10], True, path=path, threads=2, sparse=sparse)
+            for sparse in ("auto", "never")]
+    (na, _), (nb, _) = runs
+    assert not np.array_equal(na.flat_parameters, Network([784, hidden, 10],
+                                                          seed=0).flat_parameters)
+    np.testing.assert_allclose(na.flat_parameters, nb.flat_parameters, rtol=1e-4, atol=1e-5)
+
+
 def test_too_dense_data_takes_the_dense_path_either_way(rng):
     x, y = _digits(rng, density=0.6)  # over a quarter non-zero: the GEMM on every step
     runs = [_fit(x, y, [784, 12, 10], keep, path=PATHS[-1], threads=2)
