@@ -255,12 +255,10 @@ static int forward_blocks(float *out, const dc_mlp *net, const uint8_t *x_u8,
                 }
                 float *logits = NULL;
                 if (use_sparse) {
-                    st = mlp_gather_csr(&b->x, NULL, rows * f, r8, r32, NULL, rows, f, scale);
-                    if (st == DC_OK) {
-                        const int act = net->n_layers > 1 ? net->act : DC_ACT_IDENTITY;
-                        st = dc_spmm(b->buf_a, &b->x, wt, o, o, 1.0f, 0.0f, net->params + o * f,
-                                     act, net->act_alpha);
-                    }
+                    const int act = net->n_layers > 1 ? net->act : DC_ACT_IDENTITY;
+                    dc_csr_fill_rows(&b->x, r8, r32, rows, f, scale); /* (counted already) */
+                    st = dc_spmm(b->buf_a, &b->x, wt, o, o, 1.0f, 0.0f, net->params + o * f,
+                                 act, net->act_alpha);
                     if (st == DC_OK)
                         st = forward_layers(&logits, net, 1, b->buf_a, b->buf_a, b->buf_b, rows,
                                             0);

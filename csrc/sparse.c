@@ -42,9 +42,9 @@ static int64_t count_row(const uint8_t *s8, const float *s32, int64_t F, float s
 
 /* The row's n entries (n from count_row), in column order, numbered from j0 (the column
  * of s8[0] / s32[0]), each its value less bg[j] when bg is not NULL; uint8 words of
- * background are skipped 8 bytes at a time. */
-static void fill_row(int32_t *idx, float *val, int64_t n, const uint8_t *s8, const float *s32,
-                     int64_t F, int64_t j0, float scale, const float *bg)
+ * background are skipped 8 bytes at a time. Returns how many it wrote. */
+static int64_t fill_row(int32_t *idx, float *val, int64_t n, const uint8_t *s8,
+                        const float *s32, int64_t F, int64_t j0, float scale, const float *bg)
 {
     int64_t p = 0;
     (void)n;
@@ -60,12 +60,13 @@ static void fill_row(int32_t *idx, float *val, int64_t n, const uint8_t *s8, con
             ++p;
         }
     }
+    return p;
 }
 
 typedef int64_t (*count_fn)(const uint8_t *, const float *, int64_t, float, const float *,
                             int32_t *);
-typedef void (*fill_fn)(int32_t *, float *, int64_t, const uint8_t *, const float *, int64_t,
-                        int64_t, float, const float *);
+typedef int64_t (*fill_fn)(int32_t *, float *, int64_t, const uint8_t *, const float *, int64_t,
+                           int64_t, float, const float *);
 
 /* The row kernels of the selected path. */
 static void row_kernels(count_fn *count, fill_fn *fill)
@@ -90,6 +91,25 @@ int64_t dc_csr_count_rows(const uint8_t *in8, const float *in32, int64_t B, int6
     for (int64_t r = 0; r < B; ++r)
         n += count(in8 ? in8 + r * F : NULL, in32 ? in32 + r * F : NULL, F, scale, NULL, NULL);
     return n;
+}
+
+void dc_csr_fill_rows(dc_csr *out, const uint8_t *in8, const float *in32, int64_t B, int64_t F,
+                      float scale)
+{
+    count_fn count;
+    fill_fn fill;
+    row_kernels(&count, &fill);
+    out->parts = 1;
+    out->rows = B;
+    out->cols = F;
+    out->ptr[0] = 0;
+    int64_t p = 0;
+    for (int64_t r = 0; r < B; ++r) {
+        p += fill(out->idx + p, out->val + p, B * F - p, in8 ? in8 + r * F : NULL,
+                  in32 ? in32 + r * F : NULL, F, 0, scale, NULL);
+        out->ptr[r + 1] = p;
+    }
+    out->nnz = p;
 }
 
 /* Without the transpose: the batch's rows split among threads, one part. Each thread

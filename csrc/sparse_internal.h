@@ -37,6 +37,10 @@ static inline int dc_spmm_fuses(int act)
  * uint8 in8 or float in32 (scaled by scale), the other NULL; on this thread. */
 int64_t dc_csr_count_rows(const uint8_t *in8, const float *in32, int64_t B, int64_t F,
                           float scale);
+/* The CSR gather of B rows without counting them first (one part, no transpose): out's
+ * idx/val must have room for B * F entries. On this thread. */
+void dc_csr_fill_rows(dc_csr *out, const uint8_t *in8, const float *in32, int64_t B, int64_t F,
+                      float scale);
 
 /* dc_spmm (digitcore.h) on a block of columns of a wider matrix: out's rows are ldo >= N
  * floats apart. With ldo > N, act must be one the row kernel applies itself (identity,
@@ -109,10 +113,11 @@ void dc_spmm_row_avx2(float *out, const int32_t *idx, const float *val, const in
  * is not NULL. */
 int64_t dc_csr_count_avx2(const uint8_t *s8, const float *s32, int64_t F, float scale,
                           const float *bg, int32_t *colcnt);
-/* Its n non-zero entries (n from the count): idx[p] = j0 + column, val[p] = value * scale
- * (less bg[j] when bg is not NULL), in column order. Writes idx/val[0..n) only. */
-void dc_csr_fill_avx2(int32_t *idx, float *val, int64_t n, const uint8_t *s8, const float *s32,
-                      int64_t F, int64_t j0, float scale, const float *bg);
+/* Its non-zero entries: idx[p] = j0 + column, val[p] = value * scale (less bg[j] when bg
+ * is not NULL), in column order; returns how many. Writes idx/val[0..n) only: n is the
+ * row's count, or any room at least that (entries past the row's then hold junk). */
+int64_t dc_csr_fill_avx2(int32_t *idx, float *val, int64_t n, const uint8_t *s8,
+                         const float *s32, int64_t F, int64_t j0, float scale, const float *bg);
 #endif
 
 /* dc_csr_gather_f32 off a background: keeps the entries whose scaled value x * scale is
