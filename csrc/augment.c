@@ -273,25 +273,33 @@ static int augment(uint8_t *out8, float *out32, const uint8_t *in8, const float 
         return DC_OK;
     const int64_t H = a->height, W = a->width, F = H * W, P = W + 3;
     /* per thread: the padded source, the result, the column flags (in floats' room) */
-    const int64_t pad_n = (H + 3) * P, per = pad_n + F + (W + 3) / 4 + 16;
+    const int64_t pad_n = (H + 3) * P;
+    int64_t per = pad_n + F + (W + 3) / 4 + 16;
     const float range = in8 != NULL ? 255.0f : 1.0f;
     void (*warp_fn)(float *, const aug_src *, const aug_draw *) = warp;
-    void (*store_fn)(uint8_t *, const float *, int64_t) = store_u8;
+    /* uint8 on AVX2: dc_aug_u8_avx2's scratch instead (quad words, then pad8 and colany
+     * bytes; see augment_internal.h) */
+    int fast_u8 = 0;
+    const int64_t quad_n = (H + 2) * P + 16, pad8_n = (H + 4) * P + 32;
 #if DC_GEMM_BUILD_AVX2
     if (dc_kernel_path() == DC_KERNEL_AVX2) {
-        warp_fn = dc_aug_warp_avx2;
-        store_fn = dc_aug_store_u8_avx2;
+        warp_fn = dc_aug_warp_avx2; /* float images */
+        fast_u8 = in8 != NULL;
     }
 #endif
+    if (fast_u8)
+        per = quad_n + (pad8_n + W + 3) / 4 + 16;
     int nt = B * F >= AUG_PARALLEL_MIN ? dc_get_num_threads() : 1;
     if (nt > B)
         nt = (int)B;
-    /* zeroed once: the pads' borders are never written, so they stay zero */
+    /* zeroed once: the pads' borders are never written, so they stay zero. Images are
+     * shared out in small dynamic chunks: a thread the machine deschedules holds up a few
+     * images, not half the batch (an image's bits depend on r alone). */
     float *scratch = calloc((size_t)(nt * per), sizeof(float));
     if (scratch == NULL)
         return DC_ERR_NOMEM;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#pragma omp parallel for schedule(dynamic, 4) num_threads(nt) if (nt > 1)
 #endif
     for (int64_t r = 0; r < B; ++r) {
 #ifdef _OPENMP
@@ -299,15 +307,25 @@ static int augment(uint8_t *out8, float *out32, const uint8_t *in8, const float 
 #else
         float *pad = scratch;
 #endif
+        aug_draw d;
+        draw(&d, a, seed, stream, r);
+        const int64_t row = idx != NULL ? idx[r] : r;
+#if DC_GEMM_BUILD_AVX2
+        if (fast_u8) {
+            uint32_t *quad = (uint32_t *)(void *)pad;
+            uint8_t *pad8 = (uint8_t *)(quad + quad_n);
+            dc_aug_u8_avx2(out8 + r * F, in8 + row * F, &d, H, W, a->bank_size, pad8, quad,
+                           pad8 + pad8_n);
+            continue;
+        }
+#endif
         float *res = pad + pad_n;
         uint8_t *colany = (uint8_t *)(res + F);
         aug_src src = {.pad = pad, .H = H, .W = W, .range = range, .bank_size = a->bank_size};
-        load_source(&src, pad, colany, in8, in32, idx != NULL ? idx[r] : r);
-        aug_draw d;
-        draw(&d, a, seed, stream, r);
+        load_source(&src, pad, colany, in8, in32, row);
         warp_fn(res, &src, &d);
         if (out8 != NULL) {
-            store_fn(out8 + r * F, res, F);
+            store_u8(out8 + r * F, res, F);
         } else {
             float *dst = out32 + r * F;
             for (int64_t i = 0; i < F; ++i)

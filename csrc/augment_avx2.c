@@ -1,6 +1,10 @@
 /*
  * augment_avx2.c -- the bilinear pass of dc_augment_u8/_f32 (augment.c's warp) for 8
- * output pixels at a time: source coordinates, elastic window and taps by gathers.
+ * output pixels at a time: source coordinates, elastic window and taps by gathers. Float
+ * images go through dc_aug_warp_avx2 (augment.c's load_source, then two 8-byte tap pairs
+ * gathered per row of taps); uint8 images through dc_aug_u8_avx2, the whole image in one
+ * function (loaded as bytes, a lane's four taps one gathered word, rounded and stored
+ * in place), which takes about a quarter fewer instructions per image.
  *
  * Compiled with -mavx2 -mfma (MSVC: /arch:AVX2) and nothing else is: augment.c calls it
  * only when the AVX2 path is selected. It must give augment.c's warp bit for bit, so every
@@ -10,6 +14,7 @@
  * all 8 lanes (clamped coordinates always address the pad) and stores the valid ones.
  */
 #include <immintrin.h>
+#include <string.h>
 
 #include "augment_internal.h"
 
@@ -47,28 +52,6 @@ DC_INLINE void taps(__m256 *left, __m256 *right, const float *row, __m256i off)
     *right = _mm256_castpd_ps(_mm256_permute4x64_pd(
         _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1))),
         _MM_SHUFFLE(3, 1, 2, 0)));
-}
-
-void dc_aug_store_u8_avx2(uint8_t *dst, const float *res, int64_t n)
-{
-    const __m256 zero = _mm256_setzero_ps(), top = _mm256_set1_ps(255.0f);
-    const __m256 half = _mm256_set1_ps(0.5f);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 r = _mm256_loadu_ps(res + i);
-        /* r > 0 ? (r < 255 ? r : 255) : 0, NaN -> 0; then + 0.5 truncated */
-        const __m256 lt = _mm256_cmp_ps(r, top, _CMP_LT_OQ);
-        const __m256 gt0 = _mm256_cmp_ps(r, zero, _CMP_GT_OQ);
-        const __m256 v = _mm256_and_ps(_mm256_blendv_ps(top, r, lt), gt0);
-        const __m256i q = _mm256_cvttps_epi32(_mm256_add_ps(v, half));
-        const __m128i w16 =
-            _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
-        _mm_storel_epi64((__m128i *)(void *)(dst + i), _mm_packus_epi16(w16, w16));
-    }
-    for (; i < n; ++i) {
-        const float v = res[i] > 0.0f ? (res[i] < 255.0f ? res[i] : 255.0f) : 0.0f;
-        dst[i] = (uint8_t)(v + 0.5f);
-    }
 }
 
 void dc_aug_warp_avx2(float *out, const aug_src *s, const aug_draw *d)
@@ -149,6 +132,186 @@ void dc_aug_warp_avx2(float *out, const aug_src *s, const aug_draw *d)
                 const __m256i keep =
                     _mm256_cmpgt_epi32(_mm256_set1_epi32((int32_t)(W - x)), lane);
                 _mm256_maskstore_ps(out + y * W + x, keep, v);
+            }
+        }
+    }
+}
+
+/* pad8's interior = img, colany = the columns' OR; s's box as load_source finds it. */
+static void load_u8(aug_src *s, uint8_t *pad8, uint8_t *colany, const uint8_t *img)
+{
+    const int64_t H = s->H, W = s->W, P = W + 3;
+    int64_t y_first = -1, y_last = -1;
+    memset(colany, 0, (size_t)W);
+    for (int64_t y = 0; y < H; ++y) {
+        const uint8_t *src = img + y * W;
+        uint8_t *dst = pad8 + (y + 1) * P + 1;
+        uint8_t any = 0;
+        int64_t x = 0;
+        if (W >= 16) {
+            /* 16 bytes at a time, the last 16 overlapping (copying and OR-ing a byte
+             * twice changes nothing) */
+            __m128i acc = _mm_setzero_si128();
+            for (;; x += 16) {
+                if (x + 16 > W)
+                    x = W - 16;
+                const __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(src + x));
+                __m128i *c = (__m128i *)(void *)(colany + x);
+                _mm_storeu_si128((__m128i *)(void *)(dst + x), v);
+                _mm_storeu_si128(c, _mm_or_si128(_mm_loadu_si128(c), v));
+                acc = _mm_or_si128(acc, v);
+                if (x + 16 == W)
+                    break;
+            }
+            any = !_mm_testz_si128(acc, acc);
+            x = W;
+        }
+        for (; x < W; ++x) {
+            dst[x] = src[x];
+            colany[x] |= src[x];
+            any |= src[x];
+        }
+        if (any) {
+            if (y_first < 0)
+                y_first = y;
+            y_last = y;
+        }
+    }
+    if (y_first < 0) {
+        s->x_lo = s->y_lo = INT32_MAX;
+        s->x_hi = s->y_hi = -1;
+        return;
+    }
+    int64_t x_first = 0, x_last = W - 1;
+    while (!colany[x_first])
+        ++x_first;
+    while (!colany[x_last])
+        --x_last;
+    s->x_lo = (int32_t)x_first;
+    s->x_hi = (int32_t)(x_last + 1);
+    s->y_lo = (int32_t)y_first;
+    s->y_hi = (int32_t)(y_last + 1);
+}
+
+/* quad[i] for i in [i0, i1) (rounded up to 16): the bytes pad8[i], pad8[i + 1],
+ * pad8[i + P], pad8[i + P + 1], low to high */
+static void build_quads(uint32_t *quad, const uint8_t *pad8, int64_t P, int64_t i0, int64_t i1)
+{
+    for (int64_t i = i0; i < i1; i += 16) {
+        const __m128i a = _mm_loadu_si128((const __m128i *)(const void *)(pad8 + i));
+        const __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(pad8 + i + 1));
+        const __m128i c = _mm_loadu_si128((const __m128i *)(const void *)(pad8 + i + P));
+        const __m128i e = _mm_loadu_si128((const __m128i *)(const void *)(pad8 + i + P + 1));
+        const __m128i ab0 = _mm_unpacklo_epi8(a, b), ab1 = _mm_unpackhi_epi8(a, b);
+        const __m128i ce0 = _mm_unpacklo_epi8(c, e), ce1 = _mm_unpackhi_epi8(c, e);
+        __m128i *q = (__m128i *)(void *)(quad + i);
+        _mm_storeu_si128(q, _mm_unpacklo_epi16(ab0, ce0));
+        _mm_storeu_si128(q + 1, _mm_unpackhi_epi16(ab0, ce0));
+        _mm_storeu_si128(q + 2, _mm_unpacklo_epi16(ab1, ce1));
+        _mm_storeu_si128(q + 3, _mm_unpackhi_epi16(ab1, ce1));
+    }
+}
+
+void dc_aug_u8_avx2(uint8_t *out, const uint8_t *img, const aug_draw *d, int64_t H, int64_t W,
+                    int64_t bank_size, uint8_t *pad8, uint32_t *quad, uint8_t *colany)
+{
+    const int64_t P = W + 3;
+    aug_src s = {.H = H, .W = W, .range = 255.0f, .bank_size = bank_size};
+    load_u8(&s, pad8, colany, img);
+    if (s.x_lo > s.x_hi) { /* blank: every pixel is 0 */
+        memset(out, 0, (size_t)(H * W));
+        return;
+    }
+    /* the lanes whose taps are used have iy in [y_lo, y_hi]; the others read words that
+     * an earlier image (or calloc) left, and are masked to 0 */
+    build_quads(quad, pad8, P, (int64_t)s.y_lo * P, ((int64_t)s.y_hi + 1) * P);
+    const int64_t mask = bank_size - 1, S = bank_size;
+    const int stroke = d->gain != 1.0f || d->bias != 0.0f;
+    const __m256 xmax = _mm256_set1_ps((float)(W + 1)), ymax = _mm256_set1_ps((float)(H + 1));
+    const __m256 m00 = _mm256_set1_ps(d->m00), m10 = _mm256_set1_ps(d->m10);
+    const __m256 ax = _mm256_set1_ps(d->ax), ay = _mm256_set1_ps(d->ay);
+    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    const __m256 gain = _mm256_set1_ps(d->gain), brange = _mm256_set1_ps(d->bias * s.range);
+    const __m256 range = _mm256_set1_ps(s.range);
+    const __m256 half = _mm256_set1_ps(0.5f);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i x_lo = _mm256_set1_epi32(s.x_lo), x_hi = _mm256_set1_epi32(s.x_hi);
+    const __m256i y_lo = _mm256_set1_epi32(s.y_lo), y_hi = _mm256_set1_epi32(s.y_hi);
+    const __m256i vP = _mm256_set1_epi32((int32_t)P), vmask = _mm256_set1_epi32((int32_t)mask);
+    const __m256i vox = _mm256_set1_epi32((int32_t)(d->ox & mask));
+    const __m256i byte = _mm256_set1_epi32(0xFF);
+    for (int64_t y = 0; y < H; ++y) {
+        const float fy = (float)y;
+        const __m256 rx = _mm256_set1_ps(d->m01 * fy + d->bx);
+        const __m256 ry = _mm256_set1_ps(d->m11 * fy + d->by);
+        const float *ex = d->fx ? d->fx + ((y + d->oy) & mask) * S : NULL;
+        const float *ey = d->fy ? d->fy + ((y + d->oy) & mask) * S : NULL;
+        for (int64_t x = 0; x < W; x += 8) {
+            /* coordinates, box test, bilinear and stroke: dc_aug_warp_avx2's operations */
+            const __m256i xi = _mm256_add_epi32(_mm256_set1_epi32((int32_t)x), lane);
+            const __m256 fx = _mm256_cvtepi32_ps(xi);
+            __m256 sx = _mm256_add_ps(_mm256_mul_ps(m00, fx), rx);
+            __m256 sy = _mm256_add_ps(_mm256_mul_ps(m10, fx), ry);
+            if (ex != NULL) {
+                const int64_t k0 = (x + d->ox) & mask;
+                __m256 gx, gy;
+                if (k0 + 8 <= S) {
+                    gx = _mm256_loadu_ps(ex + k0);
+                    gy = _mm256_loadu_ps(ey + k0);
+                } else {
+                    const __m256i k = _mm256_and_si256(_mm256_add_epi32(xi, vox), vmask);
+                    gx = _mm256_i32gather_ps(ex, k, 4);
+                    gy = _mm256_i32gather_ps(ey, k, 4);
+                }
+                sx = _mm256_add_ps(sx, _mm256_mul_ps(ax, gx));
+                sy = _mm256_add_ps(sy, _mm256_mul_ps(ay, gy));
+            }
+            sx = clamp_coord(_mm256_add_ps(sx, one), xmax);
+            sy = clamp_coord(_mm256_add_ps(sy, one), ymax);
+            const __m256i ix = _mm256_cvttps_epi32(sx), iy = _mm256_cvttps_epi32(sy);
+            const __m256i miss = _mm256_or_si256(
+                _mm256_or_si256(_mm256_cmpgt_epi32(x_lo, ix), _mm256_cmpgt_epi32(ix, x_hi)),
+                _mm256_or_si256(_mm256_cmpgt_epi32(y_lo, iy), _mm256_cmpgt_epi32(iy, y_hi)));
+            __m256i q8 = _mm256_setzero_si256();
+            if (_mm256_movemask_epi8(miss) != -1) {
+                const __m256 wx = _mm256_sub_ps(sx, _mm256_cvtepi32_ps(ix));
+                const __m256 wy = _mm256_sub_ps(sy, _mm256_cvtepi32_ps(iy));
+                const __m256i off = _mm256_add_epi32(_mm256_mullo_epi32(iy, vP), ix);
+                const __m256i q =
+                    _mm256_i32gather_epi32((const int *)(const void *)quad, off, 4);
+                const __m256 p00 = _mm256_cvtepi32_ps(_mm256_and_si256(q, byte));
+                const __m256 p01 =
+                    _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(q, 8), byte));
+                const __m256 p10 =
+                    _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(q, 16), byte));
+                const __m256 p11 = _mm256_cvtepi32_ps(_mm256_srli_epi32(q, 24));
+                const __m256 top =
+                    _mm256_add_ps(p00, _mm256_mul_ps(wx, _mm256_sub_ps(p01, p00)));
+                const __m256 bot =
+                    _mm256_add_ps(p10, _mm256_mul_ps(wx, _mm256_sub_ps(p11, p10)));
+                __m256 v = _mm256_add_ps(top, _mm256_mul_ps(wy, _mm256_sub_ps(bot, top)));
+                if (stroke) {
+                    v = _mm256_add_ps(_mm256_mul_ps(v, gain), brange);
+                    const __m256 lt = _mm256_cmp_ps(v, range, _CMP_LT_OQ);
+                    const __m256 gt0 = _mm256_cmp_ps(v, zero, _CMP_GT_OQ);
+                    v = _mm256_and_ps(_mm256_blendv_ps(range, v, lt), gt0);
+                }
+                /* rounded as augment.c's store_u8 rounds, without its clamp: with taps in
+                 * [0, 255] and weights in [0, 1), a + w (b - a) stays in [0, 255] in
+                 * float32 too (every rounding is monotone and 255 is a float), and the
+                 * stroke curve clamps to it */
+                v = _mm256_andnot_ps(_mm256_castsi256_ps(miss), v);
+                q8 = _mm256_cvttps_epi32(_mm256_add_ps(v, half));
+            }
+            const __m128i w16 =
+                _mm_packus_epi32(_mm256_castsi256_si128(q8), _mm256_extracti128_si256(q8, 1));
+            const __m128i b8 = _mm_packus_epi16(w16, w16);
+            if (x + 8 <= W) {
+                _mm_storel_epi64((__m128i *)(void *)(out + y * W + x), b8);
+            } else {
+                uint8_t tail[16];
+                _mm_storeu_si128((__m128i *)(void *)tail, b8);
+                memcpy(out + y * W + x, tail, (size_t)(W - x));
             }
         }
     }

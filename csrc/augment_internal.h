@@ -41,8 +41,16 @@ typedef struct {
  * (tests/test_augment.py compares them). */
 #if DC_GEMM_BUILD_AVX2
 void dc_aug_warp_avx2(float *out, const aug_src *s, const aug_draw *d);
-/* dst (n) = res rounded as augment.c's u8 store does it (same bits) */
-void dc_aug_store_u8_avx2(uint8_t *dst, const float *res, int64_t n);
+/* The whole uint8 image at once: out (H, W) = img (H, W) resampled through d and rounded,
+ * the bits of augment.c's load_source + warp + store_u8. Instead of a float copy of the image
+ * it reads a table of its 2 x 2 neighbourhoods (quad[iy * P + ix]: the four padded pixels (iy,
+ * ix), (iy, ix + 1), (iy + 1, ix), (iy + 1, ix + 1) as the bytes of one word, P = W + 3), so a
+ * lane's four taps are one 4-byte gather element: one gather of 8 words per 8 pixels
+ * instead of four of 4 pairs, and the uint8 taps convert to the same floats. pad8 is
+ * (H + 4) * P bytes whose border is zero (only the image's pixels are written), quad
+ * (H + 2) * P words and colany W bytes of scratch. */
+void dc_aug_u8_avx2(uint8_t *out, const uint8_t *img, const aug_draw *d, int64_t H, int64_t W,
+                    int64_t bank_size, uint8_t *pad8, uint32_t *quad, uint8_t *colany);
 #endif
 
 #endif /* DC_AUGMENT_INTERNAL_H */
