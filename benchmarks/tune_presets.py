@@ -2,6 +2,7 @@
 
     python benchmarks/tune_presets.py --preset augmented [--set epochs=80 --set dropout=0.1]
                                       [--every 10] [--seeds 0] [--json FILE]
+                                      [--proba-dir DIR] [--committee]
 
 This is how the presets in src/digitcore/presets.py were chosen: each candidate trains on
 the first 50,000 training images and is scored on the last 10,000 (`--val`), every
@@ -11,14 +12,26 @@ loads; their wall time is not measured here (bench_accuracy.py measures the chos
 presets on the full training set). `--set KEY=VALUE` overrides a preset entry (hidden
 widths as `hidden=800,800`, `augment=none`). Results are saved, when `--json` names a
 file, as the other benchmarks save theirs (benchmarks/_results.py).
+
+Committees: `--proba-dir DIR` keeps each seed's validation probabilities (float32 .npy)
+and its training time in DIR, named by the candidate and seed; a seed already there is
+read back, not trained again, so two processes (e.g. one thread each,
+DIGITCORE_NUM_THREADS=1) may train disjoint seeds and a last run gathers them all.
+`--committee` then scores the committees of the first k seeds, k = 1 .. len(seeds): the
+argmax of the mean of their probabilities (summed in float64, in seed order), as
+`digitcore.Committee` answers.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -42,8 +55,25 @@ def _value(key, text):
     return text
 
 
-def run(preset, split, seed, every, verbose):
+def run(preset, split, seed, every, verbose, proba_dir=None):
+    """Train one seed; returns (accuracy, curve, wall seconds, validation probabilities).
+    With ``proba_dir``, a seed whose probabilities are already saved there is read back."""
     (x, y), (xv, yv) = split
+    if proba_dir is not None:
+        key = json.dumps({"preset": preset, "n_train": len(x), "n_val": len(xv)},
+                         sort_keys=True)
+        stem = Path(proba_dir) / f"{hashlib.sha256(key.encode()).hexdigest()[:12]}-seed{seed}"
+        if stem.with_suffix(".json").exists():
+            meta = json.loads(stem.with_suffix(".json").read_text())
+            proba = np.load(stem.with_suffix(".npy"))
+            return meta["val_accuracy"], meta["curve"], meta["wall_s"], proba
+        acc, curve, wall, proba = run(preset, split, seed, every, verbose)
+        Path(proba_dir).mkdir(parents=True, exist_ok=True)
+        np.save(stem.with_suffix(".npy"), proba)
+        stem.with_suffix(".json").write_text(json.dumps(
+            {"config": preset, "seed": seed, "val_accuracy": acc, "curve": curve,
+             "wall_s": wall, "threads": digitcore.get_num_threads()}) + "\n")
+        return acc, curve, wall, proba
     curve = []
     t0 = time.perf_counter()
 
@@ -58,9 +88,11 @@ def run(preset, split, seed, every, verbose):
     net, tr = build(preset, seed, len(x), epochs=preset["epochs"], augment=preset.get("augment"),
                     trainer_kw=dict(verbose=0, callbacks=[LambdaCallback(on_epoch_end)]))
     tr.fit(x, y)
-    acc = net.score(xv, yv)
+    wall = time.perf_counter() - t0
+    proba = net.predict_proba(xv)
+    acc = float(np.mean(np.argmax(proba, axis=1) == yv))
     curve.append([preset["epochs"], acc])
-    return acc, curve, time.perf_counter() - t0
+    return acc, curve, wall, proba
 
 
 def main():
@@ -74,6 +106,10 @@ def main():
     ap.add_argument("--every", type=int, default=10, help="score every N epochs (0: end)")
     ap.add_argument("--verbose", type=int, default=1)
     ap.add_argument("--json", default=None, help="save the results to this file")
+    ap.add_argument("--proba-dir", default=None, help="keep (and reuse) each seed's "
+                    "validation probabilities in this folder")
+    ap.add_argument("--committee", action="store_true", help="also score the committees "
+                    "of the first k seeds, k = 1 .. len(seeds)")
     args = ap.parse_args()
     preset = get_preset(args.preset)
     for item in args.set:
@@ -86,9 +122,11 @@ def main():
     if not 0 < args.val < len(x):
         raise SystemExit(f"--val must be in [1, {len(x) - 1}], got {args.val}")
     split = (x[:-args.val], y[:-args.val]), (x[-args.val:], y[-args.val:])
-    rows = []
+    rows, probas = [], []
     for seed in (int(s) for s in args.seeds.split(",")):
-        acc, curve, wall = run(preset, split, seed, args.every, args.verbose)
+        acc, curve, wall, proba = run(preset, split, seed, args.every, args.verbose,
+                                      args.proba_dir)
+        probas.append(proba)
         rows.append({"preset": args.preset, "overrides": args.set, "config": preset,
                      "seed": seed, "n_train": len(split[0][0]), "n_val": args.val,
                      "val_accuracy": acc, "curve": curve, "wall_s": wall,
@@ -98,6 +136,18 @@ def main():
     accs = [100 * r["val_accuracy"] for r in rows]
     claims = {"val_accuracy_pct_mean": sum(accs) / len(accs),
               "val_accuracy_pct_range": [min(accs), max(accs)]}
+    if args.committee:
+        yv = split[1][1]
+        total = np.zeros(probas[0].shape, np.float64)
+        for k, proba in enumerate(probas, 1):
+            total += proba
+            acc = 100 * float(np.mean(np.argmax(total, axis=1) == yv))
+            walls = [r["wall_s"] for r in rows[:k]]
+            claims[f"committee_k{k}_val_accuracy_pct"] = acc
+            claims[f"committee_k{k}_member_wall_s_sum"] = sum(walls)
+            print(f"committee of {k} (seeds {[r['seed'] for r in rows[:k]]}): validation "
+                  f"{acc:.2f}%, members trained in {sum(walls):.0f} s "
+                  f"(each {min(walls):.0f}-{max(walls):.0f} s)", flush=True)
     if args.json:
         _results.save(__file__, claims, rows, args.json)
     return 0

@@ -17,6 +17,7 @@ PACKAGE = Path(digitcore.__file__).parent
 # -> network -> ops -> C; modelio -> network)
 FORBIDDEN = {
     "network": {"trainer", "estimator", "cli", "serve", "modelio", "checkpoint", "datasets"},
+    "committee": {"trainer", "estimator", "cli", "serve", "modelio", "checkpoint", "datasets"},
     "ops": {"network", "trainer", "estimator", "cli", "serve", "modelio"},
     "ops_ref": {"ops", "network", "trainer", "estimator", "cli", "serve", "modelio"},
     "_modelfile": {"network", "modelio", "trainer"},

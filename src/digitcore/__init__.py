@@ -26,6 +26,7 @@ _LAZY = {
     "one_hot": "digitcore.datasets",
     "load_mnist_mini": "digitcore.datasets",
     "Network": "digitcore.network",
+    "Committee": "digitcore.committee",
     "Trainer": "digitcore.trainer",
     "History": "digitcore.trainer",
     "Callback": "digitcore.trainer",
@@ -40,7 +41,7 @@ _LAZY = {
 }
 _SUBMODULES = {"ops", "ops_ref", "optim", "metrics", "plots", "datasets", "idx", "network",
                "trainer", "modelio", "imaging", "estimator", "cli", "presets", "serve",
-               "augment", "pretrained"}
+               "augment", "pretrained", "committee"}
 
 __all__ = sorted(
     ["__version__", "DigitcoreError", "DatasetError", "ModelFormatError", "KernelError",

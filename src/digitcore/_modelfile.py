@@ -22,6 +22,14 @@ safetensors.torch.load_file(path))`` works. ``"__metadata__"`` holds strings:
 ``format = "digitcore"``, ``config`` (JSON of ``Network.get_config()``),
 ``digitcore_version`` and optionally ``training`` (JSON summary).
 
+A committee (:class:`digitcore.committee.Committee`, several networks whose averaged
+probabilities are the answer) is one file of the same kind: member ``m``'s tensors are
+named ``"members.{m}.{2*i}.weight"`` / ``"members.{m}.{2*i}.bias"`` (the state dict of a
+PyTorch module holding an ``nn.ModuleList`` called ``members``), and instead of
+``config`` the metadata holds ``committee``: JSON ``{"combine": "mean_proba",
+"members": [config, ...]}``. :func:`read_models` reads either kind; :func:`read_model`
+reads one network and refuses a committee file by name.
+
 The network's input normalisation (``input_mean``, ``input_std`` in the
 config) is not part of the tensors: a PyTorch model loaded from the file
 expects inputs already scaled to [0, 1] and normalised as
@@ -43,7 +51,8 @@ from digitcore._atomic import atomic_write_bytes
 from digitcore._version import __version__
 from digitcore.errors import ModelFormatError
 
-__all__ = ["write_model", "read_model", "decode_training", "FORMAT_NAME", "STORAGE_DTYPES"]
+__all__ = ["write_model", "write_committee", "read_model", "read_models", "decode_training",
+           "FORMAT_NAME", "STORAGE_DTYPES", "COMBINE", "MAX_MEMBERS"]
 
 FORMAT_NAME = "digitcore"
 # The header is JSON describing a few tensors; the safetensors library itself caps
@@ -52,6 +61,10 @@ MAX_HEADER_BYTES = 16 * 1024 * 1024
 # Largest layer width / depth a config may ask for, checked before anything is allocated.
 MAX_LAYER_SIZE = 1 << 20
 MAX_LAYERS = 1024
+# A committee's member count is checked before anything is allocated.
+MAX_MEMBERS = 1024
+# How a committee file's members combine: the mean of their probabilities.
+COMBINE = "mean_proba"
 _TENSOR_KEYS = {"dtype", "shape", "data_offsets"}
 _SAFETENSORS_DTYPES = {"BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16",
                        "BF16", "I32", "U32", "F32", "F64", "I64", "U64"}
@@ -90,20 +103,8 @@ def _serialize(tensors: list[tuple[str, np.ndarray]], metadata: dict[str, str],
     return b"".join([struct.pack("<Q", len(raw)), raw, *blobs])
 
 
-def write_model(path, config, weights, biases, metadata=None, dtype="float32") -> None:
-    """Write ``config`` (``Network.get_config()``), ``weights`` ((out, in) arrays) and
-    ``biases`` ((out,) arrays) to a safetensors file at ``path``, atomically, with
-    ``metadata`` (a JSON-serialisable dict, or None) as the ``training`` string.
-    ``dtype`` is the storage of the tensors: ``"float32"`` (exact) or ``"float16"``
-    (half the bytes, each value rounded to the nearest float16).
-
-    ValueError if the arrays do not match config's layer sizes, the metadata is not
-    JSON-serialisable, or a value does not fit the storage dtype; OSError if the file
-    cannot be written (an old file is intact). :func:`digitcore.modelio.save_model`
-    documents the same for users.
-    """
-    if dtype not in STORAGE_DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}")
+def _layer_tensors(config, weights, biases, prefix=""):
+    """``[(name, array), ...]`` of one network, checked against its ``layer_sizes``."""
     sizes = [int(s) for s in config["layer_sizes"]]
     weights, biases = list(weights), list(biases)
     if len(weights) != len(sizes) - 1 or len(biases) != len(sizes) - 1:
@@ -118,7 +119,12 @@ def write_model(path, config, weights, biases, metadata=None, dtype="float32") -
             raise ValueError(
                 f"layer {i}: weight shape {w.shape} and bias shape {b.shape}, expected "
                 f"{want_w} and {want_b} from layer_sizes {sizes}")
-        tensors += [(f"{2 * i}.weight", w), (f"{2 * i}.bias", b)]
+        tensors += [(f"{prefix}{2 * i}.weight", w), (f"{prefix}{2 * i}.bias", b)]
+    return tensors
+
+
+def _write(path, tensors, meta, metadata, dtype):
+    """Check the storage dtype and metadata, then write the file atomically."""
     if dtype == "float16":
         limit = float(np.finfo(np.float16).max)
         for name, arr in tensors:
@@ -126,9 +132,7 @@ def write_model(path, config, weights, biases, metadata=None, dtype="float32") -
             if not big <= limit:  # also catches NaN
                 raise ValueError(f"tensor {name}: a value of magnitude {big:.6g} does not fit "
                                  f"float16 (largest {limit:g}); save it as float32")
-    meta = {"format": FORMAT_NAME,
-            "config": json.dumps(config, sort_keys=True, default=_json_default),
-            "digitcore_version": __version__}
+    meta = {"format": FORMAT_NAME, **meta, "digitcore_version": __version__}
     if metadata is not None:
         if not isinstance(metadata, dict):
             raise ValueError(f"metadata must be a dict, got {type(metadata).__name__}")
@@ -138,6 +142,47 @@ def write_model(path, config, weights, biases, metadata=None, dtype="float32") -
         except (TypeError, ValueError) as exc:
             raise ValueError(f"metadata is not JSON serialisable: {exc}") from exc
     atomic_write_bytes(path, _serialize(tensors, meta, STORAGE_DTYPES[dtype]))
+
+
+def write_model(path, config, weights, biases, metadata=None, dtype="float32") -> None:
+    """Write ``config`` (``Network.get_config()``), ``weights`` ((out, in) arrays) and
+    ``biases`` ((out,) arrays) to a safetensors file at ``path``, atomically, with
+    ``metadata`` (a JSON-serialisable dict, or None) as the ``training`` string.
+    ``dtype`` is the storage of the tensors: ``"float32"`` (exact) or ``"float16"``
+    (half the bytes, each value rounded to the nearest float16).
+
+    ValueError if the arrays do not match config's layer sizes, the metadata is not
+    JSON-serialisable, or a value does not fit the storage dtype; OSError if the file
+    cannot be written (an old file is intact). :func:`digitcore.modelio.save_model`
+    documents the same for users.
+    """
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}")
+    tensors = _layer_tensors(config, weights, biases)
+    _write(path, tensors, {"config": json.dumps(config, sort_keys=True, default=_json_default)},
+           metadata, dtype)
+
+
+def write_committee(path, members, metadata=None, dtype="float32") -> None:
+    """Write a committee: ``members`` is a list of ``(config, weights, biases)``, one per
+    network, in the order their probabilities are summed. Same contract as
+    :func:`write_model` (atomic; ValueError on shapes, metadata or float16 range)."""
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}")
+    members = list(members)
+    if not 1 <= len(members) <= MAX_MEMBERS:
+        raise ValueError(f"a committee holds 1 to {MAX_MEMBERS} networks, got {len(members)}")
+    tensors, configs = [], []
+    for m, (config, weights, biases) in enumerate(members):
+        try:
+            tensors += _layer_tensors(config, weights, biases, f"members.{m}.")
+        except ValueError as exc:
+            raise ValueError(f"member {m}: {exc}") from None
+        configs.append(config)
+    committee = {"combine": COMBINE, "members": configs}
+    _write(path, tensors,
+           {"committee": json.dumps(committee, sort_keys=True, default=_json_default)},
+           metadata, dtype)
 
 
 # ----------------------------------------------------------------------------
@@ -186,10 +231,28 @@ def _check_config(config, fail: Callable[[str], ModelFormatError]) -> dict:
 
 
 def read_model(path) -> tuple[dict, dict, list[np.ndarray], list[np.ndarray], int]:
-    """Read and fully validate a model file.
+    """Read and fully validate a model file of one network.
 
     Returns ``(config, metadata, weights, biases, file_size)``; raises
-    ModelFormatError naming the file and the problem.
+    ModelFormatError naming the file and the problem (a committee file included:
+    :func:`read_models` reads those).
+    """
+    members, meta, size = read_models(path)
+    if "committee" in meta:
+        raise ModelFormatError(
+            f"{os.fspath(path)}: holds a committee of {len(members)} networks, not one "
+            "network (load it with digitcore.load_model)")
+    config, weights, biases = members[0]
+    return config, meta, weights, biases, size
+
+
+def read_models(path) -> tuple[list[tuple[dict, list, list]], dict, int]:
+    """Read and fully validate a model file: one network, or a committee of them.
+
+    Returns ``(members, metadata, file_size)`` with ``members`` a list of ``(config,
+    weights, biases)``: one entry for a network's file, several for a committee's (whose
+    ``metadata`` has a ``committee`` entry). Raises ModelFormatError naming the file and
+    the problem.
     """
     fspath = os.fspath(path)
 
@@ -242,27 +305,57 @@ def read_model(path) -> tuple[dict, dict, list[np.ndarray], list[np.ndarray], in
     if meta.get("format") != FORMAT_NAME:
         raise fail(f"metadata format is {meta.get('format')!r:.100}, expected "
                    f"{FORMAT_NAME!r} (not a digitcore model file)")
-    if "config" not in meta:
-        raise fail("metadata has no config")
-    try:
-        config = json.loads(meta["config"], object_pairs_hook=_no_duplicates)
-    except ValueError as exc:
-        raise fail(f"metadata config is not valid JSON: {exc}") from None
-    config = _check_config(config, fail)
-    sizes = config["layer_sizes"]
-    n_layers = len(sizes) - 1
+    if "committee" in meta:
+        if "config" in meta:
+            raise fail("metadata has both config and committee (one network or a "
+                       "committee, not both)")
+        try:
+            committee = json.loads(meta["committee"], object_pairs_hook=_no_duplicates)
+        except ValueError as exc:
+            raise fail(f"metadata committee is not valid JSON: {exc}") from None
+        if not isinstance(committee, dict) or set(committee) != {"combine", "members"}:
+            raise fail("metadata committee must be a JSON object with exactly the keys "
+                       "combine and members")
+        if committee["combine"] != COMBINE:
+            raise fail(f"metadata committee combine is {committee['combine']!r:.100}, "
+                       f"expected {COMBINE!r}")
+        configs = committee["members"]
+        if not isinstance(configs, list) or not 1 <= len(configs) <= MAX_MEMBERS:
+            raise fail(f"metadata committee members must be a list of 1 to {MAX_MEMBERS} "
+                       "network configs")
+        prefixes = [f"members.{m}." for m in range(len(configs))]
+
+        def member_fail(m):
+            return lambda problem: fail(f"committee member {m}: {problem}")
+
+        configs = [_check_config(c, member_fail(m)) for m, c in enumerate(configs)]
+        shapes = {(c["layer_sizes"][0], c["layer_sizes"][-1]) for c in configs}
+        if len(shapes) > 1:
+            raise fail(f"committee members differ in their input or output widths "
+                       f"({sorted(shapes)}): their probabilities cannot be averaged")
+    else:
+        if "config" not in meta:
+            raise fail("metadata has no config")
+        try:
+            config = json.loads(meta["config"], object_pairs_hook=_no_duplicates)
+        except ValueError as exc:
+            raise fail(f"metadata config is not valid JSON: {exc}") from None
+        configs, prefixes = [_check_config(config, fail)], [""]
 
     expected: dict[str, tuple[int, ...]] = {}
-    for i in range(n_layers):
-        expected[f"{2 * i}.weight"] = (sizes[i + 1], sizes[i])
-        expected[f"{2 * i}.bias"] = (sizes[i + 1],)
+    for config, prefix in zip(configs, prefixes):
+        sizes = config["layer_sizes"]
+        for i in range(len(sizes) - 1):
+            expected[f"{prefix}{2 * i}.weight"] = (sizes[i + 1], sizes[i])
+            expected[f"{prefix}{2 * i}.bias"] = (sizes[i + 1],)
+    what = (f"layer_sizes {configs[0]['layer_sizes']}" if len(prefixes) == 1 and
+            not prefixes[0] else f"a committee of {len(configs)} networks")
     missing = [k for k in expected if k not in header]
     if missing:
-        raise fail(f"missing tensor(s) {', '.join(missing)} for layer_sizes {sizes}")
+        raise fail(f"missing tensor(s) {', '.join(missing[:5])} for {what}")
     extra = sorted(k for k in header if k not in expected)
     if extra:
-        raise fail(f"unexpected tensor(s) {', '.join(map(repr, extra[:5]))} for "
-                   f"layer_sizes {sizes}")
+        raise fail(f"unexpected tensor(s) {', '.join(map(repr, extra[:5]))} for {what}")
 
     spans = []
     for name, shape in expected.items():
@@ -279,7 +372,7 @@ def read_model(path) -> tuple[dict, dict, list[np.ndarray], list[np.ndarray], in
             raise fail(f"tensor {name}: shape {got!r:.100} is not a list of non-negative ints")
         if tuple(got) != shape:
             raise fail(f"tensor {name}: shape {tuple(got)}, expected {shape} from "
-                       f"layer_sizes {sizes}")
+                       f"the layer_sizes of its config")
         offs = info["data_offsets"]
         if (not isinstance(offs, list) or len(offs) != 2
                 or not all(_is_int(o) for o in offs)):
@@ -316,9 +409,12 @@ def read_model(path) -> tuple[dict, dict, list[np.ndarray], list[np.ndarray], in
             raise fail(f"tensor {name} contains NaN or infinite values")
         return arr.astype(np.float32).reshape(expected[name])  # native-endian copy
 
-    weights = [tensor(f"{2 * i}.weight") for i in range(n_layers)]
-    biases = [tensor(f"{2 * i}.bias") for i in range(n_layers)]
-    return config, meta, weights, biases, size
+    members = []
+    for config, prefix in zip(configs, prefixes):
+        n_layers = len(config["layer_sizes"]) - 1
+        members.append((config, [tensor(f"{prefix}{2 * i}.weight") for i in range(n_layers)],
+                        [tensor(f"{prefix}{2 * i}.bias") for i in range(n_layers)]))
+    return members, meta, size
 
 
 def decode_training(meta: dict):

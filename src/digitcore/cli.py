@@ -125,6 +125,10 @@ def _parser():
     t.add_argument("--augment", type=_augment, metavar="NAME|KEY=V,...",
                    help="deform training images: affine, elastic, thickness, full, none, or "
                         "Augment fields such as rotate=10,alpha=34 (default: the preset's)")
+    t.add_argument("--members", type=_positive_int, metavar="K",
+                   help="train K networks (seeds SEED, SEED+1, ...) and save their "
+                        "committee: the mean of their probabilities answers (default: "
+                        "the preset's, 1 but for --preset committee)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=_positive_int)
     t.add_argument("--validation-fraction", type=_float, default=0.0)
@@ -230,48 +234,80 @@ def cmd_train(args):
         overrides["augment"] = None if args.augment == "none" else args.augment
     if (args.resume or args.checkpoint_seconds is not None) and not args.checkpoint:
         raise UsageError("--resume and --checkpoint-seconds need --checkpoint DIR")
+    members = args.members or presets.members_of(cfg)
+    if members > 1 and args.checkpoint:
+        raise UsageError(f"--checkpoint saves one network's run; a committee of {members} "
+                         "networks cannot be checkpointed (train with --members 1)")
     name, (x_tr, y_tr), (x_te, y_te) = _load_data(args.dataset, args.data_dir, args.download,
                                                        args.verify)
     if "augment" not in overrides and x_tr.ndim != 3:  # no size rule for flat features
         overrides["augment"] = cfg.get("augment")
     n_classes = int(max(y_tr.max(), y_te.max())) + 1
-    net, trainer = presets.build(
-        cfg, args.seed, len(x_tr), n_features=int(x_tr[0].size), n_classes=max(n_classes, 2),
+    runs = presets.build_committee(
+        cfg, args.seed, len(x_tr), members, n_features=int(x_tr[0].size),
+        n_classes=max(n_classes, 2),
         trainer_kw=dict(verbose=0 if (args.quiet or args.json) else 1,
                         checkpoint=args.checkpoint,
                         checkpoint_seconds=args.checkpoint_seconds), **overrides)
-    if trainer.verbose and trainer.epochs > 50:
-        trainer.verbose = 2  # a line per epoch: a bar is no use over a long run
+    net, trainer = runs[0]
+    for _, tr in runs:
+        if tr.verbose and tr.epochs > 50:
+            tr.verbose = 2  # a line per epoch: a bar is no use over a long run
     if not (args.quiet or args.json):
         deformed = "" if trainer.augment is None else ", deforming the training images"
-        print(f"digitcore {digitcore.__version__}: training {net!r} on {name} "
+        what = repr(net) if members == 1 else f"a committee of {members} x {net!r}"
+        print(f"digitcore {digitcore.__version__}: training {what} on {name} "
               f"({len(x_tr):,} train / {len(x_te):,} test images{deformed}), "
               f"{digitcore.kernel_path()} kernels, {digitcore.get_num_threads()} threads",
               file=sys.stderr)
     t0 = time.perf_counter()
-    history = trainer.fit(x_tr, y_tr, validation_fraction=args.validation_fraction,
-                          resume=args.resume)
+    for j, (_, tr) in enumerate(runs):
+        if members > 1 and not (args.quiet or args.json):
+            print(f"member {j + 1}/{members} (seed {args.seed + j})", file=sys.stderr)
+        history = tr.fit(x_tr, y_tr, validation_fraction=args.validation_fraction,
+                         resume=args.resume)
+        if history.interrupted:
+            break
     wall = time.perf_counter() - t0
+    member_acc = [m.evaluate(x_te, y_te)[1] for m, _ in runs] if members > 1 else []
     if history.interrupted and args.checkpoint:
         print(f"checkpoint saved in {args.checkpoint}: run the same command with --resume "
               f"to continue", file=sys.stderr)
-    test_loss, test_acc = net.evaluate(x_te, y_te)
+    if members > 1:
+        if history.interrupted:
+            raise UsageError(f"interrupted while training member {j + 1} of {members}: "
+                             "no committee saved")
+        from digitcore.committee import Committee
+
+        model = Committee([m for m, _ in runs])
+        model.training_summary = {"members": [m.training_summary for m, _ in runs]}
+    else:
+        model = net
+    test_loss, test_acc = model.evaluate(x_te, y_te)
     summary = {
         "dataset": name, "n_train": int(len(x_tr)), "n_test": int(len(x_te)),
         "architecture": list(net.layer_sizes), "preset": args.preset,
         "epochs": len(history), "seed": args.seed, "train_loss": history.loss[-1] if len(history) else None,
         "test_loss": test_loss, "test_accuracy": test_acc, "wall_seconds": wall,
-        "samples_per_second": len(x_tr) * len(history) / wall if wall > 0 else None,
+        "samples_per_second": (len(x_tr) * len(history) * members / wall
+                               if wall > 0 else None),
         "interrupted": history.interrupted, "model": None,
         "augment": None if trainer.augment is None else trainer.augment.to_dict(),
     }
+    if members > 1:
+        summary["members"] = members
+        summary["member_test_accuracy"] = member_acc
     if args.out:
         # the trainer's summary (optimizer, batch size, l2, l1, ...) and the run's figures
-        net.save(args.out, metadata=dict(net.training_summary or {}, **{k: summary[k] for k in (
+        model.save(args.out, metadata=dict(model.training_summary or {}, **{k: summary[k] for k in (
             "dataset", "epochs", "seed", "test_accuracy", "wall_seconds")}))
         summary["model"] = os.path.abspath(args.out)
-    lines = [f"test accuracy: {test_acc:.2%} ({name}, {len(x_te):,} test images)",
-             f"wall time: {wall:.1f} s for {len(history)} epochs "
+    lines = [f"test accuracy: {test_acc:.2%} ({name}, {len(x_te):,} test images)"]
+    if members > 1:
+        lines[0] += (f", a committee of {members}; its members alone "
+                     + ", ".join(f"{a:.2%}" for a in member_acc))
+    lines += [f"wall time: {wall:.1f} s for {len(history)} epochs"
+             f"{f' x {members} members' if members > 1 else ''} "
              f"({summary['samples_per_second']:,.0f} samples/s)"]
     if args.out:
         lines.append(f"model saved to {summary['model']}")
@@ -301,7 +337,8 @@ def cmd_evaluate(args):
         os.makedirs(args.plots, exist_ok=True)
         paths = {"confusion_matrix.png": lambda p: plots.plot_confusion_matrix(cm, path=p),
                  "mistakes.png": lambda p: plots.plot_mistakes(x_te, y_te, proba, 25, path=p),
-                 "first_layer.png": lambda p: plots.plot_first_layer(net, path=p)}
+                 "first_layer.png": lambda p: plots.plot_first_layer(
+                     getattr(net, "members", [net])[0], path=p)}
         for fname, draw in paths.items():
             target = os.path.join(args.plots, fname)
             draw(target)
@@ -396,6 +433,9 @@ def cmd_export(args):
     from digitcore.onnxio import OPSET
 
     net = load_model(args.model)
+    if not hasattr(net, "to_onnx"):
+        raise UsageError(f"{args.model} holds a committee of {len(net)} networks; ONNX "
+                         "export takes one network")
     path = net.to_onnx(args.out, input_dtype=args.input_dtype)
     print(f"wrote {path}: {net!r}, ONNX opset {OPSET}, input 'pixels' {args.input_dtype} "
           f"(N, {net.n_features}), output 'probabilities' float32 (N, {net.n_classes})")

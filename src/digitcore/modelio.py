@@ -1,4 +1,5 @@
-"""Model files: save a Network to, and load it from, a safetensors file.
+"""Model files: save a Network (or a Committee of them) to, and load it from, a
+safetensors file.
 
 The format (PyTorch-loadable tensor names, the config and training summary in the
 header's metadata) is described and implemented in :mod:`digitcore._modelfile`;
@@ -14,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from digitcore._modelfile import decode_training, read_model, write_model
+from digitcore._modelfile import decode_training, read_models, write_model
+from digitcore.committee import Committee
 from digitcore.errors import ModelFormatError
 from digitcore.network import Network
 
@@ -26,9 +28,10 @@ def save_model(network, path, metadata=None, dtype="float32") -> None:
 
     Parameters
     ----------
-    network : Network
+    network : Network or Committee
         Anything with ``get_config()``, ``weights`` (list of ``(out, in)``
-        arrays) and ``biases`` (list of ``(out,)`` arrays).
+        arrays) and ``biases`` (list of ``(out,)`` arrays); a Committee writes
+        itself (``Committee.save``: its members in one file).
     path : str or os.PathLike
         Destination; an existing file is replaced only once the new one is
         completely written.
@@ -50,6 +53,9 @@ def save_model(network, path, metadata=None, dtype="float32") -> None:
     OSError
         If the file cannot be written (the old file, if any, is intact).
     """
+    if isinstance(network, Committee):
+        network.save(path, metadata=metadata, dtype=dtype)
+        return
     if metadata is None:
         metadata = getattr(network, "training_summary", None)
     write_model(path, network.get_config(), network.weights, network.biases, metadata,
@@ -57,7 +63,8 @@ def save_model(network, path, metadata=None, dtype="float32") -> None:
 
 
 def load_model(path):
-    """Load a Network saved by :func:`save_model` (or ``Network.save``).
+    """Load a Network saved by :func:`save_model` (or ``Network.save``), or a Committee
+    saved by ``Committee.save``.
 
     Parameters
     ----------
@@ -66,8 +73,8 @@ def load_model(path):
 
     Returns
     -------
-    Network
-        Built from the stored config, with the stored float32 parameters;
+    Network or Committee
+        Built from the stored config(s), with the stored float32 parameters;
         its ``training_summary`` is the decoded ``training`` metadata (or None).
 
     Raises
@@ -78,17 +85,22 @@ def load_model(path):
     FileNotFoundError
         If `path` does not exist.
     """
-    config, meta, weights, biases, _size = read_model(path)
-    try:
-        network = Network.from_config(config)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ModelFormatError(f"{os.fspath(path)}: bad config: {exc}") from exc
-    try:
-        network.set_parameters(weights, biases)
-    except (ValueError, TypeError) as exc:
-        raise ModelFormatError(f"{os.fspath(path)}: bad parameters: {exc}") from exc
-    network.training_summary = decode_training(meta)
-    return network
+    members, meta, _size = read_models(path)
+    nets = []
+    for m, (config, weights, biases) in enumerate(members):
+        where = f"committee member {m}: " if "committee" in meta else ""
+        try:
+            network = Network.from_config(config)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ModelFormatError(f"{os.fspath(path)}: {where}bad config: {exc}") from exc
+        try:
+            network.set_parameters(weights, biases)
+        except (ValueError, TypeError) as exc:
+            raise ModelFormatError(f"{os.fspath(path)}: {where}bad parameters: {exc}") from exc
+        nets.append(network)
+    model = Committee(nets) if "committee" in meta else nets[0]
+    model.training_summary = decode_training(meta)
+    return model
 
 
 def read_model_info(path) -> dict:
@@ -105,28 +117,45 @@ def read_model_info(path) -> dict:
         ``"784-128-10 relu"``), ``layer_sizes``, ``activation``, ``n_params``,
         ``config`` (dict) and ``metadata`` (dict: ``format``,
         ``digitcore_version``, ``training`` decoded from JSON when present,
-        plus any other stored string).
+        plus any other stored string). For a committee file, ``architecture``
+        reads ``"committee of 5 x 784-800-10 relu"``, ``layer_sizes`` and
+        ``activation`` are the first member's, ``n_params`` counts all members,
+        ``config`` is ``{"combine": "mean_proba", "members": [...]}`` and
+        ``members`` is the member count.
 
     Raises
     ------
     ModelFormatError
         As :func:`load_model`.
     """
-    config, meta, weights, biases, size = read_model(path)
-    metadata: dict[str, Any] = {k: v for k, v in meta.items() if k != "config"}
+    members, meta, size = read_models(path)
+    metadata: dict[str, Any] = {k: v for k, v in meta.items()
+                                if k not in ("config", "committee")}
     if "training" in metadata:
         metadata["training"] = decode_training(meta)
+    config, _, _ = members[0]
     sizes = config["layer_sizes"]
-    return {
+    arch = "-".join(map(str, sizes)) + f" {config['activation']}"
+    info = {
         "path": os.fspath(path),
         "file_size": size,
-        "architecture": "-".join(map(str, sizes)) + f" {config['activation']}",
+        "architecture": arch,
         "layer_sizes": list(sizes),
         "activation": config["activation"],
-        "n_params": int(sum(w.size + b.size for w, b in zip(weights, biases))),
+        "n_params": int(sum(w.size + b.size for _, ws, bs in members
+                            for w, b in zip(ws, bs))),
         "config": config,
         "metadata": metadata,
     }
+    if "committee" in meta:
+        archs = ["-".join(map(str, c["layer_sizes"])) + f" {c['activation']}"
+                 for c, _, _ in members]
+        info["architecture"] = (f"committee of {len(members)} x {archs[0]}"
+                                if len(set(archs)) == 1 else
+                                f"committee of {len(members)}: " + ", ".join(archs))
+        info["config"] = {"combine": "mean_proba", "members": [c for c, _, _ in members]}
+        info["members"] = len(members)
+    return info
 
 
 # ----------------------------------------------------------------------------

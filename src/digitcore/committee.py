@@ -1,0 +1,195 @@
+"""A committee: several networks read the same input, their averaged probabilities answer.
+
+Ciresan et al. (2010, 2012) averaged the outputs of independently trained MLPs; networks
+trained from different seeds (and, with augmentation, on differently deformed digits) make
+partly different mistakes, so the mean of their class probabilities is right more often
+than any one of them. :class:`Committee` holds the member :class:`~digitcore.network.Network`
+objects and answers like a Network (``predict_proba``, ``predict``, ``logits``,
+``evaluate``, ``score``, ``predict_image``, ``save``); ``digitcore.load_model`` reads a
+committee file back (format: :mod:`digitcore._modelfile`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from digitcore._modelfile import write_committee
+from digitcore.network import Network
+
+__all__ = ["Committee"]
+
+
+class Committee:
+    """Networks whose mean class probability is the prediction.
+
+    Parameters
+    ----------
+    members : sequence of Network
+        At least one network; all take the same number of features and give the same
+        number of classes. Kept in this order: probabilities are summed in it.
+
+    Notes
+    -----
+    ``predict_proba`` sums the members' float32 probabilities in float64, in member order,
+    divides by the member count and rounds once to float32, so the answer does not depend
+    on the thread count (each member's does not) nor on anything but the members and their
+    order.
+
+    Examples
+    --------
+    >>> a, b = Network([4, 8, 3], seed=0), Network([4, 8, 3], seed=1)
+    >>> c = Committee([a, b])
+    >>> len(c), c.n_classes
+    (2, 3)
+    """
+
+    def __init__(self, members):
+        try:
+            members = list(members)
+        except TypeError:
+            raise TypeError(f"members must be a sequence of Network, got "
+                            f"{type(members).__name__}") from None
+        if not members:
+            raise ValueError("a committee needs at least one network")
+        for i, net in enumerate(members):
+            if not isinstance(net, Network):
+                raise TypeError(f"members[{i}] is a {type(net).__name__}, expected a "
+                                "digitcore.Network")
+            if (net.n_features, net.n_classes) != (members[0].n_features,
+                                                   members[0].n_classes):
+                raise ValueError(
+                    f"members[{i}] maps {net.n_features} features to {net.n_classes} "
+                    f"classes, members[0] {members[0].n_features} to {members[0].n_classes}: "
+                    "a committee's members must agree on both")
+        self.members = members
+        self.training_summary = None
+
+    # ---- what it is ------------------------------------------------------------------------
+
+    def __len__(self):
+        return len(self.members)
+
+    @property
+    def n_features(self):
+        return self.members[0].n_features
+
+    @property
+    def n_classes(self):
+        return self.members[0].n_classes
+
+    @property
+    def n_params(self):
+        """Parameters of all members together."""
+        return sum(net.n_params for net in self.members)
+
+    @property
+    def layer_sizes(self):
+        """The first member's layer sizes (members may differ in their hidden layers)."""
+        return self.members[0].layer_sizes
+
+    @property
+    def activation(self):
+        return self.members[0].activation
+
+    def get_config(self):
+        """``{"combine": "mean_proba", "members": [each member's get_config()]}``."""
+        return {"combine": "mean_proba", "members": [net.get_config() for net in self.members]}
+
+    def copy(self):
+        """An independent copy (members copied)."""
+        out = Committee([net.copy() for net in self.members])
+        out.training_summary = self.training_summary
+        return out
+
+    # ---- inference -------------------------------------------------------------------------
+
+    def predict_proba(self, x):
+        """Mean of the members' class probabilities.
+
+        Parameters
+        ----------
+        x : array, shape (n, height, width) or (n, features), uint8 or float
+
+        Returns
+        -------
+        ndarray, float32, shape (n, n_classes); rows sum to 1 (to float32 rounding).
+        """
+        total = None
+        for net in self.members:
+            p = net.predict_proba(x)
+            if total is None:
+                total = p.astype(np.float64)
+            else:
+                total += p
+        total /= len(self.members)
+        return total.astype(np.float32)
+
+    def _log_proba(self, x):
+        """log of the mean probability, float64 (n, n_classes), from the members' logits:
+        finite even where every member's float32 probability underflows to 0."""
+        stacked = []
+        for net in self.members:
+            z = net.logits(x).astype(np.float64)
+            z -= z.max(axis=1, keepdims=True)
+            z -= np.log(np.exp(z).sum(axis=1, keepdims=True))  # log-softmax
+            stacked.append(z)
+        s = np.stack(stacked)  # (members, n, classes)
+        top = s.max(axis=0)
+        return top + np.log(np.exp(s - top).sum(axis=0)) - np.log(len(self.members))
+
+    def logits(self, x):
+        """Log of the mean probabilities, float32 (n, n_classes): values whose softmax is
+        :meth:`predict_proba` (to rounding), computed from the members' logits in float64
+        so that they stay finite."""
+        return self._log_proba(x).astype(np.float32)
+
+    def predict(self, x):
+        """Predicted labels, int64 (n,): the argmax of :meth:`predict_proba`."""
+        return np.argmax(self.predict_proba(x), axis=1).astype(np.int64)
+
+    def evaluate(self, x, y):
+        """(mean cross-entropy of the averaged probabilities, accuracy) on ``x`` with
+        integer labels ``y``."""
+        first = self.members[0]
+        x2, _, _ = first.prepared_input(x)
+        labels = first.prepared_labels(y, x2.shape[0])
+        if x2.shape[0] == 0:
+            raise ValueError("cannot evaluate on zero samples")
+        logp = self._log_proba(x)
+        loss = -float(np.mean(logp[np.arange(len(labels)), labels]))
+        correct = int(np.count_nonzero(self.predict(x) == labels))
+        return loss, correct / x2.shape[0]
+
+    def score(self, x, y):
+        """Accuracy (fraction of correct predictions) on ``x`` with labels ``y``."""
+        return self.evaluate(x, y)[1]
+
+    def predict_image(self, image):
+        """Read a digit from an image file or array, prepared like MNIST.
+
+        Returns
+        -------
+        (digit, probabilities) : (int, ndarray float32 (n_classes,))
+        """
+        from digitcore.imaging import preprocess_image
+
+        img = preprocess_image(image)
+        proba = self.predict_proba(img.reshape(1, -1))[0]
+        return int(np.argmax(proba)), proba
+
+    # ---- files -----------------------------------------------------------------------------
+
+    def save(self, path, metadata=None, dtype="float32"):
+        """Write the committee to one safetensors file (atomically): member ``m``'s tensors
+        as ``members.{m}.{2*i}.weight`` / ``.bias``, the members' configs in the metadata.
+        ``metadata`` defaults to ``training_summary``. ``digitcore.load_model(path)`` reads
+        it back as a Committee."""
+        if metadata is None:
+            metadata = self.training_summary
+        write_committee(path, [(net.get_config(), net.weights, net.biases)
+                               for net in self.members], metadata, dtype=dtype)
+
+    def __repr__(self):
+        archs = ["-".join(str(s) for s in net.layer_sizes) for net in self.members]
+        shown = f"{len(archs)} x {archs[0]}" if len(set(archs)) == 1 else ", ".join(archs)
+        return f"Committee({shown}, params={self.n_params:,})"
