@@ -2,12 +2,16 @@
 
     python benchmarks/bench_accuracy.py [--presets default,best,tutorial,mini,augmented]
                                         [--seeds 0,1,2]
+    python benchmarks/bench_accuracy.py --presets committee [--seeds 0]
 
 Trains on the 60,000 MNIST training images (the 6,000-image mnist-mini for `mini`) and
 reports accuracy on the 10,000 test images (1,000 for mini), with the wall time of
 training, for each seed, then the mean and spread (min, max) per preset, against the
 targets from the project's issues. The presets were chosen on validation splits of the
-training images; this benchmark only reports their test accuracy.
+training images; this benchmark only reports their test accuracy. A preset with `members`
+(`committee`) trains that many networks, seeds SEED, SEED+1, ..., one after another; its
+time is theirs together, its accuracy their Committee's, and each member's own test
+accuracy is reported beside it.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ sys.path.insert(0, str(HERE))
 from _data import shared_mnist  # noqa: E402
 import _results  # noqa: E402
 import digitcore  # noqa: E402
-from digitcore.presets import build  # noqa: E402
+from digitcore.committee import Committee  # noqa: E402
+from digitcore.presets import build_committee, get_preset, members_of  # noqa: E402
 
 TARGETS = {  # preset: (min accuracy, max wall seconds) -- None: report only
     "default": (0.975, 15.0),
     "best": (0.986, 30.0),
     "augmented": (0.993, 180.0),
+    "committee": (0.995, 600.0),
     "tutorial": (None, None),
     "mini": (0.97, None),
 }
@@ -36,15 +42,24 @@ TARGETS = {  # preset: (min accuracy, max wall seconds) -- None: report only
 def run(preset_name, data, seed, verbose):
     (x, y), (xt, yt) = data
     # the recipe `digitcore train` runs on len(x) images (epochs_for, augment_for)
-    net, tr = build("default" if preset_name == "mini" else preset_name, seed, len(x),
-                    trainer_kw=dict(verbose=verbose))
+    name = "default" if preset_name == "mini" else preset_name
+    runs = build_committee(name, seed, len(x), members_of(get_preset(name)),
+                           trainer_kw=dict(verbose=verbose))
     t = time.perf_counter()
-    tr.fit(x, y)
+    for _, tr in runs:
+        tr.fit(x, y)
     wall = time.perf_counter() - t
-    return {"preset": preset_name, "network": repr(net), "epochs": tr.epochs, "seed": seed,
-            "augment": None if tr.augment is None else tr.augment.to_dict(),
-            "test_accuracy": net.score(xt, yt), "train_seconds": wall,
-            "threads": digitcore.get_num_threads(), "kernel": digitcore.kernel_path()}
+    net, tr = runs[0]
+    row = {"preset": preset_name, "network": repr(net), "epochs": tr.epochs, "seed": seed,
+           "augment": None if tr.augment is None else tr.augment.to_dict(),
+           "test_accuracy": net.score(xt, yt), "train_seconds": wall,
+           "threads": digitcore.get_num_threads(), "kernel": digitcore.kernel_path()}
+    if len(runs) > 1:
+        committee = Committee([m for m, _ in runs])
+        row.update(network=repr(committee), test_accuracy=committee.score(xt, yt),
+                   members=len(runs), member_seeds=[seed + j for j in range(len(runs))],
+                   member_test_accuracy=[m.score(xt, yt) for m, _ in runs])
+    return row
 
 
 def main():
@@ -76,10 +91,17 @@ def main():
         rows.append(r)
         print(f"{name:9s} {r['network']}: {r['test_accuracy']:.2%} in {r['train_seconds']:.1f} s "
               f"({r['epochs']} epochs, seed {r['seed']}); " + "; ".join(verdict), flush=True)
+        if "member_test_accuracy" in r:
+            print("          its members alone: " + ", ".join(
+                f"{a:.2%}" for a in r["member_test_accuracy"]), flush=True)
     claims = {}
     for r in rows:
         claims[f"{r['preset']}_seed{r['seed']}_accuracy_pct"] = 100 * r["test_accuracy"]
         claims[f"{r['preset']}_seed{r['seed']}_train_s"] = r["train_seconds"]
+        if "member_test_accuracy" in r:
+            accs = [100 * a for a in r["member_test_accuracy"]]
+            claims[f"{r['preset']}_seed{r['seed']}_member_accuracy_range_pct"] = [min(accs),
+                                                                                 max(accs)]
     for name in dict.fromkeys(r["preset"] for r in rows):
         accs = [100 * r["test_accuracy"] for r in rows if r["preset"] == name]
         secs = [r["train_seconds"] for r in rows if r["preset"] == name]

@@ -56,8 +56,9 @@ def _value(key, text):
 
 
 def run(preset, split, seed, every, verbose, proba_dir=None):
-    """Train one seed; returns (accuracy, curve, wall seconds, validation probabilities).
-    With ``proba_dir``, a seed whose probabilities are already saved there is read back."""
+    """Train one seed; returns (accuracy, curve, wall seconds, validation probabilities,
+    threads it trained on). With ``proba_dir``, a seed whose probabilities are already
+    saved there is read back."""
     (x, y), (xv, yv) = split
     if proba_dir is not None:
         key = json.dumps({"preset": preset, "n_train": len(x), "n_val": len(xv)},
@@ -66,14 +67,14 @@ def run(preset, split, seed, every, verbose, proba_dir=None):
         if stem.with_suffix(".json").exists():
             meta = json.loads(stem.with_suffix(".json").read_text())
             proba = np.load(stem.with_suffix(".npy"))
-            return meta["val_accuracy"], meta["curve"], meta["wall_s"], proba
-        acc, curve, wall, proba = run(preset, split, seed, every, verbose)
+            return meta["val_accuracy"], meta["curve"], meta["wall_s"], proba, meta["threads"]
+        acc, curve, wall, proba, threads = run(preset, split, seed, every, verbose)
         Path(proba_dir).mkdir(parents=True, exist_ok=True)
         np.save(stem.with_suffix(".npy"), proba)
         stem.with_suffix(".json").write_text(json.dumps(
             {"config": preset, "seed": seed, "val_accuracy": acc, "curve": curve,
-             "wall_s": wall, "threads": digitcore.get_num_threads()}) + "\n")
-        return acc, curve, wall, proba
+             "wall_s": wall, "threads": threads}) + "\n")
+        return acc, curve, wall, proba, threads
     curve = []
     t0 = time.perf_counter()
 
@@ -92,7 +93,7 @@ def run(preset, split, seed, every, verbose, proba_dir=None):
     proba = net.predict_proba(xv)
     acc = float(np.mean(np.argmax(proba, axis=1) == yv))
     curve.append([preset["epochs"], acc])
-    return acc, curve, wall, proba
+    return acc, curve, wall, proba, digitcore.get_num_threads()
 
 
 def main():
@@ -124,13 +125,13 @@ def main():
     split = (x[:-args.val], y[:-args.val]), (x[-args.val:], y[-args.val:])
     rows, probas = [], []
     for seed in (int(s) for s in args.seeds.split(",")):
-        acc, curve, wall, proba = run(preset, split, seed, args.every, args.verbose,
-                                      args.proba_dir)
+        acc, curve, wall, proba, threads = run(preset, split, seed, args.every,
+                                               args.verbose, args.proba_dir)
         probas.append(proba)
         rows.append({"preset": args.preset, "overrides": args.set, "config": preset,
                      "seed": seed, "n_train": len(split[0][0]), "n_val": args.val,
                      "val_accuracy": acc, "curve": curve, "wall_s": wall,
-                     "threads": digitcore.get_num_threads()})
+                     "threads": threads})
         print(f"{args.preset} {' '.join(args.set)} seed {seed}: validation {acc:.2%} "
               f"({preset['epochs']} epochs, {wall:.0f} s)", flush=True)
     accs = [100 * r["val_accuracy"] for r in rows]

@@ -45,7 +45,11 @@ PRESETS = {
     # A committee of `augmented` networks (seeds seed, seed + 1, ...) whose averaged
     # probabilities answer (digitcore.Committee), as Ciresan et al. averaged MLPs.
     # Chosen on the validation split (50,000 / 10,000) of benchmarks/tune_presets.py
-    # --committee (benchmarks/results/tune_presets-committee-*.json). Members train one
+    # --committee, at equal training budget: 100-epoch members (alone 99.12-99.32%) make
+    # committees of k = 1..5 reading 99.32 / 99.35 / 99.31 / 99.35 / 99.37%; 50-epoch
+    # members (alone 99.04-99.19%) reach only 99.19-99.27% for k = 1..10, so 10 x 50 is
+    # worse than 5 x 100 (tune_presets-committee-e100.json, -e50.json). About 5 x 103 s
+    # on two quiet cores (the augmented preset's time). Members train one
     # after another on all threads: two 1-thread processes side by side were no faster
     # on 2 busy cores (4 epochs of 784-800-10 "full" each: 29 s and 38 s for the pair,
     # against 31 s and 33 s for the two one after the other on 2 threads).
