@@ -56,10 +56,14 @@ def test_bundled_model_reads_digits(bundled, mini):
     (_, _), (xt, yt) = mini
     assert bundled.layer_sizes[0] == 784 and bundled.layer_sizes[-1] == 10
     summary = bundled.training_summary
-    for key in ("preset", "recipe", "seed", "n_train", "dataset", "test_accuracy",
+    for key in ("preset", "recipe", "seed", "members", "n_train", "dataset", "test_accuracy",
                 "storage_dtype", "weights_sha256"):
         assert key in summary, key
     assert summary["dataset"] == "mnist" and summary["n_train"] == 60_000
+    # a committee file loads as a Committee of that many networks, a single one as a Network
+    want = digitcore.Committee if summary["members"] > 1 else digitcore.Network
+    assert isinstance(bundled, want)
+    assert len(getattr(bundled, "members", [bundled])) == summary["members"]
     # mnist-mini's test images are the first 1,000 of MNIST's test set, which the model
     # never trained on; the build script recorded how many it reads
     acc = bundled.score(xt, yt)
@@ -90,18 +94,28 @@ def test_committed_results_and_readme_describe_the_bundled_file(bundled):
     summary = bundled.training_summary
     row = r["rows"][0]
     assert row["weights_sha256"] == summary["weights_sha256"], "rebuilt without its results?"
-    assert (row["preset"], row["seed"]) == (summary["preset"], summary["seed"])
+    assert ((row["preset"], row["seed"], row["members"])
+            == (summary["preset"], summary["seed"], summary["members"]))
     assert r["claims"]["test_accuracy_pct"] == pytest.approx(100 * summary["test_accuracy"])
     assert row["storage_dtype"] == summary["storage_dtype"]
     rebuild = (f"python benchmarks/train_pretrained.py --preset {summary['preset']} "
                f"--seed {summary['seed']}")
+    if summary["members"] > 1:
+        rebuild += f" --members {summary['members']}"
     assert rebuild in (root / "README.md").read_text(encoding="utf-8")
 
 
-def test_each_call_returns_a_new_network(bundled):
+def _parameters(model):
+    """Every parameter of a Network or of a Committee's members, as one float32 vector."""
+    return np.concatenate([net.flat_parameters for net in getattr(model, "members", [model])])
+
+
+def test_each_call_returns_a_new_model(bundled):
     other = load_pretrained()
     assert other is not bundled
-    np.testing.assert_array_equal(other.flat_parameters, bundled.flat_parameters)
+    for a, b in zip(getattr(other, "members", [other]), getattr(bundled, "members", [bundled])):
+        assert a is not b
+    np.testing.assert_array_equal(_parameters(other), _parameters(bundled))
 
 
 # ---------------------------------------------------------------------------- damage
@@ -153,12 +167,12 @@ TINY = dict(hidden=[16], activation="relu", dropout=0.1, optimizer="adam", lr=2e
             batch_size=64, epochs=1, lr_schedule="cosine", warmup=0.0, augment="affine")
 
 
-def _build(mini, tmp_path, name, threads, seed=0, dtype="float16"):
+def _build(mini, tmp_path, name, threads, seed=0, dtype="float16", members=None):
     (x, y), _ = mini
     before = digitcore.get_num_threads()
     digitcore.set_num_threads(threads)
     try:
-        net, history = train_pretrained(x[:1500], y[:1500], TINY, seed)
+        net, history = train_pretrained(x[:1500], y[:1500], TINY, seed, members=members)
     finally:
         digitcore.set_num_threads(before)
     path = tmp_path / name
@@ -183,9 +197,45 @@ def test_a_built_file_loads_as_the_pretrained_model(mini, tmp_path, monkeypatch)
     net, path, _ = _build(mini, tmp_path, pretrained.PRETRAINED_FILE, threads=1)
     monkeypatch.setattr(pretrained, "pretrained_path", lambda: path)
     back = load_pretrained()
+    assert isinstance(back, digitcore.Network)
     for a, b in zip(net.weights + net.biases, back.weights + back.biases):
         np.testing.assert_array_equal(b, a.astype(np.float16).astype(np.float32))
     assert back.training_summary == net.training_summary
+    assert back.training_summary["members"] == 1
+
+
+def test_a_committee_builds_reproducibly_and_loads_as_the_pretrained_model(
+        mini, tmp_path, monkeypatch):
+    com, path, digest = _build(mini, tmp_path, pretrained.PRETRAINED_FILE, threads=1,
+                               seed=3, members=2)
+    _, again, digest2 = _build(mini, tmp_path, "again.safetensors", threads=2, seed=3,
+                               members=2)
+    assert digest == digest2 and path.read_bytes() == again.read_bytes()
+    assert isinstance(com, digitcore.Committee) and len(com) == 2
+    summary = com.training_summary
+    assert (summary["members"], summary["seeds"], summary["seed"]) == (2, [3, 4], 3)
+    assert summary["recipe"]["hidden"] == [16] and summary["weights_sha256"] == digest
+    # member j is the network one seed would give on its own
+    (x, y), (xt, yt) = mini
+    single, _ = train_pretrained(x[:1500], y[:1500], TINY, 4)
+    np.testing.assert_array_equal(com.members[1].flat_parameters, single.flat_parameters)
+    monkeypatch.setattr(pretrained, "pretrained_path", lambda: path)
+    back = load_pretrained()
+    assert isinstance(back, digitcore.Committee) and len(back) == 2
+    for m_net, b_net in zip(com.members, back.members):
+        for a, b in zip(m_net.weights + m_net.biases, b_net.weights + b_net.biases):
+            np.testing.assert_array_equal(b, a.astype(np.float16).astype(np.float32))
+    assert back.training_summary == summary
+    # it answers as a model does: the mean of its members' probabilities
+    mean = (back.members[0].predict_proba(xt[:50]).astype(np.float64)
+            + back.members[1].predict_proba(xt[:50])) / 2
+    np.testing.assert_allclose(back.predict_proba(xt[:50]), mean, rtol=1e-6, atol=1e-7)
+
+
+def test_no_members_is_an_error(mini):
+    (x, y), _ = mini
+    with pytest.raises(ValueError, match="members must be at least 1"):
+        train_pretrained(x[:100], y[:100], TINY, 0, members=0)
 
 
 def test_save_refuses_a_file_over_budget(tmp_path, monkeypatch):
@@ -269,7 +319,7 @@ def test_serve_uses_the_bundled_model(bundled):
     from digitcore.serve import pretrained_model
 
     net, info = pretrained_model(quiet=True)
-    np.testing.assert_array_equal(net.flat_parameters, bundled.flat_parameters)
+    np.testing.assert_array_equal(_parameters(net), _parameters(bundled))
     assert info["source"] == "pretrained model (bundled)"
     assert info["metadata"]["training"]["weights_sha256"] == \
         bundled.training_summary["weights_sha256"]

@@ -1,20 +1,20 @@
-"""The bundled pretrained model: a network that reads digits right after ``pip install``.
+"""The bundled pretrained model: networks that read digits right after ``pip install``.
 
->>> net = digitcore.load_pretrained()                  # doctest: +SKIP
->>> net.predict_image("my_digit.png")                   # doctest: +SKIP
+>>> model = digitcore.load_pretrained()                # doctest: +SKIP
+>>> model.predict_image("my_digit.png")                 # doctest: +SKIP
 (7, array([...]))
 
 The file, ``digitcore/_data/pretrained-mnist.safetensors``, ships in the wheel and the
 sdist. ``benchmarks/train_pretrained.py`` builds it with :func:`train_pretrained` and
-:func:`save_pretrained` (a preset of :mod:`digitcore.presets`, one seed, all 60,000 MNIST
-training images) and writes its test accuracy to ``benchmarks/results/``; the README's
-model card quotes that. The same command, preset, seed and digitcore version rebuild the
+:func:`save_pretrained` (a preset of :mod:`digitcore.presets`, one seed or a committee of
+networks of consecutive seeds, all 60,000 MNIST training images) and writes its test
+accuracy to ``benchmarks/results/``; the README's model card quotes that. The same command, preset, seed and digitcore version rebuild the
 same bytes on any number of threads.
 
 The file is an ordinary model file (:func:`digitcore.load_model` reads it), stored as
 float16 when that leaves the test accuracy unchanged, with the SHA-256 of its tensor data
 in its training metadata (``weights_sha256``): :func:`load_pretrained` checks it, so a
-damaged file is an error, never a network that reads digits slightly wrong.
+damaged file is an error, never a model that reads digits slightly wrong.
 """
 
 from __future__ import annotations
@@ -61,17 +61,21 @@ def weights_digest(path) -> str:
 
 
 def load_pretrained():
-    """The network of the bundled pretrained model, ready to predict.
+    """The bundled pretrained model, ready to predict.
 
     No training and no network access: the model is a file inside the package. Its
     recipe and test accuracy are in the README's model card and in
-    ``net.training_summary`` (``preset``, ``recipe``, ``dataset``, ``test_accuracy``, ...).
+    ``model.training_summary`` (``preset``, ``recipe``, ``members``, ``dataset``,
+    ``test_accuracy``, ...).
 
     Returns
     -------
-    Network
-        A 784-input, 10-class network with float32 parameters (widened from the
-        file's float16 when stored so), a new object on each call.
+    Network or Committee
+        A 784-input, 10-class model with float32 parameters (widened from the file's
+        float16 when stored so), a new object on each call: a
+        :class:`~digitcore.committee.Committee` when the file holds several networks (the
+        bundled file does: ``training_summary["members"]``), else a Network. Both answer
+        ``predict``, ``predict_proba``, ``predict_image`` and ``score`` alike.
 
     Raises
     ------
@@ -106,8 +110,8 @@ def load_pretrained():
     return net
 
 
-def train_pretrained(x_train, y_train, preset="best", seed=0, *, verbose=0):
-    """Train a network the way the bundled model is trained.
+def train_pretrained(x_train, y_train, preset="best", seed=0, *, members=None, verbose=0):
+    """Train a network, or a committee of them, the way the bundled model is trained.
 
     Parameters
     ----------
@@ -121,40 +125,61 @@ def train_pretrained(x_train, y_train, preset="best", seed=0, *, verbose=0):
         ``digitcore train``.
     seed : int
         Initialisation, shuffling, dropout and deformations: the same seed gives the same
-        weights bit for bit on any number of threads.
+        weights bit for bit on any number of threads. Member ``j`` of a committee trains
+        with ``seed + j``.
+    members : int, optional
+        How many networks: 1 trains one :class:`~digitcore.network.Network`, more train
+        them one after another and put them in a :class:`~digitcore.committee.Committee`.
+        Default: the preset's (``presets.members_of``: 5 for ``"committee"``, else 1).
 
     Returns
     -------
-    (Network, History)
-        The network's ``training_summary`` holds the trainer's summary plus ``preset``,
-        ``recipe`` (the preset as used), ``n_train`` and ``seed``.
+    (Network, History) or (Committee, list of History)
+        The model's ``training_summary`` holds ``preset``, ``recipe`` (one network's, as
+        used), ``n_train``, ``seed`` and ``members``; a single network's also holds the
+        trainer's summary, a committee's the ``seeds`` of its members.
 
     Raises
     ------
     KeyboardInterrupt
-        If training was interrupted (a half-trained network is never returned).
+        If training was interrupted (a half-trained model is never returned).
+    ValueError
+        If ``members`` is below 1.
     """
-    from digitcore.presets import NETWORK_KEYS, TRAINER_KEYS, build, get_preset
+    from digitcore.committee import Committee
+    from digitcore.presets import NETWORK_KEYS, TRAINER_KEYS, build, get_preset, members_of
 
     name = preset if isinstance(preset, str) else "custom"
     cfg = get_preset(preset) if isinstance(preset, str) else copy.deepcopy(dict(preset))
+    k = members_of(cfg) if members is None else int(members)
+    if k < 1:
+        raise ValueError(f"members must be at least 1, got {members!r}")
     n = len(x_train)
-    net, trainer = build(cfg, seed, n, n_features=int(x_train[0].size),
-                         n_classes=max(int(y_train.max()) + 1, 2),
-                         trainer_kw=dict(verbose=verbose))
+    nets, histories = [], []
+    for j in range(k):
+        net, trainer = build(cfg, seed + j, n, n_features=int(x_train[0].size),
+                             n_classes=max(int(y_train.max()) + 1, 2),
+                             trainer_kw=dict(verbose=verbose))
+        history = trainer.fit(x_train, y_train)
+        if history.interrupted:
+            raise KeyboardInterrupt
+        nets.append(net)
+        histories.append(history)
     cfg["epochs"] = trainer.epochs
-    history = trainer.fit(x_train, y_train)
-    if history.interrupted:
-        raise KeyboardInterrupt
-    recipe = {k: v for k, v in cfg.items() if k in (*NETWORK_KEYS, *TRAINER_KEYS)}
+    recipe = {key: v for key, v in cfg.items() if key in (*NETWORK_KEYS, *TRAINER_KEYS)}
     recipe["augment"] = None if trainer.augment is None else trainer.augment.to_dict()
-    net.training_summary = dict(net.training_summary or {}, preset=name, recipe=recipe,
-                                n_train=int(n), seed=int(seed))
-    return net, history
+    common = dict(preset=name, recipe=recipe, n_train=int(n), seed=int(seed), members=k)
+    if k == 1:
+        net = nets[0]
+        net.training_summary = dict(net.training_summary or {}, **common)
+        return net, histories[0]
+    committee = Committee(nets)
+    committee.training_summary = dict(common, seeds=[int(seed) + j for j in range(k)])
+    return committee, histories
 
 
 def save_pretrained(network, path, *, dtype="float16", metadata=None) -> str:
-    """Write `network` as a pretrained model file: its ``training_summary`` plus
+    """Write `network` (a Network or a Committee) as a pretrained model file: its ``training_summary`` plus
     `metadata` and the ``weights_sha256`` of the tensor data, atomically.
 
     Returns the digest and sets ``network.training_summary`` to what was stored.

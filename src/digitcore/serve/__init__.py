@@ -33,16 +33,16 @@ def _say(msg, quiet=False):
 
 
 def pretrained_model(*, quiet=False):
-    """The network ``digitcore serve`` uses when no model file is given: the bundled
-    pretrained model (:func:`digitcore.load_pretrained`), at once.
+    """The model ``digitcore serve`` uses when no model file is given: the bundled
+    pretrained model (:func:`digitcore.load_pretrained`, a Network or a Committee), at once.
 
     If that file is missing or damaged (a broken installation), it says so in one line
     and falls back to :func:`default_model`, which trains a model once and caches it.
 
     Returns
     -------
-    (Network, dict)
-        The network and a ``model_info`` dict for :func:`make_server`.
+    (Network or Committee, dict)
+        The model and a ``model_info`` dict for :func:`make_server`.
     """
     from digitcore.errors import ModelFormatError
     from digitcore.modelio import read_model_info
