@@ -35,7 +35,7 @@ PRESETS = {
     # map, Simard's elastic field and a stroke thickness curve (augment "full"); without
     # dropout, which the deformations replace. Chosen on a validation split carved from
     # the training images (50,000 / 10,000; see benchmarks/tune_presets.py), never on the
-    # test images. About two minutes on two cores (README, bench_accuracy). 140 epochs
+    # test images. 81-103 s on two cores (README, bench_accuracy). 140 epochs
     # read 99.34 / 99.23 / 99.21% there (seeds 0, 1, 2; mean 99.26%) against 99.32% for
     # these 100 epochs on seed 0 (tune_presets.json, at an earlier commit): no gain shown
     # (tune_presets-augmented-140.json).
@@ -48,7 +48,7 @@ PRESETS = {
     # --committee, at equal training budget: 100-epoch members (alone 99.12-99.32%) make
     # committees of k = 1..5 reading 99.32 / 99.35 / 99.31 / 99.35 / 99.37%; 50-epoch
     # members (alone 99.04-99.19%) reach only 99.19-99.27% for k = 1..10, so 10 x 50 is
-    # worse than 5 x 100 (tune_presets-committee-e100.json, -e50.json). About 5 x 103 s
+    # worse than 5 x 100 (tune_presets-committee-e100.json, -e50.json). About 5 x 84 s
     # on two quiet cores (the augmented preset's time). Members train one
     # after another on all threads: two 1-thread processes side by side were no faster
     # on 2 busy cores (4 epochs of 784-800-10 "full" each: 29 s and 38 s for the pair,
