@@ -76,20 +76,22 @@ def main(argv=None):
                     "benchmarks/results/train_pretrained.json)")
     ap.add_argument("--verbose", type=int, default=1)
     args = ap.parse_args(argv)
+    # refused before the data are read and hours are spent training
+    if args.members is not None and args.members < 1:
+        ap.error(f"--members must be at least 1, got {args.members}")
+    members = members_of(PRESETS[args.preset]) if args.members is None else args.members
+    shape = digitcore.Network([784, *PRESETS[args.preset]["hidden"], 10])
+    n_params = members * shape.n_params
+    least = "float32" if args.dtype == "float32" else "float16"
+    if n_params * (4 if least == "float32" else 2) > MAX_BYTES:
+        ap.error(f"{members} x {'-'.join(map(str, shape.layer_sizes))} is {n_params:,} "
+                 f"parameters: over the {MAX_BYTES:,}-byte budget of the bundled model even "
+                 f"as {least}")
     if args.threads:
         digitcore.set_num_threads(args.threads)
     digitcore.show_config()
     (x, y), (xt, yt) = digitcore.load_mnist(args.data_dir, download=False)
     (_, _), (xm, ym) = digitcore.load_dataset("mnist-mini")
-    if args.members is not None and args.members < 1:
-        ap.error(f"--members must be at least 1, got {args.members}")
-    members = members_of(PRESETS[args.preset]) if args.members is None else args.members
-    sizes = [784, *PRESETS[args.preset]["hidden"], 10]
-    n_params = members * sum(i * o + o for i, o in zip(sizes, sizes[1:]))
-    if n_params * (4 if args.dtype == "float32" else 2) > MAX_BYTES:
-        ap.error(f"{members} x {'-'.join(map(str, sizes))} is {n_params:,} parameters: over "
-                 f"the {MAX_BYTES:,}-byte budget of the bundled model even as "
-                 f"{'float32' if args.dtype == 'float32' else 'float16'}")
     who = (f"seed {args.seed}" if members == 1 else
            f"{members} networks of seeds {args.seed}..{args.seed + members - 1}")
     print(f"training preset {args.preset!r}, {who}, on {len(x):,} MNIST images, "

@@ -63,7 +63,7 @@ def test_bundled_model_reads_digits(bundled, mini):
     # a committee file loads as a Committee of that many networks, a single one as a Network
     want = digitcore.Committee if summary["members"] > 1 else digitcore.Network
     assert isinstance(bundled, want)
-    assert len(getattr(bundled, "members", [bundled])) == summary["members"]
+    assert len(_networks(bundled)) == summary["members"]
     # mnist-mini's test images are the first 1,000 of MNIST's test set, which the model
     # never trained on; the build script recorded how many it reads
     acc = bundled.score(xt, yt)
@@ -105,15 +105,20 @@ def test_committed_results_and_readme_describe_the_bundled_file(bundled):
     assert rebuild in (root / "README.md").read_text(encoding="utf-8")
 
 
+def _networks(model):
+    """A Committee's members, or [model] for a Network."""
+    return getattr(model, "members", [model])
+
+
 def _parameters(model):
     """Every parameter of a Network or of a Committee's members, as one float32 vector."""
-    return np.concatenate([net.flat_parameters for net in getattr(model, "members", [model])])
+    return np.concatenate([net.flat_parameters for net in _networks(model)])
 
 
 def test_each_call_returns_a_new_model(bundled):
     other = load_pretrained()
     assert other is not bundled
-    for a, b in zip(getattr(other, "members", [other]), getattr(bundled, "members", [bundled])):
+    for a, b in zip(_networks(other), _networks(bundled)):
         assert a is not b
     np.testing.assert_array_equal(_parameters(other), _parameters(bundled))
 
@@ -234,7 +239,7 @@ def test_a_committee_builds_reproducibly_and_loads_as_the_pretrained_model(
 
 def test_no_members_is_an_error(mini):
     (x, y), _ = mini
-    with pytest.raises(ValueError, match="members must be at least 1"):
+    with pytest.raises(ValueError, match="at least one member, got members=0"):
         train_pretrained(x[:100], y[:100], TINY, 0, members=0)
 
 

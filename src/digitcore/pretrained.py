@@ -8,8 +8,9 @@ The file, ``digitcore/_data/pretrained-mnist.safetensors``, ships in the wheel a
 sdist. ``benchmarks/train_pretrained.py`` builds it with :func:`train_pretrained` and
 :func:`save_pretrained` (a preset of :mod:`digitcore.presets`, one seed or a committee of
 networks of consecutive seeds, all 60,000 MNIST training images) and writes its test
-accuracy to ``benchmarks/results/``; the README's model card quotes that. The same command, preset, seed and digitcore version rebuild the
-same bytes on any number of threads.
+accuracy to ``benchmarks/results/``; the README's model card quotes that. The same
+command, preset, seed, member count and digitcore version rebuild the same bytes on any
+number of threads.
 
 The file is an ordinary model file (:func:`digitcore.load_model` reads it), stored as
 float16 when that leaves the test accuracy unchanged, with the SHA-256 of its tensor data
@@ -144,27 +145,24 @@ def train_pretrained(x_train, y_train, preset="best", seed=0, *, members=None, v
     KeyboardInterrupt
         If training was interrupted (a half-trained model is never returned).
     ValueError
-        If ``members`` is below 1.
+        If ``members`` is below 1 (``presets.build_committee`` says so).
     """
     from digitcore.committee import Committee
-    from digitcore.presets import NETWORK_KEYS, TRAINER_KEYS, build, get_preset, members_of
+    from digitcore.presets import NETWORK_KEYS, TRAINER_KEYS, build_committee, get_preset
 
     name = preset if isinstance(preset, str) else "custom"
     cfg = get_preset(preset) if isinstance(preset, str) else copy.deepcopy(dict(preset))
-    k = members_of(cfg) if members is None else int(members)
-    if k < 1:
-        raise ValueError(f"members must be at least 1, got {members!r}")
     n = len(x_train)
-    nets, histories = [], []
-    for j in range(k):
-        net, trainer = build(cfg, seed + j, n, n_features=int(x_train[0].size),
-                             n_classes=max(int(y_train.max()) + 1, 2),
-                             trainer_kw=dict(verbose=verbose))
+    runs = build_committee(cfg, seed, n, members, n_features=int(x_train[0].size),
+                           n_classes=max(int(y_train.max()) + 1, 2),
+                           trainer_kw=dict(verbose=verbose))
+    histories = []
+    for _, trainer in runs:
         history = trainer.fit(x_train, y_train)
         if history.interrupted:
             raise KeyboardInterrupt
-        nets.append(net)
         histories.append(history)
+    nets, k = [net for net, _ in runs], len(runs)
     cfg["epochs"] = trainer.epochs
     recipe = {key: v for key, v in cfg.items() if key in (*NETWORK_KEYS, *TRAINER_KEYS)}
     recipe["augment"] = None if trainer.augment is None else trainer.augment.to_dict()
@@ -179,8 +177,9 @@ def train_pretrained(x_train, y_train, preset="best", seed=0, *, members=None, v
 
 
 def save_pretrained(network, path, *, dtype="float16", metadata=None) -> str:
-    """Write `network` (a Network or a Committee) as a pretrained model file: its ``training_summary`` plus
-    `metadata` and the ``weights_sha256`` of the tensor data, atomically.
+    """Write `network` (a Network or a Committee) as a pretrained model file: its
+    ``training_summary`` plus `metadata` and the ``weights_sha256`` of the tensor data,
+    atomically.
 
     Returns the digest and sets ``network.training_summary`` to what was stored.
     ValueError if the file would exceed :data:`MAX_BYTES` (nothing is written then) or a
