@@ -20,6 +20,7 @@
  * windows are correlated, which matters little for a bank redrawn every epoch).
  */
 #include "augment_internal.h"
+#include "random_internal.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -33,12 +34,7 @@
  * ~2-4 us; a parallel region's fork/join ~5-10 us). */
 #define AUG_PARALLEL_MIN ((int64_t)8 * 784)
 
-/* same hash as nn.c's dropout (dc_hash64): uniforms of 24 bits, exact in float */
-static inline float u24(uint64_t h)
-{
-    return (float)(h >> 40) * (1.0f / 16777216.0f);
-}
-/* uniform in [-1, 1) */
+/* uniform in [-1, 1) from dc_hash64's 24 top bits (u24, random_internal.h) */
 static inline float sym(uint64_t h)
 {
     return 2.0f * u24(h) - 1.0f;

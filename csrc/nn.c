@@ -13,6 +13,7 @@
 #include "common.h"
 #include "digitcore.h"
 #include "optim_internal.h"
+#include "random_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -504,38 +505,40 @@ int dc_scale(float *x, int64_t n, float s)
 
 /* ---- randomness, dropout ----------------------------------------------------------------- */
 
-/* splitmix64's finalizer (Stafford's mix13): a bijection of 64-bit words with full
- * avalanche. */
-static inline uint64_t mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-    return z ^ (z >> 31);
-}
-
-#define GOLDEN UINT64_C(0x9E3779B97F4A7C15)
-
-/* (seed, stream) -> a key; value i is then splitmix64 element i from that key. Mixing the
- * seed before adding the stream keeps nearby (seed, stream) pairs far apart. */
-static inline uint64_t stream_key(uint64_t seed, uint64_t stream)
-{
-    return mix64(mix64(seed ^ UINT64_C(0x6A09E667F3BCC909)) + stream * GOLDEN);
-}
-
-static inline uint64_t hash_at(uint64_t key, uint64_t i)
-{
-    return mix64(key + (i + 1) * GOLDEN);
-}
-
 uint64_t dc_hash64(uint64_t seed, uint64_t stream, uint64_t i)
 {
     return hash_at(stream_key(seed, stream), i);
 }
 
-/* uniform in [0, 1) with 24 random bits: exactly representable as a float */
-static inline float u24(uint64_t h)
+/* Elements [lo, hi) of dropout: 8 wide on the AVX2 path (dropout_avx2.c), same bits. */
+static void dropout_forward_range(float *out, uint8_t *mask, const float *inp, int64_t lo,
+                                  int64_t hi, uint64_t key, uint64_t threshold, float scale)
 {
-    return (float)(h >> 40) * (1.0f / 16777216.0f);
+#if DC_GEMM_BUILD_AVX2
+    if (dc_kernel_path() == DC_KERNEL_AVX2) {
+        dc_dropout_forward_avx2(out, mask, inp, lo, hi, key, threshold, scale);
+        return;
+    }
+#endif
+    for (int64_t i = lo; i < hi; i++) {
+        /* u24(hash) >= p, as an integer compare (random_internal.h) */
+        const int keep = (hash_at(key, (uint64_t)i) >> 40) >= threshold;
+        mask[i] = (uint8_t)keep;
+        out[i] = keep ? inp[i] * scale : 0.0f;
+    }
+}
+
+static void dropout_backward_range(float *dinp, const float *dout, const uint8_t *mask,
+                                   int64_t lo, int64_t hi, float scale)
+{
+#if DC_GEMM_BUILD_AVX2
+    if (dc_kernel_path() == DC_KERNEL_AVX2) {
+        dc_dropout_backward_avx2(dinp, dout, mask, lo, hi, scale);
+        return;
+    }
+#endif
+    for (int64_t i = lo; i < hi; i++)
+        dinp[i] = mask[i] ? dout[i] * scale : 0.0f;
 }
 
 // inp, out, mask are (n); out may equal inp
@@ -546,16 +549,12 @@ int dc_dropout_forward(float *out, uint8_t *mask, const float *inp, int64_t n, f
         return DC_ERR_ARG;
     if (n == 0)
         return DC_OK;
-    const uint64_t key = stream_key(seed, stream);
+    const uint64_t key = stream_key(seed, stream), threshold = dropout_threshold(p);
     const float scale = 1.0f / (1.0f - p);
     int64_t nc = n_chunks(n, CHUNK_TRANS * 2);
     DC_FOR_CHUNKS(c, nc, {
-        int64_t hi = dc_min64(n, (c + 1) * CHUNK_TRANS * 2);
-        for (int64_t i = c * CHUNK_TRANS * 2; i < hi; i++) {
-            int keep = u24(hash_at(key, (uint64_t)i)) >= p;
-            mask[i] = (uint8_t)keep;
-            out[i] = keep ? inp[i] * scale : 0.0f;
-        }
+        dropout_forward_range(out, mask, inp, c * CHUNK_TRANS * 2,
+                              dc_min64(n, (c + 1) * CHUNK_TRANS * 2), key, threshold, scale);
     });
     return DC_OK;
 }
@@ -570,9 +569,8 @@ int dc_dropout_backward(float *dinp, const float *dout, const uint8_t *mask, int
     const float scale = 1.0f / (1.0f - p);
     int64_t nc = n_chunks(n, CHUNK_CHEAP);
     DC_FOR_CHUNKS(c, nc, {
-        int64_t hi = dc_min64(n, (c + 1) * CHUNK_CHEAP);
-        for (int64_t i = c * CHUNK_CHEAP; i < hi; i++)
-            dinp[i] = mask[i] ? dout[i] * scale : 0.0f;
+        dropout_backward_range(dinp, dout, mask, c * CHUNK_CHEAP,
+                               dc_min64(n, (c + 1) * CHUNK_CHEAP), scale);
     });
     return DC_OK;
 }

@@ -545,6 +545,60 @@ def test_dropout_matches_reference_bitwise(n, m, seed, stream, p):
         np.testing.assert_array_equal(out, x)
 
 
+@pytest.mark.parametrize("p", [0.0, 2.0**-24, 1e-9, 0.1, 0.3, 0.5, 0.75, 0.99999994])
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 31, 32, 33, 100, 16384 + 77, 70001])
+def test_dropout_avx2_and_generic_paths_give_the_same_bits(n, p):
+    """dropout_avx2.c hashes 4 lanes at a time and keeps an element by an integer compare
+    against ceil(p * 2^24); the portable loop and the NumPy reference compare u24 in
+    float. All three agree on every element: p's whose p * 2^24 is a whole number (where
+    the compare's boundary matters) and fractional ones, lengths that end in each of the
+    kernel's loops (32 wide, 8 wide, scalar), more than one chunk, 1 and 2 threads,
+    in place, and NaN / inf inputs (a dropped one gives +0.0)."""
+    rng = np.random.default_rng(n)
+    x = randn(rng, n)
+    x[:3] = [np.nan, np.inf, -0.0][:n]
+    dout = randn(rng, n)
+    seed, stream = 2**64 - 1 - n, 12345
+    rout, rmask = ref.dropout_forward(x, p, seed, stream)
+    rback = ref.dropout_backward(dout, rmask, p)
+    for path in PATHS:
+        for threads in (1, 2):
+            with config(path, threads):
+                out, mask = ops.dropout_forward(x, p, seed, stream)
+                buf = x.copy()
+                ops.dropout_forward(buf, p, seed, stream, out=buf)
+                back = ops.dropout_backward(dout, mask, p)
+            np.testing.assert_array_equal(mask, rmask, err_msg=f"{path} mask")
+            np.testing.assert_array_equal(out.view(np.uint32), rout.view(np.uint32),
+                                          err_msg=f"{path} out")
+            np.testing.assert_array_equal(buf.view(np.uint32), rout.view(np.uint32),
+                                          err_msg=f"{path} in place")
+            np.testing.assert_array_equal(back.view(np.uint32), rback.view(np.uint32),
+                                          err_msg=f"{path} backward")
+    if p >= 0.1 and n >= 16384:
+        assert abs(rmask.mean() - (1 - p)) < 0.02  # the compare is not degenerate
+
+
+# (p, stream, i, kept): element i of stream (seed 0, stream) has u24 * 2^24 (the 24 top
+# bits of its hash) right at p's boundary. 0.1f * 2^24 = 1677721.625 and 0.3f * 2^24 and
+# 0.5f * 2^24 are whole numbers; an element is kept when its bits are >= that.
+DROPOUT_EDGES = [(0.1, 3141406, 2, 1677721, False), (0.1, 164618, 11, 1677722, True),
+                 (0.3, 35592, 15, 5033164, False), (0.3, 2361475, 9, 5033165, True),
+                 (0.5, 1904527, 6, 8388607, False), (0.5, 349976, 1, 8388608, True)]
+
+
+@pytest.mark.parametrize("p, stream, i, bits, kept", DROPOUT_EDGES)
+def test_dropout_keeps_exactly_at_the_boundary(p, stream, i, bits, kept):
+    """Random hashes land on p's boundary once in 2^24 draws, so the comparisons above
+    never meet it: these draws were searched for (with ops_ref.hash64) to sit on it."""
+    assert ref.hash64(0, stream, i) >> 40 == bits  # the premise
+    x = np.ones(64, np.float32)
+    assert bool(ref.dropout_forward(x, p, 0, stream)[1][i]) == kept
+    for path in PATHS:
+        with config(path, 1):
+            assert bool(ops.dropout_forward(x, p, 0, stream)[1][i]) == kept, path
+
+
 def test_dropout_statistics_and_streams():
     x = np.ones(200_000, np.float32)
     out, mask = ops.dropout_forward(x, 0.3, seed=42, stream=0)
