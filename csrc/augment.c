@@ -65,10 +65,11 @@ int dc_elastic_bank(float *bank, int64_t size, float sigma, uint64_t seed, uint6
     /* (x + k) & mask is x + k modulo size also for negative x + k: offset by whole
      * periods first so the operand stays non-negative. */
     const int64_t off = (radius / size + 1) * size;
+    const uint64_t key = stream_key(seed, stream); /* value i = dc_hash64(seed, stream, i) */
     for (int64_t comp = 0; comp < 2; ++comp) {
         float *f = bank + comp * n;
         for (int64_t i = 0; i < n; ++i)
-            f[i] = sym(dc_hash64(seed, stream, (uint64_t)(comp * n + i)));
+            f[i] = sym(hash_at(key, (uint64_t)(comp * n + i)));
         /* along x (rows), then along y (columns), periodic, summed in double */
         for (int64_t y = 0; y < size; ++y)
             for (int64_t x = 0; x < size; ++x) {
@@ -93,8 +94,9 @@ int dc_elastic_bank(float *bank, int64_t size, float sigma, uint64_t seed, uint6
 static void draw(aug_draw *d, const dc_augment *a, uint64_t seed, uint64_t stream, int64_t r)
 {
     uint64_t h[DC_AUG_DRAWS];
+    const uint64_t key = stream_key(seed, stream); /* h[k] = dc_hash64(seed, stream, ...) */
     for (int k = 0; k < DC_AUG_DRAWS; ++k)
-        h[k] = dc_hash64(seed, stream, (uint64_t)r * DC_AUG_DRAWS + (uint64_t)k);
+        h[k] = hash_at(key, (uint64_t)r * DC_AUG_DRAWS + (uint64_t)k);
     /* forward map A = R(theta) . Shear(phi) . diag(sx, sy), then + t; its inverse
      * diag(1/sx, 1/sy) . Shear(-phi) . R(-theta), in double, then rounded once */
     const double th = (double)a->rotate * DEG2RAD * (double)sym(h[0]);
