@@ -18,7 +18,7 @@
 #error "dropout_avx2.c must be compiled with -mavx2 -mfma (MSVC: /arch:AVX2)"
 #endif
 
-/* z * c mod 2^64 in each 64-bit lane: lo(z) * lo(c) + ((hi(z) * lo(c) + lo(z) * hi(c)) << 32) */
+/* z * c mod 2^64 per 64-bit lane: lo(z) lo(c) + ((hi(z) lo(c) + lo(z) hi(c)) << 32) */
 static inline __m256i mul64(__m256i z, __m256i c_lo, __m256i c_hi)
 {
     const __m256i ll = _mm256_mul_epu32(z, c_lo);
@@ -30,8 +30,10 @@ static inline __m256i mul64(__m256i z, __m256i c_lo, __m256i c_hi)
 /* mix64 of each lane, shifted right by 40: the 24 bits u24 reads */
 static inline __m256i mix64_top24(__m256i z)
 {
-    const __m256i c1_lo = _mm256_set1_epi64x(0x1CE4E5B9), c1_hi = _mm256_set1_epi64x(0xBF58476D);
-    const __m256i c2_lo = _mm256_set1_epi64x(0x133111EB), c2_hi = _mm256_set1_epi64x(0x94D049BB);
+    const __m256i c1_lo = _mm256_set1_epi64x(0x1CE4E5B9),
+                  c1_hi = _mm256_set1_epi64x(0xBF58476D);
+    const __m256i c2_lo = _mm256_set1_epi64x(0x133111EB),
+                  c2_hi = _mm256_set1_epi64x(0x94D049BB);
     z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 30)), c1_lo, c1_hi);
     z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 27)), c2_lo, c2_hi);
     return _mm256_srli_epi64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 31)), 40);
@@ -56,10 +58,9 @@ void dc_dropout_forward_avx2(float *out, uint8_t *mask, const float *inp, int64_
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     /* counters of elements i + {0, 2, 4, 6} and i + {1, 3, 5, 7}: key + (i + 1 + k) * GOLDEN */
     const uint64_t g = GOLDEN;
-    __m256i even = _mm256_setr_epi64x((long long)(key + (uint64_t)(lo + 1) * g),
-                                      (long long)(key + (uint64_t)(lo + 3) * g),
-                                      (long long)(key + (uint64_t)(lo + 5) * g),
-                                      (long long)(key + (uint64_t)(lo + 7) * g));
+    __m256i even = _mm256_setr_epi64x(
+        (long long)(key + (uint64_t)(lo + 1) * g), (long long)(key + (uint64_t)(lo + 3) * g),
+        (long long)(key + (uint64_t)(lo + 5) * g), (long long)(key + (uint64_t)(lo + 7) * g));
     __m256i odd = _mm256_add_epi64(even, _mm256_set1_epi64x((long long)g));
     const __m256i step = _mm256_set1_epi64x((long long)(8 * g));
     int64_t i = lo;
@@ -73,8 +74,8 @@ void dc_dropout_forward_avx2(float *out, uint8_t *mask, const float *inp, int64_
             _mm256_storeu_ps(out + i + 8 * k, _mm256_andnot_ps(_mm256_castsi256_ps(d[k]), x));
         }
         /* 32 masks of -1 / 0 -> bytes in element order; keep = drop + 1 */
-        const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(d[0], d[1]),
-                                             _mm256_packs_epi32(d[2], d[3]));
+        const __m256i b =
+            _mm256_packs_epi16(_mm256_packs_epi32(d[0], d[1]), _mm256_packs_epi32(d[2], d[3]));
         _mm256_storeu_si256((__m256i *)(mask + i),
                             _mm256_add_epi8(_mm256_permutevar8x32_epi32(b, order), one8));
     }
@@ -84,7 +85,8 @@ void dc_dropout_forward_avx2(float *out, uint8_t *mask, const float *inp, int64_
         odd = _mm256_add_epi64(odd, step);
         const __m256 x = _mm256_mul_ps(_mm256_loadu_ps(inp + i), vs);
         _mm256_storeu_ps(out + i, _mm256_andnot_ps(_mm256_castsi256_ps(d), x));
-        const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(d), _mm256_extracti128_si256(d, 1));
+        const __m128i w =
+            _mm_packs_epi32(_mm256_castsi256_si128(d), _mm256_extracti128_si256(d, 1));
         _mm_storel_epi64((__m128i *)(mask + i),
                          _mm_add_epi8(_mm_packs_epi16(w, w), _mm_set1_epi8(1)));
     }
