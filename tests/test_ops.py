@@ -592,11 +592,29 @@ def test_dropout_keeps_exactly_at_the_boundary(p, stream, i, bits, kept):
     """Random hashes land on p's boundary once in 2^24 draws, so the comparisons above
     never meet it: these draws were searched for (with ops_ref.hash64) to sit on it."""
     assert ref.hash64(0, stream, i) >> 40 == bits  # the premise
-    x = np.ones(64, np.float32)
-    assert bool(ref.dropout_forward(x, p, 0, stream)[1][i]) == kept
+    # lengths that put element i in the AVX2 kernel's 32-wide loop (64), its 8-wide
+    # loop (a multiple of 8 below 32) and, where i + 1 is not one, its scalar tail
+    for n in sorted({64, 8 * (i // 8 + 1), i + 1}):
+        x = np.ones(n, np.float32)
+        assert bool(ref.dropout_forward(x, p, 0, stream)[1][i]) == kept
+        for path in PATHS:
+            with config(path, 1):
+                assert bool(ops.dropout_forward(x, p, 0, stream)[1][i]) == kept, (path, n)
+
+
+@pytest.mark.parametrize("n", [7, 8, 40, 70001])
+def test_dropout_backward_keeps_any_nonzero_mask_byte(n):
+    """A mask from elsewhere (a bool array, or bytes other than 0 and 1) keeps every
+    element whose byte is not 0, on both paths."""
+    rng = np.random.default_rng(n)
+    dout = randn(rng, n)
+    mask = rng.integers(0, 256, n).astype(np.uint8)
+    mask[: n // 3] = 0
+    want = np.where(mask != 0, dout * np.float32(1 / np.float32(0.75)), np.float32(0))
     for path in PATHS:
-        with config(path, 1):
-            assert bool(ops.dropout_forward(x, p, 0, stream)[1][i]) == kept, path
+        with config(path, 2):
+            got = ops.dropout_backward(dout, mask, 0.25)
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32), err_msg=path)
 
 
 def test_dropout_statistics_and_streams():
