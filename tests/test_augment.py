@@ -203,7 +203,8 @@ def kernel(path):
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
-@pytest.mark.parametrize("hw", [(28, 28), (1, 1), (3, 7), (13, 9), (31, 33), (8, 16)])
+@pytest.mark.parametrize("hw", [(28, 28), (1, 1), (3, 7), (13, 9), (31, 33), (8, 16), (5, 17),
+                                (6, 32), (20, 15)])
 @pytest.mark.parametrize("bank_size", [32, 128, 4])
 def test_avx2_and_generic_paths_give_the_same_bits(dtype, hw, bank_size, num_threads):
     """The AVX2 resampling (8 pixels a lane each) repeats the portable loop's float32
