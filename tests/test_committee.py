@@ -314,8 +314,21 @@ def test_cli_trains_predicts_and_evaluates_a_committee(tmp_path):
     r = _cli("predict", out, img, "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["predictions"][0]["digit"] in range(10)
-    r = _cli("export", out, tmp_path / "c.onnx", cwd=tmp_path)
-    assert r.returncode == 2 and "committee of 3" in r.stderr
+    # export writes the whole committee as one ONNX graph (members averaged)
+    r = _cli("export", out, tmp_path / "c.onnx", "--input-dtype", "uint8", cwd=tmp_path)
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime as ort
+    except ImportError:  # export then says what to install
+        assert r.returncode != 0 and "pip install" in r.stderr
+    else:
+        assert r.returncode == 0, r.stderr
+        assert "Committee(3 x 784-16-10" in r.stdout
+        sess = ort.InferenceSession(str(tmp_path / "c.onnx"),
+                                    providers=["CPUExecutionProvider"])
+        x = rng.integers(0, 256, (50, 784), dtype=np.uint8)
+        np.testing.assert_allclose(sess.run(None, {"pixels": x})[0], model.predict_proba(x),
+                                   rtol=1e-4, atol=2e-6)
     r = _cli("train", "--data-dir", data, "--no-verify", "--members", 2, "--checkpoint",
              tmp_path / "ck", cwd=tmp_path)
     assert r.returncode == 2 and "checkpoint" in r.stderr

@@ -4,6 +4,7 @@ Every activation at depths 0-3 hidden layers, uint8 and float32 inputs, with and
 input standardisation; then the file (atomic, clear errors) and the CLI command.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -96,13 +97,60 @@ def test_trained_model_agrees_on_real_digits(tmp_path):
     assert (got.argmax(1) == net.predict(xt)).mean() > 0.999
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_committee_graph_averages_its_members(tmp_path, rng, activation):
+    """A Committee's graph: each member's layers (names prefixed m{j}.) on the shared
+    input, their Softmax outputs averaged by Mean, as Committee.predict_proba averages
+    them; members may standardise their input differently and differ in depth."""
+    members = [_net((24,), activation, (0.0, 1.0), rng),
+               _net((16, 8), activation, (0.1307, 0.3081), rng),
+               _net((), activation, (0.5, 0.25), rng)]
+    com = digitcore.Committee(members)
+    x8 = rng.integers(0, 256, (300, 784), dtype=np.uint8)
+    x8[:, rng.random(784) < 0.6] = 0
+    for dtype, x in (("uint8", x8), ("float32", x8 / np.float32(255))):
+        path = tmp_path / f"c_{dtype}.onnx"
+        assert com.to_onnx(path, input_dtype=dtype) == str(path)
+        got = _session(path).run(["probabilities"], {"pixels": x})[0]
+        np.testing.assert_allclose(got, com.predict_proba(x), rtol=RTOL, atol=ATOL)
+        # and not just any one member's answer
+        assert all(np.abs(got - m.predict_proba(x)).max() > 1e-3 for m in members)
+    model = onnx.load(str(tmp_path / "c_uint8.onnx"))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops[0] == "Cast" and ops.count("Cast") == 1 and ops[-1] == "Mean"
+    assert ops.count("Softmax") == 3 and list(model.graph.node[-1].input) == [
+        "m0.probabilities", "m1.probabilities", "m2.probabilities"]
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    np.testing.assert_array_equal(inits["m1.2.weight_t"], members[1].weights[1].T)
+    np.testing.assert_array_equal(inits["m2.0.bias"], members[2].biases[0])
+    props = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(props["digitcore_config"]) == json.loads(json.dumps(com.get_config()))
+    bad = digitcore.Committee([members[0], members[1].copy()])
+    bad.members[1].flat_parameters[0] = np.inf
+    with pytest.raises(ValueError, match="member 1's parameters contain NaN or infinite"):
+        bad.to_onnx(tmp_path / "bad.onnx")
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_bundled_pretrained_committee_exports(tmp_path):
+    """The model `pip install` ships (a committee) exports as one graph that reads the
+    bundled test images as load_pretrained() does."""
+    model = digitcore.load_pretrained()
+    _, (xt, yt) = digitcore.load_dataset("mnist-mini")
+    x = xt.reshape(len(xt), -1)[:500]
+    model.to_onnx(tmp_path / "p.onnx", input_dtype="uint8")
+    got = _session(tmp_path / "p.onnx").run(None, {"pixels": x})[0]
+    np.testing.assert_allclose(got, model.predict_proba(x), rtol=RTOL, atol=ATOL)
+    assert (got.argmax(1) == model.predict(x)).mean() > 0.99
+
+
 def test_errors_and_atomic_write(tmp_path, rng, monkeypatch):
     net = _net((8,), "relu", (0.0, 1.0), rng, n_in=10, n_out=2)
     with pytest.raises(ValueError, match="input_dtype must be one of"):
         net.to_onnx(tmp_path / "x.onnx", input_dtype="float64")
     with pytest.raises(IsADirectoryError, match="is a directory"):
         net.to_onnx(tmp_path)
-    with pytest.raises(TypeError, match="must be a digitcore.Network"):
+    with pytest.raises(TypeError, match="must be a digitcore.Network or Committee"):
         digitcore.onnxio.to_onnx("not a net", tmp_path / "x.onnx")
     with pytest.raises(FileNotFoundError):
         net.to_onnx(tmp_path / "missing" / "x.onnx")

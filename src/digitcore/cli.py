@@ -432,10 +432,7 @@ def cmd_export(args):
     from digitcore.modelio import load_model
     from digitcore.onnxio import OPSET
 
-    net = load_model(args.model)
-    if not hasattr(net, "to_onnx"):
-        raise UsageError(f"{args.model} holds a committee of {len(net)} networks; ONNX "
-                         "export takes one network")
+    net = load_model(args.model)  # a Network or a Committee (its members averaged)
     path = net.to_onnx(args.out, input_dtype=args.input_dtype)
     print(f"wrote {path}: {net!r}, ONNX opset {OPSET}, input 'pixels' {args.input_dtype} "
           f"(N, {net.n_features}), output 'probabilities' float32 (N, {net.n_classes})")

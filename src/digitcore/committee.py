@@ -189,6 +189,15 @@ class Committee:
         write_committee(path, [(net.get_config(), net.weights, net.biases)
                                for net in self.members], metadata, dtype=dtype)
 
+    def to_onnx(self, path, input_dtype="float32"):
+        """Write the committee as one ONNX model (needs the ``onnx`` package), atomically:
+        every member's graph on the same input, their Softmax outputs averaged (Mean), so
+        its ``probabilities`` are what :meth:`predict_proba` returns. See
+        :mod:`digitcore.onnxio` and :meth:`Network.to_onnx`."""
+        from digitcore.onnxio import to_onnx  # lazy: it imports onnx
+
+        return to_onnx(self, path, input_dtype=input_dtype)
+
     def __repr__(self):
         archs = ["-".join(str(s) for s in net.layer_sizes) for net in self.members]
         shown = f"{len(archs)} x {archs[0]}" if len(set(archs)) == 1 else ", ".join(archs)

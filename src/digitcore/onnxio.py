@@ -12,6 +12,11 @@ The graph computes what :meth:`Network.predict_proba` computes::
     out     Softmax(MatMul(h{L}, W{L}^T) + b{L}, axis=1)
             output "probabilities", (N, n_classes), float32
 
+A :class:`~digitcore.committee.Committee` becomes one graph that runs each member j as
+above (its nodes and weights named ``m{j}.``, the uint8 Cast shared), ending in its own
+Softmax ``m{j}.probabilities``, and averages them with Mean into ``probabilities``: what
+:meth:`Committee.predict_proba` computes.
+
 All weights are float32 initializers; ``W{l}^T`` is stored (in, out) so the graph is
 plain MatMul + Add (ONNX's MatMul takes any leading batch size N, named "N" in the
 declared shapes). An ONNX graph has one input dtype, so the caller picks uint8 or float32
@@ -50,18 +55,31 @@ def _import_onnx():
     return onnx, helper, numpy_helper
 
 
+def _is_network(obj):
+    return all(hasattr(obj, a) for a in ("get_config", "flat_parameters", "leaky_slope"))
+
+
 def build_onnx_model(network, input_dtype="float32"):
-    """The network as an in-memory ``onnx.ModelProto`` (checked with ``onnx.checker``).
+    """The network (or committee) as an in-memory ``onnx.ModelProto`` (checked with
+    ``onnx.checker``).
 
     See :func:`to_onnx` for the parameters.
     """
-    # duck-typed: Network.to_onnx calls this module, so it does not import network
-    if not all(hasattr(network, a) for a in ("get_config", "flat_parameters", "leaky_slope")):
-        raise TypeError(f"network must be a digitcore.Network, got {type(network).__name__}")
+    # duck-typed: Network.to_onnx and Committee.to_onnx call this module, so it imports
+    # neither
+    members = getattr(network, "members", None)
+    if members is not None:
+        if not members or not all(_is_network(m) for m in members):
+            raise TypeError("a committee's members must be digitcore.Network objects")
+    elif not _is_network(network):
+        raise TypeError(f"network must be a digitcore.Network or Committee, got "
+                        f"{type(network).__name__}")
     if input_dtype not in INPUT_DTYPES:
         raise ValueError(f"input_dtype must be one of {INPUT_DTYPES}, got {input_dtype!r}")
-    if not np.isfinite(network.flat_parameters).all():
-        raise ValueError("the network's parameters contain NaN or infinite values")
+    for j, net in enumerate(members if members is not None else [network]):
+        if not np.isfinite(net.flat_parameters).all():
+            which = f"member {j}'s" if members is not None else "the network's"
+            raise ValueError(f"{which} parameters contain NaN or infinite values")
     onnx, helper, numpy_helper = _import_onnx()
     TP = onnx.TensorProto
     nodes, inits = [], []
@@ -70,35 +88,19 @@ def build_onnx_model(network, input_dtype="float32"):
         inits.append(numpy_helper.from_array(np.ascontiguousarray(value, np.float32), name))
         return name
 
-    # The same float32 constants the C kernels get (_mlp.pxi takes float scale/shift).
-    unit = 1.0 / 255.0 if input_dtype == "uint8" else 1.0
-    scale = np.float32(unit / network.input_std)
-    shift = np.float32(-network.input_mean / network.input_std)
     h = "pixels"
     if input_dtype == "uint8":
         nodes.append(helper.make_node("Cast", [h], ["pixels_f32"], to=TP.FLOAT))
         h = "pixels_f32"
-    if scale != np.float32(1.0):
-        nodes.append(helper.make_node("Mul", [h, const("input_scale", scale)], ["scaled"]))
-        h = "scaled"
-    if shift != np.float32(0.0):
-        nodes.append(helper.make_node("Add", [h, const("input_shift", shift)], ["shifted"]))
-        h = "shifted"
-    last = len(network.weights) - 1
-    for i, (w, b) in enumerate(zip(network.weights, network.biases)):
-        mm, lin = f"layer{i}_matmul", f"layer{i}_linear"
-        nodes.append(helper.make_node("MatMul", [h, const(f"{2 * i}.weight_t", w.T)], [mm]))
-        nodes.append(helper.make_node("Add", [mm, const(f"{2 * i}.bias", b)], [lin]))
-        if i < last:
-            out = f"layer{i}_out"
-            kw = {"alpha": network.leaky_slope} if network.activation == "leaky_relu" else {}
-            nodes.append(helper.make_node(_ACTIVATIONS[network.activation], [lin], [out], **kw))
-            h = out
-        else:
-            nodes.append(helper.make_node("Softmax", [lin], ["probabilities"], axis=1))
+    if members is None:
+        _member_nodes(network, h, "", "probabilities", input_dtype, nodes, const, helper)
+    else:
+        outs = [_member_nodes(net, h, f"m{j}.", f"m{j}.probabilities", input_dtype, nodes,
+                              const, helper) for j, net in enumerate(members)]
+        nodes.append(helper.make_node("Mean", outs, ["probabilities"]))
     elem = TP.UINT8 if input_dtype == "uint8" else TP.FLOAT
     graph = helper.make_graph(
-        nodes, "digitcore_mlp",
+        nodes, "digitcore_committee" if members is not None else "digitcore_mlp",
         [helper.make_tensor_value_info("pixels", elem, ["N", network.n_features])],
         [helper.make_tensor_value_info("probabilities", TP.FLOAT, ["N", network.n_classes])],
         initializer=inits)
@@ -118,12 +120,44 @@ def build_onnx_model(network, input_dtype="float32"):
     return model
 
 
+def _member_nodes(network, h, prefix, output, input_dtype, nodes, const, helper):
+    """Append one network's nodes, reading float32 pixels ``h`` (0-255 for uint8 input)
+    and writing its probabilities to ``output``; names start with ``prefix``."""
+    # The same float32 constants the C kernels get (_mlp.pxi takes float scale/shift).
+    unit = 1.0 / 255.0 if input_dtype == "uint8" else 1.0
+    scale = np.float32(unit / network.input_std)
+    shift = np.float32(-network.input_mean / network.input_std)
+    if scale != np.float32(1.0):
+        nodes.append(helper.make_node("Mul", [h, const(f"{prefix}input_scale", scale)],
+                                      [f"{prefix}scaled"]))
+        h = f"{prefix}scaled"
+    if shift != np.float32(0.0):
+        nodes.append(helper.make_node("Add", [h, const(f"{prefix}input_shift", shift)],
+                                      [f"{prefix}shifted"]))
+        h = f"{prefix}shifted"
+    last = len(network.weights) - 1
+    for i, (w, b) in enumerate(zip(network.weights, network.biases)):
+        mm, lin = f"{prefix}layer{i}_matmul", f"{prefix}layer{i}_linear"
+        nodes.append(helper.make_node("MatMul", [h, const(f"{prefix}{2 * i}.weight_t", w.T)],
+                                      [mm]))
+        nodes.append(helper.make_node("Add", [mm, const(f"{prefix}{2 * i}.bias", b)], [lin]))
+        if i < last:
+            out = f"{prefix}layer{i}_out"
+            kw = {"alpha": network.leaky_slope} if network.activation == "leaky_relu" else {}
+            nodes.append(helper.make_node(_ACTIVATIONS[network.activation], [lin], [out], **kw))
+            h = out
+        else:
+            nodes.append(helper.make_node("Softmax", [lin], [output], axis=1))
+    return output
+
+
 def to_onnx(network, path, input_dtype="float32"):
     """Write ``network`` to ``path`` as an ONNX model, atomically.
 
     Parameters
     ----------
-    network : Network
+    network : Network or Committee
+        A committee's graph averages its members' probabilities (see the module's text).
     path : str or os.PathLike
         Destination (conventionally ``.onnx``); an existing file is replaced only once
         the new one is completely written.
