@@ -197,7 +197,7 @@ void layer0_close(layer0 *l0, const dc_optim *opt);
  * batch row r takes row idx[r] of them when the groups are summed; the weight gradient
  * sweeps the kept rows in batch order (dc_spmm_t_sel). The sums are a gathered batch's,
  * in the same order, without gathering it or building its transpose. */
-enum { MLP_KEEP_ACC, MLP_KEEP_OUT0, MLP_KEEP_SLOTS };
+enum { MLP_KEEP_ACC, MLP_KEEP_OUT0, MLP_KEEP_STATE, MLP_KEEP_MASKS, MLP_KEEP_SLOTS };
 struct dc_mlp_keep {
     const void *x; /* what the kept form is of: the key (see dc_mlp_keep_clear) */
     int64_t n, f;
@@ -223,8 +223,10 @@ int mlp_keep_lookup(dc_mlp_keep *k, int *use, const dc_mlp *net, const int64_t *
                     const uint8_t *x_u8, const float *x_f32, const int64_t *idx, int64_t n,
                     float scale);
 /* k's scratch buffer `slot` (MLP_KEEP_ACC: the sweep's accumulators; MLP_KEEP_OUT0: the
- * forward's group-0 product in x's row order), at least `floats` of them, aligned; NULL
- * when out of memory. */
+ * forward's group-0 product in x's row order; MLP_KEEP_STATE and MLP_KEEP_MASKS: a
+ * training call's activations, logits and gradients, and its dropout masks, see
+ * mlp_train.c's state_alloc), at least `floats` of them, aligned; NULL when out of
+ * memory. Its contents are whatever the last call left. */
 float *mlp_keep_scratch(dc_mlp_keep *k, int slot, int64_t floats);
 
 /* ---- the phase scheduler (mlp_phases.c) -------------------------------------------------- */

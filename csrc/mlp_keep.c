@@ -19,21 +19,42 @@ dc_mlp_keep *dc_mlp_keep_new(void)
     return calloc(1, sizeof(dc_mlp_keep));
 }
 
-void dc_mlp_keep_clear(dc_mlp_keep *k)
+/* The kept form and its buffers go; a training call's state buffers (MLP_KEEP_STATE,
+ * MLP_KEEP_MASKS) stay until dc_mlp_keep_free: the call that took them may be the one
+ * that clears the kept form (mlp_keep_lookup, when x changed). */
+static void keep_clear(dc_mlp_keep *k, int all)
 {
-    if (k == NULL)
-        return;
     csr_free(&k->csr);
     free(k->count);
     free(k->seen);
-    for (int i = 0; i < MLP_KEEP_SLOTS; ++i)
-        dc_free_aligned(k->scratch[i]);
+    float *keep_scratch[MLP_KEEP_SLOTS] = {0};
+    int64_t keep_floats[MLP_KEEP_SLOTS] = {0};
+    for (int i = 0; i < MLP_KEEP_SLOTS; ++i) {
+        if (!all && (i == MLP_KEEP_STATE || i == MLP_KEEP_MASKS)) {
+            keep_scratch[i] = k->scratch[i];
+            keep_floats[i] = k->scratch_floats[i];
+        } else {
+            dc_free_aligned(k->scratch[i]);
+        }
+    }
     *k = (dc_mlp_keep){0};
+    for (int i = 0; i < MLP_KEEP_SLOTS; ++i) {
+        k->scratch[i] = keep_scratch[i];
+        k->scratch_floats[i] = keep_floats[i];
+    }
+}
+
+void dc_mlp_keep_clear(dc_mlp_keep *k)
+{
+    if (k != NULL)
+        keep_clear(k, 0);
 }
 
 void dc_mlp_keep_free(dc_mlp_keep *k)
 {
-    dc_mlp_keep_clear(k);
+    if (k == NULL)
+        return;
+    keep_clear(k, 1);
     free(k);
 }
 

@@ -30,6 +30,7 @@ typedef struct {
     float *dnext;    /* (bs, max width) */
     float *scratch;  /* owns act, inp (with dropout), logits, dlogits, dnext */
     uint8_t *masks;  /* owns mask[l] */
+    int kept;        /* scratch and masks are the keep's (state_free leaves them) */
 } train_state;
 
 /* ---- the step ---------------------------------------------------------------------------- */
@@ -173,8 +174,10 @@ static int train_batch(train_state *t, dc_train_stats *stats, int64_t rows, floa
 static void state_free(train_state *t)
 {
     layer0_close(&t->l0, t->opt);
-    dc_free_aligned(t->scratch);
-    free(t->masks);
+    if (!t->kept) {
+        dc_free_aligned(t->scratch);
+        free(t->masks);
+    }
     free(t->labels);
     free(t->act);
     free(t->inp);
@@ -182,7 +185,11 @@ static void state_free(train_state *t)
 }
 
 /* Per hidden layer its activation (and, with dropout, the dropped-out copy and mask), the
- * logits and two gradient buffers, each starting on a cache line (see dc_alloc_aligned). */
+ * logits and two gradient buffers, each starting on a cache line (see dc_alloc_aligned).
+ * With a keep (full-batch descent, one call per step) they are the keep's buffers, reused
+ * from call to call: allocated anew, 60,000 rows of 784-128-10 touched ~94 MB of fresh
+ * pages per step, and the page faults took ~13% of it. Every element is written before it
+ * is read within a batch, so what an earlier call left never reaches a result. */
 static int state_alloc(train_state *t, const dc_mlp *net, dc_optim *opt, float *grads,
                        int64_t bs, uint64_t seed, float shift, int64_t n_x, dc_mlp_keep *keep)
 {
@@ -205,9 +212,17 @@ static int state_alloc(train_state *t, const dc_mlp *net, dc_optim *opt, float *
         .act = malloc((size_t)L * sizeof(float *)),
         .inp = malloc((size_t)L * sizeof(float *)),
         .mask = malloc((size_t)L * sizeof(uint8_t *)),
-        .scratch = dc_alloc_aligned(n_floats * sizeof(float)),
-        .masks = use_dropout ? malloc((size_t)hidden_bytes) : NULL,
+        .kept = keep != NULL,
     };
+    if (keep != NULL) {
+        t->scratch = mlp_keep_scratch(keep, MLP_KEEP_STATE, (int64_t)n_floats);
+        t->masks = use_dropout ? (uint8_t *)mlp_keep_scratch(keep, MLP_KEEP_MASKS,
+                                                             (hidden_bytes + 3) / 4)
+                               : NULL;
+    } else {
+        t->scratch = dc_alloc_aligned(n_floats * sizeof(float));
+        t->masks = use_dropout ? malloc((size_t)hidden_bytes) : NULL;
+    }
     if (!t->labels || !t->act || !t->inp || !t->mask || !t->scratch ||
         (use_dropout && !t->masks))
         return DC_ERR_NOMEM;

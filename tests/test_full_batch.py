@@ -177,3 +177,27 @@ def test_keep_is_rebuilt_for_another_array_and_ignored_for_other_orders(rng):
         assert la == lb
         assert np.array_equal(a.flat_parameters, b.flat_parameters)
         assert keep.nnz == np.count_nonzero(x)
+
+
+def test_one_keep_serves_networks_of_other_widths_and_dropout(rng):
+    """The keep also holds a call's activations, gradients and dropout masks between calls
+    (no fresh pages each step); a call that needs more grows them, and what an earlier
+    call left in them never reaches a result: steps of networks of other widths, with and
+    without dropout, through one keep, equal the same steps without it, bit for bit."""
+    x, y = _digits(rng)
+    keep = Network.c_keep()
+    for sizes, dropout in (([784, 70, 10], 0.3), ([784, 10, 10], 0.0),
+                           ([784, 136, 24, 10], 0.2), ([784, 70, 10], 0.3)):
+        a, b = (Network(sizes, dropout=dropout, seed=3) for _ in range(2))
+        for order in (rng.permutation(len(x)), np.arange(len(x))):
+            assert _dropout_step(a, x, y, order, None) == _dropout_step(b, x, y, order, keep)
+            assert np.array_equal(a.flat_parameters, b.flat_parameters)
+        keep.clear()  # (the kept rows go; the state buffers stay for the next network)
+
+
+def _dropout_step(net, x, y, order, keep):
+    c = net.c_net(net.dropout)
+    grads = np.empty(net.n_params, np.float32)
+    return c.train(x, np.asarray(y, np.int64), np.asarray(order, np.int64), len(order),
+                   np.full(1, 0.1, np.float32), 1 / 255, 0.0, 7, {"kind": "sgd", "step": 0},
+                   grads, None, None, None, keep)
