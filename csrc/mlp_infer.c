@@ -161,6 +161,20 @@ static int forward_chunks(const dc_mlp *net, const uint8_t *x_u8, const float *x
     return status;
 }
 
+/* The softmax of rows of logits into out, or DC_ERR_NONFINITE (out unwritten) when a
+ * logit is infinite or NaN: the output layer overflowed float32 (weights or input scaling
+ * far too large for this input), and probabilities made from it would be NaN or a
+ * silent guess. (dc_softmax_forward itself, like NumPy, propagates them.) */
+static int softmax_finite(float *out, const float *logits, int64_t rows, int64_t c)
+{
+    float any = 0.0f;
+    for (int64_t i = 0; i < rows * c; ++i)
+        any += logits[i] * 0.0f; /* NaN for an infinite or NaN logit, else 0 */
+    if (any != 0.0f)
+        return DC_ERR_NONFINITE;
+    return dc_softmax_forward(out, logits, rows, c);
+}
+
 typedef struct {
     float *out;
     int softmax;
@@ -170,7 +184,7 @@ static int store_chunk(void *ctx, const float *logits, int64_t r0, int64_t rows,
 {
     const forward_out *f = ctx;
     if (f->softmax)
-        return dc_softmax_forward(f->out + r0 * c, logits, rows, c);
+        return softmax_finite(f->out + r0 * c, logits, rows, c);
     memcpy(f->out + r0 * c, logits, (size_t)(rows * c) * sizeof(float));
     return DC_OK;
 }
@@ -273,7 +287,7 @@ static int forward_blocks(float *out, const dc_mlp *net, const uint8_t *x_u8,
                                             0);
                 }
                 if (st == DC_OK && softmax)
-                    st = dc_softmax_forward(out + r0 * c, logits, rows, c);
+                    st = softmax_finite(out + r0 * c, logits, rows, c);
                 else if (st == DC_OK)
                     memcpy(out + r0 * c, logits, (size_t)(rows * c) * sizeof(float));
                 if (st != DC_OK)

@@ -1,7 +1,9 @@
 """Fuzz digitcore.modelio.load_model (and read_model_info) on arbitrary file bytes.
 
 Documented rejection: ModelFormatError. A file that loads must give a Network whose
-parameters are finite and whose predict_proba works and sums to 1.
+parameters are finite and whose predict_proba works and sums to 1, or, when finite
+weights still overflow float32 on the probe input (an infinite or NaN logit), raises
+FloatingPointError saying so (corpus/model/overflow_logits is such a file).
 
 Input layout: byte 0 chooses a mode; mode & 1 = the rest is a whole file, else the rest
 is spliced into a valid model file (header JSON mutated by the fuzzer, tensor data kept),
@@ -51,7 +53,12 @@ def TestOneInput(data: bytes):
     assert np.isfinite(net.flat_parameters).all()
     if net.n_params <= 1 << 20:
         x = np.linspace(0, 1, 2 * net.n_features, dtype=np.float32).reshape(2, -1)
-        p = net.predict_proba(x)
+        try:
+            p = net.predict_proba(x)
+        except FloatingPointError as exc:
+            assert "overflowed float32" in str(exc), exc
+            assert not np.isfinite(net.logits(x)).all()
+            return
         assert p.shape == (2, net.n_classes)
         assert np.all(np.isfinite(p)), p
         assert np.allclose(p.sum(axis=1), 1.0, atol=1e-4), p.sum(axis=1)

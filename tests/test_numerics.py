@@ -211,6 +211,35 @@ def test_network_with_huge_weights_predicts_finite_probabilities():
     assert (net.predict(x) == np.argmax(logits, axis=1)).all()
 
 
+def test_overflowing_output_is_a_clear_error_not_nan_probabilities():
+    """Finite weights can still overflow float32 on some input (found by fuzz_model.py:
+    a loaded file with one weight of -3.3e38 and input_mean 5). predict_proba then has
+    no probabilities to give: it says so instead of returning NaN; logits() shows the
+    infinite values and predict() still takes the largest."""
+    from digitcore import Committee
+
+    net = Network([3, 2], seed=0, input_mean=5.0)
+    net.weights[0][1, 2] = -3.3e38
+    x = np.linspace(0, 1, 6, dtype=np.float32).reshape(2, 3)
+    for xs in (x, (x * 255).astype(np.uint8), (x[:1] * 255).astype(np.uint8)):
+        with pytest.raises(FloatingPointError, match="overflowed float32 for this input"):
+            net.predict_proba(xs)
+    assert np.isposinf(net.logits(x)[:, 1]).all()
+    assert (net.predict(x) == 1).all()
+    with pytest.raises(FloatingPointError, match="overflowed float32"):
+        Committee([net, Network([3, 2], seed=1)]).predict_proba(x)
+    # a NaN logit (inf - inf inside a layer) is refused the same way
+    deep = Network([3, 4, 2], seed=0, input_mean=5.0)
+    deep.weights[0][:2, 2] = -3.3e38
+    deep.weights[1][0, :2] = [3.3e38, -3.3e38]  # output 0: inf - inf
+    assert np.isnan(deep.logits(x)).any()
+    with pytest.raises(FloatingPointError, match="overflowed float32"):
+        deep.predict_proba(x)
+    # the same network on an input that does not overflow answers as before
+    net.weights[0][1, 2] = -3.3
+    assert np.allclose(net.predict_proba(x).sum(axis=1), 1.0, atol=1e-6)
+
+
 # Regressions: found by sweeping optimizers x learning rates x batch sizes. Before the
 # fixes, TrainingDivergedError left the network with inf/NaN (adam lr=3e38) or with
 # finite but overflowing parameters (sgd lr=1e20: predict_proba all NaN), and full-batch

@@ -191,6 +191,12 @@ cdef class _Net:
         cdef float *po = <float *>cnp.PyArray_DATA(out)
         with nogil:
             status = dc_mlp_forward(po, &self.net, pu, pf, dims[0], scale, shift, softmax)
+        if status == DC_ERR_NONFINITE and softmax:
+            raise FloatingPointError(
+                "predict_proba: the network's output overflowed float32 for this input (a "
+                "logit is infinite or NaN), so it has no probabilities to give: its weights "
+                "or its input scaling (input_mean, input_std) are far too large; logits() "
+                "shows the values")
         _check(status, "forward")
         return out
 
