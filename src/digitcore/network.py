@@ -274,6 +274,12 @@ class Network:
         Returns
         -------
         ndarray, float32, shape (n, n_classes); rows sum to 1.
+
+        Raises
+        ------
+        FloatingPointError if the output layer overflows float32 on this input (an
+        infinite or NaN logit: weights or input scaling far too large), rather than
+        returning NaN; :meth:`logits` shows the values.
         """
         # (uint8 pixels are checked by the binding itself, see _Net.infer_pixels)
         out = self.c_net().infer_pixels(x, self.input_mean, self.input_std, 1)
