@@ -49,8 +49,8 @@ static inline __m256i drop8(__m256i even, __m256i odd, __m256i thr)
     return _mm256_blend_epi32(de, dd, 0xAA);
 }
 
-void dc_dropout_forward_avx2(float *out, uint8_t *mask, const float *inp, int64_t lo,
-                             int64_t hi, uint64_t key, uint64_t threshold, float scale)
+int64_t dc_dropout_forward_avx2(float *out, uint8_t *mask, const float *inp, int64_t lo,
+                                int64_t hi, uint64_t key, uint64_t threshold, float scale)
 {
     const __m256i thr = _mm256_set1_epi64x((long long)threshold);
     const __m256 vs = _mm256_set1_ps(scale);
@@ -90,15 +90,11 @@ void dc_dropout_forward_avx2(float *out, uint8_t *mask, const float *inp, int64_
         _mm_storel_epi64((__m128i *)(mask + i),
                          _mm_add_epi8(_mm_packs_epi16(w, w), _mm_set1_epi8(1)));
     }
-    for (; i < hi; i++) {
-        const int keep = (hash_at(key, (uint64_t)i) >> 40) >= threshold;
-        mask[i] = (uint8_t)keep;
-        out[i] = keep ? inp[i] * scale : 0.0f;
-    }
+    return i;
 }
 
-void dc_dropout_backward_avx2(float *dinp, const float *dout, const uint8_t *mask, int64_t lo,
-                              int64_t hi, float scale)
+int64_t dc_dropout_backward_avx2(float *dinp, const float *dout, const uint8_t *mask,
+                                 int64_t lo, int64_t hi, float scale)
 {
     const __m256 vs = _mm256_set1_ps(scale);
     const __m256i zero = _mm256_setzero_si256();
@@ -109,6 +105,5 @@ void dc_dropout_backward_avx2(float *dinp, const float *dout, const uint8_t *mas
         const __m256 g = _mm256_mul_ps(_mm256_loadu_ps(dout + i), vs);
         _mm256_storeu_ps(dinp + i, _mm256_andnot_ps(drop, g));
     }
-    for (; i < hi; i++)
-        dinp[i] = mask[i] ? dout[i] * scale : 0.0f;
+    return i;
 }

@@ -510,15 +510,14 @@ uint64_t dc_hash64(uint64_t seed, uint64_t stream, uint64_t i)
     return hash_at(stream_key(seed, stream), i);
 }
 
-/* Elements [lo, hi) of dropout: 8 wide on the AVX2 path (dropout_avx2.c), same bits. */
+/* Elements [lo, hi) of dropout: on the AVX2 path all but the last few 8 wide
+ * (dropout_avx2.c, same bits), the rest here. */
 static void dropout_forward_range(float *out, uint8_t *mask, const float *inp, int64_t lo,
                                   int64_t hi, uint64_t key, uint64_t threshold, float scale)
 {
 #if DC_GEMM_BUILD_AVX2
-    if (dc_kernel_path() == DC_KERNEL_AVX2) {
-        dc_dropout_forward_avx2(out, mask, inp, lo, hi, key, threshold, scale);
-        return;
-    }
+    if (dc_kernel_path() == DC_KERNEL_AVX2)
+        lo = dc_dropout_forward_avx2(out, mask, inp, lo, hi, key, threshold, scale);
 #endif
     for (int64_t i = lo; i < hi; i++) {
         /* u24(hash) >= p, as an integer compare (random_internal.h) */
@@ -532,10 +531,8 @@ static void dropout_backward_range(float *dinp, const float *dout, const uint8_t
                                    int64_t lo, int64_t hi, float scale)
 {
 #if DC_GEMM_BUILD_AVX2
-    if (dc_kernel_path() == DC_KERNEL_AVX2) {
-        dc_dropout_backward_avx2(dinp, dout, mask, lo, hi, scale);
-        return;
-    }
+    if (dc_kernel_path() == DC_KERNEL_AVX2)
+        lo = dc_dropout_backward_avx2(dinp, dout, mask, lo, hi, scale);
 #endif
     for (int64_t i = lo; i < hi; i++)
         dinp[i] = mask[i] ? dout[i] * scale : 0.0f;

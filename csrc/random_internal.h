@@ -55,12 +55,14 @@ static inline uint64_t dropout_threshold(float p)
 }
 
 #if DC_GEMM_BUILD_AVX2
-/* Elements [lo, hi) of dropout's forward and backward, 8 wide (dropout_avx2.c); the same
- * bits as nn.c's portable loops. Callers check the kernel path. */
-void dc_dropout_forward_avx2(float *out, uint8_t *mask, const float *inp, int64_t lo,
-                             int64_t hi, uint64_t key, uint64_t threshold, float scale);
-void dc_dropout_backward_avx2(float *dinp, const float *dout, const uint8_t *mask, int64_t lo,
-                              int64_t hi, float scale);
+/* Dropout's forward and backward over whole groups of 8 elements from lo on, 8 wide
+ * (dropout_avx2.c), with the bits of nn.c's portable loops; they return where they
+ * stopped (at most 7 short of hi), and nn.c's loop does the rest. Callers check the
+ * kernel path. */
+int64_t dc_dropout_forward_avx2(float *out, uint8_t *mask, const float *inp, int64_t lo,
+                                int64_t hi, uint64_t key, uint64_t threshold, float scale);
+int64_t dc_dropout_backward_avx2(float *dinp, const float *dout, const uint8_t *mask,
+                                 int64_t lo, int64_t hi, float scale);
 #endif
 
 #endif /* DC_RANDOM_INTERNAL_H */
