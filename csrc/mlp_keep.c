@@ -27,21 +27,16 @@ static void keep_clear(dc_mlp_keep *k, int all)
     csr_free(&k->csr);
     free(k->count);
     free(k->seen);
-    float *keep_scratch[MLP_KEEP_SLOTS] = {0};
-    int64_t keep_floats[MLP_KEEP_SLOTS] = {0};
+    dc_mlp_keep left = {0};
     for (int i = 0; i < MLP_KEEP_SLOTS; ++i) {
-        if (!all && (i == MLP_KEEP_STATE || i == MLP_KEEP_MASKS)) {
-            keep_scratch[i] = k->scratch[i];
-            keep_floats[i] = k->scratch_floats[i];
-        } else {
+        if (all || (i != MLP_KEEP_STATE && i != MLP_KEEP_MASKS)) {
             dc_free_aligned(k->scratch[i]);
+        } else {
+            left.scratch[i] = k->scratch[i];
+            left.scratch_floats[i] = k->scratch_floats[i];
         }
     }
-    *k = (dc_mlp_keep){0};
-    for (int i = 0; i < MLP_KEEP_SLOTS; ++i) {
-        k->scratch[i] = keep_scratch[i];
-        k->scratch_floats[i] = keep_floats[i];
-    }
+    *k = left;
 }
 
 void dc_mlp_keep_clear(dc_mlp_keep *k)
