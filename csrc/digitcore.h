@@ -165,7 +165,8 @@ typedef struct {
  * bad edges are DC_ERR_ARG). Threads take whole parts and write only their own stretch
  * of memory; the entries, and so the result of dc_spmm, do not depend on the number of
  * parts or threads. DC_ERR_CAPACITY (out->nnz then holds the count needed) if there are
- * more than `capacity` non-zeros: the caller then takes the dense path. */
+ * more than `capacity` non-zeros: the caller then takes the dense path. out_t's idx and
+ * val may both be NULL: then only its ptr (the column starts) is made. */
 int dc_csr_gather_u8(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_t *inp,
                      const int64_t *idx, int64_t B, int64_t F, float scale);
 int dc_csr_gather_f32(dc_csr *out, dc_csr *out_t, int64_t capacity, const float *inp,

@@ -94,8 +94,9 @@ static int entries_alloc(dc_csr *s, int64_t n)
 
 /* x's rows in sparse form (x * scale, groups at edges), or MLP_KEEP_DENSE when they hold
  * more entries than a batch of n rows may (mlp_sparse_capacity). A first gather with
- * room for no entry counts them, so the buffers are sized exactly; the transpose the
- * gather builds alongside gives the column counts and is dropped. */
+ * room for no entry counts them, so the buffers are sized exactly; of the transpose the
+ * gather can build alongside, only the column starts are made (for the column counts):
+ * its entries would be as large as the kept form and are never read. */
 static int build(dc_mlp_keep *k, const dc_mlp *net, const uint8_t *x_u8, const float *x_f32,
                  int64_t n, float scale)
 {
@@ -111,8 +112,6 @@ static int build(dc_mlp_keep *k, const dc_mlp *net, const uint8_t *x_u8, const f
     if (st == DC_OK)
         st = entries_alloc(&k->csr, 0);
     if (st == DC_OK)
-        st = entries_alloc(&xt, 0);
-    if (st == DC_OK)
         st = mlp_gather_csr(&k->csr, &xt, 0, x_u8, x_f32, NULL, n, f, scale);
     if (st == DC_ERR_CAPACITY) {
         const int64_t nnz = k->csr.nnz;
@@ -122,8 +121,6 @@ static int build(dc_mlp_keep *k, const dc_mlp *net, const uint8_t *x_u8, const f
             return DC_OK;
         }
         st = entries_alloc(&k->csr, nnz);
-        if (st == DC_OK)
-            st = entries_alloc(&xt, nnz);
         if (st == DC_OK)
             st = mlp_gather_csr(&k->csr, &xt, nnz, x_u8, x_f32, NULL, n, f, scale);
     }

@@ -162,9 +162,9 @@ static int gather_rows(dc_csr *out, int64_t capacity, const uint8_t *in8, const 
  * part's row starts, per column into colcnt); after one barrier it places each group's
  * entries after those of the groups before it, makes the row and column starts, and
  * fills the group's columns of every row, copying each entry at once into the group's
- * columns of the CSC. So each thread writes only its own stretch of out and out_t (cache
- * lines are shared only at the edges), and the result does not depend on the thread
- * count. */
+ * columns of the CSC (an out_t without idx and val gets only its column starts). So each
+ * thread writes only its own stretch of out and out_t (cache lines are shared only at
+ * the edges), and the result does not depend on the thread count. */
 static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_t *in8,
                        const float *in32, const int64_t *ridx, int64_t B, int64_t F,
                        float scale, const float *bg, int nt)
@@ -239,6 +239,8 @@ static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8
                 fill(out->idx + e0, out->val + e0, m, in8 ? in8 + src * F + c0 : NULL,
                      in32 ? in32 + src * F + c0 : NULL, c1 - c0, c0, scale,
                      bg ? bg + c0 : NULL);
+                if (ti == NULL)
+                    continue;
                 for (int64_t e = 0; e < m; ++e) {
                     const int64_t k = cur[ri[e]]++;
                     ti[k] = (int32_t)r;
@@ -276,7 +278,8 @@ static int csr_gather(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_
                       const float *bg)
 {
     if (out == NULL || B < 0 || F < 0 || F > INT32_MAX || capacity < 0 ||
-        (out_t != NULL && (B > INT32_MAX || !edges_ok(out, F))))
+        (out_t != NULL &&
+         (B > INT32_MAX || !edges_ok(out, F) || (out_t->idx == NULL) != (out_t->val == NULL))))
         return DC_ERR_ARG;
     int nt = dc_get_num_threads();
     out->rows = B;
