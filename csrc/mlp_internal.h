@@ -131,7 +131,8 @@ typedef struct {
     int64_t edges[DC_SPARSE_GROUPS + 1]; /* the input column groups (x.col_edges) */
     float *partial;                      /* forward partial sums of groups 1.. */
     int64_t partial_floats;              /* floats of each */
-    float *dense;       /* (bs, I) dense batch, allocated when a batch first needs it */
+    float *dense;       /* (bs, I) dense batch, allocated when a batch first needs it
+                         * (in keep's slot MLP_KEEP_ROWS when there is a keep) */
     int64_t bs;         /* rows a batch may have */
     int is_sparse;      /* this batch is sparse: in x/xt, or rows sel of kept (else in dense) */
     const float *bg;    /* (I) the sparse batch is its entries off this background
@@ -197,7 +198,14 @@ void layer0_close(layer0 *l0, const dc_optim *opt);
  * batch row r takes row idx[r] of them when the groups are summed; the weight gradient
  * sweeps the kept rows in batch order (dc_spmm_t_sel). The sums are a gathered batch's,
  * in the same order, without gathering it or building its transpose. */
-enum { MLP_KEEP_ACC, MLP_KEEP_OUT0, MLP_KEEP_STATE, MLP_KEEP_MASKS, MLP_KEEP_SLOTS };
+enum {
+    MLP_KEEP_ACC,
+    MLP_KEEP_OUT0,
+    MLP_KEEP_STATE,
+    MLP_KEEP_MASKS,
+    MLP_KEEP_ROWS,
+    MLP_KEEP_SLOTS
+};
 struct dc_mlp_keep {
     const void *x; /* what the kept form is of: the key (see dc_mlp_keep_clear) */
     int64_t n, f;
@@ -225,7 +233,8 @@ int mlp_keep_lookup(dc_mlp_keep *k, int *use, const dc_mlp *net, const int64_t *
 /* k's scratch buffer `slot` (MLP_KEEP_ACC: the sweep's accumulators; MLP_KEEP_OUT0: the
  * forward's group-0 product in x's row order; MLP_KEEP_STATE and MLP_KEEP_MASKS: a
  * training call's activations, logits and gradients, and its dropout masks, see
- * mlp_train.c's state_alloc), at least `floats` of them, aligned; NULL when out of
+ * mlp_train.c's state_alloc; MLP_KEEP_ROWS: the dense rows of a batch that takes the
+ * dense path, see layer0_load), at least `floats` of them, aligned; NULL when out of
  * memory. Its contents are whatever the last call left. */
 float *mlp_keep_scratch(dc_mlp_keep *k, int slot, int64_t floats);
 

@@ -20,8 +20,13 @@ dc_mlp_keep *dc_mlp_keep_new(void)
 }
 
 /* The kept form and its buffers go; a training call's state buffers (MLP_KEEP_STATE,
- * MLP_KEEP_MASKS) stay until dc_mlp_keep_free: the call that took them may be the one
- * that clears the kept form (mlp_keep_lookup, when x changed). */
+ * MLP_KEEP_MASKS, MLP_KEEP_ROWS) stay until dc_mlp_keep_free: the call that took them may
+ * be the one that clears the kept form (mlp_keep_lookup, when x changed). */
+static int call_slot(int i)
+{
+    return i == MLP_KEEP_STATE || i == MLP_KEEP_MASKS || i == MLP_KEEP_ROWS;
+}
+
 static void keep_clear(dc_mlp_keep *k, int all)
 {
     csr_free(&k->csr);
@@ -29,7 +34,7 @@ static void keep_clear(dc_mlp_keep *k, int all)
     free(k->seen);
     dc_mlp_keep left = {0};
     for (int i = 0; i < MLP_KEEP_SLOTS; ++i) {
-        if (all || (i != MLP_KEEP_STATE && i != MLP_KEEP_MASKS)) {
+        if (all || !call_slot(i)) {
             dc_free_aligned(k->scratch[i]);
         } else {
             left.scratch[i] = k->scratch[i];

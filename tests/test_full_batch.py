@@ -195,6 +195,22 @@ def test_one_keep_serves_networks_of_other_widths_and_dropout(rng):
         keep.clear()  # (the kept rows go; the state buffers stay for the next network)
 
 
+def test_one_keep_serves_dense_full_batches_of_other_sizes(rng):
+    """A full batch too dense for the sparse path loads its rows into the keep too (no
+    fresh pages for them each step), the next call reusing them: data sets of other sizes
+    and networks of other widths, through one keep, train the same bits as without it, and
+    the rows a larger data set left behind never reach a result."""
+    keep = Network.c_keep()
+    for n, sizes, dropout in ((400, [784, 12, 10], 0.0), (150, [784, 30, 10], 0.3),
+                              (400, [784, 40, 12, 10], 0.0), (90, [784, 12, 10], 0.0)):
+        x, y = _digits(rng, n=n, density=0.6)  # over a quarter non-zero: the GEMM
+        a, b = (Network(sizes, dropout=dropout, seed=5) for _ in range(2))
+        for order in (rng.permutation(n), np.arange(n)):
+            assert _dropout_step(a, x, y, order, None) == _dropout_step(b, x, y, order, keep)
+            assert np.array_equal(a.flat_parameters, b.flat_parameters)
+        assert keep.nnz == -1  # nothing kept in sparse form: the rows went dense
+
+
 def _dropout_step(net, x, y, order, keep):
     c = net.c_net(net.dropout)
     grads = np.empty(net.n_params, np.float32)
