@@ -314,3 +314,43 @@ def test_bits_do_not_depend_on_the_chunking(rng, optimizer):
         results.append(net.flat_parameters.copy())
     for samples, r in zip((64, 128, 320), results[1:]):
         assert np.array_equal(r, results[0]), (samples, int((r != results[0]).sum()))
+
+
+def test_cli_committee_checkpoints_each_member_and_resumes(tmp_path):
+    """A committee's members checkpoint into DIR/member-J: a run stopped after its first
+    member resumes with that member restored as it was and the others trained, into the
+    committee the uninterrupted run saved, bit for bit; a checkpoint of the other kind is
+    refused instead of silently ignored."""
+    def run(*args):
+        env = dict(os.environ, DIGITCORE_NUM_THREADS="1")
+        return subprocess.run([sys.executable, "-m", "digitcore", "train", "--dataset",
+                               "mnist-mini", "--hidden", "16", "--epochs", "2", "--json",
+                               "--members", *map(str, args)], capture_output=True,
+                              text=True, env=env, timeout=600)
+
+    ck = tmp_path / "ck"
+    r = run(3, "--checkpoint", ck, "--out", tmp_path / "a.safetensors")
+    assert r.returncode == 0, r.stderr
+    assert all((ck / f"member-{j}" / FILE_NAME).exists() for j in (1, 2, 3))
+    r = run(3, "--checkpoint", ck)
+    assert r.returncode == 2 and "already exists" in r.stderr and "Traceback" not in r.stderr
+    # as if stopped while training member 2: its checkpoint and member 3's never written
+    first = (ck / "member-1" / FILE_NAME).read_bytes()
+    for j in (2, 3):
+        (ck / f"member-{j}" / FILE_NAME).unlink()
+    r = run(3, "--checkpoint", ck, "--resume", "--out", tmp_path / "b.safetensors")
+    assert r.returncode == 0, r.stderr
+    assert (ck / "member-1" / FILE_NAME).read_bytes() == first  # restored, not retrained
+    a = digitcore.load_model(tmp_path / "a.safetensors")
+    b = digitcore.load_model(tmp_path / "b.safetensors")
+    assert len(a.members) == len(b.members) == 3
+    for ma, mb in zip(a.members, b.members):
+        assert np.array_equal(ma.flat_parameters, mb.flat_parameters)
+    assert not np.array_equal(a.members[0].flat_parameters, a.members[1].flat_parameters)
+    # one network's checkpoint is not a committee's, nor the other way round
+    r = run(1, "--checkpoint", ck, "--resume")
+    assert r.returncode == 2 and "holds a committee's checkpoints" in r.stderr
+    single = tmp_path / "single"
+    assert run(1, "--checkpoint", single).returncode == 0
+    r = run(2, "--checkpoint", single, "--resume")
+    assert r.returncode == 2 and "holds one network's checkpoint" in r.stderr

@@ -136,7 +136,8 @@ def _parser():
     t.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     t.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     t.add_argument("--checkpoint", metavar="DIR", default=None,
-                   help="write the run's state to DIR every epoch (and on Ctrl-C)")
+                   help="write the run's state to DIR every epoch (and on Ctrl-C); a "
+                        "committee's members each in DIR/member-J")
     t.add_argument("--checkpoint-seconds", type=_float, default=None, metavar="N",
                    help="with --checkpoint: also every N seconds within an epoch")
     t.add_argument("--resume", action="store_true",
@@ -215,6 +216,22 @@ def _emit(args, summary, lines):
             print(line)
 
 
+def _check_checkpoint_kind(directory, members):
+    """A checkpoint directory holds one network's run (its checkpoint file) or a
+    committee's (a subdirectory per member, presets.build_committee): refuse to resume
+    one as the other, which would silently start afresh."""
+    from digitcore.checkpoint import FILE_NAME
+
+    single = os.path.exists(os.path.join(directory, FILE_NAME))
+    committee = os.path.isdir(os.path.join(directory, "member-1"))
+    if members > 1 and single:
+        raise UsageError(f"{directory} holds one network's checkpoint, not a committee's: "
+                         f"choose another directory for {members} members")
+    if members == 1 and committee:
+        raise UsageError(f"{directory} holds a committee's checkpoints (member-1, ...): "
+                         "give its --members, or choose another directory")
+
+
 def cmd_train(args):
     import digitcore
     from digitcore import presets
@@ -235,9 +252,8 @@ def cmd_train(args):
     if (args.resume or args.checkpoint_seconds is not None) and not args.checkpoint:
         raise UsageError("--resume and --checkpoint-seconds need --checkpoint DIR")
     members = args.members or presets.members_of(cfg)
-    if members > 1 and args.checkpoint:
-        raise UsageError(f"--checkpoint saves one network's run; a committee of {members} "
-                         "networks cannot be checkpointed (train with --members 1)")
+    if args.checkpoint:
+        _check_checkpoint_kind(args.checkpoint, members)
     name, (x_tr, y_tr), (x_te, y_te) = _load_data(args.dataset, args.data_dir, args.download,
                                                        args.verify)
     if "augment" not in overrides and x_tr.ndim != 3:  # no size rule for flat features
@@ -275,8 +291,10 @@ def cmd_train(args):
               f"to continue", file=sys.stderr)
     if members > 1:
         if history.interrupted:
+            done = "member 1 is" if j == 1 else f"members 1-{j} are"
+            kept = f"; {done} finished in {args.checkpoint}" if args.checkpoint and j else ""
             raise UsageError(f"interrupted while training member {j + 1} of {members}: "
-                             "no committee saved")
+                             f"no committee saved{kept}")
         from digitcore.committee import Committee
 
         model = Committee([m for m, _ in runs])

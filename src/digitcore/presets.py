@@ -7,6 +7,7 @@ reaches on full MNIST is measured by ``benchmarks/bench_accuracy.py`` (see READM
 from __future__ import annotations
 
 import copy
+import os
 
 __all__ = ["PRESETS", "get_preset", "epochs_for", "augment_for", "recipe", "build",
            "build_committee", "members_of", "NETWORK_KEYS", "TRAINER_KEYS"]
@@ -167,11 +168,23 @@ def build_committee(preset, seed, n_train, members=None, **kw):
     """The (Network, Trainer) pairs of a committee: :func:`build` for seeds ``seed``,
     ``seed + 1``, ... ``seed + members - 1`` (``members`` defaults to the preset's, see
     :func:`members_of`). Train each pair, then put the networks in a
-    :class:`~digitcore.committee.Committee`, in this order."""
+    :class:`~digitcore.committee.Committee`, in this order.
+
+    A ``checkpoint`` directory in ``trainer_kw`` is shared out: with two or more members,
+    member j (from 1) checkpoints into its subdirectory ``member-j``, so a committee
+    stopped part-way resumes (``fit(..., resume=True)`` on every pair) with its finished
+    members restored as they were, the interrupted one continued, the rest trained."""
     cfg = get_preset(preset) if isinstance(preset, str) else preset
     k = members_of(cfg) if members is None else int(members)
     if k < 1:
         raise ValueError(f"a committee needs at least one member, got members={members!r}")
     base = 0 if seed is None else seed
-    return [build(preset, None if seed is None else base + j, n_train, **kw)
-            for j in range(k)]
+    runs = []
+    for j in range(k):
+        kw_j = kw
+        ckpt = (kw.get("trainer_kw") or {}).get("checkpoint")
+        if k > 1 and ckpt is not None:
+            kw_j = dict(kw, trainer_kw={**kw["trainer_kw"],
+                                        "checkpoint": os.path.join(ckpt, f"member-{j + 1}")})
+        runs.append(build(preset, None if seed is None else base + j, n_train, **kw_j))
+    return runs
