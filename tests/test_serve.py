@@ -383,6 +383,26 @@ def test_blank_drawing_is_422(server):
     _assert_error(*_predict(server, {"pixels": [255] * 784}), 422)
 
 
+@pytest.mark.parametrize("pixels, reason", [([255] * 784, "blank"),
+                                             ([255] * 400 + [0] + [255] * 383, "too_small")])
+def test_a_drawing_in_progress_with_nothing_to_read_is_an_answer(server, pixels, reason):
+    """The page's requests (?drawing=1) are made while the digit is being drawn, where a
+    dot or an empty canvas is a normal state: a 200 with no digit and the reason, not a
+    422 (which the browser logs as a failed request). Other clients keep the 422, and a
+    malformed drawing is still a 400."""
+    status, body = _json(server, "POST", "/api/predict?drawing=1", {"pixels": pixels})
+    assert status == 200 and body["digit"] is None and body["reason"] == reason
+    assert "draw" in body["message"] and "probabilities" not in body
+    for path in ("/api/predict?drawing=0", "/api/predict?drawings=1", "/api/predict"):
+        _assert_error(*_json(server, "POST", path, {"pixels": pixels}), 422)
+    _assert_error(*_json(server, "POST", "/api/predict?drawing=1", {"pixels": [0] * 5}), 400)
+    # a digit is answered as without the flag
+    ring = np.where(np.abs(np.hypot(*(np.mgrid[0:28, 0:28] - 14) / 8) - 1) < 0.2, 0, 255)
+    a = _json(server, "POST", "/api/predict?drawing=1", {"pixels": ring.ravel().tolist()})[1]
+    b = _predict(server, {"pixels": ring.ravel().tolist()})[1]
+    assert a["digit"] == b["digit"] and a["probabilities"] == b["probabilities"]
+
+
 def test_a_click_is_too_small_not_a_digit(server):
     """One click on the page (the brush's dot, 20 px of 280, sent at 112 px) used to be
     read as a 0 at 55%; four grey corner pixels no longer change a clean digit's answer."""

@@ -8,7 +8,10 @@ come from digitcore. Routes:
 ``GET /static/<name>``   ``app.css`` and ``app.js``, nothing else
 ``POST /api/predict``    ``{"image": "data:image/png;base64,..."}`` or
                          ``{"pixels": [...], "width": 28, "height": 28}``
-                         -> ``{"digit", "probabilities", "input28"}``
+                         -> ``{"digit", "probabilities", "input28"}``; a drawing
+                         with no digit to read is a 422, or with
+                         ``?drawing=1`` (a drawing still being made, the page's
+                         requests) a 200 with ``"digit": null`` and ``"reason"``
 ``GET /api/model``       architecture and metadata of the served network
 ``GET /healthz``         ``{"status": "ok"}``
 =======================  =====================================================
@@ -225,8 +228,12 @@ def parse_predict_request(raw: bytes) -> np.ndarray:
     return np.round(arr).astype(np.uint8).reshape(height, width)
 
 
-def predict_json(network, image: np.ndarray) -> dict:
-    """Preprocess ``image`` like ``Network.predict_image`` and describe the prediction."""
+def predict_json(network, image: np.ndarray, drawing: bool = False) -> dict:
+    """Preprocess ``image`` like ``Network.predict_image`` and describe the prediction.
+
+    An image with no digit to read (blank, a dot, a speck) is a 422 ``RequestError``,
+    or with ``drawing`` (a drawing still being made, where that is a normal state) the
+    answer ``{"digit": None, "reason": ..., "message": ...}``."""
     from digitcore.imaging import NoDigitError, preprocess_image
 
     try:
@@ -234,10 +241,14 @@ def predict_json(network, image: np.ndarray) -> dict:
     except NoDigitError as exc:
         # not a client error: nothing to read yet (a dot, a speck, a blank canvas)
         if exc.reason == "too_small":
-            raise RequestError(422, "too small to read: draw a bigger digit") from None
-        if exc.reason == "blank":
-            raise RequestError(422, "the drawing is blank: draw a digit first") from None
-        raise RequestError(422, f"no digit to read: {exc}") from None
+            message = "too small to read: draw a bigger digit"
+        elif exc.reason == "blank":
+            message = "the drawing is blank: draw a digit first"
+        else:
+            message = f"no digit to read: {exc}"
+        if drawing:
+            return {"digit": None, "reason": exc.reason, "message": message}
+        raise RequestError(422, message) from None
     except ValueError as exc:
         raise RequestError(400, f"cannot use the drawing: {exc}") from None
     proba = network.predict_proba(img28.reshape(1, -1))[0]
@@ -500,7 +511,9 @@ class Handler(BaseHTTPRequestHandler):
     def _predict(self):
         t0 = time.perf_counter()
         image = parse_predict_request(self._read_body())
-        result = predict_json(self.server.network, image)
+        query = self.path.split("#", 1)[0].partition("?")[2]
+        result = predict_json(self.server.network, image, drawing="drawing=1" in
+                              query.split("&"))
         result["milliseconds"] = round((time.perf_counter() - t0) * 1000, 2)
         self._json(200, result)
 

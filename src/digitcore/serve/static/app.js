@@ -185,7 +185,9 @@
     inflight = controller;
     const body = JSON.stringify({ pixels: greyPixels(), width: SEND, height: SEND });
     try {
-      const resp = await fetch("/api/predict", {
+      // ?drawing=1: a drawing with nothing to read yet (a dot, too small) is answered
+      // with digit null, not a 422 (a normal state while drawing, not an error)
+      const resp = await fetch("/api/predict?drawing=1", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
         body,
@@ -193,11 +195,12 @@
       });
       const data = await resp.json();
       if (mine !== seq) return;
-      if (!resp.ok) {
-        // 422: nothing to read yet (a dot, too small); any error: the answer shown was
-        // for an earlier drawing. Either way no digit, not a stale one.
+      if (!resp.ok || data.digit === null) {
+        // nothing to read yet, or an error: the answer shown was for an earlier
+        // drawing. Either way no digit, not a stale one.
         clearResult();
-        setStatus(data.error || `The server answered ${resp.status}.`, resp.status !== 422);
+        setStatus(resp.ok ? data.message : (data.error || `The server answered ${resp.status}.`),
+                  !resp.ok);
         return;
       }
       show(data);
