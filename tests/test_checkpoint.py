@@ -329,7 +329,7 @@ def test_cli_committee_checkpoints_each_member_and_resumes(tmp_path):
                               text=True, env=env, timeout=600)
 
     ck = tmp_path / "ck"
-    r = run(3, "--checkpoint", ck, "--out", tmp_path / "a.safetensors")
+    r0 = r = run(3, "--checkpoint", ck, "--out", tmp_path / "a.safetensors")
     assert r.returncode == 0, r.stderr
     assert all((ck / f"member-{j}" / FILE_NAME).exists() for j in (1, 2, 3))
     r = run(3, "--checkpoint", ck)
@@ -347,6 +347,14 @@ def test_cli_committee_checkpoints_each_member_and_resumes(tmp_path):
     for ma, mb in zip(a.members, b.members):
         assert np.array_equal(ma.flat_parameters, mb.flat_parameters)
     assert not np.array_equal(a.members[0].flat_parameters, a.members[1].flat_parameters)
+    # resuming a finished committee trains nothing; its speed is still the run's epochs'
+    # (not the samples over this process's near-zero wall time)
+    first_run = json.loads(r0.stdout)["samples_per_second"]
+    r = run(3, "--checkpoint", ck, "--resume")
+    assert r.returncode == 0, r.stderr
+    again = json.loads(r.stdout)
+    assert again["test_accuracy"] == json.loads(r0.stdout)["test_accuracy"]
+    assert first_run / 3 < again["samples_per_second"] < 3 * first_run
     # one network's checkpoint is not a committee's, nor the other way round
     r = run(1, "--checkpoint", ck, "--resume")
     assert r.returncode == 2 and "holds a committee's checkpoints" in r.stderr

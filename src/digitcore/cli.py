@@ -277,14 +277,20 @@ def cmd_train(args):
               f"{digitcore.kernel_path()} kernels, {digitcore.get_num_threads()} threads",
               file=sys.stderr)
     t0 = time.perf_counter()
+    histories = []
     for j, (_, tr) in enumerate(runs):
         if members > 1 and not (args.quiet or args.json):
             print(f"member {j + 1}/{members} (seed {args.seed + j})", file=sys.stderr)
         history = tr.fit(x_tr, y_tr, validation_fraction=args.validation_fraction,
                          resume=args.resume)
+        histories.append(history)
         if history.interrupted:
             break
     wall = time.perf_counter() - t0
+    # the speed of the run's epochs from their own times: a resumed run's history holds
+    # the epochs trained before it too, which this process's wall time does not
+    train_s = sum(sum(h.seconds) for h in histories)
+    epochs_done = sum(len(h) for h in histories)
     member_acc = [m.evaluate(x_te, y_te)[1] for m, _ in runs] if members > 1 else []
     if history.interrupted and args.checkpoint:
         print(f"checkpoint saved in {args.checkpoint}: run the same command with --resume "
@@ -307,8 +313,7 @@ def cmd_train(args):
         "architecture": list(net.layer_sizes), "preset": args.preset,
         "epochs": len(history), "seed": args.seed, "train_loss": history.loss[-1] if len(history) else None,
         "test_loss": test_loss, "test_accuracy": test_acc, "wall_seconds": wall,
-        "samples_per_second": (len(x_tr) * len(history) * members / wall
-                               if wall > 0 else None),
+        "samples_per_second": (len(x_tr) * epochs_done / train_s if train_s > 0 else None),
         "interrupted": history.interrupted, "model": None,
         "augment": None if trainer.augment is None else trainer.augment.to_dict(),
     }
@@ -324,9 +329,12 @@ def cmd_train(args):
     if members > 1:
         lines[0] += (f", a committee of {members}; its members alone "
                      + ", ".join(f"{a:.2%}" for a in member_acc))
+    sps = summary["samples_per_second"]
     lines += [f"wall time: {wall:.1f} s for {len(history)} epochs"
-             f"{f' x {members} members' if members > 1 else ''} "
-             f"({summary['samples_per_second']:,.0f} samples/s)"]
+              f"{f' x {members} members' if members > 1 else ''}"
+              + (f" ({sps:,.0f} samples/s)" if sps else "")
+              + (f"; resumed: its epochs trained in {train_s:.1f} s in all"
+                 if args.resume else "")]
     if args.out:
         lines.append(f"model saved to {summary['model']}")
     _emit(args, summary, lines)
