@@ -39,7 +39,7 @@ PRESETS = {
     # map, Simard's elastic field and a stroke thickness curve (augment "full"); without
     # dropout, which the deformations replace. Chosen on a validation split carved from
     # the training images (50,000 / 10,000; see benchmarks/tune_presets.py), never on the
-    # test images. 81-103 s on two cores (README, bench_accuracy). 140 epochs
+    # test images. 71-103 s on two cores (README, bench_accuracy). 140 epochs
     # read 99.34 / 99.23 / 99.21% there (seeds 0, 1, 2; mean 99.26%) against 99.32% for
     # these 100 epochs on seed 0 (tune_presets.json, at an earlier commit): no gain shown
     # (tune_presets-augmented-140.json).
