@@ -42,6 +42,7 @@ import os
 import sys
 import time
 import traceback
+import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -394,6 +395,10 @@ class Handler(BaseHTTPRequestHandler):
     def _path(self) -> str:
         return self.path.split("?", 1)[0].split("#", 1)[0]
 
+    def _query(self) -> dict:
+        """The request's query parameters, each name to its list of values."""
+        return urllib.parse.parse_qs(self.path.split("#", 1)[0].partition("?")[2])
+
     def _check_host(self) -> bool:
         if not self.server.loopback_only:
             return True
@@ -511,9 +516,8 @@ class Handler(BaseHTTPRequestHandler):
     def _predict(self):
         t0 = time.perf_counter()
         image = parse_predict_request(self._read_body())
-        query = self.path.split("#", 1)[0].partition("?")[2]
-        result = predict_json(self.server.network, image, drawing="drawing=1" in
-                              query.split("&"))
+        result = predict_json(self.server.network, image,
+                              drawing="1" in self._query().get("drawing", []))
         result["milliseconds"] = round((time.perf_counter() - t0) * 1000, 2)
         self._json(200, result)
 
