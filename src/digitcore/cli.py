@@ -221,9 +221,10 @@ def _check_checkpoint_kind(directory, members):
     committee's (a subdirectory per member, presets.build_committee): refuse to resume
     one as the other, which would silently start afresh."""
     from digitcore.checkpoint import FILE_NAME
+    from digitcore.presets import member_checkpoint
 
     single = os.path.exists(os.path.join(directory, FILE_NAME))
-    committee = os.path.isdir(os.path.join(directory, "member-1"))
+    committee = os.path.isdir(member_checkpoint(directory, 0))
     if members > 1 and single:
         raise UsageError(f"{directory} holds one network's checkpoint, not a committee's: "
                          f"choose another directory for {members} members")

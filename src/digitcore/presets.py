@@ -10,7 +10,7 @@ import copy
 import os
 
 __all__ = ["PRESETS", "get_preset", "epochs_for", "augment_for", "recipe", "build",
-           "build_committee", "members_of", "NETWORK_KEYS", "TRAINER_KEYS"]
+           "build_committee", "member_checkpoint", "members_of", "NETWORK_KEYS", "TRAINER_KEYS"]
 
 NETWORK_KEYS = ("hidden", "activation", "init", "dropout")
 TRAINER_KEYS = ("optimizer", "lr", "batch_size", "epochs", "l2", "l1", "lr_schedule",
@@ -179,12 +179,18 @@ def build_committee(preset, seed, n_train, members=None, **kw):
     if k < 1:
         raise ValueError(f"a committee needs at least one member, got members={members!r}")
     base = 0 if seed is None else seed
+    ckpt = (kw.get("trainer_kw") or {}).get("checkpoint")
     runs = []
     for j in range(k):
         kw_j = kw
-        ckpt = (kw.get("trainer_kw") or {}).get("checkpoint")
         if k > 1 and ckpt is not None:
             kw_j = dict(kw, trainer_kw={**kw["trainer_kw"],
-                                        "checkpoint": os.path.join(ckpt, f"member-{j + 1}")})
+                                        "checkpoint": member_checkpoint(ckpt, j)})
         runs.append(build(preset, None if seed is None else base + j, n_train, **kw_j))
     return runs
+
+
+def member_checkpoint(directory, j):
+    """Where member ``j`` (from 0) of a committee checkpoints within ``directory``:
+    its subdirectory ``member-{j + 1}`` (see :func:`build_committee`)."""
+    return os.path.join(directory, f"member-{j + 1}")
