@@ -63,7 +63,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--members", type=int, default=None,
                     help="networks in the model, of seeds SEED, SEED+1, ... (default: the "
-                         "preset's: 1, or 5 for 'committee'); more than 1 makes a committee")
+                         "preset's `members`, else 1); more than 1 makes a committee")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--dtype", choices=["auto", "float16", "float32"], default="auto",
                     help="storage of the parameters; auto: float16 when it reads the test "
