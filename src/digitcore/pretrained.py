@@ -20,7 +20,6 @@ damaged file is an error, never a model that reads digits slightly wrong.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import struct
@@ -148,12 +147,11 @@ def train_pretrained(x_train, y_train, preset="best", seed=0, *, members=None, v
         If ``members`` is below 1 (``presets.build_committee`` says so).
     """
     from digitcore.committee import Committee
-    from digitcore.presets import NETWORK_KEYS, TRAINER_KEYS, build_committee, get_preset
+    from digitcore.presets import build_committee
 
     name = preset if isinstance(preset, str) else "custom"
-    cfg = get_preset(preset) if isinstance(preset, str) else copy.deepcopy(dict(preset))
     n = len(x_train)
-    runs = build_committee(cfg, seed, n, members, n_features=int(x_train[0].size),
+    runs = build_committee(preset, seed, n, members, n_features=int(x_train[0].size),
                            n_classes=max(int(y_train.max()) + 1, 2),
                            trainer_kw=dict(verbose=verbose))
     histories = []
@@ -163,10 +161,8 @@ def train_pretrained(x_train, y_train, preset="best", seed=0, *, members=None, v
             raise KeyboardInterrupt
         histories.append(history)
     nets, k = [net for net, _ in runs], len(runs)
-    cfg["epochs"] = trainer.epochs
-    recipe = {key: v for key, v in cfg.items() if key in (*NETWORK_KEYS, *TRAINER_KEYS)}
-    recipe["augment"] = None if trainer.augment is None else trainer.augment.to_dict()
-    common = dict(preset=name, recipe=recipe, n_train=int(n), seed=int(seed), members=k)
+    common = dict(preset=name, recipe=recorded_recipe(preset, n), n_train=int(n), seed=int(seed),
+                  members=k)
     if k == 1:
         net = nets[0]
         net.training_summary = dict(net.training_summary or {}, **common)
@@ -174,6 +170,20 @@ def train_pretrained(x_train, y_train, preset="best", seed=0, *, members=None, v
     committee = Committee(nets)
     committee.training_summary = dict(common, seeds=[int(seed) + j for j in range(k)])
     return committee, histories
+
+
+def recorded_recipe(preset, n_train) -> dict:
+    """The ``recipe`` a pretrained model's summary records for ``preset`` (a name of
+    ``presets.PRESETS`` or a dict of its keys) trained on ``n_train`` images: one network's
+    Network and Trainer entries, with the epochs and augmentation such a run takes
+    (``presets.recipe``, as ``presets.build`` trains it), the augmentation as a dict."""
+    from digitcore.augment import get_augment
+    from digitcore.presets import NETWORK_KEYS, TRAINER_KEYS, recipe
+
+    cfg = recipe(preset, n_train)
+    out = {key: v for key, v in cfg.items() if key in (*NETWORK_KEYS, *TRAINER_KEYS)}
+    out["augment"] = None if cfg["augment"] is None else get_augment(cfg["augment"]).to_dict()
+    return out
 
 
 def save_pretrained(network, path, *, dtype="float16", metadata=None) -> str:
