@@ -275,10 +275,11 @@ static int augment(uint8_t *out8, float *out32, const uint8_t *in8, const float 
     int64_t per = pad_n + F + (W + 3) / 4 + 16;
     const float range = in8 != NULL ? 255.0f : 1.0f;
     void (*warp_fn)(float *, const aug_src *, const aug_draw *) = warp;
-    /* uint8 on AVX2: dc_aug_u8_avx2's scratch instead (quad words, then pad8 and colany
-     * bytes; see augment_internal.h) */
+    /* uint8 on AVX2: dc_aug_u8_avx2's scratch instead (quad words, xterm floats, then pad8
+     * and colany bytes; see augment_internal.h) */
     int fast_u8 = 0;
     const int64_t quad_n = (H + 2) * P + 16, pad8_n = (H + 4) * P + 32;
+    const int64_t xterm_n = 16 * ((W + 7) / 8);
 #if DC_GEMM_BUILD_AVX2
     if (dc_kernel_path() == DC_KERNEL_AVX2) {
         warp_fn = dc_aug_warp_avx2; /* float images */
@@ -286,7 +287,7 @@ static int augment(uint8_t *out8, float *out32, const uint8_t *in8, const float 
     }
 #endif
     if (fast_u8)
-        per = quad_n + (pad8_n + W + 3) / 4 + 16;
+        per = quad_n + xterm_n + (pad8_n + W + 3) / 4 + 16;
     int nt = B * F >= AUG_PARALLEL_MIN ? dc_get_num_threads() : 1;
     if (nt > B)
         nt = (int)B;
@@ -311,9 +312,10 @@ static int augment(uint8_t *out8, float *out32, const uint8_t *in8, const float 
 #if DC_GEMM_BUILD_AVX2
         if (fast_u8) {
             uint32_t *quad = (uint32_t *)(void *)pad;
-            uint8_t *pad8 = (uint8_t *)(quad + quad_n);
+            float *xterm = (float *)(void *)(quad + quad_n);
+            uint8_t *pad8 = (uint8_t *)(xterm + xterm_n);
             dc_aug_u8_avx2(out8 + r * F, in8 + row * F, &d, H, W, a->bank_size, pad8, quad,
-                           pad8 + pad8_n);
+                           pad8 + pad8_n, xterm);
             continue;
         }
 #endif

@@ -48,9 +48,10 @@ void dc_aug_warp_avx2(float *out, const aug_src *s, const aug_draw *d);
  * lane's four taps are one 4-byte gather element: one gather of 8 words per 8 pixels
  * instead of four of 4 pairs, and the uint8 taps convert to the same floats. pad8 is
  * (H + 4) * P bytes whose border is zero (only the image's pixels are written), quad
- * (H + 2) * P words and colany W bytes of scratch. */
+ * (H + 2) * P words, colany W bytes and xterm 16 * ceil(W / 8) floats of scratch. */
 void dc_aug_u8_avx2(uint8_t *out, const uint8_t *img, const aug_draw *d, int64_t H, int64_t W,
-                    int64_t bank_size, uint8_t *pad8, uint32_t *quad, uint8_t *colany);
+                    int64_t bank_size, uint8_t *pad8, uint32_t *quad, uint8_t *colany,
+                    float *xterm);
 #endif
 
 #endif /* DC_AUGMENT_INTERNAL_H */

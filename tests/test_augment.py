@@ -236,6 +236,27 @@ def test_avx2_and_generic_paths_give_the_same_bits(dtype, hw, bank_size, num_thr
                                                              **params))
 
 
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("hw", [(28, 28), (1, 1), (3, 7), (2, 3), (13, 9), (5, 17)])
+def test_each_image_is_written_within_its_own_bytes(path, hw):
+    """Each image's pixels, and nothing past them: the uint8 vector path stores a row's
+    last partial vector whole, spilling into the image's next rows (written after it),
+    but never past the image's last byte, which may be another thread's image or the end
+    of out. A sentinel after each image, written one image at a time, must survive."""
+    h, w = hw
+    x = digits(6, h, w, seed=3)
+    x[:, -1, -1] = 90                           # ink up to the last pixel
+    bank = ops.elastic_bank(32, 3.0, seed=2)
+    with kernel(path):
+        for i in range(len(x)):
+            buf = np.full(h * w + 32, 77, np.uint8)
+            out = buf[:h * w].reshape(1, h, w)
+            ops.augment(x, np.array([i]), bank=bank, seed=5, out=out, **FULL)
+            assert (buf[h * w:] == 77).all(), f"image {i} wrote past its end"
+            np.testing.assert_array_equal(out, ops.augment(x[i:i + 1], bank=bank, seed=5,
+                                                           **FULL))
+
+
 def test_out_argument_and_gil_release():
     import threading
 
