@@ -41,6 +41,17 @@ static inline int64_t dc_cdiv64(int64_t a, int64_t b)
 #define DC_PREFETCH_L2(p) ((void)(p))
 #endif
 
+/* Every cache line of the `bytes` bytes at p into L2 (nothing when bytes <= 0). */
+static inline void dc_prefetch_bytes(const void *p, int64_t bytes)
+{
+    const char *c = (const char *)p;
+    if (bytes <= 0)
+        return;
+    for (int64_t o = 0; o < bytes; o += 64)
+        DC_PREFETCH_L2(c + o);
+    DC_PREFETCH_L2(c + bytes - 1); /* the last line, when p is not at a line's start */
+}
+
 /* Cache-line-aligned memory. Buffers that threads split by column blocks of
  * DC_SPMM_BLOCK floats are allocated this way, so a block's first and last lines are
  * its own: with malloc's 16-byte alignment, every row of a (., 128) float matrix shares

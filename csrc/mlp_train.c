@@ -255,11 +255,8 @@ static int state_alloc(train_state *t, const dc_mlp *net, dc_optim *opt, float *
 static void prefetch_rows(const void *x, const int64_t *idx, int64_t rows, int64_t row_bytes)
 {
     const char *base = (const char *)x;
-    for (int64_t r = 0; r < rows; ++r) {
-        const char *row = base + idx[r] * row_bytes;
-        for (int64_t off = 0; off < row_bytes; off += 64)
-            DC_PREFETCH_L2(row + off);
-    }
+    for (int64_t r = 0; r < rows; ++r)
+        dc_prefetch_bytes(base + idx[r] * row_bytes, row_bytes);
 }
 
 int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float *grads,

@@ -156,15 +156,6 @@ static int gather_rows(dc_csr *out, int64_t capacity, const uint8_t *in8, const 
     return status;
 }
 
-/* With the transpose: out in out->parts parts, part (group) p holding every row's
- * entries in the columns [col_edges[p], col_edges[p + 1]), and the CSC in one part. Each
- * thread takes a run of groups: it counts their columns of every row (per row into the
- * part's row starts, per column into colcnt); after one barrier it places each group's
- * entries after those of the groups before it, makes the row and column starts, and
- * fills the group's columns of every row, copying each entry at once into the group's
- * columns of the CSC (an out_t without idx and val gets only its column starts). So each
- * thread writes only its own stretch of out and out_t (cache lines are shared only at
- * the edges), and the result does not depend on the thread count. */
 /* While gather_cols counts a row's entries, the row this many ahead is asked into cache
  * (the part of it the thread reads): a batch's rows lie scattered over a data set far
  * larger than the caches, and the whole next batch that dc_mlp_train asks for while this
@@ -176,16 +167,21 @@ static int gather_rows(dc_csr *out, int64_t capacity, const uint8_t *in8, const 
 static void prefetch_part(const uint8_t *in8, const float *in32, int64_t row, int64_t F,
                           int64_t c0, int64_t c1)
 {
-    const char *p =
-        in8 != NULL ? (const char *)(in8 + row * F + c0) : (const char *)(in32 + row * F + c0);
-    const int64_t bytes = (c1 - c0) * (in8 != NULL ? 1 : (int64_t)sizeof(float));
-    if (bytes <= 0)
-        return;
-    for (int64_t o = 0; o < bytes; o += 64)
-        DC_PREFETCH_L2(p + o);
-    DC_PREFETCH_L2(p + bytes - 1);
+    if (in8 != NULL)
+        dc_prefetch_bytes(in8 + row * F + c0, c1 - c0);
+    else
+        dc_prefetch_bytes(in32 + row * F + c0, (c1 - c0) * (int64_t)sizeof(float));
 }
 
+/* With the transpose: out in out->parts parts, part (group) p holding every row's
+ * entries in the columns [col_edges[p], col_edges[p + 1]), and the CSC in one part. Each
+ * thread takes a run of groups: it counts their columns of every row (per row into the
+ * part's row starts, per column into colcnt); after one barrier it places each group's
+ * entries after those of the groups before it, makes the row and column starts, and
+ * fills the group's columns of every row, copying each entry at once into the group's
+ * columns of the CSC (an out_t without idx and val gets only its column starts). So each
+ * thread writes only its own stretch of out and out_t (cache lines are shared only at
+ * the edges), and the result does not depend on the thread count. */
 static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_t *in8,
                        const float *in32, const int64_t *ridx, int64_t B, int64_t F,
                        float scale, const float *bg, int nt)
