@@ -412,6 +412,21 @@ def test_random_shapes_sparse_equals_dense(d, n, bs, density, threads, dtype, se
                     exact=False)
 
 
+def test_the_samples_counts_are_count_nonzeros_at_any_width(rng):
+    """The split and the path are decided from counts of the sample's non-zeros along
+    each axis, summed in uint16 where no count can pass its range: the same as
+    np.count_nonzero, also past 65,535 along an axis."""
+    from digitcore.trainer import _count_along
+    for shape in [(300, 50), (3, 70_000), (70_000, 2), (1, 1), (0, 5)]:
+        nz = rng.random(shape) < 0.999
+        for axis in (0, 1):
+            got = _count_along(nz, axis)
+            assert got.dtype == np.int64
+            np.testing.assert_array_equal(got, np.count_nonzero(nz, axis=axis))
+    ones = np.ones((2, 70_000), bool)
+    assert _count_along(ones, 1).tolist() == [70_000, 70_000]
+
+
 def test_the_split_halves_the_non_zeros_and_changes_only_rounding(rng):
     """Trainer cuts the inputs where the data's non-zeros are halved, on a multiple of
     8; where the cut falls changes the forward's sums only by rounding; a split out of
