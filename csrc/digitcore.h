@@ -47,8 +47,9 @@ int dc_have_openmp(void);
 /* How dc_mlp_train sizes its team batch by batch (team.c). ADAPTIVE (the default) runs a
  * batch on one thread instead of the team while that is measured faster (the team waits
  * for a thread that shares its core), and dc_mlp_forward/evaluate follow that finding for
- * 0.1 s; FIXED always uses dc_get_num_threads(); ALTERNATE switches every batch and every
- * inference call (tests: the bits must not change). DC_ERR_ARG for another value. */
+ * 0.1 s and run a call of under 8M multiply-adds on one thread; FIXED always uses
+ * dc_get_num_threads(); ALTERNATE switches every batch and every inference call (tests:
+ * the bits must not change). DC_ERR_ARG for another value. */
 enum { DC_TEAM_FIXED = 0, DC_TEAM_ADAPTIVE = 1, DC_TEAM_ALTERNATE = 2 };
 int dc_set_team_policy(int policy);
 int dc_get_team_policy(void);

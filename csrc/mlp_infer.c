@@ -135,6 +135,15 @@ static int forward_rows(float **logits, const dc_mlp *net, chunk_scratch *s,
     return status;
 }
 
+/* The dense multiply-adds of n rows through net (the sparse first layer does fewer). */
+static double infer_work(const dc_mlp *net, int64_t n)
+{
+    double per_row = 0.0;
+    for (int64_t l = 0; l < net->n_layers; ++l)
+        per_row += (double)net->sizes[l] * (double)net->sizes[l + 1];
+    return per_row * (double)n;
+}
+
 /* What is done with each chunk's logits. */
 typedef int (*chunk_fn)(void *ctx, const float *logits, int64_t r0, int64_t rows, int64_t c);
 
@@ -148,7 +157,7 @@ static int forward_chunks(const dc_mlp *net, const uint8_t *x_u8, const float *x
     if (n == 0)
         return DC_OK;
     int status = scratch_alloc(&s, net, n, chunk, shift);
-    const int icv = team_infer_begin();
+    const int icv = team_infer_begin(infer_work(net, n));
     for (int64_t r0 = 0; status == DC_OK && r0 < n; r0 += chunk) {
         const int64_t rows = dc_min64(n - r0, chunk);
         float *logits = NULL;
@@ -213,7 +222,7 @@ static int forward_blocks(float *out, const dc_mlp *net, const uint8_t *x_u8,
     const int sparse = mlp_sparse_allowed(net, shift, chunk) &&
                        (net->sparse_input == DC_SPARSE_ALWAYS || n >= DC_SPARSE_INFER_MIN_ROWS);
     const int64_t capacity = sparse ? mlp_sparse_capacity(net, chunk) : 0;
-    const int icv = team_infer_begin();
+    const int icv = team_infer_begin(infer_work(net, n));
     int nt = dc_get_num_threads();
     if (nt > nb)
         nt = (int)nb;

@@ -12,7 +12,8 @@
  * confirmed speed (another process started). The first window of a process is followed by a
  * probe, so a machine busy from the start is found within a few milliseconds.
  *
- * Inference (mlp_infer.c) follows training's finding while it is fresh (team_infer_begin).
+ * Inference (mlp_infer.c) follows training's finding while it is fresh, and runs a small
+ * call on one thread (team_infer_begin).
  *
  * The state is shared by the process's calls (a trainer calls dc_mlp_train per chunk of
  * batches), in volatile ints as g_num_threads is: two trainings on two Python threads at
@@ -217,16 +218,23 @@ void team_end(team_choice *c, int64_t rows)
  * finding while it is fresh: one thread if training, within the last TEAM_FRESH_S, found
  * one thread faster (a loop alternating training, prediction and other work in one
  * process); else the team, unchanged. */
-#define TEAM_FRESH_S 0.1
+#define TEAM_FRESH_S        0.1
+/* A call of fewer multiply-adds than this runs on one thread (~0.1-0.3 ms of work): the
+ * team's threads have often gone to sleep since their last work (a training loop on small
+ * data runs its kernels on one thread), and waking them took ~0.1 ms on the 2-core dev
+ * VM. Trainer's check after each chunk of the 8x8 digits' 64-128-64-10 (256 rows, 4.4M)
+ * took 190 us on two threads after 10 ms idle, 137 us on one, and made a 2-thread epoch
+ * ~8% slower than a 1-thread one. */
+#define TEAM_INFER_MIN_WORK 8e6
 
-int team_infer_begin(void)
+int team_infer_begin(double work)
 {
     int single = 0;
     const int policy = g_policy;
     if (policy == DC_TEAM_ALTERNATE)
         single = (g_flip ^= 1);
-    else if (policy == DC_TEAM_ADAPTIVE && g_single)
-        single = now_s() - g_when < TEAM_FRESH_S;
+    else if (policy == DC_TEAM_ADAPTIVE)
+        single = work < TEAM_INFER_MIN_WORK || (g_single && now_s() - g_when < TEAM_FRESH_S);
     if (!single || dc_get_num_threads() <= 1)
         return 0;
     g_count[0] += 1;

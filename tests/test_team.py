@@ -137,3 +137,30 @@ def test_prediction_on_one_thread_or_the_team_gives_the_same_bits(policy):
         assert net.evaluate(x, y) == want_e
     assert ops.team_counts()[0] - before[0] == 2  # two of the four calls ran on one thread
     assert digitcore.get_num_threads() == 2
+
+
+@needs_openmp
+def test_small_inference_calls_run_on_one_thread(policy):
+    """Under 'adaptive', an inference call of fewer than 8M multiply-adds runs on one
+    thread (waking the team's idle threads costs more than they save there); a larger
+    one takes the team, and 'fixed' always does. The outputs are the same bits."""
+    x, y = _sparse_digits(3000, 14)
+    net = Network([784, 64, 10], seed=0)  # 50,816 multiply-adds a row
+    policy("fixed", 1)
+    want, want_small = net.predict_proba(x), net.predict_proba(x[:100])
+    want_eval = net.evaluate(x[:100], y[:100])
+
+    policy("adaptive", 2)
+    before = ops.team_counts()[0]
+    np.testing.assert_array_equal(net.predict_proba(x[:100]), want_small)  # 5.1M
+    assert net.evaluate(x[:100], y[:100]) == want_eval
+    assert ops.team_counts()[0] - before == 2
+    before = ops.team_counts()[0]
+    np.testing.assert_array_equal(net.predict_proba(x), want)  # 152M
+    assert ops.team_counts()[0] == before
+    assert digitcore.get_num_threads() == 2
+
+    policy("fixed", 2)
+    before = ops.team_counts()[0]
+    np.testing.assert_array_equal(net.predict_proba(x[:100]), want_small)
+    assert ops.team_counts()[0] == before
