@@ -262,7 +262,8 @@ static int augment(uint8_t *out8, float *out32, const uint8_t *in8, const float 
                    const int64_t *idx, int64_t B, const dc_augment *a, uint64_t seed,
                    uint64_t stream)
 {
-    if (B < 0 || a->height < 1 || a->width < 1)
+    if (B < 0 || a->height < 1 || a->width < 1 || a->height > DC_AUG_MAX_SIDE ||
+        a->width > DC_AUG_MAX_SIDE)
         return DC_ERR_ARG;
     if (a->alpha != 0.0f && a->bank != NULL &&
         (a->bank_size < 1 || (a->bank_size & (a->bank_size - 1)) != 0))

@@ -227,8 +227,13 @@ typedef struct {
     const float *bank; /* (2, bank_size, bank_size) smoothed fields (dc_elastic_bank), or
                         * NULL: no elastic part */
     int64_t bank_size; /* a power of two */
-    int64_t height, width; /* of each image; rows have height * width values */
+    int64_t height, width; /* of each image; rows have height * width values; each in
+                            * [1, DC_AUG_MAX_SIDE] */
 } dc_augment;
+
+/* The largest image side the augmentation takes (DC_ERR_ARG above it): its coordinates are
+ * exact in float and its scratch offsets fit int32. */
+#define DC_AUG_MAX_SIDE 16384
 
 /* Draws per image: image r of a call uses dc_hash64(seed, stream, r * DC_AUG_DRAWS + k). */
 #define DC_AUG_DRAWS 8

@@ -280,6 +280,10 @@ def test_out_argument_and_gil_release():
     (dict(x=np.zeros((2, 4, 4), np.float64)), TypeError, "x must have dtype uint8 or float32"),
     (dict(x=np.zeros((2, 16), np.uint8)), ValueError, "x must be 3-D"),
     (dict(x=np.zeros((2, 0, 4), np.uint8)), ValueError, "at least 1 x 1"),
+    (dict(x=np.zeros((1, 16385, 1), np.uint8)), ValueError,
+     r"at most 16384 pixels a side, got 16385 x 1"),
+    (dict(x=np.zeros((1, 2, 16385), np.float32)), ValueError,
+     r"at most 16384 pixels a side, got 2 x 16385"),
     (dict(alpha=10.0), ValueError, "needs bank"),
     (dict(alpha=10.0, bank=np.zeros((2, 6, 6), np.float32)), ValueError, "power of two"),
     (dict(alpha=10.0, bank=np.zeros((2, 8, 4), np.float32)), ValueError, r"shape \(2, S, S\)"),
@@ -296,6 +300,20 @@ def test_augment_errors_name_the_argument(kwargs, exc, match):
     x = args.pop("x")
     with pytest.raises(exc, match=match):
         ops.augment(x, **args)
+
+
+def test_the_largest_side_is_taken_and_one_more_is_refused_in_training_too():
+    """Up to 16384 pixels a side (coordinates exact in float32, scratch offsets in int32);
+    an image one pixel taller is a clear error, from ops.augment and from training."""
+    x = np.zeros((1, 16384, 1), np.uint8)
+    x[0, 8000, 0] = 200
+    got = ops.augment(x, translate=0.0)
+    np.testing.assert_array_equal(got, x)  # nothing drawn: the identity map
+    tall = np.zeros((4, 16385, 1), np.uint8)
+    net = digitcore.Network([16385, 2, 2], seed=0)
+    tr = digitcore.Trainer(net, epochs=1, batch_size=2, verbose=0, augment="affine")
+    with pytest.raises(ValueError, match="at most 16384 pixels a side, got 16385 x 1"):
+        tr.fit(tall, np.array([0, 1, 0, 1]))
 
 
 def test_augment_out_must_not_overlap_x():

@@ -86,7 +86,7 @@ def augment(x, idx=None, *, rotate=0.0, shear=0.0, scale=0.0, translate=0.0, alp
 
     Parameters
     ----------
-    x : ndarray, uint8 or float32, shape (N, H, W)
+    x : ndarray, uint8 or float32, shape (N, H, W), H and W in [1, 16384]
         float32 images are taken to hold intensities in [0, 1] (the stroke curve clamps
         to that range); uint8 are resampled in [0, 255] and rounded half up.
     idx : ndarray, integer, shape (B,), optional
@@ -118,6 +118,9 @@ def augment(x, idx=None, *, rotate=0.0, shear=0.0, scale=0.0, translate=0.0, alp
     a.width = x.shape[2]
     if a.height == 0 or a.width == 0:
         raise ValueError(f"x must hold images of at least 1 x 1 pixels, got shape {x.shape}")
+    if a.height > DC_AUG_MAX_SIDE or a.width > DC_AUG_MAX_SIDE:
+        raise ValueError(f"x's images must be at most {DC_AUG_MAX_SIDE} pixels a side, got "
+                         f"{a.height} x {a.width}")
     ix = _gather_idx(idx, N)
     cdef int64_t B = N if ix is None else ix.shape[0]
     o = _out(out, (B, a.height, a.width), x.dtype, "out")

@@ -85,6 +85,7 @@ cdef extern from "digitcore.h" nogil:
         int64_t width
     enum:
         DC_AUG_DRAWS
+        DC_AUG_MAX_SIDE
     int dc_elastic_bank(float *bank, int64_t size, float sigma, uint64_t seed, uint64_t stream)
     int dc_augment_u8(uint8_t *out, const uint8_t *inp, const int64_t *idx, int64_t B,
                       const dc_augment *aug, uint64_t seed, uint64_t stream)
