@@ -243,7 +243,7 @@ def test_another_run_or_existing_checkpoint_is_refused(tmp_path):
         _small_run(tmp_path, checkpoint=None)[1].fit(x, y, resume=True)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "header", "empty", "model"])
+@pytest.mark.parametrize("damage", ["truncate", "flip", "header", "empty", "model", "nested"])
 def test_corrupt_checkpoint_is_refused(tmp_path, damage):
     _, tr, x, y = _small_run(tmp_path)
     tr.fit(x, y)
@@ -257,6 +257,12 @@ def test_corrupt_checkpoint_is_refused(tmp_path, damage):
         raw[20:30] = b"\xff" * 10
     elif damage == "empty":
         raw = b""
+    elif damage == "nested":  # JSON nested too deeply for Python's reader
+        n = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8:8 + n])
+        header["__metadata__"]["checkpoint"] = "[" * 5000 + "]" * 5000
+        head = json.dumps(header).encode()
+        raw = len(head).to_bytes(8, "little") + head + raw[8 + n:]
     else:  # a model file is not a checkpoint
         digitcore.Network([784, 16, 10]).save(path)
         raw = path.read_bytes()

@@ -189,6 +189,18 @@ def test_checksum_mismatch_names_file_and_opt_out(tmp_path):
     assert len(x) == 30
 
 
+def test_a_damaged_verification_cache_is_ignored(tmp_path, monkeypatch):
+    """verified.json that cannot be read (here nested too deeply for Python's JSON
+    reader) is ignored: the files are checked again and the cache rewritten."""
+    hashes = make_fake(tmp_path / "d")
+    trust(monkeypatch, hashes)
+    (tmp_path / "cache").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "cache" / "verified.json").write_text("[" * 5000 + "]" * 5000)
+    (x, y), _ = load_mnist(tmp_path / "d", download=False)
+    assert len(x) == len(y) > 0
+    assert '"files"' in (tmp_path / "cache" / "verified.json").read_text()
+
+
 def test_verification_is_remembered_and_invalidated(tmp_path, monkeypatch):
     hashes = make_fake(tmp_path / "d")
     trust(monkeypatch, hashes)

@@ -157,6 +157,35 @@ def test_training_summary_default_and_info(tmp_path):
     assert info["metadata"]["training"] == {"epochs": 2, "history": {"loss": [0.5, 0.25]}}
 
 
+def test_what_load_would_refuse_is_not_saved_and_the_old_file_stays(tmp_path):
+    """Saving checks what loading checks: NaN weights, too many layers, a header over the
+    size limit, metadata nested too deeply are ValueErrors, and the file there is intact."""
+    path = tmp_path / "m.safetensors"
+    _net().save(path)
+    before = path.read_bytes()
+    nan = _net()
+    nan.weights[0][0, 0] = np.nan
+    deep = []
+    for _ in range(5000):
+        deep = [deep]
+    for save, match in [
+            (lambda: nan.save(path), "NaN"),
+            (lambda: Network([2] * 1100, seed=0).save(path), "layer_sizes"),
+            (lambda: _net().save(path, metadata={"notes": "x" * (17 << 20)}), "header"),
+            (lambda: _net().save(path, metadata={"deep": deep}), "nested too deeply")]:
+        with pytest.raises(ValueError, match=match):
+            save()
+        assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+def test_standardization_out_of_float32_range_is_refused():
+    for mean, std in [(0.0, 1e-300), (1e300, 1.0), (0.0, 1e300)]:
+        with pytest.raises(ValueError, match="float32"):
+            Network([4, 3, 2], input_mean=mean, input_std=std)
+    Network([4, 3, 2], input_mean=0.5, input_std=1e-30)  # still in range
+
+
 def test_bad_metadata_is_value_error_and_writes_nothing(tmp_path):
     path = tmp_path / "m.safetensors"
     with pytest.raises(ValueError, match="JSON"):
@@ -347,6 +376,17 @@ MALFORMED = {
         h["2.bias"]["data_offsets"][0] + 4, h["2.bias"]["data_offsets"][1] + 4]), d + b"\0" * 4),
         "gap"),
     "nan_weights": (lambda h, d: (h, d[:-4] + np.float32(np.nan).tobytes()), "NaN"),
+    # nesting deep enough for Python's JSON reader to give up (RecursionError)
+    "header_nested_too_deeply": (lambda h, d: _build(
+        json.dumps(h).encode()[:-1] + b', "deep": ' + b"[" * 5000 + b"]" * 5000 + b"}", d),
+        "nested too deeply"),
+    "config_nested_too_deeply": (lambda h, d: (_set(h, ["__metadata__", "config"],
+                                                    "[" * 5000 + "]" * 5000), d),
+                                 "nested too deeply"),
+    "config_input_mean_huge_int": (_config_with(input_mean=10**400), "input_mean"),
+    "config_input_std_tiny": (_config_with(input_std=1e-300), "float32"),
+    "config_input_mean_huge": (_config_with(input_mean=1e300), "float32"),
+    "dtype_not_a_string": (lambda h, d: (_set(h, ["0.weight", "dtype"], ["F32"]), d), "dtype"),
 }
 
 

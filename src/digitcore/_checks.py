@@ -24,6 +24,27 @@ def samples_2d(arr: np.ndarray, name: str = "x", error: type = ValueError) -> np
     raise error(f"{name} must have shape (n, features) or (n, height, width), got {arr.shape}")
 
 
+def standardization_problem(input_mean, input_std) -> str | None:
+    """What is wrong with a network's input standardization ``(x - input_mean) /
+    input_std``, or None. The kernels take it as a float32 scale and shift (1/std, and
+    1/(255 std) for uint8 pixels; -mean/std): each must be finite and the scale not 0, or
+    every input would come out infinite or zero and the answers would be wrong."""
+    try:
+        mean, std = float(input_mean), float(input_std)
+    except (TypeError, ValueError, OverflowError):
+        return f"input_mean and input_std must be numbers, got {input_mean!r:.50}, {input_std!r:.50}"
+    if not math.isfinite(mean) or not math.isfinite(std) or std <= 0:
+        return (f"input_std must be positive and finite and input_mean finite, got "
+                f"mean={mean}, std={std}")
+    with np.errstate(over="ignore", under="ignore"):
+        scale_hi, scale_lo = np.float32(1.0 / std), np.float32(1.0 / (255.0 * std))
+        shift = np.float32(-mean / std)
+    if not (np.isfinite(scale_hi) and scale_lo != 0 and np.isfinite(shift)):
+        return (f"input_mean={mean:g} and input_std={std:g} are out of float32's range: "
+                f"1/std and mean/std must be finite and 1/(255 std) non-zero in float32")
+    return None
+
+
 def labels_1d(y, name: str = "y", error: type = ValueError) -> np.ndarray:
     """``y`` as a 1-D array of any label type, or ``error``."""
     arr = np.asarray(y)

@@ -48,6 +48,7 @@ from typing import Any, Callable
 import numpy as np
 
 from digitcore._atomic import atomic_write_bytes
+from digitcore._checks import standardization_problem
 from digitcore._version import __version__
 from digitcore.errors import ModelFormatError
 
@@ -123,8 +124,20 @@ def _layer_tensors(config, weights, biases, prefix=""):
     return tensors
 
 
+def _writable_config(config, what="") -> str:
+    """config as the file stores it (JSON), after the checks read_models makes of it: a
+    file that saves must load (ValueError otherwise, before anything is written)."""
+    text = json.dumps(config, sort_keys=True, default=_json_default)
+    _check_config(json.loads(text), lambda problem: ValueError(f"{what}{problem}"))
+    return text
+
+
 def _write(path, tensors, meta, metadata, dtype):
-    """Check the storage dtype and metadata, then write the file atomically."""
+    """Check the values, storage dtype and metadata, then write the file atomically."""
+    for name, arr in tensors:
+        if not np.isfinite(np.asarray(arr, dtype=np.float32)).all():
+            raise ValueError(f"tensor {name} contains NaN or infinite values (a model file "
+                             "holding them could not be loaded)")
     if dtype == "float16":
         limit = float(np.finfo(np.float16).max)
         for name, arr in tensors:
@@ -139,9 +152,15 @@ def _write(path, tensors, meta, metadata, dtype):
         try:
             meta["training"] = json.dumps(metadata, sort_keys=True, default=_json_default,
                                           allow_nan=True)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"metadata is not JSON serialisable: {exc}") from exc
-    atomic_write_bytes(path, _serialize(tensors, meta, STORAGE_DTYPES[dtype]))
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ValueError(f"metadata is not JSON serialisable: {_json_problem(exc)}") \
+                from None
+    blob = _serialize(tensors, meta, STORAGE_DTYPES[dtype])
+    header = int.from_bytes(blob[:8], "little")
+    if header > MAX_HEADER_BYTES:
+        raise ValueError(f"the file's header would be {header} bytes, over the "
+                         f"{MAX_HEADER_BYTES}-byte limit of model files (metadata too large)")
+    atomic_write_bytes(path, blob)
 
 
 def write_model(path, config, weights, biases, metadata=None, dtype="float32") -> None:
@@ -159,8 +178,7 @@ def write_model(path, config, weights, biases, metadata=None, dtype="float32") -
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}")
     tensors = _layer_tensors(config, weights, biases)
-    _write(path, tensors, {"config": json.dumps(config, sort_keys=True, default=_json_default)},
-           metadata, dtype)
+    _write(path, tensors, {"config": _writable_config(config)}, metadata, dtype)
 
 
 def write_committee(path, members, metadata=None, dtype="float32") -> None:
@@ -178,6 +196,7 @@ def write_committee(path, members, metadata=None, dtype="float32") -> None:
             tensors += _layer_tensors(config, weights, biases, f"members.{m}.")
         except ValueError as exc:
             raise ValueError(f"member {m}: {exc}") from None
+        _writable_config(config, f"member {m}: ")
         configs.append(config)
     committee = {"combine": COMBINE, "members": configs}
     _write(path, tensors,
@@ -187,6 +206,11 @@ def write_committee(path, members, metadata=None, dtype="float32") -> None:
 
 # ----------------------------------------------------------------------------
 # reading and validation
+
+def _json_problem(exc) -> str:
+    """What json.loads found wrong: its message, or that the nesting is too deep."""
+    return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+
 
 def _no_duplicates(pairs):
     out = {}
@@ -224,10 +248,22 @@ def _check_config(config, fail: Callable[[str], ModelFormatError]) -> dict:
         if key in config:
             v = config[key]
             if (not isinstance(v, (int, float)) or isinstance(v, bool)
-                    or not math.isfinite(v) or (positive and v <= 0)):
+                    or not math.isfinite(_as_float(v)) or (positive and v <= 0)):
                 cond = "a finite number > 0" if positive else "a finite number"
                 raise fail(f"config {key} must be {cond}, got {v!r:.100}")
+    problem = standardization_problem(config.get("input_mean", 0.0),
+                                      config.get("input_std", 1.0))
+    if problem:
+        raise fail(f"config {problem}")
     return config
+
+
+def _as_float(v) -> float:
+    """float(v), or inf for an int too large for a float."""
+    try:
+        return float(v)
+    except OverflowError:
+        return math.inf
 
 
 def read_model(path) -> tuple[dict, dict, list[np.ndarray], list[np.ndarray], int]:
@@ -290,8 +326,8 @@ def read_models(path) -> tuple[list[tuple[dict, list, list]], dict, int]:
         raise fail("header is not a JSON object")
     try:
         header = json.loads(text, object_pairs_hook=_no_duplicates)
-    except ValueError as exc:
-        raise fail(f"header is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise fail(f"header is not valid JSON: {_json_problem(exc)}") from None
     if not isinstance(header, dict):
         raise fail("header is not a JSON object")
 
@@ -311,8 +347,8 @@ def read_models(path) -> tuple[list[tuple[dict, list, list]], dict, int]:
                        "committee, not both)")
         try:
             committee = json.loads(meta["committee"], object_pairs_hook=_no_duplicates)
-        except ValueError as exc:
-            raise fail(f"metadata committee is not valid JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:
+            raise fail(f"metadata committee is not valid JSON: {_json_problem(exc)}") from None
         if not isinstance(committee, dict) or set(committee) != {"combine", "members"}:
             raise fail("metadata committee must be a JSON object with exactly the keys "
                        "combine and members")
@@ -338,8 +374,8 @@ def read_models(path) -> tuple[list[tuple[dict, list, list]], dict, int]:
             raise fail("metadata has no config")
         try:
             config = json.loads(meta["config"], object_pairs_hook=_no_duplicates)
-        except ValueError as exc:
-            raise fail(f"metadata config is not valid JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:
+            raise fail(f"metadata config is not valid JSON: {_json_problem(exc)}") from None
         configs, prefixes = [_check_config(config, fail)], [""]
 
     expected: dict[str, tuple[int, ...]] = {}
@@ -364,8 +400,9 @@ def read_models(path) -> tuple[list[tuple[dict, list, list]], dict, int]:
             raise fail(f"tensor {name}: entry must have exactly the keys dtype, shape, "
                        "data_offsets")
         dtype = info["dtype"]
-        if dtype not in _STORAGE:
-            kind = "unsupported" if dtype in _SAFETENSORS_DTYPES else "unknown"
+        if not isinstance(dtype, str) or dtype not in _STORAGE:
+            kind = ("unsupported" if isinstance(dtype, str) and dtype in _SAFETENSORS_DTYPES
+                    else "unknown")
             raise fail(f"tensor {name}: {kind} dtype {dtype!r:.20}, expected F32 or F16")
         got = info["shape"]
         if not isinstance(got, list) or not all(_is_int(s) and s >= 0 for s in got):
@@ -422,5 +459,5 @@ def decode_training(meta: dict):
         return None
     try:
         return json.loads(meta["training"])
-    except ValueError:
+    except (ValueError, RecursionError):
         return meta["training"]  # informational only: keep the raw string

@@ -121,7 +121,8 @@ def read_checkpoint(path):
         state = json.loads(meta["checkpoint"])
     except CheckpointError:
         raise
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError,
+            RecursionError) as exc:
         raise bad(f"its header cannot be read ({type(exc).__name__}: {exc})") from None
     if not isinstance(state, dict) or state.get("version") != VERSION:
         raise bad(f"checkpoint version {state.get('version') if isinstance(state, dict) else '?'}"

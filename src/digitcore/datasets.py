@@ -223,7 +223,7 @@ class _Stamps:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             if isinstance(data, dict) and isinstance(data.get("files"), dict):
                 self.entries = data["files"]
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # (a damaged cache is ignored)
             pass
 
     @staticmethod

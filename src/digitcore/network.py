@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-from digitcore._checks import class_indices, samples_2d
+from digitcore._checks import class_indices, samples_2d, standardization_problem
 from digitcore._config import _ops
 from digitcore._modelfile import write_model
 
@@ -84,10 +84,10 @@ class Network:
         dropout = float(dropout)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        problem = standardization_problem(input_mean, input_std)
+        if problem:
+            raise ValueError(problem)
         input_mean, input_std = float(input_mean), float(input_std)
-        if not np.isfinite(input_mean) or not np.isfinite(input_std) or input_std <= 0:
-            raise ValueError(f"input_std must be positive and finite and input_mean finite, "
-                             f"got mean={input_mean}, std={input_std}")
         self.layer_sizes = sizes
         self.activation = activation
         self.init = init
