@@ -122,6 +122,41 @@ def test_predict_images(model, tmp_path):
     assert r.stdout.startswith(str(files[0]))
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/stdin") or os.name != "posix",
+                    reason="needs /dev/stdin and FIFOs")
+def test_predict_reads_a_picture_from_a_pipe(tmp_path):
+    """With no model named, the first path is peeked at only when it is a regular file: a
+    pipe's bytes would be lost to the peek (or a FIFO's second open would wait forever)."""
+    Image = pytest.importorskip("PIL.Image")
+    import digitcore
+
+    (_, _), (xt, yt) = digitcore.load_dataset("mnist-mini")
+    png = tmp_path / "d.png"
+    Image.fromarray(255 - xt[0]).resize((112, 112), Image.BILINEAR).save(png)
+    want = run("predict", png, "--json")
+    assert want.returncode == 0, want.stderr
+    digit = json.loads(want.stdout)["predictions"][0]["digit"]
+    env = dict(os.environ, DIGITCORE_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "digitcore", "predict", "/dev/stdin", "--json"],
+                       input=png.read_bytes(), capture_output=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["predictions"][0]["digit"] == digit
+    fifo = tmp_path / "f"
+    os.mkfifo(fifo)
+    p = subprocess.Popen([sys.executable, "-m", "digitcore", "predict", str(fifo), "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    import threading
+
+    def feed():  # blocks until predict opens the FIFO (a daemon: never holds the test)
+        with open(fifo, "wb") as f:
+            f.write(png.read_bytes())
+
+    threading.Thread(target=feed, daemon=True).start()
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert json.loads(out)["predictions"][0]["digit"] == digit
+
+
 def test_bench_and_config():
     r = run("bench", "--json")
     assert r.returncode == 0, r.stderr

@@ -383,6 +383,10 @@ def _looks_like_model(path):
     no picture format starts that way."""
     if str(path).lower().endswith(".safetensors"):
         return True
+    if not os.path.isfile(path):
+        # only a regular file is peeked at: a pipe (`predict /dev/stdin`, `<(...)`, a
+        # FIFO) would lose the bytes read here, or block when opened a second time
+        return False
     try:
         with open(path, "rb") as f:
             head = f.read(9)
