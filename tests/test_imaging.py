@@ -287,6 +287,39 @@ def test_rgba_and_palette_png_files(tmp_path):
     check_mnist_like(preprocess_image(tmp_path / "zero16.png"))
 
 
+def test_integer_pixels_are_read_at_their_bit_depth(tmp_path):
+    """Wider integers than uint8 are levels over the smallest of 8, 10, 12, 14 and 16 bits
+    that holds their largest value: a 12-bit sensor's white (4095) is white, not 6% grey,
+    in an array and in a 16-bit PNG."""
+    ink = draw_zero(h=120, w=100, thickness=10)  # float in [0, 1]
+    expected = preprocess_image(to_uint8(ink))
+    for top, dtype in [(1023, np.uint16), (4095, np.uint16), (4095, np.int32),
+                       (65535, np.uint16), (300, np.int64)]:
+        out = preprocess_image(np.round(ink * top).astype(dtype))
+        check_mnist_like(out)  # (before: 10-bit and 12-bit were read as "blank")
+        # the same ink (a level's rounding can move the centring by a pixel)
+        assert abs(int(out.sum()) - int(expected.sum())) < 0.05 * expected.sum(), (top, dtype)
+    with pytest.raises(ValueError, match="up to 70000"):
+        preprocess_image(np.full((40, 40), 70000, np.int64))
+    Image = pytest.importorskip("PIL.Image")
+    Image.fromarray(np.round(ink * 4095).astype(np.uint16)).save(tmp_path / "z12.png")
+    out = preprocess_image(tmp_path / "z12.png")
+    check_mnist_like(out)
+    assert abs(int(out.sum()) - int(expected.sum())) < 0.05 * expected.sum()
+
+
+def test_a_float_file_out_of_range_is_an_error_as_an_array_is(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    ink = draw_zero(h=60, w=50, thickness=6).astype(np.float32)
+    Image.fromarray(ink, mode="F").save(tmp_path / "ok.tif")
+    check_mnist_like(preprocess_image(tmp_path / "ok.tif"))
+    Image.fromarray(200 + 800 * ink, mode="F").save(tmp_path / "big.tif")
+    with pytest.raises(ValueError, match=r"big.tif.*must be in \[0, 1\], got range \[200"):
+        preprocess_image(tmp_path / "big.tif")
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\], got range \[200"):
+        preprocess_image(200 + 800 * ink)
+
+
 def test_unreadable_files_name_the_path(tmp_path):
     pytest.importorskip("PIL.Image")
     bad = tmp_path / "not_an_image.png"

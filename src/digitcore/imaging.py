@@ -125,8 +125,9 @@ def load_image(path) -> np.ndarray:
     -------
     ndarray
         uint8 ``(h, w)`` for grey images, ``(h, w, 3)`` RGB, or ``(h, w, 4)``
-        RGBA when the image has transparency; float64 ``(h, w)`` in [0, 1]
-        for 16-bit and floating-point images.
+        RGBA when the image has transparency; float32 ``(h, w)`` in [0, 1]
+        for 16-bit and floating-point images (integer levels over the image's bit
+        depth, see :func:`preprocess_image`; floats must already be in [0, 1]).
 
     Raises
     ------
@@ -146,9 +147,17 @@ def load_image(path) -> np.ndarray:
                 pass
             mode = img.mode
             if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-                arr = np.asarray(img, dtype=np.float64)
-                top = 1.0 if mode == "F" else (65535.0 if arr.max(initial=0) > 255 else 255.0)
-                return np.clip(arr / top, 0.0, 1.0)
+                # one float32 copy, scaled in place: float64 copies of a 16-bit picture
+                # of 90M pixels took 2.5 GB
+                arr = np.asarray(img, dtype=np.float32)
+                if mode == "F":
+                    _divisor(arr)  # finite and in [0, 1], as for an array
+                    return arr
+                lo, hi = float(arr.min(initial=0)), float(arr.max(initial=0))
+                if lo < 0:
+                    raise ValueError(f"image has negative pixel values (min {lo:.0f})")
+                arr /= np.float32(_integer_top(int(hi)))
+                return arr
             if mode == "L":
                 return np.asarray(img, dtype=np.uint8)
             has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info
@@ -159,6 +168,20 @@ def load_image(path) -> np.ndarray:
         raise ValueError(f"{fspath}: is a directory, not an image file") from None
     except Exception as exc:  # Pillow raises many types for a bad file
         raise ValueError(f"{fspath}: cannot read image: {exc}") from exc
+
+
+# The bit depths integer pixels are taken to have: the smallest that holds the image's
+# largest value (a 12-bit sensor's 4095 is its white, not 6% of 16-bit white).
+_BIT_DEPTHS = (8, 10, 12, 14, 16)
+
+
+def _integer_top(hi: int) -> float:
+    """White for integer pixels whose largest value is ``hi``: 2^bits - 1 of the smallest
+    of _BIT_DEPTHS that holds it."""
+    for bits in _BIT_DEPTHS:
+        if hi <= (1 << bits) - 1:
+            return float((1 << bits) - 1)
+    raise ValueError(f"image pixel values up to {hi}: expected 8- to 16-bit (0-65535)")
 
 
 def _divisor(arr: np.ndarray) -> float:
@@ -172,11 +195,7 @@ def _divisor(arr: np.ndarray) -> float:
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0:
             raise ValueError(f"image has negative pixel values (min {lo})")
-        if hi <= 255:
-            return 255.0
-        if hi <= 65535:
-            return 65535.0
-        raise ValueError(f"image pixel values up to {hi}: expected 8-bit (0-255) or 16-bit")
+        return _integer_top(hi)
     if kind == "f":
         if not np.isfinite(arr).all():
             raise ValueError("image contains NaN or infinite values")
@@ -708,9 +727,10 @@ def preprocess_image(image) -> np.ndarray:
     image : str, os.PathLike or ndarray
         An image file (needs Pillow: ``pip install 'digitcore[image]'``) or an
         array of any size: grey ``(h, w)``, RGB ``(h, w, 3)`` or RGBA
-        ``(h, w, 4)``, uint8 (0-255) or float in [0, 1]. Dark ink on light
-        paper and light ink on dark are both fine; transparent pixels count
-        as background.
+        ``(h, w, 4)``, uint8 (0-255), wider integers (white is 2^bits - 1 for
+        the smallest of 8, 10, 12, 14 or 16 bits that holds the largest value)
+        or float in [0, 1]. Dark ink on light paper and light ink on dark are
+        both fine; transparent pixels count as background.
 
     Returns
     -------
