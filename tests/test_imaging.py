@@ -320,6 +320,23 @@ def test_a_float_file_out_of_range_is_an_error_as_an_array_is(tmp_path):
         preprocess_image(200 + 800 * ink)
 
 
+def test_a_lone_dot_is_too_small_and_lone_lines_are_lines():
+    """A one-pixel dot is 'too_small' at any image size (from 48 pixels up its smoothed
+    ink stays below the ink level, and it used to be called 'only straight lines');
+    ruled lines alone are still a blank page of lines."""
+    for n in (20, 47, 48, 100, 400):
+        dot = np.zeros((n, n))
+        dot[n // 2, n // 3] = 1.0
+        with pytest.raises(NoDigitError) as info:
+            preprocess_image(dot)
+        assert info.value.reason == "too_small", (n, str(info.value))
+    ruled = np.zeros((100, 100))
+    ruled[20::20, :] = 0.6
+    with pytest.raises(NoDigitError, match="only straight lines") as info:
+        preprocess_image(ruled)
+    assert info.value.reason == "blank"
+
+
 def test_unreadable_files_name_the_path(tmp_path):
     pytest.importorskip("PIL.Image")
     bad = tmp_path / "not_an_image.png"

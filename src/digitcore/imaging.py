@@ -771,8 +771,14 @@ def preprocess_image(image) -> np.ndarray:
 
     x = _shrink(x, WORK_SIDE)
     ink, mask, faint, paper, contrast = _find_ink(x, where)
+    marks = mask if mask.any() else faint  # (a dot's smoothed ink can stay below the level)
     mask = _remove_lines(mask, faint)
     if not mask.any():
+        # what went was straight lines, or a mark too small to tell from one (a dot)
+        r0, r1, c0, c1 = _bbox(marks) if marks.any() else (0, x.shape[0], 0, x.shape[1])
+        if max(r1 - r0, c1 - c0) < 0.25 * min(x.shape):
+            raise NoDigitError("too_small", f"{where}only a dot or specks, too small to be a "
+                                            "digit: draw a bigger digit")
         raise NoDigitError("blank", f"{where}image is blank: only straight lines, no digit")
     digit, left_out = _select_digit(mask, ink)
 
