@@ -24,14 +24,22 @@ def samples_2d(arr: np.ndarray, name: str = "x", error: type = ValueError) -> np
     raise error(f"{name} must have shape (n, features) or (n, height, width), got {arr.shape}")
 
 
+def _as_float(v) -> float:
+    """float(v), or +-inf for an int too large for a float."""
+    try:
+        return float(v)
+    except OverflowError:
+        return math.inf if v > 0 else -math.inf
+
+
 def standardization_problem(input_mean, input_std) -> str | None:
     """What is wrong with a network's input standardization ``(x - input_mean) /
     input_std``, or None. The kernels take it as a float32 scale and shift (1/std, and
     1/(255 std) for uint8 pixels; -mean/std): each must be finite and the scale not 0, or
     every input would come out infinite or zero and the answers would be wrong."""
     try:
-        mean, std = float(input_mean), float(input_std)
-    except (TypeError, ValueError, OverflowError):
+        mean, std = _as_float(input_mean), _as_float(input_std)
+    except (TypeError, ValueError):
         return f"input_mean and input_std must be numbers, got {input_mean!r:.50}, {input_std!r:.50}"
     if not math.isfinite(mean) or not math.isfinite(std) or std <= 0:
         return (f"input_std must be positive and finite and input_mean finite, got "
