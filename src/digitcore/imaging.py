@@ -147,16 +147,12 @@ def load_image(path) -> np.ndarray:
                 pass
             mode = img.mode
             if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-                # one float32 copy, scaled in place: float64 copies of a 16-bit picture
-                # of 90M pixels took 2.5 GB
-                arr = np.asarray(img, dtype=np.float32)
-                if mode == "F":
-                    _divisor(arr)  # finite and in [0, 1], as for an array
-                    return arr
-                lo, hi = float(arr.min(initial=0)), float(arr.max(initial=0))
-                if lo < 0:
-                    raise ValueError(f"image has negative pixel values (min {lo:.0f})")
-                arr /= np.float32(_integer_top(int(hi)))
+                # checked and scaled as an array of its dtype is (_divisor), in one
+                # float32 copy: float64 copies of a 16-bit picture of 90M pixels took 2.5 GB
+                raw = np.asarray(img)
+                div = _divisor(raw)
+                arr = raw.astype(np.float32)
+                arr /= np.float32(div)
                 return arr
             if mode == "L":
                 return np.asarray(img, dtype=np.uint8)
