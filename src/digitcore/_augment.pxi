@@ -73,6 +73,14 @@ cdef int _fill_augment(dc_augment *a, object rotate, object shear, object scale,
     return 0
 
 
+def _check_sides(int64_t height, int64_t width, what):
+    """The kernel's bound on an image's sides (DC_AUG_MAX_SIDE), as a ValueError naming
+    ``what``: ops.augment's and training's augmentation both check it."""
+    if height > DC_AUG_MAX_SIDE or width > DC_AUG_MAX_SIDE:
+        raise ValueError(f"{what} must be at most {DC_AUG_MAX_SIDE} pixels a side, got "
+                         f"{height} x {width}")
+
+
 def augment(x, idx=None, *, rotate=0.0, shear=0.0, scale=0.0, translate=0.0, alpha=0.0,
             thickness=0.0, bank=None, seed=0, stream=0, out=None):
     """Images ``x[idx]``, each deformed at random: one inverse map, one bilinear pass.
@@ -118,9 +126,7 @@ def augment(x, idx=None, *, rotate=0.0, shear=0.0, scale=0.0, translate=0.0, alp
     a.width = x.shape[2]
     if a.height == 0 or a.width == 0:
         raise ValueError(f"x must hold images of at least 1 x 1 pixels, got shape {x.shape}")
-    if a.height > DC_AUG_MAX_SIDE or a.width > DC_AUG_MAX_SIDE:
-        raise ValueError(f"x's images must be at most {DC_AUG_MAX_SIDE} pixels a side, got "
-                         f"{a.height} x {a.width}")
+    _check_sides(a.height, a.width, "x's images")
     ix = _gather_idx(idx, N)
     cdef int64_t B = N if ix is None else ix.shape[0]
     o = _out(out, (B, a.height, a.width), x.dtype, "out")

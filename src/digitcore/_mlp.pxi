@@ -317,9 +317,7 @@ cdef class _Net:
             if height < 1 or width < 1 or height * width != x.shape[1]:
                 raise ValueError(f"augment: images of {height} x {width} pixels do not "
                                  f"match x's {x.shape[1]} features")
-            if height > DC_AUG_MAX_SIDE or width > DC_AUG_MAX_SIDE:
-                raise ValueError(f"augment: images must be at most {DC_AUG_MAX_SIDE} pixels "
-                                 f"a side, got {height} x {width}")
+            _check_sides(height, width, "augment: images")
             aug.height = height
             aug.width = width
             if bank is not None:
