@@ -243,7 +243,28 @@ def test_another_run_or_existing_checkpoint_is_refused(tmp_path):
         _small_run(tmp_path, checkpoint=None)[1].fit(x, y, resume=True)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "header", "empty", "model", "nested"])
+def _rewrite_state(raw, edit):
+    """The checkpoint bytes with its state JSON passed through ``edit`` (tensors kept)."""
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    state = json.loads(header["__metadata__"]["checkpoint"])
+    edit(state)
+    header["__metadata__"]["checkpoint"] = json.dumps(state)
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)
+    return len(head).to_bytes(8, "little") + head + bytes(raw[8 + n:])
+
+
+def _old_with_seed(seed):
+    def edit(state):  # as written before the state had a checksum, with this seed
+        del state["state_sha256"]
+        state["seed"] = seed
+    return edit
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "header", "empty", "model", "nested",
+                                    "edited step", "edited history", "bad seed",
+                                    "seed not a number"])
 def test_corrupt_checkpoint_is_refused(tmp_path, damage):
     _, tr, x, y = _small_run(tmp_path)
     tr.fit(x, y)
@@ -263,6 +284,14 @@ def test_corrupt_checkpoint_is_refused(tmp_path, damage):
         header["__metadata__"]["checkpoint"] = "[" * 5000 + "]" * 5000
         head = json.dumps(header).encode()
         raw = len(head).to_bytes(8, "little") + head + raw[8 + n:]
+    elif damage == "edited step":  # the JSON still reads, its checksum does not match
+        raw = _rewrite_state(raw, lambda st: st.update(step=st["step"] - 1))
+    elif damage == "edited history":
+        raw = _rewrite_state(raw, lambda st: st["history"]["history"]["loss"].__setitem__(0, 9.0))
+    elif damage == "bad seed":
+        raw = _rewrite_state(raw, _old_with_seed(-3))
+    elif damage == "seed not a number":
+        raw = _rewrite_state(raw, _old_with_seed("zero"))
     else:  # a model file is not a checkpoint
         digitcore.Network([784, 16, 10]).save(path)
         raw = path.read_bytes()
@@ -272,8 +301,27 @@ def test_corrupt_checkpoint_is_refused(tmp_path, damage):
     with pytest.raises(CheckpointError, match="is not a usable checkpoint") as exc:
         tr.fit(x, y, resume=True)
     assert str(path) in str(exc.value)
+    if damage.startswith("edited"):
+        assert "its state (step, position, seed, history...) does not match" in str(exc.value)
+    if "seed" in damage:
+        assert "is not a non-negative integer" in str(exc.value)
     assert np.array_equal(net.flat_parameters, before)
     assert path.read_bytes() == bytes(raw)
+
+
+def test_a_checkpoint_without_a_state_checksum_resumes(tmp_path):
+    """Checkpoints written before the state had its checksum are read and resumed."""
+    net, tr, x, y = _small_run(tmp_path, epochs=1)
+    tr.fit(x, y)
+    path = tmp_path / "ck" / FILE_NAME
+    path.write_bytes(_rewrite_state(path.read_bytes(), lambda st: st.pop("state_sha256")))
+    assert "state_sha256" not in read_checkpoint(path)[0]
+    net2, tr2, x, y = _small_run(tmp_path, epochs=2)
+    with pytest.raises(CheckpointError, match="trainer.epochs: 1 in the checkpoint"):
+        tr2.fit(x, y, resume=True)  # read, then compared like any other
+    net3, tr3, x, y = _small_run(tmp_path, epochs=1)
+    tr3.fit(x, y, resume=True)
+    assert np.array_equal(net3.flat_parameters, net.flat_parameters)
 
 
 def test_cli_checkpoint_and_resume(tmp_path):

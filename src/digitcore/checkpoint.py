@@ -14,14 +14,16 @@ rename), so the last complete checkpoint is only ever replaced by another comple
               fingerprint), position (epoch, batch within it, optimizer step, the
               shuffling generator's state at the start of that epoch, the epoch's partial
               loss/accuracy sums), dropout_seed, history so far, early-stopping state,
-              finished flag, and the SHA-256 of the tensor bytes
+              finished flag, the SHA-256 of the tensor bytes ("sha256") and the SHA-256
+              of the rest of this JSON ("state_sha256", see _state_digest)
 
 Nothing is pickled. The position is always a chunk boundary (the C loop is never
 interrupted mid-batch), and every random stream the kernels use is counter-based on
 (seed, optimizer step, sample) or drawn from the saved generator state, so a resumed run
 repeats the uninterrupted one's arithmetic exactly. A checkpoint whose run config differs
 from the resuming trainer's (other data, network, optimizer, schedule, epochs, seed...)
-or whose bytes do not match its checksum is refused with :class:`CheckpointError`.
+or whose tensors or state do not match their checksums is refused with
+:class:`CheckpointError`.
 
 User callbacks other than :class:`~digitcore.trainer.EarlyStopping` keep no saved state:
 they start afresh on resume.
@@ -91,11 +93,20 @@ def _encode(state, tensors):
         blobs.append(blob)
     data = b"".join(blobs)
     state = dict(state, sha256=hashlib.sha256(data).hexdigest())
+    state["state_sha256"] = _state_digest(state)
     header["__metadata__"] = {"format": FORMAT, "digitcore_version": __version__,
                               "checkpoint": json.dumps(state, separators=(",", ":"))}
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
     return struct.pack("<Q", len(raw)) + raw + data
+
+
+def _state_digest(state):
+    """SHA-256 (hex) of the state's JSON without its "state_sha256", keys sorted: the same
+    for the dict written and the dict read back (JSON numbers round-trip exactly)."""
+    rest = {k: v for k, v in state.items() if k != "state_sha256"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":"))
+                          .encode()).hexdigest()
 
 
 def read_checkpoint(path):
@@ -131,6 +142,13 @@ def read_checkpoint(path):
     if hashlib.sha256(data).hexdigest() != state.get("sha256"):
         raise bad("its tensor data does not match the recorded SHA-256 (the file is "
                   "corrupt)")
+    # (checkpoints written before the state had a checksum have none to check)
+    if "state_sha256" in state and _state_digest(state) != state["state_sha256"]:
+        raise bad("its state (step, position, seed, history...) does not match the recorded "
+                  "SHA-256 (the file was edited or is corrupt)")
+    seed = state.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise bad(f"its seed {seed!r} is not a non-negative integer")
     tensors = {}
     try:
         for name, spec in header.items():
