@@ -6,7 +6,9 @@ scans (lighting, shadows, texture, noise, blur, specks, borders, frames, ruled l
 coloured ink, dark boards). Prints the model's accuracy on the clean 28x28 digits, on
 the photos, on the photos of the digits it reads when clean (what the preprocessing
 keeps), per corruption (in the mixed set, and each corruption alone against the same
-picture without it), and how it answers pictures with no digit.
+picture without it), and how it answers pictures with no digit: blank paper, specks,
+noise, blobs, and --strokes drawings of each of tests/photo_digits.py's STROKE_SHAPES
+(signs, letters and shapes made of pen strokes, half of them photo-like).
 
     python benchmarks/bench_real_images.py [--model M.safetensors] [--n 1000] [--seed 0]
     python benchmarks/bench_real_images.py --dev [--n 1000]
@@ -37,7 +39,8 @@ sys.path.insert(0, str(HERE))
 from _data import shared_mnist  # noqa: E402
 
 import _results  # noqa: E402
-from photo_digits import CORRUPTIONS, non_digits, photo_digit, photo_set  # noqa: E402
+from photo_digits import (CORRUPTIONS, non_digit_strokes, non_digits, photo_digit,  # noqa: E402
+                          photo_set)
 
 DEV_SEED = 1000
 
@@ -60,13 +63,17 @@ def _model(path, data_dir, dev):
     return net, name, test
 
 
+SHAPE_CHECK = -2  # refused by preprocess_image's shape check (step 9); other refusals -1
+
+
 def _read(net, pics):
     pred = np.full(len(pics), -1)
     for i, p in enumerate(pics):
         try:
             pred[i] = net.predict_image(p)[0]
-        except ValueError:  # NoDigitError: counted as wrong
-            pass
+        except ValueError as exc:  # NoDigitError: counted as wrong
+            if "do not look like a digit" in str(exc):
+                pred[i] = SHAPE_CHECK
     return pred
 
 
@@ -96,6 +103,8 @@ def main(argv=None):
                     "prints, saves nothing")
     ap.add_argument("--alone", type=int, default=None, help="digits for the each-"
                     "corruption-alone table (default: all --n)")
+    ap.add_argument("--strokes", type=int, default=20, help="drawings of each stroke shape "
+                    "that is not a digit")
     ap.add_argument("--json", default=None, help="write the results here instead of "
                     "benchmarks/results/bench_real_images.json")
     args = ap.parse_args(argv)
@@ -113,7 +122,8 @@ def main(argv=None):
           f"generator seed {seed}")
     print(f"clean 28x28 digits:            {clean_ok.mean():.2%}")
     print(f"photo-like pictures:           {ok.mean():.2%}  "
-          f"({(pred == -1).sum()} refused as no digit; {per_image_ms:.1f} ms per picture)")
+          f"({(pred < 0).sum()} refused as no digit, {(pred == SHAPE_CHECK).sum()} of them "
+          f"by the shape check; {per_image_ms:.1f} ms per picture)")
     print(f"photos of digits read clean:   {ok[clean_ok].mean():.2%}")
     print("by corruption, in the mixed set (photo accuracy, images):")
     rows = []
@@ -138,11 +148,31 @@ def main(argv=None):
         except ValueError as exc:
             print(f"  {what}: refused: {exc}")
             rows.append({"non_digit": what, "refused": str(exc)})
+    strokes = {}
+    for what, img in non_digit_strokes(seed, per_shape=args.strokes):
+        try:
+            net.predict_image(img)
+            strokes.setdefault(what, []).append(False)
+        except ValueError:  # NoDigitError
+            strokes.setdefault(what, []).append(True)
+    refused = {k: float(np.mean(v)) for k, v in strokes.items()}
+    if refused:
+        print(f"stroke drawings that are not digits, {args.strokes} of each, refused: "
+              f"{np.mean(list(refused.values())):.1%}")
+        print("  " + ", ".join(f"{k} {v:.0%}" for k, v in refused.items()))
+        rows.append({"stroke_drawings_refused": refused, "per_shape": args.strokes})
     if args.dev:
         return
-    _results.save(__file__, {"clean_accuracy_pct": 100 * float(clean_ok.mean()),
-                             "photo_accuracy_pct": 100 * float(ok.mean()),
-                             "photo_of_clean_read_pct": 100 * float(ok[clean_ok].mean())},
+    claims = {"clean_accuracy_pct": 100 * float(clean_ok.mean()),
+              "photo_accuracy_pct": 100 * float(ok.mean()),
+              "photo_of_clean_read_pct": 100 * float(ok[clean_ok].mean()),
+              "photo_refused_pct": 100 * float((pred < 0).mean()),
+              "photo_refused_by_shape_check_pct": 100 * float((pred == SHAPE_CHECK).mean())}
+    if refused:
+        claims["stroke_drawings_refused_pct"] = 100 * float(np.mean(list(refused.values())))
+        claims.update({f"{k}_refused_pct": 100 * refused[k]
+                       for k in ("plus", "minus", "x", "triangle") if k in refused})
+    _results.save(__file__, claims,
                   [{"model": repr(net), "data": name, "n": len(pics)}] + rows, args.json)
 
 

@@ -9,8 +9,10 @@ drawn independently, so most images carry several.
 
 ``photo_set(images, labels, seed)`` returns the pictures, their labels and what was done
 to each; ``non_digits(seed)`` returns pictures with no digit in them (blank paper,
-specks, a dot, ruled lines, a blob, noise). Used by tests/test_imaging_photos.py and
-benchmarks/bench_real_images.py; ``python photo_digits.py OUT_DIR`` writes a sample as
+specks, a dot, ruled lines, a blob, noise), and ``non_digit_strokes(seed)`` drawings made
+of pen strokes that are not digits (signs, letters, shapes: STROKE_SHAPES). Used by
+tests/test_imaging_photos.py, benchmarks/bench_real_images.py and
+benchmarks/train_shape_check.py (which trains preprocess_image's shape check on them); ``python photo_digits.py OUT_DIR`` writes a sample as
 PNG files (needs Pillow) to look at.
 """
 
@@ -199,6 +201,100 @@ def photo_set(images, labels, seed=0):
         out.append(img)
         applied.append(a)
     return out, np.asarray(labels), applied
+
+
+# Drawings made of pen strokes that are not digits: signs, letters and shapes. Each is a
+# list of strokes (polylines) in a [-1, 1] square, (y, x), y down.
+def _arc(n, cy, cx, ry, rx, a0, a1):
+    t = np.linspace(a0, a1, n)
+    return [(cy + ry * np.sin(u), cx + rx * np.cos(u)) for u in t]
+
+
+STROKE_SHAPES = {
+    "plus": [[(-1, 0), (1, 0)], [(0, -1), (0, 1)]],
+    "minus": [[(0, -1), (0, 1)]],
+    "x": [[(-1, -1), (1, 1)], [(-1, 1), (1, -1)]],
+    "triangle": [[(-1, 0), (0.8, -1), (0.8, 1), (-1, 0)]],
+    "square": [[(-1, -1), (-1, 1), (1, 1), (1, -1), (-1, -1)]],
+    "equals": [[(-0.35, -1), (-0.35, 1)], [(0.35, -1), (0.35, 1)]],
+    "hash": [[(-0.35, -1), (-0.35, 1)], [(0.35, -1), (0.35, 1)], [(-1, -0.35), (1, -0.35)],
+             [(-1, 0.35), (1, 0.35)]],
+    "star": [[(-np.cos(0.8 * np.pi * k), np.sin(0.8 * np.pi * k)) for k in range(6)]],
+    "asterisk": [[(-1, 0), (1, 0)], [(-0.5, -0.87), (0.5, 0.87)], [(-0.5, 0.87), (0.5, -0.87)]],
+    "check": [[(0.1, -1), (0.9, -0.3), (-1, 1)]],
+    "arrow": [[(0, -1), (0, 1)], [(-0.6, 0.4), (0, 1), (0.6, 0.4)]],
+    "smiley": [_arc(30, 0, 0, 1, 1, 0, 2 * np.pi), [(-0.3, -0.35), (-0.2, -0.35)],
+               [(-0.3, 0.35), (-0.2, 0.35)], _arc(10, 0.1, 0, 0.45, 0.5, 0.3, np.pi - 0.3)],
+    "spiral": [[(0.12 * t * np.sin(t), 0.12 * t * np.cos(t)) for t in np.linspace(0, 8, 60)]],
+    "zigzag": [[(-0.5 + (k % 2), -1 + 0.4 * k) for k in range(6)]],
+    "wave": [[(0.4 * np.sin(3 * t), t / 1.6) for t in np.linspace(-1.6, 1.6, 40)]],
+    "A": [[(1, -0.8), (-1, 0), (1, 0.8)], [(0.3, -0.5), (0.3, 0.5)]],
+    "E": [[(-1, 0.7), (-1, -0.7), (1, -0.7), (1, 0.7)], [(0, -0.7), (0, 0.5)]],
+    "F": [[(-1, 0.7), (-1, -0.7), (1, -0.7)], [(0, -0.7), (0, 0.5)]],
+    "H": [[(-1, -0.7), (1, -0.7)], [(-1, 0.7), (1, 0.7)], [(0, -0.7), (0, 0.7)]],
+    "K": [[(-1, -0.6), (1, -0.6)], [(-1, 0.7), (0, -0.6), (1, 0.7)]],
+    "M": [[(1, -0.9), (-1, -0.7), (0.2, 0), (-1, 0.7), (1, 0.9)]],
+    "N": [[(1, -0.7), (-1, -0.7), (1, 0.7), (-1, 0.7)]],
+    "R": [[(1, -0.7), (-1, -0.7), (-1, 0.2)] + _arc(9, -0.5, 0.2, 0.5, 0.5, -np.pi / 2,
+                                                     np.pi / 2) + [(0, -0.7), (0, 0), (1, 0.7)]],
+    "W": [[(-1, -0.9), (1, -0.45), (-0.3, 0), (1, 0.45), (-1, 0.9)]],
+}
+
+
+def _segment(canvas, p, q, r):
+    """Draw a round-ended pen stroke of radius r from p to q (anti-aliased, max-combined)."""
+    h, w = canvas.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    d = np.subtract(q, p, dtype=float)
+    t = np.clip(((yy - p[0]) * d[0] + (xx - p[1]) * d[1]) / max(d @ d, 1e-9), 0, 1)
+    dist = np.hypot(yy - (p[0] + t * d[0]), xx - (p[1] + t * d[1]))
+    np.maximum(canvas, np.clip(r + 0.5 - dist, 0, 1), out=canvas)
+
+
+def _render_strokes(strokes, r):
+    """Polylines in 112x112 pixels drawn with a pen of radius r, averaged down to an
+    MNIST-like uint8 28x28 (light on dark)."""
+    big = np.zeros((112, 112))
+    for stroke in strokes:
+        for p, q in zip(stroke[:-1], stroke[1:]):
+            _segment(big, p, q, r)
+    return np.round(big.reshape(28, 4, 28, 4).mean(axis=(1, 3)) * 255).astype(np.uint8)
+
+
+def stroke_shape(name, rng):
+    """Shape ``name`` of :data:`STROKE_SHAPES` (or ``"scribble"``: 1-3 random polylines of
+    3-7 points) as an MNIST-like uint8 28x28, drawn by hand: a wobble on each point, a tilt
+    up to 15 degrees, its own height and width, a pen 1.6-3.2 MNIST pixels wide."""
+    r = rng.uniform(3.2, 6.4)  # in the 112-pixel drawing: 1.6-3.2 MNIST pixels wide
+    if name == "scribble":
+        strokes = [[tuple(p) for p in rng.uniform(24, 88, (int(rng.integers(3, 8)), 2))]
+                   for _ in range(int(rng.integers(1, 4)))]
+        return _render_strokes(strokes, r)
+    ang = rng.uniform(-0.26, 0.26)
+    ca, sa = np.cos(ang), np.sin(ang)
+    sy, sx = rng.uniform(0.5, 1.0, 2) * 40  # half height and width, of a 40-pixel half box
+    strokes = []
+    for stroke in STROKE_SHAPES[name]:
+        pts = []
+        for y, x in stroke:
+            y, x = y + rng.normal(0, 0.04), x + rng.normal(0, 0.04)
+            pts.append((56 + sy * (ca * y - sa * x), 56 + sx * (sa * y + ca * x)))
+        strokes.append(pts)
+    return _render_strokes(strokes, r)
+
+
+def non_digit_strokes(seed=0, per_shape=1, shapes=None, clean=0.5):
+    """Stroke drawings that are not digits: ``[(name, picture)]``, ``per_shape`` of each of
+    ``shapes`` (default: all of :data:`STROKE_SHAPES`), each drawn by :func:`stroke_shape`
+    and put on paper by :func:`photo_digit`, on clean paper with probability ``clean``,
+    else with photo corruptions as a digit would get them."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for name in (STROKE_SHAPES if shapes is None else shapes):
+        for _ in range(per_shape):
+            shape = stroke_shape(name, rng)
+            out.append((name, photo_digit(shape, rng, set() if rng.random() < clean else None)[0]))
+    return out
 
 
 def non_digits(seed=0):

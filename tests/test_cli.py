@@ -210,6 +210,21 @@ def test_predict_reports_each_unreadable_picture_and_reads_the_rest(model, tmp_p
     assert run("predict", path, good).returncode == 0
 
 
+def test_predict_names_a_drawing_that_is_not_a_digit(model, tmp_path):
+    """A plus sign drawn on paper: refused with its reason, not read as a 4."""
+    Image = pytest.importorskip("PIL.Image")
+    from photo_digits import non_digit_strokes
+
+    path, _ = model
+    plus = tmp_path / "plus.png"
+    Image.fromarray(non_digit_strokes(seed=3, shapes=["plus"], clean=1.0)[0][1]).save(plus)
+    r = run("predict", path, plus, "--json")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    (entry,) = json.loads(r.stdout)["predictions"]
+    assert entry["reason"] == "not_a_digit" and "do not look like a digit" in entry["error"]
+    assert str(plus) in entry["error"]
+
+
 def net_digit(model_path, image):
     import digitcore
     return digitcore.load_model(model_path).predict_image(image)[0]

@@ -432,12 +432,20 @@ def test_model_trained_on_mnist_reads_preprocessed_digits():
     w, b = _train_softmax(x_train, y_train)
     n = 300
     rng = np.random.default_rng(1)
-    again = np.stack([preprocess_image(_scan_like(d, rng)) for d in x_test[:n]])
+    again, refused = [], 0
+    for d in x_test[:n]:
+        try:
+            again.append(preprocess_image(_scan_like(d, rng)))
+        except NoDigitError as exc:  # the shape check refuses a few digits in a thousand
+            assert exc.reason == "not_a_digit", exc
+            again.append(np.zeros((28, 28), np.uint8))  # counted as wrong below
+            refused += 1
+    assert refused <= 3, refused
 
     def acc(images):
         return np.mean(np.argmax(images.reshape(n, -1) / 255 @ w + b, 1) == y_test[:n])
 
-    base, ours = acc(x_test[:n]), acc(again)
+    base, ours = acc(x_test[:n]), acc(np.stack(again))
     assert base > 0.8
     assert ours > base - 0.06, (base, ours)
 

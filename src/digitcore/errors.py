@@ -34,7 +34,8 @@ class NoDigitError(DigitcoreError, ValueError):
     """A picture holds no digit to read.
 
     ``reason`` says why: ``"blank"`` (no ink), ``"too_small"`` (a dot, specks, or a
-    drawing too small to read) or ``"not_a_digit"`` (a solid blob).
+    drawing too small to read) or ``"not_a_digit"`` (a solid blob, specks or noise, or
+    strokes that do not look like a digit).
     """
 
     def __init__(self, reason: str, message: str):

@@ -33,22 +33,28 @@ call it):
    rim of a filled shape wider than the paper's window;
 8. crop to the digit, bring its stroke width into MNIST's range, resize to
    fit 20x20 (area averaging when shrinking, bilinear when enlarging) and
-   shift so the centre of mass lands on pixel (14, 14).
+   shift so the centre of mass lands on pixel (14, 14);
+9. refuse stroke drawings that are not digits (a plus, a minus, an X, a triangle,
+   letters): a small network trained on MNIST digits against such drawings
+   (SHAPE_CHECK_FILE, built by benchmarks/train_shape_check.py) scores the 28x28
+   result, and a score above its threshold (set so that 0.2% of held-out digits
+   reach it) is "not_a_digit".
 
-One file (~790 lines) for one pipeline: the private helpers below (resizing, running
-min/max and discs, connected components, line finding) exist for these eight steps and
+One file (~910 lines) for one pipeline: the private helpers below (resizing, running
+min/max and discs, connected components, line finding) exist for these nine steps and
 are tuned together with them; nothing else uses them.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
-from digitcore.errors import NoDigitError
+from digitcore.errors import ModelFormatError, NoDigitError
 
-__all__ = ["preprocess_image", "load_image", "resize", "NoDigitError"]
+__all__ = ["preprocess_image", "not_digit_scores", "load_image", "resize", "NoDigitError"]
 
 BOX = 20
 FIELD = 28
@@ -100,6 +106,9 @@ SCATTER_MARKS = 24
 # 2.8. Strokes outside [STROKE_MIN, STROKE_MAX] are thickened or thinned to that range.
 STROKE_MIN = 2.0
 STROKE_MAX = 5.0
+# Step 9's network (a digitcore model file, 784-H-2: class 1 is "not a digit") and the
+# score above which it refuses, kept in the file's training metadata as "threshold".
+SHAPE_CHECK_FILE = "shape-check.safetensors"
 
 
 def _pillow():
@@ -710,7 +719,68 @@ def _normalise_stroke(x: np.ndarray, width: float) -> np.ndarray:
     return _disc_filter(x, radius, np.maximum if width < target else np.minimum)
 
 
-def preprocess_image(image) -> np.ndarray:
+_shape_check_cache: dict = {}
+
+
+def _shape_check(path=None):
+    """Step 9's network as ``(weights, biases, threshold)``, float32 NumPy arrays (read once
+    per path). ModelFormatError if the file is damaged or not such a network."""
+    from digitcore._modelfile import decode_training, read_model
+
+    bundled = path is None
+    path = Path(__file__).resolve().parent / "_data" / SHAPE_CHECK_FILE if bundled \
+        else Path(path)
+    key = os.fspath(path)
+    if key not in _shape_check_cache:
+        if bundled and not path.is_file():
+            raise FileNotFoundError(
+                f"{key}: preprocess_image's shape check is missing from this installation "
+                "of digitcore (reinstall it: pip install --force-reinstall digitcore; in a "
+                "source tree, rebuild it with python benchmarks/train_shape_check.py; or "
+                "pass reject_non_digits=False)")
+        config, meta, weights, biases, _ = read_model(path)
+        training = decode_training(meta)
+        threshold = training.get("threshold") if isinstance(training, dict) else None
+        sizes = config["layer_sizes"]
+        if (sizes[0] != FIELD * FIELD or sizes[-1] != 2 or config["activation"] != "relu"
+                or isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                or not 0.0 < threshold < 1.0):
+            raise ModelFormatError(
+                f"{key}: not a shape check (a {FIELD * FIELD}-input, 2-class ReLU network "
+                "with a threshold in (0, 1) in its training metadata); rebuild it with "
+                "benchmarks/train_shape_check.py")
+        # the file's standardization (x / 255 - mean) / std, folded into the first layer
+        mean, std = config.get("input_mean", 0.0), config.get("input_std", 1.0)
+        weights = [w.copy() for w in weights]
+        biases = [b.copy() for b in biases]
+        biases[0] = (biases[0] - mean / std * weights[0].sum(axis=1)).astype(np.float32)
+        weights[0] = (weights[0] / (255.0 * std)).astype(np.float32)
+        _shape_check_cache[key] = (weights, biases, float(threshold))
+    return _shape_check_cache[key]
+
+
+def not_digit_scores(images, path=None) -> np.ndarray:
+    """Step 9's score of each 28x28 uint8 image (as :func:`preprocess_image` returns
+    them): the shape check's probability that it is a stroke drawing that is not a digit.
+    ``preprocess_image`` refuses an image whose score is above the check's threshold.
+
+    ``images``: uint8 ``(n, 28, 28)`` or ``(28, 28)``; ``path``: another shape check
+    file (default: the bundled one). Returns float64 ``(n,)``."""
+    x = np.asarray(images)
+    if x.dtype != np.uint8 or x.shape[-2:] != (FIELD, FIELD) or x.ndim not in (2, 3):
+        raise ValueError(f"images must be uint8 of shape (n, {FIELD}, {FIELD}) or "
+                         f"({FIELD}, {FIELD}), got {x.dtype} {x.shape}")
+    weights, biases, _ = _shape_check(path)
+    # the network's forward pass (digitcore.network: ReLU hidden layers, softmax), in
+    # float32 NumPy: imaging sits below network, and it is 0.23M multiply-adds (0.1 ms)
+    h = x.reshape(-1, FIELD * FIELD).astype(np.float32)
+    for w, b in zip(weights[:-1], biases[:-1]):
+        h = np.maximum(h @ w.T + b, 0)
+    z = (h @ weights[-1].T + biases[-1]).astype(np.float64)
+    return 1.0 / (1.0 + np.exp(z[:, 0] - z[:, 1]))  # softmax's class 1 of two
+
+
+def preprocess_image(image, *, reject_non_digits: bool = True) -> np.ndarray:
     """Prepare a handwritten digit like MNIST: 28x28, light on dark, centred.
 
     Works on clean drawings and canvases and on photos and scans of paper:
@@ -727,6 +797,9 @@ def preprocess_image(image) -> np.ndarray:
         the smallest of 8, 10, 12, 14 or 16 bits that holds the largest value)
         or float in [0, 1]. Dark ink on light paper and light ink on dark are
         both fine; transparent pixels count as background.
+    reject_non_digits : bool
+        Step 9: refuse stroke drawings that the shape check scores as not a digit
+        (:func:`not_digit_scores`). False skips it (and nothing else).
 
     Returns
     -------
@@ -741,8 +814,9 @@ def preprocess_image(image) -> np.ndarray:
     NoDigitError (a ValueError)
         When the picture holds no digit: ``reason`` is ``"blank"`` (no ink),
         ``"too_small"`` (only a dot or specks, or a drawing too small to read:
-        the message asks for a bigger digit) or ``"not_a_digit"`` (a solid blob, or
-        scattered specks or noise).
+        the message asks for a bigger digit) or ``"not_a_digit"`` (a solid blob,
+        scattered specks or noise, or strokes that do not look like a digit: a sign, a
+        letter, a shape).
     ValueError
         For an unreadable file (the message names the path), a bad array
         shape or dtype.
@@ -830,4 +904,11 @@ def preprocess_image(image) -> np.ndarray:
     left = min(max(left, 0), FIELD - new_w)
     out = np.zeros((FIELD, FIELD))
     out[top:top + new_h, left:left + new_w] = small
-    return np.round(np.clip(out, 0.0, 1.0) * 255.0).astype(np.uint8)
+    out = np.round(np.clip(out, 0.0, 1.0) * 255.0).astype(np.uint8)
+    if reject_non_digits:
+        score = float(not_digit_scores(out)[0])
+        if score > _shape_check()[2]:
+            raise NoDigitError("not_a_digit", f"{where}strokes that do not look like a digit "
+                                              f"(a sign, a letter or a shape? score "
+                                              f"{score:.2f}): write one digit")
+    return out
