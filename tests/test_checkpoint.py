@@ -256,15 +256,16 @@ def _rewrite_state(raw, edit):
 
 
 def _old_with_seed(seed):
-    def edit(state):  # as written before the state had a checksum, with this seed
+    def edit(state):  # as written before the state had a checksum (version 1), with this seed
         del state["state_sha256"]
+        state["version"] = 1
         state["seed"] = seed
     return edit
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "header", "empty", "model", "nested",
-                                    "edited step", "edited history", "bad seed",
-                                    "seed not a number"])
+                                    "edited step", "edited history", "checksum removed",
+                                    "bad seed", "seed not a number"])
 def test_corrupt_checkpoint_is_refused(tmp_path, damage):
     _, tr, x, y = _small_run(tmp_path)
     tr.fit(x, y)
@@ -288,6 +289,8 @@ def test_corrupt_checkpoint_is_refused(tmp_path, damage):
         raw = _rewrite_state(raw, lambda st: st.update(step=st["step"] - 1))
     elif damage == "edited history":
         raw = _rewrite_state(raw, lambda st: st["history"]["history"]["loss"].__setitem__(0, 9.0))
+    elif damage == "checksum removed":  # a version-2 checkpoint must have it
+        raw = _rewrite_state(raw, lambda st: st.pop("state_sha256"))
     elif damage == "bad seed":
         raw = _rewrite_state(raw, _old_with_seed(-3))
     elif damage == "seed not a number":
@@ -301,7 +304,7 @@ def test_corrupt_checkpoint_is_refused(tmp_path, damage):
     with pytest.raises(CheckpointError, match="is not a usable checkpoint") as exc:
         tr.fit(x, y, resume=True)
     assert str(path) in str(exc.value)
-    if damage.startswith("edited"):
+    if damage.startswith("edited") or damage == "checksum removed":
         assert "its state (step, position, seed, history...) does not match" in str(exc.value)
     if "seed" in damage:
         assert "is not a non-negative integer" in str(exc.value)
@@ -310,11 +313,13 @@ def test_corrupt_checkpoint_is_refused(tmp_path, damage):
 
 
 def test_a_checkpoint_without_a_state_checksum_resumes(tmp_path):
-    """Checkpoints written before the state had its checksum are read and resumed."""
+    """Checkpoints written before the state had its checksum (version 1) are read and
+    resumed."""
     net, tr, x, y = _small_run(tmp_path, epochs=1)
     tr.fit(x, y)
     path = tmp_path / "ck" / FILE_NAME
-    path.write_bytes(_rewrite_state(path.read_bytes(), lambda st: st.pop("state_sha256")))
+    path.write_bytes(_rewrite_state(path.read_bytes(),
+                                    lambda st: (st.pop("state_sha256"), st.update(version=1))))
     assert "state_sha256" not in read_checkpoint(path)[0]
     net2, tr2, x, y = _small_run(tmp_path, epochs=2)
     with pytest.raises(CheckpointError, match="trainer.epochs: 1 in the checkpoint"):

@@ -49,7 +49,7 @@ __all__ = ["CheckpointError", "FILE_NAME", "read_checkpoint"]
 
 FILE_NAME = "checkpoint.safetensors"
 FORMAT = "digitcore-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: the state has its own SHA-256 ("state_sha256"); 1 had none
 _MAX_HEADER = 1 << 24
 
 
@@ -135,15 +135,15 @@ def read_checkpoint(path):
     except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError,
             RecursionError) as exc:
         raise bad(f"its header cannot be read ({type(exc).__name__}: {exc})") from None
-    if not isinstance(state, dict) or state.get("version") != VERSION:
-        raise bad(f"checkpoint version {state.get('version') if isinstance(state, dict) else '?'}"
-                  f" is not {VERSION}")
+    version = state.get("version") if isinstance(state, dict) else "?"
+    if isinstance(version, bool) or version not in (1, VERSION):
+        raise bad(f"checkpoint version {version!r} is not 1 or {VERSION}")
     data = blob[8 + n:]
     if hashlib.sha256(data).hexdigest() != state.get("sha256"):
         raise bad("its tensor data does not match the recorded SHA-256 (the file is "
                   "corrupt)")
-    # (checkpoints written before the state had a checksum have none to check)
-    if "state_sha256" in state and _state_digest(state) != state["state_sha256"]:
+    # (version 1, written before the state had a checksum, has none to check)
+    if version >= 2 and _state_digest(state) != state.get("state_sha256"):
         raise bad("its state (step, position, seed, history...) does not match the recorded "
                   "SHA-256 (the file was edited or is corrupt)")
     seed = state.get("seed")
