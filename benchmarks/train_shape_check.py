@@ -17,9 +17,11 @@ steps, as the check meets them; the MNIST test set is not used):
   half on clean paper, half with the photo corruptions a digit gets.
 
 The threshold is the lowest score that at most 0.2% (``FALSE_REJECT``) of held-out digits
-exceed, as they are and as photos alike: digits of the last 10,000 training images (whose
-photos are bench_real_images.py's ``--dev`` set), 4,000 as they are and 3,000 as photos of
-the ``--dev`` generator seed. Then, on fresh drawings of
+exceed, as they are and as photos alike: digits of the last 10,000 training images (the
+digits of bench_real_images.py's ``--dev`` set), 4,000 as they are and 3,000 as photos
+(seeded from ``--dev``'s seed, chunk by chunk). The shares of those digits refused are
+printed, but they are where the threshold was set: bench_real_images.py measures the
+check's cost on other digits. Then, on fresh drawings of
 other seeds, the share of each shape refused is measured. With ``--hold-out`` the check is
 trained on every other shape only and measured on the rest: how it does on drawings it
 never saw (written to the JSON, not to the package).
@@ -184,7 +186,7 @@ def main(argv=None):
     unseen = [refused[s] for s in names if s not in trained]
     print(f"trained in {train_s:.1f} s on {n_pos:,} digits and {len(xs) - n_pos:,} "
           f"drawings that are not; threshold {threshold:.4f}")
-    print(f"held-out digits refused: {clean_fr:.2%} as they are (of {len(cal_clean):,}; "
+    print(f"threshold's digits refused: {clean_fr:.2%} as they are (of {len(cal_clean):,}; "
           f"preprocessing refused {cal_clean_refused} before), {photo_fr:.2%} as photos (of "
           f"{len(cal_photo):,}; {cal_photo_refused} before)")
     print("fresh drawings refused, by shape:")

@@ -223,6 +223,11 @@ def test_predict_names_a_drawing_that_is_not_a_digit(model, tmp_path):
     (entry,) = json.loads(r.stdout)["predictions"]
     assert entry["reason"] == "not_a_digit" and "do not look like a digit" in entry["error"]
     assert str(plus) in entry["error"]
+    # a model of other strokes asks for no shape check: the plus is read
+    r = run("predict", path, plus, "--any-strokes", "--json")
+    assert r.returncode == 0, r.stderr
+    (entry,) = json.loads(r.stdout)["predictions"]
+    assert 0 <= entry["digit"] <= 9 and "error" not in entry
 
 
 def net_digit(model_path, image):

@@ -403,6 +403,28 @@ def test_a_drawing_in_progress_with_nothing_to_read_is_an_answer(server, pixels,
     assert a["digit"] == b["digit"] and a["probabilities"] == b["probabilities"]
 
 
+def test_a_drawn_plus_is_not_a_digit(server):
+    """A plus drawn on the page: a 422 naming the problem, or while drawing an answer
+    with no digit and the reason."""
+    from photo_digits import stroke_shape
+
+    plus = 255 - stroke_shape("plus", np.random.default_rng(0))  # dark on white, like the page
+    status, body = _predict(server, {"pixels": plus.ravel().tolist()})
+    _assert_error(status, body, 422)
+    assert "do not look like a digit" in body["error"]
+    status, body = _json(server, "POST", "/api/predict?drawing=1",
+                         {"pixels": plus.ravel().tolist()})
+    assert status == 200 and body["digit"] is None and body["reason"] == "not_a_digit"
+
+
+def test_a_broken_installation_fails_at_start_not_per_drawing(net, monkeypatch, tmp_path):
+    from digitcore import imaging
+
+    monkeypatch.setattr(imaging, "SHAPE_CHECK_FILE", str(tmp_path / "gone.safetensors"))
+    with pytest.raises(FileNotFoundError, match="shape check is missing.*reinstall"):
+        make_server(net, port=0)
+
+
 def test_a_click_is_too_small_not_a_digit(server):
     """One click on the page (the brush's dot, 20 px of 280, sent at 112 px) used to be
     read as a 0 at 55%; four grey corner pixels no longer change a clean digit's answer."""

@@ -164,6 +164,9 @@ def _parser():
                          "else the bundled pretrained model)")
     pr.add_argument("--top-k", type=_positive_int, default=1)
     pr.add_argument("--json", action="store_true")
+    pr.add_argument("--any-strokes", action="store_true",
+                    help="do not refuse stroke drawings that are not digits (preprocess_image's "
+                         "shape check): for a model of other 28x28 strokes, such as letters")
 
     i = sub.add_parser("info", help="architecture, parameters and metadata of a model")
     i.add_argument("model")
@@ -416,13 +419,17 @@ def cmd_predict(args):
         net = load_pretrained()
     else:
         net = load_model(model)
+    if not args.any_strokes:
+        from digitcore.imaging import shape_check_ready
+
+        shape_check_ready()  # a broken installation fails once, not once per picture
     k = min(args.top_k, net.n_classes)
     results, lines, failed = [], [], 0
     for path in images:
         try:
             if not os.path.exists(path):
                 raise FileNotFoundError(f"{path}: no such file")
-            digit, proba = net.predict_image(path)
+            digit, proba = net.predict_image(path, reject_non_digits=not args.any_strokes)
         except (NoDigitError, ValueError, OSError) as exc:
             failed += 1
             message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"

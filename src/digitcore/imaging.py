@@ -54,7 +54,8 @@ import numpy as np
 
 from digitcore.errors import ModelFormatError, NoDigitError
 
-__all__ = ["preprocess_image", "not_digit_scores", "load_image", "resize", "NoDigitError"]
+__all__ = ["preprocess_image", "not_digit_scores", "shape_check_ready", "load_image", "resize",
+           "NoDigitError"]
 
 BOX = 20
 FIELD = 28
@@ -719,44 +720,60 @@ def _normalise_stroke(x: np.ndarray, width: float) -> np.ndarray:
     return _disc_filter(x, radius, np.maximum if width < target else np.minimum)
 
 
-_shape_check_cache: dict = {}
+_bundled_check: dict = {}  # the bundled shape check, read once: {file name: check}
+_REINSTALL = ("reinstall digitcore: pip install --force-reinstall digitcore; in a source "
+              "tree, rebuild it with python benchmarks/train_shape_check.py; or skip the "
+              "check: reject_non_digits=False, digitcore predict --any-strokes")
+
+
+def shape_check_ready() -> None:
+    """Read the bundled shape check now (it is read once, on first use): FileNotFoundError
+    or ModelFormatError, saying how to get it back, if the installation's copy is missing
+    or damaged. ``digitcore predict`` and ``digitcore serve`` call it before reading."""
+    _shape_check()
 
 
 def _shape_check(path=None):
-    """Step 9's network as ``(weights, biases, threshold)``, float32 NumPy arrays (read once
-    per path). ModelFormatError if the file is damaged or not such a network."""
+    """Step 9's network as ``(weights, biases, threshold)``, float32 NumPy arrays.
+    ``path`` None: the bundled file, read once; another path is read on each call.
+    ModelFormatError if the file is damaged or not such a network."""
+    if path is not None:
+        return _read_shape_check(Path(path))
+    if SHAPE_CHECK_FILE not in _bundled_check:
+        path = Path(__file__).resolve().parent / "_data" / SHAPE_CHECK_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: preprocess_image's shape check is missing from "
+                                    f"this installation ({_REINSTALL})")
+        try:
+            _bundled_check[SHAPE_CHECK_FILE] = _read_shape_check(path)
+        except ModelFormatError as exc:
+            raise ModelFormatError(f"{exc} ({_REINSTALL})") from None
+    return _bundled_check[SHAPE_CHECK_FILE]
+
+
+def _read_shape_check(path: Path):
+    """The shape check at ``path`` (see _shape_check); not cached."""
     from digitcore._modelfile import decode_training, read_model
 
-    bundled = path is None
-    path = Path(__file__).resolve().parent / "_data" / SHAPE_CHECK_FILE if bundled \
-        else Path(path)
     key = os.fspath(path)
-    if key not in _shape_check_cache:
-        if bundled and not path.is_file():
-            raise FileNotFoundError(
-                f"{key}: preprocess_image's shape check is missing from this installation "
-                "of digitcore (reinstall it: pip install --force-reinstall digitcore; in a "
-                "source tree, rebuild it with python benchmarks/train_shape_check.py; or "
-                "pass reject_non_digits=False)")
-        config, meta, weights, biases, _ = read_model(path)
-        training = decode_training(meta)
-        threshold = training.get("threshold") if isinstance(training, dict) else None
-        sizes = config["layer_sizes"]
-        if (sizes[0] != FIELD * FIELD or sizes[-1] != 2 or config["activation"] != "relu"
-                or isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                or not 0.0 < threshold < 1.0):
-            raise ModelFormatError(
-                f"{key}: not a shape check (a {FIELD * FIELD}-input, 2-class ReLU network "
-                "with a threshold in (0, 1) in its training metadata); rebuild it with "
-                "benchmarks/train_shape_check.py")
-        # the file's standardization (x / 255 - mean) / std, folded into the first layer
-        mean, std = config.get("input_mean", 0.0), config.get("input_std", 1.0)
-        weights = [w.copy() for w in weights]
-        biases = [b.copy() for b in biases]
-        biases[0] = (biases[0] - mean / std * weights[0].sum(axis=1)).astype(np.float32)
-        weights[0] = (weights[0] / (255.0 * std)).astype(np.float32)
-        _shape_check_cache[key] = (weights, biases, float(threshold))
-    return _shape_check_cache[key]
+    config, meta, weights, biases, _ = read_model(path)
+    training = decode_training(meta)
+    threshold = training.get("threshold") if isinstance(training, dict) else None
+    sizes = config["layer_sizes"]
+    if (sizes[0] != FIELD * FIELD or sizes[-1] != 2 or config["activation"] != "relu"
+            or isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+            or not 0.0 < threshold < 1.0):
+        raise ModelFormatError(
+            f"{key}: not a shape check (a {FIELD * FIELD}-input, 2-class ReLU network "
+            "with a threshold in (0, 1) in its training metadata); rebuild it with "
+            "benchmarks/train_shape_check.py")
+    # the file's standardization (x / 255 - mean) / std, folded into the first layer
+    mean, std = config.get("input_mean", 0.0), config.get("input_std", 1.0)
+    weights = [w.copy() for w in weights]
+    biases = [b.copy() for b in biases]
+    biases[0] = (biases[0] - mean / std * weights[0].sum(axis=1)).astype(np.float32)
+    weights[0] = (weights[0] / (255.0 * std)).astype(np.float32)
+    return weights, biases, float(threshold)
 
 
 def not_digit_scores(images, path=None) -> np.ndarray:
@@ -777,7 +794,7 @@ def not_digit_scores(images, path=None) -> np.ndarray:
     for w, b in zip(weights[:-1], biases[:-1]):
         h = np.maximum(h @ w.T + b, 0)
     z = (h @ weights[-1].T + biases[-1]).astype(np.float64)
-    return 1.0 / (1.0 + np.exp(z[:, 0] - z[:, 1]))  # softmax's class 1 of two
+    return np.exp(-np.logaddexp(0.0, z[:, 0] - z[:, 1]))  # softmax's class 1 of two
 
 
 def preprocess_image(image, *, reject_non_digits: bool = True) -> np.ndarray:

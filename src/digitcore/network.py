@@ -322,16 +322,25 @@ class Network:
         return np.ascontiguousarray(class_indices(y, n, self.n_classes, name=name,
                                                   integral_floats=True))
 
-    def predict_image(self, image):
-        """Read a digit from an image file or array, prepared like MNIST.
+    def predict_image(self, image, *, reject_non_digits=True):
+        """Read a digit from an image file or array, prepared like MNIST
+        (:func:`digitcore.imaging.preprocess_image`).
+
+        ``reject_non_digits=False`` skips preprocess_image's shape check, which refuses
+        stroke drawings that are not digits (for a model of other 28x28 strokes: letters).
 
         Returns
         -------
         (digit, probabilities) : (int, ndarray float32 (n_classes,))
+
+        Raises
+        ------
+        NoDigitError (a ValueError)
+            When the picture holds no digit (its ``reason`` says why).
         """
         from digitcore.imaging import preprocess_image
 
-        img = preprocess_image(image)
+        img = preprocess_image(image, reject_non_digits=reject_non_digits)
         proba = self.predict_proba(img.reshape(1, -1))[0]
         return int(np.argmax(proba)), proba
 

@@ -232,9 +232,9 @@ def parse_predict_request(raw: bytes) -> np.ndarray:
 def predict_json(network, image: np.ndarray, drawing: bool = False) -> dict:
     """Preprocess ``image`` like ``Network.predict_image`` and describe the prediction.
 
-    An image with no digit to read (blank, a dot, a speck) is a 422 ``RequestError``,
-    or with ``drawing`` (a drawing still being made, where that is a normal state) the
-    answer ``{"digit": None, "reason": ..., "message": ...}``."""
+    An image with no digit to read (blank, a dot, a speck, strokes that are not a digit)
+    is a 422 ``RequestError``, or with ``drawing`` (a drawing still being made, where that
+    is a normal state) the answer ``{"digit": None, "reason": ..., "message": ...}``."""
     from digitcore.imaging import NoDigitError, preprocess_image
 
     try:
@@ -609,6 +609,9 @@ def make_server(network, host="127.0.0.1", port=8000, *, model_info=None, verbos
     if getattr(network, "n_features", None) != 784:
         raise ValueError(f"serve needs a network that reads 28x28 images (784 inputs), got "
                          f"{network!r}")
+    from digitcore.imaging import shape_check_ready
+
+    shape_check_ready()  # a broken installation fails here, not on every drawing
     net = network.copy()
     net.predict_proba(np.zeros((1, 784), dtype=np.uint8))  # build the C view before threads
     return DigitServer((host, int(port)), net, model_info=model_info, verbose=verbose,
