@@ -37,8 +37,8 @@ call it):
 9. refuse stroke drawings that are not digits (a plus, a minus, an X, a triangle,
    letters): a small network trained on MNIST digits against such drawings
    (SHAPE_CHECK_FILE, built by benchmarks/train_shape_check.py) scores the 28x28
-   result, and a score above its threshold (set so that 0.2% of held-out digits
-   reach it) is "not_a_digit".
+   result, and a score above its threshold (set so that at most 0.2% of held-out
+   training digits, clean or photographed, reach it) is "not_a_digit".
 
 One file (~910 lines) for one pipeline: the private helpers below (resizing, running
 min/max and discs, connected components, line finding) exist for these nine steps and
@@ -107,7 +107,7 @@ SCATTER_MARKS = 24
 # 2.8. Strokes outside [STROKE_MIN, STROKE_MAX] are thickened or thinned to that range.
 STROKE_MIN = 2.0
 STROKE_MAX = 5.0
-# Step 9's network (a digitcore model file, 784-H-2: class 1 is "not a digit") and the
+# Step 9's network (a digitcore model file, 784-...-2: class 1 is "not a digit") and the
 # score above which it refuses, kept in the file's training metadata as "threshold".
 SHAPE_CHECK_FILE = "shape-check.safetensors"
 
