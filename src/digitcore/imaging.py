@@ -769,8 +769,6 @@ def _read_shape_check(path: Path):
             "benchmarks/train_shape_check.py")
     # the file's standardization (x / 255 - mean) / std, folded into the first layer
     mean, std = config.get("input_mean", 0.0), config.get("input_std", 1.0)
-    weights = [w.copy() for w in weights]
-    biases = [b.copy() for b in biases]
     biases[0] = (biases[0] - mean / std * weights[0].sum(axis=1)).astype(np.float32)
     weights[0] = (weights[0] / (255.0 * std)).astype(np.float32)
     return weights, biases, float(threshold)
@@ -787,13 +785,15 @@ def not_digit_scores(images, path=None) -> np.ndarray:
     if x.dtype != np.uint8 or x.shape[-2:] != (FIELD, FIELD) or x.ndim not in (2, 3):
         raise ValueError(f"images must be uint8 of shape (n, {FIELD}, {FIELD}) or "
                          f"({FIELD}, {FIELD}), got {x.dtype} {x.shape}")
+    from digitcore.ops_ref import dense_forward
+
     weights, biases, _ = _shape_check(path)
-    # the network's forward pass (digitcore.network: ReLU hidden layers, softmax), in
-    # float32 NumPy: imaging sits below network, and it is 0.23M multiply-adds (0.1 ms)
+    # the network's forward pass by the kernels' NumPy reference (ReLU hidden layers, then
+    # softmax), in float32: imaging sits below network, and it is 0.23M multiply-adds
     h = x.reshape(-1, FIELD * FIELD).astype(np.float32)
     for w, b in zip(weights[:-1], biases[:-1]):
-        h = np.maximum(h @ w.T + b, 0)
-    z = (h @ weights[-1].T + biases[-1]).astype(np.float64)
+        h = dense_forward(h, w, b, "relu")
+    z = dense_forward(h, weights[-1], biases[-1]).astype(np.float64)
     return np.exp(-np.logaddexp(0.0, z[:, 0] - z[:, 1]))  # softmax's class 1 of two
 
 
