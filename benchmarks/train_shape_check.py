@@ -86,14 +86,18 @@ def _job(kind, arg, seed):
     return _prep([p for _, p in non_digit_strokes(seed, per_shape, shapes)])
 
 
+def _kept(result):
+    """One job's pictures that preprocess_image kept, as uint8 (n, 28, 28), and how many
+    it refused."""
+    kept = [x for x in result if x is not None]
+    return np.array(kept, dtype=np.uint8).reshape(-1, 28, 28), len(result) - len(kept)
+
+
 def _run(pool, jobs):
-    """[(kind, arg, seed)] -> one uint8 (n, 28, 28) array of the pictures preprocess_image
-    kept, in order, and how many it refused."""
-    kept, refused = [], 0
-    for result in pool.map(_job, *zip(*jobs)):
-        kept += [x for x in result if x is not None]
-        refused += sum(x is None for x in result)
-    return np.array(kept, dtype=np.uint8).reshape(-1, 28, 28), refused
+    """[(kind, arg, seed)] -> one array of the pictures kept, in order, and how many
+    were refused."""
+    parts = [_kept(r) for r in pool.map(_job, *zip(*jobs))]
+    return np.concatenate([p for p, _ in parts]), sum(n for _, n in parts)
 
 
 def _digits(pool, x, kind, seed):
@@ -101,9 +105,10 @@ def _digits(pool, x, kind, seed):
 
 
 def _shapes(pool, shapes, per_shape, seed):
-    """per_shape drawings of each shape: one job per shape, its own seed."""
-    return [_run(pool, [("shape", ([s], per_shape), [seed, k])])[0]
-            for k, s in enumerate(shapes)]
+    """per_shape drawings of each shape (one job per shape, its own seed, all shapes in
+    parallel): one array per shape."""
+    jobs = [("shape", ([s], per_shape), [seed, k]) for k, s in enumerate(shapes)]
+    return [_kept(r)[0] for r in pool.map(_job, *zip(*jobs))]
 
 
 def main(argv=None):
