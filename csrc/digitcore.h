@@ -316,7 +316,9 @@ int64_t dc_mlp_n_params(int64_t n_layers, const int64_t *sizes);
  * as x * scale + shift. labels (n_rows) int64. lrs (n_batches) per-batch learning rate.
  * dropout masks use (seed, opt->step) so a run is reproducible. grads is scratch of
  * n_params floats (unspecified on return: on the sparse first-layer path layer 0's part
- * is transposed, or unused with plain SGD). net->sparse_input picks that path. Stops with
+ * is transposed; with plain SGD, no momentum, penalty or clipping, layer 0's weight
+ * gradient goes straight into the weight and its part is not written). net->sparse_input
+ * picks that path. Stops with
  * DC_ERR_NONFINITE at the first non-finite loss or gradient norm (stats->failed_batch
  * tells which); parameters are not updated by that batch.
  * aug: NULL, or the deformation each image of a batch gets before it is loaded (x's

@@ -185,8 +185,6 @@ static int open_blocked(layer0 *l0, const dc_mlp *net, const dc_optim *opt, int6
 {
     const int64_t in = net->sizes[0], o = net->sizes[1];
     const size_t wbytes = (size_t)(in * o) * sizeof(float);
-    l0->fused_sgd = opt->kind == DC_OPT_SGD && opt->momentum == 0.0f && opt->l2 == 0.0f &&
-                    opt->l1 == 0.0f && opt->clip_norm <= 0.0f;
     l0->capacity = mlp_sparse_capacity(net, bs);
     l0->wt = dc_alloc_aligned(wbytes);
     l0->grad_avg_t = opt->grad_avg ? dc_alloc_aligned(wbytes) : NULL;
@@ -224,6 +222,10 @@ int layer0_open(layer0 *l0, const dc_mlp *net, const dc_optim *opt, int64_t bs, 
                 int64_t n_x, dc_mlp_keep *keep)
 {
     *l0 = (layer0){.net = net, .bs = bs, .n_x = n_x, .keep = keep};
+    /* plain SGD: layer 0's weight gradient goes straight into the weight, as the GEMM's
+     * alpha = -lr, beta = 1 (no gradient buffer written, read and swept again) */
+    l0->fused_sgd = opt->kind == DC_OPT_SGD && opt->momentum == 0.0f && opt->l2 == 0.0f &&
+                    opt->l1 == 0.0f && opt->clip_norm <= 0.0f;
     if (!mlp_sparse_allowed(net, shift, bs))
         return DC_OK;
     return open_blocked(l0, net, opt, bs);
@@ -319,18 +321,20 @@ mlp_segment layer0_weight(const layer0 *l0, float *grads, const dc_optim *opt)
                              .g = grads,
                              .grad_avg = l0->grad_avg_t,
                              .sq_avg = l0->sq_avg_t};
-    return (mlp_segment){
-        .p = l0->net->params, .g = grads, .grad_avg = opt->grad_avg, .sq_avg = opt->sq_avg};
+    return (mlp_segment){.p = l0->fused_sgd ? NULL : l0->net->params,
+                         .g = grads,
+                         .grad_avg = opt->grad_avg,
+                         .sq_avg = opt->sq_avg};
 }
 
-/* Where layer 0's weight gradient goes, in the (I, O) layout, as dst = alpha * grad +
- * beta * dst: with the fused plain-SGD step straight into the weight (-lr, 1), else into
- * grads (1, 0). */
+/* Where layer 0's weight gradient goes (in the blocked (I, O) layout, or the dense path's
+ * (O, I)), as dst = alpha * grad + beta * dst: with the fused plain-SGD step straight into
+ * the weight (-lr, 1), else into grads (1, 0). */
 static float *grad_dst(const layer0 *l0, float *grads, float lr, float *alpha, float *beta)
 {
     *alpha = l0->fused_sgd ? -lr : 1.0f;
     *beta = l0->fused_sgd ? 1.0f : 0.0f;
-    return l0->fused_sgd ? l0->wt : grads;
+    return l0->fused_sgd ? (l0->blocked ? l0->wt : l0->net->params) : grads;
 }
 
 /* ---- the sparse batch's units of work (run by mlp_run_phases) ---------------------------- */
@@ -679,11 +683,18 @@ int layer0_backward(layer0 *l0, const layer0_grad *g)
         return mlp_run_phases(&job, n_blocks(l0), batch_nnz(l0) * o,
                               (mlp_phase){tail_block, sliced}, (mlp_phase){dw_pair, 1});
     }
-    if (!l0->blocked)
-        return dc_dense_backward(NULL, g->grads, g->grads + o * in, g->dout, l0->dense,
-                                 net->params, rows, in, o, 0);
     float alpha, beta;
     float *dst = grad_dst(l0, g->grads, g->lr, &alpha, &beta);
+    if (!l0->blocked && !l0->fused_sgd)
+        return dc_dense_backward(NULL, g->grads, g->grads + o * in, g->dout, l0->dense,
+                                 net->params, rows, in, o, 0);
+    if (!l0->blocked) {
+        /* W (O, I) -= lr * dout^T . input; the bias's gradient into grads */
+        const int st = rows > 0 ? dc_sgemm(1, 0, o, in, rows, alpha, g->dout, o, l0->dense, in,
+                                           beta, dst, in)
+                                : DC_OK;
+        return st == DC_OK ? dc_bias_backward(g->grads + o * in, g->dout, rows, o, o, 0) : st;
+    }
     int status = DC_OK;
     for (int64_t c0 = 0; c0 < o && status == DC_OK; c0 += DC_SPMM_BLOCK) {
         const int64_t cw = block_width(o, c0);

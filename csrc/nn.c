@@ -12,6 +12,7 @@
 #include "chunks.h"
 #include "common.h"
 #include "digitcore.h"
+#include "gather_internal.h"
 #include "optim_internal.h"
 #include "random_internal.h"
 
@@ -255,6 +256,30 @@ int dc_bias_backward(float *dbias, const float *dout, int64_t B, int64_t n_out, 
 
 /* ---- input conversion -------------------------------------------------------------------- */
 
+/* One row of gather: dst (n) = src * scale + shift, on the AVX2 path all but the last few
+ * elements 8 wide (gather_avx2.c, same bits), the rest here. */
+static void convert_row(float *dst, const uint8_t *src8, const float *src32, int64_t n,
+                        float scale, float shift, int avx2)
+{
+    int64_t j = 0;
+    (void)avx2;
+    if (src8 != NULL) {
+#if DC_GEMM_BUILD_AVX2
+        if (avx2)
+            j = dc_gather_row_u8_avx2(dst, src8, n, scale, shift);
+#endif
+        for (; j < n; j++)
+            dst[j] = (float)src8[j] * scale + shift;
+    } else {
+#if DC_GEMM_BUILD_AVX2
+        if (avx2)
+            j = dc_gather_row_f32_avx2(dst, src32, n, scale, shift);
+#endif
+        for (; j < n; j++)
+            dst[j] = src32[j] * scale + shift;
+    }
+}
+
 /* Rows idx (NULL: 0..B-1) of x_u8 or x_f32 (the other NULL), (N,F), into out (B,F) as
  * x * scale + shift: one body for both dtypes, the dtype chosen per row. */
 static int gather(float *out, const uint8_t *x_u8, const float *x_f32, const int64_t *idx,
@@ -264,21 +289,16 @@ static int gather(float *out, const uint8_t *x_u8, const float *x_f32, const int
         return DC_ERR_ARG;
     if (B == 0 || F == 0)
         return DC_OK;
-    int64_t rpc = rows_per_chunk(F, 1) * 4, nc = n_chunks(B, rpc);
+    /* chunks of equal rows (a batch of 128 MNIST rows: 64 + 64, not 80 + 48, which left
+     * one of two threads waiting); a row's bits never depend on its chunk */
+    const int64_t nc = n_chunks(B, rows_per_chunk(F, 1) * 4), rpc = dc_cdiv64(B, nc);
+    const int avx2 = dc_kernel_path() == DC_KERNEL_AVX2;
     DC_FOR_CHUNKS(c, nc, {
         int64_t r1 = dc_min64(B, (c + 1) * rpc);
         for (int64_t r = c * rpc; r < r1; r++) {
             const int64_t row = (idx != NULL ? idx[r] : r) * F;
-            float *dst = out + r * F;
-            if (x_u8 != NULL) {
-                const uint8_t *src = x_u8 + row;
-                for (int64_t j = 0; j < F; j++)
-                    dst[j] = (float)src[j] * scale + shift;
-            } else {
-                const float *src = x_f32 + row;
-                for (int64_t j = 0; j < F; j++)
-                    dst[j] = src[j] * scale + shift;
-            }
+            convert_row(out + r * F, x_u8 != NULL ? x_u8 + row : NULL,
+                        x_u8 != NULL ? NULL : x_f32 + row, F, scale, shift, avx2);
         }
     });
     return DC_OK;

@@ -407,6 +407,29 @@ def test_gather(path, threads, N, F, B, seed, use_idx, scale, shift):
                                       x3.reshape(N, 6).astype(np.float32))
 
 
+@pytest.mark.parametrize("F", [1, 7, 8, 9, 15, 16, 17, 23, 24, 31, 784, 785])
+def test_gather_avx2_and_generic_paths_give_the_same_bits(F):
+    """gather_avx2.c converts a row 16 and 8 elements at a time and leaves the last few to
+    nn.c's loop; every element on both paths is float32 x * scale, rounded, then + shift,
+    rounded (never one fused multiply-add): NumPy's float32 arithmetic in that order gives
+    the same bits. Widths ending in each loop, and NaN / inf / -0.0 float inputs."""
+    rng = np.random.default_rng(F)
+    xu = rng.integers(0, 256, size=(40, F), dtype=np.uint8)
+    xf = randn(rng, 40, F)
+    xf[0, :3] = [np.nan, np.inf, -0.0][:F]
+    idx = rng.integers(0, 40, size=300)  # more rows than one chunk
+    s, sh = np.float32(1 / 255), np.float32(-0.1307)
+    for x in (xu, xf):
+        want = x[idx].astype(np.float32) * s + sh
+        for path in PATHS:
+            for threads in (1, 2):
+                with config(path, threads):
+                    got = (ops.gather_u8 if x is xu else ops.gather_f32)(x, idx, float(s),
+                                                                         float(sh))
+                np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32),
+                                              err_msg=f"{x.dtype} {path} {threads}")
+
+
 # ---- optimizers ------------------------------------------------------------------------------
 
 SHAPES = st.tuples(DIMS, st.sampled_from([1, 3, 10]))

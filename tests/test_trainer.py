@@ -265,13 +265,42 @@ def test_update_params_from_python_matches_the_fused_loop(name, rng):
     for _ in range(2):
         probe = b.copy()
         grads = np.empty(b.n_params, np.float32)
-        cfg = optim.SGD(1.0).kernel_config()
+        # (a clip norm no gradient reaches: plain SGD would apply layer 0's gradient
+        # inside the GEMM and never write it to grads)
+        cfg = dict(optim.SGD(1.0).kernel_config(), clip_norm=1e30)
         net_kernel = probe.c_net()
         net_kernel.sparse_input = "never"  # the sparse path leaves layer 0's grads transposed
         net_kernel.train(np.ascontiguousarray(x), y.astype(np.int64), np.arange(32, dtype=np.int64),
                          32, np.zeros(1, np.float32), 1 / 255, 0.0, 0, cfg, grads, None, None)
         opt_b.update_params(b, grads, l2=0.01)
     np.testing.assert_allclose(b.flat_parameters, a.flat_parameters, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_plain_sgd_applies_the_first_layer_inside_the_gemm_like_a_separate_step(dtype, rng):
+    """On the dense first layer, plain SGD (no momentum, penalty or clipping) adds
+    -lr * dout^T x to the weight inside the GEMM instead of writing the gradient and then
+    stepping: the same training up to rounding as the separate step (forced here by a
+    clip norm no gradient reaches), and the same bits on 1 and 2 threads."""
+    x = rng.integers(0, 256, size=(200, 40)).astype(dtype)
+    y = rng.integers(0, 4, size=200)
+    runs = {}
+    for clip, threads in ((None, 1), (None, 2), (1e30, 1)):
+        before = digitcore.get_num_threads()
+        digitcore.set_num_threads(threads)
+        try:
+            net = Network([40, 24, 4], seed=3)
+            tr = Trainer(net, optimizer="sgd", lr=0.05, batch_size=32, epochs=3, seed=0,
+                         clip_norm=clip, verbose=0)
+            tr._sparse_input = "never"
+            tr.fit(x, y)
+        finally:
+            digitcore.set_num_threads(before)
+        runs[clip, threads] = net.flat_parameters.copy()
+    start = Network([40, 24, 4], seed=3).flat_parameters
+    assert np.abs(runs[None, 1] - start).max() > 1e-3  # it trained
+    assert runs[None, 1].tobytes() == runs[None, 2].tobytes()
+    np.testing.assert_allclose(runs[None, 1], runs[1e30, 1], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam"])
