@@ -276,21 +276,24 @@ def test_update_params_from_python_matches_the_fused_loop(name, rng):
     np.testing.assert_allclose(b.flat_parameters, a.flat_parameters, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("bs", [32, None])
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
-def test_plain_sgd_applies_the_first_layer_inside_the_gemm_like_a_separate_step(dtype, rng):
+def test_plain_sgd_applies_the_first_layer_inside_the_gemm_like_a_separate_step(dtype, bs,
+                                                                               rng):
     """On the dense first layer, plain SGD (no momentum, penalty or clipping) adds
     -lr * dout^T x to the weight inside the GEMM instead of writing the gradient and then
     stepping: the same training up to rounding as the separate step (forced here by a
-    clip norm no gradient reaches), and the same bits on 1 and 2 threads."""
-    x = rng.integers(0, 256, size=(200, 40)).astype(dtype)
-    y = rng.integers(0, 4, size=200)
+    clip norm no gradient reaches), and the same bits on 1 and 2 threads. Full batches of
+    600 rows too: the GEMM then adds its K blocks to the weight one after another."""
+    x = rng.integers(0, 256, size=(600, 40)).astype(dtype)
+    y = rng.integers(0, 4, size=600)
     runs = {}
     for clip, threads in ((None, 1), (None, 2), (1e30, 1)):
         before = digitcore.get_num_threads()
         digitcore.set_num_threads(threads)
         try:
             net = Network([40, 24, 4], seed=3)
-            tr = Trainer(net, optimizer="sgd", lr=0.05, batch_size=32, epochs=3, seed=0,
+            tr = Trainer(net, optimizer="sgd", lr=0.05, batch_size=bs, epochs=3, seed=0,
                          clip_norm=clip, verbose=0)
             tr._sparse_input = "never"
             tr.fit(x, y)
