@@ -685,14 +685,11 @@ int layer0_backward(layer0 *l0, const layer0_grad *g)
     }
     float alpha, beta;
     float *dst = grad_dst(l0, g->grads, g->lr, &alpha, &beta);
-    if (!l0->blocked && !l0->fused_sgd)
-        return dc_dense_backward(NULL, g->grads, g->grads + o * in, g->dout, l0->dense,
-                                 net->params, rows, in, o, 0);
     if (!l0->blocked) {
-        /* W (O, I) -= lr * dout^T . input; the bias's gradient into grads */
-        const int st = rows > 0 ? dc_sgemm(1, 0, o, in, rows, alpha, g->dout, o, l0->dense, in,
-                                           beta, dst, in)
-                                : DC_OK;
+        /* dW (O, I) = dout^T . input into grads, or with the fused step W -= lr * that; the
+         * bias's gradient into grads */
+        const int st =
+            dc_sgemm(1, 0, o, in, rows, alpha, g->dout, o, l0->dense, in, beta, dst, in);
         return st == DC_OK ? dc_bias_backward(g->grads + o * in, g->dout, rows, o, o, 0) : st;
     }
     int status = DC_OK;
