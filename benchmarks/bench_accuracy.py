@@ -11,7 +11,8 @@ targets from the project's issues. The presets were chosen on validation splits 
 training images; this benchmark only reports their test accuracy. A preset with `members`
 (`committee`) trains that many networks, seeds SEED, SEED+1, ..., one after another; its
 time is theirs together, its accuracy their Committee's, and each member's own test
-accuracy is reported beside it.
+accuracy is reported beside it. A preset with `tta` (test-time augmentation) is scored
+with it (`model.score(x, y, tta=...)`, as `digitcore train` scores it), and also without.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from _data import shared_mnist  # noqa: E402
 import _results  # noqa: E402
 import digitcore  # noqa: E402
 from digitcore.committee import Committee  # noqa: E402
-from digitcore.presets import build_committee, get_preset, members_of  # noqa: E402
+from digitcore.presets import build_committee, get_preset, members_of, tta_of  # noqa: E402
 
 TARGETS = {  # preset: (min accuracy, max wall seconds) -- None: report only
     "default": (0.975, 15.0),
@@ -50,15 +51,19 @@ def run(preset_name, data, seed, verbose):
         tr.fit(x, y)
     wall = time.perf_counter() - t
     net, tr = runs[0]
-    row = {"preset": preset_name, "network": repr(net), "epochs": tr.epochs, "seed": seed,
+    tta = tta_of(get_preset(name))
+    model = net if len(runs) == 1 else Committee([m for m, _ in runs])
+    row = {"preset": preset_name, "network": repr(model), "epochs": tr.epochs, "seed": seed,
            "augment": None if tr.augment is None else tr.augment.to_dict(),
-           "test_accuracy": net.score(xt, yt), "train_seconds": wall,
+           "tta": tta, "test_accuracy": model.score(xt, yt, tta=tta), "train_seconds": wall,
            "threads": digitcore.get_num_threads(), "kernel": digitcore.kernel_path()}
+    if tta:
+        row["test_accuracy_without_tta"] = model.score(xt, yt)
     if len(runs) > 1:
-        committee = Committee([m for m, _ in runs])
-        row.update(network=repr(committee), test_accuracy=committee.score(xt, yt),
-                   members=len(runs), member_seeds=[seed + j for j in range(len(runs))],
+        row.update(members=len(runs), member_seeds=[seed + j for j in range(len(runs))],
                    member_test_accuracy=[m.score(xt, yt) for m, _ in runs])
+        if tta:
+            row["member_test_accuracy_with_tta"] = [m.score(xt, yt, tta=tta) for m, _ in runs]
     return row
 
 
@@ -91,13 +96,22 @@ def main():
         rows.append(r)
         print(f"{name:9s} {r['network']}: {r['test_accuracy']:.2%} in {r['train_seconds']:.1f} s "
               f"({r['epochs']} epochs, seed {r['seed']}); " + "; ".join(verdict), flush=True)
+        if r["tta"]:
+            print(f"          scored with test-time augmentation {r['tta']!r}; without it "
+                  f"{r['test_accuracy_without_tta']:.2%}", flush=True)
         if "member_test_accuracy" in r:
             print("          its members alone: " + ", ".join(
                 f"{a:.2%}" for a in r["member_test_accuracy"]), flush=True)
+        if "member_test_accuracy_with_tta" in r:
+            print(f"          its members alone with {r['tta']!r}: " + ", ".join(
+                f"{a:.2%}" for a in r["member_test_accuracy_with_tta"]), flush=True)
     claims = {}
     for r in rows:
         claims[f"{r['preset']}_seed{r['seed']}_accuracy_pct"] = 100 * r["test_accuracy"]
         claims[f"{r['preset']}_seed{r['seed']}_train_s"] = r["train_seconds"]
+        if r["tta"]:
+            claims[f"{r['preset']}_seed{r['seed']}_accuracy_without_tta_pct"] = (
+                100 * r["test_accuracy_without_tta"])
         if "member_test_accuracy" in r:
             accs = [100 * a for a in r["member_test_accuracy"]]
             claims[f"{r['preset']}_seed{r['seed']}_member_accuracy_range_pct"] = [min(accs),

@@ -20,6 +20,11 @@ DIGITCORE_NUM_THREADS=1) may train disjoint seeds and a last run gathers them al
 `--committee` then scores the committees of the first k seeds, k = 1 .. len(seeds): the
 argmax of the mean of their probabilities (summed in float64, in seed order), as
 `digitcore.Committee` answers.
+
+A preset with `tta` (test-time augmentation, digitcore.augment.TTA; `--set tta=shift` or
+`tta=none`) is scored with it, and its accuracies without it are reported beside; a
+committee's figure is then the mean over members of each member's mean over the views,
+which is Committee.predict_proba(x, tta=...) up to float64 rounding.
 """
 
 from __future__ import annotations
@@ -38,14 +43,14 @@ sys.path.insert(0, str(HERE))
 from _data import shared_mnist  # noqa: E402
 import _results  # noqa: E402
 import digitcore  # noqa: E402
-from digitcore.presets import TRAINER_KEYS, build, get_preset  # noqa: E402
+from digitcore.presets import TRAINER_KEYS, build, get_preset, tta_of  # noqa: E402
 from digitcore.trainer import LambdaCallback  # noqa: E402
 
 
 def _value(key, text):
     if key == "hidden":
         return [int(v) for v in text.split(",")]
-    if key == "augment":
+    if key in ("augment", "tta"):
         return None if text == "none" else text
     for kind in (int, float):
         try:
@@ -67,20 +72,24 @@ def run(preset, split, seed, every, verbose, proba_dir=None):
         if stem.with_suffix(".json").exists():
             meta = json.loads(stem.with_suffix(".json").read_text())
             proba = np.load(stem.with_suffix(".npy"))
-            return meta["val_accuracy"], meta["curve"], meta["wall_s"], proba, meta["threads"]
-        acc, curve, wall, proba, threads = run(preset, split, seed, every, verbose)
+            plain = np.load(f"{stem}-plain.npy") if tta_of(preset) else proba
+            return (meta["val_accuracy"], meta["curve"], meta["wall_s"], proba, plain,
+                    meta["threads"])
+        acc, curve, wall, proba, plain, threads = run(preset, split, seed, every, verbose)
         Path(proba_dir).mkdir(parents=True, exist_ok=True)
         np.save(stem.with_suffix(".npy"), proba)
+        if tta_of(preset):
+            np.save(f"{stem}-plain.npy", plain)
         stem.with_suffix(".json").write_text(json.dumps(
             {"config": preset, "seed": seed, "val_accuracy": acc, "curve": curve,
              "wall_s": wall, "threads": threads}) + "\n")
-        return acc, curve, wall, proba, threads
+        return acc, curve, wall, proba, plain, threads
     curve = []
     t0 = time.perf_counter()
 
     def on_epoch_end(epoch, logs):
         if every and (epoch + 1) % every == 0 and epoch + 1 < preset["epochs"]:
-            curve.append([epoch + 1, net.score(xv, yv)])
+            curve.append([epoch + 1, net.score(xv, yv, tta=tta_of(preset))])
             if verbose:
                 print(f"  epoch {epoch + 1}: validation {curve[-1][1]:.2%} "
                       f"({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -90,10 +99,11 @@ def run(preset, split, seed, every, verbose, proba_dir=None):
                     trainer_kw=dict(verbose=0, callbacks=[LambdaCallback(on_epoch_end)]))
     tr.fit(x, y)
     wall = time.perf_counter() - t0
-    proba = net.predict_proba(xv)
+    proba = net.predict_proba(xv, tta=tta_of(preset))
+    plain = net.predict_proba(xv) if tta_of(preset) else proba
     acc = float(np.mean(np.argmax(proba, axis=1) == yv))
     curve.append([preset["epochs"], acc])
-    return acc, curve, wall, proba, digitcore.get_num_threads()
+    return acc, curve, wall, proba, plain, digitcore.get_num_threads()
 
 
 def main():
@@ -115,7 +125,8 @@ def main():
     preset = get_preset(args.preset)
     for item in args.set:
         key, sep, text = item.partition("=")
-        if not sep or key not in preset and key not in TRAINER_KEYS and key != "augment":
+        if not sep or key not in preset and key not in TRAINER_KEYS and key not in ("augment",
+                                                                                 "tta"):
             raise SystemExit(f"--set {item!r}: give KEY=VALUE with KEY one of "
                              f"{sorted(set(preset) | set(TRAINER_KEYS))}")
         preset[key] = _value(key, text)
@@ -123,31 +134,45 @@ def main():
     if not 0 < args.val < len(x):
         raise SystemExit(f"--val must be in [1, {len(x) - 1}], got {args.val}")
     split = (x[:-args.val], y[:-args.val]), (x[-args.val:], y[-args.val:])
-    rows, probas = [], []
+    rows, probas, plains = [], [], []
     for seed in (int(s) for s in args.seeds.split(",")):
-        acc, curve, wall, proba, threads = run(preset, split, seed, args.every,
-                                               args.verbose, args.proba_dir)
+        acc, curve, wall, proba, plain, threads = run(preset, split, seed, args.every,
+                                                      args.verbose, args.proba_dir)
         probas.append(proba)
+        plains.append(plain)
+        yv = split[1][1]
+        plain_acc = float(np.mean(np.argmax(plain, axis=1) == yv))
         rows.append({"preset": args.preset, "overrides": args.set, "config": preset,
                      "seed": seed, "n_train": len(split[0][0]), "n_val": args.val,
-                     "val_accuracy": acc, "curve": curve, "wall_s": wall,
-                     "threads": threads})
-        print(f"{args.preset} {' '.join(args.set)} seed {seed}: validation {acc:.2%} "
-              f"({preset['epochs']} epochs, {wall:.0f} s)", flush=True)
+                     "val_accuracy": acc, "val_accuracy_without_tta": plain_acc,
+                     "curve": curve, "wall_s": wall, "threads": threads})
+        without = f", {plain_acc:.2%} without tta" if tta_of(preset) else ""
+        print(f"{args.preset} {' '.join(args.set)} seed {seed}: validation {acc:.2%}"
+              f"{without} ({preset['epochs']} epochs, {wall:.0f} s)", flush=True)
     accs = [100 * r["val_accuracy"] for r in rows]
     claims = {"val_accuracy_pct_mean": sum(accs) / len(accs),
               "val_accuracy_pct_range": [min(accs), max(accs)]}
+    if tta_of(preset):
+        plain = [100 * r["val_accuracy_without_tta"] for r in rows]
+        claims["val_accuracy_without_tta_pct_mean"] = sum(plain) / len(plain)
     if args.committee:
         yv = split[1][1]
         total = np.zeros(probas[0].shape, np.float64)
-        for k, proba in enumerate(probas, 1):
+        total_plain = np.zeros(probas[0].shape, np.float64)
+        for k, (proba, plain) in enumerate(zip(probas, plains), 1):
             total += proba
+            total_plain += plain
             acc = 100 * float(np.mean(np.argmax(total, axis=1) == yv))
             walls = [r["wall_s"] for r in rows[:k]]
             claims[f"committee_k{k}_val_accuracy_pct"] = acc
             claims[f"committee_k{k}_member_wall_s_sum"] = sum(walls)
+            without = ""
+            if tta_of(preset):
+                acc_plain = 100 * float(np.mean(np.argmax(total_plain, axis=1) == yv))
+                claims[f"committee_k{k}_val_accuracy_without_tta_pct"] = acc_plain
+                without = f" ({acc_plain:.2f}% without tta)"
             print(f"committee of {k} (seeds {[r['seed'] for r in rows[:k]]}): validation "
-                  f"{acc:.2f}%, members trained in {sum(walls):.0f} s "
+                  f"{acc:.2f}%{without}, members trained in {sum(walls):.0f} s "
                   f"(each {min(walls):.0f}-{max(walls):.0f} s)", flush=True)
     if args.json:
         _results.save(__file__, claims, rows, args.json)

@@ -16,7 +16,8 @@ import numpy as np
 
 from digitcore._checks import square_images
 
-__all__ = ["Augment", "AUGMENTS", "get_augment"]
+__all__ = ["Augment", "AUGMENTS", "get_augment", "TTA", "check_tta", "tta_views",
+           "tta_mean_proba", "tta_log_proba"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,3 +149,66 @@ def get_augment(spec):
             raise ValueError(f"bad augmentation parameters {spec!r}: {exc}") from None
     raise TypeError(f"augment must be None, a name ({sorted(AUGMENTS)}), a dict or an "
                     f"Augment, got {type(spec).__name__}")
+
+
+# Test-time augmentation: the views of each image whose mean class probability answers
+# (``predict_proba(x, tta="shift")``). "shift": the image, then it moved one pixel up,
+# down, left and right, as (rows, columns) offsets. Chosen on the validation split
+# of benchmarks/tune_presets.py (first 50,000 training images / last 10,000): four
+# 784-800-128-10 networks trained with augment "full" read 99.29-99.40% alone and
+# 99.44-99.50% with these five views (+0.10 to +0.16 pt each); views with 1/2-pixel
+# shifts, +-8 degree rotations, 10% scalings or shears gained less (+0.03 to +0.11 pt).
+# For networks trained on deformed digits: one trained on centred digits alone has
+# never seen a shifted one.
+TTA = {"shift": ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))}
+
+
+def check_tta(tta):
+    """None (or "none") -> None; a name of :data:`TTA` -> that name; else ValueError."""
+    if tta is None or tta == "none":
+        return None
+    if isinstance(tta, str) and tta in TTA:
+        return tta
+    raise ValueError(f"tta must be None, 'none' or one of {sorted(TTA)}, got {tta!r:.50}")
+
+
+def tta_views(x, tta):
+    """The views of images ``x`` ((n, H, W), or (n, F) with F a square) that test-time
+    augmentation ``tta`` (a name of :data:`TTA`) averages over, each in ``x``'s shape and
+    dtype: ``x`` itself, then each shifted copy, whose vacated row or column repeats the
+    image's edge (the background, whatever its value)."""
+    name = check_tta(tta)
+    shifts = TTA[name] if name else ((0, 0),)
+    x = np.asarray(x)
+    images = square_images(x, "x")
+    h, w = images.shape[1:]
+    views = []
+    for dy, dx in shifts:
+        if dy == 0 and dx == 0:
+            views.append(x)
+            continue
+        rows = np.clip(np.arange(h) - dy, 0, h - 1)
+        cols = np.clip(np.arange(w) - dx, 0, w - 1)
+        views.append(images[:, rows][:, :, cols].reshape(x.shape))
+    return views
+
+
+def tta_mean_proba(predict_proba, x, tta):
+    """The mean over :func:`tta_views` of ``predict_proba(view)``: summed in float64 in
+    view order, divided once, rounded to float32 (so it depends on nothing else)."""
+    total = None
+    views = tta_views(x, tta)
+    for view in views:
+        p = predict_proba(view)
+        total = p.astype(np.float64) if total is None else total + p
+    total /= len(views)
+    return total.astype(np.float32)
+
+
+def tta_log_proba(log_proba, x, tta):
+    """log of the mean over :func:`tta_views` of the probabilities whose logs
+    ``log_proba(view)`` gives (float64 (n, classes)), in float64: finite where a view's
+    float32 probability would underflow to 0."""
+    s = np.stack([log_proba(view) for view in tta_views(x, tta)])
+    top = s.max(axis=0)
+    return top + np.log(np.exp(s - top).sum(axis=0)) - np.log(len(s))

@@ -14,6 +14,8 @@ import time
 
 EXIT_USAGE = 2
 _UNSET = object()
+# digitcore.augment.TTA's views, in words (not imported here: `--help` needs no NumPy)
+_TTA_WHAT = {"shift": "the mean over each image and its four one-pixel shifts"}
 
 
 class UsageError(Exception):
@@ -129,6 +131,10 @@ def _parser():
                    help="train K networks (seeds SEED, SEED+1, ...) and save their "
                         "committee: the mean of their probabilities answers (default: "
                         "the preset's, 1 but for --preset committee)")
+    t.add_argument("--tta", choices=["none", *_TTA_WHAT], default=None,
+                   help="score the test images with test-time augmentation: shift = the "
+                        "mean over each image and its four one-pixel shifts (default: the "
+                        "preset's, shift for --preset committee); kept in the saved model")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=_positive_int)
     t.add_argument("--validation-fraction", type=_float, default=0.0)
@@ -150,6 +156,10 @@ def _parser():
     e.add_argument("--no-verify", dest="verify", action="store_false",
                    help="use IDX files that are not the official ones (no SHA-256 check)")
     e.add_argument("--plots", default=None, metavar="DIR", help="write PNG plots here")
+    e.add_argument("--tta", choices=["none", *_TTA_WHAT], default=None,
+                   help="test-time augmentation (shift: the mean over each image and its "
+                        "four one-pixel shifts; default: the one the model was trained to "
+                        "be scored with, digitcore train's --tta, else none)")
     e.add_argument("--json", action="store_true")
 
     pr = sub.add_parser("predict", help="read digits from image files (a picture that cannot "
@@ -239,6 +249,7 @@ def _check_checkpoint_kind(directory, members):
 def cmd_train(args):
     import digitcore
     from digitcore import presets
+    from digitcore.augment import check_tta
 
     if args.threads:
         digitcore.set_num_threads(args.threads)
@@ -256,6 +267,7 @@ def cmd_train(args):
     if (args.resume or args.checkpoint_seconds is not None) and not args.checkpoint:
         raise UsageError("--resume and --checkpoint-seconds need --checkpoint DIR")
     members = args.members or presets.members_of(cfg)
+    tta = check_tta(args.tta if args.tta is not None else presets.tta_of(cfg))
     if args.checkpoint:
         _check_checkpoint_kind(args.checkpoint, members)
     name, (x_tr, y_tr), (x_te, y_te) = _load_data(args.dataset, args.data_dir, args.download,
@@ -311,7 +323,8 @@ def cmd_train(args):
         model.training_summary = {"members": [m.training_summary for m, _ in runs]}
     else:
         model = net
-    test_loss, test_acc = model.evaluate(x_te, y_te)
+    test_loss, test_acc = model.evaluate(x_te, y_te, tta=tta)
+    plain_acc = model.evaluate(x_te, y_te)[1] if tta else test_acc
     summary = {
         "dataset": name, "n_train": int(len(x_tr)), "n_test": int(len(x_te)),
         "architecture": list(net.layer_sizes), "preset": args.preset,
@@ -320,6 +333,7 @@ def cmd_train(args):
         "samples_per_second": (len(x_tr) * epochs_done / train_s if train_s > 0 else None),
         "interrupted": history.interrupted, "model": None,
         "augment": None if trainer.augment is None else trainer.augment.to_dict(),
+        "tta": tta, "test_accuracy_without_tta": plain_acc,
     }
     if members > 1:
         summary["members"] = members
@@ -327,9 +341,12 @@ def cmd_train(args):
     if args.out:
         # the trainer's summary (optimizer, batch size, l2, l1, ...) and the run's figures
         model.save(args.out, metadata=dict(model.training_summary or {}, **{k: summary[k] for k in (
-            "dataset", "epochs", "seed", "test_accuracy", "wall_seconds")}))
+            "dataset", "epochs", "seed", "test_accuracy", "wall_seconds", "tta")}))
         summary["model"] = os.path.abspath(args.out)
     lines = [f"test accuracy: {test_acc:.2%} ({name}, {len(x_te):,} test images)"]
+    if tta:
+        lines[0] += (f" with test-time augmentation {tta!r} ({_TTA_WHAT[tta]}); "
+                     f"{plain_acc:.2%} without")
     if members > 1:
         lines[0] += (f", a committee of {members}; its members alone "
                      + ", ".join(f"{a:.2%}" for a in member_acc))
@@ -347,6 +364,7 @@ def cmd_train(args):
 
 def cmd_evaluate(args):
     from digitcore import metrics
+    from digitcore.augment import check_tta
     from digitcore.modelio import load_model
 
     net = load_model(args.model)
@@ -354,11 +372,19 @@ def cmd_evaluate(args):
     if x_te[0].size != net.n_features:
         raise UsageError(f"{args.model} expects {net.n_features} features, the {name} images "
                          f"have {x_te[0].size}")
-    proba = net.predict_proba(x_te)
+    tta = args.tta
+    if tta is None:  # the model's own, from digitcore train
+        tta = (getattr(net, "training_summary", None) or {}).get("tta")
+    try:
+        tta = check_tta(tta)
+        proba = net.predict_proba(x_te, tta=tta)
+    except ValueError as exc:  # (a file's recorded tta that this version does not know)
+        raise UsageError(f"{args.model}: {exc}") from None
     pred = proba.argmax(axis=1)
     acc = metrics.accuracy(y_te, pred)
     cm = metrics.confusion_matrix(y_te, pred, labels=list(range(net.n_classes)))
     summary = {"model": args.model, "dataset": name, "n_test": int(len(x_te)), "accuracy": acc,
+               "tta": tta,
                "report": metrics.classification_report(y_te, pred, output_dict=True, digits=4),
                "confusion_matrix": cm.tolist(), "plots": []}
     if args.plots:
@@ -373,7 +399,8 @@ def cmd_evaluate(args):
             target = os.path.join(args.plots, fname)
             draw(target)
             summary["plots"].append(target)
-    lines = [f"accuracy: {acc:.2%} on {name} ({len(x_te):,} test images)", "",
+    what = f", test-time augmentation {tta!r} ({_TTA_WHAT[tta]})" if tta else ""
+    lines = [f"accuracy: {acc:.2%} on {name} ({len(x_te):,} test images{what})", "",
              metrics.classification_report(y_te, pred, digits=4), "confusion matrix:",
              *("  " + " ".join(f"{v:5d}" for v in row) for row in cm)]
     lines += [f"plot: {p}" for p in summary["plots"]]

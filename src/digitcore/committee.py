@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from digitcore._modelfile import write_committee
+from digitcore.augment import check_tta, tta_log_proba, tta_mean_proba
 from digitcore.network import Network
 
 __all__ = ["Committee"]
@@ -103,17 +104,23 @@ class Committee:
 
     # ---- inference -------------------------------------------------------------------------
 
-    def predict_proba(self, x):
+    def predict_proba(self, x, *, tta=None):
         """Mean of the members' class probabilities.
 
         Parameters
         ----------
         x : array, shape (n, height, width) or (n, features), uint8 or float
+        tta : None or str
+            Test-time augmentation (:data:`digitcore.augment.TTA`): the mean over the
+            views of each image ("shift": it and its four one-pixel shifts) of the
+            committee's answer, as :meth:`Network.predict_proba` takes it.
 
         Returns
         -------
         ndarray, float32, shape (n, n_classes); rows sum to 1 (to float32 rounding).
         """
+        if check_tta(tta) is not None:
+            return tta_mean_proba(self.predict_proba, x, tta)
         total = None
         for net in self.members:
             p = net.predict_proba(x)
@@ -127,13 +134,7 @@ class Committee:
     def _log_proba(self, x):
         """log of the mean probability, float64 (n, n_classes), from the members' logits:
         finite even where every member's float32 probability underflows to 0."""
-        stacked = []
-        for net in self.members:
-            z = net.logits(x).astype(np.float64)
-            z -= z.max(axis=1, keepdims=True)
-            z -= np.log(np.exp(z).sum(axis=1, keepdims=True))  # log-softmax
-            stacked.append(z)
-        s = np.stack(stacked)  # (members, n, classes)
+        s = np.stack([net._log_proba(x) for net in self.members])  # (members, n, classes)
         top = s.max(axis=0)
         return top + np.log(np.exp(s - top).sum(axis=0)) - np.log(len(self.members))
 
@@ -143,26 +144,28 @@ class Committee:
         so that they stay finite."""
         return self._log_proba(x).astype(np.float32)
 
-    def predict(self, x):
+    def predict(self, x, *, tta=None):
         """Predicted labels, int64 (n,): the argmax of :meth:`predict_proba`."""
-        return np.argmax(self.predict_proba(x), axis=1).astype(np.int64)
+        return np.argmax(self.predict_proba(x, tta=tta), axis=1).astype(np.int64)
 
-    def evaluate(self, x, y):
+    def evaluate(self, x, y, *, tta=None):
         """(mean cross-entropy of the averaged probabilities, accuracy) on ``x`` with
-        integer labels ``y``."""
+        integer labels ``y``; ``tta`` as in :meth:`predict_proba`."""
         first = self.members[0]
         x2, _, _ = first.prepared_input(x)
         labels = first.prepared_labels(y, x2.shape[0])
         if x2.shape[0] == 0:
             raise ValueError("cannot evaluate on zero samples")
-        logp = self._log_proba(x)
+        logp = (self._log_proba(x) if check_tta(tta) is None
+                else tta_log_proba(self._log_proba, x, tta))
         loss = -float(np.mean(logp[np.arange(len(labels)), labels]))
-        correct = int(np.count_nonzero(self.predict(x) == labels))
+        correct = int(np.count_nonzero(self.predict(x, tta=tta) == labels))
         return loss, correct / x2.shape[0]
 
-    def score(self, x, y):
-        """Accuracy (fraction of correct predictions) on ``x`` with labels ``y``."""
-        return self.evaluate(x, y)[1]
+    def score(self, x, y, *, tta=None):
+        """Accuracy (fraction of correct predictions) on ``x`` with labels ``y``; ``tta``
+        as in :meth:`predict_proba`."""
+        return self.evaluate(x, y, tta=tta)[1]
 
     def predict_image(self, image, *, reject_non_digits=True):
         """Read a digit from an image file or array, prepared like MNIST

@@ -15,6 +15,7 @@ import numpy as np
 from digitcore._checks import class_indices, samples_2d, standardization_problem
 from digitcore._config import _ops
 from digitcore._modelfile import write_model
+from digitcore.augment import check_tta, tta_log_proba, tta_mean_proba
 
 __all__ = ["Network", "ACTIVATIONS", "INITS"]
 
@@ -264,12 +265,17 @@ class Network:
 
     # ---- inference ------------------------------------------------------------------------
 
-    def predict_proba(self, x):
+    def predict_proba(self, x, *, tta=None):
         """Class probabilities.
 
         Parameters
         ----------
         x : array, shape (n, height, width) or (n, features), uint8 or float
+        tta : None or str
+            Test-time augmentation: a name of :data:`digitcore.augment.TTA` ("shift":
+            the mean of the probabilities of each image and its four one-pixel shifts;
+            x must then be images, (n, H, W) or (n, F) with F a square). For networks
+            trained on deformed digits; 5x the time.
 
         Returns
         -------
@@ -281,6 +287,8 @@ class Network:
         infinite or NaN logit: weights or input scaling far too large), rather than
         returning NaN; :meth:`logits` shows the values.
         """
+        if check_tta(tta) is not None:
+            return tta_mean_proba(self.predict_proba, x, tta)
         # (uint8 pixels are checked by the binding itself, see _Net.infer_pixels)
         out = self.c_net().infer_pixels(x, self.input_mean, self.input_std, 1)
         if out is None:
@@ -296,26 +304,40 @@ class Network:
             out = self.c_net().forward(x2, scale, shift, False)
         return out
 
-    def predict(self, x):
-        """Predicted labels, int64 (n,)."""
+    def predict(self, x, *, tta=None):
+        """Predicted labels, int64 (n,); ``tta`` as in :meth:`predict_proba`."""
+        if check_tta(tta) is not None:
+            return np.argmax(self.predict_proba(x, tta=tta), axis=1).astype(np.int64)
         out = self.c_net().infer_pixels(x, self.input_mean, self.input_std, 2)
         if out is None:
             x2, scale, shift = self.prepared_input(x)
             out = self.c_net().predict(x2, scale, shift)
         return out
 
-    def evaluate(self, x, y):
-        """(mean cross-entropy loss, accuracy) on ``x`` with integer labels ``y``."""
+    def evaluate(self, x, y, *, tta=None):
+        """(mean cross-entropy loss, accuracy) on ``x`` with integer labels ``y``; with
+        ``tta`` (see :meth:`predict_proba`), of the views' mean probabilities."""
         x2, scale, shift = self.prepared_input(x)
         labels = self.prepared_labels(y, x2.shape[0])
         if x2.shape[0] == 0:
             raise ValueError("cannot evaluate on zero samples")
+        if check_tta(tta) is not None:
+            logp = tta_log_proba(self._log_proba, x, tta)
+            loss = -float(np.mean(logp[np.arange(len(labels)), labels]))
+            return loss, int(np.count_nonzero(self.predict(x, tta=tta) == labels)) / len(labels)
         loss, correct = self.c_net().evaluate(x2, labels, scale, shift)
         return float(loss), correct / x2.shape[0]
 
-    def score(self, x, y):
-        """Accuracy (fraction of correct predictions) on ``x`` with labels ``y``."""
-        return self.evaluate(x, y)[1]
+    def _log_proba(self, x):
+        """log-softmax of the logits, float64 (n, n_classes)."""
+        z = self.logits(x).astype(np.float64)
+        z -= z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    def score(self, x, y, *, tta=None):
+        """Accuracy (fraction of correct predictions) on ``x`` with labels ``y``; ``tta``
+        as in :meth:`predict_proba`."""
+        return self.evaluate(x, y, tta=tta)[1]
 
     def prepared_labels(self, y, n, name="y"):
         """y validated as n int64 class indices in [0, n_classes). Errors name ``name``."""

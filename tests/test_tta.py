@@ -1,0 +1,148 @@
+"""Test-time augmentation: predict_proba(x, tta="shift") and its CLI (digitcore.augment.TTA)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from digitcore import Committee, Network, cli
+from digitcore.augment import TTA, check_tta, tta_views
+from digitcore.modelio import load_model
+from digitcore.presets import get_preset, tta_of
+from test_committee import _cli, _idx
+
+
+def _edge_shift(images, dy, dx):
+    """Independent of tta_views: pad by the edge, then cut the window moved by (dy, dx)."""
+    h, w = images.shape[1:]
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    return padded[:, 1 - dy:1 - dy + h, 1 - dx:1 - dx + w]
+
+
+def test_shift_views_move_the_content_one_pixel_and_repeat_the_edge():
+    x = np.zeros((1, 5, 7), np.uint8)
+    x[0, 2, 3] = 200
+    x[0, 4, :] = 9  # the bottom row: repeated when the image moves up
+    x[0, 0, :] = 5  # the top row: repeated when it moves down
+    views = tta_views(x, "shift")
+    assert len(views) == len(TTA["shift"]) == 5
+    assert views[0] is x
+    where = {k: tuple(np.argwhere(v[0] == 200)[0]) for k, v in zip(TTA["shift"], views)}
+    assert where == {(0, 0): (2, 3), (-1, 0): (1, 3), (1, 0): (3, 3), (0, -1): (2, 2),
+                     (0, 1): (2, 4)}
+    up = views[1][0]
+    assert (up[3] == 9).all() and (up[4] == 9).all()  # moved up, the edge row kept
+    down = views[2][0]
+    assert (down[0] == 5).all() and (down[1] == 5).all() and (down[4] == 0).all()
+    for v in views:
+        assert v.dtype == x.dtype and v.shape == x.shape
+        assert np.count_nonzero(v == 200) == 1
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_views_of_flat_images_match_an_independent_edge_padding(dtype):
+    rng = np.random.default_rng(1)
+    img = (rng.random((6, 28, 28)) * 255).astype(dtype)
+    views = tta_views(img.reshape(6, 784), "shift")
+    for (dy, dx), v in zip(TTA["shift"], views):
+        assert v.shape == (6, 784) and v.dtype == dtype
+        np.testing.assert_array_equal(v.reshape(6, 28, 28), _edge_shift(img, dy, dx))
+
+
+def test_tta_names_and_errors():
+    assert check_tta(None) is None and check_tta("none") is None
+    assert check_tta("shift") == "shift"
+    x = np.zeros((2, 9), np.uint8)
+    assert len(tta_views(x, None)) == 1
+    with pytest.raises(ValueError, match="tta must be None, 'none' or one of"):
+        check_tta("rotate")
+    with pytest.raises(ValueError, match="tta must be"):
+        check_tta(3)
+    with pytest.raises(ValueError, match="10 features per sample, not a square"):
+        tta_views(np.zeros((2, 10), np.uint8), "shift")
+    with pytest.raises(ValueError, match="10 features per sample, not a square"):
+        Network([10, 4, 3], seed=0).predict_proba(np.zeros((2, 10), np.uint8), tta="shift")
+    # the CLI names the same views without importing them (no NumPy for --help)
+    assert set(cli._TTA_WHAT) == set(TTA)
+
+
+def _data(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (rng.random((n, 28, 28)) * 255).astype(np.uint8)
+    return x, rng.integers(0, 10, n)
+
+
+def _manual_mean(proba, x):
+    total = sum(proba(_edge_shift(x, dy, dx)).astype(np.float64) for dy, dx in TTA["shift"])
+    return (total / len(TTA["shift"])).astype(np.float32)
+
+
+def test_network_tta_is_the_mean_over_the_shifted_images():
+    net = Network([784, 16, 10], seed=3)
+    x, y = _data()
+    p = net.predict_proba(x, tta="shift")
+    np.testing.assert_array_equal(p, _manual_mean(net.predict_proba, x))
+    assert not np.array_equal(p, net.predict_proba(x))  # the views do change the answer
+    np.testing.assert_array_equal(net.predict_proba(x, tta="none"), net.predict_proba(x))
+    np.testing.assert_array_equal(net.predict(x, tta="shift"), p.argmax(1))
+    np.testing.assert_array_equal(net.predict_proba(x.reshape(40, 784), tta="shift"), p)
+    loss, acc = net.evaluate(x, y, tta="shift")
+    assert acc == net.score(x, y, tta="shift") == np.mean(p.argmax(1) == y)
+    assert loss == pytest.approx(-np.mean(np.log(p[np.arange(40), y])), rel=1e-5)
+
+
+def test_committee_tta_is_the_mean_over_views_of_its_answer():
+    c = Committee([Network([784, 12, 10], seed=s) for s in (0, 1)])
+    x, y = _data(seed=2)
+    p = c.predict_proba(x, tta="shift")
+    np.testing.assert_array_equal(p, _manual_mean(c.predict_proba, x))
+    np.testing.assert_array_equal(c.predict(x, tta="shift"), p.argmax(1))
+    loss, acc = c.evaluate(x, y, tta="shift")
+    assert acc == c.score(x, y, tta="shift") == np.mean(p.argmax(1) == y)
+    assert loss == pytest.approx(-np.mean(np.log(p[np.arange(40), y])), rel=1e-5)
+    with pytest.raises(ValueError, match="tta must be"):
+        c.predict(x, tta="flip")
+
+
+def test_the_committee_preset_is_scored_with_shifts():
+    assert tta_of(get_preset("committee")) == "shift"
+    assert tta_of(get_preset("default")) is None
+
+
+@pytest.mark.slow
+def test_cli_train_scores_with_tta_and_evaluate_reads_it_back(tmp_path):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    data.mkdir()
+    for prefix, n in (("train", 300), ("t10k", 200)):
+        y = rng.integers(0, 10, n).astype(np.uint8)
+        x = (rng.random((n, 28, 28)) * 60).astype(np.uint8)
+        for i, label in enumerate(y):  # a bright bar whose row is the label
+            x[i, 2 + 2 * label: 4 + 2 * label, 4:24] = 255
+        _idx(data / f"{prefix}-images-idx3-ubyte", x)
+        _idx(data / f"{prefix}-labels-idx1-ubyte", y)
+    x_te = x
+    out = tmp_path / "m.safetensors"
+    r = _cli("train", "--data-dir", data, "--no-verify", "--epochs", 2, "--hidden", 16,
+             "--augment", "none", "--tta", "shift", "--out", out, "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    model = load_model(out)
+    assert summary["tta"] == "shift" and model.training_summary["tta"] == "shift"
+    assert summary["test_accuracy"] == model.score(x_te, y, tta="shift")
+    assert summary["test_accuracy_without_tta"] == model.score(x_te, y)
+    r = _cli("evaluate", out, "--data-dir", data, "--no-verify", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    ev = json.loads(r.stdout)
+    assert ev["tta"] == "shift" and ev["accuracy"] == summary["test_accuracy"]
+    r = _cli("evaluate", out, "--data-dir", data, "--no-verify", "--tta", "none", "--json",
+             cwd=tmp_path)
+    ev = json.loads(r.stdout)
+    assert ev["tta"] is None and ev["accuracy"] == summary["test_accuracy_without_tta"]
+    r = _cli("evaluate", out, "--data-dir", data, "--no-verify", "--tta", "shift",
+             cwd=tmp_path)
+    assert r.returncode == 0 and "test-time augmentation 'shift'" in r.stdout
+    r = _cli("train", "--data-dir", data, "--no-verify", "--tta", "flip", cwd=tmp_path)
+    assert r.returncode == 2 and "invalid choice: 'flip'" in r.stderr
