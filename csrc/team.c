@@ -44,6 +44,13 @@
 #define TEAM_REJECT         1.2
 /* Two windows this much slower than the confirmed rate call a probe at once. */
 #define TEAM_TRIGGER        1.3
+/* A call that starts this long after the process's last timed batch probes at its first
+ * window, as a fresh process does: the load the choice was made under may have gone (a
+ * burst of another process that made one thread faster) or come, while nothing was timed
+ * (a benchmark waiting for its next round, an application between two fits). Otherwise
+ * one thread would keep its gap of up to TEAM_GAP_MAX_SINGLE windows, a whole epoch of
+ * 784-128-10, on a machine that is quiet again. */
+#define TEAM_STALE_S        0.5
 /* Windows between probes: from MIN after a switch, growing to MAX while confirmed. The
  * full team's probes are what a quiet machine pays (a one-thread window of 784-128-10 at
  * batch 128 does ~1.6x less work than the team's), so they back off faster (x4) and
@@ -100,6 +107,10 @@ void team_open(team_choice *c)
     *c = (team_choice){.full = dc_get_num_threads(), .policy = g_policy};
     if (c->full <= 1)
         c->policy = DC_TEAM_FIXED;
+    if (c->policy == DC_TEAM_ADAPTIVE && g_when >= 0.0 && now_s() - g_when > TEAM_STALE_S) {
+        g_left = 0;
+        g_gap = TEAM_GAP_MIN;
+    }
 }
 
 void team_begin(team_choice *c)

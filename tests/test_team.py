@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -96,6 +97,28 @@ def test_adaptive_probes_one_thread_and_restores_the_setting(policy):
     # chunk with an evaluate)
     assert probes >= 1 and one >= 2 and team >= 1 and one + team >= 8000 // 16
     assert digitcore.get_num_threads() == 2  # the one-thread batches gave the setting back
+
+
+@needs_openmp
+def test_a_call_after_a_pause_probes_at_once(policy):
+    """A call that starts more than TEAM_STALE_S (0.5 s) after the process's last timed
+    batch probes from its first window, as a fresh state does: its 1 + 7 windows of at
+    most 64 batches finish a probe (one window, then at most three of each way). Without
+    the pause, the probe that the first call finished leaves at least TEAM_GAP_MIN = 8
+    windows before the next one begins."""
+    x, y = _sparse_digits(8000, 12)
+    policy("adaptive", 2)
+    net = Network([784, 32, 10], seed=0)
+
+    def probes(n):
+        before = ops.team_counts()[2]
+        Trainer(net, epochs=1, seed=0, verbose=0, batch_size=16,
+                chunk_samples=n).fit(x[:n], y[:n])
+        return ops.team_counts()[2] - before
+
+    assert probes(8000) >= 1  # a fresh state probes after its first window
+    time.sleep(0.6)
+    assert probes(16 * (1 + 7 * 64)) >= 1
 
 
 def test_team_policy_names(policy):
