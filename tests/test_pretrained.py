@@ -75,6 +75,10 @@ def test_bundled_model_reads_the_full_test_set_as_recorded(bundled, shared_mnist
     (_, _), (xt, yt) = digitcore.load_mnist(shared_mnist, download=False)
     acc = bundled.score(xt, yt)
     assert abs(acc - bundled.training_summary["test_accuracy"]) <= 3e-4, acc
+    tta = bundled.training_summary.get("tta")  # its preset's test-time augmentation
+    if tta:
+        acc = bundled.score(xt, yt, tta=tta)
+        assert abs(acc - bundled.training_summary["test_accuracy_with_tta"]) <= 3e-4, acc
 
 
 def test_storage_dtype_is_what_the_header_says(bundled):

@@ -130,7 +130,7 @@ def train_pretrained(x_train, y_train, preset="best", seed=0, *, members=None, v
     members : int, optional
         How many networks: 1 trains one :class:`~digitcore.network.Network`, more train
         them one after another and put them in a :class:`~digitcore.committee.Committee`.
-        Default: the preset's (``presets.members_of``: 5 for ``"committee"``, else 1).
+        Default: the preset's (``presets.members_of``: 4 for ``"committee"``, else 1).
 
     Returns
     -------
