@@ -287,7 +287,7 @@ class Network:
         infinite or NaN logit: weights or input scaling far too large), rather than
         returning NaN; :meth:`logits` shows the values.
         """
-        if check_tta(tta) is not None:
+        if tta is not None and check_tta(tta) is not None:  # (tta=None: no call)
             return tta_mean_proba(self.predict_proba, x, tta)
         # (uint8 pixels are checked by the binding itself, see _Net.infer_pixels)
         out = self.c_net().infer_pixels(x, self.input_mean, self.input_std, 1)
@@ -306,7 +306,7 @@ class Network:
 
     def predict(self, x, *, tta=None):
         """Predicted labels, int64 (n,); ``tta`` as in :meth:`predict_proba`."""
-        if check_tta(tta) is not None:
+        if tta is not None and check_tta(tta) is not None:
             return np.argmax(self.predict_proba(x, tta=tta), axis=1).astype(np.int64)
         out = self.c_net().infer_pixels(x, self.input_mean, self.input_std, 2)
         if out is None:
