@@ -158,6 +158,8 @@ def get_augment(spec):
 # 784-800-128-10 networks trained with augment "full" read 99.29-99.40% alone and
 # 99.44-99.50% with these five views (+0.10 to +0.16 pt each); views with 1/2-pixel
 # shifts, +-8 degree rotations, 10% scalings or shears gained less (+0.03 to +0.11 pt).
+# The `augmented` preset's 784-800-256-10 read 99.34 / 99.45 / 99.37% there alone and
+# 99.45 / 99.46 / 99.47% with the shifts (seeds 0-2).
 # For networks trained on deformed digits: one trained on centred digits alone has
 # never seen a shifted one.
 TTA = {"shift": ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))}
