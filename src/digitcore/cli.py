@@ -134,7 +134,8 @@ def _parser():
     t.add_argument("--tta", choices=["none", *_TTA_WHAT], default=None,
                    help="score the test images with test-time augmentation: shift = the "
                         "mean over each image and its four one-pixel shifts (default: the "
-                        "preset's, shift for --preset committee); kept in the saved model")
+                        "preset's, shift for --preset augmented and committee); kept in "
+                        "the saved model")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=_positive_int)
     t.add_argument("--validation-fraction", type=_float, default=0.0)
