@@ -281,18 +281,26 @@ def _idx(path, arr):
                      + b"".join(struct.pack(">I", d) for d in dims) + arr.tobytes())
 
 
+def _bar_digits(data, rng, n_train, n_test):
+    """Write MNIST-named IDX files into the new folder ``data``: 28x28 noise images, each
+    with a bright bar whose row is its label (a small network learns it in two epochs).
+    Returns the test images and labels."""
+    data.mkdir()
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        y = rng.integers(0, 10, n).astype(np.uint8)
+        x = (rng.random((n, 28, 28)) * 60).astype(np.uint8)
+        for i, label in enumerate(y):
+            x[i, 2 + 2 * label: 4 + 2 * label, 4:24] = 255
+        _idx(data / f"{prefix}-images-idx3-ubyte", x)
+        _idx(data / f"{prefix}-labels-idx1-ubyte", y)
+    return x, y
+
+
 @pytest.mark.slow
 def test_cli_trains_predicts_and_evaluates_a_committee(tmp_path):
     rng = np.random.default_rng(0)
     data = tmp_path / "data"
-    data.mkdir()
-    for prefix, n in (("train", 300), ("t10k", 100)):
-        y = rng.integers(0, 10, n).astype(np.uint8)
-        x = (rng.random((n, 28, 28)) * 60).astype(np.uint8)
-        for i, label in enumerate(y):  # a bright bar whose row is the label
-            x[i, 2 + 2 * label: 4 + 2 * label, 4:24] = 255
-        _idx(data / f"{prefix}-images-idx3-ubyte", x)
-        _idx(data / f"{prefix}-labels-idx1-ubyte", y)
+    _bar_digits(data, rng, 300, 100)
     out = tmp_path / "c.safetensors"
     r = _cli("train", "--data-dir", data, "--no-verify", "--members", 3, "--epochs", 2,
              "--hidden", 16, "--augment", "none", "--seed", 4, "--out", out, "--json",

@@ -11,7 +11,7 @@ from digitcore import Committee, Network, cli
 from digitcore.augment import TTA, check_tta, tta_views
 from digitcore.modelio import load_model
 from digitcore.presets import get_preset, tta_of
-from test_committee import _cli, _idx
+from test_committee import _bar_digits, _cli
 
 
 def _edge_shift(images, dy, dx):
@@ -106,24 +106,16 @@ def test_committee_tta_is_the_mean_over_views_of_its_answer():
         c.predict(x, tta="flip")
 
 
-def test_the_committee_preset_is_scored_with_shifts():
+def test_the_committee_and_augmented_presets_are_scored_with_shifts():
     assert tta_of(get_preset("committee")) == "shift"
+    assert tta_of(get_preset("augmented")) == "shift"
     assert tta_of(get_preset("default")) is None
 
 
 @pytest.mark.slow
 def test_cli_train_scores_with_tta_and_evaluate_reads_it_back(tmp_path):
-    rng = np.random.default_rng(0)
     data = tmp_path / "data"
-    data.mkdir()
-    for prefix, n in (("train", 300), ("t10k", 200)):
-        y = rng.integers(0, 10, n).astype(np.uint8)
-        x = (rng.random((n, 28, 28)) * 60).astype(np.uint8)
-        for i, label in enumerate(y):  # a bright bar whose row is the label
-            x[i, 2 + 2 * label: 4 + 2 * label, 4:24] = 255
-        _idx(data / f"{prefix}-images-idx3-ubyte", x)
-        _idx(data / f"{prefix}-labels-idx1-ubyte", y)
-    x_te = x
+    x_te, y = _bar_digits(data, np.random.default_rng(0), 300, 200)
     out = tmp_path / "m.safetensors"
     r = _cli("train", "--data-dir", data, "--no-verify", "--epochs", 2, "--hidden", 16,
              "--augment", "none", "--tta", "shift", "--out", out, "--json", cwd=tmp_path)
