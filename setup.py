@@ -4,8 +4,9 @@ The C kernels in csrc/ are compiled as their own static library with strict C11
 warnings (they never include Python headers), then linked into one Cython
 extension, digitcore._ops.
 
-Files named *_avx2.c get AVX2+FMA flags and nothing else does: the dispatcher in
-csrc/cpu.c only calls them when the CPU has AVX2 (never -march=native).
+Files named *_avx2.c get AVX2+FMA flags, *_avx512.c AVX-512F flags, and nothing else
+does: the dispatcher in csrc/cpu.c only calls them when the CPU has that instruction set
+(never -march=native).
 
 Build switches (environment variables):
   DIGITCORE_DEBUG=1      -O0 -g, asserts on (-O1 with DIGITCORE_SANITIZE=1)
@@ -109,8 +110,8 @@ class BuildExt(build_ext):
             if OPENMP:
                 omp_c = ["/openmp"]
                 self._require_openmp(omp_c, omp_l, "MSVC /openmp")
-            return dict(base=base, strict=[], avx2=["/arch:AVX2"], omp_c=omp_c, omp_l=omp_l,
-                        ext=[], link=[])
+            return dict(base=base, strict=[], avx2=["/arch:AVX2"], avx512=["/arch:AVX512"],
+                        omp_c=omp_c, omp_l=omp_l, ext=[], link=[])
         # -fno-math-errno: nothing reads errno, and it lets gcc vectorize sqrtf loops (Adam)
         base = ["-std=c11", "-fPIC", "-fno-strict-aliasing", "-fno-math-errno"]
         # a sanitized debug build is -O1, as AddressSanitizer's documentation advises for
@@ -139,9 +140,10 @@ class BuildExt(build_ext):
                 where = "-fopenmp"
             self._require_openmp(omp_c, omp_l, where)
         avx2 = ["-mavx2", "-mfma"] if self.is_x86 else []
+        avx512 = ["-mavx512f", "-mavx2", "-mfma"] if self.is_x86 else []
         ext = ["-Wno-unused-function", "-Wno-unreachable-code"]
-        return dict(base=base, strict=strict, avx2=avx2, omp_c=omp_c, omp_l=omp_l, ext=ext,
-                    link=link)
+        return dict(base=base, strict=strict, avx2=avx2, avx512=avx512, omp_c=omp_c,
+                    omp_l=omp_l, ext=ext, link=link)
 
     def build_extensions(self):
         self.target_arch = target_arch(self.plat_name)
@@ -153,13 +155,15 @@ class BuildExt(build_ext):
         objects = []
         tmp = os.path.join(self.build_temp, "csrc")
         for src in C_SOURCES:
-            is_avx2 = src.endswith("_avx2.c")
-            if is_avx2 and not self.is_x86:
+            isa = "avx2" if src.endswith("_avx2.c") else "avx512" if src.endswith(
+                "_avx512.c") else None
+            if isa and not self.is_x86:
                 continue
-            extra = f["base"] + f["strict"] + f["omp_c"] + (f["avx2"] if is_avx2 else [])
+            extra = f["base"] + f["strict"] + f["omp_c"] + (f[isa] if isa else [])
             objects += self.compiler.compile(
                 [src], output_dir=tmp, include_dirs=["csrc"], extra_postargs=extra,
-                macros=[("DIGITCORE_HAVE_AVX2_TU", "1")] if self.is_x86 else [],
+                macros=[("DIGITCORE_HAVE_AVX2_TU", "1"), ("DIGITCORE_HAVE_AVX512_TU", "1")]
+                if self.is_x86 else [],
                 depends=glob.glob(os.path.join("csrc", "*.h")))
         lib_dir = os.path.join(self.build_temp, "lib")
         # ar adds and replaces members but never drops one: the object of a removed source

@@ -68,7 +68,8 @@ def machine():
     return {"cpu": _cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "numpy": np.__version__,
             "digitcore": digitcore.__version__, "commit": _commit(),
-            "kernel": digitcore.kernel_path(), "openmp": bool(digitcore._ops.have_openmp())}
+            "kernel": digitcore.kernel_path(), "gemm": digitcore._ops.gemm_tile(),
+            "openmp": bool(digitcore._ops.have_openmp())}
 
 
 def command(argv=None):

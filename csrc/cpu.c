@@ -67,8 +67,26 @@ static int dc_detect_avx2(void)
     dc_cpuid(7, 0, r);
     return (int)((r[1] >> 5) & 1); /* EBX bit 5: AVX2 */
 }
+
+static int dc_detect_avx512(void)
+{
+    if (!dc_detect_avx2())
+        return 0;
+    /* the OS must also save the opmask (bit 5) and the upper ZMM halves and registers
+     * (bits 6, 7) */
+    if ((dc_xgetbv0() & 0xE6) != 0xE6)
+        return 0;
+    unsigned r[4];
+    dc_cpuid(7, 0, r);
+    return (int)((r[1] >> 16) & 1); /* EBX bit 16: AVX512F */
+}
 #else
 static int dc_detect_avx2(void)
+{
+    return 0;
+}
+
+static int dc_detect_avx512(void)
 {
     return 0;
 }
@@ -88,6 +106,32 @@ int dc_cpu_has_avx2(void)
         g_has_avx2 = v;
     }
     return v;
+}
+
+static volatile int g_has_avx512 = -1;
+static volatile int g_use_avx512 = 1; /* on where the CPU has it, unless asked not to */
+
+int dc_cpu_has_avx512(void)
+{
+    int v = g_has_avx512;
+    if (v < 0) {
+        v = (DC_GEMM_BUILD_AVX512 && dc_detect_avx512()) ? 1 : 0;
+        g_has_avx512 = v;
+    }
+    return v;
+}
+
+int dc_gemm_use_avx512(int on)
+{
+    if (on && !dc_cpu_has_avx512())
+        return DC_ERR_UNSUPPORTED;
+    g_use_avx512 = on != 0;
+    return DC_OK;
+}
+
+int dc_gemm_avx512_active(void)
+{
+    return g_use_avx512 && dc_kernel_path() == DC_KERNEL_AVX2 && dc_cpu_has_avx512();
 }
 
 int dc_kernel_path(void)

@@ -96,12 +96,24 @@ static const dc_sgemm_kernel_info dc_kernel_table[] = {
     {"avx2", 6, 16, 1, 144, 256, 4080, dc_sgemm_ukernel_avx2_6x16, dc_sgemm_ukernel_avx2_edge4,
      4, 4, dc_sgemm_pack_a_avx2_6, dc_sgemm_pack_b_avx2_16, dc_sgemm_narrow_avx2},
 #endif
+#if DC_GEMM_BUILD_AVX512
+    /* avx512 (the AVX2 path's tile when the CPU has AVX-512F): 6x32 = 12 zmm accumulators,
+     * the AVX2 A panels and blocks; kc must stay the AVX2 entry's, so that both tiles give
+     * every element the same bits. B micro-panel 256 x 32 x 4 B = 32 KB. */
+    {"avx512", 6, 32, 1, 144, 256, 4064, dc_sgemm_ukernel_avx512_6x32,
+     dc_sgemm_ukernel_avx512_edge4, 4, 4, dc_sgemm_pack_a_avx2_6, dc_sgemm_pack_b_avx512_32,
+     dc_sgemm_narrow_avx2},
+#endif
 };
 
 const dc_sgemm_kernel_info *dc_sgemm_kernel_info_for(int path)
 {
     if (path == DC_KERNEL_GENERIC)
         return &dc_kernel_table[0];
+#if DC_GEMM_BUILD_AVX512
+    if (path == DC_KERNEL_AVX2 && dc_gemm_avx512_active())
+        return &dc_kernel_table[2];
+#endif
 #if DC_GEMM_BUILD_AVX2
     if (path == DC_KERNEL_AVX2)
         return &dc_kernel_table[1];

@@ -144,6 +144,24 @@ void dc_sgemm_narrow_avx2(int trans_a, int64_t m, int64_t n, int64_t k, float al
 #define DC_GEMM_BUILD_AVX2 0
 #endif
 
+/* True when gemm_avx512.c is part of this build (x86 builds whose compiler takes
+ * -mavx512f define DIGITCORE_HAVE_AVX512_TU for every file). Its kernel is the AVX2
+ * path's GEMM tile on CPUs with AVX-512F (dc_gemm_avx512_active); A is packed by
+ * dc_sgemm_pack_a_avx2_6. MR = 6, NR = 32. */
+#if DC_GEMM_BUILD_AVX2 && defined(DIGITCORE_HAVE_AVX512_TU)
+#define DC_GEMM_BUILD_AVX512 1
+void dc_sgemm_ukernel_avx512_6x32(int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
+                                  const float *b, float *c, int64_t ldc, float alpha,
+                                  float beta, int mr, int nr);
+void dc_sgemm_ukernel_avx512_edge4(int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
+                                   const float *b, float *c, int64_t ldc, float alpha,
+                                   float beta, int mr, int nr);
+void dc_sgemm_pack_b_avx512_32(float *pb, int64_t ps, const float *b, int64_t ldb, int trans_b,
+                               int64_t p0, int64_t kc, int64_t j0, int64_t nlen);
+#else
+#define DC_GEMM_BUILD_AVX512 0
+#endif
+
 #ifdef __cplusplus
 }
 #endif

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import digitcore._config as config
 from digitcore import _ops
+from kernel_config import PATHS, select
 
 try:
     from digitcore.ops import gemm, gemm_ref
@@ -39,7 +40,6 @@ TOLERANCE = {
     ),
 }
 
-PATHS = ["generic"] + (["avx2"] if _ops.cpu_has_avx2() else [])
 THREADS = [1, 2]
 VARIANTS = [(False, False), (True, False), (False, True), (True, True)]
 
@@ -55,9 +55,9 @@ SHAPES = [
 
 @pytest.fixture(params=PATHS)
 def path(request):
-    config.select_kernel(request.param)
+    select(request.param)
     yield request.param
-    config.select_kernel(PATHS[-1])
+    select(PATHS[-1])
 
 
 @pytest.fixture(params=THREADS)
@@ -131,12 +131,12 @@ def test_shapes(path, threads, ta, tb):
     seed=st.integers(0, 2**32 - 1),
 )
 def test_hypothesis(m, k, n, ta, tb, alpha, beta, path, threads, seed):
-    config.select_kernel(path)
+    select(path)
     config.set_num_threads(threads)
     try:
         run_case(np.random.default_rng(seed), m, k, n, ta, tb, alpha, beta)
     finally:
-        config.select_kernel(PATHS[-1])
+        select(PATHS[-1])
         config.set_num_threads(0)
 
 
@@ -317,16 +317,45 @@ def test_worked_example():
     a = np.array([[1, 2], [3, 4]], np.float32)
     b = np.array([[5, 6], [7, 8]], np.float32)
     for p in PATHS:
-        config.select_kernel(p)
+        select(p)
         np.testing.assert_array_equal(gemm(a, b), [[19, 22], [43, 50]])
         np.testing.assert_array_equal(gemm(a, b, trans_a=True), [[26, 30], [38, 44]])
         np.testing.assert_array_equal(gemm(a, b, trans_b=True), [[17, 23], [39, 53]])
-    config.select_kernel(PATHS[-1])
+    select(PATHS[-1])
 
 
 def test_kernel_selection_roundtrip():
-    assert config.kernel_path() in PATHS
+    assert _ops.gemm_tile() in PATHS
     config.select_kernel("generic")
     assert config.kernel_path() == "generic"
-    config.select_kernel(PATHS[-1])
-    assert config.kernel_path() == PATHS[-1]
+    assert _ops.gemm_tile() == "generic"  # the AVX-512 tile belongs to the AVX2 path
+    select(PATHS[-1])
+    assert _ops.gemm_tile() == PATHS[-1]
+
+
+@pytest.mark.skipif(not _ops.cpu_has_avx512(), reason="needs a CPU with AVX-512F")
+@pytest.mark.parametrize("threads", THREADS)
+def test_avx512_tile_gives_the_avx2_tiles_bits(threads):
+    # Both tiles give every element the same FMA chain over the same K blocks, so training
+    # gives the same bits on CPUs with and without AVX-512. Shapes cover full and edge
+    # tiles of both (6x16 and 6x32), one and several K blocks, and thread splits of M and N.
+    rng = np.random.default_rng(7)
+    config.set_num_threads(threads)
+    try:
+        for i, (m, k, n) in enumerate(SHAPES + [(128, 784, 128), (128, 784, 800), (32, 784, 128),
+                                                (128, 800, 784), (1000, 600, 700)]):
+            for ta, tb in VARIANTS:
+                alpha, beta = [(1.0, 0.0), (-0.5, 1.0), (2.0, 0.25)][i % 3]
+                a, b = operands(rng, m, k, n, ta, tb)
+                c0 = rng.standard_normal((m, n)).astype(np.float32)
+                out = {}
+                for p in ("avx2", "avx512"):
+                    select(p)
+                    out[p] = c0.copy()
+                    gemm(a, b, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta, out=out[p])
+                np.testing.assert_array_equal(out["avx512"].view(np.uint32),
+                                              out["avx2"].view(np.uint32),
+                                              err_msg=f"{(m, k, n, ta, tb)}")
+    finally:
+        select(PATHS[-1])
+        config.set_num_threads(0)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import digitcore
+from digitcore import _ops
 
 
 def test_imported_from_site_packages_when_installed():
@@ -92,6 +93,32 @@ def test_bad_kernel_env_is_a_clear_error():
                        env=dict(os.environ, DIGITCORE_KERNEL="sse9"))
     assert r.returncode != 0
     assert "sse9" in r.stderr
+
+
+def _gemm_tile_under(value):
+    return subprocess.run([sys.executable, "-c", "from digitcore import _config; "
+                           "print(_config._ops().gemm_tile())"],
+                          capture_output=True, text=True,
+                          env=dict(os.environ, DIGITCORE_AVX512=value))
+
+
+def test_avx512_env_is_read():
+    off = _gemm_tile_under("0")
+    assert off.returncode == 0, off.stderr
+    assert off.stdout.split() == ["avx2" if _ops.cpu_has_avx2() else "generic"]
+    on = _gemm_tile_under("1")
+    if _ops.cpu_has_avx512():
+        assert on.returncode == 0, on.stderr
+        assert on.stdout.split() == ["avx512"]
+    else:  # asked for, and the CPU lacks it: an error that says so
+        assert on.returncode != 0
+        assert "AVX-512F" in on.stderr
+
+
+def test_bad_avx512_env_is_a_clear_error():
+    r = _gemm_tile_under("yes")
+    assert r.returncode != 0
+    assert "DIGITCORE_AVX512 must be 0 or 1, got 'yes'" in r.stderr
 
 
 def test_cli_version_and_help():

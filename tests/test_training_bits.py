@@ -32,6 +32,7 @@ import pytest
 
 import digitcore
 from digitcore import Network, Trainer
+from kernel_config import config
 
 RECORD = Path(__file__).with_name("training_bits.json")
 # 1-4 threads and more threads than cores (oversubscribed: OpenMP still splits the fixed
@@ -142,6 +143,18 @@ def test_training_bits(name):
         pytest.skip(f"no recorded bits for {_platform_key()}; thread invariance checked")
     assert hashes[1] == want, (f"{name}: training bits changed on {_platform_key()} "
                                f"({hashes[1]} != recorded {want})")
+
+
+@pytest.mark.skipif(not digitcore._ops.cpu_has_avx512(), reason="needs a CPU with AVX-512F")
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_training_bits_do_not_depend_on_avx512(name):
+    # the AVX2 path's GEMM runs a 6x32 AVX-512 tile where the CPU has it, with the 6x16
+    # AVX2 tile's bits: a CPU without AVX-512 (the recorded key is the same) trains alike
+    with config("avx2", 1):
+        without = train_hash(name, 1)
+    with config("avx512", 1):
+        with_it = train_hash(name, 1)
+    assert with_it == without
 
 
 if __name__ == "__main__":

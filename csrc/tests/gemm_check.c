@@ -60,10 +60,11 @@ static int check(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, f
             }
         }
     if (bad)
-        printf("FAIL path=%d nt=%d ta=%d tb=%d m=%lld n=%lld k=%lld alpha=%g beta=%g err=%g "
+        printf("FAIL path=%d avx512=%d nt=%d ta=%d tb=%d m=%lld n=%lld k=%lld alpha=%g beta=%g "
+               "err=%g "
                "st=%d,%d\n",
-               dc_kernel_path(), dc_get_num_threads(), ta, tb, (long long)m, (long long)n,
-               (long long)k, alpha, beta, maxerr, s1, s2);
+               dc_kernel_path(), dc_gemm_avx512_active(), dc_get_num_threads(), ta, tb,
+               (long long)m, (long long)n, (long long)k, alpha, beta, maxerr, s1, s2);
     free(a);
     free(b);
     free(c);
@@ -112,9 +113,11 @@ int main(int argc, char **argv)
     int fails = 0;
     const int64_t dims[] = {1, 2, 5, 6, 7, 15, 16, 17, 31, 73, 145, 257, 300};
     const int nd = (int)(sizeof dims / sizeof dims[0]);
-    for (int path = 0; path < 2; path++) {
-        if (dc_select_kernel(path) != DC_OK) {
-            printf("path %d unsupported\n", path);
+    /* generic, the AVX2 path with its 6x16 tile, and with the AVX-512 6x32 tile */
+    for (int cfg = 0; cfg < 3; cfg++) {
+        const int path = cfg == 0 ? DC_KERNEL_GENERIC : DC_KERNEL_AVX2;
+        if (dc_select_kernel(path) != DC_OK || dc_gemm_use_avx512(cfg == 2) != DC_OK) {
+            printf("configuration %d unsupported\n", cfg);
             continue;
         }
         for (int nt = 1; nt <= 2; nt++) {

@@ -60,6 +60,11 @@ def _ops():
             if n < 1:
                 raise ValueError(f"DIGITCORE_NUM_THREADS must be >= 1, got {n}")
             ops.set_num_threads(n)
+        avx512 = os.environ.get("DIGITCORE_AVX512", "").strip()
+        if avx512:
+            if avx512 not in ("0", "1"):
+                raise ValueError(f"DIGITCORE_AVX512 must be 0 or 1, got {avx512!r}")
+            ops.use_avx512(avx512 == "1")  # 1 on a CPU without AVX-512F raises, naming it
         team = os.environ.get("DIGITCORE_TEAM", "").strip().lower()
         if team:
             if team not in ("adaptive", "fixed"):
@@ -104,7 +109,9 @@ def config() -> dict:
         "python": sys.version.split()[0],
         "numpy": np.__version__,
         "kernel": ops.kernel_path(),
+        "gemm": ops.gemm_tile(),
         "cpu_avx2": ops.cpu_has_avx2(),
+        "cpu_avx512": ops.cpu_has_avx512(),
         "openmp": ops.have_openmp(),
         "threads": ops.get_num_threads(),
     }
@@ -118,5 +125,7 @@ def show_config(file=None) -> None:
     print(f"  python      {cfg['python']}, numpy {cfg['numpy']}", file=out)
     print(f"  kernel      {cfg['kernel']} (CPU AVX2+FMA: {'yes' if cfg['cpu_avx2'] else 'no'})",
           file=out)
+    print(f"  gemm tile   {cfg['gemm']} (CPU AVX-512F: "
+          f"{'yes' if cfg['cpu_avx512'] else 'no'})", file=out)
     print(f"  openmp      {'on' if cfg['openmp'] else 'off'}", file=out)
     print(f"  threads     {cfg['threads']}", file=out)
