@@ -121,7 +121,7 @@ int dc_cpu_has_avx512(void)
     return v;
 }
 
-int dc_gemm_use_avx512(int on)
+int dc_use_avx512(int on)
 {
     if (on && !dc_cpu_has_avx512())
         return DC_ERR_UNSUPPORTED;
@@ -129,7 +129,7 @@ int dc_gemm_use_avx512(int on)
     return DC_OK;
 }
 
-int dc_gemm_avx512_active(void)
+int dc_avx512_active(void)
 {
     return g_use_avx512 && dc_kernel_path() == DC_KERNEL_AVX2 && dc_cpu_has_avx512();
 }

@@ -111,7 +111,7 @@ const dc_sgemm_kernel_info *dc_sgemm_kernel_info_for(int path)
     if (path == DC_KERNEL_GENERIC)
         return &dc_kernel_table[0];
 #if DC_GEMM_BUILD_AVX512
-    if (path == DC_KERNEL_AVX2 && dc_gemm_avx512_active())
+    if (path == DC_KERNEL_AVX2 && dc_avx512_active())
         return &dc_kernel_table[2];
 #endif
 #if DC_GEMM_BUILD_AVX2

@@ -442,7 +442,7 @@ static void spmm_tile(dc_spmm_row_fn row, float *out, int64_t ldo, const dc_csr 
             if (skip_empty && row_entries(s, r) == 0)
                 continue; /* alpha * 0 + out == out */
 #if DC_GEMM_BUILD_AVX2
-            if (chains && row == dc_spmm_row_avx2 && w <= 16 && s->parts == 1) {
+            if (chains && row != spmm_row_generic && w <= 16 && s->parts == 1) {
                 dc_spmm_row2_avx2(out + r * ldo + j0, s->idx, s->val, s->ptr[r], s->ptr[r + 1],
                                   d + j0, ldd, w, alpha, beta, bias ? bias + j0 : NULL, act,
                                   act_alpha);
@@ -501,6 +501,10 @@ static int spmm_ld(float *out, int64_t ldo, const dc_csr *s, const float *d, int
 #if DC_GEMM_BUILD_AVX2
     if (dc_kernel_path() == DC_KERNEL_AVX2)
         row = dc_spmm_row_avx2;
+#endif
+#if DC_GEMM_BUILD_AVX512
+    if (row == dc_spmm_row_avx2 && dc_avx512_active())
+        row = dc_spmm_row_avx512;
 #endif
     const int64_t nb = (N + DC_SPMM_BLOCK - 1) / DC_SPMM_BLOCK;
     int nt = dc_get_num_threads();

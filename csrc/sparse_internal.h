@@ -120,6 +120,13 @@ int64_t dc_csr_fill_avx2(int32_t *idx, float *val, int64_t n, const uint8_t *s8,
                          const float *s32, int64_t F, int64_t j0, float scale, const float *bg);
 #endif
 
+#if DC_GEMM_BUILD_AVX512
+/* dc_spmm_row_avx2's contract and bits, 16 columns per vector (sparse_avx512.c) */
+void dc_spmm_row_avx512(float *out, const int32_t *idx, const float *val, const int64_t *ptr,
+                        int64_t pstride, int64_t parts, const float *d, int64_t ldd, int64_t w,
+                        float alpha, float beta, const float *bias, int act, float act_alpha);
+#endif
+
 /* dc_csr_gather_f32 off a background: keeps the entries whose scaled value x * scale is
  * not bg[j] (bg: F floats, NaN kept), each as x * scale - bg[j]. So the batch is
  * 1 . bg^T + S with S the result (mlp_layer0.c, the first layer off a background). */

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import digitcore
 from digitcore import Network, Trainer, optim
 from digitcore.errors import TrainingDivergedError
+from kernel_config import config
 from sparse_data import sparse_digits
 
 
@@ -186,6 +187,24 @@ def test_bitwise_identical_across_thread_counts(rng):
     a, _ = _train(x, y, [784, 130, 10], "always", bs=128, epochs=1, threads=1)
     b, _ = _train(x, y, [784, 130, 10], "always", bs=128, epochs=1, threads=2)
     assert np.array_equal(a.flat_parameters, b.flat_parameters)
+
+
+@pytest.mark.skipif(not digitcore._ops.cpu_has_avx512(), reason="needs a CPU with AVX-512F")
+@pytest.mark.parametrize("hidden", [1, 15, 16, 17, 33, 64, 65, 130])
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_avx512_row_kernel_gives_the_avx2_bits(rng, hidden, activation):
+    # the sparse products' row kernel on 16-column vectors (sparse_avx512.c) repeats the
+    # 8-column one's FMA chain and epilogue: full and partial vectors of every block width
+    # (hidden % 64), the fused activations, training and inference
+    x, y = _sparse_digits(rng, n=600, d=784, density=0.2)
+    out = {}
+    for path in ("avx2", "avx512"):
+        with config(path, 2):
+            net, _ = _train(x, y, [784, hidden, 10], "always", activation=activation, bs=64,
+                            epochs=1, dropout=0.1, l2=1e-4)
+            out[path] = (net.flat_parameters.copy(), net.predict_proba(x[:200]))
+    for a, b in zip(out["avx2"], out["avx512"]):
+        assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
 
 
 @pytest.mark.parametrize("mode", ["always", "auto"])

@@ -63,8 +63,8 @@ static int check(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, f
         printf("FAIL path=%d avx512=%d nt=%d ta=%d tb=%d m=%lld n=%lld k=%lld alpha=%g beta=%g "
                "err=%g "
                "st=%d,%d\n",
-               dc_kernel_path(), dc_gemm_avx512_active(), dc_get_num_threads(), ta, tb,
-               (long long)m, (long long)n, (long long)k, alpha, beta, maxerr, s1, s2);
+               dc_kernel_path(), dc_avx512_active(), dc_get_num_threads(), ta, tb, (long long)m,
+               (long long)n, (long long)k, alpha, beta, maxerr, s1, s2);
     free(a);
     free(b);
     free(c);
@@ -116,7 +116,7 @@ int main(int argc, char **argv)
     /* generic, the AVX2 path with its 6x16 tile, and with the AVX-512 6x32 tile */
     for (int cfg = 0; cfg < 3; cfg++) {
         const int path = cfg == 0 ? DC_KERNEL_GENERIC : DC_KERNEL_AVX2;
-        if (dc_select_kernel(path) != DC_OK || dc_gemm_use_avx512(cfg == 2) != DC_OK) {
+        if (dc_select_kernel(path) != DC_OK || dc_use_avx512(cfg == 2) != DC_OK) {
             printf("configuration %d unsupported\n", cfg);
             continue;
         }

@@ -1,0 +1,103 @@
+/*
+ * sparse_avx512.c -- AVX-512F row kernel of dc_spmm (sparse row times dense matrix), the
+ * AVX2 path's on CPUs with AVX-512F (dc_avx512_active).
+ *
+ * Compiled with -mavx512f -mavx2 -mfma (MSVC: /arch:AVX512) and nothing else is. The
+ * contract and the arithmetic are dc_spmm_row_avx2's (sparse_avx2.c) with 16 columns per
+ * vector: up to 64 output columns in 4 zmm accumulators, each entry of the sparse row one
+ * broadcast and one FMA per 16 columns; every output element is the same FMA chain over
+ * the entries in order, then the same epilogue, so the two kernels give the same bits.
+ */
+#include <immintrin.h>
+
+#include "sparse_internal.h"
+
+#if !defined(__AVX512F__) || !defined(__AVX2__) || (!defined(__FMA__) && !defined(_MSC_VER))
+#error "sparse_avx512.c must be compiled with -mavx512f -mavx2 -mfma (MSVC: /arch:AVX512)"
+#endif
+
+/* alpha * acc + beta * old + bias, then the activation, on the lanes of m (sparse_avx2.c's
+ * finish, operation for operation) */
+DC_INLINE void finish(float *out, __m512 acc, const float *bias, __mmask16 m, float alpha,
+                      float beta, int act, float act_alpha)
+{
+    __m512 r = _mm512_mul_ps(_mm512_set1_ps(alpha), acc);
+    if (beta != 0.0f)
+        r = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(m, out)),
+                          r);
+    if (bias != NULL)
+        r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(m, bias));
+    if (act == DC_ACT_RELU) {
+        /* maxps returns its second operand for NaN: 0, as the AVX2 kernel */
+        r = _mm512_max_ps(r, _mm512_setzero_ps());
+    } else if (act == DC_ACT_LEAKY_RELU) {
+        const __mmask16 pos = _mm512_cmp_ps_mask(r, _mm512_setzero_ps(), _CMP_GT_OQ);
+        r = _mm512_mask_blend_ps(pos, _mm512_mul_ps(_mm512_set1_ps(act_alpha), r), r);
+    }
+    _mm512_mask_storeu_ps(out, m, r);
+}
+
+/* clang-format off */
+#define DC_FMA_IF(k, acc)                                                                  \
+    if (nv > k)                                                                            \
+    acc = _mm512_fmadd_ps(x, _mm512_loadu_ps(dr + 16 * k), acc)
+#define DC_FINISH_IF(k, acc)                                                               \
+    if (nv > k)                                                                            \
+    finish(out + 16 * k, acc, bias ? bias + 16 * k : NULL, 0xFFFF, alpha, beta, act, act_alpha)
+/* clang-format on */
+
+/* NV full vectors (16 * NV columns) and (tail) the last w % 16 columns through masked
+ * loads, in one pass over the entries. */
+DC_INLINE void row_nv(int nv, int tail, float *out, const int32_t *idx, const float *val,
+                      const int64_t *ptr, int64_t pstride, int64_t parts, const float *d,
+                      int64_t ldd, int64_t w, float alpha, float beta, const float *bias,
+                      int act, float act_alpha)
+{
+    const int64_t jt = 16 * (int64_t)nv;
+    const __mmask16 mask = (__mmask16)((1u << (unsigned)(w - jt)) - 1u);
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, at = a0;
+    for (int64_t p = 0; p < parts; ++p) {
+        const int64_t e1 = ptr[p * pstride + 1];
+        for (int64_t e = ptr[p * pstride]; e < e1; ++e) {
+            const float *dr = d + (int64_t)idx[e] * ldd;
+            const __m512 x = _mm512_set1_ps(val[e]);
+            DC_FMA_IF(0, a0);
+            DC_FMA_IF(1, a1);
+            DC_FMA_IF(2, a2);
+            DC_FMA_IF(3, a3);
+            if (tail)
+                at = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(mask, dr + jt), at);
+        }
+    }
+    DC_FINISH_IF(0, a0);
+    DC_FINISH_IF(1, a1);
+    DC_FINISH_IF(2, a2);
+    DC_FINISH_IF(3, a3);
+    if (tail)
+        finish(out + jt, at, bias ? bias + jt : NULL, mask, alpha, beta, act, act_alpha);
+}
+
+#define DC_ROW_CASE(nv)                                                                        \
+    case nv:                                                                                   \
+        if (w % 16)                                                                            \
+            row_nv(nv, 1, out, idx, val, ptr, pstride, parts, d, ldd, w, alpha, beta, bias,    \
+                   act, act_alpha);                                                            \
+        else                                                                                   \
+            row_nv(nv, 0, out, idx, val, ptr, pstride, parts, d, ldd, w, alpha, beta, bias,    \
+                   act, act_alpha);                                                            \
+        break
+
+void dc_spmm_row_avx512(float *out, const int32_t *idx, const float *val, const int64_t *ptr,
+                        int64_t pstride, int64_t parts, const float *d, int64_t ldd, int64_t w,
+                        float alpha, float beta, const float *bias, int act, float act_alpha)
+{
+    switch (w / 16) { /* one pass over the entries for any width up to 64 */
+        DC_ROW_CASE(4);
+        DC_ROW_CASE(3);
+        DC_ROW_CASE(2);
+        DC_ROW_CASE(1);
+        DC_ROW_CASE(0);
+    default:
+        break;
+    }
+}
