@@ -25,15 +25,20 @@
 #endif
 
 /* Spare floats after each pack buffer (a guard; strides are then rounded to 64 bytes). */
-#define DC_GEMM_SLACK       64
+#define DC_GEMM_SLACK           64
 /* Below this many multiply-adds (m*n*k) a second thread costs more than it saves: an
  * OpenMP fork/join is ~5-10 us on the 2-core Zen 4 dev box, about what 4e5 multiply-adds
  * take on one core. (128,128,10) stays on one thread, (32,784,128) uses two. */
-#define DC_GEMM_MT_MIN_WORK 400000.0
+#define DC_GEMM_MT_MIN_WORK     400000.0
 /* Largest B, in packed floats, that dc_gemm_run packs whole for a tall A (see b_whole):
  * 512 KB, half of a Zen 4 / recent Intel L2, so that B, the A block and the C block
  * share it. (10000,784,128) packs 784 x 128 = 400 KB. */
-#define DC_GEMM_B_WHOLE_MAX (128 * 1024)
+#define DC_GEMM_B_WHOLE_MAX     (128 * 1024)
+/* Below this many multiply-adds a product stays on the 256-bit tile where the 512-bit one
+ * is available: a core that runs 512-bit FMAs drops its clock for a while, and a stream
+ * of tiny products (784-30-10 at batch 10: 10 x 10 x 30) kept it there for the whole
+ * epoch, ~5% slower than with the 256-bit tile; big products gain far more than that. */
+#define DC_GEMM_AVX512_MIN_WORK 131072.0
 #ifndef DC_GEMM_DIRECT_A_MAX_N
 #define DC_GEMM_DIRECT_A_MAX_N 16
 #endif
@@ -374,6 +379,12 @@ int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float al
     const dc_sgemm_kernel_info *ki = dc_sgemm_kernel_info_for(dc_kernel_path());
     if (!ki)
         ki = dc_sgemm_kernel_info_for(DC_KERNEL_GENERIC);
+#if DC_GEMM_BUILD_AVX512
+    /* small products keep the 256-bit tile (same bits): see DC_GEMM_AVX512_MIN_WORK */
+    if (ki == &dc_kernel_table[2] &&
+        (double)m * (double)n * (double)k < DC_GEMM_AVX512_MIN_WORK)
+        ki = &dc_kernel_table[1];
+#endif
     /* n <= 16 (the 10-class layer): a full-width NR = 16 tile would idle 6 of 16 lanes */
     if (ki->narrow && n <= DC_GEMM_NARROW_MAX_N)
         return dc_sgemm_narrow(ki, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,

@@ -342,10 +342,15 @@ def test_avx512_tile_gives_the_avx2_tiles_bits(threads):
     rng = np.random.default_rng(7)
     config.set_num_threads(threads)
     try:
-        for i, (m, k, n) in enumerate(SHAPES + [(128, 784, 128), (128, 784, 800), (32, 784, 128),
-                                                (128, 800, 784), (1000, 600, 700)]):
+        # (products under DC_GEMM_AVX512_MIN_WORK multiply-adds run the 256-bit tile on both
+        # settings; these are above it, with edge tiles of 2, 4 and 5 rows and every width)
+        big = [(13, 1100, 47), (61, 67, 95), (2, 3000, 40), (4, 1500, 33), (11, 400, 63),
+               (128, 784, 128), (128, 784, 800), (32, 784, 128), (128, 800, 784),
+               (1000, 600, 700)]
+        for i, (m, k, n) in enumerate(SHAPES + big):
             for ta, tb in VARIANTS:
-                alpha, beta = [(1.0, 0.0), (-0.5, 1.0), (2.0, 0.25)][i % 3]
+                # beta 0.3: beta * C rounds, so a fused and an unfused epilogue differ
+                alpha, beta = [(1.0, 0.0), (-0.5, 1.0), (0.7, 0.3)][i % 3]
                 a, b = operands(rng, m, k, n, ta, tb)
                 c0 = rng.standard_normal((m, n)).astype(np.float32)
                 out = {}
