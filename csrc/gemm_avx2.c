@@ -317,65 +317,7 @@ void dc_sgemm_pack_a_avx2_6(float *pa, int64_t ps, const float *a, int64_t lda, 
 void dc_sgemm_pack_b_avx2_16(float *pb, int64_t ps, const float *b, int64_t ldb, int trans_b,
                              int64_t p0, int64_t kc, int64_t j0, int64_t nlen)
 {
-    if (!trans_b && nlen >= NR) {
-        /* op(B)[p][j] = B[p][j]: walk B row by row (one sequential stream the prefetcher
-         * follows) and scatter 16 floats into each full panel; the edge panel below */
-        const int64_t full = nlen / NR;
-        for (int64_t p = 0; p < kc; p++) {
-            const float *src = b + (p0 + p) * ldb + j0;
-            float *dst = pb + p * NR;
-            for (int64_t q = 0; q < full; q++) {
-                _mm256_store_ps(dst + q * ps, _mm256_loadu_ps(src + q * NR));
-                _mm256_store_ps(dst + q * ps + 8, _mm256_loadu_ps(src + q * NR + 8));
-            }
-        }
-        if (full * NR == nlen)
-            return;
-        pb += full * ps;
-        j0 += full * NR;
-        nlen -= full * NR;
-    }
-    for (int64_t jp = 0; jp < nlen; jp += NR, pb += ps) {
-        const int64_t nr = nlen - jp < NR ? nlen - jp : NR;
-        if (nr < NR) { /* edge panel: zero-filled columns */
-            for (int64_t p = 0; p < kc; p++) {
-                float *dst = pb + p * NR;
-                int64_t j = 0;
-                for (; j < nr; j++)
-                    dst[j] = trans_b ? b[(j0 + jp + j) * ldb + p0 + p]
-                                     : b[(p0 + p) * ldb + j0 + jp + j];
-                for (; j < NR; j++)
-                    dst[j] = 0.0f;
-            }
-            continue;
-        }
-        if (!trans_b) { /* op(B)[p][j] = B[p][j]: 16 contiguous floats per p */
-            const float *src = b + p0 * ldb + j0 + jp;
-            for (int64_t p = 0; p < kc; p++, src += ldb) {
-                _mm256_store_ps(pb + p * NR, _mm256_loadu_ps(src));
-                _mm256_store_ps(pb + p * NR + 8, _mm256_loadu_ps(src + 8));
-            }
-        } else { /* op(B)[p][j] = B[j][p]: transpose 16 rows x 8 columns at a time */
-            const float *src = b + (j0 + jp) * ldb + p0;
-            int64_t p = 0;
-            for (; p + 8 <= kc; p += 8) {
-                __m256 lo[8], hi[8];
-                for (int q = 0; q < 8; q++) {
-                    lo[q] = _mm256_loadu_ps(src + q * ldb + p);
-                    hi[q] = _mm256_loadu_ps(src + (q + 8) * ldb + p);
-                }
-                dc_transpose8(lo);
-                dc_transpose8(hi);
-                for (int q = 0; q < 8; q++) {
-                    _mm256_store_ps(pb + (p + q) * NR, lo[q]);
-                    _mm256_store_ps(pb + (p + q) * NR + 8, hi[q]);
-                }
-            }
-            for (; p < kc; p++)
-                for (int q = 0; q < NR; q++)
-                    pb[p * NR + q] = src[q * ldb + p];
-        }
-    }
+    dc_pack_b_x86(NR, pb, ps, b, ldb, trans_b, p0, kc, j0, nlen);
 }
 
 /* ---- narrow N (n <= DC_GEMM_NARROW_MAX_N): every vector lane does useful work ------------ */

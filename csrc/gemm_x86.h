@@ -34,4 +34,67 @@ DC_INLINE void dc_transpose8(__m256 r[8])
     r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
 }
 
+/* dc_sgemm_pack_b_fn for micro-panels `w` floats wide (w a multiple of 8, a constant after
+ * inlining: 16 for the AVX2 tile, 32 for the AVX-512 one): pack op(B)[p0 : p0+kc,
+ * j0 : j0+nlen] into ceil(nlen/w) panels, panel q at pb + q*ps, columns past nlen zero.
+ * Panels start on 64-byte lines, so the 8-float stores are aligned. */
+DC_INLINE void dc_pack_b_x86(const int w, float *pb, int64_t ps, const float *b, int64_t ldb,
+                             int trans_b, int64_t p0, int64_t kc, int64_t j0, int64_t nlen)
+{
+    if (!trans_b && nlen >= w) {
+        /* op(B)[p][j] = B[p][j]: walk B row by row (one sequential stream the prefetcher
+         * follows) and scatter w floats into each full panel; the edge panel below */
+        const int64_t full = nlen / w;
+        for (int64_t p = 0; p < kc; p++) {
+            const float *src = b + (p0 + p) * ldb + j0;
+            float *dst = pb + p * w;
+            for (int64_t q = 0; q < full; q++)
+                for (int v = 0; v < w; v += 8)
+                    _mm256_store_ps(dst + q * ps + v, _mm256_loadu_ps(src + q * w + v));
+        }
+        if (full * w == nlen)
+            return;
+        pb += full * ps;
+        j0 += full * w;
+        nlen -= full * w;
+    }
+    for (int64_t jp = 0; jp < nlen; jp += w, pb += ps) {
+        const int64_t nr = nlen - jp < w ? nlen - jp : w;
+        if (nr < w) { /* edge panel: zero-filled columns */
+            for (int64_t p = 0; p < kc; p++) {
+                float *dst = pb + p * w;
+                int64_t j = 0;
+                for (; j < nr; j++)
+                    dst[j] = trans_b ? b[(j0 + jp + j) * ldb + p0 + p]
+                                     : b[(p0 + p) * ldb + j0 + jp + j];
+                for (; j < w; j++)
+                    dst[j] = 0.0f;
+            }
+            continue;
+        }
+        if (!trans_b) { /* op(B)[p][j] = B[p][j]: w contiguous floats per p */
+            const float *src = b + p0 * ldb + j0 + jp;
+            for (int64_t p = 0; p < kc; p++, src += ldb)
+                for (int v = 0; v < w; v += 8)
+                    _mm256_store_ps(pb + p * w + v, _mm256_loadu_ps(src + v));
+        } else { /* op(B)[p][j] = B[j][p]: w rows x 8 columns at a time, as w/8 8x8 blocks */
+            const float *src = b + (j0 + jp) * ldb + p0;
+            int64_t p = 0;
+            for (; p + 8 <= kc; p += 8) {
+                for (int g = 0; g < w / 8; g++) {
+                    __m256 r[8];
+                    for (int q = 0; q < 8; q++)
+                        r[q] = _mm256_loadu_ps(src + (8 * g + q) * ldb + p);
+                    dc_transpose8(r);
+                    for (int q = 0; q < 8; q++)
+                        _mm256_store_ps(pb + (p + q) * w + 8 * g, r[q]);
+                }
+            }
+            for (; p < kc; p++)
+                for (int q = 0; q < w; q++)
+                    pb[p * w + q] = src[q * ldb + p];
+        }
+    }
+}
+
 #endif /* DC_GEMM_X86_H */
