@@ -575,6 +575,14 @@ int dc_spmm_t_sel(float *out, int64_t ldo, const dc_csr *s, int64_t k0, int64_t 
     }
 #endif
     const int64_t lda = dc_spmm_acc_width(N);
+#if DC_GEMM_BUILD_AVX512
+    /* 16-column vectors where acc's rows are whole ones and start 64-byte lines (layer 0's
+     * blocks of 64 columns; 10 columns in rows of 16): half the loads and stores of acc,
+     * which bound the sweep. Same bits. */
+    if (sweep == dc_spmm_sweep_avx2 && dc_avx512_active() && lda % 16 == 0 &&
+        ((uintptr_t)(void *)acc & 63) == 0)
+        sweep = dc_spmm_sweep_avx512;
+#endif
     memset(acc, 0, (size_t)((k1 - k0) * lda) * sizeof(float));
     sweep(acc, lda, k0, s->idx, s->val, s->ptr, sel, rows, d, ldd, N);
     /* dc_spmm's rule: with beta == 1 (no bias, identity) an empty row keeps its value */

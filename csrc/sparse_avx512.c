@@ -7,6 +7,7 @@
  * vector: up to 64 output columns in 4 zmm accumulators, each entry of the sparse row one
  * broadcast and one FMA per 16 columns; every output element is the same FMA chain over
  * the entries in order, then the same epilogue, so the two kernels give the same bits.
+ * Likewise the sweep of dc_spmm_t_sel (full-batch descent's weight gradient).
  */
 #include <immintrin.h>
 
@@ -97,6 +98,86 @@ void dc_spmm_row_avx512(float *out, const int32_t *idx, const float *val, const 
         DC_ROW_CASE(2);
         DC_ROW_CASE(1);
         DC_ROW_CASE(0);
+    default:
+        break;
+    }
+}
+
+/* ---- the sweep of dc_spmm_t_sel, 16 columns per vector ---------------------------------- */
+
+/* dc_spmm_sweep_avx2's contract and bits, for lda a multiple of 16: NV full vectors of D's
+ * row and (tail) a zero-filled partial one in registers, each entry one FMA per vector
+ * into its column's accumulator row, read and written whole (columns [w, lda) of acc are
+ * scratch). Every accumulator takes the same FMAs in the same order as with 8 columns. */
+/* clang-format off */
+#define DC_SWEEP_IF(k, g)                                                                      \
+    if (nv > k)                                                                                \
+    _mm512_storeu_ps(a + 16 * k, _mm512_fmadd_ps(x, g, _mm512_loadu_ps(a + 16 * k)))
+#define DC_LOAD_IF(k, g)                                                                       \
+    if (nv > k)                                                                                \
+    g = _mm512_loadu_ps(dr + 16 * k)
+/* clang-format on */
+
+#define DC_SWEEP_AHEAD 6
+
+DC_INLINE void sweep_nv(int nv, int tail, float *acc, int64_t lda, int64_t k0,
+                        const int32_t *idx, const float *val, const int64_t *ptr,
+                        const int64_t *sel, int64_t rows, const float *d, int64_t ldd,
+                        int64_t w)
+{
+    const int64_t jt = 16 * (int64_t)nv;
+    const __mmask16 mask = (__mmask16)((1u << (unsigned)(w - jt)) - 1u);
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *dr = d + r * ldd;
+        __m512 g0 = _mm512_setzero_ps(), g1 = g0, g2 = g0, g3 = g0, gt = g0;
+        DC_LOAD_IF(0, g0);
+        DC_LOAD_IF(1, g1);
+        DC_LOAD_IF(2, g2);
+        DC_LOAD_IF(3, g3);
+        if (tail)
+            gt = _mm512_maskz_loadu_ps(mask, dr + jt);
+        /* (the AVX2 sweep's prefetching of the scattered rows) */
+        if (r + 2 * DC_SWEEP_AHEAD < rows)
+            _mm_prefetch((const char *)(ptr + sel[r + 2 * DC_SWEEP_AHEAD]), _MM_HINT_T0);
+        if (r + DC_SWEEP_AHEAD < rows) {
+            const int64_t *p = ptr + sel[r + DC_SWEEP_AHEAD];
+            for (int64_t e = p[0]; e < p[1]; e += 16) {
+                _mm_prefetch((const char *)(idx + e), _MM_HINT_T0);
+                _mm_prefetch((const char *)(val + e), _MM_HINT_T0);
+            }
+        }
+        const int64_t e1 = ptr[sel[r] + 1];
+        for (int64_t e = ptr[sel[r]]; e < e1; ++e) {
+            float *a = acc + ((int64_t)idx[e] - k0) * lda;
+            const __m512 x = _mm512_set1_ps(val[e]);
+            DC_SWEEP_IF(0, g0);
+            DC_SWEEP_IF(1, g1);
+            DC_SWEEP_IF(2, g2);
+            DC_SWEEP_IF(3, g3);
+            if (tail)
+                _mm512_storeu_ps(a + jt, _mm512_fmadd_ps(x, gt, _mm512_loadu_ps(a + jt)));
+        }
+    }
+}
+
+#define DC_SWEEP_CASE(nv)                                                                      \
+    case nv:                                                                                   \
+        if (w % 16)                                                                            \
+            sweep_nv(nv, 1, acc, lda, k0, idx, val, ptr, sel, rows, d, ldd, w);                \
+        else                                                                                   \
+            sweep_nv(nv, 0, acc, lda, k0, idx, val, ptr, sel, rows, d, ldd, w);                \
+        break
+
+void dc_spmm_sweep_avx512(float *acc, int64_t lda, int64_t k0, const int32_t *idx,
+                          const float *val, const int64_t *ptr, const int64_t *sel,
+                          int64_t rows, const float *d, int64_t ldd, int64_t w)
+{
+    switch (w / 16) {
+        DC_SWEEP_CASE(4);
+        DC_SWEEP_CASE(3);
+        DC_SWEEP_CASE(2);
+        DC_SWEEP_CASE(1);
+        DC_SWEEP_CASE(0);
     default:
         break;
     }

@@ -125,6 +125,10 @@ int64_t dc_csr_fill_avx2(int32_t *idx, float *val, int64_t n, const uint8_t *s8,
 void dc_spmm_row_avx512(float *out, const int32_t *idx, const float *val, const int64_t *ptr,
                         int64_t pstride, int64_t parts, const float *d, int64_t ldd, int64_t w,
                         float alpha, float beta, const float *bias, int act, float act_alpha);
+/* dc_spmm_sweep_avx2's contract and bits, 16 columns per vector, for lda % 16 == 0 */
+void dc_spmm_sweep_avx512(float *acc, int64_t lda, int64_t k0, const int32_t *idx,
+                          const float *val, const int64_t *ptr, const int64_t *sel,
+                          int64_t rows, const float *d, int64_t ldd, int64_t w);
 #endif
 
 /* dc_csr_gather_f32 off a background: keeps the entries whose scaled value x * scale is

@@ -48,6 +48,8 @@ def _same(a, b):
     ([784, 10, 10], "sgd", 0.0),           # the tutorial's: one block with a masked tail
     ([784, 10], "sgd", 0.0),               # one layer: layer 0 is the output
     ([784, 70, 10], "momentum", 0.0),      # two blocks (64 + 6), state in the kept layout
+    ([784, 26, 10], "sgd", 0.0),           # a whole and a partial 16-column vector
+    ([784, 48, 10], "nesterov", 0.0),      # three whole 16-column vectors
     ([784, 136, 24, 10], "adam", 0.2),     # three blocks (64 + 64 + 8), dropout
 ])
 def test_kept_input_trains_the_same_bits(rng, path, threads, sizes, optimizer, dropout):
