@@ -29,7 +29,9 @@ static int call_slot(int i)
 
 static void keep_clear(dc_mlp_keep *k, int all)
 {
-    csr_free(&k->csr);
+    free(k->csr.ptr);
+    dc_free_aligned(k->csr.idx);
+    dc_free_aligned(k->csr.val);
     free(k->count);
     free(k->seen);
     dc_mlp_keep left = {0};
@@ -86,26 +88,34 @@ static int is_permutation(uint8_t *seen, const int64_t *idx, int64_t n)
     return 1;
 }
 
-/* Room for n entries in s's idx and val (at least one, so no pointer is NULL). */
+/* Room for n entries in s's idx and val (at least one, so no pointer is NULL), on huge
+ * pages where the system gives them (dc_alloc_aligned): they are the kept form's bulk. */
 static int entries_alloc(dc_csr *s, int64_t n)
 {
     const size_t room = (size_t)(n > 0 ? n : 1);
-    free(s->idx);
-    free(s->val);
-    s->idx = malloc(room * sizeof(int32_t));
-    s->val = malloc(room * sizeof(float));
+    dc_free_aligned(s->idx);
+    dc_free_aligned(s->val);
+    s->idx = dc_alloc_aligned(room * sizeof(int32_t));
+    s->val = dc_alloc_aligned(room * sizeof(float));
     return s->idx && s->val ? DC_OK : DC_ERR_NOMEM;
 }
 
+/* dc_csr_gather_room's room for the kept entries: none past limit (*ctx) */
+static int keep_room(void *ctx, dc_csr *s, int64_t nnz)
+{
+    return nnz > *(const int64_t *)ctx ? DC_ERR_CAPACITY : entries_alloc(s, nnz);
+}
+
 /* x's rows in sparse form (x * scale, groups at edges), or MLP_KEEP_DENSE when they hold
- * more entries than a batch of n rows may (mlp_sparse_capacity). A first gather with
- * room for no entry counts them, so the buffers are sized exactly; of the transpose the
- * gather can build alongside, only the column starts are made (for the column counts):
- * its entries would be as large as the kept form and are never read. */
+ * more entries than a batch of n rows may (mlp_sparse_capacity). One gather counts the
+ * entries, sizes the buffers exactly and fills them; of the transpose it can build
+ * alongside, only the column starts are made (for the column counts): its entries would
+ * be as large as the kept form and are never read. */
 static int build(dc_mlp_keep *k, const dc_mlp *net, const uint8_t *x_u8, const float *x_f32,
                  int64_t n, float scale)
 {
     const int64_t f = net->sizes[0];
+    int64_t limit = mlp_sparse_capacity(net, n);
     dc_csr xt = {0};
     k->csr.parts = DC_SPARSE_GROUPS;
     k->csr.col_edges = k->edges;
@@ -117,19 +127,11 @@ static int build(dc_mlp_keep *k, const dc_mlp *net, const uint8_t *x_u8, const f
     if (st == DC_OK)
         st = entries_alloc(&k->csr, 0);
     if (st == DC_OK)
-        st = mlp_gather_csr(&k->csr, &xt, 0, x_u8, x_f32, NULL, n, f, scale);
+        st = dc_csr_gather_room(&k->csr, &xt, keep_room, &limit, x_u8, x_f32, n, f, scale);
     if (st == DC_ERR_CAPACITY) {
-        const int64_t nnz = k->csr.nnz;
-        if (nnz > mlp_sparse_capacity(net, n)) {
-            k->state = MLP_KEEP_DENSE;
-            csr_free(&xt);
-            return DC_OK;
-        }
-        st = entries_alloc(&k->csr, nnz);
-        if (st == DC_OK)
-            st = mlp_gather_csr(&k->csr, &xt, nnz, x_u8, x_f32, NULL, n, f, scale);
-    }
-    if (st == DC_OK) {
+        k->state = MLP_KEEP_DENSE;
+        st = DC_OK;
+    } else if (st == DC_OK) {
         for (int64_t c = 0; c < f; ++c)
             k->count[c] = (int32_t)(xt.ptr[c + 1] - xt.ptr[c]);
         k->state = MLP_KEEP_SPARSE;

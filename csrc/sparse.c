@@ -184,9 +184,10 @@ static void prefetch_part(const uint8_t *in8, const float *in32, int64_t row, in
  * columns of the CSC (an out_t without idx and val gets only its column starts). So each
  * thread writes only its own stretch of out and out_t (cache lines are shared only at
  * the edges), and the result does not depend on the thread count. */
-static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_t *in8,
-                       const float *in32, const int64_t *ridx, int64_t B, int64_t F,
-                       float scale, const float *bg, int nt)
+static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, dc_csr_room_fn room,
+                       void *room_ctx, const uint8_t *in8, const float *in32,
+                       const int64_t *ridx, int64_t B, int64_t F, float scale, const float *bg,
+                       int nt)
 {
     count_fn count;
     fill_fn fill;
@@ -203,7 +204,8 @@ static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8
         free(total);
         return DC_ERR_NOMEM;
     }
-    int64_t nnz = 0;
+    int64_t nnz = 0, cap = capacity;
+    int room_st = DC_OK;
     (void)nt; /* (without OpenMP) */
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -238,7 +240,17 @@ static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8
         }
         if (t == 0)
             nnz = all;
-        for (int64_t p = p0; p < p1 && all <= capacity; ++p) {
+        if (all > capacity && room != NULL) { /* (alike on every thread) */
+#ifdef _OPENMP
+#pragma omp single
+#endif
+            {
+                room_st = room(room_ctx, out, all);
+                if (room_st == DC_OK)
+                    cap = all;
+            } /* (implicit barrier) */
+        }
+        for (int64_t p = p0; p < p1 && all <= cap; ++p) {
             const int64_t c0 = edge[p], c1 = edge[p + 1];
             int64_t *rp = out->ptr + p * (B + 1);
             rp[0] = before;
@@ -276,7 +288,9 @@ static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8
     free(cur);
     free(total);
     out->nnz = nnz;
-    if (nnz > capacity)
+    if (room_st != DC_OK)
+        return room_st;
+    if (nnz > cap)
         return DC_ERR_CAPACITY;
     out_t->nnz = nnz;
     return DC_OK;
@@ -296,9 +310,9 @@ static int edges_ok(const dc_csr *out, int64_t F)
     return e[0] == 0 && e[P] == F;
 }
 
-static int csr_gather(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_t *in8,
-                      const float *in32, const int64_t *ridx, int64_t B, int64_t F, float scale,
-                      const float *bg)
+static int csr_gather(dc_csr *out, dc_csr *out_t, int64_t capacity, dc_csr_room_fn room,
+                      void *room_ctx, const uint8_t *in8, const float *in32,
+                      const int64_t *ridx, int64_t B, int64_t F, float scale, const float *bg)
 {
     if (out == NULL || B < 0 || F < 0 || F > INT32_MAX || capacity < 0 ||
         (out_t != NULL &&
@@ -330,25 +344,34 @@ static int csr_gather(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_
         nt = (int)out->parts;
     if (B * F < ((int64_t)1 << 13))
         nt = 1;
-    return gather_cols(out, out_t, capacity, in8, in32, ridx, B, F, scale, bg, nt);
+    return gather_cols(out, out_t, capacity, room, room_ctx, in8, in32, ridx, B, F, scale, bg,
+                       nt);
 }
 
 int dc_csr_gather_u8(dc_csr *out, dc_csr *out_t, int64_t capacity, const uint8_t *inp,
                      const int64_t *idx, int64_t B, int64_t F, float scale)
 {
-    return csr_gather(out, out_t, capacity, inp, NULL, idx, B, F, scale, NULL);
+    return csr_gather(out, out_t, capacity, NULL, NULL, inp, NULL, idx, B, F, scale, NULL);
 }
 
 int dc_csr_gather_f32(dc_csr *out, dc_csr *out_t, int64_t capacity, const float *inp,
                       const int64_t *idx, int64_t B, int64_t F, float scale)
 {
-    return csr_gather(out, out_t, capacity, NULL, inp, idx, B, F, scale, NULL);
+    return csr_gather(out, out_t, capacity, NULL, NULL, NULL, inp, idx, B, F, scale, NULL);
 }
 
 int dc_csr_gather_f32_bg(dc_csr *out, dc_csr *out_t, int64_t capacity, const float *inp,
                          const int64_t *idx, int64_t B, int64_t F, float scale, const float *bg)
 {
-    return csr_gather(out, out_t, capacity, NULL, inp, idx, B, F, scale, bg);
+    return csr_gather(out, out_t, capacity, NULL, NULL, NULL, inp, idx, B, F, scale, bg);
+}
+
+int dc_csr_gather_room(dc_csr *out, dc_csr *out_t, dc_csr_room_fn room, void *room_ctx,
+                       const uint8_t *in8, const float *in32, int64_t B, int64_t F, float scale)
+{
+    if (room == NULL || out_t == NULL || (in8 == NULL) == (in32 == NULL))
+        return DC_ERR_ARG;
+    return csr_gather(out, out_t, 0, room, room_ctx, in8, in32, NULL, B, F, scale, NULL);
 }
 
 /* ---- sparse times dense ------------------------------------------------------------------ */
