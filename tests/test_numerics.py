@@ -88,6 +88,20 @@ def test_non_finite_float_input_is_a_clear_error(bad, dtype):
     assert np.isfinite(net.flat_parameters).all()
 
 
+def test_finite_input_whose_sum_overflows_is_accepted():
+    # the finiteness check sums the values first: a sum of huge finite values that
+    # overflows must fall back to the elementwise check, not reject the input
+    from digitcore._checks import all_finite
+    big = np.full((4, 784), 3e38, dtype=np.float32)
+    assert all_finite(big)
+    for bad in ([np.inf, -np.inf], [np.nan], [-np.inf]):
+        x = big.copy()
+        x[2, :len(bad)] = bad
+        assert not all_finite(x)
+    net = Network([784, 4, 10], seed=0)
+    assert net.predict(big).shape == (4,)
+
+
 def test_float64_values_beyond_float32_range_are_rejected():
     # finite in float64, inf once cast to the float32 the kernels use
     net = Network([784, 16, 10], seed=0)

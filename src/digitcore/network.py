@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-from digitcore._checks import class_indices, samples_2d, standardization_problem
+from digitcore._checks import all_finite, class_indices, samples_2d, standardization_problem
 from digitcore._config import _ops
 from digitcore._modelfile import write_model
 from digitcore.augment import check_tta, tta_log_proba, tta_mean_proba
@@ -233,7 +233,7 @@ class Network:
                 raise TypeError(f"{name} has integer dtype {x.dtype}: pass uint8 pixels (0-255) "
                                 f"or floats scaled to [0, 1]")
             x = x.astype(np.float32, copy=False)
-            if not np.isfinite(x).all():
+            if not all_finite(x):
                 raise ValueError(f"{name} contains NaN or infinite values")
             scale = 1.0
         else:
