@@ -5,9 +5,6 @@
  * This file is compiled WITHOUT -mavx2: it only asks the CPU (cpuid + xgetbv); it
  * never executes AVX instructions itself.
  */
-#if defined(__linux__) && !defined(_DEFAULT_SOURCE)
-#define _DEFAULT_SOURCE /* madvise and MADV_HUGEPAGE under -std=c11 */
-#endif
 #include "gemm_internal.h"
 
 #include <stdint.h>
@@ -24,10 +21,6 @@
 
 #ifdef _OPENMP
 #include <omp.h>
-#endif
-
-#if defined(__linux__)
-#include <sys/mman.h> /* madvise */
 #endif
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -225,31 +218,18 @@ int dc_have_openmp(void)
 #endif
 }
 
-/* Blocks of at least DC_HUGE_MIN bytes start on a 2 MiB boundary and, on Linux, are
- * offered to the kernel's transparent huge pages (madvise; in its default "madvise"
- * mode nothing else uses them): a full batch of MNIST keeps ~72 MB of sparse entries
- * and ~30 MB per layer of activations, and their first touch on 4 KiB pages, a fault
- * for each page, took about a fifth of a one-step fit (784-10-10). Elsewhere, or where
- * the kernel declines, they are ordinary pages. */
-#define DC_HUGE_MIN   ((size_t)4 << 20)
-#define DC_HUGE_ALIGN ((size_t)2 << 20)
-
 /* The header before the block keeps malloc's pointer ([-1]) and the usable size ([-2]). */
 void *dc_alloc_aligned(size_t bytes)
 {
-    const size_t align = bytes >= DC_HUGE_MIN ? DC_HUGE_ALIGN : DC_ALIGN;
-    if (bytes > SIZE_MAX - align - 2 * sizeof(void *))
+    if (bytes > SIZE_MAX - DC_ALIGN - 2 * sizeof(void *))
         return NULL;
-    void *raw = malloc(bytes + align + 2 * sizeof(void *));
+    void *raw = malloc(bytes + DC_ALIGN + 2 * sizeof(void *));
     if (!raw)
         return NULL;
-    uintptr_t p = ((uintptr_t)raw + 2 * sizeof(void *) + align - 1) & ~(uintptr_t)(align - 1);
+    uintptr_t p =
+        ((uintptr_t)raw + 2 * sizeof(void *) + DC_ALIGN - 1) & ~(uintptr_t)(DC_ALIGN - 1);
     ((void **)p)[-1] = raw;
     ((size_t *)p)[-2] = bytes;
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (align == DC_HUGE_ALIGN) /* a hint: its failure changes nothing */
-        (void)madvise((void *)p, bytes & ~(DC_HUGE_ALIGN - 1), MADV_HUGEPAGE);
-#endif
     return (void *)p;
 }
 

@@ -29,9 +29,7 @@ static int call_slot(int i)
 
 static void keep_clear(dc_mlp_keep *k, int all)
 {
-    free(k->csr.ptr);
-    dc_free_aligned(k->csr.idx);
-    dc_free_aligned(k->csr.val);
+    csr_free(&k->csr);
     free(k->count);
     free(k->seen);
     dc_mlp_keep left = {0};
@@ -88,15 +86,14 @@ static int is_permutation(uint8_t *seen, const int64_t *idx, int64_t n)
     return 1;
 }
 
-/* Room for n entries in s's idx and val (at least one, so no pointer is NULL), on huge
- * pages where the system gives them (dc_alloc_aligned): they are the kept form's bulk. */
+/* Room for n entries in s's idx and val (at least one, so no pointer is NULL). */
 static int entries_alloc(dc_csr *s, int64_t n)
 {
     const size_t room = (size_t)(n > 0 ? n : 1);
-    dc_free_aligned(s->idx);
-    dc_free_aligned(s->val);
-    s->idx = dc_alloc_aligned(room * sizeof(int32_t));
-    s->val = dc_alloc_aligned(room * sizeof(float));
+    free(s->idx);
+    free(s->val);
+    s->idx = malloc(room * sizeof(int32_t));
+    s->val = malloc(room * sizeof(float));
     return s->idx && s->val ? DC_OK : DC_ERR_NOMEM;
 }
 
