@@ -140,11 +140,10 @@ int dc_csr_gather_f32_bg(dc_csr *out, dc_csr *out_t, int64_t capacity, const flo
 
 /* Makes room in s's idx and val for nnz entries (DC_OK), or refuses (any other status). */
 typedef int (*dc_csr_room_fn)(void *ctx, dc_csr *s, int64_t nnz);
-/* The transposing gather (out_t not NULL) of every row of in8 or in32 (the other NULL),
- * counting them once: out's entries are sized by room(room_ctx, out, nnz) between the
- * count and the fill (not called when there is none), where a first gather with room for
- * none and a second one sized by the first count them twice (full-batch descent's kept
- * form, mlp_keep.c). Returns room's refusal, with out->nnz set. */
+/* The transposing gather (out_t not NULL) of every row of in8 or in32 (the other NULL)
+ * into entries sized exactly, counted once: room(room_ctx, out, nnz) makes room for them
+ * between the count and the fill (not called when there are none). For full-batch
+ * descent's kept form (mlp_keep.c). Returns room's refusal, with out->nnz set. */
 int dc_csr_gather_room(dc_csr *out, dc_csr *out_t, dc_csr_room_fn room, void *room_ctx,
                        const uint8_t *in8, const float *in32, int64_t B, int64_t F,
                        float scale);
