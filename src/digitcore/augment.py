@@ -211,6 +211,12 @@ def tta_log_proba(log_proba, x, tta):
     """log of the mean over :func:`tta_views` of the probabilities whose logs
     ``log_proba(view)`` gives (float64 (n, classes)), in float64: finite where a view's
     float32 probability would underflow to 0."""
-    s = np.stack([log_proba(view) for view in tta_views(x, tta)])
+    return log_mean_exp(np.stack([log_proba(view) for view in tta_views(x, tta)]))
+
+
+def log_mean_exp(s):
+    """log(mean(exp(s), axis=0)) of a float64 stack of log probabilities (k, n, classes),
+    taken off the largest term, so a term whose exp underflows still counts (the mean of
+    TTA views here, of a committee's members in :mod:`digitcore.committee`)."""
     top = s.max(axis=0)
     return top + np.log(np.exp(s - top).sum(axis=0)) - np.log(len(s))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from digitcore._modelfile import write_committee
-from digitcore.augment import check_tta, tta_log_proba, tta_mean_proba
+from digitcore.augment import check_tta, log_mean_exp, tta_log_proba, tta_mean_proba
 from digitcore.network import Network
 
 __all__ = ["Committee"]
@@ -134,9 +134,7 @@ class Committee:
     def _log_proba(self, x):
         """log of the mean probability, float64 (n, n_classes), from the members' logits:
         finite even where every member's float32 probability underflows to 0."""
-        s = np.stack([net._log_proba(x) for net in self.members])  # (members, n, classes)
-        top = s.max(axis=0)
-        return top + np.log(np.exp(s - top).sum(axis=0)) - np.log(len(self.members))
+        return log_mean_exp(np.stack([net._log_proba(x) for net in self.members]))
 
     def logits(self, x):
         """Log of the mean probabilities, float32 (n, n_classes): values whose softmax is
