@@ -30,15 +30,19 @@ static inline int64_t dc_cdiv64(int64_t a, int64_t b)
     return (a + b - 1) / b;
 }
 
-/* Ask for the cache line at p to be brought into L2 (a hint: no fault, no effect on
- * results). Used by the GEMM driver (tall A) and by training's batch gather. */
+/* Ask for the cache line at p to be brought into L2, or into L1 as well (a hint: no
+ * fault, no effect on results). L2: the GEMM driver (tall A) and training's batch gather;
+ * L1: the full-batch sweeps' next rows. */
 #if defined(__GNUC__) || defined(__clang__)
 #define DC_PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
+#define DC_PREFETCH_L1(p) __builtin_prefetch((p), 0, 3)
 #elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
 #include <xmmintrin.h>
 #define DC_PREFETCH_L2(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
+#define DC_PREFETCH_L1(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
 #else
 #define DC_PREFETCH_L2(p) ((void)(p))
+#define DC_PREFETCH_L1(p) ((void)(p))
 #endif
 
 /* Every cache line of the `bytes` bytes at p into L2 (nothing when bytes <= 0). */

@@ -143,8 +143,6 @@ void dc_spmm_row_avx2(float *out, const int32_t *idx, const float *val, const in
     if (nv > k)                                                                                \
     g = _mm256_loadu_ps(dr + 8 * k)
 
-#define DC_SWEEP_AHEAD 6
-
 DC_INLINE void sweep_nv(int nv, float *acc, int64_t lda, int64_t k0, const int32_t *idx,
                         const float *val, const int64_t *ptr, const int64_t *sel, int64_t rows,
                         const float *d, int64_t ldd, int64_t w)
@@ -167,17 +165,7 @@ DC_INLINE void sweep_nv(int nv, float *acc, int64_t lda, int64_t k0, const int32
         DC_LOAD_IF(7, g7);
         if (tail)
             gt = _mm256_maskload_ps(dr + jt, mask);
-        /* the rows are scattered over the kept matrix: their row starts are fetched
-         * 2 * DC_SWEEP_AHEAD rows ahead, their entries DC_SWEEP_AHEAD rows ahead */
-        if (r + 2 * DC_SWEEP_AHEAD < rows)
-            _mm_prefetch((const char *)(ptr + sel[r + 2 * DC_SWEEP_AHEAD]), _MM_HINT_T0);
-        if (r + DC_SWEEP_AHEAD < rows) {
-            const int64_t *p = ptr + sel[r + DC_SWEEP_AHEAD];
-            for (int64_t e = p[0]; e < p[1]; e += 16) {
-                _mm_prefetch((const char *)(idx + e), _MM_HINT_T0);
-                _mm_prefetch((const char *)(val + e), _MM_HINT_T0);
-            }
-        }
+        dc_sweep_prefetch(idx, val, ptr, sel, r, rows);
         const int64_t e1 = ptr[sel[r] + 1];
         for (int64_t e = ptr[sel[r]]; e < e1; ++e) {
             float *a = acc + ((int64_t)idx[e] - k0) * lda;

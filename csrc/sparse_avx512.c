@@ -118,8 +118,6 @@ void dc_spmm_row_avx512(float *out, const int32_t *idx, const float *val, const 
     g = _mm512_loadu_ps(dr + 16 * k)
 /* clang-format on */
 
-#define DC_SWEEP_AHEAD 6
-
 DC_INLINE void sweep_nv(int nv, int tail, float *acc, int64_t lda, int64_t k0,
                         const int32_t *idx, const float *val, const int64_t *ptr,
                         const int64_t *sel, int64_t rows, const float *d, int64_t ldd,
@@ -136,16 +134,7 @@ DC_INLINE void sweep_nv(int nv, int tail, float *acc, int64_t lda, int64_t k0,
         DC_LOAD_IF(3, g3);
         if (tail)
             gt = _mm512_maskz_loadu_ps(mask, dr + jt);
-        /* (the AVX2 sweep's prefetching of the scattered rows) */
-        if (r + 2 * DC_SWEEP_AHEAD < rows)
-            _mm_prefetch((const char *)(ptr + sel[r + 2 * DC_SWEEP_AHEAD]), _MM_HINT_T0);
-        if (r + DC_SWEEP_AHEAD < rows) {
-            const int64_t *p = ptr + sel[r + DC_SWEEP_AHEAD];
-            for (int64_t e = p[0]; e < p[1]; e += 16) {
-                _mm_prefetch((const char *)(idx + e), _MM_HINT_T0);
-                _mm_prefetch((const char *)(val + e), _MM_HINT_T0);
-            }
-        }
+        dc_sweep_prefetch(idx, val, ptr, sel, r, rows);
         const int64_t e1 = ptr[sel[r] + 1];
         for (int64_t e = ptr[sel[r]]; e < e1; ++e) {
             float *a = acc + ((int64_t)idx[e] - k0) * lda;

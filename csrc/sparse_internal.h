@@ -84,6 +84,23 @@ static inline int64_t dc_spmm_acc_width(int64_t N)
  * are scratch). Then its epilogue: for c in [0, n) with count == NULL or count[c] != 0,
  *   out[c * ldo + j] = alpha * acc[c * lda + j] + beta * out[c * ldo + j]  (beta 0: not read)
  */
+/* The sweeps' look-ahead at row r of rows: the kept rows they visit lie scattered over
+ * the kept matrix, so the row starts of row r + 2 * DC_SWEEP_AHEAD and the entries of row
+ * r + DC_SWEEP_AHEAD are asked into L1. */
+#define DC_SWEEP_AHEAD 6
+DC_INLINE void dc_sweep_prefetch(const int32_t *idx, const float *val, const int64_t *ptr,
+                                 const int64_t *sel, int64_t r, int64_t rows)
+{
+    if (r + 2 * DC_SWEEP_AHEAD < rows)
+        DC_PREFETCH_L1(ptr + sel[r + 2 * DC_SWEEP_AHEAD]);
+    if (r + DC_SWEEP_AHEAD < rows) {
+        const int64_t *p = ptr + sel[r + DC_SWEEP_AHEAD];
+        for (int64_t e = p[0]; e < p[1]; e += 16) {
+            DC_PREFETCH_L1(idx + e);
+            DC_PREFETCH_L1(val + e);
+        }
+    }
+}
 typedef void (*dc_spmm_sweep_fn)(float *acc, int64_t lda, int64_t k0, const int32_t *idx,
                                  const float *val, const int64_t *ptr, const int64_t *sel,
                                  int64_t rows, const float *d, int64_t ldd, int64_t w);
