@@ -2,15 +2,14 @@
  * sparse.c -- the first layer on sparse input: CSR gathers (with the transpose), and dc_spmm
  * (sparse rows times a dense matrix) with the dense layer's bias/activation epilogue.
  *
- * Plain C11; the AVX2 row kernel lives in sparse_avx2.c and is chosen by the same
- * kernel-path switch as the GEMM. Work is split over output columns or over rows, never
+ * Plain C11; the AVX2 kernels live in sparse_avx2.c, their AVX-512F twins in
+ * sparse_avx512.c, chosen by the same kernel-path switch as the GEMM (and
+ * dc_avx512_active). Work is split over output columns or over rows, never
  * over a sum, so each output's bits do not depend on the thread count.
  */
 #include "common.h"
 #include "digitcore.h"
 #include "sparse_internal.h"
-
-#include <stdint.h>
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,6 +1,6 @@
 /*
- * sparse_internal.h -- private contract between sparse.c (driver, portable code) and
- * sparse_avx2.c (the AVX2+FMA row kernel).
+ * sparse_internal.h -- private contract between sparse.c (driver, portable code),
+ * sparse_avx2.c (the AVX2+FMA kernels) and sparse_avx512.c (their AVX-512F twins).
  */
 #ifndef DC_SPARSE_INTERNAL_H
 #define DC_SPARSE_INTERNAL_H
