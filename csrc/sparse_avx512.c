@@ -118,12 +118,12 @@ void dc_spmm_row_avx512(float *out, const int32_t *idx, const float *val, const 
     g = _mm512_loadu_ps(dr + 16 * k)
 /* clang-format on */
 
-DC_INLINE void sweep_nv(int nv, int tail, float *acc, int64_t lda, int64_t k0,
-                        const int32_t *idx, const float *val, const int64_t *ptr,
-                        const int64_t *sel, int64_t rows, const float *d, int64_t ldd,
-                        int64_t w)
+DC_INLINE void sweep_nv(int nv, float *acc, int64_t lda, int64_t k0, const int32_t *idx,
+                        const float *val, const int64_t *ptr, const int64_t *sel, int64_t rows,
+                        const float *d, int64_t ldd, int64_t w)
 {
     const int64_t jt = 16 * (int64_t)nv;
+    const int tail = w > jt;
     const __mmask16 mask = (__mmask16)((1u << (unsigned)(w - jt)) - 1u);
     for (int64_t r = 0; r < rows; ++r) {
         const float *dr = d + r * ldd;
@@ -149,25 +149,17 @@ DC_INLINE void sweep_nv(int nv, int tail, float *acc, int64_t lda, int64_t k0,
     }
 }
 
-#define DC_SWEEP_CASE(nv)                                                                      \
-    case nv:                                                                                   \
-        if (w % 16)                                                                            \
-            sweep_nv(nv, 1, acc, lda, k0, idx, val, ptr, sel, rows, d, ldd, w);                \
-        else                                                                                   \
-            sweep_nv(nv, 0, acc, lda, k0, idx, val, ptr, sel, rows, d, ldd, w);                \
-        break
-
 void dc_spmm_sweep_avx512(float *acc, int64_t lda, int64_t k0, const int32_t *idx,
                           const float *val, const int64_t *ptr, const int64_t *sel,
                           int64_t rows, const float *d, int64_t ldd, int64_t w)
 {
+    /* clang-format off */
     switch (w / 16) {
-        DC_SWEEP_CASE(4);
-        DC_SWEEP_CASE(3);
-        DC_SWEEP_CASE(2);
-        DC_SWEEP_CASE(1);
-        DC_SWEEP_CASE(0);
-    default:
-        break;
+    case 4: sweep_nv(4, acc, lda, k0, idx, val, ptr, sel, rows, d, ldd, w); break;
+    case 3: sweep_nv(3, acc, lda, k0, idx, val, ptr, sel, rows, d, ldd, w); break;
+    case 2: sweep_nv(2, acc, lda, k0, idx, val, ptr, sel, rows, d, ldd, w); break;
+    case 1: sweep_nv(1, acc, lda, k0, idx, val, ptr, sel, rows, d, ldd, w); break;
+    default: sweep_nv(0, acc, lda, k0, idx, val, ptr, sel, rows, d, ldd, w); break;
     }
+    /* clang-format on */
 }
