@@ -143,8 +143,10 @@ typedef struct {
     const int64_t *sel;
     const int32_t *kept_count; /* (I) kept's entries per column: the batch's too */
     float *acc;                /* the sweep's accumulators (dc_spmm_t_sel), in keep */
+    int in_order;              /* the batch is kept's rows in their own order (sel[r] == r) */
     float *out0; /* (n_x, O) the forward's group-0 product in x's row order, in keep (the
-                  * other groups' go to partial in the same order) */
+                  * other groups' go to partial in the same order), unless in_order: then
+                  * it goes straight into the layer's output (NULL) */
     float *padw; /* (I, 16) the weight with rows of 16 floats, when O <= 16 (full batches) */
 } layer0;
 

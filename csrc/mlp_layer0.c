@@ -260,6 +260,7 @@ int layer0_load(layer0 *l0, const uint8_t *x_u8, const float *x_f32, const int64
     l0->is_sparse = 0;
     l0->kept = NULL;
     l0->sel = NULL;
+    l0->in_order = 0;
     l0->bg = NULL;
     const float *bg = x_f32 != NULL ? l0->net->sparse_offset : NULL;
     int use = MLP_KEEP_EMPTY;
@@ -269,9 +270,15 @@ int layer0_load(layer0 *l0, const uint8_t *x_u8, const float *x_f32, const int64
         int st = mlp_keep_lookup(k, &use, l0->net, l0->edges, x_u8, x_f32, idx, rows, scale);
         if (st == DC_OK && use == MLP_KEEP_SPARSE) {
             const int64_t o = l0->net->sizes[1];
+            /* in x's own order (Trainer's full batches), group 0's product goes straight
+             * into the layer's output, as a gathered batch's does */
+            int64_t r = 0;
+            while (r < rows && idx[r] == r)
+                ++r;
+            l0->in_order = r == rows;
             l0->acc = mlp_keep_scratch(k, MLP_KEEP_ACC, f * dc_spmm_acc_width(o));
-            l0->out0 = mlp_keep_scratch(k, MLP_KEEP_OUT0, rows * o);
-            if (l0->acc == NULL || l0->out0 == NULL)
+            l0->out0 = l0->in_order ? NULL : mlp_keep_scratch(k, MLP_KEEP_OUT0, rows * o);
+            if (l0->acc == NULL || (l0->out0 == NULL && !l0->in_order))
                 return DC_ERR_NOMEM;
             l0->kept = &k->csr;
             l0->kept_count = k->count;
@@ -392,11 +399,12 @@ static int head_pair(const void *job, int64_t g, int64_t b)
     const layer0 *l0 = a->l0;
     const int64_t in0 = l0->net->sizes[0], o0 = l0->net->sizes[1];
     const int64_t c0 = b * DC_SPMM_BLOCK, w = block_width(o0, c0);
-    /* (from the kept rows: in x's row order, into out0 for group 0) */
+    /* (from the kept rows: in x's row order, into out0 for group 0 unless the batch is
+     * in that order too) */
     const int from_keep = l0->kept != NULL;
-    float *dst = g > 0       ? l0->partial + (g - 1) * l0->partial_floats
-                 : from_keep ? l0->out0
-                             : a->out;
+    float *dst = g > 0                        ? l0->partial + (g - 1) * l0->partial_floats
+                 : from_keep && !l0->in_order ? l0->out0
+                                              : a->out;
     const dc_csr v = group_view(from_keep ? l0->kept : &l0->x, l0->edges, g, 0);
     if (a->rows == l0->n_x) {
         /* A full batch (every row of x, kept or gathered): a narrow row's entries in two
@@ -461,17 +469,19 @@ static int head_block(const void *job, int64_t g, int64_t b)
     }
     const int64_t r0 = g < 0 ? 0 : slice_row(a->rows, g);
     const int64_t r1 = g < 0 ? a->rows : slice_row(a->rows, g + 1);
+    /* the kept rows in another order than the batch's: group 0's product is in out0 */
+    const int scattered = l0->kept != NULL && !l0->in_order;
     for (int64_t r = r0; r < r1; ++r) {
         float *y = a->out + r * o0 + c0;
         /* the products' row of batch row r: r, or from the kept rows idx[r] */
-        const int64_t s = l0->kept != NULL ? l0->sel[r] : r;
-        if (l0->kept != NULL && r + 8 < a->rows) { /* (scattered rows) */
+        const int64_t s = scattered ? l0->sel[r] : r;
+        if (scattered && r + 8 < a->rows) {
             const int64_t s8 = l0->sel[r + 8] * o0 + c0;
             DC_PREFETCH_L2(l0->out0 + s8);
             for (int64_t q = 1; q < DC_SPARSE_GROUPS; ++q)
                 DC_PREFETCH_L2(l0->partial + (q - 1) * l0->partial_floats + s8);
         }
-        if (l0->kept != NULL)
+        if (scattered)
             for (int64_t k = 0; k < w; ++k)
                 y[k] = l0->out0[s * o0 + c0 + k];
         for (int64_t q = 1; q < DC_SPARSE_GROUPS; ++q) {
