@@ -106,6 +106,65 @@ def test_committee_tta_is_the_mean_over_views_of_its_answer():
         c.predict(x, tta="flip")
 
 
+class _Counting(Network):
+    """A Network that counts its forward passes (every inference path of the class ends
+    in one of these three)."""
+
+    passes = 0
+
+    def predict_proba(self, x, *, tta=None):
+        if tta is None:
+            _Counting.passes += 1
+        return super().predict_proba(x, tta=tta)
+
+    def logits(self, x):
+        _Counting.passes += 1
+        return super().logits(x)
+
+    def predict(self, x, *, tta=None):
+        if tta is None:
+            _Counting.passes += 1
+        return super().predict(x, tta=tta)
+
+
+@pytest.mark.parametrize("members", [0, 3])
+def test_evaluation_takes_each_view_once_and_agrees_with_predict(members):
+    nets = [_Counting([784, 12, 10], seed=s) for s in range(max(members, 1))]
+    model = Committee(nets) if members else nets[0]
+    x, y = _data(seed=4)
+    xf = x.astype(np.float32) / 255  # (the float path of predict_proba too)
+    for data in (x, xf):
+        proba, logp = model._answers(data)  # one pass, the same bits as predict_proba
+        np.testing.assert_array_equal(proba, model.predict_proba(data))
+        ref = np.log(np.mean([_softmax64(n.logits(data)) for n in nets], axis=0))
+        np.testing.assert_allclose(logp, ref, rtol=1e-12, atol=1e-12)
+    views = len(TTA["shift"])
+    for tta, passes in ((None, len(nets)), ("shift", views * len(nets))):
+        p = model.predict_proba(x, tta=tta)
+        _Counting.passes = 0
+        loss, acc = model.evaluate(x, y, tta=tta)
+        # a Network without views is evaluated in C, by none of the three
+        assert _Counting.passes == (0 if tta is None and not members else passes)
+        assert acc == np.mean(p.argmax(1) == y)
+        assert loss == pytest.approx(-np.mean(np.log(p[np.arange(len(y)), y])), rel=1e-5)
+
+
+def test_answers_refuse_an_overflowing_network():
+    net = Network([784, 4, 10], seed=0)
+    net.weights[-1][...] = 3e38
+    x, _ = _data(n=3)
+    for f in (net.predict_proba, net._answers,
+              lambda v: net.evaluate(v, [0, 1, 2], tta="shift")):
+        with pytest.raises(FloatingPointError, match="overflowed float32"):
+            f(x)
+
+
+def _softmax64(z):
+    z = z.astype(np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def test_the_committee_and_augmented_presets_are_scored_with_shifts():
     assert tta_of(get_preset("committee")) == "shift"
     assert tta_of(get_preset("augmented")) == "shift"

@@ -17,7 +17,7 @@ import numpy as np
 from digitcore._checks import square_images
 
 __all__ = ["Augment", "AUGMENTS", "get_augment", "TTA", "check_tta", "tta_views",
-           "tta_mean_proba", "tta_log_proba"]
+           "mean_proba", "tta_mean_proba", "tta_answers"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,23 +195,35 @@ def tta_views(x, tta):
     return views
 
 
-def tta_mean_proba(predict_proba, x, tta):
-    """The mean over :func:`tta_views` of ``predict_proba(view)``: summed in float64 in
-    view order, divided once, rounded to float32 (so it depends on nothing else)."""
-    total = None
-    views = tta_views(x, tta)
-    for view in views:
-        p = predict_proba(view)
+def mean_proba(probas):
+    """The mean of float32 probability arrays (an iterable, e.g. a committee's members' or
+    test-time views' answers): summed in float64 in the iterable's order, divided once,
+    rounded to float32 (so it depends on nothing else)."""
+    total, k = None, 0
+    for p in probas:
         total = p.astype(np.float64) if total is None else total + p
-    total /= len(views)
+        k += 1
+    total /= k
     return total.astype(np.float32)
 
 
-def tta_log_proba(log_proba, x, tta):
-    """log of the mean over :func:`tta_views` of the probabilities whose logs
-    ``log_proba(view)`` gives (float64 (n, classes)), in float64: finite where a view's
-    float32 probability would underflow to 0."""
-    return log_mean_exp(np.stack([log_proba(view) for view in tta_views(x, tta)]))
+def tta_mean_proba(predict_proba, x, tta):
+    """The mean (:func:`mean_proba`) over :func:`tta_views` of ``predict_proba(view)``."""
+    return mean_proba(predict_proba(view) for view in tta_views(x, tta))
+
+
+def tta_answers(answers, x, tta):
+    """``answers(view)`` gives a view's float32 probabilities and their float64 logs from
+    one forward pass; over :func:`tta_views` this returns their mean (:func:`mean_proba`,
+    as :func:`tta_mean_proba` gives it) and the log of that mean in float64
+    (:func:`log_mean_exp`: finite where a view's float32 probability underflows to 0),
+    so an evaluation takes each view once."""
+    probas, logs = [], []
+    for view in tta_views(x, tta):
+        p, lp = answers(view)
+        probas.append(p)
+        logs.append(lp)
+    return mean_proba(probas), log_mean_exp(np.stack(logs))
 
 
 def log_mean_exp(s):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from digitcore._modelfile import write_committee
-from digitcore.augment import check_tta, log_mean_exp, tta_log_proba, tta_mean_proba
+from digitcore.augment import check_tta, log_mean_exp, mean_proba, tta_answers, tta_mean_proba
 from digitcore.network import Network
 
 __all__ = ["Committee"]
@@ -121,26 +121,21 @@ class Committee:
         """
         if check_tta(tta) is not None:
             return tta_mean_proba(self.predict_proba, x, tta)
-        total = None
-        for net in self.members:
-            p = net.predict_proba(x)
-            if total is None:
-                total = p.astype(np.float64)
-            else:
-                total += p
-        total /= len(self.members)
-        return total.astype(np.float32)
+        return mean_proba(net.predict_proba(x) for net in self.members)
 
-    def _log_proba(self, x):
-        """log of the mean probability, float64 (n, n_classes), from the members' logits:
-        finite even where every member's float32 probability underflows to 0."""
-        return log_mean_exp(np.stack([net._log_proba(x) for net in self.members]))
+    def _answers(self, x):
+        """One forward pass of each member: (:meth:`predict_proba`'s probabilities, the same
+        bits, and the log of the mean probability, float64 (n, n_classes), from the
+        members' logits: finite even where every member's float32 probability underflows
+        to 0)."""
+        probas, logs = zip(*(net._answers(x) for net in self.members))
+        return mean_proba(probas), log_mean_exp(np.stack(logs))
 
     def logits(self, x):
         """Log of the mean probabilities, float32 (n, n_classes): values whose softmax is
         :meth:`predict_proba` (to rounding), computed from the members' logits in float64
         so that they stay finite."""
-        return self._log_proba(x).astype(np.float32)
+        return self._answers(x)[1].astype(np.float32)
 
     def predict(self, x, *, tta=None):
         """Predicted labels, int64 (n,): the argmax of :meth:`predict_proba`."""
@@ -154,10 +149,11 @@ class Committee:
         labels = first.prepared_labels(y, x2.shape[0])
         if x2.shape[0] == 0:
             raise ValueError("cannot evaluate on zero samples")
-        logp = (self._log_proba(x) if check_tta(tta) is None
-                else tta_log_proba(self._log_proba, x, tta))
+        # (one forward pass of each member on each view serves both figures)
+        proba, logp = (self._answers(x) if check_tta(tta) is None
+                       else tta_answers(self._answers, x, tta))
         loss = -float(np.mean(logp[np.arange(len(labels)), labels]))
-        correct = int(np.count_nonzero(self.predict(x, tta=tta) == labels))
+        correct = int(np.count_nonzero(proba.argmax(axis=1) == labels))
         return loss, correct / x2.shape[0]
 
     def score(self, x, y, *, tta=None):

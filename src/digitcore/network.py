@@ -15,7 +15,7 @@ import numpy as np
 from digitcore._checks import all_finite, class_indices, samples_2d, standardization_problem
 from digitcore._config import _ops
 from digitcore._modelfile import write_model
-from digitcore.augment import check_tta, tta_log_proba, tta_mean_proba
+from digitcore.augment import check_tta, tta_answers, tta_mean_proba
 
 __all__ = ["Network", "ACTIVATIONS", "INITS"]
 
@@ -38,6 +38,13 @@ def _positive_int(value, name):
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
+
+
+def _log_softmax(z):
+    """log-softmax of float32 logits, in float64 (n, n_classes)."""
+    z = z.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 class Network:
     """Fully connected classifier: Dense layers, hidden activation, softmax output.
@@ -321,18 +328,24 @@ class Network:
         labels = self.prepared_labels(y, x2.shape[0])
         if x2.shape[0] == 0:
             raise ValueError("cannot evaluate on zero samples")
-        if check_tta(tta) is not None:
-            logp = tta_log_proba(self._log_proba, x, tta)
+        if check_tta(tta) is not None:  # (each view's forward pass serves both figures)
+            proba, logp = tta_answers(self._answers, x, tta)
             loss = -float(np.mean(logp[np.arange(len(labels)), labels]))
-            return loss, int(np.count_nonzero(self.predict(x, tta=tta) == labels)) / len(labels)
+            return loss, int(np.count_nonzero(proba.argmax(axis=1) == labels)) / len(labels)
         loss, correct = self.c_net().evaluate(x2, labels, scale, shift)
         return float(loss), correct / x2.shape[0]
 
-    def _log_proba(self, x):
-        """log-softmax of the logits, float64 (n, n_classes)."""
-        z = self.logits(x).astype(np.float64)
-        z -= z.max(axis=1, keepdims=True)
-        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    def _answers(self, x):
+        """One forward pass's (probabilities, float32 as :meth:`predict_proba` gives them
+        (the same bits), and their logs, float64 (n, n_classes), taken from the logits so
+        that they stay finite where a probability underflows to 0)."""
+        z = self.logits(x)
+        if not np.isfinite(z).all():  # (as predict_proba refuses them)
+            raise FloatingPointError(
+                "the network's output overflowed float32 for this input (a logit is "
+                "infinite or NaN), so it has no probabilities to give; logits() shows the "
+                "values")
+        return _ops().softmax(z), _log_softmax(z)
 
     def score(self, x, y, *, tta=None):
         """Accuracy (fraction of correct predictions) on ``x`` with labels ``y``; ``tta``
