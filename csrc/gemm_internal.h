@@ -97,6 +97,9 @@ typedef struct {
     dc_sgemm_pack_a_fn pack_a;
     dc_sgemm_pack_b_fn pack_b;
     dc_sgemm_narrow_fn narrow; /* NULL: narrow N goes through the blocked loops */
+    /* an op(A) with contiguous rows (A not transposed) is read in place, not packed, when
+     * n spans at most this many B micro-panels (0: never; see gemm.c, direct_a) */
+    int direct_a_panels;
 } dc_sgemm_kernel_info;
 
 /* Returns the table for a path (DC_KERNEL_GENERIC / DC_KERNEL_AVX2), or NULL if this

@@ -288,6 +288,28 @@ def test_tall_a_loop_order_keeps_bits(path, threads, ta, tb):
     assert_row_slices_match(a, b, ta, tb, c0, (0, 144, 437), 63)
 
 
+# The x86 tiles read an A with contiguous rows in place instead of packing it when n spans
+# at most 4 B micro-panels (gemm.c: direct_a; 64 columns on the AVX2 tile, 128 on
+# AVX-512), and pack it for wider products. A column's bits must not depend on which:
+# column slices of a wide (packed) product, computed as products of only those columns,
+# equal the same columns of the whole product bit for bit, for tall, blocked and edge M.
+@pytest.mark.parametrize("m,k", [(7, 300), (145, 1030), (600, 256)])
+@pytest.mark.parametrize("tb", [False, True], ids=["AB", "ABt"])
+def test_in_place_a_matches_packed_a(path, threads, m, k, tb):
+    rng = np.random.default_rng(m + k)
+    n = 512
+    a, b = operands(rng, m, k, n, False, tb)
+    c0 = rng.standard_normal((m, n)).astype(np.float32)
+    for alpha, beta in [(1.0, 0.0), (-0.5, 0.25)]:
+        full = c0.copy()
+        gemm(a, b, trans_b=tb, alpha=alpha, beta=beta, out=full)
+        for j0, cols in [(0, 64), (64, 128), (200, 40), (0, 96), (32, 256)]:
+            sub_b = np.ascontiguousarray(b[j0:j0 + cols] if tb else b[:, j0:j0 + cols])
+            part = np.ascontiguousarray(c0[:, j0:j0 + cols])
+            gemm(a, sub_b, trans_b=tb, alpha=alpha, beta=beta, out=part)
+            assert np.array_equal(part, full[:, j0:j0 + cols]), (j0, cols, alpha, beta)
+
+
 def test_beta_zero_ignores_nan_in_out(path, threads):
     rng = np.random.default_rng(5)
     for (m, k, n) in [(7, 9, 17), (150, 70, 97)]:
