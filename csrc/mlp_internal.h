@@ -253,6 +253,8 @@ typedef struct {
 /* Phase a over its units, then phase b, for n_blocks column blocks; in one parallel
  * region when `work` (multiply-adds) is worth sharing, on this thread otherwise. */
 int mlp_run_phases(const void *job, int64_t n_blocks, int64_t work, mlp_phase a, mlp_phase b);
+/* The threads mlp_run_phases would run those phases on now. */
+int mlp_phase_threads(int64_t n_blocks, int64_t work);
 
 /* ---- team.c: the team's size batch by batch --------------------------------------------- */
 

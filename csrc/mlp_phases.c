@@ -20,13 +20,19 @@ static int phase_share(const void *job, const mlp_phase *ph, int64_t n_blocks, i
     return st;
 }
 
-int mlp_run_phases(const void *job, int64_t n_blocks, int64_t work, mlp_phase a, mlp_phase b)
+int mlp_phase_threads(int64_t n_blocks, int64_t work)
 {
     int nt = dc_get_num_threads();
     if (nt > DC_SPARSE_GROUPS * n_blocks)
         nt = (int)(DC_SPARSE_GROUPS * n_blocks);
     if (work < DC_SPMM_PARALLEL_MIN)
         nt = 1; /* too little work to share (as in dc_spmm) */
+    return nt;
+}
+
+int mlp_run_phases(const void *job, int64_t n_blocks, int64_t work, mlp_phase a, mlp_phase b)
+{
+    const int nt = mlp_phase_threads(n_blocks, work);
     if (nt <= 1) {
         const int st = phase_share(job, &a, n_blocks, 0, 1);
         return st == DC_OK ? phase_share(job, &b, n_blocks, 0, 1) : st;
