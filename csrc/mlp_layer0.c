@@ -529,6 +529,60 @@ static int bias_block(const block_job *a, int64_t b, int64_t j0, int64_t j1)
  * of layer 1's weight gradient and of its bias gradient (sums over all rows, whose
  * elements each take their own terms in their own order, whichever of the GEMM's columns
  * are asked for); layer 0's bias gradient waits for every slice (dw_pair). */
+/* Rows a whole block's tail takes at a time (tail_block, g < 0): their input gradient,
+ * written by the GEMM, is still in cache for the activation's backward and the bias
+ * gradient's sums (a full batch's 60,000 rows x 64 columns are 15 MB). */
+#define TAIL_ROWS 256
+
+/* Block b's tail on all rows (tail_block, g < 0, two or more layers), TAIL_ROWS rows at a
+ * time: layer 1's input gradient, the dropout and activation backward, and layer 0's bias
+ * gradient summed as dc_bias_backward sums (in double, row after row: the same bits). */
+static int tail_rows(const block_job *a, int64_t b)
+{
+    const layer0_grad *gr = a->grad;
+    const dc_mlp *net = a->l0->net;
+    const int64_t rows = a->rows, in0 = net->sizes[0], o0 = net->sizes[1];
+    const int64_t c0 = b * DC_SPMM_BLOCK, w = block_width(o0, c0);
+    const int64_t o1 = net->sizes[2], off1 = mlp_weight_offset(net, 1);
+    const float *a1 = gr->out0 + c0, *w1 = net->params + off1 + c0;
+    const uint8_t *m1 = gr->mask1 != NULL ? gr->mask1 + c0 : NULL;
+    const float slope = net->act_alpha;
+    float *gb = gr->dmid + c0;
+    double acc[DC_SPMM_BLOCK];
+    for (int64_t k = 0; k < w; ++k)
+        acc[k] = 0.0;
+    int st = DC_OK;
+    for (int64_t q0 = 0; q0 < rows && st == DC_OK; q0 += TAIL_ROWS) {
+        const int64_t q1 = dc_min64(rows, q0 + TAIL_ROWS);
+        st = dc_sgemm(0, 0, q1 - q0, w, o1, 1.0f, gr->dout + q0 * o1, o1, w1, o0, 0.0f,
+                      gb + q0 * o0, o0);
+        for (int64_t r = q0; r < q1 && st == DC_OK; ++r) {
+            float *y = gb + r * o0;
+            const float *out = a1 + r * o0;
+            if (m1 != NULL)
+                st = dc_dropout_backward(y, y, m1 + r * o0, w, net->dropout);
+            /* ReLU and leaky ReLU inline, as nn.c's act_backward_range computes them */
+            if (net->act == DC_ACT_RELU) {
+                for (int64_t k = 0; k < w; ++k)
+                    y[k] = out[k] > 0.0f ? y[k] : 0.0f;
+            } else if (net->act == DC_ACT_LEAKY_RELU) {
+                for (int64_t k = 0; k < w; ++k) {
+                    const float g = y[k], ag = slope * g;
+                    y[k] = out[k] > 0.0f ? g : ag;
+                }
+            } else if (st == DC_OK) {
+                st = dc_activation_backward(y, y, out, w, net->act, slope);
+            }
+            for (int64_t k = 0; k < w; ++k)
+                acc[k] += (double)y[k];
+        }
+    }
+    float *db = gr->grads + o0 * in0 + c0;
+    for (int64_t k = 0; k < w; ++k)
+        db[k] = (float)acc[k];
+    return st;
+}
+
 static int tail_block(const void *job, int64_t g, int64_t b)
 {
     const block_job *a = job;
@@ -536,53 +590,40 @@ static int tail_block(const void *job, int64_t g, int64_t b)
     const dc_mlp *net = a->l0->net;
     const int64_t rows = a->rows, o0 = net->sizes[1];
     const int64_t c0 = b * DC_SPMM_BLOCK, w = block_width(o0, c0);
-    const int64_t r0 = g < 0 ? 0 : slice_row(rows, g);
-    const int64_t r1 = g < 0 ? rows : slice_row(rows, g + 1);
+    if (net->n_layers == 1)
+        return g < 0 ? bias_block(a, b, 0, -1) : DC_OK;
+    const int64_t o1 = net->sizes[2], off1 = mlp_weight_offset(net, 1);
+    const float *d = gr->dout, *h1 = gr->inp1 + c0;
+    float *dw1 = gr->grads + off1 + c0;
     int st = DC_OK;
-    if (net->n_layers > 1) {
-        const int64_t o1 = net->sizes[2], off1 = mlp_weight_offset(net, 1);
-        const float *d = gr->dout, *h1 = gr->inp1 + c0, *a1 = gr->out0 + c0;
-        const uint8_t *m1 = gr->mask1 != NULL ? gr->mask1 + c0 : NULL;
-        float *gb = gr->dmid + c0, *dw1 = gr->grads + off1 + c0;
-        /* layer 1: input gradient d . W1 and weight gradient d^T . h1, these columns
-         * (unless that was taken whole, see layer0_backward) */
-        st = dc_sgemm(0, 0, r1 - r0, w, o1, 1.0f, d + r0 * o1, o1, net->params + off1 + c0, o0,
-                      0.0f, gb + r0 * o0, o0);
-        if (st == DC_OK && g < 0 && !a->dw1_whole)
+    if (g < 0) {
+        /* layer 1's weight gradient d^T . h1, these columns (unless that was taken whole,
+         * see layer0_backward); then the rest of the block in tail_rows */
+        if (!a->dw1_whole)
             st = dc_sgemm(1, 0, o1, w, rows, 1.0f, d, o1, h1, o0, 0.0f, dw1, o0);
-        if (st == DC_OK && g >= 0) {
-            /* by columns: the narrow GEMM's transposed tile takes all of its rows at once
-             * and its columns in chunks (cut by rows, each half cost the whole) */
-            const int64_t j0 = slice_row(w, g), j1 = slice_row(w, g + 1);
-            if (j1 > j0)
-                st = dc_sgemm(1, 0, o1, j1 - j0, rows, 1.0f, d, o1, h1 + j0, o0, 0.0f, dw1 + j0,
-                              o0);
-            /* layer 1's bias gradient, these columns (before the phases when not sliced) */
-            const int64_t q0 = slice_row(o1, g), q1 = slice_row(o1, g + 1);
-            if (st == DC_OK && q1 > q0)
-                st = dc_bias_backward(gr->grads + off1 + o1 * o0 + q0, d + q0, rows, q1 - q0,
-                                      o1, 0);
-        }
-        if (w == o0) { /* the rows are contiguous: one call each (elementwise, same bits) */
-            const int64_t n = (r1 - r0) * o0, e0 = r0 * o0;
-            if (st == DC_OK && m1 != NULL)
-                st = dc_dropout_backward(gb + e0, gb + e0, m1 + e0, n, net->dropout);
-            if (st == DC_OK)
-                st = dc_activation_backward(gb + e0, gb + e0, a1 + e0, n, net->act,
-                                            net->act_alpha);
-        } else {
-            for (int64_t r = r0; r < r1 && st == DC_OK; ++r) {
-                if (m1 != NULL)
-                    st = dc_dropout_backward(gb + r * o0, gb + r * o0, m1 + r * o0, w,
-                                             net->dropout);
-                if (st == DC_OK)
-                    st = dc_activation_backward(gb + r * o0, gb + r * o0, a1 + r * o0, w,
-                                                net->act, net->act_alpha);
-            }
-        }
+        return st == DC_OK ? tail_rows(a, b) : st;
     }
-    if (st == DC_OK && g < 0)
-        st = bias_block(a, b, 0, -1);
+    /* sliced: the one block (w == o0), rows slice g */
+    const int64_t r0 = slice_row(rows, g), r1 = slice_row(rows, g + 1);
+    float *gb = gr->dmid;
+    st = dc_sgemm(0, 0, r1 - r0, w, o1, 1.0f, d + r0 * o1, o1, net->params + off1, o0, 0.0f,
+                  gb + r0 * o0, o0);
+    /* by columns: the narrow GEMM's transposed tile takes all of its rows at once and its
+     * columns in chunks (cut by rows, each half cost the whole) */
+    const int64_t j0 = slice_row(w, g), j1 = slice_row(w, g + 1);
+    if (st == DC_OK && j1 > j0)
+        st = dc_sgemm(1, 0, o1, j1 - j0, rows, 1.0f, d, o1, h1 + j0, o0, 0.0f, dw1 + j0, o0);
+    /* layer 1's bias gradient, these columns (before the phases when not sliced) */
+    const int64_t q0 = slice_row(o1, g), q1 = slice_row(o1, g + 1);
+    if (st == DC_OK && q1 > q0)
+        st = dc_bias_backward(gr->grads + off1 + o1 * o0 + q0, d + q0, rows, q1 - q0, o1, 0);
+    /* the rows are contiguous: one call each (elementwise, same bits) */
+    const int64_t n = (r1 - r0) * o0, e0 = r0 * o0;
+    if (st == DC_OK && gr->mask1 != NULL)
+        st = dc_dropout_backward(gb + e0, gb + e0, gr->mask1 + e0, n, net->dropout);
+    if (st == DC_OK)
+        st = dc_activation_backward(gb + e0, gb + e0, gr->out0 + e0, n, net->act,
+                                    net->act_alpha);
     return st;
 }
 
