@@ -250,8 +250,9 @@ typedef struct {
     mlp_unit_fn fn;
     int pairs;
 } mlp_phase;
-/* Phase a over its units, then phase b, for n_blocks column blocks; in one parallel
- * region when `work` (multiply-adds) is worth sharing, on this thread otherwise. */
+/* Phase a over its units, then phase b (unless its fn is NULL), for n_blocks column
+ * blocks; in one parallel region when `work` (multiply-adds) is worth sharing, on this
+ * thread otherwise. */
 int mlp_run_phases(const void *job, int64_t n_blocks, int64_t work, mlp_phase a, mlp_phase b);
 /* The threads mlp_run_phases would run those phases on now. */
 int mlp_phase_threads(int64_t n_blocks, int64_t work);

@@ -452,12 +452,13 @@ static void background_bias(float *dst, const layer0 *l0, const float *bias, int
         dst[k] = bias[k] + acc[k];
 }
 
-/* Forward, second phase: block b's columns of layer 0's output as the groups' sum, in
- * group order, plus bias, through the activation (ReLU and leaky ReLU inline: a kernel
- * call per row of 64 columns costs more than the loop). */
-static int head_block(const void *job, int64_t g, int64_t b)
+/* Rows [r0, r1) of block b's columns of layer 0's output: the groups' sum, in group
+ * order (group 0's product is in the output, or in out0 for kept rows in another order;
+ * with `partials`, the other groups' are in their partial-sum buffers; without, the
+ * products summed themselves), plus bias, through the activation (ReLU and leaky ReLU
+ * inline: a kernel call per row of 64 columns costs more than the loop). */
+static int head_rows(const block_job *a, int64_t b, int64_t r0, int64_t r1, int partials)
 {
-    const block_job *a = job;
     const layer0 *l0 = a->l0;
     const int64_t in0 = l0->net->sizes[0], o0 = l0->net->sizes[1];
     const int64_t c0 = b * DC_SPMM_BLOCK, w = block_width(o0, c0);
@@ -468,10 +469,9 @@ static int head_block(const void *job, int64_t g, int64_t b)
         background_bias(bias_bg, l0, bias, c0, w);
         bias = bias_bg;
     }
-    const int64_t r0 = g < 0 ? 0 : slice_row(a->rows, g);
-    const int64_t r1 = g < 0 ? a->rows : slice_row(a->rows, g + 1);
     /* the kept rows in another order than the batch's: group 0's product is in out0 */
     const int scattered = l0->kept != NULL && !l0->in_order;
+    const int64_t groups = partials ? DC_SPARSE_GROUPS : 1;
     for (int64_t r = r0; r < r1; ++r) {
         float *y = a->out + r * o0 + c0;
         /* the products' row of batch row r: r, or from the kept rows idx[r] */
@@ -479,13 +479,13 @@ static int head_block(const void *job, int64_t g, int64_t b)
         if (scattered && r + 8 < a->rows) {
             const int64_t s8 = l0->sel[r + 8] * o0 + c0;
             DC_PREFETCH_L2(l0->out0 + s8);
-            for (int64_t q = 1; q < DC_SPARSE_GROUPS; ++q)
+            for (int64_t q = 1; q < groups; ++q)
                 DC_PREFETCH_L2(l0->partial + (q - 1) * l0->partial_floats + s8);
         }
         if (scattered)
             for (int64_t k = 0; k < w; ++k)
                 y[k] = l0->out0[s * o0 + c0 + k];
-        for (int64_t q = 1; q < DC_SPARSE_GROUPS; ++q) {
+        for (int64_t q = 1; q < groups; ++q) {
             const float *p = l0->partial + (q - 1) * l0->partial_floats + s * o0 + c0;
             for (int64_t k = 0; k < w; ++k)
                 y[k] += p[k];
@@ -505,6 +505,50 @@ static int head_block(const void *job, int64_t g, int64_t b)
         }
     }
     return DC_OK;
+}
+
+/* Forward, second phase: block b's columns of layer 0's output, rows slice g (or all). */
+static int head_block(const void *job, int64_t g, int64_t b)
+{
+    const block_job *a = job;
+    const int64_t r0 = g < 0 ? 0 : slice_row(a->rows, g);
+    const int64_t r1 = g < 0 ? a->rows : slice_row(a->rows, g + 1);
+    return head_rows(a, b, r0, r1, 1);
+}
+
+/* Rows a whole block's forward (head_whole) or tail (tail_rows, g < 0) takes at a time:
+ * what one step writes is still in cache for the next (a full batch's 60,000 rows x 64
+ * columns are 15 MB). */
+#define BLOCK_ROWS 256
+
+/* Forward of a full batch in its own row order, one phase of whole blocks: block b of
+ * layer 0's output, BLOCK_ROWS rows at a time, each group's product added by the product
+ * itself to the groups' before it (out = old + acc: the sum head_block takes from the
+ * partial-sum buffers, so the same bits), then bias and activation (head_rows). No
+ * partial sums written and read back, and no second phase. */
+static int head_whole(const void *job, int64_t g, int64_t b)
+{
+    (void)g;
+    const block_job *a = job;
+    const layer0 *l0 = a->l0;
+    const int64_t in0 = l0->net->sizes[0], o0 = l0->net->sizes[1];
+    const int64_t c0 = b * DC_SPMM_BLOCK, w = block_width(o0, c0);
+    const dc_csr *src = l0->kept != NULL ? l0->kept : &l0->x;
+    int st = DC_OK;
+    for (int64_t r0 = 0; r0 < a->rows && st == DC_OK; r0 += BLOCK_ROWS) {
+        const int64_t r1 = dc_min64(a->rows, r0 + BLOCK_ROWS);
+        for (int64_t q = 0; q < DC_SPARSE_GROUPS && st == DC_OK; ++q) {
+            dc_csr v = group_view(src, l0->edges, q, 0);
+            v.ptr += r0;
+            v.rows = r1 - r0;
+            v.nnz = v.ptr[v.rows] - v.ptr[0];
+            st = dc_spmm_ld_chains(a->out + r0 * o0 + c0, o0, &v, l0->wt + in0 * c0, w, w, 1.0f,
+                                   q > 0 ? 1.0f : 0.0f, NULL, DC_ACT_IDENTITY, 0.0f);
+        }
+        if (st == DC_OK)
+            st = head_rows(a, b, r0, r1, 0);
+    }
+    return st;
 }
 
 /* Layer 0's bias gradient, block b's columns [c0 + j0, c0 + j1) (j1 < 0: to the block's
@@ -529,12 +573,7 @@ static int bias_block(const block_job *a, int64_t b, int64_t j0, int64_t j1)
  * of layer 1's weight gradient and of its bias gradient (sums over all rows, whose
  * elements each take their own terms in their own order, whichever of the GEMM's columns
  * are asked for); layer 0's bias gradient waits for every slice (dw_pair). */
-/* Rows a whole block's tail takes at a time (tail_block, g < 0): their input gradient,
- * written by the GEMM, is still in cache for the activation's backward and the bias
- * gradient's sums (a full batch's 60,000 rows x 64 columns are 15 MB). */
-#define TAIL_ROWS 256
-
-/* Block b's tail on all rows (tail_block, g < 0, two or more layers), TAIL_ROWS rows at a
+/* Block b's tail on all rows (tail_block, g < 0, two or more layers), BLOCK_ROWS rows at a
  * time: layer 1's input gradient, the dropout and activation backward, and layer 0's bias
  * gradient summed as dc_bias_backward sums (in double, row after row: the same bits). */
 static int tail_rows(const block_job *a, int64_t b)
@@ -552,8 +591,8 @@ static int tail_rows(const block_job *a, int64_t b)
     for (int64_t k = 0; k < w; ++k)
         acc[k] = 0.0;
     int st = DC_OK;
-    for (int64_t q0 = 0; q0 < rows && st == DC_OK; q0 += TAIL_ROWS) {
-        const int64_t q1 = dc_min64(rows, q0 + TAIL_ROWS);
+    for (int64_t q0 = 0; q0 < rows && st == DC_OK; q0 += BLOCK_ROWS) {
+        const int64_t q1 = dc_min64(rows, q0 + BLOCK_ROWS);
         st = dc_sgemm(0, 0, q1 - q0, w, o1, 1.0f, gr->dout + q0 * o1, o1, w1, o0, 0.0f,
                       gb + q0 * o0, o0);
         for (int64_t r = q0; r < q1 && st == DC_OK; ++r) {
@@ -696,6 +735,9 @@ int layer0_forward(layer0 *l0, float *out, int64_t rows, int act)
         const int sliced = n_blocks(l0) < DC_SPARSE_GROUPS;
         const block_job job = {
             .l0 = l0, .rows = rows, .act = act, .out = out, .sliced = sliced};
+        if (rows == l0->n_x && !sliced && (l0->kept == NULL || l0->in_order))
+            return mlp_run_phases(&job, n_blocks(l0), batch_nnz(l0) * o,
+                                  (mlp_phase){head_whole, 0}, (mlp_phase){NULL, 0});
         return mlp_run_phases(&job, n_blocks(l0), batch_nnz(l0) * o, (mlp_phase){head_pair, 1},
                               (mlp_phase){head_block, sliced});
     }

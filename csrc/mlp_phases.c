@@ -35,7 +35,7 @@ int mlp_run_phases(const void *job, int64_t n_blocks, int64_t work, mlp_phase a,
     const int nt = mlp_phase_threads(n_blocks, work);
     if (nt <= 1) {
         const int st = phase_share(job, &a, n_blocks, 0, 1);
-        return st == DC_OK ? phase_share(job, &b, n_blocks, 0, 1) : st;
+        return st == DC_OK && b.fn != NULL ? phase_share(job, &b, n_blocks, 0, 1) : st;
     }
     int status = DC_OK;
 #ifdef _OPENMP
@@ -50,11 +50,13 @@ int mlp_run_phases(const void *job, int64_t n_blocks, int64_t work, mlp_phase a,
 #endif
             status = st;
         }
+        if (b.fn != NULL) {
 #ifdef _OPENMP
 #pragma omp barrier
 #pragma omp flush
 #endif
-        if (status == DC_OK) {
+        }
+        if (status == DC_OK && b.fn != NULL) {
             st = phase_share(job, &b, n_blocks, t, got);
             if (st != DC_OK) {
 #ifdef _OPENMP
