@@ -1,6 +1,7 @@
 /*
  * mlp_phases.c -- the scheduler of layer 0's sparse work (mlp_layer0.c): two phases of
- * fixed units in one OpenMP parallel region, with a barrier between them.
+ * fixed units in one OpenMP parallel region, with a barrier between them (or one phase:
+ * a full batch's forward by whole blocks).
  *
  * Units are fixed (column blocks of layer 0's outputs, or (input group, block) pairs) and
  * each unit's arithmetic does not depend on which thread runs it, so the results do not
