@@ -735,7 +735,10 @@ int layer0_forward(layer0 *l0, float *out, int64_t rows, int act)
         const int sliced = n_blocks(l0) < DC_SPARSE_GROUPS;
         const block_job job = {
             .l0 = l0, .rows = rows, .act = act, .out = out, .sliced = sliced};
-        if (rows == l0->n_x && !sliced && (l0->kept == NULL || l0->in_order))
+        /* (by whole blocks only where they keep every thread busy: with more threads
+         * than blocks, the pairs share the work out further) */
+        if (rows == l0->n_x && !sliced && (l0->kept == NULL || l0->in_order) &&
+            mlp_phase_threads(n_blocks(l0), batch_nnz(l0) * o) <= n_blocks(l0))
             return mlp_run_phases(&job, n_blocks(l0), batch_nnz(l0) * o,
                                   (mlp_phase){head_whole, 0}, (mlp_phase){NULL, 0});
         return mlp_run_phases(&job, n_blocks(l0), batch_nnz(l0) * o, (mlp_phase){head_pair, 1},
