@@ -565,14 +565,6 @@ static int bias_block(const block_job *a, int64_t b, int64_t j0, int64_t j1)
     return dc_bias_backward(gr->grads + o0 * in0 + c0, g0 + c0, a->rows, w, o0, 0);
 }
 
-/* Backward, first phase, block b's columns of layer 0's outputs: layer 1's input and
- * weight gradients there, the dropout and activation backward (two or more layers), and
- * layer 0's bias gradient. The thread that takes block b ran its forward sum, so these
- * columns of the activation are in its cache. Sliced (g >= 0, one block): rows slice g of
- * the input gradient and the dropout and activation backward, and slice g of the columns
- * of layer 1's weight gradient and of its bias gradient (sums over all rows, whose
- * elements each take their own terms in their own order, whichever of the GEMM's columns
- * are asked for); layer 0's bias gradient waits for every slice (dw_pair). */
 /* Block b's tail on all rows (tail_block, g < 0, two or more layers), BLOCK_ROWS rows at a
  * time: layer 1's input gradient, the dropout and activation backward, and layer 0's bias
  * gradient summed as dc_bias_backward sums (in double, row after row: the same bits). */
@@ -622,6 +614,14 @@ static int tail_rows(const block_job *a, int64_t b)
     return st;
 }
 
+/* Backward, first phase, block b's columns of layer 0's outputs: layer 1's input and
+ * weight gradients there, the dropout and activation backward (two or more layers), and
+ * layer 0's bias gradient. The thread that takes block b ran its forward sum, so these
+ * columns of the activation are in its cache. Sliced (g >= 0, one block): rows slice g of
+ * the input gradient and the dropout and activation backward, and slice g of the columns
+ * of layer 1's weight gradient and of its bias gradient (sums over all rows, whose
+ * elements each take their own terms in their own order, whichever of the GEMM's columns
+ * are asked for); layer 0's bias gradient waits for every slice (dw_pair). */
 static int tail_block(const void *job, int64_t g, int64_t b)
 {
     const block_job *a = job;
