@@ -577,7 +577,6 @@ static int tail_rows(const block_job *a, int64_t b)
     const int64_t o1 = net->sizes[2], off1 = mlp_weight_offset(net, 1);
     const float *a1 = gr->out0 + c0, *w1 = net->params + off1 + c0;
     const uint8_t *m1 = gr->mask1 != NULL ? gr->mask1 + c0 : NULL;
-    const float slope = net->act_alpha;
     float *gb = gr->dmid + c0;
     double acc[DC_SPMM_BLOCK];
     for (int64_t k = 0; k < w; ++k)
@@ -592,18 +591,8 @@ static int tail_rows(const block_job *a, int64_t b)
             const float *out = a1 + r * o0;
             if (m1 != NULL)
                 st = dc_dropout_backward(y, y, m1 + r * o0, w, net->dropout);
-            /* ReLU and leaky ReLU inline, as nn.c's act_backward_range computes them */
-            if (net->act == DC_ACT_RELU) {
-                for (int64_t k = 0; k < w; ++k)
-                    y[k] = out[k] > 0.0f ? y[k] : 0.0f;
-            } else if (net->act == DC_ACT_LEAKY_RELU) {
-                for (int64_t k = 0; k < w; ++k) {
-                    const float g = y[k], ag = slope * g;
-                    y[k] = out[k] > 0.0f ? g : ag;
-                }
-            } else if (st == DC_OK) {
-                st = dc_activation_backward(y, y, out, w, net->act, slope);
-            }
+            if (st == DC_OK)
+                st = dc_activation_backward(y, y, out, w, net->act, net->act_alpha);
             for (int64_t k = 0; k < w; ++k)
                 acc[k] += (double)y[k];
         }
