@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from digitcore import Committee, Network, cli
-from digitcore.augment import TTA, check_tta, tta_views
+from digitcore.augment import TTA, check_tta, mean_proba, tta_views
 from digitcore.modelio import load_model
 from digitcore.presets import get_preset, tta_of
 from test_committee import _bar_digits, _cli
@@ -147,6 +147,12 @@ def test_evaluation_takes_each_view_once_and_agrees_with_predict(members):
         assert _Counting.passes == (0 if tta is None and not members else passes)
         assert acc == np.mean(p.argmax(1) == y)
         assert loss == pytest.approx(-np.mean(np.log(p[np.arange(len(y)), y])), rel=1e-5)
+
+
+def test_mean_proba_of_nothing_is_a_clear_error():
+    with pytest.raises(ValueError, match="at least one array"):
+        mean_proba([])
+    np.testing.assert_array_equal(mean_proba([np.float32([[0.25, 0.75]])]), [[0.25, 0.75]])
 
 
 def test_answers_refuse_an_overflowing_network():

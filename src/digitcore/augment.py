@@ -203,6 +203,8 @@ def mean_proba(probas):
     for p in probas:
         total = p.astype(np.float64) if total is None else total + p
         k += 1
+    if k == 0:
+        raise ValueError("mean_proba needs at least one array of probabilities")
     total /= k
     return total.astype(np.float32)
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from digitcore._modelfile import write_committee
 from digitcore.augment import check_tta, log_mean_exp, mean_proba, tta_answers, tta_mean_proba
-from digitcore.network import Network
+from digitcore.network import Network, log_softmax
 
 __all__ = ["Committee"]
 
@@ -135,7 +135,8 @@ class Committee:
         """Log of the mean probabilities, float32 (n, n_classes): values whose softmax is
         :meth:`predict_proba` (to rounding), computed from the members' logits in float64
         so that they stay finite."""
-        return self._answers(x)[1].astype(np.float32)
+        logs = np.stack([log_softmax(net.logits(x)) for net in self.members])
+        return log_mean_exp(logs).astype(np.float32)
 
     def predict(self, x, *, tta=None):
         """Predicted labels, int64 (n,): the argmax of :meth:`predict_proba`."""

@@ -39,12 +39,13 @@ def _positive_int(value, name):
     return int(value)
 
 
-
-def _log_softmax(z):
-    """log-softmax of float32 logits, in float64 (n, n_classes)."""
+def log_softmax(z):
+    """log-softmax of float32 logits, in float64 (n, n_classes): finite where a float32
+    softmax underflows to 0 (evaluation with views and committees take their logs here)."""
     z = z.astype(np.float64)
     z -= z.max(axis=1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
 
 class Network:
     """Fully connected classifier: Dense layers, hidden activation, softmax output.
@@ -340,12 +341,12 @@ class Network:
         (the same bits), and their logs, float64 (n, n_classes), taken from the logits so
         that they stay finite where a probability underflows to 0)."""
         z = self.logits(x)
-        if not np.isfinite(z).all():  # (as predict_proba refuses them)
+        if not all_finite(z):  # (as predict_proba refuses them)
             raise FloatingPointError(
                 "the network's output overflowed float32 for this input (a logit is "
                 "infinite or NaN), so it has no probabilities to give; logits() shows the "
                 "values")
-        return _ops().softmax(z), _log_softmax(z)
+        return _ops().softmax(z), log_softmax(z)
 
     def score(self, x, y, *, tta=None):
         """Accuracy (fraction of correct predictions) on ``x`` with labels ``y``; ``tta``
