@@ -258,6 +258,12 @@ def _l1_term(param, l1):
     return l1 * np.sign(param)
 
 
+def _flush_tiny(a):
+    """Optimizer states below float32's smallest normal magnitude become 0
+    (optim_internal.h's flush_tiny), in place."""
+    a[np.abs(a) < np.finfo(np.float32).tiny] = 0.0
+
+
 def sgd_update(param, grad, velocity=None, lr=0.01, momentum=0.0, nesterov=False, l2=0.0,
                l1=0.0):
     """PyTorch SGD step (dampening 0) in place; velocity starts at zeros. ``l1`` adds
@@ -268,6 +274,7 @@ def sgd_update(param, grad, velocity=None, lr=0.01, momentum=0.0, nesterov=False
     if momentum != 0.0:
         velocity *= momentum
         velocity += g
+        _flush_tiny(velocity)
         g = g + momentum * velocity if nesterov else velocity
     param -= lr * g
 
@@ -279,6 +286,7 @@ def rmsprop_update(param, grad, sq_avg, lr=0.01, rho=0.99, eps=1e-8, l2=0.0, l1=
         g = g + _l1_term(param, l1)
     sq_avg *= rho
     sq_avg += (1.0 - rho) * g * g
+    _flush_tiny(sq_avg)
     param -= lr * g / (np.sqrt(sq_avg) + eps)
 
 
@@ -294,6 +302,8 @@ def adam_update(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e
     m += (1.0 - beta1) * g
     v *= beta2
     v += (1.0 - beta2) * g * g
+    _flush_tiny(m)
+    _flush_tiny(v)
     bc1 = 1.0 - beta1 ** step
     bc2 = 1.0 - beta2 ** step
     param -= (lr / bc1) * m / (np.sqrt(v) / np.sqrt(bc2) + eps)
