@@ -32,12 +32,16 @@
 
 /* Below this many output pixels a call stays on one thread (one 28 x 28 image costs
  * ~2-4 us; a parallel region's fork/join ~5-10 us). */
-#define AUG_PARALLEL_MIN   ((int64_t)8 * 784)
-/* Each image asks for the source image this many ahead of it to be brought into cache:
- * images drawn at random from a data set far larger than the caches (a shuffled epoch of
- * MNIST, 47 MB) spent ~17% of the kernel's time waiting for their first bytes. Training
- * prefetches the next batch's rows itself; this is for calls that do not. */
-#define AUG_PREFETCH_AHEAD 8
+#define AUG_PARALLEL_MIN ((int64_t)8 * 784)
+/* Images are shared out AUG_CHUNK at a time. Each asks for the source image the same
+ * thread will likely take next (AUG_CHUNK x threads ahead) to be brought into L1: images
+ * drawn at random from a data set far larger than the caches (a shuffled epoch of MNIST,
+ * 47 MB) spent ~17% of the kernel's time waiting for their first bytes. Training also
+ * prefetches the next batch's rows into L2, but the step in between evicts them: asked
+ * into L2 8 ahead, the wait stayed ~20% of the kernel's time in training's profile; into
+ * L1, it went (MNIST in a shuffled order: 1.23 -> 1.06 us an image on one thread, 0.62-0.65
+ * -> 0.57-0.59 us on two). */
+#define AUG_CHUNK        4
 
 /* uniform in [-1, 1) from dc_hash64's 24 top bits (u24, random_internal.h) */
 static inline float sym(uint64_t h)
@@ -301,10 +305,11 @@ static int augment(uint8_t *out8, float *out32, const uint8_t *in8, const float 
      * shared out in small dynamic chunks: a thread the machine deschedules holds up a few
      * images, not half the batch (an image's bits depend on r alone). */
     float *scratch = calloc((size_t)(nt * per), sizeof(float));
+    const int64_t ahead_n = (int64_t)AUG_CHUNK * nt;
     if (scratch == NULL)
         return DC_ERR_NOMEM;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 4) num_threads(nt) if (nt > 1)
+#pragma omp parallel for schedule(dynamic, AUG_CHUNK) num_threads(nt) if (nt > 1)
 #endif
     for (int64_t r = 0; r < B; ++r) {
 #ifdef _OPENMP
@@ -312,13 +317,12 @@ static int augment(uint8_t *out8, float *out32, const uint8_t *in8, const float 
 #else
         float *pad = scratch;
 #endif
-        if (r + AUG_PREFETCH_AHEAD < B) {
-            const int64_t ahead =
-                idx != NULL ? idx[r + AUG_PREFETCH_AHEAD] : r + AUG_PREFETCH_AHEAD;
+        if (r + ahead_n < B) {
+            const int64_t ahead = idx != NULL ? idx[r + ahead_n] : r + ahead_n;
             if (in8 != NULL)
-                dc_prefetch_bytes(in8 + ahead * F, F);
+                dc_prefetch_bytes_to(in8 + ahead * F, F, 1);
             else
-                dc_prefetch_bytes(in32 + ahead * F, F * (int64_t)sizeof(float));
+                dc_prefetch_bytes_to(in32 + ahead * F, F * (int64_t)sizeof(float), 1);
         }
         aug_draw d;
         draw(&d, a, seed, stream, r);

@@ -45,15 +45,30 @@ static inline int64_t dc_cdiv64(int64_t a, int64_t b)
 #define DC_PREFETCH_L1(p) ((void)(p))
 #endif
 
-/* Every cache line of the `bytes` bytes at p into L2 (nothing when bytes <= 0). */
-static inline void dc_prefetch_bytes(const void *p, int64_t bytes)
+/* Every cache line of the `bytes` bytes at p into L1 (l1 != 0) or L2 (nothing when
+ * bytes <= 0). */
+static inline void dc_prefetch_bytes_to(const void *p, int64_t bytes, int l1)
 {
     const char *c = (const char *)p;
     if (bytes <= 0)
         return;
-    for (int64_t o = 0; o < bytes; o += 64)
-        DC_PREFETCH_L2(c + o);
-    DC_PREFETCH_L2(c + bytes - 1); /* the last line, when p is not at a line's start */
+    for (int64_t o = 0; o < bytes; o += 64) {
+        if (l1)
+            DC_PREFETCH_L1(c + o);
+        else
+            DC_PREFETCH_L2(c + o);
+    }
+    /* the last line, when p is not at a line's start */
+    if (l1)
+        DC_PREFETCH_L1(c + bytes - 1);
+    else
+        DC_PREFETCH_L2(c + bytes - 1);
+}
+
+/* Every cache line of the `bytes` bytes at p into L2 (nothing when bytes <= 0). */
+static inline void dc_prefetch_bytes(const void *p, int64_t bytes)
+{
+    dc_prefetch_bytes_to(p, bytes, 0);
 }
 
 /* Cache-line-aligned memory. Buffers that threads split by column blocks of
