@@ -360,10 +360,12 @@ DC_INLINE void sgd_range_impl(float *param, float *vel, const float *grad, int64
 static void sgd_range(float *param, float *vel, const float *grad, int64_t lo, int64_t hi,
                       float lr, float mom, int nesterov, float l2, float l1)
 {
+    const unsigned csr = optim_fp_enter();
     if (l1 == 0.0f)
         sgd_range_impl(param, vel, grad, lo, hi, lr, mom, nesterov, l2, 0.0f, 0);
     else
         sgd_range_impl(param, vel, grad, lo, hi, lr, mom, nesterov, l2, l1, 1);
+    optim_fp_leave(csr);
 }
 
 // param, velocity, grad are (n); velocity may be NULL when momentum == 0
@@ -402,10 +404,12 @@ DC_INLINE void rmsprop_range_impl(float *param, float *sq, const float *grad, in
 static void rmsprop_range(float *param, float *sq, const float *grad, int64_t lo, int64_t hi,
                           float lr, float rho, float eps, float l2, float l1)
 {
+    const unsigned csr = optim_fp_enter();
     if (l1 == 0.0f)
         rmsprop_range_impl(param, sq, grad, lo, hi, lr, rho, eps, l2, 0.0f, 0);
     else
         rmsprop_range_impl(param, sq, grad, lo, hi, lr, rho, eps, l2, l1, 1);
+    optim_fp_leave(csr);
 }
 
 // param, sq_avg, grad are (n)
@@ -429,14 +433,17 @@ static void adam_range(float *param, float *m, float *v, const float *grad, int6
                        int64_t hi, float b1, float b2, float eps, float l2, float l1,
                        float decay, float step_size, float sqrt_bc2)
 {
+    const unsigned csr = optim_fp_enter();
 #if DC_GEMM_BUILD_AVX2
     if (dc_kernel_path() == DC_KERNEL_AVX2) {
         dc_adam_range_avx2(param, m, v, grad, lo, hi, b1, b2, eps, l2, l1, decay, step_size,
                            sqrt_bc2);
+        optim_fp_leave(csr);
         return;
     }
 #endif
     DC_ADAM_RANGE_BODY
+    optim_fp_leave(csr);
 }
 
 // param, m, v, grad are (n); step >= 1

@@ -44,6 +44,39 @@ static inline float flush_tiny(float x)
     return fabsf(x) < FLT_MIN ? 0.0f : x;
 }
 
+/* The optimizers' loops also run with the x86 core's flush-to-zero and denormals-are-zero
+ * modes on (the caller's MXCSR saved and put back around each range): the same cost comes
+ * from subnormal intermediates that flush_tiny cannot reach, such as g * g and (1 - b2) *
+ * g^2 for a gradient under ~1e-18, which a weight gets when only confidently classified
+ * images reach it. 30 epochs of 784-800-10 with Adam, no dropout: the last ones took
+ * 0.83 s without the modes, 0.48 s with them, as long as the first. The modes change a
+ * state or a weight only where a subnormal number would have been added to or multiplied
+ * into it, which moves no weight by half its last place (as above). Other CPUs take
+ * subnormals at full speed and keep IEEE arithmetic. */
+#if defined(__SSE__) || defined(_M_X64) || (defined(_M_IX86_FP) && _M_IX86_FP >= 1)
+#include <xmmintrin.h>
+#define DC_FTZ_DAZ 0x8040u /* MXCSR's FTZ (bit 15) and DAZ (bit 6) */
+static inline unsigned optim_fp_enter(void)
+{
+    const unsigned csr = _mm_getcsr();
+    _mm_setcsr(csr | DC_FTZ_DAZ);
+    return csr;
+}
+static inline void optim_fp_leave(unsigned csr)
+{
+    _mm_setcsr(csr);
+}
+#else
+static inline unsigned optim_fp_enter(void)
+{
+    return 0;
+}
+static inline void optim_fp_leave(unsigned csr)
+{
+    (void)csr;
+}
+#endif
+
 /* PyTorch Adam / AdamW (amsgrad=False): with l2 (Adam's weight_decay) g = grad + l2*p, and
  * with l1 g += l1*sign(p); with wd (AdamW's decoupled decay) p *= 1 - lr*wd (using p before
  * this step, like PyTorch, and after l2 and l1 read it when they are given);
