@@ -381,6 +381,31 @@ def test_softmax_no_overflow():
     np.testing.assert_allclose(p, rp, atol=1e-7)
 
 
+def test_loss_gradients_below_normal_are_written_as_zero():
+    """A confidently classified image's other classes have probabilities under 1e-38;
+    their gradients, subnormal as float32, would make every backward product they enter
+    take a microcode assist on x86. loss.c writes them as 0 (ops_ref alike); the loss and
+    the returned probabilities keep them. (Training on such rows keeps its weights' bits:
+    tests/test_training_bits.py.)"""
+    tiny = np.finfo(np.float32).tiny
+    logits = np.array([[100.0, 0.0, 0.0, 95.0], [0.0, 1.0, 2.0, 3.0]], np.float32)
+    labels = np.array([0, 3])
+    loss, p, d = ops.softmax_cross_entropy(logits, labels)
+    rloss, rp, rd = ref.softmax_cross_entropy(logits, labels)
+    assert 0 < p[0, 1] < tiny and p[0, 1] == p[0, 2]  # e^-100, kept in the probabilities
+    assert d[0, 1] == 0 and d[0, 2] == 0 and d[0, 3] > tiny  # e^-5 / 2 stays
+    assert np.all(d[1] != 0) and loss == pytest.approx(rloss, rel=1e-6)
+    np.testing.assert_array_equal(d == 0, rd == 0)
+    np.testing.assert_allclose(d, rd, rtol=1e-6, atol=0)
+    targets = np.array([[0.0, 1.0], [0.0, 0.0]], np.float32)
+    zs = np.array([[-100.0, 100.0], [-80.0, -3.0]], np.float32)
+    _, p, d = ops.sigmoid_binary_cross_entropy(zs, targets)
+    _, rp, rd = ref.sigmoid_binary_cross_entropy(zs, targets)
+    assert 0 < p[0, 0] < tiny and d[0, 0] == 0 and d[1, 0] > tiny  # e^-80 / 2 is normal
+    np.testing.assert_array_equal(d == 0, rd == 0)
+    np.testing.assert_allclose(d, rd, rtol=1e-6, atol=0)
+
+
 # ---- gather ----------------------------------------------------------------------------------
 
 @with_configs

@@ -185,6 +185,13 @@ def softmax(logits, out=None):
     return _store(e / e.sum(axis=1, keepdims=True), out)
 
 
+def _flush_tiny(a):
+    """Values below float32's smallest normal magnitude become 0, in place: optimizer
+    states (optim_internal.h's flush_tiny) and loss gradients (loss.c's
+    flush_subnormal)."""
+    a[np.abs(a) < np.finfo(np.float32).tiny] = 0.0
+
+
 def softmax_cross_entropy(logits, labels, label_smoothing=0.0, *, probs=None, dlogits=None,
                           return_n_correct=False):
     """(mean loss, probs, (probs - target) / B) with target = (1-s) one_hot + s / C."""
@@ -207,6 +214,7 @@ def softmax_cross_entropy(logits, labels, label_smoothing=0.0, *, probs=None, dl
     loss = float(-(target * logp).sum() / B)
     p = np.exp(logp).astype(x.dtype)
     grad = ((np.exp(logp) - target) / B).astype(x.dtype)
+    _flush_tiny(grad)  # (loss.c's flush_subnormal)
     res = (loss, _store(p, probs), _store(grad, dlogits))
     if return_n_correct:
         return res + (int((x.argmax(axis=1) == labels).sum()),)
@@ -227,8 +235,9 @@ def sigmoid_binary_cross_entropy(logits, targets, *, probs=None, dlogits=None,
     log_1mp = -np.logaddexp(0.0, x64)  # log(1 - sigmoid(x))
     p = np.exp(log_p)
     loss = float(-(t * log_p + (1 - t) * log_1mp).sum() / B) if B else 0.0
-    grad = (p - t) / max(B, 1)
-    res = (loss, _store(p.astype(x.dtype), probs), _store(grad.astype(x.dtype), dlogits))
+    grad = ((p - t) / max(B, 1)).astype(x.dtype)
+    _flush_tiny(grad)  # (loss.c's flush_subnormal)
+    res = (loss, _store(p.astype(x.dtype), probs), _store(grad, dlogits))
     if return_n_correct:
         return res + (int(((x64 > 0) == (t > 0.5)).all(axis=1).sum()),)
     return res
@@ -256,12 +265,6 @@ def gather_f32(x, idx=None, scale=1.0, shift=0.0, out=None):
 def _l1_term(param, l1):
     """The L1 penalty's subgradient ``l1 * sign(param)``, 0 where ``param == 0``."""
     return l1 * np.sign(param)
-
-
-def _flush_tiny(a):
-    """Optimizer states below float32's smallest normal magnitude become 0
-    (optim_internal.h's flush_tiny), in place."""
-    a[np.abs(a) < np.finfo(np.float32).tiny] = 0.0
 
 
 def sgd_update(param, grad, velocity=None, lr=0.01, momentum=0.0, nesterov=False, l2=0.0,
