@@ -321,9 +321,8 @@ int dc_gather_f32(float *out, const float *inp, const int64_t *idx, int64_t B, i
 /* ---- optimizers -------------------------------------------------------------------------- */
 
 /* PyTorch SGD (dampening 0): g = grad + l2*p (+ l1*sign(p)); buf = momentum*buf + g (buf
- * starts at 0, which equals PyTorch's buf = g on the first step; flushed by optim_internal.h's
- * flush_tiny); g = nesterov ? g +
- * momentum*buf : buf; p -= lr*g. */
+ * starts at 0, which equals PyTorch's buf = g on the first step; flushed by
+ * optim_internal.h's flush_tiny); g = nesterov ? g + momentum*buf : buf; p -= lr*g. */
 DC_INLINE void sgd_range_impl(float *param, float *vel, const float *grad, int64_t lo,
                               int64_t hi, float lr, float mom, int nesterov, float l2, float l1,
                               int use_l1)

@@ -34,8 +34,8 @@ static inline float l1_term(float l1, float p)
  * image of the batch lights) has its state decay geometrically (Adam's m by beta1 a step)
  * into the subnormal range, and stays there (a few units of the last place times 0.9
  * round back to themselves), where every multiply and divide on it costs x86 CPUs a
- * microcode assist: 100 epochs of a deformed-digit preset ran
- * ~1.7x slower by the end, Adam's step ~2.5x. The weights do not change: such a state
+ * microcode assist: over 40 epochs of the committee preset's network, epochs grew 1.7x
+ * longer and Adam's share of them 15% -> 34%. The weights do not change: such a state
  * moves a weight by less than half its last place (Adam: lr / (1 - b1^t) * |m| / eps,
  * under 1e-28 with |m| < 2^-126, lr <= 1 and eps 1e-8; SGD: lr * |buf|), unless the
  * weight is itself that small. */

@@ -552,9 +552,9 @@ def test_states_decayed_below_normal_are_flushed_and_weights_keep_their_bits(pat
                                                                              kind, hyper):
     """A weight whose gradient stops (a pixel no image of the batch lights) has its state
     decay geometrically into float32's subnormal range, where x86 CPUs take a microcode
-    assist per operation (100 epochs of a deformed-digit preset ran ~1.7x slower by the
-    end). The kernels store such a state as 0 (optim_internal.h's
-    flush_tiny, and ops_ref's), and the weights are bit for bit those of float32
+    assist per operation (over 40 epochs of the committee preset's network, epochs grew
+    1.7x longer). The kernels store such a state as 0 (optim_internal.h's flush_tiny,
+    and ops_ref's), and the weights are bit for bit those of float32
     arithmetic that keeps the subnormals. Adam with beta2 0.9 sends v there too. (Kept,
     they never leave: a few units of the last place times 0.9 round back to themselves.)"""
     rng = np.random.default_rng(7)
@@ -589,6 +589,25 @@ def test_states_decayed_below_normal_are_flushed_and_weights_keep_their_bits(pat
         assert decayed.any() and np.all(np.abs(kept[decayed]) < tiny)
         np.testing.assert_array_equal(got.view(np.uint32), 0)
         np.testing.assert_array_equal(r, 0)
+
+
+@with_configs
+def test_optimizers_leave_the_callers_floating_point_mode_as_it_was(path, threads):
+    """The optimizers switch x86's flush-to-zero and denormals-are-zero modes on around
+    their loops and must put the caller's back: NumPy's subnormal arithmetic in the same
+    thread afterwards still keeps its subnormals."""
+    tiny = np.finfo(np.float32).tiny
+    a = np.full(3, tiny, np.float32)
+    for _ in range(2):
+        p, g = np.ones(40000, np.float32), np.full(40000, 1e-20, np.float32)
+        s1, s2 = np.zeros_like(p), np.zeros_like(p)
+        with config(path, threads):
+            ops.adam_update(p, g, s1, s2, 1)
+            ops.sgd_update(p, g, s1, momentum=0.9)
+            ops.rmsprop_update(p, g, s2)
+        half = a * np.float32(0.5)  # subnormal, unless the mode leaked
+        assert np.all(half > 0) and np.all(half < tiny)
+        assert np.all(np.float32(1e-30) * np.float32(1e-10) > 0)
 
 
 @pytest.mark.skipif(len(PATHS) < 2, reason="needs a CPU with AVX2")
