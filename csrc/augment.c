@@ -305,9 +305,9 @@ static int augment(uint8_t *out8, float *out32, const uint8_t *in8, const float 
      * shared out in small dynamic chunks: a thread the machine deschedules holds up a few
      * images, not half the batch (an image's bits depend on r alone). */
     float *scratch = calloc((size_t)(nt * per), sizeof(float));
-    const int64_t ahead_n = (int64_t)AUG_CHUNK * nt;
     if (scratch == NULL)
         return DC_ERR_NOMEM;
+    const int64_t ahead_n = (int64_t)AUG_CHUNK * nt;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic, AUG_CHUNK) num_threads(nt) if (nt > 1)
 #endif

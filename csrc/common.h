@@ -1,11 +1,14 @@
 /*
  * common.h -- the small helpers every C file may use (never part of the public API,
- * digitcore.h): integer min and ceiling division, forced inlining, a prefetch hint,
- * cache-line-aligned memory and the OpenMP team queries (the last two live in cpu.c).
+ * digitcore.h): integer min and ceiling division, forced inlining, a prefetch hint, the
+ * flush of a subnormal float, cache-line-aligned memory and the OpenMP team queries (the
+ * last two live in cpu.c).
  */
 #ifndef DC_COMMON_H
 #define DC_COMMON_H
 
+#include <float.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,6 +47,15 @@ static inline int64_t dc_cdiv64(int64_t a, int64_t b)
 #define DC_PREFETCH_L2(p) ((void)(p))
 #define DC_PREFETCH_L1(p) ((void)(p))
 #endif
+
+/* x, or 0 when x is subnormal (smaller in magnitude than float32's smallest normal
+ * number): training keeps subnormals out of its optimizer states (optim_internal.h) and
+ * loss gradients (loss.c), since every operation on one costs an x86 core a microcode
+ * assist. */
+static inline float dc_flush_subnormal(float x)
+{
+    return fabsf(x) < FLT_MIN ? 0.0f : x;
+}
 
 /* Every cache line of the `bytes` bytes at p into L1 (l1 != 0) or L2 (nothing when
  * bytes <= 0). */

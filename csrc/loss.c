@@ -11,7 +11,6 @@
 #include "common.h"
 #include "digitcore.h"
 
-#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -78,19 +77,6 @@ typedef struct {
 
 /* Rows [r0, r1) of a fused loss: returns the sum of their losses (in row order), writes
  * their probs and dlogits when asked, and adds the rows classified correctly to *correct. */
-/* A gradient below float32's smallest normal number is written as 0. A confidently
- * classified image has probabilities under 1e-38 for its other classes; as subnormal
- * floats, their gradients would cost an x86 core a microcode assist in every product of
- * the backward pass they enter (30 epochs of 784-800-10 with Adam, no dropout: epochs
- * 0.47 -> 0.56 s by the end, with the optimizer already flushing its own). They move no
- * weight: a gradient made of them is below 2^-126 (SGD moves a weight by lr times it;
- * Adam's state of it is flushed, optim_internal.h). The loss is unchanged (computed in
- * double), and so are the probabilities that `probs` returns. */
-static inline float flush_subnormal(float x)
-{
-    return fabsf(x) < FLT_MIN ? 0.0f : x;
-}
-
 typedef double (*loss_rows_fn)(const loss_args *a, int64_t *correct, int64_t r0, int64_t r1);
 
 /* *loss = the mean over a->B rows of rows_fn's losses, *n_correct (may be NULL) the count
@@ -133,6 +119,16 @@ static int loss_over_chunks(double *loss, int64_t *n_correct, loss_rows_fn rows_
         *n_correct = correct;
     return DC_OK;
 }
+
+/* The fused losses write a gradient below float32's smallest normal number as 0
+ * (dc_flush_subnormal). A confidently classified image has probabilities under 1e-38 for
+ * its other classes; as subnormal floats, their gradients would cost an x86 core a
+ * microcode assist in every product of the backward pass they enter (30 epochs of
+ * 784-800-10 with Adam, no dropout: epochs 0.47 -> 0.56 s by the end, with the optimizer
+ * already flushing its own). They move no weight: a gradient made of them is below 2^-126
+ * (SGD moves a weight by lr times it; Adam's state of it is flushed, optim_internal.h).
+ * The loss is unchanged (computed in double), and so are the probabilities that `probs`
+ * returns. */
 
 /* Rows [r0, r1) of the fused softmax + cross-entropy; returns the sum of row losses (in
  * row order) and adds the correct count to *correct. */
@@ -185,7 +181,8 @@ static double xent_rows(const loss_args *a, int64_t *correct, int64_t r0, int64_
             if (probs != NULL)
                 probs[r * C + j] = (float)p;
             if (dlogits != NULL)
-                dlogits[r * C + j] = flush_subnormal((float)((p - (j == y ? on : off)) * invB));
+                dlogits[r * C + j] =
+                    dc_flush_subnormal((float)((p - (j == y ? on : off)) * invB));
         }
     }
     *correct += ok;
@@ -240,7 +237,7 @@ static double bce_rows(const loss_args *a, int64_t *correct, int64_t r0, int64_t
             if (probs != NULL)
                 probs[r * C + j] = (float)p;
             if (dlogits != NULL)
-                dlogits[r * C + j] = flush_subnormal((float)((p - tj) * invB));
+                dlogits[r * C + j] = dc_flush_subnormal((float)((p - tj) * invB));
         }
         ok += all;
     }

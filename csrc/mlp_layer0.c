@@ -721,16 +721,17 @@ int layer0_forward(layer0 *l0, float *out, int64_t rows, int act)
     const int64_t in = net->sizes[0], o = net->sizes[1];
     const float *w = net->params, *bias = net->params + o * in;
     if (l0->is_sparse) {
-        const int sliced = n_blocks(l0) < DC_SPARSE_GROUPS;
+        const int64_t nb = n_blocks(l0), work = batch_nnz(l0) * o;
+        const int sliced = nb < DC_SPARSE_GROUPS;
         const block_job job = {
             .l0 = l0, .rows = rows, .act = act, .out = out, .sliced = sliced};
         /* (by whole blocks only where they keep every thread busy: with more threads
          * than blocks, the pairs share the work out further) */
         if (rows == l0->n_x && !sliced && (l0->kept == NULL || l0->in_order) &&
-            mlp_phase_threads(n_blocks(l0), batch_nnz(l0) * o) <= n_blocks(l0))
-            return mlp_run_phases(&job, n_blocks(l0), batch_nnz(l0) * o,
-                                  (mlp_phase){head_whole, 0}, (mlp_phase){NULL, 0});
-        return mlp_run_phases(&job, n_blocks(l0), batch_nnz(l0) * o, (mlp_phase){head_pair, 1},
+            mlp_phase_threads(nb, work) <= nb)
+            return mlp_run_phases(&job, nb, work, (mlp_phase){head_whole, 0},
+                                  (mlp_phase){NULL, 0});
+        return mlp_run_phases(&job, nb, work, (mlp_phase){head_pair, 1},
                               (mlp_phase){head_block, sliced});
     }
     if (!l0->blocked)
@@ -756,7 +757,8 @@ int layer0_backward(layer0 *l0, const layer0_grad *g)
     const dc_mlp *net = l0->net;
     const int64_t in = net->sizes[0], o = net->sizes[1], rows = g->rows;
     if (l0->is_sparse) {
-        const int sliced = n_blocks(l0) < DC_SPARSE_GROUPS;
+        const int64_t nb = n_blocks(l0), work = batch_nnz(l0) * o;
+        const int sliced = nb < DC_SPARSE_GROUPS;
         block_job job = {.l0 = l0, .rows = rows, .grad = g, .sliced = sliced};
         if (net->n_layers > 1 && !sliced) {
             /* layer 1's bias gradient (the column sums of its dout), then per block (sliced:
@@ -767,15 +769,15 @@ int layer0_backward(layer0 *l0, const layer0_grad *g)
              * element's sum is the same whichever columns a product takes (same bits). */
             const int64_t o1 = net->sizes[2], off1 = mlp_weight_offset(net, 1);
             int st = dc_bias_backward(g->grads + off1 + o1 * o, g->dout, rows, o1, o1, 0);
-            job.dw1_whole = mlp_phase_threads(n_blocks(l0), batch_nnz(l0) * o) == 1;
+            job.dw1_whole = mlp_phase_threads(nb, work) == 1;
             if (st == DC_OK && job.dw1_whole)
                 st = dc_sgemm(1, 0, o1, o, rows, 1.0f, g->dout, o1, g->inp1, o, 0.0f,
                               g->grads + off1, o);
             if (st != DC_OK)
                 return st;
         }
-        return mlp_run_phases(&job, n_blocks(l0), batch_nnz(l0) * o,
-                              (mlp_phase){tail_block, sliced}, (mlp_phase){dw_pair, 1});
+        return mlp_run_phases(&job, nb, work, (mlp_phase){tail_block, sliced},
+                              (mlp_phase){dw_pair, 1});
     }
     float alpha, beta;
     float *dst = grad_dst(l0, g->grads, g->lr, &alpha, &beta);

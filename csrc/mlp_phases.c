@@ -56,14 +56,14 @@ int mlp_run_phases(const void *job, int64_t n_blocks, int64_t work, mlp_phase a,
 #pragma omp barrier
 #pragma omp flush
 #endif
-        }
-        if (status == DC_OK && b.fn != NULL) {
-            st = phase_share(job, &b, n_blocks, t, got);
-            if (st != DC_OK) {
+            if (status == DC_OK) {
+                st = phase_share(job, &b, n_blocks, t, got);
+                if (st != DC_OK) {
 #ifdef _OPENMP
 #pragma omp critical(dc_run_phases)
 #endif
-                status = st;
+                    status = st;
+                }
             }
         }
     }

@@ -322,7 +322,7 @@ int dc_gather_f32(float *out, const float *inp, const int64_t *idx, int64_t B, i
 
 /* PyTorch SGD (dampening 0): g = grad + l2*p (+ l1*sign(p)); buf = momentum*buf + g (buf
  * starts at 0, which equals PyTorch's buf = g on the first step; flushed by
- * optim_internal.h's flush_tiny); g = nesterov ? g + momentum*buf : buf; p -= lr*g. */
+ * dc_flush_subnormal, optim_internal.h); g = nesterov ? g + momentum*buf : buf; p -= lr*g. */
 DC_INLINE void sgd_range_impl(float *param, float *vel, const float *grad, int64_t lo,
                               int64_t hi, float lr, float mom, int nesterov, float l2, float l1,
                               int use_l1)
@@ -340,7 +340,7 @@ DC_INLINE void sgd_range_impl(float *param, float *vel, const float *grad, int64
             float g = grad[i] + l2 * param[i];
             if (use_l1)
                 g += l1_term(l1, param[i]);
-            float b = flush_tiny(mom * vel[i] + g);
+            float b = dc_flush_subnormal(mom * vel[i] + g);
             vel[i] = b;
             param[i] -= lr * (g + mom * b);
         }
@@ -349,7 +349,7 @@ DC_INLINE void sgd_range_impl(float *param, float *vel, const float *grad, int64
             float g = grad[i] + l2 * param[i];
             if (use_l1)
                 g += l1_term(l1, param[i]);
-            float b = flush_tiny(mom * vel[i] + g);
+            float b = dc_flush_subnormal(mom * vel[i] + g);
             vel[i] = b;
             param[i] -= lr * b;
         }
@@ -384,7 +384,7 @@ int dc_sgd_update(float *param, float *velocity, const float *grad, int64_t n, f
 }
 
 /* PyTorch RMSprop (centered=False, momentum=0): g = grad + l2*p (+ l1*sign(p));
- * sq = rho*sq + (1-rho)*g^2 (flushed by flush_tiny); p -= lr * g / (sqrt(sq) + eps). */
+ * sq = rho*sq + (1-rho)*g^2 (flushed by dc_flush_subnormal); p -= lr * g / (sqrt(sq) + eps). */
 DC_INLINE void rmsprop_range_impl(float *param, float *sq, const float *grad, int64_t lo,
                                   int64_t hi, float lr, float rho, float eps, float l2,
                                   float l1, int use_l1)
@@ -394,7 +394,7 @@ DC_INLINE void rmsprop_range_impl(float *param, float *sq, const float *grad, in
         float g = grad[i] + l2 * param[i];
         if (use_l1)
             g += l1_term(l1, param[i]);
-        float s = flush_tiny(rho * sq[i] + one_m_rho * (g * g));
+        float s = dc_flush_subnormal(rho * sq[i] + one_m_rho * (g * g));
         sq[i] = s;
         param[i] -= lr * g / (sqrtf(s) + eps);
     }

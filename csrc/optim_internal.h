@@ -13,7 +13,6 @@
 #ifndef DC_OPTIM_INTERNAL_H
 #define DC_OPTIM_INTERNAL_H
 
-#include <float.h>
 #include <math.h>
 #include <stdint.h>
 
@@ -29,24 +28,20 @@ static inline float l1_term(float l1, float p)
 }
 
 /* An optimizer state (Adam's m and v, RMSprop's square average, SGD's momentum buffer)
- * smaller in magnitude than float32's smallest normal number is stored as 0, as a CPU in
- * flush-to-zero mode would store it. A weight that stops getting gradient (a pixel no
- * image of the batch lights) has its state decay geometrically (Adam's m by beta1 a step)
- * into the subnormal range, and stays there (a few units of the last place times 0.9
- * round back to themselves), where every multiply and divide on it costs x86 CPUs a
- * microcode assist: over 40 epochs of the committee preset's network, epochs grew 1.7x
- * longer and Adam's share of them 15% -> 34%. The weights do not change: such a state
- * moves a weight by less than half its last place (Adam: lr / (1 - b1^t) * |m| / eps,
- * under 1e-28 with |m| < 2^-126, lr <= 1 and eps 1e-8; SGD: lr * |buf|), unless the
- * weight is itself that small. */
-static inline float flush_tiny(float x)
-{
-    return fabsf(x) < FLT_MIN ? 0.0f : x;
-}
-
-/* The optimizers' loops also run with the x86 core's flush-to-zero and denormals-are-zero
+ * smaller in magnitude than float32's smallest normal number is stored as 0
+ * (dc_flush_subnormal), as a CPU in flush-to-zero mode would store it. A weight that
+ * stops getting gradient (a pixel no image of the batch lights) has its state decay
+ * geometrically (Adam's m by beta1 a step) into the subnormal range, and stays there (a
+ * few units of the last place times 0.9 round back to themselves), where every multiply
+ * and divide on it costs x86 CPUs a microcode assist: over 40 epochs of the committee
+ * preset's network, epochs grew 1.7x longer and Adam's share of them 15% -> 34%. The
+ * weights do not change: such a state moves a weight by less than half its last place
+ * (Adam: lr / (1 - b1^t) * |m| / eps, under 1e-28 with |m| < 2^-126, lr <= 1 and eps
+ * 1e-8; SGD: lr * |buf|), unless the weight is itself that small.
+ *
+ * The optimizers' loops also run with the x86 core's flush-to-zero and denormals-are-zero
  * modes on (the caller's MXCSR saved and put back around each range): the same cost comes
- * from subnormal intermediates that flush_tiny cannot reach, such as g * g and (1 - b2) *
+ * from subnormal intermediates that the flush cannot reach, such as g * g and (1 - b2) *
  * g^2 for a gradient under ~1e-18, which a weight gets when only confidently classified
  * images reach it. 30 epochs of 784-800-10 with Adam, no dropout: the last ones took
  * 0.83 s without the modes, 0.48 s with them, as long as the first. The modes change a
@@ -80,7 +75,7 @@ static inline void optim_fp_leave(unsigned csr)
 /* PyTorch Adam / AdamW (amsgrad=False): with l2 (Adam's weight_decay) g = grad + l2*p, and
  * with l1 g += l1*sign(p); with wd (AdamW's decoupled decay) p *= 1 - lr*wd (using p before
  * this step, like PyTorch, and after l2 and l1 read it when they are given);
- * m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2 (each flushed by flush_tiny);
+ * m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2 (each flushed by dc_flush_subnormal);
  * p -= (lr / (1-b1^t)) * m / (sqrt(v) / sqrt(1-b2^t) + eps). */
 DC_INLINE void adam_range_impl(float *param, float *m, float *v, const float *grad, int64_t lo,
                                int64_t hi, float b1, float b2, float eps, float l2, float l1,
@@ -93,8 +88,8 @@ DC_INLINE void adam_range_impl(float *param, float *m, float *v, const float *gr
         if (use_l1)
             g += l1_term(l1, p);
         p *= decay;
-        float mi = flush_tiny(b1 * m[i] + omb1 * g);
-        float vi = flush_tiny(b2 * v[i] + omb2 * (g * g));
+        float mi = dc_flush_subnormal(b1 * m[i] + omb1 * g);
+        float vi = dc_flush_subnormal(b2 * v[i] + omb2 * (g * g));
         m[i] = mi;
         v[i] = vi;
         param[i] = p - step_size * mi / (sqrtf(vi) / sqrt_bc2 + eps);

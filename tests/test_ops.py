@@ -553,7 +553,7 @@ def test_states_decayed_below_normal_are_flushed_and_weights_keep_their_bits(pat
     """A weight whose gradient stops (a pixel no image of the batch lights) has its state
     decay geometrically into float32's subnormal range, where x86 CPUs take a microcode
     assist per operation (over 40 epochs of the committee preset's network, epochs grew
-    1.7x longer). The kernels store such a state as 0 (optim_internal.h's flush_tiny,
+    1.7x longer). The kernels store such a state as 0 (common.h's dc_flush_subnormal,
     and ops_ref's), and the weights are bit for bit those of float32
     arithmetic that keeps the subnormals. Adam with beta2 0.9 sends v there too. (Kept,
     they never leave: a few units of the last place times 0.9 round back to themselves.)"""

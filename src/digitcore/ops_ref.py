@@ -185,10 +185,9 @@ def softmax(logits, out=None):
     return _store(e / e.sum(axis=1, keepdims=True), out)
 
 
-def _flush_tiny(a):
-    """Values below float32's smallest normal magnitude become 0, in place: optimizer
-    states (optim_internal.h's flush_tiny) and loss gradients (loss.c's
-    flush_subnormal)."""
+def _flush_subnormal(a):
+    """Values below float32's smallest normal magnitude become 0, in place (common.h's
+    dc_flush_subnormal): optimizer states and loss gradients."""
     a[np.abs(a) < np.finfo(np.float32).tiny] = 0.0
 
 
@@ -214,7 +213,7 @@ def softmax_cross_entropy(logits, labels, label_smoothing=0.0, *, probs=None, dl
     loss = float(-(target * logp).sum() / B)
     p = np.exp(logp).astype(x.dtype)
     grad = ((np.exp(logp) - target) / B).astype(x.dtype)
-    _flush_tiny(grad)  # (loss.c's flush_subnormal)
+    _flush_subnormal(grad)
     res = (loss, _store(p, probs), _store(grad, dlogits))
     if return_n_correct:
         return res + (int((x.argmax(axis=1) == labels).sum()),)
@@ -236,7 +235,7 @@ def sigmoid_binary_cross_entropy(logits, targets, *, probs=None, dlogits=None,
     p = np.exp(log_p)
     loss = float(-(t * log_p + (1 - t) * log_1mp).sum() / B) if B else 0.0
     grad = ((p - t) / max(B, 1)).astype(x.dtype)
-    _flush_tiny(grad)  # (loss.c's flush_subnormal)
+    _flush_subnormal(grad)
     res = (loss, _store(p.astype(x.dtype), probs), _store(grad, dlogits))
     if return_n_correct:
         return res + (int(((x64 > 0) == (t > 0.5)).all(axis=1).sum()),)
@@ -277,7 +276,7 @@ def sgd_update(param, grad, velocity=None, lr=0.01, momentum=0.0, nesterov=False
     if momentum != 0.0:
         velocity *= momentum
         velocity += g
-        _flush_tiny(velocity)
+        _flush_subnormal(velocity)
         g = g + momentum * velocity if nesterov else velocity
     param -= lr * g
 
@@ -289,7 +288,7 @@ def rmsprop_update(param, grad, sq_avg, lr=0.01, rho=0.99, eps=1e-8, l2=0.0, l1=
         g = g + _l1_term(param, l1)
     sq_avg *= rho
     sq_avg += (1.0 - rho) * g * g
-    _flush_tiny(sq_avg)
+    _flush_subnormal(sq_avg)
     param -= lr * g / (np.sqrt(sq_avg) + eps)
 
 
@@ -305,8 +304,8 @@ def adam_update(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e
     m += (1.0 - beta1) * g
     v *= beta2
     v += (1.0 - beta2) * g * g
-    _flush_tiny(m)
-    _flush_tiny(v)
+    _flush_subnormal(m)
+    _flush_subnormal(v)
     bc1 = 1.0 - beta1 ** step
     bc2 = 1.0 - beta2 ** step
     param -= (lr / bc1) * m / (np.sqrt(v) / np.sqrt(bc2) + eps)
