@@ -10,13 +10,17 @@ picture without it), and how it answers pictures with no digit: blank paper, spe
 noise, blobs, and --strokes drawings of each of tests/photo_digits.py's STROKE_SHAPES
 (signs, letters and shapes made of pen strokes, half of them photo-like).
 
-    python benchmarks/bench_real_images.py [--model M.safetensors] [--n 1000] [--seed 0]
+    python benchmarks/bench_real_images.py [--model M.safetensors|pretrained] [--n 1000]
+                                           [--seed 0] [--tta none|shift]
     python benchmarks/bench_real_images.py --dev [--n 1000]
 
 Without --model it trains the ``default`` preset (seed 0) on full MNIST when found (in
 --data-dir, default the shared MNIST folder, then digitcore's usual places), else on
-the bundled mnist-mini. The reported run reads digits of the test split with generator
-seed --seed and saves benchmarks/results/bench_real_images.json.
+the bundled mnist-mini; ``--model pretrained`` is the bundled pretrained model. Pictures
+are read with the test-time augmentation the model records (``digitcore predict``'s
+default; --tta overrides it), and then, if that is one, also without it. The reported
+run reads digits of the test split with generator seed --seed and saves
+benchmarks/results/bench_real_images.json.
 
 ``--dev`` is the development set the preprocessing is tuned on, kept apart from the
 reported one: the model is trained on all but the last sixth of the training images,
@@ -56,6 +60,10 @@ def _model(path, data_dir, dev):
     if dev:  # the last sixth of the training images is the development set's digits
         cut = len(x_tr) - len(x_tr) // 6
         (x_tr, y_tr), test = (x_tr[:cut], y_tr[:cut]), (x_tr[cut:], y_tr[cut:])
+    if path == "pretrained":
+        from digitcore import load_pretrained
+
+        return load_pretrained(), name, test
     if path:
         return load_model(path), name, test
     net, trainer = build("default", 0, len(x_tr), trainer_kw=dict(verbose=0))
@@ -66,28 +74,28 @@ def _model(path, data_dir, dev):
 SHAPE_CHECK = -2  # refused by preprocess_image's shape check (step 9); other refusals -1
 
 
-def _read(net, pics):
+def _read(net, pics, tta=None):
     pred = np.full(len(pics), -1)
     for i, p in enumerate(pics):
         try:
-            pred[i] = net.predict_image(p)[0]
+            pred[i] = net.predict_image(p, tta=tta)[0]
         except ValueError as exc:  # NoDigitError: counted as wrong
             if "do not look like a digit" in str(exc):
                 pred[i] = SHAPE_CHECK
     return pred
 
 
-def _alone(net, x, y, seed):
+def _alone(net, x, y, seed, tta):
     """Each corruption alone, on the same digit at the same size and place as the picture
     with none (the generator draws those first)."""
     base = _read(net, [photo_digit(d, np.random.default_rng([seed, i]), set())[0]
-                       for i, d in enumerate(x)]) == y
+                       for i, d in enumerate(x)], tta) == y
     print(f"each corruption alone, {len(x)} digits (accuracy; lost/gained against no "
           f"corruption, {base.mean():.2%}):")
     alone = {"none": float(base.mean())}
     for c in CORRUPTIONS:
         got = _read(net, [photo_digit(d, np.random.default_rng([seed, i]), {c})[0]
-                          for i, d in enumerate(x)]) == y
+                          for i, d in enumerate(x)], tta) == y
         alone[c] = float(got.mean())
         print(f"  {c:14s} {got.mean():7.2%}  -{(base & ~got).sum()} +{(~base & got).sum()}")
     return {"alone_accuracy": alone, "n": len(x)}
@@ -95,7 +103,10 @@ def _alone(net, x, y, seed):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=None)
+    ap.add_argument("--model", default=None, help="a model file, or 'pretrained' (the "
+                    "bundled model); default: train the default preset")
+    ap.add_argument("--tta", choices=["none", "shift"], default=None, help="read with this "
+                    "test-time augmentation (default: the model's, as digitcore predict)")
     ap.add_argument("--data-dir", default=shared_mnist(required=False))
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
@@ -108,23 +119,31 @@ def main(argv=None):
     ap.add_argument("--json", default=None, help="write the results here instead of "
                     "benchmarks/results/bench_real_images.json")
     args = ap.parse_args(argv)
+    from digitcore.augment import model_tta
+
     net, name, (x_te, y_te) = _model(args.model, args.data_dir, args.dev)
+    tta = model_tta(net, args.tta)
     seed = DEV_SEED + args.seed if args.dev else args.seed
     x, y = x_te[:args.n], y_te[:args.n]
     clean_ok = net.predict(x.reshape(len(x), -1)) == y
     pics, labels, applied = photo_set(x, y, seed=seed)
     t0 = time.perf_counter()
-    pred = _read(net, pics)
+    pred = _read(net, pics, tta)
     per_image_ms = (time.perf_counter() - t0) / len(pics) * 1000
     ok = pred == labels
     split = "held-out training" if args.dev else "test"
     print(f"model: {net!r}, trained on {name}; {len(pics)} photos of {name} {split} digits, "
-          f"generator seed {seed}")
+          f"generator seed {seed}; test-time augmentation {tta or 'none'}")
     print(f"clean 28x28 digits:            {clean_ok.mean():.2%}")
     print(f"photo-like pictures:           {ok.mean():.2%}  "
           f"({(pred < 0).sum()} refused as no digit, {(pred == SHAPE_CHECK).sum()} of them "
           f"by the shape check; {per_image_ms:.1f} ms per picture)")
     print(f"photos of digits read clean:   {ok[clean_ok].mean():.2%}")
+    ok_plain = ok
+    if tta:
+        ok_plain = _read(net, pics) == labels
+        print(f"photo-like pictures, no {tta}: {ok_plain.mean():.2%}  (-{(ok_plain & ~ok).sum()}"
+              f" +{(~ok_plain & ok).sum()} with it)")
     print("by corruption, in the mixed set (photo accuracy, images):")
     rows = []
     for c in CORRUPTIONS:
@@ -138,11 +157,11 @@ def main(argv=None):
     # each corruption alone, on the same digit, size and place as the picture without any
     n_alone = min(len(x), args.n if args.alone is None else args.alone)
     if n_alone:
-        rows.append(_alone(net, x[:n_alone], y[:n_alone], seed))
+        rows.append(_alone(net, x[:n_alone], y[:n_alone], seed, tta))
     print("pictures with no digit:")
     for what, img in non_digits(seed):
         try:
-            d, p = net.predict_image(img)
+            d, p = net.predict_image(img, tta=tta)
             print(f"  {what}: read as {d} ({p[d]:.0%})")
             rows.append({"non_digit": what, "read_as": int(d), "probability": float(p[d])})
         except ValueError as exc:
@@ -150,7 +169,7 @@ def main(argv=None):
             rows.append({"non_digit": what, "refused": str(exc)})
     drawings = non_digit_strokes(seed, per_shape=args.strokes)
     what = np.array([w for w, _ in drawings])
-    gone = _read(net, [img for _, img in drawings]) < 0
+    gone = _read(net, [img for _, img in drawings], tta) < 0
     refused = {k: float(gone[what == k].mean()) for k in dict.fromkeys(what)}
     if refused:
         print(f"stroke drawings that are not digits, {args.strokes} of each, refused: "
@@ -164,12 +183,15 @@ def main(argv=None):
               "photo_of_clean_read_pct": 100 * float(ok[clean_ok].mean()),
               "photo_refused_pct": 100 * float((pred < 0).mean()),
               "photo_refused_by_shape_check_pct": 100 * float((pred == SHAPE_CHECK).mean())}
+    if tta:
+        claims["photo_accuracy_without_tta_pct"] = 100 * float(ok_plain.mean())
     if refused:
         claims["stroke_drawings_refused_pct"] = 100 * float(np.mean(list(refused.values())))
         claims.update({f"{k}_refused_pct": 100 * refused[k]
                        for k in ("plus", "minus", "x", "triangle") if k in refused})
     _results.save(__file__, claims,
-                  [{"model": repr(net), "data": name, "n": len(pics)}] + rows, args.json)
+                  [{"model": repr(net), "data": name, "n": len(pics), "tta": tta}] + rows,
+                  args.json)
 
 
 if __name__ == "__main__":

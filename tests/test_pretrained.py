@@ -289,9 +289,9 @@ def test_predict_without_a_model_uses_the_bundled_one(pictures, bundled):
     r = _run("predict", *files, "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert out["model"] == "pretrained"
+    assert out["model"] == "pretrained" and out["tta"] == "shift"  # the bundled model's
     digits = [p["digit"] for p in out["predictions"]]
-    assert digits == [bundled.predict_image(f)[0] for f in files]
+    assert digits == [bundled.predict_image(f, tta="shift")[0] for f in files]
     assert sum(d == t for d, t in zip(digits, labels)) >= 11, (digits, labels)
     r = _run("predict", files[0])
     assert r.returncode == 0 and r.stdout.startswith(f"{files[0]}: {digits[0]} (")
@@ -371,6 +371,9 @@ def test_cli_serve_without_a_model_answers_at_once(bundled, tmp_path):
     assert info["source"] == "pretrained model (bundled)"
     assert info["file"] == pretrained.PRETRAINED_FILE
     assert info["layer_sizes"] == list(bundled.layer_sizes)
-    assert answer["digit"] == int(bundled.predict(preprocess_image(x).reshape(1, -1))[0])
+    assert info["tta"] == "shift"  # read as the model card's accuracy was measured
+    want = bundled.predict_proba(preprocess_image(x).reshape(1, -1), tta="shift")[0]
+    assert answer["digit"] == int(np.argmax(want))
+    np.testing.assert_allclose(answer["probabilities"], want, atol=1e-6)
     assert "training" not in err  # nothing was trained
     assert list(tmp_path.iterdir()) == []  # and nothing cached

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from digitcore import Committee, Network, cli
-from digitcore.augment import TTA, check_tta, mean_proba, tta_views
+from digitcore.augment import TTA, check_tta, mean_proba, model_tta, tta_views
 from digitcore.modelio import load_model
 from digitcore.presets import get_preset, tta_of
 from test_committee import _bar_digits, _cli
@@ -203,3 +203,110 @@ def test_cli_train_scores_with_tta_and_evaluate_reads_it_back(tmp_path):
     assert r.returncode == 0 and "test-time augmentation 'shift'" in r.stdout
     r = _cli("train", "--data-dir", data, "--no-verify", "--tta", "flip", cwd=tmp_path)
     assert r.returncode == 2 and "invalid choice: 'flip'" in r.stderr
+
+
+# ---------------------------------------------------------------- reading pictures with tta
+
+def _pictures(n=4):
+    """Bundled test digits as 28x28 pictures, dark ink on white paper, and their labels."""
+    from digitcore import load_dataset
+
+    _, (xt, yt) = load_dataset("mnist-mini")
+    return [255 - img for img in xt[:n]], [int(v) for v in yt[:n]]
+
+
+@pytest.mark.parametrize("members", [0, 2])
+def test_predict_image_reads_the_prepared_image_with_the_tta_asked_for(members):
+    from digitcore.imaging import preprocess_image
+
+    nets = [Network([784, 16, 10], seed=s) for s in range(max(members, 1))]
+    model = Committee(nets) if members else nets[0]
+    for pic in _pictures()[0]:
+        x28 = preprocess_image(pic).reshape(1, -1)
+        for tta in (None, "none", "shift"):
+            digit, proba = model.predict_image(pic, tta=tta)
+            want = model.predict_proba(x28, tta=tta)[0]
+            np.testing.assert_array_equal(proba, want)
+            assert digit == int(np.argmax(want))
+        assert not np.array_equal(model.predict_image(pic, tta="shift")[1],
+                                  model.predict_image(pic)[1])
+    with pytest.raises(ValueError, match="tta must be"):
+        model.predict_image(_pictures(1)[0][0], tta="flip")
+
+
+def test_model_tta_is_the_one_asked_for_else_the_recorded_one():
+    net = Network([784, 4, 10], seed=0)
+    assert model_tta(net) is None and model_tta(net, "shift") == "shift"
+    net.training_summary = {"tta": "shift", "preset": "committee"}
+    assert model_tta(net) == "shift" and model_tta(net, "none") is None
+    net.training_summary = {"tta": None}
+    assert model_tta(net) is None
+    net.training_summary = "not a dict"  # (a file written by hand)
+    assert model_tta(net) is None
+    net.training_summary = {"tta": "flip"}  # (a file of a later version)
+    with pytest.raises(ValueError, match="got 'flip'"):
+        model_tta(net)
+    assert model_tta(net, "none") is None  # --tta none still reads it
+    assert model_tta(object()) is None
+
+
+def _png_files(folder, pictures):
+    from digitcore.serve.png import encode_png
+
+    files = []
+    for i, pic in enumerate(pictures):
+        f = folder / f"digit{i}.png"
+        f.write_bytes(encode_png(np.ascontiguousarray(pic)))
+        files.append(f)
+    return files
+
+
+def test_cli_predict_reads_with_the_model_s_tta_unless_told(tmp_path):
+    pytest.importorskip("PIL.Image")  # (load_image reads files with Pillow)
+    net = Network([784, 16, 10], seed=5)
+    pictures, _ = _pictures()
+    files = _png_files(tmp_path, pictures)
+    plain, recorded, unknown = (tmp_path / f"{n}.safetensors" for n in ("p", "r", "u"))
+    net.save(plain)
+    net.save(recorded, metadata={"tta": "shift"})
+    net.save(unknown, metadata={"tta": "flip"})
+    for model, extra, tta in ((plain, (), None), (recorded, (), "shift"),
+                              (recorded, ("--tta", "none"), None),
+                              (plain, ("--tta", "shift"), "shift")):
+        r = _cli("predict", model, *files, "--json", *extra, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert out["tta"] == tta
+        for f, got in zip(files, out["predictions"]):
+            digit, proba = net.predict_image(f, tta=tta)
+            assert got["digit"] == digit
+            assert got["confidence"] == pytest.approx(float(proba[digit]), abs=1e-7)
+    r = _cli("predict", unknown, files[0], cwd=tmp_path)
+    assert r.returncode == 2 and "u.safetensors" in r.stderr and "'flip'" in r.stderr
+    r = _cli("predict", unknown, files[0], "--tta", "none", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
+def test_served_drawings_are_read_with_the_model_s_tta():
+    from serving import running_server
+    from test_serve import _json
+
+    net = Network([784, 16, 10], seed=6)
+    net.training_summary = {"tta": "shift"}
+    pictures, _ = _pictures(3)
+    for kwargs, tta in (({}, "shift"), ({"tta": "none"}, None)):
+        with running_server(net, **kwargs) as srv:
+            assert srv.tta == tta
+            status, info = _json(srv, "GET", "/api/model")
+            assert status == 200 and info["tta"] == tta
+            for pic in pictures:
+                status, r = _json(srv, "POST", "/api/predict",
+                                  {"pixels": pic.ravel().tolist(), "width": 28, "height": 28})
+                assert status == 200, r
+                digit, proba = net.predict_image(pic, tta=tta)
+                assert r["digit"] == digit
+                np.testing.assert_allclose(r["probabilities"], proba, atol=1e-6)
+    net.training_summary = {"tta": "flip"}
+    with pytest.raises(ValueError, match="got 'flip'"):
+        with running_server(net):
+            pass

@@ -16,7 +16,7 @@ import numpy as np
 
 from digitcore._checks import square_images
 
-__all__ = ["Augment", "AUGMENTS", "get_augment", "TTA", "check_tta", "tta_views",
+__all__ = ["Augment", "AUGMENTS", "get_augment", "TTA", "check_tta", "model_tta", "tta_views",
            "mean_proba", "tta_mean_proba", "tta_answers"]
 
 
@@ -172,6 +172,18 @@ def check_tta(tta):
     if isinstance(tta, str) and tta in TTA:
         return tta
     raise ValueError(f"tta must be None, 'none' or one of {sorted(TTA)}, got {tta!r:.50}")
+
+
+def model_tta(model, tta=None):
+    """The test-time augmentation to read with: ``tta`` when given ("none" for none), else
+    the one ``model`` was trained to be scored with (its ``training_summary["tta"]``, which
+    ``digitcore train`` records), else None. A ValueError names an unknown one (a file
+    written by a later version). What ``digitcore evaluate``, ``predict`` and ``serve``
+    apply."""
+    if tta is None:
+        summary = getattr(model, "training_summary", None)
+        tta = summary.get("tta") if isinstance(summary, dict) else None
+    return check_tta(tta)
 
 
 def tta_views(x, tta):

@@ -175,6 +175,9 @@ def _parser():
                          "else the bundled pretrained model)")
     pr.add_argument("--top-k", type=_positive_int, default=1)
     pr.add_argument("--json", action="store_true")
+    pr.add_argument("--tta", choices=["none", *_TTA_WHAT], default=None,
+                    help="test-time augmentation of each prepared 28x28 image (default: "
+                         "the one the model was trained to be scored with, else none)")
     pr.add_argument("--any-strokes", action="store_true",
                     help="do not refuse stroke drawings that are not digits (preprocess_image's "
                          "shape check): for a model of other 28x28 strokes, such as letters")
@@ -198,6 +201,9 @@ def _parser():
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--open", action="store_true", help="open the page in a browser")
+    s.add_argument("--tta", choices=["none", *_TTA_WHAT], default=None,
+                   help="test-time augmentation of each drawing (default: the one the "
+                        "model was trained to be scored with, else none)")
 
     sub.add_parser("config", help="print version, kernel path, OpenMP and threads")
     return p
@@ -363,9 +369,18 @@ def cmd_train(args):
     return 0
 
 
+def _model_tta(model, tta, name):
+    """--tta, else the test-time augmentation ``model`` was trained to be scored with."""
+    from digitcore.augment import model_tta
+
+    try:
+        return model_tta(model, tta)
+    except ValueError as exc:  # (a file's recorded tta that this version does not know)
+        raise UsageError(f"{name}: {exc}") from None
+
+
 def cmd_evaluate(args):
     from digitcore import metrics
-    from digitcore.augment import check_tta
     from digitcore.modelio import load_model
 
     net = load_model(args.model)
@@ -373,14 +388,8 @@ def cmd_evaluate(args):
     if x_te[0].size != net.n_features:
         raise UsageError(f"{args.model} expects {net.n_features} features, the {name} images "
                          f"have {x_te[0].size}")
-    tta = args.tta
-    if tta is None:  # the model's own, from digitcore train
-        tta = (getattr(net, "training_summary", None) or {}).get("tta")
-    try:
-        tta = check_tta(tta)
-        proba = net.predict_proba(x_te, tta=tta)
-    except ValueError as exc:  # (a file's recorded tta that this version does not know)
-        raise UsageError(f"{args.model}: {exc}") from None
+    tta = _model_tta(net, args.tta, args.model)
+    proba = net.predict_proba(x_te, tta=tta)
     pred = proba.argmax(axis=1)
     acc = metrics.accuracy(y_te, pred)
     cm = metrics.confusion_matrix(y_te, pred, labels=list(range(net.n_classes)))
@@ -447,6 +456,7 @@ def cmd_predict(args):
         net = load_pretrained()
     else:
         net = load_model(model)
+    tta = _model_tta(net, args.tta, model or "the pretrained model")
     if not args.any_strokes:
         from digitcore.imaging import shape_check_ready
 
@@ -457,7 +467,8 @@ def cmd_predict(args):
         try:
             if not os.path.exists(path):
                 raise FileNotFoundError(f"{path}: no such file")
-            digit, proba = net.predict_image(path, reject_non_digits=not args.any_strokes)
+            digit, proba = net.predict_image(path, reject_non_digits=not args.any_strokes,
+                                             tta=tta)
         except (NoDigitError, ValueError, OSError) as exc:
             failed += 1
             message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
@@ -472,7 +483,7 @@ def cmd_predict(args):
                         "top": [{"digit": int(d), "probability": float(proba[d])} for d in top]})
         alts = ", ".join(f"{int(d)} ({proba[d]:.1%})" for d in top[1:])
         lines.append(f"{path}: {digit} ({proba[digit]:.1%})" + (f"; then {alts}" if alts else ""))
-    _emit(args, {"model": model or "pretrained", "predictions": results,
+    _emit(args, {"model": model or "pretrained", "tta": tta, "predictions": results,
                  "failed": failed}, lines)
     return 1 if failed else 0
 
@@ -547,7 +558,7 @@ def cmd_serve(args):
     except ImportError:
         raise UsageError("digitcore serve is not available in this build") from None
     return serve(args.model, host=args.host, port=args.port, open_browser=args.open,
-                 debug=args.debug)
+                 debug=args.debug, tta=args.tta)
 
 
 def cmd_config(args):

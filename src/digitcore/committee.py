@@ -162,27 +162,8 @@ class Committee:
         as in :meth:`predict_proba`."""
         return self.evaluate(x, y, tta=tta)[1]
 
-    def predict_image(self, image, *, reject_non_digits=True):
-        """Read a digit from an image file or array, prepared like MNIST
-        (:func:`digitcore.imaging.preprocess_image`).
-
-        ``reject_non_digits=False`` skips preprocess_image's shape check, which refuses
-        stroke drawings that are not digits (for a model of other 28x28 strokes: letters).
-
-        Returns
-        -------
-        (digit, probabilities) : (int, ndarray float32 (n_classes,))
-
-        Raises
-        ------
-        NoDigitError (a ValueError)
-            When the picture holds no digit (its ``reason`` says why).
-        """
-        from digitcore.imaging import preprocess_image
-
-        img = preprocess_image(image, reject_non_digits=reject_non_digits)
-        proba = self.predict_proba(img.reshape(1, -1))[0]
-        return int(np.argmax(proba)), proba
+    # the same steps as a Network's: preprocess_image, then this committee's predict_proba
+    predict_image = Network.predict_image
 
     # ---- files -----------------------------------------------------------------------------
 

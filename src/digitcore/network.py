@@ -358,12 +358,15 @@ class Network:
         return np.ascontiguousarray(class_indices(y, n, self.n_classes, name=name,
                                                   integral_floats=True))
 
-    def predict_image(self, image, *, reject_non_digits=True):
+    def predict_image(self, image, *, reject_non_digits=True, tta=None):
         """Read a digit from an image file or array, prepared like MNIST
         (:func:`digitcore.imaging.preprocess_image`).
 
         ``reject_non_digits=False`` skips preprocess_image's shape check, which refuses
         stroke drawings that are not digits (for a model of other 28x28 strokes: letters).
+        ``tta`` as in :meth:`predict_proba`, on the prepared 28x28 image;
+        ``tta=digitcore.augment.model_tta(model)`` reads with the one the model was
+        trained to be scored with, as ``digitcore predict`` and ``serve`` do.
 
         Returns
         -------
@@ -377,7 +380,7 @@ class Network:
         from digitcore.imaging import preprocess_image
 
         img = preprocess_image(image, reject_non_digits=reject_non_digits)
-        proba = self.predict_proba(img.reshape(1, -1))[0]
+        proba = self.predict_proba(img.reshape(1, -1), tta=tta)[0]
         return int(np.argmax(proba)), proba
 
     # ---- files -------------------------------------------------------------------------------

@@ -123,7 +123,8 @@ def default_model(*, quiet=False, preset_overrides=None):
     return net, info
 
 
-def serve(model=None, host="127.0.0.1", port=8000, open_browser=False, debug=False) -> int:
+def serve(model=None, host="127.0.0.1", port=8000, open_browser=False, debug=False,
+          tta=None) -> int:
     """Serve the drawing page until Ctrl-C; returns the exit status (0).
 
     Parameters
@@ -140,6 +141,10 @@ def serve(model=None, host="127.0.0.1", port=8000, open_browser=False, debug=Fal
         Open the page in the default web browser once the server listens.
     debug : bool
         Tracebacks instead of one-line messages for clients that disconnect mid-request.
+    tta : None or str
+        Test-time augmentation of each drawing ("none", or a name of
+        ``digitcore.augment.TTA``); None: the one the model was trained to be scored
+        with (the bundled model's: "shift").
     """
     if not 0 <= int(port) <= 65535:
         raise ValueError(f"--port must be from 0 to 65535, got {port}")
@@ -155,7 +160,7 @@ def serve(model=None, host="127.0.0.1", port=8000, open_browser=False, debug=Fal
         info = read_model_info(model)
         info["source"] = os.path.basename(model)
     try:
-        server = make_server(net, host, port, model_info=info, debug=debug)
+        server = make_server(net, host, port, model_info=info, debug=debug, tta=tta)
     except OSError as exc:
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     url = server.url
@@ -166,7 +171,8 @@ def serve(model=None, host="127.0.0.1", port=8000, open_browser=False, debug=Fal
         if host in ("0.0.0.0", "::", ""):
             url = f"http://127.0.0.1:{server.server_address[1]}/"
     arch = "-".join(map(str, net.layer_sizes))
-    print(f"digitcore serve: {arch} network at {url}  (Ctrl-C to stop)", flush=True)
+    how = f", test-time augmentation {server.tta!r}" if server.tta else ""
+    print(f"digitcore serve: {arch} network{how} at {url}  (Ctrl-C to stop)", flush=True)
     if open_browser:
         import webbrowser
 

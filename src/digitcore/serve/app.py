@@ -229,8 +229,9 @@ def parse_predict_request(raw: bytes) -> np.ndarray:
     return np.round(arr).astype(np.uint8).reshape(height, width)
 
 
-def predict_json(network, image: np.ndarray, drawing: bool = False) -> dict:
-    """Preprocess ``image`` like ``Network.predict_image`` and describe the prediction.
+def predict_json(network, image: np.ndarray, drawing: bool = False, tta=None) -> dict:
+    """Preprocess ``image`` like ``Network.predict_image`` and describe the prediction
+    (with test-time augmentation ``tta``, as ``predict_image`` takes it).
 
     An image with no digit to read (blank, a dot, a speck, strokes that are not a digit)
     is a 422 ``RequestError``, or with ``drawing`` (a drawing still being made, where that
@@ -252,7 +253,7 @@ def predict_json(network, image: np.ndarray, drawing: bool = False) -> dict:
         raise RequestError(422, message) from None
     except ValueError as exc:
         raise RequestError(400, f"cannot use the drawing: {exc}") from None
-    proba = network.predict_proba(img28.reshape(1, -1))[0]
+    proba = network.predict_proba(img28.reshape(1, -1), tta=tta)[0]
     return {"digit": int(np.argmax(proba)),
             "probabilities": [round(float(p), 6) for p in proba],
             "input28": img28.ravel().tolist()}
@@ -282,8 +283,9 @@ def _training(summary):
     return summary
 
 
-def model_description(network, model_info: dict | None = None) -> dict:
-    """What ``GET /api/model`` answers: architecture, parameters, training metadata.
+def model_description(network, model_info: dict | None = None, tta=None) -> dict:
+    """What ``GET /api/model`` answers: architecture, parameters, training metadata, and
+    the test-time augmentation ``tta`` drawings are read with.
 
     The model file is named by its file name only: the server's folders are nobody
     else's business.
@@ -298,6 +300,7 @@ def model_description(network, model_info: dict | None = None) -> dict:
         "n_params": int(network.n_params),
         "config": config,
         "training": network.training_summary,
+        "tta": tta,
         "metadata": {},
         "source": "in-memory network",
         "digitcore_version": __version__,
@@ -517,7 +520,8 @@ class Handler(BaseHTTPRequestHandler):
         t0 = time.perf_counter()
         image = parse_predict_request(self._read_body())
         result = predict_json(self.server.network, image,
-                              drawing="1" in self._query().get("drawing", []))
+                              drawing="1" in self._query().get("drawing", []),
+                              tta=self.server.tta)
         result["milliseconds"] = round((time.perf_counter() - t0) * 1000, 2)
         self._json(200, result)
 
@@ -529,7 +533,8 @@ class DigitServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 64
 
-    def __init__(self, address, network, model_info=None, verbose=False, debug=False):
+    def __init__(self, address, network, model_info=None, verbose=False, debug=False,
+                 tta=None):
         import socket
 
         if ":" in address[0]:
@@ -537,9 +542,10 @@ class DigitServer(ThreadingHTTPServer):
         self.verbose = verbose
         self.debug = debug
         self.network = network
+        self.tta = tta
         self.loopback_only = is_loopback(address[0])
         self.static = _load_static()
-        self.model_info = model_description(network, model_info)
+        self.model_info = model_description(network, model_info, tta)
         super().__init__(address, Handler)
 
     def log_disconnect(self, client_address, exc):
@@ -583,7 +589,7 @@ def _load_static() -> dict:
 
 
 def make_server(network, host="127.0.0.1", port=8000, *, model_info=None, verbose=False,
-                debug=False):
+                debug=False, tta=None):
     """Bind a :class:`DigitServer` for ``network`` (not started: call ``serve_forever()``).
 
     Parameters
@@ -599,6 +605,10 @@ def make_server(network, host="127.0.0.1", port=8000, *, model_info=None, verbos
         Log every request to stderr.
     debug : bool
         Print a traceback, not one line, when a client disconnects mid-request.
+    tta : None or str
+        Test-time augmentation of each drawing (a name of ``digitcore.augment.TTA``, or
+        "none"); None reads with the one the network was trained to be scored with
+        (``digitcore.augment.model_tta``).
 
     Returns
     -------
@@ -609,10 +619,12 @@ def make_server(network, host="127.0.0.1", port=8000, *, model_info=None, verbos
     if getattr(network, "n_features", None) != 784:
         raise ValueError(f"serve needs a network that reads 28x28 images (784 inputs), got "
                          f"{network!r}")
+    from digitcore.augment import model_tta
     from digitcore.imaging import shape_check_ready
 
+    tta = model_tta(network, tta)
     shape_check_ready()  # a broken installation fails here, not on every drawing
     net = network.copy()
     net.predict_proba(np.zeros((1, 784), dtype=np.uint8))  # build the C view before threads
     return DigitServer((host, int(port)), net, model_info=model_info, verbose=verbose,
-                       debug=debug)
+                       debug=debug, tta=tta)
