@@ -19,6 +19,11 @@
 #endif
 #endif
 
+#if defined(__APPLE__) && (defined(__x86_64__) || defined(_M_X64))
+#include <stdio.h> /* sscanf */
+#include <sys/sysctl.h>
+#endif
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -68,14 +73,40 @@ static int dc_detect_avx2(void)
     return (int)((r[1] >> 5) & 1); /* EBX bit 5: AVX2 */
 }
 
+#if defined(__APPLE__)
+/* macOS gives a thread the AVX-512 register state at its first AVX-512 instruction, so
+ * XCR0 shows no opmask or ZMM state before that: the kernel's own answer
+ * (hw.optional.avx512f) says whether the CPU has it and the OS will save it. Darwin
+ * kernels 19.6 to 21.2 (macOS 10.15.6 to 12.1) could corrupt the opmask registers on
+ * return from a signal handler, so those are not trusted with it (the AVX2 path runs). */
+static int dc_macos_avx512(void)
+{
+    int on = 0, major = 0, minor = 0;
+    size_t n = sizeof(on);
+    if (sysctlbyname("hw.optional.avx512f", &on, &n, NULL, 0) != 0 || !on)
+        return 0;
+    char release[64] = {0};
+    n = sizeof(release) - 1;
+    if (sysctlbyname("kern.osrelease", release, &n, NULL, 0) != 0 ||
+        sscanf(release, "%d.%d", &major, &minor) != 2)
+        return 0;
+    return major > 21 || (major == 21 && minor >= 3);
+}
+#endif
+
 static int dc_detect_avx512(void)
 {
     if (!dc_detect_avx2())
         return 0;
+#if defined(__APPLE__)
+    if (!dc_macos_avx512())
+        return 0;
+#else
     /* the OS must also save the opmask (bit 5) and the upper ZMM halves and registers
      * (bits 6, 7) */
     if ((dc_xgetbv0() & 0xE6) != 0xE6)
         return 0;
+#endif
     unsigned r[4];
     dc_cpuid(7, 0, r);
     return (int)((r[1] >> 16) & 1); /* EBX bit 16: AVX512F */

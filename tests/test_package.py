@@ -1,6 +1,7 @@
 """The package as users get it: import cost, metadata, configuration, CLI basics."""
 
 import os
+import platform
 import subprocess
 import sys
 import sysconfig
@@ -113,6 +114,35 @@ def test_avx512_env_is_read():
     else:  # asked for, and the CPU lacks it: an error that says so
         assert on.returncode != 0
         assert "AVX-512F" in on.stderr
+
+
+def _os_says_avx512():
+    """Whether the OS reports AVX-512F usable, asked the OS's own way; None where this
+    test does not know how."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    if sys.platform.startswith("linux"):
+        try:  # Linux lists a flag only when the kernel also saves its registers
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+        flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                      if line.startswith("flags")), None)
+        return None if flags is None else "avx512f" in flags
+    if sys.platform == "darwin":  # XCR0 says nothing before a thread's first use
+        def sysctl(name):
+            r = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True)
+            return r.stdout.strip() if r.returncode == 0 else ""
+        major, minor = (int(v) for v in sysctl("kern.osrelease").split(".")[:2])
+        return sysctl("hw.optional.avx512f") == "1" and (major, minor) >= (21, 3)
+    return None
+
+
+def test_avx512_detection_agrees_with_the_os():
+    want = _os_says_avx512()
+    if want is None:
+        pytest.skip(f"no way to ask {sys.platform} {platform.machine()} about AVX-512F here")
+    assert _ops.cpu_has_avx512() == (want and _ops.cpu_has_avx2())
 
 
 def test_bad_avx512_env_is_a_clear_error():
