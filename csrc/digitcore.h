@@ -311,7 +311,10 @@ typedef struct {
 } dc_optim;
 
 typedef struct {
-    double loss_sum; /* sum over batches of (mean batch loss * batch size) */
+    /* In and out: each batch's mean loss times its size is added to the value the caller
+     * left here, batch after batch, so a sum carried from call to call is the same float64
+     * sum however the batches are cut into calls. The other fields are outputs only. */
+    double loss_sum;
     int64_t n_correct;
     int64_t n_seen;
     int64_t failed_batch; /* index of the batch where a non-finite loss appeared, or -1 */

@@ -269,7 +269,7 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
     const int64_t bs = dc_min64(batch_size, n_order);
     const void *x = x_u8 ? (const void *)x_u8 : (const void *)x_f32;
     const int64_t row_bytes = f * (x_u8 ? 1 : (int64_t)sizeof(float));
-    *stats = (dc_train_stats){.failed_batch = -1};
+    *stats = (dc_train_stats){.loss_sum = stats->loss_sum, .failed_batch = -1};
     if (net->sparse_split < 0 || net->sparse_split > f)
         return DC_ERR_ARG;
     if (n_order == 0 || bs <= 0)

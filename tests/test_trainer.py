@@ -324,12 +324,14 @@ def test_fit_again_continues_the_optimizer(name, rng):
 
 def test_chunk_size_adapts_and_never_changes_results(monkeypatch):
     """The trainer sizes each C call to ~chunk_seconds of work after the first one of
-    chunk_samples samples. How an epoch is cut into calls must not change a bit."""
+    chunk_samples samples. How an epoch is cut into calls must not change a bit: of the
+    weights, nor of the history's losses (each batch's loss is added to the epoch's sum
+    in turn, whichever call it falls in)."""
     rng = np.random.default_rng(3)
     n = 3000
     x = rng.integers(0, 256, (n, 64), dtype=np.uint8)
     y = rng.integers(0, 4, n)
-    results, calls = {}, {}
+    results, calls, losses = {}, {}, {}
     real_net = Network.c_net
     for label, seconds in (("fixed", None), ("one batch", 1e-12), ("whole epoch", 1e9)):
         rows = []
@@ -348,12 +350,16 @@ def test_chunk_size_adapts_and_never_changes_results(monkeypatch):
         net = Network([64, 16, 4], dropout=0.2, seed=0)
         kernel = Counting(real_net(net, net.dropout))
         monkeypatch.setattr(Network, "c_net", lambda self, dropout=0.0: kernel)
-        Trainer(net, optimizer="adam", batch_size=50, epochs=2, seed=1, verbose=0,
-                chunk_samples=1000, chunk_seconds=seconds).fit(x, y)
+        hist = Trainer(net, optimizer="adam", batch_size=50, epochs=2, seed=1, verbose=0,
+                       chunk_samples=1000, chunk_seconds=seconds).fit(x, y)
         monkeypatch.setattr(Network, "c_net", real_net)
         results[label], calls[label] = net.flat_parameters.copy(), rows
+        losses[label] = hist.history["loss"]
     assert calls["fixed"] == [1000, 1000, 1000] * 2
     assert calls["one batch"][0] == 1000 and set(calls["one batch"][1:3]) == {50}
     assert calls["whole epoch"] == [1000, 2000, 3000]
     assert np.array_equal(results["fixed"], results["one batch"])
     assert np.array_equal(results["fixed"], results["whole epoch"])
+    # the same floats, not near ones: in calls of 1000, 50 or 1000-3000 samples
+    assert losses["fixed"] == losses["one batch"] == losses["whole epoch"]
+    assert all(math.isfinite(v) and v > 0 for v in losses["fixed"])

@@ -274,7 +274,7 @@ cdef class _Net:
 
     def train(self, x, labels, order, int64_t batch_size, lrs, float scale, float shift,
               uint64_t seed, dict opt, grads, grad_avg, sq_avg, augment=None,
-              _Keep keep=None):
+              _Keep keep=None, double loss_sum=0.0):
         """Run len(lrs) mini-batches in C. ``opt['step']`` is updated in place.
 
         ``opt``: the optimizer's kind and hyperparameters (``Optimizer.kernel_config``:
@@ -289,8 +289,11 @@ cdef class _Net:
         ops.augment's rotate/shear/scale/translate/alpha/thickness and bank its elastic
         fields (or None): each batch's images are deformed before they are loaded.
 
-        Returns (loss_sum, n_correct, n_seen). Raises FloatingPointError naming the batch
-        (within this call) where the loss became non-finite.
+        Returns (loss_sum, n_correct, n_seen): ``loss_sum`` is the one given with each
+        batch's mean loss times its size added to it in turn (so a sum carried from call
+        to call does not depend on how an epoch is cut into calls). Raises
+        FloatingPointError naming the batch (within this call) where the loss became
+        non-finite.
         """
         cdef const uint8_t[:, ::1] xu
         cdef const float[:, ::1] xf
@@ -379,6 +382,7 @@ cdef class _Net:
         else:
             xf = x
             pf = &xf[0, 0]
+        st.loss_sum = loss_sum
         if keep is not None:
             keep.busy = True
         try:

@@ -119,7 +119,7 @@ class _Net:
               batch_size: int, lrs: F32, scale: float, shift: float, seed: int,
               opt: dict[str, Any], grads: F32, grad_avg: F32 | None,
               sq_avg: F32 | None, augment: Any = ...,
-              keep: _Keep | None = ...) -> tuple[float, int, int]: ...
+              keep: _Keep | None = ..., loss_sum: float = ...) -> tuple[float, int, int]: ...
 
 # ---- loss and gradient over a set of rows (_mlp_grad.pxi, used by the estimator) ----
 class Rows:

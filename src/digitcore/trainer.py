@@ -404,9 +404,9 @@ class Trainer:
     chunk_samples, chunk_seconds : int, float or None
         How an epoch is cut into calls of the C training loop: the first call takes
         ``chunk_samples`` samples, each later one about ``chunk_seconds`` of work
-        (``None``: every call ``chunk_samples``). Never changes the weights; with
-        ``chunk_seconds=None`` the history's losses do not depend on timing either
-        (each call's loss sum is added to the epoch's in float64).
+        (``None``: every call ``chunk_samples``). Changes neither the weights nor the
+        history's losses: the C loop adds each batch's loss to the epoch's float64 sum in
+        turn, whatever call it falls in.
     """
 
     def __init__(self, network, optimizer="adam", lr=None, batch_size=128, epochs=10, l2=0.0,
@@ -666,7 +666,8 @@ class Trainer:
                         ls, c, s = c_net.train(
                             x2, labels, order[b0 * bs:min(n, b1 * bs)], bs, lrs_all[b0:b1],
                             scale, shift, dropout_seed, cfg, grads, opt.grad_avg, opt.sq_avg,
-                            None if aug is None else (aug.kernel_args(), bank, hw), keep)
+                            None if aug is None else (aug.kernel_args(), bank, hw), keep,
+                            loss_sum)
                         if not np.isfinite(net.flat_parameters).all():
                             net.flat_parameters[...] = snapshot
                             raise _Diverged(b1 - 1 - b0, "the parameters overflowed")
@@ -690,7 +691,7 @@ class Trainer:
                             f"{lrs_all[min(batch, len(lrs_all) - 1)]:.3g}); try a lower "
                             f"learning rate or gradient clipping (clip_norm)") from None
                     opt.step_count = cfg["step"]
-                    loss_sum += ls
+                    loss_sum = ls  # (this chunk's batches added to it one by one, in C)
                     correct += c
                     seen += s
                     el = time.perf_counter() - t0
