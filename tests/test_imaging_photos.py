@@ -360,3 +360,25 @@ def test_a_damaged_shape_check_says_how_to_get_it_back(monkeypatch, tmp_path):
         imaging.shape_check_ready()
     with pytest.raises(ModelFormatError, match="reinstall digitcore"):
         preprocess_image(xt[0])
+
+
+def test_thick_pen_digits_are_read_not_refused_as_blobs(monkeypatch):
+    """Digits photographed with a thick pen come out shorter than MNIST's digits against
+    their stroke width. Big in the picture, they are digits down to BLOB_EXTENT stroke
+    widths (a filled disc, about 2, is still refused: see
+    test_pictures_without_a_digit_are_refused). These four were refused as solid blobs
+    at the old limit, 2.6, and the bundled model reads each right."""
+    from digitcore import imaging
+    from digitcore.pretrained import load_pretrained
+
+    (x, y), _ = _mini()
+    model = load_pretrained()
+    pictures = [(photo_digit(x[i], np.random.default_rng([7, i]), {"thick"})[0], int(y[i]))
+                for i in (286, 1193, 1199, 1209)]
+    for picture, label in pictures:
+        digit, proba = model.predict_image(picture)
+        assert digit == label and proba[digit] > 0.9, (label, digit, proba)
+    monkeypatch.setattr(imaging, "BLOB_EXTENT", 2.6)
+    for picture, _ in pictures:
+        with pytest.raises(NoDigitError, match="a solid blob"):
+            preprocess_image(picture)
