@@ -434,14 +434,14 @@ static void adam_range(float *param, float *m, float *v, const float *grad, int6
 {
     const unsigned csr = optim_fp_enter();
 #if DC_GEMM_BUILD_AVX2
-    if (dc_kernel_path() == DC_KERNEL_AVX2) {
+    if (dc_kernel_path() == DC_KERNEL_AVX2)
         dc_adam_range_avx2(param, m, v, grad, lo, hi, b1, b2, eps, l2, l1, decay, step_size,
                            sqrt_bc2);
-        optim_fp_leave(csr);
-        return;
-    }
+    else
 #endif
-    DC_ADAM_RANGE_BODY
+    {
+        DC_ADAM_RANGE_BODY
+    }
     optim_fp_leave(csr);
 }
 
