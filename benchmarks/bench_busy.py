@@ -1,17 +1,23 @@
-"""Training on a busy machine: 2 threads while another process keeps one core busy, against
-the quiet 1-thread run, with libgomp's own long spin and with digitcore's short one.
+"""Training on a busy machine: 2 threads while other processes keep the cores busy, against
+the quiet 1-thread run, with digitcore's libgomp spin, a shorter one and libgomp's own.
 
     python benchmarks/bench_busy.py                       # 3 cases, 3 rounds, 12,000 images
     python benchmarks/bench_busy.py --cases b128 --rounds 5 --n 60000
+    python benchmarks/bench_busy.py --busy 17 --variants busy-2t,busy-2t-spin1000,busy-2t-long-spin
 
-digitcore loads libgomp with GOMP_SPINCOUNT=1000 unless the user chose a spin or wait
+digitcore loads libgomp with GOMP_SPINCOUNT=10000 unless the user chose a spin or wait
 policy (src/digitcore/_config.py). Each run is a process of its own, one epoch timed
 after a warm-up epoch:
   quiet-1t  1 thread, nothing else started by this benchmark
-  busy-2t   2 threads beside `python -c 'while 1: pass'` (started here, stopped after)
-  busy-2t-long-spin  the same with GOMP_SPINCOUNT=300000 (libgomp's default spin)
+  quiet-2t  2 threads, nothing else started
+  quiet-2t-spin1000  the same with GOMP_SPINCOUNT=1000 (a spin too short for the gaps
+            between a batch's parallel regions: the threads sleep and are woken in each)
+  busy-2t   2 threads beside `--busy` copies of `python -c 'while 1: pass'` (started
+            here, stopped after)
+  busy-2t-spin1000, busy-2t-long-spin  the same with GOMP_SPINCOUNT=1000 and 300000
+            (libgomp's default spin)
 The variants alternate within each round; times are medians over the rounds; ratios are
-each busy run's time over quiet-1t's (target: busy-2t <= 1.3x).
+each run's time over quiet-1t's (target: busy-2t <= 1.3x beside one busy process).
 """
 
 from __future__ import annotations
@@ -37,7 +43,10 @@ CASES = {
 }
 VARIANTS = {  # name: (threads, busy process beside, extra environment)
     "quiet-1t": (1, False, {}),
+    "quiet-2t": (2, False, {}),
+    "quiet-2t-spin1000": (2, False, {"GOMP_SPINCOUNT": "1000"}),
     "busy-2t": (2, True, {}),
+    "busy-2t-spin1000": (2, True, {"GOMP_SPINCOUNT": "1000"}),
     "busy-2t-long-spin": (2, True, {"GOMP_SPINCOUNT": "300000"}),
 }
 
@@ -71,14 +80,15 @@ def run_one(case, variant, args):
     for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "DIGITCORE_NUM_THREADS"):
         env[k] = str(threads)
     env.update(extra)
-    hog = subprocess.Popen([sys.executable, "-c", "while 1: pass"]) if busy else None
+    hogs = [subprocess.Popen([sys.executable, "-c", "while 1: pass"])
+            for _ in range(args.busy if busy else 0)]
     try:
         time.sleep(args.pause)
         p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", case,
                             "--n", str(args.n), "--data-dir", args.data_dir],
                            capture_output=True, text=True, env=env, timeout=args.timeout)
     finally:
-        if hog is not None:
+        for hog in hogs:
             hog.kill()
             hog.wait()
     if p.returncode != 0:
@@ -92,12 +102,16 @@ def main():
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--busy", type=int, default=1,
+                    help="busy processes beside the busy-* variants")
     ap.add_argument("--n", type=int, default=12000, help="training images per epoch")
     ap.add_argument("--pause", type=float, default=0.5)
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--json", default=None, help="default benchmarks/results/bench_busy.json")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.busy < 0:
+        ap.error(f"--busy must be >= 0, got {args.busy}")
     if args.worker:
         print(worker(args.worker, args.n, args.data_dir))
         return

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import digitcore
-from digitcore import _ops
+from digitcore import _config, _ops
 
 
 def test_imported_from_site_packages_when_installed():
@@ -185,7 +185,7 @@ def test_libgomp_spin_set_only_while_loading():
 
 def test_libgomp_loads_with_the_short_spin_unless_the_user_chose_a_policy():
     # what the environment holds at the moment digitcore._ops (and libgomp with it) loads:
-    # digitcore's 1000 spins, the user's own GOMP_SPINCOUNT, or nothing added beside the
+    # digitcore's spin count, the user's own GOMP_SPINCOUNT, or nothing added beside the
     # user's OMP_WAIT_POLICY
     code = ("import importlib.abc, os, sys\n"
             "class Spy(importlib.abc.MetaPathFinder):\n"
@@ -196,7 +196,7 @@ def test_libgomp_loads_with_the_short_spin_unless_the_user_chose_a_policy():
             "import digitcore\n"
             "digitcore.set_num_threads(1)\n")
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    for extra, want in (({}, "1000"), ({"GOMP_SPINCOUNT": "7"}, "7"),
+    for extra, want in (({}, _config._GOMP_SPINCOUNT), ({"GOMP_SPINCOUNT": "7"}, "7"),
                         ({"OMP_WAIT_POLICY": "active"}, "None")):
         out = subprocess.run([sys.executable, "-c", code], env=dict(env, **extra),
                              capture_output=True, text=True, check=True).stdout.split("\n")

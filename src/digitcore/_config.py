@@ -12,16 +12,22 @@ import sys
 _initialized = False
 
 # GCC's OpenMP runtime (libgomp) lets a thread that waits for work or at a barrier spin
-# 300,000 times (milliseconds) before it sleeps. When other processes keep the cores busy,
-# the spinning thread burns the time slice its partner needs to reach the barrier: a
-# 2-thread epoch of 784-128-10 (batch 128, 12,000 MNIST images, load ~19 on 2 cores) took
-# 25-30 s, against 0.2-1.1 s with OMP_WAIT_POLICY=passive and 0.4-0.5 s with
-# GOMP_SPINCOUNT=1000 (100,000: 19-28 s; 10,000: 2-4 s). 1000 spins are tens of
-# microseconds, about the gaps between a batch's parallel regions, so a thread still
-# catches the next region on an idle machine. libgomp reads the variable once, when the
-# compiled module loads it; it is set for that moment only (nothing loaded later sees
-# it), and never when the user set either variable.
-_GOMP_SPINCOUNT = "1000"
+# 300,000 times (milliseconds) before it sleeps, unless GOMP_SPINCOUNT says otherwise.
+# Too short a spin and the team's threads fall asleep between a batch's parallel regions
+# (gaps of tens of microseconds), and each region then waits for a wake-up, which in a
+# virtual machine costs as much as the region: on a 2-core Xeon VM (one spin ~13 ns), a
+# 2-thread epoch of 784-128-10 at batch 128 took 0.19-0.20 s on Fashion-MNIST and
+# 0.11-0.12 s on MNIST with 1000 spins, no faster than one thread, against 0.14 / 0.10 s
+# with 3,000-100,000 (benchmarks/bench_busy.py's quiet-2t variants). Too long a spin
+# burned the time slices of a partner thread when other processes kept the cores busy
+# (2-thread epochs on 12,000 images at load ~19 on 2 cores took 19-28 s with 100,000
+# spins); since training measures its team (team.c) and runs one thread on such a
+# machine, the spin no longer decides that case: 0.26-0.30 s there with 1,000, 10,000
+# or 30,000 spins, 0.3-0.7 s with 300,000 (bench_busy.py --busy 17). 10,000 spins are
+# 0.1-0.5 ms on current x86 cores. libgomp reads the variable once, when the compiled
+# module loads it; it is set for that moment only (nothing loaded later sees it), and
+# never when the user set either variable.
+_GOMP_SPINCOUNT = "10000"
 
 
 def _import_ops():
