@@ -44,7 +44,7 @@ PRESETS = {
     # 99.37% there (mean 99.39%), against 99.32 / 99.31 / 99.12% (99.25%) for 784-800-10,
     # the layout of Simard et al. (tune_presets-augmented-800-256.json, -800.json). Nearby
     # tries read less: 128 units 99.34% (-800-128.json), these 256 for 80 epochs 99.31%
-    # (-800-256-e80.json), 784-1200-10 99.25% (-1200.json). 95-120 s on two cores
+    # (-800-256-e80.json), 784-1200-10 99.25% (-1200.json). 80-120 s on two cores
     # (README, bench_accuracy). Scored with test-time shifts (tta "shift",
     # digitcore.augment.TTA), which read 99.45 / 99.46 / 99.47% there (mean 99.46%,
     # tune_presets-augmented-tta.json).
@@ -66,7 +66,7 @@ PRESETS = {
     # shifts (tta "shift", digitcore.augment.TTA: each image and its four one-pixel
     # shifts), which lift each member on the validation split from 99.29-99.40% to
     # 99.44-99.50% and the committee of four from 99.52% to 99.53%
-    # (tune_presets-committee-tta.json). About 4 x 75 s on two quiet Xeon cores
+    # (tune_presets-committee-tta.json). About 4 x 62 s on two quiet Xeon cores
     # (bench_accuracy-avx512). Members train one after another on all threads: two
     # 1-thread processes side by side were no faster on 2 busy cores (4 epochs of
     # 784-800-10 "full" each: 29 s and 38 s for the pair, against 31 s and 33 s for the two
