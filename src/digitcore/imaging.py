@@ -882,8 +882,8 @@ def preprocess_image(image, *, reject_non_digits: bool = True) -> np.ndarray:
     r0, r1, c0, c1 = _bbox(digit)
     extent = max(r1 - r0, c1 - c0)
     stroke = _stroke_width(digit)
-    small = extent < 0.25 * min(x.shape) or extent < 3
-    if small and (extent < MIN_EXTENT * stroke or extent < 3):
+    small = extent < 0.25 * min(x.shape)
+    if extent < 3 or (small and extent < MIN_EXTENT * stroke):
         raise NoDigitError("too_small", f"{where}only a dot or specks, too small to be a "
                                         "digit: draw a bigger digit")
     if not small and extent < BLOB_EXTENT * stroke:
