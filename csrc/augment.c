@@ -287,13 +287,16 @@ static int augment(uint8_t *out8, float *out32, const uint8_t *in8, const float 
     void (*warp_fn)(float *, const aug_src *, const aug_draw *) = warp;
     /* uint8 on AVX2: dc_aug_u8_avx2's scratch instead (quad words, xterm floats, then pad8
      * and colany bytes; see augment_internal.h) */
-    int fast_u8 = 0;
+    int fast_u8 = 0, wide = 0;
     const int64_t quad_n = (H + 2) * P + 16, pad8_n = (H + 4) * P + 32;
-    const int64_t xterm_n = 16 * ((W + 7) / 8);
+    const int64_t xterm_n = 32 * ((W + 15) / 16); /* >= the 16 * ceil(W / 8) of 8 lanes */
 #if DC_GEMM_BUILD_AVX2
     if (dc_kernel_path() == DC_KERNEL_AVX2) {
         warp_fn = dc_aug_warp_avx2; /* float images */
         fast_u8 = in8 != NULL;
+#if DC_GEMM_BUILD_AVX512
+        wide = dc_avx512_active();
+#endif
     }
 #endif
     if (fast_u8)
@@ -333,7 +336,7 @@ static int augment(uint8_t *out8, float *out32, const uint8_t *in8, const float 
             float *xterm = (float *)(void *)(quad + quad_n);
             uint8_t *pad8 = (uint8_t *)(xterm + xterm_n);
             dc_aug_u8_avx2(out8 + r * F, in8 + row * F, &d, H, W, a->bank_size, pad8, quad,
-                           pad8 + pad8_n, xterm);
+                           pad8 + pad8_n, xterm, wide);
             continue;
         }
 #endif

@@ -317,7 +317,7 @@ DC_INLINE __m128i u8_pixels(const u8_consts *c, __m256 sx, __m256 sy, __m256 hit
 
 void dc_aug_u8_avx2(uint8_t *out, const uint8_t *img, const aug_draw *d, int64_t H, int64_t W,
                     int64_t bank_size, uint8_t *pad8, uint32_t *quad, uint8_t *colany,
-                    float *xterm)
+                    float *xterm, int wide)
 {
     const int64_t P = W + 3;
     aug_src s = {.H = H, .W = W, .range = 255.0f, .bank_size = bank_size};
@@ -328,6 +328,14 @@ void dc_aug_u8_avx2(uint8_t *out, const uint8_t *img, const aug_draw *d, int64_t
     }
     /* the lanes whose taps are used have iy in [y_lo, y_hi]; the others are not read */
     build_quads(quad, pad8, P, (int64_t)s.y_lo * P, ((int64_t)s.y_hi + 1) * P);
+#if DC_GEMM_BUILD_AVX512
+    if (wide) {
+        dc_aug_u8_rows_avx512(out, &s, d, quad, xterm);
+        return;
+    }
+#else
+    (void)wide;
+#endif
     const int64_t mask = bank_size - 1, S = bank_size;
     u8_consts c = {
         .ax = _mm256_set1_ps(d->ax),

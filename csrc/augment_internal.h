@@ -48,10 +48,18 @@ void dc_aug_warp_avx2(float *out, const aug_src *s, const aug_draw *d);
  * lane's four taps are one 4-byte gather element: one gather of 8 words per 8 pixels
  * instead of four of 4 pairs, and the uint8 taps convert to the same floats. pad8 is
  * (H + 4) * P bytes whose border is zero (only the image's pixels are written), quad
- * (H + 2) * P words, colany W bytes and xterm 16 * ceil(W / 8) floats of scratch. */
+ * (H + 2) * P words, colany W bytes and xterm 32 * ceil(W / 16) floats of scratch. wide: run
+ * the pixel loop on AVX-512 (dc_aug_u8_rows_avx512; only when dc_avx512_active()). */
 void dc_aug_u8_avx2(uint8_t *out, const uint8_t *img, const aug_draw *d, int64_t H, int64_t W,
                     int64_t bank_size, uint8_t *pad8, uint32_t *quad, uint8_t *colany,
-                    float *xterm);
+                    float *xterm, int wide);
+#endif
+/* dc_aug_u8_avx2's loop over the output pixels, 16 at a time (augment_avx512.c; wide != 0
+ * there), with the same bits: s gives the image's shape, box and bank (s->pad unused),
+ * quad the table dc_aug_u8_avx2 built, xterm 32 * ceil(W / 16) floats of scratch. */
+#if DC_GEMM_BUILD_AVX512
+void dc_aug_u8_rows_avx512(uint8_t *out, const aug_src *s, const aug_draw *d,
+                           const uint32_t *quad, float *xterm);
 #endif
 
 #endif /* DC_AUGMENT_INTERNAL_H */

@@ -3,7 +3,6 @@ a worked example, thread-count determinism, argument errors, and the Augment obj
 
 from __future__ import annotations
 
-import contextlib
 
 
 import numpy as np
@@ -12,9 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import digitcore
-from digitcore import _ops, ops
+from digitcore import ops
 from digitcore import ops_ref as ref
 from digitcore.augment import AUGMENTS, Augment, get_augment
+from kernel_config import PATHS, config
 
 # Tolerances. The reference does the kernel's float32 arithmetic in the same order, so on
 # x86-64 the two agree bit for bit; a compiler that contracts a*b+c into an FMA (aarch64)
@@ -189,29 +189,17 @@ def test_same_bits_for_any_thread_count(dtype, num_threads):
                               outs[0])
 
 
-PATHS = ["generic"] + (["avx2"] if _ops.cpu_has_avx2() else [])
-
-
-@contextlib.contextmanager
-def kernel(path):
-    old = _ops.kernel_path()
-    _ops.select_kernel(path)
-    try:
-        yield
-    finally:
-        _ops.select_kernel(old)
-
-
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
 @pytest.mark.parametrize("hw", [(28, 28), (1, 1), (3, 7), (13, 9), (31, 33), (8, 16), (5, 17),
-                                (6, 32), (20, 15)])
+                                (6, 32), (20, 15), (4, 20)])
 @pytest.mark.parametrize("bank_size", [32, 128, 4])
-def test_avx2_and_generic_paths_give_the_same_bits(dtype, hw, bank_size, num_threads):
-    """The AVX2 resampling (8 pixels a lane each) repeats the portable loop's float32
-    operations in order: equal bit for bit, also on rows that end in a partial vector, on
-    blank images and on images whose ink touches the border (no pixel skipped wrongly),
-    with elastic windows read contiguously (bank 128), often wrapping around the bank
-    (32) and narrower than a vector (4); uint8 results go through the vector store."""
+def test_vector_and_generic_paths_give_the_same_bits(dtype, hw, bank_size):
+    """The AVX2 resampling (8 pixels a vector) and the uint8 images' AVX-512 pixel loop (16)
+    repeat the portable loop's float32 operations in order: equal bit for bit, also on
+    rows that end in a partial vector (of 8 or of 16: widths 20 and 33), on blank images
+    and on images whose ink touches the border (no pixel skipped wrongly), with elastic
+    windows read contiguously (bank 128), often wrapping around the bank (32) and narrower
+    than a vector (4); uint8 results go through the vector stores."""
     h, w = hw
     x = digits(24, h, w, seed=h * 100 + w, dtype=dtype)
     x[0] = 0                                  # blank: every pixel skips the taps
@@ -225,7 +213,7 @@ def test_avx2_and_generic_paths_give_the_same_bits(dtype, hw, bank_size, num_thr
     for params in PARTS + [dict(translate=40.0), dict(scale=0.9, rotate=180.0)]:
         outs = {}
         for path in PATHS:
-            with kernel(path), num_threads(2):
+            with config(path, 2):
                 outs[path] = ops.augment(x, bank=bank, seed=7, stream=3, **params)
         for path in PATHS:
             np.testing.assert_array_equal(outs[path].view(np.uint8),
@@ -247,7 +235,7 @@ def test_each_image_is_written_within_its_own_bytes(path, hw):
     x = digits(6, h, w, seed=3)
     x[:, -1, -1] = 90                           # ink up to the last pixel
     bank = ops.elastic_bank(32, 3.0, seed=2)
-    with kernel(path):
+    with config(path, 1):
         for i in range(len(x)):
             buf = np.full(h * w + 32, 77, np.uint8)
             out = buf[:h * w].reshape(1, h, w)

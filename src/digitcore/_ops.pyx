@@ -71,7 +71,8 @@ def gemm_tile():
 
 def use_avx512(bint on):
     """Let the AVX2 path run its AVX-512 kernels (the GEMM tile, the sparse products' row
-    kernel and full-batch sweep; the default where the CPU has them), or not
+    kernel and full-batch sweep, the uint8 augmentation's pixel loop; the default where the
+    CPU has them), or not
     (DIGITCORE_AVX512=0). Same bits either way."""
     if on and not dc_cpu_has_avx512():
         raise RuntimeError("use_avx512(True): this CPU lacks AVX-512F (or this build has no "
