@@ -100,7 +100,8 @@ int dc_elastic_bank(float *bank, int64_t size, float sigma, uint64_t seed, uint6
     return DC_OK;
 }
 
-static void draw(aug_draw *d, const dc_augment *a, uint64_t seed, uint64_t stream, int64_t r)
+static void draw(aug_draw *d, const dc_augment *a, uint64_t seed, uint64_t stream, int64_t r,
+                 float range)
 {
     uint64_t h[DC_AUG_DRAWS];
     const uint64_t key = stream_key(seed, stream); /* h[k] = dc_hash64(seed, stream, ...) */
@@ -153,6 +154,7 @@ static void draw(aug_draw *d, const dc_augment *a, uint64_t seed, uint64_t strea
             d->bias = u / (1.0f + u);
         }
     }
+    d->cut = a->faint * range;
 }
 
 /* Sample one image (see aug_src), the portable path: each pixel as dc_aug_warp_avx2 does
@@ -198,6 +200,8 @@ static void warp(float *out, const aug_src *s, const aug_draw *d)
                 v = v * d->gain + brange;
                 v = v > 0.0f ? (v < range ? v : range) : 0.0f;
             }
+            if (d->cut > 0.0f && v < d->cut)
+                v = 0.0f;
             out[y * W + x] = v;
         }
     }
@@ -272,7 +276,7 @@ static int augment(uint8_t *out8, float *out32, const uint8_t *in8, const float 
                    uint64_t stream)
 {
     if (B < 0 || a->height < 1 || a->width < 1 || a->height > DC_AUG_MAX_SIDE ||
-        a->width > DC_AUG_MAX_SIDE)
+        a->width > DC_AUG_MAX_SIDE || !(a->faint >= 0.0f && a->faint < 1.0f))
         return DC_ERR_ARG;
     if (a->alpha != 0.0f && a->bank != NULL &&
         (a->bank_size < 1 || (a->bank_size & (a->bank_size - 1)) != 0))
@@ -328,7 +332,7 @@ static int augment(uint8_t *out8, float *out32, const uint8_t *in8, const float 
                 dc_prefetch_bytes_to(in32 + ahead * F, F * (int64_t)sizeof(float), 1);
         }
         aug_draw d;
-        draw(&d, a, seed, stream, r);
+        draw(&d, a, seed, stream, r, range);
         const int64_t row = idx != NULL ? idx[r] : r;
 #if DC_GEMM_BUILD_AVX2
         if (fast_u8) {

@@ -69,6 +69,8 @@ void dc_aug_warp_avx2(float *out, const aug_src *s, const aug_draw *d)
     const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
     const __m256 gain = _mm256_set1_ps(d->gain), brange = _mm256_set1_ps(d->bias * s->range);
     const __m256 range = _mm256_set1_ps(s->range);
+    const int cutting = d->cut > 0.0f;
+    const __m256 cut = _mm256_set1_ps(d->cut);
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256i x_lo = _mm256_set1_epi32(s->x_lo), x_hi = _mm256_set1_epi32(s->x_hi);
     const __m256i y_lo = _mm256_set1_epi32(s->y_lo), y_hi = _mm256_set1_epi32(s->y_hi);
@@ -128,6 +130,8 @@ void dc_aug_warp_avx2(float *out, const aug_src *s, const aug_draw *d)
                     const __m256 gt0 = _mm256_cmp_ps(v, zero, _CMP_GT_OQ);
                     v = _mm256_and_ps(_mm256_blendv_ps(range, v, lt), gt0);
                 }
+                if (cutting) /* v < cut -> 0 (NaN stays) */
+                    v = _mm256_andnot_ps(_mm256_cmp_ps(v, cut, _CMP_LT_OQ), v);
                 v = _mm256_andnot_ps(_mm256_castsi256_ps(miss), v);
             }
             if (x + 8 <= W) {
@@ -233,11 +237,11 @@ static void build_quads(uint32_t *quad, const uint8_t *pad8, int64_t P, int64_t 
 
 /* dc_aug_u8_avx2's per-image constants */
 typedef struct {
-    __m256 ax, ay, one, gain, brange, range, zero, half;
+    __m256 ax, ay, one, gain, brange, range, zero, half, cut;
     __m256 bx_lo, bx_hi, by_lo, by_hi;
     __m256i lane, vP, vmask, vox, byte;
     int64_t mask, S, ox;
-    int stroke;
+    int stroke, cutting;
     const float *quad;
 } u8_consts;
 
@@ -305,6 +309,8 @@ DC_INLINE __m128i u8_pixels(const u8_consts *c, __m256 sx, __m256 sy, __m256 hit
         const __m256 gt0 = _mm256_cmp_ps(v, c->zero, _CMP_GT_OQ);
         v = _mm256_and_ps(_mm256_blendv_ps(c->range, v, lt), gt0);
     }
+    if (c->cutting)
+        v = _mm256_andnot_ps(_mm256_cmp_ps(v, c->cut, _CMP_LT_OQ), v);
     /* rounded as augment.c's store_u8 rounds, without its clamp: with taps in [0, 255] and
      * weights in [0, 1), a + w (b - a) stays in [0, 255] in float32 too (every rounding is
      * monotone and 255 is a float), and the stroke curve clamps to it */
@@ -346,6 +352,7 @@ void dc_aug_u8_avx2(uint8_t *out, const uint8_t *img, const aug_draw *d, int64_t
         .range = _mm256_set1_ps(s.range),
         .zero = _mm256_setzero_ps(),
         .half = _mm256_set1_ps(0.5f),
+        .cut = _mm256_set1_ps(d->cut),
         .bx_lo = _mm256_set1_ps((float)s.x_lo),
         .bx_hi = _mm256_set1_ps((float)s.x_hi + 1.0f),
         .by_lo = _mm256_set1_ps((float)s.y_lo),
@@ -359,6 +366,7 @@ void dc_aug_u8_avx2(uint8_t *out, const uint8_t *img, const aug_draw *d, int64_t
         .S = S,
         .ox = d->ox,
         .stroke = d->gain != 1.0f || d->bias != 0.0f,
+        .cutting = d->cut > 0.0f,
         .quad = (const float *)(const void *)quad,
     };
     /* m00 * x and m10 * x of every vector of a row: the same products on every row */

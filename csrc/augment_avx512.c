@@ -26,11 +26,11 @@
 
 /* the loop's per-image constants */
 typedef struct {
-    __m512 ax, ay, one, gain, brange, range, half;
+    __m512 ax, ay, one, gain, brange, range, half, cut;
     __m512 bx_lo, bx_hi, by_lo, by_hi;
     __m512i lane, vP, vmask, vox, byte;
     int64_t mask, S, ox;
-    int stroke;
+    int stroke, cutting;
     const uint32_t *quad;
 } u8_consts16;
 
@@ -89,6 +89,8 @@ DC_INLINE __m512i pixels16(const u8_consts16 *c, __m512 sx, __m512 sy, __mmask16
         const __mmask16 gt0 = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ);
         v = _mm512_maskz_mov_ps(gt0, _mm512_mask_blend_ps(lt, c->range, v));
     }
+    if (c->cutting) /* v < cut -> 0 */
+        hit = (__mmask16)(hit & ~_mm512_cmp_ps_mask(v, c->cut, _CMP_LT_OQ));
     /* rounded as u8_pixels rounds (see there: the values stay in [0, 255]) */
     return _mm512_cvttps_epi32(_mm512_maskz_add_ps(hit, v, c->half));
 }
@@ -106,6 +108,7 @@ void dc_aug_u8_rows_avx512(uint8_t *out, const aug_src *s, const aug_draw *d,
         .brange = _mm512_set1_ps(d->bias * s->range),
         .range = _mm512_set1_ps(s->range),
         .half = _mm512_set1_ps(0.5f),
+        .cut = _mm512_set1_ps(d->cut),
         .bx_lo = _mm512_set1_ps((float)s->x_lo),
         .bx_hi = _mm512_set1_ps((float)s->x_hi + 1.0f),
         .by_lo = _mm512_set1_ps((float)s->y_lo),
@@ -119,6 +122,7 @@ void dc_aug_u8_rows_avx512(uint8_t *out, const aug_src *s, const aug_draw *d,
         .S = S,
         .ox = d->ox,
         .stroke = d->gain != 1.0f || d->bias != 0.0f,
+        .cutting = d->cut > 0.0f,
         .quad = quad,
     };
     /* m00 * x and m10 * x of every vector of a row (32 floats a vector) */

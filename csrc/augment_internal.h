@@ -19,6 +19,7 @@ typedef struct {
     const float *fx, *fy;     /* the bank's components, possibly swapped */
     int64_t ox, oy;           /* window offset in the bank */
     float gain, bias;         /* stroke: v -> clamp(v * gain + bias * range, 0, range) */
+    float cut;                /* then v < cut -> 0 (faint * range; 0: off) */
 } aug_draw;
 
 /* The source image of one warp: pad is (H + 3) x (W + 3) floats, the image at rows and
@@ -26,7 +27,8 @@ typedef struct {
  * in padded columns [x_lo + 1, x_hi] and rows [y_lo + 1, y_hi]: an output pixel whose
  * bilinear taps (columns ix, ix + 1, rows iy, iy + 1) have ix < x_lo, ix > x_hi,
  * iy < y_lo or iy > y_hi reads four zeros, and is 0 exactly (also after the stroke
- * curve, whose bias is never positive), so it is written as 0 without reading them.
+ * curve, whose bias is never positive, and the cut), so it is written as 0 without reading
+ * them.
  * An all-zero image has x_lo > x_hi. */
 typedef struct {
     const float *pad;

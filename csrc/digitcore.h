@@ -232,6 +232,9 @@ typedef struct {
     float alpha;       /* elastic: pixels of displacement per unit of field (0: off) */
     float thickness;   /* stroke, in [0, 1): intensity curve v / (1 - u) (thicker, u > 0)
                         * or (v + u) / (1 + u) (thinner), clamped to the value range */
+    float faint;       /* in [0, 1): resampled values below faint * range (255 or 1), after
+                        * the stroke curve, become 0 (the faint rim bilinear resampling
+                        * spreads around strokes); 0: off */
     const float *bank; /* (2, bank_size, bank_size) smoothed fields (dc_elastic_bank), or
                         * NULL: no elastic part */
     int64_t bank_size; /* a power of two */

@@ -53,7 +53,7 @@ def digits(n, h=28, w=28, seed=0, dtype=np.uint8):
 
 FULL = dict(rotate=15.0, shear=15.0, scale=0.2, translate=2.5, alpha=34.0, thickness=0.4)
 PARTS = [dict(rotate=20.0), dict(shear=15.0), dict(scale=0.2), dict(translate=3.0),
-         dict(alpha=36.0), dict(thickness=0.5), FULL]
+         dict(alpha=36.0), dict(thickness=0.5), FULL, dict(FULL, faint=0.1)]
 
 
 # ---- the bank of smoothed fields ---------------------------------------------------------
@@ -170,6 +170,27 @@ def test_thickness_changes_ink_both_ways_and_stays_in_range():
     assert out.min() >= 0.0 and out.max() <= 1.0
 
 
+def test_faint_zeroes_the_faint_rim_and_nothing_else():
+    """faint cuts the values below faint * range (after the stroke curve) to 0 and leaves
+    every other pixel as it was: fewer non-zero pixels, and none left below the cut."""
+    bank = ops.elastic_bank(64, 4.0, seed=2)
+    for dtype, cut in ((np.uint8, 0.1 * 255), (np.float32, np.float32(0.1))):
+        x = digits(64, dtype=dtype)
+        plain = ops.augment(x, bank=bank, seed=4, **FULL)
+        np.testing.assert_array_equal(ops.augment(x, bank=bank, seed=4, faint=0.0, **FULL),
+                                      plain)
+        cut_ = ops.augment(x, bank=bank, seed=4, faint=0.1, **FULL)
+        kept = cut_ != 0
+        np.testing.assert_array_equal(cut_[kept], plain[kept])
+        if dtype == np.uint8:
+            # values below 25.5 round to at most 25; from 25.5 up, to 26 or more
+            assert cut_[kept].min() >= 26 and plain[~kept].max() <= 25
+        else:
+            assert cut_[kept].min() >= cut and plain[~kept].max() < cut
+        trimmed = (plain != 0).sum() - kept.sum()
+        assert trimmed > 0.05 * (plain != 0).sum()
+
+
 # ---- determinism -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
@@ -278,6 +299,8 @@ def test_out_argument_and_gil_release():
     (dict(rotate=-1.0), ValueError, "rotate must be in"),
     (dict(scale=1.0), ValueError, "scale must be in"),
     (dict(thickness=float("nan")), ValueError, "thickness must be finite"),
+    (dict(faint=1.0), ValueError, r"faint must be in \[0, 1\)"),
+    (dict(faint=-0.01), ValueError, "faint must be in"),
     (dict(idx=np.array([0, 2])), ValueError, "idx has values outside"),
     (dict(out=np.zeros((2, 4, 4), np.float32)), TypeError, "out must have dtype uint8"),
     (dict(seed=-1), ValueError, "seed must be in"),
@@ -332,6 +355,8 @@ def test_named_augments_and_specs():
         Augment(scale=1.5)
     with pytest.raises(ValueError, match="bank_size"):
         Augment(bank_size=100)
+    with pytest.raises(ValueError, match=r"Augment.faint must be in \[0, 1\)"):
+        Augment(faint=1.0)
     with pytest.raises(TypeError, match="augment must be"):
         get_augment(3)
 

@@ -58,6 +58,19 @@ def test_identity_augment_gives_the_bits_of_no_augment(mini):
                                   fit(x, y, None)[0].flat_parameters)
 
 
+def test_faint_cut_reaches_training_batches(mini):
+    """With no deformation, Augment(faint=f) leaves a batch's pixels as they are except
+    those below f * 255, which become 0: the run is the plain run on images cut that way,
+    bit for bit."""
+    x, y, _, _ = mini
+    cut = np.float32(0.2) * np.float32(255.0)
+    x_cut = np.where(x < cut, 0, x).astype(np.uint8)
+    assert (x_cut != x).any()
+    a = fit(x, y, Augment(faint=0.2))[0].flat_parameters
+    np.testing.assert_array_equal(a, fit(x_cut, y, None)[0].flat_parameters)
+    assert not np.array_equal(a, fit(x, y, None)[0].flat_parameters)
+
+
 def test_validation_data_is_not_augmented(mini):
     x, y, xv, yv = mini
     net, hist = fit(x, y, Augment(rotate=40, alpha=38, thickness=0.5),

@@ -52,7 +52,7 @@ cdef float _aug_param(object v, str name, double lo, double hi, bint hi_open) ex
 
 cdef int _fill_augment(dc_augment *a, object rotate, object shear, object scale,
                        object translate, object alpha, object thickness,
-                       object bank) except -1:
+                       object faint, object bank) except -1:
     """Validate the parameters into a (bank: checked by the caller, pointer set later)."""
     a.rotate = _aug_param(rotate, "rotate", 0.0, 180.0, False)
     a.shear = _aug_param(shear, "shear", 0.0, 80.0, False)
@@ -60,6 +60,7 @@ cdef int _fill_augment(dc_augment *a, object rotate, object shear, object scale,
     a.translate = _aug_param(translate, "translate", 0.0, 1e6, False)
     a.alpha = _aug_param(alpha, "alpha", 0.0, 1e6, False)
     a.thickness = _aug_param(thickness, "thickness", 0.0, 1.0, True)
+    a.faint = _aug_param(faint, "faint", 0.0, 1.0, True)
     a.bank = NULL
     a.bank_size = 0
     if a.alpha != 0.0 and bank is None:
@@ -82,7 +83,7 @@ def _check_sides(int64_t height, int64_t width, what):
 
 
 def augment(x, idx=None, *, rotate=0.0, shear=0.0, scale=0.0, translate=0.0, alpha=0.0,
-            thickness=0.0, bank=None, seed=0, stream=0, out=None):
+            thickness=0.0, faint=0.0, bank=None, seed=0, stream=0, out=None):
     """Images ``x[idx]``, each deformed at random: one inverse map, one bilinear pass.
 
     Image r (of the B returned) draws its own rotation (degrees, uniform in
@@ -90,7 +91,8 @@ def augment(x, idx=None, *, rotate=0.0, shear=0.0, scale=0.0, translate=0.0, alp
     1 + scale]), translation per axis (pixels), elastic window of ``bank`` (scaled by
     ``alpha`` pixels, components randomly negated and swapped) and stroke curve (thicker
     or thinner, up to ``thickness``) from ``hash64(seed, stream, r * 8 + k)``: the same
-    arguments give the same images for any thread count. Outside the image is 0.
+    arguments give the same images for any thread count. Outside the image is 0. Values
+    below ``faint`` times the value range (255 or 1), after the stroke curve, become 0.
 
     Parameters
     ----------
@@ -104,6 +106,7 @@ def augment(x, idx=None, *, rotate=0.0, shear=0.0, scale=0.0, translate=0.0, alp
     scale : float in [0, 1)
     translate, alpha : float >= 0
     thickness : float in [0, 1)
+    faint : float in [0, 1)
     bank : ndarray, float32, shape (2, S, S), S a power of two (from :func:`elastic_bank`)
         Needed when alpha > 0.
     seed, stream : int in [0, 2**64)
@@ -119,7 +122,7 @@ def augment(x, idx=None, *, rotate=0.0, shear=0.0, scale=0.0, translate=0.0, alp
         raise TypeError(f"x must have dtype uint8 or float32, got {x.dtype}")
     _arr(x, "x", x.dtype, 3)
     cdef dc_augment a
-    _fill_augment(&a, rotate, shear, scale, translate, alpha, thickness, bank)
+    _fill_augment(&a, rotate, shear, scale, translate, alpha, thickness, faint, bank)
     cdef uint64_t sd = _u64(seed, "seed"), sm = _u64(stream, "stream")
     cdef int64_t N = x.shape[0]
     a.height = x.shape[1]

@@ -82,6 +82,7 @@ cdef extern from "digitcore.h" nogil:
         float translate
         float alpha
         float thickness
+        float faint
         const float *bank
         int64_t bank_size
         int64_t height

@@ -286,7 +286,7 @@ cdef class _Net:
         its sparse input (same bits as gathering it).
 
         ``augment``: None, or (params, bank, (height, width)) with params a dict of
-        ops.augment's rotate/shear/scale/translate/alpha/thickness and bank its elastic
+        ops.augment's rotate/shear/scale/translate/alpha/thickness/faint and bank its elastic
         fields (or None): each batch's images are deformed before they are loaded.
 
         Returns (loss_sum, n_correct, n_seen): ``loss_sum`` is the one given with each
@@ -316,7 +316,8 @@ cdef class _Net:
             params, bank, (height, width) = augment
             _fill_augment(&aug, params.get("rotate", 0.0), params.get("shear", 0.0),
                           params.get("scale", 0.0), params.get("translate", 0.0),
-                          params.get("alpha", 0.0), params.get("thickness", 0.0), bank)
+                          params.get("alpha", 0.0), params.get("thickness", 0.0),
+                          params.get("faint", 0.0), bank)
             if height < 1 or width < 1 or height * width != x.shape[1]:
                 raise ValueError(f"augment: images of {height} x {width} pixels do not "
                                  f"match x's {x.shape[1]} features")

@@ -46,6 +46,11 @@ class Augment:
         Stroke thickness change, in [0, 1): an intensity curve that thickens
         (``v / (1 - u)``) or thins (``(v + u) / (1 + u)``) anti-aliased strokes, u drawn
         in [-thickness, thickness].
+    faint : float
+        In [0, 1): resampled values below ``faint`` times the value range (255 for uint8,
+        1 for floats), after the stroke curve, become 0. Bilinear resampling spreads a
+        faint rim around every stroke (about 15% more non-zero pixels on MNIST with
+        "full"), which a digit's sparse first layer pays for; a small ``faint`` trims it.
     bank_size : int
         Side of the periodic bank of smoothed fields that images take elastic windows
         from (a power of two); redrawn every epoch.
@@ -58,12 +63,14 @@ class Augment:
     alpha: float = 0.0
     sigma: float = 4.0
     thickness: float = 0.0
+    faint: float = 0.0
     bank_size: int = 128
 
     def __post_init__(self):
         checks = {"rotate": (0, 180, False), "shear": (0, 80, False), "scale": (0, 1, True),
                   "translate": (0, 1e6, False), "alpha": (0, 1e6, False),
-                  "sigma": (0, 64, False), "thickness": (0, 1, True)}
+                  "sigma": (0, 64, False), "thickness": (0, 1, True),
+                  "faint": (0, 1, True)}
         for name, (lo, hi, open_hi) in checks.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
@@ -98,7 +105,7 @@ class Augment:
     def kernel_args(self) -> dict:
         return {"rotate": self.rotate, "shear": self.shear, "scale": self.scale,
                 "translate": self.translate, "alpha": self.alpha,
-                "thickness": self.thickness}
+                "thickness": self.thickness, "faint": self.faint}
 
     def apply(self, images, seed=0, stream=0):
         """Deformed copies of ``images`` ((n, H, W), or (n, F) with F a square; uint8 or

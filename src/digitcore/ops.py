@@ -35,7 +35,8 @@ Augmentation
 
     elastic_bank(size=128, sigma=4.0, seed=0, stream=0, out=None) -> (2, size, size) fields
     augment(x, idx=None, *, rotate=0.0, shear=0.0, scale=0.0, translate=0.0, alpha=0.0,
-            thickness=0.0, bank=None, seed=0, stream=0, out=None) -> images like x[idx]
+            thickness=0.0, faint=0.0, bank=None, seed=0, stream=0, out=None)
+            -> images like x[idx]
 
 Optimizer ops (in place)
 ------------------------

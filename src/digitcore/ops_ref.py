@@ -466,10 +466,11 @@ def _augment_draws(b, rotate, shear, scale, translate, alpha, thickness, bank, s
 
 
 def augment(x, idx=None, *, rotate=0.0, shear=0.0, scale=0.0, translate=0.0, alpha=0.0,
-            thickness=0.0, bank=None, seed=0, stream=0, out=None):
+            thickness=0.0, faint=0.0, bank=None, seed=0, stream=0, out=None):
     """Reference of ``ops.augment``: per image, source = M . p + b (+ elastic window of
-    ``bank``), bilinear from the image padded with zeros, then the stroke curve; float32
-    arithmetic as the kernel does it, all images at once."""
+    ``bank``), bilinear from the image padded with zeros, then the stroke curve, then values
+    below ``faint`` times the range to 0; float32 arithmetic as the kernel does it, all
+    images at once."""
     x = np.asarray(x)
     if idx is not None:
         x = x[np.asarray(idx, dtype=np.int64)]
@@ -509,6 +510,9 @@ def augment(x, idx=None, *, rotate=0.0, shear=0.0, scale=0.0, translate=0.0, alp
     stroke = (d["gain"] != 1) | (d["bias"] != 0)
     vs = np.clip(v * col(d["gain"]) + col(d["bias"] * rng), np.float32(0.0), rng)
     v = np.where(col(stroke), vs, v)
+    cut = np.float32(faint) * rng
+    if cut > 0:
+        v = np.where(v < cut, np.float32(0.0), v)
     if x.dtype == np.uint8:
         v = (np.clip(v, np.float32(0.0), np.float32(255.0)) + np.float32(0.5)).astype(np.uint8)
     else:
