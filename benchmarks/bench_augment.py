@@ -1,7 +1,7 @@
 """Cost of augmentation: training epochs with and without it, alternating in one run.
 
-    python benchmarks/bench_augment.py [--hidden 800] [--augment full] [--rounds 5]
-                                       [--samples 60000] [--threads 2]
+    python benchmarks/bench_augment.py [--hidden 800] [--augment full|KEY=V,...]
+                                       [--rounds 5] [--samples 60000] [--threads 2]
 
 Each round trains one epoch (of --samples MNIST training images; the bundled mnist-mini
 when full MNIST is not found) without augmentation, then one with it, on the same
@@ -26,7 +26,7 @@ from _data import shared_mnist  # noqa: E402
 
 import _results  # noqa: E402
 import digitcore  # noqa: E402
-from digitcore.augment import get_augment  # noqa: E402
+from digitcore.augment import parse_augment  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 BATCH = 128  # epoch()'s Trainer default
@@ -45,7 +45,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=shared_mnist())
     ap.add_argument("--hidden", default="800")
-    ap.add_argument("--augment", default="full")
+    ap.add_argument("--augment", default="full", help="a name (full, affine, ...) or "
+                    "key=value,... of digitcore.Augment's fields, as digitcore train takes")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--samples", type=int, default=60000)
     ap.add_argument("--threads", type=int, default=2)
@@ -62,7 +63,9 @@ def main():
         dataset = "mnist-mini"
     x, y = x[:args.samples], y[:args.samples]
     hidden = [int(h) for h in args.hidden.split(",")]
-    aug = get_augment(args.augment)
+    aug = parse_augment(args.augment)
+    if aug is None:
+        raise SystemExit("--augment none: nothing to compare")
     bank = aug.bank(1, 0)
     plain, augmented, kernel, ratios = [], [], [], []
     order = np.random.default_rng(0).permutation(len(x)).astype(np.int64)
@@ -99,7 +102,8 @@ def main():
                   [{"round": i + 1, "plain_s": a, "augmented_s": b, "kernel_s": k}
                    for i, (a, b, k) in enumerate(zip(plain, augmented, kernel))]
                   + [{"network": f"784-{args.hidden}-10", "images": len(x), "dataset": dataset,
-                      "threads": args.threads, "augment": args.augment}], path=args.json)
+                      "threads": args.threads, "augment": args.augment,
+                      "augment_fields": aug.to_dict()}], path=args.json)
     return 0
 
 

@@ -10,7 +10,8 @@ the first 50,000 training images and is scored on the last 10,000 (`--val`), eve
 are the same for any thread count, so candidates may be compared across machines and
 loads; their wall time is not measured here (bench_accuracy.py measures the chosen
 presets on the full training set). `--set KEY=VALUE` overrides a preset entry (hidden
-widths as `hidden=800,800`, `augment=none`). Results are saved, when `--json` names a
+widths as `hidden=800,800`, `augment=none`, or an augmentation's own fields as
+`augment=rotate=12,alpha=34,faint=0.06`). Results are saved, when `--json` names a
 file, as the other benchmarks save theirs (benchmarks/_results.py).
 
 Committees: `--proba-dir DIR` keeps each seed's validation probabilities (float32 .npy)
@@ -50,6 +51,11 @@ from digitcore.trainer import LambdaCallback  # noqa: E402
 def _value(key, text):
     if key == "hidden":
         return [int(v) for v in text.split(",")]
+    if key == "augment" and "=" in text:
+        # key=number pairs of digitcore.Augment's fields, as `digitcore train --augment`
+        pairs = (part.partition("=") for part in text.split(","))
+        return {k.strip(): int(v) if k.strip() == "bank_size" else float(v)
+                for k, _, v in pairs}
     if key in ("augment", "tta"):
         return None if text == "none" else text
     for kind in (int, float):

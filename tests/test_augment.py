@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import digitcore
 from digitcore import ops
 from digitcore import ops_ref as ref
-from digitcore.augment import AUGMENTS, Augment, get_augment
+from digitcore.augment import AUGMENTS, Augment, get_augment, parse_augment
 from kernel_config import PATHS, config
 
 # Tolerances. The reference does the kernel's float32 arithmetic in the same order, so on
@@ -359,6 +359,20 @@ def test_named_augments_and_specs():
         Augment(faint=1.0)
     with pytest.raises(TypeError, match="augment must be"):
         get_augment(3)
+
+
+def test_parse_augment_takes_names_and_field_pairs():
+    assert parse_augment("full") is AUGMENTS["full"] and parse_augment(" none ") is None
+    assert parse_augment("rotate=10, alpha=34,faint=0.06,bank_size=64") == Augment(
+        rotate=10.0, alpha=34.0, faint=0.06, bank_size=64)
+    with pytest.raises(ValueError, match="expected key=number pairs, got 'alpha=x'"):
+        parse_augment("rotate=10,alpha=x")
+    with pytest.raises(ValueError, match="bad augmentation parameters"):
+        parse_augment("twist=3")
+    with pytest.raises(ValueError, match="Augment.faint must be in"):
+        parse_augment("faint=1.5")
+    with pytest.raises(ValueError, match="unknown augmentation 'fulll'"):
+        parse_augment("fulll")
 
 
 def test_augment_apply_keeps_shape_and_is_seeded():

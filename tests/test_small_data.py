@@ -59,7 +59,11 @@ def test_cli_deforms_small_training_sets_unless_told_not_to():
     summary = json.loads(_train("--json").stdout)
     assert summary["augment"] == AUGMENTS["affine"].to_dict()
     assert json.loads(_train("--json", "--augment", "none").stdout)["augment"] is None
-    assert json.loads(_train("--json", "--augment", "rotate=5").stdout)["augment"]["rotate"] == 5
+    aug = json.loads(_train("--json", "--augment", "rotate=5,faint=0.1").stdout)["augment"]
+    assert aug["rotate"] == 5 and aug["faint"] == 0.1
+    bad = subprocess.run([sys.executable, "-m", "digitcore", "train", "--augment", "faint=x"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "expected key=number pairs, got 'faint=x'" in bad.stderr
     r = _train()
     assert "deforming the training images" in r.stderr
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from digitcore._checks import square_images
 
-__all__ = ["Augment", "AUGMENTS", "get_augment", "TTA", "check_tta", "model_tta", "tta_views",
+__all__ = ["Augment", "AUGMENTS", "get_augment", "parse_augment", "TTA", "check_tta", "model_tta", "tta_views",
            "mean_proba", "tta_mean_proba", "tta_answers"]
 
 
@@ -156,6 +156,25 @@ def get_augment(spec):
             raise ValueError(f"bad augmentation parameters {spec!r}: {exc}") from None
     raise TypeError(f"augment must be None, a name ({sorted(AUGMENTS)}), a dict or an "
                     f"Augment, got {type(spec).__name__}")
+
+
+def parse_augment(text):
+    """An augmentation from its text form, as ``digitcore train --augment`` takes it: a
+    name from :data:`AUGMENTS`, "none", or comma-separated ``key=number`` pairs of
+    :class:`Augment`'s fields ("rotate=10,alpha=34,faint=0.06") -> an Augment or None.
+    Raises ValueError naming what is wrong."""
+    text = text.strip()
+    if "=" not in text:
+        return get_augment(text)
+    spec = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        key = key.strip()
+        try:
+            spec[key] = int(value) if key == "bank_size" else float(value)
+        except ValueError:
+            raise ValueError(f"expected key=number pairs, got {part!r} in {text!r}") from None
+    return get_augment(spec)
 
 
 # Test-time augmentation: the views of each image whose mean class probability answers

@@ -55,21 +55,10 @@ def _hidden(text):
 
 def _augment(text):
     """NAME (affine, elastic, thickness, full, none) or key=value,... of Augment fields."""
-    from digitcore.augment import get_augment
+    from digitcore.augment import parse_augment
 
-    text = text.strip()
-    spec = text
-    if "=" in text:
-        spec = {}
-        for part in text.split(","):
-            key, sep, value = part.partition("=")
-            try:
-                spec[key.strip()] = int(value) if key.strip() == "bank_size" else float(value)
-            except ValueError:
-                raise argparse.ArgumentTypeError(
-                    f"expected key=number pairs, got {part!r} in {text!r}") from None
     try:
-        return get_augment(spec) or "none"
+        return parse_augment(text) or "none"
     except (TypeError, ValueError) as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
