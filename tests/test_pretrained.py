@@ -111,9 +111,16 @@ def test_committed_results_and_readme_describe_the_bundled_file(bundled):
 
 def test_the_bundled_recipe_is_its_presets_recipe_today(bundled):
     """The README's rebuild command trains the preset as presets.py has it now: a preset
-    changed without rebuilding the file would rebuild a different model."""
+    changed without rebuilding the file would rebuild a different model. The augmentations
+    compare as Augment objects: a field added since the file was built (faint) reads as
+    its default, which deforms the digits as before."""
+    from digitcore.augment import get_augment
+
     summary = bundled.training_summary
-    assert summary["recipe"] == pretrained.recorded_recipe(summary["preset"], summary["n_train"])
+    recorded = dict(summary["recipe"])
+    today = pretrained.recorded_recipe(summary["preset"], summary["n_train"])
+    assert get_augment(recorded.pop("augment")) == get_augment(today.pop("augment"))
+    assert recorded == today
 
 
 def _networks(model):
