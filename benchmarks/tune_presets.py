@@ -44,6 +44,7 @@ sys.path.insert(0, str(HERE))
 from _data import shared_mnist  # noqa: E402
 import _results  # noqa: E402
 import digitcore  # noqa: E402
+from digitcore.augment import parse_augment  # noqa: E402
 from digitcore.presets import TRAINER_KEYS, build, get_preset, tta_of  # noqa: E402
 from digitcore.trainer import LambdaCallback  # noqa: E402
 
@@ -52,10 +53,10 @@ def _value(key, text):
     if key == "hidden":
         return [int(v) for v in text.split(",")]
     if key == "augment" and "=" in text:
-        # key=number pairs of digitcore.Augment's fields, as `digitcore train --augment`
-        pairs = (part.partition("=") for part in text.split(","))
-        return {k.strip(): int(v) if k.strip() == "bank_size" else float(v)
-                for k, _, v in pairs}
+        # key=number pairs of digitcore.Augment's fields, read and checked as `digitcore
+        # train --augment` reads them; the config records the fields given
+        given = {part.partition("=")[0].strip() for part in text.split(",")}
+        return {k: v for k, v in parse_augment(text).to_dict().items() if k in given}
     if key in ("augment", "tta"):
         return None if text == "none" else text
     for kind in (int, float):

@@ -16,8 +16,8 @@ import numpy as np
 
 from digitcore._checks import square_images
 
-__all__ = ["Augment", "AUGMENTS", "get_augment", "parse_augment", "TTA", "check_tta", "model_tta", "tta_views",
-           "mean_proba", "tta_mean_proba", "tta_answers"]
+__all__ = ["Augment", "AUGMENTS", "get_augment", "parse_augment", "TTA", "check_tta",
+           "model_tta", "tta_views", "mean_proba", "tta_mean_proba", "tta_answers"]
 
 
 @dataclasses.dataclass(frozen=True)
