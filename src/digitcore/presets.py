@@ -66,8 +66,8 @@ PRESETS = {
     # shifts (tta "shift", digitcore.augment.TTA: each image and its four one-pixel
     # shifts), which lift each member on the validation split from 99.29-99.40% to
     # 99.44-99.50% and the committee of four from 99.52% to 99.53%
-    # (tune_presets-committee-tta.json). About 4 x 62 s on two quiet Xeon cores
-    # (bench_accuracy-avx512). Members train one after another on all threads: two
+    # (tune_presets-committee-tta.json). About 4 x 62-71 s on two quiet Xeon cores
+    # (bench_accuracy-avx512 and its 31006ba run). Members train one after another on all threads: two
     # 1-thread processes side by side were no faster on 2 busy cores (4 epochs of
     # 784-800-10 "full" each: 29 s and 38 s for the pair, against 31 s and 33 s for the two
     # one after the other on 2 threads).
