@@ -245,10 +245,13 @@ float *mlp_keep_scratch(dc_mlp_keep *k, int slot, int64_t floats);
 /* A unit of layer 0's sparse work: column block b of its outputs (g = -1), or the pair
  * (input group g, block b). */
 typedef int (*mlp_unit_fn)(const void *job, int64_t g, int64_t b);
-/* A phase: fn on every block (pairs = 0) or on every (group, block) pair (pairs = 1). */
+/* A phase: fn on every block (pairs = 0) or on every (group, block) pair (pairs = 1);
+ * span, unless NULL, first on each thread's run of units [u0, u1) (mlp_phases.c's
+ * phase_share: a fixed run; the whole phase on one thread). */
 typedef struct {
     mlp_unit_fn fn;
     int pairs;
+    int (*span)(const void *job, int64_t u0, int64_t u1);
 } mlp_phase;
 /* Phase a over its units, then phase b (unless its fn is NULL), for n_blocks column
  * blocks; in one parallel region when `work` (multiply-adds) is worth sharing, on this

@@ -359,7 +359,6 @@ typedef struct {
     float *out;              /* forward: layer 0's output (rows, o0) */
     const layer0_grad *grad; /* backward */
     int sliced;              /* one column block: its per-row steps cut into row slices */
-    int dw1_whole;           /* backward: layer 1's weight gradient was taken whole */
 } block_job;
 
 /* With a single column block (at most 64 outputs: the tutorial's 784-10-10) the per-block
@@ -603,6 +602,44 @@ static int tail_rows(const block_job *a, int64_t b)
     return st;
 }
 
+/* How many columns of layer 1's weight gradient, from c0 on, the block at c0 (w wide, of
+ * o0) computes when the blocks share them out: its own, and also the next block's when
+ * that one is the last and at most DC_GEMM_NARROW_MAX_N wide, which then computes none.
+ * A product that narrow takes the narrow kernel, which sums all rows in one pass where a
+ * wider one (and the whole product of one thread) sums them kc at a time: merged, every
+ * thread count gives the same bits (784-200-10 at batch 1000 did not). */
+static int64_t dw1_columns(int64_t o0, int64_t c0, int64_t w)
+{
+    if (c0 > 0 && w <= DC_GEMM_NARROW_MAX_N)
+        return 0;
+    const int64_t rest = o0 - (c0 + w);
+    return rest > 0 && rest <= DC_GEMM_NARROW_MAX_N ? w + rest : w;
+}
+
+/* Backward, first phase (unsliced), before a thread's blocks u0 .. u1 - 1: layer 1's
+ * weight gradient d^T . h1 on all of their columns in one product. Per block, each product
+ * packed the same transposed d^T for itself (784-1024-1024-10 at batch 256 on 2 threads:
+ * 16 times a step, 5% of an epoch); now each thread packs it once, and one thread (all
+ * blocks) runs the one whole product. Every element sums its rows kc at a time in one
+ * product or another, so the same bits for any thread count (see dw1_columns). */
+static int tail_span(const void *job, int64_t u0, int64_t u1)
+{
+    const block_job *a = job;
+    const layer0_grad *gr = a->grad;
+    const dc_mlp *net = a->l0->net;
+    if (a->sliced || net->n_layers == 1)
+        return DC_OK;
+    const int64_t o0 = net->sizes[1], o1 = net->sizes[2], off1 = mlp_weight_offset(net, 1);
+    const int64_t c_lo = u0 * DC_SPMM_BLOCK;
+    int64_t n = 0;
+    for (int64_t b = u0; b < u1; ++b)
+        n += dw1_columns(o0, b * DC_SPMM_BLOCK, block_width(o0, b * DC_SPMM_BLOCK));
+    if (n == 0)
+        return DC_OK;
+    return dc_sgemm(1, 0, o1, n, a->rows, 1.0f, gr->dout, o1, gr->inp1 + c_lo, o0, 0.0f,
+                    gr->grads + off1 + c_lo, o0);
+}
+
 /* Backward, first phase, block b's columns of layer 0's outputs: layer 1's input and
  * weight gradients there, the dropout and activation backward (two or more layers), and
  * layer 0's bias gradient. The thread that takes block b ran its forward sum, so these
@@ -624,13 +661,8 @@ static int tail_block(const void *job, int64_t g, int64_t b)
     const float *d = gr->dout, *h1 = gr->inp1 + c0;
     float *dw1 = gr->grads + off1 + c0;
     int st = DC_OK;
-    if (g < 0) {
-        /* layer 1's weight gradient d^T . h1, these columns (unless that was taken whole,
-         * see layer0_backward); then the rest of the block in tail_rows */
-        if (!a->dw1_whole)
-            st = dc_sgemm(1, 0, o1, w, rows, 1.0f, d, o1, h1, o0, 0.0f, dw1, o0);
-        return st == DC_OK ? tail_rows(a, b) : st;
-    }
+    if (g < 0) /* layer 1's weight gradient was taken by tail_span */
+        return tail_rows(a, b);
     /* sliced: the one block (w == o0), rows slice g */
     const int64_t r0 = slice_row(rows, g), r1 = slice_row(rows, g + 1);
     float *gb = gr->dmid;
@@ -729,10 +761,10 @@ int layer0_forward(layer0 *l0, float *out, int64_t rows, int act)
          * than blocks, the pairs share the work out further) */
         if (rows == l0->n_x && !sliced && (l0->kept == NULL || l0->in_order) &&
             mlp_phase_threads(nb, work) <= nb)
-            return mlp_run_phases(&job, nb, work, (mlp_phase){head_whole, 0},
-                                  (mlp_phase){NULL, 0});
-        return mlp_run_phases(&job, nb, work, (mlp_phase){head_pair, 1},
-                              (mlp_phase){head_block, sliced});
+            return mlp_run_phases(&job, nb, work, (mlp_phase){head_whole, 0, NULL},
+                                  (mlp_phase){NULL, 0, NULL});
+        return mlp_run_phases(&job, nb, work, (mlp_phase){head_pair, 1, NULL},
+                              (mlp_phase){head_block, sliced, NULL});
     }
     if (!l0->blocked)
         return dc_dense_forward(out, l0->dense, w, bias, rows, in, o, act, net->act_alpha);
@@ -761,23 +793,15 @@ int layer0_backward(layer0 *l0, const layer0_grad *g)
         const int sliced = nb < DC_SPARSE_GROUPS;
         block_job job = {.l0 = l0, .rows = rows, .grad = g, .sliced = sliced};
         if (net->n_layers > 1 && !sliced) {
-            /* layer 1's bias gradient (the column sums of its dout), then per block (sliced:
-             * in tail_block). On one thread its weight gradient d^T . h1 too, in one
-             * product: per block, the same d^T is packed once a block (784-1024-1024-10:
-             * 16 times a step, 4-10% of an epoch on 1 thread); a team keeps the blocks,
-             * which it shares out (one product there ran 2-3% slower on 2 threads). Each
-             * element's sum is the same whichever columns a product takes (same bits). */
+            /* layer 1's bias gradient (the column sums of its dout); its weight gradient
+             * in tail_span, the rest per block (sliced: all in tail_block) */
             const int64_t o1 = net->sizes[2], off1 = mlp_weight_offset(net, 1);
-            int st = dc_bias_backward(g->grads + off1 + o1 * o, g->dout, rows, o1, o1, 0);
-            job.dw1_whole = mlp_phase_threads(nb, work) == 1;
-            if (st == DC_OK && job.dw1_whole)
-                st = dc_sgemm(1, 0, o1, o, rows, 1.0f, g->dout, o1, g->inp1, o, 0.0f,
-                              g->grads + off1, o);
+            const int st = dc_bias_backward(g->grads + off1 + o1 * o, g->dout, rows, o1, o1, 0);
             if (st != DC_OK)
                 return st;
         }
-        return mlp_run_phases(&job, nb, work, (mlp_phase){tail_block, sliced},
-                              (mlp_phase){dw_pair, 1});
+        return mlp_run_phases(&job, nb, work, (mlp_phase){tail_block, sliced, tail_span},
+                              (mlp_phase){dw_pair, 1, NULL});
     }
     float alpha, beta;
     float *dst = grad_dst(l0, g->grads, g->lr, &alpha, &beta);

@@ -15,8 +15,9 @@
 static int phase_share(const void *job, const mlp_phase *ph, int64_t n_blocks, int t, int nt)
 {
     const int64_t n = ph->pairs ? DC_SPARSE_GROUPS * n_blocks : n_blocks;
-    int st = DC_OK;
-    for (int64_t u = n * t / nt; u < n * (t + 1) / nt && st == DC_OK; ++u)
+    const int64_t u0 = n * t / nt, u1 = n * (t + 1) / nt;
+    int st = ph->span != NULL && u1 > u0 ? ph->span(job, u0, u1) : DC_OK;
+    for (int64_t u = u0; u < u1 && st == DC_OK; ++u)
         st = ph->pairs ? ph->fn(job, u / n_blocks, u % n_blocks) : ph->fn(job, -1, u);
     return st;
 }

@@ -189,6 +189,20 @@ def test_bitwise_identical_across_thread_counts(rng):
     assert np.array_equal(a.flat_parameters, b.flat_parameters)
 
 
+@pytest.mark.parametrize("sizes", [[784, 200, 10], [784, 130, 64, 10], [784, 300, 40, 10]])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_thread_counts_agree_with_a_narrow_last_block_on_long_batches(rng, sizes, optimizer):
+    # Layer 1's weight gradient: one product on one thread, one per column block of
+    # layer 0's outputs on two. A last block of at most 16 columns (200 = 3 x 64 + 8)
+    # would take the narrow GEMM kernel, which sums a batch of more than kc = 256 rows
+    # in another order than the wide product; batch 300 crosses that.
+    x, y = _sparse_digits(rng, n=600, d=784, density=0.2)
+    kw = dict(bs=300, epochs=1, optimizer=optimizer, lr=0.01 if optimizer == "adam" else 0.1)
+    a, _ = _train(x, y, sizes, "always", threads=1, **kw)
+    b, _ = _train(x, y, sizes, "always", threads=2, **kw)
+    assert np.array_equal(a.flat_parameters, b.flat_parameters)
+
+
 @pytest.mark.skipif(not digitcore._ops.cpu_has_avx512(), reason="needs a CPU with AVX-512F")
 @pytest.mark.parametrize("hidden", [1, 15, 16, 17, 33, 64, 65, 130])
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
