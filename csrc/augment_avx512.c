@@ -72,7 +72,7 @@ DC_INLINE __mmask16 coords16(__m512 *sxo, __m512 *syo, const u8_consts16 *c, con
 }
 
 /* u8_pixels for 16 lanes, in two stages so that several vectors' gathers can be issued
- * before either's arithmetic: the taps' quad words (0 on the lanes outside hit) ... */
+ * before any of their arithmetic: the taps' quad words (0 on the lanes outside hit) ... */
 DC_INLINE __m512i taps16(const u8_consts16 *c, __m512 sx, __m512 sy, __mmask16 hit)
 {
     const __m512i ix = _mm512_cvttps_epi32(sx), iy = _mm512_cvttps_epi32(sy);
