@@ -5,7 +5,9 @@
  *
  * Units are fixed (column blocks of layer 0's outputs, or (input group, block) pairs) and
  * each unit's arithmetic does not depend on which thread runs it, so the results do not
- * depend on the number of threads.
+ * depend on the number of threads. A phase's span function, if any, runs first on each
+ * thread's whole run of units (mlp_layer0.c's tail_span: one product for all of them),
+ * and must keep that promise too.
  */
 #include "mlp_internal.h"
 
