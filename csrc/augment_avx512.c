@@ -39,13 +39,33 @@ typedef struct {
     const uint32_t *quad;
 } u8_consts16;
 
+/* A row's terms of the inverse map: m01 * y + bx and m11 * y + by, and its rows of the
+ * bank's two fields (NULL: no elastic part) */
+typedef struct {
+    __m512 rx, ry;
+    const float *ex, *ey;
+} row16;
+
+DC_INLINE row16 row_terms16(const u8_consts16 *c, const aug_draw *d, int64_t y)
+{
+    const float fy = (float)y;
+    const int64_t k = ((y + d->oy) & c->mask) * c->S;
+    return (row16){
+        .rx = _mm512_set1_ps(d->m01 * fy + d->bx),
+        .ry = _mm512_set1_ps(d->m11 * fy + d->by),
+        .ex = d->fx ? d->fx + k : NULL,
+        .ey = d->fy ? d->fy + k : NULL,
+    };
+}
+
 /* u8_coords for 16 lanes: the padded source coordinates from column x of a row, and the
  * lanes whose taps are used (inside the box, ordered compares: NaN is not) */
 DC_INLINE __mmask16 coords16(__m512 *sxo, __m512 *syo, const u8_consts16 *c, const float *xt,
-                             __m512 rx, __m512 ry, const float *ex, const float *ey, int64_t x)
+                             const row16 *rt, int64_t x)
 {
-    __m512 sx = _mm512_add_ps(_mm512_loadu_ps(xt), rx);
-    __m512 sy = _mm512_add_ps(_mm512_loadu_ps(xt + 16), ry);
+    const float *ex = rt->ex, *ey = rt->ey;
+    __m512 sx = _mm512_add_ps(_mm512_loadu_ps(xt), rt->rx);
+    __m512 sy = _mm512_add_ps(_mm512_loadu_ps(xt + 16), rt->ry);
     if (ex != NULL) {
         const int64_t k0 = (x + c->ox) & c->mask;
         __m512 gx, gy;
@@ -164,14 +184,10 @@ void dc_aug_u8_rows_avx512(uint8_t *out, const aug_src *s, const aug_draw *d,
             __m512 sx[2 * ROWS_AT_ONCE], sy[2 * ROWS_AT_ONCE];
             __mmask16 h[2 * ROWS_AT_ONCE];
             for (int r = 0; r < ROWS_AT_ONCE; ++r) {
-                const float fy = (float)(y + r);
-                const __m512 rx = _mm512_set1_ps(d->m01 * fy + d->bx);
-                const __m512 ry = _mm512_set1_ps(d->m11 * fy + d->by);
-                const float *ex = d->fx ? d->fx + ((y + r + d->oy) & mask) * S : NULL;
-                const float *ey = d->fy ? d->fy + ((y + r + d->oy) & mask) * S : NULL;
-                h[2 * r] = coords16(&sx[2 * r], &sy[2 * r], &c, xterm, rx, ry, ex, ey, 0);
-                h[2 * r + 1] = coords16(&sx[2 * r + 1], &sy[2 * r + 1], &c, xterm + 32, rx, ry,
-                                        ex, ey, 16);
+                const row16 rt = row_terms16(&c, d, y + r);
+                h[2 * r] = coords16(&sx[2 * r], &sy[2 * r], &c, xterm, &rt, 0);
+                h[2 * r + 1] =
+                    coords16(&sx[2 * r + 1], &sy[2 * r + 1], &c, xterm + 32, &rt, 16);
             }
             __m512i q[2 * ROWS_AT_ONCE];
             unsigned any = 0;
@@ -193,16 +209,12 @@ void dc_aug_u8_rows_avx512(uint8_t *out, const aug_src *s, const aug_draw *d,
         }
     }
     for (; y < H; ++y) {
-        const float fy = (float)y;
-        const __m512 rx = _mm512_set1_ps(d->m01 * fy + d->bx);
-        const __m512 ry = _mm512_set1_ps(d->m11 * fy + d->by);
-        const float *ex = d->fx ? d->fx + ((y + d->oy) & mask) * S : NULL;
-        const float *ey = d->fy ? d->fy + ((y + d->oy) & mask) * S : NULL;
+        const row16 rt = row_terms16(&c, d, y);
         uint8_t *orow = out + y * W;
         for (int64_t k = 0; k < nv; ++k) {
             const int64_t x = 16 * k;
             __m512 sx, sy;
-            const __mmask16 hit = coords16(&sx, &sy, &c, xterm + 32 * k, rx, ry, ex, ey, x);
+            const __mmask16 hit = coords16(&sx, &sy, &c, xterm + 32 * k, &rt, x);
             const __m512i q8 = hit ? pixels16(&c, sx, sy, hit) : _mm512_setzero_si512();
             _mm512_mask_cvtepi32_storeu_epi8(orow + x, k + 1 < nv ? 0xFFFF : last, q8);
         }
