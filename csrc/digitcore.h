@@ -116,6 +116,10 @@ int dc_bias_backward(float *dbias, const float *dout, int64_t B, int64_t n_out, 
 /* ---- softmax and loss -------------------------------------------------------------------- */
 /* probs (B,C) = softmax(logits (B,C)) row-wise, max-subtracted. probs may equal logits. */
 int dc_softmax_forward(float *probs, const float *logits, int64_t B, int64_t C);
+/* y (n) = exp(d) for d (n) <= 0 as the softmaxes take it, the same bits on every kernel
+ * path: within one unit in the last place, 0 below -708, NaN for NaN (d > 0 is not
+ * supported). y may equal d. DC_ERR_ARG if n < 0. */
+int dc_softmax_exp(double *y, const double *d, int64_t n);
 /* Fused softmax + cross-entropy with integer labels (B), optional label smoothing s:
  * target = (1-s) * onehot + s / C.
  *   probs (B,C)   softmax (may be NULL; may equal logits)

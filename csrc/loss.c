@@ -10,15 +10,19 @@
 #include "chunks.h"
 #include "common.h"
 #include "digitcore.h"
+#include "exp_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Exponentials are taken in double of (double)x - max, which is exact for float32 inputs:
  * in float32 the rounding of x - max alone costs |x - max| * eps/2 relative error in exp
  * (several ulps for logits ~10 apart). With it, each probability and gradient is a single
- * rounding of a double-accurate value, and the loss is double-accurate. Rows of up to
- * ROW_BUF classes keep their exponentials on the stack so exp runs once per element. */
+ * rounding of a double-accurate value, and the loss is double-accurate. The softmaxes
+ * take rows of up to ROW_BUF classes a block at a time (ROW_BUF / C rows): the block's
+ * x - max go into a buffer on the stack, and exps turns them all into their exponentials
+ * at once (exp_internal.h; 4 at a time on the AVX2 path), once per element. */
 #define ROW_BUF 256
 
 static float row_max(const float *x, int64_t C)
@@ -29,6 +33,43 @@ static float row_max(const float *x, int64_t C)
     return m;
 }
 
+/* e[i] = exp(e[i]) for i < n, every e[i] <= 0 (or NaN) */
+static void exps(double *e, int64_t n)
+{
+#if DC_GEMM_BUILD_AVX2
+    if (dc_kernel_path() == DC_KERNEL_AVX2) {
+        dc_exp_le0_avx2(e, e, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++)
+        e[i] = dc_exp_le0(e[i]);
+}
+
+/* Rows [b0, b1) of logits (C classes each, (b1 - b0) * C <= ROW_BUF): e = exp(x - the
+ * row's max), row after row */
+static void block_exps(double *e, const float *logits, int64_t b0, int64_t b1, int64_t C)
+{
+    for (int64_t r = b0; r < b1; r++) {
+        const float *x = logits + r * C;
+        const double m = (double)row_max(x, C);
+        double *er = e + (r - b0) * C;
+        for (int64_t j = 0; j < C; j++)
+            er[j] = (double)x[j] - m;
+    }
+    exps(e, (b1 - b0) * C);
+}
+
+int dc_softmax_exp(double *y, const double *d, int64_t n)
+{
+    if (n < 0)
+        return DC_ERR_ARG;
+    if (n > 0 && y != d)
+        memcpy(y, d, (size_t)n * sizeof(double));
+    exps(y, n);
+    return DC_OK;
+}
+
 // logits is (B,C), probs is (B,C); probs may equal logits
 int dc_softmax_forward(float *probs, const float *logits, int64_t B, int64_t C)
 {
@@ -37,25 +78,27 @@ int dc_softmax_forward(float *probs, const float *logits, int64_t B, int64_t C)
     if (B == 0 || C == 0)
         return DC_OK;
     int64_t rpc = rows_per_chunk(C, 8), nc = n_chunks(B, rpc);
+    const int64_t blk = C <= ROW_BUF ? ROW_BUF / C : 1;
     DC_FOR_CHUNKS(c, nc, {
         double ebuf[ROW_BUF];
-        double *e = C <= ROW_BUF ? ebuf : NULL;
-        int64_t r1 = dc_min64(B, (c + 1) * rpc);
-        for (int64_t r = c * rpc; r < r1; r++) {
-            const float *x = logits + r * C;
-            float *p = probs + r * C;
-            const double m = (double)row_max(x, C);
-            double s = 0.0;
-            for (int64_t j = 0; j < C; j++) {
-                double ej = exp((double)x[j] - m);
-                if (e != NULL)
-                    e[j] = ej;
-                s += ej;
+        const int64_t r1 = dc_min64(B, (c + 1) * rpc);
+        for (int64_t b0 = c * rpc; b0 < r1; b0 += blk) {
+            const int64_t b1 = dc_min64(r1, b0 + blk);
+            if (C <= ROW_BUF)
+                block_exps(ebuf, logits, b0, b1, C);
+            for (int64_t r = b0; r < b1; r++) {
+                const float *x = logits + r * C;
+                float *p = probs + r * C;
+                const double m = (double)row_max(x, C);
+                const double *e = C <= ROW_BUF ? ebuf + (r - b0) * C : NULL;
+                double s = 0.0;
+                for (int64_t j = 0; j < C; j++)
+                    s += e != NULL ? e[j] : dc_exp_le0((double)x[j] - m);
+                const double inv = 1.0 / s;
+                /* row r is read before it is written: in place is fine */
+                for (int64_t j = 0; j < C; j++)
+                    p[j] = (float)((e != NULL ? e[j] : dc_exp_le0((double)x[j] - m)) * inv);
             }
-            const double inv = 1.0 / s;
-            /* x[j] is read before p[j] is written: in place is fine */
-            for (int64_t j = 0; j < C; j++)
-                p[j] = (float)((e != NULL ? e[j] : exp((double)x[j] - m)) * inv);
         }
     });
     return DC_OK;
@@ -140,49 +183,53 @@ static double xent_rows(const loss_args *a, int64_t *correct, int64_t r0, int64_
     const int64_t B = a->B, C = a->C;
     const float label_smoothing = a->label_smoothing;
     double ebuf[ROW_BUF];
-    double *e = C <= ROW_BUF ? ebuf : NULL;
     double loss = 0.0;
     int64_t ok = 0;
     const double s = (double)label_smoothing;
     const double off = s / (double)C;  /* target of every other class */
     const double on = (1.0 - s) + off; /* target of the labelled class */
     const double invB = 1.0 / (double)B;
-    for (int64_t r = r0; r < r1; r++) {
-        const float *x = logits + r * C;
-        const int64_t y = labels[r];
-        /* every read of the row happens before its writes: probs/dlogits may alias logits */
-        float mf = x[0];
-        int64_t arg = 0;
-        for (int64_t j = 1; j < C; j++)
-            if (x[j] > mf) { /* first maximum wins, as numpy.argmax */
-                mf = x[j];
-                arg = j;
+    const int64_t blk = C <= ROW_BUF ? ROW_BUF / C : 1;
+    for (int64_t b0 = r0; b0 < r1; b0 += blk) {
+        const int64_t b1 = dc_min64(r1, b0 + blk);
+        if (C <= ROW_BUF)
+            block_exps(ebuf, logits, b0, b1, C);
+        for (int64_t r = b0; r < b1; r++) {
+            const float *x = logits + r * C;
+            const int64_t y = labels[r];
+            const double *e = C <= ROW_BUF ? ebuf + (r - b0) * C : NULL;
+            /* every read of the row happens before its writes: probs/dlogits may alias
+             * logits (block_exps read the block's rows before any is written) */
+            float mf = x[0];
+            int64_t arg = 0;
+            for (int64_t j = 1; j < C; j++)
+                if (x[j] > mf) { /* first maximum wins, as numpy.argmax */
+                    mf = x[j];
+                    arg = j;
+                }
+            const double m = (double)mf;
+            double se = 0.0, sx = 0.0;
+            for (int64_t j = 0; j < C; j++) {
+                const double d = (double)x[j] - m;
+                se += e != NULL ? e[j] : dc_exp_le0(d);
+                sx += d;
             }
-        const double m = (double)mf;
-        double se = 0.0, sx = 0.0;
-        for (int64_t j = 0; j < C; j++) {
-            const double d = (double)x[j] - m;
-            const double ej = exp(d);
-            if (e != NULL)
-                e[j] = ej;
-            se += ej;
-            sx += d;
-        }
-        const double lse = log(se); /* log-sum-exp of (x - m) */
-        const double logp_y = ((double)x[y] - m) - lse;
-        const double sum_logp = sx - (double)C * lse;
-        loss += -(1.0 - s) * logp_y - off * sum_logp;
-        ok += (arg == y);
-        if (probs == NULL && dlogits == NULL)
-            continue;
-        const double inv = 1.0 / se;
-        for (int64_t j = 0; j < C; j++) {
-            const double p = (e != NULL ? e[j] : exp((double)x[j] - m)) * inv;
-            if (probs != NULL)
-                probs[r * C + j] = (float)p;
-            if (dlogits != NULL)
-                dlogits[r * C + j] =
-                    dc_flush_subnormal((float)((p - (j == y ? on : off)) * invB));
+            const double lse = log(se); /* log-sum-exp of (x - m) */
+            const double logp_y = ((double)x[y] - m) - lse;
+            const double sum_logp = sx - (double)C * lse;
+            loss += -(1.0 - s) * logp_y - off * sum_logp;
+            ok += (arg == y);
+            if (probs == NULL && dlogits == NULL)
+                continue;
+            const double inv = 1.0 / se;
+            for (int64_t j = 0; j < C; j++) {
+                const double p = (e != NULL ? e[j] : dc_exp_le0((double)x[j] - m)) * inv;
+                if (probs != NULL)
+                    probs[r * C + j] = (float)p;
+                if (dlogits != NULL)
+                    dlogits[r * C + j] =
+                        dc_flush_subnormal((float)((p - (j == y ? on : off)) * invB));
+            }
         }
     }
     *correct += ok;

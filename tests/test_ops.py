@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from digitcore import ops
+from digitcore import _ops, ops
 from digitcore import ops_ref as ref
 from kernel_config import PATHS, config
 
@@ -370,6 +370,77 @@ def test_softmax_in_place_and_aliases(C):
     assert_close(loss, rloss, "xent_loss", scale=1.0, what="loss")
     assert_close(p, rp, "softmax", what="probs")
     assert_close(d, rd, "dlogits", scale=1.0 / 9, what="dlogits")
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 4, 5, 7, 8, 200_003])
+def test_softmax_exp_is_exp_to_one_unit_with_the_same_bits_on_every_path(n):
+    """The softmaxes' exponential (exp_internal.h, loss_avx2.c 4 lanes at a time): the
+    same bits on every path, within one unit in the last place of NumPy's exp (usually
+    equal), 1 at 0, 0 below -708 (and for -inf), NaN for NaN; positive input is refused."""
+    rng = np.random.default_rng(n)
+    d = -rng.uniform(0.0, 708.0, n) * rng.choice([1.0, 1e-3, 1e-9], n)
+    special = np.array([0.0, -0.0, -708.0, -707.9999, -708.0001, -745.2, -1e300, -np.inf,
+                        np.nan, -np.log(2) / 2, -np.log(2) * 1.5, -5e-324])[:n]
+    d[:len(special)] = special
+    ys = {}
+    for path in PATHS:
+        with config(path, 1):
+            ys[path] = _ops.softmax_exp(d)
+    y = ys[PATHS[0]]
+    for path, got in ys.items():
+        np.testing.assert_array_equal(got.view(np.uint64), y.view(np.uint64), err_msg=path)
+    ok = d >= -708.0
+    np.testing.assert_array_max_ulp(y[ok], np.exp(d[ok]), maxulp=1)
+    assert (y[~ok & ~np.isnan(d)] == 0).all() and np.isnan(y[np.isnan(d)]).all()
+    if n >= 4:
+        assert y[0] == 1.0 and y[1] == 1.0
+    if n > 1000:  # mostly correctly rounded, as libm's
+        assert np.mean(y[ok] == np.exp(d[ok])) > 0.8
+    with pytest.raises(ValueError, match="<= 0"):
+        _ops.softmax_exp(np.array([-1.0, 1e-300]))
+
+
+@pytest.mark.parametrize("C", [1, 2, 3, 5, 10, 17, 255, 256, 257, 300])
+def test_softmax_exp_avx2_and_generic_paths_give_the_same_bits(C):
+    """loss_avx2.c takes the softmax's exponentials 4 lanes at a time (the last 1-3 of a
+    block through a padded vector), exp_internal.h one at a time with the same operations:
+    probabilities, gradients and loss agree to the bit on every path and thread count, for
+    class counts whose blocks end in each lane (256 and more: rows wider than the block
+    buffer, one exponential at a time). Rows hold differences from their maximum beyond
+    -708 (taken as exp = 0), -inf logits and a NaN row (NaN in that row only)."""
+    rng = np.random.default_rng(C)
+    B = 97
+    logits = randn(rng, B, C, scale=30.0)
+    logits[1] = np.linspace(0.0, -1000.0, C, dtype=np.float32)
+    h = max(1, C // 2)  # (a row of -inf alone has no maximum to subtract)
+    logits[2, h:] = -np.inf
+    logits[3, 0] = np.nan
+    labels = rng.integers(0, C, size=B)
+    keep = np.ones(B, bool)
+    keep[3] = False
+    got = {}
+    for path in PATHS:
+        for threads in (1, 2):
+            with config(path, threads):
+                nan_loss, p, d = ops.softmax_cross_entropy(logits, labels, 0.1)
+                p2 = ops.softmax(logits)
+                # (the loss in double shows a last-bit difference of an exponential, which
+                # a float32 probability mostly rounds away)
+                loss = ops.softmax_cross_entropy(logits[keep], labels[keep], 0.1)[0]
+            assert np.isnan(nan_loss)  # the NaN row's
+            got[path, threads] = (loss, p, d, p2)
+    loss0, p0, d0, q0 = got[PATHS[0], 1]
+    for key, (loss, p, d, q) in got.items():
+        assert np.float64(loss).view(np.uint64) == np.float64(loss0).view(np.uint64), key
+        for a, b in ((p, p0), (d, d0), (q, q0)):
+            np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32), err_msg=key)
+    assert np.isnan(p0[3]).all() and np.isfinite(p0[keep]).all()
+    # the finite rows against float64 NumPy rounded to float32: within one unit
+    _, rp, _ = ref.softmax_cross_entropy(f64(logits[keep]), labels[keep],
+                                         float(np.float32(0.1)))
+    np.testing.assert_array_max_ulp(p0[keep], rp.astype(np.float32), maxulp=1)
+    np.testing.assert_array_equal(q0[keep], p0[keep])
+    assert (p0[2, h:] == 0).all() and (p0[1][np.linspace(0, -1000, C) < -104] == 0).all()
 
 
 def test_softmax_no_overflow():

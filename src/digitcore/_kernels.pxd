@@ -51,6 +51,7 @@ cdef extern from "digitcore.h" nogil:
                           const float *inp, const float *weight, int64_t B, int64_t n_in,
                           int64_t n_out, int accumulate)
     int dc_softmax_forward(float *probs, const float *logits, int64_t B, int64_t C)
+    int dc_softmax_exp(double *y, const double *d, int64_t n)
     int dc_softmax_xent(float *probs, float *dlogits, double *loss, int64_t *n_correct,
                         const float *logits, const int64_t *labels, int64_t B, int64_t C,
                         float label_smoothing)

@@ -24,6 +24,25 @@ def softmax(logits, out=None):
     return o
 
 
+def softmax_exp(d):
+    """exp(d) for a 1-D float64 array ``d`` of values <= 0, as the softmaxes take it (the
+    same bits on every kernel path; 0 below -708, NaN for NaN). For tests."""
+    _arr(d, "d", np.float64, 1)
+    if (d > 0).any():
+        raise ValueError("softmax_exp takes values <= 0 (differences from a row's maximum)")
+    o = np.empty_like(d)
+    cdef int64_t n = d.shape[0]
+    if n == 0:
+        return o
+    cdef const double[::1] dv = d
+    cdef double[::1] ov = o
+    cdef int status
+    with nogil:
+        status = dc_softmax_exp(&ov[0], &dv[0], n)
+    _check(status, "softmax_exp")
+    return o
+
+
 cdef object _labels(object labels, int64_t B):
     if not isinstance(labels, np.ndarray):
         raise TypeError(f"labels must be a numpy.ndarray, got {type(labels).__name__}")

@@ -57,6 +57,7 @@ def dense_backward(dout: F32, x: F32, weight: F32, *, compute_dinp: bool = ...,
 
 # ---- softmax and loss ----
 def softmax(logits: F32, out: F32 | None = ...) -> F32: ...
+def softmax_exp(d: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]: ...
 @overload
 def softmax_cross_entropy(logits: F32, labels: IntArray, label_smoothing: float = ..., *,
                           probs: F32 | None = ..., dlogits: F32 | None = ...,
