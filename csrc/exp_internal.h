@@ -1,7 +1,8 @@
 /*
  * exp_internal.h -- the exponential of the softmax (loss.c): exp(d) for d <= 0, in double,
  * the same bits on every kernel path. loss_avx2.c computes it 4 lanes at a time with the
- * same operations; loss.c calls that on the AVX2 path and this function elsewhere.
+ * same operations, and loss.c 2 at a time with SSE2 on the portable path of x86-64
+ * (exps_sse2); elsewhere loss.c calls this function.
  *
  * libm's exp, one call per logit, was ~7% of a full-batch step of 784-10-10 (60,000 rows
  * of 10 classes) on each thread. The method is the usual one: d = n ln2 + r with n an

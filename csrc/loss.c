@@ -16,6 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__SSE2__) || defined(_M_X64)
+#include <emmintrin.h>
+#endif
+
 /* Exponentials are taken in double of (double)x - max, which is exact for float32 inputs:
  * in float32 the rounding of x - max alone costs |x - max| * eps/2 relative error in exp
  * (several ulps for logits ~10 apart). With it, each probability and gradient is a single
@@ -33,6 +37,39 @@ static float row_max(const float *x, int64_t C)
     return m;
 }
 
+#if defined(__SSE2__) || defined(_M_X64)
+/* dc_exp_le0 on 2 lanes with SSE2, which every x86-64 CPU has: the portable path's loop
+ * of dc_exp_le0 one at a time took the softmax ~12% longer than libm's exp (GCC does not
+ * vectorize it: under -ftrapping-math it will not compute the lanes it then discards).
+ * The same operations in the same order (SSE2 has no FMA), so the same bits. */
+static int64_t exps_sse2(double *e, int64_t n)
+{
+    const __m128d round = _mm_set1_pd(DC_EXP_ROUND);
+    static const double c[12] = {DC_EXP_C13, DC_EXP_C12, DC_EXP_C11, DC_EXP_C10,
+                                 DC_EXP_C9,  DC_EXP_C8,  DC_EXP_C7,  DC_EXP_C6,
+                                 DC_EXP_C5,  DC_EXP_C4,  DC_EXP_C3,  DC_EXP_C2};
+    int64_t i = 0;
+    for (; i + 2 <= n; i += 2) {
+        const __m128d d = _mm_loadu_pd(e + i);
+        const __m128d t = _mm_add_pd(_mm_mul_pd(d, _mm_set1_pd(DC_EXP_LOG2E)), round);
+        const __m128d k = _mm_sub_pd(t, round);
+        const __m128d r = _mm_sub_pd(_mm_sub_pd(d, _mm_mul_pd(k, _mm_set1_pd(DC_EXP_LN2_HI))),
+                                     _mm_mul_pd(k, _mm_set1_pd(DC_EXP_LN2_LO)));
+        __m128d q = _mm_set1_pd(c[0]);
+        for (int j = 1; j < 12; ++j)
+            q = _mm_add_pd(_mm_mul_pd(q, r), _mm_set1_pd(c[j]));
+        const __m128d ex =
+            _mm_add_pd(_mm_set1_pd(1.0), _mm_add_pd(r, _mm_mul_pd(_mm_mul_pd(r, r), q)));
+        const __m128i bits =
+            _mm_slli_epi64(_mm_add_epi64(_mm_castpd_si128(t), _mm_set1_epi64x(1023)), 52);
+        const __m128d y = _mm_mul_pd(ex, _mm_castsi128_pd(bits));
+        const __m128d under = _mm_cmplt_pd(d, _mm_set1_pd(DC_EXP_MIN)); /* NaN: not less */
+        _mm_storeu_pd(e + i, _mm_andnot_pd(under, y));
+    }
+    return i;
+}
+#endif
+
 /* e[i] = exp(e[i]) for i < n, every e[i] <= 0 (or NaN) */
 static void exps(double *e, int64_t n)
 {
@@ -42,7 +79,11 @@ static void exps(double *e, int64_t n)
         return;
     }
 #endif
-    for (int64_t i = 0; i < n; i++)
+    int64_t i = 0;
+#if defined(__SSE2__) || defined(_M_X64)
+    i = exps_sse2(e, n);
+#endif
+    for (; i < n; i++)
         e[i] = dc_exp_le0(e[i]);
 }
 
