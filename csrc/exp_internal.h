@@ -38,19 +38,16 @@
  * 2^21, and so is d - n * LN2_HI (the two lie within a factor of 2 of each other) */
 #define DC_EXP_LN2_HI 0.6931471803691238     /* 0x1.62e42feep-1 */
 #define DC_EXP_LN2_LO 1.9082149292705877e-10 /* 0x1.a39ef35793c76p-33 */
-/* 1 / k! for k = 2..13 */
-#define DC_EXP_C2     0.5
-#define DC_EXP_C3     0.16666666666666666
-#define DC_EXP_C4     0.041666666666666664
-#define DC_EXP_C5     0.008333333333333333
-#define DC_EXP_C6     0.001388888888888889
-#define DC_EXP_C7     0.0001984126984126984
-#define DC_EXP_C8     2.48015873015873e-05
-#define DC_EXP_C9     2.7557319223985893e-06
-#define DC_EXP_C10    2.755731922398589e-07
-#define DC_EXP_C11    2.505210838544172e-08
-#define DC_EXP_C12    2.08767569878681e-09
-#define DC_EXP_C13    1.6059043836821613e-10
+/* 1 / k! for k = 13 down to 2, in the order Horner's scheme takes them; every copy of the
+ * method (here, loss_avx2.c, loss.c's exps_sse2) initialises its table from this list */
+#define DC_EXP_TERMS  12
+#define DC_EXP_TAYLOR                                                                          \
+    {                                                                                          \
+        1.6059043836821613e-10, 2.08767569878681e-09, 2.505210838544172e-08,                   \
+            2.755731922398589e-07, 2.7557319223985893e-06, 2.48015873015873e-05,               \
+            0.0001984126984126984, 0.001388888888888889, 0.008333333333333333,                 \
+            0.041666666666666664, 0.16666666666666666, 0.5                                     \
+    }
 
 /* exp(d) for d <= 0 (d > 0 is not supported); see above */
 static inline double dc_exp_le0(double d)
@@ -61,18 +58,10 @@ static inline double dc_exp_le0(double d)
     const double t = d * DC_EXP_LOG2E + DC_EXP_ROUND;
     const double n = t - DC_EXP_ROUND;
     const double r = (d - n * DC_EXP_LN2_HI) - n * DC_EXP_LN2_LO;
-    double q = DC_EXP_C13;
-    q = q * r + DC_EXP_C12;
-    q = q * r + DC_EXP_C11;
-    q = q * r + DC_EXP_C10;
-    q = q * r + DC_EXP_C9;
-    q = q * r + DC_EXP_C8;
-    q = q * r + DC_EXP_C7;
-    q = q * r + DC_EXP_C6;
-    q = q * r + DC_EXP_C5;
-    q = q * r + DC_EXP_C4;
-    q = q * r + DC_EXP_C3;
-    q = q * r + DC_EXP_C2;
+    static const double c[DC_EXP_TERMS] = DC_EXP_TAYLOR;
+    double q = c[0];
+    for (int k = 1; k < DC_EXP_TERMS; ++k)
+        q = q * r + c[k];
     const double e = 1.0 + (r + (r * r) * q);
     /* 2^n from the rounding sum's low bits: n + 1023 in the exponent field */
     uint64_t bits;

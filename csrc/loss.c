@@ -45,9 +45,7 @@ static float row_max(const float *x, int64_t C)
 static int64_t exps_sse2(double *e, int64_t n)
 {
     const __m128d round = _mm_set1_pd(DC_EXP_ROUND);
-    static const double c[12] = {DC_EXP_C13, DC_EXP_C12, DC_EXP_C11, DC_EXP_C10,
-                                 DC_EXP_C9,  DC_EXP_C8,  DC_EXP_C7,  DC_EXP_C6,
-                                 DC_EXP_C5,  DC_EXP_C4,  DC_EXP_C3,  DC_EXP_C2};
+    static const double c[DC_EXP_TERMS] = DC_EXP_TAYLOR;
     int64_t i = 0;
     for (; i + 2 <= n; i += 2) {
         const __m128d d = _mm_loadu_pd(e + i);
@@ -56,7 +54,7 @@ static int64_t exps_sse2(double *e, int64_t n)
         const __m128d r = _mm_sub_pd(_mm_sub_pd(d, _mm_mul_pd(k, _mm_set1_pd(DC_EXP_LN2_HI))),
                                      _mm_mul_pd(k, _mm_set1_pd(DC_EXP_LN2_LO)));
         __m128d q = _mm_set1_pd(c[0]);
-        for (int j = 1; j < 12; ++j)
+        for (int j = 1; j < DC_EXP_TERMS; ++j)
             q = _mm_add_pd(_mm_mul_pd(q, r), _mm_set1_pd(c[j]));
         const __m128d ex =
             _mm_add_pd(_mm_set1_pd(1.0), _mm_add_pd(r, _mm_mul_pd(_mm_mul_pd(r, r), q)));
@@ -130,8 +128,9 @@ int dc_softmax_forward(float *probs, const float *logits, int64_t B, int64_t C)
             for (int64_t r = b0; r < b1; r++) {
                 const float *x = logits + r * C;
                 float *p = probs + r * C;
-                const double m = (double)row_max(x, C);
                 const double *e = C <= ROW_BUF ? ebuf + (r - b0) * C : NULL;
+                /* (block_exps took the max of the rows it did) */
+                const double m = e != NULL ? 0.0 : (double)row_max(x, C);
                 double s = 0.0;
                 for (int64_t j = 0; j < C; j++)
                     s += e != NULL ? e[j] : dc_exp_le0((double)x[j] - m);

@@ -25,11 +25,9 @@ DC_INLINE __m256d exp4(__m256d d)
     const __m256d r =
         _mm256_sub_pd(_mm256_sub_pd(d, _mm256_mul_pd(n, _mm256_set1_pd(DC_EXP_LN2_HI))),
                       _mm256_mul_pd(n, _mm256_set1_pd(DC_EXP_LN2_LO)));
-    static const double c[12] = {DC_EXP_C13, DC_EXP_C12, DC_EXP_C11, DC_EXP_C10,
-                                 DC_EXP_C9,  DC_EXP_C8,  DC_EXP_C7,  DC_EXP_C6,
-                                 DC_EXP_C5,  DC_EXP_C4,  DC_EXP_C3,  DC_EXP_C2};
+    static const double c[DC_EXP_TERMS] = DC_EXP_TAYLOR;
     __m256d q = _mm256_set1_pd(c[0]);
-    for (int k = 1; k < 12; ++k)
+    for (int k = 1; k < DC_EXP_TERMS; ++k)
         q = _mm256_add_pd(_mm256_mul_pd(q, r), _mm256_set1_pd(c[k]));
     const __m256d e = _mm256_add_pd(_mm256_set1_pd(1.0),
                                     _mm256_add_pd(r, _mm256_mul_pd(_mm256_mul_pd(r, r), q)));
