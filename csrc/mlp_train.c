@@ -263,17 +263,14 @@ static void prefetch_rows(const void *x, const int64_t *idx, int64_t rows, int64
 {
     const char *base = (const char *)x;
     const int64_t F = edges[parts];
-    int nt = dc_get_num_threads();
-    if (nt > parts)
-        nt = (int)parts;
-    if (rows * F < ((int64_t)1 << 13)) /* (csr_gather's rule for one thread) */
-        nt = 1;
+    const int nt = dc_csr_group_threads(rows, F, parts, dc_get_num_threads());
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
     {
-        const int t = dc_team_thread(), got = dc_team_size();
-        const int64_t c0 = edges[parts * t / got], c1 = edges[parts * (t + 1) / got];
+        int64_t p0, p1;
+        dc_csr_thread_groups(dc_team_thread(), dc_team_size(), parts, &p0, &p1);
+        const int64_t c0 = edges[p0], c1 = edges[p1];
         for (int64_t r = 0; r < rows; ++r)
             dc_prefetch_bytes(base + (idx[r] * F + c0) * elem, (c1 - c0) * elem);
     }
@@ -288,7 +285,7 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
     const int64_t f = net->sizes[0];
     const int64_t bs = dc_min64(batch_size, n_order);
     const void *x = x_u8 ? (const void *)x_u8 : (const void *)x_f32;
-    const int64_t row_bytes = f * (x_u8 ? 1 : (int64_t)sizeof(float));
+    const int64_t elem = x_u8 ? 1 : (int64_t)sizeof(float), row_bytes = f * elem;
     *stats = (dc_train_stats){.loss_sum = stats->loss_sum, .failed_batch = -1};
     if (net->sparse_split < 0 || net->sparse_split > f)
         return DC_ERR_ARG;
@@ -332,7 +329,7 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
             /* (the augmentation kernel reads whole images, on any thread) */
             const int64_t whole[2] = {0, f};
             const int grouped = t.l0.blocked && aug == NULL;
-            prefetch_rows(x, idx + rows, next_rows, row_bytes / f, grouped ? t.l0.edges : whole,
+            prefetch_rows(x, idx + rows, next_rows, elem, grouped ? t.l0.edges : whole,
                           grouped ? DC_SPARSE_GROUPS : 1);
         }
         if (status == DC_OK)

@@ -210,8 +210,9 @@ static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, dc_csr_room
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
     {
-        const int t = dc_team_thread(), got = dc_team_size();
-        const int64_t p0 = P * t / got, p1 = P * (t + 1) / got;
+        const int t = dc_team_thread();
+        int64_t p0, p1;
+        dc_csr_thread_groups(t, dc_team_size(), P, &p0, &p1);
         for (int64_t p = p0; p < p1; ++p) {
             const int64_t c0 = edge[p], c1 = edge[p + 1];
             int64_t *rp = out->ptr + p * (B + 1); /* part p's row starts */
@@ -338,11 +339,7 @@ static int csr_gather(dc_csr *out, dc_csr *out_t, int64_t capacity, dc_csr_room_
         memset(out_t->ptr, 0, (size_t)(F + 1) * sizeof(int64_t));
         return DC_OK;
     }
-    /* threads take whole groups */
-    if (nt > out->parts)
-        nt = (int)out->parts;
-    if (B * F < ((int64_t)1 << 13))
-        nt = 1;
+    nt = dc_csr_group_threads(B, F, out->parts, nt);
     return gather_cols(out, out_t, capacity, room, room_ctx, in8, in32, ridx, B, F, scale, bg,
                        nt);
 }

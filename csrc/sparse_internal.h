@@ -33,6 +33,23 @@ static inline int dc_spmm_fuses(int act)
     return act == DC_ACT_IDENTITY || act == DC_ACT_RELU || act == DC_ACT_LEAKY_RELU;
 }
 
+/* How a CSR gather with the transpose shares out a batch of B rows of F columns cut into
+ * `parts` column groups: on how many of nt threads it runs (whole groups each; one for
+ * small batches) ... */
+static inline int dc_csr_group_threads(int64_t B, int64_t F, int64_t parts, int nt)
+{
+    if (nt > parts)
+        nt = (int)parts;
+    return B * F < ((int64_t)1 << 13) ? 1 : nt;
+}
+
+/* ... and the run of groups [*p0, *p1) thread t of nt takes. */
+static inline void dc_csr_thread_groups(int t, int nt, int64_t parts, int64_t *p0, int64_t *p1)
+{
+    *p0 = parts * t / nt;
+    *p1 = parts * (t + 1) / nt;
+}
+
 /* The entries a CSR gather (dc_csr_gather_u8 / _f32) would keep of B rows of F values,
  * uint8 in8 or float in32 (scaled by scale), the other NULL; on this thread. */
 int64_t dc_csr_count_rows(const uint8_t *in8, const float *in32, int64_t B, int64_t F,
