@@ -73,7 +73,7 @@ typedef struct {
 
 static void scratch_free(chunk_scratch *s)
 {
-    free(s->inp);
+    dc_free_aligned(s->inp);
     dc_free_aligned(s->buf_a);
     dc_free_aligned(s->buf_b);
     dc_free_aligned(s->wt);
@@ -127,7 +127,8 @@ static int forward_rows(float **logits, const dc_mlp *net, chunk_scratch *s,
         if (status != DC_ERR_CAPACITY)
             return status;
     }
-    if (s->inp == NULL && (s->inp = malloc((size_t)(s->chunk * f) * sizeof(float))) == NULL)
+    if (s->inp == NULL &&
+        (s->inp = dc_alloc_aligned((size_t)(s->chunk * f) * sizeof(float))) == NULL)
         return DC_ERR_NOMEM;
     int status = mlp_load_rows(s->inp, r8, r32, NULL, rows, f, scale, shift);
     if (status == DC_OK)
@@ -287,7 +288,7 @@ static int forward_blocks(float *out, const dc_mlp *net, const uint8_t *x_u8,
                                             0);
                 } else {
                     if (b->inp == NULL)
-                        b->inp = malloc((size_t)(B * f) * sizeof(float));
+                        b->inp = dc_alloc_aligned((size_t)(B * f) * sizeof(float));
                     st = b->inp == NULL
                              ? DC_ERR_NOMEM
                              : mlp_load_rows(b->inp, r8, r32, NULL, rows, f, scale, shift);
@@ -308,7 +309,7 @@ static int forward_blocks(float *out, const dc_mlp *net, const uint8_t *x_u8,
     for (int t = 0; ts != NULL && t < nt; ++t) {
         dc_free_aligned(ts[t].buf_a);
         dc_free_aligned(ts[t].buf_b);
-        free(ts[t].inp);
+        dc_free_aligned(ts[t].inp);
         if (sparse)
             csr_free(&ts[t].x);
     }

@@ -237,6 +237,32 @@ def test_pickle_and_deepcopy_keep_views_and_predictions(rng):
     assert np.array_equal(net.predict_proba(x), p)
 
 
+def test_parameters_start_on_a_cache_line(tmp_path):
+    # (network.py's _PARAM_ALIGN: the kernels that read weights in place load whole rows,
+    # and a buffer off a 32-byte boundary splits their loads over two cache lines.) Every
+    # way of making a network gives the aligned buffer, whatever NumPy's allocator returns
+    # between the attempts.
+    import copy
+    import pickle
+
+    def line_offset(net):
+        return net.flat_parameters.ctypes.data % 64
+
+    keep = []  # (held, so the allocator's next blocks fall at other offsets)
+    for n_in in range(1, 40):
+        net = Network([n_in, 3, 2], seed=0)
+        keep.append(np.empty(n_in * 5 + 1, np.float32))
+        assert line_offset(net) == 0, n_in
+    net = Network([784, 128, 10], seed=0)
+    net.save(tmp_path / "m.safetensors")
+    for other in (net, net.copy(), copy.deepcopy(net), pickle.loads(pickle.dumps(net)),
+                  digitcore.load_model(tmp_path / "m.safetensors")):
+        assert line_offset(other) == 0
+        assert np.shares_memory(other.weights[0], other.flat_parameters)
+        assert other.flat_parameters.size == net.n_params
+        assert np.array_equal(other.flat_parameters, net.flat_parameters)
+
+
 def test_activation_names_have_one_home():
     """network.ACTIVATIONS is the table; the C binding, the model-file, ONNX, estimator and
     CLI tables name exactly those, and each name runs the C function the NumPy reference
