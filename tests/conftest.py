@@ -20,6 +20,7 @@ import dataclasses
 import fnmatch
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -132,6 +133,21 @@ def num_threads():
     """``with num_threads(n):`` runs the block with the kernels on n threads, then puts the
     count back (also when the block fails)."""
     return _kernel_threads
+
+
+@pytest.fixture
+def sigint_deliverable():
+    """SIGINT handled as Python handles it by default (KeyboardInterrupt), for a test that
+    sends it to itself or to a process it starts. A run started where SIGINT is ignored (a
+    background job of a non-interactive shell: `nohup pytest ... &` in a script) ignores it
+    too, and so does every process the run starts, so the signal would never arrive. A
+    handler, unlike an ignored signal, is not passed on to a started program: it begins
+    with the default action, and Python's KeyboardInterrupt."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(autouse=True)

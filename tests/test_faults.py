@@ -463,7 +463,7 @@ def test_keyboard_interrupt_mid_epoch(tmp_path, monkeypatch, after):
 
 
 @pytest.mark.skipif(os.name == "nt", reason="SIGINT delivery to self differs on Windows")
-def test_real_sigint_mid_epoch_in_a_subprocess(tmp_path):
+def test_real_sigint_mid_epoch_in_a_subprocess(tmp_path, sigint_deliverable):
     code = textwrap.dedent("""
         import numpy as np, digitcore, sys
         rng = np.random.default_rng(0)

@@ -362,7 +362,7 @@ def test_serve_falls_back_to_training_when_the_file_is_damaged(monkeypatch, tmp_
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT")
-def test_cli_serve_without_a_model_answers_at_once(bundled, tmp_path):
+def test_cli_serve_without_a_model_answers_at_once(bundled, tmp_path, sigint_deliverable):
     env = dict(os.environ, DIGITCORE_CACHE_DIR=str(tmp_path))
     with serve_process(["--port", "0"], env) as (proc, url):
         conn = http.client.HTTPConnection("127.0.0.1", port_of(url), timeout=10)

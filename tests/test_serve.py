@@ -652,7 +652,7 @@ def test_default_model_interrupted_training_is_not_cached(monkeypatch, one_threa
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT")
-def test_cli_serve_prints_url_and_stops_cleanly_on_ctrl_c(net, tmp_path):
+def test_cli_serve_prints_url_and_stops_cleanly_on_ctrl_c(net, tmp_path, sigint_deliverable):
     model = tmp_path / "m.safetensors"
     net.save(model)
     with serve_process([str(model), "--port", "0"]) as (proc, url):

@@ -203,7 +203,7 @@ def test_progress_lines(mini):
 
 
 @pytest.mark.skipif(os.name == "nt", reason="SIGINT delivery to self differs on Windows")
-def test_ctrl_c_returns_history_so_far():
+def test_ctrl_c_returns_history_so_far(sigint_deliverable):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(30000, 784), dtype=np.uint8)
     y = rng.integers(0, 10, size=30000)
