@@ -216,7 +216,7 @@ int dc_get_num_threads(void)
     int n = omp_get_max_threads();
     if (g_num_threads > 0 && g_num_threads < n)
         n = g_num_threads;
-    return n > 0 ? n : 1;
+    return n > DC_MAX_THREADS ? DC_MAX_THREADS : n > 0 ? n : 1;
 #else
     return 1;
 #endif

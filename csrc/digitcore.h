@@ -49,8 +49,13 @@ int dc_select_kernel(int path); /* DC_ERR_UNSUPPORTED if the CPU lacks it */
 int dc_cpu_has_avx512(void);
 int dc_use_avx512(int on);
 int dc_avx512_active(void);
+/* The most threads a kernel runs on. libgomp does not survive teams far past it: it
+ * overflows its stack starting a team of ~100,000 (SIGSEGV) and exits the process when it
+ * cannot create one of ~40,000; dc_get_num_threads never answers more, whatever
+ * dc_set_num_threads or OMP_NUM_THREADS asked for. */
+#define DC_MAX_THREADS 1024
 void dc_set_num_threads(int n); /* n <= 0: default (omp_get_max_threads()) */
-int dc_get_num_threads(void);   /* effective count; 1 without OpenMP */
+int dc_get_num_threads(void);   /* effective count, 1..DC_MAX_THREADS; 1 without OpenMP */
 int dc_have_openmp(void);
 /* How dc_mlp_train sizes its team batch by batch (team.c). ADAPTIVE (the default) runs a
  * batch on one thread instead of the team while that is measured faster (the team waits

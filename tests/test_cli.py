@@ -248,6 +248,14 @@ def test_bad_arguments_exit_2(args):
     assert r.returncode == 2 and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("command", ["train", "bench"])
+def test_threads_past_the_cap_is_a_usage_error(command):
+    # (--threads 100000 crashed training in libgomp, SIGSEGV)
+    r = run(command, "--threads", "100000")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "at most 1024 threads, got 100000" in r.stderr
+
+
 def test_python_dash_m_matches_console_script_help():
     r = run("--help")
     assert r.returncode == 0 and "train" in r.stdout

@@ -61,6 +61,23 @@ def test_set_num_threads_round_trip():
         digitcore.set_num_threads(-1)
     with pytest.raises(ValueError):
         digitcore.set_num_threads("2")
+    with pytest.raises(ValueError, match="at most 1024 threads"):
+        digitcore.set_num_threads(100_000)  # libgomp's team start overflowed its stack
+    assert digitcore.get_num_threads() == before
+
+
+@pytest.mark.skipif(not _ops.have_openmp(), reason="built without OpenMP")
+def test_omp_num_threads_past_the_cap_is_capped():
+    # OMP_NUM_THREADS=100000 crashed training's first parallel region (SIGSEGV in libgomp)
+    code = ("import numpy as np, digitcore; print(digitcore.get_num_threads()); "
+            "x = (np.arange(256 * 64).reshape(256, 64) % 7 == 0).astype(np.uint8); "
+            "net = digitcore.Network([64, 8, 2], seed=0); "
+            "digitcore.Trainer(net, epochs=1, batch_size=128, verbose=0).fit(x, (x[:, 0] > 0).astype(np.int64)); "
+            "print(net.predict(x[:1]).size)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=dict(os.environ, OMP_NUM_THREADS="100000"), timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1024", "1"]
 
 
 def _run(*args, env=None):
@@ -79,7 +96,7 @@ def test_env_threads_and_kernel_are_read():
     assert r.stdout.split() == ["1", "generic"]
 
 
-@pytest.mark.parametrize("value", ["zero", "0"])
+@pytest.mark.parametrize("value", ["zero", "0", "100000"])
 def test_bad_thread_env_is_a_clear_error(value):
     r = subprocess.run([sys.executable, "-c", "import digitcore; digitcore.get_num_threads()"],
                        capture_output=True, text=True,

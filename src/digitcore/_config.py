@@ -63,8 +63,9 @@ def _ops():
                 raise ValueError(
                     f"DIGITCORE_NUM_THREADS must be a positive integer, got {threads!r}"
                 ) from None
-            if n < 1:
-                raise ValueError(f"DIGITCORE_NUM_THREADS must be >= 1, got {n}")
+            if not 1 <= n <= ops.MAX_THREADS:
+                raise ValueError(f"DIGITCORE_NUM_THREADS must be in [1, {ops.MAX_THREADS}], "
+                                 f"got {n}")
             ops.set_num_threads(n)
         avx512 = os.environ.get("DIGITCORE_AVX512", "").strip()
         if avx512:
@@ -80,12 +81,18 @@ def _ops():
 
 
 def set_num_threads(n: int | None) -> None:
-    """Use ``n`` threads in digitcore's kernels (``None`` or 0: the OpenMP default)."""
+    """Use ``n`` threads in digitcore's kernels (``None`` or 0: the OpenMP default), at
+    most 1024 (OpenMP's own default, e.g. from ``OMP_NUM_THREADS``, is capped there too:
+    libgomp cannot start teams far past it)."""
     if n is None:
         n = 0
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"set_num_threads expects a non-negative int or None, got {n!r}")
-    _ops().set_num_threads(n)
+    ops = _ops()
+    if n > ops.MAX_THREADS:
+        raise ValueError(f"set_num_threads({n}): digitcore runs at most {ops.MAX_THREADS} "
+                         f"threads (this machine has {os.cpu_count()} CPUs)")
+    ops.set_num_threads(n)
 
 
 def get_num_threads() -> int:

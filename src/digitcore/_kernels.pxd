@@ -21,6 +21,7 @@ cdef extern from "digitcore.h" nogil:
     int dc_cpu_has_avx512()
     int dc_use_avx512(int on)
     int dc_avx512_active()
+    enum: DC_MAX_THREADS
     void dc_set_num_threads(int n)
     int dc_get_num_threads()
     int dc_have_openmp()

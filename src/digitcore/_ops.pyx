@@ -95,6 +95,9 @@ def select_kernel(str name):
     _check(dc_select_kernel(path), "select_kernel")
 
 
+MAX_THREADS = DC_MAX_THREADS
+
+
 def set_num_threads(int n):
     dc_set_num_threads(n)
 

@@ -32,6 +32,16 @@ def _positive_int(text):
     return value
 
 
+def _threads(text):
+    from digitcore._config import _ops
+
+    value = _positive_int(text)
+    if value > _ops().MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"digitcore runs at most {_ops().MAX_THREADS} threads, "
+                                         f"got {value}")
+    return value
+
+
 def _float(text):
     try:
         return float(text)
@@ -126,7 +136,7 @@ def _parser():
                         "preset's, shift for --preset augmented and committee); kept in "
                         "the saved model")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=_positive_int)
+    t.add_argument("--threads", type=_threads)
     t.add_argument("--validation-fraction", type=_float, default=0.0)
     t.add_argument("--out", default=None, help="save the trained model to this .safetensors file")
     t.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -182,7 +192,7 @@ def _parser():
                    help="the graph's input: floats in [0, 1] (default) or uint8 pixels 0-255")
 
     b = sub.add_parser("bench", help="a short throughput benchmark of this machine")
-    b.add_argument("--threads", type=_positive_int)
+    b.add_argument("--threads", type=_threads)
     b.add_argument("--json", action="store_true")
 
     s = sub.add_parser("serve", help="a page where you draw a digit and watch the network read it")
