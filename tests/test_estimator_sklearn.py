@@ -10,6 +10,9 @@ same max_iter on small data.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import numpy as np
@@ -338,6 +341,36 @@ def test_uint8_sparse_is_scaled_like_uint8_dense():
     clf = quiet_fit(MLPClassifier((32,), solver="lbfgs", max_iter=20, random_state=0), x, y[:600])
     np.testing.assert_allclose(clf.predict_proba(sp.csr_matrix(x)), clf.predict_proba(x),
                                atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_malformed_sparse_input_is_refused_in_a_subprocess(fmt):
+    # SciPy trusts indptr/indices: sorting this CSR crashed the process (SIGSEGV), and the
+    # CSC's out-of-range row index was dropped without a word. Run apart, so a crash is a
+    # failed test and not a dead worker.
+    code = textwrap.dedent(f"""
+        import warnings; warnings.simplefilter("ignore")
+        import numpy as np, scipy.sparse as sp
+        from digitcore.estimator import MLPClassifier
+        X = np.random.default_rng(0).random((40, 6)).astype(np.float32)
+        m = MLPClassifier((8,), max_iter=1).fit(X, np.arange(40) % 3)
+        if "{fmt}" == "csr":
+            Xs = sp.csr_matrix(X[:4]); Xs.indptr[2] = 10**6
+        else:
+            Xs = sp.csc_matrix(X[:4]); Xs.indices[0] = 99
+        for call in (m.predict, m.predict_proba, lambda a: m.fit(a, np.arange(4) % 3)):
+            try:
+                call(Xs)
+            except ValueError as exc:
+                print(exc)
+            else:
+                print("accepted")
+        """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 3 and all(f"not a valid {fmt.upper()} matrix" in ln for ln in lines)
 
 
 # ---- attributes ----------------------------------------------------------------------------------

@@ -298,6 +298,13 @@ default="adam"
         array, or scipy CSR with float32 data."""
         if isinstance(X, np.ndarray) and X.ndim == 3:  # (n, h, w) image stacks
             X = X.reshape(X.shape[0], -1)
+        if _is_sparse(X) and X.format in ("csr", "csc"):
+            # SciPy trusts indptr and indices: sorting a CSR whose indptr points past its
+            # data crashed the process, and a CSC's row index past the end was dropped
+            try:
+                X.check_format(full_check=True)
+            except ValueError as exc:
+                raise ValueError(f"X is not a valid {X.format.upper()} matrix: {exc}") from None
         kw = dict(accept_sparse=["csr", "csc"], dtype="numeric", reset=reset)
         if isinstance(y, str) and y == "no_validation":
             X = validate_data(self, X, **kw)
