@@ -225,6 +225,19 @@ def test_network_with_huge_weights_predicts_finite_probabilities():
     assert (net.predict(x) == np.argmax(logits, axis=1)).all()
 
 
+def test_nan_parameters_are_an_error_not_a_confident_answer():
+    # NaN weights: predict returned all 0s and score(x, zeros) 1.0; only predict_proba said so
+    net = Network([784, 16, 10], seed=0)
+    x = np.zeros((3, 784), np.uint8)
+    x[:, 100] = 200
+    net.weights[1][:] = np.nan
+    for call in (lambda: net.predict(x), lambda: net.predict(x[:1]),
+                 lambda: net.score(x, [0, 0, 0]), lambda: net.evaluate(x, [0, 0, 0]),
+                 lambda: net.predict_proba(x), lambda: net.score(x, [0, 0, 0], tta="shift")):
+        with pytest.raises(FloatingPointError):
+            call()
+
+
 def test_overflowing_output_is_a_clear_error_not_nan_probabilities():
     """Finite weights can still overflow float32 on some input (found by fuzz_model.py:
     a loaded file with one weight of -3.3e38 and input_mean 5). predict_proba then has
@@ -249,6 +262,19 @@ def test_overflowing_output_is_a_clear_error_not_nan_probabilities():
     assert np.isnan(deep.logits(x)).any()
     with pytest.raises(FloatingPointError, match="overflowed float32"):
         deep.predict_proba(x)
+    # ... and predict and evaluate too: predict took a NaN row's first logit, and score
+    # counted it right for label 0
+    for xs in (x, (x * 255).astype(np.uint8), np.repeat(x, 2500, axis=0)):
+        with pytest.raises(FloatingPointError, match="output is NaN"):
+            deep.predict(xs)
+    with pytest.raises(FloatingPointError, match="no loss to give"):
+        deep.evaluate(x, [0, 0])
+    with pytest.raises(FloatingPointError, match="no loss to give"):
+        deep.score(x, [0, 0])
+    with pytest.raises(FloatingPointError, match="no loss to give"):
+        net.score(x, [1, 1])  # (infinite logits: predict answers, the loss cannot)
+    with pytest.raises(FloatingPointError):
+        Committee([deep, Network([3, 4, 2], seed=1)]).score(x, [0, 0])
     # the same network on an input that does not overflow answers as before
     net.weights[0][1, 2] = -3.3
     assert np.allclose(net.predict_proba(x).sum(axis=1), 1.0, atol=1e-6)

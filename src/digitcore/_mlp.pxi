@@ -25,20 +25,24 @@ cdef object _check_1d(object a, object dtype, str name, int64_t n):
     return a
 
 
-cdef inline void _argmax_rows(int64_t *lab, const float *z, int64_t n, int64_t c) noexcept nogil:
+cdef inline bint _argmax_rows(int64_t *lab, const float *z, int64_t n, int64_t c) noexcept nogil:
     """lab[i]: the first largest of row i of z (n, c) (numpy.argmax's rule, NaN counting
-    as largest)."""
+    as largest). Whether no value of z is NaN."""
     cdef int64_t i, j, best
     cdef float v, b
+    cdef bint bad = False
     for i in range(n):
         best = 0
         b = z[i * c]
+        bad |= b != b
         for j in range(1, c):
             v = z[i * c + j]
+            bad |= v != v
             if v > b or (v != v and b == b):
                 best = j
                 b = v
         lab[i] = best
+    return not bad
 
 
 cdef class _Keep:
@@ -205,8 +209,8 @@ cdef class _Net:
         return self._logits(self._input(x, "x"), scale, shift, softmax)
 
     def predict(self, x, float scale, float shift):
-        """Labels (n,) int64: the first largest logit of each row (numpy.argmax's rule,
-        NaN counting as largest)."""
+        """Labels (n,) int64: the first largest logit of each row (an infinite one too);
+        FloatingPointError when a logit is NaN."""
         return self._labels(self._logits(self._input(x, "x"), scale, shift, False))
 
     def infer_pixels(self, x, double mean, double std, int what):
@@ -238,11 +242,17 @@ cdef class _Net:
         cdef cnp.ndarray labels = cnp.PyArray_EMPTY(1, &n, cnp.NPY_INT64, 0)
         cdef const float *z = <const float *>cnp.PyArray_DATA(logits)
         cdef int64_t *lab = <int64_t *>cnp.PyArray_DATA(labels)
+        cdef bint finite
         if n < 4096:  # (releasing the GIL costs more than a few rows' loop)
-            _argmax_rows(lab, z, n, self.n_out)
+            finite = _argmax_rows(lab, z, n, self.n_out)
         else:
             with nogil:
-                _argmax_rows(lab, z, n, self.n_out)
+                finite = _argmax_rows(lab, z, n, self.n_out)
+        if not finite:  # (a NaN row's "largest" would be a confident-looking guess)
+            raise FloatingPointError(
+                "predict: the network's output is NaN for this input, so it has no answer "
+                "to give: its parameters are NaN or infinite, or they or its input scaling "
+                "(input_mean, input_std) are far too large; logits() shows the values")
         return labels
 
     def evaluate(self, x, labels, float scale, float shift):

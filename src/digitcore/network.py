@@ -8,6 +8,7 @@ update one buffer and an optimizer sees one vector.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -331,7 +332,9 @@ class Network:
         return out
 
     def predict(self, x, *, tta=None):
-        """Predicted labels, int64 (n,); ``tta`` as in :meth:`predict_proba`."""
+        """Predicted labels, int64 (n,): each row's largest logit, an infinite one too;
+        ``tta`` as in :meth:`predict_proba`. FloatingPointError for a NaN logit (NaN or
+        overflowing parameters) rather than a guess."""
         if tta is not None and check_tta(tta) is not None:
             return np.argmax(self.predict_proba(x, tta=tta), axis=1).astype(np.int64)
         out = self.c_net().infer_pixels(x, self.input_mean, self.input_std, 2)
@@ -342,7 +345,9 @@ class Network:
 
     def evaluate(self, x, y, *, tta=None):
         """(mean cross-entropy loss, accuracy) on ``x`` with integer labels ``y``; with
-        ``tta`` (see :meth:`predict_proba`), of the views' mean probabilities."""
+        ``tta`` (see :meth:`predict_proba`), of the views' mean probabilities.
+        FloatingPointError when the output overflows (an infinite or NaN logit), as
+        :meth:`predict_proba`."""
         x2, scale, shift = self.prepared_input(x)
         labels = self.prepared_labels(y, x2.shape[0])
         if x2.shape[0] == 0:
@@ -352,6 +357,12 @@ class Network:
             loss = -float(np.mean(logp[np.arange(len(labels)), labels]))
             return loss, int(np.count_nonzero(proba.argmax(axis=1) == labels)) / len(labels)
         loss, correct = self.c_net().evaluate(x2, labels, scale, shift)
+        if not math.isfinite(loss):  # (finite logits give a finite loss, in double)
+            raise FloatingPointError(
+                "evaluate: the network's output overflowed float32 for this input (a logit "
+                "is infinite or NaN), so it has no loss to give: its parameters are NaN or "
+                "infinite, or they or its input scaling are far too large; logits() shows "
+                "the values")
         return float(loss), correct / x2.shape[0]
 
     def _answers(self, x):
