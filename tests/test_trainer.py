@@ -148,6 +148,22 @@ def test_schedules():
         optim.make_schedule("sawtooth", 10)
 
 
+@pytest.mark.parametrize("multiplier", [-100.0, float("nan"), float("inf"), None, "1", True])
+def test_a_callable_schedule_must_give_a_finite_multiplier_at_least_0(mini, multiplier):
+    # lambda s: -100.0 ran gradient ascent (loss 45 -> 1081, no error); None or a string
+    # failed deep inside with "unsupported operand"
+    x, y, _, _ = mini
+    net = Network([784, 8, 10], seed=0)
+    before = net.flat_parameters.copy()
+    tr = Trainer(net, lr_schedule=lambda s: multiplier, epochs=2, verbose=0)
+    with pytest.raises(ValueError, match=r"lr_schedule\(0\) returned .*finite number >= 0"):
+        tr.fit(x[:256], y[:256])
+    np.testing.assert_array_equal(net.flat_parameters, before)
+    # numbers of any kind that are finite and >= 0 are taken, 0 included
+    sched = optim.make_schedule(lambda s: np.float32(0.5) if s else 0, 4)
+    assert sched(0) == 0.0 and sched(1) == 0.5 and isinstance(sched(1), float)
+
+
 def test_early_stopping_restores_best(mini):
     x, y, xt, yt = mini
     net = Network([784, 64, 10], seed=0)

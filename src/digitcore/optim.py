@@ -9,6 +9,7 @@ own loop.
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -310,10 +311,16 @@ def make_schedule(name, total_steps, warmup_steps=0, step_size=None, gamma=0.1,
     ``constant``: 1. ``step``: multiply by ``gamma`` every ``step_size`` steps (default: a
     third of the run). ``cosine``: half a cosine from 1 down to ``min_factor``. A linear
     warmup from ~0 to 1 over the first ``warmup_steps`` steps is applied on top.
-    A callable is used as it is.
+    A callable's multiplier must be a finite number >= 0 (else ValueError, naming it).
     """
     if callable(name):
-        base = name
+        def base(step, schedule=name):
+            m = schedule(step)
+            if (isinstance(m, bool) or not isinstance(m, numbers.Real)
+                    or not math.isfinite(m) or m < 0):
+                raise ValueError(f"lr_schedule({step}) returned {m!r}: a learning-rate "
+                                 "multiplier must be a finite number >= 0")
+            return float(m)
     elif name == "constant":
         def base(step):
             return 1.0
