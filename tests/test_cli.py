@@ -248,6 +248,33 @@ def test_bad_arguments_exit_2(args):
     assert r.returncode == 2 and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("where", ["missing_dir", "directory", "device"])
+def test_train_refuses_an_unwritable_out_before_training(tmp_path, where):
+    # an --out into a missing directory used to train every epoch, then fail naming a
+    # hidden temporary file, the model lost
+    out = {"missing_dir": tmp_path / "nope" / "m.safetensors", "directory": tmp_path,
+           "device": os.devnull}[where]
+    if where == "device" and os.name != "posix":
+        pytest.skip("POSIX devices")
+    r = run("train", "--dataset", "mnist-mini", "--hidden", "8", "--epochs", "50",
+            "--out", out)
+    assert_one_line_error(r, f"cannot write {out}")
+    assert "Epoch" not in r.stdout and "Epoch" not in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_and_evaluate_plots_name_a_bad_path(tmp_path, model):
+    model, _ = model
+    r = run("export", model, tmp_path / "nope" / "m.onnx")
+    assert_one_line_error(r, f"cannot write {tmp_path / 'nope' / 'm.onnx'}: there is no "
+                             "directory")
+    afile = tmp_path / "plots.png"
+    afile.write_bytes(b"keep")
+    r = run("evaluate", model, "--dataset", "mnist-mini", "--plots", afile)
+    assert_one_line_error(r, "--plots", "takes a directory")
+    assert afile.read_bytes() == b"keep"
+
+
 @pytest.mark.parametrize("command", ["train", "bench"])
 def test_threads_past_the_cap_is_a_usage_error(command):
     # (--threads 100000 crashed training in libgomp, SIGSEGV)

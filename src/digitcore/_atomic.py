@@ -1,10 +1,15 @@
 """Atomic file writes: readers see the old file or the complete new one, never a part.
 
 The data goes to a temporary file in the target's directory (created with mode 0o666 so
-the umask decides permissions, like ``open(path, "w")``), is flushed and fsynced, then
-``os.replace``-d over the target, and the directory is fsynced so the rename survives a
-crash. On any error, KeyboardInterrupt included, the temporary file is removed and the
-target is untouched.
+the umask decides a new file's permissions, like ``open(path, "w")``; a file it replaces
+keeps its own), is flushed and fsynced, then ``os.replace``-d over the target, and the
+directory is fsynced so the rename survives a crash. On any error, KeyboardInterrupt
+included, the temporary file is removed and the target is untouched.
+
+A symbolic link is followed (the file it points to is replaced, the link stays). A path
+that is a directory, a device, a pipe or a socket is refused: replacing ``/dev/null``
+with a file is never what was meant. A replaced file's other hard links keep the old
+contents (it is a new file).
 """
 
 from __future__ import annotations
@@ -12,23 +17,58 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 
-__all__ = ["atomic_file", "atomic_write_bytes", "fsync_dir"]
+__all__ = ["atomic_file", "atomic_write_bytes", "fsync_dir", "writable_target"]
+
+
+def writable_target(path) -> str:
+    """The file :func:`atomic_file` would write for ``path`` (symbolic links followed),
+    or an OSError whose message names ``path`` when it cannot: no such directory, a
+    directory it may not create files in, or ``path`` a directory, device, pipe or
+    socket. Commands call it before long work whose result goes there."""
+    path = os.fspath(path)
+    real = os.path.realpath(path)
+    directory = os.path.dirname(real)
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise type(exc)(f"cannot write {path}: {exc.strerror}") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(f"cannot write {path}: it is a directory")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise OSError(f"cannot write {path}: it is not a regular file (a device, pipe or "
+                      "socket), and files are written by replacing them")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot write {path}: there is no directory {directory}")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {path}: no permission to create files in "
+                              f"{directory}")
+    return real
 
 
 @contextlib.contextmanager
 def atomic_file(path, mode: str = "wb", encoding: str | None = None):
-    """Context manager yielding a file object whose content replaces ``path`` on success."""
+    """Context manager yielding a file object whose content replaces ``path`` on success
+    (see the module's notes; errors name ``path``, not the temporary file)."""
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_file mode must be 'wb' or 'w', got {mode!r}")
-    path = os.fspath(path)
-    directory, base = os.path.split(os.path.abspath(path))
+    shown = os.fspath(path)
+    path = writable_target(shown)
+    directory, base = os.path.split(path)
     tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                 0o666)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                     0o666)
+    except OSError as exc:
+        raise type(exc)(f"cannot write {shown}: {exc.strerror}") from None
     try:
         f = os.fdopen(fd, mode) if encoding is None else os.fdopen(fd, mode, encoding=encoding)
         with f:
+            with contextlib.suppress(FileNotFoundError):  # the replaced file's permissions
+                os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
             yield f
             f.flush()
             os.fsync(f.fileno())

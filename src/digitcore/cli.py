@@ -12,6 +12,8 @@ import os
 import sys
 import time
 
+from digitcore._atomic import writable_target
+
 EXIT_USAGE = 2
 _UNSET = object()
 # digitcore.augment.TTA's views, in words (not imported here: `--help` needs no NumPy)
@@ -276,6 +278,8 @@ def cmd_train(args):
     tta = check_tta(args.tta if args.tta is not None else presets.tta_of(cfg))
     if args.checkpoint:
         _check_checkpoint_kind(args.checkpoint, members)
+    if args.out:  # (before the training, which a bad path would otherwise throw away)
+        writable_target(args.out)
     name, (x_tr, y_tr), (x_te, y_te) = _load_data(args.dataset, args.data_dir, args.download,
                                                        args.verify)
     if "augment" not in overrides and x_tr.ndim != 3:  # no size rule for flat features
@@ -399,6 +403,9 @@ def cmd_evaluate(args):
     if args.plots:
         from digitcore import plots
 
+        if os.path.exists(args.plots) and not os.path.isdir(args.plots):
+            raise UsageError(f"--plots {args.plots}: it is a file; --plots takes a directory "
+                             "(made if missing) to write the PNG files into")
         os.makedirs(args.plots, exist_ok=True)
         paths = {"confusion_matrix.png": lambda p: plots.plot_confusion_matrix(cm, path=p),
                  "mistakes.png": lambda p: plots.plot_mistakes(x_te, y_te, proba, 25, path=p),
@@ -508,6 +515,7 @@ def cmd_export(args):
     from digitcore.modelio import load_model
     from digitcore.onnxio import OPSET
 
+    writable_target(args.out)
     net = load_model(args.model)  # a Network or a Committee (its members averaged)
     path = net.to_onnx(args.out, input_dtype=args.input_dtype)
     print(f"wrote {path}: {net!r}, ONNX opset {OPSET}, input 'pixels' {args.input_dtype} "

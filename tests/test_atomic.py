@@ -1,0 +1,114 @@
+"""digitcore._atomic: what an atomic write does to the path it is given.
+
+Every file digitcore writes (models, checkpoints, IDX, ONNX, plots) goes through
+atomic_file, which replaces the target by renaming a temporary file over it. These tests
+pin what that means for paths that are not plain files: a symbolic link, a file with its
+own permissions, a device, a directory, a directory that does not exist.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+
+import numpy as np
+import pytest
+
+from digitcore import Network, load_model
+from digitcore._atomic import atomic_write_bytes, writable_target
+
+posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX file semantics")
+
+
+@posix_only
+def test_a_symlink_is_followed_and_kept(tmp_path):
+    # the rename used to replace the link itself with a regular file, leaving the file
+    # it pointed to as it was
+    real = tmp_path / "real.bin"
+    real.write_bytes(b"old")
+    link = tmp_path / "link.bin"
+    link.symlink_to(real.name)
+    atomic_write_bytes(link, b"new")
+    assert link.is_symlink() and os.readlink(link) == real.name
+    assert real.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.bin", "real.bin"]
+
+
+@posix_only
+def test_a_replaced_file_keeps_its_permissions(tmp_path):
+    # a 0600 model came back 0644 (the umask's default for a new file)
+    path = tmp_path / "m.safetensors"
+    Network([4, 3], seed=0).save(path)
+    os.chmod(path, 0o600)
+    net = Network([4, 3], seed=1)
+    net.save(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    np.testing.assert_array_equal(load_model(path).flat_parameters, net.flat_parameters)
+
+
+@posix_only
+def test_a_device_is_refused_and_left_alone():
+    # saving to /dev/full as root replaced the device node with a model file
+    before = os.stat("/dev/null")
+    with pytest.raises(OSError, match="cannot write /dev/null: it is not a regular file"):
+        Network([4, 3], seed=0).save("/dev/null")
+    after = os.stat("/dev/null")
+    assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev
+
+
+def test_a_directory_is_refused(tmp_path):
+    with pytest.raises(IsADirectoryError, match="it is a directory"):
+        atomic_write_bytes(tmp_path, b"x")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_directory_is_named_not_the_temporary_file(tmp_path):
+    # the error used to name '.m.safetensors.92438664cd76.tmp'
+    target = tmp_path / "nope" / "m.safetensors"
+    with pytest.raises(FileNotFoundError) as info:
+        Network([4, 3], seed=0).save(target)
+    assert str(info.value) == f"cannot write {target}: there is no directory {target.parent}"
+    assert ".tmp" not in str(info.value)
+
+
+def test_writable_target_answers_the_real_path(tmp_path):
+    path = tmp_path / "a.bin"
+    assert writable_target(path) == os.path.realpath(path)  # (need not exist)
+    if os.name == "posix":
+        (tmp_path / "l.bin").symlink_to("a.bin")
+        assert writable_target(tmp_path / "l.bin") == os.path.realpath(path)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
+                    reason="POSIX permissions, which root bypasses")
+def test_a_directory_without_write_permission_is_named(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(PermissionError, match=f"cannot write {ro / 'm.bin'}"):
+            atomic_write_bytes(ro / "m.bin", b"x")
+    finally:
+        ro.chmod(0o700)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_named_pipe_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        atomic_write_bytes(fifo, b"x")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_the_module_needs_no_third_party_import():
+    # cli imports writable_target at its top: `digitcore --help` must stay NumPy-free
+    import subprocess
+
+    code = ("import sys; import digitcore._atomic; "
+            "print(sorted(m for m in ('numpy', 'PIL') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
