@@ -242,6 +242,7 @@ def test_dataset_without_files_is_an_error_not_a_fallback(tmp_path):
 
 
 @pytest.mark.parametrize("args", [["train", "--hidden", "a,b"], ["train", "--epochs", "0"],
+                                  ["train", "--seed", "-1"],
                                   ["train", "--preset", "nope"], ["nosuchcommand"]])
 def test_bad_arguments_exit_2(args):
     r = run(*args)

@@ -259,6 +259,41 @@ def test_bad_trainer_arguments():
         Trainer(net, verbose=0).fit(np.zeros((0, 4), np.float32), np.zeros(0, int))
 
 
+@pytest.mark.parametrize("kw, error, message", [
+    # each of these used to pass silently (2.9 -> 2) or fail later, deep inside NumPy or
+    # the fit, with a message that did not name the argument
+    (dict(batch_size=2.9), ValueError, r"batch_size must be an int >= 1 or None .*2\.9"),
+    (dict(batch_size="full"), ValueError, r"batch_size must be an int >= 1 or None"),
+    (dict(epochs=float("nan")), ValueError, r"epochs must be an int >= 0, got nan"),
+    (dict(epochs=2.5), ValueError, r"epochs must be an int >= 0"),
+    (dict(warmup=float("nan")), ValueError, r"warmup must be >= 0 epochs and finite"),
+    (dict(warmup=float("inf")), ValueError, r"warmup must be >= 0 epochs and finite"),
+    (dict(warmup="1"), ValueError, r"warmup must be a number"),
+    (dict(lr="abc"), ValueError, r"lr must be a number, got 'abc'"),
+    (dict(clip_norm="x"), ValueError, r"clip_norm must be a number"),
+    (dict(seed=-1), ValueError, r"seed must be an int >= 0 or None, got -1"),
+    (dict(seed=1.5), ValueError, r"seed must be an int >= 0 or None"),
+    (dict(seed="a"), ValueError, r"seed must be an int >= 0 or None"),
+    (dict(callbacks=[5]), TypeError, r"callbacks\[0\] is a int"),
+    (dict(callbacks=print), TypeError, r"wrap a single one in a list"),
+])
+def test_trainer_arguments_are_checked_when_given(kw, error, message):
+    with pytest.raises(error, match=message):
+        Trainer(Network([4, 3]), **kw)
+
+
+def test_trainer_takes_integral_numbers_of_any_kind():
+    tr = Trainer(Network([4, 3]), batch_size=np.int32(64), epochs=3.0, seed=np.uint8(7))
+    assert (tr.batch_size, tr.epochs, tr.seed) == (64, 3, 7)
+    assert all(type(v) is int for v in (tr.batch_size, tr.epochs, tr.seed))
+
+
+def test_network_seed_is_checked():
+    for seed in (-1, 1.5, "0"):
+        with pytest.raises(ValueError, match="seed must be an int >= 0 or None"):
+            Network([4, 3], seed=seed)
+
+
 def test_mnist_mini_reaches_accuracy(mini):
     x, y, xt, yt = mini
     net = Network([784, 128, 10], seed=0)

@@ -24,6 +24,38 @@ def samples_2d(arr: np.ndarray, name: str = "x", error: type = ValueError) -> np
     raise error(f"{name} must have shape (n, features) or (n, height, width), got {arr.shape}")
 
 
+def seed_value(seed, name: str = "seed"):
+    """``seed`` as NumPy's generators take it: None or an int >= 0 (a NumPy integer too),
+    else a ValueError naming ``name`` (NumPy's own says "expected non-negative integer")."""
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) \
+            or seed < 0:
+        raise ValueError(f"{name} must be an int >= 0 or None, got {seed!r}")
+    return int(seed)
+
+
+def count_value(value, name: str, minimum: int) -> int:
+    """``value`` as an int >= ``minimum``: an integer, or a float with an integral value
+    (128.0), else a ValueError naming ``name`` (2.9, NaN, "full" and True are refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)) \
+            or isinstance(value, complex) or not math.isfinite(value) or value != int(value) \
+            or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def real_value(value, name: str) -> float:
+    """``value`` as a float, or a ValueError naming ``name`` when it is not a real number
+    (a string, None, a bool); its range is the caller's to check."""
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+
+
 def all_finite(arr: np.ndarray) -> bool:
     """``np.isfinite(arr).all()`` for a float array, without its boolean temporary: the sum
     of the values meets every NaN and infinity (NaN stays NaN; inf stays inf, or meets -inf

@@ -34,6 +34,16 @@ def _positive_int(text):
     return value
 
 
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
 def _threads(text):
     from digitcore._config import _ops
 
@@ -137,7 +147,7 @@ def _parser():
                         "mean over each image and its four one-pixel shifts (default: the "
                         "preset's, shift for --preset augmented and committee); kept in "
                         "the saved model")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--threads", type=_threads)
     t.add_argument("--validation-fraction", type=_float, default=0.0)
     t.add_argument("--out", default=None, help="save the trained model to this .safetensors file")

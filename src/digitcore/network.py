@@ -13,7 +13,8 @@ import numbers
 
 import numpy as np
 
-from digitcore._checks import all_finite, class_indices, samples_2d, standardization_problem
+from digitcore._checks import (all_finite, class_indices, samples_2d, seed_value,
+                               standardization_problem)
 from digitcore._config import _ops
 from digitcore._modelfile import write_model
 from digitcore.augment import check_tta, tta_answers, tta_mean_proba
@@ -139,7 +140,7 @@ class Network:
 
     def reset_parameters(self, seed=None):
         """Draw fresh weights (He or Glorot) from ``seed``; biases become zero."""
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(seed_value(seed))
         for w, b in zip(self.weights, self.biases):
             fan_out, fan_in = w.shape
             if self.init == "he":

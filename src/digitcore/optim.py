@@ -13,12 +13,14 @@ import numbers
 
 import numpy as np
 
+from digitcore._checks import real_value
+
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "RMSprop", "Adam", "AdamW",
            "get_optimizer", "make_schedule", "OPTIMIZERS", "SCHEDULES"]
 
 
 def _check_positive(value, name, allow_zero=False):
-    value = float(value)
+    value = real_value(value, name)
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} and finite, "
                          f"got {value}")
@@ -26,7 +28,7 @@ def _check_positive(value, name, allow_zero=False):
 
 
 def _check_fraction(value, name):
-    value = float(value)
+    value = real_value(value, name)
     if not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {value}")
     return value

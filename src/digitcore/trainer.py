@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from digitcore._checks import square_images
+from digitcore._checks import count_value, real_value, seed_value, square_images
 from digitcore.errors import TrainingDivergedError
 from digitcore.optim import get_optimizer, make_schedule
 
@@ -421,28 +421,36 @@ class Trainer:
             raise TypeError(f"network must be a digitcore.Network, got {type(network).__name__}")
         self.network = network
         self.optimizer = get_optimizer(optimizer, lr)
-        if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
-            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-        self.batch_size = None if batch_size is None else int(batch_size)
-        if isinstance(epochs, bool) or int(epochs) < 0:
-            raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
-        self.epochs = int(epochs)
+        try:
+            self.batch_size = None if batch_size is None else count_value(batch_size, "", 1)
+        except ValueError:
+            raise ValueError(f"batch_size must be an int >= 1 or None (full batch), got "
+                             f"{batch_size!r}") from None
+        self.epochs = count_value(epochs, "epochs", 0)
         self.l2 = _penalty(l2, "l2")
         self.l1 = _penalty(l1, "l1")
         make_schedule(lr_schedule, 1)  # validates the name now, not mid-fit
         self.lr_schedule = lr_schedule
-        self.warmup = float(warmup)
-        if self.warmup < 0:
-            raise ValueError(f"warmup must be >= 0 epochs, got {warmup}")
-        if clip_norm is not None and not float(clip_norm) > 0:
+        self.warmup = real_value(warmup, "warmup")
+        if not (self.warmup >= 0 and math.isfinite(self.warmup)):
+            raise ValueError(f"warmup must be >= 0 epochs and finite, got {warmup!r}")
+        if clip_norm is not None and not real_value(clip_norm, "clip_norm") > 0:
             raise ValueError(f"clip_norm must be > 0 or None, got {clip_norm}")
         self.clip_norm = clip_norm
         self.early_stopping = _early_stopping(early_stopping)
-        self.seed = seed
+        self.seed = seed_value(seed)
         if verbose not in (0, 1, 2, False, True):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         self.verbose = int(verbose)
         self.shuffle = bool(shuffle)
+        if isinstance(callbacks, (Callback, str)) or callable(callbacks):
+            raise TypeError("callbacks must be a sequence of Callback objects or callables "
+                            "f(epoch, logs); wrap a single one in a list")
+        callbacks = list(callbacks)
+        for i, c in enumerate(callbacks):
+            if not isinstance(c, Callback) and not callable(c):
+                raise TypeError(f"callbacks[{i}] is a {type(c).__name__}, expected a "
+                                "digitcore.trainer.Callback or a callable f(epoch, logs)")
         self.callbacks = [c if isinstance(c, Callback) else LambdaCallback(c) for c in callbacks]
         self.stream = stream
         self.augment = get_augment(augment)
@@ -453,13 +461,14 @@ class Trainer:
         if isinstance(chunk_samples, bool) or not isinstance(chunk_samples, int) or \
                 chunk_samples < 1:
             raise ValueError(f"chunk_samples must be a positive int, got {chunk_samples!r}")
-        if chunk_seconds is not None and not float(chunk_seconds) > 0:
+        if chunk_seconds is not None and not real_value(chunk_seconds, "chunk_seconds") > 0:
             raise ValueError(f"chunk_seconds must be > 0 or None, got {chunk_seconds!r}")
         self.chunk_samples = chunk_samples
         self.chunk_seconds = chunk_seconds
         self.stop_training = False
         self.checkpoint = None if checkpoint is None else os.fspath(checkpoint)
-        if checkpoint_seconds is not None and not float(checkpoint_seconds) >= 0:
+        if checkpoint_seconds is not None and \
+                not real_value(checkpoint_seconds, "checkpoint_seconds") >= 0:
             raise ValueError(f"checkpoint_seconds must be >= 0 or None, got {checkpoint_seconds}")
         self.checkpoint_seconds = None if checkpoint_seconds is None else float(checkpoint_seconds)
         # First layer on sparse input: "auto" (the default: batches at most a quarter
