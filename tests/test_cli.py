@@ -276,6 +276,44 @@ def test_export_and_evaluate_plots_name_a_bad_path(tmp_path, model):
     assert afile.read_bytes() == b"keep"
 
 
+def test_predict_takes_pictures_after_options(tmp_path, model):
+    # `predict MODEL --top-k 2 IMAGE` failed: "unrecognized arguments: IMAGE"
+    from PIL import Image
+
+    import digitcore
+
+    path, _ = model
+    (x, _), _ = digitcore.load_dataset("mnist-mini")
+    pics = [tmp_path / f"{i}.png" for i in range(3)]
+    for i, p in enumerate(pics):
+        Image.fromarray(255 - x[i]).save(p)
+    r = run("predict", path, "--top-k", "2", pics[0], "--json", pics[1], pics[2])
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [e["image"] for e in out["predictions"]] == [str(p) for p in pics]
+    assert all(len(e["top"]) == 2 for e in out["predictions"])
+    r = run("predict", path, pics[0], "--no-such-option")
+    assert r.returncode == 2 and "unrecognized arguments: --no-such-option" in r.stderr
+
+
+def test_predict_with_a_model_of_other_inputs_is_one_error(tmp_path):
+    # each picture used to fail alone: "x has 784 features per sample, the network
+    # expects 16"
+    import digitcore
+
+    model = tmp_path / "tiny.safetensors"
+    digitcore.Network([16, 4], seed=0).save(model)
+    r = run("predict", model, tmp_path / "a.png", tmp_path / "b.png")
+    assert_one_line_error(r, "takes 16 inputs per sample", "28x28 = 784 pixels")
+
+
+def test_a_network_too_big_for_memory_is_one_line():
+    # a MemoryError printed NumPy's traceback
+    r = run("train", "--dataset", "mnist-mini", "--hidden", "1000000000000", "--epochs", "1")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "Unable to allocate" in r.stderr.strip().splitlines()[-1]
+
+
 @pytest.mark.parametrize("command", ["train", "bench"])
 def test_threads_past_the_cap_is_a_usage_error(command):
     # (--threads 100000 crashed training in libgomp, SIGSEGV)

@@ -361,3 +361,15 @@ def test_pixels_take_the_binding_path_with_the_same_bits(mean, std):
     np.testing.assert_array_equal(net.predict_proba(wide), net.predict_proba(x2))
     with pytest.raises(ValueError, match="783 features per sample"):
         net.predict(x2[:, :783])
+
+
+def test_predict_image_refuses_a_network_of_other_inputs_before_reading():
+    from digitcore import Committee
+
+    img = np.zeros((28, 28), np.uint8)
+    img[8:20, 12:16] = 255
+    for model in (Network([16, 4], seed=0), Committee([Network([16, 4], seed=s) for s in (0, 1)])):
+        with pytest.raises(ValueError, match="28x28 = 784 pixels, and this model takes 16 inputs"):
+            model.predict_image(img)
+        with pytest.raises(ValueError, match="takes 16 inputs"):
+            model.predict_image("no/such/picture.png")  # (the model's error comes first)

@@ -472,6 +472,9 @@ def cmd_predict(args):
         net = load_pretrained()
     else:
         net = load_model(model)
+    if net.n_features != 28 * 28:  # (one error, not one per picture)
+        raise UsageError(f"{model} takes {net.n_features} inputs per sample: predict reads "
+                         "pictures as 28x28 = 784 pixels")
     tta = _model_tta(net, args.tta, model or "the pretrained model")
     if not args.any_strokes:
         from digitcore.imaging import shape_check_ready
@@ -591,7 +594,14 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 
 def main(argv=None):
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command == "predict" and not any(e.startswith("-") for e in extra):
+            # pictures after an option (predict MODEL --top-k 2 IMAGE): argparse gives the
+            # positionals only the run before the first option
+            args.paths += extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 0
@@ -602,7 +612,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("digitcore: interrupted", file=sys.stderr)
         return 130
-    except (UsageError, DigitcoreError, ValueError, TypeError, OSError, ImportError) as exc:
+    except (UsageError, DigitcoreError, ValueError, TypeError, OSError, ImportError,
+            MemoryError) as exc:  # (MemoryError: e.g. --hidden 100000000)
         if args.debug:
             raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

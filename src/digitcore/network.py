@@ -407,8 +407,12 @@ class Network:
         NoDigitError (a ValueError)
             When the picture holds no digit (its ``reason`` says why).
         """
-        from digitcore.imaging import preprocess_image
+        from digitcore.imaging import FIELD, preprocess_image
 
+        if self.n_features != FIELD * FIELD:  # (before any picture is read)
+            raise ValueError(f"predict_image prepares pictures as {FIELD}x{FIELD} = "
+                             f"{FIELD * FIELD} pixels, and this model takes "
+                             f"{self.n_features} inputs")
         img = preprocess_image(image, reject_non_digits=reject_non_digits)
         proba = self.predict_proba(img.reshape(1, -1), tta=tta)[0]
         return int(np.argmax(proba)), proba
