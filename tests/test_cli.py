@@ -235,6 +235,18 @@ def net_digit(model_path, image):
     return digitcore.load_model(model_path).predict_image(image)[0]
 
 
+def test_download_without_dataset_downloads_mnist_and_says_all_on_one_line(tmp_path):
+    # `train --download` trained on mnist-mini without trying; with --dataset mnist, the
+    # one-line rule cut its error after "tried:" (the mirrors and the manual install lost)
+    env = {"DIGITCORE_CACHE_DIR": str(tmp_path / "cache"),
+           "DIGITCORE_MNIST_MIRRORS": "http://127.0.0.1:9/"}  # (the discard port: refused)
+    for args in (["train", "--download"], ["train", "--dataset", "mnist", "--download"]):
+        r = run(*args, "--epochs", "1", env=env)
+        assert_one_line_error(r, "could not download MNIST file", "tried: http://127.0.0.1:9/",
+                              "To install MNIST by hand", str(tmp_path / "cache"))
+        assert "mnist-mini" not in r.stdout + r.stderr
+
+
 def test_dataset_without_files_is_an_error_not_a_fallback(tmp_path):
     r = run("train", "--dataset", "mnist", "--data-dir", tmp_path,
             env={"DIGITCORE_CACHE_DIR": str(tmp_path / "cache")})

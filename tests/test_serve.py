@@ -125,7 +125,7 @@ def test_healthz_and_model(server, net):
     status, info = _json(server, "GET", "/api/model")
     assert status == 200
     assert info["layer_sizes"] == [784, 32, 10]
-    assert info["architecture"] == "784-32-10 relu"
+    assert info["architecture"] == "784-32-10 relu" and info["members"] == 1
     assert info["n_params"] == net.n_params
     assert info["config"] == net.get_config()
     assert info["digitcore_version"] == digitcore.__version__
@@ -676,3 +676,13 @@ def test_cli_serve_errors_are_one_line(tmp_path):
                           capture_output=True, text=True, env=env, timeout=30)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "no such file" in proc.stderr
+
+
+def test_a_committee_is_described_as_one():
+    # /api/model said "784-800-128-10 relu" for the bundled two-member committee
+    from digitcore.serve.app import model_description
+
+    c = digitcore.Committee([digitcore.Network([784, 16, 10], seed=s) for s in (0, 1, 2)])
+    info = model_description(c)
+    assert info["architecture"] == "committee of 3 x 784-16-10 relu"
+    assert info["members"] == 3 and info["n_params"] == c.n_params

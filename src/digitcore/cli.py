@@ -119,7 +119,8 @@ def _parser():
                    help="default: full MNIST if found locally, else the bundled mnist-mini")
     t.add_argument("--data-dir", default=None, help="folder holding the IDX files")
     t.add_argument("--download", action="store_true",
-                   help="download the dataset if it is not found locally")
+                   help="download the dataset (full MNIST without --dataset) if it is not "
+                        "found locally")
     t.add_argument("--no-verify", dest="verify", action="store_false",
                    help="use IDX files that are not the official ones (no SHA-256 check): "
                         "your own data in the MNIST file layout")
@@ -220,11 +221,23 @@ def _parser():
     return p
 
 
+def _one_line(message):
+    """A multi-line message as one line, nothing dropped (a dataset error's mirrors and the
+    way to install the files by hand): lines joined by "; ", or by a space after a colon."""
+    out = ""
+    for line in (ln.strip() for ln in message.strip().splitlines()):
+        if line:
+            out += ("" if not out else " " if out.endswith(":") else "; ") + line
+    return out
+
+
 def _load_data(dataset, data_dir, download=False, verify=True):
     from digitcore import datasets
 
     if data_dir is not None and not download and not os.path.isdir(data_dir):
         raise UsageError(f"--data-dir {data_dir}: no such directory")
+    if dataset is None and download:  # (the default's mnist-mini fallback never downloads)
+        dataset = "mnist"
     if dataset is None:
         if not verify and datasets.find_dataset_files("mnist", data_dir) is None:
             # without this, --no-verify would quietly train on the bundled subset
@@ -616,7 +629,7 @@ def main(argv=None):
             MemoryError) as exc:  # (MemoryError: e.g. --hidden 100000000)
         if args.debug:
             raise
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = _one_line(str(exc)) or type(exc).__name__
         print(f"digitcore {args.command}: error: {msg}", file=sys.stderr)
         return EXIT_USAGE
 

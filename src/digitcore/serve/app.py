@@ -293,8 +293,11 @@ def model_description(network, model_info: dict | None = None, tta=None) -> dict
     from digitcore._version import __version__
 
     config = network.get_config()
+    arch = "-".join(map(str, network.layer_sizes)) + f" {network.activation}"
+    members = getattr(network, "members", None)  # a Committee: say so, and how many
     desc = {
-        "architecture": "-".join(map(str, network.layer_sizes)) + f" {network.activation}",
+        "architecture": arch if members is None else f"committee of {len(members)} x {arch}",
+        "members": 1 if members is None else len(members),
         "layer_sizes": list(network.layer_sizes),
         "activation": network.activation,
         "n_params": int(network.n_params),
