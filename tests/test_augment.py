@@ -384,4 +384,9 @@ def test_augment_apply_keeps_shape_and_is_seeded():
     assert not np.array_equal(aug.apply(x, seed=3), aug.apply(x, seed=4))
     with pytest.raises(ValueError, match="not a square"):
         aug.apply(np.zeros((2, 10), np.uint8))
+    # NaN pixels came back out, deformed, without a word
+    bad = x.astype(np.float32) / 255
+    bad[1, 14, 14] = np.nan
+    with pytest.raises(ValueError, match="images contain NaN or infinite values"):
+        aug.apply(bad)
     assert isinstance(digitcore.Augment(), Augment)

@@ -115,6 +115,14 @@ def test_write_rejects_unrepresentable(tmp_path, bad):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("level", [42, -1, 2.5, True, "6"])
+def test_write_names_a_bad_compresslevel(tmp_path, level):
+    # 42 failed inside zlib: "Invalid initialization option"
+    with pytest.raises(ValueError, match=r"compresslevel must be an int in 0\.\.9"):
+        write_idx(tmp_path / "x.idx.gz", np.zeros(3, np.uint8), compresslevel=level)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_write_is_atomic(tmp_path, monkeypatch):
     p = tmp_path / "a.idx"
     write_idx(p, np.arange(5, dtype=np.uint8))

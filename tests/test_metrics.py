@@ -95,6 +95,14 @@ def test_bad_inputs_raise_value_error(bad):
         bad()
 
 
+def test_numbers_against_strings_are_refused():
+    # accuracy([0, 1], ["0", "1"]) read 0.0
+    for f in (M.accuracy_score, M.confusion_matrix):
+        with pytest.raises(TypeError, match="numbers and strings never compare equal"):
+            f([0, 1], ["0", "1"])
+    assert M.accuracy_score(["0", "1"], np.array(["0", "2"])) == 0.5
+
+
 def test_length_mismatch_message_names_lengths():
     with pytest.raises(ValueError, match="3 and 2"):
         M.accuracy([1, 2, 3], [1, 2])

@@ -120,6 +120,13 @@ def test_bad_labels():
         net.score(x, [0, 1])
     with pytest.raises(TypeError, match="integer"):
         net.score(x, ["a", "b", "c"])
+    # a uint64 label past 2**63 was reported wrapped, as "min -9223372036854775803"
+    big = np.array([0, 1, 2**63 + 5], np.uint64)
+    with pytest.raises(ValueError, match=r"outside \[0, 2\] \(min 0, max 9223372036854775813;"):
+        net.score(x, big)
+    from digitcore._checks import class_indices
+    with pytest.raises(ValueError, match="too large for a class index"):
+        class_indices(big, 3)
 
 
 def test_config_round_trip_and_copy():
@@ -144,6 +151,15 @@ def test_set_parameters_validates():
         net.set_parameters([np.ones((5, 4)), np.ones((3, 4))], b)
     with pytest.raises(ValueError, match="NaN"):
         net.set_parameters([np.full((4, 5), np.nan), np.ones((3, 4))], b)
+    # complex weights lost their imaginary part without a word; object arrays failed
+    # inside np.isfinite
+    before = net.flat_parameters.copy()
+    with pytest.raises(TypeError, match="weight 1 has dtype complex128"):
+        net.set_parameters([w[0], np.ones((3, 4)) + 1j], b)
+    with pytest.raises(TypeError, match="bias 0 has dtype object"):
+        net.set_parameters(w, [np.zeros(4, object), b[1]])
+    np.testing.assert_array_equal(net.flat_parameters, before)
+    net.set_parameters([np.ones((4, 5), np.int64), w[1]], [np.zeros(4, np.uint8), b[1]])
 
 
 # ---- the fused C training step against a NumPy implementation -------------------------------

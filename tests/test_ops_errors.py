@@ -87,6 +87,8 @@ BAD_CALLS = [
     (lambda: ops.sgd_update(X.copy(), X, None, momentum=0.9), ValueError, "velocity"),
     (lambda: ops.sgd_update(X.copy(), X, nesterov=True), ValueError, "nesterov"),
     (lambda: ops.adam_update(X.copy(), X, X.copy(), X.copy(), 0), ValueError, "step"),
+    (lambda: ops.adam_update(X.copy(), X, X.copy(), X.copy(), 2**70), ValueError,
+     "step counts from 1 (to 2**62)"),
     (lambda: ops.adam_update(X.copy(), X, X.copy(), X.copy(), 1, beta1=1.0), ValueError,
      "beta"),
     (lambda: ops.rmsprop_update(X.copy(), X, X.copy(), lr=float("nan")), ValueError, "lr"),

@@ -266,6 +266,8 @@ def _assert_error(status, body, want):
 @pytest.mark.parametrize("raw", [
     b"", b"{", b"not json", b"\xff\xfe", b"[1, 2, 3]", b'"pixels"', b"{}",
     b'{"pixels": [0], "image": "data:image/png;base64,AAAA"}',
+    b"[" * 100_000 + b"]" * 100_000,  # (a 500 with a logged RecursionError traceback)
+    b'{"pixels": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
 ])
 def test_malformed_json_is_400(server, raw):
     _assert_error(*_predict(server, raw), 400)

@@ -117,15 +117,16 @@ def class_indices(y, n: int, n_classes: int | None = None, *, name: str = "y",
         if not (integral_floats and arr.dtype.kind == "f" and n and np.isfinite(arr).all()
                 and (arr == np.round(arr)).all()):
             raise type_error(f"{name} must hold integer class labels, got dtype {arr.dtype}")
-    out = arr.astype(np.int64, copy=False)
-    if out.size:
-        lo, hi = int(out.min()), int(out.max())
+    if arr.size:  # (on the labels as given: a uint64 past 2**63 would wrap in int64)
+        lo, hi = int(arr.min()), int(arr.max())
         if n_classes is not None and (lo < 0 or hi >= n_classes):
             raise error(f"{name} has labels outside [0, {n_classes - 1}] (min {lo}, max {hi}; "
                         f"n_classes is {n_classes})")
         if lo < 0:
             raise error(f"{name} has a negative label ({lo})")
-    return out
+        if hi > np.iinfo(np.int64).max:
+            raise error(f"{name} has a label too large for a class index ({hi})")
+    return arr.astype(np.int64, copy=False)
 
 
 def square_images(x: np.ndarray, name: str = "x") -> np.ndarray:
@@ -164,6 +165,11 @@ def label_pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
             f"{y_pred.shape[0]}")
     if y_true.shape[0] == 0:
         raise ValueError("y_true and y_pred are empty")
+    kinds = {"number" if a.dtype.kind in "biuf" else "text" if a.dtype.kind in "US" else "other"
+             for a in (y_true, y_pred)}
+    if kinds == {"number", "text"}:  # (never equal: accuracy 0 for labels that agree)
+        raise TypeError(f"y_true holds {y_true.dtype} labels and y_pred {y_pred.dtype}: "
+                        "numbers and strings never compare equal; give both as one kind")
     return y_true, y_pred
 
 

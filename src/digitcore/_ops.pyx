@@ -372,8 +372,8 @@ def adam_update(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e
     cdef float fl1 = _l1(l1)
     if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)):
         raise TypeError(f"step must be an integer, got {type(step).__name__}")
-    if step < 1:
-        raise ValueError(f"step counts from 1, got {step}")
+    if step < 1 or step > 2**62:
+        raise ValueError(f"step counts from 1 (to 2**62), got {step}")
     cdef int64_t st = step
     if not (0.0 <= fb1 < 1.0) or not (0.0 <= fb2 < 1.0):
         raise ValueError(f"beta1 and beta2 must be in [0, 1), got {beta1}, {beta2}")

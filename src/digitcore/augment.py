@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from digitcore._checks import square_images
+from digitcore._checks import all_finite, square_images
 
 __all__ = ["Augment", "AUGMENTS", "get_augment", "parse_augment", "TTA", "check_tta",
            "model_tta", "tta_views", "mean_proba", "tta_mean_proba", "tta_answers"]
@@ -121,6 +121,8 @@ class Augment:
         x3 = square_images(x, "images")
         if x3.dtype != np.uint8:
             x3 = np.ascontiguousarray(x3, dtype=np.float32)
+            if not all_finite(x3):  # (training refuses such input too)
+                raise ValueError("images contain NaN or infinite values")
         bank = self.bank(seed, stream)
         out = augment(np.ascontiguousarray(x3), bank=bank, seed=seed, stream=stream,
                       **self.kernel_args())

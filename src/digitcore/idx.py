@@ -323,8 +323,11 @@ def write_idx(path: str | os.PathLike, array, *, compress: bool | None = None,
         gzip the file. Default: when ``path`` ends with ``.gz``. The gzip header
         carries no name and mtime 0, so output is reproducible.
     compresslevel : int
-        gzip level 1..9.
+        gzip level 0..9 (0: stored, no compression).
     """
+    if isinstance(compresslevel, bool) or not isinstance(compresslevel, (int, np.integer)) \
+            or not 0 <= compresslevel <= 9:
+        raise ValueError(f"compresslevel must be an int in 0..9, got {compresslevel!r}")
     arr = np.asarray(array)
     header = idx_header(arr)
     be = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder(">"))

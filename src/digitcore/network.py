@@ -195,6 +195,10 @@ class Network:
                                  f"{self.weights[i].shape}")
             if b.shape != self.biases[i].shape:
                 raise ValueError(f"bias {i} has shape {b.shape}, expected {self.biases[i].shape}")
+            for what, a in (("weight", w), ("bias", b)):
+                if a.dtype.kind not in "fiu":  # (complex: its imaginary part would be dropped)
+                    raise TypeError(f"{what} {i} has dtype {a.dtype}, expected real numbers "
+                                    "(float or integer)")
             if not (np.isfinite(w).all() and np.isfinite(b).all()):
                 raise ValueError(f"layer {i} parameters contain NaN or infinite values")
         for i, (w, b) in enumerate(zip(weights, biases)):

@@ -188,6 +188,8 @@ def parse_predict_request(raw: bytes) -> np.ndarray:
         body = json.loads(text, parse_constant=_strict_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise RequestError(400, f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:  # (json's decoder recurses once per nested array or object)
+        raise RequestError(400, "the request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise RequestError(400, "the request body must be a JSON object with 'image' or 'pixels'")
     has_image, has_pixels = "image" in body, "pixels" in body
