@@ -4,10 +4,11 @@
  *
  *   C (m,n) = alpha * op(A) (m,k) * op(B) (k,n) + beta * C, row-major.
  *
- * The micro-kernels and packers live in gemm_generic.c (portable, always built) and
- * gemm_avx2.c (AVX2+FMA); this file is compiled without -mavx2 and only calls into them
- * through the table below, the AVX2 ones only when dc_kernel_path() says so (which
- * requires dc_cpu_has_avx2()).
+ * The micro-kernels and packers live in gemm_generic.c (portable, always built),
+ * gemm_avx2.c (AVX2+FMA) and gemm_avx512.c (AVX-512F); this file is compiled without
+ * -mavx2 and only calls into them through the table below, the AVX2 ones only when
+ * dc_kernel_path() says so (which requires dc_cpu_has_avx2()), the AVX-512 ones only when
+ * dc_avx512_active() does.
  *
  * Threads (OpenMP): each thread runs the blocked loops on its own slice of M (whole MR
  * panels) or of N (whole NR panels) with private pack buffers, whichever a small

@@ -2,12 +2,12 @@
  * gemm_avx2.c -- AVX2+FMA micro-kernel (6x16), packing and the narrow-N kernels for
  * dc_sgemm.
  *
- * Compiled with -mavx2 -mfma (MSVC: /arch:AVX2), like sparse_avx2.c and nothing else:
- * gemm.c reaches these functions only through the kernel table, and only when
- * dc_cpu_has_avx2(). One file (~650 lines, a third of it the register kernels' unrolled
- * macros) because it is the GEMM's one AVX2 translation unit: its sections share the
- * tile constants, the store helpers and the build guard, and the per-ISA table in gemm.c
- * names each of them.
+ * Compiled with -mavx2 -mfma (MSVC: /arch:AVX2), like every *_avx2.c (and, with
+ * -mavx512f, every *_avx512.c) and no other file: gemm.c reaches these functions only
+ * through the kernel table, and only when dc_cpu_has_avx2(). One file (~650 lines, a third of
+ * it the register kernels' unrolled macros) because it is the GEMM's one AVX2 translation unit:
+ * its sections share the tile constants, the store helpers and the build guard, and the per-ISA
+ * table in gemm.c names each of them.
  *
  * Tile choice: 6 rows x 16 columns = 12 ymm accumulators; per k step 2 loads of B,
  * 6 broadcasts of A and 12 FMAs, so the two FMA pipes (not the load ports) bound it.
