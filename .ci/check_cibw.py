@@ -27,7 +27,7 @@ WANT_TEST = {
     "cp312-macosx_arm64": ({"scikit-learn", "torch"}, set()),
     "cp312-win_amd64": ({"scikit-learn", "torch"}, set()),
     "cp312-manylinux_x86_64": ({"scikit-learn"}, {"torch"}),
-    "cp312-musllinux_x86_64": (set(), {"scikit-learn", "torch"}),
+    "cp312-musllinux_x86_64": ({"pytest", "onnx"}, {"torch", "onnxruntime"}),
     "cp311-macosx_x86_64": (set(), {"torch"}),
 }
 PLATFORM = {"manylinux": "linux", "musllinux": "linux", "macosx": "macos", "win": "windows"}
@@ -55,6 +55,15 @@ def main() -> int:
             bad.append(f"{ident}: test-requires {sorted(reqs)}, want {sorted(must)} "
                        f"and none of {sorted(must_not)}")
         print(f"{ident}: test-requires {sorted(reqs)}")
+    # the test extra everywhere but musllinux, where onnxruntime has no wheel (the extra's
+    # other packages are test-requires there)
+    for ident in ("cp311-manylinux_x86_64", "cp314-macosx_arm64", "cp313-win_amd64",
+                  "cp312-musllinux_x86_64"):
+        extras = set(options_for(ident).test_extras.strip("[]").split(",")) - {""}
+        want = set() if "musllinux" in ident else {"test"}
+        if extras != want:
+            bad.append(f"{ident}: test-extras {sorted(extras)}, want {sorted(want)}")
+        print(f"{ident}: test-extras {sorted(extras)}")
     for b in bad:
         print("ERROR:", b, file=sys.stderr)
     return 1 if bad else 0

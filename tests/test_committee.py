@@ -326,12 +326,16 @@ def test_cli_trains_predicts_and_evaluates_a_committee(tmp_path):
     r = _cli("export", out, tmp_path / "c.onnx", "--input-dtype", "uint8", cwd=tmp_path)
     try:
         import onnx  # noqa: F401
-        import onnxruntime as ort
     except ImportError:  # export then says what to install
         assert r.returncode != 0 and "pip install" in r.stderr
     else:
         assert r.returncode == 0, r.stderr
         assert "Committee(3 x 784-16-10" in r.stdout
+    try:  # (no wheel on musllinux, nor for Python 3.14 on Intel macOS)
+        import onnxruntime as ort
+    except ImportError:
+        pass
+    else:
         sess = ort.InferenceSession(str(tmp_path / "c.onnx"),
                                     providers=["CPUExecutionProvider"])
         x = rng.integers(0, 256, (50, 784), dtype=np.uint8)
