@@ -64,6 +64,15 @@ def main() -> int:
         if extras != want:
             bad.append(f"{ident}: test-extras {sorted(extras)}, want {sorted(want)}")
         print(f"{ident}: test-extras {sorted(extras)}")
+    # every wheel's tests check that they import the installed wheel; the interop ones also
+    # require torch and scikit-learn
+    for ident, extra in (("cp311-manylinux_x86_64", {}), ("cp313-win_amd64", {}),
+                         ("cp312-macosx_arm64", {"DIGITCORE_REQUIRE_INTEROP": "1"})):
+        env = options_for(ident).test_environment.as_dictionary(prev_environment={})
+        want = {"DIGITCORE_EXPECT_INSTALLED": "1", **extra}
+        if {k: env.get(k) for k in want} != want:
+            bad.append(f"{ident}: test-environment {env}, want {want}")
+        print(f"{ident}: test-environment {env}")
     for b in bad:
         print("ERROR:", b, file=sys.stderr)
     return 1 if bad else 0
