@@ -73,11 +73,15 @@ def test_plot_history_object_and_dict(tmp_path):
 def test_plot_history_with_real_history(tmp_path):
     from digitcore import trainer
     h = trainer.History()
-    for epoch in range(1, 6):
-        h._append(epoch, {"loss": 1 / epoch, "accuracy": 1 - 0.3 / epoch, "lr": 0.1})
+    for epoch in range(5):  # (History.epoch holds 0-based indices, as Keras's does)
+        h._append(epoch, {"loss": 1 / (epoch + 1), "accuracy": 1 - 0.3 / (epoch + 1),
+                          "lr": 0.1})
     fig = plots.plot_history(h, path=tmp_path / "h.png")  # val_* are all NaN: not drawn
     assert len(fig.axes) == 3
     check_png(tmp_path / "h.png")
+    # epochs drawn from 1, as training prints them ("Epoch 1/5"), not from 0
+    for ax in fig.axes:
+        np.testing.assert_array_equal(ax.lines[0].get_xdata(), [1, 2, 3, 4, 5])
 
 
 def test_plot_history_bad_input():

@@ -361,7 +361,9 @@ def adam_update(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e
     ``step`` counts from 1 (this update's number, used for bias correction).
     ``l2`` is Adam's coupled penalty (``g = grad + l2 * param``), ``l1`` the coupled L1
     penalty (``g += l1 * sign(param)``, 0 where ``param == 0``); ``weight_decay`` is
-    AdamW's decoupled decay (``param *= 1 - lr * weight_decay`` before the step).
+    AdamW's decoupled decay (``param *= 1 - lr * weight_decay`` before the step; what
+    ``optim.AdamW``'s ``weight_decay`` does, while ``optim.Adam``'s is an L2 penalty,
+    passed here as ``l2``).
     ``m = beta1 * m + (1 - beta1) * g``; ``v = beta2 * v + (1 - beta2) * g**2``;
     ``param -= lr / (1 - beta1**step) * m / (sqrt(v) / sqrt(1 - beta2**step) + eps)``.
     Start ``m`` and ``v`` at zeros. Returns None.

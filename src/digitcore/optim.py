@@ -214,7 +214,9 @@ class Nesterov(SGD):
 
 
 class RMSprop(Optimizer):
-    """RMSprop: ``sq = rho*sq + (1-rho)*g**2; p -= lr * g / (sqrt(sq) + eps)``."""
+    """RMSprop: ``sq = rho*sq + (1-rho)*g**2; p -= lr * g / (sqrt(sq) + eps)``; ``rho``
+    defaults to 0.9 here (Keras's and Hinton's value), to 0.99 in ``ops.rmsprop_update``
+    (PyTorch's ``alpha``)."""
 
     kind = "rmsprop"
     default_lr = 0.001
@@ -235,7 +237,10 @@ class RMSprop(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam with bias correction; ``weight_decay`` is an L2 penalty added to the gradient."""
+    """Adam with bias correction; ``weight_decay`` is an L2 penalty added to the gradient
+    (PyTorch's ``Adam``). For decay applied to the weights themselves, apart from the
+    gradient, use :class:`AdamW`, whose ``weight_decay`` is what ``ops.adam_update``'s
+    ``weight_decay`` means."""
 
     kind = "adam"
     default_lr = 0.001

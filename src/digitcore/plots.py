@@ -125,8 +125,10 @@ def plot_history(history, path=None, title=None):
         raise ValueError(f"history lists have different lengths: "
                          f"{ {k: len(v) for k, v in series.items()} }")
     n = lengths.pop()
+    # epochs counted from 1, as training prints them ("Epoch 1/8"; History.epoch, like
+    # Keras's, holds 0-based indices)
     epochs = getattr(history, "epoch", None)
-    x = np.asarray(epochs, dtype=np.float64) if epochs is not None and len(epochs) == n \
+    x = np.asarray(epochs, dtype=np.float64) + 1 if epochs is not None and len(epochs) == n \
         else np.arange(1, n + 1, dtype=np.float64)
 
     panels = [p for p in (("loss", "loss"), ("accuracy", "accuracy")) if

@@ -387,6 +387,11 @@ class Trainer:
         0 silent; 1 a progress bar on a terminal (one line per epoch otherwise); 2 one
         line per epoch.
     callbacks : sequence of Callback or callables ``f(epoch, logs) -> stop?``
+    shuffle : bool
+        Draw each epoch's mini-batches in a new random order (the default), or take the
+        rows in ``x``'s order every epoch.
+    stream : file-like, optional
+        Where the progress lines go (default ``sys.stderr``).
     augment : None, str, dict or digitcore.Augment
         Deform each training image anew every time it is drawn into a batch (never the
         validation data): a name ("affine", "elastic", "thickness", "full"), a dict of
