@@ -67,8 +67,9 @@ def atomic_file(path, mode: str = "wb", encoding: str | None = None):
     try:
         f = os.fdopen(fd, mode) if encoding is None else os.fdopen(fd, mode, encoding=encoding)
         with f:
-            with contextlib.suppress(FileNotFoundError):  # the replaced file's permissions
-                os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+            if os.name == "posix":  # the replaced file's permissions (Windows: only a
+                with contextlib.suppress(FileNotFoundError):  # read-only flag, left alone)
+                    os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
             yield f
             f.flush()
             os.fsync(f.fileno())
