@@ -8,6 +8,7 @@ own permissions, a device, a directory, a directory that does not exist.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
@@ -68,8 +69,34 @@ def test_a_missing_directory_is_named_not_the_temporary_file(tmp_path):
     target = tmp_path / "nope" / "m.safetensors"
     with pytest.raises(FileNotFoundError) as info:
         Network([4, 3], seed=0).save(target)
-    assert str(info.value) == f"cannot write {target}: there is no directory {target.parent}"
-    assert ".tmp" not in str(info.value)
+    assert f"cannot write {target}: there is no directory {target.parent}" in str(info.value)
+    assert ".tmp" not in str(info.value) and info.value.errno == errno.ENOENT
+
+
+@posix_only
+def test_a_file_system_that_refuses_chmod_still_saves(tmp_path, monkeypatch):
+    # (some FUSE/SMB mounts answer EPERM): the mode is a courtesy, the save goes on
+    from digitcore import _atomic
+
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"old")
+
+    def refuse(*a, **k):
+        raise PermissionError(errno.EPERM, "not permitted")
+
+    monkeypatch.setattr(_atomic.os, "chmod", refuse)
+    atomic_write_bytes(path, b"new")
+    assert path.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.bin"]
+
+
+@posix_only
+def test_setuid_and_setgid_bits_are_not_copied(tmp_path):
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"old")
+    os.chmod(path, 0o6750)
+    atomic_write_bytes(path, b"new")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o750
 
 
 def test_writable_target_answers_the_real_path(tmp_path):

@@ -326,6 +326,28 @@ def test_a_network_too_big_for_memory_is_one_line():
     assert "Unable to allocate" in r.stderr.strip().splitlines()[-1]
 
 
+def test_a_bad_env_setting_is_not_blamed_on_threads():
+    # --threads' check loaded the compiled module, whose environment check then failed
+    # inside argparse: "argument --threads: invalid _threads value: '2'"
+    env = dict(os.environ, DIGITCORE_NUM_THREADS="2000")
+    r = subprocess.run([sys.executable, "-m", "digitcore", "bench", "--threads", "2"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert_one_line_error(r, "DIGITCORE_NUM_THREADS must be in [1, 1024], got 2000")
+
+
+def test_an_overflowing_model_is_one_line(tmp_path):
+    # FloatingPointError (predict_proba, predict, evaluate) printed a traceback
+    import digitcore
+
+    model = tmp_path / "big.safetensors"
+    net = digitcore.Network([784, 8, 10], seed=0)
+    for w in net.weights:
+        w[...] = 3e38
+    net.save(model)
+    r = run("evaluate", model, "--dataset", "mnist-mini")
+    assert_one_line_error(r, "overflowed float32")
+
+
 @pytest.mark.parametrize("command", ["train", "bench"])
 def test_threads_past_the_cap_is_a_usage_error(command):
     # (--threads 100000 crashed training in libgomp, SIGSEGV)

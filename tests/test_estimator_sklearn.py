@@ -373,6 +373,20 @@ def test_malformed_sparse_input_is_refused_in_a_subprocess(fmt):
     assert len(lines) == 3 and all(f"not a valid {fmt.upper()} matrix" in ln for ln in lines)
 
 
+def test_checking_a_sparse_matrix_leaves_it_as_it_was():
+    # check_format(full_check=True) prunes arrays longer than nnz (and may convert byte
+    # order or index dtypes) on the matrix it is called on: the caller's must not change
+    X, y = digits()
+    Xs = sp.csr_matrix(X)
+    Xs.indices = np.concatenate([Xs.indices, np.zeros(3, Xs.indices.dtype)])
+    Xs.data = np.concatenate([Xs.data, np.zeros(3, Xs.data.dtype)])
+    data, indices, indptr = Xs.data, Xs.indices, Xs.indptr
+    clf = quiet_fit(MLPClassifier((8,), max_iter=2, random_state=0), Xs, y)
+    clf.predict(Xs)
+    assert Xs.data is data and Xs.indices is indices and Xs.indptr is indptr
+    assert len(Xs.data) == Xs.nnz + 3
+
+
 # ---- attributes ----------------------------------------------------------------------------------
 
 def test_coefs_and_intercepts_are_settable():

@@ -268,18 +268,35 @@ def test_bad_trainer_arguments():
     (dict(epochs=2.5), ValueError, r"epochs must be an int >= 0"),
     (dict(warmup=float("nan")), ValueError, r"warmup must be >= 0 epochs and finite"),
     (dict(warmup=float("inf")), ValueError, r"warmup must be >= 0 epochs and finite"),
-    (dict(warmup="1"), ValueError, r"warmup must be a number"),
+    (dict(warmup="one"), ValueError, r"warmup must be a number"),
     (dict(lr="abc"), ValueError, r"lr must be a number, got 'abc'"),
     (dict(clip_norm="x"), ValueError, r"clip_norm must be a number"),
     (dict(seed=-1), ValueError, r"seed must be an int >= 0 or None, got -1"),
     (dict(seed=1.5), ValueError, r"seed must be an int >= 0 or None"),
     (dict(seed="a"), ValueError, r"seed must be an int >= 0 or None"),
+    (dict(batch_size=np.complex64(3 + 1j)), ValueError, r"batch_size must be an int >= 1"),
     (dict(callbacks=[5]), TypeError, r"callbacks\[0\] is a int"),
     (dict(callbacks=print), TypeError, r"wrap a single one in a list"),
 ])
 def test_trainer_arguments_are_checked_when_given(kw, error, message):
     with pytest.raises(error, match=message):
         Trainer(Network([4, 3]), **kw)
+
+
+def test_trainer_takes_numbers_as_config_files_give_them():
+    # PyYAML reads `lr: 1e-3` as the string "1e-3"; float() took it before the checks
+    tr = Trainer(Network([4, 3]), lr="1e-3", warmup="0.5", clip_norm=np.float32(2))
+    assert tr.optimizer.lr == pytest.approx(1e-3) and tr.warmup == 0.5
+
+
+def test_a_schedule_may_return_a_0d_array(mini):
+    # np.where gives a 0-d array, which numbers.Real refused
+    x, y, _, _ = mini
+    net = Network([784, 8, 10], seed=0)
+    Trainer(net, lr_schedule=lambda s: np.where(s < 5, 1.0, 0.1), epochs=1, batch_size=128,
+            verbose=0).fit(x[:1024], y[:1024])
+    sched = optim.make_schedule(lambda s: np.array(0.5), 4)
+    assert sched(0) == 0.5 and type(sched(0)) is float
 
 
 def test_trainer_takes_integral_numbers_of_any_kind():
@@ -292,6 +309,12 @@ def test_network_seed_is_checked():
     for seed in (-1, 1.5, "0"):
         with pytest.raises(ValueError, match="seed must be an int >= 0 or None"):
             Network([4, 3], seed=seed)
+    # numpy's own seeds stay welcome, as default_rng takes them
+    a = Network([4, 3], seed=np.random.default_rng(5))
+    b = Network([4, 3], seed=np.random.SeedSequence(5))
+    c = Network([4, 3], seed=5)
+    np.testing.assert_array_equal(a.flat_parameters, c.flat_parameters)
+    np.testing.assert_array_equal(b.flat_parameters, c.flat_parameters)
 
 
 def test_mnist_mini_reaches_accuracy(mini):

@@ -15,6 +15,7 @@ contents (it is a new file).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import stat
@@ -35,17 +36,18 @@ def writable_target(path) -> str:
     except FileNotFoundError:
         st = None
     except OSError as exc:
-        raise type(exc)(f"cannot write {path}: {exc.strerror}") from None
+        raise type(exc)(exc.errno, f"cannot write {path}: {exc.strerror}") from None
     if st is not None and stat.S_ISDIR(st.st_mode):
-        raise IsADirectoryError(f"cannot write {path}: it is a directory")
+        raise IsADirectoryError(errno.EISDIR, f"cannot write {path}: it is a directory")
     if st is not None and not stat.S_ISREG(st.st_mode):
-        raise OSError(f"cannot write {path}: it is not a regular file (a device, pipe or "
-                      "socket), and files are written by replacing them")
+        raise OSError(errno.EINVAL, f"cannot write {path}: it is not a regular file (a "
+                      "device, pipe or socket), and files are written by replacing them")
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"cannot write {path}: there is no directory {directory}")
+        raise FileNotFoundError(errno.ENOENT,
+                                f"cannot write {path}: there is no directory {directory}")
     if not os.access(directory, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write {path}: no permission to create files in "
-                              f"{directory}")
+        raise PermissionError(errno.EACCES, f"cannot write {path}: no permission to create "
+                              f"files in {directory}")
     return real
 
 
@@ -63,13 +65,13 @@ def atomic_file(path, mode: str = "wb", encoding: str | None = None):
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
                      0o666)
     except OSError as exc:
-        raise type(exc)(f"cannot write {shown}: {exc.strerror}") from None
+        raise type(exc)(exc.errno, f"cannot write {shown}: {exc.strerror}") from None
     try:
         f = os.fdopen(fd, mode) if encoding is None else os.fdopen(fd, mode, encoding=encoding)
         with f:
-            if os.name == "posix":  # the replaced file's permissions (Windows: only a
-                with contextlib.suppress(FileNotFoundError):  # read-only flag, left alone)
-                    os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+            if os.name == "posix":  # the replaced file's permissions, where the file system
+                with contextlib.suppress(OSError):  # allows (Windows: a read-only flag only)
+                    os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode) & 0o777)
             yield f
             f.flush()
             os.fsync(f.fileno())

@@ -24,11 +24,15 @@ def samples_2d(arr: np.ndarray, name: str = "x", error: type = ValueError) -> np
     raise error(f"{name} must have shape (n, features) or (n, height, width), got {arr.shape}")
 
 
-def seed_value(seed, name: str = "seed"):
+def seed_value(seed, name: str = "seed", generators: bool = False):
     """``seed`` as NumPy's generators take it: None or an int >= 0 (a NumPy integer too),
-    else a ValueError naming ``name`` (NumPy's own says "expected non-negative integer")."""
+    and with ``generators`` a numpy Generator, BitGenerator or SeedSequence as given; else
+    a ValueError naming ``name`` (NumPy's own says "expected non-negative integer")."""
     if seed is None:
         return None
+    if generators and isinstance(seed, (np.random.Generator, np.random.BitGenerator,
+                                        np.random.SeedSequence)):
+        return seed
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) \
             or seed < 0:
         raise ValueError(f"{name} must be an int >= 0 or None, got {seed!r}")
@@ -38,17 +42,18 @@ def seed_value(seed, name: str = "seed"):
 def count_value(value, name: str, minimum: int) -> int:
     """``value`` as an int >= ``minimum``: an integer, or a float with an integral value
     (128.0), else a ValueError naming ``name`` (2.9, NaN, "full" and True are refused)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)) \
-            or isinstance(value, complex) or not math.isfinite(value) or value != int(value) \
-            or value < minimum:
+    if isinstance(value, (bool, np.bool_, complex, np.complexfloating)) \
+            or not isinstance(value, (int, float, np.number)) or not math.isfinite(value) \
+            or value != int(value) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
 
 
 def real_value(value, name: str) -> float:
-    """``value`` as a float, or a ValueError naming ``name`` when it is not a real number
-    (a string, None, a bool); its range is the caller's to check."""
-    if isinstance(value, (bool, np.bool_, str, bytes)):
+    """``value`` as a float (a number, a 0-d array, or a string that reads as one, as a
+    config file may give "1e-3"), or a ValueError naming ``name`` when it is not one (None,
+    a bool, "abc"); its range is the caller's to check."""
+    if isinstance(value, (bool, np.bool_, bytes)) or np.ndim(value) != 0:
         raise ValueError(f"{name} must be a number, got {value!r}")
     try:
         return float(value)

@@ -10,6 +10,9 @@ import os
 import sys
 
 _initialized = False
+# The most threads digitcore runs on: csrc/digitcore.h's DC_MAX_THREADS (a test keeps the
+# two equal), here so that the command line checks --threads without loading the module.
+MAX_THREADS = 1024
 
 # GCC's OpenMP runtime (libgomp) lets a thread that waits for work or at a barrier spin
 # 300,000 times (milliseconds) before it sleeps, unless GOMP_SPINCOUNT says otherwise.
@@ -50,8 +53,7 @@ def _ops():
     global _initialized
     ops = _import_ops()
 
-    if not _initialized:
-        _initialized = True
+    if not _initialized:  # (set once every variable is applied: a bad one raises each time)
         kernel = os.environ.get("DIGITCORE_KERNEL", "").strip().lower()
         if kernel:
             ops.select_kernel(kernel)  # raises with a clear message for bad values
@@ -77,6 +79,7 @@ def _ops():
             if team not in ("adaptive", "fixed"):
                 raise ValueError(f"DIGITCORE_TEAM must be 'adaptive' or 'fixed', got {team!r}")
             ops.set_team_policy(team)
+        _initialized = True
     return ops
 
 

@@ -43,11 +43,11 @@ def _seed(text):
 
 
 def _threads(text):
-    from digitcore._config import _ops
+    from digitcore._config import MAX_THREADS  # (not the compiled module: parsing stays light)
 
     value = _positive_int(text)
-    if value > _ops().MAX_THREADS:
-        raise argparse.ArgumentTypeError(f"digitcore runs at most {_ops().MAX_THREADS} threads, "
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"digitcore runs at most {MAX_THREADS} threads, "
                                          f"got {value}")
     return value
 
@@ -624,7 +624,8 @@ def main(argv=None):
         print("digitcore: interrupted", file=sys.stderr)
         return 130
     except (UsageError, DigitcoreError, ValueError, TypeError, OSError, ImportError,
-            MemoryError) as exc:  # (MemoryError: e.g. --hidden 100000000)
+            MemoryError, FloatingPointError) as exc:  # (MemoryError: e.g. --hidden 100000000;
+        # FloatingPointError: a model whose output overflows or is NaN)
         if args.debug:
             raise
         msg = _one_line(str(exc)) or type(exc).__name__

@@ -537,7 +537,8 @@ def _not_found(spec: _Spec, data_dir) -> DatasetError:
     return DatasetError(
         f"{spec.title} not found: looked for " + ", ".join(FILES) + " (raw or .gz) in:\n"
         + "\n".join(f"  {d}" for d in dirs)
-        + f"\nTo get it: call digitcore.load_dataset({spec.name!r}, download=True) (about 11 MB "
+        + f"\nTo get it: call digitcore.load_dataset({spec.name!r}, download=True) (on the "
+        f"command line: --download; about 11 MB "
         f"into {get_cache_dir() / spec.name}), or download the four .gz files from {bases[0]} "
         f"and put them in one of the directories above (or set $DIGITCORE_DATA).")
 

@@ -301,8 +301,10 @@ default="adam"
         if _is_sparse(X) and X.format in ("csr", "csc"):
             # SciPy trusts indptr and indices: sorting a CSR whose indptr points past its
             # data crashed the process, and a CSC's row index past the end was dropped
-            try:
-                X.check_format(full_check=True)
+            try:  # (on a new matrix object over the same arrays: check_format may prune
+                # or convert them, which must not change the caller's matrix)
+                type(X)((X.data, X.indices, X.indptr), shape=X.shape,
+                        copy=False).check_format(full_check=True)
             except ValueError as exc:
                 raise ValueError(f"X is not a valid {X.format.upper()} matrix: {exc}") from None
         kw = dict(accept_sparse=["csr", "csc"], dtype="numeric", reset=reset)

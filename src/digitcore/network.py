@@ -140,7 +140,7 @@ class Network:
 
     def reset_parameters(self, seed=None):
         """Draw fresh weights (He or Glorot) from ``seed``; biases become zero."""
-        rng = np.random.default_rng(seed_value(seed))
+        rng = np.random.default_rng(seed_value(seed, generators=True))
         for w, b in zip(self.weights, self.biases):
             fan_out, fan_in = w.shape
             if self.init == "he":

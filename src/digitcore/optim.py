@@ -9,7 +9,6 @@ own loop.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
@@ -323,11 +322,15 @@ def make_schedule(name, total_steps, warmup_steps=0, step_size=None, gamma=0.1,
     if callable(name):
         def base(step, schedule=name):
             m = schedule(step)
-            if (isinstance(m, bool) or not isinstance(m, numbers.Real)
-                    or not math.isfinite(m) or m < 0):
+            try:  # (a number of any kind, a 0-d array as np.where gives; not a bool)
+                f = float(m) if not isinstance(m, (bool, np.bool_, str, bytes)) \
+                    and np.ndim(m) == 0 else None
+            except (TypeError, ValueError):
+                f = None
+            if f is None or not math.isfinite(f) or f < 0:
                 raise ValueError(f"lr_schedule({step}) returned {m!r}: a learning-rate "
                                  "multiplier must be a finite number >= 0")
-            return float(m)
+            return f
     elif name == "constant":
         def base(step):
             return 1.0
