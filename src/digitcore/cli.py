@@ -483,9 +483,11 @@ def cmd_predict(args):
         net = load_pretrained()
     else:
         net = load_model(model)
-    if net.n_features != 28 * 28:  # (one error, not one per picture)
+    from digitcore.imaging import FIELD
+
+    if net.n_features != FIELD * FIELD:  # (one error, not Network.predict_image's per picture)
         raise UsageError(f"{model} takes {net.n_features} inputs per sample: predict reads "
-                         "pictures as 28x28 = 784 pixels")
+                         f"pictures as {FIELD}x{FIELD} = {FIELD * FIELD} pixels")
     tta = _model_tta(net, args.tta, model or "the pretrained model")
     if not args.any_strokes:
         from digitcore.imaging import shape_check_ready
