@@ -65,8 +65,8 @@ def _ops():
                 raise ValueError(
                     f"DIGITCORE_NUM_THREADS must be a positive integer, got {threads!r}"
                 ) from None
-            if not 1 <= n <= ops.MAX_THREADS:
-                raise ValueError(f"DIGITCORE_NUM_THREADS must be in [1, {ops.MAX_THREADS}], "
+            if not 1 <= n <= MAX_THREADS:
+                raise ValueError(f"DIGITCORE_NUM_THREADS must be in [1, {MAX_THREADS}], "
                                  f"got {n}")
             ops.set_num_threads(n)
         avx512 = os.environ.get("DIGITCORE_AVX512", "").strip()
@@ -91,11 +91,10 @@ def set_num_threads(n: int | None) -> None:
         n = 0
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"set_num_threads expects a non-negative int or None, got {n!r}")
-    ops = _ops()
-    if n > ops.MAX_THREADS:
-        raise ValueError(f"set_num_threads({n}): digitcore runs at most {ops.MAX_THREADS} "
+    if n > MAX_THREADS:
+        raise ValueError(f"set_num_threads({n}): digitcore runs at most {MAX_THREADS} "
                          f"threads (this machine has {os.cpu_count()} CPUs)")
-    ops.set_num_threads(n)
+    _ops().set_num_threads(n)
 
 
 def get_num_threads() -> int:
