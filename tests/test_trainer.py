@@ -285,8 +285,16 @@ def test_trainer_arguments_are_checked_when_given(kw, error, message):
 
 def test_trainer_takes_numbers_as_config_files_give_them():
     # PyYAML reads `lr: 1e-3` as the string "1e-3"; float() took it before the checks
-    tr = Trainer(Network([4, 3]), lr="1e-3", warmup="0.5", clip_norm=np.float32(2))
+    tr = Trainer(Network([4, 3]), lr="1e-3", warmup="0.5", clip_norm=np.float32(2),
+                 l2="1e-4", l1="0")
     assert tr.optimizer.lr == pytest.approx(1e-3) and tr.warmup == 0.5
+    # l1 and l2 read strings as lr does (they refused "1e-4" while lr took "1e-3")
+    assert (tr.l2, tr.l1) == (pytest.approx(1e-4), 0.0)
+    for name in ("l1", "l2"):
+        with pytest.raises(ValueError, match=rf"{name} must be >= 0 and finite, got '-1'"):
+            Trainer(Network([4, 3]), **{name: "-1"})
+        with pytest.raises(ValueError, match=rf"{name} must be a number, got 'abc'"):
+            Trainer(Network([4, 3]), **{name: "abc"})
 
 
 def test_a_schedule_may_return_a_0d_array(mini):

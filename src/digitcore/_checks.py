@@ -61,6 +61,17 @@ def real_value(value, name: str) -> float:
         raise ValueError(f"{name} must be a number, got {value!r}") from None
 
 
+def positive_value(value, name: str, allow_zero: bool = False, unit: str = "") -> float:
+    """``value`` as a finite float > 0 (>= 0 with ``allow_zero``), read as ``real_value``
+    reads it (so "1e-3" from a config file is taken), else a ValueError naming ``name``;
+    ``unit`` (" epochs") follows the bound in the message."""
+    v = real_value(value, name)
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}{unit} and finite, "
+                         f"got {value!r}")
+    return v
+
+
 def all_finite(arr: np.ndarray) -> bool:
     """``np.isfinite(arr).all()`` for a float array, without its boolean temporary: the sum
     of the values meets every NaN and infinity (NaN stays NaN; inf stays inf, or meets -inf

@@ -12,18 +12,10 @@ import math
 
 import numpy as np
 
-from digitcore._checks import real_value
+from digitcore._checks import positive_value, real_value
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "RMSprop", "Adam", "AdamW",
            "get_optimizer", "make_schedule", "OPTIMIZERS", "SCHEDULES"]
-
-
-def _check_positive(value, name, allow_zero=False):
-    value = real_value(value, name)
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} and finite, "
-                         f"got {value}")
-    return value
 
 
 def _check_fraction(value, name):
@@ -40,7 +32,7 @@ class Optimizer:
     default_lr = 0.01
 
     def __init__(self, lr=None):
-        self.lr = _check_positive(self.default_lr if lr is None else lr, "lr")
+        self.lr = positive_value(self.default_lr if lr is None else lr, "lr")
         self.step_count = 0
         self.n_params = None  # size the state was made for (None: not yet)
         # The state, float32 arrays laid out like network.flat_parameters (None where this
@@ -59,7 +51,7 @@ class Optimizer:
 
     @learning_rate.setter
     def learning_rate(self, value):
-        self.lr = _check_positive(value, "learning_rate")
+        self.lr = positive_value(value, "learning_rate")
 
     def iteration_ends(self, time_step):
         """Called after each epoch with the number of samples seen so far (no-op here)."""
@@ -164,7 +156,7 @@ class SGD(Optimizer):
             raise ValueError(f"lr_schedule must be one of {self.SCHEDULES}, got "
                              f"{lr_schedule!r}")
         self.lr_schedule = lr_schedule
-        self.power_t = _check_positive(power_t, "power_t", allow_zero=True)
+        self.power_t = positive_value(power_t, "power_t", allow_zero=True)
         self.learning_rate_init = self.lr
 
     def iteration_ends(self, time_step):
@@ -223,7 +215,7 @@ class RMSprop(Optimizer):
     def __init__(self, lr=None, rho=0.9, eps=1e-8):
         super().__init__(lr)
         self.rho = _check_fraction(rho, "rho")
-        self.eps = _check_positive(eps, "eps")
+        self.eps = positive_value(eps, "eps")
 
     def _needs(self):
         return False, True
@@ -252,8 +244,8 @@ class Adam(Optimizer):
         except (TypeError, ValueError):
             raise ValueError(f"betas must be a pair of floats, got {betas!r}") from None
         self.betas = (_check_fraction(b1, "betas[0]"), _check_fraction(b2, "betas[1]"))
-        self.eps = _check_positive(eps, "eps")
-        self.weight_decay = _check_positive(weight_decay, "weight_decay", allow_zero=True)
+        self.eps = positive_value(eps, "eps")
+        self.weight_decay = positive_value(weight_decay, "weight_decay", allow_zero=True)
 
     def _needs(self):
         return True, True
@@ -297,7 +289,7 @@ def get_optimizer(optimizer, lr=None):
     """An optimizer object from a name in :data:`OPTIMIZERS` or an existing object."""
     if isinstance(optimizer, Optimizer):
         if lr is not None:
-            optimizer.lr = _check_positive(lr, "lr")
+            optimizer.lr = positive_value(lr, "lr")
         return optimizer
     if isinstance(optimizer, str) and optimizer.lower() in OPTIMIZERS:
         return OPTIMIZERS[optimizer.lower()](lr)

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from digitcore._checks import count_value, real_value, seed_value, square_images
+from digitcore._checks import count_value, positive_value, real_value, seed_value, square_images
 from digitcore.errors import TrainingDivergedError
 from digitcore.optim import get_optimizer, make_schedule
 
@@ -299,19 +299,6 @@ _NOT_RUN_SETTINGS = {"network", "optimizer", "verbose", "stream", "callbacks", "
                      "_keep_input"}
 
 
-def _penalty(value, name):
-    """A regularization strength: a finite number >= 0, else a ValueError naming it."""
-    try:
-        if isinstance(value, (bool, np.bool_)) or isinstance(value, str):
-            raise TypeError
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number >= 0, got {value!r}") from None
-    if not (v >= 0 and math.isfinite(v)):
-        raise ValueError(f"{name} must be >= 0 and finite, got {value!r}")
-    return v
-
-
 def _setting(value):
     """A trainer setting as JSON for the checkpoint's run config."""
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -432,13 +419,11 @@ class Trainer:
             raise ValueError(f"batch_size must be an int >= 1 or None (full batch), got "
                              f"{batch_size!r}") from None
         self.epochs = count_value(epochs, "epochs", 0)
-        self.l2 = _penalty(l2, "l2")
-        self.l1 = _penalty(l1, "l1")
+        self.l2 = positive_value(l2, "l2", allow_zero=True)
+        self.l1 = positive_value(l1, "l1", allow_zero=True)
         make_schedule(lr_schedule, 1)  # validates the name now, not mid-fit
         self.lr_schedule = lr_schedule
-        self.warmup = real_value(warmup, "warmup")
-        if not (self.warmup >= 0 and math.isfinite(self.warmup)):
-            raise ValueError(f"warmup must be >= 0 epochs and finite, got {warmup!r}")
+        self.warmup = positive_value(warmup, "warmup", allow_zero=True, unit=" epochs")
         if clip_norm is not None and not real_value(clip_norm, "clip_norm") > 0:
             raise ValueError(f"clip_norm must be > 0 or None, got {clip_norm}")
         self.clip_norm = clip_norm
