@@ -257,7 +257,9 @@ static double xent_rows(const loss_args *a, int64_t *correct, int64_t r0, int64_
             const double lse = log(se); /* log-sum-exp of (x - m) */
             const double logp_y = ((double)x[y] - m) - lse;
             const double sum_logp = sx - (double)C * lse;
-            loss += -(1.0 - s) * logp_y - off * sum_logp;
+            /* a term whose target is 0 adds nothing: a -inf logit (a masked class) makes its
+             * log-probability -inf, and 0 * -inf is NaN */
+            loss += (s < 1.0 ? -(1.0 - s) * logp_y : 0.0) - (off > 0.0 ? off * sum_logp : 0.0);
             ok += (arg == y);
             if (probs == NULL && dlogits == NULL)
                 continue;

@@ -307,6 +307,29 @@ def test_softmax_cross_entropy(path, threads, B, C, seed, scale, smoothing):
         np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=C * EPS)
 
 
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_softmax_cross_entropy_with_masked_logits(path, smoothing):
+    # -inf is how a class is masked out; its term's target is 0 without smoothing, and
+    # 0 * log(0) gave a NaN loss (kernel and reference alike) where the probabilities and
+    # gradient were right
+    logits = np.array([[-np.inf, 0.0, 1.0, 2.0], [3.0, -np.inf, -np.inf, 0.0]], np.float32)
+    labels = np.array([2, 0])
+    lse = [np.log(1 + np.e + np.e ** 2), 3.0 + np.log(1 + np.exp(-3.0))]
+    logp_y = np.array([1.0 - lse[0], 3.0 - lse[1]])
+    with config(path, 1):
+        loss, p, d = ops.softmax_cross_entropy(logits, labels, smoothing)
+    rloss = ref.softmax_cross_entropy(logits, labels, smoothing)[0]
+    if smoothing == 0.0:
+        assert loss == pytest.approx(-logp_y.mean(), rel=1e-6)
+        assert rloss == pytest.approx(-logp_y.mean(), rel=1e-12)
+    else:  # smoothing puts mass on a class of probability 0: the loss is infinite
+        assert loss == np.inf and rloss == np.inf
+    assert p[0, 0] == 0 and p[1, 1] == 0 and p[1, 2] == 0
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-6)
+    assert np.isfinite(d).all()
+
+
 def test_sigmoid_bce_worked_example():
     # logits [0, ln 3] -> sigmoid [1/2, 3/4]; targets [1, 0]:
     # loss = -ln(1/2) - ln(1 - 3/4) = ln 2 + ln 4 = ln 8; dlogits = [1/2 - 1, 3/4 - 0]

@@ -210,7 +210,9 @@ def softmax_cross_entropy(logits, labels, label_smoothing=0.0, *, probs=None, dl
     logp = (x64 - m) - np.log(np.exp(x64 - m).sum(axis=1, keepdims=True))
     target = np.full((B, C), s / C)
     target[np.arange(B), labels] += 1.0 - s
-    loss = float(-(target * logp).sum() / B)
+    # a class whose target is 0 adds nothing, even at logp = -inf (a masked logit)
+    with np.errstate(invalid="ignore"):
+        loss = float(-np.where(target > 0, target * logp, 0.0).sum() / B)
     p = np.exp(logp).astype(x.dtype)
     grad = ((np.exp(logp) - target) / B).astype(x.dtype)
     _flush_subnormal(grad)
