@@ -104,6 +104,20 @@ def test_env_threads_and_kernel_are_read():
     assert r.stdout.split() == ["1", "generic"]
 
 
+def test_env_settings_apply_to_a_program_that_uses_only_ops():
+    # digitcore.ops loaded the compiled module without applying them: 2 threads, avx2
+    code = ("import numpy as np; from digitcore import ops; import digitcore._ops as c; "
+            "ops.gemm(np.ones((2, 2), np.float32), np.ones((2, 2), np.float32)); "
+            "print(c.get_num_threads(), c.kernel_path())")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=dict(os.environ, DIGITCORE_NUM_THREADS="1", DIGITCORE_KERNEL="generic"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1", "generic"]
+    r = subprocess.run([sys.executable, "-c", "from digitcore import ops"], capture_output=True,
+                       text=True, env=dict(os.environ, DIGITCORE_TEAM="bogus"))
+    assert r.returncode != 0 and "DIGITCORE_TEAM must be" in r.stderr
+
+
 @pytest.mark.parametrize("value", ["zero", "0", "100000"])
 def test_bad_thread_env_is_a_clear_error(value):
     r = subprocess.run([sys.executable, "-c", "import digitcore; digitcore.get_num_threads()"],

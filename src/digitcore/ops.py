@@ -67,9 +67,12 @@ array([[0. , 2.5]], dtype=float32)
 
 from __future__ import annotations
 
-from digitcore._config import _import_ops
+from digitcore._config import _ops
 
-_import_ops()  # libgomp's spin setting (see _config) before the names below load it
+# The compiled module loaded as _config loads it (libgomp's spin setting) and configured
+# from DIGITCORE_NUM_THREADS / _KERNEL / _AVX512 / _TEAM before the names below are taken:
+# a program that only uses these kernels gets the settings too (a bad one raises here).
+_ops()
 from digitcore._ops import (  # noqa: E402
     activation_backward,
     activation_forward,
