@@ -3,6 +3,7 @@
 import io
 import math
 import os
+import pickle
 import signal
 import threading
 
@@ -102,6 +103,61 @@ def test_same_seed_is_bitwise_reproducible_and_other_seed_differs(mini):
         assert np.array_equal(a, d)
     finally:
         digitcore.set_num_threads(before)
+
+
+def test_a_drawn_seed_repeats_the_run_with_its_validation_split():
+    # seed=None drew the validation split from fresh entropy and only then the seed kept
+    # in history.seed, so that seed did not repeat the run
+    rng = np.random.default_rng(0)
+    x, y = rng.random((300, 10), np.float32), rng.integers(0, 3, 300)
+
+    def run(seed):
+        net = Network([10, 8, 3], seed=0)
+        h = Trainer(net, seed=seed, epochs=2, verbose=0).fit(x, y, validation_fraction=0.2)
+        return net.flat_parameters.copy(), h
+
+    a, h = run(None)
+    b, h2 = run(h.seed)
+    assert np.array_equal(a, b) and h.val_loss == h2.val_loss
+
+
+def test_validation_fraction_takes_whole_float_labels_as_fit_does():
+    # fit takes 2.0 as class 2, but with validation_fraction the split refused float labels
+    # with advice (stratify=False) that fit has no argument for
+    rng = np.random.default_rng(0)
+    x, y = rng.random((120, 10), np.float32), rng.integers(0, 3, 120)
+    a, b = Network([10, 3], seed=0), Network([10, 3], seed=0)
+    Trainer(a, epochs=1, seed=0, verbose=0).fit(x, y, validation_fraction=0.25)
+    Trainer(b, epochs=1, seed=0, verbose=0).fit(x, y.astype(float), validation_fraction=0.25)
+    assert np.array_equal(a.flat_parameters, b.flat_parameters)
+
+
+def test_an_optimizer_reused_on_another_network_starts_afresh():
+    # the state was kept whenever the sizes matched: a second network of the same shape
+    # trained on from the first one's Adam moments and step count
+    rng = np.random.default_rng(0)
+    x, y = rng.random((200, 10), np.float32), rng.integers(0, 3, 200)
+
+    def fit(net, opt):
+        Trainer(net, optimizer=opt, epochs=3, seed=0, verbose=0).fit(x, y)
+        return net
+
+    shared = optim.Adam(0.01)
+    first = fit(Network([10, 8, 3], seed=0), shared)
+    b = fit(Network([10, 8, 3], seed=1), shared)
+    c = fit(Network([10, 8, 3], seed=1), optim.Adam(0.01))
+    assert np.array_equal(b.flat_parameters, c.flat_parameters)
+    assert shared.step_count == 6  # 3 epochs of 2 batches, counted afresh
+    # the same network trained again continues its state (a second fit resumes)
+    fit(b, shared)
+    assert shared.step_count == 12
+    fit(first, shared)  # back to the first: another network again
+    assert shared.step_count == 6
+    # a pickled optimizer keeps its state (its network is not known after loading)
+    loaded = pickle.loads(pickle.dumps(shared))
+    assert loaded.step_count == 6 and np.array_equal(loaded.grad_avg, shared.grad_avg)
+    fit(first, loaded)
+    assert loaded.step_count == 12
 
 
 def test_history_keys_and_validation(mini):

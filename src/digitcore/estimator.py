@@ -663,8 +663,7 @@ default="adam"
         kernel = net.c_net(0.0)
         rows = self._kernel_rows(X, target)
         n = X.shape[0]
-        if opt.n_params != net.n_params:
-            opt.reset(net.n_params)
+        opt.state_for(net)
         grads = np.empty(net.n_params, np.float32)
         rng = np.random.default_rng(int(self._random_state.randint(0, 2**31 - 1)))
         loss_kind = self._loss_kind()

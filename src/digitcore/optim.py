@@ -9,6 +9,7 @@ own loop.
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 
@@ -35,6 +36,7 @@ class Optimizer:
         self.lr = positive_value(self.default_lr if lr is None else lr, "lr")
         self.step_count = 0
         self.n_params = None  # size the state was made for (None: not yet)
+        self._owner = None  # weakref to the network the state is for (None: not known)
         # The state, float32 arrays laid out like network.flat_parameters (None where this
         # optimizer keeps none): the running average of the gradient (SGD momentum's
         # velocity, Adam's m) and of the squared gradient (RMSprop's, Adam's v).
@@ -74,6 +76,23 @@ class Optimizer:
         self.step_count = 0
         self.n_params = int(n_params)
 
+    def state_for(self, network):
+        """Make the state ``network``'s: kept when it already is (training the same network
+        again continues its moments and step count), zeroed for another network, even one
+        of the same size (the moments of one network are noise to another), or a new size.
+        A state whose network is not known (a fresh or unpickled optimizer) is kept when
+        the size matches."""
+        ref = self._owner
+        other = ref is not None and ref() is not network
+        if self.n_params != network.n_params or other:
+            self.reset(network.n_params)
+        self._owner = weakref.ref(network)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_owner"] = None  # (a weak reference does not pickle)
+        return state
+
     def kernel_config(self, l2=0.0, clip_norm=None, l1=0.0):
         cfg = {"kind": self.kind, "step": self.step_count, "l2": float(l2), "l1": float(l1),
                "clip_norm": float(clip_norm or 0.0)}
@@ -93,8 +112,7 @@ class Optimizer:
         grads = np.ascontiguousarray(grads, dtype=np.float32)
         if grads.shape != params.shape:
             raise ValueError(f"grads has shape {grads.shape}, expected {params.shape}")
-        if self.n_params != params.size:
-            self.reset(params.size)
+        self.state_for(network)
         self.step_count += 1
         cfg = self.kernel_config(l2, l1=l1)
         lr = self.lr if lr is None else float(lr)

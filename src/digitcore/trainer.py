@@ -346,6 +346,8 @@ class Trainer:
     network : Network
     optimizer : str or digitcore.optim.Optimizer
         "sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw" or an optimizer object.
+        An object's state (moments, step count) carries over from one ``fit`` to the next
+        on the same network, and starts afresh on another network.
     lr : float, optional
         Learning rate (default: the optimizer's, e.g. 0.001 for Adam, 0.01 for SGD).
     batch_size : int or None
@@ -535,11 +537,11 @@ class Trainer:
                 saved = read_checkpoint(ckpt.path)
                 if seed is None:  # the seed the checkpointed run drew
                     seed = saved[0].get("seed")
-            if seed is None:  # drawn before the validation split, which must repeat too
-                seed = int(np.random.SeedSequence().generate_state(1, np.uint32)[0])
         elif resume:
             raise ValueError("resume=True needs a checkpoint directory: "
                              "Trainer(..., checkpoint=DIR)")
+        if seed is None:  # drawn before the validation split, which history.seed repeats too
+            seed = int(np.random.SeedSequence().generate_state(1, np.uint32)[0])
         if validation_fraction:
             if validation_data is not None:
                 raise ValueError("give validation_data or validation_fraction, not both")
@@ -548,6 +550,8 @@ class Trainer:
                                  f"{validation_fraction}")
             from digitcore.datasets import train_val_split
 
+            # labels checked as fit takes them (2.0 is class 2) before the split stratifies
+            y = net.prepared_labels(y, np.shape(x)[0])
             (x, y), validation_data = train_val_split(
                 x, y, float(validation_fraction), seed=seed)
         x2, scale, shift = net.prepared_input(x)
@@ -569,8 +573,6 @@ class Trainer:
             if val[0].shape[0] == 0:
                 raise ValueError("validation_data has zero samples")
 
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1, np.uint32)[0])
         rng = np.random.default_rng(seed)
         dropout_seed = int(rng.integers(0, 2**63))
         if aug is not None:
@@ -586,8 +588,7 @@ class Trainer:
         schedule = make_schedule(self.lr_schedule, total_steps,
                                  warmup_steps=int(round(self.warmup * batches_per_epoch)))
         opt = self.optimizer
-        if opt.n_params != net.n_params:  # fresh optimizer, or another network's
-            opt.reset(net.n_params)
+        opt.state_for(net)  # zeroed unless it is this network's (a second fit continues)
         grads = np.empty(net.n_params, np.float32)
         c_net = net.c_net(net.dropout)
         nonzero = (_nonzero_sample(x2) if self._sparse_split is None
