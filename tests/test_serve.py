@@ -268,6 +268,7 @@ def _assert_error(status, body, want):
     b'{"pixels": [0], "image": "data:image/png;base64,AAAA"}',
     b"[" * 100_000 + b"]" * 100_000,  # (a 500 with a logged RecursionError traceback)
     b'{"pixels": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    b'{"pixels": [1' + b"0" * 400 + b'], "width": 1, "height": 1}',  # (a 500: OverflowError)
 ])
 def test_malformed_json_is_400(server, raw):
     _assert_error(*_predict(server, raw), 400)
@@ -518,6 +519,23 @@ def test_foreign_host_header_is_refused(server):
         assert _json(server, "GET", "/healthz", headers={"Host": host})[0] == 200
 
 
+def test_a_refused_host_s_body_is_not_taken_as_the_next_request(server):
+    # the 403 left the body unread on a kept-alive connection, where it was read as the
+    # next request: a rebinding page could have a request with a good Host answered
+    import socket
+
+    inner = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    outer = (b"POST /api/predict HTTP/1.1\r\nHost: evil.example\r\nContent-Length: %d\r\n\r\n"
+             % len(inner))
+    with socket.create_connection(server.server_address[:2], timeout=10) as s:
+        s.sendall(outer + inner)
+        got = b""
+        while chunk := s.recv(65536):  # (the server closes the connection after the 403)
+            got += chunk
+    assert got.startswith(b"HTTP/1.1 403") and got.count(b"HTTP/1.1 ") == 1, got
+    assert b"Connection: close" in got
+
+
 def test_garbage_request_line_gets_json_400(server):
     import socket
 
@@ -688,3 +706,8 @@ def test_a_committee_is_described_as_one():
     info = model_description(c)
     assert info["architecture"] == "committee of 3 x 784-16-10 relu"
     assert info["members"] == 3 and info["n_params"] == c.n_params
+    # members that differ were all described as the first one ("2 x 784-32-10")
+    mixed = digitcore.Committee([digitcore.Network([784, 32, 10], seed=0),
+                                 digitcore.Network([784, 16, 16, 10], activation="tanh", seed=1)])
+    assert (model_description(mixed)["architecture"]
+            == "committee of 2: 784-32-10 relu, 784-16-16-10 tanh")

@@ -103,6 +103,19 @@ def load_model(path):
     return model
 
 
+def architecture_text(members, committee=False) -> str:
+    """A model's architecture in words, from its networks' ``(layer_sizes, activation)``:
+    ``"784-128-10 relu"``; for a committee (``committee``, or more than one network)
+    ``"committee of 5 x 784-800-10 relu"``, or, when the members differ,
+    ``"committee of 2: 784-32-10 relu, 784-16-16-10 tanh"``."""
+    archs = ["-".join(map(str, sizes)) + f" {act}" for sizes, act in members]
+    if len(archs) == 1 and not committee:
+        return archs[0]
+    if len(set(archs)) == 1:
+        return f"committee of {len(archs)} x {archs[0]}"
+    return f"committee of {len(archs)}: " + ", ".join(archs)
+
+
 def read_model_info(path) -> dict:
     """Describe a model file without building the network.
 
@@ -148,11 +161,8 @@ def read_model_info(path) -> dict:
         "metadata": metadata,
     }
     if "committee" in meta:
-        archs = ["-".join(map(str, c["layer_sizes"])) + f" {c['activation']}"
-                 for c, _, _ in members]
-        info["architecture"] = (f"committee of {len(members)} x {archs[0]}"
-                                if len(set(archs)) == 1 else
-                                f"committee of {len(members)}: " + ", ".join(archs))
+        info["architecture"] = architecture_text(
+            [(c["layer_sizes"], c["activation"]) for c, _, _ in members], committee=True)
         info["config"] = {"combine": "mean_proba", "members": [c for c, _, _ in members]}
         info["members"] = len(members)
     return info

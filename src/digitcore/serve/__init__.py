@@ -170,11 +170,9 @@ def serve(model=None, host="127.0.0.1", port=8000, open_browser=False, debug=Fal
              f"to keep it local")
         if host in ("0.0.0.0", "::", ""):
             url = f"http://127.0.0.1:{server.server_address[1]}/"
-    arch = "-".join(map(str, net.layer_sizes))
-    what = (f"a committee of {len(net.members)} x {arch} networks" if hasattr(net, "members")
-            else f"{arch} network")
     how = f", test-time augmentation {server.tta!r}" if server.tta else ""
-    print(f"digitcore serve: {what}{how} at {url}  (Ctrl-C to stop)", flush=True)
+    print(f"digitcore serve: {server.model_info['architecture']}{how} at {url}  "
+          f"(Ctrl-C to stop)", flush=True)
     if open_browser:
         import webbrowser
 

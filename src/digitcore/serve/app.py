@@ -222,7 +222,11 @@ def parse_predict_request(raw: bytes) -> np.ndarray:
     if not all(map(_is_number, pixels)):
         bad = next(v for v in pixels if not _is_number(v))
         raise RequestError(400, f"'pixels' must hold only numbers, found {bad!r}")
-    arr = np.asarray(pixels, dtype=np.float64)
+    try:
+        arr = np.asarray(pixels, dtype=np.float64)
+    except OverflowError:  # an integer past float's range (JSON has no limit on digits)
+        raise RequestError(400, "'pixels' values must be in 0-255, found an integer too large "
+                                "for a number") from None
     if not np.isfinite(arr).all():
         raise RequestError(400, "'pixels' holds non-finite values")
     if arr.size and (arr.min() < 0 or arr.max() > 255):
@@ -294,11 +298,14 @@ def model_description(network, model_info: dict | None = None, tta=None) -> dict
     """
     from digitcore._version import __version__
 
+    from digitcore.modelio import architecture_text
+
     config = network.get_config()
-    arch = "-".join(map(str, network.layer_sizes)) + f" {network.activation}"
     members = getattr(network, "members", None)  # a Committee: say so, and how many
+    arch = architecture_text([(n.layer_sizes, n.activation) for n in members or [network]],
+                             committee=members is not None)
     desc = {
-        "architecture": arch if members is None else f"committee of {len(members)} x {arch}",
+        "architecture": arch,
         "members": 1 if members is None else len(members),
         "layer_sizes": list(network.layer_sizes),
         "activation": network.activation,
@@ -413,6 +420,9 @@ class Handler(BaseHTTPRequestHandler):
         host = self.headers.get("Host")
         if host is None or is_loopback(_host_name(host)):
             return True
+        # the body is not read, so the connection closes: left on it, the body would be
+        # taken as the next request (which a rebinding page could write with a good Host)
+        self.close_connection = True
         self._json(403, {"error": f"unexpected Host header {host!r}: this server only answers "
                                   "requests addressed to localhost"})
         return False
