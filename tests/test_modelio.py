@@ -157,6 +157,19 @@ def test_training_summary_default_and_info(tmp_path):
     assert info["metadata"]["training"] == {"epochs": 2, "history": {"loss": [0.5, 0.25]}}
 
 
+def test_info_refuses_what_load_refuses(tmp_path):
+    # a 784-1 file (one class) passed `digitcore info` while load_model refused it
+    safetensors = pytest.importorskip("safetensors.numpy")
+    path = tmp_path / "one-class.safetensors"
+    safetensors.save_file(
+        {"0.weight": np.zeros((1, 784), np.float32), "0.bias": np.zeros(1, np.float32)},
+        str(path), {"format": "digitcore",
+                    "config": json.dumps({"layer_sizes": [784, 1], "activation": "relu"})})
+    for read in (load_model, read_model_info):
+        with pytest.raises(ModelFormatError, match="at least 2 classes"):
+            read(path)
+
+
 def test_what_load_would_refuse_is_not_saved_and_the_old_file_stays(tmp_path):
     """Saving checks what loading checks: NaN weights, too many layers, a header over the
     size limit, metadata nested too deeply are ValueErrors, and the file there is intact."""

@@ -86,6 +86,15 @@ def load_model(path):
         If `path` does not exist.
     """
     members, meta, _size = read_models(path)
+    model = Committee(_networks(path, members, meta)) if "committee" in meta \
+        else _networks(path, members, meta)[0]
+    model.training_summary = decode_training(meta)
+    return model
+
+
+def _networks(path, members, meta) -> list:
+    """The networks of read_models' ``members``, or ModelFormatError for a config or
+    parameters a Network refuses (load_model's checks, which read_model_info makes too)."""
     nets = []
     for m, (config, weights, biases) in enumerate(members):
         where = f"committee member {m}: " if "committee" in meta else ""
@@ -98,9 +107,7 @@ def load_model(path):
         except (ValueError, TypeError) as exc:
             raise ModelFormatError(f"{os.fspath(path)}: {where}bad parameters: {exc}") from exc
         nets.append(network)
-    model = Committee(nets) if "committee" in meta else nets[0]
-    model.training_summary = decode_training(meta)
-    return model
+    return nets
 
 
 def architecture_text(members, committee=False) -> str:
@@ -142,6 +149,7 @@ def read_model_info(path) -> dict:
         As :func:`load_model`.
     """
     members, meta, size = read_models(path)
+    _networks(path, members, meta)  # (what load_model refuses, info refuses too)
     metadata: dict[str, Any] = {k: v for k, v in meta.items()
                                 if k not in ("config", "committee")}
     if "training" in metadata:
