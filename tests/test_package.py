@@ -94,6 +94,29 @@ def _run(*args, env=None):
                           text=True, env=full_env, timeout=300)
 
 
+def test_star_import_and_introspection_work_without_scikit_learn():
+    # __all__ named MLPClassifier, so `from digitcore import *`, help(digitcore) and
+    # inspect.getmembers raised the ImportError meant for using it on a plain install
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["sklearn"] = None  # (as if not installed)
+        import inspect, pydoc
+        import digitcore
+        from digitcore import *
+        assert "MLPClassifier" not in dir(digitcore) and "Network" in dir(digitcore)
+        names = dict(inspect.getmembers(digitcore))
+        assert "Trainer" in names and "estimator" not in names
+        pydoc.render_doc(digitcore)
+        try:
+            digitcore.MLPClassifier
+        except ImportError as exc:
+            print(exc)
+        """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "needs scikit-learn" in r.stdout
+
+
 def test_env_threads_and_kernel_are_read():
     r = subprocess.run(
         [sys.executable, "-c", "import digitcore; print(digitcore.get_num_threads(), "

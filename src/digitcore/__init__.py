@@ -43,13 +43,24 @@ _SUBMODULES = {"ops", "ops_ref", "optim", "metrics", "plots", "datasets", "idx",
                "trainer", "modelio", "imaging", "estimator", "cli", "presets", "serve",
                "augment", "pretrained", "committee"}
 
-__all__ = sorted(
-    ["__version__", "DigitcoreError", "DatasetError", "ModelFormatError", "KernelError",
-     *_LAZY, *_SUBMODULES]
-)
+# names whose module needs an optional package: left out of __all__ and dir() without it,
+# so that `from digitcore import *`, help(digitcore) and inspect.getmembers work on a plain
+# install (using the name still raises the ImportError that says what to install)
+_OPTIONAL = {"MLPClassifier": "sklearn", "estimator": "sklearn"}
+
+
+def _public() -> list[str]:
+    from importlib.util import find_spec
+
+    names = ["__version__", "DigitcoreError", "DatasetError", "ModelFormatError", "KernelError",
+             *_LAZY, *_SUBMODULES]
+    return sorted(n for n in names if n not in _OPTIONAL or find_spec(_OPTIONAL[n]) is not None)
 
 
 def __getattr__(name: str):
+    if name == "__all__":  # (computed on first use: import digitcore stays cheap)
+        value = globals()["__all__"] = _public()
+        return value
     if name in _LAZY:
         value = getattr(_importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
@@ -60,4 +71,4 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return __all__
+    return _public()
