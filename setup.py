@@ -76,20 +76,40 @@ if not C_SOURCES:
 class BuildExt(build_ext):
     """Compile csrc/ into a static library with per-file flags, then the extension."""
 
+    def _probe(self, source: str, cflags, lflags) -> str | None:
+        """Compile and link a tiny program with these flags: None, or the error's last line."""
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "probe.c")
+            with open(src, "w") as f:
+                f.write(source)
+            try:
+                objs = self.compiler.compile([src], output_dir=tmp, extra_postargs=cflags)
+                self.compiler.link_executable(objs, "probe", output_dir=tmp,
+                                              extra_postargs=lflags)
+            except Exception as e:  # CompileError / LinkError, OSError for a missing compiler
+                return (str(e).strip().splitlines()[-1:] or [""])[0]
+        return None
+
+    def _require_compiler(self):
+        """A plain C program builds, or a message that says the compiler is the problem
+        (not OpenMP, whose probe would otherwise be the first to fail)."""
+        error = self._probe("int main(void) { return 0; }\n", [], [])
+        if error is not None:
+            raise SystemExit(
+                f"setup.py: no working C compiler (CC={os.environ.get('CC', '(default)')}): "
+                f"{error}\n"
+                "digitcore's kernels are C and are compiled on install when no wheel fits "
+                "this platform. Install one (Debian/Ubuntu: apt install gcc python3-dev; "
+                "macOS: xcode-select --install; Windows: the Visual Studio Build Tools), or "
+                "point CC at a working one.")
+
     def _openmp_works(self, omp_c, omp_l) -> bool:
         """Compile and link a tiny OpenMP program with these flags (the runtime is there)."""
-        with tempfile.TemporaryDirectory() as tmp:
-            src = os.path.join(tmp, "omp_probe.c")
-            with open(src, "w") as f:
-                f.write("#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n")
-            try:
-                objs = self.compiler.compile([src], output_dir=tmp, extra_postargs=omp_c)
-                self.compiler.link_executable(objs, "omp_probe", output_dir=tmp,
-                                              extra_postargs=omp_l)
-            except Exception as e:  # CompileError / LinkError
-                self._omp_error = str(e).strip().splitlines()[-1:] or [""]
-                return False
-        return True
+        error = self._probe(
+            "#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n",
+            omp_c, omp_l)
+        self._omp_error = [error or ""]
+        return error is None
 
     def _require_openmp(self, omp_c, omp_l, where: str):
         if not self._openmp_works(omp_c, omp_l):
@@ -151,6 +171,7 @@ class BuildExt(build_ext):
         print(f"digitcore: building for {self.target_arch} "
               f"({'AVX2 kernels included' if self.is_x86 else 'no AVX2 kernels'}, "
               f"OpenMP {'on' if OPENMP else 'off (DIGITCORE_OPENMP=0)'})")
+        self._require_compiler()
         f = self._flags()
         objects = []
         tmp = os.path.join(self.build_temp, "csrc")

@@ -335,6 +335,22 @@ def test_a_bad_env_setting_is_not_blamed_on_threads():
     assert_one_line_error(r, "DIGITCORE_NUM_THREADS must be in [1, 1024], got 2000")
 
 
+def test_predict_reports_a_bad_env_setting_once(tmp_path, model):
+    # it read as an error of each picture: "a.png: DIGITCORE_NUM_THREADS must be ..." per file
+    Image = pytest.importorskip("PIL.Image")
+    import digitcore
+
+    (_, _), (xt, _) = digitcore.load_dataset("mnist-mini")
+    files = []
+    for i in range(2):
+        files.append(tmp_path / f"d{i}.png")
+        Image.fromarray(255 - xt[i]).save(files[-1])
+    env = dict(os.environ, DIGITCORE_NUM_THREADS="abc")
+    r = subprocess.run([sys.executable, "-m", "digitcore", "predict", model[0], *map(str, files)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert_one_line_error(r, "DIGITCORE_NUM_THREADS must be a positive integer, got 'abc'")
+
+
 def test_an_overflowing_model_is_one_line(tmp_path):
     # FloatingPointError (predict_proba, predict, evaluate) printed a traceback
     import digitcore

@@ -191,7 +191,16 @@ def test_avx512_env_is_read():
         assert on.stdout.split() == ["avx512"]
     else:  # asked for, and the CPU lacks it: an error that says so
         assert on.returncode != 0
-        assert "AVX-512F" in on.stderr
+        assert "DIGITCORE_AVX512=1, but this CPU lacks AVX-512F" in on.stderr
+    # the command line says so in one line (a RuntimeError's traceback, even from
+    # `digitcore config`, the command for checking a setup)
+    r = subprocess.run([sys.executable, "-m", "digitcore", "config"], capture_output=True,
+                       text=True, env=dict(os.environ, DIGITCORE_AVX512="1"))
+    if _ops.cpu_has_avx512():
+        assert r.returncode == 0, r.stderr
+    else:
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip().count("\n") == 0 and "lacks AVX-512F" in r.stderr
 
 
 def _os_says_avx512():

@@ -73,7 +73,10 @@ def _ops():
         if avx512:
             if avx512 not in ("0", "1"):
                 raise ValueError(f"DIGITCORE_AVX512 must be 0 or 1, got {avx512!r}")
-            ops.use_avx512(avx512 == "1")  # 1 on a CPU without AVX-512F raises, naming it
+            if avx512 == "1" and not ops.cpu_has_avx512():
+                raise ValueError("DIGITCORE_AVX512=1, but this CPU lacks AVX-512F (or this "
+                                 "build has no AVX-512 code); unset it or set 0")
+            ops.use_avx512(avx512 == "1")
         team = os.environ.get("DIGITCORE_TEAM", "").strip().lower()
         if team:
             if team not in ("adaptive", "fixed"):

@@ -493,6 +493,9 @@ def cmd_predict(args):
         from digitcore.imaging import shape_check_ready
 
         shape_check_ready()  # a broken installation fails once, not once per picture
+    from digitcore._config import _ops
+
+    _ops()  # a bad DIGITCORE_* setting fails once too (it read as each picture's error)
     k = min(args.top_k, net.n_classes)
     results, lines, failed = [], [], 0
     for path in images:
