@@ -202,6 +202,15 @@ def test_schedules():
     assert optim.make_schedule("constant", 5)(4) == 1
     with pytest.raises(ValueError, match="lr_schedule"):
         optim.make_schedule("sawtooth", 10)
+    # a run whose length is not a multiple of 3 keeps three levels (40 // 3 = 13 gave its
+    # last step gamma ** 3)
+    step = optim.make_schedule("step", 40)
+    assert [step(s) for s in (13, 14, 27, 28, 39)] == pytest.approx([1, 0.1, 0.1, 0.01, 0.01])
+    # step_size=0 fell back to the default, a negative warmup was taken
+    for kw, name in [(dict(step_size=0), "step_size"), (dict(warmup_steps=-5), "warmup_steps"),
+                     (dict(gamma=float("nan")), "gamma"), (dict(min_factor=-1), "min_factor")]:
+        with pytest.raises(ValueError, match=name):
+            optim.make_schedule("step", 40, **kw)
 
 
 @pytest.mark.parametrize("multiplier", [-100.0, float("nan"), float("inf"), None, "1", True])
@@ -238,6 +247,28 @@ def test_early_stopping_needs_validation(mini):
     x, y, _, _ = mini
     with pytest.raises(ValueError, match="val_loss"):
         Trainer(Network([784, 8, 10]), epochs=2, early_stopping=2, verbose=0).fit(x, y)
+    # refused before the first epoch (it trained one, then raised), as a callback too
+    seen = []
+    es = digitcore.trainer.EarlyStopping(monitor="val_accuracy")
+    with pytest.raises(ValueError, match="monitors 'val_accuracy'"):
+        Trainer(Network([784, 8, 10]), epochs=2, callbacks=[lambda e, logs: seen.append(e), es],
+                verbose=0).fit(x, y)
+    assert seen == []
+
+
+def test_early_stopping_stops_at_patience_plus_one_epochs_without_gain():
+    # as its docstring says (scikit-learn's n_iter_no_change counts so; Keras stops a
+    # step sooner): 2 tolerated, the third stops
+    class Flat(digitcore.trainer.Callback):
+        def on_epoch_end(self, epoch, logs):
+            logs["loss"] = 1.0 if epoch == 0 else 2.0  # (seen before EarlyStopping's)
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 10), np.float32), rng.integers(0, 3, 64)
+    es = digitcore.trainer.EarlyStopping(monitor="loss", patience=2)
+    hist = Trainer(Network([10, 3], seed=0), epochs=10, seed=0, verbose=0, callbacks=[Flat()],
+                   early_stopping=es).fit(x, y)
+    assert len(hist) == 4 and hist.stopped_early  # epoch 0 best, then 1, 2 tolerated, 3 stops
 
 
 def test_callback_can_stop(mini):

@@ -1,10 +1,12 @@
 """A scikit-learn ``MLPClassifier`` trained by digitcore's C kernels.
 
-``digitcore.MLPClassifier`` takes every parameter and input of
+``digitcore.MLPClassifier`` takes every constructor parameter of
 ``sklearn.neural_network.MLPClassifier`` with the same meaning (solvers "lbfgs", "sgd",
-"adam"; the three learning-rate schedules; ``warm_start``; multilabel targets;
-``scipy.sparse`` input), plus a few digitcore extras (more solvers, ``leaky_relu``,
-``dropout``), and raises scikit-learn's errors and warnings.
+"adam"; the three learning-rate schedules; ``warm_start``), its inputs (multilabel
+targets; ``scipy.sparse`` input) but not ``fit``'s and ``partial_fit``'s
+``sample_weight`` (recent scikit-learn releases take it; the C kernels weigh every sample
+alike), plus a few digitcore extras (more solvers, ``leaky_relu``, ``dropout``), and
+raises scikit-learn's errors and warnings.
 
 It needs scikit-learn (``pip install "digitcore[sklearn]"``, which brings SciPy). An
 estimator whose point is to be swapped for scikit-learn's only has users who have

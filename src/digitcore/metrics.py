@@ -4,10 +4,14 @@ Accuracy, per-class precision / recall / F1 / support, macro and weighted
 averages, the confusion matrix, a text report laid out like scikit-learn's
 ``classification_report``, and the most confident mistakes of a classifier.
 
-Where scikit-learn has the same function, the results are the same (labels are
-the sorted union of ``y_true`` and ``y_pred``; an undefined ratio such as the
-precision of a class that is never predicted is ``zero_division``, 0.0 by
-default, which is what scikit-learn returns after its warning).
+Where scikit-learn has the same function, given the same arguments the results are the
+same (labels are the sorted union of ``y_true`` and ``y_pred``; an undefined ratio such as
+the precision of a class that is never predicted is ``zero_division``, 0.0 by default,
+which is what scikit-learn returns after its warning). One default differs:
+``precision_score``, ``recall_score`` and ``f1_score`` average over the classes
+(``average="macro"``), where scikit-learn's default, ``"binary"``, scores only class 1
+of a two-class problem and is not offered here; pass ``average=None`` for per-class
+scores.
 """
 
 from __future__ import annotations

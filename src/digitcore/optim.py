@@ -325,10 +325,19 @@ def make_schedule(name, total_steps, warmup_steps=0, step_size=None, gamma=0.1,
     """A function ``step -> lr multiplier`` for ``step`` in ``[0, total_steps)``.
 
     ``constant``: 1. ``step``: multiply by ``gamma`` every ``step_size`` steps (default: a
-    third of the run). ``cosine``: half a cosine from 1 down to ``min_factor``. A linear
-    warmup from ~0 to 1 over the first ``warmup_steps`` steps is applied on top.
-    A callable's multiplier must be a finite number >= 0 (else ValueError, naming it).
+    third of the run, rounded up, so the run has three levels). ``cosine``: half a cosine
+    from 1 down to ``min_factor``. A linear warmup from ~0 to 1 over the first
+    ``warmup_steps`` steps is applied on top. A callable's multiplier must be a finite
+    number >= 0 (else ValueError, naming it).
     """
+    from digitcore._checks import count_value
+
+    total_steps = count_value(total_steps, "total_steps", 0)
+    warmup_steps = count_value(warmup_steps, "warmup_steps", 0)
+    if step_size is not None:  # (0 fell back to the default without a word)
+        step_size = count_value(step_size, "step_size", 1)
+    gamma = positive_value(gamma, "gamma", allow_zero=True)
+    min_factor = positive_value(min_factor, "min_factor", allow_zero=True)
     if callable(name):
         def base(step, schedule=name):
             m = schedule(step)
@@ -345,7 +354,7 @@ def make_schedule(name, total_steps, warmup_steps=0, step_size=None, gamma=0.1,
         def base(step):
             return 1.0
     elif name == "step":
-        size = step_size or max(1, total_steps // 3)
+        size = step_size or max(1, -(-total_steps // 3))  # (// 3 gave 40 steps a 4th level)
 
         def base(step):
             return gamma ** (step // size)

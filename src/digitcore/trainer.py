@@ -199,7 +199,9 @@ class EarlyStopping(Callback):
     ----------
     monitor : {"val_loss", "val_accuracy", "loss", "accuracy"}
     patience : int
-        Epochs without improvement (by more than ``min_delta``) before stopping.
+        Epochs in a row without improvement (by more than ``min_delta``) that are
+        tolerated: training stops at the ``patience + 1``-th, as scikit-learn counts
+        ``n_iter_no_change`` (Keras's ``patience`` stops at the ``patience``-th).
     restore_best : bool
         Put back the parameters of the best epoch when training ends.
     """
@@ -572,6 +574,12 @@ class Trainer:
             val = (xv2, net.prepared_labels(yv, xv2.shape[0], "y_val"))
             if val[0].shape[0] == 0:
                 raise ValueError("validation_data has zero samples")
+        if val is None:  # (checked before any epoch, not after the first)
+            for cb in [*self.callbacks, self.early_stopping]:
+                if isinstance(cb, EarlyStopping) and cb.monitor.startswith("val_"):
+                    raise ValueError(f"EarlyStopping monitors {cb.monitor!r}, which this run "
+                                     f"does not produce (give validation_data or "
+                                     f"validation_fraction)")
 
         rng = np.random.default_rng(seed)
         dropout_seed = int(rng.integers(0, 2**63))
