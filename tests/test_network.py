@@ -377,6 +377,12 @@ def test_pixels_take_the_binding_path_with_the_same_bits(mean, std):
     np.testing.assert_array_equal(net.predict_proba(wide), net.predict_proba(x2))
     with pytest.raises(ValueError, match="783 features per sample"):
         net.predict(x2[:, :783])
+    with pytest.raises(ValueError, match=r"783 features per sample, .*\(layer_sizes\[0\]\)$"):
+        net.predict(x2[:, :783])
+    # one image of the network's size was read as 28 samples of 28 pixels
+    with pytest.raises(ValueError, match=r"one 28x28 image\? pass a batch of one: x\[None\]"):
+        net.predict(x2[0].reshape(28, 28))
+    assert net.predict(x2[0].reshape(28, 28)[None]) == net.predict(x2[:1])
 
 
 def test_predict_image_refuses_a_network_of_other_inputs_before_reading():

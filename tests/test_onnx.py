@@ -144,6 +144,16 @@ def test_bundled_pretrained_committee_exports(tmp_path):
     assert (got.argmax(1) == model.predict(x)).mean() > 0.99
 
 
+def test_cli_export_notes_the_test_time_shifts_it_leaves_out(tmp_path):
+    # the pretrained model records tta "shift", which predict and serve apply; the graph
+    # reads each image once, and export said nothing of it
+    from digitcore import pretrained
+
+    r = _cli("export", pretrained.pretrained_path(), tmp_path / "p.onnx")
+    assert r.returncode == 0, r.stderr
+    assert "test-time augmentation 'shift'" in r.stderr and "once" in r.stderr
+
+
 def test_errors_and_atomic_write(tmp_path, rng, monkeypatch):
     net = _net((8,), "relu", (0.0, 1.0), rng, n_in=10, n_out=2)
     with pytest.raises(ValueError, match="input_dtype must be one of"):

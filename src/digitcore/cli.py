@@ -549,6 +549,12 @@ def cmd_export(args):
     path = net.to_onnx(args.out, input_dtype=args.input_dtype)
     print(f"wrote {path}: {net!r}, ONNX opset {OPSET}, input 'pixels' {args.input_dtype} "
           f"(N, {net.n_features}), output 'probabilities' float32 (N, {net.n_classes})")
+    tta = _model_tta(net, None, args.model)
+    if tta is not None:  # (the graph computes one view: its answers are predict_proba's)
+        print(f"note: {args.model} is read with test-time augmentation {tta!r} by digitcore "
+              f"predict, evaluate and serve; the ONNX graph reads each image once, as "
+              f"predict_proba(x) does, so its probabilities differ a little from theirs",
+              file=sys.stderr)
     return 0
 
 

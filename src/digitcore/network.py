@@ -270,10 +270,13 @@ class Network:
             scale = 1.0
         else:
             raise TypeError(f"{name} must be uint8 or floating point, got dtype {x.dtype}")
+        one = x.ndim == 2 and x.size == self.n_features and x.shape[1] != self.n_features
         x = samples_2d(x, name)
         if x.shape[1] != self.n_features:
+            hint = (f"; one {x.shape[0]}x{x.shape[1]} image? pass a batch of one: "
+                    f"{name}[None]" if one else "")
             raise ValueError(f"{name} has {x.shape[1]} features per sample, the network "
-                             f"expects {self.n_features} (layer_sizes[0])")
+                             f"expects {self.n_features} (layer_sizes[0]){hint}")
         x = np.ascontiguousarray(x)
         return x, scale / self.input_std, -self.input_mean / self.input_std
 
