@@ -57,7 +57,8 @@ MAX_SIDE = 1024  # largest width/height accepted for a "pixels" drawing
 # Reading and discarding an oversized body lets the client see the 413 instead of a reset
 # connection; beyond this the connection is simply closed.
 MAX_DRAIN = 8 * MAX_BODY
-REQUEST_TIMEOUT = 15.0  # seconds a client may take to send a request
+REQUEST_TIMEOUT = 15.0  # seconds a client may stay silent mid-request (each read: one that
+# trickles a byte at a time keeps its connection and thread, as with http.server itself)
 DATA_URL_PREFIX = "data:image/png;base64,"
 
 STATIC_FILES = {  # URL path -> (file in static/, content type)
