@@ -374,7 +374,8 @@ int64_t dc_mlp_keep_nnz(const dc_mlp_keep *keep);
 int dc_mlp_forward(float *out, const dc_mlp *net, const uint8_t *x_u8, const float *x_f32,
                    int64_t n, float scale, float shift, int softmax);
 
-/* Mean loss and correct count over rows of x (no dropout). labels may be NULL. */
+/* Mean loss and correct count over rows of x (no dropout): labels holds n labels (NULL
+ * only when n is 0; else DC_ERR_ARG); n_correct may be NULL. */
 int dc_mlp_evaluate(double *loss, int64_t *n_correct, const dc_mlp *net, const uint8_t *x_u8,
                     const float *x_f32, const int64_t *labels, int64_t n, float scale,
                     float shift);

@@ -350,6 +350,8 @@ int dc_mlp_evaluate(double *loss, int64_t *n_correct, const dc_mlp *net, const u
                     const float *x_f32, const int64_t *labels, int64_t n, float scale,
                     float shift)
 {
+    if (loss == NULL || (labels == NULL && n > 0))
+        return DC_ERR_ARG; /* (the loss needs a label per row) */
     evaluation e = {.labels = labels};
     const int status = forward_chunks(net, x_u8, x_f32, n, scale, shift, score_chunk, &e);
     *loss = status == DC_OK && n > 0 ? e.loss_sum / (double)n : 0.0;

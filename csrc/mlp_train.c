@@ -129,7 +129,9 @@ static int update(train_state *t, float lr)
     if (opt->clip_norm > 0.0f) {
         const int64_t n = dc_mlp_n_params(net->n_layers, net->sizes);
         double ss = 0.0;
-        dc_sum_squares(&ss, t->grads, n);
+        const int st = dc_sum_squares(&ss, t->grads, n); /* (DC_ERR_NOMEM: no clip at all) */
+        if (st != DC_OK)
+            return st;
         if (!isfinite(ss))
             return DC_ERR_NONFINITE;
         const double norm = sqrt(ss);

@@ -164,3 +164,12 @@ def test_bad_arguments_name_the_problem():
         _ops.mlp_loss_grad(k, _ops.Rows(x, 10), None, "softmax")
     with pytest.raises(ValueError, match="features"):
         _ops.mlp_loss_grad(Network([5, 3], seed=0).c_net(), rows, None, "sigmoid")
+    # a negative row count passed the length checks (Python's negative indexing) and
+    # reached the kernel as "invalid argument reached a digitcore kernel"
+    with pytest.raises(ValueError, match="n_rows must be >= 0, got -2"):
+        _ops.Rows((ip, ix, dv, -2), 10, labels=labels)
+    # layer sizes whose parameter count wraps int64 were taken, and the kernels wrote past
+    # a buffer sized by the wrapped count (a crash)
+    for sizes in ([2, 2**62, 1], [2, 2**40, 2**40, 3], [2**31, 3]):
+        with pytest.raises(ValueError, match="too large"):
+            _ops._Net(np.array(sizes), np.zeros(1, np.float32), "relu", 0.0, 0.0)

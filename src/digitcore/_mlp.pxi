@@ -92,6 +92,12 @@ cdef class _Net:
             raise ValueError(f"unknown activation {activation!r}")
         if not (0.0 <= dropout < 1.0):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        # counted in Python's integers first: dc_mlp_n_params's int64 sum wraps for layers
+        # of 2**62 units, and the kernels then ran past a buffer sized by the wrapped count
+        counts = [int(sizes[l + 1]) * (int(sizes[l]) + 1) for l in range(sizes.shape[0] - 1)]
+        if sum(counts) > 2**62 or max(int(v) for v in sizes) > 2**31 - 1:
+            raise ValueError(f"layer sizes {sizes.tolist()} are too large (at most 2**31 - 1 "
+                             f"units a layer and 2**62 parameters)")
         sv = sizes
         self.n_params = dc_mlp_n_params(sizes.shape[0] - 1, &sv[0])
         _check_1d(params, np.float32, "params", self.n_params)

@@ -40,6 +40,8 @@ cdef class Rows:
                 raise ValueError("CSR input must be (indptr, indices, data, n_rows)")
             indptr, indices, data, n_rows = x
             n_rows = operator.index(n_rows)
+            if n_rows < 0:
+                raise ValueError(f"CSR input's n_rows must be >= 0, got {n_rows}")
             _check_1d(indptr, np.int64, "indptr", n_rows + 1)
             _check_1d(indices, np.int32, "indices", -1)
             _check_1d(data, np.float32, "data", indices.shape[0])
