@@ -221,6 +221,47 @@ def test_a_digit_beside_specks_is_read():
     assert out[12:17, 12:17].max() < 128  # still a 0 with its hole, centred
 
 
+def _page(digits, gap=250, size=260):
+    """Dark MNIST test digits of mnist-mini, ``size`` pixels tall, ``gap`` apart on paper."""
+    from PIL import Image
+
+    (_, _), (x, _) = _mini()
+    page = np.full((400, 100 + gap * len(digits)), 235, np.uint8)
+    for k, i in enumerate(digits):
+        big = np.asarray(Image.fromarray(x[i]).resize((size, size), Image.BILINEAR))
+        page[70:70 + size, 60 + gap * k:60 + size + gap * k][big > 110] = 20
+    return page
+
+
+@pytest.mark.parametrize("pair", [(1, 0), (3, 18), (4, 7), (2, 11)])  # 27, 03, 49, 16
+def test_two_digits_apart_are_refused_not_read_as_one(pair):
+    # one of them was read, at ~100%, as if the picture held it alone; a "1" beside a "6"
+    # has a third of its ink
+    pytest.importorskip("PIL")
+    with pytest.raises(NoDigitError, match="two digits, .* crop the picture to one digit") \
+            as info:
+        preprocess_image(_page(pair))
+    assert info.value.reason == "not_a_digit"
+    for i in pair:  # each alone is read, a speck far from it too
+        alone = _page((i,))
+        assert preprocess_image(alone).max() == 255
+        alone[350:356, 300:306] = 20
+        assert preprocess_image(alone).max() == 255
+    # without the non-digit checks (--any-strokes: letters, a model of other strokes) the
+    # pair is left alone, as the docstring says
+    assert preprocess_image(_page(pair), reject_non_digits=False).max() == 255
+
+
+def test_a_digit_broken_into_pieces_one_above_the_other_is_not_two_digits():
+    # picture 261 of bench_real_images' reported set (mnist-mini's test digits, seed 0): a
+    # thin, blurred 5 whose bar and bowl come apart, the bowl beyond the digit's reach. It
+    # is not beside the bar, so it is not a second digit (without that rule it was refused)
+    (_, _), (xt, yt) = _mini()
+    pics, labels, _ = photo_set(xt[:262], yt[:262], seed=0)
+    assert labels[261] == 5
+    assert preprocess_image(pics[261]).max() == 255
+
+
 def test_small_drawing_on_a_big_canvas_is_too_small():
     """A short scribble with the draw page's brush: a stroke barely longer than wide."""
     canvas = np.zeros((112, 112))

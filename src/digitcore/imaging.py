@@ -39,7 +39,10 @@ call it):
    letters): a small network trained on MNIST digits against such drawings
    (SHAPE_CHECK_FILE, built by benchmarks/train_shape_check.py) scores the 28x28
    result, and a score above its threshold (set so that at most 0.2% of held-out
-   training digits, clean or photographed, reach it) is "not_a_digit".
+   training digits, clean or photographed, reach it) is "not_a_digit"; so is a
+   picture of two digits side by side, apart (a mark left out in step 6, beside the
+   digit, about as dark, at least half its size, that the same check takes for a digit:
+   reading one of the two would be a confident guess).
 
 One file (~910 lines) for one pipeline: the private helpers below (resizing, running
 min/max and discs, connected components, line finding) exist for these nine steps and
@@ -111,6 +114,15 @@ BLOB_EXTENT = 2.3
 SCATTER_RATIO = 0.5
 SCATTER_EXTENT = 4.0
 SCATTER_MARKS = 24
+# Two digits apart: a mark left out of the digit (beyond its reach, with SPECK_FRACTION
+# of its ink or more) that is a stroke at least this fraction of the digit's size, and
+# that the shape check takes for a digit, is another digit, or a mark as big (a pen
+# beside it): the picture is refused (_second_digit).
+SECOND_EXTENT = 0.5
+# ... as dark as this fraction of the digit's mean ink: on the development set the false
+# second digits (a shadow's edge, frame pieces, a patch of texture) read 0.17-0.34 of
+# full ink, about 0.2-0.7 of the digit's mean, where a second digit reads about as dark.
+SECOND_INK = 0.75
 # MNIST's stroke widths in its 20-pixel box: 2.0 (1st percentile) to 5.6 (99th), median
 # 2.8. Strokes outside [STROKE_MIN, STROKE_MAX] are thickened or thinned to that range.
 STROKE_MIN = 2.0
@@ -559,6 +571,60 @@ def _select_digit(mask: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, float]
     return keep[np.maximum(labels, 0)] & on, mass[~keep]
 
 
+def _field(digit: np.ndarray, ink: np.ndarray) -> np.ndarray:
+    """Step 8: the marks ``digit`` (a mask) of ``ink`` as MNIST's uint8 28x28 field."""
+    r0, r1, c0, c1 = _bbox(digit)
+    x = np.where(digit, ink, 0.0)[r0:r1, c0:c1]
+    x /= x.max()
+    h, w = x.shape
+    scale = BOX / max(h, w)
+    x = _normalise_stroke(x, _stroke_width(digit[r0:r1, c0:c1]) * scale)
+    new_h = min(BOX, max(1, int(round(h * scale))))
+    new_w = min(BOX, max(1, int(round(w * scale))))
+    small = resize(x, (new_h, new_w))
+    # a thin stroke averaged over a big area gets faint; MNIST strokes reach full ink
+    small /= small.max()
+
+    cy, cx = _centre_of_mass(small)
+    top = int(round(FIELD / 2 - cy))
+    left = int(round(FIELD / 2 - cx))
+    top = min(max(top, 0), FIELD - new_h)
+    left = min(max(left, 0), FIELD - new_w)
+    out = np.zeros((FIELD, FIELD))
+    out[top:top + new_h, left:left + new_w] = small
+    return np.round(np.clip(out, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _second_digit(rest: np.ndarray, ink: np.ndarray, digit: np.ndarray, extent: int) -> bool:
+    """Whether a mark of ``rest`` (the marks left out of ``digit``) is another digit: beside
+    it (apart across, overlapping half the shorter's height down), at least
+    SPECK_FRACTION of the digit's ink (a "1" beside a "6" has a third of it), as dark
+    (SECOND_INK of the digit's mean ink: a shadow's edge, a faint patch of texture or of a
+    frame is lighter), a stroke (longer than SCATTER_EXTENT stroke widths) at least
+    SECOND_EXTENT of the digit's ``extent`` long, and taken for a digit by the shape check
+    (step 9) in a field of its own."""
+    labels, n = _label(rest)
+    on = labels >= 0
+    mass = np.bincount(labels[on], weights=ink[on], minlength=n)
+    count = np.bincount(labels[on], minlength=n)
+    level = SECOND_INK * float(ink[digit].mean())
+    d0, d1, d2, d3 = _bbox(digit)
+    for c in np.flatnonzero((mass >= SPECK_FRACTION * ink[digit].sum())
+                            & (mass >= level * count)):
+        other = labels == c
+        r0, r1, c0, c1 = _bbox(other)
+        size = max(r1 - r0, c1 - c0)
+        # beside it, as digits are written in a row: apart across, level with it down (the
+        # pieces of a digit broken apart lie one above the other: a 5's bar and its bowl)
+        beside = (c1 <= d2 or c0 >= d3) and \
+            min(r1, d1) - max(r0, d0) >= 0.5 * min(r1 - r0, d1 - d0)
+        if (beside and size >= SECOND_EXTENT * extent
+                and size >= SCATTER_EXTENT * _stroke_width(other)
+                and not_digit_scores(_field(other, ink))[0] <= _shape_check()[2]):
+            return True
+    return False
+
+
 def _dark_ink(x: np.ndarray) -> bool:
     """Is the ink darker than the paper? Against the paper's level around it (the
     median of a window wider than a stroke, where the ink is a minority: shadows and
@@ -824,7 +890,8 @@ def preprocess_image(image, *, reject_non_digits: bool = True) -> np.ndarray:
         both fine; transparent pixels count as background.
     reject_non_digits : bool
         Step 9: refuse stroke drawings that the shape check scores as not a digit
-        (:func:`not_digit_scores`). False skips it (and nothing else).
+        (:func:`not_digit_scores`), and pictures of two digits side by side. False skips
+        both (and nothing else).
 
     Returns
     -------
@@ -840,8 +907,8 @@ def preprocess_image(image, *, reject_non_digits: bool = True) -> np.ndarray:
         When the picture holds no digit: ``reason`` is ``"blank"`` (no ink),
         ``"too_small"`` (only a dot or specks, or a drawing too small to read:
         the message asks for a bigger digit) or ``"not_a_digit"`` (a solid blob,
-        scattered specks or noise, or strokes that do not look like a digit: a sign, a
-        letter, a shape).
+        scattered specks or noise, strokes that do not look like a digit: a sign, a
+        letter, a shape; or, with ``reject_non_digits``, two digits side by side).
     ValueError
         For an unreadable file (the message names the path), a bad array
         shape or dtype.
@@ -905,35 +972,24 @@ def preprocess_image(image, *, reject_non_digits: bool = True) -> np.ndarray:
     if (heavy >= 2 or (heavy and extent < SCATTER_EXTENT * stroke)
             or n > SCATTER_MARKS):
         raise NoDigitError("not_a_digit", f"{where}scattered specks or noise, not a digit")
+    # nor is a picture of two digits apart: the other one is left out, and reading the kept
+    # one alone would be a confident guess at half the picture (refused after the checks
+    # below, whose messages fit noise and shapes better)
+    second = reject_non_digits and _second_digit(mask & ~digit, ink, digit, extent)
     if _on_a_blob(digit, paper, contrast):
         raise NoDigitError("not_a_digit", f"{where}a solid blob, not a digit: only its "
                                           "outline stands out; write the digit with a pen "
                                           "stroke")
 
-    r0, r1, c0, c1 = _bbox(digit)
-    x = np.where(digit, ink, 0.0)[r0:r1, c0:c1]
-    x /= x.max()
-    h, w = x.shape
-    scale = BOX / max(h, w)
-    x = _normalise_stroke(x, _stroke_width(digit[r0:r1, c0:c1]) * scale)
-    new_h = min(BOX, max(1, int(round(h * scale))))
-    new_w = min(BOX, max(1, int(round(w * scale))))
-    small = resize(x, (new_h, new_w))
-    # a thin stroke averaged over a big area gets faint; MNIST strokes reach full ink
-    small /= small.max()
-
-    cy, cx = _centre_of_mass(small)
-    top = int(round(FIELD / 2 - cy))
-    left = int(round(FIELD / 2 - cx))
-    top = min(max(top, 0), FIELD - new_h)
-    left = min(max(left, 0), FIELD - new_w)
-    out = np.zeros((FIELD, FIELD))
-    out[top:top + new_h, left:left + new_w] = small
-    out = np.round(np.clip(out, 0.0, 1.0) * 255.0).astype(np.uint8)
+    out = _field(digit, ink)
     if reject_non_digits:
         score = float(not_digit_scores(out)[0])
         if score > _shape_check()[2]:
             raise NoDigitError("not_a_digit", f"{where}strokes that do not look like a digit "
                                               f"(a sign, a letter or a shape? score "
                                               f"{score:.2f}): write one digit")
+    if second:
+        raise NoDigitError("not_a_digit", f"{where}two digits, or a digit and another mark "
+                                          "as big, apart from each other: crop the picture "
+                                          "to one digit")
     return out
