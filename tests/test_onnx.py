@@ -152,6 +152,14 @@ def test_cli_export_notes_the_test_time_shifts_it_leaves_out(tmp_path):
     r = _cli("export", pretrained.pretrained_path(), tmp_path / "p.onnx")
     assert r.returncode == 0, r.stderr
     assert "test-time augmentation 'shift'" in r.stderr and "once" in r.stderr
+    # one this version does not know (a later version's file) is noted, not an error
+    # after the graph is written
+    net = digitcore.Network([784, 8, 10], seed=0)
+    net.training_summary = {"tta": "swirl"}
+    net.save(tmp_path / "later.safetensors")
+    r = _cli("export", tmp_path / "later.safetensors", tmp_path / "later.onnx")
+    assert r.returncode == 0, r.stderr
+    assert "unknown to this version" in r.stderr and (tmp_path / "later.onnx").exists()
 
 
 def test_errors_and_atomic_write(tmp_path, rng, monkeypatch):

@@ -132,6 +132,20 @@ def test_validation_fraction_takes_whole_float_labels_as_fit_does():
     assert np.array_equal(a.flat_parameters, b.flat_parameters)
 
 
+def test_an_optimizer_pickled_before_it_knew_its_network_still_trains():
+    # optimizers pickled by an earlier release (an MLPClassifier saved with joblib) have no
+    # _owner in their state; state_for read it and raised AttributeError
+    opt = optim.Adam(0.01)
+    state = dict(opt.__dict__)
+    del state["_owner"]
+    old = optim.Adam.__new__(optim.Adam)
+    old.__dict__.update(state)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 10), np.float32), rng.integers(0, 3, 64)
+    Trainer(Network([10, 3], seed=0), optimizer=old, epochs=1, seed=0, verbose=0).fit(x, y)
+    assert old.step_count == 1
+
+
 def test_an_optimizer_reused_on_another_network_starts_afresh():
     # the state was kept whenever the sizes matched: a second network of the same shape
     # trained on from the first one's Adam moments and step count

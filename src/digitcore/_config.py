@@ -56,7 +56,10 @@ def _ops():
     if not _initialized:  # (set once every variable is applied: a bad one raises each time)
         kernel = os.environ.get("DIGITCORE_KERNEL", "").strip().lower()
         if kernel:
-            ops.select_kernel(kernel)  # raises with a clear message for bad values
+            try:
+                ops.select_kernel(kernel)
+            except (ValueError, RuntimeError) as exc:  # (RuntimeError: avx2 on a CPU without)
+                raise ValueError(f"DIGITCORE_KERNEL={kernel}: {exc}") from None
         threads = os.environ.get("DIGITCORE_NUM_THREADS", "").strip()
         if threads:
             try:

@@ -546,10 +546,13 @@ def cmd_export(args):
 
     writable_target(args.out)
     net = load_model(args.model)  # a Network or a Committee (its members averaged)
+    try:  # (asked before writing: the note must not fail after the file is written)
+        tta = _model_tta(net, None, args.model)
+    except UsageError:  # a test-time augmentation this version does not know
+        tta = "unknown to this version"
     path = net.to_onnx(args.out, input_dtype=args.input_dtype)
     print(f"wrote {path}: {net!r}, ONNX opset {OPSET}, input 'pixels' {args.input_dtype} "
           f"(N, {net.n_features}), output 'probabilities' float32 (N, {net.n_classes})")
-    tta = _model_tta(net, None, args.model)
     if tta is not None:  # (the graph computes one view: its answers are predict_proba's)
         print(f"note: {args.model} is read with test-time augmentation {tta!r} by digitcore "
               f"predict, evaluate and serve; the ONNX graph reads each image once, as "

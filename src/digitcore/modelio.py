@@ -124,7 +124,8 @@ def architecture_text(members, committee=False) -> str:
 
 
 def read_model_info(path) -> dict:
-    """Describe a model file without building the network.
+    """Describe a model file: architecture, sizes, metadata (the file is checked as
+    :func:`load_model` checks it).
 
     Parameters
     ----------
@@ -156,7 +157,7 @@ def read_model_info(path) -> dict:
         metadata["training"] = decode_training(meta)
     config, _, _ = members[0]
     sizes = config["layer_sizes"]
-    arch = "-".join(map(str, sizes)) + f" {config['activation']}"
+    arch = architecture_text([(sizes, config["activation"])])
     info = {
         "path": os.fspath(path),
         "file_size": size,

@@ -13,7 +13,7 @@ import weakref
 
 import numpy as np
 
-from digitcore._checks import positive_value, real_value
+from digitcore._checks import count_value, positive_value, real_value
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "RMSprop", "Adam", "AdamW",
            "get_optimizer", "make_schedule", "OPTIMIZERS", "SCHEDULES"]
@@ -31,6 +31,7 @@ class Optimizer:
 
     kind = "sgd"
     default_lr = 0.01
+    _owner = None  # (the class's default: optimizers pickled before it existed have none)
 
     def __init__(self, lr=None):
         self.lr = positive_value(self.default_lr if lr is None else lr, "lr")
@@ -80,8 +81,9 @@ class Optimizer:
         """Make the state ``network``'s: kept when it already is (training the same network
         again continues its moments and step count), zeroed for another network, even one
         of the same size (the moments of one network are noise to another), or a new size.
-        A state whose network is not known (a fresh or unpickled optimizer) is kept when
-        the size matches."""
+        A state whose network is not known (a fresh, unpickled or copied optimizer) is
+        kept when the size matches. One optimizer alternated between two networks
+        therefore starts afresh at each switch: give each network its own."""
         ref = self._owner
         other = ref is not None and ref() is not network
         if self.n_params != network.n_params or other:
@@ -325,13 +327,11 @@ def make_schedule(name, total_steps, warmup_steps=0, step_size=None, gamma=0.1,
     """A function ``step -> lr multiplier`` for ``step`` in ``[0, total_steps)``.
 
     ``constant``: 1. ``step``: multiply by ``gamma`` every ``step_size`` steps (default: a
-    third of the run, rounded up, so the run has three levels). ``cosine``: half a cosine
+    third of the run, rounded up, so the run has at most three levels). ``cosine``: half a cosine
     from 1 down to ``min_factor``. A linear warmup from ~0 to 1 over the first
     ``warmup_steps`` steps is applied on top. A callable's multiplier must be a finite
     number >= 0 (else ValueError, naming it).
     """
-    from digitcore._checks import count_value
-
     total_steps = count_value(total_steps, "total_steps", 0)
     warmup_steps = count_value(warmup_steps, "warmup_steps", 0)
     if step_size is not None:  # (0 fell back to the default without a word)

@@ -224,11 +224,15 @@ class EarlyStopping(Callback):
         self.best_params = None
         self.wait = 0
 
+    def missing(self) -> ValueError:
+        """The error for a run that does not produce the monitored value."""
+        return ValueError(f"EarlyStopping monitors {self.monitor!r}, which this run does "
+                          f"not produce (give validation_data or validation_fraction)")
+
     def on_epoch_end(self, epoch, logs):
         value = logs.get(self.monitor)
         if value is None or _isnan(value):
-            raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which this run does "
-                             f"not produce (give validation_data or validation_fraction)")
+            raise self.missing()
         better = (value < self.best - self.min_delta if self.mode == "min"
                   else value > self.best + self.min_delta)
         if better:
@@ -349,7 +353,8 @@ class Trainer:
     optimizer : str or digitcore.optim.Optimizer
         "sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw" or an optimizer object.
         An object's state (moments, step count) carries over from one ``fit`` to the next
-        on the same network, and starts afresh on another network.
+        on the same network, and starts afresh on another network (a copied or unpickled
+        optimizer, whose network is not known, keeps its state).
     lr : float, optional
         Learning rate (default: the optimizer's, e.g. 0.001 for Adam, 0.01 for SGD).
     batch_size : int or None
@@ -577,9 +582,7 @@ class Trainer:
         if val is None:  # (checked before any epoch, not after the first)
             for cb in [*self.callbacks, self.early_stopping]:
                 if isinstance(cb, EarlyStopping) and cb.monitor.startswith("val_"):
-                    raise ValueError(f"EarlyStopping monitors {cb.monitor!r}, which this run "
-                                     f"does not produce (give validation_data or "
-                                     f"validation_fraction)")
+                    raise cb.missing()
 
         rng = np.random.default_rng(seed)
         dropout_seed = int(rng.integers(0, 2**63))
