@@ -276,6 +276,17 @@ def test_train_refuses_an_unwritable_out_before_training(tmp_path, where):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_evaluate_plots_without_matplotlib_fails_before_the_evaluation(tmp_path, model):
+    # it evaluated, made the directory, and only then said matplotlib was missing
+    code = ("import sys; sys.modules['matplotlib'] = None; from digitcore import cli; "
+            f"sys.exit(cli.main(['evaluate', {str(model[0])!r}, '--dataset', 'mnist-mini', "
+            f"'--plots', {str(tmp_path / 'plots')!r}]))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300)
+    assert_one_line_error(r, "needs matplotlib")
+    assert "accuracy" not in r.stdout and not (tmp_path / "plots").exists()
+
+
 def test_export_and_evaluate_plots_name_a_bad_path(tmp_path, model):
     model, _ = model
     r = run("export", model, tmp_path / "nope" / "m.onnx")

@@ -407,6 +407,14 @@ def cmd_evaluate(args):
     from digitcore import metrics
     from digitcore.modelio import load_model
 
+    if args.plots:  # (before the evaluation, not after it)
+        from importlib.util import find_spec
+
+        if find_spec("matplotlib") is None:
+            raise UsageError("--plots needs matplotlib: pip install 'digitcore[plot]'")
+        if os.path.exists(args.plots) and not os.path.isdir(args.plots):
+            raise UsageError(f"--plots {args.plots}: it is a file; --plots takes a directory "
+                             "(made if missing) to write the PNG files into")
     net = load_model(args.model)
     name, _, (x_te, y_te) = _load_data(args.dataset, args.data_dir, verify=args.verify)
     if x_te[0].size != net.n_features:
@@ -424,9 +432,6 @@ def cmd_evaluate(args):
     if args.plots:
         from digitcore import plots
 
-        if os.path.exists(args.plots) and not os.path.isdir(args.plots):
-            raise UsageError(f"--plots {args.plots}: it is a file; --plots takes a directory "
-                             "(made if missing) to write the PNG files into")
         os.makedirs(args.plots, exist_ok=True)
         paths = {"confusion_matrix.png": lambda p: plots.plot_confusion_matrix(cm, path=p),
                  "mistakes.png": lambda p: plots.plot_mistakes(x_te, y_te, proba, 25, path=p),
