@@ -972,10 +972,6 @@ def preprocess_image(image, *, reject_non_digits: bool = True) -> np.ndarray:
     if (heavy >= 2 or (heavy and extent < SCATTER_EXTENT * stroke)
             or n > SCATTER_MARKS):
         raise NoDigitError("not_a_digit", f"{where}scattered specks or noise, not a digit")
-    # nor is a picture of two digits apart: the other one is left out, and reading the kept
-    # one alone would be a confident guess at half the picture (refused after the checks
-    # below, whose messages fit noise and shapes better)
-    second = reject_non_digits and _second_digit(mask & ~digit, ink, digit, extent)
     if _on_a_blob(digit, paper, contrast):
         raise NoDigitError("not_a_digit", f"{where}a solid blob, not a digit: only its "
                                           "outline stands out; write the digit with a pen "
@@ -988,7 +984,10 @@ def preprocess_image(image, *, reject_non_digits: bool = True) -> np.ndarray:
             raise NoDigitError("not_a_digit", f"{where}strokes that do not look like a digit "
                                               f"(a sign, a letter or a shape? score "
                                               f"{score:.2f}): write one digit")
-    if second:
+    # nor is a picture of two digits apart: the other one is left out, and reading the kept
+    # one alone would be a confident guess at half the picture (checked last: the checks
+    # above have the messages that fit noise and shapes)
+    if reject_non_digits and _second_digit(mask & ~digit, ink, digit, extent):
         raise NoDigitError("not_a_digit", f"{where}two digits, or a digit and another mark "
                                           "as big, apart from each other: crop the picture "
                                           "to one digit")
