@@ -108,14 +108,14 @@ class BuildExt(build_ext):
         error = self._probe(
             "#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n",
             omp_c, omp_l)
-        self._omp_error = [error or ""]
+        self._omp_error = error or ""
         return error is None
 
     def _require_openmp(self, omp_c, omp_l, where: str):
         if not self._openmp_works(omp_c, omp_l):
             raise SystemExit(
                 f"setup.py: OpenMP does not work with this compiler ({where}): "
-                f"{self._omp_error[0]}\n"
+                f"{self._omp_error}\n"
                 "Install the OpenMP runtime (Debian/Ubuntu: libomp-dev for clang, it comes with "
                 "gcc; macOS: brew install libomp, or point DIGITCORE_OPENMP_PREFIX at it), "
                 "or build single-threaded on purpose with DIGITCORE_OPENMP=0.")
