@@ -8,11 +8,12 @@ ruled notebook lines, coloured ink, dark boards with light chalk. Each corruptio
 drawn independently, so most images carry several.
 
 ``photo_set(images, labels, seed)`` returns the pictures, their labels and what was done
-to each; ``non_digits(seed)`` returns pictures with no digit in them (blank paper,
-specks, a dot, ruled lines, a blob, noise), and ``non_digit_strokes(seed)`` drawings made
-of pen strokes that are not digits (signs, letters, shapes: STROKE_SHAPES). Used by
-tests/test_imaging_photos.py, benchmarks/bench_real_images.py and
-benchmarks/train_shape_check.py (which trains preprocess_image's shape check on them); ``python photo_digits.py OUT_DIR`` writes a sample as
+to each; ``tight_crop(digit, rng)`` a broad-marker digit cropped close; ``non_digits(seed)``
+returns pictures with no digit in them (blank paper, specks, a dot, ruled lines, a blob,
+noise), and ``non_digit_strokes(seed)`` drawings made of pen strokes that are not digits
+(signs, letters, shapes: STROKE_SHAPES). Used by tests/test_imaging_photos.py,
+benchmarks/bench_real_images.py and benchmarks/train_shape_check.py (which trains
+preprocess_image's shape check on them); ``python photo_digits.py OUT_DIR`` writes a sample as
 PNG files (needs Pillow) to look at.
 """
 
@@ -201,6 +202,24 @@ def photo_set(images, labels, seed=0):
         out.append(img)
         applied.append(a)
     return out, np.asarray(labels), applied
+
+
+def tight_crop(digit, rng, margin=0.05, weight=(0.6, 1.4)):
+    """One MNIST digit written with a broad marker (its strokes widened by ``weight``
+    MNIST pixels, drawn uniformly, on each side: about twice MNIST's width) and
+    photographed, the picture cropped to the digit with ``margin`` of its height around
+    it: the ink covers a quarter to a half of the picture. uint8 ``(h, w)``."""
+    s = int(rng.integers(120, 201))
+    px = s / 28.0
+    field = _enlarge(digit.astype(np.float64) / 255.0, s, s)
+    ink = _max_filter(np.clip((field - 0.45) / 0.2 + 0.5, 0, 1), rng.uniform(*weight) * px)
+    rows, cols = np.nonzero(ink > 0.5)
+    m = int(margin * (rows.max() - rows.min()))
+    pad = np.pad(ink, m)
+    ink = pad[rows.min():rows.max() + 2 * m + 1, cols.min():cols.max() + 2 * m + 1]
+    paper, ink_level = rng.uniform(0.75, 0.95), rng.uniform(0.02, 0.2)
+    img = paper - (paper - ink_level) * ink + rng.normal(0, 0.015, ink.shape)
+    return np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
 # Drawings made of pen strokes that are not digits: signs, letters and shapes. Each is a
