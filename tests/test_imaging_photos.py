@@ -461,3 +461,17 @@ def test_the_bar_of_a_bold_seven_cropped_close_is_kept():
     assert top.any(axis=0).sum() >= 12  # the bar spans the box, not just the stem's width
 
 
+
+@pytest.mark.parametrize("ink, paper", [
+    ((1.0, 0.95, 0.0), (0.97, 0.97, 0.95)),   # yellow on white: 11% of the range in luma
+    ((0.1, 0.1, 0.12), (0.98, 0.86, 0.15)),   # black on yellow paper: no blue in either
+    ((0.15, 0.25, 0.8), (0.95, 0.95, 0.93)),  # blue ink: luma, as before
+])
+def test_coloured_ink_on_coloured_paper(ink, paper):
+    """Yellow ink on white paper is read in the blue channel, where it stands out; the
+    luma (what Pillow's convert("L") gives) left it under the paper's noise ("blank")."""
+    cover = _zero()[:, :, None]
+    rng = np.random.default_rng(0)
+    rgb = np.array(paper) * (1 - cover) + np.array(ink) * cover
+    rgb = rgb + rng.normal(0, 0.02, rgb.shape)
+    assert _corr(preprocess_image(_u8(rgb)), preprocess_image(_u8(1 - cover[:, :, 0]))) > 0.85

@@ -7,9 +7,10 @@ same to a photo, a scan or a drawing, and is the one place where this happens
 (``Network.predict_image``, ``digitcore predict`` and ``digitcore serve`` all
 call it):
 
-1. read it (file via Pillow, or a NumPy array) as grey levels in [0, 1],
-   compositing transparent pixels as background, and shrink it by area
-   averaging to at most WORK_SIDE pixels a side;
+1. read it (file via Pillow, or a NumPy array) as grey levels in [0, 1] (the
+   luma, or the one colour channel where the levels spread far wider: yellow ink
+   on white paper), compositing transparent pixels as background, and shrink it
+   by area averaging to at most WORK_SIDE pixels a side;
 2. decide which side is ink: the whole picture's median is paper when it lies near
    one end of the range (a thick digit cropped close fills any window); else the
    sparse extreme against the paper's local level (the median of a window wider than
@@ -140,6 +141,10 @@ SECOND_INK = 0.75
 # 0.25 took 8 of 20 photos of a note on a brown desk inside out (the median between desk
 # and paper), 0.15 got fewer tight crops right (111).
 MEDIAN_END = 0.2
+# A colour picture is read by one colour channel instead of its luma when that channel's
+# levels spread over more than this times the luma's: yellow ink on white paper (the blue
+# channel), never black, blue or red ink (whose luma spreads over at least half as far).
+COLOUR_GAIN = 2.0
 # MNIST's stroke widths in its 20-pixel box: 2.0 (1st percentile) to 5.6 (99th), median
 # 2.8. Strokes outside [STROKE_MIN, STROKE_MAX] are thickened or thinned to that range.
 STROKE_MIN = 2.0
@@ -283,9 +288,21 @@ def _grey_and_alpha(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     alpha = x[:, :, -1] if x.shape[2] in (2, 4) else None
     if x.shape[2] in (1, 2):
         return x[:, :, 0], alpha
-    # ITU-R BT.601 luma, what Pillow's convert("L") uses
+    # ITU-R BT.601 luma, what Pillow's convert("L") uses; but ink that is about as light
+    # as the paper (yellow on white: 11% of the range) stands out in one colour channel
     grey = x[:, :, 0] * 0.299 + x[:, :, 1] * 0.587 + x[:, :, 2] * 0.114
+    spread = [_spread(grey)] + [_spread(x[:, :, c]) for c in range(3)]
+    best = int(np.argmax(spread))
+    if best and spread[best] > COLOUR_GAIN * spread[0]:
+        grey = x[:, :, best - 1]
     return grey, alpha
+
+
+def _spread(channel: np.ndarray) -> float:
+    """How far the levels of ``channel`` reach: 99.5th less 0.5th percentile, at most 128
+    pixels a side (area averaged, so that single noisy pixels do not count)."""
+    lo, hi = np.percentile(_shrink(channel, 128), [0.5, 99.5])
+    return float(hi - lo)
 
 
 def _composite(grey: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
