@@ -255,10 +255,12 @@ def test_dataset_without_files_is_an_error_not_a_fallback(tmp_path):
 
 @pytest.mark.parametrize("args", [["train", "--hidden", "a,b"], ["train", "--epochs", "0"],
                                   ["train", "--seed", "-1"],
-                                  ["train", "--preset", "nope"], ["nosuchcommand"]])
+                                  ["train", "--preset", "nope"], ["nosuchcommand"], []])
 def test_bad_arguments_exit_2(args):
     r = run(*args)
     assert r.returncode == 2 and "Traceback" not in r.stderr
+    if not args:  # no command: the help, on stderr
+        assert "COMMAND" in r.stderr and r.stdout == ""
 
 
 @pytest.mark.parametrize("where", ["missing_dir", "directory", "device"])

@@ -632,9 +632,9 @@ def main(argv=None):
             args.paths += extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command is None:
-        parser.print_help()
-        return 0
+    if args.command is None:  # (a script's `digitcore && ...` must not take it for a run)
+        parser.print_help(sys.stderr)
+        return 2
     from digitcore.errors import DigitcoreError
 
     try:
