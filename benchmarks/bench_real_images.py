@@ -6,7 +6,8 @@ scans (lighting, shadows, texture, noise, blur, specks, borders, frames, ruled l
 coloured ink, dark boards). Prints the model's accuracy on the clean 28x28 digits, on
 the photos, on the photos of the digits it reads when clean (what the preprocessing
 keeps), per corruption (in the mixed set, and each corruption alone against the same
-picture without it), and how it answers pictures with no digit: blank paper, specks,
+picture without it), on the same digits written with a broad marker and cropped close
+(tight_crop), and how it answers pictures with no digit: blank paper, specks,
 noise, blobs, and --strokes drawings of each of tests/photo_digits.py's STROKE_SHAPES
 (signs, letters and shapes made of pen strokes, half of them photo-like).
 
@@ -44,9 +45,12 @@ from _data import shared_mnist  # noqa: E402
 
 import _results  # noqa: E402
 from photo_digits import (CORRUPTIONS, non_digit_strokes, non_digits, photo_digit,  # noqa: E402
-                          photo_set)
+                          photo_set, tight_crop)
 
 DEV_SEED = 1000
+# Margins around a broad-marker digit for tests/photo_digits.py's tight_crop pictures,
+# fractions of the digit's height.
+TIGHT_MARGINS = (0.05, 0.1)
 
 
 
@@ -158,6 +162,13 @@ def main(argv=None):
     n_alone = min(len(x), args.n if args.alone is None else args.alone)
     if n_alone:
         rows.append(_alone(net, x[:n_alone], y[:n_alone], seed, tta))
+    # digits written with a broad marker, the picture cropped close around them
+    tight = {}
+    for margin in TIGHT_MARGINS:
+        crops = [tight_crop(d, np.random.default_rng([seed, i, 2]), margin)
+                 for i, d in enumerate(x)]
+        tight[margin] = got = _read(net, crops, tta) == y
+        print(f"broad-marker digits cropped to {margin:.0%} around them: {got.mean():.2%}")
     print("pictures with no digit:")
     for what, img in non_digits(seed):
         try:
@@ -183,6 +194,8 @@ def main(argv=None):
               "photo_of_clean_read_pct": 100 * float(ok[clean_ok].mean()),
               "photo_refused_pct": 100 * float((pred < 0).mean()),
               "photo_refused_by_shape_check_pct": 100 * float((pred == SHAPE_CHECK).mean())}
+    claims.update({f"tight_crop_{round(100 * m)}pct_accuracy_pct": 100 * float(got.mean())
+                   for m, got in tight.items()})
     if tta:
         claims["photo_accuracy_without_tta_pct"] = 100 * float(ok_plain.mean())
     if refused:
