@@ -475,3 +475,33 @@ def test_coloured_ink_on_coloured_paper(ink, paper):
     rgb = np.array(paper) * (1 - cover) + np.array(ink) * cover
     rgb = rgb + rng.normal(0, 0.02, rgb.shape)
     assert _corr(preprocess_image(_u8(rgb)), preprocess_image(_u8(1 - cover[:, :, 0]))) > 0.85
+
+
+@pytest.mark.parametrize("margin", [10, 40, 90])
+def test_a_printed_box_around_the_digit_is_dropped(margin):
+    """A form's field: a box drawn apart from the digit, narrower than the picture (so
+    not a ruled line). It was the largest mark, taken for the digit with the 0 inside."""
+    ink = np.pad(_zero(), 120)
+    rows, cols = np.nonzero(ink > 0.5)
+    r0, r1 = rows.min() - margin, rows.max() + margin
+    c0, c1 = cols.min() - margin, cols.max() + margin
+    boxed = ink.copy()
+    for sl in ((slice(r0, r0 + 3), slice(c0, c1)), (slice(r1 - 3, r1), slice(c0, c1)),
+               (slice(r0, r1), slice(c0, c0 + 3)), (slice(r0, r1), slice(c1 - 3, c1))):
+        boxed[sl] = 1
+    assert _corr(preprocess_image(_u8(1 - boxed)), preprocess_image(_u8(1 - ink))) > 0.95
+
+
+def test_boxy_digits_are_not_taken_for_a_box():
+    """A rectangle with nothing inside is a boxy 0, and one with only a bar inside a
+    seven-segment 8: neither loses its outline."""
+    h, w = 160, 100
+    zero = np.zeros((h + 80, w + 80))
+    zero[40:40 + h, 40:40 + w] = 1
+    zero[48:32 + h, 48:32 + w] = 0
+    eight = zero.copy()
+    eight[36 + h // 2:44 + h // 2, 40:40 + w] = 1
+    for ink in (zero, eight):
+        out = preprocess_image(_u8(1 - ink), reject_non_digits=False)
+        rows = np.nonzero((out >= 128).any(axis=1))[0]
+        assert rows[-1] - rows[0] >= 18  # the whole outline, 20 pixels tall

@@ -26,7 +26,8 @@ call it):
 5. remove ruled lines, frames and scan borders: rows and columns with ink
    along LINE_COVER of their length that reach past the digit on both sides
    (or come in parallel bands), except where a stroke crosses them (and one band as
-   thick as a stroke that reaches just past the rest: a bold 7's top);
+   thick as a stroke that reaches just past the rest: a bold 7's top); and a printed
+   box drawn around the digit apart from it (a form's field);
 6. keep the connected marks that make the digit: the largest, those with at
    least a quarter of its ink within the digit's size of it, pieces of broken
    strokes (4%, or longer than wide) close to it and small marks inside its box,
@@ -48,7 +49,7 @@ call it):
    digit, about as dark, at least half its size, that the same check takes for a digit:
    reading one of the two would be a confident guess).
 
-One file (~1,030 lines) for one pipeline: the private helpers below (resizing, running
+One file (~1,080 lines) for one pipeline: the private helpers below (resizing, running
 min/max and discs, connected components, line finding) exist for these nine steps and
 are tuned together with them; nothing else uses them.
 """
@@ -94,6 +95,10 @@ LINE_COVER = 0.85
 # on one side: the bar of a bold digit cropped tightly (see _remove_lines).
 BAR_THICK = 0.5
 BAR_REACH = 1.5
+# A printed box around the digit (_drop_boxes): at most BOX_INSIDE of its ink away from
+# its sides, and a mark inside it at least BOX_CONTENT of its height tall.
+BOX_INSIDE = 0.05
+BOX_CONTENT = 0.3
 # A line is at most this fraction of the side thick (and at most 4 pixels when wider).
 LINE_WIDTH = 0.02
 # Marks smaller than this fraction of the largest one are specks unless they lie next to it.
@@ -809,6 +814,52 @@ def _remove_lines(mask: np.ndarray, faint: np.ndarray) -> np.ndarray:
     return rest
 
 
+def _drop_boxes(mask: np.ndarray) -> np.ndarray:
+    """``mask`` without a printed box around the digit (a form's field): a mark at least a
+    quarter of the picture's shorter side whose ink lies along its own bounding box's four
+    sides (at most BOX_INSIDE of it deeper than a tenth of the box in), each side drawn
+    along LINE_COVER of its length, with a mark inside it at least BOX_CONTENT of the
+    box's height tall. A frame that spans the picture is a ruled line already
+    (_remove_lines); a boxy 0 has nothing inside it, a seven-segment 8 only a bar."""
+    # (a box's sides are runs along rows and columns; labelling costs ~10 ms on noise)
+    shortest = 0.25 * LINE_COVER * min(mask.shape)
+    for m in (mask, mask.T):
+        _, starts, ends = _runs(m)
+        if not len(starts) or int((ends - starts).max()) < shortest:
+            return mask
+    labels, n = _label(mask)
+    if n < 2:
+        return mask
+    rows, cols = np.nonzero(mask)
+    which = labels[rows, cols]
+    top, left = np.full(n, mask.shape[0]), np.full(n, mask.shape[1])
+    bottom, right = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    np.minimum.at(top, which, rows)
+    np.maximum.at(bottom, which, rows + 1)
+    np.minimum.at(left, which, cols)
+    np.maximum.at(right, which, cols + 1)
+    big = np.minimum(bottom - top, right - left) >= 0.25 * min(mask.shape)
+    for k in np.nonzero(big)[0]:
+        mark = labels == k
+        r0, r1, c0, c1 = int(top[k]), int(bottom[k]), int(left[k]), int(right[k])
+        h, w = r1 - r0, c1 - c0
+        t = max(2, int(0.1 * min(h, w)))
+        box = mark[r0:r1, c0:c1]
+        if box[t:h - t, t:w - t].sum() > BOX_INSIDE * box.sum():
+            continue
+        sides = (box[:t].any(axis=0), box[h - t:].any(axis=0), box[:, :t].any(axis=1),
+                 box[:, w - t:].any(axis=1))
+        if min(float(s.mean()) for s in sides) < LINE_COVER:
+            continue
+        inside = mask[r0 + t:r1 - t, c0 + t:c1 - t] & ~box[t:h - t, t:w - t]
+        if not inside.any():
+            continue
+        i0, i1, _, _ = _bbox(inside)
+        if i1 - i0 >= BOX_CONTENT * (h - 2 * t):
+            return mask & ~mark
+    return mask
+
+
 def _on_a_blob(digit: np.ndarray, paper: np.ndarray, contrast: np.ndarray) -> bool:
     """Is what was read as strokes the outline of a filled shape wider than the paper's
     window? Then the paper estimate inside the marks' box is about as far from the paper
@@ -987,7 +1038,7 @@ def preprocess_image(image, *, reject_non_digits: bool = True) -> np.ndarray:
     x = _shrink(x, WORK_SIDE)
     ink, mask, faint, paper, contrast = _find_ink(x, where)
     marks = mask if mask.any() else faint  # (a dot's smoothed ink can stay below the level)
-    mask = _remove_lines(mask, faint)
+    mask = _drop_boxes(_remove_lines(mask, faint))
     if not mask.any():
         # what went was straight lines, or a mark too small to tell from one (a dot)
         r0, r1, c0, c1 = _bbox(marks) if marks.any() else (0, x.shape[0], 0, x.shape[1])
