@@ -470,3 +470,24 @@ def test_network_trained_on_mnist_mini_reads_preprocessed_digits(tmp_path):
                for d, t in zip(x_test[:n], y_test[:n]))
     assert base > 0.85
     assert hits / n > base - 0.06, (base, hits / n)
+
+
+def test_a_big_jpeg_is_decoded_at_a_reduced_scale(tmp_path):
+    """A phone photo's JPEG is decoded at 1/2-1/8 scale, no smaller than MAX_SIDE: the
+    same 28x28 result as from the full picture, within a level or two, in a fraction of
+    the decoding time and memory. load_image itself gives the full picture."""
+    Image = pytest.importorskip("PIL.Image")
+    from digitcore.imaging import MAX_SIDE, _read_file, load_image
+
+    h, w = 2400, 3200
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = np.hypot((yy - h / 2) / 700, (xx - w / 2) / 480)
+    ink = np.clip(40 - np.abs(r - 1) * 600, 0, 1)  # a 0, 80 pixels thick
+    grey = np.round(230 - 200 * ink).astype(np.uint8)
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(np.dstack([grey] * 3)).save(path, quality=90)
+    assert load_image(path).shape == (h, w, 3)
+    small = _read_file(path, longest=MAX_SIDE)
+    assert MAX_SIDE <= max(small.shape) < 2 * MAX_SIDE  # 1/2 of 3200: 1600
+    full = preprocess_image(load_image(path))
+    assert np.abs(preprocess_image(path).astype(int) - full).max() <= 3
