@@ -709,8 +709,8 @@ def _dark_ink(x: np.ndarray) -> bool:
     whole = _box3(whole) if min(whole.shape) >= 48 else whole
     w_lo, w_mid, w_hi = np.percentile(whole, [0.5, 50, 99.5])
     where = (w_mid - w_lo) / max(w_hi - w_lo, 1e-9)
-    if min(where, 1.0 - where) < MEDIAN_END:
-        return bool(where > 0.5)
+    if w_hi - w_lo > MIN_CONTRAST and min(where, 1.0 - where) < MEDIAN_END:
+        return bool(where > 0.5)  # (not when under 0.5% of the picture differs: a dot)
     if abs(-lo - hi) > 0.1 * max(-lo, hi):
         return -lo > hi
     # a tie: thick strokes crowd some windows, where the paper then looks like ink; the
