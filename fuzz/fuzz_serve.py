@@ -31,7 +31,7 @@ import numpy as np
 with atheris.instrument_imports(include=["digitcore.serve"]):
     from digitcore.serve.app import RequestError, decode_png_bytes, parse_predict_request, \
         predict_json
-    from digitcore.serve.png import PNGError
+    from digitcore.png import PNGError
 
 import digitcore  # noqa: E402
 

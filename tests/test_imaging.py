@@ -356,7 +356,7 @@ def test_unreadable_files_name_the_path(tmp_path):
         preprocess_image(truncated)
 
 
-def test_missing_pillow_message(monkeypatch, tmp_path):
+def test_without_pillow_png_files_are_read_and_others_say_how(monkeypatch, tmp_path):
     import builtins
 
     real_import = builtins.__import__
@@ -366,11 +366,23 @@ def test_missing_pillow_message(monkeypatch, tmp_path):
             raise ImportError("No module named 'PIL'")
         return real_import(name, *args, **kwargs)
 
+    from digitcore.png import encode_png
+
+    picture = to_uint8(draw_zero())
+    (tmp_path / "zero.png").write_bytes(encode_png(picture))
+    (tmp_path / "zero.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(100))
+    (tmp_path / "bad.png").write_bytes(encode_png(picture)[:60])
     monkeypatch.setattr(builtins, "__import__", no_pil)
+    # PNG files need no Pillow (digitcore.png, the decoder serve uses); other files do
+    assert np.array_equal(preprocess_image(tmp_path / "zero.png"), preprocess_image(picture))
     with pytest.raises(ImportError, match=r"digitcore\[image\]"):
+        preprocess_image(tmp_path / "zero.jpg")
+    with pytest.raises(ValueError, match=r"bad.png: cannot read image: .*digitcore\[image\]"):
+        preprocess_image(tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="x.png: no such file"):
         preprocess_image(tmp_path / "x.png")
     # arrays need no Pillow
-    check_mnist_like(preprocess_image(to_uint8(draw_zero())))
+    check_mnist_like(preprocess_image(picture))
 
 
 # ---------------------------------------------------------------------------

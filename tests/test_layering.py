@@ -27,6 +27,9 @@ FORBIDDEN = {
     "pretrained": {"cli", "serve", "estimator"},
     # preprocess_image runs the shape check's forward pass itself (DESIGN: below network)
     "imaging": {"network", "committee", "modelio", "trainer", "estimator", "cli", "serve"},
+    # the PNG decoder serve and imaging share: NumPy and zlib only
+    "png": {"imaging", "network", "committee", "modelio", "trainer", "estimator", "cli",
+            "serve", "ops"},
 }
 
 

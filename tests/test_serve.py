@@ -22,7 +22,7 @@ from digitcore.datasets import load_mnist_mini
 from digitcore.imaging import preprocess_image
 from digitcore.serve import MAX_BODY, default_model, make_server
 from digitcore.serve.app import decode_png_bytes, is_loopback
-from digitcore.serve.png import PNGError, decode_png, encode_png
+from digitcore.png import PNGError, decode_png, encode_png
 
 from serving import port_of, running_server, serve_process
 

@@ -251,7 +251,7 @@ def test_model_tta_is_the_one_asked_for_else_the_recorded_one():
 
 
 def _png_files(folder, pictures):
-    from digitcore.serve.png import encode_png
+    from digitcore.png import encode_png
 
     files = []
     for i, pic in enumerate(pictures):

@@ -176,7 +176,8 @@ def load_image(path) -> np.ndarray:
     ----------
     path : str or os.PathLike
         Any format Pillow reads (PNG, JPEG, GIF, BMP, WebP, ...). The EXIF
-        orientation of photos is applied.
+        orientation of photos is applied. Without Pillow, PNG files only
+        (:mod:`digitcore.png`: non-interlaced, up to its MAX_PIXELS).
 
     Returns
     -------
@@ -185,13 +186,15 @@ def load_image(path) -> np.ndarray:
         RGBA when the image has transparency; float32 ``(h, w)`` in [0, 1]
         for 16-bit and floating-point images (integer levels over the image's bit
         depth, see :func:`preprocess_image`; floats must already be in [0, 1]).
+        Without Pillow, a 16-bit PNG is reduced to 8 bits and grey with alpha is
+        ``(h, w, 2)``.
 
     Raises
     ------
     ValueError
         If the file cannot be read as an image (the message names the path).
     ImportError
-        If Pillow is not installed.
+        If Pillow is not installed and the file is not a PNG.
     """
     return _read_file(path)
 
@@ -202,8 +205,11 @@ def _read_file(path, longest=None) -> np.ndarray:
     least ``longest`` (the decoder averages 2x2 to 8x8 blocks of the picture on the way:
     a 12-megapixel photo reads in a fraction of the time, and preprocess_image shrinks
     it to MAX_SIDE by block averaging anyway)."""
-    Image, ImageOps = _pillow()
     fspath = os.fspath(path)
+    try:
+        Image, ImageOps = _pillow()
+    except ImportError:
+        return _read_png(fspath)
     try:
         with Image.open(fspath) as img:
             if longest and img.format == "JPEG" and max(img.size) > 2 * longest:
@@ -233,6 +239,27 @@ def _read_file(path, longest=None) -> np.ndarray:
         raise ValueError(f"{fspath}: is a directory, not an image file") from None
     except Exception as exc:  # Pillow raises many types for a bad file
         raise ValueError(f"{fspath}: cannot read image: {exc}") from exc
+
+
+def _read_png(fspath: str) -> np.ndarray:
+    """A PNG file without Pillow (digitcore.png: 8-bit, or 16-bit reduced to 8); any
+    other file needs Pillow."""
+    from digitcore.png import SIGNATURE, decode_png
+
+    try:
+        with open(fspath, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ValueError(f"{fspath}: no such file") from None
+    except IsADirectoryError:
+        raise ValueError(f"{fspath}: is a directory, not an image file") from None
+    if not data.startswith(SIGNATURE):
+        _pillow()  # raises, saying how to install it
+    try:
+        return decode_png(data)
+    except ValueError as exc:
+        raise ValueError(f"{fspath}: cannot read image: {exc} (Pillow reads more: pip "
+                         "install 'digitcore[image]')") from None
 
 
 # The bit depths integer pixels are taken to have: the smallest that holds the image's
@@ -998,7 +1025,8 @@ def preprocess_image(image, *, reject_non_digits: bool = True) -> np.ndarray:
     Parameters
     ----------
     image : str, os.PathLike or ndarray
-        An image file (needs Pillow: ``pip install 'digitcore[image]'``) or an
+        An image file (PNG; other formats need Pillow: ``pip install
+        'digitcore[image]'``) or an
         array of any size: grey ``(h, w)``, RGB ``(h, w, 3)`` or RGBA
         ``(h, w, 4)``, uint8 (0-255), wider integers (white is 2^bits - 1 for
         the smallest of 8, 10, 12, 14 or 16 bits that holds the largest value)

@@ -20,7 +20,7 @@ Drawings go through :func:`digitcore.imaging.preprocess_image`, exactly like
 ``Network.predict_image``. The page sends its canvas as a grey ``pixels`` array
 (downsampled in the browser), so no image library is needed anywhere; PNG data URLs
 are decoded with Pillow when it is installed and otherwise with the small decoder in
-:mod:`digitcore.serve.png`.
+:mod:`digitcore.png`.
 
 Safety: the page's files are an in-memory table read once at start-up (no file system
 paths are ever built from a URL, so no traversal and no listings); request bodies are
@@ -99,7 +99,7 @@ def _pillow_decode(data: bytes):
         return None
     import io
 
-    from digitcore.serve.png import MAX_PIXELS, PNGError
+    from digitcore.png import MAX_PIXELS, PNGError
 
     try:
         with Image.open(io.BytesIO(data), formats=["PNG"]) as img:
@@ -139,9 +139,9 @@ def decode_png_bytes(data: bytes, use_pillow: bool | None = None) -> np.ndarray:
     """Decode PNG bytes to a uint8 array: Pillow when installed, else the NumPy decoder.
 
     ``use_pillow=False`` forces the built-in decoder (the tests run both).
-    Raises :class:`digitcore.serve.png.PNGError` (a ValueError) for a bad PNG.
+    Raises :class:`digitcore.png.PNGError` (a ValueError) for a bad PNG.
     """
-    from digitcore.serve.png import decode_png
+    from digitcore.png import decode_png
 
     if use_pillow is not False:
         arr = _pillow_decode(data)

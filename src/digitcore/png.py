@@ -1,4 +1,5 @@
-"""A small PNG decoder (zlib + NumPy) so ``digitcore serve`` reads drawings without Pillow.
+"""A small PNG decoder (zlib + NumPy), so that ``digitcore serve`` reads drawings and
+``preprocess_image`` (``digitcore predict``) reads PNG files without Pillow.
 
 It covers what browsers' ``canvas.toDataURL("image/png")`` produces and the common rest:
 non-interlaced PNGs of 8-bit grey, grey+alpha, RGB, RGBA and palette images and 16-bit
