@@ -28,7 +28,7 @@ import atheris
 import _common  # noqa: F401  (sys.path)
 import numpy as np
 
-with atheris.instrument_imports(include=["digitcore.serve"]):
+with atheris.instrument_imports(include=["digitcore.serve", "digitcore.png"]):
     from digitcore.serve.app import RequestError, decode_png_bytes, parse_predict_request, \
         predict_json
     from digitcore.png import PNGError

@@ -381,8 +381,33 @@ def test_without_pillow_png_files_are_read_and_others_say_how(monkeypatch, tmp_p
         preprocess_image(tmp_path / "bad.png")
     with pytest.raises(ValueError, match="x.png: no such file"):
         preprocess_image(tmp_path / "x.png")
+    with pytest.raises(ValueError, match="zero.png/x.png: cannot read image"):
+        preprocess_image(tmp_path / "zero.png" / "x.png")  # not a directory: no OSError
+    # a 12-bit scan in a 16-bit PNG: its 4095 is white, as when Pillow reads it
+    (tmp_path / "scan.png").write_bytes(_png16(picture.astype(np.uint16) * 16))
+    assert _corr_28(preprocess_image(tmp_path / "scan.png"), preprocess_image(picture)) > 0.99
     # arrays need no Pillow
     check_mnist_like(preprocess_image(picture))
+
+
+def _png16(grey):
+    """A 16-bit grey PNG of ``grey`` (uint16), filter 0 on every row."""
+    import struct
+    import zlib
+
+    h, w = grey.shape
+    raw = b"".join(b"\0" + row.astype(">u2").tobytes() for row in grey)
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def _corr_28(a, b):
+    return np.corrcoef(a.ravel().astype(float), b.ravel().astype(float))[0, 1]
 
 
 # ---------------------------------------------------------------------------
@@ -503,3 +528,7 @@ def test_a_big_jpeg_is_decoded_at_a_reduced_scale(tmp_path):
     assert MAX_SIDE <= max(small.shape) < 2 * MAX_SIDE  # 1/2 of 3200: 1600
     full = preprocess_image(load_image(path))
     assert np.abs(preprocess_image(path).astype(int) - full).max() <= 3
+    thin = tmp_path / "thin.jpg"  # its draft would be under a pixel across: at least one
+    Image.fromarray(np.full((3, 4000), 200, np.uint8)).save(thin)
+    with pytest.raises(ValueError, match="thin.jpg: image is blank"):
+        preprocess_image(thin)

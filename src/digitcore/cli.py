@@ -509,7 +509,8 @@ def cmd_predict(args):
                 raise FileNotFoundError(f"{path}: no such file")
             digit, proba = net.predict_image(path, reject_non_digits=not args.any_strokes,
                                              tta=tta)
-        except (NoDigitError, ValueError, OSError) as exc:
+        except (NoDigitError, ValueError, OSError, ImportError) as exc:
+            # (ImportError: a JPEG without Pillow, whose message says how to get it)
             failed += 1
             message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
             entry = {"image": path, "error": message}

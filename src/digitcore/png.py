@@ -102,12 +102,16 @@ def _check_header(width, height, depth, ctype_, comp, filt, interlace):
         raise PNGError(f"invalid PNG bit depth {depth} for colour type {ctype_}")
 
 
-def decode_png(data: bytes) -> np.ndarray:
+def decode_png(data: bytes, wide: bool = False) -> np.ndarray:
     """Decode PNG bytes into a uint8 array.
+
+    16-bit images are reduced to their high byte; with ``wide``, a 16-bit grey image
+    is returned as uint16 instead (as Pillow reads it: preprocess_image then finds its
+    bit depth from its largest value, a 12-bit scan's 4095 being white).
 
     Returns
     -------
-    ndarray, uint8
+    ndarray, uint8 (uint16: ``wide`` and 16-bit grey)
         ``(h, w)`` grey, ``(h, w, 2)`` grey+alpha, ``(h, w, 3)`` RGB or ``(h, w, 4)`` RGBA
         (palette images become RGB, or RGBA when they have a tRNS chunk).
 
@@ -155,7 +159,10 @@ def decode_png(data: bytes) -> np.ndarray:
     if len(raw) != expected:
         raise PNGError(f"corrupt PNG: image data has {len(raw)} bytes, expected {expected}")
     pixels = _unfilter(np.frombuffer(raw, dtype=np.uint8), height, stride, bpp)
-    if depth == 16:
+    if depth == 16 and wide and channels == 1:
+        pixels = pixels.reshape(height, width * channels, 2).view(">u2")[:, :, 0]
+        pixels = pixels.astype(np.uint16)
+    elif depth == 16:
         pixels = pixels.reshape(height, width * channels, 2)[:, :, 0]  # keep the high byte
     elif depth < 8:  # 1, 2 or 4 bits per pixel, packed from the most significant bit
         shifts = np.arange(8 - depth, -1, -depth, dtype=np.uint8)
