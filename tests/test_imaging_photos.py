@@ -527,3 +527,22 @@ def test_a_dark_shadow_over_most_of_the_sheet():
     img[90:210, 102:198] = img[90:210, 102:198] * (1 - ring) + 0.05 * ring
     img += np.random.default_rng(1).normal(0, 0.01, img.shape)
     assert _corr(preprocess_image(_u8(img)), preprocess_image(_u8(1 - ring))) > 0.85
+
+
+def test_a_picture_read_both_ways_needs_no_shape_check_without_reject(monkeypatch):
+    """mnist-mini's test digit 13 cropped close stands both ways (paper as ink too): the
+    shape check picks the reading; reject_non_digits=False asks for no shape check, and
+    without its file the paper's local level's reading is kept."""
+    from digitcore import imaging
+
+    _, (xt, _) = _mini()
+    picture = tight_crop(xt[13], np.random.default_rng([5, 13]), margin=0.1)
+    x = imaging._shrink(picture / 255.0, imaging.WORK_SIDE)
+    dark, other = imaging._dark_ink(x)
+    assert other is not None
+    both = [imaging._read_digit(x, "", side, True) for side in (dark, other)]
+    chosen = preprocess_image(picture)
+    assert any(np.array_equal(chosen, b) for b in both)
+    monkeypatch.setattr(imaging, "SHAPE_CHECK_FILE", "no-such-check.safetensors")
+    assert np.array_equal(preprocess_image(picture, reject_non_digits=False),
+                          imaging._read_digit(x, "", dark, False))

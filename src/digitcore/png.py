@@ -3,7 +3,8 @@
 
 It covers what browsers' ``canvas.toDataURL("image/png")`` produces and the common rest:
 non-interlaced PNGs of 8-bit grey, grey+alpha, RGB, RGBA and palette images and 16-bit
-grey/colour (reduced to 8 bits). Anything else raises :class:`PNGError` with the reason.
+grey/colour (reduced to 8 bits, or 16-bit grey kept as uint16 with ``wide``). Anything
+else raises :class:`PNGError` with the reason.
 Sizes are checked before anything is decompressed, and decompression is bounded, so a
 small file cannot expand into a huge allocation.
 """
@@ -103,7 +104,7 @@ def _check_header(width, height, depth, ctype_, comp, filt, interlace):
 
 
 def decode_png(data: bytes, wide: bool = False) -> np.ndarray:
-    """Decode PNG bytes into a uint8 array.
+    """Decode PNG bytes into a uint8 array (uint16 for 16-bit grey with ``wide``).
 
     16-bit images are reduced to their high byte; with ``wide``, a 16-bit grey image
     is returned as uint16 instead (as Pillow reads it: preprocess_image then finds its
