@@ -562,6 +562,20 @@ def _label(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, len(uniq)
 
 
+def _boxes(labels: np.ndarray, n: int):
+    """Bounding boxes of the ``n`` components of :func:`_label`'s ``labels``: arrays of
+    first row, end row, first column, end column (ends exclusive)."""
+    rows, cols = np.nonzero(labels >= 0)
+    which = labels[rows, cols]
+    r0, c0 = np.full(n, labels.shape[0]), np.full(n, labels.shape[1])
+    r1, c1 = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    np.minimum.at(r0, which, rows)
+    np.maximum.at(r1, which, rows + 1)
+    np.minimum.at(c0, which, cols)
+    np.maximum.at(c1, which, cols + 1)
+    return r0, r1, c0, c1
+
+
 def _stroke_width(mask: np.ndarray) -> float:
     """Mean stroke width: 2 * area / boundary length (boundary = pixels with an empty
     4-neighbour). Exact for a long straight stroke; about r for a disc of radius r."""
@@ -614,13 +628,7 @@ def _select_digit(mask: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, float]
     on = labels >= 0
     lab = labels[on]
     mass = np.bincount(lab, weights=ink[on], minlength=n)
-    rr, cc = np.nonzero(on)
-    r0 = np.full(n, mask.shape[0]); r1 = np.zeros(n, dtype=np.int64)  # noqa: E702
-    c0 = np.full(n, mask.shape[1]); c1 = np.zeros(n, dtype=np.int64)  # noqa: E702
-    np.minimum.at(r0, lab, rr)
-    np.maximum.at(r1, lab, rr + 1)
-    np.minimum.at(c0, lab, cc)
-    np.maximum.at(c1, lab, cc + 1)
+    r0, r1, c0, c1 = _boxes(labels, n)
     # pieces of a broken stroke are longer than wide; a speck is round (2 * area /
     # boundary is a stroke's width, a disc's radius)
     p = np.pad(mask, 1)
@@ -889,14 +897,7 @@ def _drop_boxes(mask: np.ndarray) -> np.ndarray:
     labels, n = _label(mask)
     if n < 2:
         return mask
-    rows, cols = np.nonzero(mask)
-    which = labels[rows, cols]
-    top, left = np.full(n, mask.shape[0]), np.full(n, mask.shape[1])
-    bottom, right = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
-    np.minimum.at(top, which, rows)
-    np.maximum.at(bottom, which, rows + 1)
-    np.minimum.at(left, which, cols)
-    np.maximum.at(right, which, cols + 1)
+    top, bottom, left, right = _boxes(labels, n)
     big = np.minimum(bottom - top, right - left) >= 0.25 * min(mask.shape)
     for k in np.nonzero(big)[0]:
         mark = labels == k
