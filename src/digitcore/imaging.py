@@ -345,18 +345,16 @@ def _grey_and_alpha(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     # ITU-R BT.601 luma, what Pillow's convert("L") uses; but ink that is about as light
     # as the paper (yellow on white: 11% of the range) stands out in one colour channel
     grey = x[:, :, 0] * 0.299 + x[:, :, 1] * 0.587 + x[:, :, 2] * 0.114
-    spread = [_spread(grey)] + [_spread(x[:, :, c]) for c in range(3)]
+    # how far each one's levels reach: 99.5th less 0.5th percentile, at most 128 pixels a
+    # side (area averaged, so that single noisy pixels do not count; the luma of the
+    # averaged channels is the averaged luma)
+    small = [_shrink(x[:, :, c], 128) for c in range(3)]
+    small.insert(0, small[0] * 0.299 + small[1] * 0.587 + small[2] * 0.114)
+    spread = [float(np.subtract(*np.percentile(s, [99.5, 0.5]))) for s in small]
     best = int(np.argmax(spread))
     if best and spread[best] > COLOUR_GAIN * spread[0]:
         grey = x[:, :, best - 1]
     return grey, alpha
-
-
-def _spread(channel: np.ndarray) -> float:
-    """How far the levels of ``channel`` reach: 99.5th less 0.5th percentile, at most 128
-    pixels a side (area averaged, so that single noisy pixels do not count)."""
-    lo, hi = np.percentile(_shrink(channel, 128), [0.5, 99.5])
-    return float(hi - lo)
 
 
 def _composite(grey: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
