@@ -50,7 +50,7 @@ from photo_digits import (CORRUPTIONS, non_digit_strokes, non_digits, photo_digi
 DEV_SEED = 1000
 # Margins around a broad-marker digit for tests/photo_digits.py's tight_crop pictures,
 # fractions of the digit's height.
-TIGHT_MARGINS = (0.05, 0.1)
+TIGHT_MARGINS = (0.0, 0.05, 0.1)
 
 
 

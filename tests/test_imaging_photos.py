@@ -425,24 +425,44 @@ def test_thick_pen_digits_are_read_not_refused_as_blobs(monkeypatch):
             preprocess_image(picture)
 
 
-def test_broad_marker_digits_cropped_close_are_read():
-    """A digit written with a broad marker and cropped to 10% around it: its strokes fill
-    every window the paper's local level is taken over, so that level alone took the
-    paper for ink; the whole picture's median, near the paper's end, says otherwise, and
-    the picture is read both ways. The bundled model read 20 of these 40 before; 37 now."""
+@pytest.mark.parametrize("margin, least", [(0.0, 31), (0.05, 33), (0.1, 35)])
+def test_broad_marker_digits_cropped_close_are_read(margin, least):
+    """A digit written with a broad marker and cropped to a margin of its height around
+    it: its strokes fill every window the paper's local level is taken over, so that
+    level alone took the paper for ink; the whole picture's median or its rim, near the
+    paper's end, says otherwise, and the picture is read both ways. With no margin the
+    ink is most of the picture, and the paper's level and noise come from the pixels
+    below Otsu's threshold. The bundled model read 12, 28 and 37 of these 40 with the
+    median alone, 34, 36 and 37 with the rim and the paper's pixels."""
     from digitcore.pretrained import load_pretrained
 
     _, (xt, yt) = _mini()
     model = load_pretrained()
     right = 0
     for i in range(40):
-        picture = tight_crop(xt[i], np.random.default_rng([5, i]), margin=0.1)
+        picture = tight_crop(xt[i], np.random.default_rng([5, i]), margin=margin)
         assert (picture < 128).mean() > 0.2  # the ink covers a good part of it
         try:
             right += model.predict_image(picture)[0] == yt[i]
         except NoDigitError:
             pass
-    assert right >= 35, right
+    assert right >= least, right
+
+
+def test_a_thick_zero_covering_most_of_the_picture_is_not_blank():
+    """A bold 0 cropped at its edges covers 60% of the picture: the median and the MAD of
+    all its pixels measure the ink, so the blank test saw no ink standing out of that
+    'paper', and the paper read as ink was refused as a blob; measured on the pixels
+    below Otsu's threshold, the paper is the paper (and the bright rim says so)."""
+    ring = _zero(120, 96, thickness=22)
+    rows, cols = np.nonzero(ring > 0.5)
+    ring = ring[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    assert (ring > 0.5).mean() > 0.55
+    img = 0.88 - 0.8 * ring + np.random.default_rng(2).normal(0, 0.015, ring.shape)
+    out = preprocess_image(_u8(img))
+    assert _corr(out, preprocess_image(_u8(1 - ring))) > 0.9
+    # the ring's hole is paper: dark in the result, ringed by ink
+    assert out[14, 14] < 64 and out[14, 4:24].max() > 192
 
 
 def test_the_bar_of_a_bold_seven_cropped_close_is_kept():
