@@ -393,3 +393,61 @@ def test_predict_image_refuses_a_network_of_other_inputs_before_reading():
             model.predict_image(img)
         with pytest.raises(ValueError, match="takes 16 inputs"):
             model.predict_image("no/such/picture.png")  # (the model's error comes first)
+
+
+def _trained_on(x, y):
+    net = Network([x.shape[1], 16, 10], seed=0)
+    digitcore.Trainer(net, epochs=1, batch_size=32, verbose=0).fit(x, y)
+    return net
+
+
+def test_floats_that_can_only_be_0_255_pixels_are_refused(tmp_path):
+    """A network trained on uint8 pixels reads floats as pixels scaled to [0, 1]: the same
+    image as floats 0-255 (np.asarray(picture, dtype=float)) would read 255 times too
+    bright and answer with confident nonsense. It is refused, naming the fix, by every
+    answer and after a save and load; floats in [0, 1] read as the uint8 pixels do."""
+    rng = np.random.default_rng(0)
+    x = (rng.random((200, 64)) * 255).astype(np.uint8)
+    y = rng.integers(0, 10, 200)
+    net = _trained_on(x, y)
+    assert net.training_summary["input"] == "uint8"
+    assert np.array_equal(net.predict(x.astype(np.float32) / 255), net.predict(x))
+    path = tmp_path / "m.safetensors"
+    net.save(path)
+    for model in (net, digitcore.load_model(path)):
+        for answer in (model.predict, model.predict_proba, model.logits,
+                       lambda v, m=model: m.evaluate(v, y)):
+            with pytest.raises(ValueError, match=r"floats up to 25[0-9].*divide the floats by 255"):
+                answer(x.astype(np.float64))
+    # a committee read from a file holds the record, its members do not
+    members = [net, _trained_on(x, y)]
+    digitcore.Committee(members).save(tmp_path / "c.safetensors",
+                                      metadata={"members": [m.training_summary
+                                                            for m in members]})
+    committee = digitcore.load_model(tmp_path / "c.safetensors")
+    assert all(m.training_summary is None for m in committee.members)
+    for answer in (committee.predict, committee.predict_proba, committee.logits):
+        with pytest.raises(ValueError, match="floats up to 25[0-9]"):
+            answer(x.astype(np.float32))
+    assert np.array_equal(committee.predict(x.astype(np.float32) / 255), committee.predict(x))
+
+
+def test_floats_are_taken_as_they_are_by_a_network_trained_on_floats():
+    """Standardized or other float features have any range: no check applies."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 40, (200, 8)).astype(np.float32)
+    net = _trained_on(x, rng.integers(0, 10, 200))
+    assert net.training_summary["input"] == "float32"
+    assert net.predict(x * 10).shape == (200,)
+    assert Network([8, 4, 10], seed=0).predict(x * 10).shape == (200,)  # (never trained)
+
+
+def test_the_bundled_model_refuses_0_255_floats():
+    pytest.importorskip("digitcore._ops", reason="compiled digitcore._ops not built")
+    from digitcore.datasets import load_mnist_mini
+
+    _, (xt, _) = load_mnist_mini()
+    model = digitcore.load_pretrained()
+    with pytest.raises(ValueError, match="trained on uint8 pixels"):
+        model.predict(xt[:4].astype(np.float32))
+    assert np.array_equal(model.predict(xt[:4] / 255.0), model.predict(xt[:4]))

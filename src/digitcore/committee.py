@@ -15,7 +15,7 @@ import numpy as np
 
 from digitcore._modelfile import write_committee
 from digitcore.augment import check_tta, log_mean_exp, mean_proba, tta_answers, tta_mean_proba
-from digitcore.network import Network, log_softmax
+from digitcore.network import Network, check_pixel_floats, log_softmax
 
 __all__ = ["Committee"]
 
@@ -121,13 +121,24 @@ class Committee:
         """
         if check_tta(tta) is not None:
             return tta_mean_proba(self.predict_proba, x, tta)
+        self._check_floats(x)
         return mean_proba(net.predict_proba(x) for net in self.members)
+
+    def _check_floats(self, x):
+        """Floats that can only be 0-255 pixels refused (network.check_pixel_floats), by
+        the committee's own record: a committee read from a file has it, not its members."""
+        try:
+            x = np.asarray(x)
+        except Exception:
+            return  # (the members' own checks name what is wrong with it)
+        check_pixel_floats(x, self.training_summary)
 
     def _answers(self, x):
         """One forward pass of each member: (:meth:`predict_proba`'s probabilities, the same
         bits, and the log of the mean probability, float64 (n, n_classes), from the
         members' logits: finite even where every member's float32 probability underflows
         to 0)."""
+        self._check_floats(x)
         probas, logs = zip(*(net._answers(x) for net in self.members))
         return mean_proba(probas), log_mean_exp(np.stack(logs))
 
@@ -135,6 +146,7 @@ class Committee:
         """Log of the mean probabilities, float32 (n, n_classes): values whose softmax is
         :meth:`predict_proba` (to rounding), computed from the members' logits in float64
         so that they stay finite."""
+        self._check_floats(x)
         logs = np.stack([log_softmax(net.logits(x)) for net in self.members])
         return log_mean_exp(logs).astype(np.float32)
 

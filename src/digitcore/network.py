@@ -67,6 +67,36 @@ def log_softmax(z):
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
+# Floats above this, given to a network trained on uint8 pixels (which reads floats as
+# pixels scaled to [0, 1]), are 0-255 pixels in a float array: refused, not misread.
+PIXEL_FLOAT_MAX = 2.0
+
+
+def trained_on_pixels(summary) -> bool:
+    """Whether a model's ``training_summary`` says it was trained on uint8 pixels (each
+    member's, for a committee's)."""
+    if not isinstance(summary, dict):
+        return False
+    members = summary.get("members")
+    if isinstance(members, list) and members:
+        return all(trained_on_pixels(m) for m in members)
+    return summary.get("input") == "uint8"
+
+
+def check_pixel_floats(x2, summary, name="x") -> None:
+    """ValueError when float input ``x2`` (an array of finite values) holds values above
+    PIXEL_FLOAT_MAX for a model trained on uint8 pixels: 0-255 pixels as floats, which it
+    would read as 255 times too bright and answer with confident nonsense."""
+    if x2.dtype.kind != "f" or x2.size == 0 or not trained_on_pixels(summary):
+        return
+    top = float(x2.max())
+    if top > PIXEL_FLOAT_MAX:
+        raise ValueError(
+            f"{name} holds floats up to {top:g}, but this model was trained on uint8 pixels "
+            "and reads floats as pixels scaled to [0, 1]: pass the uint8 image, or divide "
+            "the floats by 255")
+
+
 class Network:
     """Fully connected classifier: Dense layers, hidden activation, softmax output.
 
@@ -84,7 +114,8 @@ class Network:
         Seed of the weight initialisation.
     input_mean, input_std : float
         Inputs are scaled to [0, 1] (uint8 / 255; floats are taken as already scaled),
-        then standardised as ``(x - input_mean) / input_std``.
+        then standardised as ``(x - input_mean) / input_std``. Once trained on uint8
+        pixels, the network refuses floats above PIXEL_FLOAT_MAX (0-255 pixels as floats).
 
     Examples
     --------
@@ -280,6 +311,13 @@ class Network:
         x = np.ascontiguousarray(x)
         return x, scale / self.input_std, -self.input_mean / self.input_std
 
+    def _reading(self, x):
+        """prepared_input for an answer (predict, evaluate): floats refused where they
+        can only be 0-255 pixels (check_pixel_floats)."""
+        x2, scale, shift = self.prepared_input(x)
+        check_pixel_floats(x2, self.training_summary)
+        return x2, scale, shift
+
     def c_net(self, dropout=0.0):
         """The C view of this network (``_ops._Net`` over the flat parameters: train,
         forward, evaluate), with this dropout; cached, rebuilt when the dropout differs."""
@@ -327,7 +365,7 @@ class Network:
         # (uint8 pixels are checked by the binding itself, see _Net.infer_pixels)
         out = self.c_net().infer_pixels(x, self.input_mean, self.input_std, 1)
         if out is None:
-            x2, scale, shift = self.prepared_input(x)
+            x2, scale, shift = self._reading(x)
             out = self.c_net().forward(x2, scale, shift, True)
         return out
 
@@ -335,7 +373,7 @@ class Network:
         """Output-layer values before the softmax, float32 (n, n_classes)."""
         out = self.c_net().infer_pixels(x, self.input_mean, self.input_std, 0)
         if out is None:
-            x2, scale, shift = self.prepared_input(x)
+            x2, scale, shift = self._reading(x)
             out = self.c_net().forward(x2, scale, shift, False)
         return out
 
@@ -347,7 +385,7 @@ class Network:
             return np.argmax(self.predict_proba(x, tta=tta), axis=1).astype(np.int64)
         out = self.c_net().infer_pixels(x, self.input_mean, self.input_std, 2)
         if out is None:
-            x2, scale, shift = self.prepared_input(x)
+            x2, scale, shift = self._reading(x)
             out = self.c_net().predict(x2, scale, shift)
         return out
 
@@ -356,7 +394,7 @@ class Network:
         ``tta`` (see :meth:`predict_proba`), of the views' mean probabilities.
         FloatingPointError when the output overflows (an infinite or NaN logit), as
         :meth:`predict_proba`."""
-        x2, scale, shift = self.prepared_input(x)
+        x2, scale, shift = self._reading(x)
         labels = self.prepared_labels(y, x2.shape[0])
         if x2.shape[0] == 0:
             raise ValueError("cannot evaluate on zero samples")

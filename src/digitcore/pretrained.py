@@ -107,6 +107,9 @@ def load_pretrained():
             f"instead of {expected[:12]}...): the file is damaged; reinstall digitcore")
     if net.n_features != 784:
         raise ModelFormatError(f"{path}: reads {net.n_features} features, not 28x28 images")
+    # trained on MNIST's uint8 images (a file built before the summary said so does not):
+    # floats that can only be 0-255 pixels are refused (network.check_pixel_floats)
+    summary.setdefault("input", "uint8")
     return net
 
 
@@ -137,7 +140,8 @@ def train_pretrained(x_train, y_train, preset="best", seed=0, *, members=None, v
     (Network, History) or (Committee, list of History)
         The model's ``training_summary`` holds ``preset``, ``recipe`` (one network's, as
         used), ``n_train``, ``seed`` and ``members``; a single network's also holds the
-        trainer's summary, a committee's the ``seeds`` of its members.
+        trainer's summary, a committee's the ``seeds`` of its members and the ``input``
+        they read.
 
     Raises
     ------
@@ -168,7 +172,8 @@ def train_pretrained(x_train, y_train, preset="best", seed=0, *, members=None, v
         net.training_summary = dict(net.training_summary or {}, **common)
         return net, histories[0]
     committee = Committee(nets)
-    committee.training_summary = dict(common, seeds=[int(seed) + j for j in range(k)])
+    committee.training_summary = dict(common, seeds=[int(seed) + j for j in range(k)],
+                                      input=nets[0].training_summary["input"])
     return committee, histories
 
 

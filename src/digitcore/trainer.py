@@ -758,6 +758,9 @@ class Trainer:
             "final_loss": history.history["loss"][-1] if len(history) else None,
             # how the training images were deformed (None: not at all); a model file records it
             "augment": self.augment.to_dict() if self.augment is not None else None,
+            # what it read: "uint8" pixels or "float32" (the network then refuses floats
+            # that can only be 0-255 pixels: network.check_pixel_floats)
+            "input": "uint8" if x2.dtype == np.uint8 else "float32",
         }
         return history
 
