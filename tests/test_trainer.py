@@ -546,3 +546,24 @@ def test_chunk_size_adapts_and_never_changes_results(monkeypatch):
     # the same floats, not near ones: in calls of 1000, 50 or 1000-3000 samples
     assert losses["fixed"] == losses["one batch"] == losses["whole epoch"]
     assert all(math.isfinite(v) and v > 0 for v in losses["fixed"])
+
+
+def test_validation_data_is_read_by_its_own_dtype():
+    """uint8 training pixels with the validation images as floats in [0, 1] (or the other
+    way round): each is scaled as its own dtype says, so the validation figures are the
+    same as with matching dtypes. (They were read with the training data's 1/255.)"""
+    from digitcore.datasets import load_mnist_mini
+
+    (x, y), (xt, yt) = load_mnist_mini()
+    x, y, xt, yt = x[:2000], y[:2000], xt[:500], yt[:500]
+    logs = {}
+    for train, val in (("u8", "u8"), ("u8", "f32"), ("f32", "u8"), ("f32", "f32")):
+        def as_(kind, a):
+            return a if kind == "u8" else a.astype(np.float32) / 255
+        net = digitcore.Network([784, 32, 10], seed=0)
+        history = digitcore.Trainer(net, epochs=2, verbose=0, seed=0).fit(
+            as_(train, x), y, validation_data=(as_(val, xt), yt))
+        logs[train, val] = history.history["val_accuracy"]
+    assert logs["u8", "u8"][-1] > 0.6
+    np.testing.assert_allclose(logs["u8", "f32"], logs["u8", "u8"], atol=1e-9)
+    np.testing.assert_allclose(logs["f32", "u8"], logs["f32", "f32"], atol=1e-9)

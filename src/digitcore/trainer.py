@@ -575,8 +575,10 @@ class Trainer:
                 xv, yv = validation_data
             except (TypeError, ValueError):
                 raise ValueError("validation_data must be a pair (x_val, y_val)") from None
-            xv2, _, _ = net.prepared_input(xv, "x_val")
-            val = (xv2, net.prepared_labels(yv, xv2.shape[0], "y_val"))
+            # (its own conversion: uint8 validation pixels beside float training data, or
+            # floats in [0, 1] beside uint8 ones, are read as they are)
+            xv2, v_scale, v_shift = net.prepared_input(xv, "x_val")
+            val = (xv2, net.prepared_labels(yv, xv2.shape[0], "y_val"), v_scale, v_shift)
             if val[0].shape[0] == 0:
                 raise ValueError("validation_data has zero samples")
         if val is None:  # (checked before any epoch, not after the first)
@@ -722,7 +724,7 @@ class Trainer:
                 logs = {"loss": loss_sum / seen, "accuracy": correct / seen,
                         "lr": float(lrs_all[-1]), "seconds": seconds}
                 if val is not None:
-                    vl, vc = c_net.evaluate(val[0], val[1], scale, shift)
+                    vl, vc = c_net.evaluate(*val)
                     logs["val_loss"], logs["val_accuracy"] = float(vl), vc / val[0].shape[0]
                 history._append(epoch, logs)
                 progress.end_epoch(epoch, logs, seen / max(seconds, 1e-9))
