@@ -578,3 +578,21 @@ def test_without_sklearn_the_import_says_what_to_install():
                          env=env, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "pip install 'digitcore[sklearn]'" in res.stdout
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "adam"])
+def test_fitted_on_uint8_it_refuses_0_255_floats(solver):
+    """uint8 input is scaled by 1/255: floats 0-255 at predict time would read 255 times
+    too bright, by every solver and on sparse input too."""
+    import scipy.sparse
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((120, 16)) * 255).astype(np.uint8)
+    y = rng.integers(0, 3, 120)
+    clf = MLPClassifier(hidden_layer_sizes=(8,), solver=solver, max_iter=5,
+                        random_state=0).fit(x, y)
+    with pytest.raises(ValueError, match="trained on uint8 pixels"):
+        clf.predict(x.astype(np.float64))
+    with pytest.raises(ValueError, match="trained on uint8 pixels"):
+        clf.predict(scipy.sparse.csr_matrix(x.astype(np.float64)))
+    np.testing.assert_array_equal(clf.predict(x / 255.0), clf.predict(x))

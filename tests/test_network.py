@@ -417,7 +417,7 @@ def test_floats_that_can_only_be_0_255_pixels_are_refused(tmp_path):
     for model in (net, digitcore.load_model(path)):
         for answer in (model.predict, model.predict_proba, model.logits,
                        lambda v, m=model: m.evaluate(v, y)):
-            with pytest.raises(ValueError, match=r"floats up to 25[0-9].*divide the floats by 255"):
+            with pytest.raises(ValueError, match=r"floats up to 25[0-9].*divided by 255"):
                 answer(x.astype(np.float64))
     # a committee read from a file holds the record, its members do not
     members = [net, _trained_on(x, y)]
@@ -451,3 +451,24 @@ def test_the_bundled_model_refuses_0_255_floats():
     with pytest.raises(ValueError, match="trained on uint8 pixels"):
         model.predict(xt[:4].astype(np.float32))
     assert np.array_equal(model.predict(xt[:4] / 255.0), model.predict(xt[:4]))
+
+
+def test_the_record_survives_a_save_with_other_metadata(tmp_path):
+    """A committee built in memory (no summary of its own) and a network saved with
+    metadata of the caller's keep 'trained on uint8' in the file; a committee's check
+    leaves non-finite input to the members' own message."""
+    rng = np.random.default_rng(2)
+    x = (rng.random((200, 64)) * 255).astype(np.uint8)
+    y = rng.integers(0, 10, 200)
+    a, b = _trained_on(x, y), _trained_on(x, y)
+    a.save(tmp_path / "a.safetensors", metadata={"note": "mine"})
+    back = digitcore.load_model(tmp_path / "a.safetensors")
+    assert back.training_summary["note"] == "mine"
+    digitcore.Committee([a, b]).save(tmp_path / "c.safetensors")
+    for path in ("a.safetensors", "c.safetensors"):
+        with pytest.raises(ValueError, match="trained on uint8 pixels"):
+            digitcore.load_model(tmp_path / path).predict(x.astype(np.float32))
+    bad = x.astype(np.float32) / 255
+    bad[0, 0] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        digitcore.load_model(tmp_path / "c.safetensors").predict(bad)

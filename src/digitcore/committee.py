@@ -15,7 +15,7 @@ import numpy as np
 
 from digitcore._modelfile import write_committee
 from digitcore.augment import check_tta, log_mean_exp, mean_proba, tta_answers, tta_mean_proba
-from digitcore.network import Network, check_pixel_floats, log_softmax
+from digitcore.network import Network, check_pixel_floats, log_softmax, trained_on_pixels
 
 __all__ = ["Committee"]
 
@@ -129,8 +129,10 @@ class Committee:
         the committee's own record: a committee read from a file has it, not its members."""
         try:
             x = np.asarray(x)
+            if x.dtype.kind != "f" or not np.isfinite(x).all():
+                return  # (the members' own checks name what is wrong with it)
         except Exception:
-            return  # (the members' own checks name what is wrong with it)
+            return
         check_pixel_floats(x, self.training_summary)
 
     def _answers(self, x):
@@ -186,6 +188,9 @@ class Committee:
         it back as a Committee."""
         if metadata is None:
             metadata = self.training_summary
+        if (metadata is None or isinstance(metadata, dict)) and "input" not in (metadata or {}) \
+                and all(trained_on_pixels(m.training_summary) for m in self.members):
+            metadata = {"input": "uint8", **(metadata or {})}  # (check_pixel_floats reads it)
         write_committee(path, [(net.get_config(), net.weights, net.biases)
                                for net in self.members], metadata, dtype=dtype)
 

@@ -36,7 +36,9 @@ Where it differs from scikit-learn, and why
 - **float32 parameters** for float64 input: every kernel computes in float32 (twice the
   SIMD width, half the memory traffic). ``coefs_`` / ``intercepts_`` are float32.
 - **uint8 input is scaled by 1/255** (images stay uint8 in memory, as everywhere in
-  digitcore); other dtypes are used as given.
+  digitcore); other dtypes are used as given, but once fitted on uint8 the estimator
+  refuses floats above 2 (0-255 pixels as floats, which it would read 255 times too
+  bright).
 - **Two softmax outputs for two classes** (``n_outputs_ == 2``, ``out_activation_ ==
   "softmax"``) where scikit-learn has one logistic unit: the fused training loop has one
   output loss. ``predict_proba`` has the same shape as scikit-learn's.
@@ -125,6 +127,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     (``(n, h, w)`` image stacks are flattened). **uint8 inputs are scaled by 1/255**;
     every other dtype is converted to float32 and used as given, so scale float features
     yourself (e.g. ``X / 16`` for ``load_digits``) or put a ``StandardScaler`` in front.
+    Fitted on uint8, it refuses floats above 2 at predict time (0-255 pixels as floats).
 
     Parameters
     ----------
@@ -512,6 +515,11 @@ default="adam"
         if not np.isfinite(self.network_.flat_parameters).all():
             raise ValueError("Solver produced non-finite parameter weights. The input data "
                              "may contain large values and need to be preprocessed.")
+        # what it read, by every solver: fitted on uint8 pixels, it refuses floats that can
+        # only be 0-255 pixels (network.check_pixel_floats)
+        self.network_.training_summary = dict(
+            self.network_.training_summary or {},
+            input="uint8" if X.dtype == np.uint8 else "float32")
         return self
 
     def _loss_kind(self):
@@ -707,6 +715,9 @@ default="adam"
         check_is_fitted(self)
         X = self._check_X(X)
         if _is_sparse(X):
+            from digitcore.network import check_pixel_floats
+
+            check_pixel_floats(X, self.network_.training_summary, "X")
             return _ops().mlp_logits_rows(self.network_.c_net(0.0), self._kernel_rows(X))
         return self.network_.logits(X)
 

@@ -93,8 +93,8 @@ def check_pixel_floats(x2, summary, name="x") -> None:
     if top > PIXEL_FLOAT_MAX:
         raise ValueError(
             f"{name} holds floats up to {top:g}, but this model was trained on uint8 pixels "
-            "and reads floats as pixels scaled to [0, 1]: pass the uint8 image, or divide "
-            "the floats by 255")
+            "and reads floats as pixels scaled to [0, 1]: pass the uint8 image, or floats "
+            "in [0, 1] (0-255 pixels divided by 255)")
 
 
 class Network:
@@ -474,6 +474,8 @@ class Network:
         """
         if metadata is None:
             metadata = self.training_summary
+        elif isinstance(metadata, dict) and trained_on_pixels(self.training_summary):
+            metadata = {"input": "uint8", **metadata}  # (what check_pixel_floats reads)
         write_model(path, self.get_config(), self.weights, self.biases, metadata, dtype=dtype)
 
     def to_onnx(self, path, input_dtype="float32"):
