@@ -15,9 +15,10 @@ call it):
    median of a window wider than a stroke), so that a shadow over half the sheet or a
    frame line cannot turn a thin digit inside out; where the whole picture's median,
    near one end of the range, says otherwise (a thick digit cropped close fills any
-   window), or where its rim lies near the light end and the local level says light
-   ink (the paper shows between a bold digit's strokes where they reach the edges),
-   steps 3-9 run both ways and the more digit-like reading is kept;
+   window), or where its rim lies near the light end and dark strokes reach into it
+   while the local level says light ink (the paper shows between a bold digit's
+   strokes where they reach the edges), steps 3-9 run both ways and the more
+   digit-like reading is kept;
 3. estimate the paper, shadows and uneven lighting included, as a grey
    closing (dark ink) or opening (light ink) with a window wider than any pen
    stroke (PAPER_WINDOW); the ink is what differs from it (a top-hat);
@@ -154,11 +155,10 @@ SECOND_INK = 0.75
 # decided wrongly for a note on a dark desk and a shadow over most of the sheet; at 0.25
 # it took 8 of 20 photos of a note on a brown desk inside out, and 0.15 read fewer tight
 # crops.) The rim's median (see _dark_ink) near the light end does the same for light ink:
-# with no margin at all, 12 of the 40 crops of
-# tests/test_imaging_photos.py read with the median, 34 with the rim and the paper's pixels
-# (INK_SHARE); the development set's 4,000 photos and 1,778 pictures without a digit read
-# as before but for a thick 0 under a shadow, read where it was refused (three more results
-# move a little and read the same digit).
+# with no margin at all, 12 of the 40 crops of tests/test_imaging_photos.py read with the
+# median, 30 with the rim and the paper's pixels (INK_SHARE); the development set's 4,000
+# photos and 1,778 pictures without a digit read as before but for a thick 0 under a
+# shadow, read where it was refused (three more results move a little, the same digit).
 MEDIAN_END = 0.2
 # Step 4: the ink covers more than INK_SHARE of a thick digit's picture cropped close,
 # where the median and the MAD of all pixels would measure the ink as much as the paper:
@@ -749,11 +749,13 @@ def _dark_ink(x: np.ndarray) -> tuple[bool, bool | None]:
     then reads the picture both ways and keeps the more digit-like reading: strokes can
     fill the windows of a thick digit cropped close, where the paper then looks like ink,
     but a note on a dark desk or a shadow over most of the sheet moves the median too.
-    The same when the answer is light ink but the picture's rim (its outer 1/64, a
-    median) lies within MEDIAN_END of the light end: a bold digit cropped with no margin
-    is most of the picture, median and all, but the paper shows along the edges between
-    its strokes. (Not the other way: a scan border or a desk darkens the rim of a sheet
-    with dark ink on it.)"""
+    The same when the answer is light ink but the picture's rim (its outer 1/16, a
+    median) lies within MEDIAN_END of the light end and dark marks reach into its outer
+    eighth from a side over less than half of it: a bold digit cropped with no margin is
+    most of the picture, median and all, but the paper shows along the edges between its
+    strokes. A light wall or frame around a dark board has the board's edge along most
+    of each side instead; and a scan border or a desk darkens the rim of a sheet with
+    dark ink on it, so a dark rim is no evidence."""
     h, w = x.shape
     mh, mw = h // 12, w // 12
     inner = x[mh:h - mh, mw:w - mw] if min(h - 2 * mh, w - 2 * mw) >= 8 else x
@@ -783,17 +785,32 @@ def _dark_ink(x: np.ndarray) -> tuple[bool, bool | None]:
     whole = _shrink(x, 128)
     whole = _box3(whole) if min(whole.shape) >= 48 else whole
     w_lo, w_mid, w_hi = np.percentile(whole, [0.5, 50, 99.5])
-    band = max(1, min(whole.shape) // 64)
-    rim = np.median(np.concatenate([whole[:band].ravel(), whole[-band:].ravel(),
-                                    whole[:, :band].ravel(), whole[:, -band:].ravel()]))
     # (not when under 0.5% of the picture differs from the rest: a dot)
     if w_hi - w_lo > MIN_CONTRAST:
         where = (w_mid - w_lo) / (w_hi - w_lo)
         if min(where, 1.0 - where) < MEDIAN_END and (where > 0.5) != dark:
             return dark, not dark
-        if not dark and (rim - w_lo) / (w_hi - w_lo) > 1.0 - MEDIAN_END:
-            return dark, True
+        band = max(1, min(whole.shape) // 16)
+        rim = (np.concatenate([whole[:band].ravel(), whole[-band:].ravel(),
+                               whole[:, :band].ravel(), whole[:, -band:].ravel()])
+               - w_lo) / (w_hi - w_lo)
+        if not dark and np.median(rim) > 1.0 - MEDIAN_END:
+            # strokes reach into the outer eighth from two sides or more, each over less
+            # than half the side (a wall or a light frame around a dark board: the
+            # board's edge runs along most of every side)
+            deep = max(1, min(whole.shape) // 8)
+            ink = (whole - w_lo) / (w_hi - w_lo) < MEDIAN_END
+            reach = [ink[:deep].any(axis=0), ink[-deep:].any(axis=0),
+                     ink[:, :deep].any(axis=1), ink[:, -deep:].any(axis=1)]
+            if any(0 < _longest_run(r) < 0.5 * r.size for r in reach):
+                return dark, True
     return dark, None
+
+
+def _longest_run(v: np.ndarray) -> int:
+    """The length of the longest run of True in the 1-D boolean ``v``."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], v.astype(np.int8), [0]))))
+    return int((edges[1::2] - edges[::2]).max()) if edges.size else 0
 
 
 def _paper_pixels(absolute: np.ndarray):
