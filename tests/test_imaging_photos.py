@@ -464,6 +464,20 @@ def test_chalk_on_a_board_with_a_light_wall_around_it(wall):
         light = int(rng.uniform(190, 245))
         pic = np.pad(img, max(1, int(wall * min(img.shape))), constant_values=light)
         assert _corr(preprocess_image(pic), preprocess_image(img)) > 0.9, i
+    # a chalk stroke reaching the board's edge (the board's edge then runs along less than
+    # the side's length in pieces: the dark's total share of the side decides)
+    for i in (0, 17, 25):
+        rng = np.random.default_rng([91, i])
+        board = 255 - tight_crop(xt[i], rng, 0.2)
+        board = board[:np.nonzero((board > 128).any(axis=1))[0].max() + 1]
+        pic = np.pad(board, int(0.07 * min(board.shape)), constant_values=200)
+        assert _corr(preprocess_image(pic), preprocess_image(board)) > 0.9, i
+    # MNIST digits with their outer 2 pixels white (read as before the rim was looked at:
+    # 0.89-1.0 alike)
+    for i in range(40):
+        p = xt[i].copy()
+        p[:2] = p[-2:] = p[:, :2] = p[:, -2:] = 255
+        assert _corr(preprocess_image(p), preprocess_image(xt[i])) > 0.85, i
     # a white frame around a white-on-black MNIST digit, 1 pixel or (4x) 8
     assert _corr(preprocess_image(np.pad(xt[20], 1, constant_values=255)),
                  preprocess_image(xt[20])) > 0.9

@@ -795,22 +795,16 @@ def _dark_ink(x: np.ndarray) -> tuple[bool, bool | None]:
                                whole[:, :band].ravel(), whole[:, -band:].ravel()])
                - w_lo) / (w_hi - w_lo)
         if not dark and np.median(rim) > 1.0 - MEDIAN_END:
-            # strokes reach into the outer eighth from two sides or more, each over less
-            # than half the side (a wall or a light frame around a dark board: the
-            # board's edge runs along most of every side)
+            # strokes reach into the outer eighth from a side, over less than half of it
+            # (a wall or a light frame around a dark board: the board's edge runs along
+            # most of every side, a chalk stroke reaching it or not)
             deep = max(1, min(whole.shape) // 8)
             ink = (whole - w_lo) / (w_hi - w_lo) < MEDIAN_END
             reach = [ink[:deep].any(axis=0), ink[-deep:].any(axis=0),
                      ink[:, :deep].any(axis=1), ink[:, -deep:].any(axis=1)]
-            if any(0 < _longest_run(r) < 0.5 * r.size for r in reach):
+            if any(0 < r.sum() < 0.5 * r.size for r in reach):
                 return dark, True
     return dark, None
-
-
-def _longest_run(v: np.ndarray) -> int:
-    """The length of the longest run of True in the 1-D boolean ``v``."""
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], v.astype(np.int8), [0]))))
-    return int((edges[1::2] - edges[::2]).max()) if edges.size else 0
 
 
 def _paper_pixels(absolute: np.ndarray):
