@@ -596,3 +596,16 @@ def test_fitted_on_uint8_it_refuses_0_255_floats(solver):
     with pytest.raises(ValueError, match="trained on uint8 pixels"):
         clf.predict(scipy.sparse.csr_matrix(x.astype(np.float64)))
     np.testing.assert_array_equal(clf.predict(x / 255.0), clf.predict(x))
+
+
+def test_fitted_on_sparse_uint8_it_records_pixels():
+    import scipy.sparse
+
+    rng = np.random.default_rng(1)
+    x = (rng.random((120, 16)) * 255).astype(np.uint8)
+    y = rng.integers(0, 3, 120)
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, random_state=0).fit(
+        scipy.sparse.csr_matrix(x), y)
+    assert clf.network_.training_summary["input"] == "uint8"
+    with pytest.raises(ValueError, match="trained on uint8 pixels"):
+        clf.predict(x.astype(np.float64))

@@ -454,14 +454,16 @@ def test_the_bundled_model_refuses_0_255_floats():
 
 
 def test_the_record_survives_a_save_with_other_metadata(tmp_path):
-    """A committee built in memory (no summary of its own) and a network saved with
-    metadata of the caller's keep 'trained on uint8' in the file; a committee's check
-    leaves non-finite input to the members' own message."""
+    """A committee built in memory (no summary of its own) keeps 'trained on uint8' in
+    its file, and so does a network saved with its summary plus the caller's metadata
+    (through save_model too); a committee's check leaves non-finite input to the
+    members' own message."""
     rng = np.random.default_rng(2)
     x = (rng.random((200, 64)) * 255).astype(np.uint8)
     y = rng.integers(0, 10, 200)
     a, b = _trained_on(x, y), _trained_on(x, y)
-    a.save(tmp_path / "a.safetensors", metadata={"note": "mine"})
+    digitcore.save_model(a, tmp_path / "a.safetensors",
+                         metadata={**a.training_summary, "note": "mine"})
     back = digitcore.load_model(tmp_path / "a.safetensors")
     assert back.training_summary["note"] == "mine"
     digitcore.Committee([a, b]).save(tmp_path / "c.safetensors")

@@ -567,3 +567,16 @@ def test_validation_data_is_read_by_its_own_dtype():
     assert logs["u8", "u8"][-1] > 0.6
     np.testing.assert_allclose(logs["u8", "f32"], logs["u8", "u8"], atol=1e-9)
     np.testing.assert_allclose(logs["f32", "u8"], logs["f32", "f32"], atol=1e-9)
+
+
+def test_0_255_float_validation_beside_uint8_training_is_refused():
+    """uint8 training pixels and the validation images as 0-255 floats: read as floats in
+    [0, 1] they would be 255 times too bright (a val_loss of ~50 that early stopping
+    would act on); refused before training, as predict refuses them."""
+    rng = np.random.default_rng(0)
+    x = (rng.random((64, 16)) * 255).astype(np.uint8)
+    y = rng.integers(0, 3, 64)
+    net = digitcore.Network([16, 8, 3], seed=0)
+    with pytest.raises(ValueError, match="x_val holds floats up to 25[0-9]"):
+        digitcore.Trainer(net, epochs=1, verbose=0).fit(
+            x, y, validation_data=(x.astype(np.float32), y))

@@ -485,6 +485,7 @@ default="adam"
     def _fit(self, X, y, incremental):
         hidden = self._hidden()
         first = not hasattr(self, "network_") or (not self.warm_start and not incremental)
+        pixels = getattr(X, "dtype", None) == np.uint8  # (sparse uint8 is scaled below)
         X, y = self._check_X(X, y, reset=first)
         if incremental and first and hasattr(self, "classes_"):
             # first partial_fit: classes_ came from `classes`; encode against them
@@ -519,7 +520,7 @@ default="adam"
         # only be 0-255 pixels (network.check_pixel_floats)
         self.network_.training_summary = dict(
             self.network_.training_summary or {},
-            input="uint8" if X.dtype == np.uint8 else "float32")
+            input="uint8" if pixels else "float32")
         return self
 
     def _loss_kind(self):

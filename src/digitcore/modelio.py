@@ -53,7 +53,7 @@ def save_model(network, path, metadata=None, dtype="float32") -> None:
     OSError
         If the file cannot be written (the old file, if any, is intact).
     """
-    if isinstance(network, Committee):
+    if isinstance(network, (Committee, Network)):  # (their save keeps the uint8 record)
         network.save(path, metadata=metadata, dtype=dtype)
         return
     if metadata is None:

@@ -466,7 +466,8 @@ class Network:
 
     def save(self, path, metadata=None, dtype="float32"):
         """Write the network to a safetensors file (atomically); ``metadata`` defaults to
-        ``training_summary``; ``dtype="float16"`` stores the parameters rounded to half
+        ``training_summary`` (a dict of your own replaces it, and with it the record of
+        uint8 training input unless it has ``"input": "uint8"``); ``dtype="float16"`` stores the parameters rounded to half
         precision (half the bytes). ``digitcore.load_model(path)`` reads it back.
 
         The file format lives in :mod:`digitcore._modelfile`, below this module;
@@ -474,8 +475,6 @@ class Network:
         """
         if metadata is None:
             metadata = self.training_summary
-        elif isinstance(metadata, dict) and trained_on_pixels(self.training_summary):
-            metadata = {"input": "uint8", **metadata}  # (what check_pixel_floats reads)
         write_model(path, self.get_config(), self.weights, self.biases, metadata, dtype=dtype)
 
     def to_onnx(self, path, input_dtype="float32"):

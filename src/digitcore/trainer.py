@@ -505,7 +505,7 @@ class Trainer:
                     "monitor": es.monitor, "patience": es.patience,
                     "min_delta": es.min_delta, "restore_best": es.restore_best}),
             "data": {"train": data_fingerprint(x2, labels),
-                     "validation": None if val is None else data_fingerprint(*val)},
+                     "validation": None if val is None else data_fingerprint(*val[:2])},
         }
 
     def __repr__(self):
@@ -578,6 +578,10 @@ class Trainer:
             # (its own conversion: uint8 validation pixels beside float training data, or
             # floats in [0, 1] beside uint8 ones, are read as they are)
             xv2, v_scale, v_shift = net.prepared_input(xv, "x_val")
+            if x2.dtype == np.uint8:  # 0-255 floats beside uint8 pixels, refused as in predict
+                from digitcore.network import check_pixel_floats
+
+                check_pixel_floats(xv2, {"input": "uint8"}, "x_val")
             val = (xv2, net.prepared_labels(yv, xv2.shape[0], "y_val"), v_scale, v_shift)
             if val[0].shape[0] == 0:
                 raise ValueError("validation_data has zero samples")
