@@ -54,7 +54,7 @@ call it):
    digit, about as dark, at least half its size, that the same check takes for a digit:
    reading one of the two would be a confident guess).
 
-One file (~1,180 lines) for one pipeline: the private helpers below (resizing, running
+One file (~1,260 lines) for one pipeline: the private helpers below (resizing, running
 min/max and discs, connected components, line finding) exist for these nine steps and
 are tuned together with them; nothing else uses them.
 """
@@ -811,7 +811,8 @@ def _paper_pixels(absolute: np.ndarray):
     """Where to measure the paper's level and noise on the ink's contrast ``absolute``:
     every pixel (``...``) while the ink is a minority, as it is but in a thick digit
     cropped close; there, the pixels below the two levels' threshold (Otsu's), when
-    those above it are most of the picture and stand far above the spread of those below."""
+    those above it are a quarter to four fifths of the picture (INK_SHARE, PAPER_SHARE)
+    and stand far above the larger spread of the two sides (INK_SEPARATION)."""
     lo, hi = float(absolute.min()), float(absolute.max())
     if hi - lo < MIN_CONTRAST:
         return ...
@@ -834,7 +835,6 @@ def _paper_pixels(absolute: np.ndarray):
     return paper
 
 
-
 def _find_ink(x: np.ndarray, where: str, dark: bool):
     """Ink in [0, 1] (light on dark) with the paper removed, where it stands out from the
     paper's noise (mask), where it does at half that level (faint), the paper's level
@@ -849,7 +849,7 @@ def _find_ink(x: np.ndarray, where: str, dark: bool):
         residual, absolute = _box3(residual), _box3(absolute)
     # a closing over noisy paper sits on the noise's peaks: the paper itself is then a
     # little below it, at the residual's median (the paper's pixels' median, where the ink
-    # covers most of the picture)
+    # covers much of the picture)
     on_paper = _paper_pixels(absolute)
     absolute -= float(np.median(absolute[on_paper]))
     if float(absolute.max()) < max(MIN_CONTRAST, NOISE_SIGMAS * 1.4826 *
