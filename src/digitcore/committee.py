@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from digitcore._checks import all_finite
 from digitcore._modelfile import write_committee
 from digitcore.augment import check_tta, log_mean_exp, mean_proba, tta_answers, tta_mean_proba
 from digitcore.network import Network, check_pixel_floats, log_softmax, trained_on_pixels
@@ -129,7 +130,7 @@ class Committee:
         the committee's own record: a committee read from a file has it, not its members."""
         try:
             x = np.asarray(x)
-            if x.dtype.kind != "f" or not np.isfinite(x).all():
+            if x.dtype.kind != "f" or not all_finite(x):
                 return  # (the members' own checks name what is wrong with it)
         except Exception:
             return

@@ -790,16 +790,16 @@ def _dark_ink(x: np.ndarray) -> tuple[bool, bool | None]:
         where = (w_mid - w_lo) / (w_hi - w_lo)
         if min(where, 1.0 - where) < MEDIAN_END and (where > 0.5) != dark:
             return dark, not dark
+        level = (whole - w_lo) / (w_hi - w_lo)
         band = max(1, min(whole.shape) // 16)
-        rim = (np.concatenate([whole[:band].ravel(), whole[-band:].ravel(),
-                               whole[:, :band].ravel(), whole[:, -band:].ravel()])
-               - w_lo) / (w_hi - w_lo)
+        rim = np.concatenate([level[:band].ravel(), level[-band:].ravel(),
+                              level[:, :band].ravel(), level[:, -band:].ravel()])
         if not dark and np.median(rim) > 1.0 - MEDIAN_END:
             # strokes reach into the outer eighth from a side, over less than half of it
             # (a wall or a light frame around a dark board: the board's edge runs along
             # most of every side, a chalk stroke reaching it or not)
             deep = max(1, min(whole.shape) // 8)
-            ink = (whole - w_lo) / (w_hi - w_lo) < MEDIAN_END
+            ink = level < MEDIAN_END
             reach = [ink[:deep].any(axis=0), ink[-deep:].any(axis=0),
                      ink[:, :deep].any(axis=1), ink[:, -deep:].any(axis=1)]
             if any(0 < r.sum() < 0.5 * r.size for r in reach):
@@ -820,10 +820,10 @@ def _paper_pixels(absolute: np.ndarray):
     sums = counts * (edges[:-1] + edges[1:]) / 2
     n0, s0 = np.cumsum(counts)[:-1], np.cumsum(sums)[:-1]
     n1, s1 = counts.sum() - n0, sums.sum() - s0
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # (an empty side: NaN, skipped)
         between = n0 * n1 * (s0 / n0 - s1 / n1) ** 2
-    cut = edges[int(np.nanargmax(np.where((n0 > 0) & (n1 > 0), between, np.nan))) + 1] \
-        if ((n0 > 0) & (n1 > 0)).any() else hi
+    # (the first and last bins hold the minimum and the maximum: some split has two sides)
+    cut = edges[int(np.nanargmax(between)) + 1]
     paper = absolute < cut
     if not PAPER_SHARE <= paper.mean() <= 1.0 - INK_SHARE:
         return ...

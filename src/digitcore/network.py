@@ -467,8 +467,8 @@ class Network:
     def save(self, path, metadata=None, dtype="float32"):
         """Write the network to a safetensors file (atomically); ``metadata`` defaults to
         ``training_summary`` (a dict of your own replaces it, and with it the record of
-        uint8 training input unless it has ``"input": "uint8"``); ``dtype="float16"`` stores the parameters rounded to half
-        precision (half the bytes). ``digitcore.load_model(path)`` reads it back.
+        uint8 training input unless it has ``"input": "uint8"``); ``dtype="float16"``
+        stores the parameters rounded to half precision (half the bytes). ``digitcore.load_model(path)`` reads it back.
 
         The file format lives in :mod:`digitcore._modelfile`, below this module;
         :mod:`digitcore.modelio` (save_model, load_model) sits above it: no import cycle.
