@@ -598,6 +598,26 @@ def test_fitted_on_uint8_it_refuses_0_255_floats(solver):
     np.testing.assert_array_equal(clf.predict(x / 255.0), clf.predict(x))
 
 
+@pytest.mark.parametrize("how", ["partial_fit", "warm_start"])
+def test_more_fitting_on_scaled_pixels_keeps_the_record(how):
+    """Fitted on uint8, then more on the same pixels as floats in [0, 1]: still refuses
+    0-255 floats; a fresh fit (no warm_start) on floats records float32."""
+    rng = np.random.default_rng(2)
+    x = (rng.random((120, 16)) * 255).astype(np.uint8)
+    y = rng.integers(0, 3, 120)
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, random_state=0,
+                        warm_start=how == "warm_start")
+    if how == "partial_fit":
+        clf.partial_fit(x, y, classes=[0, 1, 2]).partial_fit(x / 255.0, y)
+    else:
+        clf.fit(x, y).fit(x / 255.0, y)
+    assert clf.network_.training_summary["input"] == "uint8"
+    with pytest.raises(ValueError, match="trained on uint8 pixels"):
+        clf.predict(x.astype(np.float64))
+    clf.set_params(warm_start=False).fit(x / 255.0, y)
+    assert clf.network_.training_summary["input"] == "float32"
+
+
 def test_fitted_on_sparse_uint8_it_records_pixels():
     import scipy.sparse
 

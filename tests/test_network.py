@@ -432,6 +432,51 @@ def test_floats_that_can_only_be_0_255_pixels_are_refused(tmp_path):
     assert np.array_equal(committee.predict(x.astype(np.float32) / 255), committee.predict(x))
 
 
+def test_more_training_on_scaled_pixels_keeps_the_record():
+    """A network trained on uint8 pixels, then more on floats in [0, 1] (the same pixels
+    scaled) still reads floats as pixels: it keeps refusing 0-255 floats, for answers
+    and for validation data. More training on floats outside [0, 2] (standardized
+    features) is a reading of its own: the record becomes float32."""
+    rng = np.random.default_rng(3)
+    x = (rng.random((200, 64)) * 255).astype(np.uint8)
+    y = rng.integers(0, 10, 200)
+    net = _trained_on(x, y)
+    trainer = digitcore.Trainer(net, epochs=1, batch_size=32, verbose=0)
+    trainer.fit(x / 255.0, y)
+    assert net.training_summary["input"] == "uint8"
+    with pytest.raises(ValueError, match="trained on uint8 pixels"):
+        net.predict(x.astype(np.float32))
+    with pytest.raises(ValueError, match="x_val holds floats up to 25[0-9]"):
+        trainer.fit(x / 255.0, y, validation_data=(x.astype(np.float32), y))
+    trainer.fit((x - 128.0) / 40.0, y)
+    assert net.training_summary["input"] == "float32"
+    assert net.predict(x.astype(np.float32)).shape == (200,)
+    # a network trained on floats first stays float32 with floats in [0, 1] too
+    fresh = _trained_on(x / 255.0, y)
+    assert fresh.training_summary["input"] == "float32"
+
+
+def test_a_committee_with_any_member_trained_on_pixels_refuses_0_255_floats(tmp_path):
+    """One member trained on uint8 misreads 0-255 floats, and so the committee's mean:
+    in memory and from its file (which has no per-member records)."""
+    rng = np.random.default_rng(4)
+    x = (rng.random((200, 64)) * 255).astype(np.uint8)
+    y = rng.integers(0, 10, 200)
+    on_floats = _trained_on(x / 255.0, y)
+    assert on_floats.training_summary["input"] == "float32"
+    for members in ([_trained_on(x, y), on_floats], [on_floats, _trained_on(x, y)]):
+        committee = digitcore.Committee(members)
+        committee.save(tmp_path / "c.safetensors")
+        for model in (committee, digitcore.load_model(tmp_path / "c.safetensors")):
+            with pytest.raises(ValueError, match="trained on uint8 pixels"):
+                model.predict(x.astype(np.float32))
+            assert model.predict(x / 255.0).shape == (200,)
+    both = digitcore.Committee([on_floats, _trained_on(x / 255.0, y)])
+    both.save(tmp_path / "f.safetensors")
+    assert digitcore.load_model(tmp_path / "f.safetensors").predict(
+        x.astype(np.float32)).shape == (200,)
+
+
 def test_floats_are_taken_as_they_are_by_a_network_trained_on_floats():
     """Standardized or other float features have any range: no check applies."""
     rng = np.random.default_rng(1)

@@ -186,11 +186,12 @@ class Committee:
         """Write the committee to one safetensors file (atomically): member ``m``'s tensors
         as ``members.{m}.{2*i}.weight`` / ``.bias``, the members' configs in the metadata.
         ``metadata`` defaults to ``training_summary``, or, for a committee built in memory,
-        the record that its members read uint8 pixels (``{"input": "uint8"}``), when they
-        all did. ``digitcore.load_model(path)`` reads it back as a Committee."""
+        the record that its members read uint8 pixels (``{"input": "uint8"}``), when any
+        did (that member misreads 0-255 floats, and so the committee).
+        ``digitcore.load_model(path)`` reads it back as a Committee."""
         if metadata is None:
             metadata = self.training_summary
-        if metadata is None and all(trained_on_pixels(m.training_summary)
+        if metadata is None and any(trained_on_pixels(m.training_summary)
                                     for m in self.members):
             metadata = {"input": "uint8"}  # (what check_pixel_floats reads)
         write_committee(path, [(net.get_config(), net.weights, net.biases)

@@ -506,6 +506,7 @@ default="adam"
                                  "activation or the kind of target of a fitted model; set "
                                  "warm_start=False")
             net.dropout = float(self.dropout)
+        before = self.network_.training_summary  # (a new network's: None)
         if self.dropout and (self.solver == "lbfgs" or multilabel or _is_sparse(X)):
             raise ValueError("dropout is only available with a stochastic solver on dense, "
                              "single-label input")
@@ -516,11 +517,14 @@ default="adam"
         if not np.isfinite(self.network_.flat_parameters).all():
             raise ValueError("Solver produced non-finite parameter weights. The input data "
                              "may contain large values and need to be preprocessed.")
-        # what it read, by every solver: fitted on uint8 pixels, it refuses floats that can
-        # only be 0-255 pixels (network.check_pixel_floats)
+        from digitcore.network import input_record
+
+        # what it read, by every solver: fitted on uint8 pixels (or on floats in [0, 1]
+        # after them: warm_start, partial_fit), it refuses floats that can only be 0-255
+        # pixels (network.check_pixel_floats)
         self.network_.training_summary = dict(
             self.network_.training_summary or {},
-            input="uint8" if pixels else "float32")
+            input="uint8" if pixels else input_record(X, before))
         return self
 
     def _loss_kind(self):

@@ -73,21 +73,34 @@ PIXEL_FLOAT_MAX = 2.0
 
 
 def trained_on_pixels(summary) -> bool:
-    """Whether a model's ``training_summary`` says it was trained on uint8 pixels (each
-    member's, for a committee's)."""
+    """Whether a model's ``training_summary`` says it was trained on uint8 pixels (for a
+    committee's, any member's: that member misreads 0-255 floats, and so the committee)."""
     if not isinstance(summary, dict):
         return False
     members = summary.get("members")
     if isinstance(members, list) and members:
-        return all(trained_on_pixels(m) for m in members)
+        return any(trained_on_pixels(m) for m in members)
     return summary.get("input") == "uint8"
 
 
-def check_pixel_floats(x2, summary, name="x") -> None:
+def input_record(x2, previous) -> str:
+    """What a fit on ``x2`` (uint8, or floats: dense or scipy sparse) leaves in the record
+    of a network whose ``training_summary`` was ``previous``: "uint8" for uint8 pixels,
+    and for floats in [0, PIXEL_FLOAT_MAX] when it was trained on pixels before (more
+    training on pixels scaled to [0, 1] keeps the reading); "float32" otherwise."""
+    if x2.dtype == np.uint8:
+        return "uint8"
+    if not trained_on_pixels(previous) or x2.shape[0] == 0:
+        return "float32"
+    return "uint8" if float(x2.max()) <= PIXEL_FLOAT_MAX else "float32"
+
+
+def refuse_pixel_floats(x2, name="x") -> None:
     """ValueError when float input ``x2`` (an array of finite values) holds values above
-    PIXEL_FLOAT_MAX for a model trained on uint8 pixels: 0-255 pixels as floats, which it
-    would read as 255 times too bright and answer with confident nonsense."""
-    if x2.dtype.kind != "f" or x2.size == 0 or not trained_on_pixels(summary):
+    PIXEL_FLOAT_MAX, for a model that reads floats as pixels scaled to [0, 1]: 0-255
+    pixels as floats, which it would read as 255 times too bright and answer with
+    confident nonsense."""
+    if x2.dtype.kind != "f" or x2.size == 0:
         return
     top = float(x2.max())
     if top > PIXEL_FLOAT_MAX:
@@ -95,6 +108,13 @@ def check_pixel_floats(x2, summary, name="x") -> None:
             f"{name} holds floats up to {top:g}, but this model was trained on uint8 pixels "
             "and reads floats as pixels scaled to [0, 1]: pass the uint8 image, or floats "
             "in [0, 1] (0-255 pixels divided by 255)")
+
+
+def check_pixel_floats(x2, summary, name="x") -> None:
+    """refuse_pixel_floats, for a model whose ``training_summary`` says it was trained on
+    uint8 pixels (trained_on_pixels)."""
+    if trained_on_pixels(summary):
+        refuse_pixel_floats(x2, name)
 
 
 class Network:

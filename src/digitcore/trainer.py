@@ -569,6 +569,10 @@ class Trainer:
         n = x2.shape[0]
         if n == 0:
             raise ValueError("cannot train on zero samples")
+        from digitcore.network import input_record, refuse_pixel_floats
+
+        # what this fit reads (uint8 pixels, or floats in [0, 1] after them, keep "uint8")
+        record = input_record(x2, net.training_summary)
         val = None
         if validation_data is not None:
             try:
@@ -578,10 +582,8 @@ class Trainer:
             # (its own conversion: uint8 validation pixels beside float training data, or
             # floats in [0, 1] beside uint8 ones, are read as they are)
             xv2, v_scale, v_shift = net.prepared_input(xv, "x_val")
-            if x2.dtype == np.uint8:  # 0-255 floats beside uint8 pixels, refused as in predict
-                from digitcore.network import check_pixel_floats
-
-                check_pixel_floats(xv2, {"input": "uint8"}, "x_val")
+            if record == "uint8":  # 0-255 floats beside pixels, refused as in predict
+                refuse_pixel_floats(xv2, "x_val")
             val = (xv2, net.prepared_labels(yv, xv2.shape[0], "y_val"), v_scale, v_shift)
             if val[0].shape[0] == 0:
                 raise ValueError("validation_data has zero samples")
@@ -764,9 +766,9 @@ class Trainer:
             "final_loss": history.history["loss"][-1] if len(history) else None,
             # how the training images were deformed (None: not at all); a model file records it
             "augment": self.augment.to_dict() if self.augment is not None else None,
-            # what it read: "uint8" pixels or "float32" (the network then refuses floats
-            # that can only be 0-255 pixels: network.check_pixel_floats)
-            "input": "uint8" if x2.dtype == np.uint8 else "float32",
+            # what it read: "uint8" pixels or "float32" (after "uint8", the network refuses
+            # floats that can only be 0-255 pixels: network.check_pixel_floats)
+            "input": record,
         }
         return history
 
