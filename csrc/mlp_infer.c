@@ -204,6 +204,7 @@ static int store_chunk(void *ctx, const float *logits, int64_t r0, int64_t rows,
 typedef struct {
     float *buf_a, *buf_b, *inp;
     dc_csr x;
+    int status; /* this thread's first error (each thread writes only its own) */
 } block_scratch;
 
 /* dc_mlp_forward of more than DC_DOT_INFER_MAX_ROWS rows: fixed blocks of DC_INFER_BLOCK
@@ -230,7 +231,7 @@ static int forward_blocks(float *out, const dc_mlp *net, const uint8_t *x_u8,
     float *wt = sparse ? dc_alloc_aligned((size_t)(f * o) * sizeof(float)) : NULL;
     int64_t *nnz = sparse ? malloc((size_t)nb * sizeof(int64_t)) : NULL;
     block_scratch *ts = calloc((size_t)nt, sizeof(block_scratch));
-    volatile int status =
+    int status = /* (only read inside the parallel region) */
         ts != NULL && (!sparse || (wt != NULL && nnz != NULL)) ? DC_OK : DC_ERR_NOMEM;
     for (int t = 0; status == DC_OK && t < nt; ++t) {
         block_scratch *b = &ts[t];
@@ -264,7 +265,7 @@ static int forward_blocks(float *out, const dc_mlp *net, const uint8_t *x_u8,
 #pragma omp for schedule(dynamic, 1)
 #endif
             for (int64_t k = 0; k < nb; ++k) {
-                if (status != DC_OK)
+                if (b->status != DC_OK)
                     continue;
                 const int64_t r0 = k * B, rows = dc_min64(n - r0, B);
                 const uint8_t *r8 = x_u8 ? x_u8 + r0 * f : NULL;
@@ -301,9 +302,12 @@ static int forward_blocks(float *out, const dc_mlp *net, const uint8_t *x_u8,
                 else if (st == DC_OK)
                     memcpy(out + r0 * c, logits, (size_t)(rows * c) * sizeof(float));
                 if (st != DC_OK)
-                    status = st;
+                    b->status = st;
             }
         }
+        for (int t = 0; t < nt; ++t)
+            if (status == DC_OK)
+                status = ts[t].status;
     }
     team_infer_end(icv);
     for (int t = 0; ts != NULL && t < nt; ++t) {

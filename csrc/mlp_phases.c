@@ -41,7 +41,9 @@ int mlp_run_phases(const void *job, int64_t n_blocks, int64_t work, mlp_phase a,
         const int st = phase_share(job, &a, n_blocks, 0, 1);
         return st == DC_OK && b.fn != NULL ? phase_share(job, &b, n_blocks, 0, 1) : st;
     }
-    int status = DC_OK;
+    /* phase a's errors, read by every thread after the barrier, and phase b's: each
+     * written under the critical section, never while it is being read */
+    int status = DC_OK, status_b = DC_OK;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
 #endif
@@ -65,10 +67,10 @@ int mlp_run_phases(const void *job, int64_t n_blocks, int64_t work, mlp_phase a,
 #ifdef _OPENMP
 #pragma omp critical(dc_run_phases)
 #endif
-                    status = st;
+                    status_b = st;
                 }
             }
         }
     }
-    return status;
+    return status != DC_OK ? status : status_b;
 }
