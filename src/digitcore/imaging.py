@@ -1169,7 +1169,7 @@ def preprocess_image(image, *, reject_non_digits: bool = True) -> np.ndarray:
     x = _shrink(x, WORK_SIDE)
     dark, other = _dark_ink(x)
     if other is None:
-        return _read_digit(x, where, dark, reject_non_digits)
+        return _read_digit(x, where, dark, reject_non_digits)[0]
     # the whole picture's median says the other side is ink (see _dark_ink): read it both
     # ways, and keep what the shape check takes more for a digit
     done, first = [], None
@@ -1184,19 +1184,22 @@ def preprocess_image(image, *, reject_non_digits: bool = True) -> np.ndarray:
         finally:
             first = None  # (no cycle through this frame keeping the picture alive)
     if len(done) == 1:
-        return done[0]
-    try:
-        scores = not_digit_scores(np.stack(done))
-    except (OSError, ModelFormatError):
-        if reject_non_digits:
-            raise
-        return done[0]  # no shape check asked for, and none to be had: the local level's
-    return done[int(np.argmin(scores))]
+        return done[0][0]
+    if reject_non_digits:  # (each reading scored already, as it passed the check)
+        scores = [score for _, score in done]
+    else:
+        try:
+            scores = not_digit_scores(np.stack([out for out, _ in done]))
+        except (OSError, ModelFormatError):
+            return done[0][0]  # no shape check asked for, and none to be had: the local
+            # level's reading
+    return done[int(np.argmin(scores))][0]
 
 
-def _read_digit(x: np.ndarray, where: str, dark: bool, reject_non_digits: bool) -> np.ndarray:
+def _read_digit(x: np.ndarray, where: str, dark: bool, reject_non_digits: bool):
     """Steps 3-9 of preprocess_image on the grey picture ``x`` (at most WORK_SIDE a side),
-    whose ink is darker than its paper when ``dark``."""
+    whose ink is darker than its paper when ``dark``: (the 28x28 image, its shape-check
+    score, or None when ``reject_non_digits`` is false)."""
     ink, mask, faint, paper, contrast = _find_ink(x, where, dark)
     marks = mask if mask.any() else faint  # (a dot's smoothed ink can stay below the level)
     mask = _drop_boxes(_remove_lines(mask, faint))
@@ -1242,7 +1245,7 @@ def _read_digit(x: np.ndarray, where: str, dark: bool, reject_non_digits: bool) 
                                           "outline stands out; write the digit with a pen "
                                           "stroke")
 
-    out = _field(digit, ink)
+    out, score = _field(digit, ink), None
     if reject_non_digits:
         score = float(not_digit_scores(out)[0])
         if score > _shape_check()[2]:
@@ -1256,4 +1259,4 @@ def _read_digit(x: np.ndarray, where: str, dark: bool, reject_non_digits: bool) 
         raise NoDigitError("not_a_digit", f"{where}two digits, or a digit and another mark "
                                           "as big, apart from each other: crop the picture "
                                           "to one digit")
-    return out
+    return out, score
