@@ -52,8 +52,9 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 from _data import shared_mnist  # noqa: E402
 import _results  # noqa: E402
-from photo_digits import STROKE_SHAPES, non_digit_strokes, photo_set  # noqa: E402
+from photo_digits import STROKE_SHAPES, non_digit_strokes, photo_set, tight_crop  # noqa: E402
 import digitcore  # noqa: E402
+from digitcore import imaging  # noqa: E402
 from digitcore.errors import NoDigitError  # noqa: E402
 from digitcore.imaging import SHAPE_CHECK_FILE, not_digit_scores, preprocess_image  # noqa: E402
 
@@ -64,6 +65,30 @@ CUT = 50_000            # training images below: fitting; from here: the thresho
 HIDDEN = (256, 128)
 RECIPE = dict(optimizer="adam", lr=2e-3, epochs=60, batch_size=128, augment="affine", seed=0)
 CHUNK = 250
+TIGHT = (24_000, 30_000)  # training digits drawn as tight crops, read both ways (_tight)
+CAL_TIGHT = 2_000         # held-out digits (from CUT + 4,000) drawn so, to measure
+
+
+def _tight(digits, seed):
+    """Each digit written with a broad marker and cropped close (tests/photo_digits.py
+    tight_crop, a margin of 0-10% of its height), half of them light on dark (chalk),
+    and read by preprocess_image's steps 3-9 both ways: (the right readings, the
+    readings of the paper as ink), None where refused. Where the ink covers most of a
+    picture, preprocess_image reads it both ways and the shape check picks
+    (imaging._dark_ink): the paper's reading (holes, corners, the gaps between strokes)
+    must score as no digit, the digit's as one."""
+    rng = np.random.default_rng(seed)
+    right, wrong = [], []
+    for d in digits:
+        img = tight_crop(d, rng, margin=rng.uniform(0.0, 0.1))
+        dark = bool(rng.random() < 0.5)
+        x = imaging._shrink((img if dark else 255 - img) / 255.0, imaging.WORK_SIDE)
+        for side, out in ((dark, right), (not dark, wrong)):
+            try:
+                out.append(imaging._read_digit(x, "", side, False)[0])
+            except NoDigitError:
+                out.append(None)
+    return right, wrong
 
 
 def _prep(pictures):
@@ -78,6 +103,8 @@ def _prep(pictures):
 
 
 def _job(kind, arg, seed):
+    if kind == "tight":
+        return _tight(arg, seed)
     if kind == "clean":
         return _prep(arg)
     if kind == "photo":
@@ -102,6 +129,19 @@ def _run(pool, jobs):
 
 def _digits(pool, x, kind, seed):
     return _run(pool, [(kind, x[i:i + CHUNK], [seed, i]) for i in range(0, len(x), CHUNK)])
+
+
+def _tight_sets(pool, x, seed):
+    """_tight over ``x`` in parallel chunks: the right readings kept, the paper readings
+    kept (arrays of pictures), and the pictures where both were kept, as two arrays of
+    pairs (right, paper): where the shape check must pick."""
+    parts = list(pool.map(_job, *zip(*[("tight", x[i:i + CHUNK], [seed, i])
+                                       for i in range(0, len(x), CHUNK)])))
+    right = [r for p in parts for r in p[0]]
+    wrong = [w for p in parts for w in p[1]]
+    pairs = [(r, w) for r, w in zip(right, wrong) if r is not None and w is not None]
+    return (_kept(right)[0], _kept(wrong)[0], _kept([r for r, _ in pairs])[0],
+            _kept([w for _, w in pairs])[0])
 
 
 def _shapes(pool, shapes, per_shape, seed):
@@ -147,18 +187,23 @@ def main(argv=None):
                                                                  "photo", DEV_SEED)
             for name, pics in zip(names, _shapes(pool, names, 60, 7)):
                 got[f"fresh_{name}"] = pics
+            got["pos_tight"], got["neg_paper"], _, _ = _tight_sets(pool, x[slice(*TIGHT)], 5)
+            _, _, got["cal_tight"], got["cal_paper"] = _tight_sets(
+                pool, x[CUT + 4_000:CUT + 4_000 + CAL_TIGHT], 8)
         if args.cache:
             np.savez_compressed(args.cache, **got)
     print(f"pictures drawn and preprocessed in {time.perf_counter() - t0:.0f} s", flush=True)
     pos_clean, pos_photo, scribbles = got["pos_clean"], got["pos_photo"], got["scribbles"]
+    pos_tight, neg_paper = got["pos_tight"], got["neg_paper"]
     neg = [got[f"neg_{s}"] for s in trained]
     fresh = [got[f"fresh_{s}"] for s in names]
     cal_clean, cal_photo = got["cal_clean"], got["cal_photo"]
     cal_clean_refused, cal_photo_refused = int(got["cal_clean_refused"]), \
         int(got["cal_photo_refused"])
 
-    xs = np.concatenate([pos_clean, pos_photo, *neg, scribbles]).reshape(-1, 784)
-    n_pos = len(pos_clean) + len(pos_photo)
+    xs = np.concatenate([pos_clean, pos_photo, pos_tight, *neg, scribbles,
+                         neg_paper]).reshape(-1, 784)
+    n_pos = len(pos_clean) + len(pos_photo) + len(pos_tight)
     ys = np.r_[np.zeros(n_pos, int), np.ones(len(xs) - n_pos, int)]
     net = digitcore.Network([784, *HIDDEN, 2], activation="relu", seed=0)
     t0 = time.perf_counter()
@@ -186,6 +231,12 @@ def main(argv=None):
         scores = {s: not_digit_scores(f, out) for s, f in zip(names, fresh)}
         clean_fr = float((not_digit_scores(cal_clean, out) > threshold).mean())
         photo_fr = float((not_digit_scores(cal_photo, out) > threshold).mean())
+        # held-out tight crops read both ways: the digit's reading scored below the
+        # paper's (picked), and refused
+        s_right = not_digit_scores(got["cal_tight"], out)
+        s_paper = not_digit_scores(got["cal_paper"], out)
+        tight_picked = float((s_right < s_paper).mean())
+        tight_fr = float((s_right > threshold).mean())
     refused = {s: float((v > threshold).mean()) for s, v in scores.items()}
     seen = [refused[s] for s in trained]
     unseen = [refused[s] for s in names if s not in trained]
@@ -194,6 +245,8 @@ def main(argv=None):
     print(f"threshold's digits refused: {clean_fr:.2%} as they are (of {len(cal_clean):,}; "
           f"preprocessing refused {cal_clean_refused} before), {photo_fr:.2%} as photos (of "
           f"{len(cal_photo):,}; {cal_photo_refused} before)")
+    print(f"held-out tight crops read both ways ({len(s_right):,}): the digit's reading "
+          f"picked {tight_picked:.1%}, refused {tight_fr:.2%}")
     print("fresh drawings refused, by shape:")
     for s in names:
         print(f"  {s:10s} {refused[s]:7.1%}" + ("" if s in trained else "  (not trained on)"))
@@ -201,7 +254,9 @@ def main(argv=None):
           + (f", shapes not trained on {np.mean(unseen):.1%}" if unseen else ""))
     claims = {"digits_refused_pct": 100 * clean_fr, "photo_digits_refused_pct": 100 * photo_fr,
               "trained_shapes_refused_pct": 100 * float(np.mean(seen)),
-              "threshold": threshold, "train_s": train_s}
+              "threshold": threshold, "train_s": train_s,
+              "tight_digit_reading_picked_pct": 100 * tight_picked,
+              "tight_digits_refused_pct": 100 * tight_fr}
     for s in ("plus", "minus", "x", "triangle"):
         claims[f"{s}_refused_pct"] = 100 * refused[s]
     if unseen:

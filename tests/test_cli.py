@@ -254,7 +254,10 @@ def test_dataset_without_files_is_an_error_not_a_fallback(tmp_path):
 
 
 @pytest.mark.parametrize("args", [["train", "--hidden", "a,b"], ["train", "--epochs", "0"],
-                                  ["train", "--seed", "-1"],
+                                  ["train", "--seed", "-1"], ["train", "--hidden", ",,,"],
+                                  ["train", "--hidden", "64,"], ["train", "--out", ""],
+                                  ["train", "--checkpoint", ""], ["train", "--data-dir", ""],
+                                  ["train", "--augment", "rotate=10,rotate=20"],
                                   ["train", "--preset", "nope"], ["nosuchcommand"], []])
 def test_bad_arguments_exit_2(args):
     r = run(*args)
@@ -276,6 +279,101 @@ def test_train_refuses_an_unwritable_out_before_training(tmp_path, where):
     assert_one_line_error(r, f"cannot write {out}")
     assert "Epoch" not in r.stdout and "Epoch" not in r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_out_path_ending_in_a_slash_names_a_directory(tmp_path, model):
+    """realpath drops the slash: `--out newdir/` wrote a file named newdir."""
+    for args in (["train", "--dataset", "mnist-mini", "--hidden", "8", "--epochs", "1",
+                  "--out", f"{tmp_path / 'newdir'}{os.sep}"],
+                 ["export", model[0], f"{tmp_path / 'newdir2'}{os.sep}"]):
+        r = run(*args)
+        assert_one_line_error(r, "names a directory")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_over_its_own_model_is_refused(tmp_path, model):
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(model[0].read_bytes())
+    for out in (path, tmp_path / "." / "m.safetensors"):
+        r = run("export", path, out)
+        assert_one_line_error(r, "is the model file itself")
+    assert path.read_bytes() == model[0].read_bytes()
+
+
+def test_interrupted_training_saves_no_model_and_says_so(tmp_path, model, monkeypatch,
+                                                         capsys):
+    """Ctrl-C ends the trainer's fit with the history so far: the CLI saved that half-
+    trained model over --out and exited 0. Now --out is left as it was, exit 130."""
+    import digitcore
+    from digitcore import cli
+
+    out = tmp_path / "keep.safetensors"
+    out.write_bytes(model[0].read_bytes())
+    real_fit = digitcore.Trainer.fit
+
+    def stopped_fit(self, *args, **kwargs):  # (as a Ctrl-C in epoch 2 leaves it)
+        self.epochs = 1
+        history = real_fit(self, *args, **kwargs)
+        history.interrupted = True
+        return history
+
+    monkeypatch.setattr(digitcore.Trainer, "fit", stopped_fit)
+    for members in ("1", "2"):
+        code = cli.main(["train", "--dataset", "mnist-mini", "--hidden", "8", "--epochs", "3",
+                         "--members", members, "--out", str(out), "--json"])
+        assert code == 130
+        err = capsys.readouterr().err
+        assert "interrupted" in err
+        assert ("no model saved" if members == "1" else "no committee saved") in err
+        assert out.read_bytes() == model[0].read_bytes()
+
+
+def test_evaluate_refuses_a_model_of_fewer_classes(tmp_path):
+    """A 3-class model on mnist-mini's 10 classes printed a 3x3 matrix of a third of the
+    images."""
+    d = _own_idx(tmp_path / "own", side=28)
+    path = tmp_path / "three.safetensors"
+    r = run("train", "--data-dir", d, "--no-verify", "--epochs", "1", "--hidden", "8",
+            "--out", path)
+    assert r.returncode == 0, r.stderr
+    r = run("evaluate", path, "--dataset", "mnist-mini")
+    assert_one_line_error(r, "answers 3 classes", "labels go up to 9")
+
+
+def test_samples_per_second_counts_the_samples_trained_on(monkeypatch, capsys):
+    """With --validation-fraction f, the speed counted the held-out images too."""
+    import digitcore
+    from digitcore import cli
+
+    real_fit = digitcore.Trainer.fit
+
+    def timed_fit(self, *args, **kwargs):  # (each epoch said to take one second)
+        history = real_fit(self, *args, **kwargs)
+        history.history["seconds"] = [1.0] * len(history)
+        return history
+
+    monkeypatch.setattr(digitcore.Trainer, "fit", timed_fit)
+    assert cli.main(["train", "--dataset", "mnist-mini", "--hidden", "8", "--epochs", "2",
+                     "--validation-fraction", "0.25", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["n_train"] == 6000 and s["samples_per_second"] == 4500
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX pipes and file names")
+def test_a_closed_pipe_and_a_file_name_not_in_utf8(tmp_path, model):
+    # `info m | head -1` printed "error: [Errno 32] Broken pipe"; a file name that is
+    # not UTF-8 failed every line on a strict UTF-8 stdout
+    odd = os.path.join(os.fsencode(tmp_path), b"n\xffx.safetensors")
+    with open(odd, "wb") as f:
+        f.write(model[0].read_bytes())
+    env = dict(os.environ, DIGITCORE_NUM_THREADS="1", PYTHONIOENCODING="utf-8:strict")
+    r = subprocess.run([sys.executable, "-m", "digitcore", "info", os.fsdecode(odd)],
+                       capture_output=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert b"n\xffx.safetensors" in r.stdout
+    r = subprocess.run(f"{sys.executable} -m digitcore info {model[0]} --json | head -c 1",
+                       shell=True, capture_output=True, text=True, timeout=300)
+    assert "Broken pipe" not in r.stderr and "Traceback" not in r.stderr
 
 
 def test_evaluate_plots_without_matplotlib_fails_before_the_evaluation(tmp_path, model):

@@ -29,6 +29,12 @@ def writable_target(path) -> str:
     directory it may not create files in, or ``path`` a directory, device, pipe or
     socket. Commands call it before long work whose result goes there."""
     path = os.fspath(path)
+    if not path:
+        raise FileNotFoundError(errno.ENOENT, "cannot write to an empty path: give a file name")
+    end = path[-1:] if isinstance(path, str) else path[-1:].decode("ascii", "replace")
+    if end in (os.sep, os.altsep or os.sep):  # (realpath would drop it, and write DIR)
+        raise IsADirectoryError(errno.EISDIR, f"cannot write {path}: it names a directory "
+                                f"(it ends with {end!r}); give a file name")
     real = os.path.realpath(path)
     directory = os.path.dirname(real)
     try:

@@ -175,6 +175,8 @@ def parse_augment(text):
     for part in text.split(","):
         key, _, value = part.partition("=")
         key = key.strip()
+        if key in spec:
+            raise ValueError(f"{key} is given twice in {text!r}")
         try:
             spec[key] = int(value) if key == "bank_size" else float(value)
         except ValueError:

@@ -15,6 +15,7 @@ import time
 from digitcore._atomic import writable_target
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # (128 + SIGINT, as a shell reports a process Ctrl-C stopped)
 _UNSET = object()
 # digitcore.augment.TTA's views, in words (not imported here: `--help` needs no NumPy)
 _TTA_WHAT = {"shift": "the mean over each image and its four one-pixel shifts"}
@@ -64,13 +65,20 @@ def _hidden(text):
     if text in ("", "none", "0"):
         return []
     try:
-        sizes = [int(s) for s in text.split(",") if s.strip()]
+        sizes = [int(s) for s in text.split(",")]  # (",," and "256," name no width)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"--hidden takes comma-separated layer widths like 256,128, got {text!r}") from None
     if any(s < 1 for s in sizes):
         raise argparse.ArgumentTypeError(f"layer widths must be positive, got {text!r}")
     return sizes
+
+
+def _path(text):
+    """A file or folder path: an empty one (`--out "$UNSET"`) is an error, not "none"."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return text
 
 
 def _augment(text):
@@ -115,7 +123,7 @@ def _parser():
     t = sub.add_parser("train", help="train a network and print its test accuracy")
     t.add_argument("--dataset", choices=["mnist", "fashion-mnist", "mnist-mini"], default=None,
                    help="default: full MNIST if found locally, else the bundled mnist-mini")
-    t.add_argument("--data-dir", default=None, help="folder holding the IDX files")
+    t.add_argument("--data-dir", type=_path, default=None, help="folder holding the IDX files")
     t.add_argument("--download", action="store_true",
                    help="download the dataset (full MNIST without --dataset) if it is not "
                         "found locally")
@@ -149,10 +157,10 @@ def _parser():
     t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--threads", type=_threads)
     t.add_argument("--validation-fraction", type=_float, default=0.0)
-    t.add_argument("--out", default=None, help="save the trained model to this .safetensors file")
+    t.add_argument("--out", type=_path, default=None, help="save the trained model to this .safetensors file")
     t.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     t.add_argument("--quiet", action="store_true", help="no per-epoch progress")
-    t.add_argument("--checkpoint", metavar="DIR", default=None,
+    t.add_argument("--checkpoint", type=_path, metavar="DIR", default=None,
                    help="write the run's state to DIR every epoch (and on Ctrl-C); a "
                         "committee's members each in DIR/member-J")
     t.add_argument("--checkpoint-seconds", type=_float, default=None, metavar="N",
@@ -163,10 +171,10 @@ def _parser():
     e = sub.add_parser("evaluate", help="accuracy, report and confusion matrix of a model")
     e.add_argument("model")
     e.add_argument("--dataset", choices=["mnist", "fashion-mnist", "mnist-mini"], default=None)
-    e.add_argument("--data-dir", default=None)
+    e.add_argument("--data-dir", type=_path, default=None)
     e.add_argument("--no-verify", dest="verify", action="store_false",
                    help="use IDX files that are not the official ones (no SHA-256 check)")
-    e.add_argument("--plots", default=None, metavar="DIR", help="write PNG plots here")
+    e.add_argument("--plots", type=_path, default=None, metavar="DIR", help="write PNG plots here")
     e.add_argument("--tta", choices=["none", *_TTA_WHAT], default=None,
                    help="test-time augmentation (shift: the mean over each image and its "
                         "four one-pixel shifts; default: the one the model was trained to "
@@ -180,7 +188,7 @@ def _parser():
                         "one with the bundled pretrained model. MODEL is taken to be the "
                         "first argument when it is a .safetensors file (or --model).")
     pr.add_argument("paths", nargs="+", metavar="[MODEL] IMAGE")
-    pr.add_argument("--model", default=None,
+    pr.add_argument("--model", type=_path, default=None,
                     help="model file (default: the first argument if it is a model file, "
                          "else the bundled pretrained model)")
     pr.add_argument("--top-k", type=_positive_int, default=1)
@@ -337,7 +345,6 @@ def cmd_train(args):
     # the speed of the run's epochs from their own times: a resumed run's history holds
     # the epochs trained before it too, which this process's wall time does not
     train_s = sum(sum(h.seconds) for h in histories)
-    epochs_done = sum(len(h) for h in histories)
     member_acc = [m.evaluate(x_te, y_te)[1] for m, _ in runs] if members > 1 else []
     if history.interrupted and args.checkpoint:
         print(f"checkpoint saved in {args.checkpoint}: run the same command with --resume "
@@ -346,8 +353,9 @@ def cmd_train(args):
         if history.interrupted:
             done = "member 1 is" if j == 1 else f"members 1-{j} are"
             kept = f"; {done} finished in {args.checkpoint}" if args.checkpoint and j else ""
-            raise UsageError(f"interrupted while training member {j + 1} of {members}: "
-                             f"no committee saved{kept}")
+            print(f"digitcore train: interrupted while training member {j + 1} of "
+                  f"{members}: no committee saved{kept}", file=sys.stderr)
+            return EXIT_INTERRUPTED
         from digitcore.committee import Committee
 
         model = Committee([m for m, _ in runs])
@@ -361,7 +369,9 @@ def cmd_train(args):
         "architecture": list(net.layer_sizes), "preset": args.preset,
         "epochs": len(history), "seed": args.seed, "train_loss": history.loss[-1] if len(history) else None,
         "test_loss": test_loss, "test_accuracy": test_acc, "wall_seconds": wall,
-        "samples_per_second": (len(x_tr) * epochs_done / train_s if train_s > 0 else None),
+        # (the samples trained on: a validation split is held out of x_tr)
+        "samples_per_second": (sum(h.n_train * len(h) for h in histories) / train_s
+                               if train_s > 0 else None),
         "interrupted": history.interrupted, "model": None,
         "augment": None if trainer.augment is None else trainer.augment.to_dict(),
         "tta": tta, "test_accuracy_without_tta": plain_acc,
@@ -369,7 +379,7 @@ def cmd_train(args):
     if members > 1:
         summary["members"] = members
         summary["member_test_accuracy"] = member_acc
-    if args.out:
+    if args.out and not history.interrupted:  # (a half-trained model replaces nothing)
         # the trainer's summary (optimizer, batch size, l2, l1, ...) and the run's figures
         model.save(args.out, metadata=dict(model.training_summary or {}, **{k: summary[k] for k in (
             "dataset", "epochs", "seed", "test_accuracy", "wall_seconds", "tta")}))
@@ -387,9 +397,14 @@ def cmd_train(args):
               + (f" ({sps:,.0f} samples/s)" if sps else "")
               + (f"; resumed: its epochs trained in {train_s:.1f} s in all"
                  if args.resume else "")]
-    if args.out:
+    if args.out and not history.interrupted:
         lines.append(f"model saved to {summary['model']}")
     _emit(args, summary, lines)
+    if history.interrupted:
+        saved = f": no model saved to {args.out}" if args.out else ""
+        print(f"digitcore train: interrupted after {len(history)} epochs{saved}",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 
@@ -420,6 +435,9 @@ def cmd_evaluate(args):
     if x_te[0].size != net.n_features:
         raise UsageError(f"{args.model} expects {net.n_features} features, the {name} images "
                          f"have {x_te[0].size}")
+    if len(y_te) and int(y_te.max()) >= net.n_classes:  # (its matrix would leave them out)
+        raise UsageError(f"{args.model} answers {net.n_classes} classes (0-"
+                         f"{net.n_classes - 1}), the {name} labels go up to {int(y_te.max())}")
     tta = _model_tta(net, args.tta, args.model)
     proba = net.predict_proba(x_te, tta=tta)
     pred = proba.argmax(axis=1)
@@ -550,7 +568,11 @@ def cmd_export(args):
     from digitcore.modelio import load_model
     from digitcore.onnxio import OPSET
 
-    writable_target(args.out)
+    target = writable_target(args.out)
+    if os.path.exists(target) and os.path.exists(args.model) \
+            and os.path.samefile(target, args.model):
+        raise UsageError(f"{args.out} is the model file itself: give the ONNX file another "
+                         "name")
     net = load_model(args.model)  # a Network or a Committee (its members averaged)
     try:  # (asked before writing: the note must not fail after the file is written)
         tta = _model_tta(net, None, args.model)
@@ -638,11 +660,21 @@ def main(argv=None):
         return 2
     from digitcore.errors import DigitcoreError
 
+    try:  # a file name that is not UTF-8 is printed as its own bytes, not an error
+        sys.stdout.reconfigure(errors="surrogateescape")
+    except (AttributeError, ValueError):  # (a stream replaced by one without it)
+        pass
     try:
         return COMMANDS[args.command](args)
+    except BrokenPipeError:  # (`digitcore info m.safetensors | head -1`): nothing to say
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # (no file descriptor behind the stream)
+            pass
+        return 1
     except KeyboardInterrupt:
         print("digitcore: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except (UsageError, DigitcoreError, ValueError, TypeError, OSError, ImportError,
             MemoryError, FloatingPointError) as exc:  # (MemoryError: e.g. --hidden 100000000;
         # FloatingPointError: a model whose output overflows or is NaN)

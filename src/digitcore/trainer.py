@@ -140,6 +140,7 @@ class History:
         self.stopped_early = False
         self.interrupted = False
         self.best_epoch = None
+        self.n_train = 0  # samples trained on in each epoch (a validation split held out)
 
     def _append(self, epoch, logs):
         self.epoch.append(epoch)
@@ -642,6 +643,7 @@ class Trainer:
 
         history = History()
         history.seed = seed
+        history.n_train = n
         self.history = history
         self.stop_training = False
         callbacks = list(self.callbacks)
