@@ -421,3 +421,33 @@ def test_cli_committee_checkpoints_each_member_and_resumes(tmp_path):
     assert run(1, "--checkpoint", single).returncode == 0
     r = run(2, "--checkpoint", single, "--resume")
     assert r.returncode == 2 and "holds one network's checkpoint" in r.stderr
+
+
+def test_an_early_stopping_in_callbacks_resumes_with_its_state(tmp_path):
+    """Only the trainer's ``early_stopping`` was saved: one given in ``callbacks`` started
+    afresh on resume (its best and patience forgotten), and the resumed run stopped at
+    another epoch with other weights. Its state is in the checkpoint now."""
+    (x, y), _ = digitcore.load_dataset("mnist-mini")
+    x, y = x[:1500], y[:1500]
+
+    def run(checkpoint=None, stop_at=None, resume=False):
+        net = digitcore.Network([784, 16, 10], seed=0)
+        es = digitcore.EarlyStopping(monitor="val_accuracy", patience=2)
+
+        def ctrl_c(epoch, logs):  # (as Ctrl-C at the end of this epoch leaves the run)
+            if epoch == stop_at:
+                raise KeyboardInterrupt
+
+        tr = digitcore.Trainer(net, epochs=25, seed=1, lr=0.1, batch_size=32, verbose=0,
+                               checkpoint=checkpoint, checkpoint_seconds=0,
+                               callbacks=[ctrl_c, es])
+        return net, tr.fit(x, y, validation_fraction=0.3, resume=resume), es
+
+    net0, h0, es0 = run()
+    assert h0.stopped_early and len(h0) < 25  # (else its state would not matter)
+    stop_at = es0.best_epoch + 1  # after its best, while it is waiting
+    _, h1, _ = run(tmp_path / "ck", stop_at=stop_at)
+    assert h1.interrupted and len(h1) == stop_at + 1
+    net2, h2, es2 = run(tmp_path / "ck", resume=True)
+    assert (len(h2), es2.best_epoch, es2.best) == (len(h0), es0.best_epoch, es0.best)
+    assert np.array_equal(net2.flat_parameters, net0.flat_parameters)

@@ -25,8 +25,9 @@ from the resuming trainer's (other data, network, optimizer, schedule, epochs, s
 or whose tensors or state do not match their checksums is refused with
 :class:`CheckpointError`.
 
-User callbacks other than :class:`~digitcore.trainer.EarlyStopping` keep no saved state:
-they start afresh on resume.
+User callbacks other than :class:`~digitcore.trainer.EarlyStopping` (the trainer's
+``early_stopping``, or one in its ``callbacks``) keep no saved state: they start afresh
+on resume.
 """
 
 from __future__ import annotations
@@ -165,6 +166,19 @@ def read_checkpoint(path):
 
 # ---------------------------------------------------------------------------- the trainer side
 
+def _early_stoppings(trainer, callbacks):
+    """(key, EarlyStopping) for each early stopping of a fit, whose state a checkpoint
+    keeps: the trainer's ``early_stopping`` as "early_stopping", one given in
+    ``callbacks`` as "callbacks.{its index}"."""
+    from digitcore.trainer import EarlyStopping
+
+    for i, cb in enumerate(callbacks):
+        if cb is trainer.early_stopping:
+            yield "early_stopping", cb
+        elif isinstance(cb, EarlyStopping):
+            yield f"callbacks.{i}", cb
+
+
 class Checkpointer:
     """What ``Trainer.fit`` uses: one per fit. See the module docstring."""
 
@@ -235,11 +249,13 @@ class Checkpointer:
         history.history.update(logs)
         history.stopped_early = bool(h.get("stopped_early", False))
         history.best_epoch = h.get("best_epoch")
-        es = trainer.early_stopping
-        if es is not None and es in callbacks and state.get("early_stopping") is not None:
-            e = state["early_stopping"]
-            es.best, es.best_epoch, es.wait = float(e["best"]), e["best_epoch"], int(e["wait"])
-            es.best_params = tensors.get("early_stopping.best_params")
+        for key, es in _early_stoppings(trainer, callbacks):
+            e = (state.get("early_stopping") if key == "early_stopping"
+                 else (state.get("callbacks") or {}).get(key))
+            if e is not None:
+                es.best, es.best_epoch, es.wait = (float(e["best"]), e["best_epoch"],
+                                                   int(e["wait"]))
+                es.best_params = tensors.get(f"{key}.best_params")
         self.last_write = time.monotonic()
         return position, bool(state.get("finished", False))
 
@@ -255,12 +271,11 @@ class Checkpointer:
         for name in _STATE_NAMES:
             if getattr(opt, name) is not None:
                 tensors[f"optimizer.{name}"] = getattr(opt, name)
-        es_state = None
-        es = trainer.early_stopping
-        if es is not None and es in callbacks:
-            es_state = {"best": es.best, "best_epoch": es.best_epoch, "wait": es.wait}
+        es_states = {}
+        for key, es in _early_stoppings(trainer, callbacks):
+            es_states[key] = {"best": es.best, "best_epoch": es.best_epoch, "wait": es.wait}
             if es.best_params is not None:
-                tensors["early_stopping.best_params"] = es.best_params
+                tensors[f"{key}.best_params"] = es.best_params
         epoch, batch, loss_sum, correct, seen, elapsed = position
         state = {
             "version": VERSION, "run": self.run, "seed": history.seed,
@@ -271,7 +286,8 @@ class Checkpointer:
             "history": {"epoch": history.epoch, "history": history.history,
                         "stopped_early": history.stopped_early,
                         "best_epoch": history.best_epoch},
-            "early_stopping": es_state,
+            "early_stopping": es_states.pop("early_stopping", None),
+            "callbacks": es_states,  # EarlyStopping callbacks given in `callbacks`
         }
         atomic_write_bytes(self.path, _encode(_jsonable(state), tensors))
         self.last_write = time.monotonic()
