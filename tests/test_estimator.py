@@ -629,3 +629,36 @@ def test_fitted_on_sparse_uint8_it_records_pixels():
     assert clf.network_.training_summary["input"] == "uint8"
     with pytest.raises(ValueError, match="trained on uint8 pixels"):
         clf.predict(x.astype(np.float64))
+
+
+def test_non_finite_output_and_values_past_float32_are_errors():
+    """predict_proba gave NaN rows and predict class 0 where Network raises; float64
+    values past float32's range became inf in the cast: lbfgs returned an untrained model
+    and the others blamed NaN or infinite values X does not hold."""
+    import scipy.sparse
+
+    rng = np.random.default_rng(0)
+    X, y = rng.random((60, 4)), rng.integers(0, 3, 60)
+    clf = MLPClassifier((5,), max_iter=30, random_state=0).fit(X, y)
+    big = X.copy()
+    big[0, 0] = 1e39
+    for call in (lambda: clf.predict(big), lambda: clf.predict_proba(scipy.sparse.csr_matrix(big)),
+                 lambda: MLPClassifier((5,), solver="lbfgs").fit(big, y),
+                 lambda: MLPClassifier((5,), max_iter=2).fit(scipy.sparse.csr_matrix(big), y)):
+        with pytest.raises(ValueError, match="past float32's range"):
+            call()
+    clf.coefs_ = [c * 1e10 for c in clf.coefs_]
+    huge = X.copy()
+    huge[0] = 1e25
+    with pytest.raises(FloatingPointError, match="overflowed float32"):
+        clf.predict_proba(huge)
+    with pytest.raises(FloatingPointError, match="output is NaN"):
+        clf.predict(huge)
+    assert clf.predict(X[1:]).shape == (59,)  # (the other rows still answer)
+
+
+@pytest.mark.parametrize("sizes", [(4.5,), (True,), ("8",)])
+def test_hidden_layer_sizes_must_be_integers(sizes):
+    X, y = np.random.default_rng(0).random((20, 3)), np.arange(20) % 2
+    with pytest.raises((TypeError, ValueError)):
+        MLPClassifier(sizes, max_iter=2).fit(X, y)

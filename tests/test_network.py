@@ -425,8 +425,10 @@ def test_floats_that_can_only_be_0_255_pixels_are_refused(tmp_path):
                                       metadata={"members": [m.training_summary
                                                             for m in members]})
     committee = digitcore.load_model(tmp_path / "c.safetensors")
-    assert all(m.training_summary is None for m in committee.members)
-    for answer in (committee.predict, committee.predict_proba, committee.logits):
+    # (each member gets its record from the file's, and refuses such floats alone too)
+    assert all(m.training_summary == {"input": "uint8"} for m in committee.members)
+    for answer in (committee.predict, committee.predict_proba, committee.logits,
+                   committee.members[0].predict, digitcore.Committee(committee.members).predict):
         with pytest.raises(ValueError, match="floats up to 25[0-9]"):
             answer(x.astype(np.float32))
     assert np.array_equal(committee.predict(x.astype(np.float32) / 255), committee.predict(x))
@@ -493,8 +495,9 @@ def test_the_bundled_model_refuses_0_255_floats():
 
     _, (xt, _) = load_mnist_mini()
     model = digitcore.load_pretrained()
-    with pytest.raises(ValueError, match="trained on uint8 pixels"):
-        model.predict(xt[:4].astype(np.float32))
+    for answer in (model.predict, *(m.predict for m in getattr(model, "members", []))):
+        with pytest.raises(ValueError, match="trained on uint8 pixels"):
+            answer(xt[:4].astype(np.float32))
     assert np.array_equal(model.predict(xt[:4] / 255.0), model.predict(xt[:4]))
 
 
@@ -519,3 +522,36 @@ def test_the_record_survives_a_save_with_other_metadata(tmp_path):
     bad[0, 0] = np.inf
     with pytest.raises(ValueError, match="NaN or infinite"):
         digitcore.load_model(tmp_path / "c.safetensors").predict(bad)
+
+
+def test_values_past_float32_are_refused_by_name():
+    """float64 weights past float32's range became inf in set_parameters (the network
+    then answered, and training reported a made-up divergence); input so big was called
+    NaN or infinite."""
+    net = Network([4, 3], seed=0)
+    w = [a.astype(np.float64) for a in net.weights]
+    w[0][0, 0] = 1e39
+    with pytest.raises(ValueError, match="layer 0's weights or biases holds values past"):
+        net.set_parameters(w, net.biases)
+    assert np.isfinite(net.flat_parameters).all()
+    x = np.zeros((2, 4))
+    x[0, 0] = 1e39
+    with pytest.raises(ValueError, match="x holds values past float32's range"):
+        net.predict(x)
+    x[0, 0] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        net.predict(x)
+
+
+def test_a_pickled_subclass_comes_back_as_itself():
+    import pickle
+
+    class Mine(Network):
+        pass
+
+    globals()["Mine"] = Mine  # (pickle finds a class by its module and name)
+    Mine.__qualname__ = "Mine"
+    net = Mine([4, 3], seed=0)
+    back = pickle.loads(pickle.dumps(net))
+    assert type(back) is Mine and np.array_equal(back.flat_parameters, net.flat_parameters)
+    assert type(pickle.loads(pickle.dumps(Network([4, 3])))) is Network

@@ -372,6 +372,8 @@ def test_bad_trainer_arguments():
     (dict(warmup="one"), ValueError, r"warmup must be a number"),
     (dict(lr="abc"), ValueError, r"lr must be a number, got 'abc'"),
     (dict(clip_norm="x"), ValueError, r"clip_norm must be a number"),
+    # (below float32's smallest value it rounded to 0: no clipping at all)
+    (dict(clip_norm=1e-46), ValueError, r"clip_norm must be > 0 \(in float32\)"),
     (dict(seed=-1), ValueError, r"seed must be an int >= 0 or None, got -1"),
     (dict(seed=1.5), ValueError, r"seed must be an int >= 0 or None"),
     (dict(seed="a"), ValueError, r"seed must be an int >= 0 or None"),

@@ -72,6 +72,11 @@ def positive_value(value, name: str, allow_zero: bool = False, unit: str = "") -
     return v
 
 
+# A float array finite as given whose float32 copy is not: values past float32's range
+FLOAT32_RANGE = ("{name} holds values past float32's range (magnitudes above 3.4e38), "
+                 "and digitcore computes in float32")
+
+
 def all_finite(arr: np.ndarray) -> bool:
     """``np.isfinite(arr).all()`` for a float array, without its boolean temporary: the sum
     of the values meets every NaN and infinity (NaN stays NaN; inf stays inf, or meets -inf

@@ -125,6 +125,22 @@ class Committee:
         self._check_floats(x)
         return mean_proba(net.predict_proba(x) for net in self.members)
 
+    def _share_record(self):
+        """Give each member without a record of its own (as read from a file) the input
+        record its committee keeps (``training_summary["input"]``, or the member's entry
+        of ``training_summary["members"]``): a member used alone then refuses 0-255
+        floats as the committee does (network.check_pixel_floats)."""
+        summary = self.training_summary
+        if not isinstance(summary, dict):
+            return
+        per = summary.get("members")
+        own = isinstance(per, list) and len(per) == len(self.members)
+        for i, net in enumerate(self.members):
+            record = per[i] if own else summary
+            if net.training_summary is None and isinstance(record, dict) \
+                    and isinstance(record.get("input"), str):
+                net.training_summary = {"input": record["input"]}
+
     def _check_floats(self, x):
         """Floats that can only be 0-255 pixels refused (network.check_pixel_floats), by
         the committee's own record: a committee read from a file has it, not its members."""

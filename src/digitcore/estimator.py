@@ -102,6 +102,7 @@ except ImportError:  # pragma: no cover - other scikit-learn versions
         return {key: value}
 
 from digitcore import optim
+from digitcore._checks import FLOAT32_RANGE, all_finite
 from digitcore._config import _ops
 from digitcore.errors import TrainingDivergedError
 
@@ -294,6 +295,10 @@ default="adam"
         if not hasattr(hls, "__iter__"):
             hls = [hls]
         hls = list(hls)
+        for h in hls:  # (4.5 built 4 units, True 1)
+            if isinstance(h, bool) or not isinstance(h, (numbers.Integral, np.integer)):
+                raise TypeError(f"hidden_layer_sizes must hold integers, got {h!r} in "
+                                f"{self.hidden_layer_sizes!r}")
         if np.any(np.array(hls) <= 0):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {hls}.")
         return tuple(int(h) for h in hls)
@@ -317,17 +322,21 @@ default="adam"
             X = validate_data(self, X, **kw)
         else:
             X, y = validate_data(self, X, y, multi_output=True, **kw)
-        if _is_sparse(X):
-            X = X.tocsr()
-            if X.dtype == np.uint8:
-                X = X.astype(np.float32) / np.float32(255)
-            X = X.astype(np.float32, copy=False)
-            if not X.has_sorted_indices:
-                X = X.sorted_indices()
-        elif X.dtype != np.uint8:
-            X = np.ascontiguousarray(X, dtype=np.float32)
-        else:
-            X = np.ascontiguousarray(X)
+        with np.errstate(over="ignore"):  # (values past float32's range: said below)
+            if _is_sparse(X):
+                X = X.tocsr()
+                if X.dtype == np.uint8:
+                    X = X.astype(np.float32) / np.float32(255)
+                X = X.astype(np.float32, copy=False)
+                if not X.has_sorted_indices:
+                    X = X.sorted_indices()
+            elif X.dtype != np.uint8:
+                X = np.ascontiguousarray(X, dtype=np.float32)
+            else:
+                X = np.ascontiguousarray(X)
+        if X.dtype == np.float32 and not all_finite(X.data if _is_sparse(X) else X):
+            # (finite as given, checked above: past float32's range, inf once cast)
+            raise ValueError(FLOAT32_RANGE.format(name="X") + ": scale the features down")
         return X if isinstance(y, str) and y == "no_validation" else (X, y)
 
     @staticmethod
@@ -730,6 +739,11 @@ default="adam"
         """Class probabilities, float64 (n, n_classes), columns ordered as ``classes_``
         (per-label probabilities for multilabel targets)."""
         z = self._logits(X).astype(np.float64)
+        if not all_finite(z):  # (as Network.predict_proba refuses them)
+            raise FloatingPointError(
+                "predict_proba: the network's output overflowed float32 for this input (a "
+                "logit is infinite or NaN), so it has no probabilities to give: its "
+                "weights or the input are far too large")
         if self._multilabel:
             return np.exp(-np.logaddexp(0.0, -z))
         z -= z.max(axis=1, keepdims=True)
@@ -746,6 +760,10 @@ default="adam"
     def predict(self, X):
         """Predicted labels (n,) from ``classes_``, or an (n, n_labels) indicator."""
         z = self._logits(X)
+        if np.isnan(z).any():  # (as Network.predict refuses it; an infinite one answers)
+            raise FloatingPointError(
+                "predict: the network's output is NaN for this input, so it has no answer "
+                "to give: its weights or the input are far too large")
         if self._multilabel:
             return self._label_binarizer.inverse_transform((z > 0).astype(np.int64))
         return self.classes_[np.argmax(z, axis=1)]

@@ -89,6 +89,8 @@ def load_model(path):
     model = Committee(_networks(path, members, meta)) if "committee" in meta \
         else _networks(path, members, meta)[0]
     model.training_summary = decode_training(meta)
+    if isinstance(model, Committee):
+        model._share_record()
     return model
 
 

@@ -13,8 +13,8 @@ import numbers
 
 import numpy as np
 
-from digitcore._checks import (all_finite, class_indices, samples_2d, seed_value,
-                               standardization_problem)
+from digitcore._checks import (FLOAT32_RANGE, all_finite, class_indices, samples_2d,
+                               seed_value, standardization_problem)
 from digitcore._config import _ops
 from digitcore._modelfile import write_model
 from digitcore.augment import check_tta, tta_answers, tta_mean_proba
@@ -252,6 +252,11 @@ class Network:
                                     "(float or integer)")
             if not (np.isfinite(w).all() and np.isfinite(b).all()):
                 raise ValueError(f"layer {i} parameters contain NaN or infinite values")
+            with np.errstate(over="ignore"):  # (float64 past float32's range: inf)
+                fits = np.isfinite(w.astype(np.float32)).all() and \
+                    np.isfinite(b.astype(np.float32)).all()
+            if not fits:
+                raise ValueError(FLOAT32_RANGE.format(name=f"layer {i}'s weights or biases"))
         for i, (w, b) in enumerate(zip(weights, biases)):
             self.weights[i][...] = w
             self.biases[i][...] = b
@@ -290,7 +295,9 @@ class Network:
     def __reduce__(self):
         # Rebuild from config + parameters: the flat buffer and its views stay one object,
         # and the cached C view (not picklable) is recreated on first use.
-        return (_rebuild, (self.get_config(), self._flat.copy(), self.training_summary))
+        # (a subclass rebuilds as itself, as copy() does)
+        cls = None if type(self) is Network else type(self)
+        return (_rebuild, (self.get_config(), self._flat.copy(), self.training_summary, cls))
 
     def __deepcopy__(self, memo):
         return self.copy()
@@ -315,9 +322,13 @@ class Network:
             if x.dtype.kind in "iu":
                 raise TypeError(f"{name} has integer dtype {x.dtype}: pass uint8 pixels (0-255) "
                                 f"or floats scaled to [0, 1]")
-            x = x.astype(np.float32, copy=False)
-            if not all_finite(x):
+            with np.errstate(over="ignore"):  # (past float32's range: said below)
+                x32 = x.astype(np.float32, copy=False)
+            if not all_finite(x32):
+                if x.dtype != np.float32 and all_finite(x):
+                    raise ValueError(FLOAT32_RANGE.format(name=name) + ": scale them down")
                 raise ValueError(f"{name} contains NaN or infinite values")
+            x = x32
             scale = 1.0
         else:
             raise TypeError(f"{name} must be uint8 or floating point, got dtype {x.dtype}")

@@ -110,6 +110,8 @@ def load_pretrained():
     # trained on MNIST's uint8 images (a file built before the summary said so does not):
     # floats that can only be 0-255 pixels are refused (network.check_pixel_floats)
     summary.setdefault("input", "uint8")
+    if hasattr(net, "_share_record"):  # (a committee: its members too)
+        net._share_record()
     return net
 
 

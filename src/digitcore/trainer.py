@@ -434,8 +434,10 @@ class Trainer:
         make_schedule(lr_schedule, 1)  # validates the name now, not mid-fit
         self.lr_schedule = lr_schedule
         self.warmup = positive_value(warmup, "warmup", allow_zero=True, unit=" epochs")
-        if clip_norm is not None and not real_value(clip_norm, "clip_norm") > 0:
-            raise ValueError(f"clip_norm must be > 0 or None, got {clip_norm}")
+        if clip_norm is not None and not np.float32(real_value(clip_norm, "clip_norm")) > 0:
+            # (below float32's smallest value it rounds to 0, which the kernel reads as
+            # no clipping at all)
+            raise ValueError(f"clip_norm must be > 0 (in float32) or None, got {clip_norm}")
         self.clip_norm = clip_norm
         self.early_stopping = _early_stopping(early_stopping)
         self.seed = seed_value(seed)
