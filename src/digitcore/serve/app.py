@@ -39,6 +39,7 @@ import ipaddress
 import json
 import math
 import os
+import re
 import sys
 import time
 import traceback
@@ -233,6 +234,10 @@ def parse_predict_request(raw: bytes) -> np.ndarray:
     if arr.size and (arr.min() < 0 or arr.max() > 255):
         raise RequestError(400, f"'pixels' values must be in 0-255, got range "
                                 f"[{arr.min():g}, {arr.max():g}]")
+    if arr.size and arr.max() <= 1 and (arr != np.round(arr)).any():
+        # (read as 0-255 they are a blank page: say what they look like instead)
+        raise RequestError(400, "'pixels' look like values scaled to [0, 1] (none above 1, "
+                                "some fractional): send grey values 0-255 (times 255)")
     return np.round(arr).astype(np.uint8).reshape(height, width)
 
 
@@ -281,13 +286,31 @@ def _finite(obj):
     return str(obj)
 
 
+_OWN_DATA = "IDX files in "  # (datasets.resolve_default_dataset's name for a user's folder)
+
+
 def _training(summary):
     """A training summary, unwrapped from the ``{"training": {...}}`` that ``digitcore
-    train --out`` wrote into model files before it stored the summary itself."""
+    train --out`` wrote into model files before it stored the summary itself, with the
+    folder of a user's own data named by its last part only (as the model file is)."""
     while (isinstance(summary, dict) and len(summary) == 1
            and isinstance(summary.get("training"), dict)):
         summary = summary["training"]
-    return summary
+    return _no_folders(summary)
+
+
+def _no_folders(obj):
+    """``obj`` with every ``"dataset": "IDX files in /a/b/c"`` as ``"IDX files in c"``."""
+    if isinstance(obj, list):
+        return [_no_folders(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out = {k: _no_folders(v) for k, v in obj.items()}
+    name = out.get("dataset")
+    if isinstance(name, str) and name.startswith(_OWN_DATA):
+        folder = name[len(_OWN_DATA):].rstrip("/\\")
+        out["dataset"] = _OWN_DATA + re.split(r"[/\\]", folder)[-1]
+    return out
 
 
 def model_description(network, model_info: dict | None = None, tta=None) -> dict:
@@ -434,6 +457,7 @@ class Handler(BaseHTTPRequestHandler):
                 return
             path = self._path()
             if method in ("GET", "HEAD") and path in STATIC_FILES:
+                self._drain_body()  # (a body sent with it is not the next request)
                 body, ctype = self.server.static[path]
                 self._send(200, body, ctype, {"Cache-Control": "no-cache"})
             elif path in API_ROUTES:
@@ -446,8 +470,10 @@ class Handler(BaseHTTPRequestHandler):
                 elif path == "/api/predict":
                     self._predict()
                 elif path == "/api/model":
+                    self._drain_body()
                     self._json(200, self.server.model_info)
                 else:
+                    self._drain_body()
                     self._json(200, {"status": "ok"})
             else:
                 self._drain_body()
@@ -493,7 +519,11 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise RequestError(411, "send the body with a Content-Length header "
                                     "(chunked transfer encoding is not accepted)")
-        text = self.headers.get("Content-Length")
+        values = self.headers.get_all("Content-Length") or []
+        if len({v.strip() for v in values}) > 1:  # (which one frames the body?)
+            self.close_connection = True
+            raise RequestError(400, f"conflicting Content-Length headers {values!r}")
+        text = values[0] if values else None
         if text is None:
             return None
         if not text.strip().isdigit():
