@@ -555,3 +555,26 @@ def test_a_pickled_subclass_comes_back_as_itself():
     back = pickle.loads(pickle.dumps(net))
     assert type(back) is Mine and np.array_equal(back.flat_parameters, net.flat_parameters)
     assert type(pickle.loads(pickle.dumps(Network([4, 3])))) is Network
+
+
+def test_settings_changed_after_use_take_effect_or_are_refused():
+    """The C view was cached with the activation it was built with: after predict, a new
+    activation changed get_config and save, not the answers. A NaN input_std set after
+    construction answered class 0 for every input."""
+    rng = np.random.default_rng(5)
+    x = rng.random((20, 6)).astype(np.float32)
+    net = Network([6, 8, 3], seed=0)
+    before = net.logits(x)
+    net.activation = "tanh"
+    fresh = Network([6, 8, 3], activation="tanh", seed=0)
+    assert np.array_equal(net.logits(x), fresh.logits(x))
+    assert not np.array_equal(net.logits(x), before)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        net.activation = "swish"
+    for name in ("input_std", "input_mean"):
+        with pytest.raises(ValueError, match="input_std must be positive"):
+            setattr(net, name, float("nan"))
+    assert (net.input_mean, net.input_std) == (0.0, 1.0)
+    net.input_mean, net.input_std = 0.5, 2.0
+    twin = Network([6, 8, 3], activation="tanh", seed=0, input_mean=0.5, input_std=2.0)
+    assert np.array_equal(net.logits(x), twin.logits(x))

@@ -62,6 +62,7 @@ are tuned together with them; nothing else uses them.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -234,7 +235,12 @@ def _read_file(path, longest=None) -> np.ndarray:
     except ImportError:
         return _read_png(fspath)
     try:
-        with Image.open(fspath) as img:
+        with warnings.catch_warnings():
+            # (Pillow warns, in two lines naming its source, of a picture past 89M
+            # pixels, which it still reads; past twice that it refuses, said below)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(fspath)
+        with opened as img:
             # (MPO: a phone's JPEG with a second, preview picture)
             if longest and img.format in ("JPEG", "MPO") and max(img.size) > 2 * longest:
                 f = max(img.size) / longest

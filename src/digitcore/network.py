@@ -169,11 +169,10 @@ class Network:
             raise ValueError(problem)
         input_mean, input_std = float(input_mean), float(input_std)
         self.layer_sizes = sizes
-        self.activation = activation
+        self._activation = activation
         self.init = init
         self.dropout = dropout
-        self.input_mean = input_mean
-        self.input_std = input_std
+        self._input_mean, self._input_std = input_mean, input_std
         self.training_summary = None
         n = sum(o * i + o for i, o in zip(sizes[:-1], sizes[1:]))
         self._flat = _aligned_zeros(n)
@@ -186,6 +185,45 @@ class Network:
             off += o
         self._c_net_cache = None
         self.reset_parameters(seed)
+
+    # ---- settings that may change after construction ---------------------------------
+
+    @property
+    def activation(self):
+        """The hidden layers' activation; set it to change it (checked, and the cached
+        C view rebuilt: the kernels would keep the old one)."""
+        return self._activation
+
+    @activation.setter
+    def activation(self, value):
+        if value not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {value!r}")
+        self._activation = value
+        self._c_net_cache = None
+
+    @property
+    def input_mean(self):
+        """``(x - input_mean) / input_std`` standardises the input (checked when set)."""
+        return self._input_mean
+
+    @input_mean.setter
+    def input_mean(self, value):
+        self._set_standardization(value, self._input_std)
+
+    @property
+    def input_std(self):
+        """See :attr:`input_mean`."""
+        return self._input_std
+
+    @input_std.setter
+    def input_std(self, value):
+        self._set_standardization(self._input_mean, value)
+
+    def _set_standardization(self, mean, std):
+        problem = standardization_problem(mean, std)
+        if problem:  # (a NaN std answered every input with class 0)
+            raise ValueError(problem)
+        self._input_mean, self._input_std = float(mean), float(std)
 
     # ---- parameters --------------------------------------------------------------------
 
