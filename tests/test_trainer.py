@@ -461,6 +461,24 @@ def test_update_params_from_python_matches_the_fused_loop(name, rng):
     np.testing.assert_allclose(b.flat_parameters, a.flat_parameters, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("kw, message", [
+    (dict(lr=-1.0), "lr must be > 0"), (dict(lr=float("nan")), "lr must be > 0"),
+    (dict(l2=-5.0), "l2 must be >= 0"), (dict(l1=-0.1), "l1 must be >= 0"),
+    (dict(nan=True), "grads contains NaN or infinite")])
+def test_update_params_refuses_what_the_constructors_refuse(kw, message):
+    """A NaN gradient was written into the parameters (and the step counted); a
+    negative lr, l2 or l1 climbed the loss: refused, with nothing changed."""
+    net = Network([5, 4, 3], seed=0)
+    opt = optim.get_optimizer("adam", 0.01)
+    grads = np.ones(net.n_params, np.float32)
+    if kw.pop("nan", False):
+        grads[3] = np.nan
+    before = net.flat_parameters.copy()
+    with pytest.raises(ValueError, match=message):
+        opt.update_params(net, grads, **kw)
+    assert np.array_equal(net.flat_parameters, before) and opt.step_count == 0
+
+
 @pytest.mark.parametrize("bs", [32, None])
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
 def test_plain_sgd_applies_the_first_layer_inside_the_gemm_like_a_separate_step(dtype, bs,

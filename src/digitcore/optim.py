@@ -110,14 +110,22 @@ class Optimizer:
         """
         from digitcore import ops
 
+        from digitcore._checks import all_finite, positive_value
+
         params = network.flat_parameters
         grads = np.ascontiguousarray(grads, dtype=np.float32)
         if grads.shape != params.shape:
             raise ValueError(f"grads has shape {grads.shape}, expected {params.shape}")
+        # (checked before anything changes: a NaN gradient was written into the
+        # parameters, and a negative lr, l2 or l1 climbed the loss)
+        if not all_finite(grads):
+            raise ValueError("grads contains NaN or infinite values")
+        lr = self.lr if lr is None else positive_value(lr, "lr")
+        l2, l1 = positive_value(l2, "l2", allow_zero=True), positive_value(l1, "l1",
+                                                                          allow_zero=True)
         self.state_for(network)
         self.step_count += 1
         cfg = self.kernel_config(l2, l1=l1)
-        lr = self.lr if lr is None else float(lr)
         off = 0
         for w, b in zip(network.weights, network.biases):
             for seg, decay in ((w, True), (b, False)):
