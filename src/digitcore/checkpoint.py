@@ -166,19 +166,6 @@ def read_checkpoint(path):
 
 # ---------------------------------------------------------------------------- the trainer side
 
-def _early_stoppings(trainer, callbacks):
-    """(key, EarlyStopping) for each early stopping of a fit, whose state a checkpoint
-    keeps: the trainer's ``early_stopping`` as "early_stopping", one given in
-    ``callbacks`` as "callbacks.{its index}"."""
-    from digitcore.trainer import EarlyStopping
-
-    for i, cb in enumerate(callbacks):
-        if cb is trainer.early_stopping:
-            yield "early_stopping", cb
-        elif isinstance(cb, EarlyStopping):
-            yield f"callbacks.{i}", cb
-
-
 class Checkpointer:
     """What ``Trainer.fit`` uses: one per fit. See the module docstring."""
 
@@ -209,10 +196,11 @@ class Checkpointer:
                 f"{self.path} already exists: resume it (resume=True, or --resume) or "
                 f"choose another checkpoint directory")
 
-    def restore(self, saved, trainer, rng, history, callbacks):
+    def restore(self, saved, trainer, rng, history, stoppings):
         """Put a checkpoint's state (``read_checkpoint`` output) back into a fit in progress.
 
-        Returns (position, finished) for the training loop.
+        Returns (position, finished) for the training loop. ``stoppings``: the fit's
+        early stoppings as (key, EarlyStopping) pairs (``trainer.early_stoppings``).
         """
         state, tensors = saved
         if state.get("run") != self.run:
@@ -249,7 +237,7 @@ class Checkpointer:
         history.history.update(logs)
         history.stopped_early = bool(h.get("stopped_early", False))
         history.best_epoch = h.get("best_epoch")
-        for key, es in _early_stoppings(trainer, callbacks):
+        for key, es in stoppings:
             e = (state.get("early_stopping") if key == "early_stopping"
                  else (state.get("callbacks") or {}).get(key))
             if e is not None:
@@ -262,7 +250,7 @@ class Checkpointer:
     def due(self):
         return self.every is not None and time.monotonic() - self.last_write >= self.every
 
-    def save(self, trainer, rng_epoch_start, position, history, callbacks, finished):
+    def save(self, trainer, rng_epoch_start, position, history, stoppings, finished):
         """Write the state at a chunk boundary: ``position`` is (epoch, next batch,
         loss_sum, correct, seen, elapsed seconds) within that epoch, ``rng_epoch_start``
         the shuffling generator's state before that epoch's permutation."""
@@ -272,7 +260,7 @@ class Checkpointer:
             if getattr(opt, name) is not None:
                 tensors[f"optimizer.{name}"] = getattr(opt, name)
         es_states = {}
-        for key, es in _early_stoppings(trainer, callbacks):
+        for key, es in stoppings:
             es_states[key] = {"best": es.best, "best_epoch": es.best_epoch, "wait": es.wait}
             if es.best_params is not None:
                 tensors[f"{key}.best_params"] = es.best_params

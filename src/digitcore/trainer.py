@@ -651,6 +651,10 @@ class Trainer:
         callbacks = list(self.callbacks)
         if self.early_stopping is not None:
             callbacks.append(self.early_stopping)
+        # the early stoppings, whose state a checkpoint keeps: the trainer's own as
+        # "early_stopping", one given in callbacks as "callbacks.{its index}"
+        stoppings = [("early_stopping" if cb is self.early_stopping else f"callbacks.{i}", cb)
+                     for i, cb in enumerate(callbacks) if isinstance(cb, EarlyStopping)]
         for cb in callbacks:
             cb.trainer = self
             cb.on_train_begin()
@@ -661,7 +665,7 @@ class Trainer:
         if ckpt is not None:
             ckpt.set_run(self._run_config(seed, x2, labels, val, c_net))
             if saved is not None:
-                pos, finished = ckpt.restore(saved, self, rng, history, callbacks)
+                pos, finished = ckpt.restore(saved, self, rng, history, stoppings)
                 step0 = pos[0] * batches_per_epoch
         sigint = _SigintFlag(ckpt is not None)
         try:
@@ -726,7 +730,7 @@ class Trainer:
                     if ckpt is not None and (sigint.raised or ckpt.due()):
                         ckpt.save(self, rng_state, (epoch, b1, loss_sum, correct, seen,
                                                     time.perf_counter() - t0), history,
-                                  callbacks, False)
+                                  stoppings, False)
                         if sigint.raised:
                             raise KeyboardInterrupt
                 step0 += batches_per_epoch
@@ -744,7 +748,7 @@ class Trainer:
                     keep.clear()
                 if ckpt is not None:
                     ckpt.save(self, rng.bit_generator.state, (epoch + 1, 0, 0.0, 0, 0, 0.0),
-                              history, callbacks,
+                              history, stoppings,
                               self.stop_training or epoch + 1 == self.epochs)
                     if sigint.raised:
                         raise KeyboardInterrupt
