@@ -4,9 +4,12 @@
                                            [--json FILE] [--workers N]
 
 ``preprocess_image`` refuses stroke drawings that are not digits (a plus, a minus, an X, a
-triangle, letters) with a small network: 784-256-128-2, class 1 "not a digit", stored as
+triangle, letters) with a small network: 784-256-128-3, stored as
 ``src/digitcore/_data/shape-check.safetensors`` (float16) with the score above which it
-refuses (``threshold``) in its metadata. This script trains it and sets that threshold.
+refuses (``threshold``) in its metadata. Its classes: 0 a digit, 1 "not a digit" (the
+refusal's score weighs 1 against 0), 2 "the paper read as ink" (where preprocess_image
+reads a picture both ways, it keeps the reading the check takes less for that). This
+script trains it and sets that threshold.
 
 Data (pictures drawn by tests/photo_digits.py, then read by preprocess_image's first eight
 steps, as the check meets them; the MNIST test set is not used):
@@ -14,7 +17,10 @@ steps, as the check meets them; the MNIST test set is not used):
 - digits: 12,000 of the first 50,000 MNIST training images as they are, and photo-like
   pictures of 12,000 others;
 - not digits: pictures of each shape of STROKE_SHAPES (150 each) and 1,500 scribbles,
-  half on clean paper, half with the photo corruptions a digit gets.
+  half on clean paper, half with the photo corruptions a digit gets;
+- digits written with a broad marker and cropped close (tight_crop, margins of 0-10% of
+  the height, half of them light on dark), training images 24,000-30,000 (``TIGHT``),
+  read both ways: the digit's reading a digit, the paper's reading class 2.
 
 The threshold is the lowest score that at most 0.2% (``FALSE_REJECT``) of held-out digits
 exceed, as they are and as photos alike: digits of the last 10,000 training images (the
@@ -22,17 +28,25 @@ digits of bench_real_images.py's ``--dev`` set), 4,000 as they are and 3,000 as 
 (seeded from ``--dev``'s seed, chunk by chunk). The shares of those digits refused are
 printed, but they are where the threshold was set: bench_real_images.py measures the
 check's cost on other digits. Then, on fresh drawings of
-other seeds, the share of each shape refused is measured. With ``--hold-out`` the check is
+other seeds, the share of each shape refused is measured, and on 2,000 held-out digits
+cropped close (from the last 10,000), how often the digit's reading is picked over the
+paper's where both are read. With ``--hold-out`` the check is
 trained on every other shape only and measured on the rest: how it does on drawings it
 never saw (written to the JSON, not to the package).
 
 The network and its recipe (60 epochs of Adam on affine-augmented pictures) were chosen
 among 64 to 256-128 hidden units, 15 to 60 epochs, with and without augmentation, 4,000 or
 12,000 photos, by the share of fresh drawings refused at such a threshold: drawings of
-other seeds than the ones measured here.
+other seeds than the ones measured here. The paper's readings as a class of their own:
+put with the drawings that are not digits (two classes), they lifted the digit's reading
+picked from 86% to 98.6% but the refusal threshold with them, and the shapes refused fell
+from 95.7% to 91.7% (the same pictures and seed).
 
-Training is bitwise reproducible for any thread count, so the same seeds and digitcore
-version give the same file.
+Training is bitwise reproducible for any thread count, so the same pictures and seeds give
+the same file. The pictures depend on the installed check too: where preprocess_image reads
+a picture both ways, the check picks the reading (with reject_non_digits=False as well).
+The bundled file was trained on pictures read with the check before it (a 2-class one,
+which picked by its "not a digit" score).
 """
 
 from __future__ import annotations
@@ -63,7 +77,10 @@ FALSE_REJECT = 0.002    # of held-out digits refused by the check (clean, and ph
 DEV_SEED = 1000         # bench_real_images.py --dev: photos of the last sixth, this seed
 CUT = 50_000            # training images below: fitting; from here: the threshold
 HIDDEN = (256, 128)
-RECIPE = dict(optimizer="adam", lr=2e-3, epochs=60, batch_size=128, augment="affine", seed=0)
+# (seed 3 of 0-3: the most drawings refused of 40 per shape of seed 11, 97.4% against
+# 96.0 / 96.8 / 94.1%; the digit's reading picked 98.8-99.6% and 0.3-0.5% of the digits
+# cropped close refused by all four)
+RECIPE = dict(optimizer="adam", lr=2e-3, epochs=60, batch_size=128, augment="affine", seed=3)
 CHUNK = 250
 TIGHT = (24_000, 30_000)  # training digits drawn as tight crops, read both ways (_tight)
 CAL_TIGHT = 2_000         # held-out digits (from CUT + 4,000) drawn so, to measure
@@ -204,8 +221,11 @@ def main(argv=None):
     xs = np.concatenate([pos_clean, pos_photo, pos_tight, *neg, scribbles,
                          neg_paper]).reshape(-1, 784)
     n_pos = len(pos_clean) + len(pos_photo) + len(pos_tight)
-    ys = np.r_[np.zeros(n_pos, int), np.ones(len(xs) - n_pos, int)]
-    net = digitcore.Network([784, *HIDDEN, 2], activation="relu", seed=0)
+    n_neg = len(xs) - n_pos - len(neg_paper)
+    # classes: 0 a digit, 1 a drawing that is not one, 2 the paper of a picture read as
+    # ink (apart from 1: the refusal weighs 1 against 0 only, the choice of a reading 2)
+    ys = np.r_[np.zeros(n_pos, int), np.ones(n_neg, int), np.full(len(neg_paper), 2)]
+    net = digitcore.Network([784, *HIDDEN, 3], activation="relu", seed=RECIPE["seed"])
     t0 = time.perf_counter()
     digitcore.Trainer(net, verbose=0, **RECIPE).fit(xs, ys)
     train_s = time.perf_counter() - t0
@@ -222,8 +242,9 @@ def main(argv=None):
         threshold = min(max(threshold, 1e-6), 1 - 1e-6)
         metadata = {"threshold": threshold, "false_reject_target": FALSE_REJECT,
                     "layer_sizes": net.layer_sizes, "recipe": RECIPE,
+                    "classes": ["digit", "not a digit", "paper read as ink"],
                     "shapes": trained + ["scribble"], "n_digits": n_pos,
-                    "n_not_digits": int(len(xs) - n_pos),
+                    "n_not_digits": n_neg, "n_paper": int(len(neg_paper)),
                     "built_by": "benchmarks/train_shape_check.py"}
         out = Path(args.out) if args.out else (Path(tmp) / "check.safetensors"
                                                if args.hold_out else DEFAULT_OUT)
@@ -231,17 +252,17 @@ def main(argv=None):
         scores = {s: not_digit_scores(f, out) for s, f in zip(names, fresh)}
         clean_fr = float((not_digit_scores(cal_clean, out) > threshold).mean())
         photo_fr = float((not_digit_scores(cal_photo, out) > threshold).mean())
-        # held-out tight crops read both ways: the digit's reading scored below the
-        # paper's (picked), and refused
-        s_right = not_digit_scores(got["cal_tight"], out)
-        s_paper = not_digit_scores(got["cal_paper"], out)
-        tight_picked = float((s_right < s_paper).mean())
+        # held-out tight crops read both ways: the digit's reading taken less for the
+        # paper than the paper's reading (picked), and refused
+        s_right, p_right = imaging._check_scores(got["cal_tight"], out)
+        p_paper = imaging._check_scores(got["cal_paper"], out)[1]
+        tight_picked = float((p_right < p_paper).mean())
         tight_fr = float((s_right > threshold).mean())
     refused = {s: float((v > threshold).mean()) for s, v in scores.items()}
     seen = [refused[s] for s in trained]
     unseen = [refused[s] for s in names if s not in trained]
-    print(f"trained in {train_s:.1f} s on {n_pos:,} digits and {len(xs) - n_pos:,} "
-          f"drawings that are not; threshold {threshold:.4f}")
+    print(f"trained in {train_s:.1f} s on {n_pos:,} digits, {n_neg:,} drawings that are "
+          f"not and {len(neg_paper):,} readings of the paper; threshold {threshold:.4f}")
     print(f"threshold's digits refused: {clean_fr:.2%} as they are (of {len(cal_clean):,}; "
           f"preprocessing refused {cal_clean_refused} before), {photo_fr:.2%} as photos (of "
           f"{len(cal_photo):,}; {cal_photo_refused} before)")

@@ -368,6 +368,27 @@ def test_shape_check_folds_the_files_standardization(tmp_path):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
+def test_a_three_class_check_scores_its_classes(tmp_path):
+    """A 3-class check (digit, not a digit, the paper read as ink): the refusal's score
+    weighs class 1 against class 0 only; the paper's is class 2's probability. A 2-class
+    check has no paper's score."""
+    pytest.importorskip("digitcore._ops", reason="compiled digitcore._ops not built")
+    from digitcore import imaging
+    from digitcore.network import Network
+
+    _, (xt, _) = _mini()
+    net = Network([784, 16, 3], seed=4, input_mean=0.13, input_std=0.31)
+    path = tmp_path / "three.safetensors"
+    net.save(path, metadata={"threshold": 0.5})
+    p = net.predict_proba(xt[:50].reshape(50, -1)).astype(np.float64)
+    not_digit, paper = imaging._check_scores(xt[:50], path)
+    np.testing.assert_allclose(not_digit, p[:, 1] / (p[:, 0] + p[:, 1]), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(paper, p[:, 2], rtol=1e-4, atol=1e-6)
+    two = tmp_path / "two.safetensors"
+    Network([784, 16, 2], seed=4).save(two, metadata={"threshold": 0.5})
+    assert imaging._check_scores(xt[:3], two)[1] is None
+
+
 def test_a_missing_shape_check_says_how_to_get_it_back(monkeypatch):
     from digitcore import imaging
 
@@ -598,13 +619,18 @@ def test_a_picture_read_both_ways_needs_no_shape_check_without_reject(monkeypatc
     dark, other = imaging._dark_ink(x)
     assert other is not None
     both = [imaging._read_digit(x, "", side, True) for side in (dark, other)]
-    # (each reading's score, as the check gave it, is the score of that image)
-    for out, score in both:
+    # (each reading's scores, as the check gave them, are the scores of that image)
+    for out, score, paper in both:
         assert score == pytest.approx(float(imaging.not_digit_scores(out)[0]), abs=1e-6)
-    best = min(both, key=lambda b: b[1])[0]
-    assert np.array_equal(preprocess_image(picture), best)
-    assert np.array_equal(preprocess_image(picture, reject_non_digits=False), best)
+        assert paper == pytest.approx(float(imaging._check_scores(out)[1][0]), abs=1e-6)
+    # the reading kept is the one the check takes less for the paper read as ink: here
+    # the digit's (dark ink), which the check takes for paper far less than the other
+    best, worse = sorted(both, key=lambda b: b[2])
+    assert best[2] < 0.5 < worse[2]
+    assert np.array_equal(preprocess_image(picture), best[0])
+    assert np.array_equal(best[0], both[[dark, other].index(True)][0])
+    assert np.array_equal(preprocess_image(picture, reject_non_digits=False), best[0])
     monkeypatch.setattr(imaging, "SHAPE_CHECK_FILE", "no-such-check.safetensors")
-    out, score = imaging._read_digit(x, "", dark, False)
-    assert score is None
+    out, score, paper = imaging._read_digit(x, "", dark, False)
+    assert score is None and paper is None
     assert np.array_equal(preprocess_image(picture, reject_non_digits=False), out)

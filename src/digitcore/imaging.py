@@ -17,8 +17,8 @@ call it):
    near one end of the range, says otherwise (a thick digit cropped close fills any
    window), or where its rim lies near the light end and dark strokes reach into it
    while the local level says light ink (the paper shows between a bold digit's
-   strokes where they reach the edges), steps 3-9 run both ways and the more
-   digit-like reading is kept;
+   strokes where they reach the edges), steps 3-9 run both ways and the reading
+   the shape check (step 9) takes less for the paper read as ink is kept;
 3. estimate the paper, shadows and uneven lighting included, as a grey
    closing (dark ink) or opening (light ink) with a window wider than any pen
    stroke (PAPER_WINDOW); the ink is what differs from it (a top-hat);
@@ -46,10 +46,12 @@ call it):
    fit 20x20 (area averaging when shrinking, bilinear when enlarging) and
    shift so the centre of mass lands on pixel (14, 14);
 9. refuse stroke drawings that are not digits (a plus, a minus, an X, a triangle,
-   letters): a small network trained on MNIST digits against such drawings
-   (SHAPE_CHECK_FILE, built by benchmarks/train_shape_check.py) scores the 28x28
-   result, and a score above its threshold (set so that at most 0.2% of held-out
-   training digits, clean or photographed, reach it) is "not_a_digit"; so is a
+   letters): a small network trained on MNIST digits against such drawings and
+   against the paper of a picture read as ink (SHAPE_CHECK_FILE, built by
+   benchmarks/train_shape_check.py; three classes) scores the 28x28 result, and a
+   "not a digit" score (that class against the digit's) above its threshold (set so
+   that at most 0.2% of held-out training digits, clean or photographed, reach it)
+   is "not_a_digit"; so is a
    picture of two digits side by side, apart (a mark left out in step 6, beside the
    digit, about as dark, at least half its size, that the same check takes for a digit:
    reading one of the two would be a confident guess).
@@ -147,7 +149,7 @@ SECOND_INK = 0.75
 # Step 2: when the whole picture's median lies within this fraction of the range (0.5th
 # to 99.5th percentile) from one end and says the other side is ink than the paper's
 # local level does, the picture is read both ways and the reading the shape check takes
-# more for a digit is kept (a refused one loses). Tight crops of broad-marker digits read
+# less for the paper read as ink is kept (a refused one loses). Tight crops of broad-marker digits read
 # by the bundled model (tests/photo_digits.py's tight_crop, held-out training digits
 # 52,000-52,199, rng [1000, i]): the local level alone 49 of 200 at a 5% margin and 105 at
 # 10%; this 146 and 192; the development set (4,000 photos of held-out training digits,
@@ -752,7 +754,8 @@ def _dark_ink(x: np.ndarray) -> tuple[bool, bool | None]:
     Returns that answer, and the whole picture's when its median lies within MEDIAN_END
     of the range from one end and it differs (else None): the ink is the minority of the
     whole picture, rim and all, so the paper's side holds its median. preprocess_image
-    then reads the picture both ways and keeps the more digit-like reading: strokes can
+    then reads the picture both ways and keeps the reading the shape check takes less for
+    the paper read as ink: strokes can
     fill the windows of a thick digit cropped close, where the paper then looks like ink,
     but a note on a dark desk or a shadow over most of the sheet moves the median too.
     The same when the answer is light ink but the picture's rim (its outer 1/16, a
@@ -1070,12 +1073,12 @@ def _read_shape_check(path: Path):
     training = decode_training(meta)
     threshold = training.get("threshold") if isinstance(training, dict) else None
     sizes = config["layer_sizes"]
-    if (sizes[0] != FIELD * FIELD or sizes[-1] != 2 or config["activation"] != "relu"
+    if (sizes[0] != FIELD * FIELD or sizes[-1] not in (2, 3) or config["activation"] != "relu"
             or isinstance(threshold, bool) or not isinstance(threshold, (int, float))
             or not 0.0 < threshold < 1.0):
         raise ModelFormatError(
-            f"{key}: not a shape check (a {FIELD * FIELD}-input, 2-class ReLU network "
-            "with a threshold in (0, 1) in its training metadata); rebuild it with "
+            f"{key}: not a shape check (a {FIELD * FIELD}-input, 2- or 3-class ReLU "
+            "network with a threshold in (0, 1) in its training metadata); rebuild it with "
             "benchmarks/train_shape_check.py")
     # the file's standardization (x / 255 - mean) / std, folded into the first layer
     mean, std = config.get("input_mean", 0.0), config.get("input_std", 1.0)
@@ -1086,11 +1089,19 @@ def _read_shape_check(path: Path):
 
 def not_digit_scores(images, path=None) -> np.ndarray:
     """Step 9's score of each 28x28 uint8 image (as :func:`preprocess_image` returns
-    them): the shape check's probability that it is a stroke drawing that is not a digit.
-    ``preprocess_image`` refuses an image whose score is above the check's threshold.
+    them): the shape check's probability that it is a stroke drawing that is not a digit
+    (of "digit" and "not a digit"; a check's third class, the paper read as ink, is left
+    out). ``preprocess_image`` refuses an image whose score is above the check's
+    threshold.
 
     ``images``: uint8 ``(n, 28, 28)`` or ``(28, 28)``; ``path``: another shape check
     file (default: the bundled one). Returns float64 ``(n,)``."""
+    return _check_scores(images, path)[0]
+
+
+def _check_scores(images, path=None):
+    """(not_digit_scores, the probability of the check's third class, "the paper read as
+    ink", or None for a check without it), from one forward pass."""
     x = np.asarray(images)
     if x.dtype != np.uint8 or x.shape[-2:] != (FIELD, FIELD) or x.ndim not in (2, 3):
         raise ValueError(f"images must be uint8 of shape (n, {FIELD}, {FIELD}) or "
@@ -1104,7 +1115,10 @@ def not_digit_scores(images, path=None) -> np.ndarray:
     for w, b in zip(weights[:-1], biases[:-1]):
         h = dense_forward(h, w, b, "relu")
     z = dense_forward(h, weights[-1], biases[-1]).astype(np.float64)
-    return np.exp(-np.logaddexp(0.0, z[:, 0] - z[:, 1]))  # softmax's class 1 of two
+    not_digit = np.exp(-np.logaddexp(0.0, z[:, 0] - z[:, 1]))  # class 1 of classes 0, 1
+    if z.shape[1] < 3:
+        return not_digit, None
+    return not_digit, np.exp(z[:, 2] - np.logaddexp.reduce(z, axis=1))
 
 
 def preprocess_image(image, *, reject_non_digits: bool = True) -> np.ndarray:
@@ -1177,7 +1191,7 @@ def preprocess_image(image, *, reject_non_digits: bool = True) -> np.ndarray:
     if other is None:
         return _read_digit(x, where, dark, reject_non_digits)[0]
     # the whole picture's median says the other side is ink (see _dark_ink): read it both
-    # ways, and keep what the shape check takes more for a digit
+    # ways, and keep what the shape check takes less for the paper read as ink
     done, first = [], None
     for side in (dark, other):
         try:
@@ -1192,20 +1206,24 @@ def preprocess_image(image, *, reject_non_digits: bool = True) -> np.ndarray:
     if len(done) == 1:
         return done[0][0]
     if reject_non_digits:  # (each reading scored already, as it passed the check)
-        scores = [score for _, score in done]
+        scores = [(score, paper) for _, score, paper in done]
     else:
         try:
-            scores = not_digit_scores(np.stack([out for out, _ in done]))
+            scores = list(zip(*_check_scores(np.stack([out for out, _, _ in done]))))
         except (OSError, ModelFormatError):
             return done[0][0]  # no shape check asked for, and none to be had: the local
             # level's reading
-    return done[int(np.argmin(scores))][0]
+    # the reading the check takes least for the paper read as ink (its third class),
+    # else for a drawing that is not a digit
+    by = 1 if all(paper is not None for _, paper in scores) else 0
+    return done[int(np.argmin([s[by] for s in scores]))][0]
 
 
 def _read_digit(x: np.ndarray, where: str, dark: bool, reject_non_digits: bool):
     """Steps 3-9 of preprocess_image on the grey picture ``x`` (at most WORK_SIDE a side),
     whose ink is darker than its paper when ``dark``: (the 28x28 image, its shape-check
-    score, or None when ``reject_non_digits`` is false)."""
+    score, the check's probability that it is the paper read as ink), the scores None
+    when ``reject_non_digits`` is false (and the last for a check without that class)."""
     ink, mask, faint, paper, contrast = _find_ink(x, where, dark)
     marks = mask if mask.any() else faint  # (a dot's smoothed ink can stay below the level)
     mask = _drop_boxes(_remove_lines(mask, faint))
@@ -1251,9 +1269,10 @@ def _read_digit(x: np.ndarray, where: str, dark: bool, reject_non_digits: bool):
                                           "outline stands out; write the digit with a pen "
                                           "stroke")
 
-    out, score = _field(digit, ink), None
+    out, score, paper = _field(digit, ink), None, None
     if reject_non_digits:
-        score = float(not_digit_scores(out)[0])
+        scores, papers = _check_scores(out)
+        score, paper = float(scores[0]), None if papers is None else float(papers[0])
         if score > _shape_check()[2]:
             raise NoDigitError("not_a_digit", f"{where}strokes that do not look like a digit "
                                               f"(a sign, a letter or a shape? score "
@@ -1265,4 +1284,4 @@ def _read_digit(x: np.ndarray, where: str, dark: bool, reject_non_digits: bool):
         raise NoDigitError("not_a_digit", f"{where}two digits, or a digit and another mark "
                                           "as big, apart from each other: crop the picture "
                                           "to one digit")
-    return out, score
+    return out, score, paper
