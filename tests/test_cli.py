@@ -340,6 +340,22 @@ def test_evaluate_refuses_a_model_of_fewer_classes(tmp_path):
     assert_one_line_error(r, "answers 3 classes", "labels go up to 9")
 
 
+def test_a_data_dir_with_some_of_the_files_names_the_missing_ones(tmp_path, model):
+    """A folder with only the test files: evaluate (which reads only those) fell back to
+    mnist-mini with a notice and reported its accuracy on that instead."""
+    from digitcore.datasets import FILES
+
+    d = _own_idx(tmp_path / "own", side=28)
+    for f in FILES[:2]:
+        (d / (f + ".gz")).unlink()
+    for args in (["evaluate", model[0], "--data-dir", d, "--no-verify"],
+                 ["train", "--data-dir", d, "--epochs", "1"],
+                 ["train", "--dataset", "mnist", "--data-dir", d, "--epochs", "1"]):
+        r = run(*args)
+        assert_one_line_error(r, f"lacks {FILES[0]}, {FILES[1]}")
+        assert "mnist-mini" not in r.stdout
+
+
 def test_samples_per_second_counts_the_samples_trained_on(monkeypatch, capsys):
     """With --validation-fraction f, the speed counted the held-out images too."""
     import digitcore

@@ -244,6 +244,12 @@ def _load_data(dataset, data_dir, download=False, verify=True):
         raise UsageError(f"--data-dir {data_dir}: no such directory")
     if dataset is None and download:  # (the default's mnist-mini fallback never downloads)
         dataset = "mnist"
+    partial = datasets.incomplete_dataset_files(dataset or "mnist", data_dir) \
+        if dataset != "mnist-mini" and not download else None
+    if partial is not None:  # (else the search passes it over: other files, or mnist-mini)
+        folder, missing = partial
+        raise UsageError(f"--data-dir {data_dir}: {folder} lacks " + ", ".join(missing)
+                         + " (raw or .gz): the four files are read, training and test")
     if dataset is None:
         if not verify and datasets.find_dataset_files("mnist", data_dir) is None:
             # without this, --no-verify would quietly train on the bundled subset

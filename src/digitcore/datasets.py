@@ -210,6 +210,21 @@ def find_dataset_files(name: str = "mnist", data_dir=None) -> dict[str, Path] | 
     return None
 
 
+def incomplete_dataset_files(name: str, data_dir) -> tuple[Path, list[str]] | None:
+    """``(folder, the file names it lacks)`` for ``data_dir`` (or its dataset subfolder)
+    when it holds some of ``name``'s four files but not all (a partial copy, which the
+    search would pass over for another folder or the bundled subset), else None."""
+    if data_dir is None:
+        return None
+    spec = _spec(name)
+    base = Path(data_dir).expanduser()
+    for d in [*(base / s for s in spec.subdirs), base]:
+        found = {f: _file_in(d, f) for f in FILES}
+        if any(found.values()) and not all(found.values()):
+            return d, [f for f, p in found.items() if p is None]
+    return None
+
+
 # ----------------------------------------------------------------------------- verification
 
 class _Stamps:
