@@ -354,6 +354,33 @@ def test_a_data_dir_with_some_of_the_files_names_the_missing_ones(tmp_path, mode
         r = run(*args)
         assert_one_line_error(r, f"lacks {FILES[0]}, {FILES[1]}")
         assert "mnist-mini" not in r.stdout
+    # a complete set in the folder (or its mnist/ subfolder) is read, a stray file beside
+    # it or in the other notwithstanding
+    from digitcore.datasets import incomplete_dataset_files
+
+    full = _own_idx(tmp_path / "full")
+    (full / "mnist").mkdir()
+    (full / "mnist" / (FILES[0] + ".gz")).write_bytes(b"")
+    assert incomplete_dataset_files("mnist", full) is None
+    assert incomplete_dataset_files("mnist", d) == (d, list(FILES[:2]))
+
+
+def test_predict_hides_pillow_s_bomb_warning(monkeypatch, tmp_path, model, capsys):
+    """Pillow warns (two lines naming its source) of a picture past 89M pixels and still
+    reads it: `digitcore predict` printed that before its answer."""
+    import warnings
+
+    Image = pytest.importorskip("PIL.Image")
+    from digitcore import cli
+
+    path = tmp_path / "big.png"
+    Image.fromarray(np.full((40, 40), 200, np.uint8)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # (1,600 pixels: warned of)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        cli.main(["predict", str(model[0]), str(path)])
+    assert not [w for w in seen if "exceeds limit" in str(w.message)]
+    assert "big.png" in capsys.readouterr().err  # (a blank picture: its line says so)
 
 
 def test_samples_per_second_counts_the_samples_trained_on(monkeypatch, capsys):

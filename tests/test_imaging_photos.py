@@ -274,7 +274,8 @@ def test_small_drawing_on_a_big_canvas_is_too_small():
 
 def test_mnist_digits_are_rarely_refused():
     """Steps 1-8 refuse none of mnist-mini's 1,000 test digits; the shape check (step 9)
-    is set to refuse 0.2% of held-out training digits, and refuses 1 here."""
+    is set to refuse 0.2% of held-out training digits (0.10% of them clean), and refuses
+    3 here (two open zeros, a bent 5; the 2-class check before it refused 1)."""
     _, (xt, _) = _mini()
     refused = 0
     for d in xt:
@@ -284,7 +285,7 @@ def test_mnist_digits_are_rarely_refused():
         except NoDigitError as exc:
             assert exc.reason == "not_a_digit" and "do not look like a digit" in str(exc)
             refused += 1
-    assert refused <= 2, refused
+    assert refused <= 3, refused
 
 
 # the shapes issue 19's review found read as digits with high probability
@@ -607,7 +608,7 @@ def test_a_dark_shadow_over_most_of_the_sheet():
     assert _corr(preprocess_image(_u8(img)), preprocess_image(_u8(1 - ring))) > 0.85
 
 
-def test_a_picture_read_both_ways_needs_no_shape_check_without_reject(monkeypatch):
+def test_a_picture_read_both_ways_needs_no_shape_check_without_reject(monkeypatch, tmp_path):
     """mnist-mini's test digit 13 cropped close stands both ways (paper as ink too): the
     shape check picks the reading; reject_non_digits=False asks for no shape check, and
     without its file the paper's local level's reading is kept."""
@@ -630,6 +631,15 @@ def test_a_picture_read_both_ways_needs_no_shape_check_without_reject(monkeypatc
     assert np.array_equal(preprocess_image(picture), best[0])
     assert np.array_equal(best[0], both[[dark, other].index(True)][0])
     assert np.array_equal(preprocess_image(picture, reject_non_digits=False), best[0])
+    # a 2-class check (no paper's class) picks by its refusal score, asked or not
+    from digitcore.network import Network
+
+    two = tmp_path / "two.safetensors"
+    Network([784, 16, 2], seed=0).save(two, metadata={"threshold": 0.99})
+    monkeypatch.setattr(imaging, "SHAPE_CHECK_FILE", str(two))
+    scored = [imaging._read_digit(x, "", side, False)[0] for side in (dark, other)]
+    pick = scored[int(np.argmin(imaging.not_digit_scores(np.stack(scored))))]
+    assert np.array_equal(preprocess_image(picture, reject_non_digits=False), pick)
     monkeypatch.setattr(imaging, "SHAPE_CHECK_FILE", "no-such-check.safetensors")
     out, score, paper = imaging._read_digit(x, "", dark, False)
     assert score is None and paper is None

@@ -556,6 +556,23 @@ def test_a_pickled_subclass_comes_back_as_itself():
     assert type(back) is Mine and np.array_equal(back.flat_parameters, net.flat_parameters)
     assert type(pickle.loads(pickle.dumps(Network([4, 3])))) is Network
 
+    # one whose constructor takes other arguments, or one pickle cannot find by name,
+    # comes back as a Network (as before pickles named the class), never unloadable
+    class Fixed(Network):
+        def __init__(self):
+            super().__init__([4, 3], seed=1)
+
+    globals()["Fixed"] = Fixed
+    Fixed.__qualname__ = "Fixed"
+
+    class Local(Network):
+        pass
+
+    for net in (Fixed(), Local([4, 3], seed=2)):
+        back = pickle.loads(pickle.dumps(net))
+        assert type(back) is Network
+        assert np.array_equal(back.flat_parameters, net.flat_parameters)
+
 
 def test_settings_changed_after_use_take_effect_or_are_refused():
     """The C view was cached with the activation it was built with: after predict, a new

@@ -462,7 +462,7 @@ def test_update_params_from_python_matches_the_fused_loop(name, rng):
 
 
 @pytest.mark.parametrize("kw, message", [
-    (dict(lr=-1.0), "lr must be > 0"), (dict(lr=float("nan")), "lr must be > 0"),
+    (dict(lr=-1.0), "lr must be >= 0"), (dict(lr=float("nan")), "lr must be >= 0"),
     (dict(l2=-5.0), "l2 must be >= 0"), (dict(l1=-0.1), "l1 must be >= 0"),
     (dict(nan=True), "grads contains NaN or infinite")])
 def test_update_params_refuses_what_the_constructors_refuse(kw, message):
@@ -477,6 +477,15 @@ def test_update_params_refuses_what_the_constructors_refuse(kw, message):
     with pytest.raises(ValueError, match=message):
         opt.update_params(net, grads, **kw)
     assert np.array_equal(net.flat_parameters, before) and opt.step_count == 0
+
+
+def test_update_params_takes_a_zero_lr():
+    """A schedule's multiplier may be 0 (a step that moves nothing)."""
+    net = Network([5, 4, 3], seed=0)
+    opt = optim.get_optimizer("sgd", 0.1)
+    before = net.flat_parameters.copy()
+    opt.update_params(net, np.ones(net.n_params, np.float32), lr=0.0)
+    assert np.array_equal(net.flat_parameters, before) and opt.step_count == 1
 
 
 @pytest.mark.parametrize("bs", [32, None])

@@ -218,11 +218,14 @@ def incomplete_dataset_files(name: str, data_dir) -> tuple[Path, list[str]] | No
         return None
     spec = _spec(name)
     base = Path(data_dir).expanduser()
+    partial = None
     for d in [*(base / s for s in spec.subdirs), base]:
         found = {f: _file_in(d, f) for f in FILES}
-        if any(found.values()) and not all(found.values()):
-            return d, [f for f, p in found.items() if p is None]
-    return None
+        if all(found.values()):
+            return None  # (a complete set in one of its folders is what the search takes)
+        if any(found.values()) and partial is None:
+            partial = d, [f for f, p in found.items() if p is None]
+    return partial
 
 
 # ----------------------------------------------------------------------------- verification

@@ -64,7 +64,6 @@ are tuned together with them; nothing else uses them.
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -237,12 +236,7 @@ def _read_file(path, longest=None) -> np.ndarray:
     except ImportError:
         return _read_png(fspath)
     try:
-        with warnings.catch_warnings():
-            # (Pillow warns, in two lines naming its source, of a picture past 89M
-            # pixels, which it still reads; past twice that it refuses, said below)
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            opened = Image.open(fspath)
-        with opened as img:
+        with Image.open(fspath) as img:
             # (MPO: a phone's JPEG with a second, preview picture)
             if longest and img.format in ("JPEG", "MPO") and max(img.size) > 2 * longest:
                 f = max(img.size) / longest
@@ -1209,7 +1203,8 @@ def preprocess_image(image, *, reject_non_digits: bool = True) -> np.ndarray:
         scores = [(score, paper) for _, score, paper in done]
     else:
         try:
-            scores = list(zip(*_check_scores(np.stack([out for out, _, _ in done]))))
+            not_digit, paper = _check_scores(np.stack([out for out, _, _ in done]))
+            scores = list(zip(not_digit, [None] * len(done) if paper is None else paper))
         except (OSError, ModelFormatError):
             return done[0][0]  # no shape check asked for, and none to be had: the local
             # level's reading

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 
 import numpy as np
 
@@ -24,8 +25,15 @@ __all__ = ["Network", "ACTIVATIONS", "INITS"]
 
 def _rebuild(config, flat, training_summary, cls=None):
     """A Network from its config, flat parameters (copied) and training summary: the one
-    way to rebuild a network (copies, pickles, the estimator's pickles)."""
-    net = (cls or Network).from_config(config)
+    way to rebuild a network (copies, pickles, the estimator's pickles). ``cls``: a
+    subclass, rebuilt as itself when its constructor takes a Network's arguments (else a
+    Network, as pickles were before they named the class)."""
+    try:
+        net = (cls or Network).from_config(config)
+    except TypeError:
+        if cls is None:
+            raise
+        net = Network.from_config(config)
     net._flat[...] = flat
     net.training_summary = training_summary
     return net
@@ -333,8 +341,14 @@ class Network:
     def __reduce__(self):
         # Rebuild from config + parameters: the flat buffer and its views stay one object,
         # and the cached C view (not picklable) is recreated on first use.
-        # (a subclass rebuilds as itself, as copy() does)
-        cls = None if type(self) is Network else type(self)
+        # (a subclass rebuilds as itself, as copy() does, when pickle can find it by name:
+        # one defined in a function would make the network unpicklable)
+        cls = type(self)
+        found = sys.modules.get(cls.__module__)
+        for part in cls.__qualname__.split("."):
+            found = getattr(found, part, None)
+        if cls is Network or found is not cls:
+            cls = None
         return (_rebuild, (self.get_config(), self._flat.copy(), self.training_summary, cls))
 
     def __deepcopy__(self, memo):

@@ -120,7 +120,8 @@ class Optimizer:
         # parameters, and a negative lr, l2 or l1 climbed the loss)
         if not all_finite(grads):
             raise ValueError("grads contains NaN or infinite values")
-        lr = self.lr if lr is None else positive_value(lr, "lr")
+        # (0 is a step that moves nothing: a schedule's multiplier may be 0)
+        lr = self.lr if lr is None else positive_value(lr, "lr", allow_zero=True)
         l2, l1 = positive_value(l2, "l2", allow_zero=True), positive_value(l1, "l1",
                                                                           allow_zero=True)
         self.state_for(network)

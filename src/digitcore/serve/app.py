@@ -457,7 +457,7 @@ class Handler(BaseHTTPRequestHandler):
                 return
             path = self._path()
             if method in ("GET", "HEAD") and path in STATIC_FILES:
-                self._drain_body()  # (a body sent with it is not the next request)
+                self._no_body_expected()
                 body, ctype = self.server.static[path]
                 self._send(200, body, ctype, {"Cache-Control": "no-cache"})
             elif path in API_ROUTES:
@@ -470,10 +470,10 @@ class Handler(BaseHTTPRequestHandler):
                 elif path == "/api/predict":
                     self._predict()
                 elif path == "/api/model":
-                    self._drain_body()
+                    self._no_body_expected()
                     self._json(200, self.server.model_info)
                 else:
-                    self._drain_body()
+                    self._no_body_expected()
                     self._json(200, {"status": "ok"})
             else:
                 self._drain_body()
@@ -530,6 +530,14 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise RequestError(400, f"bad Content-Length header {text!r}")
         return int(text)
+
+    def _no_body_expected(self):
+        """A GET or HEAD that says it has a body (Content-Length, chunks): answered, then
+        the connection closes. Left unread on it, the body would be taken as the next
+        request; read, a client that never sends it would hold the answer."""
+        if self.headers.get("Content-Length", "0").strip() not in ("", "0") \
+                or "Transfer-Encoding" in self.headers:
+            self.close_connection = True
 
     def _drain_body(self):
         """Read and drop a body we won't use, so the connection stays in sync."""
