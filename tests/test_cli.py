@@ -342,18 +342,23 @@ def test_evaluate_refuses_a_model_of_fewer_classes(tmp_path):
 
 def test_a_data_dir_with_some_of_the_files_names_the_missing_ones(tmp_path, model):
     """A folder with only the test files: evaluate (which reads only those) fell back to
-    mnist-mini with a notice and reported its accuracy on that instead."""
+    mnist-mini with a notice and reported its accuracy on that instead; it reads them
+    now, and train names the training files it lacks."""
     from digitcore.datasets import FILES
 
-    d = _own_idx(tmp_path / "own", side=28)
+    d = _own_idx(tmp_path / "own", side=28, classes=10)
     for f in FILES[:2]:
         (d / (f + ".gz")).unlink()
-    for args in (["evaluate", model[0], "--data-dir", d, "--no-verify"],
-                 ["train", "--data-dir", d, "--epochs", "1"],
+    r = run("evaluate", model[0], "--data-dir", d, "--no-verify", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["dataset"] == f"IDX files in {d}"
+    assert json.loads(r.stdout)["n_test"] == 60 and "mnist-mini" not in r.stderr
+    for args in (["train", "--data-dir", d, "--epochs", "1"],
                  ["train", "--dataset", "mnist", "--data-dir", d, "--epochs", "1"]):
         r = run(*args)
         assert_one_line_error(r, f"lacks {FILES[0]}, {FILES[1]}")
         assert "mnist-mini" not in r.stdout
+
     # a complete set in the folder (or its mnist/ subfolder) is read, a stray file beside
     # it or in the other notwithstanding
     from digitcore.datasets import incomplete_dataset_files
@@ -363,6 +368,9 @@ def test_a_data_dir_with_some_of_the_files_names_the_missing_ones(tmp_path, mode
     (full / "mnist" / (FILES[0] + ".gz")).write_bytes(b"")
     assert incomplete_dataset_files("mnist", full) is None
     assert incomplete_dataset_files("mnist", d) == (d, list(FILES[:2]))
+    (d / (FILES[3] + ".gz")).unlink()  # (a test image file without its labels)
+    assert_one_line_error(run("evaluate", model[0], "--data-dir", d, "--no-verify"),
+                          f"lacks {FILES[3]}")
 
 
 def test_predict_hides_pillow_s_bomb_warning(monkeypatch, tmp_path, model, capsys):

@@ -447,3 +447,24 @@ def test_iter_batches_rejects_bad_batch_size(bs):
 def test_iter_batches_length_mismatch():
     with pytest.raises(DatasetError):
         next(iter_batches(np.zeros((4, 2)), np.zeros(3), 2))
+
+
+def test_load_test_split_reads_the_two_test_files_alone(tmp_path):
+    """What evaluate reads: the test files, without the training ones beside them."""
+    from digitcore.idx import write_idx
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (7, 5, 5), dtype=np.uint8)
+    y = (np.arange(7) % 3).astype(np.uint8)
+    write_idx(tmp_path / (datasets.FILES[2] + ".gz"), x)
+    write_idx(tmp_path / (datasets.FILES[3] + ".gz"), y)
+    xt, yt = datasets.load_test_split("mnist", tmp_path, verify=False)
+    assert np.array_equal(xt, x) and np.array_equal(yt, y)
+    with pytest.raises(DatasetError, match="SHA-256"):  # (not the official files)
+        datasets.load_test_split("mnist", tmp_path)
+    assert datasets.find_dataset_files("mnist", tmp_path, files=datasets.FILES[2:])
+    mini = datasets.load_test_split("mnist-mini")
+    assert np.array_equal(mini[0], datasets.load_mnist_mini()[1][0])
+    write_idx(tmp_path / (datasets.FILES[3] + ".gz"), y[:6])
+    with pytest.raises(DatasetError, match="6 labels but .* 7 images"):
+        datasets.load_test_split("mnist", tmp_path, verify=False)

@@ -250,7 +250,7 @@ def _load_data(dataset, data_dir, download=False, verify=True):
     if partial is not None:  # (else the search passes it over: other files, or mnist-mini)
         folder, missing = partial
         raise UsageError(f"--data-dir {data_dir}: {folder} lacks " + ", ".join(missing)
-                         + " (raw or .gz): the four files are read, training and test")
+                         + " (raw or .gz): training reads the four files")
     if dataset is None:
         if not verify and datasets.find_dataset_files("mnist", data_dir) is None:
             # without this, --no-verify would quietly train on the bundled subset
@@ -263,6 +263,38 @@ def _load_data(dataset, data_dir, download=False, verify=True):
         return name, train, test
     train, test = datasets.load_dataset(dataset, data_dir, download=download, verify=verify)
     return dataset, train, test
+
+
+def _load_test_data(dataset, data_dir, verify=True):
+    """(name, (x_test, y_test)) for evaluate: the two test files alone, found where train
+    finds the four (without --dataset: full MNIST's if found, else mnist-mini's)."""
+    from pathlib import Path
+
+    from digitcore import datasets
+
+    if data_dir is not None and not os.path.isdir(data_dir):
+        raise UsageError(f"--data-dir {data_dir}: no such directory")
+    test_files = datasets.FILES[2:]
+    partial = datasets.incomplete_dataset_files(dataset or "mnist", data_dir, test_files) \
+        if dataset != "mnist-mini" else None
+    if partial is not None:
+        folder, missing = partial
+        raise UsageError(f"--data-dir {data_dir}: {folder} lacks " + ", ".join(missing)
+                         + " (raw or .gz), the test files evaluate reads")
+    if dataset is not None:
+        return dataset, datasets.load_test_split(dataset, data_dir, verify=verify)
+    paths = datasets.find_dataset_files("mnist", data_dir, files=test_files)
+    if paths is None:
+        if not verify:  # (else --no-verify would quietly evaluate on the bundled subset)
+            raise UsageError("--no-verify: no IDX test files found; put "
+                             + ", ".join(test_files)
+                             + " (raw or .gz) in the folder given with --data-dir")
+        name, _, test, notice = datasets.resolve_default_dataset(data_dir)
+        if notice:
+            print(notice, file=sys.stderr)
+        return name, test
+    name = "mnist" if verify else f"IDX files in {Path(paths[test_files[0]]).parent}"
+    return name, datasets.load_test_split("mnist", data_dir, verify=verify)
 
 
 def _emit(args, summary, lines):
@@ -438,7 +470,7 @@ def cmd_evaluate(args):
             raise UsageError(f"--plots {args.plots}: it is a file; --plots takes a directory "
                              "(made if missing) to write the PNG files into")
     net = load_model(args.model)
-    name, _, (x_te, y_te) = _load_data(args.dataset, args.data_dir, verify=args.verify)
+    name, (x_te, y_te) = _load_test_data(args.dataset, args.data_dir, verify=args.verify)
     if x_te[0].size != net.n_features:
         raise UsageError(f"{args.model} expects {net.n_features} features, the {name} images "
                          f"have {x_te[0].size}")

@@ -52,6 +52,7 @@ from digitcore._prepare import (  # noqa: F401
 __all__ = [
     "load_mnist", "load_fashion_mnist", "load_dataset", "resolve_default_dataset",
     "load_mnist_mini", "download_dataset", "get_cache_dir", "find_dataset_files",
+    "load_test_split",
     "train_val_split", "one_hot", "as_2d_images", "check_labels", "iter_batches",
     "FILES", "MNIST_MIRRORS", "FASHION_MNIST_MIRRORS", "DATASET_NAMES",
 ]
@@ -196,31 +197,33 @@ def _file_in(directory: Path, name: str) -> Path | None:
     return None
 
 
-def find_dataset_files(name: str = "mnist", data_dir=None) -> dict[str, Path] | None:
-    """Locate the four files of ``name`` locally, without reading or downloading.
+def find_dataset_files(name: str = "mnist", data_dir=None, files=FILES) -> dict[str, Path] | None:
+    """Locate the four files of ``name`` locally (or those of ``files``: ``FILES[2:]``
+    for the test split alone), without reading or downloading.
 
     Returns ``{canonical name: path}`` from the first directory (in lookup order)
-    that holds all four, or None.
+    that holds all of them, or None.
     """
     spec = _spec(name)
     for d in _search_dirs(spec, data_dir):
-        found = {f: _file_in(d, f) for f in FILES}
+        found = {f: _file_in(d, f) for f in files}
         if all(found.values()):
             return found
     return None
 
 
-def incomplete_dataset_files(name: str, data_dir) -> tuple[Path, list[str]] | None:
+def incomplete_dataset_files(name: str, data_dir, files=FILES) -> tuple[Path, list[str]] | None:
     """``(folder, the file names it lacks)`` for ``data_dir`` (or its dataset subfolder)
-    when it holds some of ``name``'s four files but not all (a partial copy, which the
-    search would pass over for another folder or the bundled subset), else None."""
+    when it holds some of ``name``'s four files (or of ``files``) but not all (a partial
+    copy, which the search would pass over for another folder or the bundled subset),
+    else None."""
     if data_dir is None:
         return None
     spec = _spec(name)
     base = Path(data_dir).expanduser()
     partial = None
     for d in [*(base / s for s in spec.subdirs), base]:
-        found = {f: _file_in(d, f) for f in FILES}
+        found = {f: _file_in(d, f) for f in files}
         if all(found.values()):
             return None  # (a complete set in one of its folders is what the search takes)
         if any(found.values()) and partial is None:
@@ -559,6 +562,29 @@ def _not_found(spec: _Spec, data_dir) -> DatasetError:
         f"command line: --download; about 11 MB "
         f"into {get_cache_dir() / spec.name}), or download the four .gz files from {bases[0]} "
         f"and put them in one of the directories above (or set $DIGITCORE_DATA).")
+
+
+def load_test_split(name: str = "mnist", data_dir=None, *, verify: bool = True):
+    """``(x_test, y_test)`` of ``name`` from its two test files alone (what an evaluation
+    reads: the training files need not be there), found as :func:`load_dataset` finds
+    files; "mnist-mini": its bundled test split. Never downloads. ``verify`` as in
+    :func:`load_mnist`; DatasetError naming the problem."""
+    key = _normalize_name(name)
+    if key == "mnist-mini":
+        return load_mnist_mini(verify=verify)[1]
+    spec = _spec(key)
+    paths = find_dataset_files(key, data_dir, files=FILES[2:])
+    if paths is None:
+        raise _not_found(spec, data_dir)
+    stamps = _Stamps() if verify else None
+    arrays = {f: _load_verified(Path(paths[f]), spec.sha256[f] if verify else None,
+                                f"{spec.title} {f}", stamps) for f in FILES[2:]}
+    if stamps is not None:
+        stamps.save()
+    _check_pair(arrays[FILES[2]], arrays[FILES[3]], paths[FILES[2]], paths[FILES[3]])
+    if len(arrays[FILES[2]]) == 0:
+        raise DatasetError(f"{paths[FILES[2]]}: holds no examples")
+    return arrays[FILES[2]], arrays[FILES[3]]
 
 
 def _load(spec: _Spec, data_dir, download: bool, verify: bool):
