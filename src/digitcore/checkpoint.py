@@ -200,7 +200,7 @@ class Checkpointer:
         """Put a checkpoint's state (``read_checkpoint`` output) back into a fit in progress.
 
         Returns (position, finished) for the training loop. ``stoppings``: the fit's
-        early stoppings as (key, EarlyStopping) pairs (``trainer.early_stoppings``).
+        early stoppings as (key, EarlyStopping) pairs, as ``Trainer.fit`` names them.
         """
         state, tensors = saved
         if state.get("run") != self.run:

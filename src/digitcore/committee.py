@@ -143,7 +143,8 @@ class Committee:
 
     def _check_floats(self, x):
         """Floats that can only be 0-255 pixels refused (network.check_pixel_floats), by
-        the committee's own record: a committee read from a file has it, not its members."""
+        the committee's own record (a committee given a summary whose members have none;
+        one read from a file shares its record with them: _share_record)."""
         try:
             x = np.asarray(x)
             if x.dtype.kind != "f" or not all_finite(x):

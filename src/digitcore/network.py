@@ -165,22 +165,16 @@ class Network:
         sizes = tuple(_positive_int(s, f"layer_sizes[{i}]") for i, s in enumerate(sizes))
         if sizes[-1] < 2:
             raise ValueError(f"the output layer needs at least 2 classes, got {sizes[-1]}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        self.activation = activation  # (checked by the setter)
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         dropout = float(dropout)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        problem = standardization_problem(input_mean, input_std)
-        if problem:
-            raise ValueError(problem)
-        input_mean, input_std = float(input_mean), float(input_std)
+        self._set_standardization(input_mean, input_std)
         self.layer_sizes = sizes
-        self._activation = activation
         self.init = init
         self.dropout = dropout
-        self._input_mean, self._input_std = input_mean, input_std
         self.training_summary = None
         n = sum(o * i + o for i, o in zip(sizes[:-1], sizes[1:]))
         self._flat = _aligned_zeros(n)

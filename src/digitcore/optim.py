@@ -109,7 +109,6 @@ class Optimizer:
         ``l1 * sign(w)``) and Adam's ``weight_decay`` act on weights only, not biases.
         """
         from digitcore import ops
-
         from digitcore._checks import all_finite, positive_value
 
         params = network.flat_parameters
