@@ -326,18 +326,25 @@ def _check_pair(x: np.ndarray, y: np.ndarray, xpath, ypath) -> None:
         raise DatasetError(f"{ypath} has {len(y)} labels but {xpath} has {len(x)} images")
 
 
-def _load_four(paths: dict, hashes: dict | None, title: str, stamps: _Stamps | None):
+def _load_files(paths: dict, files, hashes: dict | None, title: str, stamps: _Stamps | None):
+    """``{name: array}`` of ``files`` (pairs of images and labels), each verified against
+    ``hashes`` (None: not verified), each pair checked to match and hold examples."""
     arrays = {}
-    for f in FILES:
+    for f in files:
         expected = hashes[f] if hashes is not None else None
         arrays[f] = _load_verified(Path(paths[f]), expected, f"{title} {f}", stamps)
     if stamps is not None:
         stamps.save()
-    _check_pair(arrays[FILES[0]], arrays[FILES[1]], paths[FILES[0]], paths[FILES[1]])
-    _check_pair(arrays[FILES[2]], arrays[FILES[3]], paths[FILES[2]], paths[FILES[3]])
-    for f in FILES:
+    for images, labels in zip(files[::2], files[1::2]):
+        _check_pair(arrays[images], arrays[labels], paths[images], paths[labels])
+    for f in files:
         if len(arrays[f]) == 0:
             raise DatasetError(f"{paths[f]}: holds no examples")
+    return arrays
+
+
+def _load_four(paths: dict, hashes: dict | None, title: str, stamps: _Stamps | None):
+    arrays = _load_files(paths, FILES, hashes, title, stamps)
     if arrays[FILES[0]].shape[1:] != arrays[FILES[2]].shape[1:]:
         raise DatasetError(
             f"{paths[FILES[2]]} holds images of shape {arrays[FILES[2]].shape[1:]} but "
@@ -576,14 +583,8 @@ def load_test_split(name: str = "mnist", data_dir=None, *, verify: bool = True):
     paths = find_dataset_files(key, data_dir, files=FILES[2:])
     if paths is None:
         raise _not_found(spec, data_dir)
-    stamps = _Stamps() if verify else None
-    arrays = {f: _load_verified(Path(paths[f]), spec.sha256[f] if verify else None,
-                                f"{spec.title} {f}", stamps) for f in FILES[2:]}
-    if stamps is not None:
-        stamps.save()
-    _check_pair(arrays[FILES[2]], arrays[FILES[3]], paths[FILES[2]], paths[FILES[3]])
-    if len(arrays[FILES[2]]) == 0:
-        raise DatasetError(f"{paths[FILES[2]]}: holds no examples")
+    arrays = _load_files(paths, FILES[2:], spec.sha256 if verify else None, spec.title,
+                         _Stamps() if verify else None)
     return arrays[FILES[2]], arrays[FILES[3]]
 
 
