@@ -238,63 +238,38 @@ def _one_line(message):
     return out
 
 
-def _load_data(dataset, data_dir, download=False, verify=True):
+def _load_data(dataset, data_dir, download=False, verify=True, test_only=False):
+    """(name, train pair, test pair); with ``test_only`` (evaluate) the two test files
+    alone are looked for and read, and the train pair is None."""
     from digitcore import datasets
 
+    files = datasets.FILES[2:] if test_only else datasets.FILES
     if data_dir is not None and not download and not os.path.isdir(data_dir):
         raise UsageError(f"--data-dir {data_dir}: no such directory")
     if dataset is None and download:  # (the default's mnist-mini fallback never downloads)
         dataset = "mnist"
-    partial = datasets.incomplete_dataset_files(dataset or "mnist", data_dir) \
+    partial = datasets.incomplete_dataset_files(dataset or "mnist", data_dir, files) \
         if dataset != "mnist-mini" and not download else None
     if partial is not None:  # (else the search passes it over: other files, or mnist-mini)
         folder, missing = partial
         raise UsageError(f"--data-dir {data_dir}: {folder} lacks " + ", ".join(missing)
-                         + " (raw or .gz): training reads the four files")
+                         + " (raw or .gz): " + ("evaluate reads the two test files"
+                                                if test_only else "training reads the four files"))
     if dataset is None:
-        if not verify and datasets.find_dataset_files("mnist", data_dir) is None:
-            # without this, --no-verify would quietly train on the bundled subset
+        if not verify and datasets.find_dataset_files("mnist", data_dir, files) is None:
+            # without this, --no-verify would quietly use the bundled subset
             raise UsageError(
-                "--no-verify: no IDX files found; put " + ", ".join(datasets.FILES)
+                "--no-verify: no IDX files found; put " + ", ".join(files)
                 + " (raw or .gz) in the folder given with --data-dir")
-        name, train, test, notice = datasets.resolve_default_dataset(data_dir, verify=verify)
+        name, train, test, notice = datasets.resolve_default_dataset(
+            data_dir, verify=verify, test_only=test_only)
         if notice:
             print(notice, file=sys.stderr)
         return name, train, test
+    if test_only:
+        return dataset, None, datasets.load_test_split(dataset, data_dir, verify=verify)
     train, test = datasets.load_dataset(dataset, data_dir, download=download, verify=verify)
     return dataset, train, test
-
-
-def _load_test_data(dataset, data_dir, verify=True):
-    """(name, (x_test, y_test)) for evaluate: the two test files alone, found where train
-    finds the four (without --dataset: full MNIST's if found, else mnist-mini's)."""
-    from pathlib import Path
-
-    from digitcore import datasets
-
-    if data_dir is not None and not os.path.isdir(data_dir):
-        raise UsageError(f"--data-dir {data_dir}: no such directory")
-    test_files = datasets.FILES[2:]
-    partial = datasets.incomplete_dataset_files(dataset or "mnist", data_dir, test_files) \
-        if dataset != "mnist-mini" else None
-    if partial is not None:
-        folder, missing = partial
-        raise UsageError(f"--data-dir {data_dir}: {folder} lacks " + ", ".join(missing)
-                         + " (raw or .gz), the test files evaluate reads")
-    if dataset is not None:
-        return dataset, datasets.load_test_split(dataset, data_dir, verify=verify)
-    paths = datasets.find_dataset_files("mnist", data_dir, files=test_files)
-    if paths is None:
-        if not verify:  # (else --no-verify would quietly evaluate on the bundled subset)
-            raise UsageError("--no-verify: no IDX test files found; put "
-                             + ", ".join(test_files)
-                             + " (raw or .gz) in the folder given with --data-dir")
-        name, _, test, notice = datasets.resolve_default_dataset(data_dir)
-        if notice:
-            print(notice, file=sys.stderr)
-        return name, test
-    name = "mnist" if verify else f"IDX files in {Path(paths[test_files[0]]).parent}"
-    return name, datasets.load_test_split("mnist", data_dir, verify=verify)
 
 
 def _emit(args, summary, lines):
@@ -470,7 +445,8 @@ def cmd_evaluate(args):
             raise UsageError(f"--plots {args.plots}: it is a file; --plots takes a directory "
                              "(made if missing) to write the PNG files into")
     net = load_model(args.model)
-    name, (x_te, y_te) = _load_test_data(args.dataset, args.data_dir, verify=args.verify)
+    name, _, (x_te, y_te) = _load_data(args.dataset, args.data_dir, verify=args.verify,
+                                       test_only=True)
     if x_te[0].size != net.n_features:
         raise UsageError(f"{args.model} expects {net.n_features} features, the {name} images "
                          f"have {x_te[0].size}")

@@ -661,7 +661,7 @@ def load_dataset(name: str, data_dir=None, *, download: bool = True, verify: boo
     return _load(_spec(key), data_dir, download, verify)
 
 
-def resolve_default_dataset(data_dir=None, *, verify: bool = True):
+def resolve_default_dataset(data_dir=None, *, verify: bool = True, test_only: bool = False):
     """The data ``digitcore train`` uses: full MNIST if present locally, else mnist-mini.
 
     Never downloads. Returns ``(name, (x_train, y_train), (x_test, y_test), notice)``
@@ -669,18 +669,22 @@ def resolve_default_dataset(data_dir=None, *, verify: bool = True):
     subset is used and how to get the full dataset. Local MNIST files that fail
     verification raise DatasetError rather than being skipped. With ``verify=False``
     the local files in the MNIST layout are used without checksums (a user's own IDX
-    data); their name is then ``"IDX files in <folder>"``.
+    data); their name is then ``"IDX files in <folder>"``. With ``test_only`` (what
+    ``digitcore evaluate`` reads) only the two test files are looked for and read, and
+    the training pair is None.
     """
-    paths = find_dataset_files("mnist", data_dir)
+    files = FILES[2:] if test_only else FILES
+    paths = find_dataset_files("mnist", data_dir, files)
     if paths is not None:
         spec = _SPECS["mnist"]
-        if not verify:
-            folder = Path(paths[FILES[0]]).parent
-            return (f"IDX files in {folder}", *_load_four(paths, None, spec.title, None),
-                    None)
-        return "mnist", *_load_four(paths, spec.sha256, spec.title, _Stamps()), None
+        name = "mnist" if verify else f"IDX files in {Path(paths[files[0]]).parent}"
+        hashes, stamps = (spec.sha256, _Stamps()) if verify else (None, None)
+        if test_only:
+            arrays = _load_files(paths, files, hashes, spec.title, stamps)
+            return name, None, (arrays[FILES[2]], arrays[FILES[3]]), None
+        return (name, *_load_four(paths, hashes, spec.title, stamps), None)
     train, test = load_mnist_mini()
     notice = (f"Full MNIST not found locally; using the bundled mnist-mini subset "
               f"({MINI_COUNTS[0]:,} train / {MINI_COUNTS[1]:,} test images). "
               "Get the full dataset with digitcore.load_mnist(download=True).")
-    return "mnist-mini", train, test, notice
+    return "mnist-mini", None if test_only else train, test, notice
