@@ -8,6 +8,7 @@ raised TrainingDivergedError is left finite (it still predicts, saves and loads)
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -176,6 +177,51 @@ def test_diverged_training_can_continue_with_a_sane_learning_rate():
     hist = Trainer(net, optimizer="adam", lr=1e-3, epochs=1, verbose=0, seed=0).fit(x, y)
     assert np.isfinite(hist.loss).all()
     _assert_usable(net, x)
+
+
+# The three ways a chunk is found to diverge: a non-finite loss in C, parameters that
+# overflowed, outputs that overflow.
+@pytest.mark.parametrize("optimizer,lr,batch_size", [
+    ("adam", 3e38, 64), ("rmsprop", 1e30, 64), ("momentum", 1e12, None), ("sgd", 1e20, 64),
+    ("adamw", 4923882.631706731, None),
+])
+def test_divergence_undoes_the_optimizer_state_with_the_parameters(optimizer, lr, batch_size):
+    # Before, the parameters went back to the chunk's start but the optimizer kept the
+    # chunk's step count and moments: a fit that continued after the error ran Adam's bias
+    # correction at the wrong step, from moments of updates that had been undone.
+    rng = np.random.default_rng(1)
+    x, y = _data(rng)
+
+    def trainer(net, epochs, opt=optimizer):
+        # one chunk per epoch: the chunk undone starts where the epoch does
+        return Trainer(net, optimizer=opt, lr=lr, epochs=epochs, batch_size=batch_size,
+                       lr_schedule="constant", verbose=0, seed=0, chunk_samples=len(x),
+                       chunk_seconds=None)
+
+    net = Network([784, 32, 10], seed=0)
+    tr = trainer(net, 6)
+    with pytest.raises(TrainingDivergedError) as info:
+        tr.fit(x, y)
+    epoch = int(re.search(r"epoch (\d+),", str(info.value)).group(1))
+    # the state of a run stopped before that epoch
+    ref = Network([784, 32, 10], seed=0)
+    ref_tr = trainer(ref, epoch - 1)
+    if epoch > 1:
+        ref_tr.fit(x, y)
+    opt, ref_opt = tr.optimizer, ref_tr.optimizer
+    np.testing.assert_array_equal(net.flat_parameters, ref.flat_parameters)
+    assert opt.step_count == ref_opt.step_count
+    for state, ref_state in ((opt.grad_avg, ref_opt.grad_avg), (opt.sq_avg, ref_opt.sq_avg)):
+        if ref_state is None or epoch == 1:
+            assert state is None or not state.any()
+        else:
+            np.testing.assert_array_equal(state, ref_state)
+    # continuing with the same optimizer gives what the stopped run continued gives
+    opt.lr = ref_opt.lr = 1e-3
+    for n, o in ((net, opt), (ref, ref_opt)):
+        Trainer(n, optimizer=o, epochs=1, batch_size=64, verbose=0, seed=0).fit(x, y)
+    np.testing.assert_array_equal(net.flat_parameters, ref.flat_parameters)
+    assert opt.step_count == ref_opt.step_count > 0
 
 
 # ---------------------------------------------------------------------------- huge logits

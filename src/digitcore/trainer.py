@@ -687,8 +687,20 @@ class Trainer:
                     b0, b1 = b1, min(batches_per_epoch, b1 + chunk_batches)
                     t_chunk = time.perf_counter()
                     # The C loop stops at a non-finite loss; parameters that overflow to
-                    # inf without one are caught here, and the chunk is undone.
+                    # inf without one are caught here, and the chunk is undone: the
+                    # parameters and the optimizer's moments and step count as they were
+                    # before it, so a fit that continues after the error starts there.
                     snapshot = net.flat_parameters.copy()
+                    moments = [(a, a.copy()) for a in (opt.grad_avg, opt.sq_avg)
+                               if a is not None]
+                    step_before = cfg["step"]
+
+                    def undo():
+                        net.flat_parameters[...] = snapshot
+                        for a, saved_a in moments:
+                            a[...] = saved_a
+                        opt.step_count = cfg["step"] = step_before
+
                     try:
                         ls, c, s = c_net.train(
                             x2, labels, order[b0 * bs:min(n, b1 * bs)], bs, lrs_all[b0:b1],
@@ -696,20 +708,17 @@ class Trainer:
                             None if aug is None else (aug.kernel_args(), bank, hw), keep,
                             loss_sum)
                         if not np.isfinite(net.flat_parameters).all():
-                            net.flat_parameters[...] = snapshot
                             raise _Diverged(b1 - 1 - b0, "the parameters overflowed")
                         # The chunk's last update is never followed by a loss check in C:
                         # finite but huge parameters can still overflow the forward pass.
                         last = order[max(b0 * bs, min(n, b1 * bs) - 256):min(n, b1 * bs)]
                         if not math.isfinite(c_net.evaluate(x2[last], labels[last], scale,
                                                              shift)[0]):
-                            net.flat_parameters[...] = snapshot
                             raise _Diverged(b1 - 1 - b0, "the outputs overflowed")
                     except FloatingPointError as exc:
                         # undo the chunk: the batches before the one whose loss was
                         # NaN/inf may already have blown the parameters up
-                        net.flat_parameters[...] = snapshot
-                        opt.step_count = cfg["step"]
+                        undo()
                         batch = b0 + getattr(exc, "batch", 0)
                         what = getattr(exc, "what", "the loss became NaN or infinite")
                         raise TrainingDivergedError(
