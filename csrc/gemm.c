@@ -516,10 +516,12 @@ int dc_sgemm_ref(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, floa
     int st = dc_gemm_check(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc);
     if (st != DC_OK)
         return st;
+    /* alpha 0 reads neither A nor B (BLAS's rule, as dc_sgemm): C = beta * C */
+    const int64_t kk = alpha == 0.0f ? 0 : k;
     for (int64_t i = 0; i < m; i++) {
         for (int64_t j = 0; j < n; j++) {
             double s = 0.0;
-            for (int64_t p = 0; p < k; p++) {
+            for (int64_t p = 0; p < kk; p++) {
                 const float av = trans_a ? a[p * lda + i] : a[i * lda + p];
                 const float bv = trans_b ? b[j * ldb + p] : b[p * ldb + j];
                 s += (double)av * (double)bv;

@@ -219,3 +219,21 @@ def _dropout_step(net, x, y, order, keep):
     return c.train(x, np.asarray(y, np.int64), np.asarray(order, np.int64), len(order),
                    np.full(1, 0.1, np.float32), 1 / 255, 0.0, 7, {"kind": "sgd", "step": 0},
                    grads, None, None, None, keep)
+
+
+def test_a_batch_size_near_int64s_limit_is_one_batch():
+    # the number of batches was (m + batch_size - 1) // batch_size, which wrapped negative
+    # for a batch_size near 2**63: the lrs length check was skipped and C read lrs[0] of an
+    # empty array
+    net = Network([6, 4, 3], seed=0)
+    c = net.c_net()
+    x = np.random.default_rng(0).integers(0, 256, (10, 6), dtype=np.uint8)
+    args = (x, np.arange(10) % 3, np.arange(10, dtype=np.int64), 2**63 - 1)
+    rest = (1 / 255, 0.0, 7, {"kind": "sgd", "step": 0}, np.empty(net.n_params, np.float32),
+            None, None)
+    before = net.flat_parameters.copy()
+    with pytest.raises(ValueError, match="lrs"):
+        c.train(*args, np.empty(0, np.float32), *rest)
+    np.testing.assert_array_equal(net.flat_parameters, before)
+    # one learning rate: one batch of all ten rows
+    assert c.train(*args, np.full(1, 0.1, np.float32), *rest)[2] == 10

@@ -322,6 +322,22 @@ def test_beta_zero_ignores_nan_in_out(path, threads):
         assert not out.any()
 
 
+def test_alpha_zero_reads_neither_operand(path):
+    # BLAS's rule, in the kernels and both references alike: a NaN in a or b does not reach C
+    from digitcore import ops_ref
+    a = np.array([[np.nan, 1.0], [2.0, np.inf]], np.float32)
+    b = np.ones((2, 3), np.float32)
+    c0 = np.arange(6, dtype=np.float32).reshape(2, 3)
+    for f in (gemm, gemm_ref, ops_ref.gemm):
+        for beta in (0.0, 1.0, -0.5):
+            out = c0.copy()
+            got = f(a, b, alpha=0.0, beta=beta, out=out)
+            np.testing.assert_array_equal(got, np.float32(beta) * c0, err_msg=f.__name__)
+        # a nonzero alpha still carries the NaN
+        with np.errstate(invalid="ignore"):
+            assert np.isnan(f(a, b, alpha=1e-30)).any()
+
+
 def test_k_zero_scales_c(path):
     c0 = np.arange(12, dtype=np.float32).reshape(3, 4)
     a = np.zeros((3, 0), np.float32)

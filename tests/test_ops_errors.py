@@ -95,6 +95,19 @@ BAD_CALLS = [
     (lambda: ops.clip_grad_norm([X.copy()], 0.0), ValueError, "max_norm"),
     (lambda: ops.dense_backward(G, X, W, accumulate=True), ValueError, "dweight"),
     (lambda: ops.gemm(X, W), ValueError, "inner dimensions"),
+    # values finite in float64 but not in the float32 the kernels take (they were inf there)
+    (lambda: ops.sgd_update(X.copy(), X, lr=1e39), ValueError, "lr must be finite in float32"),
+    (lambda: ops.adam_update(X.copy(), X, X.copy(), X.copy(), 1, weight_decay=1e39),
+     ValueError, "weight_decay must be finite in float32"),
+    (lambda: ops.gather_u8(np.zeros((2, 3), np.uint8), scale=1e300), ValueError,
+     "scale must be finite in float32"),
+    (lambda: ops.leaky_relu_forward(X, alpha=1e39), ValueError, "finite in float32"),
+    # ... and a fraction that rounds to 1 there
+    (lambda: ops.adam_update(X.copy(), X, X.copy(), X.copy(), 1, beta2=0.99999999999),
+     ValueError, "beta"),
+    # clipping's eps (a negative one flipped the gradients' sign, a NaN one made them NaN)
+    (lambda: ops.clip_grad_norm([X.copy()], 1.0, eps=-10.0), ValueError, "eps"),
+    (lambda: ops.clip_grad_norm([X.copy()], 1.0, eps=float("nan")), ValueError, "eps"),
 ]
 
 

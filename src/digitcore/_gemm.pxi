@@ -112,6 +112,10 @@ cdef object _gemm_impl(object a, object b, bint trans_a, bint trans_b, float alp
 def gemm(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None):
     """C = alpha * op(a) @ op(b) + beta * out (float32, C-contiguous 2-D arrays).
 
+    As in BLAS, ``beta == 0`` does not read ``out``, and ``alpha == 0`` does not read ``a``
+    or ``b`` (``C = beta * out``: a NaN in them does not reach C); :func:`gemm_ref` and
+    ``ops_ref.gemm`` do the same.
+
     Parameters
     ----------
     a : ndarray, float32, shape (m, k), or (k, m) if ``trans_a``

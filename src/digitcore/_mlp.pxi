@@ -349,7 +349,7 @@ cdef class _Net:
         m = order.shape[0]
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        nb = (m + batch_size - 1) // batch_size
+        nb = m // batch_size + (m % batch_size != 0)  # (m + batch_size - 1 could overflow)
         _check_1d(lrs, np.float32, "lrs", nb)
         if m and (order.min() < 0 or order.max() >= n):
             raise ValueError(f"order has indices outside [0, {n})")

@@ -152,9 +152,10 @@ cdef int _act_code(object kind, double alpha) except -1:
     except (KeyError, TypeError):
         raise ValueError(f"unknown activation {kind!r}; expected one of "
                          "None, 'identity', 'relu', 'leaky_relu', 'sigmoid', 'tanh'") from None
-    if code == DC_ACT_LEAKY_RELU and not (alpha >= 0.0 and alpha < float("inf")):
+    if code == DC_ACT_LEAKY_RELU and not (alpha >= 0.0 and <float>alpha < float("inf")):
         # the backward pass reads the sign of x from the output, which needs alpha >= 0
-        raise ValueError(f"alpha (leaky ReLU slope) must be finite and >= 0, got {alpha}")
+        raise ValueError(f"alpha (leaky ReLU slope) must be >= 0 and finite in float32, "
+                         f"got {alpha}")
     return code
 
 
@@ -246,10 +247,15 @@ cdef object _flat(object a):
 
 
 cdef float _finite(object v, str name) except? -1:
+    """v as the float32 the kernels take: finite there too (a float64 past float32's range,
+    about 3.4e38, would reach them as inf)."""
     cdef double d = float(v)
+    cdef float f = <float>d
     if not (d == d and abs(d) < float("inf")):
         raise ValueError(f"{name} must be finite, got {v}")
-    return <float>d
+    if not abs(f) < float("inf"):
+        raise ValueError(f"{name} must be finite in float32 (|{name}| <= 3.4e38), got {v}")
+    return f
 
 
 cdef float _l1(object v) except? -1:
@@ -442,6 +448,7 @@ def clip_grad_norm(grads, max_norm, eps=1e-12):
     ----------
     grads : sequence of ndarray, float32, C-contiguous, writeable, pairwise disjoint
     max_norm : float > 0
+    eps : float >= 0, finite
 
     Returns
     -------
@@ -449,8 +456,12 @@ def clip_grad_norm(grads, max_norm, eps=1e-12):
         The total norm before clipping.
     """
     cdef double mx = float(max_norm)
+    cdef double e = float(eps)
     if not (mx > 0.0):
         raise ValueError(f"max_norm must be > 0, got {max_norm}")
+    if not (e >= 0.0 and e < float("inf")):
+        # (a negative eps could flip the gradients' sign or divide by zero)
+        raise ValueError(f"eps must be finite and >= 0, got {eps}")
     if isinstance(grads, np.ndarray):
         grads = [grads]
     grads = list(grads)
@@ -465,7 +476,7 @@ def clip_grad_norm(grads, max_norm, eps=1e-12):
         total += sum_squares(g)
     norm = float(np.sqrt(total))
     if norm == norm and norm != float("inf") and norm > mx:
-        coef = mx / (norm + float(eps))
+        coef = mx / (norm + e)
         for g in grads:
             scale_inplace(g, coef)
     return norm

@@ -57,10 +57,13 @@ def _float(x):
 # ---- GEMM ------------------------------------------------------------------------------------
 
 def gemm(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None):
-    """``alpha * op(a) @ op(b) + beta * out`` (``beta == 0`` ignores out's contents)."""
+    """``alpha * op(a) @ op(b) + beta * out`` (``beta == 0`` ignores out's contents,
+    ``alpha == 0`` a's and b's, as in BLAS)."""
     a = _float(a)
     b = _float(b)
-    res = alpha * ((a.T if trans_a else a) @ (b.T if trans_b else b))
+    a, b = (a.T if trans_a else a), (b.T if trans_b else b)
+    res = (np.zeros((a.shape[0], b.shape[1]), np.result_type(a, b)) if alpha == 0.0
+           else alpha * (a @ b))
     if beta != 0.0:
         res = res + beta * out
     return _store(res, out)
