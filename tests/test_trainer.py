@@ -374,6 +374,11 @@ def test_bad_trainer_arguments():
     (dict(clip_norm="x"), ValueError, r"clip_norm must be a number"),
     # (below float32's smallest value it rounded to 0: no clipping at all)
     (dict(clip_norm=1e-46), ValueError, r"clip_norm must be > 0 \(in float32\)"),
+    # finite in float64 but not in the float32 the C loop takes: inf there (l2 1e39 was a
+    # TrainingDivergedError blaming the learning rate; lr 1e39 an inf step)
+    (dict(l2=1e39), ValueError, r"l2 must be at most 3\.4e38 \(digitcore computes in float32"),
+    (dict(l1=1e39), ValueError, r"l1 must be at most 3\.4e38"),
+    (dict(lr=1e39), ValueError, r"lr must be at most 3\.4e38"),
     (dict(seed=-1), ValueError, r"seed must be an int >= 0 or None, got -1"),
     (dict(seed=1.5), ValueError, r"seed must be an int >= 0 or None"),
     (dict(seed="a"), ValueError, r"seed must be an int >= 0 or None"),
@@ -384,6 +389,30 @@ def test_bad_trainer_arguments():
 def test_trainer_arguments_are_checked_when_given(kw, error, message):
     with pytest.raises(error, match=message):
         Trainer(Network([4, 3]), **kw)
+
+
+@pytest.mark.parametrize("make, message", [
+    # each rounds onto its bound in float32, where the C loop reads it: RMSprop's rho and
+    # Adam's beta2 at 1 left the squared-gradient average at 0 (a loss of 1e24, or a
+    # TrainingDivergedError blaming the learning rate), eps 1e-50 divided 0 by 0
+    (lambda: optim.RMSprop(rho=0.99999999999), r"rho must be in \[0, 1\) in float32.*rounds to 1"),
+    (lambda: optim.Adam(betas=(0.9, 0.99999999999)), r"betas\[1\] must be in \[0, 1\) in float32"),
+    (lambda: optim.Momentum(momentum=1 - 1e-12), r"momentum must be in \[0, 1\) in float32"),
+    (lambda: optim.Adam(eps=1e-50), r"eps must be > 0 in float32 \(at least 1\.4e-45"),
+    (lambda: optim.RMSprop(eps=1e-50), r"eps must be > 0 in float32"),
+    (lambda: optim.AdamW(weight_decay=1e39), r"weight_decay must be at most 3\.4e38"),
+])
+def test_optimizer_hyperparameters_are_checked_in_float32(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_optimizer_hyperparameters_at_float32_bounds_are_taken():
+    # the largest values below 1 and the smallest above 0 in float32 still work
+    near_one = float(np.nextafter(np.float32(1), np.float32(0)))
+    opt = optim.Adam(betas=(near_one, near_one), eps=1.4e-45)
+    assert np.float32(opt.betas[1]) < 1 and np.float32(opt.eps) > 0
+    assert optim.RMSprop(rho=near_one).rho == near_one
 
 
 def test_trainer_takes_numbers_as_config_files_give_them():

@@ -72,6 +72,36 @@ def positive_value(value, name: str, allow_zero: bool = False, unit: str = "") -
     return v
 
 
+def kernel_value(value, name: str, allow_zero: bool = False) -> float:
+    """``positive_value`` for a hyperparameter the C kernels take as float32: also finite
+    there (at most about 3.4e38, past which it would reach them as inf), and, unless
+    ``allow_zero``, not so small that it rounds to 0 (below about 1.4e-45: an eps of 0
+    divides 0 by 0)."""
+    v = positive_value(value, name, allow_zero)
+    with np.errstate(over="ignore"):
+        f = np.float32(v)
+    if not np.isfinite(f):
+        raise ValueError(f"{name} must be at most 3.4e38 (digitcore computes in float32), "
+                         f"got {value!r}")
+    if f == 0 and v != 0 and not allow_zero:
+        raise ValueError(f"{name} must be > 0 in float32 (at least 1.4e-45; digitcore "
+                         f"computes in float32), got {value!r}")
+    return v
+
+
+def fraction_value(value, name: str) -> float:
+    """``value`` as a float in [0, 1) that stays below 1 in float32, where the C kernels
+    take it (0.99999999999 rounds to 1 there: RMSprop's and Adam's averages would then
+    never move), else a ValueError naming ``name``."""
+    v = real_value(value, name)
+    if not 0.0 <= v < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    if not np.float32(v) < 1.0:
+        raise ValueError(f"{name} must be in [0, 1) in float32, where digitcore computes; "
+                         f"{value!r} rounds to 1 (at most 0.99999994)")
+    return v
+
+
 # A float array finite as given whose float32 copy is not: values past float32's range
 FLOAT32_RANGE = ("{name} holds values past float32's range (magnitudes above 3.4e38), "
                  "and digitcore computes in float32")

@@ -13,17 +13,10 @@ import weakref
 
 import numpy as np
 
-from digitcore._checks import count_value, positive_value, real_value
+from digitcore._checks import count_value, fraction_value, kernel_value, positive_value
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "RMSprop", "Adam", "AdamW",
            "get_optimizer", "make_schedule", "OPTIMIZERS", "SCHEDULES"]
-
-
-def _check_fraction(value, name):
-    value = real_value(value, name)
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value}")
-    return value
 
 
 class Optimizer:
@@ -34,7 +27,7 @@ class Optimizer:
     _owner = None  # (the class's default: optimizers pickled before it existed have none)
 
     def __init__(self, lr=None):
-        self.lr = positive_value(self.default_lr if lr is None else lr, "lr")
+        self.lr = kernel_value(self.default_lr if lr is None else lr, "lr")
         self.step_count = 0
         self.n_params = None  # size the state was made for (None: not yet)
         self._owner = None  # weakref to the network the state is for (None: not known)
@@ -54,7 +47,7 @@ class Optimizer:
 
     @learning_rate.setter
     def learning_rate(self, value):
-        self.lr = positive_value(value, "learning_rate")
+        self.lr = kernel_value(value, "learning_rate")
 
     def iteration_ends(self, time_step):
         """Called after each epoch with the number of samples seen so far (no-op here)."""
@@ -109,7 +102,7 @@ class Optimizer:
         ``l1 * sign(w)``) and Adam's ``weight_decay`` act on weights only, not biases.
         """
         from digitcore import ops
-        from digitcore._checks import all_finite, positive_value
+        from digitcore._checks import all_finite
 
         params = network.flat_parameters
         grads = np.ascontiguousarray(grads, dtype=np.float32)
@@ -120,9 +113,9 @@ class Optimizer:
         if not all_finite(grads):
             raise ValueError("grads contains NaN or infinite values")
         # (0 is a step that moves nothing: a schedule's multiplier may be 0)
-        lr = self.lr if lr is None else positive_value(lr, "lr", allow_zero=True)
-        l2, l1 = positive_value(l2, "l2", allow_zero=True), positive_value(l1, "l1",
-                                                                          allow_zero=True)
+        lr = self.lr if lr is None else kernel_value(lr, "lr", allow_zero=True)
+        l2, l1 = kernel_value(l2, "l2", allow_zero=True), kernel_value(l1, "l1",
+                                                                      allow_zero=True)
         self.state_for(network)
         self.step_count += 1
         cfg = self.kernel_config(l2, l1=l1)
@@ -176,7 +169,7 @@ class SGD(Optimizer):
     def __init__(self, lr=None, momentum=0.0, nesterov=False, lr_schedule="constant",
                  power_t=0.5):
         super().__init__(lr)
-        self.momentum = _check_fraction(momentum, "momentum")
+        self.momentum = fraction_value(momentum, "momentum")
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0")
@@ -242,8 +235,8 @@ class RMSprop(Optimizer):
 
     def __init__(self, lr=None, rho=0.9, eps=1e-8):
         super().__init__(lr)
-        self.rho = _check_fraction(rho, "rho")
-        self.eps = positive_value(eps, "eps")
+        self.rho = fraction_value(rho, "rho")
+        self.eps = kernel_value(eps, "eps")
 
     def _needs(self):
         return False, True
@@ -271,9 +264,9 @@ class Adam(Optimizer):
             b1, b2 = betas
         except (TypeError, ValueError):
             raise ValueError(f"betas must be a pair of floats, got {betas!r}") from None
-        self.betas = (_check_fraction(b1, "betas[0]"), _check_fraction(b2, "betas[1]"))
-        self.eps = positive_value(eps, "eps")
-        self.weight_decay = positive_value(weight_decay, "weight_decay", allow_zero=True)
+        self.betas = (fraction_value(b1, "betas[0]"), fraction_value(b2, "betas[1]"))
+        self.eps = kernel_value(eps, "eps")
+        self.weight_decay = kernel_value(weight_decay, "weight_decay", allow_zero=True)
 
     def _needs(self):
         return True, True
@@ -317,7 +310,7 @@ def get_optimizer(optimizer, lr=None):
     """An optimizer object from a name in :data:`OPTIMIZERS` or an existing object."""
     if isinstance(optimizer, Optimizer):
         if lr is not None:
-            optimizer.lr = positive_value(lr, "lr")
+            optimizer.lr = kernel_value(lr, "lr")
         return optimizer
     if isinstance(optimizer, str) and optimizer.lower() in OPTIMIZERS:
         return OPTIMIZERS[optimizer.lower()](lr)

@@ -20,7 +20,8 @@ import time
 
 import numpy as np
 
-from digitcore._checks import count_value, positive_value, real_value, seed_value, square_images
+from digitcore._checks import (count_value, kernel_value, positive_value, real_value, seed_value,
+                               square_images)
 from digitcore.errors import TrainingDivergedError
 from digitcore.optim import get_optimizer, make_schedule
 
@@ -429,8 +430,8 @@ class Trainer:
             raise ValueError(f"batch_size must be an int >= 1 or None (full batch), got "
                              f"{batch_size!r}") from None
         self.epochs = count_value(epochs, "epochs", 0)
-        self.l2 = positive_value(l2, "l2", allow_zero=True)
-        self.l1 = positive_value(l1, "l1", allow_zero=True)
+        self.l2 = kernel_value(l2, "l2", allow_zero=True)
+        self.l1 = kernel_value(l1, "l1", allow_zero=True)
         make_schedule(lr_schedule, 1)  # validates the name now, not mid-fit
         self.lr_schedule = lr_schedule
         self.warmup = positive_value(warmup, "warmup", allow_zero=True, unit=" epochs")
