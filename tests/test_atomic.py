@@ -129,6 +129,28 @@ def test_a_named_pipe_is_refused_without_blocking(tmp_path):
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
 
 
+@posix_only  # (Windows limits the whole path to 260 characters unless long paths are on)
+def test_a_file_name_near_the_length_limit_is_written(tmp_path):
+    # the temporary file was named .{name}.{12 hex}.tmp, 18 bytes longer: a legal name of
+    # 238 to 255 bytes could not be saved (`digitcore train --out` failed after training)
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    for name in ("a" * (limit - 12) + ".safetensors", "b" * (limit - 30) + ".safetensors"):
+        atomic_write_bytes(tmp_path / name, b"first")
+        atomic_write_bytes(tmp_path / name, b"second")
+        assert (tmp_path / name).read_bytes() == b"second"
+    assert sorted(p.name[0] for p in tmp_path.iterdir()) == ["a", "b"]  # no temporary left
+
+
+def test_a_bytes_path_is_written(tmp_path):
+    # writable_target took bytes paths, atomic_file then mixed them with str (TypeError)
+    net = Network([4, 3], seed=0)
+    net.save(os.fsencode(tmp_path / "m.safetensors"))
+    back = load_model(tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(back.flat_parameters, net.flat_parameters)
+    atomic_write_bytes(os.fsencode(tmp_path / "b.bin"), b"x")
+    assert (tmp_path / "b.bin").read_bytes() == b"x"
+
+
 def test_the_module_needs_no_third_party_import():
     # cli imports writable_target at its top: `digitcore --help` must stay NumPy-free
     import subprocess

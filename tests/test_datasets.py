@@ -159,7 +159,7 @@ def test_specific_subfolder_wins_over_base(tmp_path, monkeypatch):
 def test_partial_set_is_not_found(tmp_path):
     make_fake(tmp_path / "d")
     (tmp_path / "d" / (FILES[3] + ".gz")).unlink()
-    (tmp_path / "d" / ".t10k-labels-idx1-ubyte.gz.abc.part").write_bytes(b"partial")
+    (tmp_path / "d" / ".t10k-labels-idx1-ubyte.gz.0123456789ab.tmp").write_bytes(b"partial")
     assert datasets.find_dataset_files("mnist", tmp_path / "d") is None
     with pytest.raises(DatasetError, match="not found"):
         load_mnist(tmp_path / "d", download=False)

@@ -11,6 +11,8 @@ import dataclasses
 import gzip
 import hashlib
 import http.server
+import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -213,6 +215,19 @@ def test_interrupted_download_leaves_no_file(server, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         download_dataset("mnist", tmp_path / "dl", mirrors=[server("good")], progress=False)
     assert leftovers(tmp_path / "dl") == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_downloaded_files_take_the_umasks_permissions(server, tmp_path):
+    # they were chmod-ed to 0o644 whatever the umask said (every other file digitcore
+    # writes is created as open() creates it)
+    old = os.umask(0o077)
+    try:
+        paths = download_dataset("mnist", tmp_path / "dl", mirrors=[server("good")],
+                                 progress=False)
+    finally:
+        os.umask(old)
+    assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in paths.values()} == {oct(0o600)}
 
 
 def test_progress_bar_only_when_asked(server, tmp_path, capsys):

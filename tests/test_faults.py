@@ -142,7 +142,7 @@ def test_bad_server_leaves_no_trusted_file(server, cache, monkeypatch, mode):
     with pytest.raises(DatasetError, match="could not download"):
         load_mnist(download=True)
     assert _trusted_files(cache / "mnist") == []
-    assert not list((cache / "mnist").glob(".*.part"))  # cleaned up, not just ignored
+    assert not list((cache / "mnist").glob(".*.tmp"))  # cleaned up, not just ignored
     _next_call_works(server, monkeypatch, cache)
 
 
@@ -191,7 +191,7 @@ def test_client_killed_mid_download(server, cache, monkeypatch):
     try:
         deadline = time.monotonic() + 60
         # wait until the first file is in flight (its temp file exists), then SIGKILL
-        while not list(cache.glob("mnist/.*.part")):
+        while not list(cache.glob("mnist/.*.tmp")):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "child never started downloading"
             time.sleep(0.02)
@@ -203,7 +203,7 @@ def test_client_killed_mid_download(server, cache, monkeypatch):
             proc.kill()
             proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    # a killed process cannot clean up: its .part file may stay, but nothing is trusted
+    # a killed process cannot clean up: its .tmp file may stay, but nothing is trusted
     assert _trusted_files(cache / "mnist") == []
     assert datasets.find_dataset_files("mnist") is None
     _next_call_works(server, monkeypatch, cache)

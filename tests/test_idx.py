@@ -291,3 +291,23 @@ def test_header_helper_matches_file(tmp_path):
     a = np.zeros((2, 3), np.float32)
     assert idx_header(a) == bytes([0, 0, 0x0D, 2]) + struct.pack(">2I", 2, 3)
     assert set(IDX_TYPES) == {c for c, _ in TYPES}
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/fd"), reason="needs /dev/fd")
+def test_a_pipe_is_refused_with_its_name(tmp_path):
+    # a pipe raised io.UnsupportedOperation ("not seekable") naming no file
+    write_idx(tmp_path / "a.idx", np.zeros((2, 3), np.uint8))
+    r, w = os.pipe()
+    try:
+        os.write(w, (tmp_path / "a.idx").read_bytes())
+        os.close(w)
+        with pytest.raises(DatasetError, match=rf"/dev/fd/{r}: is not a regular file"):
+            read_idx(f"/dev/fd/{r}")
+    finally:
+        os.close(r)
+
+
+def test_a_bytes_path_is_read_and_written(tmp_path):
+    a = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    write_idx(os.fsencode(tmp_path / "a.idx.gz"), a)  # (a TypeError from pathlib before)
+    np.testing.assert_array_equal(read_idx(os.fsencode(tmp_path / "a.idx.gz")), a)

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -268,6 +269,23 @@ def test_save_refuses_a_file_over_budget(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="budget"):
         save_pretrained(net, path, dtype="float32")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX symbolic links and permissions")
+def test_save_writes_through_a_symlink_and_keeps_permissions(tmp_path):
+    # save_pretrained renamed its draft over the path: a link became a regular file (the
+    # file it named left as it was) and the replaced file's permissions were lost
+    real = tmp_path / "real.safetensors"
+    real.write_bytes(b"old")
+    real.chmod(0o600)
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(real.name)
+    net = digitcore.Network([784, 16, 10], seed=0)
+    save_pretrained(net, link, dtype="float32")
+    assert link.is_symlink() and stat.S_IMODE(real.stat().st_mode) == 0o600
+    back = digitcore.load_model(real)
+    np.testing.assert_array_equal(back.flat_parameters, net.flat_parameters)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.safetensors", "real.safetensors"]
 
 
 # ---------------------------------------------------------------------------- the CLI

@@ -57,16 +57,35 @@ def writable_target(path) -> str:
     return real
 
 
+def _name_max(directory):
+    """The longest file name ``directory``'s file system takes, in bytes (None: unknown)."""
+    try:
+        return os.pathconf(directory, "PC_NAME_MAX")
+    except (AttributeError, ValueError, OSError):  # (no pathconf on Windows)
+        return None
+
+
+def _temporary_name(directory, base: str) -> str:
+    """A fresh name beside ``base`` for the data before it replaces it: ``.{base}.{hex}.tmp``,
+    or, when that would be longer than the directory's names may be (a base name of 238
+    bytes or more takes 18 more), ``.{hex}.tmp``."""
+    token = secrets.token_hex(6)
+    tmp = f".{base}.{token}.tmp"
+    if len(os.fsencode(tmp)) > (_name_max(directory) or 255):
+        tmp = f".{token}.tmp"
+    return os.path.join(directory, tmp)
+
+
 @contextlib.contextmanager
 def atomic_file(path, mode: str = "wb", encoding: str | None = None):
     """Context manager yielding a file object whose content replaces ``path`` on success
     (see the module's notes; errors name ``path``, not the temporary file)."""
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_file mode must be 'wb' or 'w', got {mode!r}")
-    shown = os.fspath(path)
+    shown = os.fsdecode(path)  # (a bytes path is written as the str it decodes to)
     path = writable_target(shown)
     directory, base = os.path.split(path)
-    tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
+    tmp = _temporary_name(directory, base)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
                      0o666)

@@ -29,7 +29,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -43,7 +42,7 @@ import numpy as np
 
 from digitcore._version import __version__
 from digitcore.errors import DatasetError
-from digitcore._atomic import atomic_file, fsync_dir as _fsync_dir
+from digitcore._atomic import atomic_file
 from digitcore.idx import read_idx, read_idx_sha256
 # splitting and batching live in _prepare.py; this module is their public home
 from digitcore._prepare import (  # noqa: F401
@@ -407,69 +406,57 @@ def _fetch(url: str, target: Path, expected_sha: str, expected_size: int,
     connect_t, read_t = timeout
     max_compressed = expected_size + (1 << 20)  # gzip never grows data by more than this
     req = urllib.request.Request(url, headers={"User-Agent": f"digitcore/{__version__}"})
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            with urllib.request.urlopen(req, timeout=connect_t) as resp:
-                _set_read_timeout(resp, read_t)
-                length = resp.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-                if total is not None and total > max_compressed:
-                    raise DatasetError(f"server announces {total} bytes, more than "
-                                       f"{max_compressed} possible for this file")
-                bar = (_Progress(f"Downloading {target.name}", total, sys.stderr)
-                       if show_progress else None)
-                d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                h = hashlib.sha256()
-                n_in = n_out = 0
-                while True:
-                    chunk = resp.read(1 << 16)
-                    if not chunk:
-                        break
-                    if d.eof:
-                        raise DatasetError("unexpected data after the end of the gzip stream")
-                    n_in += len(chunk)
-                    if n_in > max_compressed:
-                        raise DatasetError(f"download exceeds {max_compressed} bytes")
-                    out.write(chunk)
-                    data = chunk
-                    while data and not d.eof:
-                        try:
-                            piece = d.decompress(data, expected_size + 1 - n_out)
-                        except zlib.error as exc:
-                            raise DatasetError(f"not a valid gzip stream ({exc})") from None
-                        n_out += len(piece)
-                        if n_out > expected_size:
-                            raise DatasetError(f"decompresses to more than the expected "
-                                               f"{expected_size} bytes")
-                        h.update(piece)
-                        data = d.unconsumed_tail
-                    if d.eof and d.unused_data:
-                        raise DatasetError("unexpected data after the end of the gzip stream")
-                    if bar:
-                        bar.update(n_in)
+    # (a temporary file beside target, created as open() creates files: the umask decides
+    # its permissions; flushed, fsynced and renamed over target, or removed on any error)
+    with atomic_file(target) as out:
+        with urllib.request.urlopen(req, timeout=connect_t) as resp:
+            _set_read_timeout(resp, read_t)
+            length = resp.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            if total is not None and total > max_compressed:
+                raise DatasetError(f"server announces {total} bytes, more than "
+                                   f"{max_compressed} possible for this file")
+            bar = (_Progress(f"Downloading {target.name}", total, sys.stderr)
+                   if show_progress else None)
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            h = hashlib.sha256()
+            n_in = n_out = 0
+            while True:
+                chunk = resp.read(1 << 16)
+                if not chunk:
+                    break
+                if d.eof:
+                    raise DatasetError("unexpected data after the end of the gzip stream")
+                n_in += len(chunk)
+                if n_in > max_compressed:
+                    raise DatasetError(f"download exceeds {max_compressed} bytes")
+                out.write(chunk)
+                data = chunk
+                while data and not d.eof:
+                    try:
+                        piece = d.decompress(data, expected_size + 1 - n_out)
+                    except zlib.error as exc:
+                        raise DatasetError(f"not a valid gzip stream ({exc})") from None
+                    n_out += len(piece)
+                    if n_out > expected_size:
+                        raise DatasetError(f"decompresses to more than the expected "
+                                           f"{expected_size} bytes")
+                    h.update(piece)
+                    data = d.unconsumed_tail
+                if d.eof and d.unused_data:
+                    raise DatasetError("unexpected data after the end of the gzip stream")
                 if bar:
-                    bar.update(n_in, final=True)
-            if total is not None and n_in != total:
-                raise DatasetError(f"connection closed after {n_in} of {total} bytes")
-            if not d.eof:
-                raise DatasetError(f"truncated gzip stream ({n_in} bytes received)")
-            got = h.hexdigest()
-            if n_out != expected_size or got != expected_sha:
-                raise DatasetError(f"content has SHA-256 {got} ({n_out} bytes), expected "
-                                   f"{expected_sha} ({expected_size} bytes)")
-            out.flush()
-            os.fsync(out.fileno())
-        if hasattr(os, "chmod"):
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(target.parent)
+                    bar.update(n_in)
+            if bar:
+                bar.update(n_in, final=True)
+        if total is not None and n_in != total:
+            raise DatasetError(f"connection closed after {n_in} of {total} bytes")
+        if not d.eof:
+            raise DatasetError(f"truncated gzip stream ({n_in} bytes received)")
+        got = h.hexdigest()
+        if n_out != expected_size or got != expected_sha:
+            raise DatasetError(f"content has SHA-256 {got} ({n_out} bytes), expected "
+                               f"{expected_sha} ({expected_size} bytes)")
 
 
 def _describe(exc: BaseException) -> str:

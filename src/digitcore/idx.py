@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import stat
 import struct
 import zlib
 from pathlib import Path
@@ -253,10 +254,15 @@ def _read_idx(path, hasher=None) -> np.ndarray:
     except OSError as exc:
         raise _err(path, f"cannot open ({exc.strerror or exc})") from None
     with f:
-        size = os.fstat(f.fileno()).st_size
-        start = f.read(2)
-        f.seek(0)
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            # (a pipe cannot seek back, and its size reads 0)
+            raise _err(path, "is not a regular file (a pipe or a device): give an IDX "
+                             "file's path")
+        size = st.st_size
         try:
+            start = f.read(2)
+            f.seek(0)
             if start == _GZIP_MAGIC:
                 return _read_gzip(f, path, size, hasher)
             return _read_raw(f, path, size, hasher)
@@ -332,7 +338,7 @@ def write_idx(path: str | os.PathLike, array, *, compress: bool | None = None,
     header = idx_header(arr)
     be = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder(">"))
     payload = memoryview(be.reshape(-1).view(np.uint8))
-    path = Path(path)
+    path = Path(os.fsdecode(path))  # (os.fsdecode: a bytes path too, as open() takes)
     if compress is None:
         compress = path.name.endswith(".gz")
     with atomic_file(path) as f:

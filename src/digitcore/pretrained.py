@@ -26,6 +26,7 @@ import struct
 import tempfile
 from pathlib import Path
 
+from digitcore._atomic import atomic_write_bytes, writable_target
 from digitcore.errors import ModelFormatError
 
 __all__ = ["load_pretrained", "pretrained_path", "weights_digest", "train_pretrained",
@@ -205,8 +206,11 @@ def save_pretrained(network, path, *, dtype="float16", metadata=None) -> str:
     summary = dict(network.training_summary or {}, **(metadata or {}))
     summary.pop("weights_sha256", None)
     path = Path(path)
-    # written beside `path` and renamed over it: the same file system, so the rename is atomic
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".pretrained-") as tmp:
+    writable_target(path)  # (before the work: a bad path is named at once)
+    # drafted in a temporary directory (the digest needs the file), then written over
+    # `path` as every file is (a symbolic link followed, the replaced file's permissions
+    # kept)
+    with tempfile.TemporaryDirectory(prefix="digitcore-pretrained-") as tmp:
         tmp_path = Path(tmp) / path.name
         network.save(tmp_path, metadata=summary, dtype=dtype)
         # the tensor data do not depend on the metadata: the digest of this file is the
@@ -217,6 +221,6 @@ def save_pretrained(network, path, *, dtype="float16", metadata=None) -> str:
         if size > MAX_BYTES:
             raise ValueError(f"{path}: {size:,} bytes, over the {MAX_BYTES:,}-byte budget of "
                              "the bundled model (store float16, or train a smaller network)")
-        os.replace(tmp_path, path)
+        atomic_write_bytes(path, tmp_path.read_bytes())
     network.training_summary = summary
     return summary["weights_sha256"]
