@@ -473,6 +473,17 @@ def test_a_committee_with_any_member_trained_on_pixels_refuses_0_255_floats(tmp_
             with pytest.raises(ValueError, match="trained on uint8 pixels"):
                 model.predict(x.astype(np.float32))
             assert model.predict(x / 255.0).shape == (200,)
+    # a committee with a summary of its own (set, or given to save) kept the members'
+    # record only in memory: loaded, it took the 0-255 floats as [0, 1] (wrong answers)
+    committee = digitcore.Committee([_trained_on(x, y), on_floats])
+    committee.training_summary = {"note": "mine"}
+    committee.save(tmp_path / "s.safetensors")
+    committee.save(tmp_path / "m.safetensors", metadata={"note": "given"})
+    for name, note in (("s", "mine"), ("m", "given")):
+        loaded = digitcore.load_model(tmp_path / f"{name}.safetensors")
+        assert loaded.training_summary["note"] == note
+        with pytest.raises(ValueError, match="trained on uint8 pixels"):
+            loaded.predict(x.astype(np.float32))
     both = digitcore.Committee([on_floats, _trained_on(x / 255.0, y)])
     both.save(tmp_path / "f.safetensors")
     assert digitcore.load_model(tmp_path / "f.safetensors").predict(

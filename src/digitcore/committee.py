@@ -202,15 +202,17 @@ class Committee:
     def save(self, path, metadata=None, dtype="float32"):
         """Write the committee to one safetensors file (atomically): member ``m``'s tensors
         as ``members.{m}.{2*i}.weight`` / ``.bias``, the members' configs in the metadata.
-        ``metadata`` defaults to ``training_summary``, or, for a committee built in memory,
-        the record that its members read uint8 pixels (``{"input": "uint8"}``), when any
-        did (that member misreads 0-255 floats, and so the committee).
+        ``metadata`` defaults to ``training_summary``. When any member was trained on
+        uint8 pixels (that member misreads 0-255 floats, and so the committee, which
+        refuses them), the file records it (``"input": "uint8"``) whatever the metadata
+        says, as the members' own summaries are not stored: loaded, it refuses them too.
         ``digitcore.load_model(path)`` reads it back as a Committee."""
         if metadata is None:
             metadata = self.training_summary
-        if metadata is None and any(trained_on_pixels(m.training_summary)
-                                    for m in self.members):
-            metadata = {"input": "uint8"}  # (what check_pixel_floats reads)
+        if not trained_on_pixels(metadata) and any(trained_on_pixels(m.training_summary)
+                                                   for m in self.members):
+            # (what check_pixel_floats reads)
+            metadata = dict(metadata or {}, input="uint8")
         write_committee(path, [(net.get_config(), net.weights, net.biases)
                                for net in self.members], metadata, dtype=dtype)
 
