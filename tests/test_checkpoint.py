@@ -312,6 +312,48 @@ def test_corrupt_checkpoint_is_refused(tmp_path, damage):
     assert path.read_bytes() == bytes(raw)
 
 
+def _without_wait(st, t):
+    del st["early_stopping"]["wait"]
+
+
+def _nan_params(st, t):
+    t["params"] = np.full_like(t["params"], np.nan)
+
+
+@pytest.mark.parametrize("edit", [
+    _without_wait,
+    lambda st, t: st.update(early_stopping="x"),
+    lambda st, t: st["early_stopping"].update(best_epoch="two"),
+    lambda st, t: t.update({"early_stopping.best_params": np.zeros(5, np.float32)}),
+    lambda st, t: st.update(history=[]),
+    _nan_params,
+])
+def test_a_well_formed_file_with_a_malformed_state_is_refused_before_any_change(tmp_path, edit):
+    # A checkpoint whose state was edited and its checksums written anew (as a version-1
+    # file, which has none, needs no rewriting): the early stopping's state was read after
+    # the network's parameters had been overwritten, and raised a raw KeyError/TypeError
+    # (or, for best_params of the wrong shape, a broadcast error at the end of training).
+    from digitcore import checkpoint
+    from digitcore.trainer import EarlyStopping
+
+    def run():
+        return _small_run(tmp_path, early_stopping=EarlyStopping(patience=3))
+
+    _, tr, x, y = run()
+    tr.fit(x, y, validation_fraction=0.25)
+    path = tmp_path / "ck" / FILE_NAME
+    state, tensors = read_checkpoint(path)
+    edit(state, tensors)
+    path.write_bytes(checkpoint._encode(state, tensors))
+    net, tr, x, y = run()
+    before = net.flat_parameters.copy()
+    with pytest.raises(CheckpointError, match="is not a usable checkpoint: its state is "
+                                              "incomplete or malformed"):
+        tr.fit(x, y, validation_fraction=0.25, resume=True)
+    assert np.array_equal(net.flat_parameters, before)
+    assert tr.optimizer.step_count == 0
+
+
 def test_a_checkpoint_without_a_state_checksum_resumes(tmp_path):
     """Checkpoints written before the state had its checksum (version 1) are read and
     resumed."""

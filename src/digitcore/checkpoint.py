@@ -7,15 +7,17 @@ continues from it. One safetensors file, written atomically (temporary file, fsy
 rename), so the last complete checkpoint is only ever replaced by another complete one:
 
     tensors   "params" (the flat parameters), "optimizer.grad_avg"/"optimizer.sq_avg"
-              (the optimizer's state, when it has it), "early_stopping.best_params" (when
-              kept), all float32
+              (the optimizer's state, when it has it), the best parameters an early
+              stopping kept: "early_stopping.best_params" (the trainer's own) and
+              "callbacks.{i}.best_params" (one given as callbacks[i]); all float32
     metadata  "format" = "digitcore-checkpoint", "checkpoint" = JSON of:
-              version, run (the full config: network, trainer, optimizer, data
-              fingerprint), position (epoch, batch within it, optimizer step, the
-              shuffling generator's state at the start of that epoch, the epoch's partial
-              loss/accuracy sums), dropout_seed, history so far, early-stopping state,
-              finished flag, the SHA-256 of the tensor bytes ("sha256") and the SHA-256
-              of the rest of this JSON ("state_sha256", see _state_digest)
+              "version"; "run" (the full config: network, trainer, optimizer, data
+              fingerprint); "seed" (the run's); "step" (the optimizer's step count);
+              "position" (epoch, batch within it, the epoch's partial loss/accuracy sums
+              and seconds); "rng_epoch_start" (the shuffling generator's state at the
+              start of that epoch); "history" so far; "early_stopping" and "callbacks"
+              (the early stoppings' state); "finished"; the SHA-256 of the tensor bytes
+              ("sha256") and of the rest of this JSON ("state_sha256", see _state_digest)
 
 Nothing is pickled. The position is always a chunk boundary (the C loop is never
 interrupted mid-batch), and every random stream the kernels use is counter-based on
@@ -220,11 +222,28 @@ class Checkpointer:
             pos = state["position"]
             position = (int(pos["epoch"]), int(pos["batch"]), float(pos["loss_sum"]),
                         int(pos["correct"]), int(pos["seen"]), float(pos["elapsed"]))
-            rng.bit_generator.state = state["rng_epoch_start"]
+            if not np.isfinite(params).all():
+                raise ValueError("params holds NaN or infinite values")
             h = state["history"]
             epochs, logs = list(h["epoch"]), {k: list(h["history"][k]) for k in history.KEYS}
+            stopped_early, best_epoch = bool(h.get("stopped_early", False)), h.get("best_epoch")
             step = int(state["step"])
-        except (KeyError, TypeError, ValueError) as exc:
+            # every early stopping's state, read whole before anything is changed
+            es_states = []
+            for key, es in stoppings:
+                e = (state.get("early_stopping") if key == "early_stopping"
+                     else (state.get("callbacks") or {}).get(key))
+                if e is None:
+                    continue
+                best_params = tensors.get(f"{key}.best_params")
+                if best_params is not None and best_params.shape != params.shape:
+                    raise ValueError(f"{key}.best_params has shape {best_params.shape}, "
+                                     f"expected {params.shape}")
+                es_states.append((es, float(e["best"]), _epoch_or_none(e["best_epoch"]),
+                                  int(e["wait"]), best_params))
+            rng.bit_generator.state = state["rng_epoch_start"]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            # (nothing of the fit has changed yet: the network keeps its parameters)
             raise CheckpointError(f"{self.path} is not a usable checkpoint: its state is "
                                   f"incomplete or malformed ({type(exc).__name__}: {exc})") \
                 from None
@@ -235,15 +254,9 @@ class Checkpointer:
         opt.step_count = step
         history.epoch[:] = epochs
         history.history.update(logs)
-        history.stopped_early = bool(h.get("stopped_early", False))
-        history.best_epoch = h.get("best_epoch")
-        for key, es in stoppings:
-            e = (state.get("early_stopping") if key == "early_stopping"
-                 else (state.get("callbacks") or {}).get(key))
-            if e is not None:
-                es.best, es.best_epoch, es.wait = (float(e["best"]), e["best_epoch"],
-                                                   int(e["wait"]))
-                es.best_params = tensors.get(f"{key}.best_params")
+        history.stopped_early, history.best_epoch = stopped_early, best_epoch
+        for es, best, es_best_epoch, wait, best_params in es_states:
+            es.best, es.best_epoch, es.wait, es.best_params = best, es_best_epoch, wait, best_params
         self.last_write = time.monotonic()
         return position, bool(state.get("finished", False))
 
@@ -280,6 +293,15 @@ class Checkpointer:
         atomic_write_bytes(self.path, _encode(_jsonable(state), tensors))
         self.last_write = time.monotonic()
         self.writes += 1
+
+
+def _epoch_or_none(value):
+    """An early stopping's best_epoch from a checkpoint: an int, or None (none yet)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"best_epoch must be an int or null, got {value!r}")
+    return value
 
 
 # the optimizer's state arrays (Optimizer attributes; tensors "optimizer.<name>")
