@@ -93,7 +93,7 @@ class RequestError(Exception):
 # ---------------------------------------------------------------------------- decoding
 
 def _pillow_decode(data: bytes):
-    """PNG bytes -> array with Pillow, or None when Pillow cannot help (absent, 16-bit)."""
+    """PNG bytes -> array with Pillow, or None when Pillow is absent."""
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
@@ -107,9 +107,11 @@ def _pillow_decode(data: bytes):
             w, h = img.size
             if w * h > MAX_PIXELS:
                 raise PNGError(f"PNG is too large ({w}x{h}); the limit is {MAX_PIXELS:,} pixels")
-            if img.mode.startswith(("I", "F")):
-                return None  # 16-bit and float modes: the NumPy decoder keeps the high byte
             img.load()
+            if img.mode.startswith(("I", "F")):
+                # 16-bit grey as it is: preprocess_image takes its bit depth from its
+                # largest value, as for the same file given to `digitcore predict`
+                return np.asarray(img)
             if img.mode in ("1", "L"):
                 return np.asarray(img.convert("L"), dtype=np.uint8)
             if img.mode == "LA":
@@ -137,7 +139,10 @@ def _no_reprs(text: str) -> str:
 
 
 def decode_png_bytes(data: bytes, use_pillow: bool | None = None) -> np.ndarray:
-    """Decode PNG bytes to a uint8 array: Pillow when installed, else the NumPy decoder.
+    """Decode PNG bytes to an array for ``preprocess_image``: Pillow when installed, else
+    the NumPy decoder. uint8, but a 16-bit grey PNG's levels as they are (uint16, or
+    Pillow's int32), so that a 12-bit scan's 4095 reads as white, as ``load_image`` reads
+    the file.
 
     ``use_pillow=False`` forces the built-in decoder (the tests run both).
     Raises :class:`digitcore.png.PNGError` (a ValueError) for a bad PNG.
@@ -148,7 +153,7 @@ def decode_png_bytes(data: bytes, use_pillow: bool | None = None) -> np.ndarray:
         arr = _pillow_decode(data)
         if arr is not None:
             return arr
-    return decode_png(data)
+    return decode_png(data, wide=True)
 
 
 def _strict_constant(name):
