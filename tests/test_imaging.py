@@ -537,3 +537,34 @@ def test_a_big_jpeg_is_decoded_at_a_reduced_scale(tmp_path):
     with pytest.raises(ValueError, match="thin.jpg: image is blank"):
         preprocess_image(thin)
 
+
+
+def _png_declaring(width, height):
+    """A small PNG file whose header declares width x height grey pixels (all 0)."""
+    import struct
+    import zlib
+
+    from digitcore.png import SIGNATURE
+
+    def chunk(kind, body):
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+
+    raw = zlib.compress(bytes(height * (width + 1)), 9)
+    return (SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+
+
+def test_an_image_file_declaring_too_many_pixels_is_refused_before_decoding(tmp_path):
+    # Pillow's own limit is ~179M pixels: a 389 KB PNG of 10000 x 10000 made `digitcore
+    # predict` take 2 GB. Files are held to digitcore.png.MAX_PIXELS, as serve and the
+    # built-in decoder hold them.
+    pytest.importorskip("PIL.Image")
+    from digitcore.imaging import load_image
+
+    path = tmp_path / "big.png"
+    path.write_bytes(_png_declaring(4100, 4100))  # (16,810,000 > 4096 x 4096)
+    for read in (load_image, preprocess_image):
+        with pytest.raises(ValueError, match=r"big.png: the image is 4100x4100 pixels, more "
+                                             r"than the 16,777,216 digitcore reads"):
+            read(path)

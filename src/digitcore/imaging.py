@@ -200,9 +200,11 @@ def load_image(path) -> np.ndarray:
     Parameters
     ----------
     path : str or os.PathLike
-        Any format Pillow reads (PNG, JPEG, GIF, BMP, WebP, ...). The EXIF
-        orientation of photos is applied. Without Pillow, PNG files only
-        (:mod:`digitcore.png`: non-interlaced, up to its MAX_PIXELS).
+        Any format Pillow reads (PNG, JPEG, GIF, BMP, WebP, ...), of at most
+        :data:`digitcore.png.MAX_PIXELS` pixels (4096 x 4096). The EXIF orientation of
+        photos is applied. Without Pillow, PNG files only (:mod:`digitcore.png`:
+        non-interlaced). :func:`preprocess_image` reads a larger JPEG photo at a
+        reduced scale.
 
     Returns
     -------
@@ -217,7 +219,8 @@ def load_image(path) -> np.ndarray:
     Raises
     ------
     ValueError
-        If the file cannot be read as an image (the message names the path).
+        If the file cannot be read as an image, or declares more than MAX_PIXELS
+        pixels (the message names the path).
     ImportError
         If Pillow is not installed and the file is not a PNG.
     """
@@ -230,6 +233,8 @@ def _read_file(path, longest=None) -> np.ndarray:
     least ``longest`` (the decoder averages 2x2 to 8x8 blocks of the picture on the way:
     a 12-megapixel photo reads in a fraction of the time, and preprocess_image shrinks
     it to MAX_SIDE by block averaging anyway)."""
+    from digitcore.png import MAX_PIXELS
+
     fspath = os.fspath(path)
     try:
         Image, ImageOps = _pillow()
@@ -242,6 +247,13 @@ def _read_file(path, longest=None) -> np.ndarray:
                 f = max(img.size) / longest
                 img.draft(img.mode, (max(1, int(img.size[0] / f)),
                                      max(1, int(img.size[1] / f))))
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                # (before decoding: a small file can declare a huge picture, and its
+                # decoding and copies take about 20 bytes a pixel)
+                raise _TooLarge(f"{fspath}: the image is {w}x{h} pixels, more than the "
+                                f"{MAX_PIXELS:,} digitcore reads (a photo of one digit "
+                                "needs far fewer: shrink it)")
             img.load()
             try:
                 img = ImageOps.exif_transpose(img)
@@ -264,8 +276,14 @@ def _read_file(path, longest=None) -> np.ndarray:
         raise ValueError(f"{fspath}: no such file") from None
     except IsADirectoryError:
         raise ValueError(f"{fspath}: is a directory, not an image file") from None
+    except _TooLarge as exc:
+        raise ValueError(str(exc)) from None
     except Exception as exc:  # Pillow raises many types for a bad file
         raise ValueError(f"{fspath}: cannot read image: {exc}") from exc
+
+
+class _TooLarge(Exception):
+    """An image file declaring more than MAX_PIXELS pixels (_read_file's own refusal)."""
 
 
 def _read_png(fspath: str) -> np.ndarray:
