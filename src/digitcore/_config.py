@@ -1,7 +1,8 @@
 """Run-time configuration: kernel path, threads, and ``show_config``.
 
-Reads ``DIGITCORE_KERNEL`` (``generic`` | ``avx2``), ``DIGITCORE_NUM_THREADS`` and
-``DIGITCORE_TEAM`` (``adaptive`` | ``fixed``) once, when the compiled module is first needed.
+Reads ``DIGITCORE_KERNEL`` (``generic`` | ``avx2``), ``DIGITCORE_NUM_THREADS``,
+``DIGITCORE_AVX512`` (``0`` | ``1``) and ``DIGITCORE_TEAM`` (``adaptive`` | ``fixed``)
+once, when the compiled module is first needed.
 """
 
 from __future__ import annotations

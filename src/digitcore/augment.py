@@ -51,9 +51,11 @@ class Augment:
         1 for floats), after the stroke curve, become 0. Bilinear resampling spreads a
         faint rim around every stroke (about 15% more non-zero pixels on MNIST with
         "full"), which the sparse first layer pays for; a small ``faint`` trims it. With
-        "full"'s other fields, 0.06 made an epoch of 784-800-10 about 3 points cheaper
-        but cost the `committee` preset's networks ~0.05 pt on a validation split, so
-        no named recipe sets it (README, "Augmentation").
+        "full"'s other fields, 0.06 left 156 non-zero pixels an image of 174 and the
+        augmented epoch of 784-800-10 7.5% longer than a plain one (on a Xeon, where
+        "full" alone read 13.0%, at an earlier commit) but cost the `committee` preset's
+        networks ~0.05 pt on a validation split, so no named recipe sets it (README,
+        "Augmentation").
     bank_size : int
         Side of the periodic bank of smoothed fields that images take elastic windows
         from (a power of two); redrawn every epoch.

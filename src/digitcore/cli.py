@@ -502,12 +502,12 @@ def _looks_like_model(path):
 
 
 def cmd_predict(args):
-    # Pillow warns (two lines naming its own source) of a picture past 89M pixels, which
-    # it still reads; past twice that it refuses, which the picture's line says
-    warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
     """Read each picture; one that cannot be read (no such file, not an image, no digit in
     it) is reported on its own and the others are still read. Exit status 1 if any failed.
     Without a model, the bundled pretrained one reads them."""
+    # Pillow warns (two lines naming its own source) of a picture past 89M pixels when it
+    # opens it; imaging then refuses it (past MAX_PIXELS), which the picture's line says
+    warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
     import numpy as np
 
     from digitcore.errors import NoDigitError

@@ -2,8 +2,8 @@
 
 Ciresan et al. (2010, 2012) averaged the outputs of independently trained MLPs; networks
 trained from different seeds (and, with augmentation, on differently deformed digits) make
-partly different mistakes, so the mean of their class probabilities is right more often
-than any one of them. :class:`Committee` holds the member :class:`~digitcore.network.Network`
+partly different mistakes, so the mean of their class probabilities is usually right more
+often than any one of them (not always: a committee of weak members can trail its best). :class:`Committee` holds the member :class:`~digitcore.network.Network`
 objects and answers like a Network (``predict_proba``, ``predict``, ``logits``,
 ``evaluate``, ``score``, ``predict_image``, ``save``); ``digitcore.load_model`` reads a
 committee file back (format: :mod:`digitcore._modelfile`).

@@ -2,7 +2,7 @@
 
 Finding, verifying and downloading the files is this module's own job, one path that
 loading falls back along (places -> verification -> download -> loading, in that order
-below; ~640 lines, kept together because each step hands the next its files and
+below; kept together because each step hands the next its files and
 errors); splitting and batching arrays (train_val_split, one_hot, iter_batches, ...) are
 defined in ``digitcore._prepare`` and public here.
 

@@ -1,7 +1,14 @@
 """Exception types raised by digitcore.
 
-Every user-facing error is a subclass of :class:`DigitcoreError`; the ones
-about bad input are also ``ValueError`` so ``except ValueError`` keeps working.
+The errors of digitcore's own making subclass :class:`DigitcoreError`: a data file
+(:class:`DatasetError`), a model file (:class:`ModelFormatError`), a checkpoint
+(``digitcore.checkpoint.CheckpointError``), a kernel (:class:`KernelError`), a diverged
+training run (:class:`TrainingDivergedError`), a picture without a digit
+(:class:`NoDigitError`); the ones about bad input are also ``ValueError``, so
+``except ValueError`` keeps working. A bad argument (an unknown activation, a negative
+learning rate, a feature count that does not match the network) is a plain ``ValueError``
+or ``TypeError``, and a missing file a ``FileNotFoundError``, as in NumPy and the standard
+library.
 """
 
 from __future__ import annotations
@@ -11,7 +18,8 @@ __all__ = ["DigitcoreError", "DatasetError", "ModelFormatError", "KernelError",
 
 
 class DigitcoreError(Exception):
-    """Base class of every exception digitcore raises on purpose."""
+    """Base class of digitcore's own errors (files, kernels, divergence, no digit); bad
+    arguments raise plain ValueError or TypeError."""
 
 
 class DatasetError(DigitcoreError, ValueError):

@@ -4,7 +4,7 @@ The work of each mini-batch (input conversion, forward, loss, backward, update) 
 C; Python calls the kernel once per chunk of batches (a handful of calls per epoch),
 keeps the history, prints progress and runs callbacks between epochs.
 
-One file (~620 lines): Trainer and what its loop hands to and reads from between chunks
+One file: Trainer and what its loop hands to and reads from between chunks
 (History, the callbacks and early stopping, progress, the Ctrl-C flag), which are
 meaningless without it.
 """

@@ -1,10 +1,14 @@
 """``digitcore serve``: a local page where you draw a digit and watch the network read it.
 
->>> from digitcore.serve import make_server          # doctest: +SKIP
->>> server = make_server(net, "127.0.0.1", 0)         # port 0: any free port
->>> threading.Thread(target=server.serve_forever, daemon=True).start()
->>> server.url                                        # 'http://127.0.0.1:40123/'
->>> server.shutdown(); server.server_close()
+From Python, with a trained network ``net``::
+
+    import threading
+    from digitcore.serve import make_server
+
+    server = make_server(net, "127.0.0.1", 0)  # port 0: any free port
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    print(server.url)  # http://127.0.0.1:40123/
+    server.shutdown(); server.server_close()
 
 The page (``static/``) is plain HTML, CSS and JavaScript with no external resources.
 It sends the drawing as grey pixels, so no image library is needed; the API also takes
