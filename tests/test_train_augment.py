@@ -102,3 +102,25 @@ def test_model_file_records_the_augmentation(mini, tmp_path):
     assert back.training_summary["augment"]["rotate"] == 12
     assert back.training_summary["augment"]["alpha"] == 30
     assert fit(x[:300], y[:300], None)[0].training_summary["augment"] is None
+
+
+def test_standardized_floats_are_refused_with_the_way_that_works():
+    # the kernel deforms pictures on a background of 0 and clamps strokes to [0, 1] for
+    # floats: standardized inputs (background -0.42) trained silently on pictures with 0
+    # where the image moved away and strokes cut at 1
+    (x, y), _ = digitcore.load_mnist_mini()
+    x = x[:256]
+    std = ((x / np.float32(255) - np.float32(0.1307)) / np.float32(0.3081)).astype(np.float32)
+    net = digitcore.Network([784, 16, 10], seed=0)
+    before = net.flat_parameters.copy()
+    tr = digitcore.Trainer(net, epochs=1, augment="affine", verbose=0, seed=0)
+    with pytest.raises(ValueError, match=r"augment deforms pictures whose background is 0.*"
+                                         r"\[-0\.424, 2\.8[0-9]*\].*input_mean"):
+        tr.fit(std, y[:256])
+    assert np.array_equal(net.flat_parameters, before)
+    # what the message says works: the pixels, standardized by the network
+    net = digitcore.Network([784, 16, 10], seed=0, input_mean=0.1307, input_std=0.3081)
+    digitcore.Trainer(net, epochs=1, augment="affine", verbose=0, seed=0).fit(x, y[:256])
+    # floats in [0, 1] are pictures too
+    digitcore.Trainer(digitcore.Network([784, 16, 10], seed=0), epochs=1, augment="affine",
+                      verbose=0, seed=0).fit(x / np.float32(255), y[:256])
