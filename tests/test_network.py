@@ -606,3 +606,21 @@ def test_settings_changed_after_use_take_effect_or_are_refused():
     net.input_mean, net.input_std = 0.5, 2.0
     twin = Network([6, 8, 3], activation="tanh", seed=0, input_mean=0.5, input_std=2.0)
     assert np.array_equal(net.logits(x), twin.logits(x))
+
+
+def test_a_misaligned_input_is_read_as_its_aligned_copy():
+    # a float32 view at an odd address (numpy.frombuffer with an offset): the kernels may
+    # assume float alignment, so the Network hands them an aligned copy (ops refuses one)
+    rng = np.random.default_rng(5)
+    x = rng.random((40, 64)).astype(np.float32)
+    buf = bytearray(x.nbytes + 1)
+    odd = np.frombuffer(buf, np.float32, count=x.size, offset=1).reshape(x.shape)
+    odd[...] = x
+    assert not odd.flags.aligned
+    y = rng.integers(0, 10, 40)
+    net = Network([64, 16, 10], seed=0)
+    np.testing.assert_array_equal(net.predict_proba(odd), net.predict_proba(x))
+    twin = Network([64, 16, 10], seed=0)
+    for n, data in ((net, odd), (twin, x)):
+        digitcore.Trainer(n, epochs=1, batch_size=8, verbose=0, seed=0).fit(data, y)
+    np.testing.assert_array_equal(net.flat_parameters, twin.flat_parameters)

@@ -23,6 +23,9 @@ LAB = np.array([0, 1, 2, 1])
 BUF = a32(30)
 RO = a32(4, 5)
 RO.setflags(write=False)
+# float32 at an odd address (C may assume 4-byte alignment; vectorized code may fault)
+ODD = np.frombuffer(bytes(4 * 20 + 1), F, count=20, offset=1).reshape(4, 5)
+ODD_OUT = np.frombuffer(bytearray(4 * 20 + 1), F, count=20, offset=1).reshape(4, 5)
 
 # (call, exception, substring of the message)
 BAD_CALLS = [
@@ -68,6 +71,15 @@ BAD_CALLS = [
     (lambda: _sgd_alias(), ValueError, "must not"),
     (lambda: ops.dropout_forward(BUF[:20], 0.5, 1, out=BUF[1:21]), ValueError, "overlap"),
     (lambda: ops.clip_grad_norm([BUF[:10], BUF[5:15]], 1.0), ValueError, "overlap"),
+    # misaligned inputs and outputs
+    (lambda: ops.relu_forward(ODD), ValueError, "x is not aligned to its dtype's 4 bytes"),
+    (lambda: ops.relu_forward(X, out=ODD_OUT), ValueError, "out is not aligned"),
+    (lambda: ops.gemm(ODD, W.T.copy()), ValueError, "a is not aligned"),
+    (lambda: ops.gemm(X, W.T.copy(), out=ODD_OUT.ravel()[:12].reshape(4, 3)), ValueError,
+     "out is not aligned"),
+    (lambda: ops.softmax_cross_entropy(
+        G, np.frombuffer(bytes(8 * 4 + 1), np.int64, count=4, offset=1)), ValueError,
+     "labels is not aligned"),
     # read-only outputs / in-place arrays
     (lambda: ops.relu_forward(X, out=RO), ValueError, "writeable"),
     (lambda: ops.sgd_update(RO, X), ValueError, "writeable"),

@@ -13,7 +13,7 @@ cdef object _as_f32(object x, str name, int ndim):
         raise ValueError(f"{name} must be {ndim}-D, got shape {x.shape}")
     if not x.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous (use numpy.ascontiguousarray)")
-    return x
+    return _aligned(x, name)
 
 
 cdef object _check_out(object out, tuple shape, str name, tuple inputs):
@@ -28,6 +28,7 @@ cdef object _check_out(object out, tuple shape, str name, tuple inputs):
         raise ValueError(f"{name} has shape {out.shape}, expected {shape}")
     if not out.flags.c_contiguous or not out.flags.writeable:
         raise ValueError(f"{name} must be C-contiguous and writeable")
+    _aligned(out, name)
     for arr in inputs:
         if arr is not None and np.shares_memory(out, arr):
             raise ValueError(f"{name} must not overlap an input array")
@@ -37,13 +38,14 @@ cdef object _check_out(object out, tuple shape, str name, tuple inputs):
 # ---- GEMM ----------------------------------------------------------------------------------
 
 cdef inline bint _is_f32c2(object x) noexcept:
-    """x is an ndarray of native float32, 2-D, C-contiguous (the fast path's checks;
+    """x is an ndarray of native float32, 2-D, C-contiguous, aligned (the fast path's checks;
     anything else goes through _as_f32 / _check_out for the error message)."""
     if not cnp.PyArray_Check(x):
         return False
     cdef cnp.ndarray arr = <cnp.ndarray>x
     return (cnp.PyArray_NDIM(arr) == 2 and cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT32
-            and cnp.PyArray_ISNOTSWAPPED(arr) and cnp.PyArray_IS_C_CONTIGUOUS(arr))
+            and cnp.PyArray_ISNOTSWAPPED(arr) and cnp.PyArray_IS_C_CONTIGUOUS(arr)
+            and cnp.PyArray_ISALIGNED(arr))
 
 
 cdef inline bint _ranges_overlap(cnp.ndarray x, cnp.ndarray y) noexcept:

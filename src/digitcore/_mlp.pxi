@@ -22,7 +22,7 @@ cdef object _check_1d(object a, object dtype, str name, int64_t n):
         raise ValueError(f"{name} has shape {a.shape}, expected ({n},)")
     if not a.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous")
-    return a
+    return _aligned(a, name)
 
 
 cdef inline bint _argmax_rows(int64_t *lab, const float *z, int64_t n, int64_t c) noexcept nogil:
@@ -181,6 +181,8 @@ cdef class _Net:
             raise ValueError(f"{name} has shape {x.shape}, expected (n, {self.n_in})")
         if not cnp.PyArray_IS_C_CONTIGUOUS(a):
             raise ValueError(f"{name} must be C-contiguous")
+        if not cnp.PyArray_ISALIGNED(a):
+            _aligned(x, name)
         return a
 
     cdef cnp.ndarray _logits(self, cnp.ndarray a, float scale, float shift, bint softmax):

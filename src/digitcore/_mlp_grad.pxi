@@ -76,6 +76,7 @@ cdef class Rows:
                 raise ValueError(f"x has shape {x.shape}, expected (n, {n_features})")
             if not x.flags.c_contiguous:
                 raise ValueError("x must be C-contiguous")
+            _aligned(x, "x")
             if x.shape[0] == 0 or n_features == 0:
                 raise ValueError("x must have at least one row and one feature")
             self.keep = x

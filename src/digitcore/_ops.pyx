@@ -160,7 +160,8 @@ cdef int _act_code(object kind, double alpha) except -1:
 
 
 cdef object _arr(object x, str name, object dtype, int ndim=-1):
-    """Check an input array: ndarray, exact dtype, rank (ndim < 0: any), C-contiguous."""
+    """Check an input array: ndarray, exact dtype, rank (ndim < 0: any), C-contiguous,
+    aligned."""
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
     if x.dtype != dtype:
@@ -170,6 +171,16 @@ cdef object _arr(object x, str name, object dtype, int ndim=-1):
     if not x.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous (use numpy.ascontiguousarray), "
                          f"got strides {x.strides} for shape {x.shape}")
+    _aligned(x, name)
+    return x
+
+
+cdef object _aligned(object x, str name):
+    # (a float32 array at an odd address, e.g. numpy.frombuffer(..., offset=1): C may
+    # assume its dtype's alignment, and vectorized code may then fault)
+    if not x.flags.aligned:
+        raise ValueError(f"{name} is not aligned to its dtype's {x.dtype.alignment} bytes "
+                         f"(numpy.frombuffer at an odd offset?): pass a copy ({name}.copy())")
     return x
 
 
@@ -215,6 +226,7 @@ cdef object _out(object out, tuple shape, object dtype, str name):
         raise ValueError(f"{name} must be C-contiguous")
     if not out.flags.writeable:
         raise ValueError(f"{name} must be writeable")
+    _aligned(out, name)
     return out
 
 

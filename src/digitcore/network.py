@@ -385,7 +385,8 @@ class Network:
                     f"{name}[None]" if one else "")
             raise ValueError(f"{name} has {x.shape[1]} features per sample, the network "
                              f"expects {self.n_features} (layer_sizes[0]){hint}")
-        x = np.ascontiguousarray(x)
+        # (aligned too: a float32 view at an odd offset is copied, as C expects)
+        x = np.require(x, requirements="CA")
         return x, scale / self.input_std, -self.input_mean / self.input_std
 
     def _reading(self, x):
