@@ -294,17 +294,25 @@ def test_header_helper_matches_file(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.isdir("/dev/fd"), reason="needs /dev/fd")
-def test_a_pipe_is_refused_with_its_name(tmp_path):
-    # a pipe raised io.UnsupportedOperation ("not seekable") naming no file
-    write_idx(tmp_path / "a.idx", np.zeros((2, 3), np.uint8))
+@pytest.mark.parametrize("name", ["a.idx", "a.idx.gz"])
+def test_a_pipe_is_read(tmp_path, name):
+    # a pipe (`cat a.idx | ... /dev/stdin`) raised io.UnsupportedOperation ("not
+    # seekable") naming no file; it is read whole first
+    a = (np.arange(600) % 256).astype(np.uint8).reshape(20, 30)
+    write_idx(tmp_path / name, a)
     r, w = os.pipe()
     try:
-        os.write(w, (tmp_path / "a.idx").read_bytes())
+        os.write(w, (tmp_path / name).read_bytes())
         os.close(w)
-        with pytest.raises(DatasetError, match=rf"/dev/fd/{r}: is not a regular file"):
-            read_idx(f"/dev/fd/{r}")
+        np.testing.assert_array_equal(read_idx(f"/dev/fd/{r}"), a)
     finally:
         os.close(r)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_a_device_is_refused_not_read_forever():
+    with pytest.raises(DatasetError, match="/dev/zero: is a device, not an IDX file"):
+        read_idx("/dev/zero")
 
 
 def test_a_bytes_path_is_read_and_written(tmp_path):

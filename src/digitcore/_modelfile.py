@@ -39,9 +39,11 @@ layer instead.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
+import stat
 import struct
 from typing import Any, Callable
 
@@ -287,7 +289,15 @@ def read_models(path) -> tuple[list[tuple[dict, list, list]], dict, int]:
 
     try:
         with open(fspath, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+            st = os.fstat(f.fileno())
+            size = st.st_size
+            if stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode):
+                # a pipe (`cat m.safetensors | digitcore info /dev/stdin`): its size
+                # reads 0, so it is read whole first
+                f = io.BytesIO(f.read())
+                size = len(f.getvalue())
+            elif not stat.S_ISREG(st.st_mode):
+                raise fail("is a device, not a model file")
             prefix = f.read(8)
             if len(prefix) < 8:
                 raise fail(f"file is {len(prefix)} bytes, too short for a safetensors "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import stat
 import struct
@@ -255,11 +256,17 @@ def _read_idx(path, hasher=None) -> np.ndarray:
         raise _err(path, f"cannot open ({exc.strerror or exc})") from None
     with f:
         st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            # (a pipe cannot seek back, and its size reads 0)
-            raise _err(path, "is not a regular file (a pipe or a device): give an IDX "
-                             "file's path")
         size = st.st_size
+        if stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode):
+            # a pipe (`... | digitcore ... /dev/stdin`) cannot seek back and its size
+            # reads 0: read it whole first
+            try:
+                data = f.read()
+            except OSError as exc:
+                raise _err(path, f"cannot read ({exc})") from None
+            f, size = io.BytesIO(data), len(data)
+        elif not stat.S_ISREG(st.st_mode):
+            raise _err(path, "is a device, not an IDX file")
         try:
             start = f.read(2)
             f.seek(0)
