@@ -74,6 +74,23 @@ def test_info(model):
     assert info["layer_sizes"] == [784, 64, 10]
 
 
+def test_info_json_is_strict_json_when_the_metadata_holds_nan(tmp_path):
+    # json.dumps wrote NaN and Infinity, which JSON has not (jq and JavaScript refuse them)
+    import digitcore
+
+    digitcore.Network([4, 3], seed=0).save(
+        tmp_path / "n.safetensors", metadata={"note": "kept", "loss": [1.5, float("nan")],
+                                              "best": float("inf")})
+    r = run("info", tmp_path / "n.safetensors", "--json")
+    assert r.returncode == 0, r.stderr
+
+    def refuse(token):
+        raise ValueError(f"not JSON: {token}")
+
+    training = json.loads(r.stdout, parse_constant=refuse)["metadata"]["training"]
+    assert training == {"note": "kept", "loss": [1.5, None], "best": None}
+
+
 def test_evaluate(model, tmp_path):
     path, summary = model
     r = run("evaluate", path, "--dataset", "mnist-mini", "--json")

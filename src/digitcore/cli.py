@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -272,9 +273,24 @@ def _load_data(dataset, data_dir, download=False, verify=True, test_only=False):
     return dataset, train, test
 
 
+def _json_text(obj, default=None) -> str:
+    """``obj`` as strict JSON: NaN and infinities (a model's metadata may hold them;
+    json.dumps writes the invalid tokens NaN and Infinity) become null."""
+    def finite(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: finite(u) for k, u in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [finite(u) for u in v]
+        return v
+
+    return json.dumps(finite(obj), default=default, allow_nan=False)
+
+
 def _emit(args, summary, lines):
     if args.json:
-        print(json.dumps(summary))
+        print(_json_text(summary))
     else:
         for line in lines:
             print(line)
@@ -570,7 +586,7 @@ def cmd_info(args):
 
     info = read_model_info(args.model)
     if args.json:
-        print(json.dumps(info, default=str))
+        print(_json_text(info, default=str))
         return 0
     for key, value in info.items():
         if isinstance(value, dict):
