@@ -107,6 +107,8 @@ BAD_CALLS = [
     (lambda: ops.clip_grad_norm([X.copy()], 0.0), ValueError, "max_norm"),
     (lambda: ops.dense_backward(G, X, W, accumulate=True), ValueError, "dweight"),
     (lambda: ops.gemm(X, W), ValueError, "inner dimensions"),
+    (lambda: ops.gemm(X, W, trans_b="no"), TypeError, "trans_b must be a bool, got 'no'"),
+    (lambda: ops.gemm_ref(X.T.copy(), W.T.copy(), trans_a=2), TypeError, "trans_a must be a bool"),
     # values finite in float64 but not in the float32 the kernels take (they were inf there)
     (lambda: ops.sgd_update(X.copy(), X, lr=1e39), ValueError, "lr must be finite in float32"),
     (lambda: ops.adam_update(X.copy(), X, X.copy(), X.copy(), 1, weight_decay=1e39),

@@ -129,9 +129,20 @@ def gemm(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None):
     -------
     ndarray, float32, shape (m, n)
     """
-    return _gemm_impl(a, b, trans_a, trans_b, alpha, beta, out, False)
+    return _gemm_impl(a, b, _flag(trans_a, "trans_a"), _flag(trans_b, "trans_b"), alpha, beta,
+                      out, False)
 
 
 def gemm_ref(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None):
     """Same as :func:`gemm` with the naive C reference kernel (the oracle)."""
-    return _gemm_impl(a, b, trans_a, trans_b, alpha, beta, out, True)
+    return _gemm_impl(a, b, _flag(trans_a, "trans_a"), _flag(trans_b, "trans_b"), alpha, beta,
+                      out, True)
+
+
+cdef inline bint _flag(object v, str name) except -1:
+    """A transpose flag: a bool, or 0 / 1 (a string such as "no" was true)."""
+    if v is True or v is False:
+        return v
+    if isinstance(v, (bool, np.bool_, int, np.integer)) and v in (0, 1):
+        return bool(v)
+    raise TypeError(f"{name} must be a bool, got {v!r}")
