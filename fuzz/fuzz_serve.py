@@ -55,14 +55,24 @@ def fix_crcs(data: bytes) -> bytes:
     return b"".join(out)
 
 
+def _check_decoded(image):
+    """uint8 grey or colour, or a 16-bit grey PNG's levels as they are (uint16 from the
+    built-in decoder, Pillow's uint16 or int32)."""
+    assert isinstance(image, np.ndarray), type(image)
+    if image.dtype == np.uint8:
+        assert image.ndim in (2, 3), image.shape
+    else:
+        assert image.dtype in (np.uint16, np.int32) and image.ndim == 2, (image.dtype,
+                                                                          image.shape)
+
+
 def _request(raw: bytes):
     try:
         image = parse_predict_request(raw)
     except RequestError as exc:
         assert 400 <= exc.status < 500, exc.status
         return
-    assert isinstance(image, np.ndarray) and image.dtype == np.uint8, image.dtype
-    assert image.ndim in (2, 3), image.shape
+    _check_decoded(image)
     try:
         result = predict_json(NET, image)
     except RequestError as exc:
@@ -86,7 +96,7 @@ def TestOneInput(data: bytes):
             arr = decode_png_bytes(fix_crcs(payload), use_pillow=False)
         except PNGError:
             return
-        assert arr.dtype == np.uint8 and arr.ndim in (2, 3)
+        _check_decoded(arr)
     else:
         if len(payload) < 2:
             return
