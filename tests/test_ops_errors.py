@@ -119,6 +119,10 @@ BAD_CALLS = [
     # ... and a fraction that rounds to 1 there
     (lambda: ops.adam_update(X.copy(), X, X.copy(), X.copy(), 1, beta2=0.99999999999),
      ValueError, "beta"),
+    # an optimizer's eps below float32's smallest normal number is flushed to 0: 0 / 0
+    (lambda: ops.adam_update(X.copy(), X, X.copy(), X.copy(), 1, eps=1e-39), ValueError,
+     "eps must be at least 1.18e-38"),
+    (lambda: ops.rmsprop_update(X.copy(), X, X.copy(), eps=0.0), ValueError, "eps"),
     # clipping's eps (a negative one flipped the gradients' sign, a NaN one made them NaN)
     (lambda: ops.clip_grad_norm([X.copy()], 1.0, eps=-10.0), ValueError, "eps"),
     (lambda: ops.clip_grad_norm([X.copy()], 1.0, eps=float("nan")), ValueError, "eps"),

@@ -72,17 +72,21 @@ def positive_value(value, name: str, allow_zero: bool = False, unit: str = "") -
     return v
 
 
-def kernel_value(value, name: str, allow_zero: bool = False) -> float:
+def kernel_value(value, name: str, allow_zero: bool = False, normal: bool = False) -> float:
     """``positive_value`` for a hyperparameter the C kernels take as float32: also finite
     there (at most about 3.4e38, past which it would reach them as inf), and, unless
-    ``allow_zero``, not so small that it rounds to 0 (below about 1.4e-45: an eps of 0
-    divides 0 by 0)."""
+    ``allow_zero``, not so small that it rounds to 0 (below about 1.4e-45). ``normal``: at
+    least float32's smallest normal number, 1.18e-38 (an optimizer's eps: the x86 update
+    loops flush smaller values to 0, and an eps of 0 divides 0 by 0)."""
     v = positive_value(value, name, allow_zero)
     with np.errstate(over="ignore"):
         f = np.float32(v)
     if not np.isfinite(f):
         raise ValueError(f"{name} must be at most 3.4e38 (digitcore computes in float32), "
                          f"got {value!r}")
+    if normal and not f >= np.finfo(np.float32).tiny:
+        raise ValueError(f"{name} must be at least 1.18e-38 (float32's smallest normal "
+                         f"number; digitcore reads smaller values as 0), got {value!r}")
     if f == 0 and v != 0 and not allow_zero:
         raise ValueError(f"{name} must be > 0 in float32 (at least 1.4e-45; digitcore "
                          f"computes in float32), got {value!r}")

@@ -17,6 +17,7 @@ import operator
 
 import numpy as np
 cimport numpy as cnp
+from libc.float cimport FLT_MIN
 from libc.stdint cimport int32_t, int64_t, uint64_t, uint8_t
 from libc.string cimport memset
 
@@ -270,6 +271,16 @@ cdef float _finite(object v, str name) except? -1:
     return f
 
 
+cdef int _eps_normal(float feps, object eps) except -1:
+    """An optimizer's eps: at least float32's smallest normal number (1.18e-38). The x86
+    update loops flush subnormals to 0 (csrc/optim_internal.h), and an eps of 0 divides a
+    zero gradient's 0 by 0: NaN parameters."""
+    if not feps >= FLT_MIN:
+        raise ValueError(f"eps must be at least 1.18e-38 (float32's smallest normal number; "
+                         f"smaller values are read as 0, and 0 / 0 is NaN), got {eps}")
+    return 0
+
+
 cdef float _l1(object v) except? -1:
     """The L1 penalty: finite and >= 0 (a negative one would reward large weights)."""
     cdef float f = _finite(v, "l1")
@@ -357,8 +368,7 @@ def rmsprop_update(param, grad, sq_avg, lr=0.01, rho=0.99, eps=1e-8, l2=0.0, l1=
     cdef float fl2 = _finite(l2, "l2"), fl1 = _l1(l1)
     if not (0.0 <= frho <= 1.0):
         raise ValueError(f"rho must be in [0, 1], got {rho}")
-    if feps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
+    _eps_normal(feps, eps)
     _opt_arrays(param, grad, [("sq_avg", sq_avg)])
     cdef float[::1] pv = _flat(param)
     cdef float[::1] sv = _flat(sq_avg)
@@ -397,8 +407,7 @@ def adam_update(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e
     cdef int64_t st = step
     if not (0.0 <= fb1 < 1.0) or not (0.0 <= fb2 < 1.0):
         raise ValueError(f"beta1 and beta2 must be in [0, 1), got {beta1}, {beta2}")
-    if feps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
+    _eps_normal(feps, eps)
     _opt_arrays(param, grad, [("m", m), ("v", v)])
     cdef float[::1] pv = _flat(param)
     cdef float[::1] mv = _flat(m)

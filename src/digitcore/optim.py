@@ -236,7 +236,7 @@ class RMSprop(Optimizer):
     def __init__(self, lr=None, rho=0.9, eps=1e-8):
         super().__init__(lr)
         self.rho = fraction_value(rho, "rho")
-        self.eps = kernel_value(eps, "eps")
+        self.eps = kernel_value(eps, "eps", normal=True)
 
     def _needs(self):
         return False, True
@@ -265,7 +265,7 @@ class Adam(Optimizer):
         except (TypeError, ValueError):
             raise ValueError(f"betas must be a pair of floats, got {betas!r}") from None
         self.betas = (fraction_value(b1, "betas[0]"), fraction_value(b2, "betas[1]"))
-        self.eps = kernel_value(eps, "eps")
+        self.eps = kernel_value(eps, "eps", normal=True)
         self.weight_decay = kernel_value(weight_decay, "weight_decay", allow_zero=True)
 
     def _needs(self):
