@@ -618,9 +618,13 @@ def test_a_misaligned_input_is_read_as_its_aligned_copy():
     odd[...] = x
     assert not odd.flags.aligned
     y = rng.integers(0, 10, 40)
+    odd_y = np.frombuffer(bytearray(y.nbytes + 1), np.int64, count=40, offset=1)
+    odd_y[...] = y
+    assert not odd_y.flags.aligned
     net = Network([64, 16, 10], seed=0)
     np.testing.assert_array_equal(net.predict_proba(odd), net.predict_proba(x))
+    assert net.evaluate(odd, odd_y) == net.evaluate(x, y)
     twin = Network([64, 16, 10], seed=0)
-    for n, data in ((net, odd), (twin, x)):
-        digitcore.Trainer(n, epochs=1, batch_size=8, verbose=0, seed=0).fit(data, y)
+    for n, data, labels in ((net, odd, odd_y), (twin, x, y)):
+        digitcore.Trainer(n, epochs=1, batch_size=8, verbose=0, seed=0).fit(data, labels)
     np.testing.assert_array_equal(net.flat_parameters, twin.flat_parameters)

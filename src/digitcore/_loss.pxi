@@ -53,12 +53,11 @@ cdef object _labels(object labels, int64_t B):
                          "to match logits")
     if not labels.flags.c_contiguous:
         raise ValueError("labels must be C-contiguous")
-    _aligned(labels, "labels")
     if labels.dtype != np.int64:
         if labels.dtype == np.uint64 and B and labels.max() > np.iinfo(np.int64).max:
             raise ValueError(f"labels has a value outside [0, n_classes): {labels.max()}")
-        labels = labels.astype(np.int64)
-    return labels
+        labels = labels.astype(np.int64)  # (a new array: aligned)
+    return _aligned(labels, "labels")
 
 
 cdef tuple _loss_outputs(object logits, object probs, object dlogits, object target,

@@ -508,8 +508,9 @@ class Network:
 
     def prepared_labels(self, y, n, name="y"):
         """y validated as n int64 class indices in [0, n_classes). Errors name ``name``."""
-        return np.ascontiguousarray(class_indices(y, n, self.n_classes, name=name,
-                                                  integral_floats=True))
+        # (contiguous and aligned: a view at an odd offset is copied, as C expects)
+        return np.require(class_indices(y, n, self.n_classes, name=name,
+                                        integral_floats=True), requirements="CA")
 
     def predict_image(self, image, *, reject_non_digits=True, tta=None):
         """Read a digit from an image file or array, prepared like MNIST
