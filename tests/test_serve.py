@@ -203,9 +203,10 @@ def _unfilter_by_definition(rows, bpp):
 
 @pytest.mark.parametrize("bpp", [1, 2, 3, 4, 6, 8])
 def test_png_unfilter_is_the_specifications(rng, bpp):
-    # the average and Paeth rows are decoded a diagonal at a time (png._unfilter_wavefront):
-    # every mix of the five filters, 16-bit pixels (bpp 2, 6, 8) included, and values at
-    # the predictors' ties (0, 127, 128, 255)
+    # average and Paeth rows are decoded a row at a time or a diagonal at a time
+    # (png._unfilter_wavefront, for all but thin pictures): both ways, every mix of the
+    # five filters, 16-bit pixels (bpp 2, 6, 8) included, and values at the predictors'
+    # ties (0, 127, 128, 255)
     from digitcore import png
 
     for trial in range(40):
@@ -216,8 +217,10 @@ def test_png_unfilter_is_the_specifications(rng, bpp):
         rows[:, 0] = rng.integers(0, 5, h)
         if trial % 4 == 0:
             rows[:, 0] = rng.integers(3, 5, h)
-        np.testing.assert_array_equal(png._unfilter(rows.ravel(), h, w * bpp, bpp),
-                                      _unfilter_by_definition(rows, bpp))
+        want = _unfilter_by_definition(rows, bpp)
+        np.testing.assert_array_equal(png._unfilter(rows.ravel(), h, w * bpp, bpp), want)
+        np.testing.assert_array_equal(png._unfilter_wavefront(rows[:, 1:], rows[:, 0], bpp),
+                                      want)
 
 
 @pytest.mark.skipif(not HAVE_PILLOW, reason="Pillow is not installed (it writes the test PNG)")
