@@ -336,6 +336,16 @@ def test_alpha_zero_reads_neither_operand(path):
         # a nonzero alpha still carries the NaN
         with np.errstate(invalid="ignore"):
             assert np.isnan(f(a, b, alpha=1e-30)).any()
+        # and the shapes are checked whatever alpha is
+        with pytest.raises(ValueError, match="inner dimensions"):
+            f(a, np.ones((3, 3), np.float32), alpha=0.0)
+
+
+def test_transpose_flags_take_bools_and_0_or_1():
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    want = a.T @ a
+    for flag in (True, 1, np.True_, np.array(True), np.int64(1)):
+        np.testing.assert_array_equal(gemm(a, a, trans_a=flag), want)
 
 
 def test_k_zero_scales_c(path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -533,6 +534,30 @@ def test_a_model_is_read_from_a_pipe(tmp_path):
         writer.join(timeout=10)
         os.close(r)
     np.testing.assert_array_equal(back.flat_parameters, net.flat_parameters)
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/fd"), reason="needs /dev/fd")
+def test_a_pipe_that_does_not_end_is_refused(monkeypatch):
+    # (`cat /dev/zero | digitcore info /dev/stdin` read until memory ran out)
+    import threading
+
+    from digitcore import _modelfile
+
+    monkeypatch.setattr(_modelfile, "MAX_PIPE_BYTES", 1000)
+    r, w = os.pipe()
+
+    def feed():
+        with contextlib.suppress(OSError), os.fdopen(w, "wb") as f:
+            f.write(bytes(5000))
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    try:
+        with pytest.raises(ModelFormatError, match="more than 1,000 bytes from a pipe"):
+            load_model(f"/dev/fd/{r}")
+    finally:
+        os.close(r)
+        writer.join(timeout=10)
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")

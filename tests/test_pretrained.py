@@ -288,6 +288,13 @@ def test_save_writes_through_a_symlink_and_keeps_permissions(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.safetensors", "real.safetensors"]
 
 
+def test_save_takes_a_bytes_path(tmp_path):
+    net = digitcore.Network([784, 16, 10], seed=0)
+    save_pretrained(net, os.fsencode(tmp_path / "b.safetensors"), dtype="float32")
+    np.testing.assert_array_equal(digitcore.load_model(tmp_path / "b.safetensors").flat_parameters,
+                                  net.flat_parameters)
+
+
 # ---------------------------------------------------------------------------- the CLI
 
 def _run(*args, **kw):

@@ -121,6 +121,8 @@ def test_standardized_floats_are_refused_with_the_way_that_works():
     # what the message says works: the pixels, standardized by the network
     net = digitcore.Network([784, 16, 10], seed=0, input_mean=0.1307, input_std=0.3081)
     digitcore.Trainer(net, epochs=1, augment="affine", verbose=0, seed=0).fit(x, y[:256])
-    # floats in [0, 1] are pictures too
+    # floats in [0, 1] are pictures too, and so are resampled ones overshooting a little
+    pictures = (x / np.float32(255)).reshape(-1, 28, 28)
+    pictures[:, 0, 0], pictures[:, 0, 1] = -0.02, 1.03
     digitcore.Trainer(digitcore.Network([784, 16, 10], seed=0), epochs=1, augment="affine",
-                      verbose=0, seed=0).fit(x / np.float32(255), y[:256])
+                      verbose=0, seed=0).fit(pictures, y[:256])

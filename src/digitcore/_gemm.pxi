@@ -143,6 +143,8 @@ cdef inline bint _flag(object v, str name) except -1:
     """A transpose flag: a bool, or 0 / 1 (a string such as "no" was true)."""
     if v is True or v is False:
         return v
+    if isinstance(v, np.ndarray) and v.ndim == 0 and v.dtype.kind in "biu":
+        v = v.item()  # (np.array(True))
     if isinstance(v, (bool, np.bool_, int, np.integer)) and v in (0, 1):
         return bool(v)
     raise TypeError(f"{name} must be a bool, got {v!r}")

@@ -61,6 +61,8 @@ FORMAT_NAME = "digitcore"
 # The header is JSON describing a few tensors; the safetensors library itself caps
 # it at 100 MB. Ours are a few KB, so a much smaller cap refuses garbage early.
 MAX_HEADER_BYTES = 16 * 1024 * 1024
+# What a model read from a pipe may hold (a file has its size; a pipe may never end).
+MAX_PIPE_BYTES = 1 << 30
 # Largest layer width / depth a config may ask for, checked before anything is allocated.
 MAX_LAYER_SIZE = 1 << 20
 MAX_LAYERS = 1024
@@ -293,9 +295,12 @@ def read_models(path) -> tuple[list[tuple[dict, list, list]], dict, int]:
             size = st.st_size
             if stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode):
                 # a pipe (`cat m.safetensors | digitcore info /dev/stdin`): its size
-                # reads 0, so it is read whole first
-                f = io.BytesIO(f.read())
-                size = len(f.getvalue())
+                # reads 0, so it is read whole first, up to a limit (`cat /dev/zero |`)
+                whole = f.read(MAX_PIPE_BYTES + 1)
+                if len(whole) > MAX_PIPE_BYTES:
+                    raise fail(f"more than {MAX_PIPE_BYTES:,} bytes from a pipe: give the "
+                               "model file's path")
+                f, size = io.BytesIO(whole), len(whole)
             elif not stat.S_ISREG(st.st_mode):
                 raise fail("is a device, not a model file")
             prefix = f.read(8)

@@ -53,6 +53,8 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _DEFLATE_MAX_RATIO = 1032
 _CHUNK = 1 << 20  # compressed bytes read per step
 _FIRST_ALLOC = 4 << 20  # grow the output from here when the gzip size hint disagrees
+# What an IDX file read from a pipe may hold (a file has its size; a pipe may never end).
+MAX_PIPE_BYTES = 1 << 31
 
 
 def _err(path, msg: str) -> DatasetError:
@@ -259,11 +261,14 @@ def _read_idx(path, hasher=None) -> np.ndarray:
         size = st.st_size
         if stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode):
             # a pipe (`... | digitcore ... /dev/stdin`) cannot seek back and its size
-            # reads 0: read it whole first
+            # reads 0: read it whole first, up to a limit (`cat /dev/zero |`)
             try:
-                data = f.read()
+                data = f.read(MAX_PIPE_BYTES + 1)
             except OSError as exc:
                 raise _err(path, f"cannot read ({exc})") from None
+            if len(data) > MAX_PIPE_BYTES:
+                raise _err(path, f"more than {MAX_PIPE_BYTES:,} bytes from a pipe: give the "
+                                 "file's path")
             f, size = io.BytesIO(data), len(data)
         elif not stat.S_ISREG(st.st_mode):
             raise _err(path, "is a device, not an IDX file")

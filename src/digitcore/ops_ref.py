@@ -62,6 +62,8 @@ def gemm(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None):
     a = _float(a)
     b = _float(b)
     a, b = (a.T if trans_a else a), (b.T if trans_b else b)
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"gemm: inner dimensions differ: op(a) {a.shape}, op(b) {b.shape}")
     res = (np.zeros((a.shape[0], b.shape[1]), np.result_type(a, b)) if alpha == 0.0
            else alpha * (a @ b))
     if beta != 0.0:

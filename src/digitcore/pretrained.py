@@ -205,7 +205,7 @@ def save_pretrained(network, path, *, dtype="float16", metadata=None) -> str:
     """
     summary = dict(network.training_summary or {}, **(metadata or {}))
     summary.pop("weights_sha256", None)
-    path = Path(path)
+    path = Path(os.fsdecode(path))  # (a bytes path too)
     writable_target(path)  # (before the work: a bad path is named at once)
     # drafted in a temporary directory (the digest needs the file), then written over
     # `path` as every file is (a symbolic link followed, the replaced file's permissions

@@ -131,7 +131,8 @@ def _check_augmentable(x2):
     if x2.dtype == np.uint8 or x2.size == 0:
         return
     lo, hi = float(x2.min()), float(x2.max())
-    if lo < 0.0 or hi > 1.0:
+    # (a resampled picture may overshoot [0, 1] a little: Lanczos gives -0.01 or 1.02)
+    if lo < -0.1 or hi > 1.1:
         raise ValueError(
             f"augment deforms pictures whose background is 0: uint8 pixels, or floats in "
             f"[0, 1]; x holds values in [{lo:.3g}, {hi:.3g}]. To train on standardized "
