@@ -557,14 +557,35 @@ def _png_declaring(width, height):
 
 def test_an_image_file_declaring_too_many_pixels_is_refused_before_decoding(tmp_path):
     # Pillow's own limit is ~179M pixels: a 389 KB PNG of 10000 x 10000 made `digitcore
-    # predict` take 2 GB. Files are held to digitcore.png.MAX_PIXELS, as serve and the
-    # built-in decoder hold them.
+    # predict` take 2 GB. Files are held to imaging.MAX_FILE_PIXELS (8192 x 8192).
     pytest.importorskip("PIL.Image")
     from digitcore.imaging import load_image
 
     path = tmp_path / "big.png"
-    path.write_bytes(_png_declaring(4100, 4100))  # (16,810,000 > 4096 x 4096)
+    path.write_bytes(_png_declaring(8200, 8200))
     for read in (load_image, preprocess_image):
-        with pytest.raises(ValueError, match=r"big.png: the image is 4100x4100 pixels, more "
-                                             r"than the 16,777,216 digitcore reads"):
+        with pytest.raises(ValueError, match=r"big.png: the image is 8200x8200 pixels, more "
+                                             r"than the 67,108,864 digitcore reads"):
             read(path)
+
+
+def test_a_big_scan_is_read(tmp_path):
+    # an A5 page at 600 dpi (4960 x 3508) was refused by a 4096 x 4096 limit for a while;
+    # past 4 x MAX_SIDE a side it is shrunk by whole blocks as it is decoded
+    Image = pytest.importorskip("PIL.Image")
+    from digitcore.datasets import load_mnist_mini
+    from digitcore.imaging import load_image
+
+    _, (xt, yt) = load_mnist_mini()
+    page = np.full((3508, 4960), 235, np.uint8)
+    page[1000:1000 + 28 * 40, 2000:2000 + 28 * 40] = 235 - (np.kron(
+        xt[0].reshape(28, 28), np.ones((40, 40), np.uint8)) * 0.8).astype(np.uint8)
+    Image.fromarray(page).save(tmp_path / "scan.png")
+    assert load_image(tmp_path / "scan.png").shape == (3508, 4960)
+    # (the block-shrunk page reads as the whole one, up to the edges' rounding)
+    big = preprocess_image(tmp_path / "scan.png").astype(float)
+    whole = preprocess_image(page).astype(float)
+    assert np.abs(big - whole).mean() < 3 and np.abs(big - whole).max() <= 40
+    from digitcore import load_pretrained
+
+    assert load_pretrained().predict_image(tmp_path / "scan.png")[0] == yt[0]

@@ -85,6 +85,10 @@ MIN_CONTRAST = 0.08
 INK_CONTRAST = 0.15
 # Longer image sides are block-averaged down to at most this first.
 MAX_SIDE = 1024
+# The largest image file read, in pixels: a 48-megapixel phone photo or an A4 page scanned
+# at 600 dpi fit; a small file declaring more (a decompression bomb) is refused before it
+# is decoded.
+MAX_FILE_PIXELS = 8192 * 8192
 # Levels within this many noise sigmas of the paper are paper.
 NOISE_SIGMAS = 5.0
 # Everything after reading works on a copy at most this many pixels a side (area averaged):
@@ -201,10 +205,9 @@ def load_image(path) -> np.ndarray:
     ----------
     path : str or os.PathLike
         Any format Pillow reads (PNG, JPEG, GIF, BMP, WebP, ...), of at most
-        :data:`digitcore.png.MAX_PIXELS` pixels (4096 x 4096). The EXIF orientation of
-        photos is applied. Without Pillow, PNG files only (:mod:`digitcore.png`:
-        non-interlaced). :func:`preprocess_image` reads a larger JPEG photo at a
-        reduced scale.
+        ``MAX_FILE_PIXELS`` pixels (8192 x 8192). The EXIF orientation of photos is
+        applied. Without Pillow, PNG files only (:mod:`digitcore.png`: non-interlaced,
+        up to its MAX_PIXELS, 4096 x 4096).
 
     Returns
     -------
@@ -219,7 +222,7 @@ def load_image(path) -> np.ndarray:
     Raises
     ------
     ValueError
-        If the file cannot be read as an image, or declares more than MAX_PIXELS
+        If the file cannot be read as an image, or declares more than MAX_FILE_PIXELS
         pixels (the message names the path).
     ImportError
         If Pillow is not installed and the file is not a PNG.
@@ -233,8 +236,6 @@ def _read_file(path, longest=None) -> np.ndarray:
     least ``longest`` (the decoder averages 2x2 to 8x8 blocks of the picture on the way:
     a 12-megapixel photo reads in a fraction of the time, and preprocess_image shrinks
     it to MAX_SIDE by block averaging anyway)."""
-    from digitcore.png import MAX_PIXELS
-
     fspath = os.fspath(path)
     try:
         Image, ImageOps = _pillow()
@@ -248,13 +249,18 @@ def _read_file(path, longest=None) -> np.ndarray:
                 img.draft(img.mode, (max(1, int(img.size[0] / f)),
                                      max(1, int(img.size[1] / f))))
             w, h = img.size
-            if w * h > MAX_PIXELS:
-                # (before decoding: a small file can declare a huge picture, and its
-                # decoding and copies take about 20 bytes a pixel)
+            if w * h > MAX_FILE_PIXELS:
+                # (before decoding: a small file can declare a huge picture)
                 raise _TooLarge(f"{fspath}: the image is {w}x{h} pixels, more than the "
-                                f"{MAX_PIXELS:,} digitcore reads (a photo of one digit "
+                                f"{MAX_FILE_PIXELS:,} digitcore reads (a photo of one digit "
                                 "needs far fewer: shrink it)")
             img.load()
+            if (longest and max(img.size) > 4 * longest and "transparency" not in img.info
+                    and img.mode in ("L", "LA", "RGB", "RGBA", "I", "F")):
+                # a big scan or photo other than a JPEG, shrunk by whole blocks at once
+                # (preprocess_image block-averages it to `longest` anyway): its array and
+                # copies would take ~20 bytes a pixel, 1.3 GB at MAX_FILE_PIXELS
+                img = img.reduce(max(img.size) // (2 * longest))
             try:
                 img = ImageOps.exif_transpose(img)
             except Exception:  # broken EXIF must not hide a readable image
@@ -283,7 +289,7 @@ def _read_file(path, longest=None) -> np.ndarray:
 
 
 class _TooLarge(Exception):
-    """An image file declaring more than MAX_PIXELS pixels (_read_file's own refusal)."""
+    """An image file declaring more than MAX_FILE_PIXELS pixels (_read_file's refusal)."""
 
 
 def _read_png(fspath: str) -> np.ndarray:
