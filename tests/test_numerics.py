@@ -179,8 +179,9 @@ def test_diverged_training_can_continue_with_a_sane_learning_rate():
     _assert_usable(net, x)
 
 
-# The three ways a chunk is found to diverge: a non-finite loss in C, parameters that
-# overflowed, outputs that overflow.
+# Two of the three ways a chunk is found to diverge: a non-finite loss in C (adam, rmsprop,
+# sgd here) and outputs that overflow (momentum, adamw); the third, parameters that
+# overflow without either, is forced in the test after this one.
 @pytest.mark.parametrize("optimizer,lr,batch_size", [
     ("adam", 3e38, 64), ("rmsprop", 1e30, 64), ("momentum", 1e12, None), ("sgd", 1e20, 64),
     ("adamw", 4923882.631706731, None),
@@ -222,6 +223,56 @@ def test_divergence_undoes_the_optimizer_state_with_the_parameters(optimizer, lr
         Trainer(n, optimizer=o, epochs=1, batch_size=64, verbose=0, seed=0).fit(x, y)
     np.testing.assert_array_equal(net.flat_parameters, ref.flat_parameters)
     assert opt.step_count == ref_opt.step_count > 0
+
+
+class _OverflowingView:
+    """A network's C view whose train() call number ``at`` leaves an inf in the parameters
+    without a non-finite loss: the path where the trainer finds the overflow itself."""
+
+    def __init__(self, real, net, at):
+        object.__setattr__(self, "_real", real)
+        object.__setattr__(self, "_net", net)
+        object.__setattr__(self, "_left", at)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._real, name, value)
+
+    def train(self, *args, **kwargs):
+        out = self._real.train(*args, **kwargs)
+        object.__setattr__(self, "_left", self._left - 1)
+        if self._left == 0:
+            self._net.flat_parameters[3] = np.inf
+        return out
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "momentum", "sgd"])
+def test_parameters_that_overflow_undo_the_chunk_with_the_optimizer(optimizer, monkeypatch):
+    rng = np.random.default_rng(1)
+    x, y = _data(rng)
+
+    def trainer(net, epochs):
+        return Trainer(net, optimizer=optimizer, lr=1e-3, epochs=epochs, batch_size=64,
+                       verbose=0, seed=0, chunk_samples=len(x), chunk_seconds=None)
+
+    net = Network([784, 32, 10], seed=0)
+    real = net.c_net
+    monkeypatch.setattr(net, "c_net", lambda *a, **k: _OverflowingView(real(*a, **k), net, 2))
+    tr = trainer(net, 3)
+    with pytest.raises(TrainingDivergedError, match="the parameters overflowed in epoch 2,"):
+        tr.fit(x, y)
+    ref = Network([784, 32, 10], seed=0)
+    ref_tr = trainer(ref, 1)
+    ref_tr.fit(x, y)
+    np.testing.assert_array_equal(net.flat_parameters, ref.flat_parameters)
+    assert tr.optimizer.step_count == ref_tr.optimizer.step_count == len(x) // 64
+    for name in ("grad_avg", "sq_avg"):
+        a, b = getattr(tr.optimizer, name), getattr(ref_tr.optimizer, name)
+        assert (a is None) == (b is None)
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
 
 
 # ---------------------------------------------------------------------------- huge logits
