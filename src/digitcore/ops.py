@@ -1,8 +1,8 @@
 """Public compute ops of digitcore: thin names over the compiled kernels.
 
-Every op takes float32, C-contiguous NumPy arrays (uint8 for :func:`gather_u8` inputs and
-dropout masks, integers for labels and indices), validates shapes, dtypes, layout and
-aliasing at the boundary (``TypeError`` for a wrong type or dtype, ``ValueError`` for a wrong
+Every op takes float32, C-contiguous, aligned NumPy arrays (uint8 for :func:`gather_u8`
+inputs and dropout masks, integers for labels and indices), validates shapes, dtypes,
+layout, alignment and aliasing at the boundary (``TypeError`` for a wrong type or dtype, ``ValueError`` for a wrong
 rank, shape, layout, overlap or value, each naming the argument and printing the shapes),
 releases the GIL while the C kernel runs, and returns NumPy arrays. Functions whose name or
 docstring says "in place" update their array arguments and return None (or a scalar).

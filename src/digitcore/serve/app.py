@@ -183,7 +183,8 @@ def parse_predict_request(raw: bytes) -> np.ndarray:
 
     Returns
     -------
-    ndarray, uint8: ``(h, w)`` grey, or ``(h, w, 2|3|4)`` from a PNG.
+    ndarray: uint8 ``(h, w)`` grey, or ``(h, w, 2|3|4)`` from a PNG; a 16-bit grey PNG's
+    levels as they are (uint16 or int32 ``(h, w)``, see :func:`decode_png_bytes`).
 
     Raises
     ------
