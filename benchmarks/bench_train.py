@@ -4,8 +4,10 @@
 
 Every system trains the same network with the same recipe (ReLU, softmax cross-entropy,
 plain SGD lr 0.1 without momentum, shuffled mini-batches, float32) for one epoch over the
-60,000 MNIST training images. Each is first checked to learn (test accuracy after the
-epoch), then timed: systems interleaved, medians over repeats, at each thread count.
+60,000 MNIST training images. Each system runs in a process of its own (no other
+library's thread pool beside it), started with every thread pool set to the thread count;
+each is first checked to learn (test accuracy after the epoch), then timed: systems
+interleaved, medians over repeats, at each thread count.
 Prints samples/s, the ratios digitcore/other, and digitcore's achieved GFLOP/s against the
 OpenBLAS GEMM rate measured at the training shapes in the same run. digitcore's first layer
 skips zero pixels (docs/ARCHITECTURE.md), so its figure is dense-equivalent: the dense
@@ -15,6 +17,7 @@ work divided by the time, which can exceed the GEMM rate.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -29,6 +32,7 @@ from _data import shared_mnist  # noqa: E402
 
 import _results  # noqa: E402
 import digitcore  # noqa: E402
+from _workers import Worker, worker_env  # noqa: E402
 from numpy_mlp import NumpyMLP  # noqa: E402
 
 CONFIGS = [((784, 128, 10), 128), ((784, 128, 10), 32), ((784, 512, 256, 10), 128)]
@@ -159,6 +163,37 @@ def gemm_ceiling(sizes, bs, threads):
     return tot_f / tot_t / 1e9
 
 
+MAKERS = {"digitcore": lambda s, b: DigitcoreSystem(s, b),
+          "digitcore-dense": lambda s, b: DigitcoreDenseSystem(s, b),
+          "numpy": lambda s, b: NumpySystem(s, b), "pytorch": lambda s, b: TorchSystem(s, b),
+          "sklearn": lambda s, b: SklearnSystem(s, b)}
+
+
+def _reply(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def worker(name, config, threads, data_dir):
+    """One system in this process: {"skip": why} if it cannot run here, else the learning
+    check's {"accuracy": a}, then {"seconds": t} for each {"seed": s} read from stdin."""
+    sizes, bs = CONFIGS[config]
+    try:
+        system = MAKERS[name](sizes, bs)
+    except ImportError as exc:
+        _reply({"skip": f"{type(exc).__name__}: {exc}"})
+        return
+    system.set_threads(threads)
+    x, y, xt, yt = load(data_dir)
+    _, score = system.epoch(x, y, seed=0)
+    _reply({"accuracy": score(xt, yt)})
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd.get("quit"):
+            return
+        _reply({"seconds": system.epoch(x, y, seed=cmd["seed"])[0]})
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=shared_mnist())
@@ -168,59 +203,72 @@ def main():
     ap.add_argument("--systems", default="digitcore,numpy,pytorch,sklearn")
     ap.add_argument("--json", default=None, help="results file (default: the committed "
                     "benchmarks/results/bench_train.json)")
+    ap.add_argument("--worker", nargs=3, metavar=("SYSTEM", "CONFIG", "THREADS"),
+                    help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        name, config, th = args.worker
+        worker(name, int(config), int(th), args.data_dir)
+        return
 
-    x, y, xt, yt = load(args.data_dir)
-    n = len(x)
+    n = len(digitcore.load_mnist(args.data_dir, download=False)[0][0])
     threads = [int(t) for t in args.threads.split(",")]
-    configs = CONFIGS if args.configs == "all" else [CONFIGS[int(i)] for i in args.configs.split(",")]
-    makers = {"digitcore": DigitcoreSystem, "digitcore-dense": DigitcoreDenseSystem,
-              "numpy": NumpySystem, "pytorch": TorchSystem,
-              "sklearn": SklearnSystem}
+    configs = (list(range(len(CONFIGS))) if args.configs == "all"
+               else [int(i) for i in args.configs.split(",")])
     digitcore.show_config()
     rows = []
-    for sizes, bs in configs:
-        systems = []
-        for name in args.systems.split(","):
-            try:
-                systems.append(makers[name](sizes, bs))
-            except ImportError as exc:
-                print(f"  skip {name}: {exc}")
+    for ci in configs:
+        sizes, bs = CONFIGS[ci]
         arch = "-".join(map(str, sizes))
         for th in threads:
-            for s in systems:
-                s.set_threads(th)
-            # verify before timing: every system must actually learn in one epoch
-            for s in systems:
-                _, score = s.epoch(x, y, seed=0)
-                acc = score(xt, yt)
-                if acc < 0.85:
-                    raise SystemExit(f"{s.name} {arch} bs{bs}: accuracy {acc:.3f} after one "
-                                     f"epoch; refusing to time a system that does not learn")
-                print(f"  verified {s.name:9s} {arch} batch {bs} threads {th}: "
-                      f"test accuracy {acc:.4f} after 1 epoch")
-            times = {s.name: [] for s in systems}
+            # each system in a process of its own, every thread pool set to th
+            workers = {}
+            for name in args.systems.split(","):
+                w = Worker(Path(__file__).resolve(),
+                           ["--worker", name, str(ci), str(th), "--data-dir", args.data_dir],
+                           worker_env(th), HERE)
+                r = w.read()  # the learning check: one epoch, then the test images
+                if "skip" in r:
+                    print(f"  skip {name}: {r['skip']}")
+                    w.close()
+                    continue
+                if r["accuracy"] < 0.85:
+                    raise SystemExit(f"{name} {arch} bs{bs}: accuracy {r['accuracy']:.3f} "
+                                     f"after one epoch; refusing to time a system that does "
+                                     f"not learn")
+                print(f"  verified {name:9s} {arch} batch {bs} threads {th}: "
+                      f"test accuracy {r['accuracy']:.4f} after 1 epoch")
+                workers[name] = w
+            times = {name: [] for name in workers}
+            order = list(workers)
             for r in range(args.repeats):
-                for s in (systems if r % 2 == 0 else systems[::-1]):
-                    # let the previous system's spinning thread pools (OpenBLAS, OpenMP)
-                    # go to sleep, so they do not steal the cores from the next one
+                for name in (order if r % 2 == 0 else order[::-1]):
+                    # let the previous system's spinning threads go to sleep, so they do
+                    # not steal the cores from the next one
                     time.sleep(0.5)
-                    times[s.name].append(s.epoch(x, y, seed=r + 1)[0])
-            ceiling = gemm_ceiling(sizes, bs, th)
+                    times[name].append(workers[name].ask({"seed": r + 1})["seconds"])
+            for w in workers.values():
+                w.close()
             med = {k: statistics.median(v) for k, v in times.items()}
             dc_t = med["digitcore"]
-            gflops = flops_per_epoch(sizes, n) / dc_t / 1e9
             row = {"arch": arch, "batch": bs, "threads": th,
                    "seconds": med, "samples_per_s": {k: n / v for k, v in med.items()},
                    "ratio_vs": {k: v / dc_t for k, v in med.items() if k != "digitcore"},
-                   "digitcore_gflops": gflops, "openblas_gemm_gflops": ceiling}
+                   "digitcore_gflops": flops_per_epoch(sizes, n) / dc_t / 1e9}
             rows.append(row)
-            print(f"\n{arch} batch {bs}, {th} thread(s): digitcore {gflops:.1f} GFLOP/s "
-                  f"dense-equivalent "
-                  f"({gflops / ceiling:.0%} of OpenBLAS GEMM at these shapes, {ceiling:.1f})")
-            for k in med:
-                ratio = "" if k == "digitcore" else f"  digitcore is {med[k] / dc_t:.2f}x"
-                print(f"  {k:9s} {med[k]:.3f} s  {n / med[k]:>10,.0f} samples/s{ratio}")
+    # the GEMM rates last, in this process, once every timed epoch is done (OpenBLAS's
+    # threads spin here for a while after it)
+    for row, (ci, th) in zip(rows, [(c, t) for c in configs for t in threads]):
+        sizes, bs = CONFIGS[ci]
+        ceiling = gemm_ceiling(sizes, bs, th)
+        row["openblas_gemm_gflops"] = ceiling
+        gflops, med, dc_t = row["digitcore_gflops"], row["seconds"], row["seconds"]["digitcore"]
+        print(f"\n{row['arch']} batch {bs}, {th} thread(s): digitcore {gflops:.1f} GFLOP/s "
+              f"dense-equivalent "
+              f"({gflops / ceiling:.0%} of OpenBLAS GEMM at these shapes, {ceiling:.1f})")
+        for k in med:
+            ratio = "" if k == "digitcore" else f"  digitcore is {med[k] / dc_t:.2f}x"
+            print(f"  {k:9s} {med[k]:.3f} s  {n / med[k]:>10,.0f} samples/s{ratio}")
     claims = {}
     for r in rows:
         key = f"{r['arch']}_b{r['batch']}_t{r['threads']}"
