@@ -129,7 +129,8 @@ def main(argv=None):
     tta = model_tta(net, args.tta)
     seed = DEV_SEED + args.seed if args.dev else args.seed
     x, y = x_te[:args.n], y_te[:args.n]
-    clean_ok = net.predict(x.reshape(len(x), -1)) == y
+    # (the clean digits read as the photos are: with the model's test-time augmentation)
+    clean_ok = net.predict(x.reshape(len(x), -1), tta=tta) == y
     pics, labels, applied = photo_set(x, y, seed=seed)
     t0 = time.perf_counter()
     pred = _read(net, pics, tta)
