@@ -589,3 +589,48 @@ def test_a_big_scan_is_read(tmp_path):
     from digitcore import load_pretrained
 
     assert load_pretrained().predict_image(tmp_path / "scan.png")[0] == yt[0]
+
+
+def test_mis_passed_inputs_are_named():
+    import io
+
+    with pytest.raises(TypeError, match="image is None"):
+        preprocess_image(None)
+    with pytest.raises(TypeError, match=r"image is an open file \(BytesIO\): give its path"):
+        preprocess_image(io.BytesIO(b"\x89PNG"))
+    with pytest.raises(ValueError, match="the image path is empty"):
+        preprocess_image("")
+    # a 0/1 mask as integers read as a black picture ("image is blank")
+    mask = np.zeros((28, 28), np.uint8)
+    mask[6:22, 13:15] = 1
+    for arr in (mask, mask.astype(np.int64)):
+        with pytest.raises(ValueError, match="integer levels are only 0 and 1.*as bool"):
+            preprocess_image(arr)
+    np.testing.assert_array_equal(preprocess_image(mask.astype(bool)),
+                                  preprocess_image(mask * np.uint8(255)))
+
+
+def test_a_pillow_image_is_read_as_its_file_would_be():
+    # a palette image was read as its palette indices (a blank page), CMYK as RGBA
+    Image = pytest.importorskip("PIL.Image")
+    from digitcore.datasets import load_mnist_mini
+
+    _, (xt, _) = load_mnist_mini()
+    picture = 255 - xt[0].reshape(28, 28)
+    want = preprocess_image(picture)
+    for mode in ("P", "CMYK", "LA", "L"):
+        im = Image.fromarray(picture).convert(mode)
+        np.testing.assert_array_equal(preprocess_image(im), want, err_msg=mode)
+
+
+def test_faint_ink_is_said_to_be_faint():
+    # 9-12% contrast: the marks stand out from the paper's noise but are not ink; the
+    # message blamed straight lines or specks
+    from digitcore.datasets import load_mnist_mini
+
+    _, (xt, _) = load_mnist_mini()
+    big = np.kron(xt[0].reshape(28, 28), np.ones((8, 8))) / 255
+    for contrast in (0.09, 0.12):
+        with pytest.raises(NoDigitError, match="too faint to be ink") as info:
+            preprocess_image(1 - contrast * big)
+        assert info.value.reason == "blank"
