@@ -724,7 +724,10 @@ def _field(digit: np.ndarray, ink: np.ndarray) -> np.ndarray:
     x /= x.max()
     h, w = x.shape
     scale = BOX / max(h, w)
-    x = _normalise_stroke(x, _stroke_width(digit[r0:r1, c0:c1]) * scale)
+    x, grown = _normalise_stroke(x, _stroke_width(digit[r0:r1, c0:c1]) * scale)
+    if grown:  # thickened strokes reach past the crop: the box holds them as they are
+        h, w = x.shape
+        scale = BOX / max(h, w)
     new_h = min(BOX, max(1, int(round(h * scale))))
     new_w = min(BOX, max(1, int(round(w * scale))))
     small = resize(x, (new_h, new_w))
@@ -1055,19 +1058,26 @@ def _on_a_blob(digit: np.ndarray, paper: np.ndarray, contrast: np.ndarray) -> bo
                               2.0 * (hi - lo))
 
 
-def _normalise_stroke(x: np.ndarray, width: float) -> np.ndarray:
+def _normalise_stroke(x: np.ndarray, width: float) -> tuple[np.ndarray, bool]:
     """Thicken or thin strokes whose width in the 20-pixel box (``width``) is outside
-    MNIST's range; ``x`` is the cropped digit."""
+    MNIST's range; ``x`` is the cropped digit. Whether it was thickened: a stroke along
+    the crop's edge grows past it (a thin minus sign, a 7's top bar), so the crop is
+    padded first and the result is cropped to the thickened marks."""
     if STROKE_MIN <= width <= STROKE_MAX:
-        return x
+        return x, False
     # at 4x the box's resolution, a disc's radius is exact to a quarter of a box pixel
     x = _shrink(x, 4 * BOX)
     per_px = BOX / max(x.shape)  # box pixels per pixel of x
     target = STROKE_MIN if width < STROKE_MIN else STROKE_MAX
     radius = abs(target - width) / 2 / per_px
     if radius < 0.5:
-        return x
-    return _disc_filter(x, radius, np.maximum if width < target else np.minimum)
+        return x, False
+    if width > target:
+        return _disc_filter(x, radius, np.minimum), False
+    pad = int(np.ceil(radius))
+    x = _disc_filter(np.pad(x, pad), radius, np.maximum)
+    r0, r1, c0, c1 = _bbox(x > 0)
+    return x[r0:r1, c0:c1], True
 
 
 _bundled_check: dict = {}  # the bundled shape check, read once: {file name: check}
