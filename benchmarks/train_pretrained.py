@@ -66,8 +66,8 @@ def main(argv=None):
                          "preset's `members`, else 1); more than 1 makes a committee")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--dtype", choices=["auto", "float16", "float32"], default="auto",
-                    help="storage of the parameters; auto: float16 when it reads the test "
-                         "set exactly as well as float32")
+                    help="storage of the parameters; auto: float16 when it gets as many "
+                         "training images right as float32 (never the test set)")
     ap.add_argument("--data-dir", default=shared_mnist(required=False),
                     help="folder with the four MNIST files (default: $DIGITCORE_SHARED_MNIST "
                          "or the shared folder beside the repository)")

@@ -651,6 +651,9 @@ def test_pixels_scaled_to_one_are_named(server, test_images):
     x, _ = test_images
     status, r = _predict(server, {"pixels": (x[3].ravel() / 255.0).tolist()})
     assert status == 400 and "scaled to [0, 1]" in r["error"], r
+    # a 0/1 mask: a message for JSON (preprocess_image's speaks of NumPy's bool)
+    status, r = _predict(server, {"pixels": (x[3].ravel() > 128).astype(int).tolist()})
+    assert status == 400 and "only 0 and 1, a mask: send grey values 0-255" in r["error"], r
 
 
 def test_garbage_request_line_gets_json_400(server):

@@ -10,6 +10,9 @@ A symbolic link is followed (the file it points to is replaced, the link stays).
 that is a directory, a device, a pipe or a socket is refused: replacing ``/dev/null``
 with a file is never what was meant. A replaced file's other hard links keep the old
 contents (it is a new file).
+
+For reading, :func:`read_pipe` takes a pipe's bytes whole, up to a limit (a model or IDX
+file given as ``/dev/stdin``, whose size reads 0 and which cannot seek).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import os
 import secrets
 import stat
 
-__all__ = ["atomic_file", "atomic_write_bytes", "fsync_dir", "writable_target"]
+__all__ = ["atomic_file", "atomic_write_bytes", "fsync_dir", "read_pipe", "writable_target"]
 
 
 def writable_target(path) -> str:
@@ -128,3 +131,17 @@ def fsync_dir(directory) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def read_pipe(f, limit: int):
+    """All of ``f``'s bytes, or None past ``limit``, read a MiB at a time (``f.read(limit)``
+    would reserve the whole limit up front)."""
+    chunks, total = [], 0
+    while True:
+        chunk = f.read(1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > limit:
+            return None
+        chunks.append(chunk)

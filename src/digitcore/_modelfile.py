@@ -49,7 +49,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from digitcore._atomic import atomic_write_bytes
+from digitcore._atomic import atomic_write_bytes, read_pipe
 from digitcore._checks import standardization_problem
 from digitcore._version import __version__
 from digitcore.errors import ModelFormatError
@@ -63,6 +63,7 @@ FORMAT_NAME = "digitcore"
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 # What a model read from a pipe may hold (a file has its size; a pipe may never end).
 MAX_PIPE_BYTES = 1 << 30
+
 # Largest layer width / depth a config may ask for, checked before anything is allocated.
 MAX_LAYER_SIZE = 1 << 20
 MAX_LAYERS = 1024
@@ -296,8 +297,8 @@ def read_models(path) -> tuple[list[tuple[dict, list, list]], dict, int]:
             if stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode):
                 # a pipe (`cat m.safetensors | digitcore info /dev/stdin`): its size
                 # reads 0, so it is read whole first, up to a limit (`cat /dev/zero |`)
-                whole = f.read(MAX_PIPE_BYTES + 1)
-                if len(whole) > MAX_PIPE_BYTES:
+                whole = read_pipe(f, MAX_PIPE_BYTES)
+                if whole is None:
                     raise fail(f"more than {MAX_PIPE_BYTES:,} bytes from a pipe: give the "
                                "model file's path")
                 f, size = io.BytesIO(whole), len(whole)

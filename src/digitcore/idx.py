@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from digitcore._atomic import atomic_file
+from digitcore._atomic import atomic_file, read_pipe
 
 from digitcore.errors import DatasetError
 
@@ -263,10 +263,10 @@ def _read_idx(path, hasher=None) -> np.ndarray:
             # a pipe (`... | digitcore ... /dev/stdin`) cannot seek back and its size
             # reads 0: read it whole first, up to a limit (`cat /dev/zero |`)
             try:
-                data = f.read(MAX_PIPE_BYTES + 1)
+                data = read_pipe(f, MAX_PIPE_BYTES)
             except OSError as exc:
                 raise _err(path, f"cannot read ({exc})") from None
-            if len(data) > MAX_PIPE_BYTES:
+            if data is None:
                 raise _err(path, f"more than {MAX_PIPE_BYTES:,} bytes from a pipe: give the "
                                  "file's path")
             f, size = io.BytesIO(data), len(data)

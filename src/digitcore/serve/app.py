@@ -244,6 +244,10 @@ def parse_predict_request(raw: bytes) -> np.ndarray:
         # (read as 0-255 they are a blank page: say what they look like instead)
         raise RequestError(400, "'pixels' look like values scaled to [0, 1] (none above 1, "
                                 "some fractional): send grey values 0-255 (times 255)")
+    if arr.size and arr.max() == 1 and arr.min() == 0:
+        # (preprocess_image refuses a 0/1 mask too, with advice for NumPy users)
+        raise RequestError(400, "'pixels' hold only 0 and 1, a mask: send grey values 0-255 "
+                                "(times 255)")
     return np.round(arr).astype(np.uint8).reshape(height, width)
 
 
