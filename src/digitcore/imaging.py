@@ -728,8 +728,11 @@ def _field(digit: np.ndarray, ink: np.ndarray) -> np.ndarray:
     if grown:  # thickened strokes reach past the crop: the box holds them as they are
         h, w = x.shape
         scale = BOX / max(h, w)
-    new_h = min(BOX, max(1, int(round(h * scale))))
-    new_w = min(BOX, max(1, int(round(w * scale))))
+    # (a thickened stroke keeps at least MNIST's thinnest width across: a 4-pixel bar on
+    # a 280-pixel canvas rounded to one row)
+    least = int(np.ceil(STROKE_MIN)) if grown else 1
+    new_h = min(BOX, max(least, int(round(h * scale))))
+    new_w = min(BOX, max(least, int(round(w * scale))))
     small = resize(x, (new_h, new_w))
     # a thin stroke averaged over a big area gets faint; MNIST strokes reach full ink
     small /= small.max()
@@ -901,7 +904,8 @@ def _find_ink(x: np.ndarray, where: str, dark: bool):
     noise = 1.4826 * float(np.median(np.abs(residual[on_paper])))
     ink = np.clip(residual, 0.0, None)
     peak = float(ink.max())
-    if max(peak, float(sharp.max()) - float(np.median(sharp[on_paper]))) < INK_CONTRAST:
+    if peak < INK_CONTRAST and (float(sharp.max()) - float(np.median(sharp[on_paper]))
+                                < INK_CONTRAST):
         # marks stand out from the paper's noise but none is dark enough to be ink, not
         # even one pixel before the averaging: the steps after would find nothing and
         # blame straight lines or specks
@@ -1232,7 +1236,8 @@ def preprocess_image(image, *, reject_non_digits: bool = True) -> np.ndarray:
             # as a file of it is read: a palette image's colours (not its indices), CMYK
             # as RGB, transparency kept
             mode = image.mode
-            if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F", "L", "RGB", "RGBA"):
+            if (mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F", "L", "RGB", "RGBA")
+                    and "transparency" not in image.info):
                 arr = np.asarray(image)
             else:
                 has_alpha = (mode in ("LA", "PA", "La", "RGBa")
