@@ -409,6 +409,17 @@ def test_optimizer_hyperparameters_are_checked_in_float32(make, message):
         make()
 
 
+def test_adams_weight_decay_and_l2_are_one_penalty_in_float32():
+    # each in range, their sum (one L2 term in C) past float32's: inf before
+    net = Network([4, 3], seed=0)
+    before = net.flat_parameters.copy()
+    rng = np.random.default_rng(0)
+    tr = Trainer(net, optimizer=optim.Adam(weight_decay=3e38), l2=3e38, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"l2 \+ Adam's weight_decay must be at most 3\.4e38"):
+        tr.fit(rng.random((8, 4)).astype(np.float32), np.arange(8) % 3)
+    np.testing.assert_array_equal(net.flat_parameters, before)
+
+
 @pytest.mark.parametrize("name", ["adam", "rmsprop"])
 def test_optimizer_hyperparameters_at_float32_bounds_train(name):
     # the largest fraction below 1 and the smallest normal eps in float32 are taken, and

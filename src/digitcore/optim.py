@@ -279,7 +279,9 @@ class Adam(Optimizer):
 
     def kernel_config(self, l2=0.0, clip_norm=None, l1=0.0):
         if not self.decoupled:
-            l2 = float(l2) + self.weight_decay
+            # one L2 penalty in C: the sum must stay in float32's range too
+            l2 = kernel_value(float(l2) + self.weight_decay, "l2 + Adam's weight_decay",
+                              allow_zero=True)
         return super().kernel_config(l2=l2, clip_norm=clip_norm, l1=l1)
 
     def _public(self):
