@@ -103,8 +103,10 @@ def main(argv=None):
     histories = history if isinstance(history, list) else [history]
 
     net16 = _rounded_to(net, "float16")
-    # the storage chosen on the training images, never the test set
-    train32, train16 = net.predict(x), net16.predict(x)
+    # the storage chosen on the training images, never the test set, read as the file
+    # will be (with the preset's test-time augmentation)
+    tta = tta_of(PRESETS[args.preset])
+    train32, train16 = net.predict(x, tta=tta), net16.predict(x, tta=tta)
     train_right32, train_right16 = int((train32 == y).sum()), int((train16 == y).sum())
     dtype = args.dtype
     if dtype == "auto":
@@ -124,7 +126,6 @@ def main(argv=None):
                 "mnist_mini_test_accuracy": mini_acc, "storage_dtype": dtype}
     # the preset's test-time augmentation: recorded, so `digitcore evaluate` scores the
     # file with it, as `digitcore train` scored the preset
-    tta = tta_of(PRESETS[args.preset])
     if tta:
         metadata.update(tta=tta, test_accuracy_with_tta=stored.score(xt, yt, tta=tta))
         print(f"test accuracy with test-time augmentation {tta!r}: "
