@@ -265,19 +265,7 @@ def _read_file(path, longest=None) -> np.ndarray:
                 img = ImageOps.exif_transpose(img)
             except Exception:  # broken EXIF must not hide a readable image
                 pass
-            mode = img.mode
-            if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-                # checked and scaled as an array of its dtype is (_divisor), in one
-                # float32 copy: float64 copies of a 16-bit picture of 90M pixels took 2.5 GB
-                raw = np.asarray(img)
-                div = _divisor(raw)
-                arr = raw.astype(np.float32)
-                arr /= np.float32(div)
-                return arr
-            if mode == "L":
-                return np.asarray(img, dtype=np.uint8)
-            has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info
-            return np.asarray(img.convert("RGBA" if has_alpha else "RGB"), dtype=np.uint8)
+            return _pillow_pixels(img)
     except FileNotFoundError:
         raise ValueError(f"{fspath}: no such file") from None
     except IsADirectoryError:
@@ -286,6 +274,25 @@ def _read_file(path, longest=None) -> np.ndarray:
         raise ValueError(str(exc)) from None
     except Exception as exc:  # Pillow raises many types for a bad file
         raise ValueError(f"{fspath}: cannot read image: {exc}") from exc
+
+
+def _pillow_pixels(img) -> np.ndarray:
+    """A decoded Pillow image as load_image returns it: 16-bit and float modes as float32
+    in [0, 1], grey as uint8, anything else as RGB, or RGBA when it has transparency (a
+    palette's colours, not its indices; CMYK as RGB)."""
+    mode = img.mode
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        # checked and scaled as an array of its dtype is (_divisor), in one float32 copy:
+        # float64 copies of a 16-bit picture of 90M pixels took 2.5 GB
+        raw = np.asarray(img)
+        div = _divisor(raw)
+        arr = raw.astype(np.float32)
+        arr /= np.float32(div)
+        return arr
+    if mode == "L":
+        return np.asarray(img, dtype=np.uint8)
+    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info
+    return np.asarray(img.convert("RGBA" if has_alpha else "RGB"), dtype=np.uint8)
 
 
 class _TooLarge(Exception):
@@ -1233,16 +1240,7 @@ def preprocess_image(image, *, reject_non_digits: bool = True) -> np.ndarray:
             raise TypeError(f"image is an open file ({type(image).__name__}): give its path, "
                             f"or an array of its pixels")
         if _is_pillow_image(image):
-            # as a file of it is read: a palette image's colours (not its indices), CMYK
-            # as RGB, transparency kept
-            mode = image.mode
-            if (mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F", "L", "RGB", "RGBA")
-                    and "transparency" not in image.info):
-                arr = np.asarray(image)
-            else:
-                has_alpha = (mode in ("LA", "PA", "La", "RGBa")
-                             or "transparency" in image.info)
-                arr = np.asarray(image.convert("RGBA" if has_alpha else "RGB"))
+            arr = _pillow_pixels(image)  # (as a file of it is read)
         else:
             arr = np.asarray(image)
         where = ""
