@@ -11,7 +11,7 @@ that is a directory, a device, a pipe or a socket is refused: replacing ``/dev/n
 with a file is never what was meant. A replaced file's other hard links keep the old
 contents (it is a new file).
 
-For reading, :func:`read_pipe` takes a pipe's bytes whole, up to a limit (a model or IDX
+For reading, :func:`seekable` takes a pipe's bytes whole, up to a limit (a model or IDX
 file given as ``/dev/stdin``, whose size reads 0 and which cannot seek).
 """
 
@@ -23,7 +23,8 @@ import os
 import secrets
 import stat
 
-__all__ = ["atomic_file", "atomic_write_bytes", "fsync_dir", "read_pipe", "writable_target"]
+__all__ = ["NotAFile", "atomic_file", "atomic_write_bytes", "fsync_dir", "seekable",
+           "writable_target"]
 
 
 def writable_target(path) -> str:
@@ -133,15 +134,27 @@ def fsync_dir(directory) -> None:
         os.close(fd)
 
 
-def read_pipe(f, limit: int):
-    """All of ``f``'s bytes, or None past ``limit``, read a MiB at a time (``f.read(limit)``
-    would reserve the whole limit up front)."""
+class NotAFile(ValueError):
+    """What :func:`seekable` refuses, worded for the caller to put after the path."""
+
+
+def seekable(f, limit: int, what: str):
+    """``(stream, size)`` for reading the open binary file ``f``: ``f`` and its size for a
+    regular file; for a pipe or socket (``... | digitcore ... /dev/stdin``: it cannot seek
+    back and its size reads 0), its bytes read whole, a MiB at a time up to ``limit``
+    (``f.read(limit)`` would reserve all of it up front), as a BytesIO. NotAFile past the
+    limit (``cat /dev/zero |``) or for a device; ``what`` names the file expected."""
+    import io
+
+    st = os.fstat(f.fileno())
+    if stat.S_ISREG(st.st_mode):
+        return f, st.st_size
+    if not (stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode)):
+        raise NotAFile(f"is a device, not {what}")
     chunks, total = [], 0
-    while True:
-        chunk = f.read(1 << 20)
-        if not chunk:
-            return b"".join(chunks)
+    while chunk := f.read(1 << 20):
         total += len(chunk)
         if total > limit:
-            return None
+            raise NotAFile(f"more than {limit:,} bytes from a pipe: give the file's path")
         chunks.append(chunk)
+    return io.BytesIO(b"".join(chunks)), total

@@ -39,17 +39,15 @@ layer instead.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
-import stat
 import struct
 from typing import Any, Callable
 
 import numpy as np
 
-from digitcore._atomic import atomic_write_bytes, read_pipe
+from digitcore._atomic import NotAFile, atomic_write_bytes, seekable
 from digitcore._checks import standardization_problem
 from digitcore._version import __version__
 from digitcore.errors import ModelFormatError
@@ -292,18 +290,10 @@ def read_models(path) -> tuple[list[tuple[dict, list, list]], dict, int]:
 
     try:
         with open(fspath, "rb") as f:
-            st = os.fstat(f.fileno())
-            size = st.st_size
-            if stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode):
-                # a pipe (`cat m.safetensors | digitcore info /dev/stdin`): its size
-                # reads 0, so it is read whole first, up to a limit (`cat /dev/zero |`)
-                whole = read_pipe(f, MAX_PIPE_BYTES)
-                if whole is None:
-                    raise fail(f"more than {MAX_PIPE_BYTES:,} bytes from a pipe: give the "
-                               "model file's path")
-                f, size = io.BytesIO(whole), len(whole)
-            elif not stat.S_ISREG(st.st_mode):
-                raise fail("is a device, not a model file")
+            try:  # (a pipe, `cat m.safetensors | digitcore info /dev/stdin`, read whole)
+                f, size = seekable(f, MAX_PIPE_BYTES, "a model file")
+            except NotAFile as exc:
+                raise fail(str(exc)) from None
             prefix = f.read(8)
             if len(prefix) < 8:
                 raise fail(f"file is {len(prefix)} bytes, too short for a safetensors "

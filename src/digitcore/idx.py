@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import os
-import stat
 import struct
 import zlib
 from pathlib import Path
@@ -25,7 +23,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from digitcore._atomic import atomic_file, read_pipe
+from digitcore._atomic import NotAFile, atomic_file, seekable
 
 from digitcore.errors import DatasetError
 
@@ -257,21 +255,12 @@ def _read_idx(path, hasher=None) -> np.ndarray:
     except OSError as exc:
         raise _err(path, f"cannot open ({exc.strerror or exc})") from None
     with f:
-        st = os.fstat(f.fileno())
-        size = st.st_size
-        if stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode):
-            # a pipe (`... | digitcore ... /dev/stdin`) cannot seek back and its size
-            # reads 0: read it whole first, up to a limit (`cat /dev/zero |`)
-            try:
-                data = read_pipe(f, MAX_PIPE_BYTES)
-            except OSError as exc:
-                raise _err(path, f"cannot read ({exc})") from None
-            if data is None:
-                raise _err(path, f"more than {MAX_PIPE_BYTES:,} bytes from a pipe: give the "
-                                 "file's path")
-            f, size = io.BytesIO(data), len(data)
-        elif not stat.S_ISREG(st.st_mode):
-            raise _err(path, "is a device, not an IDX file")
+        try:
+            f, size = seekable(f, MAX_PIPE_BYTES, "an IDX file")  # (a pipe read whole)
+        except NotAFile as exc:
+            raise _err(path, str(exc)) from None
+        except OSError as exc:
+            raise _err(path, f"cannot read ({exc})") from None
         try:
             start = f.read(2)
             f.seek(0)
