@@ -569,7 +569,11 @@ def test_wrong_methods(server):
     assert status == 405 and "GET" in hdrs["Allow"]
     for method in ("PUT", "DELETE", "PATCH"):
         assert _request(server, method, "/api/predict", b"{}")[0] == 405
-    assert _request(server, "POST", "/", b"{}")[0] == 404
+    # the page exists: other methods on it are 405, not "no such page"
+    for path in ("/", "/static/app.js"):
+        status, hdrs, body = _request(server, "POST", path, b"{}")
+        assert status == 405 and hdrs["Allow"] == "GET, HEAD", (status, body)
+        assert "GET or HEAD" in json.loads(body)["error"]
     assert _request(server, "POST", "/nope", b"{}")[0] == 404
 
 
@@ -831,3 +835,104 @@ def test_a_committee_is_described_as_one():
                                  digitcore.Network([784, 16, 16, 10], activation="tanh", seed=1)])
     assert (model_description(mixed)["architecture"]
             == "committee of 2: 784-32-10 relu, 784-16-16-10 tanh")
+
+
+# ---------------------------------------------------------------------------- other sites
+
+def _pixels_body(test_images):
+    return json.dumps({"pixels": test_images[0][0].ravel().tolist()}).encode()
+
+
+def test_predictions_must_be_sent_as_json(server, test_images):
+    """A page on another site can POST text/plain, form data or multipart without the
+    browser asking first; the server must not do the work for such requests."""
+    body = _pixels_body(test_images)
+    for ctype in ("text/plain", "application/x-www-form-urlencoded",
+                  "multipart/form-data; boundary=x", None):
+        headers = {"Content-Type": ctype} if ctype else {}
+        host, port = server.server_address[:2]
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        try:
+            conn.putrequest("POST", "/api/predict", skip_accept_encoding=True)
+            for k, v in headers.items():
+                conn.putheader(k, v)
+            conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body)
+            resp = conn.getresponse()
+            data = json.loads(resp.read())
+        finally:
+            conn.close()
+        assert resp.status == 415, (ctype, resp.status, data)
+        assert "application/json" in data["error"]
+    # a parameter after the media type is fine
+    status, data = _json(server, "POST", "/api/predict", body,
+                         {"Content-Type": "Application/JSON; charset=utf-8"})
+    assert status == 200 and 0 <= data["digit"] <= 9, data
+
+
+def test_requests_from_another_sites_page_are_refused(server, test_images):
+    host, port = server.server_address[:2]
+    body = _pixels_body(test_images)
+    for origin in ("https://evil.example", "null", f"http://localhost.evil.example:{port}",
+                   f"http://{host}:{port + 1}"):
+        status, data = _json(server, "POST", "/api/predict", body, {"Origin": origin})
+        _assert_error(status, data, 403)
+        assert "refused" in data["error"]
+    # the server's own page (the browser sends Origin on a same-origin POST)
+    for origin in (f"http://{host}:{port}", f"HTTP://{host}:{port}"):
+        status, data = _json(server, "POST", "/api/predict", body, {"Origin": origin})
+        assert status == 200 and 0 <= data["digit"] <= 9, data
+
+
+def test_a_huge_flat_png_is_refused_before_decoding(server, monkeypatch):
+    """A flat 2049 x 2049 PNG is ~20 kB but decodes to 4 MP (RGBA: 16 MiB, and copies)."""
+    import digitcore.serve.app as app
+
+    png = encode_png(np.full((2049, 2049), 255, dtype=np.uint8))
+    assert len(png) < 100_000
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded a PNG past the size limit")
+
+    monkeypatch.setattr(app, "decode_png_bytes", no_decoding)
+    status, data = _predict(server, {"image": _data_url(png)})
+    _assert_error(status, data, 400)
+    assert "2049x2049" in data["error"] and f"{app.MAX_IMAGE_PIXELS:,}" in data["error"]
+
+
+def test_a_busy_server_answers_503_after_a_wait(server, test_images, monkeypatch):
+    import digitcore.serve.app as app
+
+    monkeypatch.setattr(app, "BUSY_WAIT", 0.2)
+    taken = 0
+    while server.slots.acquire(blocking=False):
+        taken += 1
+    try:
+        assert taken == app.MAX_CONCURRENT
+        t0 = time.monotonic()
+        status, hdrs, data = _request(server, "POST", "/api/predict", _pixels_body(test_images))
+        assert status == 503 and hdrs["Retry-After"] == "1", (status, data)
+        assert "busy" in json.loads(data)["error"] and time.monotonic() - t0 >= 0.2
+    finally:
+        for _ in range(taken):
+            server.slots.release()
+    status, data = _json(server, "POST", "/api/predict", _pixels_body(test_images))
+    assert status == 200, data
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "1" * 5000, "+5", "5 5", "0x10", "\u0665"])
+def test_odd_content_lengths_are_400_not_500(server, value, capfd):
+    import socket
+
+    req = (b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+           b"\r\nContent-Length: " + value.encode("latin-1", "replace") + b"\r\n\r\n{}")
+    with socket.create_connection(server.server_address[:2], timeout=10) as s:
+        s.sendall(req)
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+    if len(value) > 1000:  # (http.server may refuse the long header line itself)
+        assert got.startswith((b"HTTP/1.1 400", b"HTTP/1.0 431", b"HTTP/1.1 431")), got[:200]
+    else:
+        assert got.startswith(b"HTTP/1.1 400") and b"Content-Length" in got, got[:300]
+    assert "Traceback" not in capfd.readouterr().err

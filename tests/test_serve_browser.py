@@ -465,3 +465,58 @@ def test_phone_keeps_the_answer_in_view(browser, served, tmp_path):
     assert foot["bottom"] <= answer, (foot, answer)
     driver.save_screenshot(str(tmp_path / "serve-phone-scrolled.png"))
     driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+_POINTER = """
+const pad = document.getElementById('pad');
+const r = pad.getBoundingClientRect();
+const css = pad.clientWidth / pad.width;  // CSS pixels per canvas pixel
+function at(kind, x, y, opts) {
+  pad.dispatchEvent(new PointerEvent(kind, Object.assign({
+    pointerId: 7, bubbles: true, cancelable: true, button: 0, buttons: 1,
+    clientX: r.left + pad.clientLeft + x * css, clientY: r.top + pad.clientTop + y * css},
+    opts)));
+}
+function ink() {  // the dark pixels' centre and count
+  const d = pad.getContext('2d').getImageData(0, 0, pad.width, pad.height).data;
+  let sx = 0, sy = 0, n = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    if (d[i] < 128) { const p = i / 4; sx += p % pad.width + 0.5; sy += Math.floor(p / pad.width) + 0.5; n++; }
+  }
+  return [n ? sx / n : -1, n ? sy / n : -1, n];
+}
+"""
+
+
+def test_strokes_land_under_the_pointer_inside_the_border(browser, served):
+    """The canvas has a border: a point is measured from the drawing area inside it (it
+    was measured from the border's outer edge and scaled by the border box, so strokes
+    landed up to ~1.3 canvas pixels off)."""
+    _, srv = served
+    driver = browser
+    _open(driver, srv.url)
+    border = driver.execute_script("return document.getElementById('pad').clientLeft")
+    assert border > 0  # (what makes the test mean something)
+    for x, y in ((40, 60), (250, 30), (140, 140)):
+        driver.execute_script("document.getElementById('clear').click()")
+        cx, cy, n = driver.execute_script(_POINTER + """
+            at('pointerdown', arguments[0], arguments[1], {pointerType: 'mouse'});
+            at('pointerup', arguments[0], arguments[1], {pointerType: 'mouse', buttons: 0});
+            return ink();""", x, y)
+        assert n > 100 and abs(cx - x) < 0.3 and abs(cy - y) < 0.3, (x, y, cx, cy)
+
+
+def test_a_pens_eraser_rubs_out(browser, served):
+    _, srv = served
+    driver = browser
+    _open(driver, srv.url)
+    before, after = driver.execute_script(_POINTER + """
+        at('pointerdown', 60, 140, {pointerType: 'pen'});
+        at('pointermove', 220, 140, {pointerType: 'pen'});
+        at('pointerup', 220, 140, {pointerType: 'pen', buttons: 0});
+        const before = ink()[2];
+        at('pointerdown', 60, 140, {pointerType: 'pen', button: 5, buttons: 32});
+        at('pointermove', 220, 140, {pointerType: 'pen', buttons: 32});
+        at('pointerup', 220, 140, {pointerType: 'pen', button: 5, buttons: 0});
+        return [before, ink()[2]];""")
+    assert before > 2000 and after == 0, (before, after)

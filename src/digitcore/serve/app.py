@@ -24,10 +24,14 @@ are decoded with Pillow when it is installed and otherwise with the small decode
 
 Safety: the page's files are an in-memory table read once at start-up (no file system
 paths are ever built from a URL, so no traversal and no listings); request bodies are
-limited to :data:`MAX_BODY` bytes; every malformed request gets a 4xx JSON error; when
-bound to a loopback address, requests whose ``Host`` header is not a loopback name are
-refused (a defence against DNS rebinding); the network is a private copy that is only
-ever read, and its forward pass allocates its own scratch, so threads can share it.
+limited to :data:`MAX_BODY` bytes and PNGs to :data:`MAX_IMAGE_PIXELS` (checked before
+decoding); every malformed request gets a 4xx JSON error; when bound to a loopback
+address, requests whose ``Host`` header is not a loopback name are refused (a defence
+against DNS rebinding); a prediction must be sent as ``application/json`` and not from
+another site's page (its ``Origin``), so a page elsewhere cannot make the server work; at
+most :data:`MAX_CONCURRENT` predictions run at once (the rest wait, then get a 503); the
+network is a private copy that is only ever read, and its forward pass allocates its own
+scratch, so threads can share it.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import math
 import os
 import re
 import sys
+import threading
 import time
 import traceback
 import urllib.parse
@@ -51,10 +56,18 @@ import numpy as np
 
 __all__ = ["make_server", "DigitServer", "RequestError", "parse_predict_request",
            "predict_json", "decode_png_bytes", "model_description", "is_loopback",
-           "MAX_BODY", "MAX_SIDE"]
+           "MAX_BODY", "MAX_SIDE", "MAX_IMAGE_PIXELS"]
 
 MAX_BODY = 1 << 20  # 1 MiB: a 280x280 drawing is about 50 kB as pixels, 10-30 kB as PNG
 MAX_SIDE = 1024  # largest width/height accepted for a "pixels" drawing
+# Largest PNG accepted, in pixels, checked against its header before it is decoded: a flat
+# 4096 x 4096 PNG fits in 70 kB and decodes to 64 MiB of RGBA (and copies of it)
+MAX_IMAGE_PIXELS = 2048 * 2048
+# Predictions running at once; more requests wait up to BUSY_WAIT seconds, then get a 503
+# (every connection has a thread of its own: without a bound, many big uploads at once
+# would hold as many decoded images)
+MAX_CONCURRENT = max(2, os.cpu_count() or 1)
+BUSY_WAIT = 10.0
 # Reading and discarding an oversized body lets the client see the 413 instead of a reset
 # connection; beyond this the connection is simply closed.
 MAX_DRAIN = 8 * MAX_BODY
@@ -82,12 +95,22 @@ SECURITY_HEADERS = {
 
 
 class RequestError(Exception):
-    """A client mistake: answered with ``status`` and ``{"error": message}``."""
+    """A client mistake: answered with ``status`` and ``{"error": message}`` (and the
+    response headers ``headers``, e.g. a 503's ``Retry-After``)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
         super().__init__(message)
         self.status = int(status)
         self.message = message
+        self.headers = dict(headers or {})
+
+
+def _png_size(data: bytes):
+    """The (width, height) in the IHDR chunk of PNG bytes, or None when ``data`` does not
+    start like a PNG (the decoder then says what is wrong with it)."""
+    if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
 # ---------------------------------------------------------------------------- decoding
@@ -216,6 +239,12 @@ def parse_predict_request(raw: bytes) -> np.ndarray:
                 from None
         if not data:
             raise RequestError(400, "'image' holds no data")
+        size = _png_size(data)
+        if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+            # (before decoding: a small file can declare a huge, flat picture)
+            raise RequestError(400, f"'image' is {size[0]}x{size[1]} pixels; the limit is "
+                                    f"{MAX_IMAGE_PIXELS:,} pixels (2048x2048): send a smaller "
+                                    "picture (a digit needs no more than 28x28)")
         try:
             return decode_png_bytes(data)
         except ValueError as exc:  # PNGError
@@ -470,6 +499,10 @@ class Handler(BaseHTTPRequestHandler):
                 self._no_body_expected()
                 body, ctype = self.server.static[path]
                 self._send(200, body, ctype, {"Cache-Control": "no-cache"})
+            elif path in STATIC_FILES:  # the page exists; other methods do not apply
+                self._drain_body()
+                self._json(405, {"error": f"{path} takes GET or HEAD requests, not {method}"},
+                           {"Allow": "GET, HEAD"})
             elif path in API_ROUTES:
                 allowed = API_ROUTES[path]
                 want = "GET" if method == "HEAD" else method
@@ -489,7 +522,7 @@ class Handler(BaseHTTPRequestHandler):
                 self._drain_body()
                 self._json(404, {"error": f"no such page: {path[:200]}"})
         except RequestError as exc:
-            self._json(exc.status, {"error": exc.message})
+            self._json(exc.status, {"error": exc.message}, exc.headers)
         except (ConnectionError, TimeoutError) as exc:  # the client went away
             self.close_connection = True
             self.server.log_disconnect(self.client_address, exc)
@@ -536,10 +569,11 @@ class Handler(BaseHTTPRequestHandler):
         text = values[0] if values else None
         if text is None:
             return None
-        if not text.strip().isdigit():
+        if not re.fullmatch(r"[0-9]{1,18}", text.strip(), re.ASCII):
+            # (not str.isdigit, which takes "²" and other digits int() refuses)
             self.close_connection = True
-            raise RequestError(400, f"bad Content-Length header {text!r}")
-        return int(text)
+            raise RequestError(400, f"bad Content-Length header {text[:40]!r}")
+        return int(text.strip())
 
     def _no_body_expected(self):
         """A GET or HEAD that says it has a body (Content-Length, chunks): answered, then
@@ -580,12 +614,38 @@ class Handler(BaseHTTPRequestHandler):
             raise RequestError(400, f"the request body ended after {len(body)} of {n} bytes")
         return body
 
+    def _check_sender(self):
+        """A prediction is asked for by this server's own page or by a program, never by
+        another site's page: a request with an ``Origin`` other than this server's is
+        refused, and the body must be declared JSON (a page elsewhere can send a
+        cross-site POST without asking first only as text/plain, form data or
+        multipart: any other type makes the browser ask with OPTIONS, which is refused)."""
+        origin = self.headers.get("Origin")
+        host = self.headers.get("Host")
+        own = {f"{scheme}://{host.strip().lower()}" for scheme in ("http", "https")} \
+            if host is not None else set()
+        if origin is not None and origin.strip().lower() not in own:
+            raise RequestError(403, f"requests from the page at {origin[:100]!r} are refused: "
+                                    "this server answers its own page and programs")
+        ctype = self.headers.get("Content-Type", "")
+        if ctype.split(";", 1)[0].strip().lower() != "application/json":
+            raise RequestError(415, "send the body as JSON, with the header 'Content-Type: "
+                                    f"application/json' (got {ctype[:60]!r})")
+
     def _predict(self):
         t0 = time.perf_counter()
-        image = parse_predict_request(self._read_body())
-        result = predict_json(self.server.network, image,
-                              drawing="1" in self._query().get("drawing", []),
-                              tta=self.server.tta)
+        body = self._read_body()
+        self._check_sender()
+        if not self.server.slots.acquire(timeout=BUSY_WAIT):
+            raise RequestError(503, f"the server is busy ({MAX_CONCURRENT} predictions "
+                                    "running): try again shortly", {"Retry-After": "1"})
+        try:
+            image = parse_predict_request(body)
+            result = predict_json(self.server.network, image,
+                                  drawing="1" in self._query().get("drawing", []),
+                                  tta=self.server.tta)
+        finally:
+            self.server.slots.release()
         result["milliseconds"] = round((time.perf_counter() - t0) * 1000, 2)
         self._json(200, result)
 
@@ -610,6 +670,7 @@ class DigitServer(ThreadingHTTPServer):
         self.loopback_only = is_loopback(address[0])
         self.static = _load_static()
         self.model_info = model_description(network, model_info, tta)
+        self.slots = threading.BoundedSemaphore(MAX_CONCURRENT)
         super().__init__(address, Handler)
 
     def log_disconnect(self, client_address, exc):

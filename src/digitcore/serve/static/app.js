@@ -6,6 +6,7 @@
 
 (function () {
   const THROTTLE_MS = 150;     // at most one prediction request per 150 ms while drawing
+  const TIMEOUT_MS = 10000;    // a request unanswered this long is given up, and said so
   const SEND = 112;            // side of the pixel grid sent to the server
   const pad = document.getElementById("pad");
   const ctx = pad.getContext("2d", { willReadFrequently: true });
@@ -107,9 +108,13 @@
     seenCtx.fillStyle = "#000000";
     seenCtx.fillRect(0, 0, seen.width, seen.height);
   }
+  // The pointer in canvas pixels: measured from the drawing area inside the canvas's
+  // border (clientLeft/clientTop), scaled by that area's size, not the border box's.
   function point(e) {
     const r = pad.getBoundingClientRect();
-    return { x: (e.clientX - r.left) * SIZE / r.width, y: (e.clientY - r.top) * SIZE / r.height };
+    const w = pad.clientWidth || r.width, h = pad.clientHeight || r.height;
+    return { x: (e.clientX - r.left - pad.clientLeft) * SIZE / w,
+             y: (e.clientY - r.top - pad.clientTop) * SIZE / h };
   }
   function dot(p) {
     ctx.beginPath();
@@ -123,15 +128,27 @@
     ctx.stroke();
   }
 
+  // A pen's eraser end (button 5, or buttons bit 32) rubs out in white; anything else
+  // draws in black.
+  function isEraser(e) {
+    return e.pointerType === "pen" && (e.button === 5 || (e.buttons & 32) !== 0);
+  }
+  function setInk(erase) {
+    ctx.strokeStyle = erase ? "#ffffff" : "#000000";
+    ctx.fillStyle = ctx.strokeStyle;
+  }
+
   pad.addEventListener("pointerdown", (e) => {
     if (e.pointerType === "mouse" && e.button !== 0) return;
     e.preventDefault();
     if (activePointer !== null) return;   // one stroke at a time (ignore a second finger)
     activePointer = e.pointerId;
     try { pad.setPointerCapture(e.pointerId); } catch (_) { /* synthetic events */ }
+    const erase = isEraser(e);
+    setInk(erase);
     last = point(e);
     dot(last);
-    hasInk = true;
+    if (!erase) hasInk = true;
     schedule();
   });
   pad.addEventListener("pointermove", (e) => {
@@ -183,6 +200,8 @@
     if (inflight) inflight.abort();
     const controller = new AbortController();
     inflight = controller;
+    let timedOut = false;
+    const watchdog = setTimeout(() => { timedOut = true; controller.abort(); }, TIMEOUT_MS);
     const body = JSON.stringify({ pixels: greyPixels(), width: SEND, height: SEND });
     try {
       // ?drawing=1: a drawing with nothing to read yet (a dot, too small) is answered
@@ -193,6 +212,15 @@
         body,
         signal: controller.signal,
       });
+      const type = resp.headers.get("Content-Type") || "";
+      if (!type.startsWith("application/json")) {
+        // not digitcore's answer (a proxy's error page, say): say what came back
+        if (mine !== seq) return;
+        clearResult();
+        const what = [resp.status, resp.statusText].filter(Boolean).join(" ");
+        setStatus(`The server answered ${what} without a prediction.`, true);
+        return;
+      }
       const data = await resp.json();
       if (mine !== seq) return;
       if (!resp.ok || data.digit === null) {
@@ -206,10 +234,12 @@
       show(data);
       setStatus("Keep drawing, or press Clear to start again.", false);
     } catch (err) {
-      if (err.name === "AbortError" || mine !== seq) return;
+      if (mine !== seq || (err.name === "AbortError" && !timedOut)) return;
       clearResult();
-      setStatus("Could not reach the digitcore server. Is it still running?", true);
+      setStatus(timedOut ? `The digitcore server did not answer within ${TIMEOUT_MS / 1000} s. Is it busy?`
+                         : "Could not reach the digitcore server. Is it still running?", true);
     } finally {
+      clearTimeout(watchdog);
       if (inflight === controller) inflight = null;
     }
   }
