@@ -662,3 +662,63 @@ def test_hidden_layer_sizes_must_be_integers(sizes):
     X, y = np.random.default_rng(0).random((20, 3)), np.arange(20) % 2
     with pytest.raises((TypeError, ValueError)):
         MLPClassifier(sizes, max_iter=2).fit(X, y)
+
+
+# ---- a refused fit changes nothing ----------------------------------------------------------
+
+@pytest.mark.parametrize("refit", ["one class", "dropout with lbfgs", "momentum 0",
+                                   "NaN in X"])
+def test_a_refused_refit_leaves_the_fitted_model_as_it_was(digits, refit):
+    """Checks that fail before training used to run after the estimator had taken the
+    new call's classes, feature count or a fresh network: a fitted model was left
+    predicting with one class (rows not summing to 1) or with untrained weights."""
+    X, _, y, _ = digits
+    clf = fit_quiet(MLPClassifier((16,), max_iter=30, random_state=0), X, y)
+    before = (clf.classes_.copy(), clf.n_features_in_, clf.network_,
+              clf.network_.flat_parameters.copy(), clf.predict_proba(X))
+    with pytest.raises(ValueError):
+        if refit == "one class":
+            clf.fit(X, np.full(len(y), 7))
+        elif refit == "dropout with lbfgs":
+            clf.set_params(solver="lbfgs", dropout=0.1).fit(X, y)
+        elif refit == "momentum 0":
+            clf.set_params(solver="momentum", momentum=0.0).fit(X, y)
+        else:
+            bad = X[:, :10].copy()  # (a new feature count too)
+            bad[3, 4] = np.nan
+            clf.fit(bad, y)
+    assert np.array_equal(clf.classes_, before[0]) and clf.n_features_in_ == before[1]
+    assert clf.network_ is before[2]
+    assert np.array_equal(clf.network_.flat_parameters, before[3])
+    np.testing.assert_array_equal(clf.predict_proba(X), before[4])
+
+
+def test_a_fresh_estimator_refused_is_not_fitted(digits):
+    from sklearn.exceptions import NotFittedError
+
+    X, _, y, _ = digits
+    clf = MLPClassifier((8,), solver="nesterov", momentum=0.0)
+    with pytest.raises(ValueError, match="needs momentum > 0"):
+        clf.fit(X, y)
+    with pytest.raises(NotFittedError):
+        clf.predict(X)
+    clf = MLPClassifier((8,))
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        clf.fit(X, np.zeros(len(y), int))
+    assert not hasattr(clf, "classes_") and not hasattr(clf, "network_")
+
+
+def test_multilabel_targets_after_a_multiclass_fit_are_named(digits):
+    X, _, y, _ = digits
+    clf = MLPClassifier((8,), max_iter=5, random_state=0, warm_start=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(X[:200], y[:200])
+        Y = np.stack([y[:200] % 2, y[:200] > 4], axis=1).astype(int)
+        with pytest.raises(ValueError, match="not fitted with multilabel input"):
+            clf.fit(X[:200], Y)
+        with pytest.raises(ValueError, match="not fitted with multilabel input"):
+            clf.partial_fit(X[:200], Y)
+        ml = MLPClassifier((8,), max_iter=5, random_state=0).fit(X[:200], Y)
+        with pytest.raises(ValueError, match="fitted with multilabel input"):
+            ml.partial_fit(X[:200], y[:200])

@@ -6,7 +6,10 @@
 targets; ``scipy.sparse`` input) but not ``fit``'s and ``partial_fit``'s
 ``sample_weight`` (recent scikit-learn releases take it; the C kernels weigh every sample
 alike), plus a few digitcore extras (more solvers, ``leaky_relu``, ``dropout``), and
-raises scikit-learn's errors and warnings.
+raises scikit-learn's errors and warnings (but a stochastic fit whose loss diverges raises
+:class:`digitcore.errors.TrainingDivergedError`, a ``FloatingPointError`` naming the epoch,
+where scikit-learn raises a ``ValueError``). A fit refused before it trains leaves a
+fitted estimator as it was.
 
 It needs scikit-learn (``pip install "digitcore[sklearn]"``, which brings SciPy). An
 estimator whose point is to be swapped for scikit-learn's only has users who have
@@ -41,7 +44,11 @@ Where it differs from scikit-learn, and why
   bright).
 - **Two softmax outputs for two classes** (``n_outputs_ == 2``, ``out_activation_ ==
   "softmax"``) where scikit-learn has one logistic unit: the fused training loop has one
-  output loss. ``predict_proba`` has the same shape as scikit-learn's.
+  output loss. ``predict_proba`` has the same shape as scikit-learn's. The two rows of
+  the last layer's weight start as ``-v/2`` and ``+v/2`` of scikit-learn's unit ``v``
+  (the same decision function), and ``alpha`` penalises both rows, which is half
+  scikit-learn's penalty on their difference: for two classes, ``alpha`` on that layer
+  acts as scikit-learn's ``alpha / 2`` (the hidden layers' as the same ``alpha``).
 - **Initialisation**: weights are drawn exactly as scikit-learn draws them (Glorot
   uniform, bound ``sqrt(6 / (fan_in + fan_out))``, ``sqrt(2 / ...)`` for "logistic",
   from ``check_random_state(random_state)`` in the same order), so for more than two
@@ -122,8 +129,9 @@ def _is_sparse(X):
 class MLPClassifier(ClassifierMixin, BaseEstimator):
     """Multi-layer perceptron classifier trained by digitcore's C kernels.
 
-    A drop-in for ``sklearn.neural_network.MLPClassifier``: same parameters, inputs,
-    attributes, errors and warnings (see the module docstring for what differs and why).
+    A drop-in for ``sklearn.neural_network.MLPClassifier``: same parameters, inputs
+    (but not ``sample_weight``), attributes, errors and warnings (see the module docstring
+    for what differs and why).
     Inputs are ``(n_samples, n_features)`` arrays or ``scipy.sparse`` CSR/CSC matrices
     (``(n, h, w)`` image stacks are flattened). **uint8 inputs are scaled by 1/255**;
     every other dtype is converted to float32 and used as given, so scale float features
@@ -145,7 +153,9 @@ default="adam"
     alpha : float, default=1e-4
         L2 penalty, scaled as scikit-learn scales it: ``alpha / n`` times the weights is
         added to the mean gradient over ``n`` samples (the batch size for the stochastic
-        solvers, the training set for "lbfgs"); biases are not penalised.
+        solvers, the training set for "lbfgs"); biases are not penalised. (With two
+        classes, see the module docstring: on the last layer it acts as scikit-learn's
+        ``alpha / 2``.)
         ``loss_curve_`` / ``loss_`` include ``alpha / (2 n) * ||W||^2``.
     batch_size : int or "auto", default="auto"
         ``"auto"`` is ``min(200, n_samples)``; larger values are clipped to n_samples
@@ -358,6 +368,12 @@ default="adam"
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         check_classification_targets(y)
+        if not first and (type_of_target(y).startswith("multilabel")
+                          != self._label_binarizer.y_type_.startswith("multilabel")):
+            raise ValueError("The object was not fitted with multilabel input."
+                             if type_of_target(y).startswith("multilabel") else
+                             "The object was fitted with multilabel input; y must be a "
+                             "multilabel indicator too.")
         if first:
             lb = LabelBinarizer()
             lb.fit(y)
@@ -435,9 +451,7 @@ default="adam"
 
     def _make_optimizer(self, l2):
         lr, solver = float(self.learning_rate_init), self.solver
-        if solver in _SGD_FAMILY:
-            if solver != "sgd" and self.momentum == 0:
-                raise ValueError(f"solver={solver!r} needs momentum > 0")
+        if solver in _SGD_FAMILY:  # (momentum > 0 where needed: checked by _start_fit)
             nesterov = (solver == "nesterov" or (solver == "sgd" and self.nesterovs_momentum
                                                  and self.momentum > 0))
             return optim.SGD(lr, momentum=self.momentum, nesterov=nesterov,
@@ -483,42 +497,31 @@ default="adam"
         Not available for ``solver="lbfgs"``, as in scikit-learn.
         """
         self._validate_params()
-        if _check_partial_fit_first_call(self, classes):
-            self._label_binarizer = LabelBinarizer()
-            if type_of_target(y).startswith("multilabel"):
-                self._label_binarizer.fit(y)
-            else:
-                self._label_binarizer.fit(classes)
-        return self._fit(X, y, incremental=True)
 
-    def _fit(self, X, y, incremental):
-        hidden = self._hidden()
-        first = not hasattr(self, "network_") or (not self.warm_start and not incremental)
-        pixels = getattr(X, "dtype", None) == np.uint8  # (sparse uint8 is scaled below)
-        X, y = self._check_X(X, y, reset=first)
-        if incremental and first and hasattr(self, "classes_"):
-            # first partial_fit: classes_ came from `classes`; encode against them
-            target = self._encode(y, first=False, incremental=True)
-        else:
-            target = self._encode(y, first=first and not incremental, incremental=incremental)
-        multilabel = self._label_binarizer.y_type_.startswith("multilabel")
-        n_outputs = target.shape[1] if multilabel else max(2, len(self.classes_))
-        self._random_state = check_random_state(self.random_state)
-        if first:
-            self._initialize(X.shape[1], n_outputs, multilabel, hidden)
-        else:
-            net = self.network_
-            if (net.layer_sizes[1:-1] != hidden
-                    or net.activation != _ACTIVATIONS[self.activation]
-                    or net.n_classes != n_outputs or multilabel != self._multilabel):
-                raise ValueError("warm_start / partial_fit cannot change hidden_layer_sizes, "
-                                 "activation or the kind of target of a fitted model; set "
-                                 "warm_start=False")
-            net.dropout = float(self.dropout)
+        def first_call():
+            if _check_partial_fit_first_call(self, classes):
+                self._label_binarizer = LabelBinarizer()
+                if type_of_target(y).startswith("multilabel"):
+                    self._label_binarizer.fit(y)
+                else:
+                    self._label_binarizer.fit(classes)
+
+        return self._fit(X, y, incremental=True, setup=first_call)
+
+    def _fit(self, X, y, incremental, setup=None):
+        # A fit refused before training (bad X or y, one class, a parameter that does not
+        # apply) leaves the estimator as it was: a fitted model keeps its network, classes
+        # and feature count, instead of a mix of the old and the refused call's.
+        saved = dict(self.__dict__)
+        try:
+            if setup is not None:
+                setup()
+            X, target, multilabel, pixels = self._start_fit(X, y, incremental)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
         before = self.network_.training_summary  # (a new network's: None)
-        if self.dropout and (self.solver == "lbfgs" or multilabel or _is_sparse(X)):
-            raise ValueError("dropout is only available with a stochastic solver on dense, "
-                             "single-label input")
         if self.solver == "lbfgs":
             self._fit_lbfgs(X, target)
         else:
@@ -535,6 +538,39 @@ default="adam"
             self.network_.training_summary or {},
             input="uint8" if pixels else input_record(X, before))
         return self
+
+    def _start_fit(self, X, y, incremental):
+        """Everything a fit checks and sets up before it trains: the checked X, the
+        encoded target, whether it is multilabel, whether X was uint8 pixels."""
+        hidden = self._hidden()
+        first = not hasattr(self, "network_") or (not self.warm_start and not incremental)
+        pixels = getattr(X, "dtype", None) == np.uint8  # (sparse uint8 is scaled below)
+        if self.solver in _SGD_FAMILY and self.solver != "sgd" and self.momentum == 0:
+            raise ValueError(f"solver={self.solver!r} needs momentum > 0")
+        X, y = self._check_X(X, y, reset=first)
+        if incremental and first and hasattr(self, "classes_"):
+            # first partial_fit: classes_ came from `classes`; encode against them
+            target = self._encode(y, first=False, incremental=True)
+        else:
+            target = self._encode(y, first=first and not incremental, incremental=incremental)
+        multilabel = self._label_binarizer.y_type_.startswith("multilabel")
+        if self.dropout and (self.solver == "lbfgs" or multilabel or _is_sparse(X)):
+            raise ValueError("dropout is only available with a stochastic solver on dense, "
+                             "single-label input")
+        n_outputs = target.shape[1] if multilabel else max(2, len(self.classes_))
+        self._random_state = check_random_state(self.random_state)
+        if first:
+            self._initialize(X.shape[1], n_outputs, multilabel, hidden)
+        else:
+            net = self.network_
+            if (net.layer_sizes[1:-1] != hidden
+                    or net.activation != _ACTIVATIONS[self.activation]
+                    or net.n_classes != n_outputs or multilabel != self._multilabel):
+                raise ValueError("warm_start / partial_fit cannot change hidden_layer_sizes, "
+                                 "activation or the kind of target of a fitted model; set "
+                                 "warm_start=False")
+            net.dropout = float(self.dropout)
+        return X, target, multilabel, pixels
 
     def _loss_kind(self):
         return "sigmoid" if self._multilabel else "softmax"
