@@ -484,6 +484,14 @@ def test_a_committee_with_any_member_trained_on_pixels_refuses_0_255_floats(tmp_
         assert loaded.training_summary["note"] == note
         with pytest.raises(ValueError, match="trained on uint8 pixels"):
             loaded.predict(x.astype(np.float32))
+    # a summary with per-member entries that say nothing of the input (as train --members
+    # writes its members' recipes): the file's own record still holds
+    committee.save(tmp_path / "p.safetensors", metadata={"members": [{"epochs": 1}] * 2})
+    loaded = digitcore.load_model(tmp_path / "p.safetensors")
+    assert loaded.training_summary["input"] == "uint8"
+    for answer in (loaded.predict, loaded.members[0].predict, loaded.members[1].predict):
+        with pytest.raises(ValueError, match="trained on uint8 pixels"):
+            answer(x.astype(np.float32))
     both = digitcore.Committee([on_floats, _trained_on(x / 255.0, y)])
     both.save(tmp_path / "f.safetensors")
     assert digitcore.load_model(tmp_path / "f.safetensors").predict(

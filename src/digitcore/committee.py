@@ -136,7 +136,10 @@ class Committee:
         per = summary.get("members")
         own = isinstance(per, list) and len(per) == len(self.members)
         for i, net in enumerate(self.members):
-            record = per[i] if own else summary
+            # (a member's entry without an input record takes the committee's: save
+            # writes the committee's when any member read pixels)
+            record = per[i] if own and isinstance(per[i], dict) and "input" in per[i] \
+                else summary
             if net.training_summary is None and isinstance(record, dict) \
                     and isinstance(record.get("input"), str):
                 net.training_summary = {"input": record["input"]}

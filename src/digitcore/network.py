@@ -82,9 +82,12 @@ PIXEL_FLOAT_MAX = 2.0
 
 def trained_on_pixels(summary) -> bool:
     """Whether a model's ``training_summary`` says it was trained on uint8 pixels (for a
-    committee's, any member's: that member misreads 0-255 floats, and so the committee)."""
+    committee's, its own record or any member's: that member misreads 0-255 floats, and
+    so the committee)."""
     if not isinstance(summary, dict):
         return False
+    if summary.get("input") == "uint8":
+        return True
     members = summary.get("members")
     if isinstance(members, list) and members:
         return any(trained_on_pixels(m) for m in members)
