@@ -32,7 +32,9 @@ enum {
     DC_ERR_LABEL = 3,       /* a class label is outside [0, n_classes) */
     DC_ERR_UNSUPPORTED = 4, /* asked for a kernel path this CPU/build does not have */
     DC_ERR_NONFINITE = 5,   /* a loss or value became NaN or infinite */
-    DC_ERR_CAPACITY = 6     /* a result does not fit the buffer the caller gave */
+    DC_ERR_CAPACITY = 6,    /* a result does not fit the buffer the caller gave */
+    DC_ERR_CHANGED = 7      /* the input changed while a kernel read it twice (another
+                             * thread wrote to it): nothing was written out of bounds */
 };
 
 /* ---- kernel path, threads ---------------------------------------------------------------- */

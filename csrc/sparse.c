@@ -41,14 +41,15 @@ static int64_t count_row(const uint8_t *s8, const float *s32, int64_t F, float s
     return c;
 }
 
-/* The row's n entries (n from count_row), in column order, numbered from j0 (the column
- * of s8[0] / s32[0]), each its value less bg[j] when bg is not NULL; uint8 words of
- * background are skipped 8 bytes at a time. Returns how many it wrote. */
+/* The row's entries (n of them, from count_row), in column order, numbered from j0 (the
+ * column of s8[0] / s32[0]), each its value less bg[j] when bg is not NULL; uint8 words
+ * of background are skipped 8 bytes at a time. Returns how many the row has now: more
+ * than n when another thread wrote to it since it was counted, and then only n are
+ * written (the caller reports DC_ERR_CHANGED for any count other than n). */
 static int64_t fill_row(int32_t *idx, float *val, int64_t n, const uint8_t *s8,
                         const float *s32, int64_t F, int64_t j0, float scale, const float *bg)
 {
     int64_t p = 0;
-    (void)n;
     for (int64_t j = 0; j < F; ++j) {
         if (s8 != NULL && (j & 7) == 0 && j + 8 <= F && load_u64(s8 + j) == 0) {
             j += 7;
@@ -56,8 +57,10 @@ static int64_t fill_row(int32_t *idx, float *val, int64_t n, const uint8_t *s8,
         }
         const float v = s8 != NULL ? (float)s8[j] * scale : s32[j] * scale;
         if (s8 != NULL ? s8[j] != 0 : v != (bg ? bg[j] : 0.0f)) {
-            idx[p] = (int32_t)(j0 + j);
-            val[p] = bg ? v - bg[j] : v;
+            if (p < n) {
+                idx[p] = (int32_t)(j0 + j);
+                val[p] = bg ? v - bg[j] : v;
+            }
             ++p;
         }
     }
@@ -124,7 +127,7 @@ static int gather_rows(dc_csr *out, int64_t capacity, const uint8_t *in8, const 
     row_kernels(&count, &fill);
     (void)nt; /* (without OpenMP) */
     out->parts = 1;
-    int status = DC_OK;
+    int status = DC_OK, changed = 0;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
@@ -146,15 +149,24 @@ static int gather_rows(dc_csr *out, int64_t capacity, const uint8_t *in8, const 
             if (out->ptr[B] > capacity)
                 status = DC_ERR_CAPACITY;
         } /* (implicit barrier) */
+        /* a row written to since it was counted (see fill_row) */
+        int bad = 0;
         if (status == DC_OK)
             for (int64_t r = r0; r < r1; ++r) {
                 const int64_t src = ridx != NULL ? ridx[r] : r, e0 = out->ptr[r];
-                fill(out->idx + e0, out->val + e0, out->ptr[r + 1] - e0,
-                     in8 ? in8 + src * F : NULL, in32 ? in32 + src * F : NULL, F, 0, scale, bg);
+                const int64_t m = out->ptr[r + 1] - e0;
+                bad |= fill(out->idx + e0, out->val + e0, m, in8 ? in8 + src * F : NULL,
+                            in32 ? in32 + src * F : NULL, F, 0, scale, bg) != m;
             }
+        if (bad) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+            changed = 1;
+        }
     }
     out->nnz = out->ptr[B];
-    return status;
+    return status == DC_OK && changed ? DC_ERR_CHANGED : status;
 }
 
 /* While gather_cols counts a row's entries, the row this many ahead is asked into cache
@@ -196,15 +208,17 @@ static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, dc_csr_room
     const int64_t *edge = out->col_edges != NULL ? out->col_edges : whole;
     int32_t *colcnt = calloc((size_t)F, sizeof(int32_t));
     int64_t *cur = malloc((size_t)F * sizeof(int64_t));  /* write cursor of each column */
+    int64_t *end = malloc((size_t)F * sizeof(int64_t));  /* and where the column ends */
     int64_t *total = calloc((size_t)P, sizeof(int64_t)); /* entries of each group */
-    if (colcnt == NULL || cur == NULL || total == NULL) {
+    if (colcnt == NULL || cur == NULL || end == NULL || total == NULL) {
         free(colcnt);
         free(cur);
+        free(end);
         free(total);
         return DC_ERR_NOMEM;
     }
     int64_t nnz = 0, cap = capacity;
-    int room_st = DC_OK;
+    int room_st = DC_OK, changed = 0;
     (void)nt; /* (without OpenMP) */
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -261,31 +275,52 @@ static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, dc_csr_room
             for (int64_t c = c0; c < c1; ++c) {
                 out_t->ptr[c] = cur[c] = q;
                 q += colcnt[c];
+                end[c] = q;
             }
             if (p == P - 1)
                 out_t->ptr[F] = q;
             int32_t *ti = out_t->idx;
             float *tv = out_t->val;
+            /* The rows are read a second time: a row another thread wrote to since the
+             * count fills only its counted room, and a column past its counted end takes
+             * no more entries (DC_ERR_CHANGED; nothing is written out of bounds). */
+            int bad = 0;
             for (int64_t r = 0; r < B; ++r) {
                 const int64_t src = ridx != NULL ? ridx[r] : r, e0 = rp[r];
                 const int64_t m = rp[r + 1] - e0;
                 const int32_t *ri = out->idx + e0;
                 const float *rv = out->val + e0;
-                fill(out->idx + e0, out->val + e0, m, in8 ? in8 + src * F + c0 : NULL,
-                     in32 ? in32 + src * F + c0 : NULL, c1 - c0, c0, scale,
-                     bg ? bg + c0 : NULL);
+                const int64_t got = fill(
+                    out->idx + e0, out->val + e0, m, in8 ? in8 + src * F + c0 : NULL,
+                    in32 ? in32 + src * F + c0 : NULL, c1 - c0, c0, scale, bg ? bg + c0 : NULL);
+                bad |= got != m;
                 if (ti == NULL)
                     continue;
-                for (int64_t e = 0; e < m; ++e) {
-                    const int64_t k = cur[ri[e]]++;
+                /* (fewer than counted: the entries past them were not written) */
+                const int64_t written = got < m ? got : m;
+                for (int64_t e = 0; e < written; ++e) {
+                    const int32_t c = ri[e];
+                    const int64_t k = cur[c];
+                    if (k == end[c]) {
+                        bad = 1;
+                        continue;
+                    }
+                    cur[c] = k + 1;
                     ti[k] = (int32_t)r;
                     tv[k] = rv[e];
                 }
+            }
+            if (bad) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+                changed = 1;
             }
         }
     }
     free(colcnt);
     free(cur);
+    free(end);
     free(total);
     out->nnz = nnz;
     if (room_st != DC_OK)
@@ -293,7 +328,7 @@ static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, dc_csr_room
     if (nnz > cap)
         return DC_ERR_CAPACITY;
     out_t->nnz = nnz;
-    return DC_OK;
+    return changed ? DC_ERR_CHANGED : DC_OK;
 }
 
 /* out->parts and out->col_edges describe 1..4096 parts of columns [0, F). */

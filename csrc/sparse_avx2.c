@@ -263,8 +263,10 @@ static const uint32_t pack_lut[256] = {
 /* clang-format on */
 
 /* Lanes `m` of x and of the column numbers j..j+7, packed to the front of val/idx.
- * Whole vectors are stored while the row has room for them (the row's count n is
- * exact); the row's last vectors go through a buffer, so nothing past it is written. */
+ * Whole vectors are stored while the row has room for them (n: the row's count); the
+ * row's last vectors go through a buffer, so nothing past it is written, also when the
+ * row has more entries than counted (another thread wrote to it): the count returned
+ * then tells. */
 DC_INLINE int64_t pack8(int32_t *idx, float *val, int64_t p, int64_t n, __m256 x, int64_t j,
                         int m)
 {
@@ -283,7 +285,7 @@ DC_INLINE int64_t pack8(int32_t *idx, float *val, int64_t p, int64_t n, __m256 x
         int32_t ti[8];
         _mm256_storeu_ps(tv, pv);
         _mm256_storeu_si256((__m256i *)(void *)ti, pi);
-        for (int q = 0; q < k; ++q) {
+        for (int q = 0; q < k && p + q < n; ++q) {
             val[p + q] = tv[q];
             idx[p + q] = ti[q];
         }
@@ -310,8 +312,10 @@ int64_t dc_csr_fill_avx2(int32_t *idx, float *val, int64_t n, const uint8_t *s8,
         }
         for (; j < F; ++j)
             if (s8[j] != 0) {
-                idx[p] = (int32_t)(j0 + j);
-                val[p] = (float)s8[j] * scale;
+                if (p < n) {
+                    idx[p] = (int32_t)(j0 + j);
+                    val[p] = (float)s8[j] * scale;
+                }
                 ++p;
             }
     } else if (bg == NULL) {
@@ -326,8 +330,10 @@ int64_t dc_csr_fill_avx2(int32_t *idx, float *val, int64_t n, const uint8_t *s8,
         for (; j < F; ++j) {
             const float x = s32[j] * scale;
             if (x != 0.0f) {
-                idx[p] = (int32_t)(j0 + j);
-                val[p] = x;
+                if (p < n) {
+                    idx[p] = (int32_t)(j0 + j);
+                    val[p] = x;
+                }
                 ++p;
             }
         }
@@ -342,8 +348,10 @@ int64_t dc_csr_fill_avx2(int32_t *idx, float *val, int64_t n, const uint8_t *s8,
         for (; j < F; ++j) {
             const float x = s32[j] * scale;
             if (x != bg[j]) {
-                idx[p] = (int32_t)(j0 + j);
-                val[p] = x - bg[j];
+                if (p < n) {
+                    idx[p] = (int32_t)(j0 + j);
+                    val[p] = x - bg[j];
+                }
                 ++p;
             }
         }

@@ -148,8 +148,10 @@ void dc_spmm_row_avx2(float *out, const int32_t *idx, const float *val, const in
 int64_t dc_csr_count_avx2(const uint8_t *s8, const float *s32, int64_t F, float scale,
                           const float *bg, int32_t *colcnt);
 /* Its non-zero entries: idx[p] = j0 + column, val[p] = value * scale (less bg[j] when bg
- * is not NULL), in column order; returns how many. Writes idx/val[0..n) only: n is the
- * row's count, or any room at least that (entries past the row's then hold junk). */
+ * is not NULL), in column order; returns how many the row has. Writes idx/val[0..n)
+ * only: n is the row's count, or any room at least that (entries past the row's then
+ * hold junk); a row with more entries than n (written to by another thread since it was
+ * counted) fills its n and returns its count (csr_gather: DC_ERR_CHANGED). */
 int64_t dc_csr_fill_avx2(int32_t *idx, float *val, int64_t n, const uint8_t *s8,
                          const float *s32, int64_t F, int64_t j0, float scale, const float *bg);
 #endif

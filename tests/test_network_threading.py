@@ -138,6 +138,49 @@ def test_two_trainings_in_parallel_threads_are_independent(data):
         np.testing.assert_array_equal(g, w)
 
 
+def test_data_written_by_another_thread_during_training_is_never_read_out_of_bounds():
+    """The sparse first layer reads each batch twice (count the non-zero pixels, then
+    place them) from the caller's own array. A thread writing to that array in between
+    used to make the second pass write past the counted room (a heap overflow on the
+    last row). Now every fit and evaluate either finishes or says the input changed
+    (RuntimeError); nothing else, and no sanitizer report (.ci/sanitize runs this)."""
+    rng = np.random.default_rng(5)
+    x = np.zeros((2048, 784), np.uint8)  # sparse rows (6-12% non-zero: the sparse path)
+    x[:, ::16] = rng.integers(1, 256, (2048, 49), dtype=np.uint8)
+    y = rng.integers(0, 10, 2048)
+    stop = threading.Event()
+
+    def scribble():
+        i = 0
+        while not stop.is_set():
+            x[:, 8::16] = 255 if i % 2 == 0 else 0  # 49 pixels a row on and off
+            i += 1
+
+    outcomes = []
+    old = digitcore.get_num_threads()
+    digitcore.set_num_threads(2)
+    writer = threading.Thread(target=scribble)
+    writer.start()
+    try:
+        for k in range(6):
+            net = Network([784, 32, 10], seed=k)
+            for call in (lambda: Trainer(net, epochs=1, verbose=0, seed=k).fit(x, y),
+                         lambda: Trainer(net, epochs=1, batch_size=None, verbose=0,
+                                         seed=k).fit(x, y),
+                         lambda: net.evaluate(x, y)):
+                try:
+                    call()
+                    outcomes.append("ok")
+                except RuntimeError as exc:
+                    assert "changed while digitcore read it" in str(exc), exc
+                    outcomes.append("changed")
+    finally:
+        stop.set()
+        writer.join()
+        digitcore.set_num_threads(old)
+    assert len(outcomes) == 18, outcomes
+
+
 # ---------------------------------------------------------------------------- threadpoolctl
 
 threadpoolctl = pytest.importorskip("threadpoolctl")

@@ -11,6 +11,7 @@ cdef extern from "digitcore.h" nogil:
         DC_ERR_UNSUPPORTED
         DC_ERR_NONFINITE
         DC_ERR_CAPACITY
+        DC_ERR_CHANGED
     enum:
         DC_KERNEL_GENERIC
         DC_KERNEL_AVX2

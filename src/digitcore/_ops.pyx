@@ -33,6 +33,8 @@ _STATUS_MESSAGES = {
     DC_ERR_UNSUPPORTED: (RuntimeError, "this CPU or build does not support that kernel path"),
     DC_ERR_NONFINITE: (FloatingPointError, "a value became NaN or infinite"),
     DC_ERR_CAPACITY: (KernelError, "a kernel's output buffer was too small (internal bug)"),
+    DC_ERR_CHANGED: (RuntimeError, "the input array changed while digitcore read it: another "
+                     "thread wrote to it during the call"),
 }
 
 
