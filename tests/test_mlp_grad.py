@@ -173,3 +173,39 @@ def test_bad_arguments_name_the_problem():
     for sizes in ([2, 2**62, 1], [2, 2**40, 2**40, 3], [2**31, 3]):
         with pytest.raises(ValueError, match="too large"):
             _ops._Net(np.array(sizes), np.zeros(1, np.float32), "relu", 0.0, 0.0)
+
+
+def test_arrays_checked_once_are_copies_the_caller_cannot_change():
+    """_Net kept the caller's sizes array and Rows a CSR's indptr/indices (the estimator
+    passes them without copying); changed after the one check, C indexed out of bounds."""
+    rng = np.random.default_rng(8)
+    net, x, labels, _ = make(rng, (10, 6, 3), "relu", 40)
+    sizes = np.array(net.layer_sizes, np.int64)
+    k = _ops._Net(sizes, net.flat_parameters, "relu", 0.0, 0.0)
+    ip, ix, dv, n = csr(x)
+    rows = _ops.Rows((ip, ix, dv, n), 10, labels=labels)
+    g = np.empty(net.n_params, np.float32)
+    want = _ops.mlp_loss_grad(k, rows, None, "softmax", g)[0], g.copy()
+    sizes[:] = [10**6, 10**6, 10**6]
+    ip[1:] = ip[-1]  # every entry in row 0
+    ix[:] = 10**6
+    got = _ops.mlp_loss_grad(k, rows, None, "softmax", g)[0]
+    assert got == want[0]
+    np.testing.assert_array_equal(g, want[1])
+
+
+def test_train_refuses_a_negative_step_and_keeps_the_loss_sum_of_no_batches():
+    net = Network([4, 3, 2], seed=0)
+    k = net.c_net()
+    x = np.zeros((5, 4), np.float32)
+    y = np.zeros(5, np.int64)
+    grads = np.zeros(net.n_params, np.float32)
+    opt = {"kind": "sgd", "step": -1}
+    with pytest.raises(ValueError, match="step"):
+        k.train(x, y, np.arange(5, dtype=np.int64), 2, np.full(3, 0.1, np.float32), 1.0, 0.0,
+                0, opt, grads, None, None)
+    assert opt["step"] == -1
+    opt["step"] = 0
+    got = k.train(x, y, np.zeros(0, np.int64), 2, np.zeros(0, np.float32), 1.0, 0.0, 0,
+                  opt, grads, None, None, loss_sum=2.5)
+    assert got == (2.5, 0, 0)

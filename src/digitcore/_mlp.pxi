@@ -85,7 +85,8 @@ cdef class _Net:
     def __init__(self, sizes, params, str activation, float act_alpha, float dropout):
         cdef int64_t[::1] sv
         cdef float[::1] pv
-        sizes = np.ascontiguousarray(sizes, dtype=np.int64)
+        # (a copy of its own: C keeps a pointer to it, and a caller's array may change)
+        sizes = np.array(sizes, dtype=np.int64, order="C")
         if sizes.ndim != 1 or sizes.shape[0] < 2 or (sizes <= 0).any():
             raise ValueError(f"layer sizes must be >= 2 positive integers, got {sizes.tolist()}")
         if activation not in _ACTIVATIONS:
@@ -385,8 +386,10 @@ cdef class _Net:
         for arr, nm in ((grads, "grads"), (grad_avg, "grad_avg"), (sq_avg, "sq_avg")):
             if arr is not None and np.shares_memory(arr, self.params_arr):
                 raise ValueError(f"{nm} must not overlap params")
+        if o.step < 0:
+            raise ValueError(f"opt['step'] must be >= 0, got {o.step}")
         if m == 0:
-            return 0.0, 0, 0
+            return loss_sum, 0, 0
         if keep is not None:
             if keep.busy:
                 raise RuntimeError("keep is in use by another train call")
@@ -402,11 +405,15 @@ cdef class _Net:
             xf = x
             pf = &xf[0, 0]
         st.loss_sum = loss_sum
+        # The call reads its own copy of the view, and holds the background it points to:
+        # setting sparse_offset from another thread meanwhile frees the old array
+        cdef dc_mlp net = self.net
+        offset = self.offset_arr
         if keep is not None:
             keep.busy = True
         try:
             with nogil:
-                status = dc_mlp_train(&st, &self.net, &o, &gv[0], pu, pf, &lv[0], &ov[0], m,
+                status = dc_mlp_train(&st, &net, &o, &gv[0], pu, pf, &lv[0], &ov[0], m,
                                       batch_size, &lrv[0], scale, shift, seed, augp, n, kp)
         finally:
             if keep is not None:

@@ -45,6 +45,9 @@ cdef class Rows:
             _check_1d(indptr, np.int64, "indptr", n_rows + 1)
             _check_1d(indices, np.int32, "indices", -1)
             _check_1d(data, np.float32, "data", indices.shape[0])
+            # the structure is checked once and then trusted by every call: copies of its
+            # own, which no caller can change afterwards (the values may be shared)
+            indptr, indices = indptr.copy(), indices.copy()
             if indptr[0] != 0 or indptr[n_rows] != indices.shape[0]:
                 raise ValueError(f"indptr must run from 0 to len(indices) = "
                                  f"{indices.shape[0]}, got {indptr[0]} .. {indptr[n_rows]}")
