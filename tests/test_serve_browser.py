@@ -470,12 +470,14 @@ def test_phone_keeps_the_answer_in_view(browser, served, tmp_path):
 _POINTER = """
 const pad = document.getElementById('pad');
 const r = pad.getBoundingClientRect();
-const css = pad.clientWidth / pad.width;  // CSS pixels per canvas pixel
+const cs = getComputedStyle(pad);
+const bl = parseFloat(cs.borderLeftWidth), bt = parseFloat(cs.borderTopWidth);
+// CSS pixels per canvas pixel, from the laid-out (fractional) size inside the border
+const css = (r.width - bl - parseFloat(cs.borderRightWidth)) / pad.width;
 function at(kind, x, y, opts) {
   pad.dispatchEvent(new PointerEvent(kind, Object.assign({
     pointerId: 7, bubbles: true, cancelable: true, button: 0, buttons: 1,
-    clientX: r.left + pad.clientLeft + x * css, clientY: r.top + pad.clientTop + y * css},
-    opts)));
+    clientX: r.left + bl + x * css, clientY: r.top + bt + y * css}, opts)));
 }
 function ink() {  // the dark pixels' centre and count
   const d = pad.getContext('2d').getImageData(0, 0, pad.width, pad.height).data;
@@ -497,13 +499,18 @@ def test_strokes_land_under_the_pointer_inside_the_border(browser, served):
     _open(driver, srv.url)
     border = driver.execute_script("return document.getElementById('pad').clientLeft")
     assert border > 0  # (what makes the test mean something)
-    for x, y in ((40, 60), (250, 30), (140, 140)):
-        driver.execute_script("document.getElementById('clear').click()")
-        cx, cy, n = driver.execute_script(_POINTER + """
-            at('pointerdown', arguments[0], arguments[1], {pointerType: 'mouse'});
-            at('pointerup', arguments[0], arguments[1], {pointerType: 'mouse', buttons: 0});
-            return ink();""", x, y)
-        assert n > 100 and abs(cx - x) < 0.3 and abs(cy - y) < 0.3, (x, y, cx, cy)
+    # as laid out, and at a fractional CSS size (clientWidth rounds it to whole pixels)
+    for size in (None, "401.6px"):
+        if size:
+            driver.execute_script("const p = document.getElementById('pad');"
+                                  "p.style.width = p.style.height = arguments[0];", size)
+        for x, y in ((40, 60), (250, 30), (140, 140), (270, 270)):
+            driver.execute_script("document.getElementById('clear').click()")
+            cx, cy, n = driver.execute_script(_POINTER + """
+                at('pointerdown', arguments[0], arguments[1], {pointerType: 'mouse'});
+                at('pointerup', arguments[0], arguments[1], {pointerType: 'mouse', buttons: 0});
+                return ink();""", x, y)
+            assert n > 100 and abs(cx - x) < 0.2 and abs(cy - y) < 0.2, (size, x, y, cx, cy)
 
 
 def test_a_pens_eraser_rubs_out(browser, served):

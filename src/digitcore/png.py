@@ -133,11 +133,11 @@ def _unfilter_wavefront(data: np.ndarray, filters: np.ndarray, bpp: int) -> np.n
     return out.reshape(height, stride)
 
 
-def _check_header(width, height, depth, ctype_, comp, filt, interlace):
+def _check_header(width, height, depth, ctype_, comp, filt, interlace, max_pixels=MAX_PIXELS):
     if width == 0 or height == 0:
         raise PNGError("PNG has zero width or height")
-    if width * height > MAX_PIXELS:
-        raise PNGError(f"PNG is too large ({width}x{height}); the limit is {MAX_PIXELS:,} pixels")
+    if width * height > max_pixels:
+        raise PNGError(f"PNG is too large ({width}x{height}); the limit is {max_pixels:,} pixels")
     if ctype_ not in _CHANNELS or comp != 0 or filt != 0:
         raise PNGError(f"unsupported PNG (colour type {ctype_}, compression {comp}, filter {filt})")
     if interlace != 0:
@@ -147,8 +147,10 @@ def _check_header(width, height, depth, ctype_, comp, filt, interlace):
         raise PNGError(f"invalid PNG bit depth {depth} for colour type {ctype_}")
 
 
-def decode_png(data: bytes, wide: bool = False) -> np.ndarray:
-    """Decode PNG bytes into a uint8 array (uint16 for 16-bit grey with ``wide``).
+def decode_png(data: bytes, wide: bool = False, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode PNG bytes into a uint8 array (uint16 for 16-bit grey with ``wide``); a PNG
+    declaring more than ``max_pixels`` pixels is refused from its header, before any
+    image data is read.
 
     16-bit images are reduced to their high byte; with ``wide``, a 16-bit grey image
     is returned as uint16 instead (as Pillow reads it: preprocess_image then finds its
@@ -178,7 +180,7 @@ def decode_png(data: bytes, wide: bool = False) -> np.ndarray:
             if header is not None or len(body) != 13:
                 raise PNGError("corrupt PNG: bad IHDR chunk")
             header = struct.unpack(">IIBBBBB", body)
-            _check_header(*header)  # before reading on: refuse huge images early
+            _check_header(*header, max_pixels)  # before reading on: refuse huge images early
         elif ctype == b"PLTE":
             if len(body) % 3 or not body:
                 raise PNGError("corrupt PNG: PLTE length is not a multiple of 3")

@@ -28,7 +28,7 @@ limited to :data:`MAX_BODY` bytes and PNGs to :data:`MAX_IMAGE_PIXELS` (checked 
 decoding); every malformed request gets a 4xx JSON error; when bound to a loopback
 address, requests whose ``Host`` header is not a loopback name are refused (a defence
 against DNS rebinding); a prediction must be sent as ``application/json`` and not from
-another site's page (its ``Origin``), so a page elsewhere cannot make the server work; at
+another site's page (``Sec-Fetch-Site``, else ``Origin`` against ``Host``); at
 most :data:`MAX_CONCURRENT` predictions run at once (the rest wait, then get a 503); the
 network is a private copy that is only ever read, and its forward pass allocates its own
 scratch, so threads can share it.
@@ -105,31 +105,24 @@ class RequestError(Exception):
         self.headers = dict(headers or {})
 
 
-def _png_size(data: bytes):
-    """The (width, height) in the IHDR chunk of PNG bytes, or None when ``data`` does not
-    start like a PNG (the decoder then says what is wrong with it)."""
-    if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
-        return None
-    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-
-
 # ---------------------------------------------------------------------------- decoding
 
-def _pillow_decode(data: bytes):
-    """PNG bytes -> array with Pillow, or None when Pillow is absent."""
+def _pillow_decode(data: bytes, max_pixels: int):
+    """PNG bytes -> array with Pillow, or None when Pillow is absent. The size Pillow
+    found in the header (the last IHDR, wherever it is) is checked before decoding."""
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
         return None
     import io
 
-    from digitcore.png import MAX_PIXELS, PNGError
+    from digitcore.png import PNGError
 
     try:
         with Image.open(io.BytesIO(data), formats=["PNG"]) as img:
             w, h = img.size
-            if w * h > MAX_PIXELS:
-                raise PNGError(f"PNG is too large ({w}x{h}); the limit is {MAX_PIXELS:,} pixels")
+            if w * h > max_pixels:
+                raise PNGError(f"PNG is too large ({w}x{h}); the limit is {max_pixels:,} pixels")
             img.load()
             if img.mode.startswith(("I", "F")):
                 # 16-bit grey as it is: preprocess_image takes its bit depth from its
@@ -161,11 +154,12 @@ def _no_reprs(text: str) -> str:
     return re.sub(r"<[\w.]+ object at 0x[0-9a-fA-F]+>", "the image", text)
 
 
-def decode_png_bytes(data: bytes, use_pillow: bool | None = None) -> np.ndarray:
+def decode_png_bytes(data: bytes, use_pillow: bool | None = None,
+                     max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decode PNG bytes to an array for ``preprocess_image``: Pillow when installed, else
     the NumPy decoder. uint8, but a 16-bit grey PNG's levels as they are (uint16, or
     Pillow's int32), so that a 12-bit scan's 4095 reads as white, as ``load_image`` reads
-    the file.
+    the file. A PNG of more than ``max_pixels`` pixels is refused before it is decoded.
 
     ``use_pillow=False`` forces the built-in decoder (the tests run both).
     Raises :class:`digitcore.png.PNGError` (a ValueError) for a bad PNG.
@@ -173,10 +167,10 @@ def decode_png_bytes(data: bytes, use_pillow: bool | None = None) -> np.ndarray:
     from digitcore.png import decode_png
 
     if use_pillow is not False:
-        arr = _pillow_decode(data)
+        arr = _pillow_decode(data, max_pixels)
         if arr is not None:
             return arr
-    return decode_png(data, wide=True)
+    return decode_png(data, wide=True, max_pixels=max_pixels)
 
 
 def _strict_constant(name):
@@ -239,12 +233,6 @@ def parse_predict_request(raw: bytes) -> np.ndarray:
                 from None
         if not data:
             raise RequestError(400, "'image' holds no data")
-        size = _png_size(data)
-        if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
-            # (before decoding: a small file can declare a huge, flat picture)
-            raise RequestError(400, f"'image' is {size[0]}x{size[1]} pixels; the limit is "
-                                    f"{MAX_IMAGE_PIXELS:,} pixels (2048x2048): send a smaller "
-                                    "picture (a digit needs no more than 28x28)")
         try:
             return decode_png_bytes(data)
         except ValueError as exc:  # PNGError
@@ -615,16 +603,25 @@ class Handler(BaseHTTPRequestHandler):
         return body
 
     def _check_sender(self):
-        """A prediction is asked for by this server's own page or by a program, never by
-        another site's page: a request with an ``Origin`` other than this server's is
-        refused, and the body must be declared JSON (a page elsewhere can send a
-        cross-site POST without asking first only as text/plain, form data or
-        multipart: any other type makes the browser ask with OPTIONS, which is refused)."""
+        """A prediction is asked for by this server's own page or by a program, not by
+        another site's page. The browser says where a request comes from: with
+        ``Sec-Fetch-Site`` (which a page cannot set), only "same-origin" and "none" are
+        answered; without it, an ``Origin`` must name the ``Host`` asked for (behind a
+        proxy that rewrites Host, browsers that send Sec-Fetch-Site still work). The body
+        must be declared JSON: a page elsewhere can send a cross-site POST without
+        asking first only as text/plain, form data or multipart (any other type makes
+        the browser ask with OPTIONS, which is refused)."""
+        site = self.headers.get("Sec-Fetch-Site")
         origin = self.headers.get("Origin")
         host = self.headers.get("Host")
         own = {f"{scheme}://{host.strip().lower()}" for scheme in ("http", "https")} \
             if host is not None else set()
-        if origin is not None and origin.strip().lower() not in own:
+        if site is not None:
+            foreign = site.strip().lower() not in ("same-origin", "none")
+        else:
+            foreign = origin is not None and origin.strip().lower() not in own
+        if foreign:
+            origin = origin if origin is not None else f"a {site.strip()[:20]} site"
             raise RequestError(403, f"requests from the page at {origin[:100]!r} are refused: "
                                     "this server answers its own page and programs")
         ctype = self.headers.get("Content-Type", "")

@@ -6,7 +6,8 @@
 
 (function () {
   const THROTTLE_MS = 150;     // at most one prediction request per 150 ms while drawing
-  const TIMEOUT_MS = 10000;    // a request unanswered this long is given up, and said so
+  const TIMEOUT_MS = 15000;    // a request unanswered this long is given up, and said so
+                               // (after the server's own 10 s wait for a free slot: 503)
   const SEND = 112;            // side of the pixel grid sent to the server
   const pad = document.getElementById("pad");
   const ctx = pad.getContext("2d", { willReadFrequently: true });
@@ -109,12 +110,17 @@
     seenCtx.fillRect(0, 0, seen.width, seen.height);
   }
   // The pointer in canvas pixels: measured from the drawing area inside the canvas's
-  // border (clientLeft/clientTop), scaled by that area's size, not the border box's.
+  // border and padding, scaled by that area's size (fractional CSS pixels, as laid out),
+  // not the border box's.
   function point(e) {
     const r = pad.getBoundingClientRect();
-    const w = pad.clientWidth || r.width, h = pad.clientHeight || r.height;
-    return { x: (e.clientX - r.left - pad.clientLeft) * SIZE / w,
-             y: (e.clientY - r.top - pad.clientTop) * SIZE / h };
+    const cs = getComputedStyle(pad);
+    const px = (name) => parseFloat(cs[name]) || 0;
+    const left = px("borderLeftWidth") + px("paddingLeft");
+    const top = px("borderTopWidth") + px("paddingTop");
+    const w = r.width - left - px("borderRightWidth") - px("paddingRight");
+    const h = r.height - top - px("borderBottomWidth") - px("paddingBottom");
+    return { x: (e.clientX - r.left - left) * SIZE / w, y: (e.clientY - r.top - top) * SIZE / h };
   }
   function dot(p) {
     ctx.beginPath();
