@@ -722,3 +722,16 @@ def test_multilabel_targets_after_a_multiclass_fit_are_named(digits):
         ml = MLPClassifier((8,), max_iter=5, random_state=0).fit(X[:200], Y)
         with pytest.raises(ValueError, match="fitted with multilabel input"):
             ml.partial_fit(X[:200], y[:200])
+
+
+def test_a_refit_whose_validation_split_fails_leaves_the_model_as_it_was(digits):
+    """The early-stopping split is made after the set-up: a split that cannot be made
+    (too few samples for the validation set) must not leave a fresh network behind."""
+    X, _, y, _ = digits
+    clf = fit_quiet(MLPClassifier((16,), max_iter=20, random_state=0), X, y)
+    params, proba = clf.network_.flat_parameters.copy(), clf.predict_proba(X)
+    with pytest.raises(ValueError, match="too small|least populated|test_size"):
+        clf.set_params(early_stopping=True, validation_fraction=0.05).fit(X[:12], y[:12])
+    np.testing.assert_array_equal(clf.network_.flat_parameters, params)
+    np.testing.assert_array_equal(clf.predict_proba(X), proba)
+    assert not hasattr(clf, "_began")

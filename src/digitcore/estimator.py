@@ -510,22 +510,27 @@ default="adam"
 
     def _fit(self, X, y, incremental, setup=None):
         # A fit refused before training (bad X or y, one class, a parameter that does not
-        # apply) leaves the estimator as it was: a fitted model keeps its network, classes
-        # and feature count, instead of a mix of the old and the refused call's.
+        # apply, a validation split that cannot be made) leaves the estimator as it was: a
+        # fitted model keeps its network, classes and feature count, instead of a mix of
+        # the old and the refused call's. The solvers say when training begins
+        # (_began); an error after that leaves what the training did.
         saved = dict(self.__dict__)
         try:
             if setup is not None:
                 setup()
             X, target, multilabel, pixels = self._start_fit(X, y, incremental)
+            before = self.network_.training_summary  # (a new network's: None)
+            if self.solver == "lbfgs":
+                self._fit_lbfgs(X, target)
+            else:
+                self._fit_stochastic(X, target, incremental)
         except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(saved)
+            if not self.__dict__.get("_began"):
+                self.__dict__.clear()
+                self.__dict__.update(saved)
             raise
-        before = self.network_.training_summary  # (a new network's: None)
-        if self.solver == "lbfgs":
-            self._fit_lbfgs(X, target)
-        else:
-            self._fit_stochastic(X, target, incremental)
+        finally:
+            self.__dict__.pop("_began", None)
         if not np.isfinite(self.network_.flat_parameters).all():
             raise ValueError("Solver produced non-finite parameter weights. The input data "
                              "may contain large values and need to be preprocessed.")
@@ -603,6 +608,7 @@ default="adam"
             return loss + 0.5 * alpha_n * float(np.dot(p[is_weight], p[is_weight])), g
 
         iprint = 1 if self.verbose is True or self.verbose >= 1 else -1
+        self._began = True
         res = scipy.optimize.minimize(
             loss_grad, flat.astype(np.float64), method="L-BFGS-B", jac=True,
             options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
@@ -645,6 +651,7 @@ default="adam"
             self._optimizer.weight_decay = l2  # the batch size may differ between calls
         self.n_iter_ = 0
         epochs = 1 if incremental else int(self.max_iter)
+        self._began = True
         if _is_sparse(X) or target.ndim == 2:
             stopped, interrupted = self._run_batches(X, target, val, bs, l2, epochs)
         else:
