@@ -485,11 +485,22 @@ def test_a_committee_with_any_member_trained_on_pixels_refuses_0_255_floats(tmp_
         with pytest.raises(ValueError, match="trained on uint8 pixels"):
             loaded.predict(x.astype(np.float32))
     # a summary with per-member entries that say nothing of the input (as train --members
-    # writes its members' recipes): the file's own record still holds
+    # writes its members' recipes): each member's entry gets what that member read
     committee.save(tmp_path / "p.safetensors", metadata={"members": [{"epochs": 1}] * 2})
     loaded = digitcore.load_model(tmp_path / "p.safetensors")
-    assert loaded.training_summary["input"] == "uint8"
-    for answer in (loaded.predict, loaded.members[0].predict, loaded.members[1].predict):
+    assert [m["input"] for m in loaded.training_summary["members"]] == ["uint8", "float32"]
+    for answer in (loaded.predict, loaded.members[0].predict):
+        with pytest.raises(ValueError, match="trained on uint8 pixels"):
+            answer(x.astype(np.float32))
+    assert loaded.members[1].predict(x.astype(np.float32)).shape == (200,)
+    # a file whose entries never said (written before): each member takes the file's
+    from digitcore._modelfile import write_committee
+
+    write_committee(tmp_path / "o.safetensors",
+                    [(m.get_config(), m.weights, m.biases) for m in committee.members],
+                    {"members": [{"epochs": 1}] * 2, "input": "uint8"})
+    old = digitcore.load_model(tmp_path / "o.safetensors")
+    for answer in (old.predict, old.members[0].predict, old.members[1].predict):
         with pytest.raises(ValueError, match="trained on uint8 pixels"):
             answer(x.astype(np.float32))
     both = digitcore.Committee([on_floats, _trained_on(x / 255.0, y)])

@@ -212,6 +212,18 @@ class Committee:
         ``digitcore.load_model(path)`` reads it back as a Committee."""
         if metadata is None:
             metadata = self.training_summary
+        per = metadata.get("members") if isinstance(metadata, dict) else None
+        if isinstance(per, list) and len(per) == len(self.members):
+            # each member's entry says what that member read, where it does not already
+            # (loaded, a member used alone refuses what it alone would misread)
+            entries = []
+            for entry, net in zip(per, self.members):
+                own = net.training_summary if isinstance(net.training_summary, dict) else {}
+                if isinstance(entry, dict) and "input" not in entry \
+                        and isinstance(own.get("input"), str):
+                    entry = dict(entry, input=own["input"])
+                entries.append(entry)
+            metadata = dict(metadata, members=entries)
         if not trained_on_pixels(metadata) and any(trained_on_pixels(m.training_summary)
                                                    for m in self.members):
             # (what check_pixel_floats reads)
