@@ -208,12 +208,10 @@ static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, dc_csr_room
     const int64_t *edge = out->col_edges != NULL ? out->col_edges : whole;
     int32_t *colcnt = calloc((size_t)F, sizeof(int32_t));
     int64_t *cur = malloc((size_t)F * sizeof(int64_t));  /* write cursor of each column */
-    int64_t *end = malloc((size_t)F * sizeof(int64_t));  /* and where the column ends */
     int64_t *total = calloc((size_t)P, sizeof(int64_t)); /* entries of each group */
-    if (colcnt == NULL || cur == NULL || end == NULL || total == NULL) {
+    if (colcnt == NULL || cur == NULL || total == NULL) {
         free(colcnt);
         free(cur);
-        free(end);
         free(total);
         return DC_ERR_NOMEM;
     }
@@ -275,15 +273,16 @@ static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, dc_csr_room
             for (int64_t c = c0; c < c1; ++c) {
                 out_t->ptr[c] = cur[c] = q;
                 q += colcnt[c];
-                end[c] = q;
             }
             if (p == P - 1)
                 out_t->ptr[F] = q;
             int32_t *ti = out_t->idx;
             float *tv = out_t->val;
             /* The rows are read a second time: a row another thread wrote to since the
-             * count fills only its counted room, and a column past its counted end takes
-             * no more entries (DC_ERR_CHANGED; nothing is written out of bounds). */
+             * count fills only its counted room, and the CSC takes no entry past the
+             * group's stretch [rp[0], rp[B]); a column whose entries differ from its
+             * count shows at the end (DC_ERR_CHANGED; nothing is written out of bounds). */
+            const int64_t gend = rp[B];
             int bad = 0;
             for (int64_t r = 0; r < B; ++r) {
                 const int64_t src = ridx != NULL ? ridx[r] : r, e0 = rp[r];
@@ -294,22 +293,23 @@ static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, dc_csr_room
                     out->idx + e0, out->val + e0, m, in8 ? in8 + src * F + c0 : NULL,
                     in32 ? in32 + src * F + c0 : NULL, c1 - c0, c0, scale, bg ? bg + c0 : NULL);
                 bad |= got != m;
-                if (ti == NULL)
-                    continue;
-                /* (fewer than counted: the entries past them were not written) */
+                /* (fewer than counted: the entries past them were not written). Without
+                 * the CSC's entries (out_t's column starts only: the kept form, whose
+                 * column counts come from the count) the columns are still checked. */
                 const int64_t written = got < m ? got : m;
                 for (int64_t e = 0; e < written; ++e) {
-                    const int32_t c = ri[e];
-                    const int64_t k = cur[c];
-                    if (k == end[c]) {
-                        bad = 1;
-                        continue;
+                    const int64_t k = cur[ri[e]]++;
+                    if (ti != NULL && k < gend) {
+                        ti[k] = (int32_t)r;
+                        tv[k] = rv[e];
                     }
-                    cur[c] = k + 1;
-                    ti[k] = (int32_t)r;
-                    tv[k] = rv[e];
                 }
             }
+            /* each column filled to its count, or it changed (written past its count, into
+             * the columns after it, or short of it) */
+            for (int64_t c = c0; c + 1 < c1 && !bad; ++c)
+                bad = cur[c] != out_t->ptr[c + 1];
+            bad |= c1 > c0 && cur[c1 - 1] != gend;
             if (bad) {
 #ifdef _OPENMP
 #pragma omp atomic write
@@ -320,7 +320,6 @@ static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, dc_csr_room
     }
     free(colcnt);
     free(cur);
-    free(end);
     free(total);
     out->nnz = nnz;
     if (room_st != DC_OK)
