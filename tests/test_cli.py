@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+import digitcore
+
 
 def run(*args, cwd=None, env=None):
     full_env = dict(os.environ, DIGITCORE_NUM_THREADS="2", **(env or {}))
@@ -559,8 +561,9 @@ def test_python_dash_m_matches_console_script_help():
 # ---------------------------------------------------------------------------
 # a user's own IDX files (not the official checksums): --no-verify
 
-def _own_idx(directory, n_train=300, n_test=60, side=12, classes=3, seed=0):
-    """A learnable dataset in the MNIST file layout: class k lights up band k of the image."""
+def _own_idx(directory, n_train=300, n_test=60, side=12, classes=3, seed=0, width=None):
+    """A learnable dataset in the MNIST file layout: class k lights up band k of the image
+    (side x side, or side x width)."""
     from digitcore.datasets import FILES
     from digitcore.idx import write_idx
 
@@ -569,7 +572,7 @@ def _own_idx(directory, n_train=300, n_test=60, side=12, classes=3, seed=0):
     band = side // classes
     for images, labels, n in ((FILES[0], FILES[1], n_train), (FILES[2], FILES[3], n_test)):
         y = (np.arange(n) % classes).astype(np.uint8)
-        x = rng.integers(0, 60, (n, side, side), dtype=np.uint8)
+        x = rng.integers(0, 60, (n, side, side if width is None else width), dtype=np.uint8)
         for i, k in enumerate(y):
             x[i, k * band:(k + 1) * band] += 150
         write_idx(directory / (images + ".gz"), x)
@@ -661,3 +664,59 @@ def test_predict_without_pillow_reads_pngs_and_reports_other_files(tmp_path, mon
     out, err = capsys.readouterr()
     assert "d.jpg" in err and "digitcore[image]" in err and "Traceback" not in err
     assert "d.png" in out
+
+
+def test_evaluate_plots_for_images_that_are_not_square(tmp_path):
+    """--no-verify trains on any image size; evaluate --plots drew the first layer as a
+    square and failed after writing the other plots, printing no accuracy."""
+    pytest.importorskip("matplotlib")
+    d = _own_idx(tmp_path / "own", side=12, width=9)
+    r = run("train", "--data-dir", d, "--no-verify", "--epochs", "2", "--hidden", "8",
+            "--augment", "none", "--out", tmp_path / "m.safetensors")
+    assert r.returncode == 0, r.stderr
+    r = run("evaluate", tmp_path / "m.safetensors", "--data-dir", d, "--no-verify", "--json",
+            "--plots", tmp_path / "plots")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert len(s["plots"]) == 3 and all(os.path.getsize(p) > 1000 for p in s["plots"])
+    assert 0 <= s["accuracy"] <= 1
+
+
+def test_evaluate_plots_under_a_file_is_refused_before_evaluating(tmp_path, model):
+    (tmp_path / "a_file").write_text("x")
+    assert_one_line_error(run("evaluate", model[0], "--plots", tmp_path / "a_file" / "sub"),
+                          "--plots", "cannot make that directory")
+
+
+def test_a_named_data_dir_without_the_files_is_an_error_not_a_fallback(tmp_path, model):
+    """The search went on from an empty --data-dir to $DIGITCORE_DATA, the cache or the
+    bundled subset, without a word (evaluate reported 'mnist-mini')."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {"DIGITCORE_CACHE_DIR": str(tmp_path / "cache")}
+    for args in (["evaluate", model[0], "--data-dir", empty],
+                 ["train", "--data-dir", empty, "--epochs", "1"]):
+        assert_one_line_error(run(*args, env=env), f"--data-dir {empty}", "no MNIST files")
+    for args in (["train", "--dataset", "mnist-mini", "--data-dir", empty],
+                 ["train", "--dataset", "mnist-mini", "--download"]):
+        assert_one_line_error(run(*args, env=env), "mnist-mini is bundled")
+
+
+def test_predict_top_k_ranks_ties_as_the_answer_does(tmp_path):
+    """A tie: the answer is the lowest digit (argmax), and --top-k listed the highest
+    first (its JSON's top[0] was not the answer, and its text repeated one digit)."""
+    from digitcore.png import encode_png
+
+    (_, _), (xt, _) = digitcore.load_dataset("mnist-mini")
+    (tmp_path / "d.png").write_bytes(encode_png(xt[0]))
+    net = digitcore.Network([784, 10], seed=0)
+    net.flat_parameters[:] = 0  # every class 0.1
+    net.save(tmp_path / "zero.safetensors")
+    r = run("predict", tmp_path / "zero.safetensors", tmp_path / "d.png", "--top-k", "3",
+            "--json", "--any-strokes")
+    assert r.returncode == 0, r.stderr
+    p = json.loads(r.stdout)["predictions"][0]
+    assert p["digit"] == 0 and [t["digit"] for t in p["top"]] == [0, 1, 2]
+    r = run("predict", tmp_path / "zero.safetensors", tmp_path / "d.png", "--top-k", "3",
+            "--any-strokes")
+    assert r.returncode == 0 and "0 (10.0%); then 1 (10.0%), 2 (10.0%)" in r.stdout, r.stdout

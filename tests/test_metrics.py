@@ -200,3 +200,18 @@ def test_matches_sklearn_default_zero_division_and_target_names():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # ours does not warn
         M.classification_report(y_true, y_pred)
+
+
+def test_labels_of_another_kind_than_y_are_refused():
+    """Explicit labels as strings for number y (or the reverse) matched no sample: an
+    all-zero confusion matrix and scores, with no error."""
+    from digitcore import metrics
+
+    for labels, y in ((["0", "1"], [0, 1, 1]), ([0, 1], ["a", "b", "b"])):
+        with pytest.raises(TypeError, match="labels holds"):
+            metrics.confusion_matrix(y, y[::-1], labels=labels)
+        with pytest.raises(TypeError, match="labels holds"):
+            metrics.precision_recall_fscore_support(y, y[::-1], labels=labels)
+    # the same kind still works, with labels absent from y too
+    np.testing.assert_array_equal(metrics.confusion_matrix([0, 1, 1], [0, 1, 0], labels=[1, 0, 2]),
+                                  [[1, 1, 0], [0, 1, 0], [0, 0, 0]])

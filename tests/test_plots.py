@@ -232,3 +232,35 @@ def test_plot_augmented(tmp_path):
         plots.plot_augmented(x, "warp")
     with pytest.raises(ValueError, match="k must be a positive int"):
         plots.plot_augmented(x, "affine", k=0)
+
+
+def test_confusion_matrix_class_names_and_labels_of_the_wrong_kind():
+    fig = plots.plot_confusion_matrix([0, 1, 1], [0, 1, 0], class_names=["zero", "one"])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["zero", "one"]
+    assert sorted(t.get_text() for t in ax.texts) == ["0", "1", "1", "1"]
+    with pytest.raises(TypeError, match="labels holds"):  # (was a blank heatmap)
+        plots.plot_confusion_matrix([0, 1, 1], [0, 1, 0], labels=["zero", "one"])
+    with pytest.raises(ValueError, match="3 class_names for a 2-class"):
+        plots.plot_confusion_matrix([0, 1, 1], [0, 1, 0], class_names=["a", "b", "c"])
+
+
+def test_first_layer_of_images_that_are_not_square():
+    w = np.arange(6 * 20, dtype=np.float32).reshape(6, 20)
+    with pytest.raises(ValueError, match="image_shape"):
+        plots.plot_first_layer(w)
+    fig = plots.plot_first_layer(w, image_shape=(4, 5))
+    mosaic = fig.axes[0].images[0].get_array()
+    gap = 1
+    assert mosaic.shape[0] % (4 + gap) == gap and mosaic.shape[1] % (5 + gap) == gap
+    with pytest.raises(ValueError, match="does not hold"):
+        plots.plot_first_layer(w, image_shape=(5, 5))
+
+
+def test_mistakes_k_must_be_positive():
+    imgs = np.zeros((3, 4, 4))
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    for k in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="k must be a positive int"):
+            plots.plot_mistakes(imgs, [1, 1, 0], proba, k=k)
+    assert plots.plot_mistakes(imgs, [1, 1, 0], proba, k=None) is not None

@@ -220,17 +220,21 @@ def label_pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
             f"{y_pred.shape[0]}")
     if y_true.shape[0] == 0:
         raise ValueError("y_true and y_pred are empty")
-    kinds = {"number" if a.dtype.kind in "biuf" else "text" if a.dtype.kind in "US" else "other"
-             for a in (y_true, y_pred)}
+    kinds = {_label_kind(a) for a in (y_true, y_pred)}
     if kinds == {"number", "text"}:  # (never equal: accuracy 0 for labels that agree)
         raise TypeError(f"y_true holds {y_true.dtype} labels and y_pred {y_pred.dtype}: "
                         "numbers and strings never compare equal; give both as one kind")
     return y_true, y_pred
 
 
+def _label_kind(a: np.ndarray) -> str:
+    return "number" if a.dtype.kind in "biuf" else "text" if a.dtype.kind in "US" else "other"
+
+
 def labels_in(y_true: np.ndarray, y_pred: np.ndarray, labels) -> np.ndarray:
-    """The classes a metric counts, in order: ``labels`` (1-D, non-empty, no duplicates),
-    or when None the sorted union of ``y_true`` and ``y_pred`` (as scikit-learn)."""
+    """The classes a metric counts, in order: ``labels`` (1-D, non-empty, no duplicates,
+    numbers for number labels and strings for string ones), or when None the sorted union
+    of ``y_true`` and ``y_pred`` (as scikit-learn)."""
     if labels is None:
         try:
             return np.union1d(y_true, y_pred)
@@ -243,4 +247,9 @@ def labels_in(y_true: np.ndarray, y_pred: np.ndarray, labels) -> np.ndarray:
         raise ValueError(f"labels must be a non-empty 1-D array, got shape {labels.shape}")
     if np.unique(labels).shape[0] != labels.shape[0]:
         raise ValueError("labels contains duplicates")
+    if {_label_kind(labels), _label_kind(y_true)} == {"number", "text"}:
+        # (never equal: every sample would fall outside the labels, and every count be 0)
+        raise TypeError(f"labels holds {labels.dtype} values and y {y_true.dtype} ones: "
+                        "numbers and strings never compare equal; give labels as the "
+                        "classes in y (class names for display go elsewhere)")
     return labels

@@ -1,7 +1,8 @@
 """The ``digitcore`` command line (also ``python -m digitcore``).
 
 User errors (missing file, bad argument, malformed model or data) print one line to
-stderr and exit with status 2; ``--debug`` shows the traceback instead.
+stderr and exit with status 2; ``--debug`` shows the traceback instead. Options the
+parser itself refuses print its usage line first, as argparse does.
 """
 
 from __future__ import annotations
@@ -245,6 +246,9 @@ def _load_data(dataset, data_dir, download=False, verify=True, test_only=False):
     from digitcore import datasets
 
     files = datasets.FILES[2:] if test_only else datasets.FILES
+    if dataset == "mnist-mini" and (data_dir is not None or download):
+        raise UsageError("--dataset mnist-mini is bundled with digitcore: --data-dir and "
+                         "--download do not apply to it")
     if data_dir is not None and not download and not os.path.isdir(data_dir):
         raise UsageError(f"--data-dir {data_dir}: no such directory")
     if dataset is None and download:  # (the default's mnist-mini fallback never downloads)
@@ -262,6 +266,18 @@ def _load_data(dataset, data_dir, download=False, verify=True, test_only=False):
             raise UsageError(
                 "--no-verify: no IDX files found; put " + ", ".join(files)
                 + " (raw or .gz) in the folder given with --data-dir")
+    if data_dir is not None and not download:
+        # a folder given by name is the one read: without this, the search went on to
+        # $DIGITCORE_DATA, the cache or the bundled subset without a word about it
+        found = datasets.find_dataset_files(dataset or "mnist", data_dir, files)
+        base = os.path.realpath(os.path.expanduser(data_dir))
+        if found is None or not all(os.path.realpath(p).startswith(base + os.sep)
+                                    for p in found.values()):
+            title = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}.get(
+                dataset or "mnist", dataset)
+            raise UsageError(f"--data-dir {data_dir}: no {title} files there (" + ", ".join(files)
+                             + ", raw or .gz, in it or in its dataset subfolder)")
+    if dataset is None:
         name, train, test, notice = datasets.resolve_default_dataset(
             data_dir, verify=verify, test_only=test_only)
         if notice:
@@ -460,6 +476,11 @@ def cmd_evaluate(args):
         if os.path.exists(args.plots) and not os.path.isdir(args.plots):
             raise UsageError(f"--plots {args.plots}: it is a file; --plots takes a directory "
                              "(made if missing) to write the PNG files into")
+        try:
+            os.makedirs(args.plots, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--plots {args.plots}: cannot make that directory "
+                             f"({exc.strerror or exc})") from None
     net = load_model(args.model)
     name, _, (x_te, y_te) = _load_data(args.dataset, args.data_dir, verify=args.verify,
                                        test_only=True)
@@ -485,7 +506,8 @@ def cmd_evaluate(args):
         paths = {"confusion_matrix.png": lambda p: plots.plot_confusion_matrix(cm, path=p),
                  "mistakes.png": lambda p: plots.plot_mistakes(x_te, y_te, proba, 25, path=p),
                  "first_layer.png": lambda p: plots.plot_first_layer(
-                     getattr(net, "members", [net])[0], path=p)}
+                     getattr(net, "members", [net])[0], path=p,
+                     image_shape=x_te.shape[1:] if x_te.ndim == 3 else None)}
         for fname, draw in paths.items():
             target = os.path.join(args.plots, fname)
             draw(target)
@@ -571,10 +593,11 @@ def cmd_predict(args):
             results.append(entry)
             print(f"digitcore predict: {message}", file=sys.stderr)
             continue
-        top = np.argsort(proba)[::-1][:k]
+        # most probable first, ties by the lower digit, as the answer's argmax takes them
+        top = np.argsort(-proba, kind="stable")[:k]
         results.append({"image": path, "digit": digit, "confidence": float(proba[digit]),
                         "top": [{"digit": int(d), "probability": float(proba[d])} for d in top]})
-        alts = ", ".join(f"{int(d)} ({proba[d]:.1%})" for d in top[1:])
+        alts = ", ".join(f"{int(d)} ({proba[d]:.1%})" for d in top if d != digit)
         lines.append(f"{path}: {digit} ({proba[digit]:.1%})" + (f"; then {alts}" if alts else ""))
     _emit(args, {"model": model or "pretrained", "tta": tta, "predictions": results,
                  "failed": failed}, lines)

@@ -158,7 +158,7 @@ def plot_history(history, path=None, title=None):
 
 
 def plot_confusion_matrix(cm_or_y_true, y_pred=None, labels=None, normalize=False, path=None,
-                          title="confusion matrix"):
+                          title="confusion matrix", class_names=None):
     """Heatmap of a confusion matrix with the counts written in the cells.
 
     Parameters
@@ -170,7 +170,11 @@ def plot_confusion_matrix(cm_or_y_true, y_pred=None, labels=None, normalize=Fals
         Predicted labels; the matrix is computed with
         :func:`digitcore.metrics.confusion_matrix`.
     labels : sequence, optional
-        Class names for the axes (and, with `y_pred`, the classes to count).
+        With `y_pred`: the classes to count, in order (values like those in the labels:
+        numbers for number labels). With a matrix: names for its axes.
+    class_names : sequence of str, optional
+        Names for the axes, one per class of the matrix, in its order (e.g. Fashion-MNIST's
+        "T-shirt/top", ... for labels 0-9). Default: the classes (or `labels`) as text.
     normalize : bool
         Colour by the fraction of each true class (rows sum to 1); cells
         still show counts.
@@ -200,6 +204,11 @@ def plot_confusion_matrix(cm_or_y_true, y_pred=None, labels=None, normalize=Fals
         names = [str(c) for c in (labels if labels is not None else range(cm.shape[0]))]
         if len(names) != cm.shape[0]:
             raise ValueError(f"{len(names)} labels for a {cm.shape[0]}-class confusion matrix")
+    if class_names is not None:
+        names = [str(c) for c in class_names]
+        if len(names) != cm.shape[0]:
+            raise ValueError(f"{len(names)} class_names for a {cm.shape[0]}-class confusion "
+                             "matrix")
     k = cm.shape[0]
     if normalize:
         rows = cm.sum(axis=1, keepdims=True).astype(np.float64)
@@ -255,6 +264,9 @@ def plot_mistakes(images, y_true, proba, k=25, path=None, ncols=None, class_name
     from digitcore.metrics import top_mistakes
 
     imgs = _as_images(images)
+    if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
+        # (0 drew "no mistakes" whatever the mistakes)
+        raise ValueError(f"k must be a positive int or None (all), got {k!r}")
     mistakes = top_mistakes(y_true, proba, k=k)  # validates y_true and proba
     if imgs.shape[0] != np.shape(y_true)[0]:
         raise ValueError(f"images has {imgs.shape[0]} samples but y_true has "
@@ -326,7 +338,7 @@ def plot_samples(images, labels=None, n=25, path=None, ncols=None, class_names=N
     return _finish(fig, path)
 
 
-def plot_first_layer(network_or_weights, n=64, path=None, ncols=None):
+def plot_first_layer(network_or_weights, n=64, path=None, ncols=None, image_shape=None):
     """First-layer weights of each hidden unit as an image (28x28 for MNIST).
 
     The units are tiled into one mosaic, each scaled by its largest absolute
@@ -343,6 +355,8 @@ def plot_first_layer(network_or_weights, n=64, path=None, ncols=None):
     path : str or os.PathLike, optional
         Also save the figure there as PNG.
     ncols : int, optional
+    image_shape : (int, int), optional
+        The images' (height, width); default: square.
 
     Returns
     -------
@@ -356,23 +370,33 @@ def plot_first_layer(network_or_weights, n=64, path=None, ncols=None):
     w = np.asarray(w, dtype=np.float64)
     if w.ndim != 2:
         raise ValueError(f"first-layer weights must have shape (units, features), got {w.shape}")
-    side = math.isqrt(w.shape[1])
-    if side * side != w.shape[1] or side == 0:
-        raise ValueError(f"first layer has {w.shape[1]} inputs, not a square image")
+    if image_shape is None:
+        side = math.isqrt(w.shape[1])
+        if side * side != w.shape[1] or side == 0:
+            raise ValueError(f"first layer has {w.shape[1]} inputs, not a square image: "
+                             "give image_shape=(height, width)")
+        image_shape = (side, side)
+    try:
+        hgt, wid = (int(v) for v in image_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"image_shape must be (height, width), got {image_shape!r}") from None
+    if hgt < 1 or wid < 1 or hgt * wid != w.shape[1]:
+        raise ValueError(f"image_shape {image_shape!r} does not hold the first layer's "
+                         f"{w.shape[1]} inputs")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
     count = min(int(n), w.shape[0])
     rows, cols = _grid(count, ncols)
     # One mosaic image instead of an axes per unit: drawing stays fast for 100s of units.
     # Each unit is scaled to [-1, 1] by its own largest |weight|; NaN gaps show as white.
-    gap = max(1, side // 14)
-    mosaic = np.full((rows * (side + gap) + gap, cols * (side + gap) + gap), np.nan)
+    gap = max(1, max(hgt, wid) // 14)
+    mosaic = np.full((rows * (hgt + gap) + gap, cols * (wid + gap) + gap), np.nan)
     for i in range(count):
-        unit = w[i].reshape(side, side)
+        unit = w[i].reshape(hgt, wid)
         lim = float(np.abs(unit).max()) or 1.0
         r, c = divmod(i, cols)
-        y0, x0 = gap + r * (side + gap), gap + c * (side + gap)
-        mosaic[y0:y0 + side, x0:x0 + side] = unit / lim
+        y0, x0 = gap + r * (hgt + gap), gap + c * (wid + gap)
+        mosaic[y0:y0 + hgt, x0:x0 + wid] = unit / lim
     fig = _figure(max(3.0, 0.9 * cols + 0.8), max(2.5, 0.9 * rows + 0.6))
     ax = fig.subplots()
     from matplotlib import colormaps
