@@ -493,3 +493,92 @@ def test_an_early_stopping_in_callbacks_resumes_with_its_state(tmp_path):
     net2, h2, es2 = run(tmp_path / "ck", resume=True)
     assert (len(h2), es2.best_epoch, es2.best) == (len(h0), es0.best_epoch, es0.best)
     assert np.array_equal(net2.flat_parameters, net0.flat_parameters)
+
+
+# ---- state a resume used to lose (an outside review) ------------------------------------------
+
+def _mini(n=2000):
+    (x, y), _ = digitcore.load_dataset("mnist-mini")
+    return x[:n], y[:n]
+
+
+def test_a_learning_rate_changed_by_a_callback_survives_a_resume(tmp_path):
+    """A callback that lowers trainer.optimizer.lr (reduce-on-plateau style) took effect;
+    the checkpoint did not record it, so a resume went back to the starting rate and
+    ended with other weights, with no error."""
+    x, y = _mini()
+
+    def run(ck=None, stop_at=None, resume=False):
+        net = digitcore.Network([784, 16, 10], seed=0)
+
+        def halve(epoch, logs):
+            tr.optimizer.lr *= 0.5
+
+        def ctrl_c(epoch, logs):
+            if epoch == stop_at:
+                raise KeyboardInterrupt
+
+        tr = digitcore.Trainer(net, optimizer="sgd", lr=0.1, epochs=4, seed=1, batch_size=32,
+                               verbose=0, checkpoint=ck, checkpoint_seconds=0,
+                               callbacks=[halve, ctrl_c])
+        tr.fit(x, y, resume=resume)
+        return net, tr
+
+    whole, tr_whole = run()
+    run(tmp_path, stop_at=1)
+    resumed, tr_resumed = run(tmp_path, resume=True)
+    np.testing.assert_array_equal(resumed.flat_parameters, whole.flat_parameters)
+    assert tr_resumed.optimizer.lr == tr_whole.optimizer.lr == 0.1 / 16
+
+
+def test_chunk_settings_do_not_block_a_resume(tmp_path):
+    """chunk_samples and chunk_seconds never change the weights, but were part of the run
+    a resume must match."""
+    x, y = _mini(600)
+    net = digitcore.Network([784, 8, 10], seed=0)
+    digitcore.Trainer(net, epochs=1, seed=0, verbose=0, checkpoint=tmp_path,
+                      chunk_seconds=None).fit(x, y)
+    net2 = digitcore.Network([784, 8, 10], seed=0)
+    digitcore.Trainer(net2, epochs=1, seed=0, verbose=0, checkpoint=tmp_path,
+                      chunk_samples=128).fit(x, y, resume=True)
+    np.testing.assert_array_equal(net2.flat_parameters, net.flat_parameters)
+
+
+def test_ctrl_c_as_a_chunk_returns_keeps_the_step_count_with_the_moments():
+    """Without a checkpoint, Ctrl-C is raised as soon as the C loop returns: the chunk's
+    updates were in the parameters and Adam's moments but not in the step count, and a
+    second fit ran Adam's bias correction (and dropout's masks) at the wrong step."""
+    x, y = _mini(1024)
+    net = digitcore.Network([784, 16, 10], seed=0)
+    real = net.c_net
+
+    class Interrupting:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def train(self, *args, **kwargs):
+            out = self.inner.train(*args, **kwargs)
+            raise KeyboardInterrupt  # (as the pending signal is delivered on return)
+            return out
+
+    net.c_net = lambda *a, **k: Interrupting(real(*a, **k))
+    tr = digitcore.Trainer(net, epochs=2, seed=0, verbose=0, batch_size=64,
+                           chunk_samples=256, chunk_seconds=None)
+    h = tr.fit(x, y)
+    assert h.interrupted
+    assert tr.optimizer.step_count == 256 // 64
+    assert np.abs(tr.optimizer.grad_avg).max() > 0
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(patience="x"), "patience"), (dict(patience=2.5), "patience"),
+    (dict(patience=-1), "patience"), (dict(min_delta=float("inf")), "min_delta"),
+    (dict(min_delta=float("nan")), "min_delta"), (dict(min_delta=-0.1), "min_delta")])
+def test_early_stopping_arguments_are_checked(kw, match):
+    from digitcore.trainer import EarlyStopping
+
+    with pytest.raises(ValueError, match=match):
+        EarlyStopping(**kw)

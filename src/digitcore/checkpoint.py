@@ -38,6 +38,7 @@ import contextlib
 import glob
 import hashlib
 import json
+import math
 import os
 import struct
 import time
@@ -228,6 +229,11 @@ class Checkpointer:
             epochs, logs = list(h["epoch"]), {k: list(h["history"][k]) for k in history.KEYS}
             stopped_early, best_epoch = bool(h.get("stopped_early", False)), h.get("best_epoch")
             step = int(state["step"])
+            # the rate a callback may have changed since the run began (files written
+            # before it was recorded keep the optimizer's)
+            lr = float(state["lr"]) if "lr" in state else float(opt.lr)
+            if not (math.isfinite(lr) and lr > 0):
+                raise ValueError(f"lr {lr} is not a positive finite rate")
             # every early stopping's state, read whole before anything is changed
             es_states = []
             for key, es in stoppings:
@@ -252,6 +258,7 @@ class Checkpointer:
             if getattr(opt, name) is not None:
                 getattr(opt, name)[...] = tensors[f"optimizer.{name}"]
         opt.step_count = step
+        opt.lr = lr
         history.epoch[:] = epochs
         history.history.update(logs)
         history.stopped_early, history.best_epoch = stopped_early, best_epoch
@@ -280,7 +287,7 @@ class Checkpointer:
         epoch, batch, loss_sum, correct, seen, elapsed = position
         state = {
             "version": VERSION, "run": self.run, "seed": history.seed,
-            "step": opt.step_count, "finished": bool(finished),
+            "step": opt.step_count, "lr": float(opt.lr), "finished": bool(finished),
             "position": {"epoch": epoch, "batch": batch, "loss_sum": loss_sum,
                          "correct": correct, "seen": seen, "elapsed": elapsed},
             "rng_epoch_start": rng_epoch_start,

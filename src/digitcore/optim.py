@@ -157,7 +157,9 @@ class SGD(Optimizer):
     ``MLPClassifier``, applied between epochs by :meth:`iteration_ends` and
     :meth:`trigger_stopping`: "constant"; "invscaling", ``lr = learning_rate_init /
     (t + 1) ** power_t`` after ``t`` samples; "adaptive", ``lr /= 5`` each time the
-    stopping criterion is met, stopping once ``lr <= 1e-6``.
+    stopping criterion is met, stopping once ``lr <= 1e-6``. Only ``MLPClassifier`` calls
+    those two: :class:`~digitcore.Trainer` ignores ``lr_schedule`` and follows its own
+    ``schedule=`` ("step", "cosine", warmup).
     """
 
     kind = "sgd"

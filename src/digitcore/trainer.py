@@ -229,11 +229,11 @@ class EarlyStopping(Callback):
         if monitor not in ("val_loss", "val_accuracy", "loss", "accuracy"):
             raise ValueError(f"monitor must be val_loss, val_accuracy, loss or accuracy, "
                              f"got {monitor!r}")
-        if int(patience) < 0:
-            raise ValueError(f"patience must be >= 0, got {patience}")
+        # (an infinite or NaN min_delta made every comparison false: training stopped after
+        # patience + 1 epochs with nothing to restore)
+        self.patience = count_value(patience, "patience", 0)
+        self.min_delta = positive_value(min_delta, "min_delta", allow_zero=True)
         self.monitor = monitor
-        self.patience = int(patience)
-        self.min_delta = abs(float(min_delta))
         self.restore_best = bool(restore_best)
         self.mode = "max" if "accuracy" in monitor else "min"
 
@@ -321,7 +321,7 @@ class _Progress:
 # Trainer attributes that do not decide a run's bits (or are recorded on their own).
 _NOT_RUN_SETTINGS = {"network", "optimizer", "verbose", "stream", "callbacks", "history",
                      "stop_training", "checkpoint", "checkpoint_seconds", "early_stopping",
-                     "_keep_input"}
+                     "_keep_input", "chunk_samples", "chunk_seconds"}
 
 
 def _setting(value):
@@ -734,6 +734,12 @@ class Trainer:
                         if not math.isfinite(c_net.evaluate(x2[last], labels[last], scale,
                                                              shift)[0]):
                             raise _Diverged(b1 - 1 - b0, "the outputs overflowed")
+                    except KeyboardInterrupt:
+                        # Ctrl-C is delivered as the C loop returns: the chunk's updates are
+                        # in the parameters and moments, so its steps must be in the count
+                        # (Adam's bias correction and dropout's masks follow it)
+                        opt.step_count = cfg["step"]
+                        raise
                     except FloatingPointError as exc:
                         # undo the chunk: the batches before the one whose loss was
                         # NaN/inf may already have blown the parameters up
