@@ -576,9 +576,38 @@ def test_ctrl_c_as_a_chunk_returns_keeps_the_step_count_with_the_moments():
 @pytest.mark.parametrize("kw, match", [
     (dict(patience="x"), "patience"), (dict(patience=2.5), "patience"),
     (dict(patience=-1), "patience"), (dict(min_delta=float("inf")), "min_delta"),
-    (dict(min_delta=float("nan")), "min_delta"), (dict(min_delta=-0.1), "min_delta")])
+    (dict(min_delta=float("nan")), "min_delta"), (dict(min_delta=float("-inf")), "min_delta")])
 def test_early_stopping_arguments_are_checked(kw, match):
     from digitcore.trainer import EarlyStopping
 
     with pytest.raises(ValueError, match=match):
         EarlyStopping(**kw)
+    assert EarlyStopping(min_delta=-0.1).min_delta == 0.1  # (its sign ignored, as Keras)
+
+
+def test_a_version_2_checkpoint_with_chunk_settings_and_no_rate_resumes(tmp_path):
+    """Version 2 (before the rate was recorded) had the chunking in its run config: such
+    a file resumes, with the optimizer's rate as it is."""
+    from digitcore import checkpoint
+
+    net, tr, x, y = _small_run(tmp_path, epochs=1)
+    tr.fit(x, y)
+    path = tmp_path / "ck" / FILE_NAME
+    state, tensors = read_checkpoint(path)
+    assert state["version"] == checkpoint.VERSION == 3 and "lr" in state
+    del state["lr"]
+    state["version"] = 2
+    state["run"]["trainer"].update(chunk_samples=None, chunk_seconds=0.25)
+    state.pop("state_sha256")
+    state["state_sha256"] = checkpoint._state_digest(state)
+    path.write_bytes(checkpoint._encode(state, tensors))
+    assert read_checkpoint(path)[0]["version"] == 2
+    net2, tr2, x, y = _small_run(tmp_path, epochs=1)
+    tr2.fit(x, y, resume=True)
+    assert np.array_equal(net2.flat_parameters, net.flat_parameters)
+    # and a newer version than this digitcore knows is refused, saying so
+    state["version"] = 4
+    state["state_sha256"] = checkpoint._state_digest(state)
+    path.write_bytes(checkpoint._encode(state, tensors))
+    with pytest.raises(CheckpointError, match="newer digitcore"):
+        read_checkpoint(path)

@@ -13,6 +13,7 @@ rename), so the last complete checkpoint is only ever replaced by another comple
     metadata  "format" = "digitcore-checkpoint", "checkpoint" = JSON of:
               "version"; "run" (the full config: network, trainer, optimizer, data
               fingerprint); "seed" (the run's); "step" (the optimizer's step count);
+              "lr" (the optimizer's rate, which a callback may have changed; version 3);
               "position" (epoch, batch within it, the epoch's partial loss/accuracy sums
               and seconds); "rng_epoch_start" (the shuffling generator's state at the
               start of that epoch); "history" so far; "early_stopping" and "callbacks"
@@ -53,7 +54,9 @@ __all__ = ["CheckpointError", "FILE_NAME", "read_checkpoint"]
 
 FILE_NAME = "checkpoint.safetensors"
 FORMAT = "digitcore-checkpoint"
-VERSION = 2  # 2: the state has its own SHA-256 ("state_sha256"); 1 had none
+# 3: the optimizer's rate ("lr"); 2: the state has its own SHA-256 ("state_sha256"); 1 had
+# none. An older digitcore refuses a newer file rather than resume it without its rate.
+VERSION = 3
 _MAX_HEADER = 1 << 24
 
 
@@ -140,8 +143,9 @@ def read_checkpoint(path):
             RecursionError) as exc:
         raise bad(f"its header cannot be read ({type(exc).__name__}: {exc})") from None
     version = state.get("version") if isinstance(state, dict) else "?"
-    if isinstance(version, bool) or version not in (1, VERSION):
-        raise bad(f"checkpoint version {version!r} is not 1 or {VERSION}")
+    if isinstance(version, bool) or version not in (1, 2, VERSION):
+        raise bad(f"checkpoint version {version!r} is not 1 to {VERSION} (a newer digitcore "
+                  "may have written it)")
     data = blob[8 + n:]
     if hashlib.sha256(data).hexdigest() != state.get("sha256"):
         raise bad("its tensor data does not match the recorded SHA-256 (the file is "
@@ -232,8 +236,8 @@ class Checkpointer:
             # the rate a callback may have changed since the run began (files written
             # before it was recorded keep the optimizer's)
             lr = float(state["lr"]) if "lr" in state else float(opt.lr)
-            if not (math.isfinite(lr) and lr > 0):
-                raise ValueError(f"lr {lr} is not a positive finite rate")
+            if not (math.isfinite(lr) and lr >= 0):  # (a callback may set 0)
+                raise ValueError(f"lr {lr} is not a finite rate >= 0")
             # every early stopping's state, read whole before anything is changed
             es_states = []
             for key, es in stoppings:
@@ -332,6 +336,10 @@ def _upgrade(state, tensors):
     trainer_cfg = run.get("trainer") if isinstance(run, dict) else None
     if isinstance(trainer_cfg, dict) and "l1" not in trainer_cfg:
         trainer_cfg["l1"] = 0.0
+    # written when the chunking (which never changes the weights) was part of the run
+    if isinstance(trainer_cfg, dict):
+        trainer_cfg.pop("chunk_samples", None)
+        trainer_cfg.pop("chunk_seconds", None)
     old1, old2 = tensors.pop("optimizer.state1", None), tensors.pop("optimizer.state2", None)
     if old1 is not None:
         tensors["optimizer.sq_avg" if kind == "rmsprop" else "optimizer.grad_avg"] = old1

@@ -221,6 +221,9 @@ class EarlyStopping(Callback):
         Epochs in a row without improvement (by more than ``min_delta``) that are
         tolerated: training stops at the ``patience + 1``-th, as scikit-learn counts
         ``n_iter_no_change`` (Keras's ``patience`` stops at the ``patience``-th).
+    min_delta : float
+        The least change of the metric that counts as an improvement (finite; its sign is
+        ignored).
     restore_best : bool
         Put back the parameters of the best epoch when training ends.
     """
@@ -230,9 +233,10 @@ class EarlyStopping(Callback):
             raise ValueError(f"monitor must be val_loss, val_accuracy, loss or accuracy, "
                              f"got {monitor!r}")
         # (an infinite or NaN min_delta made every comparison false: training stopped after
-        # patience + 1 epochs with nothing to restore)
+        # patience + 1 epochs with nothing to restore); its sign is ignored, as Keras does
         self.patience = count_value(patience, "patience", 0)
-        self.min_delta = positive_value(min_delta, "min_delta", allow_zero=True)
+        self.min_delta = positive_value(abs(real_value(min_delta, "min_delta")), "min_delta",
+                                        allow_zero=True)
         self.monitor = monitor
         self.restore_best = bool(restore_best)
         self.mode = "max" if "accuracy" in monitor else "min"
