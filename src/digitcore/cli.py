@@ -269,10 +269,7 @@ def _load_data(dataset, data_dir, download=False, verify=True, test_only=False):
     if data_dir is not None and not download:
         # a folder given by name is the one read: without this, the search went on to
         # $DIGITCORE_DATA, the cache or the bundled subset without a word about it
-        found = datasets.find_dataset_files(dataset or "mnist", data_dir, files)
-        base = os.path.realpath(os.path.expanduser(data_dir))
-        if found is None or not all(os.path.realpath(p).startswith(base + os.sep)
-                                    for p in found.values()):
+        if not datasets.folder_has_dataset(dataset or "mnist", data_dir, files):
             title = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}.get(
                 dataset or "mnist", dataset)
             raise UsageError(f"--data-dir {data_dir}: no {title} files there (" + ", ".join(files)

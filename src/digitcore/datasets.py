@@ -211,6 +211,16 @@ def find_dataset_files(name: str = "mnist", data_dir=None, files=FILES) -> dict[
     return None
 
 
+def folder_has_dataset(name: str, data_dir, files=FILES) -> bool:
+    """Whether ``data_dir`` itself (or its dataset subfolder) holds all of ``name``'s four
+    files (or of ``files``): the folder a user named, without the search's other places
+    ($DIGITCORE_DATA, the cache)."""
+    spec = _spec(name)
+    base = Path(data_dir).expanduser()
+    return any(all(_file_in(d, f) for f in files) for d in [*(base / s for s in spec.subdirs),
+                                                              base])
+
+
 def incomplete_dataset_files(name: str, data_dir, files=FILES) -> tuple[Path, list[str]] | None:
     """``(folder, the file names it lacks)`` for ``data_dir`` (or its dataset subfolder)
     when it holds some of ``name``'s four files (or of ``files``) but not all (a partial
