@@ -493,6 +493,18 @@ def test_a_committee_with_any_member_trained_on_pixels_refuses_0_255_floats(tmp_
         with pytest.raises(ValueError, match="trained on uint8 pixels"):
             answer(x.astype(np.float32))
     assert loaded.members[1].predict(x.astype(np.float32)).shape == (200,)
+    # no summary at all: the entries are written from the members' own records
+    digitcore.Committee([_trained_on(x, y), on_floats]).save(tmp_path / "n.safetensors")
+    loaded = digitcore.load_model(tmp_path / "n.safetensors")
+    with pytest.raises(ValueError, match="trained on uint8 pixels"):
+        loaded.members[0].predict(x.astype(np.float32))
+    assert loaded.members[1].predict(x.astype(np.float32)).shape == (200,)
+    # a stale entry saying float32 for a member trained on pixels does not clear it
+    stale = {"members": [{"input": "float32"}, {"input": "float32"}]}
+    digitcore.Committee([_trained_on(x, y), on_floats]).save(tmp_path / "t.safetensors",
+                                                              metadata=stale)
+    loaded = digitcore.load_model(tmp_path / "t.safetensors")
+    assert [m["input"] for m in loaded.training_summary["members"]] == ["uint8", "float32"]
     # a file whose entries never said (written before): each member takes the file's
     from digitcore._modelfile import write_committee
 

@@ -212,18 +212,26 @@ class Committee:
         ``digitcore.load_model(path)`` reads it back as a Committee."""
         if metadata is None:
             metadata = self.training_summary
-        per = metadata.get("members") if isinstance(metadata, dict) else None
-        if isinstance(per, list) and len(per) == len(self.members):
-            # each member's entry says what that member read, where it does not already
-            # (loaded, a member used alone refuses what it alone would misread)
+        records = [net.training_summary.get("input")
+                   if isinstance(net.training_summary, dict) else None for net in self.members]
+        if any(isinstance(r, str) for r in records) and (metadata is None
+                                                          or isinstance(metadata, dict)):
+            # each member's entry says what that member read (loaded, a member used alone
+            # refuses what it alone would misread): its own record, or the entry's when it
+            # has none; "uint8" when either says so (a stale entry must not clear it)
+            per = (metadata or {}).get("members")
+            if not (isinstance(per, list) and len(per) == len(self.members)):
+                per = [{} for _ in self.members]
             entries = []
-            for entry, net in zip(per, self.members):
-                own = net.training_summary if isinstance(net.training_summary, dict) else {}
-                if isinstance(entry, dict) and "input" not in entry \
-                        and isinstance(own.get("input"), str):
-                    entry = dict(entry, input=own["input"])
+            for entry, own in zip(per, records):
+                if isinstance(entry, dict):
+                    said = {entry.get("input"), own}
+                    entry = dict(entry, input="uint8" if "uint8" in said
+                                 else own if isinstance(own, str) else entry.get("input"))
+                    if entry["input"] is None:
+                        del entry["input"]
                 entries.append(entry)
-            metadata = dict(metadata, members=entries)
+            metadata = dict(metadata or {}, members=entries)
         if not trained_on_pixels(metadata) and any(trained_on_pixels(m.training_summary)
                                                    for m in self.members):
             # (what check_pixel_floats reads)
