@@ -735,3 +735,17 @@ def test_a_refit_whose_validation_split_fails_leaves_the_model_as_it_was(digits)
     np.testing.assert_array_equal(clf.network_.flat_parameters, params)
     np.testing.assert_array_equal(clf.predict_proba(X), proba)
     assert not hasattr(clf, "_began")
+
+
+def test_a_refused_partial_fit_leaves_the_networks_dropout():
+    """partial_fit set the new dropout on the fitted network before a later refusal
+    (early_stopping is not for partial_fit): the network kept it, and its saved config."""
+    rng = np.random.default_rng(0)
+    X, y = rng.random((60, 8)), np.arange(60) % 3
+    clf = MLPClassifier((5,), random_state=0, dropout=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.partial_fit(X, y, classes=[0, 1, 2])
+    with pytest.raises(ValueError, match="early_stopping"):
+        clf.set_params(dropout=0.3, early_stopping=True).partial_fit(X, y)
+    assert clf.network_.dropout == 0.0

@@ -515,6 +515,8 @@ default="adam"
         # the old and the refused call's. The solvers say when training begins
         # (_began); an error after that leaves what the training did.
         saved = dict(self.__dict__)
+        net = saved.get("network_")
+        dropout = net.dropout if net is not None else None  # (set on it for warm starts)
         try:
             if setup is not None:
                 setup()
@@ -528,6 +530,8 @@ default="adam"
             if not self.__dict__.get("_began"):
                 self.__dict__.clear()
                 self.__dict__.update(saved)
+                if net is not None:
+                    net.dropout = dropout
             raise
         finally:
             self.__dict__.pop("_began", None)
@@ -651,8 +655,8 @@ default="adam"
             self._optimizer.weight_decay = l2  # the batch size may differ between calls
         self.n_iter_ = 0
         epochs = 1 if incremental else int(self.max_iter)
-        self._began = True
         if _is_sparse(X) or target.ndim == 2:
+            self._began = True
             stopped, interrupted = self._run_batches(X, target, val, bs, l2, epochs)
         else:
             stopped, interrupted = self._run_trainer(X, target, val, bs, l2, epochs)
@@ -709,6 +713,9 @@ default="adam"
         opt = self._optimizer
 
         class _Convergence(Callback):
+            def on_train_begin(self, logs=None):
+                est._began = True  # (after the Trainer's own checks of its settings and data)
+
             def on_epoch_end(self, epoch, logs):
                 loss = float(logs["loss"]) + est._penalty(l2)
                 score = float(logs["val_accuracy"]) if val is not None else None
