@@ -924,12 +924,12 @@ def test_a_huge_flat_png_is_refused_before_decoding(server, monkeypatch, use_pil
         crafted.append(sig + _chunk(b"tEXt", b"a\0b") + _ihdr(2049, 2049) + idat + end)
     real = app.decode_png_bytes
     if use_pillow:
-        from PIL import Image
+        from PIL import ImageFile
 
         def load(self):
             raise AssertionError("decoded a PNG past the size limit")
 
-        monkeypatch.setattr(Image.Image, "load", load)
+        monkeypatch.setattr(ImageFile.ImageFile, "load", load)  # (a PNG's load)
     else:
         monkeypatch.setattr(app, "decode_png_bytes",
                             lambda data, *a, **k: real(data, False, *a, **k))

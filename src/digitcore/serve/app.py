@@ -621,9 +621,10 @@ class Handler(BaseHTTPRequestHandler):
         else:
             foreign = origin is not None and origin.strip().lower() not in own
         if foreign:
-            origin = origin if origin is not None else f"a {site.strip()[:20]} site"
-            raise RequestError(403, f"requests from the page at {origin[:100]!r} are refused: "
-                                    "this server answers its own page and programs")
+            where = f"the page at {origin[:100]!r}" if origin is not None else \
+                f"another site's page (Sec-Fetch-Site: {site.strip()[:20]})"
+            raise RequestError(403, f"requests from {where} are refused: this server "
+                                    "answers its own page and programs")
         ctype = self.headers.get("Content-Type", "")
         if ctype.split(";", 1)[0].strip().lower() != "application/json":
             raise RequestError(415, "send the body as JSON, with the header 'Content-Type: "
