@@ -220,18 +220,19 @@ class Committee:
             # refuses what it alone would misread): its own record, or the entry's when it
             # has none; "uint8" when either says so (a stale entry must not clear it)
             per = (metadata or {}).get("members")
-            if not (isinstance(per, list) and len(per) == len(self.members)):
+            if per is None:  # (a "members" that is something else, a count, stays as it is)
                 per = [{} for _ in self.members]
-            entries = []
-            for entry, own in zip(per, records):
-                if isinstance(entry, dict):
-                    said = {entry.get("input"), own}
-                    entry = dict(entry, input="uint8" if "uint8" in said
-                                 else own if isinstance(own, str) else entry.get("input"))
-                    if entry["input"] is None:
-                        del entry["input"]
-                entries.append(entry)
-            metadata = dict(metadata or {}, members=entries)
+            if isinstance(per, list) and len(per) == len(records):
+                entries = []
+                for entry, own in zip(per, records):
+                    if isinstance(entry, dict):
+                        said = {entry.get("input"), own}
+                        entry = dict(entry, input="uint8" if "uint8" in said
+                                     else own if isinstance(own, str) else entry.get("input"))
+                        if entry["input"] is None:
+                            del entry["input"]
+                    entries.append(entry)
+                metadata = dict(metadata or {}, members=entries)
         if not trained_on_pixels(metadata) and any(trained_on_pixels(m.training_summary)
                                                    for m in self.members):
             # (what check_pixel_floats reads)
