@@ -587,27 +587,64 @@ def test_early_stopping_arguments_are_checked(kw, match):
 
 def test_a_version_2_checkpoint_with_chunk_settings_and_no_rate_resumes(tmp_path):
     """Version 2 (before the rate was recorded) had the chunking in its run config: such
-    a file resumes, with the optimizer's rate as it is."""
+    a file, of a run interrupted after its first epoch, resumes at the optimizer's rate
+    and ends as the whole run does."""
     from digitcore import checkpoint
 
-    net, tr, x, y = _small_run(tmp_path, epochs=1)
+    whole, tr, x, y = _small_run(tmp_path, checkpoint=None)
     tr.fit(x, y)
+    net, tr, x, y = _small_run(tmp_path, epochs=1)
+    tr.fit(x, y)  # (its checkpoint: the end of epoch 1 of 1, as a run of 2 would have it)
     path = tmp_path / "ck" / FILE_NAME
     state, tensors = read_checkpoint(path)
     assert state["version"] == checkpoint.VERSION == 3 and "lr" in state
     del state["lr"]
     state["version"] = 2
-    state["run"]["trainer"].update(chunk_samples=None, chunk_seconds=0.25)
-    state.pop("state_sha256")
-    state["state_sha256"] = checkpoint._state_digest(state)
+    state["finished"] = False
+    state["run"]["trainer"].update(chunk_samples=None, chunk_seconds=0.25, epochs=2)
     path.write_bytes(checkpoint._encode(state, tensors))
     assert read_checkpoint(path)[0]["version"] == 2
-    net2, tr2, x, y = _small_run(tmp_path, epochs=1)
+    net2, tr2, x, y = _small_run(tmp_path)
     tr2.fit(x, y, resume=True)
-    assert np.array_equal(net2.flat_parameters, net.flat_parameters)
+    assert np.array_equal(net2.flat_parameters, whole.flat_parameters)
     # and a newer version than this digitcore knows is refused, saying so
     state["version"] = 4
-    state["state_sha256"] = checkpoint._state_digest(state)
     path.write_bytes(checkpoint._encode(state, tensors))
     with pytest.raises(CheckpointError, match="newer digitcore"):
         read_checkpoint(path)
+
+
+def test_resuming_on_the_same_trainer_after_a_callback_changed_the_rate(tmp_path):
+    """The run config records the rate a fit starts with: on the same Trainer, after a
+    callback halved it and Ctrl-C stopped the run, that is the checkpoint's saved rate,
+    and the resume was refused as 'a different run'."""
+    x, y = _mini()
+    stop = {"at": 1}
+
+    def make(ck):
+        net = digitcore.Network([784, 16, 10], seed=0)
+
+        def halve(epoch, logs):
+            tr.optimizer.lr *= 0.5
+
+        def ctrl_c(epoch, logs):
+            if epoch == stop["at"]:
+                raise KeyboardInterrupt
+
+        tr = digitcore.Trainer(net, optimizer="sgd", lr=0.1, epochs=4, seed=1, batch_size=32,
+                               verbose=0, checkpoint=ck, checkpoint_seconds=0,
+                               callbacks=[halve, ctrl_c])
+        return net, tr
+
+    whole, tr = make(None)
+    stop["at"] = None
+    tr.fit(x, y)
+    stop["at"] = 1
+    net, tr = make(tmp_path)
+    assert tr.fit(x, y).interrupted
+    stop["at"] = None
+    tr.fit(x, y, resume=True)
+    np.testing.assert_array_equal(net.flat_parameters, whole.flat_parameters)
+    # its later checkpoints keep the run's starting rate: a fresh Trainer resumes them
+    state, _ = read_checkpoint(tmp_path / FILE_NAME)
+    assert state["run"]["optimizer"]["lr"] == 0.1 and state["finished"]

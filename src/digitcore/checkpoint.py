@@ -203,6 +203,25 @@ class Checkpointer:
                 f"{self.path} already exists: resume it (resume=True, or --resume) or "
                 f"choose another checkpoint directory")
 
+    def _same_trainer_rate(self, state):
+        """The run config records the optimizer's rate when the fit starts; a checkpoint
+        from version 3 on records the rate it stopped at, which restore puts back. So
+        the rate a fit starts with does not decide whether it continues a run (resumed on
+        the same Trainer after a callback changed the rate, it is neither of them): when
+        it is all that differs, the run is the checkpoint's, and so are the checkpoints
+        written from here on."""
+        saved_run, now = state.get("run"), self.run
+        if "lr" not in state:
+            return
+        try:
+            rest = [{k: v for k, v in o.items() if k not in ("lr", "name")}
+                    for o in (now["optimizer"], saved_run["optimizer"])]
+        except (KeyError, TypeError, AttributeError):
+            return
+        adjusted = dict(now, optimizer=saved_run["optimizer"])
+        if rest[0] == rest[1] and adjusted == saved_run:
+            self.run = adjusted
+
     def restore(self, saved, trainer, rng, history, stoppings):
         """Put a checkpoint's state (``read_checkpoint`` output) back into a fit in progress.
 
@@ -210,6 +229,7 @@ class Checkpointer:
         early stoppings as (key, EarlyStopping) pairs, as ``Trainer.fit`` names them.
         """
         state, tensors = saved
+        self._same_trainer_rate(state)
         if state.get("run") != self.run:
             raise CheckpointError(
                 f"{self.path} was written by a different run; resuming would not continue "
