@@ -720,3 +720,17 @@ def test_predict_top_k_ranks_ties_as_the_answer_does(tmp_path):
     r = run("predict", tmp_path / "zero.safetensors", tmp_path / "d.png", "--top-k", "3",
             "--any-strokes")
     assert r.returncode == 0 and "0 (10.0%); then 1 (10.0%), 2 (10.0%)" in r.stdout, r.stdout
+
+
+def test_a_data_dir_whose_files_are_symlinks_is_read(tmp_path):
+    """The folder check compared resolved paths: files symlinked into a shared store
+    (a symlink farm, DVC, git-annex) were refused as 'no files there'."""
+    store = _own_idx(tmp_path / "store")
+    farm = tmp_path / "farm"
+    farm.mkdir()
+    for f in store.iterdir():
+        (farm / f.name).symlink_to(f)
+    r = run("train", "--data-dir", farm, "--no-verify", "--epochs", "1", "--hidden", "8",
+            "--augment", "none", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["n_train"] == 300

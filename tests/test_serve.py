@@ -890,6 +890,9 @@ def test_requests_from_another_sites_page_are_refused(server, test_images):
         headers = {"Sec-Fetch-Site": site, **({"Origin": origin} if origin else {})}
         status, data = _json(server, "POST", "/api/predict", body, headers)
         assert status == want, (site, origin, data)
+    status, data = _json(server, "POST", "/api/predict", body, {"Sec-Fetch-Site": "cross-site"})
+    _assert_error(status, data, 403)
+    assert "another site's page (Sec-Fetch-Site: cross-site)" in data["error"], data
 
 
 def _chunk(kind, body):

@@ -226,16 +226,17 @@ class Committee:
                 entries = []
                 for entry, own in zip(per, records):
                     if isinstance(entry, dict):
-                        said = {entry.get("input"), own}
+                        said = (entry.get("input"), own)
                         entry = dict(entry, input="uint8" if "uint8" in said
                                      else own if isinstance(own, str) else entry.get("input"))
                         if entry["input"] is None:
                             del entry["input"]
                     entries.append(entry)
                 metadata = dict(metadata or {}, members=entries)
-        if not trained_on_pixels(metadata) and any(trained_on_pixels(m.training_summary)
-                                                   for m in self.members):
-            # (what check_pixel_floats reads)
+        if any(trained_on_pixels(m.training_summary) for m in self.members) and not (
+                isinstance(metadata, dict) and metadata.get("input") == "uint8"):
+            # (what check_pixel_floats reads, and what a member without an entry of its
+            # own takes when loaded: see _share_record)
             metadata = dict(metadata or {}, input="uint8")
         write_committee(path, [(net.get_config(), net.weights, net.biases)
                                for net in self.members], metadata, dtype=dtype)
