@@ -215,3 +215,18 @@ def test_labels_of_another_kind_than_y_are_refused():
     # the same kind still works, with labels absent from y too
     np.testing.assert_array_equal(metrics.confusion_matrix([0, 1, 1], [0, 1, 0], labels=[1, 0, 2]),
                                   [[1, 1, 0], [0, 1, 0], [0, 0, 0]])
+
+
+def test_object_labels_are_kind_checked_by_their_values():
+    """pandas hands string labels over as object arrays: they counted as neither numbers
+    nor text, so number labels against them gave an all-zero matrix silently."""
+    from digitcore import metrics
+
+    y = np.array(["a", "b", "b"], dtype=object)
+    with pytest.raises(TypeError, match="labels holds"):
+        metrics.confusion_matrix(y, y, labels=[0, 1])
+    with pytest.raises(TypeError, match="numbers and strings"):
+        metrics.accuracy(y, np.array([0, 1, 1]))
+    np.testing.assert_array_equal(metrics.confusion_matrix(y, y, labels=["a", "b"]),
+                                  [[1, 0], [0, 2]])
+    assert metrics.accuracy(np.array([1, 2], dtype=object), [1, 2]) == 1.0

@@ -228,6 +228,12 @@ def label_pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _label_kind(a: np.ndarray) -> str:
+    """"number", "text" or "other": an object array (pandas' strings) by its elements."""
+    if a.dtype.kind == "O":
+        kinds = {"text" if isinstance(v, str) else "number"
+                 if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+                 else "other" for v in a.ravel().tolist()}
+        return kinds.pop() if len(kinds) == 1 else "other"
     return "number" if a.dtype.kind in "biuf" else "text" if a.dtype.kind in "US" else "other"
 
 
