@@ -682,6 +682,15 @@ def test_evaluate_plots_for_images_that_are_not_square(tmp_path):
     assert 0 <= s["accuracy"] <= 1
 
 
+def test_a_failed_evaluate_leaves_no_plots_folder_of_its_making(tmp_path):
+    pytest.importorskip("matplotlib")
+    r = run("evaluate", tmp_path / "missing.safetensors", "--plots", tmp_path / "p")
+    assert r.returncode == 2 and not (tmp_path / "p").exists(), r.stderr
+    (tmp_path / "mine").mkdir()  # one that was there stays
+    run("evaluate", tmp_path / "missing.safetensors", "--plots", tmp_path / "mine")
+    assert (tmp_path / "mine").is_dir()
+
+
 def test_evaluate_plots_under_a_file_is_refused_before_evaluating(tmp_path, model):
     (tmp_path / "a_file").write_text("x")
     assert_one_line_error(run("evaluate", model[0], "--plots", tmp_path / "a_file" / "sub"),

@@ -8,6 +8,7 @@ parser itself refuses print its usage line first, as argparse does.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -462,6 +463,17 @@ def _model_tta(model, tta, name):
 
 
 def cmd_evaluate(args):
+    made = args.plots and not os.path.isdir(args.plots)
+    try:
+        return _evaluate(args)
+    except BaseException:
+        if made:  # (a failed evaluate leaves no empty --plots folder of its own making)
+            with contextlib.suppress(OSError):
+                os.rmdir(args.plots)
+        raise
+
+
+def _evaluate(args):
     from digitcore import metrics
     from digitcore.modelio import load_model
 
