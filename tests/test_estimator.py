@@ -749,3 +749,18 @@ def test_a_refused_partial_fit_leaves_the_networks_dropout():
     with pytest.raises(ValueError, match="early_stopping"):
         clf.set_params(dropout=0.3, early_stopping=True).partial_fit(X, y)
     assert clf.network_.dropout == 0.0
+
+
+def test_fitted_on_0_255_floats_it_refuses_uint8_input(mini):
+    """uint8 is scaled by 1/255 whatever the model read: fitted on the same pixels as
+    floats 0-255, it read uint8 images 255 times too dark and answered anyway."""
+    x, y, xt, _ = mini
+    X = x.reshape(len(x), -1)[:300]
+    clf = fit_quiet(MLPClassifier((8,), max_iter=3, random_state=0), X.astype(np.float32),
+                    y[:300])
+    with pytest.raises(ValueError, match="fitted on floats up to 255"):
+        clf.predict(X)
+    assert clf.predict(X.astype(np.float32)).shape == (300,)
+    # on floats in [0, 1], uint8 pixels are the same images
+    ok = fit_quiet(MLPClassifier((8,), max_iter=3, random_state=0), X / 255.0, y[:300])
+    np.testing.assert_array_equal(ok.predict(X), ok.predict(X / 255.0))

@@ -41,7 +41,8 @@ Where it differs from scikit-learn, and why
 - **uint8 input is scaled by 1/255** (images stay uint8 in memory, as everywhere in
   digitcore); other dtypes are used as given, but once fitted on uint8 the estimator
   refuses floats above 2 (0-255 pixels as floats, which it would read 255 times too
-  bright).
+  bright), and once fitted on floats above 2 it refuses uint8 (which it would read 255
+  times too dark).
 - **Two softmax outputs for two classes** (``n_outputs_ == 2``, ``out_activation_ ==
   "softmax"``) where scikit-learn has one logistic unit: the fused training loop has one
   output loss. ``predict_proba`` has the same shape as scikit-learn's. The two rows of
@@ -318,6 +319,13 @@ default="adam"
         array, or scipy CSR with float32 data."""
         if isinstance(X, np.ndarray) and X.ndim == 3:  # (n, h, w) image stacks
             X = X.reshape(X.shape[0], -1)
+        top = getattr(self, "_float_max", None)
+        if not reset and getattr(X, "dtype", None) == np.uint8 and top is not None and top > 2:
+            # uint8 is read as pixels, scaled by 1/255: a model fitted on floats as large as
+            # 0-255 pixels would read such images 255 times too dark
+            raise ValueError(f"X is uint8, which this estimator scales by 1/255, but it was "
+                             f"fitted on floats up to {top:g}: give X as those floats "
+                             "(X.astype(np.float32)), as it was fitted")
         if _is_sparse(X) and X.format in ("csr", "csc"):
             # SciPy trusts indptr and indices: sorting a CSR whose indptr points past its
             # data crashed the process, and a CSC's row index past the end was dropped
@@ -546,6 +554,9 @@ default="adam"
         self.network_.training_summary = dict(
             self.network_.training_summary or {},
             input="uint8" if pixels else input_record(X, before))
+        # the largest float it read (None: uint8 pixels), for the check of uint8 input
+        values = X.data if _is_sparse(X) else X
+        self._float_max = None if pixels or values.size == 0 else float(np.abs(values).max())
         return self
 
     def _start_fit(self, X, y, incremental):
