@@ -271,10 +271,10 @@ def _load_data(dataset, data_dir, download=False, verify=True, test_only=False):
         # a folder given by name is the one read: without this, the search went on to
         # $DIGITCORE_DATA, the cache or the bundled subset without a word about it
         if not datasets.folder_has_dataset(dataset or "mnist", data_dir, files):
-            title = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}.get(
-                dataset or "mnist", dataset)
-            raise UsageError(f"--data-dir {data_dir}: no {title} files there (" + ", ".join(files)
-                             + ", raw or .gz, in it or in its dataset subfolder)")
+            raise UsageError(f"--data-dir {data_dir}: no "
+                             f"{datasets.dataset_title(dataset or 'mnist')} files there ("
+                             + ", ".join(files) + ", raw or .gz, in it or in its dataset "
+                             "subfolder)")
     if dataset is None:
         name, train, test, notice = datasets.resolve_default_dataset(
             data_dir, verify=verify, test_only=test_only)

@@ -169,6 +169,18 @@ def _normalize_name(name: str) -> str:
             "mnistmini": "mnist-mini", "mini": "mnist-mini"}.get(key, key)
 
 
+def _folder_dirs(spec: _Spec, base) -> list[Path]:
+    """Where one base folder may hold ``spec``'s files: its dataset subfolders first (the
+    base itself could hold the other dataset), then the base."""
+    base = Path(base).expanduser()
+    return [*(base / s for s in spec.subdirs), base]
+
+
+def dataset_title(name: str) -> str:
+    """The dataset's name as messages write it ("MNIST", "Fashion-MNIST")."""
+    return _spec(name).title
+
+
 def _search_dirs(spec: _Spec, data_dir) -> list[Path]:
     bases = []
     if data_dir is not None:
@@ -179,8 +191,7 @@ def _search_dirs(spec: _Spec, data_dir) -> list[Path]:
     bases.append(get_cache_dir())
     dirs: list[Path] = []
     for base in bases:
-        # dataset-specific folders first: the base dir itself could hold the other dataset
-        for d in [*(base / s for s in spec.subdirs), base]:
+        for d in _folder_dirs(spec, base):
             if d not in dirs:
                 dirs.append(d)
     return dirs
@@ -215,10 +226,7 @@ def folder_has_dataset(name: str, data_dir, files=FILES) -> bool:
     """Whether ``data_dir`` itself (or its dataset subfolder) holds all of ``name``'s four
     files (or of ``files``): the folder a user named, without the search's other places
     ($DIGITCORE_DATA, the cache)."""
-    spec = _spec(name)
-    base = Path(data_dir).expanduser()
-    return any(all(_file_in(d, f) for f in files) for d in [*(base / s for s in spec.subdirs),
-                                                              base])
+    return any(all(_file_in(d, f) for f in files) for d in _folder_dirs(_spec(name), data_dir))
 
 
 def incomplete_dataset_files(name: str, data_dir, files=FILES) -> tuple[Path, list[str]] | None:
@@ -228,10 +236,8 @@ def incomplete_dataset_files(name: str, data_dir, files=FILES) -> tuple[Path, li
     else None."""
     if data_dir is None:
         return None
-    spec = _spec(name)
-    base = Path(data_dir).expanduser()
     partial = None
-    for d in [*(base / s for s in spec.subdirs), base]:
+    for d in _folder_dirs(_spec(name), data_dir):
         found = {f: _file_in(d, f) for f in files}
         if all(found.values()):
             return None  # (a complete set in one of its folders is what the search takes)
