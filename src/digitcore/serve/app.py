@@ -614,12 +614,11 @@ class Handler(BaseHTTPRequestHandler):
         site = self.headers.get("Sec-Fetch-Site")
         origin = self.headers.get("Origin")
         host = self.headers.get("Host")
-        own = {f"{scheme}://{host.strip().lower()}" for scheme in ("http", "https")} \
-            if host is not None else set()
         if site is not None:
             foreign = site.strip().lower() not in ("same-origin", "none")
         else:
-            foreign = origin is not None and origin.strip().lower() not in own
+            foreign = origin is not None and (host is None or origin.strip().lower() not in {
+                f"{scheme}://{host.strip().lower()}" for scheme in ("http", "https")})
         if foreign:
             where = f"the page at {origin[:100]!r}" if origin is not None else \
                 f"another site's page (Sec-Fetch-Site: {site.strip()[:20]})"
