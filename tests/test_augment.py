@@ -359,6 +359,15 @@ def test_named_augments_and_specs():
         Augment(faint=1.0)
     with pytest.raises(TypeError, match="augment must be"):
         get_augment(3)
+    # accepted in double but not in the float32 the kernel takes: fit failed later,
+    # saying "scale must be in [0, 1), got 0.99999999"
+    for kw in (dict(scale=0.99999999), dict(thickness=0.99999999), dict(faint=0.99999999),
+               dict(alpha=1.0, sigma=1e-46), dict(translate=1e6 + 0.01),
+               dict(translate=10 ** 400)):
+        name = next(k for k in kw if k != "alpha")
+        with pytest.raises(ValueError, match=rf"Augment.{name} must be in .*also as a float32"):
+            Augment(**kw)
+    assert Augment(scale=0.9999999).scale == 0.9999999  # (float32 0.99999988)
 
 
 def test_parse_augment_takes_names_and_field_pairs():
@@ -390,3 +399,18 @@ def test_augment_apply_keeps_shape_and_is_seeded():
     with pytest.raises(ValueError, match="images contain NaN or infinite values"):
         aug.apply(bad)
     assert isinstance(digitcore.Augment(), Augment)
+
+
+def test_augment_apply_refuses_what_training_refuses():
+    """Integers other than uint8 and floats in 0-255 came back as floats clamped to 1 by
+    the stroke curve (training refuses both); plot_augmented drew them as blobs."""
+    x = digits(3)
+    aug = Augment(thickness=0.3)
+    with pytest.raises(TypeError, match="images have dtype int64: pass uint8 pixels"):
+        aug.apply(x.astype(np.int64))
+    with pytest.raises(ValueError, match=r"values of images lie in \[0, 2\d\d\].*by 1/255"):
+        aug.apply(x.astype(np.float32))
+    as_float = aug.apply(x.astype(np.float32) / 255, seed=1)
+    assert as_float.dtype == np.float32 and as_float.max() <= 1.0
+    # the same deformation of the same picture, in either dtype
+    np.testing.assert_allclose(as_float * 255, aug.apply(x, seed=1), atol=0.51)

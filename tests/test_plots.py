@@ -232,6 +232,10 @@ def test_plot_augmented(tmp_path):
         plots.plot_augmented(x, "warp")
     with pytest.raises(ValueError, match="k must be a positive int"):
         plots.plot_augmented(x, "affine", k=0)
+    # 0-255 pixels as int64 or floats were drawn as white blobs (clamped to 1)
+    for wrong in (x.astype(np.int64), x.astype(np.float64)):
+        with pytest.raises(ValueError, match="by 1/255"):
+            plots.plot_augmented(wrong, "full")
 
 
 def test_confusion_matrix_class_names_and_labels_of_the_wrong_kind():

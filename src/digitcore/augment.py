@@ -80,12 +80,13 @@ class Augment:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
                 raise TypeError(f"Augment.{name} must be a number, got {v!r}")
-            ok = math.isfinite(v) and lo <= v and (v < hi if open_hi else v <= hi)
-            if name == "sigma":
-                ok = math.isfinite(v) and lo < v <= hi
+            # in the float32 the kernels take too: 0.99999999 rounds to 1, 1e-46 to 0
+            ok = all(math.isfinite(f) and (lo < f if name == "sigma" else lo <= f) and
+                     (f < hi if open_hi else f <= hi) for f in _double_and_single(v))
             if not ok:
                 raise ValueError(f"Augment.{name} must be in {'(' if name == 'sigma' else '['}"
-                                 f"{lo:g}, {hi:g}{')' if open_hi else ']'}, got {v!r}")
+                                 f"{lo:g}, {hi:g}{')' if open_hi else ']'} (also as a float32), "
+                                 f"got {v!r}")
         b = self.bank_size
         if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1 or \
                 b > 4096 or b & (b - 1):
@@ -114,21 +115,54 @@ class Augment:
 
     def apply(self, images, seed=0, stream=0):
         """Deformed copies of ``images`` ((n, H, W), or (n, F) with F a square; uint8 or
-        float in [0, 1]), in the same shape; the same (seed, stream) gives the same
-        images. This is what training does to each batch."""
+        float in [0, 1]), in the same shape and dtype (float32 for floats); the same
+        (seed, stream) gives the same images. The kernel and the parameters training
+        deforms each batch with (training draws its own seeds and streams)."""
         from digitcore.ops import augment
 
         x = np.asarray(images)
         shape = x.shape
         x3 = square_images(x, "images")
         if x3.dtype != np.uint8:
+            if x3.dtype.kind not in "f":
+                raise TypeError(f"images have dtype {x3.dtype}: pass uint8 pixels (0-255) or "
+                                f"floats scaled to [0, 1]")
             x3 = np.ascontiguousarray(x3, dtype=np.float32)
             if not all_finite(x3):  # (training refuses such input too)
                 raise ValueError("images contain NaN or infinite values")
+            check_augmentable(x3, "images")
         bank = self.bank(seed, stream)
         out = augment(np.ascontiguousarray(x3), bank=bank, seed=seed, stream=stream,
                       **self.kernel_args())
         return out.reshape(shape)
+
+
+def _double_and_single(v):
+    """v as a float, and as the float32 it rounds to (inf past either's range)."""
+    try:
+        f = float(v)
+    except OverflowError:
+        return (math.inf,)
+    with np.errstate(over="ignore"):
+        return f, float(np.float32(f))
+
+
+def check_augmentable(x, name="x"):
+    """The augmentation kernel deforms pictures on a background of 0 and clamps strokes to
+    the value range: uint8 pixels, or floats in [0, 1]. Standardized floats (a background
+    of -0.42, strokes up to 2.8) or floats in 0-255 would come out with 0 where the image
+    was moved away from and their strokes clamped to 1: refused, naming the way that
+    works."""
+    if x.dtype == np.uint8 or x.size == 0:
+        return
+    lo, hi = float(x.min()), float(x.max())
+    # (a resampled picture may overshoot [0, 1] a little: Lanczos gives -0.01 or 1.02)
+    if lo < -0.1 or hi > 1.1:
+        raise ValueError(
+            f"augment deforms pictures whose background is 0: uint8 pixels, or floats in "
+            f"[0, 1]; the values of {name} lie in [{lo:.3g}, {hi:.3g}]. To train on "
+            f"standardized inputs, pass the pixels and let the network standardize them "
+            f"(Network(..., input_mean=..., input_std=...)); scale 0-255 floats by 1/255")
 
 
 # Named recipes. "affine" and "elastic" follow Ciresan et al. (2010) and Simard et al.

@@ -412,7 +412,7 @@ def plot_first_layer(network_or_weights, n=64, path=None, ncols=None, image_shap
 
 def plot_augmented(images, augment="full", n=6, k=7, path=None, seed=0, title=None):
     """A grid of augmented samples: each row one of the first `n` images, then `k`
-    random deformations of it, as training draws them.
+    random deformations of it by the kernel and parameters training deforms batches with.
 
     Parameters
     ----------

@@ -22,6 +22,7 @@ import numpy as np
 
 from digitcore._checks import (count_value, kernel_value, positive_value, real_value, seed_value,
                                square_images)
+from digitcore.augment import check_augmentable
 from digitcore.errors import TrainingDivergedError
 from digitcore.optim import get_optimizer, make_schedule
 
@@ -121,23 +122,6 @@ def _background(x, scale):
     # the end of each column's first longest run of equal values
     c = s[np.argmax(pos - start, axis=0), np.arange(s.shape[1])]
     return np.where(np.isfinite(c), c, np.float32(0)).astype(np.float32)
-
-
-def _check_augmentable(x2):
-    """The augmentation kernel deforms pictures on a background of 0 and clamps strokes to
-    the value range: uint8 pixels, or floats in [0, 1]. Standardized floats (a background
-    of -0.42, strokes up to 2.8) would come out with 0 where the image was moved away
-    from and their strokes clamped to 1: refused, naming the way that works."""
-    if x2.dtype == np.uint8 or x2.size == 0:
-        return
-    lo, hi = float(x2.min()), float(x2.max())
-    # (a resampled picture may overshoot [0, 1] a little: Lanczos gives -0.01 or 1.02)
-    if lo < -0.1 or hi > 1.1:
-        raise ValueError(
-            f"augment deforms pictures whose background is 0: uint8 pixels, or floats in "
-            f"[0, 1]; x holds values in [{lo:.3g}, {hi:.3g}]. To train on standardized "
-            f"inputs, pass the pixels and let the network standardize them "
-            f"(Network(..., input_mean=..., input_std=...))")
 
 
 class _Diverged(FloatingPointError):
@@ -590,7 +574,7 @@ class Trainer:
         aug = self.augment
         if aug is not None:
             hw = np.shape(x)[1:] if np.ndim(x) == 3 else square_images(x2[:0]).shape[1:]
-            _check_augmentable(x2)
+            check_augmentable(x2)
         labels = net.prepared_labels(y, x2.shape[0])
         n = x2.shape[0]
         if n == 0:
