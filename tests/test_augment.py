@@ -327,6 +327,18 @@ def test_the_largest_side_is_taken_and_one_more_is_refused_in_training_too():
         tr.fit(tall, np.array([0, 1, 0, 1]))
 
 
+def test_non_finite_pixels_go_through_kernel_and_reference_alike():
+    """The reference kept a NaN the kernel's stroke curve maps to 0 (np.clip keeps NaN)."""
+    x = np.zeros((2, 5, 5), np.float32)
+    x[0, 2, 2] = np.inf
+    x[1, 2, 2] = np.nan
+    for kw in (dict(), dict(thickness=0.3, seed=1), dict(rotate=30.0, seed=2)):
+        got, want = ops.augment(x, **kw), ref.augment(x, **kw)
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32), err_msg=kw)
+    stroked = ops.augment(x, thickness=0.3, seed=1)
+    assert np.isfinite(stroked).all() and not np.isfinite(ops.augment(x)).all()
+
+
 def test_augment_out_must_not_overlap_x():
     x = digits(3)
     with pytest.raises(ValueError, match="out must not"):

@@ -98,7 +98,10 @@ def augment(x, idx=None, *, rotate=0.0, shear=0.0, scale=0.0, translate=0.0, alp
     ----------
     x : ndarray, uint8 or float32, shape (N, H, W), H and W in [1, 16384]
         float32 images are taken to hold intensities in [0, 1] (the stroke curve clamps
-        to that range); uint8 are resampled in [0, 255] and rounded half up.
+        to that range); uint8 are resampled in [0, 255] and rounded half up. A NaN pixel
+        makes the pixels that read it NaN, or 0 where the stroke curve runs (it maps NaN
+        to 0); an infinite one makes its zero-weight neighbours NaN too (0 x inf).
+        Training and ``Augment.apply`` refuse non-finite images.
     idx : ndarray, integer, shape (B,), optional
         Images to take, in [0, N); None: all of them in order.
     rotate : float in [0, 180]

@@ -510,12 +510,15 @@ def augment(x, idx=None, *, rotate=0.0, shear=0.0, scale=0.0, translate=0.0, alp
     bi = np.arange(b)[:, None, None]
     p00, p01 = pad[bi, iy, ix], pad[bi, iy, ix + 1]
     p10, p11 = pad[bi, iy + 1, ix], pad[bi, iy + 1, ix + 1]
-    top = p00 + wx * (p01 - p00)
-    bot = p10 + wx * (p11 - p10)
-    v = top + wy * (bot - top)
     rng = np.float32(255.0 if x.dtype == np.uint8 else 1.0)
     stroke = (d["gain"] != 1) | (d["bias"] != 0)
-    vs = np.clip(v * col(d["gain"]) + col(d["bias"] * rng), np.float32(0.0), rng)
+    with np.errstate(invalid="ignore"):  # (an infinite pixel: NaN, silently, as in C)
+        top = p00 + wx * (p01 - p00)
+        bot = p10 + wx * (p11 - p10)
+        v = top + wy * (bot - top)
+        # v > 0 ? min(v, range) : 0, as the kernel clamps: NaN to 0 (np.clip would keep it)
+        vs = v * col(d["gain"]) + col(d["bias"] * rng)
+        vs = np.where(vs > 0, np.minimum(vs, rng), np.float32(0.0))
     v = np.where(col(stroke), vs, v)
     cut = np.float32(faint) * rng
     if cut > 0:
