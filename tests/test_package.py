@@ -295,3 +295,24 @@ def test_libgomp_loads_with_the_short_spin_unless_the_user_chose_a_policy():
         out = subprocess.run([sys.executable, "-c", code], env=dict(env, **extra),
                              capture_output=True, text=True, check=True).stdout.split("\n")
         assert [line for line in out if line.startswith("at-load")] == [f"at-load {want}"], extra
+
+
+def test_type_stub_declares_every_public_name_of_the_compiled_module():
+    """py.typed promises types: a function of digitcore._ops missing from _ops.pyi is a
+    missing attribute to a type checker (augment and elastic_bank once were)."""
+    import ast
+    import types
+
+    stub = Path(digitcore.__file__).with_name("_ops.pyi")
+    tree = ast.parse(stub.read_text(encoding="utf-8"))
+    declared = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            declared.add(node.name)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            declared.add(node.target.id)
+    public = {name for name, v in vars(_ops).items()
+              if not name.startswith("_") and not isinstance(v, types.ModuleType)
+              and getattr(v, "__module__", "digitcore._ops") == "digitcore._ops"}
+    assert "augment" in public and "elastic_bank" in public
+    assert public - declared == set()
