@@ -743,3 +743,17 @@ def test_a_data_dir_whose_files_are_symlinks_is_read(tmp_path):
             "--augment", "none", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["n_train"] == 300
+
+
+def test_small_data_rule_counts_the_images_left_after_the_validation_split(tmp_path):
+    """The default preset deforms training sets under 10,000 images: 10,500 with a fifth
+    held out leave 8,400 to train on, deformed; the CLI counted the 10,500 before the
+    split and trained them plain."""
+    d = _own_idx(tmp_path / "own", n_train=10_500, n_test=30, side=8)
+    common = ("train", "--data-dir", d, "--no-verify", "--epochs", "1", "--hidden", "4",
+              "--json")
+    held = json.loads(run(*common, "--validation-fraction", "0.2").stdout)
+    assert held["augment"] is not None
+    assert json.loads(run(*common).stdout)["augment"] is None
+    assert_one_line_error(run(*common, "--validation-fraction", "1.5"),
+                          "--validation-fraction must be in (0, 1), got 1.5")

@@ -67,6 +67,12 @@ def one_hot(y, n_classes: int | None = None) -> np.ndarray:
     return out
 
 
+def validation_count(n, val_fraction):
+    """How many of ``n`` examples :func:`train_val_split` holds out for ``val_fraction``:
+    the rounded fraction, at least 1 and at most ``n - 1``."""
+    return min(max(int(round(n * float(val_fraction))), 1), n - 1)
+
+
 def train_val_split(x, y, val_fraction: float, seed=None, stratify: bool = True):
     """Split ``(x, y)`` into training and validation parts.
 
@@ -94,7 +100,7 @@ def train_val_split(x, y, val_fraction: float, seed=None, stratify: bool = True)
     n = len(x)
     if n < 2:
         raise DatasetError(f"need at least 2 examples to split, got {n}")
-    n_val = min(max(int(round(n * float(val_fraction))), 1), n - 1)
+    n_val = validation_count(n, val_fraction)
     rng = _rng(seed)
     if stratify:
         classes = y.argmax(axis=1) if y.ndim == 2 else y

@@ -330,6 +330,7 @@ def _check_checkpoint_kind(directory, members):
 def cmd_train(args):
     import digitcore
     from digitcore import presets
+    from digitcore._prepare import validation_count
     from digitcore.augment import check_tta
 
     if args.threads:
@@ -347,6 +348,9 @@ def cmd_train(args):
         overrides["augment"] = None if args.augment == "none" else args.augment
     if (args.resume or args.checkpoint_seconds is not None) and not args.checkpoint:
         raise UsageError("--resume and --checkpoint-seconds need --checkpoint DIR")
+    if args.validation_fraction and not 0 < args.validation_fraction < 1:
+        raise UsageError(f"--validation-fraction must be in (0, 1), got "
+                         f"{args.validation_fraction:g}")
     members = args.members or presets.members_of(cfg)
     tta = check_tta(args.tta if args.tta is not None else presets.tta_of(cfg))
     if args.checkpoint:
@@ -358,8 +362,13 @@ def cmd_train(args):
     if "augment" not in overrides and x_tr.ndim != 3:  # no size rule for flat features
         overrides["augment"] = cfg.get("augment")
     n_classes = int(max(y_tr.max(), y_te.max())) + 1
+    # the images each network trains on: the small-data rules (epochs, augmentation)
+    # count them after the validation split
+    n_fit = len(x_tr)
+    if args.validation_fraction and len(x_tr) >= 2:
+        n_fit -= validation_count(len(x_tr), args.validation_fraction)
     runs = presets.build_committee(
-        cfg, args.seed, len(x_tr), members, n_features=int(x_tr[0].size),
+        cfg, args.seed, n_fit, members, n_features=int(x_tr[0].size),
         n_classes=max(n_classes, 2),
         trainer_kw=dict(verbose=0 if (args.quiet or args.json) else 1,
                         checkpoint=args.checkpoint,
