@@ -160,7 +160,7 @@ static int gather_rows(dc_csr *out, int64_t capacity, const uint8_t *in8, const 
             }
         if (bad) {
 #ifdef _OPENMP
-#pragma omp atomic write
+#pragma omp critical(dc_gather_changed) /* (MSVC's OpenMP 2.0 has no atomic write) */
 #endif
             changed = 1;
         }
@@ -312,7 +312,7 @@ static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, dc_csr_room
             bad |= c1 > c0 && cur[c1 - 1] != gend;
             if (bad) {
 #ifdef _OPENMP
-#pragma omp atomic write
+#pragma omp critical(dc_gather_changed)
 #endif
                 changed = 1;
             }
