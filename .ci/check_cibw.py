@@ -15,19 +15,22 @@ from pathlib import Path
 from cibuildwheel.options import CommandLineArguments, compute_options
 
 ROOT = Path(__file__).resolve().parent.parent
-# identifier -> environment variables that build must get (value None: any value)
+# identifier -> environment variables that build must get (value None: must not be set):
+# OpenMP off on macOS only (pyproject.toml says why)
 WANT_ENV = {
-    "cp311-manylinux_x86_64": {"NPY_TARGET_VERSION": "2.0"},
-    "cp314-macosx_arm64": {"NPY_TARGET_VERSION": "2.0", "DIGITCORE_OPENMP": "0"},
-    "cp311-macosx_x86_64": {"NPY_TARGET_VERSION": "2.0", "DIGITCORE_OPENMP": "0"},
-    "cp313-win_amd64": {"NPY_TARGET_VERSION": "2.0"},
+    "cp311-manylinux_x86_64": {"DIGITCORE_OPENMP": None},
+    "cp314-macosx_arm64": {"DIGITCORE_OPENMP": "0"},
+    "cp311-macosx_x86_64": {"DIGITCORE_OPENMP": "0"},
+    "cp313-win_amd64": {"DIGITCORE_OPENMP": None},
 }
 # identifier -> (test-requires that must be there, must not be there)
 WANT_TEST = {
     "cp312-macosx_arm64": ({"scikit-learn", "torch"}, set()),
     "cp312-win_amd64": ({"scikit-learn", "torch"}, set()),
     "cp312-manylinux_x86_64": ({"scikit-learn"}, {"torch"}),
-    "cp312-musllinux_x86_64": ({"pytest", "onnx"}, {"torch", "onnxruntime"}),
+    # (no musllinux wheels of these: pip would build them from source in every test step)
+    "cp312-musllinux_x86_64": ({"pytest", "pillow"},
+                               {"torch", "onnxruntime", "onnx", "scikit-learn"}),
     "cp311-macosx_x86_64": (set(), {"torch"}),
 }
 PLATFORM = {"manylinux": "linux", "musllinux": "linux", "macosx": "macos", "win": "windows"}
@@ -55,8 +58,8 @@ def main() -> int:
             bad.append(f"{ident}: test-requires {sorted(reqs)}, want {sorted(must)} "
                        f"and none of {sorted(must_not)}")
         print(f"{ident}: test-requires {sorted(reqs)}")
-    # the test extra everywhere but musllinux, where onnxruntime has no wheel (the extra's
-    # other packages are test-requires there)
+    # the test extra everywhere but musllinux, where onnxruntime, onnx and scikit-learn have
+    # no wheel (the extra's other packages are test-requires there)
     for ident in ("cp311-manylinux_x86_64", "cp314-macosx_arm64", "cp313-win_amd64",
                   "cp312-musllinux_x86_64"):
         extras = set(options_for(ident).test_extras.strip("[]").split(",")) - {""}
