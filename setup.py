@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import glob
 import os
+import platform
 import re
 import sys
 import tempfile
@@ -46,13 +47,15 @@ OPENMP = _flag("DIGITCORE_OPENMP", "1")
 X86_ARCHS = {"x86_64", "amd64", "x64", "i686", "i386", "x86"}
 
 
-def target_arch(plat_name: str, environ=os.environ) -> str:
+def target_arch(plat_name: str, environ=os.environ, machine: str | None = None) -> str:
     """The architecture the extension is built FOR (lower case), e.g. "x86_64", "arm64".
 
     macOS: ARCHFLAGS ("-arch x86_64"), which cibuildwheel sets and the compiler obeys;
     one architecture only (a universal2 build would need per-slice AVX2 flags). Otherwise
     the last part of setuptools' plat_name ("macosx-11.0-arm64", "linux-x86_64",
-    "win-amd64"), which follows _PYTHON_HOST_PLATFORM and VSCMD_ARG_TGT_ARCH.
+    "win-amd64"), which follows _PYTHON_HOST_PLATFORM and VSCMD_ARG_TGT_ARCH; on a universal2
+    Python (python.org's) without ARCHFLAGS, this machine's architecture, which
+    build_extensions then narrows the compiler's "-arch" flags to (one_arch).
     """
     archs = re.findall(r"-arch\s+(\S+)", environ.get("ARCHFLAGS", ""))
     if len(set(archs)) > 1:
@@ -60,7 +63,24 @@ def target_arch(plat_name: str, environ=os.environ) -> str:
                          "architectures; build one wheel per architecture (no universal2)")
     if archs:
         return archs[0].lower()
-    return plat_name.rsplit("-", 1)[-1].lower()
+    arch = plat_name.rsplit("-", 1)[-1].lower()
+    if arch == "universal2":
+        return (machine or platform.machine()).lower()
+    return arch
+
+
+def one_arch(command: list, arch: str) -> list:
+    """A compiler or linker command with its "-arch X" pairs replaced by one "-arch arch"
+    after the program (what ARCHFLAGS does to a universal2 Python's flags)."""
+    out, skip = [command[0], "-arch", arch], False
+    for word in command[1:]:
+        if skip:
+            skip = False
+        elif word == "-arch":
+            skip = True
+        else:
+            out.append(word)
+    return out
 
 
 def homebrew_libomp(arch: str) -> str:
@@ -168,6 +188,13 @@ class BuildExt(build_ext):
     def build_extensions(self):
         self.target_arch = target_arch(self.plat_name)
         self.is_x86 = self.target_arch in X86_ARCHS
+        if self.plat_name.endswith("universal2") and "ARCHFLAGS" not in os.environ:
+            # both slices would get one set of flags: the x86_64 one without its AVX2
+            # kernels, and with OpenMP a libomp of one architecture that fails to link
+            for attr in ("compiler", "compiler_so", "compiler_cxx", "linker_so", "linker_exe"):
+                cmd = getattr(self.compiler, attr, None)
+                if isinstance(cmd, list) and cmd:
+                    setattr(self.compiler, attr, one_arch(cmd, self.target_arch))
         print(f"digitcore: building for {self.target_arch} "
               f"({'AVX2 kernels included' if self.is_x86 else 'no AVX2 kernels'}, "
               f"OpenMP {'on' if OPENMP else 'off (DIGITCORE_OPENMP=0)'})")

@@ -34,9 +34,14 @@ CASES = [
     ("win-amd64", {}, "amd64", True, None),
     ("win-arm64", {}, "arm64", False, None),
 ]
+# a universal2 Python (python.org's) without ARCHFLAGS: this machine's architecture
+CASES += [
+    ("macosx-10.9-universal2", {}, "arm64", False, "/opt/homebrew/opt/libomp"),
+    ("macosx-10.9-universal2", {}, "x86_64", True, "/usr/local/opt/libomp"),
+]
 bad = 0
 for plat, env, arch, avx2, omp in CASES:
-    got = setup_py.target_arch(plat, env)
+    got = setup_py.target_arch(plat, env, machine=arch if "universal2" in plat else None)
     got_avx2 = got in setup_py.X86_ARCHS
     ok = got == arch and got_avx2 == avx2 and (omp is None or setup_py.homebrew_libomp(got) == omp)
     bad += not ok
@@ -50,4 +55,10 @@ except SystemExit as e:
 else:
     print("BAD universal2 accepted")
     bad += 1
+# and the compiler's flags narrowed to it
+cmd = ["clang", "-arch", "arm64", "-arch", "x86_64", "-O3", "-Wall", "-arch", "arm64"]
+got = setup_py.one_arch(cmd, "x86_64")
+ok = got == ["clang", "-arch", "x86_64", "-O3", "-Wall"]
+bad += not ok
+print(f"{'ok ' if ok else 'BAD'} one_arch: {cmd} -> {got}")
 sys.exit(1 if bad else 0)
