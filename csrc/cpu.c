@@ -109,7 +109,11 @@ static int dc_detect_avx512(void)
 #endif
     unsigned r[4];
     dc_cpuid(7, 0, r);
-    return (int)((r[1] >> 16) & 1); /* EBX bit 16: AVX512F */
+    /* EBX bits 16 F, 17 DQ, 28 CD, 30 BW, 31 VL: the kernels use F alone, but MSVC's
+     * /arch:AVX512 lets the compiler use all five in the *_avx512.c files. Every AVX-512
+     * CPU but the Xeon Phi (F and CD only) has them. */
+    const unsigned want = (1u << 16) | (1u << 17) | (1u << 28) | (1u << 30) | (1u << 31);
+    return (r[1] & want) == want;
 }
 #else
 static int dc_detect_avx2(void)

@@ -198,7 +198,7 @@ def test_avx512_env_is_read():
         assert on.stdout.split() == ["avx512"]
     else:  # asked for, and the CPU lacks it: an error that says so
         assert on.returncode != 0
-        assert "DIGITCORE_AVX512=1, but this CPU lacks AVX-512F" in on.stderr
+        assert "DIGITCORE_AVX512=1, but this CPU lacks AVX-512 (F, CD, DQ, BW, VL)" in on.stderr
     # the command line says so in one line (a RuntimeError's traceback, even from
     # `digitcore config`, the command for checking a setup)
     r = subprocess.run([sys.executable, "-m", "digitcore", "config"], capture_output=True,
@@ -210,8 +210,11 @@ def test_avx512_env_is_read():
         assert r.stderr.strip().count("\n") == 0 and "lacks AVX-512F" in r.stderr
 
 
+FIVE = ("f", "cd", "dq", "bw", "vl")  # the AVX-512 subsets the *_avx512.c files may use
+
+
 def _os_says_avx512():
-    """Whether the OS reports AVX-512F usable, asked the OS's own way; None where this
+    """Whether the OS reports AVX-512 F, CD, DQ, BW and VL usable, asked the OS's own way; None where this
     test does not know how."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return None
@@ -222,13 +225,14 @@ def _os_says_avx512():
             return None
         flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
                       if line.startswith("flags")), None)
-        return None if flags is None else "avx512f" in flags
+        return None if flags is None else {f"avx512{x}" for x in FIVE} <= set(flags)
     if sys.platform == "darwin":  # XCR0 says nothing before a thread's first use
         def sysctl(name):
             r = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True)
             return r.stdout.strip() if r.returncode == 0 else ""
         major, minor = (int(v) for v in sysctl("kern.osrelease").split(".")[:2])
-        return sysctl("hw.optional.avx512f") == "1" and (major, minor) >= (21, 3)
+        return all(sysctl(f"hw.optional.avx512{x}") == "1" for x in FIVE) and \
+            (major, minor) >= (21, 3)
     return None
 
 

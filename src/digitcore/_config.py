@@ -78,7 +78,7 @@ def _ops():
             if avx512 not in ("0", "1"):
                 raise ValueError(f"DIGITCORE_AVX512 must be 0 or 1, got {avx512!r}")
             if avx512 == "1" and not ops.cpu_has_avx512():
-                raise ValueError("DIGITCORE_AVX512=1, but this CPU lacks AVX-512F (or this "
+                raise ValueError("DIGITCORE_AVX512=1, but this CPU lacks AVX-512 (F, CD, DQ, BW, VL) (or this "
                                  "build has no AVX-512 code); unset it or set 0")
             ops.use_avx512(avx512 == "1")
         team = os.environ.get("DIGITCORE_TEAM", "").strip().lower()
@@ -147,7 +147,7 @@ def show_config(file=None) -> None:
     print(f"  python      {cfg['python']}, numpy {cfg['numpy']}", file=out)
     print(f"  kernel      {cfg['kernel']} (CPU AVX2+FMA: {'yes' if cfg['cpu_avx2'] else 'no'})",
           file=out)
-    print(f"  gemm tile   {cfg['gemm']} (CPU AVX-512F: "
+    print(f"  gemm tile   {cfg['gemm']} (CPU AVX-512: "
           f"{'yes' if cfg['cpu_avx512'] else 'no'})", file=out)
     print(f"  openmp      {'on' if cfg['openmp'] else 'off'}", file=out)
     print(f"  threads     {cfg['threads']}", file=out)

@@ -66,7 +66,7 @@ def cpu_has_avx512():
 
 def gemm_tile():
     """The GEMM tile the current kernel path runs: "avx512" (6x32, on the AVX2 path of a
-    CPU with AVX-512F), "avx2" (6x16) or "generic"; the first two give the same bits."""
+    CPU with AVX-512), "avx2" (6x16) or "generic"; the first two give the same bits."""
     if dc_avx512_active():
         return "avx512"
     return kernel_path()
@@ -78,7 +78,7 @@ def use_avx512(bint on):
     CPU has them), or not
     (DIGITCORE_AVX512=0). Same bits either way."""
     if on and not dc_cpu_has_avx512():
-        raise RuntimeError("use_avx512(True): this CPU lacks AVX-512F (or this build has no "
+        raise RuntimeError("use_avx512(True): this CPU lacks AVX-512 (F, CD, DQ, BW, VL) (or this build has no "
                            "AVX-512 code)")
     _check(dc_use_avx512(1 if on else 0), "use_avx512")
 
