@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import stat
 import struct
 
@@ -564,3 +565,19 @@ def test_a_pipe_that_does_not_end_is_refused(monkeypatch):
 def test_a_device_is_refused_not_read_forever():
     with pytest.raises(ModelFormatError, match="/dev/zero: is a device, not a model file"):
         load_model("/dev/zero")
+
+
+def test_other_formats_are_named_in_the_error(tmp_path):
+    """An exported .onnx file given back to load_model said only "header length
+    7595155174953453576 exceeds the 16777216-byte limit (not a model file?)"."""
+    onnx_start = b"\x08\x08\x12\x09digitcore\x1a\x050.1.0" + bytes(64)  # ir_version 8, ...
+    cases = {"m.onnx": (onnx_start, "looks like an ONNX file: digitcore writes ONNX"),
+             "exported.bin": (onnx_start, "looks like an ONNX file"),
+             "model.pt": (b"PK\x03\x04" + bytes(64), "zip archive (a PyTorch .pt file?)"),
+             "digit.png": (b"\x89PNG\r\n\x1a\n" + bytes(64), "is a PNG image"),
+             "m.gz": (b"\x1f\x8b\x08\x00" + bytes(64), "is a gzip file"),
+             "noise.bin": (b"\xff" * 72, "exceeds the 16777216-byte limit (not a model file?)")}
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ModelFormatError, match=f"{re.escape(name)}: .*{re.escape(message)}"):
+            load_model(tmp_path / name)

@@ -259,6 +259,24 @@ def _check_config(config, fail: Callable[[str], ModelFormatError]) -> dict:
     return config
 
 
+def _other_format(prefix: bytes, path: str) -> str | None:
+    """What a file that is not a safetensors model file looks like it is, from its first
+    bytes, as advice for the error; None when nothing is recognised."""
+    if prefix.startswith(b"\x89PNG"):
+        return "this is a PNG image, not a model file"
+    if prefix.startswith(b"PK\x03\x04"):
+        return "this is a zip archive (a PyTorch .pt file?), not a digitcore model file"
+    if prefix.startswith(b"\x1f\x8b"):
+        return "this is a gzip file, not a model file"
+    # an ONNX ModelProto begins with field 1 (ir_version, a small varint), then field 2
+    # (producer_name) or another string field
+    if path.lower().endswith(".onnx") or (prefix[:1] == b"\x08" and prefix[1] < 0x80
+                                          and prefix[2:3] in (b"\x12", b"\x1a", b"\x3a")):
+        return ("this looks like an ONNX file: digitcore writes ONNX (digitcore export) "
+                "but reads only its own .safetensors model files")
+    return None
+
+
 def read_model(path) -> tuple[dict, dict, list[np.ndarray], list[np.ndarray], int]:
     """Read and fully validate a model file of one network.
 
@@ -300,7 +318,8 @@ def read_models(path) -> tuple[list[tuple[dict, list, list]], dict, int]:
                            "header (truncated or not a model file)")
             (n,) = struct.unpack("<Q", prefix)
             if n > MAX_HEADER_BYTES:
-                raise fail(f"header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit "
+                raise fail(_other_format(prefix, fspath) or
+                           f"header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit "
                            "(not a model file?)")
             if 8 + n > size:
                 raise fail(f"header length {n} runs past the end of the {size}-byte file "
