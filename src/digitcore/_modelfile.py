@@ -322,7 +322,8 @@ def read_models(path) -> tuple[list[tuple[dict, list, list]], dict, int]:
                            f"header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit "
                            "(not a model file?)")
             if 8 + n > size:
-                raise fail(f"header length {n} runs past the end of the {size}-byte file "
+                raise fail(_other_format(prefix, fspath) or
+                           f"header length {n} runs past the end of the {size}-byte file "
                            "(truncated?)")
             raw_header = f.read(n)
             data = f.read()
