@@ -283,6 +283,25 @@ def test_png_decoder_rejects_bad_files():
         decode_png(b"\x89PNG\r\n\x1a\n" + chunk)
 
 
+def test_png_filter_work_is_bounded():
+    """A 15 kB PNG of one 2,000,000-pixel RGBA row with Paeth filtering took 3.3 s and
+    244 MB (a row's bytes decoded one at a time in Python): refused now, quickly, while
+    a 4096-wide row and a square picture filtered the same way still decode."""
+    import time
+
+    strip = np.zeros((1, 1_000_000, 4), np.uint8)
+    strip[0, ::7] = 200
+    data = encode_png(strip, filters=(4,))
+    assert len(data) < 50_000
+    t = time.perf_counter()
+    with pytest.raises(PNGError, match="1 row.s. of 4,000,000 bytes.*Pillow reads it"):
+        decode_png(data)
+    assert time.perf_counter() - t < 0.5  # (refused before the rows are decoded)
+    for shape in ((1, 4096, 4), (300, 300, 4)):
+        img = (np.arange(np.prod(shape)) % 251).astype(np.uint8).reshape(shape)
+        np.testing.assert_array_equal(decode_png(encode_png(img, filters=(4, 3))), img)
+
+
 @pytest.mark.parametrize("palette_header", [False, True])
 @pytest.mark.parametrize("trns_len", [0, 2, 6, 12, 768])
 def test_a_malformed_transparency_chunk_is_a_png_error_or_decodes(trns_len, palette_header):

@@ -6,7 +6,8 @@ non-interlaced PNGs of 8-bit grey, grey+alpha, RGB, RGBA and palette images and 
 grey/colour (reduced to 8 bits, or 16-bit grey kept as uint16 with ``wide``). Anything
 else raises :class:`PNGError` with the reason.
 Sizes are checked before anything is decompressed, and decompression is bounded, so a
-small file cannot expand into a huge allocation.
+small file cannot expand into a huge allocation; Average- and Paeth-filtered rows, decoded
+in Python, are refused when they would take more than about a second (thin strips).
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ __all__ = ["PNGError", "decode_png", "encode_png", "MAX_PIXELS"]
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # A drawing pad is at most a few megapixels; more than this is a mistake or an attack.
 MAX_PIXELS = 4096 * 4096
+# Average and Paeth rows are decoded in Python (_unfilter): at most this many wavefront
+# steps (~30 us each), or 120 times as many bytes along rows, ~1 s. A 4096 x 4096 image
+# takes 8,192 steps; only strips thousands of times longer than wide come near it.
+MAX_FILTER_STEPS = 32768
 # channels per colour type
 _CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 
@@ -58,7 +63,13 @@ def _unfilter(raw: np.ndarray, height: int, stride: int, bpp: int) -> np.ndarray
     # row, ~0.25 us a byte in Python, or _unfilter_wavefront, ~30 us a step for
     # height + width steps: whichever costs less (a thin strip takes the loop).
     sequential = int(np.count_nonzero(filters >= 3)) * stride
-    if sequential > 120 * (height + stride // bpp):
+    steps = height + stride // bpp
+    wavefront = sequential > 120 * steps
+    # (a 15 kB PNG of one 2,000,000-pixel RGBA row took 3.3 s and 244 MB of Python lists)
+    if (steps if wavefront else sequential / 120) > MAX_FILTER_STEPS:
+        raise PNGError(f"unsupported PNG: its {height} row(s) of {stride:,} bytes, filtered "
+                       f"with Average or Paeth, take this decoder too long (Pillow reads it)")
+    if wavefront:
         return _unfilter_wavefront(rows[:, 1:], filters, bpp)
     # a row at a time: none, sub and up from the row above in NumPy
     out = np.zeros((height, stride), dtype=np.uint8)
