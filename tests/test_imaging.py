@@ -187,6 +187,29 @@ def test_strip_too_long_and_thin_is_refused_cheaply():
         preprocess_image(np.zeros((2, 2048), dtype=np.uint8))
 
 
+def test_small_pictures_with_boxy_marks_do_not_crash():
+    """A 13 x 4 picture whose marks are a few pixels across: the box test's sides (at
+    least 2 pixels) were wider than half a mark, the slices wrapped, and a NumPy
+    broadcasting error reached the user (about 1% of random pictures of 2-80 pixels)."""
+    a = np.full((13, 4), 255, np.uint8)
+    a[0, :2] = 0
+    a[1:3, :] = 0
+    a[3:10, 1:] = 0
+    a[10:, :] = 0
+    try:
+        assert preprocess_image(a).shape == (28, 28)
+    except NoDigitError:  # (a reading or a clear refusal: both are answers)
+        pass
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        h, w = rng.integers(2, 40, 2)
+        pic = np.where(rng.random((h, w)) < 0.5, 0, 255).astype(np.uint8)
+        try:
+            preprocess_image(pic)
+        except NoDigitError:
+            pass
+
+
 def test_grey_paper_and_noise_removed():
     rng = np.random.default_rng(3)
     paper = 0.8 + 0.03 * rng.standard_normal((200, 160))  # grey, noisy paper

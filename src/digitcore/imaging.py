@@ -183,8 +183,9 @@ COLOUR_GAIN = 2.0
 # 2.8. Strokes outside [STROKE_MIN, STROKE_MAX] are thickened or thinned to that range.
 STROKE_MIN = 2.0
 STROKE_MAX = 5.0
-# Step 9's network (a digitcore model file, 784-...-2: class 1 is "not a digit") and the
-# score above which it refuses, kept in the file's training metadata as "threshold".
+# Step 9's network (a digitcore model file, 784-...-3: class 1 is "not a digit", class 2
+# the paper of a picture read as ink) and the score above which it refuses, kept in the
+# file's training metadata as "threshold".
 SHAPE_CHECK_FILE = "shape-check.safetensors"
 
 
@@ -1030,6 +1031,8 @@ def _drop_boxes(mask: np.ndarray) -> np.ndarray:
         r0, r1, c0, c1 = int(top[k]), int(bottom[k]), int(left[k]), int(right[k])
         h, w = r1 - r0, c1 - c0
         t = max(2, int(0.1 * min(h, w)))
+        if min(h, w) <= 2 * t:  # (sides of 2 pixels leave no inside in a mark this small)
+            continue
         box = mark[r0:r1, c0:c1]
         if box[t:h - t, t:w - t].sum() > BOX_INSIDE * box.sum():
             continue
