@@ -40,6 +40,9 @@ def _fake_arrays():
 ARRAYS = _fake_arrays()
 CONTENT = {f: idx_header(a) + a.tobytes() for f, a in ARRAYS.items()}  # decompressed
 GZ = {f + ".gz": gzip.compress(c, mtime=0) for f, c in CONTENT.items()}
+# a second dataset with the same file names (as Fashion-MNIST's are MNIST's), "good2/"
+CONTENT2 = {f: idx_header(a) + (255 - a).tobytes() for f, a in ARRAYS.items()}
+GZ2 = {f + ".gz": gzip.compress(c, mtime=0) for f, c in CONTENT2.items()}
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -63,6 +66,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         if mode == "good":
             self._send(good)
+        elif mode == "good2":
+            self._send(GZ2[name])
         elif mode == "wrong":  # valid gzip, same size, different bytes
             raw = bytearray(gzip.decompress(good))
             raw[-1] ^= 0xFF
@@ -114,6 +119,11 @@ def isolated(monkeypatch, tmp_path):
                                sha256={f: hashlib.sha256(c).hexdigest() for f, c in CONTENT.items()},
                                sizes={f: len(c) for f, c in CONTENT.items()})
     monkeypatch.setitem(datasets._SPECS, "mnist", spec)
+    spec2 = dataclasses.replace(datasets._SPECS["fashion-mnist"],
+                                sha256={f: hashlib.sha256(c).hexdigest()
+                                        for f, c in CONTENT2.items()},
+                                sizes={f: len(c) for f, c in CONTENT2.items()})
+    monkeypatch.setitem(datasets._SPECS, "fashion-mnist", spec2)
 
 
 def leftovers(d: Path):
@@ -184,10 +194,43 @@ def test_load_mnist_downloads_into_cache_via_env_mirrors(server, tmp_path, monke
     np.testing.assert_array_equal(x, x2)
 
 
-def test_load_mnist_downloads_into_data_dir(server, tmp_path, monkeypatch):
+def test_load_mnist_downloads_into_data_dirs_subfolder(server, tmp_path, monkeypatch):
     monkeypatch.setenv("DIGITCORE_MNIST_MIRRORS", server("good"))
     load_mnist(tmp_path / "mine")
-    assert leftovers(tmp_path / "mine") == sorted(f + ".gz" for f in FILES)
+    assert leftovers(tmp_path / "mine" / "mnist") == sorted(f + ".gz" for f in FILES)
+    monkeypatch.setenv("DIGITCORE_MNIST_MIRRORS", "http://127.0.0.1:9/")
+    load_mnist(tmp_path / "mine", download=False)  # found there again
+
+
+def _put(folder: Path, gz: dict):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in gz.items():
+        (folder / name).write_bytes(data)
+
+
+def test_two_datasets_with_the_same_file_names_never_share_a_folder(server, tmp_path,
+                                                                     monkeypatch):
+    """MNIST downloaded into a folder itself made Fashion-MNIST's download find "its"
+    files there: none was downloaded, and the error said to delete the good MNIST files;
+    the same with MNIST's files in the cache's base."""
+    monkeypatch.setenv("DIGITCORE_FASHION_MNIST_MIRRORS", server("good2"))
+    shared = tmp_path / "shared"
+    _put(shared, GZ)  # MNIST's four files in the folder itself
+    with pytest.raises(DatasetError, match=r"is the MNIST train-images-idx3-ubyte file, not "
+                                           r"Fashion-MNIST.*Keep it, and put Fashion-MNIST's "
+                                           r"files in .*shared/fashion-mnist"):
+        datasets.load_dataset("fashion-mnist", shared, download=False)
+    (x, _), _ = datasets.load_dataset("fashion-mnist", shared, download=True)
+    np.testing.assert_array_equal(x, 255 - ARRAYS[FILES[0]])
+    assert leftovers(shared / "fashion-mnist") == sorted(f + ".gz" for f in FILES)
+    assert all((shared / n).read_bytes() == d for n, d in GZ.items())  # MNIST's kept
+    (x, _), _ = load_mnist(shared, download=False)
+    np.testing.assert_array_equal(x, ARRAYS[FILES[0]])
+    # MNIST's files in the cache's base folder
+    _put(tmp_path / "cache", GZ)
+    (x, _), _ = datasets.load_dataset("fashion-mnist", download=True)
+    np.testing.assert_array_equal(x, 255 - ARRAYS[FILES[0]])
+    assert leftovers(tmp_path / "cache" / "fashion-mnist") == sorted(f + ".gz" for f in FILES)
 
 
 def test_download_resumes_missing_files_only(server, tmp_path):

@@ -299,8 +299,22 @@ def _known_hashes() -> dict[str, str]:
     return out
 
 
+class _OtherDataset(DatasetError):
+    """A dataset file holding another dataset's file of the same name (MNIST and
+    Fashion-MNIST name their files alike)."""
+
+
 def _mismatch(path, what: str, got: str, expected: str) -> DatasetError:
     known = _known_hashes().get(got)
+    title = what.rsplit(" ", 1)[0]
+    spec = next((sp for sp in _SPECS.values() if sp.title == title), None)
+    if known and spec is not None and not known.startswith(title + " "):
+        folder = Path(path).parent
+        return _OtherDataset(
+            f"{os.fspath(path)} is the {known} file, not {what}: the two datasets name "
+            f"their files alike, so one folder holds one of them. Keep it, and put "
+            f"{title}'s files in {folder / spec.subdirs[0]} (where download=True, or "
+            f"--download, puts them).")
     hint = (f"it is the {known} file" if known else
             "the file is corrupt, truncated or not the official one")
     return DatasetError(
@@ -591,14 +605,29 @@ def load_test_split(name: str = "mnist", data_dir=None, *, verify: bool = True):
     return arrays[FILES[2]], arrays[FILES[3]]
 
 
+def _download_dir(spec: _Spec, data_dir) -> Path | None:
+    """Where a download with ``data_dir`` goes: its dataset subfolder ("DIR/mnist",
+    "DIR/fashion-mnist"), which the search looks in before DIR itself, so the two datasets
+    (whose files have the same names) never meet in one folder. None: the cache's."""
+    return None if data_dir is None else Path(data_dir).expanduser() / spec.subdirs[0]
+
+
 def _load(spec: _Spec, data_dir, download: bool, verify: bool):
     paths = find_dataset_files(spec.name, data_dir)
     if paths is None:
         if not download:
             raise _not_found(spec, data_dir)
-        paths = download_dataset(spec.name, data_dir)
-    return _load_four(paths, spec.sha256 if verify else None, spec.title,
-                      _Stamps() if verify else None)
+        paths = download_dataset(spec.name, _download_dir(spec, data_dir))
+    hashes, stamps = (spec.sha256, _Stamps()) if verify else (None, None)
+    try:
+        return _load_four(paths, hashes, spec.title, stamps)
+    except _OtherDataset:
+        # the other dataset's files where this one's were looked for (a folder or the
+        # cache's base): this one's go to the subfolder, which is looked in first
+        if not download or all(Path(p).parent.name in spec.subdirs for p in paths.values()):
+            raise
+    paths = download_dataset(spec.name, _download_dir(spec, data_dir))
+    return _load_four(paths, hashes, spec.title, stamps)
 
 
 def load_mnist(data_dir=None, *, download: bool = True, verify: bool = True):
@@ -607,8 +636,10 @@ def load_mnist(data_dir=None, *, download: bool = True, verify: bool = True):
     Parameters
     ----------
     data_dir : path, optional
-        Looked in first (then ``$DIGITCORE_DATA``, then the cache dir); also where a
-        download goes when given (default: ``<cache dir>/mnist``).
+        Looked in first, itself and its ``mnist`` subfolder (then ``$DIGITCORE_DATA``,
+        then the cache dir); a download goes into ``data_dir/mnist`` when given (default:
+        ``<cache dir>/mnist``): Fashion-MNIST's files have the same names, and go into
+        ``data_dir/fashion-mnist``.
     download : bool
         Fetch from the public mirrors when no local copy is found.
     verify : bool
