@@ -147,6 +147,19 @@ def test_written_file_mode_is_not_private(tmp_path):
     assert p.stat().st_mode & 0o044  # mkstemp's 0600 was relaxed to the umask default
 
 
+def test_zero_padding_after_the_gzip_stream_is_read(tmp_path):
+    """gzip -t and Python's gzip accept zero bytes after the last member (tape or block
+    padding); the reader called them trailing bytes. Anything else there is still one."""
+    p = tmp_path / "padded.gz"
+    for pad in (b"\x00", bytes(4), bytes(3 << 20)):
+        p.write_bytes(gz(GOOD) + pad)
+        np.testing.assert_array_equal(read_idx(p), np.arange(16, dtype=np.uint8).reshape(4, 2, 2))
+    for tail in (b"\x00\x01", bytes(5) + b"x", bytes(2 << 20) + b"\x07"):
+        p.write_bytes(gz(GOOD) + tail)
+        with pytest.raises(DatasetError, match="trailing bytes after the end of the gzip"):
+            read_idx(p)
+
+
 def test_multi_member_gzip_is_read(tmp_path):
     a = np.arange(100, dtype=np.uint8)
     data = idx_bytes(0x08, (100,), a.tobytes())
@@ -231,6 +244,15 @@ def _lying_but_plausible() -> bytes:
     return gz(idx_bytes(0x08, (16384, 16384), payload))
 
 
+def _forged_trailer() -> bytes:
+    # the same, with the gzip trailer's size field (the last 4 bytes, the file's own
+    # word) forged to agree with the header: it was trusted, and 256 MB allocated at once
+    # (a 40 MB file so forged asked for 37 GB: a MemoryError)
+    data = bytearray(_lying_but_plausible())
+    data[-4:] = struct.pack("<I", (8 + 16384 * 16384 + 4) % (1 << 32))
+    return bytes(data)
+
+
 MALFORMED = {
     "empty": (b"", "too short"),
     "short_magic": (b"\x00\x00\x08", "too short"),
@@ -255,6 +277,7 @@ MALFORMED = {
     "gz_bomb_lying_header": (_bomb_small_header(), "trailing bytes"),
     "gz_declares_1e12": (_bomb_big_header(), "cannot hold"),
     "gz_lying_plausible": (_lying_but_plausible(), "truncated"),
+    "gz_forged_trailer": (_forged_trailer(), "corrupt gzip stream"),
 }
 
 

@@ -51,6 +51,8 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _DEFLATE_MAX_RATIO = 1032
 _CHUNK = 1 << 20  # compressed bytes read per step
 _FIRST_ALLOC = 4 << 20  # grow the output from here when the gzip size hint disagrees
+# ... or claims more than this many times the file's size (MNIST's images compress ~5:1)
+_TRUST_RATIO = 64
 # What an IDX file read from a pipe may hold (a file has its size; a pipe may never end).
 MAX_PIPE_BYTES = 1 << 31
 
@@ -62,8 +64,8 @@ def _err(path, msg: str) -> DatasetError:
 class _Inflater:
     """Incremental gzip reader with exact-size reads and strict end-of-stream checks.
 
-    Multi-member gzip files are accepted (as ``gzip`` does); anything after the
-    last member that is not another gzip member is an error.
+    Multi-member gzip files are accepted (as ``gzip`` does), and zero bytes after the
+    last member (padding); anything else after it is an error.
     """
 
     def __init__(self, f: BinaryIO, path):
@@ -87,6 +89,13 @@ class _Inflater:
                     rest = self._f.read(_CHUNK)
                 if not rest:
                     return pos  # clean end of the last member
+                if not rest.strip(b"\x00"):
+                    # zero padding after the last member, as gzip and Python's gzip allow
+                    while rest:
+                        rest = self._f.read(_CHUNK)
+                        if rest.strip(b"\x00"):
+                            raise self._fail("trailing bytes after the end of the gzip stream")
+                    return pos
                 if len(rest) < 2:
                     rest += self._f.read(1)
                 if rest[:2] != _GZIP_MAGIC:
@@ -181,7 +190,7 @@ def _read_raw(f: BinaryIO, path, size: int, hasher) -> np.ndarray:
     if need < have:
         raise _err(path, f"{have - need} trailing bytes after the declared data "
                          f"(shape {dims} of {_TYPE_NAMES[code]})")
-    buf = np.empty(need, dtype=np.uint8)
+    buf = _alloc(path, need)
     mv = memoryview(buf)
     got = 0
     while got < need:  # readinto may return short counts on some file objects
@@ -194,6 +203,15 @@ def _read_raw(f: BinaryIO, path, size: int, hasher) -> np.ndarray:
         hasher.update(dim_bytes)
         hasher.update(mv)
     return _finish(buf, dtype, dims)
+
+
+def _alloc(path, n: int) -> np.ndarray:
+    """n bytes for the data of ``path``, or the DatasetError saying they are not to be had."""
+    try:
+        return np.empty(n, dtype=np.uint8)
+    except MemoryError:
+        raise _err(path, f"its data needs {n:,} bytes of memory, more than can be "
+                         "allocated") from None
 
 
 def _gzip_size_hint(f: BinaryIO, size: int) -> int | None:
@@ -221,16 +239,19 @@ def _read_gzip(f: BinaryIO, path, size: int, hasher) -> np.ndarray:
     if total > limit:
         raise _err(path, f"header declares shape {dims} of {_TYPE_NAMES[code]} ({need} bytes) "
                          f"but a {size}-byte gzip file cannot hold more than about {limit} bytes")
-    # Honest files: the gzip trailer says how big the data is, so allocate once.
-    # Otherwise grow as data actually arrives, so memory follows the real payload.
-    cap = need if isize == total % (1 << 32) else min(need, _FIRST_ALLOC)
-    buf = np.empty(cap, dtype=np.uint8)
+    # Honest files: the gzip trailer says how big the data is, so allocate once (when it
+    # is a plausible multiple of the file: the trailer is the file's own word, and 40 MB
+    # could otherwise claim 40 GB). Otherwise grow as data actually arrives, so memory
+    # follows the real payload.
+    trusted = isize == total % (1 << 32) and need <= _TRUST_RATIO * size
+    cap = need if trusted else min(need, _FIRST_ALLOC)
+    buf = _alloc(path, cap)
     got = 0
     while True:
         got += inf.read_into(memoryview(buf)[got:])
         if got < cap or cap == need:
             break
-        new = np.empty(min(need, 2 * cap), dtype=np.uint8)
+        new = _alloc(path, min(need, 2 * cap))
         new[:cap] = buf
         buf, cap = new, new.size
     if got < need:
