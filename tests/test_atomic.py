@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from digitcore import Network, load_model
-from digitcore._atomic import atomic_write_bytes, writable_target
+from digitcore._atomic import atomic_file, atomic_write_bytes, writable_target
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX file semantics")
 
@@ -161,3 +161,28 @@ def test_the_module_needs_no_third_party_import():
                        timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("where", ["write", "fsync", "replace"])
+def test_a_failed_write_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch, where):
+    """A full disk or a file size limit surfaced as '[Errno 27] File too large', naming
+    no file (digitcore train --out printed only that, after the training)."""
+    target = tmp_path / "model.bin"
+    target.write_bytes(b"old")
+
+    def fail(*args, **kwargs):
+        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+
+    if where == "write":
+        with pytest.raises(OSError, match=f"cannot write {target}: File too large") as info:
+            with atomic_file(target) as f:
+                monkeypatch.setattr(f, "write", fail)
+                f.write(b"new")
+    else:
+        monkeypatch.setattr(os, where, fail)
+        with pytest.raises(OSError, match=f"cannot write {target}: File too large") as info:
+            atomic_write_bytes(target, b"new")
+        monkeypatch.undo()
+    assert info.value.errno == errno.EFBIG
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin"]

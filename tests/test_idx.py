@@ -342,3 +342,10 @@ def test_a_bytes_path_is_read_and_written(tmp_path):
     a = np.arange(6, dtype=np.uint8).reshape(2, 3)
     write_idx(os.fsencode(tmp_path / "a.idx.gz"), a)  # (a TypeError from pathlib before)
     np.testing.assert_array_equal(read_idx(os.fsencode(tmp_path / "a.idx.gz")), a)
+
+
+def test_write_refuses_a_path_ending_in_a_slash(tmp_path):
+    """Path() dropped the slash, and write_idx("dir/x/", a) wrote a file named x."""
+    with pytest.raises(IsADirectoryError, match="names a directory"):
+        write_idx(str(tmp_path / "x") + os.sep, np.arange(3, dtype=np.uint8))
+    assert list(tmp_path.iterdir()) == []

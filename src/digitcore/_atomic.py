@@ -105,9 +105,13 @@ def atomic_file(path, mode: str = "wb", encoding: str | None = None):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        # a write, flush, fsync or rename that failed (a full disk, a file size limit)
+        # named no file, or the temporary one
+        if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
+            raise type(exc)(exc.errno, f"cannot write {shown}: {exc.strerror}") from None
         raise
     fsync_dir(directory)
 

@@ -360,9 +360,10 @@ def write_idx(path: str | os.PathLike, array, *, compress: bool | None = None,
     header = idx_header(arr)
     be = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder(">"))
     payload = memoryview(be.reshape(-1).view(np.uint8))
-    path = Path(os.fsdecode(path))  # (os.fsdecode: a bytes path too, as open() takes)
+    path = os.fsdecode(path)  # (a bytes path too, as open() takes; kept as a string:
+    # Path() drops a trailing slash, which atomic_file refuses as naming a directory)
     if compress is None:
-        compress = path.name.endswith(".gz")
+        compress = Path(path).name.endswith(".gz")
     with atomic_file(path) as f:
         if compress:
             with gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0,
