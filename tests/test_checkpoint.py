@@ -255,6 +255,51 @@ def _rewrite_state(raw, edit):
     return len(head).to_bytes(8, "little") + head + bytes(raw[8 + n:])
 
 
+def _rewrite_table(raw, edit):
+    """The checkpoint bytes with its tensor table (the header less __metadata__) passed
+    through ``edit`` (data and state kept)."""
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    edit({k: v for k, v in header.items() if k != "__metadata__"})
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)
+    return len(head).to_bytes(8, "little") + head + bytes(raw[8 + n:])
+
+
+def _first_two(table):
+    return [table[k] for k in sorted(table)[:2]]
+
+
+def _same_offsets(table):
+    a, b = _first_two(table)
+    b["data_offsets"] = a["data_offsets"]
+    b["shape"] = a["shape"]
+
+
+def _shape_minus_one(table):
+    a = _first_two(table)[0]
+    a["shape"] = [-1]
+
+
+def _one_value_short(table):  # a tensor one float shorter: 4 bytes of data left over
+    a = next(t for t in table.values() if len(t["shape"]) == 1 and t["shape"][0] > 1)
+    a["shape"] = [a["shape"][0] - 1]
+    a["data_offsets"][1] -= 4
+
+
+@pytest.mark.parametrize("edit", [_same_offsets, _shape_minus_one, _one_value_short])
+def test_an_edited_tensor_table_is_refused(tmp_path, edit):
+    """The checksums cover the tensors' bytes and the state, not the table that says
+    where each tensor lies: a shape of [-1], two tensors on the same bytes or a tensor
+    cut short were read without a word."""
+    _, tr, x, y = _small_run(tmp_path)
+    tr.fit(x, y)
+    path = tmp_path / "ck" / FILE_NAME
+    path.write_bytes(_rewrite_table(path.read_bytes(), edit))
+    with pytest.raises(CheckpointError, match="its tensor table is malformed"):
+        read_checkpoint(path)
+
+
 def _old_with_seed(seed):
     def edit(state):  # as written before the state had a checksum (version 1), with this seed
         del state["state_sha256"]

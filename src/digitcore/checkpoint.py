@@ -157,14 +157,31 @@ def read_checkpoint(path):
     seed = state.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise bad(f"its seed {seed!r} is not a non-negative integer")
-    tensors = {}
+    tensors, spans = {}, []
     try:
         for name, spec in header.items():
             a, b = spec["data_offsets"]
-            if spec["dtype"] != "F32" or not 0 <= a <= b <= len(data):
+            shape = spec["shape"]
+            # (the checksums cover the data and the state, not this table: each entry is
+            # checked to be one tensor's own stretch of the data, of its shape's size)
+            if not (isinstance(shape, list) and all(
+                    isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+                raise ValueError(f"tensor {name!r} has a bad shape {shape!r}")
+            if spec["dtype"] != "F32" or not all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in (a, b)) \
+                    or not 0 <= a <= b <= len(data) or b - a != 4 * math.prod(shape):
                 raise ValueError(f"tensor {name!r} has a bad dtype or offsets")
+            spans.append((a, b, name))
             arr = np.frombuffer(data[a:b], dtype="<f4")
-            tensors[name] = arr.reshape(spec["shape"]).astype(np.float32)
+            tensors[name] = arr.reshape(shape).astype(np.float32)
+        end = 0
+        for a, b, name in sorted(spans):
+            if a != end:
+                raise ValueError(f"tensor {name!r} overlaps another or leaves a gap before "
+                                 "it")
+            end = b
+        if end != len(data):
+            raise ValueError(f"the tensors cover {end} of the {len(data)} data bytes")
     except (KeyError, TypeError, ValueError) as exc:
         raise bad(f"its tensor table is malformed ({exc})") from None
     _upgrade(state, tensors)
