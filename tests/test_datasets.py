@@ -179,6 +179,20 @@ def test_unknown_dataset_name():
         load_dataset("cifar10")
 
 
+def test_the_bundled_subset_has_no_files_to_find_or_fetch():
+    """download_dataset("mnist-mini") said "unknown dataset 'mnist-mini' (expected one of
+    mnist, fashion-mnist, mnist-mini)"."""
+    from digitcore import datasets
+
+    for call in (lambda: datasets.download_dataset("mnist-mini"),
+                 lambda: datasets.find_dataset_files("mnist-mini"),
+                 lambda: datasets.dataset_title("mini")):
+        with pytest.raises(DatasetError, match="mnist-mini is bundled with digitcore: there "
+                                               "are no files to find or download"):
+            call()
+    assert load_dataset("mnist-mini")[1][0].shape[1:] == (28, 28)
+
+
 def test_checksum_mismatch_names_file_and_opt_out(tmp_path):
     make_fake(tmp_path / "d")
     with pytest.raises(DatasetError) as info:

@@ -233,6 +233,23 @@ def test_two_datasets_with_the_same_file_names_never_share_a_folder(server, tmp_
     assert leftovers(tmp_path / "cache" / "fashion-mnist") == sorted(f + ".gz" for f in FILES)
 
 
+def test_a_killed_downloads_leftover_is_removed_by_the_next(server, tmp_path):
+    """A download killed mid-file left its hidden temporary file (up to ~10 MB), which
+    nothing removed; one untouched for an hour is removed, a fresh one (a download
+    running in another process) is not."""
+    dest = tmp_path / "dl"
+    dest.mkdir()
+    old = dest / f".{FILES[0]}.gz.0123456789ab.tmp"
+    fresh = dest / f".{FILES[2]}.gz.ba9876543210.tmp"
+    mine = dest / ".notes.txt.0123456789ab.tmp"  # not a download's: left alone
+    for p in (old, fresh, mine):
+        p.write_bytes(b"partial")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    os.utime(mine, (time.time() - 7200, time.time() - 7200))
+    download_dataset("mnist", dest, mirrors=[server("good")], progress=False)
+    assert not old.exists() and fresh.exists() and mine.exists()
+
+
 def test_download_resumes_missing_files_only(server, tmp_path):
     dest = tmp_path / "dl"
     dest.mkdir()

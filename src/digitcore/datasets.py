@@ -22,6 +22,8 @@ place atomically. Images stay uint8 everywhere: the network scales them.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import http.client
 import importlib.resources
@@ -158,6 +160,9 @@ def get_cache_dir() -> Path:
 
 def _spec(name: str) -> _Spec:
     key = _normalize_name(name)
+    if key == "mnist-mini":  # (the callers of _spec look for, or fetch, four files)
+        raise DatasetError("mnist-mini is bundled with digitcore: there are no files to "
+                           "find or download; load it with load_dataset('mnist-mini')")
     if key not in _SPECS:
         raise DatasetError(f"unknown dataset {name!r} (expected one of {', '.join(DATASET_NAMES)})")
     return _SPECS[key]
@@ -384,6 +389,22 @@ def _load_four(paths: dict, hashes: dict | None, title: str, stamps: _Stamps | N
 
 # ----------------------------------------------------------------------------- download
 
+# A download's temporary file (atomic_file's ".NAME.gz.HEX.tmp") untouched this long was
+# left by a process killed while downloading (a live one writes it continuously).
+_STALE_DOWNLOAD_S = 3600.0
+
+
+def _drop_stale_downloads(dest: Path) -> None:
+    """Remove the temporary files killed downloads into ``dest`` left (up to ~10 MB each,
+    never trusted, but never removed either)."""
+    now = time.time()
+    for f in FILES:
+        for tmp in dest.glob(f".{glob.escape(f)}.gz.*.tmp"):
+            with contextlib.suppress(OSError):
+                if now - tmp.stat().st_mtime > _STALE_DOWNLOAD_S:
+                    tmp.unlink()
+
+
 def _mirrors(spec: _Spec, mirrors) -> tuple[str, ...]:
     if mirrors is None:
         env = os.environ.get(spec.mirrors_env, "").strip()
@@ -538,6 +559,7 @@ def download_dataset(name: str = "mnist", dest_dir=None, *, mirrors: Sequence[st
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DatasetError(f"cannot create download directory {dest} ({exc})") from None
+    _drop_stale_downloads(dest)
     stamps = _Stamps()
     result: dict[str, Path] = {}
     for f in FILES:
