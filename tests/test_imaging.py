@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -400,8 +401,15 @@ def test_without_pillow_png_files_are_read_and_others_say_how(monkeypatch, tmp_p
     monkeypatch.setattr(builtins, "__import__", no_pil)
     # PNG files need no Pillow (digitcore.png, the decoder serve uses); other files do
     assert np.array_equal(preprocess_image(tmp_path / "zero.png"), preprocess_image(picture))
-    with pytest.raises(ImportError, match=r"digitcore\[image\]"):
+    with pytest.raises(ImportError, match=r"zero.jpg is not a PNG file: .*digitcore\[image\]"):
         preprocess_image(tmp_path / "zero.jpg")
+    # an empty file said Pillow was needed; a device was read until memory ran out
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.png: the file is empty"):
+        preprocess_image(tmp_path / "empty.png")
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(ValueError, match="/dev/zero: is a device, not an image file"):
+            preprocess_image("/dev/zero")
     with pytest.raises(ValueError, match=r"bad.png: cannot read image: .*digitcore\[image\]"):
         preprocess_image(tmp_path / "bad.png")
     with pytest.raises(ValueError, match="x.png: no such file"):

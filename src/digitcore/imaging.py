@@ -308,13 +308,29 @@ def _is_pillow_image(obj) -> bool:
     return pil is not None and isinstance(obj, pil.Image)
 
 
+# The largest PNG file read without Pillow: the decoder's MAX_PIXELS of 16-bit RGBA,
+# barely compressed, with room for its chunks.
+_PNG_FILE_MAX = 160 << 20
+
+
 def _read_png(fspath: str) -> np.ndarray:
     """A PNG file without Pillow (digitcore.png: 8-bit, 16-bit grey as uint16, 16-bit
     colour reduced to 8 bits); any other file needs Pillow."""
+    from digitcore._atomic import NotAFile, seekable
     from digitcore.png import SIGNATURE, decode_png
 
     try:
         with open(fspath, "rb") as f:
+            # (read whole: a device such as /dev/zero, or a pipe past the limit, is
+            # refused first, and a regular file from its size)
+            try:
+                f, size = seekable(f, _PNG_FILE_MAX, "an image file")
+            except NotAFile as exc:
+                raise ValueError(f"{fspath}: {exc}") from None
+            if size > _PNG_FILE_MAX:
+                raise ValueError(f"{fspath}: {size:,} bytes, more than the built-in PNG "
+                                 f"decoder reads ({_PNG_FILE_MAX:,}; Pillow reads more: "
+                                 f"pip install 'digitcore[image]')")
             data = f.read()
     except FileNotFoundError:
         raise ValueError(f"{fspath}: no such file") from None
@@ -322,8 +338,13 @@ def _read_png(fspath: str) -> np.ndarray:
         raise ValueError(f"{fspath}: is a directory, not an image file") from None
     except OSError as exc:
         raise ValueError(f"{fspath}: cannot read image: {exc.strerror or exc}") from None
+    if not data:
+        raise ValueError(f"{fspath}: the file is empty")
     if not data.startswith(SIGNATURE):
-        _pillow()  # raises, saying how to install it
+        try:
+            _pillow()
+        except ImportError as exc:  # (saying how to install it, and which file needs it)
+            raise ImportError(f"{fspath} is not a PNG file: {exc}") from None
     try:
         return decode_png(data, wide=True)
     except ValueError as exc:
