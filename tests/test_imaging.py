@@ -600,6 +600,33 @@ def test_an_image_file_declaring_too_many_pixels_is_refused_before_decoding(tmp_
             read(path)
 
 
+def test_the_pixel_limit_is_the_files_for_jpegs_and_past_pillows_own(tmp_path):
+    """A 12000 x 9000 JPEG was read by preprocess_image (decoded at 1/8 scale, its size
+    checked after) though load_image refused it; a picture past twice Pillow's own limit
+    said Pillow's words, past its warning, which reached API users."""
+    Image = pytest.importorskip("PIL.Image")
+    import io
+    import warnings
+
+    buf = io.BytesIO()
+    Image.new("L", (16, 16), 200).save(buf, "JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")  # baseline frame header: length, precision, height, width
+    data[sof + 5:sof + 9] = (9000).to_bytes(2, "big") + (12000).to_bytes(2, "big")
+    (tmp_path / "big.jpg").write_bytes(bytes(data))
+    (tmp_path / "huge.png").write_bytes(_png_declaring(20000, 20000))
+    from digitcore.imaging import load_image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for read in (load_image, preprocess_image):
+            with pytest.raises(ValueError, match=r"big.jpg: the image is 12000x9000 pixels"):
+                read(tmp_path / "big.jpg")
+            with pytest.raises(ValueError, match=r"huge.png: the image has more than the "
+                                                 r"67,108,864 pixels digitcore reads"):
+                read(tmp_path / "huge.png")
+
+
 def test_a_big_scan_is_read(tmp_path):
     # an A5 page at 600 dpi (4960 x 3508) was refused by a 4096 x 4096 limit for a while;
     # past 4 x MAX_SIDE a side it is shrunk by whole blocks as it is decoded

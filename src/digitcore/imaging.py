@@ -64,6 +64,7 @@ are tuned together with them; nothing else uses them.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -243,18 +244,22 @@ def _read_file(path, longest=None) -> np.ndarray:
     except ImportError:
         return _read_png(fspath)
     try:
-        with Image.open(fspath) as img:
+        with warnings.catch_warnings():  # (past Pillow's own limit: refused below instead)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(fspath)
+        with img:
+            w, h = img.size
+            if w * h > MAX_FILE_PIXELS:
+                # (before decoding, and before a JPEG's reduced scale makes it smaller: a
+                # small file can declare a huge picture, and the limit is the file's)
+                raise _TooLarge(f"{fspath}: the image is {w}x{h} pixels, more than the "
+                                f"{MAX_FILE_PIXELS:,} digitcore reads (a photo of one digit "
+                                "needs far fewer: shrink it)")
             # (MPO: a phone's JPEG with a second, preview picture)
             if longest and img.format in ("JPEG", "MPO") and max(img.size) > 2 * longest:
                 f = max(img.size) / longest
                 img.draft(img.mode, (max(1, int(img.size[0] / f)),
                                      max(1, int(img.size[1] / f))))
-            w, h = img.size
-            if w * h > MAX_FILE_PIXELS:
-                # (before decoding: a small file can declare a huge picture)
-                raise _TooLarge(f"{fspath}: the image is {w}x{h} pixels, more than the "
-                                f"{MAX_FILE_PIXELS:,} digitcore reads (a photo of one digit "
-                                "needs far fewer: shrink it)")
             img.load()
             if (longest and max(img.size) > 4 * longest and "transparency" not in img.info
                     and img.mode in ("L", "LA", "RGB", "RGBA", "I", "F")):
@@ -273,6 +278,10 @@ def _read_file(path, longest=None) -> np.ndarray:
         raise ValueError(f"{fspath}: is a directory, not an image file") from None
     except _TooLarge as exc:
         raise ValueError(str(exc)) from None
+    except Image.DecompressionBombError:  # (over twice Pillow's limit: said at open)
+        raise ValueError(f"{fspath}: the image has more than the {MAX_FILE_PIXELS:,} "
+                         "pixels digitcore reads (a photo of one digit needs far fewer: "
+                         "shrink it)") from None
     except Exception as exc:  # Pillow raises many types for a bad file
         raise ValueError(f"{fspath}: cannot read image: {exc}") from exc
 
