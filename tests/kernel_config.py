@@ -1,7 +1,7 @@
 """The kernel configurations tests run under: every kernel path the CPU has, by thread count.
 
 "avx512" is the AVX2 path with its GEMM on the 6x32 AVX-512 tile (the default on a CPU
-with AVX-512F); on such a CPU "avx2" means the AVX2 path with the 6x16 AVX2 tile.
+with AVX-512); on such a CPU "avx2" means the AVX2 path with the 6x16 AVX2 tile.
 """
 
 import contextlib

@@ -381,7 +381,7 @@ def test_kernel_selection_roundtrip():
     assert _ops.gemm_tile() == PATHS[-1]
 
 
-@pytest.mark.skipif(not _ops.cpu_has_avx512(), reason="needs a CPU with AVX-512F")
+@pytest.mark.skipif(not _ops.cpu_has_avx512(), reason="needs a CPU with AVX-512")
 @pytest.mark.parametrize("threads", THREADS)
 def test_avx512_tile_gives_the_avx2_tiles_bits(threads):
     # Both tiles give every element the same FMA chain over the same K blocks, so training

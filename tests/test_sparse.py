@@ -203,7 +203,7 @@ def test_thread_counts_agree_with_a_narrow_last_block_on_long_batches(rng, sizes
     assert np.array_equal(a.flat_parameters, b.flat_parameters)
 
 
-@pytest.mark.skipif(not digitcore._ops.cpu_has_avx512(), reason="needs a CPU with AVX-512F")
+@pytest.mark.skipif(not digitcore._ops.cpu_has_avx512(), reason="needs a CPU with AVX-512")
 @pytest.mark.parametrize("hidden", [1, 15, 16, 17, 33, 64, 65, 130])
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
 def test_avx512_row_kernel_gives_the_avx2_bits(rng, hidden, activation):

@@ -145,7 +145,7 @@ def test_training_bits(name):
                                f"({hashes[1]} != recorded {want})")
 
 
-@pytest.mark.skipif(not digitcore._ops.cpu_has_avx512(), reason="needs a CPU with AVX-512F")
+@pytest.mark.skipif(not digitcore._ops.cpu_has_avx512(), reason="needs a CPU with AVX-512")
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_training_bits_do_not_depend_on_avx512(name):
     # the AVX2 path's GEMM runs a 6x32 AVX-512 tile where the CPU has it, with the 6x16
