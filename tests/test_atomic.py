@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import sys
 
@@ -169,20 +170,33 @@ def test_a_failed_write_names_the_file_and_keeps_the_old_one(tmp_path, monkeypat
     no file (digitcore train --out printed only that, after the training)."""
     target = tmp_path / "model.bin"
     target.write_bytes(b"old")
+    said = re.escape(f"cannot write {target}: File too large")
 
     def fail(*args, **kwargs):
         raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
 
     if where == "write":
-        with pytest.raises(OSError, match=f"cannot write {target}: File too large") as info:
+        with pytest.raises(OSError, match=said) as info:
             with atomic_file(target) as f:
                 monkeypatch.setattr(f, "write", fail)
                 f.write(b"new")
     else:
         monkeypatch.setattr(os, where, fail)
-        with pytest.raises(OSError, match=f"cannot write {target}: File too large") as info:
+        with pytest.raises(OSError, match=said) as info:
             atomic_write_bytes(target, b"new")
         monkeypatch.undo()
     assert info.value.errno == errno.EFBIG
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin"]
+
+
+def test_other_errors_in_the_block_keep_their_own_words(tmp_path):
+    """A download writes inside atomic_file's block: a network reset there is not a
+    failure to write the file."""
+    target = tmp_path / "data.gz"
+    with pytest.raises(ConnectionResetError) as info:
+        with atomic_file(target) as f:
+            f.write(b"part")
+            raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+    assert "cannot write" not in str(info.value)
+    assert not target.exists() and list(tmp_path.iterdir()) == []

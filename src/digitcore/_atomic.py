@@ -80,6 +80,12 @@ def _temporary_name(directory, base: str) -> str:
     return os.path.join(directory, tmp)
 
 
+# what writing to a file fails with: no room, past a size limit or a quota, a device error,
+# a read-only file system
+_WRITE_ERRNOS = {getattr(errno, n) for n in ("ENOSPC", "EFBIG", "EDQUOT", "EIO", "EROFS")
+                 if hasattr(errno, n)}
+
+
 @contextlib.contextmanager
 def atomic_file(path, mode: str = "wb", encoding: str | None = None):
     """Context manager yielding a file object whose content replaces ``path`` on success
@@ -95,6 +101,7 @@ def atomic_file(path, mode: str = "wb", encoding: str | None = None):
                      0o666)
     except OSError as exc:
         raise type(exc)(exc.errno, f"cannot write {shown}: {exc.strerror}") from None
+    storing = False  # (past the caller's block: flush, fsync and rename are ours)
     try:
         f = os.fdopen(fd, mode) if encoding is None else os.fdopen(fd, mode, encoding=encoding)
         with f:
@@ -102,16 +109,19 @@ def atomic_file(path, mode: str = "wb", encoding: str | None = None):
                 with contextlib.suppress(OSError):  # allows (Windows: a read-only flag only)
                     os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode) & 0o777)
             yield f
+            storing = True
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        # a write, flush, fsync or rename that failed (a full disk, a file size limit)
-        # named no file, or the temporary one
-        if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
-            raise type(exc)(exc.errno, f"cannot write {shown}: {exc.strerror}") from None
+        # storing the file failed (a full disk, a file size limit): the error named no
+        # file, or the temporary one. In the caller's block only the errors of writing
+        # are relabelled (a download's network errors there are its own).
+        if isinstance(exc, OSError) and exc.errno is not None and exc.strerror and (
+                storing or exc.errno in _WRITE_ERRNOS):
+            raise type(exc)(exc.errno, f"cannot write {shown}: {exc.strerror}") from exc
         raise
     fsync_dir(directory)
 
