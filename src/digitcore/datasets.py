@@ -318,8 +318,8 @@ def _mismatch(path, what: str, got: str, expected: str) -> DatasetError:
         return _OtherDataset(
             f"{os.fspath(path)} is the {known} file, not {what}: the two datasets name "
             f"their files alike, so one folder holds one of them. Keep it, and put "
-            f"{title}'s files in {folder / spec.subdirs[0]} (where download=True, or "
-            f"--download, puts them).")
+            f"{title}'s files in a folder of their own, such as {folder / spec.subdirs[0]} "
+            f"(looked in first), or download them (download=True, --download).")
     hint = (f"it is the {known} file" if known else
             "the file is corrupt, truncated or not the official one")
     return DatasetError(
@@ -606,7 +606,7 @@ def _not_found(spec: _Spec, data_dir) -> DatasetError:
         + "\n".join(f"  {d}" for d in dirs)
         + f"\nTo get it: call digitcore.load_dataset({spec.name!r}, download=True) (on the "
         f"command line: --download; about 11 MB "
-        f"into {get_cache_dir() / spec.name}), or download the four .gz files from {bases[0]} "
+        f"into {_download_dir(spec, data_dir) or get_cache_dir() / spec.name}), or download the four .gz files from {bases[0]} "
         f"and put them in one of the directories above (or set $DIGITCORE_DATA).")
 
 
@@ -635,19 +635,23 @@ def _download_dir(spec: _Spec, data_dir) -> Path | None:
 
 
 def _load(spec: _Spec, data_dir, download: bool, verify: bool):
-    paths = find_dataset_files(spec.name, data_dir)
-    if paths is None:
-        if not download:
-            raise _not_found(spec, data_dir)
-        paths = download_dataset(spec.name, _download_dir(spec, data_dir))
     hashes, stamps = (spec.sha256, _Stamps()) if verify else (None, None)
-    try:
-        return _load_four(paths, hashes, spec.title, stamps)
-    except _OtherDataset:
-        # the other dataset's files where this one's were looked for (a folder or the
-        # cache's base): this one's go to the subfolder, which is looked in first
-        if not download or all(Path(p).parent.name in spec.subdirs for p in paths.values()):
-            raise
+    other = None
+    # each folder that holds the four files, in lookup order, past those that hold the
+    # other dataset's files of the same names (a folder, $DIGITCORE_DATA or the cache's
+    # base holding MNIST, where Fashion-MNIST's files were looked for)
+    for d in _search_dirs(spec, data_dir):
+        found = {f: _file_in(d, f) for f in FILES}
+        if not all(found.values()):
+            continue
+        try:
+            return _load_four(found, hashes, spec.title, stamps)
+        except _OtherDataset as exc:
+            other = other or exc
+    if not download:
+        if other is not None:
+            raise other
+        raise _not_found(spec, data_dir)
     paths = download_dataset(spec.name, _download_dir(spec, data_dir))
     return _load_four(paths, hashes, spec.title, stamps)
 
