@@ -374,8 +374,7 @@ def test_named_augments_and_specs():
     # accepted in double but not in the float32 the kernel takes: fit failed later,
     # saying "scale must be in [0, 1), got 0.99999999"
     for kw in (dict(scale=0.99999999), dict(thickness=0.99999999), dict(faint=0.99999999),
-               dict(alpha=1.0, sigma=1e-46), dict(translate=1e6 + 0.01),
-               dict(translate=10 ** 400)):
+               dict(alpha=1.0, sigma=1e-46), dict(translate=10 ** 400)):
         name = next(k for k in kw if k != "alpha")
         with pytest.raises(ValueError, match=rf"Augment.{name} must be in .*also as a float32"):
             Augment(**kw)
