@@ -71,16 +71,17 @@ def target_arch(plat_name: str, environ=os.environ, machine: str | None = None) 
 
 def one_arch(command: list, arch: str) -> list:
     """A compiler or linker command with its "-arch X" pairs replaced by one "-arch arch"
-    after the program (what ARCHFLAGS does to a universal2 Python's flags)."""
-    out, skip = [command[0], "-arch", arch], False
-    for word in command[1:]:
+    at the end (what ARCHFLAGS does to a universal2 Python's flags; at the end, so a
+    command of several words, "ccache clang" or "xcrun clang", keeps its program)."""
+    out, skip = [], False
+    for word in command:
         if skip:
             skip = False
         elif word == "-arch":
             skip = True
         else:
             out.append(word)
-    return out
+    return out + ["-arch", arch]
 
 
 def homebrew_libomp(arch: str) -> str:
@@ -190,7 +191,9 @@ class BuildExt(build_ext):
         self.is_x86 = self.target_arch in X86_ARCHS
         if self.plat_name.endswith("universal2") and "ARCHFLAGS" not in os.environ:
             # both slices would get one set of flags: the x86_64 one without its AVX2
-            # kernels, and with OpenMP a libomp of one architecture that fails to link
+            # kernels, and with OpenMP a libomp of one architecture that fails to link.
+            # (A wheel built so, pip wheel ., is still tagged universal2, though it holds
+            # this machine's slice only: set ARCHFLAGS to build wheels to pass around.)
             for attr in ("compiler", "compiler_so", "compiler_cxx", "linker_so", "linker_exe"):
                 cmd = getattr(self.compiler, attr, None)
                 if isinstance(cmd, list) and cmd:
