@@ -576,7 +576,10 @@ def test_other_formats_are_named_in_the_error(tmp_path):
              "model.pt": (b"PK\x03\x04" + bytes(64), "zip archive (a PyTorch .pt file?)"),
              "digit.png": (b"\x89PNG\r\n\x1a\n" + bytes(64), "is a PNG image"),
              "m.gz": (b"\x1f\x8b\x08\x00" + bytes(64), "is a gzip file"),
-             "noise.bin": (b"\xff" * 72, "exceeds the 16777216-byte limit (not a model file?)")}
+             "noise.bin": (b"\xff" * 72, "exceeds the 16777216-byte limit (not a model file?)"),
+             # a header length whose low bytes happen to read 08 08 12 ..: not ONNX
+             "cut.safetensors": (b"\x08\x08\x12\x00\x00\x00\x00\x00" + bytes(64),
+                                 "runs past the end of the 72-byte file (truncated?)")}
     for name, (data, message) in cases.items():
         (tmp_path / name).write_bytes(data)
         with pytest.raises(ModelFormatError, match=f"{re.escape(name)}: .*{re.escape(message)}"):

@@ -268,10 +268,12 @@ def _other_format(prefix: bytes, path: str) -> str | None:
         return "this is a zip archive (a PyTorch .pt file?), not a digitcore model file"
     if prefix.startswith(b"\x1f\x8b"):
         return "this is a gzip file, not a model file"
-    # an ONNX ModelProto begins with field 1 (ir_version, a small varint), then field 2
-    # (producer_name) or another string field
-    if path.lower().endswith(".onnx") or (prefix[:1] == b"\x08" and prefix[1] < 0x80
-                                          and prefix[2:3] in (b"\x12", b"\x1a", b"\x3a")):
+    # an ONNX ModelProto begins with field 1 (ir_version, 3 to 15), then a short string
+    # field (producer_name, ...) of printable text; a safetensors header's length, read
+    # from those bytes, has zeros there
+    if path.lower().endswith(".onnx") or (
+            prefix[0] == 0x08 and 3 <= prefix[1] <= 15 and prefix[2] in (0x12, 0x1A, 0x3A)
+            and prefix[3] < 0x80 and all(32 <= c < 127 for c in prefix[4:8])):
         return ("this looks like an ONNX file: digitcore writes ONNX (digitcore export) "
                 "but reads only its own .safetensors model files")
     return None
