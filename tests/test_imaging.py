@@ -622,8 +622,9 @@ def test_the_pixel_limit_is_the_files_for_jpegs_and_past_pillows_own(tmp_path):
         for read in (load_image, preprocess_image):
             with pytest.raises(ValueError, match=r"big.jpg: the image is 12000x9000 pixels"):
                 read(tmp_path / "big.jpg")
-            with pytest.raises(ValueError, match=r"huge.png: the image has more than the "
-                                                 r"67,108,864 pixels digitcore reads"):
+            with pytest.raises(ValueError, match=r"huge.png: the image has more pixels than "
+                                                 r"Pillow opens .*digitcore reads at most "
+                                                 r"67,108,864"):
                 read(tmp_path / "huge.png")
 
 

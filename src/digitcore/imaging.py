@@ -293,9 +293,10 @@ def _read_file(path, longest=None) -> np.ndarray:
     except _TooLarge as exc:
         raise ValueError(str(exc)) from None
     except Image.DecompressionBombError:  # (over twice Pillow's limit: said at open)
-        raise ValueError(f"{fspath}: the image has more than the {MAX_FILE_PIXELS:,} "
-                         "pixels digitcore reads (a photo of one digit needs far fewer: "
-                         "shrink it)") from None
+        raise ValueError(f"{fspath}: the image has more pixels than Pillow opens "
+                         f"(PIL.Image.MAX_IMAGE_PIXELS, {Image.MAX_IMAGE_PIXELS:,}); "
+                         f"digitcore reads at most {MAX_FILE_PIXELS:,} (a photo of one "
+                         "digit needs far fewer: shrink it)") from None
     except Exception as exc:  # Pillow raises many types for a bad file
         raise ValueError(f"{fspath}: cannot read image: {exc}") from exc
 
