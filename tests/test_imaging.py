@@ -267,6 +267,54 @@ def test_resize_preserves_constants_and_mean():
         resize(x, (0, 4))
 
 
+def _dense_weights(n_in, n_out):
+    """resize's weights as a dense (n_out, n_in) matrix, the way they are defined."""
+    w = np.zeros((n_out, n_in))
+    scale = n_in / n_out
+    if n_out <= n_in:
+        edges = np.arange(n_out + 1) * scale
+        idx = np.arange(n_in)
+        overlap = np.minimum(idx + 1, edges[1:, None]) - np.maximum(idx, edges[:-1, None])
+        return np.clip(overlap, 0, None) / scale
+    centres = np.clip((np.arange(n_out) + 0.5) * scale - 0.5, 0, n_in - 1)
+    i0 = np.floor(centres).astype(int)
+    frac = centres - i0
+    w[np.arange(n_out), i0] += 1 - frac
+    w[np.arange(n_out), np.minimum(i0 + 1, n_in - 1)] += frac
+    return w
+
+
+def test_resize_is_its_dense_weights_and_needs_no_dense_matrix():
+    """The band is built alone (a dense n_out x n_in matrix took 275 MB and 0.66 s for
+    6000 -> 3000 rows); it holds the dense matrix's weights, and resizes to the same
+    bits as summing the band's taps of them in order."""
+    import tracemalloc
+
+    from digitcore.imaging import _apply_band, _band
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n_in, n_out = (int(v) for v in rng.integers(1, 120, 2))
+        idx, weights = _band(n_in, n_out)
+        dense = np.zeros((n_out, n_in))
+        for t in range(idx.shape[1]):
+            np.add.at(dense, (np.arange(n_out), idx[:, t]), weights[:, t])
+        np.testing.assert_allclose(dense, _dense_weights(n_in, n_out), rtol=0, atol=1e-15)
+        x = rng.standard_normal((n_in, 2))
+        want = np.zeros((n_out, 2))
+        for t in range(idx.shape[1]):
+            want += weights[:, t, None] * x[idx[:, t]]
+        np.testing.assert_array_equal(_apply_band(x, (idx, weights)), want)
+    tracemalloc.start()
+    try:
+        out = resize(np.ones((6000, 6)), (3000, 6))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_allclose(out, 1.0)
+    assert peak < 8 << 20, peak
+
+
 def test_resize_matches_pillow():
     Image = pytest.importorskip("PIL.Image")
     x = np.random.default_rng(2).random((53, 37)).astype(np.float32)

@@ -488,28 +488,6 @@ def _composite(grey: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
     return grey * alpha + background * (1.0 - alpha)
 
 
-def _resize_weights(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) matrix resampling one axis: area averaging or bilinear."""
-    w = np.zeros((n_out, n_in))
-    scale = n_in / n_out
-    if n_out <= n_in:
-        # output pixel o covers input span [o*scale, (o+1)*scale); weight = overlap / scale
-        edges = np.arange(n_out + 1) * scale
-        idx = np.arange(n_in)
-        overlap = (np.minimum(idx + 1, edges[1:, None]) - np.maximum(idx, edges[:-1, None]))
-        w = np.clip(overlap, 0, None) / scale
-    else:
-        # bilinear with pixel centres aligned (half-pixel convention, like Pillow)
-        centres = (np.arange(n_out) + 0.5) * scale - 0.5
-        centres = np.clip(centres, 0, n_in - 1)
-        i0 = np.floor(centres).astype(int)
-        i1 = np.minimum(i0 + 1, n_in - 1)
-        frac = centres - i0
-        w[np.arange(n_out), i0] += 1 - frac
-        w[np.arange(n_out), i1] += frac
-    return w
-
-
 def resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Resize a grey image with NumPy only.
 
@@ -541,16 +519,31 @@ def resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _band(n_in: int, n_out: int):
-    """The nonzero band of ``_resize_weights``: (first input per output, weights (n_out, T))."""
-    wm = _resize_weights(n_in, n_out)
-    nz = wm != 0
-    first = np.where(nz.any(axis=1), nz.argmax(axis=1), 0)
-    last = n_in - 1 - np.where(nz.any(axis=1), nz[:, ::-1].argmax(axis=1), n_in - 1)
-    taps = int((last - first).max()) + 1
-    idx = np.minimum(first[:, None] + np.arange(taps), n_in - 1)
-    weights = np.take_along_axis(wm, idx, axis=1)
-    weights[first[:, None] + np.arange(taps) > n_in - 1] = 0.0
-    return idx, weights
+    """One axis's resampling as a band: (the inputs each output reads, (n_out, T) indices
+    clamped into range; their weights, (n_out, T), 0 past the end). Area averaging where
+    the axis shrinks (output o covers inputs [o*scale, (o+1)*scale), each weighted by its
+    overlap / scale, which anti-aliases like MNIST's preparation), bilinear with pixel
+    centres aligned (the half-pixel convention, like Pillow) where it grows. Built as
+    the band alone: a dense (n_out, n_in) matrix took 275 MB for 6000 -> 3000."""
+    scale = n_in / n_out
+    if n_out <= n_in:
+        edges = np.arange(n_out + 1) * scale
+        first = np.floor(edges[:-1]).astype(np.intp)
+        idx = first[:, None] + np.arange(int(np.ceil(scale)) + 1)
+        overlap = np.minimum(idx + 1, edges[1:, None]) - np.maximum(idx, edges[:-1, None])
+        weights = np.clip(overlap, 0, None) / scale
+    else:
+        centres = np.clip((np.arange(n_out) + 0.5) * scale - 0.5, 0, n_in - 1)
+        first = np.floor(centres).astype(np.intp)
+        frac = centres - first
+        idx = first[:, None] + np.arange(2)
+        weights = np.zeros((n_out, 2))
+        weights[:, 0] += 1 - frac
+        last = first + 1 > n_in - 1  # (at the end both taps are the last input)
+        weights[last, 0] += frac[last]
+        weights[~last, 1] += frac[~last]
+    weights[idx > n_in - 1] = 0.0
+    return np.minimum(idx, n_in - 1), weights
 
 
 def _apply_band(x: np.ndarray, band) -> np.ndarray:
