@@ -218,7 +218,7 @@ def test_two_datasets_with_the_same_file_names_never_share_a_folder(server, tmp_
     shared = tmp_path / "shared"
     _put(shared, GZ)  # MNIST's four files in the folder itself
     with pytest.raises(DatasetError, match=r"is the MNIST train-images-idx3-ubyte file, not "
-                                           r"Fashion-MNIST.*Keep it, and put Fashion-MNIST's "
+                                           r"Fashion-MNIST.*keep it, and put Fashion-MNIST's "
                                            r"files in a folder of their own, such as "
                                            + re.escape(str(shared / "fashion-mnist"))):
         datasets.load_dataset("fashion-mnist", shared, download=False)
@@ -239,6 +239,31 @@ def test_two_datasets_with_the_same_file_names_never_share_a_folder(server, tmp_
     assert leftovers(tmp_path / "cache" / "fashion-mnist") == sorted(f + ".gz" for f in FILES)
     (x, _), _ = load_mnist(download=False)  # ($DIGITCORE_DATA's)
     np.testing.assert_array_equal(x, ARRAYS[FILES[0]])
+    # every reader agrees: the test split alone (digitcore evaluate), and the default
+    # dataset's search (MNIST's files, past Fashion-MNIST's in a folder looked in first)
+    xt, _ = datasets.load_test_split("fashion-mnist")
+    np.testing.assert_array_equal(xt, 255 - ARRAYS[FILES[2]])
+    _put(tmp_path / "first", GZ2)
+    assert datasets.resolve_default_dataset(tmp_path / "first")[0] == "mnist"
+    # a folder named by the user is the one place read (digitcore's --data-dir)
+    with pytest.raises(DatasetError, match="is the MNIST t10k-images-idx3-ubyte file"):
+        datasets.read_folder("fashion-mnist", tmp_path / "env", test_only=True)
+    # a file skipped once is known by its recorded hash, not hashed again
+    calls = []
+    real = datasets.read_idx_sha256
+    monkeypatch.setattr(datasets, "read_idx_sha256", lambda p: calls.append(p) or real(p))
+    datasets.load_dataset("fashion-mnist", download=False)
+    assert not any(Path(p).parent == tmp_path / "env" for p in calls), calls
+
+
+def test_the_other_datasets_files_in_this_ones_own_folder(server, tmp_path, monkeypatch):
+    """MNIST's files in Fashion-MNIST's own subfolder: the advice named
+    .../fashion-mnist/fashion-mnist, a folder never looked in."""
+    _put(tmp_path / "d" / "fashion-mnist", GZ)
+    with pytest.raises(DatasetError, match=re.escape(
+            f"{tmp_path / 'd' / 'fashion-mnist'} is Fashion-MNIST's own folder: put "
+            f"Fashion-MNIST's files there instead")):
+        datasets.load_dataset("fashion-mnist", tmp_path / "d", download=False)
 
 
 def test_a_killed_downloads_leftover_is_removed_by_the_next(server, tmp_path):
@@ -320,3 +345,20 @@ def test_mirror_configuration(monkeypatch):
     assert datasets._url("http://h/x", "f.gz") == "http://h/x/f.gz"
     with pytest.raises(DatasetError):
         datasets._mirrors(spec, [])
+
+
+def test_the_command_lines_data_dir_is_the_one_place_read(server, tmp_path, monkeypatch):
+    """digitcore train --dataset fashion-mnist --data-dir DIR, with MNIST's files in DIR
+    and Fashion-MNIST's in the cache: the search went on past DIR to the cache without a
+    word, though the README says a --data-dir given is the one place looked."""
+    from digitcore import cli
+
+    _put(tmp_path / "dd", GZ)
+    _put(tmp_path / "cache" / "fashion-mnist", GZ2)
+    with pytest.raises(DatasetError, match="is the MNIST train-images-idx3-ubyte file"):
+        cli._load_data("fashion-mnist", tmp_path / "dd", False, True)
+    name, (x, _), _ = cli._load_data("fashion-mnist", None, False, True)  # (the search)
+    np.testing.assert_array_equal(x, 255 - ARRAYS[FILES[0]])
+    name, (x, _), _ = cli._load_data(None, tmp_path / "dd", False, True)
+    assert name == "mnist"
+    np.testing.assert_array_equal(x, ARRAYS[FILES[0]])

@@ -275,6 +275,11 @@ def _load_data(dataset, data_dir, download=False, verify=True, test_only=False):
                              f"{datasets.dataset_title(dataset or 'mnist')} files there ("
                              + ", ".join(files) + ", raw or .gz, in it or in its dataset "
                              "subfolder)")
+    if data_dir is not None and not download:  # (that folder only, as checked above)
+        train, test, folder = datasets.read_folder(dataset or "mnist", data_dir,
+                                                   verify=verify, test_only=test_only)
+        name = dataset or ("mnist" if verify else f"IDX files in {folder}")
+        return name, train, test
     if dataset is None:
         name, train, test, notice = datasets.resolve_default_dataset(
             data_dir, verify=verify, test_only=test_only)

@@ -276,6 +276,14 @@ class _Stamps:
         return (isinstance(e, dict) and e.get("size") == st.st_size
                 and e.get("mtime_ns") == st.st_mtime_ns and e.get("sha256") == sha)
 
+    def known(self, path: Path, st: os.stat_result) -> str | None:
+        """The SHA-256 recorded for ``path`` as it is now (size and mtime), or None."""
+        e = self.entries.get(self._key(path))
+        if isinstance(e, dict) and e.get("size") == st.st_size \
+                and e.get("mtime_ns") == st.st_mtime_ns and isinstance(e.get("sha256"), str):
+            return e["sha256"]
+        return None
+
     def add(self, path: Path, st: os.stat_result, sha: str) -> None:
         self.entries[self._key(path)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
                                          "sha256": sha}
@@ -315,11 +323,14 @@ def _mismatch(path, what: str, got: str, expected: str) -> DatasetError:
     spec = next((sp for sp in _SPECS.values() if sp.title == title), None)
     if known and spec is not None and not known.startswith(title + " "):
         folder = Path(path).parent
+        if folder.name in spec.subdirs or "/".join(folder.parts[-2:]) in spec.subdirs:
+            where = f"{folder} is {title}'s own folder: put {title}'s files there instead"
+        else:
+            where = (f"keep it, and put {title}'s files in a folder of their own, such as "
+                     f"{folder / spec.subdirs[0]} (looked in first)")
         return _OtherDataset(
             f"{os.fspath(path)} is the {known} file, not {what}: the two datasets name "
-            f"their files alike, so one folder holds one of them. Keep it, and put "
-            f"{title}'s files in a folder of their own, such as {folder / spec.subdirs[0]} "
-            f"(looked in first), or download them (download=True, --download).")
+            f"their files alike, so one folder holds one of them; {where}.")
     hint = (f"it is the {known} file" if known else
             "the file is corrupt, truncated or not the official one")
     return DatasetError(
@@ -337,8 +348,13 @@ def _load_verified(path: Path, expected: str | None, what: str, stamps: _Stamps 
         raise DatasetError(f"{path}: cannot stat ({exc})") from None
     if stamps is not None and stamps.ok(path, st, expected):
         return read_idx(path)
+    known = stamps.known(path, st) if stamps is not None else None
+    if known is not None and known != expected and known in _known_hashes():
+        raise _mismatch(path, what, known, expected)  # (another dataset's, hashed before)
     arr, got = read_idx_sha256(path)
     if got != expected:
+        if stamps is not None and got in _known_hashes():
+            stamps.add(path, st, got)  # (skipped without hashing next time)
         raise _mismatch(path, what, got, expected)
     if stamps is not None:
         try:
@@ -364,27 +380,19 @@ def _load_files(paths: dict, files, hashes: dict | None, title: str, stamps: _St
     """``{name: array}`` of ``files`` (pairs of images and labels), each verified against
     ``hashes`` (None: not verified), each pair checked to match and hold examples."""
     arrays = {}
-    for f in files:
-        expected = hashes[f] if hashes is not None else None
-        arrays[f] = _load_verified(Path(paths[f]), expected, f"{title} {f}", stamps)
-    if stamps is not None:
-        stamps.save()
+    try:
+        for f in files:
+            expected = hashes[f] if hashes is not None else None
+            arrays[f] = _load_verified(Path(paths[f]), expected, f"{title} {f}", stamps)
+    finally:
+        if stamps is not None:
+            stamps.save()
     for images, labels in zip(files[::2], files[1::2]):
         _check_pair(arrays[images], arrays[labels], paths[images], paths[labels])
     for f in files:
         if len(arrays[f]) == 0:
             raise DatasetError(f"{paths[f]}: holds no examples")
     return arrays
-
-
-def _load_four(paths: dict, hashes: dict | None, title: str, stamps: _Stamps | None):
-    arrays = _load_files(paths, FILES, hashes, title, stamps)
-    if arrays[FILES[0]].shape[1:] != arrays[FILES[2]].shape[1:]:
-        raise DatasetError(
-            f"{paths[FILES[2]]} holds images of shape {arrays[FILES[2]].shape[1:]} but "
-            f"{paths[FILES[0]]} holds {arrays[FILES[0]].shape[1:]}: training and test "
-            "images must have the same size")
-    return (arrays[FILES[0]], arrays[FILES[1]]), (arrays[FILES[2]], arrays[FILES[3]])
 
 
 # ----------------------------------------------------------------------------- download
@@ -619,12 +627,10 @@ def load_test_split(name: str = "mnist", data_dir=None, *, verify: bool = True):
     if key == "mnist-mini":
         return load_mnist_mini(verify=verify)[1]
     spec = _spec(key)
-    paths = find_dataset_files(key, data_dir, files=FILES[2:])
-    if paths is None:
+    arrays, paths = _read_first(spec, _search_dirs(spec, data_dir), FILES[2:], verify)
+    if arrays is None:
         raise _not_found(spec, data_dir)
-    arrays = _load_files(paths, FILES[2:], spec.sha256 if verify else None, spec.title,
-                         _Stamps() if verify else None)
-    return arrays[FILES[2]], arrays[FILES[3]]
+    return _split(arrays, paths)[1]
 
 
 def _download_dir(spec: _Spec, data_dir) -> Path | None:
@@ -634,26 +640,68 @@ def _download_dir(spec: _Spec, data_dir) -> Path | None:
     return None if data_dir is None else Path(data_dir).expanduser() / spec.subdirs[0]
 
 
-def _load(spec: _Spec, data_dir, download: bool, verify: bool):
+def _read_first(spec: _Spec, dirs, files, verify: bool):
+    """``({file: array}, {file: path})`` of ``files`` from the first of ``dirs`` that holds
+    them all, past folders holding the other dataset's files of the same names (a folder,
+    $DIGITCORE_DATA or the cache's base holding MNIST where Fashion-MNIST's files are
+    looked for: MNIST's, skipped); ``(None, None)`` when none holds them, and the first
+    such refusal when only the other dataset's were found. Without ``verify`` nothing is
+    hashed, so nothing tells the two apart: the first folder's files are read."""
     hashes, stamps = (spec.sha256, _Stamps()) if verify else (None, None)
     other = None
-    # each folder that holds the four files, in lookup order, past those that hold the
-    # other dataset's files of the same names (a folder, $DIGITCORE_DATA or the cache's
-    # base holding MNIST, where Fashion-MNIST's files were looked for)
-    for d in _search_dirs(spec, data_dir):
-        found = {f: _file_in(d, f) for f in FILES}
+    for d in dirs:
+        found = {f: _file_in(d, f) for f in files}
         if not all(found.values()):
             continue
         try:
-            return _load_four(found, hashes, spec.title, stamps)
+            return _load_files(found, files, hashes, spec.title, stamps), found
         except _OtherDataset as exc:
             other = other or exc
-    if not download:
-        if other is not None:
-            raise other
-        raise _not_found(spec, data_dir)
-    paths = download_dataset(spec.name, _download_dir(spec, data_dir))
-    return _load_four(paths, hashes, spec.title, stamps)
+    if other is not None:
+        raise other
+    return None, None
+
+
+def _split(arrays: dict, paths: dict):
+    """(train pair or None, test pair) of the arrays _read_first read; the two image
+    sizes must agree."""
+    test = arrays[FILES[2]], arrays[FILES[3]]
+    if FILES[0] not in arrays:
+        return None, test
+    if arrays[FILES[0]].shape[1:] != arrays[FILES[2]].shape[1:]:
+        raise DatasetError(
+            f"{paths[FILES[2]]} holds images of shape {arrays[FILES[2]].shape[1:]} but "
+            f"{paths[FILES[0]]} holds {arrays[FILES[0]].shape[1:]}: training and test "
+            "images must have the same size")
+    return (arrays[FILES[0]], arrays[FILES[1]]), test
+
+
+def _load(spec: _Spec, data_dir, download: bool, verify: bool):
+    try:
+        arrays, paths = _read_first(spec, _search_dirs(spec, data_dir), FILES, verify)
+    except _OtherDataset:
+        if not download:
+            raise
+        arrays = None
+    if arrays is None:
+        if not download:
+            raise _not_found(spec, data_dir)
+        paths = download_dataset(spec.name, _download_dir(spec, data_dir))
+        arrays, paths = _read_first(spec, [Path(paths[FILES[0]]).parent], FILES, verify)
+    return _split(arrays, paths)
+
+
+def read_folder(name: str, folder, *, verify: bool = True, test_only: bool = False):
+    """``(train pair or None, test pair, the folder read)`` of ``name``'s files in
+    ``folder`` or its dataset subfolder only (what ``digitcore ... --data-dir DIR``
+    reads: none of the search's other places). DatasetError when they are not there."""
+    spec = _spec(name)
+    files = FILES[2:] if test_only else FILES
+    arrays, paths = _read_first(spec, _folder_dirs(spec, folder), files, verify)
+    if arrays is None:
+        raise DatasetError(f"no {spec.title} files in {folder} (" + ", ".join(files)
+                           + ", raw or .gz, in it or in its dataset subfolder)")
+    return (*_split(arrays, paths), Path(paths[files[0]]).parent)
 
 
 def load_mnist(data_dir=None, *, download: bool = True, verify: bool = True):
@@ -670,7 +718,8 @@ def load_mnist(data_dir=None, *, download: bool = True, verify: bool = True):
         Fetch from the public mirrors when no local copy is found.
     verify : bool
         Check SHA-256s (once per file; remembered in the cache dir). Turn off for
-        your own IDX files in the MNIST layout.
+        your own IDX files in the MNIST layout; without it nothing tells MNIST's files
+        from Fashion-MNIST's (they have the same names): the first folder's are read.
 
     Returns
     -------
@@ -734,15 +783,11 @@ def resolve_default_dataset(data_dir=None, *, verify: bool = True, test_only: bo
     the training pair is None.
     """
     files = FILES[2:] if test_only else FILES
-    paths = find_dataset_files("mnist", data_dir, files)
-    if paths is not None:
-        spec = _SPECS["mnist"]
+    spec = _SPECS["mnist"]
+    arrays, paths = _read_first(spec, _search_dirs(spec, data_dir), files, verify)
+    if arrays is not None:
         name = "mnist" if verify else f"IDX files in {Path(paths[files[0]]).parent}"
-        hashes, stamps = (spec.sha256, _Stamps()) if verify else (None, None)
-        if test_only:
-            arrays = _load_files(paths, files, hashes, spec.title, stamps)
-            return name, None, (arrays[FILES[2]], arrays[FILES[3]]), None
-        return (name, *_load_four(paths, hashes, spec.title, stamps), None)
+        return (name, *_split(arrays, paths), None)
     train, test = load_mnist_mini()
     notice = (f"Full MNIST not found locally; using the bundled mnist-mini subset "
               f"({MINI_COUNTS[0]:,} train / {MINI_COUNTS[1]:,} test images). "
