@@ -698,7 +698,12 @@ def test_a_picture_on_a_transparent_canvas():
         plain = np.full((120, 120), 255, np.uint8)
         plain[10:110, 10:110][ink] = 0
         assert _corr(preprocess_image(sticker), preprocess_image(plain)) > 0.9, i
-        # strokes alone on a transparent canvas: as before, on the opposite of their level
+        # strokes alone on a transparent canvas: as before, on the opposite of their level,
+        # also in two tones (black and grey: mostly edge, of both levels)
         drawing = np.zeros((120, 120, 4), np.uint8)
         drawing[10:110, 10:110, 3] = (255 * resize(xt[i] / 255.0, (100, 100))).astype(np.uint8)
         assert _corr(preprocess_image(drawing), preprocess_image(xt[i])) > 0.9, i
+        drawing[:, 60:, :3] = 140
+        a = drawing[:, :, 3] / 255.0
+        on_white = (drawing[:, :, 0] / 255.0) * a + (1.0 - a)
+        assert _corr(preprocess_image(drawing), preprocess_image(on_white)) > 0.99, i

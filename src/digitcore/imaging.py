@@ -194,10 +194,13 @@ COLOUR_GAIN = 2.0
 # 2.8. Strokes outside [STROKE_MIN, STROKE_MAX] are thickened or thinned to that range.
 STROKE_MIN = 2.0
 STROKE_MAX = 5.0
-# Transparent pixels (step 1) are put on the opaque pixels' median level when those span
-# more than this (a picture on a transparent canvas), else on the opposite of their level
-# (a drawing: its strokes are the opaque part).
+# Transparent pixels (step 1) are put on the level of the opaque region's edge when the
+# opaque pixels span more than OPAQUE_SPREAD, their edge less than half that, and the edge
+# is at most OPAQUE_EDGE of them (a picture on a transparent canvas: its paper's margin;
+# a sticker: its outline); else on the opposite of the opaque pixels' mean level (a
+# drawing: its strokes are the opaque part).
 OPAQUE_SPREAD = 0.3
+OPAQUE_EDGE = 0.25
 # Step 9's network (a digitcore model file, 784-...-3: class 1 is "not a digit", class 2
 # the paper of a picture read as ink) and the score above which it refuses, kept in the
 # file's training metadata as "threshold".
@@ -294,7 +297,8 @@ def _read_file(path, longest=None) -> np.ndarray:
         raise ValueError(str(exc)) from None
     except Image.DecompressionBombError:  # (over twice Pillow's limit: said at open)
         raise ValueError(f"{fspath}: the image has more pixels than Pillow opens "
-                         f"(PIL.Image.MAX_IMAGE_PIXELS, {Image.MAX_IMAGE_PIXELS:,}); "
+                         f"(twice PIL.Image.MAX_IMAGE_PIXELS, "
+                         f"{2 * (Image.MAX_IMAGE_PIXELS or 0):,}); "
                          f"digitcore reads at most {MAX_FILE_PIXELS:,} (a photo of one "
                          "digit needs far fewer: shrink it)") from None
     except Exception as exc:  # Pillow raises many types for a bad file
@@ -474,15 +478,19 @@ def _composite(grey: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
     # and ink opaque, two levels far apart: the transparent part takes the level of the
     # opaque part's edge, the paper's (black there made the sheet the ink, a filled shape
     # with the digit as its hole); a digit with a light outline gets the outline's.
+    # (A region, not strokes: its edge is a small part of it, of one level. Strokes of
+    # two tones on a transparent canvas are mostly edge, of both tones: the rule below.)
     solid = alpha >= 0.5
     opaque = grey[solid]
     if opaque.size >= 16:
         lo, hi = np.percentile(opaque, [2, 98])
-        if hi - lo > OPAQUE_SPREAD:
-            p = np.pad(~solid, 1)
-            edge = solid & (p[:-2, 1:-1] | p[2:, 1:-1] | p[1:-1, :-2] | p[1:-1, 2:])
-            level = float(np.median(grey[edge] if edge.any() else opaque))
-            return grey * alpha + level * (1.0 - alpha)
+        p = np.pad(~solid, 1)
+        edge = solid & (p[:-2, 1:-1] | p[2:, 1:-1] | p[1:-1, :-2] | p[1:-1, 2:])
+        rim = grey[edge] if edge.any() else opaque
+        e_lo, e_hi = np.percentile(rim, [10, 90])
+        if (hi - lo > OPAQUE_SPREAD and e_hi - e_lo < 0.5 * OPAQUE_SPREAD
+                and rim.size <= OPAQUE_EDGE * opaque.size):
+            return grey * alpha + float(np.median(rim)) * (1.0 - alpha)
     ink_level = float((grey * alpha).sum() / weight)
     background = 1.0 if ink_level < 0.5 else 0.0
     return grey * alpha + background * (1.0 - alpha)
