@@ -573,6 +573,9 @@ def test_other_formats_are_named_in_the_error(tmp_path):
     onnx_start = b"\x08\x08\x12\x09digitcore\x1a\x050.1.0" + bytes(64)  # ir_version 8, ...
     cases = {"m.onnx": (onnx_start, "looks like an ONNX file: digitcore writes ONNX"),
              "exported.bin": (onnx_start, "looks like an ONNX file"),
+             # without a producer: the graph (field 7, a two-byte length) and its first node
+             "anonymous.bin": (b"\x08\x0e\x3a\xbb\x01\x0a\x12\x0a" + bytes(64),
+                               "looks like an ONNX file"),
              "model.pt": (b"PK\x03\x04" + bytes(64), "zip archive (a PyTorch .pt file?)"),
              "digit.png": (b"\x89PNG\r\n\x1a\n" + bytes(64), "is a PNG image"),
              "m.gz": (b"\x1f\x8b\x08\x00" + bytes(64), "is a gzip file"),

@@ -268,12 +268,16 @@ def _other_format(prefix: bytes, path: str) -> str | None:
         return "this is a zip archive (a PyTorch .pt file?), not a digitcore model file"
     if prefix.startswith(b"\x1f\x8b"):
         return "this is a gzip file, not a model file"
-    # an ONNX ModelProto begins with field 1 (ir_version, 3 to 15), then a short string
-    # field (producer_name, ...) of printable text; a safetensors header's length, read
-    # from those bytes, has zeros there
-    if path.lower().endswith(".onnx") or (
-            prefix[0] == 0x08 and 3 <= prefix[1] <= 15 and prefix[2] in (0x12, 0x1A, 0x3A)
-            and prefix[3] < 0x80 and all(32 <= c < 127 for c in prefix[4:8])):
+    # an ONNX ModelProto begins with field 1 (ir_version, 3 to 20), then a short string
+    # field (producer_name or _version) of printable text, or the graph (field 7) whose
+    # first node (field 1) follows its length; a safetensors header's length, read from
+    # those bytes, has zeros there
+    ir = prefix[0] == 0x08 and 3 <= prefix[1] <= 20
+    text = prefix[2] in (0x12, 0x1A) and prefix[3] < 0x80 and all(
+        32 <= c < 127 for c in prefix[4:4 + min(4, prefix[3])]) and prefix[3] > 0
+    graph = prefix[2] == 0x3A and (prefix[4] == 0x0A if prefix[3] < 0x80 else
+                                   prefix[4] < 0x80 and prefix[5] == 0x0A)
+    if path.lower().endswith(".onnx") or (ir and (text or graph)):
         return ("this looks like an ONNX file: digitcore writes ONNX (digitcore export) "
                 "but reads only its own .safetensors model files")
     return None
