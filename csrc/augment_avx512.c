@@ -1,6 +1,6 @@
 /*
  * augment_avx512.c -- the pixel loop of dc_aug_u8_avx2 (augment_avx2.c) on 16 output pixels
- * at a time, for CPUs with AVX-512F (dc_avx512_active). The image is loaded, its box found
+ * at a time, for CPUs with AVX-512 (dc_avx512_active). The image is loaded, its box found
  * and its quad table built by augment_avx2.c as before; this file only replaces the loop
  * over the output pixels, which is most of an image's time, with one doing half as many
  * vector operations.

@@ -43,11 +43,12 @@ enum { DC_KERNEL_GENERIC = 0, DC_KERNEL_AVX2 = 1 };
 int dc_cpu_has_avx2(void);      /* AVX2 && FMA && OS saves YMM state; detected once */
 int dc_kernel_path(void);       /* the path in use */
 int dc_select_kernel(int path); /* DC_ERR_UNSUPPORTED if the CPU lacks it */
-/* On CPUs with AVX-512F (whose OS saves its state) the AVX2 path runs kernels 512 bits
- * wide: the GEMM's 6x32 tile, the sparse products' row kernel and full-batch sweep, and the
- * uint8 augmentation's pixel loop, each with the bits of its 256-bit twin. dc_use_avx512(0)
- * keeps the 256-bit ones, (1) asks for the wide ones (DC_ERR_UNSUPPORTED without the CPU or the
- * build's support); dc_avx512_active() says whether the AVX2 path runs them now. */
+/* On CPUs with AVX-512 (F, CD, DQ, BW and VL, and an OS that saves its state) the AVX2
+ * path runs kernels 512 bits wide: the GEMM's 6x32 tile, the sparse products' row kernel
+ * and full-batch sweep, and the uint8 augmentation's pixel loop, each with the bits of its
+ * 256-bit twin. dc_use_avx512(0) keeps the 256-bit ones, (1) asks for the wide ones
+ * (DC_ERR_UNSUPPORTED without the CPU or the build's support); dc_avx512_active() says
+ * whether the AVX2 path runs them now. */
 int dc_cpu_has_avx512(void);
 int dc_use_avx512(int on);
 int dc_avx512_active(void);

@@ -103,7 +103,7 @@ static const dc_sgemm_kernel_info dc_kernel_table[] = {
      4, 4, dc_sgemm_pack_a_avx2_6, dc_sgemm_pack_b_avx2_16, dc_sgemm_narrow_avx2, 4},
 #endif
 #if DC_GEMM_BUILD_AVX512
-    /* avx512 (the AVX2 path's tile when the CPU has AVX-512F): 6x32 = 12 zmm accumulators,
+    /* avx512 (the AVX2 path's tile when the CPU has AVX-512): 6x32 = 12 zmm accumulators,
      * the AVX2 A panels and blocks; kc must stay the AVX2 entry's, so that both tiles give
      * every element the same bits. B micro-panel 256 x 32 x 4 B = 32 KB. */
     {"avx512", 6, 32, 1, 144, 256, 4064, dc_sgemm_ukernel_avx512_6x32,

@@ -3,7 +3,7 @@
  *
  * Compiled with -mavx512f -mavx2 -mfma (MSVC: /arch:AVX512) and nothing else is: gemm.c
  * reaches these functions only through its kernel table, on the AVX2 path, when
- * dc_avx512_active() (the CPU has AVX-512F and the OS saves its state).
+ * dc_avx512_active() (the CPU has AVX-512 F, CD, DQ, BW and VL and the OS saves its state).
  *
  * The tile is the AVX2 kernel's (gemm_avx2.c) with twice its width: 6 rows x 32 columns
  * = 12 zmm accumulators; per k step 2 loads of B, 6 broadcasts of A and 12 FMAs, each

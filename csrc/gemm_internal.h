@@ -149,7 +149,7 @@ void dc_sgemm_narrow_avx2(int trans_a, int64_t m, int64_t n, int64_t k, float al
 
 /* True when gemm_avx512.c is part of this build (x86 builds whose compiler takes
  * -mavx512f define DIGITCORE_HAVE_AVX512_TU for every file). Its kernel is the AVX2
- * path's GEMM tile on CPUs with AVX-512F (dc_avx512_active); A is packed by
+ * path's GEMM tile on CPUs with AVX-512 (dc_avx512_active); A is packed by
  * dc_sgemm_pack_a_avx2_6. MR = 6, NR = 32. */
 #if DC_GEMM_BUILD_AVX2 && defined(DIGITCORE_HAVE_AVX512_TU)
 #define DC_GEMM_BUILD_AVX512 1
