@@ -44,6 +44,10 @@ class NumpyMLP:
             hs.append(h)
         return hs
 
+    def predict(self, x):
+        """Classes: the argmax of the scores (no softmax, as digitcore's predict)."""
+        return self.forward(self._floats(x.reshape(len(x), -1)))[-1].argmax(1)
+
     def predict_proba(self, x):
         z = self.forward(self._floats(x.reshape(len(x), -1)))[-1]
         z -= z.max(axis=1, keepdims=True)

@@ -56,6 +56,12 @@ class TorchMLP:
                 opt.step()
         return time.perf_counter() - t
 
+    def predict(self, x):
+        """Classes: the argmax of the scores (no softmax, as digitcore's predict)."""
+        self.model.eval()
+        with torch.no_grad():
+            return self.model(self._floats(torch.from_numpy(x))).argmax(1).numpy()
+
     def predict_proba(self, x):
         self.model.eval()
         with torch.no_grad():
