@@ -9,7 +9,9 @@ then a digitcore epoch of 784-128-10 (SGD, batch 128) on `--n` MNIST images and
 predict_proba on 2,000 test images. Each variant is a worker process of its own, started
 with OMP/OpenBLAS/DIGITCORE thread counts set, that runs warm-up rounds and then times
 rounds on request; the variants alternate their order round by round, with a pause
-before each round. Times are medians over the rounds.
+before each round. A round runs its parts once untimed and then times them once more, so
+that no part is timed from a cold start (alone, every part would be; in the loop only the
+first). Times are medians over the rounds.
 
   alone      the NumPy part and the digitcore part, each in a process of its own
              (one alternating with nothing: its pools sleep between rounds)
@@ -77,6 +79,12 @@ def worker(variant, n, matmuls, data_dir):
     run = {"numpy": numpy_part, "digitcore": digitcore_part}
 
     def one_round():
+        # the parts once untimed, then timed: after the pause before a round every part
+        # would start cold (pools asleep, caches cold), alone; in the loop the second part
+        # would start warm from the first, a bias in the loop's favour. Timed so, each part
+        # follows a run of the loop's other part (mixed) or of itself (alone).
+        for p in parts:
+            run[p]()
         out = {}
         for p in parts:
             t = time.perf_counter()
