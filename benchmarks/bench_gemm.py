@@ -38,8 +38,11 @@ try:  # the public op name; fall back to the binding while ops.py is being writt
 except ImportError:  # pragma: no cover
     dc_gemm = _ops.gemm
 
-# (M, K, N): C (M,N) = op(A) (M,K) . op(B) (K,N). The MLP training shapes (784-128-10
-# and friends at batch 128 / 32, the full-test-set forward) and a large square one.
+# (M, K, N): C (M,N) = op(A) (M,K) . op(B) (K,N). The MLP training forward's shapes
+# (784-128-10 and friends at batch 128 / 32, the full-test-set forward) and a large square
+# one, each in every variant: ABt is the forward pass's product; the other variants of a
+# triple are not training's (its weight gradient, AtB, is (out, batch, in), summing over
+# the batch).
 TRAINING_SHAPES = [(128, 784, 128), (128, 784, 512), (128, 512, 256), (128, 128, 10),
                    (32, 784, 128)]
 LARGE_SHAPES = [(10000, 784, 128), (1024, 1024, 1024)]
