@@ -52,7 +52,8 @@ def _commit():
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                               text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
-                                "csrc", "src", "benchmarks/*.py"], capture_output=True,
+                                "csrc", "src", "benchmarks/*.py", "setup.py",
+                                "pyproject.toml"], capture_output=True,
                                text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

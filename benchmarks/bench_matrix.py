@@ -8,7 +8,8 @@
 For every (case, thread count) each system runs in a worker process of its own (so no other
 library's thread pool spins beside it), started with OMP/OpenBLAS/MKL/DIGITCORE thread
 counts set. Each worker first trains and checks that its system learned (test accuracy of
-the trained model at least the case's floor, else the run stops), then the systems are timed
+the trained model at least the case's floor; else that case is not timed, the others are,
+the results go to a -partial file and the run exits non-zero), then the systems are timed
 in turn, alternating their order round by round, with a pause before each timed run so
 the previous worker's thread pools go to sleep. Times are medians over the rounds.
 

@@ -3,8 +3,9 @@
     python benchmarks/bench_memory.py [--epochs 2]
 
 Runs the training in a fresh subprocess and reads its peak resident set size, next to a
-baseline process that only imports NumPy and digitcore and loads the data, so the
-difference is what training itself holds (the uint8 images stay uint8).
+baseline process that only imports NumPy and digitcore and loads the data: both peaks are
+reported (the training's against the target), and the gap between them is what training
+itself holds (the uint8 images stay uint8).
 """
 
 from __future__ import annotations

@@ -222,7 +222,7 @@ def main():
         arch = "-".join(map(str, sizes))
         for th in threads:
             # each system in a process of its own, every thread pool set to th
-            workers = {}
+            workers, verified = {}, {}
             for name in args.systems.split(","):
                 w = Worker(Path(__file__).resolve(),
                            ["--worker", name, str(ci), str(th), "--data-dir", args.data_dir],
@@ -239,8 +239,9 @@ def main():
                 print(f"  verified {name:9s} {arch} batch {bs} threads {th}: "
                       f"test accuracy {r['accuracy']:.4f} after 1 epoch")
                 workers[name] = w
+                verified[name] = r["accuracy"]
             times = {name: [] for name in workers}
-            order = list(workers)
+            order = list(workers)  # (verified: each system's test accuracy after one epoch)
             for r in range(args.repeats):
                 for name in (order if r % 2 == 0 else order[::-1]):
                     # let the previous system's spinning threads go to sleep, so they do
@@ -254,7 +255,8 @@ def main():
             row = {"arch": arch, "batch": bs, "threads": th,
                    "seconds": med, "samples_per_s": {k: n / v for k, v in med.items()},
                    "ratio_vs": {k: v / dc_t for k, v in med.items() if k != "digitcore"},
-                   "digitcore_gflops": flops_per_epoch(sizes, n) / dc_t / 1e9}
+                   "digitcore_gflops": flops_per_epoch(sizes, n) / dc_t / 1e9,
+                   "test_accuracy_after_check": verified}
             rows.append(row)
     # the GEMM rates last, in this process, once every timed epoch is done (OpenBLAS's
     # threads spin here for a while after it)

@@ -58,12 +58,13 @@ def worker_numpy(data_dir, threads, steps):
     y = y.astype(np.int64)
     model = NumpyMLP([784, 10, 10], 0)
     rng = np.random.default_rng(0)
-    model.train_epoch(x, y, len(x), 0.1, rng)  # warm-up step, not timed
+    first = model.train_epoch(x, y, len(x), 0.1, rng)  # warm-up step, not timed
     t = time.perf_counter()
     for _ in range(steps):
-        model.train_epoch(x, y, len(x), 0.1, rng)
+        last = model.train_epoch(x, y, len(x), 0.1, rng)
     dt = time.perf_counter() - t
-    return {"seconds": dt, "per_step": dt / steps}
+    return {"seconds": dt, "per_step": dt / steps, "first_loss": float(first),
+            "last_loss": float(last)}
 
 
 def run_worker(system, threads, args):
@@ -108,6 +109,15 @@ def main():
         dc_step = statistics.median(x["per_step"] for x in runs["digitcore"])
         np_step = statistics.median(x["per_step"] for x in runs["numpy"])
         acc = statistics.median(x["accuracy"] for x in runs["digitcore"])
+        # (a fast wrong answer is not a result: digitcore reads the test set as the
+        # tutorial does, NumPy's descent lowers its loss)
+        if acc < 0.85:
+            raise SystemExit(f"digitcore's tutorial read {acc:.2%} of the test set; "
+                             "refusing to report its time")
+        for x in runs["numpy"]:
+            if not x["last_loss"] < x["first_loss"] - 0.01:
+                raise SystemExit(f"NumPy's descent did not learn (loss {x['first_loss']:.3f} "
+                                 f"-> {x['last_loss']:.3f}); refusing to compare with it")
         ratio = np_step / dc_step
         print(f"tutorial, {th} thread(s): digitcore {dc_s:.2f} s for {STEPS} steps "
               f"({dc_step * 1e3:.1f} ms/step, test accuracy {acc:.2%}); NumPy "
