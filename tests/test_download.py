@@ -248,12 +248,28 @@ def test_two_datasets_with_the_same_file_names_never_share_a_folder(server, tmp_
     # a folder named by the user is the one place read (digitcore's --data-dir)
     with pytest.raises(DatasetError, match="is the MNIST t10k-images-idx3-ubyte file"):
         datasets.read_folder("fashion-mnist", tmp_path / "env", test_only=True)
-    # a file skipped once is known by its recorded hash, not hashed again
+    # a file skipped once is known by its recorded hash, not hashed again; a file put in
+    # its place is hashed anew, even with the same size and mtime (cp -p)
+    _put(tmp_path / "env2", CONTENT)  # (raw: both datasets' files of one size)
+    monkeypatch.setenv("DIGITCORE_DATA", str(tmp_path / "env2"))
     calls = []
     real = datasets.read_idx_sha256
     monkeypatch.setattr(datasets, "read_idx_sha256", lambda p: calls.append(p) or real(p))
     datasets.load_dataset("fashion-mnist", download=False)
-    assert not any(Path(p).parent == tmp_path / "env" for p in calls), calls
+    assert any(Path(p).parent == tmp_path / "env2" for p in calls), calls
+    calls.clear()
+    datasets.load_dataset("fashion-mnist", download=False)
+    assert not any(Path(p).parent == tmp_path / "env2" for p in calls), calls
+    for name, data in CONTENT2.items():  # Fashion-MNIST's files, MNIST's size and times
+        target = tmp_path / "env2" / name
+        st = target.stat()
+        assert st.st_size == len(data)
+        (tmp_path / "new").write_bytes(data)
+        os.replace(tmp_path / "new", target)
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    (x, _), _ = datasets.load_dataset("fashion-mnist", download=False)
+    np.testing.assert_array_equal(x, 255 - ARRAYS[FILES[0]])
+    assert any(Path(p).parent == tmp_path / "env2" for p in calls), calls
 
 
 def test_the_other_datasets_files_in_this_ones_own_folder(server, tmp_path, monkeypatch):

@@ -277,15 +277,19 @@ class _Stamps:
                 and e.get("mtime_ns") == st.st_mtime_ns and e.get("sha256") == sha)
 
     def known(self, path: Path, st: os.stat_result) -> str | None:
-        """The SHA-256 recorded for ``path`` as it is now (size and mtime), or None."""
+        """The SHA-256 recorded for ``path`` as it is now, or None: size and mtime, and its
+        inode and change time too (a file replaced by a copy that keeps its size and
+        mtime, cp -p or rsync -a, gets a new inode or change time)."""
         e = self.entries.get(self._key(path))
         if isinstance(e, dict) and e.get("size") == st.st_size \
-                and e.get("mtime_ns") == st.st_mtime_ns and isinstance(e.get("sha256"), str):
+                and e.get("mtime_ns") == st.st_mtime_ns and isinstance(e.get("sha256"), str) \
+                and e.get("ino") == st.st_ino and e.get("ctime_ns") == st.st_ctime_ns:
             return e["sha256"]
         return None
 
     def add(self, path: Path, st: os.stat_result, sha: str) -> None:
         self.entries[self._key(path)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                         "ino": st.st_ino, "ctime_ns": st.st_ctime_ns,
                                          "sha256": sha}
         self.dirty = True
 
@@ -776,8 +780,9 @@ def resolve_default_dataset(data_dir=None, *, verify: bool = True, test_only: bo
     Never downloads. Returns ``(name, (x_train, y_train), (x_test, y_test), notice)``
     where ``notice`` is None for full MNIST, or a one-line string saying the bundled
     subset is used and how to get the full dataset. Local MNIST files that fail
-    verification raise DatasetError rather than being skipped. With ``verify=False``
-    the local files in the MNIST layout are used without checksums (a user's own IDX
+    verification raise DatasetError rather than being skipped (but for Fashion-MNIST's
+    files, passed over as every loader passes them). With ``verify=False`` the local
+    files in the MNIST layout are used without checksums (a user's own IDX
     data); their name is then ``"IDX files in <folder>"``. With ``test_only`` (what
     ``digitcore evaluate`` reads) only the two test files are looked for and read, and
     the training pair is None.
