@@ -53,7 +53,8 @@ def _commit():
                               text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
                                 "csrc", "src", "benchmarks/*.py", "setup.py",
-                                "pyproject.toml"], capture_output=True,
+                                "pyproject.toml", "tests/photo_digits.py"],
+                               capture_output=True,
                                text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
