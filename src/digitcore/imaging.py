@@ -484,8 +484,7 @@ def _composite(grey: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
     opaque = grey[solid]
     if opaque.size >= 16:
         lo, hi = np.percentile(opaque, [2, 98])
-        p = np.pad(~solid, 1)
-        edge = solid & (p[:-2, 1:-1] | p[2:, 1:-1] | p[1:-1, :-2] | p[1:-1, 2:])
+        edge = solid & ~_inner(solid, outside=True)  # (the picture's border is no edge)
         rim = grey[edge] if edge.any() else opaque
         e_lo, e_hi = np.percentile(rim, [10, 90])
         if (hi - lo > OPAQUE_SPREAD and e_hi - e_lo < 0.5 * OPAQUE_SPREAD
@@ -692,12 +691,17 @@ def _boxes(labels: np.ndarray, n: int):
     return r0, r1, c0, c1
 
 
+def _inner(mask: np.ndarray, outside: bool = False) -> np.ndarray:
+    """The pixels of ``mask`` whose four neighbours are in it too (beyond the picture's
+    border: ``outside``); ``mask & ~_inner(mask)`` is its boundary."""
+    p = np.pad(mask, 1, constant_values=outside)
+    return p[1:-1, 1:-1] & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+
+
 def _stroke_width(mask: np.ndarray) -> float:
     """Mean stroke width: 2 * area / boundary length (boundary = pixels with an empty
     4-neighbour). Exact for a long straight stroke; about r for a disc of radius r."""
-    p = np.pad(mask, 1)
-    inner = p[1:-1, 1:-1] & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
-    boundary = int((mask & ~inner).sum())
+    boundary = int((mask & ~_inner(mask)).sum())
     return 2.0 * float(mask.sum()) / max(boundary, 1)
 
 
@@ -747,9 +751,7 @@ def _select_digit(mask: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, float]
     r0, r1, c0, c1 = _boxes(labels, n)
     # pieces of a broken stroke are longer than wide; a speck is round (2 * area /
     # boundary is a stroke's width, a disc's radius)
-    p = np.pad(mask, 1)
-    inner = p[1:-1, 1:-1] & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
-    edge = np.bincount(labels[mask & ~inner], minlength=n)
+    edge = np.bincount(labels[mask & ~_inner(mask)], minlength=n)
     width = 2.0 * np.bincount(lab, minlength=n) / np.maximum(edge, 1)
     long_piece = np.maximum(r1 - r0, c1 - c0) >= PIECE_LENGTH * width
     order = np.argsort(-mass, kind="stable")
