@@ -212,6 +212,14 @@ def _file_in(directory: Path, name: str) -> Path | None:
     return None
 
 
+def _complete_folders(dirs, files):
+    """``{file: path}`` of ``files`` for each of ``dirs`` that holds them all, in order."""
+    for d in dirs:
+        found = {f: _file_in(d, f) for f in files}
+        if all(found.values()):
+            yield found
+
+
 def find_dataset_files(name: str = "mnist", data_dir=None, files=FILES) -> dict[str, Path] | None:
     """Locate the four files of ``name`` locally (or those of ``files``: ``FILES[2:]``
     for the test split alone), without reading or downloading.
@@ -219,19 +227,14 @@ def find_dataset_files(name: str = "mnist", data_dir=None, files=FILES) -> dict[
     Returns ``{canonical name: path}`` from the first directory (in lookup order)
     that holds all of them, or None.
     """
-    spec = _spec(name)
-    for d in _search_dirs(spec, data_dir):
-        found = {f: _file_in(d, f) for f in files}
-        if all(found.values()):
-            return found
-    return None
+    return next(_complete_folders(_search_dirs(_spec(name), data_dir), files), None)
 
 
 def folder_has_dataset(name: str, data_dir, files=FILES) -> bool:
     """Whether ``data_dir`` itself (or its dataset subfolder) holds all of ``name``'s four
     files (or of ``files``): the folder a user named, without the search's other places
     ($DIGITCORE_DATA, the cache)."""
-    return any(all(_file_in(d, f) for f in files) for d in _folder_dirs(_spec(name), data_dir))
+    return next(_complete_folders(_folder_dirs(_spec(name), data_dir), files), None) is not None
 
 
 def incomplete_dataset_files(name: str, data_dir, files=FILES) -> tuple[Path, list[str]] | None:
@@ -653,10 +656,7 @@ def _read_first(spec: _Spec, dirs, files, verify: bool):
     hashed, so nothing tells the two apart: the first folder's files are read."""
     hashes, stamps = (spec.sha256, _Stamps()) if verify else (None, None)
     other = None
-    for d in dirs:
-        found = {f: _file_in(d, f) for f in files}
-        if not all(found.values()):
-            continue
+    for found in _complete_folders(dirs, files):
         try:
             return _load_files(found, files, hashes, spec.title, stamps), found
         except _OtherDataset as exc:
