@@ -73,6 +73,13 @@ int dc_get_team_policy(void);
  * the team, and probes, since the process began (counted without locks: diagnostics, not
  * exact under concurrent calls) */
 void dc_team_counts(int64_t out[3]);
+/* Tests of the adaptive choice: `calls` training calls of `batches` batches of `rows` rows,
+ * `pause` seconds apart, on a simulated clock, from a fresh state. A batch run on one
+ * thread takes secs_per_row[2 b] seconds a row, on the team secs_per_row[2 b + 1]
+ * (b = call * batches + batch); single[b] says which way it ran. The policy and counts are
+ * restored after. Not for use while the process trains. DC_ERR_ARG for bad sizes. */
+int dc_team_simulate(uint8_t *single, const double *secs_per_row, int64_t calls,
+                     int64_t batches, int64_t rows, double pause);
 
 /* ---- GEMM -------------------------------------------------------------------------------- */
 /* C (m,n) = alpha * op(A) * op(B) + beta * C

@@ -284,6 +284,8 @@ void team_open(team_choice *c);
 /* around each batch: team_begin sets this thread's count, team_end restores it and times */
 void team_begin(team_choice *c);
 void team_end(team_choice *c, int64_t rows);
+/* after the call's last batch: decides a probe the call ended in */
+void team_close(team_choice *c);
 /* around an inference call of `work` multiply-adds (mlp_infer.c, infer_work): one thread
  * while training's finding is fresh, or when the call is small (team.c); team_infer_begin
  * returns what team_infer_end restores (0: nothing changed) */

@@ -340,6 +340,7 @@ int dc_mlp_train(dc_train_stats *stats, const dc_mlp *net, dc_optim *opt, float 
         if (status == DC_ERR_NONFINITE)
             stats->failed_batch = j;
     }
+    team_close(&team);
     free(deformed);
     state_free(&t);
     return status;

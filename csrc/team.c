@@ -42,6 +42,13 @@
 #define TEAM_PROBE_PAIRS    3
 #define TEAM_SWITCH         0.9
 #define TEAM_REJECT         1.2
+/* ... and switches at once when a window of the other way is this much faster (per row)
+ * than the way in use: the team beside a thread that spins on a core of its own (OpenBLAS's
+ * pool for ~0.1 s after a NumPy matmul) ran ~10x slower than one thread, and a training
+ * call of 47 batches (an epoch on 6,000 images) ended before the probe's pairs did, so
+ * every call ran the team again. A probe still under way when its call ends is decided on
+ * the pairs it has (team_close). */
+#define TEAM_DECISIVE       0.5
 /* Two windows this much slower than the confirmed rate call a probe at once. */
 #define TEAM_TRIGGER        1.3
 /* A call that starts this long after the process's last timed batch probes at its first
@@ -68,6 +75,8 @@ static volatile double g_when = -1.0; /* when a timed training batch last ended 
 static volatile int g_flip = 0;       /* DC_TEAM_ALTERNATE's inference calls */
 /* batches on one thread, on the team, probes: plain increments (diagnostics) */
 static volatile int64_t g_count[3];
+/* dc_team_simulate's clock (< 0: the real one) */
+static double g_fake_now = -1.0;
 
 int dc_set_team_policy(int policy)
 {
@@ -95,6 +104,8 @@ void dc_team_counts(int64_t out[3])
 
 static double now_s(void)
 {
+    if (g_fake_now >= 0.0)
+        return g_fake_now;
 #ifdef _OPENMP
     return omp_get_wtime();
 #else
@@ -102,15 +113,20 @@ static double now_s(void)
 #endif
 }
 
-void team_open(team_choice *c)
+static void open_as(team_choice *c, int full)
 {
-    *c = (team_choice){.full = dc_get_num_threads(), .policy = g_policy};
+    *c = (team_choice){.full = full, .policy = g_policy};
     if (c->full <= 1)
         c->policy = DC_TEAM_FIXED;
     if (c->policy == DC_TEAM_ADAPTIVE && g_when >= 0.0 && now_s() - g_when > TEAM_STALE_S) {
         g_left = 0;
         g_gap = TEAM_GAP_MIN;
     }
+}
+
+void team_open(team_choice *c)
+{
+    open_as(c, dc_get_num_threads());
 }
 
 void team_begin(team_choice *c)
@@ -165,6 +181,8 @@ static void window_done(team_choice *c, double secs, int64_t rows)
         c->pairs += 1;
         if (rate > TEAM_REJECT * probe_cur_rate(c))
             probe_done(c, 0); /* clearly slower (a quiet machine's one thread): stop here */
+        else if (rate < TEAM_DECISIVE * probe_cur_rate(c))
+            probe_done(c, 1); /* far faster (a thread spinning beside the team): switch */
         else
             c->probing = 0;
         return;
@@ -223,6 +241,46 @@ void team_end(team_choice *c, int64_t rows)
         c->rows = 0;
         c->n = 0;
     }
+}
+
+void team_close(team_choice *c)
+{
+    /* a probe with at least one pair (a window of the other way, then one of the way in
+     * use) is decided on them; without, it starts again in the next call */
+    if (c->policy == DC_TEAM_ADAPTIVE && c->in_probe && c->oth_rows > 0 && c->cur_rows > 0)
+        probe_done(c, c->oth_secs / (double)c->oth_rows <
+                          TEAM_SWITCH * (c->cur_secs / (double)c->cur_rows));
+}
+
+int dc_team_simulate(uint8_t *single, const double *secs_per_row, int64_t calls,
+                     int64_t batches, int64_t rows, double pause)
+{
+    if (calls < 0 || batches < 0 || rows <= 0 || !(pause >= 0.0))
+        return DC_ERR_ARG;
+    const int policy = g_policy;
+    int64_t counts[3];
+    dc_team_counts(counts);
+    dc_set_team_policy(DC_TEAM_ADAPTIVE);
+    g_fake_now = 1.0;
+    for (int64_t k = 0; k < calls; ++k) {
+        team_choice c;
+        open_as(&c, 2);
+        for (int64_t j = 0; j < batches; ++j) {
+            const int64_t b = k * batches + j;
+            team_begin(&c);
+            single[b] = (uint8_t)c.single;
+            const double s = secs_per_row[2 * b + (c.single ? 0 : 1)];
+            g_fake_now += s > 0.0 ? s * (double)rows : 0.0;
+            team_end(&c, rows);
+        }
+        team_close(&c);
+        g_fake_now += pause;
+    }
+    g_fake_now = -1.0;
+    dc_set_team_policy(policy);
+    for (int i = 0; i < 3; ++i)
+        g_count[i] = counts[i];
+    return DC_OK;
 }
 
 /* Inference is too short to time (2,000 images take ~2 ms), so it follows training's

@@ -187,3 +187,69 @@ def test_small_inference_calls_run_on_one_thread(policy):
     before = ops.team_counts()[0]
     np.testing.assert_array_equal(net.predict_proba(x[:100]), want_small)
     assert ops.team_counts()[0] == before
+
+
+# ---- the adaptive choice on a simulated clock (ops.team_simulate runs team.c's logic with
+# given costs per row for each way, batch by batch) ----------------------------------------
+
+def _costs(calls, batches, one, team):
+    c = np.empty((calls, batches, 2))
+    c[..., 0], c[..., 1] = one, team
+    return c
+
+
+def _seconds(costs, single, rows=128):
+    """Simulated time of the run that took `single`'s ways, and of the best fixed way."""
+    took = np.where(single, costs[..., 0], costs[..., 1]) * rows
+    return took.sum(), (costs.min(axis=2) * rows).sum()
+
+
+def test_simulated_spinning_neighbour_switches_within_one_short_call():
+    """A thread spinning on a core of its own (OpenBLAS's pool after a NumPy matmul) made
+    the team ~10x slower a row than one thread; calls of 47 batches (an epoch on 6,000
+    images) ended before a probe's three pairs did, so every call ran the team again
+    (2.4x the one-thread time). A far faster window of the other way switches at once."""
+    costs = _costs(8, 47, 2.2e-6, 23e-6)
+    single = ops.team_simulate(costs, rows=128, pause=0.03)
+    took, best = _seconds(costs, single)
+    assert took <= 1.25 * best, (took / best, single.sum(axis=1))
+    assert single[1:].mean() >= 0.95, single.sum(axis=1)
+    # in the first call: the untimed first batch, one window of the team (two batches),
+    # then one thread from its first window on
+    assert (~single[0]).sum() <= 4, single[0]
+
+
+def test_simulated_probe_is_decided_when_its_call_ends():
+    """One thread 1.5x faster (not far faster: the probe needs its pairs) and calls too short
+    for three pairs: the probe is decided on the pairs it has when the call ends."""
+    costs = _costs(6, 47, 2.2e-6, 3.3e-6)
+    single = ops.team_simulate(costs, rows=128, pause=0.03)
+    assert single[2:].mean() >= 0.9, single.sum(axis=1)
+
+
+def test_simulated_quiet_machine_keeps_the_team():
+    costs = _costs(6, 470, 2.2e-6, 1.4e-6)
+    single = ops.team_simulate(costs, rows=128, pause=0.03)
+    took, best = _seconds(costs, single)
+    assert took <= 1.05 * best, (took / best, single.sum(axis=1))
+    assert single.mean() <= 0.02
+
+
+def test_simulated_load_that_comes_and_goes():
+    """A busy machine (the team 3x slower) for ten calls, then a quiet one: each phase's
+    later calls run its best way."""
+    costs = np.concatenate([_costs(10, 100, 2.2e-6, 6.6e-6), _costs(20, 100, 2.2e-6, 1.4e-6)])
+    single = ops.team_simulate(costs, rows=128, pause=0.01)
+    assert single[3:10].mean() >= 0.9, single.sum(axis=1)
+    assert single[20:].mean() <= 0.1, single.sum(axis=1)
+
+
+def test_team_simulate_checks_and_restores(policy):
+    policy("fixed", 2)
+    before = ops.team_counts()
+    ops.team_simulate(_costs(2, 10, 1e-6, 2e-6))
+    assert ops.get_team_policy() == "fixed" and ops.team_counts() == before
+    with pytest.raises(ValueError, match=r"shape \(calls, batches, 2\)"):
+        ops.team_simulate(np.ones((2, 10, 3)))
+    with pytest.raises(ValueError):
+        ops.team_simulate(_costs(2, 10, 1e-6, 2e-6), rows=0)

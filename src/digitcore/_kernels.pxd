@@ -30,6 +30,8 @@ cdef extern from "digitcore.h" nogil:
     int dc_set_team_policy(int policy)
     int dc_get_team_policy()
     void dc_team_counts(int64_t *out)
+    int dc_team_simulate(uint8_t *single, const double *secs_per_row, int64_t calls,
+                         int64_t batches, int64_t rows, double pause)
 
     int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                  const float *a, int64_t lda, const float *b, int64_t ldb, float beta,

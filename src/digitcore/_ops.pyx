@@ -137,6 +137,25 @@ def team_counts():
     return int(out[0]), int(out[1]), int(out[2])
 
 
+def team_simulate(secs_per_row, int64_t rows=128, double pause=0.0):
+    """Which way the adaptive choice runs each batch, on a simulated clock (tests).
+
+    secs_per_row: float64 (calls, batches, 2), the seconds a row takes on one thread
+    ([..., 0]) and on the team ([..., 1]); each call of ``batches`` batches of ``rows``
+    rows is ``pause`` seconds after the last. Returns a bool (calls, batches) array, True
+    where the batch ran on one thread. Starts from a fresh state and leaves the policy and
+    team_counts as they were; not for use while another thread trains."""
+    cdef cnp.ndarray[cnp.float64_t, ndim=3] c = np.ascontiguousarray(secs_per_row,
+                                                                     dtype=np.float64)
+    if c.shape[2] != 2:
+        raise ValueError(f"secs_per_row must have shape (calls, batches, 2), got "
+                         f"{np.shape(secs_per_row)}")
+    cdef cnp.ndarray[cnp.uint8_t, ndim=2] out = np.zeros((c.shape[0], c.shape[1]), np.uint8)
+    _check(dc_team_simulate(<uint8_t *>out.data, <const double *>c.data, c.shape[0],
+                            c.shape[1], rows, pause), "team_simulate")
+    return out.view(bool)
+
+
 # ---- validation helpers (GEMM's own are in _gemm.pxi) ---------------------------------------
 #
 # Aliasing rules: an output named "may equal" an input in digitcore.h may be exactly that
