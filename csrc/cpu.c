@@ -210,6 +210,16 @@ void dc_set_num_threads(int n)
     g_num_threads = n > 0 ? n : 0;
 }
 
+/* whether dc_get_num_threads ever answered more than one thread: every kernel asks it
+ * before it starts a team, so this is set before OpenMP's threads are (and by a mere
+ * query too: an over-estimate) */
+static volatile int g_team_started = 0;
+
+int dc_team_started(void)
+{
+    return g_team_started;
+}
+
 int dc_get_num_threads(void)
 {
 #ifdef _OPENMP
@@ -220,7 +230,10 @@ int dc_get_num_threads(void)
     int n = omp_get_max_threads();
     if (g_num_threads > 0 && g_num_threads < n)
         n = g_num_threads;
-    return n > DC_MAX_THREADS ? DC_MAX_THREADS : n > 0 ? n : 1;
+    n = n > DC_MAX_THREADS ? DC_MAX_THREADS : n > 0 ? n : 1;
+    if (n > 1 && !g_team_started)
+        g_team_started = 1;
+    return n;
 #else
     return 1;
 #endif

@@ -156,6 +156,7 @@ typedef struct {
     const float *targets;
     int64_t B, C;
     float label_smoothing;
+    int *label_changed; /* set when a label read by xent_rows is out of range */
 } loss_args;
 
 /* Rows [r0, r1) of a fused loss: returns the sum of their losses (in row order), writes
@@ -236,17 +237,34 @@ static double xent_rows(const loss_args *a, int64_t *correct, int64_t r0, int64_
             block_exps(ebuf, logits, b0, b1, C);
         for (int64_t r = b0; r < b1; r++) {
             const float *x = logits + r * C;
-            const int64_t y = labels[r];
+            /* dc_softmax_xent checked every label, but the caller's array is read again
+             * here: one another thread changed since reads nothing out of bounds (class
+             * 0 instead), and the call fails with DC_ERR_LABEL */
+            const int64_t label = labels[r];
+            const int valid = label >= 0 && label < C;
+            const int64_t y = valid ? label : 0;
+            if (!valid) {
+#ifdef _OPENMP
+#pragma omp critical(dc_label_changed)
+#endif
+                *a->label_changed = 1;
+            }
             const double *e = C <= ROW_BUF ? ebuf + (r - b0) * C : NULL;
             /* every read of the row happens before its writes: probs/dlogits may alias
              * logits (block_exps read the block's rows before any is written) */
             float mf = x[0];
             int64_t arg = 0;
-            for (int64_t j = 1; j < C; j++)
+            int64_t nan_at = x[0] != x[0] ? 0 : -1;
+            for (int64_t j = 1; j < C; j++) {
                 if (x[j] > mf) { /* first maximum wins, as numpy.argmax */
                     mf = x[j];
                     arg = j;
                 }
+                if (nan_at < 0 && x[j] != x[j])
+                    nan_at = j;
+            }
+            if (nan_at >= 0) /* a NaN counts as largest, as numpy.argmax (and predict) */
+                arg = nan_at;
             const double m = (double)mf;
             double se = 0.0, sx = 0.0;
             for (int64_t j = 0; j < C; j++) {
@@ -260,7 +278,7 @@ static double xent_rows(const loss_args *a, int64_t *correct, int64_t r0, int64_
             /* a term whose target is 0 adds nothing: a -inf logit (a masked class) makes its
              * log-probability -inf, and 0 * -inf is NaN */
             loss += (s < 1.0 ? -(1.0 - s) * logp_y : 0.0) - (off > 0.0 ? off * sum_logp : 0.0);
-            ok += (arg == y);
+            ok += valid && arg == y;
             if (probs == NULL && dlogits == NULL)
                 continue;
             const double inv = 1.0 / se;
@@ -289,14 +307,17 @@ int dc_softmax_xent(float *probs, float *dlogits, double *loss, int64_t *n_corre
     for (int64_t r = 0; r < B; r++)
         if (labels[r] < 0 || labels[r] >= C)
             return DC_ERR_LABEL;
+    int changed = 0;
     const loss_args a = {.probs = probs,
                          .dlogits = dlogits,
                          .logits = logits,
                          .labels = labels,
                          .B = B,
                          .C = C,
-                         .label_smoothing = label_smoothing};
-    return loss_over_chunks(loss, n_correct, xent_rows, &a);
+                         .label_smoothing = label_smoothing,
+                         .label_changed = &changed};
+    const int status = loss_over_chunks(loss, n_correct, xent_rows, &a);
+    return status == DC_OK && changed ? DC_ERR_LABEL : status;
 }
 
 /* Rows [r0, r1) of the fused sigmoid + binary cross-entropy; returns the sum of row

@@ -184,6 +184,102 @@ def test_data_written_by_another_thread_during_training_is_never_read_out_of_bou
         assert "changed" in outcomes, outcomes
 
 
+_RACE = '''
+import sys, threading, time
+import numpy as np
+from digitcore import Network
+from digitcore._config import _ops
+o = _ops()
+case = sys.argv[1]
+n = {"gather": 2_000_000, "augment": 20_000, "xent": 400_000, "evaluate": 50_000}[case]
+arr = np.zeros(n, np.int64)
+x = np.zeros((1000, 784) if case == "gather" else (1000, 28, 28) if case == "augment"
+             else (n, 784), np.uint8)
+logits = np.zeros((n, 2), np.float32)
+net = Network([784, 8, 10], seed=0)
+calls = {
+    "gather": lambda: o.gather_u8(x, arr),
+    "augment": lambda: o.augment(x, arr, rotate=5.0),
+    "xent": lambda: o.softmax_cross_entropy(logits, arr),
+    "evaluate": lambda: net.evaluate(x, arr),
+}
+stop = False
+def scribble():  # the array's last entry: far out of range, then valid, over and over
+    while not stop:
+        arr[-1] = 1 << 40
+        arr[-1] = 1
+t = threading.Thread(target=scribble, daemon=True)
+t.start()
+t0 = time.perf_counter()
+n = 0
+while time.perf_counter() - t0 < float(sys.argv[2]):
+    try:
+        calls[case]()
+    except ValueError as exc:  # (the check saw the bad value: fine)
+        assert "outside" in str(exc) or "must be in" in str(exc), exc
+    n += 1
+stop = True
+print("calls", n)
+'''
+
+
+@pytest.mark.parametrize("case", ["gather", "augment", "xent", "evaluate"])
+def test_index_and_label_arrays_written_by_another_thread_are_never_read_out_of_bounds(case):
+    """Indices (gather, augment, training's order) and labels were checked in the caller's
+    array and then read by C from that same array: a thread writing it in between made
+    C read far out of bounds (a segfault within a second). C now reads a copy that was
+    checked (indices) or checks each label where it reads it (the loss: a changed label
+    makes the loss NaN)."""
+    r = subprocess.run([sys.executable, "-c", _RACE, case, "1.5"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "calls" in r.stdout, (r.returncode, r.stderr[-2000:])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork")
+def test_a_child_forked_after_the_team_started_runs_on_one_thread():
+    """GCC's OpenMP runtime cannot start a team in a child forked from a process whose
+    team it had started: the child's first threaded call waited forever (a
+    multiprocessing.Pool worker's predict). Such a child runs on one thread, and says why
+    it refuses more."""
+    code = '''
+        import os, signal
+        import numpy as np
+        import digitcore
+        from digitcore._config import _ops
+        digitcore.set_num_threads(2)
+        net = digitcore.Network([784, 64, 10], seed=0)
+        x = np.random.default_rng(0).integers(0, 256, (3000, 784), dtype=np.uint8)
+        want = net.predict(x)  # 152M multiply-adds: the team
+        assert _ops().team_started()
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(30)
+            code = 3
+            try:
+                same = bool((net.predict(x) == want).all())
+                one = digitcore.get_num_threads() == 1
+                try:
+                    digitcore.set_num_threads(2)
+                    refused = False
+                except RuntimeError as exc:
+                    refused = "'spawn'" in str(exc)
+                code = 0 if same and one and refused else 5
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status))
+        print("parent", digitcore.get_num_threads())
+    '''
+    from digitcore import _ops
+
+    if not _ops.have_openmp():
+        pytest.skip("built without OpenMP")
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "child 0" in r.stdout and "parent 2" in r.stdout, r.stdout
+
+
 # ---------------------------------------------------------------------------- threadpoolctl
 
 threadpoolctl = pytest.importorskip("threadpoolctl")

@@ -280,6 +280,19 @@ def test_dense_chain_matches_reference(path, threads):
 
 # ---- softmax and cross-entropy ---------------------------------------------------------------
 
+def test_softmax_cross_entropy_counts_a_nan_row_as_numpy_argmax_does():
+    """n_correct skipped NaN logits when it took the argmax, where predict and
+    numpy.argmax take the first NaN as the largest: a row [1, nan, 1] with label 0 was
+    counted correct."""
+    logits = np.array([[1, np.nan, 1], [1, np.nan, 1], [np.nan, 5, 1], [2, 3, np.nan]],
+                      np.float32)
+    for labels, want in (([1, 1, 0, 2], 4), ([0, 2, 1, 1], 0)):
+        labels = np.array(labels, np.int64)
+        assert (np.argmax(logits, axis=1) == labels).sum() == want
+        *_, nc = ops.softmax_cross_entropy(logits, labels, return_n_correct=True)
+        assert nc == want
+
+
 @with_configs
 @SETTINGS
 @given(B=DIMS, C=st.one_of(st.sampled_from([1, 2, 3, 10, 17]), st.integers(1, 70)),

@@ -33,6 +33,25 @@ MAX_THREADS = 1024
 # never when the user set either variable.
 _GOMP_SPINCOUNT = "10000"
 
+# GCC's OpenMP runtime cannot start a team in a child forked from a process whose team it
+# had started (the child waits forever for threads that were not copied): the first
+# threaded predict or fit in a multiprocessing.Pool worker (Linux's default start method
+# forks) would hang. A forked child of such a process therefore runs digitcore on one
+# thread, and refuses more (set_num_threads).
+_FORKED_AFTER_TEAM = False
+
+
+def _after_fork_in_child() -> None:
+    global _FORKED_AFTER_TEAM
+    ops = sys.modules.get("digitcore._ops")
+    if ops is not None and ops.team_started():
+        ops.set_num_threads(1)
+        _FORKED_AFTER_TEAM = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 def _import_ops():
     """digitcore._ops, loading libgomp with a short spin unless the user chose one."""
@@ -101,6 +120,12 @@ def set_num_threads(n: int | None) -> None:
     if n > MAX_THREADS:
         raise ValueError(f"set_num_threads({n}): digitcore runs at most {MAX_THREADS} "
                          f"threads (this machine has {os.cpu_count()} CPUs)")
+    if _FORKED_AFTER_TEAM and n != 1:
+        raise RuntimeError(
+            f"set_num_threads({n or 'None'}): this process was forked from one where "
+            "digitcore had started its threads, and the OpenMP runtime cannot start them "
+            "again in a forked child, so it runs on one thread; start the process with "
+            "multiprocessing's 'spawn' or 'forkserver' method to use more")
     _ops().set_num_threads(n)
 
 

@@ -26,6 +26,7 @@ cdef extern from "digitcore.h" nogil:
     void dc_set_num_threads(int n)
     int dc_get_num_threads()
     int dc_have_openmp()
+    int dc_team_started()
     enum: DC_TEAM_FIXED, DC_TEAM_ADAPTIVE, DC_TEAM_ALTERNATE
     int dc_set_team_policy(int policy)
     int dc_get_team_policy()

@@ -254,10 +254,13 @@ cdef object _gather_idx(object idx, int64_t N):
         raise TypeError(f"idx must have an integer dtype, got {idx.dtype}")
     if idx.ndim != 1:
         raise ValueError(f"idx must be 1-D, got shape {idx.shape}")
+    # C reads a copy, checked here (aligned, and out of reach of another thread that
+    # writes the caller's array between the check and the kernel's reads)
+    idx = np.array(idx, dtype=np.int64, copy=True)
     if idx.size and (idx.min() < 0 or idx.max() >= N):
         raise ValueError(f"idx has values outside [0, {N}) (N = x.shape[0]): "
                          f"min {idx.min()}, max {idx.max()}")
-    return np.ascontiguousarray(idx, dtype=np.int64)
+    return idx
 
 
 cdef object _gather(object x, object idx, object scale, object shift, object out, bint u8):

@@ -121,7 +121,8 @@ def softmax_cross_entropy(logits, labels, label_smoothing=0.0, *, probs=None, dl
     if status == DC_ERR_LABEL:
         bad = labels[(labels < 0) | (labels >= C)]
         raise ValueError(f"labels must be in [0, {C}) (C = logits.shape[1]), "
-                         f"got {bad[:5].tolist()}")
+                         f"got {bad[:5].tolist()}" + ("" if bad.size else
+                         " (a label changed while the call read it)"))
     _check(status, "softmax_cross_entropy")
     return (loss, po, do, int(correct)) if return_n_correct else (loss, po, do)
 

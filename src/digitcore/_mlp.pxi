@@ -349,6 +349,7 @@ cdef class _Net:
             augp = &aug
         _check_1d(labels, np.int64, "labels", n)
         _check_1d(order, np.int64, "order", -1)
+        order = order.copy()  # (checked below, read by C: out of other threads' reach)
         m = order.shape[0]
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")

@@ -115,6 +115,7 @@ cdef object _sel(object sel, int64_t n_rows):
     if sel is None:
         return None
     _check_1d(sel, np.int64, "sel", -1)
+    sel = sel.copy()  # (checked here, read by C: out of other threads' reach)
     if sel.shape[0] and (sel.min() < 0 or sel.max() >= n_rows):
         raise ValueError(f"sel has rows outside [0, {n_rows})")
     return sel

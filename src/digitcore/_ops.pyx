@@ -113,6 +113,11 @@ def have_openmp():
     return bool(dc_have_openmp())
 
 
+def team_started():
+    """Whether a kernel has asked for more than one thread in this process."""
+    return bool(dc_team_started())
+
+
 _TEAM_POLICIES = {"fixed": DC_TEAM_FIXED, "adaptive": DC_TEAM_ADAPTIVE,
                   "alternate": DC_TEAM_ALTERNATE}
 
@@ -145,8 +150,8 @@ def team_simulate(secs_per_row, int64_t rows=128, double pause=0.0):
     rows is ``pause`` seconds after the last. Returns a bool (calls, batches) array, True
     where the batch ran on one thread. Starts from a fresh state and leaves the policy and
     team_counts as they were; not for use while another thread trains."""
-    cdef cnp.ndarray[cnp.float64_t, ndim=3] c = np.ascontiguousarray(secs_per_row,
-                                                                     dtype=np.float64)
+    cdef cnp.ndarray[cnp.float64_t, ndim=3] c = np.array(secs_per_row, dtype=np.float64,
+                                                         order="C", copy=True)
     if c.shape[2] != 2:
         raise ValueError(f"secs_per_row must have shape (calls, batches, 2), got "
                          f"{np.shape(secs_per_row)}")
