@@ -693,3 +693,24 @@ def test_resuming_on_the_same_trainer_after_a_callback_changed_the_rate(tmp_path
     # its later checkpoints keep the run's starting rate: a fresh Trainer resumes them
     state, _ = read_checkpoint(tmp_path / FILE_NAME)
     assert state["run"]["optimizer"]["lr"] == 0.1 and state["finished"]
+
+
+def test_resuming_with_another_learning_rate_is_refused(tmp_path):
+    """A rate that is neither the run's starting rate nor the one it stopped at was adopted
+    without a word: `--resume --lr 5` trained on at the checkpoint's rate."""
+    x, y = _mini()
+
+    def trainer(lr, stop_at=None):
+        def ctrl_c(epoch, logs):
+            if epoch == stop_at:
+                raise KeyboardInterrupt
+
+        net = digitcore.Network([784, 16, 10], seed=0)
+        return digitcore.Trainer(net, optimizer="sgd", lr=lr, epochs=3, seed=1,
+                                 batch_size=32, verbose=0, checkpoint=tmp_path,
+                                 checkpoint_seconds=0, callbacks=[ctrl_c])
+
+    assert trainer(0.1, stop_at=0).fit(x, y).interrupted
+    with pytest.raises(CheckpointError, match=r"optimizer\.lr: 0\.1 in the checkpoint, 5\.0 now"):
+        trainer(5.0).fit(x, y, resume=True)
+    trainer(0.1).fit(x, y, resume=True)  # the same arguments still resume it

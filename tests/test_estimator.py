@@ -104,6 +104,11 @@ def test_mnist_mini_uint8_images(mini):
     p_u8 = clf.predict_proba(xt.reshape(len(xt), -1))
     p_f = clf.predict_proba(xt.astype(np.float32) / 255)
     np.testing.assert_allclose(p_u8, p_f, atol=1e-4)
+    # an empty stack of images is refused as an empty 2-D X is, not with NumPy's reshape
+    # error ("cannot reshape array of size 0 into shape (0,newaxis)")
+    for call in (clf.predict, lambda a: quiet().fit(a, y[:0])):
+        with pytest.raises(ValueError, match="0 sample"):
+            call(np.zeros((0, 28, 28), np.uint8))
 
 
 def test_softmax_regression_and_int_hidden_sizes(digits):
@@ -764,3 +769,20 @@ def test_fitted_on_0_255_floats_it_refuses_uint8_input(mini):
     # on floats in [0, 1], uint8 pixels are the same images
     ok = fit_quiet(MLPClassifier((8,), max_iter=3, random_state=0), X / 255.0, y[:300])
     np.testing.assert_array_equal(ok.predict(X), ok.predict(X / 255.0))
+
+
+def test_a_pickled_estimator_keeps_its_classes_and_multilabel_outputs(digits):
+    """The network's own model file holds class indices and a softmax (the docs said to
+    save network_ with it, and a fit on labels {3, 7} came back predicting 0 and 1); a
+    pickled estimator keeps classes_ and the sigmoid outputs, as the docs now say."""
+    x, _, y, _ = digits
+    keep = (y == 3) | (y == 7)
+    clf = fit_quiet(quiet(hidden_layer_sizes=(16,), max_iter=5), x[keep], y[keep])
+    back = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(back.classes_, [3, 7])
+    np.testing.assert_array_equal(back.predict(x[keep]), clf.predict(x[keep]))
+    assert set(np.unique(back.predict(x[keep]))) <= {3, 7}
+    ml = np.stack([y % 2, y > 4], axis=1).astype(int)
+    mlc = fit_quiet(quiet(hidden_layer_sizes=(16,), max_iter=5), x, ml)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(mlc)).predict_proba(x),
+                                  mlc.predict_proba(x))

@@ -659,3 +659,17 @@ def test_0_255_float_validation_beside_uint8_training_is_refused():
     with pytest.raises(ValueError, match="x_val holds floats up to 25[0-9]"):
         digitcore.Trainer(net, epochs=1, verbose=0).fit(
             x, y, validation_data=(x.astype(np.float32), y))
+
+
+def test_an_sgd_with_mlpclassifiers_schedule_is_refused():
+    """SGD(lr_schedule="invscaling") is applied by MLPClassifier between its fits; given to
+    a Trainer its rate stayed put without a word (the docstring pointed to a `schedule=`
+    argument Trainer does not have)."""
+    from digitcore.optim import SGD
+
+    net = Network([784, 8, 10], seed=0)
+    for name in ("invscaling", "adaptive"):
+        with pytest.raises(ValueError, match=rf"SGD\(lr_schedule='{name}'\).*Trainer "
+                                             r"lr_schedule="):
+            Trainer(net, optimizer=SGD(0.1, lr_schedule=name))
+    Trainer(net, optimizer=SGD(0.1), lr_schedule="cosine")  # Trainer's own schedule

@@ -220,20 +220,27 @@ class Checkpointer:
                 f"{self.path} already exists: resume it (resume=True, or --resume) or "
                 f"choose another checkpoint directory")
 
-    def _same_trainer_rate(self, state):
+    def _same_trainer_rate(self, state, trainer):
         """The run config records the optimizer's rate when the fit starts; a checkpoint
         from version 3 on records the rate it stopped at, which restore puts back. So
         the rate a fit starts with does not decide whether it continues a run (resumed on
         the same Trainer after a callback changed the rate, it is neither of them): when
         it is all that differs, the run is the checkpoint's, and so are the checkpoints
-        written from here on."""
+        written from here on. A rate that is neither the run's starting rate nor the one
+        it stopped at, nor the one this Trainer's last fit left (a callback's), was asked for
+        (``--resume --lr 5``): that is a different run, refused as any other changed
+        setting is."""
         saved_run, now = state.get("run"), self.run
         if "lr" not in state:
             return
         try:
             rest = [{k: v for k, v in o.items() if k not in ("lr", "name")}
                     for o in (now["optimizer"], saved_run["optimizer"])]
+            rate, started, stopped = (now["optimizer"].get("lr"),
+                                      saved_run["optimizer"].get("lr"), state["lr"])
         except (KeyError, TypeError, AttributeError):
+            return
+        if rate not in (started, stopped, getattr(trainer, "_rate_at_stop", None)):
             return
         adjusted = dict(now, optimizer=saved_run["optimizer"])
         if rest[0] == rest[1] and adjusted == saved_run:
@@ -246,7 +253,7 @@ class Checkpointer:
         early stoppings as (key, EarlyStopping) pairs, as ``Trainer.fit`` names them.
         """
         state, tensors = saved
-        self._same_trainer_rate(state)
+        self._same_trainer_rate(state, trainer)
         if state.get("run") != self.run:
             raise CheckpointError(
                 f"{self.path} was written by a different run; resuming would not continue "

@@ -204,7 +204,11 @@ default="adam"
     ----------
     classes_ : ndarray (n_classes,)
     network_ : digitcore.Network
-        The trained network (weights ``(out, in)``); save it with ``network_.save(path)``.
+        The trained network (weights ``(out, in)``). ``network_.save(path)`` writes the
+        network alone, which predicts class indices ``0 .. n_classes - 1`` with a softmax:
+        the estimator's ``classes_`` (labels such as ``[3, 7]`` or strings) and a
+        multilabel fit's independent sigmoid outputs are estimator state. To keep them,
+        pickle the estimator (``pickle.dump`` or ``joblib.dump``).
     coefs_, intercepts_ : list of ndarray
         float32, in scikit-learn's layout (``coefs_[i]`` is ``(in, out)``). Reading gives
         copies; assigning a list of the right shapes sets the network's parameters.
@@ -318,7 +322,8 @@ default="adam"
         """Validated X (and y) in a form the kernels take: a uint8/float32 C-contiguous
         array, or scipy CSR with float32 data."""
         if isinstance(X, np.ndarray) and X.ndim == 3:  # (n, h, w) image stacks
-            X = X.reshape(X.shape[0], -1)
+            # (an empty stack: reshape cannot infer -1 from 0 elements)
+            X = X.reshape(X.shape[0], X.shape[1] * X.shape[2])
         top = getattr(self, "_float_max", None)
         if not reset and getattr(X, "dtype", None) == np.uint8 and top is not None and top > 2:
             # uint8 is read as pixels, scaled by 1/255: a model fitted on floats as large as
@@ -462,8 +467,10 @@ default="adam"
         if solver in _SGD_FAMILY:  # (momentum > 0 where needed: checked by _start_fit)
             nesterov = (solver == "nesterov" or (solver == "sgd" and self.nesterovs_momentum
                                                  and self.momentum > 0))
-            return optim.SGD(lr, momentum=self.momentum, nesterov=nesterov,
-                             lr_schedule=self.learning_rate, power_t=self.power_t)
+            opt = optim.SGD(lr, momentum=self.momentum, nesterov=nesterov,
+                            lr_schedule=self.learning_rate, power_t=self.power_t)
+            opt._schedule_applied_outside = True  # (between fits: Trainer accepts it)
+            return opt
         if solver == "rmsprop":
             return optim.RMSprop(lr, eps=self.epsilon)
         if solver == "adamw":

@@ -158,8 +158,9 @@ class SGD(Optimizer):
     :meth:`trigger_stopping`: "constant"; "invscaling", ``lr = learning_rate_init /
     (t + 1) ** power_t`` after ``t`` samples; "adaptive", ``lr /= 5`` each time the
     stopping criterion is met, stopping once ``lr <= 1e-6``. Only ``MLPClassifier`` calls
-    those two: :class:`~digitcore.Trainer` ignores ``lr_schedule`` and follows its own
-    ``schedule=`` ("step", "cosine", warmup).
+    those two, between the fits it runs: :class:`~digitcore.Trainer` refuses an SGD with
+    another schedule than "constant" (its rate would stay put) and has its own
+    ``lr_schedule=`` ("step", "cosine", warmup).
     """
 
     kind = "sgd"

@@ -309,7 +309,7 @@ class _Progress:
 # Trainer attributes that do not decide a run's bits (or are recorded on their own).
 _NOT_RUN_SETTINGS = {"network", "optimizer", "verbose", "stream", "callbacks", "history",
                      "stop_training", "checkpoint", "checkpoint_seconds", "early_stopping",
-                     "_keep_input", "chunk_samples", "chunk_seconds"}
+                     "_keep_input", "chunk_samples", "chunk_seconds", "_rate_at_stop"}
 
 
 def _setting(value):
@@ -429,6 +429,14 @@ class Trainer:
             raise TypeError(f"network must be a digitcore.Network, got {type(network).__name__}")
         self.network = network
         self.optimizer = get_optimizer(optimizer, lr)
+        sgd_schedule = getattr(self.optimizer, "lr_schedule", "constant")
+        if sgd_schedule != "constant" and not getattr(self.optimizer,
+                                                      "_schedule_applied_outside", False):
+            raise ValueError(
+                f"SGD(lr_schedule={sgd_schedule!r}) is MLPClassifier's learning_rate "
+                f"schedule, which Trainer does not apply (the rate would stay put): give "
+                f"Trainer lr_schedule= ('constant', 'step', 'cosine' or a function of the "
+                f"step) and SGD the default 'constant'")
         try:
             self.batch_size = None if batch_size is None else count_value(batch_size, "", 1)
         except ValueError:
@@ -784,6 +792,9 @@ class Trainer:
         finally:
             keep = None  # (not held by a traceback)
             sigint.restore()
+            # the rate this fit left (a callback may have changed it): a resume on this
+            # Trainer starts from it, and the checkpoint accepts it as the run's own
+            self._rate_at_stop = float(opt.lr)
             for cb in callbacks:
                 cb.on_train_end()
         net.training_summary = {
