@@ -587,3 +587,12 @@ def test_other_formats_are_named_in_the_error(tmp_path):
         (tmp_path / name).write_bytes(data)
         with pytest.raises(ModelFormatError, match=f"{re.escape(name)}: .*{re.escape(message)}"):
             load_model(tmp_path / name)
+
+
+def test_to_torch_names_what_it_cannot_convert():
+    """A Committee (the bundled pretrained model is one) raised a bare KeyError."""
+    nets = [digitcore.Network([784, 8, 10], seed=s) for s in range(3)]
+    with pytest.raises(TypeError, match="Committee of 3 .*convert each of its .members"):
+        modelio.to_torch(digitcore.Committee(nets))
+    with pytest.raises(TypeError, match="needs a digitcore Network, got dict"):
+        modelio.to_torch({"layer_sizes": [784, 10]})

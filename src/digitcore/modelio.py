@@ -195,6 +195,15 @@ def to_torch(network):
     ``(n, n_features)`` and returns logits ``(n, n_classes)``; softmax of the
     logits equals ``network.predict_proba``.
     """
+    if not isinstance(network, Network):
+        from digitcore.committee import Committee
+
+        if isinstance(network, Committee):
+            raise TypeError(
+                f"to_torch converts one Network; this is a Committee of "
+                f"{len(network.members)} (its prediction averages their probabilities): "
+                f"convert each of its .members")
+        raise TypeError(f"to_torch needs a digitcore Network, got {type(network).__name__}")
     try:
         import torch
     except ImportError as exc:
