@@ -121,6 +121,32 @@ def test_a_directory_without_write_permission_is_named(tmp_path):
         ro.chmod(0o700)
 
 
+@posix_only
+def test_a_read_only_file_is_not_replaced(tmp_path, monkeypatch):
+    """A file the user made read-only (0444) was replaced by every save: its directory
+    was writable, and a rename needs nothing of the file. Refused, as open(path, "w")
+    would refuse it. (Root may write any file, and os.access says so: as root, the test
+    answers os.access from the mode bits, as for the file's owner.)"""
+    path = tmp_path / "m.bin"
+    path.write_bytes(b"precious")
+    path.chmod(0o444)
+    if os.geteuid() == 0:
+        real_access = os.access
+
+        def owner_access(p, mode, **kw):
+            if os.path.isfile(p) and mode & os.W_OK:
+                return bool(os.stat(p).st_mode & stat.S_IWUSR)
+            return real_access(p, mode, **kw)
+
+        monkeypatch.setattr(os, "access", owner_access)
+    with pytest.raises(PermissionError, match=f"cannot write {re.escape(str(path))}: the "
+                                              "file is read-only"):
+        atomic_write_bytes(path, b"new")
+    with pytest.raises(PermissionError, match="read-only"):
+        Network([4, 3], seed=0).save(path)
+    assert path.read_bytes() == b"precious"
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
 def test_a_named_pipe_is_refused_without_blocking(tmp_path):
     fifo = tmp_path / "pipe"

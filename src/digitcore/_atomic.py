@@ -52,6 +52,10 @@ def writable_target(path) -> str:
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise OSError(errno.EINVAL, f"cannot write {path}: it is not a regular file (a "
                       "device, pipe or socket), and files are written by replacing them")
+    if st is not None and not os.access(real, os.W_OK):
+        # (replacing it would succeed, the directory being writable, but a file the user
+        # made read-only is one a plain open(path, "w") would not overwrite either)
+        raise PermissionError(errno.EACCES, f"cannot write {path}: the file is read-only")
     if not os.path.isdir(directory):
         raise FileNotFoundError(errno.ENOENT,
                                 f"cannot write {path}: there is no directory {directory}")
