@@ -202,6 +202,32 @@ def test_matches_sklearn_default_zero_division_and_target_names():
         M.classification_report(y_true, y_pred)
 
 
+@pytest.mark.parametrize("labels", [list(range(10)), [0, 1], [2, 0, 1, 7]],
+                         ids=["all-ten", "subset", "reordered-with-absent"])
+def test_report_labels_match_sklearn(labels):
+    """classification_report had no labels=: a class absent from both arrays could get no
+    row, and ten target names for the nine present classes were refused."""
+    skm = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(3)
+    y_true, y_pred = rng.integers(0, 9, 80), rng.integers(0, 9, 80)  # (no 9)
+    names = [f"class {c}" for c in labels]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for kw in ({}, {"target_names": names}, {"output_dict": True}, {"digits": 4}):
+            assert M.classification_report(y_true, y_pred, labels=labels, **kw) == \
+                skm.classification_report(y_true, y_pred, labels=labels, zero_division=0.0,
+                                          **kw), kw
+
+
+def test_confusion_matrix_labels_none_of_which_occur_are_refused():
+    """It returned a matrix of zeros; scikit-learn refuses, and so do we now."""
+    y = np.array([0, 1, 1, 2])
+    with pytest.raises(ValueError, match="At least one label specified must be in y_true"):
+        M.confusion_matrix(y, y, labels=[10, 11])
+    np.testing.assert_array_equal(M.confusion_matrix(y, y, labels=[2, 10]),
+                                  [[1, 0], [0, 0]])
+
+
 def test_labels_of_another_kind_than_y_are_refused():
     """Explicit labels as strings for number y (or the reverse) matched no sample: an
     all-zero confusion matrix and scores, with no error."""

@@ -117,7 +117,8 @@ def confusion_matrix(y_true, y_pred, labels=None) -> np.ndarray:
         Predicted class labels.
     labels : array_like, shape (n_labels,), optional
         Row / column order. Default: sorted union of `y_true` and `y_pred`.
-        Samples whose true or predicted label is not listed are ignored.
+        Samples whose true or predicted label is not listed are ignored; at least one
+        must be a class of `y_true` (ValueError otherwise, as scikit-learn).
 
     Returns
     -------
@@ -126,7 +127,13 @@ def confusion_matrix(y_true, y_pred, labels=None) -> np.ndarray:
         predicted as ``labels[j]``.
     """
     y_true, y_pred = label_pair(y_true, y_pred)
+    given = labels is not None
     labels = labels_in(y_true, y_pred, labels)
+    if given and y_true.shape[0] and not np.isin(labels, y_true).any():
+        # (every count would be 0: labels that are not the classes of y, as scikit-learn)
+        raise ValueError(f"At least one label specified must be in y_true; labels "
+                         f"{labels[:10].tolist()} and y_true's classes "
+                         f"{np.unique(y_true)[:10].tolist()} have none in common")
     n = labels.shape[0]
     ti = _label_index(y_true, labels)
     pi = _label_index(y_pred, labels)
@@ -202,7 +209,7 @@ def f1_score(y_true, y_pred, labels=None, average="macro", zero_division=0.0):
 
 
 def classification_report(y_true, y_pred, digits=2, target_names=None, output_dict=False,
-                          zero_division=0.0):
+                          zero_division=0.0, labels=None):
     """Per-class precision, recall, F1 and support, with accuracy and averages.
 
     The text layout is scikit-learn's ``classification_report``, so the two
@@ -217,13 +224,18 @@ def classification_report(y_true, y_pred, digits=2, target_names=None, output_di
     digits : int
         Decimal places of the floats in the text report.
     target_names : sequence of str, shape (n_labels,), optional
-        Display names of the sorted labels (e.g. Fashion-MNIST class names).
+        Display names of the labels, in their order (e.g. Fashion-MNIST class names).
     output_dict : bool
         Return a dict instead of text: ``{name: {"precision", "recall",
         "f1-score", "support"}, "accuracy": float, "macro avg": {...},
         "weighted avg": {...}}`` with float values.
     zero_division : {0.0, 1.0, nan}
         See :func:`precision_recall_fscore_support`.
+    labels : array_like, shape (n_labels,), optional
+        The classes reported, in this order (e.g. ``range(10)``, so that a class absent
+        from both arrays still gets its row). Default: the sorted union of `y_true` and
+        `y_pred`. When they leave out a class that occurs, the accuracy row is a
+        "micro avg" row over the listed classes, as in scikit-learn.
 
     Returns
     -------
@@ -233,7 +245,10 @@ def classification_report(y_true, y_pred, digits=2, target_names=None, output_di
         raise ValueError(f"digits must be a non-negative int, got {digits!r}")
     digits = int(digits)
     y_true, y_pred = label_pair(y_true, y_pred)
-    labels = labels_in(y_true, y_pred, None)
+    present = labels_in(y_true, y_pred, None)
+    labels = labels_in(y_true, y_pred, labels)
+    # the micro average is the accuracy unless listed labels leave out a class that occurs
+    micro = "accuracy" if np.isin(present, labels).all() else "micro avg"
     if target_names is None:
         target_names = [str(label) for label in labels]
     else:
@@ -246,7 +261,7 @@ def classification_report(y_true, y_pred, digits=2, target_names=None, output_di
     p, r, f1, s = precision_recall_fscore_support(y_true, y_pred, labels, None, zero_division)
     rows = list(zip(target_names, p, r, f1, s))
     averages = []
-    for average, heading in (("micro", "accuracy"), ("macro", "macro avg"),
+    for average, heading in (("micro", micro), ("macro", "macro avg"),
                              ("weighted", "weighted avg")):
         ap, ar, af, _ = precision_recall_fscore_support(y_true, y_pred, labels, average,
                                                         zero_division)
@@ -257,7 +272,8 @@ def classification_report(y_true, y_pred, digits=2, target_names=None, output_di
                   for name, *vals in rows}
         for heading, *vals in averages:
             report[heading] = dict(zip(headers, (float(v) for v in vals)))
-        report["accuracy"] = report["accuracy"]["precision"]
+        if micro == "accuracy":
+            report["accuracy"] = report["accuracy"]["precision"]
         return report
 
     width = max(max(len(name) for name in target_names), len("weighted avg"), digits)
