@@ -84,6 +84,26 @@ def command(argv=None):
     return " ".join(["python", str(shown), *argv[1:]])
 
 
+def _default_path(stem, claims, results=None):
+    """Where a run without --json writes: the committed results file, unless the run lacks
+    some of that file's claims (a partial run: --cases, --configs, --presets, --quick, a
+    peer missing), which would drop figures the documents quote; then
+    ``<stem>-partial.json`` beside it, which is not committed."""
+    committed = (results or RESULTS) / f"{stem}.json"
+    try:
+        old = json.loads(committed.read_text())["claims"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return committed
+    missing = sorted(set(old) - set(claims))
+    if not missing:
+        return committed
+    partial = committed.with_name(f"{stem}-partial.json")
+    print(f"this run lacks {len(missing)} of the committed claims ({', '.join(missing[:3])}"
+          f"{', ...' if len(missing) > 3 else ''}): results go to {partial.name}; "
+          f"{committed.name} is left as it was (a full run replaces it; --json names a file)")
+    return partial
+
+
 def save(benchmark, claims, rows, path=None):
     """Write the results file of `benchmark` (its __file__); returns the path written."""
     name = Path(benchmark).name
@@ -94,7 +114,7 @@ def save(benchmark, claims, rows, path=None):
     out = {"benchmark": name, "command": command(),
            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
            "machine": machine(), "claims": claims, "rows": rows}
-    path = Path(path) if path else RESULTS / (Path(name).stem + ".json")
+    path = Path(path) if path else _default_path(Path(name).stem, claims)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(out, indent=1) + "\n")

@@ -153,3 +153,21 @@ def test_no_measured_figure_without_its_result():
 ])
 def test_unlinked_figures_finds_measurements_only(text, found):
     assert [f for _, f in unlinked_figures(text)] == found
+
+
+def test_a_partial_benchmark_run_does_not_replace_the_committed_results(tmp_path):
+    """bench_gemm --quick, bench_train --configs, bench_accuracy --presets and the like
+    wrote their few claims over the committed file, dropping figures the README quotes."""
+    if not (ROOT / "benchmarks" / "_results.py").is_file():
+        pytest.skip(f"benchmarks/ is not in {ROOT}")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_results", ROOT / "benchmarks" / "_results.py")
+    results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(results)
+    committed = tmp_path / "bench_x.json"
+    assert results._default_path("bench_x", {"a": 1}, tmp_path) == committed  # (none yet)
+    committed.write_text(json.dumps({"claims": {"a": 1, "b": 2}}))
+    assert results._default_path("bench_x", {"a": 3, "b": 4, "c": 5}, tmp_path) == committed
+    assert results._default_path("bench_x", {"a": 3}, tmp_path) == \
+        tmp_path / "bench_x-partial.json"
