@@ -146,7 +146,9 @@ class Network:
     input_mean, input_std : float
         Inputs are scaled to [0, 1] (uint8 / 255; floats are taken as already scaled),
         then standardised as ``(x - input_mean) / input_std``. Once trained on uint8
-        pixels, the network refuses floats above PIXEL_FLOAT_MAX (0-255 pixels as floats).
+        pixels, the network refuses floats above PIXEL_FLOAT_MAX (0-255 pixels as floats)
+        in its answers and as validation data; training it on such floats (standardized
+        features, say) is a reading of its own, and it then takes floats instead.
 
     Examples
     --------
