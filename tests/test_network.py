@@ -253,6 +253,20 @@ def test_pickle_and_deepcopy_keep_views_and_predictions(rng):
     assert np.array_equal(net.predict_proba(x), p)
 
 
+def test_weights_and_biases_cannot_be_replaced_only_written_into(rng):
+    """`net.weights[0] = w` put an array beside the parameters: predictions kept the old
+    weights while save wrote the new ones. The lists are tuples now."""
+    net = Network([16, 8, 4], seed=0)
+    for seq in (net.weights, net.biases):
+        with pytest.raises(TypeError):
+            seq[0] = np.zeros_like(seq[0])
+    x = rng.random((5, 16)).astype(np.float32)
+    net.weights[0][...] = 0
+    net.biases[0][...] = 1
+    assert np.all(net.flat_parameters[:8 * 16] == 0)
+    assert np.array_equal(net.predict_proba(x)[0], net.predict_proba(x[::-1])[0])
+
+
 def test_parameters_start_on_a_cache_line(tmp_path):
     # (network.py's _PARAM_ALIGN: the kernels that read weights in place load whole rows,
     # and a buffer off a 32-byte boundary splits their loads over two cache lines.) Every

@@ -2,8 +2,9 @@
 
 Every parameter lives in one flat float32 array (``network.flat_parameters``): for
 layer ``l`` its weight ``(out, in)``, shaped like PyTorch's ``nn.Linear.weight``, then its
-bias ``(out,)``. ``weights[l]`` and ``biases[l]`` are views into it, so the C kernels
-update one buffer and an optimizer sees one vector.
+bias ``(out,)``. ``weights[l]`` and ``biases[l]`` are views into it (in tuples: write into
+them, ``net.weights[0][...] = w``, or use ``set_parameters``), so the C kernels update one
+buffer and an optimizer sees one vector.
 """
 
 from __future__ import annotations
@@ -183,13 +184,16 @@ class Network:
         self.training_summary = None
         n = sum(o * i + o for i, o in zip(sizes[:-1], sizes[1:]))
         self._flat = _aligned_zeros(n)
-        self.weights, self.biases = [], []
+        weights, biases = [], []
         off = 0
         for i, o in zip(sizes[:-1], sizes[1:]):
-            self.weights.append(self._flat[off:off + o * i].reshape(o, i))
+            weights.append(self._flat[off:off + o * i].reshape(o, i))
             off += o * i
-            self.biases.append(self._flat[off:off + o])
+            biases.append(self._flat[off:off + o])
             off += o
+        # tuples: `net.weights[0] = w` would put an array beside the parameters, used by
+        # neither the kernels nor save; `net.weights[0][...] = w` writes into them
+        self.weights, self.biases = tuple(weights), tuple(biases)
         self._c_net_cache = None
         self.reset_parameters(seed)
 
