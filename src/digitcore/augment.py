@@ -58,7 +58,9 @@ class Augment:
         "Augmentation").
     bank_size : int
         Side of the periodic bank of smoothed fields that images take elastic windows
-        from (a power of two); redrawn every epoch.
+        from (a power of two); redrawn every epoch. Its cost grows as bank_size squared
+        times sigma: ~2 ms an epoch at 128 and sigma 4, over a minute and ~270 MB at the
+        largest values (4096, sigma 64).
     """
 
     rotate: float = 0.0
