@@ -757,3 +757,43 @@ def test_a_thin_minus_sign_is_not_a_digit(thickness):
     field = preprocess_image(bar, reject_non_digits=False)
     assert np.count_nonzero(field.max(axis=1)) >= 2  # (thickened: two rows at least)
 
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/fd"), reason="needs /dev/fd")
+def test_with_pillow_a_pipe_is_read_up_to_a_limit_and_a_device_refused(monkeypatch):
+    """`cat /dev/zero | digitcore predict /dev/stdin` grew in Pillow's buffer without end
+    (the built-in PNG reader had a limit, the Pillow path none)."""
+    pytest.importorskip("PIL")
+    import threading
+
+    from digitcore import imaging
+
+    monkeypatch.setattr(imaging, "_PIPE_IMAGE_MAX", 4096)
+    r, w = os.pipe()
+
+    def feed():
+        with open(w, "wb") as f:
+            try:
+                f.write(b"\x89PNG" + bytes(100_000))
+            except BrokenPipeError:  # (the reader stopped at its limit)
+                pass
+
+    t = threading.Thread(target=feed, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(ValueError, match=r"more than 4,096 bytes from a pipe"):
+            imaging.load_image(f"/dev/fd/{r}")
+    finally:
+        os.close(r)
+    t.join(10)
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(ValueError, match="/dev/zero: is a device, not an image file"):
+            imaging.load_image("/dev/zero")
+    r, w = os.pipe()
+    with open(w, "wb") as f:
+        f.write(b"not a picture")
+    try:
+        with pytest.raises(ValueError, match=r"/dev/fd/\d+: cannot read image: not a picture"):
+            imaging.load_image(f"/dev/fd/{r}")
+    finally:
+        os.close(r)

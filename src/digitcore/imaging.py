@@ -257,38 +257,23 @@ def _read_file(path, longest=None) -> np.ndarray:
     it to MAX_SIDE by block averaging anyway)."""
     fspath = os.fspath(path)
     try:
-        Image, ImageOps = _pillow()
+        Image, _ = _pillow()
     except ImportError:
         return _read_png(fspath)
+    from digitcore._atomic import NotAFile, seekable
+
     try:
-        with warnings.catch_warnings():  # (past Pillow's own limit: refused below instead)
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(fspath)
-        with img:
-            w, h = img.size
-            if w * h > MAX_FILE_PIXELS:
-                # (before decoding, and before a JPEG's reduced scale makes it smaller: a
-                # small file can declare a huge picture, and the limit is the file's)
-                raise _TooLarge(f"{fspath}: the image is {w}x{h} pixels, more than the "
-                                f"{MAX_FILE_PIXELS:,} digitcore reads (a photo of one digit "
-                                "needs far fewer: shrink it)")
-            # (MPO: a phone's JPEG with a second, preview picture)
-            if longest and img.format in ("JPEG", "MPO") and max(img.size) > 2 * longest:
-                f = max(img.size) / longest
-                img.draft(img.mode, (max(1, int(img.size[0] / f)),
-                                     max(1, int(img.size[1] / f))))
-            img.load()
-            if (longest and max(img.size) > 4 * longest and "transparency" not in img.info
-                    and img.mode in ("L", "LA", "RGB", "RGBA", "I", "F")):
-                # a big scan or photo other than a JPEG, shrunk by whole blocks at once
-                # (preprocess_image block-averages it to `longest` anyway): its array and
-                # copies would take ~20 bytes a pixel, 1.3 GB at MAX_FILE_PIXELS
-                img = img.reduce(max(img.size) // (2 * longest))
+        with open(fspath, "rb") as raw:
+            # (a pipe is read whole, up to a limit: `cat /dev/zero | digitcore predict
+            # /dev/stdin` grew without end in Pillow's buffer; a device is refused)
             try:
-                img = ImageOps.exif_transpose(img)
-            except Exception:  # broken EXIF must not hide a readable image
-                pass
-            return _pillow_pixels(img)
+                stream, _ = seekable(raw, _PIPE_IMAGE_MAX, "an image file")
+            except NotAFile as exc:
+                raise _TooLarge(f"{fspath}: {exc}") from None
+            with warnings.catch_warnings():  # (past Pillow's own limit: refused below)
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img = Image.open(stream)
+            return _decode_opened(img, fspath, longest)
     except FileNotFoundError:
         raise ValueError(f"{fspath}: no such file") from None
     except IsADirectoryError:
@@ -301,8 +286,41 @@ def _read_file(path, longest=None) -> np.ndarray:
                          f"{2 * (Image.MAX_IMAGE_PIXELS or 0):,}); "
                          f"digitcore reads at most {MAX_FILE_PIXELS:,} (a photo of one "
                          "digit needs far fewer: shrink it)") from None
+    except Image.UnidentifiedImageError:  # (its message names the stream, not the file)
+        raise ValueError(f"{fspath}: cannot read image: not a picture in a format Pillow "
+                         "reads (PNG, JPEG, BMP, GIF, TIFF, WebP, ...)") from None
     except Exception as exc:  # Pillow raises many types for a bad file
         raise ValueError(f"{fspath}: cannot read image: {exc}") from exc
+
+
+def _decode_opened(img, fspath, longest):
+    """_read_file's decoding of an image Pillow has opened (its size checked first)."""
+    _, ImageOps = _pillow()
+    with img:
+        w, h = img.size
+        if w * h > MAX_FILE_PIXELS:
+            # (before decoding, and before a JPEG's reduced scale makes it smaller: a
+            # small file can declare a huge picture, and the limit is the file's)
+            raise _TooLarge(f"{fspath}: the image is {w}x{h} pixels, more than the "
+                            f"{MAX_FILE_PIXELS:,} digitcore reads (a photo of one digit "
+                            "needs far fewer: shrink it)")
+        # (MPO: a phone's JPEG with a second, preview picture)
+        if longest and img.format in ("JPEG", "MPO") and max(img.size) > 2 * longest:
+            f = max(img.size) / longest
+            img.draft(img.mode, (max(1, int(img.size[0] / f)),
+                                 max(1, int(img.size[1] / f))))
+        img.load()
+        if (longest and max(img.size) > 4 * longest and "transparency" not in img.info
+                and img.mode in ("L", "LA", "RGB", "RGBA", "I", "F")):
+            # a big scan or photo other than a JPEG, shrunk by whole blocks at once
+            # (preprocess_image block-averages it to `longest` anyway): its array and
+            # copies would take ~20 bytes a pixel, 1.3 GB at MAX_FILE_PIXELS
+            img = img.reduce(max(img.size) // (2 * longest))
+        try:
+            img = ImageOps.exif_transpose(img)
+        except Exception:  # broken EXIF must not hide a readable image
+            pass
+        return _pillow_pixels(img)
 
 
 def _pillow_pixels(img) -> np.ndarray:
@@ -339,6 +357,8 @@ def _is_pillow_image(obj) -> bool:
 # The largest PNG file read without Pillow: the decoder's MAX_PIXELS of 16-bit RGBA,
 # barely compressed, with room for its chunks.
 _PNG_FILE_MAX = 160 << 20
+# The most bytes an image is read from a pipe (Pillow's decoders; a file is read lazily).
+_PIPE_IMAGE_MAX = 256 << 20
 
 
 def _read_png(fspath: str) -> np.ndarray:
