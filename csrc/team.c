@@ -43,11 +43,12 @@
 #define TEAM_SWITCH         0.9
 #define TEAM_REJECT         1.2
 /* ... and switches at once when a window of the other way is this much faster (per row)
- * than the way in use: the team beside a thread that spins on a core of its own (OpenBLAS's
- * pool for ~0.1 s after a NumPy matmul) ran ~10x slower than one thread, and a training
- * call of 47 batches (an epoch on 6,000 images) ended before the probe's pairs did, so
- * every call ran the team again. A probe still under way when its call ends is decided on
- * the pairs it has (team_close). */
+ * than the way in use's windows in the probe so far (not the window that called the probe,
+ * which may have been a stall: that one would switch a quiet machine's team): the team beside a
+ * thread that spins on a core of its own (OpenBLAS's pool for ~0.1 s after a NumPy matmul) ran
+ * ~10x slower than one thread, and a training call of 47 batches (an epoch on 6,000 images)
+ * ended before the probe's pairs did, so every call ran the team again. A probe still under way
+ * when its call ends is decided on the pairs it has (team_close). */
 #define TEAM_DECISIVE       0.5
 /* Two windows this much slower than the confirmed rate call a probe at once. */
 #define TEAM_TRIGGER        1.3
@@ -181,7 +182,7 @@ static void window_done(team_choice *c, double secs, int64_t rows)
         c->pairs += 1;
         if (rate > TEAM_REJECT * probe_cur_rate(c))
             probe_done(c, 0); /* clearly slower (a quiet machine's one thread): stop here */
-        else if (rate < TEAM_DECISIVE * probe_cur_rate(c))
+        else if (c->cur_rows > 0 && rate < TEAM_DECISIVE * probe_cur_rate(c))
             probe_done(c, 1); /* far faster (a thread spinning beside the team): switch */
         else
             c->probing = 0;
