@@ -315,6 +315,7 @@ static int augment(uint8_t *out8, float *out32, const uint8_t *in8, const float 
     if (scratch == NULL)
         return DC_ERR_NOMEM;
     const int64_t ahead_n = (int64_t)AUG_CHUNK * nt;
+    dc_team_mark(nt);
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic, AUG_CHUNK) num_threads(nt) if (nt > 1)
 #endif

@@ -98,6 +98,9 @@ void dc_free_aligned(void *p);
  * outside a region. */
 int dc_team_thread(void);
 int dc_team_size(void);
+/* Before a parallel region of nt threads: records that OpenMP's team has (nt > 1) started
+ * (dc_team_started: a forked child cannot start it again under GCC's runtime). */
+void dc_team_mark(int nt);
 
 #ifdef __cplusplus
 }

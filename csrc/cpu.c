@@ -210,14 +210,22 @@ void dc_set_num_threads(int n)
     g_num_threads = n > 0 ? n : 0;
 }
 
-/* whether dc_get_num_threads ever answered more than one thread: every kernel asks it
- * before it starts a team, so this is set before OpenMP's threads are (and by a mere
- * query too: an over-estimate) */
+/* whether a kernel started a parallel region of more than one thread (dc_team_mark) */
 static volatile int g_team_started = 0;
+
+void dc_team_mark(int nt)
+{
+    if (nt > 1 && !g_team_started)
+        g_team_started = 1;
+}
 
 int dc_team_started(void)
 {
+#if defined(_OPENMP) && defined(__GNUC__) && !defined(__clang__)
     return g_team_started;
+#else
+    return 0; /* LLVM's and MSVC's runtimes: a forked child starts its own team (or no fork) */
+#endif
 }
 
 int dc_get_num_threads(void)
@@ -230,10 +238,7 @@ int dc_get_num_threads(void)
     int n = omp_get_max_threads();
     if (g_num_threads > 0 && g_num_threads < n)
         n = g_num_threads;
-    n = n > DC_MAX_THREADS ? DC_MAX_THREADS : n > 0 ? n : 1;
-    if (n > 1 && !g_team_started)
-        g_team_started = 1;
-    return n;
+    return n > DC_MAX_THREADS ? DC_MAX_THREADS : n > 0 ? n : 1;
 #else
     return 1;
 #endif

@@ -59,8 +59,9 @@ int dc_avx512_active(void);
 #define DC_MAX_THREADS 1024
 void dc_set_num_threads(int n); /* n <= 0: default (omp_get_max_threads()) */
 int dc_get_num_threads(void);   /* effective count, 1..DC_MAX_THREADS; 1 without OpenMP */
-/* Whether dc_get_num_threads has answered more than 1 in this process (so OpenMP's threads
- * may have started: GCC's runtime cannot start a team in a child forked after that) */
+/* Whether a kernel has run a parallel region of more than one thread in this process,
+ * built with GCC's OpenMP runtime, which cannot start a team in a child forked after that
+ * (0 with other runtimes) */
 int dc_team_started(void);
 int dc_have_openmp(void);
 /* How dc_mlp_train sizes its team batch by batch (team.c). ADAPTIVE (the default) runs a

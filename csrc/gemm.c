@@ -332,6 +332,7 @@ static int dc_sgemm_narrow(const dc_sgemm_kernel_info *ki, int trans_a, int tran
     if (nt <= 1) {
         ki->narrow(trans_a != 0, m, n, k, alpha, a, lda, b, rs_b, cs_b, beta, c, ldc);
     } else {
+        dc_team_mark(nt);
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
         {
@@ -473,6 +474,7 @@ int dc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float al
     if (nt == 1) {
         dc_gemm_run(&J);
     } else {
+        dc_team_mark(nt);
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
         {

@@ -187,6 +187,7 @@ static int loss_over_chunks(double *loss, int64_t *n_correct, loss_rows_fn rows_
             return DC_ERR_NOMEM;
 #ifdef _OPENMP
         int nt = dc_get_num_threads();
+        dc_team_mark(nt);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1) reduction(+ : correct)
 #endif
         for (int64_t c = 0; c < nc; c++) {

@@ -242,6 +242,7 @@ static int forward_blocks(float *out, const dc_mlp *net, const uint8_t *x_u8,
             status = DC_ERR_NOMEM;
     }
     if (status == DC_OK) {
+        dc_team_mark(nt);
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif

@@ -44,6 +44,7 @@ int mlp_run_phases(const void *job, int64_t n_blocks, int64_t work, mlp_phase a,
     /* phase a's errors, read by every thread after the barrier, and phase b's: each
      * written under the critical section, never while it is being read */
     int status = DC_OK, status_b = DC_OK;
+    dc_team_mark(nt);
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
 #endif

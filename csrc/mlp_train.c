@@ -266,6 +266,7 @@ static void prefetch_rows(const void *x, const int64_t *idx, int64_t rows, int64
     const char *base = (const char *)x;
     const int64_t F = edges[parts];
     const int nt = dc_csr_group_threads(rows, F, parts, dc_get_num_threads());
+    dc_team_mark(nt);
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif

@@ -128,6 +128,7 @@ static int gather_rows(dc_csr *out, int64_t capacity, const uint8_t *in8, const 
     (void)nt; /* (without OpenMP) */
     out->parts = 1;
     int status = DC_OK, changed = 0;
+    dc_team_mark(nt);
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
@@ -218,6 +219,7 @@ static int gather_cols(dc_csr *out, dc_csr *out_t, int64_t capacity, dc_csr_room
     int64_t nnz = 0, cap = capacity;
     int room_st = DC_OK, changed = 0;
     (void)nt; /* (without OpenMP) */
+    dc_team_mark(nt);
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
@@ -577,6 +579,7 @@ static int spmm_ld(float *out, int64_t ldo, const dc_csr *s, const float *d, int
         spmm_tile(row, out, ldo, s, d, ldd, N, 0, R, 0, nb, alpha, beta, bias, row_act,
                   act_alpha, chains);
     } else {
+        dc_team_mark(nt);
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt)
 #endif

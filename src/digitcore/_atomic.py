@@ -30,8 +30,8 @@ __all__ = ["NotAFile", "atomic_file", "atomic_write_bytes", "fsync_dir", "seekab
 def writable_target(path) -> str:
     """The file :func:`atomic_file` would write for ``path`` (symbolic links followed),
     or an OSError whose message names ``path`` when it cannot: no such directory, a
-    directory it may not create files in, or ``path`` a directory, device, pipe or
-    socket. Commands call it before long work whose result goes there."""
+    directory it may not create files in, a read-only file, or ``path`` a directory,
+    device, pipe or socket. Commands call it before long work whose result goes there."""
     path = os.fspath(path)
     if not path:
         raise FileNotFoundError(errno.ENOENT, "cannot write to an empty path: give a file name")

@@ -467,10 +467,8 @@ default="adam"
         if solver in _SGD_FAMILY:  # (momentum > 0 where needed: checked by _start_fit)
             nesterov = (solver == "nesterov" or (solver == "sgd" and self.nesterovs_momentum
                                                  and self.momentum > 0))
-            opt = optim.SGD(lr, momentum=self.momentum, nesterov=nesterov,
-                            lr_schedule=self.learning_rate, power_t=self.power_t)
-            opt._schedule_applied_outside = True  # (between fits: Trainer accepts it)
-            return opt
+            return optim.SGD(lr, momentum=self.momentum, nesterov=nesterov,
+                             lr_schedule=self.learning_rate, power_t=self.power_t)
         if solver == "rmsprop":
             return optim.RMSprop(lr, eps=self.epsilon)
         if solver == "adamw":
@@ -729,6 +727,8 @@ default="adam"
 
         est, n = self, X.shape[0]
         opt = self._optimizer
+        # (set here too: an estimator pickled before the mark existed continues with it)
+        opt._schedule_applied_outside = True
 
         class _Convergence(Callback):
             def on_train_begin(self, logs=None):
