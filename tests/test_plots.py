@@ -155,6 +155,32 @@ def test_plot_samples(tmp_path):
         plots.plot_samples(x, y[:5])
 
 
+def test_class_names_and_ncols_are_checked():
+    """A negative label took the last name, 1.7 took 'one', a short class_names list
+    raised a bare IndexError, and ncols=-1 / 1.5 failed deep inside matplotlib."""
+    x, y = _digits(12)
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    fig = plots.plot_samples(x, y, n=4, class_names=names)
+    assert [ax.get_title() for ax in fig.axes][:4] == [names[v] for v in y[:4]]
+    for labels in (np.r_[-1, y[1:]], np.r_[1.7, y[1:]]):
+        with pytest.raises(ValueError, match="class"):
+            plots.plot_samples(x, labels, n=4, class_names=names)
+    with pytest.raises(ValueError, match="class_names has 1 names"):
+        plots.plot_samples(x, y, class_names=["a"])
+    with pytest.raises(ValueError, match="class_names has 1 names"):
+        plots.plot_mistakes(x, y, _proba(y), class_names=["a"])
+    for bad in (-1, 0, 1.5, True):
+        with pytest.raises(ValueError, match="ncols must be a positive int"):
+            plots.plot_samples(x, ncols=bad)
+
+
+def test_plot_first_layer_names_a_committee():
+    from digitcore import Committee, Network
+
+    with pytest.raises(TypeError, match="committee of 2: pass one of its .members"):
+        plots.plot_first_layer(Committee([Network([784, 8, 10], seed=s) for s in (0, 1)]))
+
+
 def test_plot_first_layer_network_and_array(tmp_path):
     w = np.random.default_rng(0).standard_normal((20, 784)).astype(np.float32)
     fig = plots.plot_first_layer(w, path=tmp_path / "w.png")

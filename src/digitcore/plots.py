@@ -63,8 +63,30 @@ def _as_images(images, name="images") -> np.ndarray:
 
 
 def _grid(n: int, ncols=None) -> tuple[int, int]:
-    cols = ncols or max(1, math.ceil(math.sqrt(n)))
+    if ncols is not None and (isinstance(ncols, bool) or not isinstance(ncols, (int, np.integer))
+                              or ncols < 1):
+        raise ValueError(f"ncols must be a positive int or None (about square), got {ncols!r}")
+    cols = int(ncols) if ncols is not None else max(1, math.ceil(math.sqrt(n)))
     return max(1, math.ceil(n / cols)), cols
+
+
+def _class_namer(class_names, labels, what="labels"):
+    """A function label -> title: class_names[label], after checking that every label in
+    ``labels`` is a whole number that indexes class_names; str(label) without names."""
+    if class_names is None:
+        return str
+    names = [str(c) for c in class_names]
+    lab = np.asarray(labels)
+    if lab.size:
+        if lab.dtype.kind not in "iub" and not (lab.dtype.kind == "f"
+                                               and np.all(lab == np.round(lab))):
+            raise ValueError(f"{what} must be class indices to take names from class_names, "
+                             f"got {lab.dtype} values such as {lab.ravel()[0]!r}")
+        lo, hi = lab.min(), lab.max()
+        if lo < 0 or hi >= len(names):
+            raise ValueError(f"class_names has {len(names)} names, but {what} go from {lo} "
+                             f"to {hi}: give a name for each class index 0..{int(hi)}")
+    return lambda c: names[int(c)]
 
 
 def _grid_axes(fig, rows, cols, title_space):
@@ -272,8 +294,9 @@ def plot_mistakes(images, y_true, proba, k=25, path=None, ncols=None, class_name
         raise ValueError(f"images has {imgs.shape[0]} samples but y_true has "
                          f"{np.shape(y_true)[0]}")
 
-    def name(c):
-        return str(class_names[c]) if class_names is not None else str(c)
+    name = _class_namer(class_names, np.concatenate(
+        [[m.true for m in mistakes], [m.predicted for m in mistakes]]).astype(np.int64),
+        "the classes")
 
     if not mistakes:
         fig = _figure(4, 2)
@@ -325,16 +348,13 @@ def plot_samples(images, labels=None, n=25, path=None, ncols=None, class_names=N
     if count == 0:
         raise ValueError("no images to plot")
     rows, cols = _grid(count, ncols)
+    name = _class_namer(class_names, labels[:count]) if labels is not None else None
     fig = _figure(1.2 * cols, 1.35 * rows, constrained=False)
     axes = _grid_axes(fig, rows, cols, title_space=0.0)
     for ax in axes[count:]:
         ax.axis("off")
     for i in range(count):
-        title = None
-        if labels is not None:
-            lab = labels[i]
-            title = str(class_names[int(lab)]) if class_names is not None else str(lab)
-        _show_digit(axes[i], imgs[i], title)
+        _show_digit(axes[i], imgs[i], name(labels[i]) if name is not None else None)
     return _finish(fig, path)
 
 
@@ -362,6 +382,10 @@ def plot_first_layer(network_or_weights, n=64, path=None, ncols=None, image_shap
     -------
     matplotlib.figure.Figure
     """
+    if hasattr(network_or_weights, "members") and not hasattr(network_or_weights, "weights"):
+        raise TypeError(f"plot_first_layer draws one network's first layer; this is a "
+                        f"committee of {len(network_or_weights.members)}: pass one of its "
+                        f".members (digitcore plot does: the first)")
     w = getattr(network_or_weights, "weights", network_or_weights)
     if isinstance(w, (list, tuple)):
         if not w:
