@@ -440,6 +440,16 @@ def test_cli_checkpoint_and_resume(tmp_path):
     assert np.array_equal(a.flat_parameters, b.flat_parameters)
     r = run("--resume")
     assert r.returncode == 2 and "need --checkpoint DIR" in r.stderr
+    # a directory without a checkpoint (a typo): the run starts afresh, and says so
+    # instead of reporting it resumed
+    r = run("--checkpoint", tmp_path / "ck-typo", "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "ck-typo held no checkpoint, so the run started from its first epoch" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "digitcore", "train", "--dataset", "mnist-mini",
+                        "--hidden", "16", "--epochs", "2", "--checkpoint", ck, "--resume"],
+                       capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, DIGITCORE_NUM_THREADS="1"))
+    assert r.returncode == 0 and "resumed: its epochs" in r.stdout, (r.stdout, r.stderr)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])

@@ -689,6 +689,11 @@ def test_a_failed_evaluate_leaves_no_plots_folder_of_its_making(tmp_path):
     (tmp_path / "mine").mkdir()  # one that was there stays
     run("evaluate", tmp_path / "missing.safetensors", "--plots", tmp_path / "mine")
     assert (tmp_path / "mine").is_dir()
+    # the parents it made go too (pa and pa/b were left behind)
+    r = run("evaluate", tmp_path / "missing.safetensors", "--plots", tmp_path / "pa" / "b" / "c")
+    assert r.returncode == 2 and not (tmp_path / "pa").exists(), r.stderr
+    r = run("evaluate", tmp_path / "missing.safetensors", "--plots", tmp_path / "mine" / "b")
+    assert (tmp_path / "mine").is_dir() and not (tmp_path / "mine" / "b").exists()
 
 
 def test_evaluate_plots_under_a_file_is_refused_before_evaluating(tmp_path, model):

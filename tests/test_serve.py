@@ -999,3 +999,39 @@ def test_odd_content_lengths_are_400_not_500(server, value, capfd):
     else:
         assert got.startswith(b"HTTP/1.1 400") and b"Content-Length" in got, got[:300]
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_serve_takes_a_bracketed_ipv6_host_and_names_a_file_s_unknown_tta(monkeypatch, tmp_path,
+                                                                           capsys):
+    """--host [::1] failed ("Name or service not known") though URLs write it so; --host ''
+    warned of "listening on ,"; a model file recording a test-time augmentation this
+    version does not know was refused without naming the file."""
+    import digitcore.serve as serve_mod
+
+    seen = {}
+
+    class Fake:
+        url, tta, server_address = "http://x/", None, ("", 1)
+        model_info = {"architecture": "784-10"}
+
+        def serve_forever(self, poll_interval):
+            raise KeyboardInterrupt
+
+        def server_close(self):
+            pass
+
+    def fake_make_server(net, host, port, **kw):
+        seen["host"] = host
+        return Fake()
+
+    monkeypatch.setattr(serve_mod, "make_server", fake_make_server)
+    net = digitcore.Network([784, 10], seed=0)
+    path = tmp_path / "m.safetensors"
+    net.save(path)
+    assert serve_mod.serve(path, host="[::1]", port=0, open_browser=False) == 0
+    assert seen["host"] == "::1"
+    serve_mod.serve(path, host="", port=0, open_browser=False)
+    assert "listening on every address" in capsys.readouterr().err
+    net.save(path, metadata={"tta": "rot90"})
+    with pytest.raises(ValueError, match=r"m\.safetensors: .*rot90.*serve it with --tta none"):
+        serve_mod.serve(path, port=0, open_browser=False)

@@ -191,7 +191,9 @@ def _parser():
                         description="Read digits from image files with MODEL, or without "
                         "one with the bundled pretrained model. MODEL is taken to be the "
                         "first argument when it is a .safetensors file (or --model).")
-    pr.add_argument("paths", nargs="+", metavar="[MODEL] IMAGE")
+    pr.add_argument("paths", nargs="+", metavar="IMAGE",
+                    help="image files, after an optional MODEL file first "
+                         "(predict [MODEL] IMAGE [IMAGE ...])")
     pr.add_argument("--model", type=_path, default=None,
                     help="model file (default: the first argument if it is a model file, "
                          "else the bundled pretrained model)")
@@ -454,7 +456,10 @@ def cmd_train(args):
               f"{f' x {members} members' if members > 1 else ''}"
               + (f" ({sps:,.0f} samples/s)" if sps else "")
               + (f"; resumed: its epochs trained in {train_s:.1f} s in all"
-                 if args.resume else "")]
+                 if any(h.resumed for h in histories) else "")]
+    if args.resume and not any(h.resumed for h in histories):
+        print(f"digitcore train: --resume: {args.checkpoint} held no checkpoint, so the run "
+              "started from its first epoch", file=sys.stderr)
     if args.out and not history.interrupted:
         lines.append(f"model saved to {summary['model']}")
     _emit(args, summary, lines)
@@ -476,14 +481,27 @@ def _model_tta(model, tta, name):
         raise UsageError(f"{name}: {exc}") from None
 
 
+def _missing_dirs(path):
+    """The folders os.makedirs(path) would create, deepest first."""
+    out, p = [], os.path.abspath(path)
+    while not os.path.exists(p):
+        out.append(p)
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    return out
+
+
 def cmd_evaluate(args):
-    made = args.plots and not os.path.isdir(args.plots)
+    made = _missing_dirs(args.plots) if args.plots else []
     try:
         return _evaluate(args)
     except BaseException:
-        if made:  # (a failed evaluate leaves no empty --plots folder of its own making)
+        # (a failed evaluate leaves no --plots folder of its own making, parents included)
+        for folder in made:
             with contextlib.suppress(OSError):
-                os.rmdir(args.plots)
+                os.rmdir(folder)
         raise
 
 
@@ -654,13 +672,18 @@ def cmd_export(args):
         raise UsageError(f"{args.out} is the model file itself: give the ONNX file another "
                          "name")
     net = load_model(args.model)  # a Network or a Committee (its members averaged)
+    unknown = None
     try:  # (asked before writing: the note must not fail after the file is written)
         tta = _model_tta(net, None, args.model)
-    except UsageError:  # a test-time augmentation this version does not know
-        tta = "unknown to this version"
+    except UsageError as exc:  # a test-time augmentation this version does not know
+        tta, unknown = None, exc
     path = net.to_onnx(args.out, input_dtype=args.input_dtype)
     print(f"wrote {path}: {net!r}, ONNX opset {OPSET}, input 'pixels' {args.input_dtype} "
           f"(N, {net.n_features}), output 'probabilities' float32 (N, {net.n_classes})")
+    if unknown is not None:
+        print(f"note: {unknown}: digitcore predict, evaluate and serve refuse the file "
+              f"unless given --tta none; the ONNX graph reads each image once, as "
+              f"predict_proba(x) does", file=sys.stderr)
     if tta is not None:  # (the graph computes one view: its answers are predict_proba's)
         print(f"note: {args.model} is read with test-time augmentation {tta!r} by digitcore "
               f"predict, evaluate and serve; the ONNX graph reads each image once, as "

@@ -141,6 +141,7 @@ class History:
         self.seed = None
         self.stopped_early = False
         self.interrupted = False
+        self.resumed = False  # fit(resume=True) found a checkpoint and continued it
         self.best_epoch = None
         self.n_train = 0  # samples trained on in each epoch (a validation split held out)
 
@@ -660,6 +661,7 @@ class Trainer:
 
         history = History()
         history.seed = seed
+        history.resumed = saved is not None
         history.n_train = n
         self.history = history
         self.stop_training = False

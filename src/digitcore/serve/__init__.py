@@ -163,13 +163,24 @@ def serve(model=None, host="127.0.0.1", port=8000, open_browser=False, debug=Fal
         net = load_model(model)
         info = read_model_info(model)
         info["source"] = os.path.basename(model)
+        if tta is None:  # (the file's own test-time augmentation: one this version knows?)
+            from digitcore.augment import model_tta
+
+            try:
+                model_tta(net, None)
+            except ValueError as exc:
+                raise ValueError(f"{model}: {exc} (recorded in the file); serve it with "
+                                 f"--tta none") from None
+    if host.startswith("[") and host.endswith("]"):  # (an IPv6 address as URLs write it)
+        host = host[1:-1]
     try:
         server = make_server(net, host, port, model_info=info, debug=debug, tta=tta)
     except OSError as exc:
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     url = server.url
     if not is_loopback(host):
-        _say(f"warning: listening on {host}, so other machines on the network can reach "
+        _say(f"warning: listening on {host or 'every address'}, so other machines on the "
+             f"network can reach "
              f"this page and its API (there is no authentication); use --host 127.0.0.1 "
              f"to keep it local")
         if host in ("0.0.0.0", "::", ""):
