@@ -48,13 +48,14 @@ def test_train_json_summary(model):
 
 def test_train_default_is_the_main_job(tmp_path):
     """No arguments: offline, bundled subset when full MNIST is absent, prints accuracy."""
-    r = run("train", cwd=tmp_path, env={"DIGITCORE_DATA": str(tmp_path)})
+    # (an empty data dir and cache: full MNIST is absent, whatever this machine has)
+    r = run("train", cwd=tmp_path, env={"DIGITCORE_DATA": str(tmp_path),
+                                        "DIGITCORE_CACHE_DIR": str(tmp_path / "cache")})
     assert r.returncode == 0, r.stderr
-    assert "test accuracy:" in r.stdout
-    if "mnist-mini" in r.stdout:
-        assert "mnist-mini" in r.stderr  # the one-line notice about the fallback
-        acc = float(r.stdout.split("test accuracy:")[1].split("%")[0])
-        assert acc >= 94.0
+    assert "test accuracy:" in r.stdout and "mnist-mini" in r.stdout, r.stdout
+    assert "mnist-mini" in r.stderr  # the one-line notice about the fallback
+    acc = float(r.stdout.split("test accuracy:")[1].split("%")[0])
+    assert acc >= 94.0
 
 
 def test_train_progress_and_options(tmp_path):

@@ -195,10 +195,21 @@ def test_alpha_shrinks_weights_and_is_in_the_loss(digits):
     assert still.loss_curve_[-1] == pytest.approx(ce + penalty, rel=1e-6)
 
 
-def test_adamw_uses_alpha_as_decoupled_weight_decay(digits):
+def test_adamw_uses_alpha_as_decoupled_weight_decay(digits, monkeypatch):
+    import digitcore.trainer as trainer_mod
+
     Xtr, _, ytr, _ = digits
+    calls, original = [], trainer_mod.Trainer
+
+    def recording_trainer(*args, **kw):
+        calls.append(kw)
+        return original(*args, **kw)
+
+    monkeypatch.setattr(trainer_mod, "Trainer", recording_trainer)
     clf = fit_quiet(quiet(solver="adamw", alpha=2.0, max_iter=1), Xtr, ytr)
     assert clf._optimizer.weight_decay == pytest.approx(2.0 / 200)
+    # decoupled only: no L2 penalty in the gradient as well (alpha applied twice)
+    assert calls and all(kw["l2"] == 0.0 for kw in calls), calls
 
 
 def test_stops_when_loss_stops_improving(digits):
@@ -364,6 +375,12 @@ def test_partial_fit_classes_not_all_in_first_batch(digits):
     clf.partial_fit(Xtr[~first], ytr[~first])
     assert clf.classes_.tolist() == list(range(10))
     assert clf.predict_proba(Xte).shape == (len(Xte), 10)
+    # later calls train the classes the first lacked (one pass of a few Adam steps moves
+    # little: a few more)
+    for _ in range(10):
+        clf.partial_fit(Xtr[~first], ytr[~first])
+    assert set(clf.predict(Xtr[~first])) == set(range(5, 10))
+    assert (clf.predict(Xtr[~first]) == ytr[~first]).mean() > 0.8
 
 
 def test_partial_fit_after_fit_keeps_training(digits):
@@ -478,8 +495,17 @@ def test_pickle_and_deepcopy_roundtrip(digits):
         # weights are still views into the one flat buffer the kernels update
         assert all(np.shares_memory(w, net.flat_parameters) for w in net.weights)
         assert net is not clf.network_
-        other.partial_fit(Xtr, ytr)  # the optimizer state survived too
+        # the optimizer state survived too: Adam's step count and moments, so the next
+        # partial_fit continues the same run (a copy without them restarted Adam)
+        assert other._optimizer.step_count == clf._optimizer.step_count > 0
+        np.testing.assert_array_equal(other._optimizer.grad_avg, clf._optimizer.grad_avg)
+        np.testing.assert_array_equal(other._optimizer.sq_avg, clf._optimizer.sq_avg)
     assert clf.network_.flat_parameters is not other.network_.flat_parameters
+    twin = pickle.loads(pickle.dumps(clf))
+    clf.partial_fit(Xtr, ytr)
+    twin.partial_fit(Xtr, ytr)
+    for a, b in zip(clf.coefs_ + clf.intercepts_, twin.coefs_ + twin.intercepts_):
+        np.testing.assert_array_equal(a, b)
 
 
 # ---- scikit-learn integration ---------------------------------------------------------------

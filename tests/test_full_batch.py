@@ -7,6 +7,7 @@ whatever `shuffle` says (its order changes only the rounding of the sums).
 """
 
 from functools import partial
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -22,13 +23,25 @@ _digits = partial(sparse_digits, n=400, d=784, k=10, density=0.15)
 
 def _fit(x, y, sizes, keep, *, path, threads, optimizer="sgd", lr=0.1, epochs=4,
          dropout=0.0, callbacks=(), sparse="auto", shuffle=True):
-    with config(path, threads):
+    made = []
+    real = Network.c_keep
+
+    def spy():  # (the keep the fit hands to every train call, if any)
+        made.append(real())
+        return made[-1]
+
+    with config(path, threads), mock.patch.object(Network, "c_keep", staticmethod(spy)):
         net = Network(sizes, dropout=dropout, seed=0)
         tr = Trainer(net, optimizer=optimizer, lr=lr, batch_size=None, epochs=epochs, seed=1,
                      verbose=0, callbacks=callbacks, shuffle=shuffle)
         tr._keep_input = keep
         tr._sparse_input = sparse
         tr.fit(x, y)
+    # the comparisons below are of the kept path with the gathered one only if the fit
+    # really kept its input (and a sparse-path fit without callbacks still holds it)
+    assert len(made) == (1 if keep else 0), made
+    if keep and not callbacks and sparse != "never" and np.count_nonzero(x) < 0.3 * x.size:
+        assert made[0].nnz > 0
     return net, tr
 
 

@@ -83,6 +83,41 @@ def test_adam_and_adamw_match_numpy_on_a_linear_model(rng):
         assert opt.step_count == 3
 
 
+@pytest.mark.parametrize("make, update", [
+    # (the optimizer, and its step in float64 NumPy on (param, grad, state) from its
+    # documented formula: PyTorch's semantics)
+    (lambda: optim.RMSprop(lr=0.01, rho=0.5, eps=1e-6),
+     lambda p, g, s: (s.__setitem__("v", 0.5 * s["v"] + 0.5 * g * g),
+                      p - 0.01 * g / (np.sqrt(s["v"]) + 1e-6))[1]),
+    (lambda: optim.SGD(lr=0.2, momentum=0.5, nesterov=True),
+     lambda p, g, s: (s.__setitem__("v", 0.5 * s["v"] + g), p - 0.2 * (g + 0.5 * s["v"]))[1]),
+    (lambda: optim.SGD(lr=0.2, momentum=0.7),
+     lambda p, g, s: (s.__setitem__("v", 0.7 * s["v"] + g), p - 0.2 * s["v"])[1]),
+], ids=["rmsprop-rho0.5", "nesterov-0.5", "momentum-0.7"])
+def test_rmsprop_and_momentum_match_numpy_on_a_linear_model(rng, make, update):
+    """The fused loop and update_params share the C update kernels and the optimizer's
+    kernel_config, so comparing them cannot see a hyperparameter mapped wrongly (rho sent
+    as 0.9 whatever was asked passed every test); replayed from the formulas, it shows."""
+    x = rng.integers(0, 256, size=(16, 5), dtype=np.uint8)
+    y = rng.integers(0, 3, size=16)
+    net = Network([5, 3], seed=2)
+    net.biases[0][...] = [0.1, -0.2, 0.05]
+    pW, pB = net.weights[0].astype(np.float64), net.biases[0].astype(np.float64)
+    Trainer(net, optimizer=make(), batch_size=16, epochs=3, shuffle=False, verbose=0,
+            seed=0).fit(x, y)
+    xs = x / 255.0
+    sW, sB = {"v": np.zeros_like(pW)}, {"v": np.zeros_like(pB)}
+    for _ in range(3):
+        z = xs @ pW.T + pB
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        p[np.arange(16), y] -= 1
+        d = p / 16
+        pW, pB = update(pW, d.T @ xs, sW), update(pB, d.sum(0), sB)
+    np.testing.assert_allclose(net.weights[0], pW, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(net.biases[0], pB, rtol=1e-4, atol=1e-6)
+
+
 def test_same_seed_is_bitwise_reproducible_and_other_seed_differs(mini):
     x, y, _, _ = mini
 
