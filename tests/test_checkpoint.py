@@ -416,6 +416,34 @@ def test_a_checkpoint_without_a_state_checksum_resumes(tmp_path):
     assert np.array_equal(net3.flat_parameters, net.flat_parameters)
 
 
+def test_a_version_1_checkpoint_of_an_unfinished_run_resumes_to_the_same_bits(tmp_path):
+    """The test above resumes a finished version-1 run, which reads back only the
+    parameters: a file whose optimizer moments, step count or position were lost on
+    reading passed it. Here a run stopped after epoch 1 of 2 ends as the whole run does."""
+    from digitcore import checkpoint
+
+    whole, tr, x, y = _small_run(tmp_path, checkpoint=None)
+    tr.fit(x, y)
+    net, tr, x, y = _small_run(tmp_path, epochs=1)
+    tr.fit(x, y)  # (its checkpoint: the end of epoch 1 of 1, as a run of 2 would have it)
+    path = tmp_path / "ck" / FILE_NAME
+    state, tensors = read_checkpoint(path)
+    assert tr.optimizer.step_count > 0 and tr.optimizer.grad_avg is not None
+    del state["lr"]
+    state["finished"] = False
+    state["run"]["trainer"].update(chunk_samples=None, chunk_seconds=0.25, epochs=2)
+    path.write_bytes(_rewrite_state(checkpoint._encode(state, tensors),
+                                    lambda st: (st.pop("state_sha256"), st.update(version=1))))
+    assert read_checkpoint(path)[0]["version"] == 1
+    net2, tr2, x, y = _small_run(tmp_path)
+    tr2.fit(x, y, resume=True)
+    assert np.array_equal(net2.flat_parameters, whole.flat_parameters)
+    for name in ("grad_avg", "sq_avg"):
+        a, b = getattr(tr2.optimizer, name), getattr(tr.optimizer, name)
+        assert (a is None) == (b is None)
+    assert tr2.optimizer.step_count == 2 * tr.optimizer.step_count
+
+
 def test_cli_checkpoint_and_resume(tmp_path):
     def run(*args):
         env = dict(os.environ, DIGITCORE_NUM_THREADS="1")

@@ -93,6 +93,12 @@ def test_member_order_is_the_summing_order_and_the_answer_is_deterministic():
         digitcore.set_num_threads(None)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(Committee(nets[::-1]).predict_proba(x), a, atol=1e-7)
+    # the documented arithmetic, bit for bit: the members' float32 answers summed in
+    # float64 in member order, divided by the count, rounded once
+    total = np.zeros(a.shape, np.float64)
+    for net in nets:
+        total += net.predict_proba(x)
+    np.testing.assert_array_equal(a, (total / len(nets)).astype(np.float32))
 
 
 def test_bad_members_are_refused_by_name():

@@ -691,7 +691,7 @@ def test_non_finite_output_and_values_past_float32_are_errors():
 @pytest.mark.parametrize("sizes", [(4.5,), (True,), ("8",)])
 def test_hidden_layer_sizes_must_be_integers(sizes):
     X, y = np.random.default_rng(0).random((20, 3)), np.arange(20) % 2
-    with pytest.raises((TypeError, ValueError)):
+    with pytest.raises((TypeError, ValueError), match="hidden_layer_sizes must hold integers"):
         MLPClassifier(sizes, max_iter=2).fit(X, y)
 
 

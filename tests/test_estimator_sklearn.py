@@ -191,8 +191,15 @@ def test_learning_rate_schedules_on_the_sgd_optimizer(schedule):
     if schedule == "constant":
         assert opt.learning_rate == sk._optimizer.learning_rate == 0.1
     elif schedule == "invscaling":  # depends on the samples seen only: the same rate
-        assert dc.t_ == sk.t_ or dc.n_iter_ != sk.n_iter_
         assert opt.learning_rate == pytest.approx(0.1 / (dc.t_ + 1) ** 0.3)
+        # (the fits above stop after different numbers of epochs: pinned to six, both have
+        # seen the same samples and must have the same rate)
+        sk6, dc6 = both(solver="sgd", learning_rate=schedule, learning_rate_init=0.1,
+                        power_t=0.3, max_iter=6, n_iter_no_change=np.inf, random_state=0)
+        quiet_fit(sk6, X, y)
+        quiet_fit(dc6, X, y)
+        assert dc6.n_iter_ == sk6.n_iter_ == 6 and dc6.t_ == sk6.t_
+        assert dc6._optimizer.learning_rate == pytest.approx(sk6._optimizer.learning_rate)
     else:  # divided by 5 at each plateau
         k = round(np.log(0.1 / opt.learning_rate) / np.log(5))
         assert k >= 1 and opt.learning_rate == pytest.approx(0.1 / 5 ** k)

@@ -168,23 +168,27 @@ def test_multi_member_gzip_is_read(tmp_path):
     np.testing.assert_array_equal(read_idx(p), a)
 
 
-def test_large_file_parses_at_frombuffer_speed(tmp_path):
+def test_a_large_file_is_read_in_one_copy(tmp_path):
+    """A bulk read, not element by element (a timed comparison with np.frombuffer stood
+    here: speed is for benchmarks/, and a parser ten times slower passed it): reading 15.7
+    MB of images peaks at about one copy of them, raw or gzipped (its decompressed stream
+    read in pieces into the array)."""
+    import gzip
+    import tracemalloc
+
     a = sample(np.uint8, (20000, 28, 28))
     p = tmp_path / "big"
     write_idx(p, a)
-
-    def best(fn):
-        return min(_timed(fn) for _ in range(5))
-
-    t_ours = best(lambda: read_idx(p))
-    t_ref = best(lambda: np.frombuffer(p.read_bytes(), np.uint8, offset=16))
-    assert t_ours < 5 * t_ref + 0.01, (t_ours, t_ref)
-
-
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
+    (tmp_path / "big.gz").write_bytes(gzip.compress(p.read_bytes(), compresslevel=1))
+    for path, most in ((p, 1.1), (tmp_path / "big.gz", 1.6)):
+        tracemalloc.start()
+        try:
+            got = read_idx(path)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        np.testing.assert_array_equal(got, a)
+        assert peak < most * a.nbytes, (path.name, peak / a.nbytes)
 
 
 _dtypes = st.sampled_from([np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
