@@ -36,8 +36,8 @@ _GOMP_SPINCOUNT = "10000"
 # GCC's OpenMP runtime cannot start a team in a child forked from a process whose team it
 # had started (the child waits forever for threads that were not copied): the first
 # threaded predict or fit in a multiprocessing.Pool worker (forked: the default start
-# method on Linux before Python 3.14) would hang. A forked child of such a process therefore runs digitcore on one
-# thread, and refuses more (set_num_threads).
+# method on Linux before Python 3.14) would hang. A forked child of such a process
+# therefore runs digitcore on one thread, and refuses more (set_num_threads).
 _FORKED_AFTER_TEAM = False
 
 
