@@ -416,22 +416,31 @@ def test_a_checkpoint_without_a_state_checksum_resumes(tmp_path):
     assert np.array_equal(net3.flat_parameters, net.flat_parameters)
 
 
-def test_a_version_1_checkpoint_of_an_unfinished_run_resumes_to_the_same_bits(tmp_path):
-    """The test above resumes a finished version-1 run, which reads back only the
-    parameters: a file whose optimizer moments, step count or position were lost on
-    reading passed it. Here a run stopped after epoch 1 of 2 ends as the whole run does."""
-    from digitcore import checkpoint
-
+def _an_older_unfinished_checkpoint(tmp_path):
+    """The whole 2-epoch run, its Trainer, and the checkpoint of that run stopped after
+    epoch 1 as versions 1 and 2 wrote it (no rate, the chunking in its run config), for
+    the caller to set the version and write: (whole, trainer, path, state, tensors)."""
     whole, tr, x, y = _small_run(tmp_path, checkpoint=None)
     tr.fit(x, y)
     net, tr, x, y = _small_run(tmp_path, epochs=1)
     tr.fit(x, y)  # (its checkpoint: the end of epoch 1 of 1, as a run of 2 would have it)
     path = tmp_path / "ck" / FILE_NAME
     state, tensors = read_checkpoint(path)
-    assert tr.optimizer.step_count > 0 and tr.optimizer.grad_avg is not None
+    assert "lr" in state
     del state["lr"]
     state["finished"] = False
     state["run"]["trainer"].update(chunk_samples=None, chunk_seconds=0.25, epochs=2)
+    return whole, tr, path, state, tensors
+
+
+def test_a_version_1_checkpoint_of_an_unfinished_run_resumes_to_the_same_bits(tmp_path):
+    """The test above resumes a finished version-1 run, which reads back only the
+    parameters: a file whose optimizer moments, step count or position were lost on
+    reading passed it. Here a run stopped after epoch 1 of 2 ends as the whole run does."""
+    from digitcore import checkpoint
+
+    whole, tr, path, state, tensors = _an_older_unfinished_checkpoint(tmp_path)
+    assert tr.optimizer.step_count > 0 and tr.optimizer.grad_avg is not None
     path.write_bytes(_rewrite_state(checkpoint._encode(state, tensors),
                                     lambda st: (st.pop("state_sha256"), st.update(version=1))))
     assert read_checkpoint(path)[0]["version"] == 1
@@ -674,17 +683,9 @@ def test_a_version_2_checkpoint_with_chunk_settings_and_no_rate_resumes(tmp_path
     and ends as the whole run does."""
     from digitcore import checkpoint
 
-    whole, tr, x, y = _small_run(tmp_path, checkpoint=None)
-    tr.fit(x, y)
-    net, tr, x, y = _small_run(tmp_path, epochs=1)
-    tr.fit(x, y)  # (its checkpoint: the end of epoch 1 of 1, as a run of 2 would have it)
-    path = tmp_path / "ck" / FILE_NAME
-    state, tensors = read_checkpoint(path)
-    assert state["version"] == checkpoint.VERSION == 3 and "lr" in state
-    del state["lr"]
+    whole, tr, path, state, tensors = _an_older_unfinished_checkpoint(tmp_path)
+    assert state["version"] == checkpoint.VERSION == 3
     state["version"] = 2
-    state["finished"] = False
-    state["run"]["trainer"].update(chunk_samples=None, chunk_seconds=0.25, epochs=2)
     path.write_bytes(checkpoint._encode(state, tensors))
     assert read_checkpoint(path)[0]["version"] == 2
     net2, tr2, x, y = _small_run(tmp_path)
