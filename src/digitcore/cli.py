@@ -452,12 +452,13 @@ def cmd_train(args):
         lines[0] += (f", a committee of {members}; its members alone "
                      + ", ".join(f"{a:.2%}" for a in member_acc))
     sps = summary["samples_per_second"]
+    resumed = any(h.resumed for h in histories)
     lines += [f"wall time: {wall:.1f} s for {len(history)} epochs"
               f"{f' x {members} members' if members > 1 else ''}"
               + (f" ({sps:,.0f} samples/s)" if sps else "")
               + (f"; resumed: its epochs trained in {train_s:.1f} s in all"
-                 if any(h.resumed for h in histories) else "")]
-    if args.resume and not any(h.resumed for h in histories):
+                 if resumed else "")]
+    if args.resume and not resumed:
         print(f"digitcore train: --resume: {args.checkpoint} held no checkpoint, so the run "
               "started from its first epoch", file=sys.stderr)
     if args.out and not history.interrupted:

@@ -257,7 +257,7 @@ def _read_file(path, longest=None) -> np.ndarray:
     it to MAX_SIDE by block averaging anyway)."""
     fspath = os.fspath(path)
     try:
-        Image, _ = _pillow()
+        Image, ImageOps = _pillow()
     except ImportError:
         return _read_png(fspath)
     from digitcore._atomic import NotAFile, seekable
@@ -273,7 +273,7 @@ def _read_file(path, longest=None) -> np.ndarray:
             with warnings.catch_warnings():  # (past Pillow's own limit: refused below)
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 img = Image.open(stream)
-            return _decode_opened(img, fspath, longest)
+            return _decode_opened(img, fspath, longest, ImageOps)
     except FileNotFoundError:
         raise ValueError(f"{fspath}: no such file") from None
     except IsADirectoryError:
@@ -293,9 +293,8 @@ def _read_file(path, longest=None) -> np.ndarray:
         raise ValueError(f"{fspath}: cannot read image: {exc}") from exc
 
 
-def _decode_opened(img, fspath, longest):
+def _decode_opened(img, fspath, longest, ImageOps):
     """_read_file's decoding of an image Pillow has opened (its size checked first)."""
-    _, ImageOps = _pillow()
     with img:
         w, h = img.size
         if w * h > MAX_FILE_PIXELS:

@@ -246,7 +246,7 @@ def classification_report(y_true, y_pred, digits=2, target_names=None, output_di
     digits = int(digits)
     y_true, y_pred = label_pair(y_true, y_pred)
     present = labels_in(y_true, y_pred, None)
-    labels = labels_in(y_true, y_pred, labels)
+    labels = present if labels is None else labels_in(y_true, y_pred, labels)
     # the micro average is the accuracy unless listed labels leave out a class that occurs
     micro = "accuracy" if np.isin(present, labels).all() else "micro avg"
     if target_names is None:
