@@ -163,14 +163,15 @@ def serve(model=None, host="127.0.0.1", port=8000, open_browser=False, debug=Fal
         net = load_model(model)
         info = read_model_info(model)
         info["source"] = os.path.basename(model)
-        if tta is None:  # (the file's own test-time augmentation: one this version knows?)
-            from digitcore.augment import model_tta
+    from digitcore.augment import model_tta
 
-            try:
-                model_tta(net, None)
-            except ValueError as exc:
-                raise ValueError(f"{model}: {exc} (recorded in the file); serve it with "
-                                 f"--tta none") from None
+    try:  # (None: the model's own test-time augmentation, if this version knows it)
+        tta = model_tta(net, tta) or "none"  # (make_server reads None as the model's own)
+    except ValueError as exc:
+        if tta is not None or model is None:
+            raise
+        raise ValueError(f"{model}: {exc} (recorded in the file); serve it with --tta none"
+                         ) from None
     if host.startswith("[") and host.endswith("]"):  # (an IPv6 address as URLs write it)
         host = host[1:-1]
     try:
