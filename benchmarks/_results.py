@@ -84,24 +84,63 @@ def command(argv=None):
     return " ".join(["python", str(shown), *argv[1:]])
 
 
-def _default_path(stem, claims, results=None):
+# options that change how often or from where a benchmark measures, not what it measures
+_FREE_OPTIONS = {"--json", "--data-dir", "--fashion-dir", "--rounds", "--repeats", "--verbose"}
+
+
+def _options(cmd) -> dict:
+    """The options of a recorded command line (``python benchmarks/x.py --a 1 --b=2 --c``
+    -> {"--a": "1", "--b": "2", "--c": ""}), without _FREE_OPTIONS and without a trailing
+    note such as "(with DIGITCORE_AVX512=0 in the environment)"."""
+    if not isinstance(cmd, str):
+        return {}
+    import shlex
+
+    try:
+        words = shlex.split(cmd.split(" (", 1)[0])
+    except ValueError:
+        words = cmd.split()
+    opts, key = {}, None
+    for w in words[2:]:  # (after "python" and the script)
+        if w.startswith("--"):
+            key, _, value = w.partition("=")
+            opts[key] = value
+        elif key is not None:
+            opts[key] = f"{opts[key]} {w}".strip()
+    return {k: v for k, v in opts.items() if k not in _FREE_OPTIONS}
+
+
+def _default_path(stem, claims, results=None, cmd=None):
     """Where a run without --json writes: the committed results file, unless the run lacks
     some of that file's claims (a partial run: --cases, --configs, --presets, --quick, a
-    peer missing), which would drop figures the documents quote; then
-    ``<stem>-partial.json`` beside it, which is not committed."""
+    peer missing), which would drop figures the documents quote, or the run's options are
+    not the committed run's (other than --rounds, --repeats and the like: --busy 17 or
+    --n 1000 measures something else under the same claims); then
+    ``<stem>-partial.json`` beside it, which is not committed. ``cmd``: this run's
+    command line (default: :func:`command`)."""
     committed = (results or RESULTS) / f"{stem}.json"
     try:
-        old = json.loads(committed.read_text())["claims"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return committed
-    missing = sorted(set(old) - set(claims))
-    if not missing:
+        old = json.loads(committed.read_text())
+        old_claims, old_cmd = old["claims"], old.get("command")
+        set(old_claims)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return committed
     partial = committed.with_name(f"{stem}-partial.json")
-    print(f"this run lacks {len(missing)} of the committed claims ({', '.join(missing[:3])}"
-          f"{', ...' if len(missing) > 3 else ''}): results go to {partial.name}; "
-          f"{committed.name} is left as it was (a full run replaces it; --json names a file)")
-    return partial
+    missing = sorted(set(old_claims) - set(claims))
+    if missing:
+        print(f"this run lacks {len(missing)} of the committed claims ({', '.join(missing[:3])}"
+              f"{', ...' if len(missing) > 3 else ''}): results go to {partial.name}; "
+              f"{committed.name} is left as it was (a full run replaces it; --json names a "
+              f"file)")
+        return partial
+    mine, theirs = _options(command() if cmd is None else cmd), _options(old_cmd)
+    if old_cmd is not None and mine != theirs:
+        differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+        print(f"this run's options differ from the committed run's ({', '.join(differ)}; "
+              f"it ran: {old_cmd}): results go to {partial.name}; {committed.name} is left "
+              f"as it was (--json names a file)")
+        return partial
+    return committed
 
 
 def save(benchmark, claims, rows, path=None):

@@ -157,7 +157,9 @@ def test_unlinked_figures_finds_measurements_only(text, found):
 
 def test_a_partial_benchmark_run_does_not_replace_the_committed_results(tmp_path):
     """bench_gemm --quick, bench_train --configs, bench_accuracy --presets and the like
-    wrote their few claims over the committed file, dropping figures the README quotes."""
+    wrote their few claims over the committed file, dropping figures the README quotes;
+    bench_busy --busy 17 (or without the committed --n 60000) wrote other measurements
+    under the same claims."""
     if not (ROOT / "benchmarks" / "_results.py").is_file():
         pytest.skip(f"benchmarks/ is not in {ROOT}")
     import importlib.util
@@ -171,3 +173,14 @@ def test_a_partial_benchmark_run_does_not_replace_the_committed_results(tmp_path
     assert results._default_path("bench_x", {"a": 3, "b": 4, "c": 5}, tmp_path) == committed
     assert results._default_path("bench_x", {"a": 3}, tmp_path) == \
         tmp_path / "bench_x-partial.json"
+    # a run with other options measures something else under the same claims
+    committed.write_text(json.dumps({"claims": {"a": 1}, "command":
+                                     "python benchmarks/bench_x.py --rounds 9 --n 60000"}))
+    for cmd, replaces in (("python benchmarks/bench_x.py --rounds 9 --n 60000", True),
+                          ("python benchmarks/bench_x.py --n=60000 --rounds 3 --json=", True),
+                          ("python benchmarks/bench_x.py --n 60000 --data-dir d", True),
+                          ("python benchmarks/bench_x.py --rounds 9", False),
+                          ("python benchmarks/bench_x.py --rounds 9 --n 60000 --busy 17", False),
+                          ("python benchmarks/bench_x.py --n 6000", False)):
+        got = results._default_path("bench_x", {"a": 2}, tmp_path, cmd=cmd)
+        assert got == (committed if replaces else tmp_path / "bench_x-partial.json"), cmd
