@@ -25,6 +25,7 @@ document shows. Rerun the benchmark, commit its JSON, and update the figures tog
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -71,7 +72,30 @@ def machine():
             "python": platform.python_version(), "numpy": np.__version__,
             "digitcore": digitcore.__version__, "commit": _commit(),
             "kernel": digitcore.kernel_path(), "gemm": digitcore._ops.gemm_tile(),
-            "openmp": bool(digitcore._ops.have_openmp())}
+            "openmp": bool(digitcore._ops.have_openmp()), "peers": _peers(), "blas": _blas()}
+
+
+def _peers():
+    """The installed versions of the systems benchmarks compare with (not imported)."""
+    from importlib import metadata
+
+    found = {}
+    for name in ("torch", "scikit-learn", "scipy", "threadpoolctl"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _blas():
+    """NumPy's BLAS as threadpoolctl sees it (library, version, CPU kernel), if it can."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    return [{k: info.get(k) for k in ("internal_api", "version", "architecture")}
+            for info in threadpool_info() if info.get("user_api") == "blas"]
 
 
 def command(argv=None):
@@ -84,8 +108,24 @@ def command(argv=None):
     return " ".join(["python", str(shown), *argv[1:]])
 
 
-# options that change how often or from where a benchmark measures, not what it measures
-_FREE_OPTIONS = {"--json", "--data-dir", "--fashion-dir", "--rounds", "--repeats", "--verbose"}
+# options that say where the data is or what is printed, not what is measured
+_FREE_OPTIONS = {"--json", "--data-dir", "--fashion-dir", "--verbose"}
+# options that say how often: a run with fewer than the committed run's may not replace it
+# (a [low, high] claim over the rounds, a median of fewer, would be another figure)
+_COUNT_OPTIONS = {"--rounds", "--repeats"}
+# environment variables that change what a benchmark measures (recorded in "env")
+_ENV_NAMES = {"DIGITCORE_AVX512", "DIGITCORE_KERNEL", "DIGITCORE_NUM_THREADS", "DIGITCORE_TEAM"}
+_ENV_PREFIXES = ("OMP_", "GOMP_", "KMP_", "OPENBLAS_", "MKL_")
+_ENV_IGNORED = {"KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK"}  # (scikit-learn's import sets them)
+
+
+def measured_env(environ=None) -> dict:
+    """The variables of ``environ`` (default: this process's) that change what the
+    benchmark measures: digitcore's kernel, thread and team settings and the OpenMP and
+    BLAS ones."""
+    environ = os.environ if environ is None else environ
+    return {k: v for k, v in sorted(environ.items())
+            if (k in _ENV_NAMES or k.startswith(_ENV_PREFIXES)) and k not in _ENV_IGNORED}
 
 
 def _options(cmd) -> dict:
@@ -110,37 +150,58 @@ def _options(cmd) -> dict:
     return {k: v for k, v in opts.items() if k not in _FREE_OPTIONS}
 
 
-def _default_path(stem, claims, results=None, cmd=None):
-    """Where a run without --json writes: the committed results file, unless the run lacks
-    some of that file's claims (a partial run: --cases, --configs, --presets, --quick, a
-    peer missing), which would drop figures the documents quote, or the run's options are
-    not the committed run's (other than --rounds, --repeats and the like: --busy 17 or
-    --n 1000 measures something else under the same claims); then
-    ``<stem>-partial.json`` beside it, which is not committed. ``cmd``: this run's
-    command line (default: :func:`command`)."""
+def _fewer(mine: str | None, theirs: str | None) -> bool:
+    """Whether a count option's value ``mine`` is below the committed ``theirs`` (or
+    either is not given: the default is not known from a command line)."""
+    try:
+        return int(mine) < int(theirs)
+    except (TypeError, ValueError):
+        return mine != theirs
+
+
+def _differences(mine: dict, theirs: dict) -> list:
+    return sorted(k for k in mine.keys() | theirs.keys()
+                  if (_fewer(mine.get(k), theirs.get(k)) if k in _COUNT_OPTIONS
+                      else mine.get(k) != theirs.get(k)))
+
+
+def _default_path(stem, claims, results=None, cmd=None, env=None):
+    """Where a run without --json writes: the committed results file, unless the run is
+    not a rerun of the committed one; then ``<stem>-partial.json`` beside it, which is
+    not committed. Not a rerun: it lacks some of the committed claims (--cases,
+    --configs, --presets, --quick, a peer missing), which would drop figures the
+    documents quote; or its options are not the committed command's (--busy 17 or
+    --n 1000 measure something else under the same claims), --rounds and --repeats
+    excepted when at least as many; or its environment's measured_env is not the
+    committed run's (DIGITCORE_NUM_THREADS=1, DIGITCORE_AVX512=0). ``cmd`` and ``env``:
+    this run's command line and measured_env (default: :func:`command`, this process's)."""
     committed = (results or RESULTS) / f"{stem}.json"
     try:
         old = json.loads(committed.read_text())
-        old_claims, old_cmd = old["claims"], old.get("command")
+        old_claims, old_cmd, old_env = old["claims"], old.get("command"), old.get("env", {})
         set(old_claims)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return committed
     partial = committed.with_name(f"{stem}-partial.json")
     missing = sorted(set(old_claims) - set(claims))
+    env = measured_env() if env is None else env
+    why = None
     if missing:
-        print(f"this run lacks {len(missing)} of the committed claims ({', '.join(missing[:3])}"
-              f"{', ...' if len(missing) > 3 else ''}): results go to {partial.name}; "
-              f"{committed.name} is left as it was (a full run replaces it; --json names a "
-              f"file)")
-        return partial
-    mine, theirs = _options(command() if cmd is None else cmd), _options(old_cmd)
-    if old_cmd is not None and mine != theirs:
-        differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
-        print(f"this run's options differ from the committed run's ({', '.join(differ)}; "
-              f"it ran: {old_cmd}): results go to {partial.name}; {committed.name} is left "
-              f"as it was (--json names a file)")
-        return partial
-    return committed
+        why = (f"this run lacks {len(missing)} of the committed claims "
+               f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
+    elif old_cmd is not None and (differ := _differences(
+            _options(command() if cmd is None else cmd), _options(old_cmd))):
+        why = (f"this run's options are not the committed run's ({', '.join(differ)}; it "
+               f"ran: {old_cmd})")
+    elif env != old_env:
+        differ = sorted(k for k in env.keys() | old_env.keys() if env.get(k) != old_env.get(k))
+        why = (f"this run's environment is not the committed run's ({', '.join(differ)}; "
+               f"it ran with {old_env or 'none of them set'})")
+    if why is None:
+        return committed
+    print(f"{why}: results go to {partial.name}; {committed.name} is left as it was "
+          f"(--json names a file)")
+    return partial
 
 
 def save(benchmark, claims, rows, path=None):
@@ -152,11 +213,22 @@ def save(benchmark, claims, rows, path=None):
         raise ValueError(f"claims must be numbers or [low, high] pairs: {bad}")
     out = {"benchmark": name, "command": command(),
            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-           "machine": machine(), "claims": claims, "rows": rows}
+           "machine": machine(), "env": measured_env(), "claims": claims, "rows": rows}
     path = Path(path) if path else _default_path(Path(name).stem, claims)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(out, indent=1) + "\n")
-    os.replace(tmp, path)
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(out, indent=1) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     print(f"wrote {path}")
     return path

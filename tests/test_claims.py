@@ -158,8 +158,8 @@ def test_unlinked_figures_finds_measurements_only(text, found):
 def test_a_partial_benchmark_run_does_not_replace_the_committed_results(tmp_path):
     """bench_gemm --quick, bench_train --configs, bench_accuracy --presets and the like
     wrote their few claims over the committed file, dropping figures the README quotes;
-    bench_busy --busy 17 (or without the committed --n 60000) wrote other measurements
-    under the same claims."""
+    bench_busy --busy 17 (or without the committed --n 60000), fewer --rounds, or a run
+    with DIGITCORE_NUM_THREADS=1 wrote other measurements under the same claims."""
     if not (ROOT / "benchmarks" / "_results.py").is_file():
         pytest.skip(f"benchmarks/ is not in {ROOT}")
     import importlib.util
@@ -177,10 +177,25 @@ def test_a_partial_benchmark_run_does_not_replace_the_committed_results(tmp_path
     committed.write_text(json.dumps({"claims": {"a": 1}, "command":
                                      "python benchmarks/bench_x.py --rounds 9 --n 60000"}))
     for cmd, replaces in (("python benchmarks/bench_x.py --rounds 9 --n 60000", True),
-                          ("python benchmarks/bench_x.py --n=60000 --rounds 3 --json=", True),
-                          ("python benchmarks/bench_x.py --n 60000 --data-dir d", True),
+                          ("python benchmarks/bench_x.py --n=60000 --rounds 11 --json=", True),
+                          ("python benchmarks/bench_x.py --rounds 9 --n 60000 --data-dir d", True),
+                          ("python benchmarks/bench_x.py --rounds 3 --n 60000", False),
+                          ("python benchmarks/bench_x.py --n 60000", False),
                           ("python benchmarks/bench_x.py --rounds 9", False),
                           ("python benchmarks/bench_x.py --rounds 9 --n 60000 --busy 17", False),
-                          ("python benchmarks/bench_x.py --n 6000", False)):
-        got = results._default_path("bench_x", {"a": 2}, tmp_path, cmd=cmd)
+                          ("python benchmarks/bench_x.py --rounds 9 --n 6000", False)):
+        got = results._default_path("bench_x", {"a": 2}, tmp_path, cmd=cmd, env={})
         assert got == (committed if replaces else tmp_path / "bench_x-partial.json"), cmd
+    # ... and so does one whose environment sets threads or kernels otherwise
+    cmd = "python benchmarks/bench_x.py --rounds 9 --n 60000"
+    assert results._default_path("bench_x", {"a": 2}, tmp_path, cmd=cmd,
+                                 env={"DIGITCORE_NUM_THREADS": "1"}) != committed
+    assert results.measured_env({"DIGITCORE_AVX512": "0", "OMP_WAIT_POLICY": "active",
+                                 "DIGITCORE_DATA": "d", "KMP_DUPLICATE_LIB_OK": "True",
+                                 "HOME": "/root"}) == {"DIGITCORE_AVX512": "0",
+                                                       "OMP_WAIT_POLICY": "active"}
+    committed.write_text(json.dumps({"claims": {"a": 1}, "command": cmd,
+                                     "env": {"DIGITCORE_AVX512": "0"}}))
+    assert results._default_path("bench_x", {"a": 2}, tmp_path, cmd=cmd,
+                                 env={"DIGITCORE_AVX512": "0"}) == committed
+    assert results._default_path("bench_x", {"a": 2}, tmp_path, cmd=cmd, env={}) != committed
