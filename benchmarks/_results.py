@@ -109,7 +109,7 @@ def command(argv=None):
 
 
 # options that say where the data is or what is printed, not what is measured
-_FREE_OPTIONS = {"--json", "--data-dir", "--fashion-dir", "--verbose"}
+_FREE_OPTIONS = {"--json", "--data-dir", "--fashion-dir", "--verbose", "--cache", "--workers"}
 # options that say how often: a run with fewer than the committed run's may not replace it
 # (a [low, high] claim over the rounds, a median of fewer, would be another figure)
 _COUNT_OPTIONS = {"--rounds", "--repeats"}

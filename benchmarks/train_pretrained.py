@@ -12,11 +12,13 @@ networks (seeds SEED .. SEED+K-1, their probabilities averaged: digitcore.Commit
 - with ``--dtype auto`` stores the model rounded to float16 only when that leaves the
   number of correctly read training images unchanged (else float32): a choice the test
   set plays no part in; then measures the test accuracy (10,000 images) of both;
-- writes ``src/digitcore/_data/pretrained-mnist.safetensors`` (``--out``) with the recipe,
-  the accuracy and the SHA-256 of its tensor data in its metadata, refusing a file over
-  4 MB (digitcore.pretrained.MAX_BYTES);
-- writes ``benchmarks/results/train_pretrained.json``, which the README's model card
-  quotes.
+- writes ``src/digitcore/_data/pretrained-mnist.safetensors`` with the recipe, the
+  accuracy and the SHA-256 of its tensor data in its metadata, refusing a file over
+  4 MB (digitcore.pretrained.MAX_BYTES), and ``benchmarks/results/train_pretrained.json``,
+  which the README's model card quotes -- when the run repeats the command that wrote
+  that file (``python benchmarks/train_pretrained.py --preset committee --seed 0
+  --members 2 --threads 2``); any other run writes ``train_pretrained-partial.json`` and
+  its model beside it (``--out`` and ``--json`` name other files).
 
 Training is bitwise reproducible for any thread count, so the same preset, seed and
 digitcore version give the same file (its bytes do not record times or threads).
@@ -71,7 +73,11 @@ def main(argv=None):
     ap.add_argument("--data-dir", default=shared_mnist(required=False),
                     help="folder with the four MNIST files (default: $DIGITCORE_SHARED_MNIST "
                          "or the shared folder beside the repository)")
-    ap.add_argument("--out", default=str(DEFAULT_OUT), help="model file to write")
+    ap.add_argument("--out", default=None,
+                    help="model file to write (default: the bundled one, "
+                         "src/digitcore/_data/pretrained-mnist.safetensors, when this run "
+                         "repeats the committed run's command; else beside the results "
+                         "file, as <results>.safetensors)")
     ap.add_argument("--json", default=None, help="results file (default: the committed "
                     "benchmarks/results/train_pretrained.json)")
     ap.add_argument("--verbose", type=int, default=1)
@@ -130,16 +136,30 @@ def main(argv=None):
         metadata.update(tta=tta, test_accuracy_with_tta=stored.score(xt, yt, tta=tta))
         print(f"test accuracy with test-time augmentation {tta!r}: "
               f"{metadata['test_accuracy_with_tta']:.2%}", flush=True)
-    digest = save_pretrained(net, args.out, dtype=dtype, metadata=metadata)
-    size = os.path.getsize(args.out)
+    # the bundled model is replaced only by a rerun of the recipe its results describe
+    # (another preset, seed or member count would ship a model the model card does not
+    # describe): otherwise the model goes beside this run's results file
+    keys = ["test_accuracy_pct", "test_accuracy_float32_pct", "test_accuracy_float16_pct",
+            "float16_changed_predictions", "train_right_float32", "train_right_float16",
+            "mnist_mini_test_accuracy_pct", "train_s", "file_mb", "epochs", "members",
+            *(["test_accuracy_with_tta_pct"] if tta else []),
+            *(["member_test_accuracy_pct_min", "member_test_accuracy_pct_max"]
+              if members > 1 else [])]
+    json_path = Path(args.json) if args.json else \
+        _results._default_path(Path(__file__).stem, dict.fromkeys(keys))
+    out = Path(args.out) if args.out else (
+        DEFAULT_OUT if json_path == _results.RESULTS / "train_pretrained.json"
+        else json_path.with_suffix(".safetensors"))
+    digest = save_pretrained(net, out, dtype=dtype, metadata=metadata)
+    size = os.path.getsize(out)
     # what users get must be what was measured: read it back as they do
-    check = digitcore.load_model(args.out)
+    check = digitcore.load_model(out)
     if not (check.predict(xt) == stored.predict(xt)).all():
-        raise SystemExit(f"{args.out}: the written model does not predict as measured")
+        raise SystemExit(f"{out}: the written model does not predict as measured")
     verdict = (f"target {TARGET_ACCURACY:.1%}: "
                + ("met" if acc >= TARGET_ACCURACY
                   else f"MISSED by {100 * (TARGET_ACCURACY - acc):.2f} pt"))
-    print(f"wrote {args.out}: {size:,} bytes ({dtype}, budget {MAX_BYTES:,}), "
+    print(f"wrote {out}: {size:,} bytes ({dtype}, budget {MAX_BYTES:,}), "
           f"test accuracy {acc:.2%} ({verdict}), trained in {train_s:.1f} s, "
           f"weights_sha256 {digest}", flush=True)
     claims = {
@@ -169,7 +189,8 @@ def main(argv=None):
              "file_bytes": size, "weights_sha256": digest, "verdict": verdict,
              "history": [{k: v for k, v in h.history.items()
                           if k in ("loss", "accuracy", "seconds")} for h in histories]}]
-    _results.save(__file__, claims, rows, args.json)
+    assert sorted(claims) == sorted(keys), (sorted(claims), sorted(keys))
+    _results.save(__file__, claims, rows, json_path)
     return 0
 
 

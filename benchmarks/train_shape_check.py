@@ -173,10 +173,12 @@ def main(argv=None):
     ap.add_argument("--hold-out", action="store_true",
                     help="train on every other shape only; measure the others (JSON only)")
     ap.add_argument("--data-dir", default=shared_mnist(required=False))
-    ap.add_argument("--out", default=None, help=f"model file (default: {DEFAULT_OUT}; with "
-                    "--hold-out, a temporary file)")
+    ap.add_argument("--out", default=None, help=f"model file (default: {DEFAULT_OUT} when "
+                    "the run repeats the committed run's command, else beside the results "
+                    "file; with --hold-out, a temporary file)")
     ap.add_argument("--json", default=None, help="results (default: benchmarks/results/"
-                    "train_shape_check[_hold_out].json)")
+                    "train_shape_check[_hold_out].json, or -partial.json for a run that "
+                    "is not the committed one)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                     help="processes drawing and preprocessing the pictures")
     ap.add_argument("--cache", default=None, help="an .npz of the preprocessed pictures: "
@@ -246,8 +248,20 @@ def main(argv=None):
                     "shapes": trained + ["scribble"], "n_digits": n_pos,
                     "n_not_digits": n_neg, "n_paper": int(len(neg_paper)),
                     "built_by": "benchmarks/train_shape_check.py"}
-        out = Path(args.out) if args.out else (Path(tmp) / "check.safetensors"
-                                               if args.hold_out else DEFAULT_OUT)
+        # the package's check is replaced only by a rerun of the committed command (the
+        # README quotes its results): another run's model goes beside its results file
+        stem = "train_shape_check_hold_out" if args.hold_out else "train_shape_check"
+        keys = ["digits_refused_pct", "photo_digits_refused_pct",
+                "trained_shapes_refused_pct", "threshold", "train_s",
+                "tight_digit_reading_picked_pct", "tight_digits_refused_pct",
+                *(f"{s}_refused_pct" for s in ("plus", "minus", "x", "triangle")),
+                *(["unseen_shapes_refused_pct"] if args.hold_out else [])]
+        json_path = Path(args.json) if args.json else _results._default_path(
+            stem, dict.fromkeys(keys))
+        out = Path(args.out) if args.out else (
+            Path(tmp) / "check.safetensors" if args.hold_out
+            else DEFAULT_OUT if json_path == _results.RESULTS / f"{stem}.json"
+            else json_path.with_suffix(".safetensors"))
         net.save(out, dtype="float16", metadata=metadata)
         scores = {s: not_digit_scores(f, out) for s, f in zip(names, fresh)}
         clean_fr = float((not_digit_scores(cal_clean, out) > threshold).mean())
@@ -284,11 +298,10 @@ def main(argv=None):
         claims["unseen_shapes_refused_pct"] = 100 * float(np.mean(unseen))
     rows = [{"shape": s, "refused": refused[s], "trained_on": s in trained, "n": len(scores[s])}
             for s in names]
-    default_json = HERE / "results" / ("train_shape_check_hold_out.json" if args.hold_out
-                                       else "train_shape_check.json")
     if not args.hold_out:
         print(f"wrote {out}: {os.path.getsize(out):,} bytes")
-    _results.save(__file__, claims, rows, args.json or default_json)
+    assert sorted(claims) == sorted(keys), (sorted(claims), sorted(keys))
+    _results.save(__file__, claims, rows, json_path)
     return 0
 
 
