@@ -18,7 +18,7 @@ validation, label binarizer and data splits for the case where it is absent was 
 of this module and drifted from scikit-learn's messages. The rest of digitcore (Network,
 Trainer, the CLI) does not need scikit-learn.
 
-One file (~750 lines) for one unit: the one class scikit-learn's contract describes, with
+One file for one unit: the one class scikit-learn's contract describes, with
 its fit, partial_fit, solvers and attributes; its methods share the fitted state, and
 splitting them would only scatter that contract.
 

@@ -58,7 +58,7 @@ call it):
    digit, about as dark, at least half its size, that the same check takes for a digit:
    reading one of the two would be a confident guess).
 
-One file (~1,260 lines) for one pipeline: the private helpers below (resizing, running
+One file for one pipeline: the private helpers below (resizing, running
 min/max and discs, connected components, line finding) exist for these nine steps and
 are tuned together with them; nothing else uses them.
 """

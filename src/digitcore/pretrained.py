@@ -13,9 +13,11 @@ command, preset, seed, member count and digitcore version rebuild the same bytes
 number of threads.
 
 The file is an ordinary model file (:func:`digitcore.load_model` reads it), stored as
-float16 when that leaves the test accuracy unchanged, with the SHA-256 of its tensor data
-in its training metadata (``weights_sha256``): :func:`load_pretrained` checks it, so a
-damaged file is an error, never a model that reads digits slightly wrong.
+float16 when that leaves the number of training images it reads right unchanged
+(``benchmarks/train_pretrained.py --dtype auto``; the test set plays no part), with the
+SHA-256 of its tensor data in its training metadata (``weights_sha256``):
+:func:`load_pretrained` checks it, so a damaged file is an error, never a model that reads
+digits slightly wrong.
 """
 
 from __future__ import annotations
