@@ -86,7 +86,7 @@ def report(args):
     claims["readme_job_train_s_range"] = [min(walls), max(walls)]
     claims["seeds"] = len(seeds)
     print(json.dumps(claims, indent=1))
-    _results.save(__file__, claims, rows)
+    _results.save(__file__, claims, rows, args.json)
     ok = (claims["readme_job_acc_pct_range"][0] >= 97.0
           and claims["split5k_acc_pct_range"][0] >= 96.0)
     print(f"targets (README job >= 97% on mnist-mini's test images, 5k split >= 96% on the "
@@ -124,6 +124,8 @@ def main():
     ap.add_argument("--warmup", type=float, default=0.0)
     ap.add_argument("--l2", type=float, default=0.0)
     ap.add_argument("--l1", type=float, default=0.0)
+    ap.add_argument("--json", default=None, help="--report's results file (default: the "
+                    "committed benchmarks/results/bench_small_data.json)")
     a = ap.parse_args()
     if a.threads is not None:
         digitcore.set_num_threads(a.threads)

@@ -80,6 +80,12 @@ def run(preset, split, seed, every, verbose, proba_dir=None):
             meta = json.loads(stem.with_suffix(".json").read_text())
             proba = np.load(stem.with_suffix(".npy"))
             plain = np.load(f"{stem}-plain.npy") if tta_of(preset) else proba
+            # (training is bitwise reproducible, but only for the same code: say which
+            # commit trained it, and that its wall time is that run's)
+            print(f"seed {seed}: read from {stem}.json (trained at commit "
+                  f"{meta.get('commit') or 'unknown'}, this is {_results._commit()}; its "
+                  f"{meta['wall_s']:.0f} s on {meta['threads']} thread(s) are that run's)",
+                  flush=True)
             return (meta["val_accuracy"], meta["curve"], meta["wall_s"], proba, plain,
                     meta["threads"])
         acc, curve, wall, proba, plain, threads = run(preset, split, seed, every, verbose)
@@ -89,7 +95,7 @@ def run(preset, split, seed, every, verbose, proba_dir=None):
             np.save(f"{stem}-plain.npy", plain)
         stem.with_suffix(".json").write_text(json.dumps(
             {"config": preset, "seed": seed, "val_accuracy": acc, "curve": curve,
-             "wall_s": wall, "threads": threads}) + "\n")
+             "wall_s": wall, "threads": threads, "commit": _results._commit()}) + "\n")
         return acc, curve, wall, proba, plain, threads
     curve = []
     t0 = time.perf_counter()
