@@ -172,6 +172,26 @@ def test_all_mirrors_fail_leaves_nothing_and_explains(server, tmp_path):
         load_mnist(dest, download=False)
 
 
+def test_a_failed_download_removes_the_folders_it_created(server, tmp_path):
+    """load_mnist('/nonexistent') created /nonexistent/mnist, failed to download, and
+    left the empty tree behind; a folder that was there, or holds anything, stays."""
+    with pytest.raises(DatasetError, match="could not download"):
+        load_mnist(tmp_path / "typo" / "deeper", download=True)
+    assert not (tmp_path / "typo").exists()
+    (tmp_path / "there").mkdir()
+    with pytest.raises(DatasetError, match="could not download"):
+        load_mnist(tmp_path / "there", download=True)
+    assert leftovers(tmp_path / "there") == []  # (its mnist subfolder, created, is gone)
+    # a file where a folder must be is named
+    (tmp_path / "picture.png").write_bytes(b"x")
+    with pytest.raises(DatasetError, match=r"picture\.png is a file, not a folder"):
+        load_mnist(tmp_path / "picture.png", download=True)
+    # a download that gets some files keeps its folder (and them)
+    dest = tmp_path / "new" / "dl"
+    download_dataset("mnist", dest, mirrors=[server("good")], progress=False)
+    assert leftovers(dest) == sorted(f + ".gz" for f in FILES)
+
+
 def test_stall_times_out_quickly(server, tmp_path):
     t = time.perf_counter()
     with pytest.raises(DatasetError, match="timed out"):

@@ -797,6 +797,26 @@ def test_fitted_on_0_255_floats_it_refuses_uint8_input(mini):
     np.testing.assert_array_equal(ok.predict(X), ok.predict(X / 255.0))
 
 
+def test_a_dataframe_of_uint8_pixels_is_read_as_the_uint8_array(mini):
+    """A DataFrame has no dtype: fitted on one of uint8 columns, the estimator recorded
+    floats up to 255 (though it had scaled the pixels by 1/255) and refused uint8 images,
+    then refused their float copy too; and a model fitted on 0-255 floats read such a
+    DataFrame 255 times too dark without a word."""
+    pd = pytest.importorskip("pandas")
+    x, y, xt, _ = mini
+    X, Xt = x.reshape(len(x), -1)[:300], xt.reshape(len(xt), -1)[:50]
+    from_df = fit_quiet(MLPClassifier((8,), max_iter=3, random_state=0), pd.DataFrame(X),
+                        y[:300])
+    from_array = fit_quiet(MLPClassifier((8,), max_iter=3, random_state=0), X, y[:300])
+    np.testing.assert_array_equal(from_df.coefs_[0], from_array.coefs_[0])
+    assert from_df.network_.training_summary["input"] == "uint8"
+    np.testing.assert_array_equal(from_df.predict(Xt), from_array.predict(Xt))
+    on_floats = fit_quiet(MLPClassifier((8,), max_iter=3, random_state=0),
+                          X.astype(np.float32), y[:300])
+    with pytest.raises(ValueError, match="fitted on floats up to 255"):
+        on_floats.predict(pd.DataFrame(Xt))
+
+
 def test_a_pickled_estimator_keeps_its_classes_and_multilabel_outputs(digits):
     """The network's own model file holds class indices and a softmax (the docs said to
     save network_ with it, and a fit on labels {3, 7} came back predicting 0 and 1); a

@@ -405,8 +405,14 @@ def test_coefs_and_intercepts_are_settable():
     dc.intercepts_ = sk.intercepts_
     np.testing.assert_allclose(dc.predict_proba(X), sk.predict_proba(X), atol=1e-5)
     np.testing.assert_array_equal(dc.predict(X), sk.predict(X))
-    with pytest.raises(ValueError, match="shape"):
+    # in scikit-learn's (inputs, outputs) layout (the kernels' transposed shapes were
+    # named, so the message said to transpose the wrong way)
+    with pytest.raises(ValueError, match=r"coefs_\[0\] has shape \(2, 9\), expected \(4, 9\)"):
         dc.coefs_ = [c[:2] for c in sk.coefs_]
+    with pytest.raises(ValueError, match=r"coefs_\[1\] has shape \(3, 9\), expected \(9, 3\)"):
+        dc.coefs_ = [sk.coefs_[0], sk.coefs_[1].T]
+    with pytest.raises(ValueError, match="coefs_ must hold 2 weight matrices, got 1"):
+        dc.coefs_ = sk.coefs_[:1]
     with pytest.raises(AttributeError):
         MLPClassifier().coefs_ = sk.coefs_
 

@@ -570,6 +570,12 @@ def download_dataset(name: str = "mnist", dest_dir=None, *, mirrors: Sequence[st
     if progress is None:
         progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
     dest = Path(dest_dir).expanduser() if dest_dir is not None else get_cache_dir() / spec.name
+    # the folders this call creates: removed again if nothing could be downloaded into
+    # them (a mistyped data_dir leaves no empty tree behind)
+    created = [d for d in (dest, *dest.parents) if not d.exists()]
+    for d in (dest, *dest.parents):
+        if d.exists() and not d.is_dir():
+            raise DatasetError(f"cannot download into {dest}: {d} is a file, not a folder")
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -599,6 +605,12 @@ def download_dataset(name: str = "mnist", dest_dir=None, *, mirrors: Sequence[st
             break
         else:
             stamps.save()
+            if not result:
+                for d in created:  # (innermost first; one holding anything stays)
+                    try:
+                        d.rmdir()
+                    except OSError:
+                        break
             raise DatasetError(
                 f"could not download {spec.title} file {target.name}; tried:\n"
                 + "\n".join(tried)

@@ -324,13 +324,6 @@ default="adam"
         if isinstance(X, np.ndarray) and X.ndim == 3:  # (n, h, w) image stacks
             # (an empty stack: reshape cannot infer -1 from 0 elements)
             X = X.reshape(X.shape[0], X.shape[1] * X.shape[2])
-        top = getattr(self, "_float_max", None)
-        if not reset and getattr(X, "dtype", None) == np.uint8 and top is not None and top > 2:
-            # uint8 is read as pixels, scaled by 1/255: a model fitted on floats as large as
-            # 0-255 pixels would read such images 255 times too dark
-            raise ValueError(f"X is uint8, which this estimator scales by 1/255, but it was "
-                             f"fitted on floats up to {top:g}: give X as those floats "
-                             "(X.astype(np.float32)), as it was fitted")
         if _is_sparse(X) and X.format in ("csr", "csc"):
             # SciPy trusts indptr and indices: sorting a CSR whose indptr points past its
             # data crashed the process, and a CSC's row index past the end was dropped
@@ -345,6 +338,14 @@ default="adam"
             X = validate_data(self, X, **kw)
         else:
             X, y = validate_data(self, X, y, multi_output=True, **kw)
+        top = getattr(self, "_float_max", None)
+        # (checked on the validated array: a DataFrame of uint8 columns is uint8 here)
+        if not reset and X.dtype == np.uint8 and top is not None and top > 2:
+            # uint8 is read as pixels, scaled by 1/255: a model fitted on floats as large as
+            # 0-255 pixels would read such images 255 times too dark
+            raise ValueError(f"X is uint8, which this estimator scales by 1/255, but it was "
+                             f"fitted on floats up to {top:g}: give X as those floats "
+                             "(X.astype(np.float32)), as it was fitted")
         with np.errstate(over="ignore"):  # (values past float32's range: said below)
             if _is_sparse(X):
                 X = X.tocsr()
@@ -569,10 +570,12 @@ default="adam"
         encoded target, whether it is multilabel, whether X was uint8 pixels."""
         hidden = self._hidden()
         first = not hasattr(self, "network_") or (not self.warm_start and not incremental)
-        pixels = getattr(X, "dtype", None) == np.uint8  # (sparse uint8 is scaled below)
+        sparse_uint8 = _is_sparse(X) and X.dtype == np.uint8  # (scaled to floats by _check_X)
         if self.solver in _SGD_FAMILY and self.solver != "sgd" and self.momentum == 0:
             raise ValueError(f"solver={self.solver!r} needs momentum > 0")
         X, y = self._check_X(X, y, reset=first)
+        # uint8 pixels, as validated (a DataFrame of uint8 columns is a uint8 array)
+        pixels = sparse_uint8 or X.dtype == np.uint8
         if incremental and first and hasattr(self, "classes_"):
             # first partial_fit: classes_ came from `classes`; encode against them
             target = self._encode(y, first=False, incremental=True)
@@ -847,6 +850,16 @@ default="adam"
     @coefs_.setter
     def coefs_(self, value):
         self._fitted_attr("coefs_")
+        value = list(value)
+        weights = self.network_.weights
+        if len(value) != len(weights):
+            raise ValueError(f"coefs_ must hold {len(weights)} weight matrices, got "
+                             f"{len(value)}")
+        for i, (c, w) in enumerate(zip(value, weights)):
+            shape = np.shape(c)
+            if shape != w.shape[::-1]:  # (scikit-learn's layout: (in, out))
+                raise ValueError(f"coefs_[{i}] has shape {shape}, expected {w.shape[::-1]} "
+                                 f"(inputs, outputs)")
         self.network_.set_parameters([np.asarray(c).T for c in value], self.network_.biases)
 
     @property

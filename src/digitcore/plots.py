@@ -385,7 +385,7 @@ def plot_first_layer(network_or_weights, n=64, path=None, ncols=None, image_shap
     if hasattr(network_or_weights, "members") and not hasattr(network_or_weights, "weights"):
         raise TypeError(f"plot_first_layer draws one network's first layer; this is a "
                         f"committee of {len(network_or_weights.members)}: pass one of its "
-                        f".members (digitcore plot does: the first)")
+                        f".members (digitcore evaluate --plots draws the first)")
     w = getattr(network_or_weights, "weights", network_or_weights)
     if isinstance(w, (list, tuple)):
         if not w:
