@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -186,6 +188,42 @@ def test_strip_too_long_and_thin_is_refused_cheaply():
     # at the limit the strip is shrunk, not refused
     with pytest.raises(NoDigitError):
         preprocess_image(np.zeros((2, 2048), dtype=np.uint8))
+
+
+def test_a_float_tiff_is_read_whatever_its_scale(tmp_path):
+    """A float TIFF of 0-255 values was refused ("float image values must be in [0, 1]
+    ... pass uint8"), advice a file cannot follow, as was a [0, 1] one with a little
+    resampling overshoot: a file's floats are stretched from darkest to lightest."""
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    picture = to_uint8(draw_zero())
+    want = preprocess_image(picture)
+    for name, values in (("unit", picture / np.float32(255)),
+                         ("bytes", picture.astype(np.float32)),
+                         ("overshoot", picture * np.float32(1.2 / 255) - np.float32(0.1))):
+        path = tmp_path / f"{name}.tif"
+        Image.fromarray(values.astype(np.float32)).save(path)  # (mode F)
+        assert _corr_28(preprocess_image(path), want) > 0.99, name
+    nan = picture.astype(np.float32)
+    nan[0, 0] = np.nan
+    Image.fromarray(nan).save(tmp_path / "nan.tif")
+    with pytest.raises(ValueError, match="nan.tif: .*NaN or infinite"):
+        preprocess_image(tmp_path / "nan.tif")
+
+
+def test_a_strip_file_is_refused_with_the_files_size(tmp_path):
+    """Pillow's path shrinks a big picture by whole blocks before it is checked: a
+    20000x1 PNG was refused as "2223x1 pixels", a 5000x3 one as "2500x2"."""
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    for w, h in ((20000, 1), (5000, 3)):
+        path = tmp_path / f"strip{w}.png"
+        Image.fromarray(np.full((h, w), 200, np.uint8)).save(path)
+        with pytest.raises(ValueError, match=rf"strip{w}.png: image of {w}x{h} pixels is "
+                                             r"too long and thin"):
+            preprocess_image(path)
 
 
 def test_small_pictures_with_boxy_marks_do_not_crash():
@@ -381,14 +419,16 @@ def test_integer_pixels_are_read_at_their_bit_depth(tmp_path):
     assert abs(int(out.sum()) - int(expected.sum())) < 0.05 * expected.sum()
 
 
-def test_a_float_file_out_of_range_is_an_error_as_an_array_is(tmp_path):
+def test_a_float_file_out_of_range_is_stretched_an_array_is_an_error(tmp_path):
+    """A caller's float array must be in [0, 1] (it can pass uint8 instead); a file's
+    floats have no agreed scale, and are stretched from darkest to lightest."""
     Image = pytest.importorskip("PIL.Image")
     ink = draw_zero(h=60, w=50, thickness=6).astype(np.float32)
-    Image.fromarray(ink, mode="F").save(tmp_path / "ok.tif")
+    Image.fromarray(ink).save(tmp_path / "ok.tif")  # (mode F)
     check_mnist_like(preprocess_image(tmp_path / "ok.tif"))
-    Image.fromarray(200 + 800 * ink, mode="F").save(tmp_path / "big.tif")
-    with pytest.raises(ValueError, match=r"big.tif.*must be in \[0, 1\], got range \[200"):
-        preprocess_image(tmp_path / "big.tif")
+    Image.fromarray(200 + 800 * ink).save(tmp_path / "big.tif")
+    assert _corr_28(preprocess_image(tmp_path / "big.tif"),
+                    preprocess_image(tmp_path / "ok.tif")) > 0.99
     with pytest.raises(ValueError, match=r"must be in \[0, 1\], got range \[200"):
         preprocess_image(200 + 800 * ink)
 
@@ -457,8 +497,21 @@ def test_without_pillow_png_files_are_read_and_others_say_how(monkeypatch, tmp_p
     if os.path.exists("/dev/zero"):
         with pytest.raises(ValueError, match="/dev/zero: is a device, not an image file"):
             preprocess_image("/dev/zero")
-    with pytest.raises(ValueError, match=r"bad.png: cannot read image: .*digitcore\[image\]"):
+    # a damaged file: Pillow would not read it either, so no advice to install it
+    with pytest.raises(ValueError, match=r"bad.png: cannot read image: [^(]*$"):
         preprocess_image(tmp_path / "bad.png")
+    # a picture larger than the decoder's limit: Pillow's path reads it up to digitcore's
+    # limit, and refuses it past that (as the Pillow path words it)
+    for side, want in ((5000, r"big.png: cannot read image: PNG is too large .*Pillow reads "
+                               r"it: pip install 'digitcore\[image\]'"),
+                       (30000, r"big.png: the image is 30000x30000 pixels, more than the "
+                               r"67,108,864 digitcore reads")):
+        ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+        (tmp_path / "big.png").write_bytes(
+            b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr
+            + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)))
+        with pytest.raises(ValueError, match=want):
+            preprocess_image(tmp_path / "big.png")
     with pytest.raises(ValueError, match="x.png: no such file"):
         preprocess_image(tmp_path / "x.png")
     under_a_file = tmp_path / "zero.png" / "x.png"  # an OSError, but not FileNotFoundError
@@ -610,9 +663,9 @@ def test_a_big_jpeg_is_decoded_at_a_reduced_scale(tmp_path):
     assert MAX_SIDE <= max(small.shape) < 2 * MAX_SIDE  # 1/2 of 3200: 1600
     full = preprocess_image(load_image(path))
     assert np.abs(preprocess_image(path).astype(int) - full).max() <= 3
-    thin = tmp_path / "thin.jpg"  # its draft would be under a pixel across: at least one
+    thin = tmp_path / "thin.jpg"  # its draft would be under a pixel across: refused before
     Image.fromarray(np.full((3, 4000), 200, np.uint8)).save(thin)
-    with pytest.raises(ValueError, match="thin.jpg: image is blank"):
+    with pytest.raises(ValueError, match="thin.jpg: image of 4000x3 pixels is too long"):
         preprocess_image(thin)
 
 

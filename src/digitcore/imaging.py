@@ -66,6 +66,7 @@ are tuned together with them; nothing else uses them.
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 from pathlib import Path
 
@@ -234,7 +235,8 @@ def load_image(path) -> np.ndarray:
         uint8 ``(h, w)`` for grey images, ``(h, w, 3)`` RGB, or ``(h, w, 4)``
         RGBA when the image has transparency; float32 ``(h, w)`` in [0, 1]
         for 16-bit and floating-point images (integer levels over the image's bit
-        depth, see :func:`preprocess_image`; floats must already be in [0, 1]).
+        depth, see :func:`preprocess_image`; floats in [0, 1] as they are, any other
+        range stretched from the darkest value to the lightest).
         Without Pillow, a 16-bit grey PNG is uint16 ``(h, w)``, 16-bit colour is
         reduced to 8 bits, and grey with alpha is ``(h, w, 2)``.
 
@@ -300,9 +302,9 @@ def _decode_opened(img, fspath, longest, ImageOps):
         if w * h > MAX_FILE_PIXELS:
             # (before decoding, and before a JPEG's reduced scale makes it smaller: a
             # small file can declare a huge picture, and the limit is the file's)
-            raise _TooLarge(f"{fspath}: the image is {w}x{h} pixels, more than the "
-                            f"{MAX_FILE_PIXELS:,} digitcore reads (a photo of one digit "
-                            "needs far fewer: shrink it)")
+            raise _TooLarge(_too_many_pixels(fspath, w, h))
+        if _too_thin(w, h):  # (said with the file's size, not the shrunk one's)
+            raise _TooLarge(f"{fspath}: {_thin_message(w, h)}")
         # (MPO: a phone's JPEG with a second, preview picture)
         if longest and img.format in ("JPEG", "MPO") and max(img.size) > 2 * longest:
             f = max(img.size) / longest
@@ -327,7 +329,19 @@ def _pillow_pixels(img) -> np.ndarray:
     in [0, 1], grey as uint8, anything else as RGB, or RGBA when it has transparency (a
     palette's colours, not its indices; CMYK as RGB)."""
     mode = img.mode
-    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+    if mode == "F":
+        # a float picture from a file (a TIFF of floats) has no agreed scale, unlike an
+        # array a caller passes (floats in [0, 1]): one in [0, 1] is taken as it is, any
+        # other is stretched from its darkest to its lightest value
+        arr = np.array(img, dtype=np.float32)
+        if not np.isfinite(arr).all():
+            raise ValueError("the float image holds NaN or infinite values")
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        if lo < 0 or hi > 1:
+            arr -= np.float32(lo)
+            arr /= np.float32(hi - lo) if hi > lo else np.float32(1)
+        return arr
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
         # checked and scaled as an array of its dtype is (_divisor), in one float32 copy:
         # float64 copies of a 16-bit picture of 90M pixels took 2.5 GB
         raw = np.asarray(img)
@@ -395,8 +409,33 @@ def _read_png(fspath: str) -> np.ndarray:
     try:
         return decode_png(data, wide=True)
     except ValueError as exc:
-        raise ValueError(f"{fspath}: cannot read image: {exc} (Pillow reads more: pip "
-                         "install 'digitcore[image]')") from None
+        msg = str(exc)
+        w, h = (struct.unpack(">II", data[16:24]) if len(data) >= 24 else (0, 0))
+        if "too large" in msg and w * h > MAX_FILE_PIXELS:  # (Pillow's path refuses it too)
+            raise ValueError(_too_many_pixels(fspath, w, h)) from None
+        # Pillow reads what this decoder leaves out (interlaced and big pictures), not a
+        # damaged file
+        helps = "interlaced" in msg or "too large" in msg
+        raise ValueError(f"{fspath}: cannot read image: {msg}"
+                         + (" (Pillow reads it: pip install 'digitcore[image]')"
+                            if helps else "")) from None
+
+
+def _too_many_pixels(fspath, w, h) -> str:
+    return (f"{fspath}: the image is {w}x{h} pixels, more than the {MAX_FILE_PIXELS:,} "
+            "digitcore reads (a photo of one digit needs far fewer: shrink it)")
+
+
+def _too_thin(w: int, h: int) -> bool:
+    """Whether a w x h picture is so long and thin that shrinking it to MAX_SIDE would
+    leave under a pixel across (_to_float's refusal)."""
+    f = -(-max(w, h) // MAX_SIDE)
+    return f > 1 and min(w, h) < f
+
+
+def _thin_message(w: int, h: int) -> str:
+    return (f"image of {w}x{h} pixels is too long and thin to hold a digit (more than "
+            f"{MAX_SIDE}:1)")
 
 
 # The bit depths integer pixels are taken to have: the smallest that holds the image's
@@ -445,12 +484,10 @@ def _to_float(arr: np.ndarray) -> np.ndarray:
     f = -(-max(arr.shape[0], arr.shape[1]) // MAX_SIDE)
     if f > 1:
         h, w = arr.shape[0] // f, arr.shape[1] // f
-        if h == 0 or w == 0:
+        if _too_thin(arr.shape[1], arr.shape[0]):
             # over MAX_SIDE:1, a strip no digit fits in; shrinking it keeping the aspect
             # would leave under a pixel across, and not shrinking it costs gigabytes
-            raise ValueError(
-                f"image of {arr.shape[1]}x{arr.shape[0]} pixels is too long and thin to "
-                f"hold a digit (more than {MAX_SIDE}:1)")
+            raise ValueError(_thin_message(arr.shape[1], arr.shape[0]))
         block = arr[:h * f, :w * f].reshape(h, f, w, f, *arr.shape[2:])
         out = block.mean(axis=(1, 3), dtype=np.float32).astype(np.float64)
         return np.clip(out / div, 0.0, 1.0)
