@@ -301,6 +301,28 @@ def test_train_refuses_an_unwritable_out_before_training(tmp_path, where):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_train_refuses_an_onnx_out_before_training(tmp_path):
+    """--out m.onnx wrote a safetensors file under that name (onnxruntime then failed
+    with INVALID_PROTOBUF)."""
+    r = run("train", "--dataset", "mnist-mini", "--hidden", "8", "--epochs", "50",
+            "--out", tmp_path / "m.ONNX")
+    assert_one_line_error(r, "not ONNX; save it as .safetensors, then 'digitcore export")
+    assert "Epoch" not in r.stdout and list(tmp_path.iterdir()) == []
+
+
+def test_more_threads_than_cpus_is_warned_of():
+    """--threads 999 on 2 CPUs trained ~25x slower without a word."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count()
+    for n, warned in ((cpus + 1, True), (1, False)):
+        r = run("train", "--dataset", "mnist-mini", "--hidden", "8", "--epochs", "1",
+                "--threads", n)
+        assert r.returncode == 0, r.stderr
+        assert (f"warning: --threads {n} is more than the {cpus} CPUs" in r.stderr) == warned
+
+
 def test_an_out_path_ending_in_a_slash_names_a_directory(tmp_path, model):
     """realpath drops the slash: `--out newdir/` wrote a file named newdir."""
     for args in (["train", "--dataset", "mnist-mini", "--hidden", "8", "--epochs", "1",
@@ -488,6 +510,11 @@ def test_predict_takes_pictures_after_options(tmp_path, model):
     assert all(len(e["top"]) == 2 for e in out["predictions"])
     r = run("predict", path, pics[0], "--no-such-option")
     assert r.returncode == 2 and "unrecognized arguments: --no-such-option" in r.stderr
+    # the model after a picture was read as a picture (an error), and the pretrained
+    # model read the rest without a word
+    r = run("predict", pics[0], path)
+    assert r.returncode == 2 and f"{path} is a model file, given after an image" in r.stderr
+    assert r.stdout == ""
 
 
 def test_predict_with_a_model_of_other_inputs_is_one_error(tmp_path):

@@ -57,6 +57,22 @@ def _threads(text):
     return value
 
 
+def _set_threads(n: int) -> None:
+    """--threads: set, with a warning past the CPUs this process may run on (threads
+    beyond them wait for each other at every step: an epoch took ~25x longer with 999)."""
+    import digitcore
+
+    digitcore.set_num_threads(n)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # (not Linux)
+        cpus = os.cpu_count() or n
+    if n > cpus:
+        print(f"warning: --threads {n} is more than the {cpus} CPUs this process may run "
+              f"on: the threads past them wait for each other at every step, which is "
+              f"slower than {cpus}", file=sys.stderr)
+
+
 def _float(text):
     try:
         return float(text)
@@ -341,7 +357,7 @@ def cmd_train(args):
     from digitcore.augment import check_tta
 
     if args.threads:
-        digitcore.set_num_threads(args.threads)
+        _set_threads(args.threads)
     cfg = presets.get_preset(args.preset)
     overrides = {}
     for key in ("hidden", "activation", "optimizer", "lr", "lr_schedule", "epochs", "dropout",
@@ -363,6 +379,10 @@ def cmd_train(args):
     if args.checkpoint:
         _check_checkpoint_kind(args.checkpoint, members)
     if args.out:  # (before the training, which a bad path would otherwise throw away)
+        if str(args.out).lower().endswith(".onnx"):
+            raise UsageError(f"--out {args.out}: train writes a digitcore model file "
+                             f"(safetensors), not ONNX; save it as .safetensors, then "
+                             f"'digitcore export MODEL {args.out}'")
         writable_target(args.out)
     name, (x_tr, y_tr), (x_te, y_te) = _load_data(args.dataset, args.data_dir, args.download,
                                                        args.verify)
@@ -598,6 +618,11 @@ def cmd_predict(args):
         model, images = images[0], images[1:]
     if not images:
         raise UsageError(f"no IMAGE given after the model {model}")
+    late = [p for p in images if _looks_like_model(p)]
+    if late:  # (read as a picture, it failed, and another model read the rest)
+        raise UsageError(f"{late[0]} is a model file, given after an image: give the model "
+                         f"first (digitcore predict MODEL IMAGE...) or as --model "
+                         f"{late[0]}")
     if model is None:
         from digitcore.pretrained import load_pretrained
 
@@ -700,7 +725,7 @@ def cmd_bench(args):
     from digitcore import ops
 
     if args.threads:
-        digitcore.set_num_threads(args.threads)
+        _set_threads(args.threads)
     rng = np.random.default_rng(0)
     m, k, n = 512, 784, 512
     a = rng.standard_normal((m, k), dtype=np.float32)
