@@ -297,8 +297,9 @@ def main(argv=None):
     p.add_argument("--json", default=None, help="results file (default: the committed "
                    "benchmarks/results/bench_gemm.json)")
     p.add_argument("--isolate", type=int, default=3, metavar="ROUNDS",
-                   help="also time multi-threaded runs with each library alone in its own "
-                        "process, alternating, over ROUNDS rounds (0: skip)")
+                   help="time every thread count with each library alone in its own "
+                        "process, alternating, over ROUNDS rounds; these rows are the "
+                        "results (0: the in-process rows instead)")
     p.add_argument("--_worker", choices=["dc", "np"], help=argparse.SUPPRESS)
     p.add_argument("--_shapes", help=argparse.SUPPRESS)
     p.add_argument("--_target", type=float, help=argparse.SUPPRESS)

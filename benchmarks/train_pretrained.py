@@ -148,7 +148,7 @@ def main(argv=None):
     json_path = Path(args.json) if args.json else \
         _results._default_path(Path(__file__).stem, dict.fromkeys(keys))
     out = Path(args.out) if args.out else (
-        DEFAULT_OUT if json_path == _results.RESULTS / "train_pretrained.json"
+        DEFAULT_OUT if json_path.resolve() == (_results.RESULTS / "train_pretrained.json").resolve()
         else json_path.with_suffix(".safetensors"))
     digest = save_pretrained(net, out, dtype=dtype, metadata=metadata)
     size = os.path.getsize(out)

@@ -260,7 +260,7 @@ def main(argv=None):
             stem, dict.fromkeys(keys))
         out = Path(args.out) if args.out else (
             Path(tmp) / "check.safetensors" if args.hold_out
-            else DEFAULT_OUT if json_path == _results.RESULTS / f"{stem}.json"
+            else DEFAULT_OUT if json_path.resolve() == (_results.RESULTS / f"{stem}.json").resolve()
             else json_path.with_suffix(".safetensors"))
         net.save(out, dtype="float16", metadata=metadata)
         scores = {s: not_digit_scores(f, out) for s, f in zip(names, fresh)}

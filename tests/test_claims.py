@@ -168,10 +168,12 @@ def test_a_partial_benchmark_run_does_not_replace_the_committed_results(tmp_path
     results = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(results)
     committed = tmp_path / "bench_x.json"
-    assert results._default_path("bench_x", {"a": 1}, tmp_path) == committed  # (none yet)
+    mine = dict(cmd="python benchmarks/bench_x.py", env={})  # (not this process's)
+    assert results._default_path("bench_x", {"a": 1}, tmp_path, **mine) == committed
     committed.write_text(json.dumps({"claims": {"a": 1, "b": 2}}))
-    assert results._default_path("bench_x", {"a": 3, "b": 4, "c": 5}, tmp_path) == committed
-    assert results._default_path("bench_x", {"a": 3}, tmp_path) == \
+    assert results._default_path("bench_x", {"a": 3, "b": 4, "c": 5}, tmp_path,
+                                 **mine) == committed
+    assert results._default_path("bench_x", {"a": 3}, tmp_path, **mine) == \
         tmp_path / "bench_x-partial.json"
     # a run with other options measures something else under the same claims
     committed.write_text(json.dumps({"claims": {"a": 1}, "command":

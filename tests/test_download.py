@@ -182,6 +182,11 @@ def test_a_failed_download_removes_the_folders_it_created(server, tmp_path):
     with pytest.raises(DatasetError, match="could not download"):
         load_mnist(tmp_path / "there", download=True)
     assert leftovers(tmp_path / "there") == []  # (its mnist subfolder, created, is gone)
+    # a path through a missing folder and back names an existing one, which stays
+    (tmp_path / "data").mkdir()
+    with pytest.raises(DatasetError, match="could not download"):
+        load_mnist(tmp_path / "typo" / ".." / "data", download=True)
+    assert (tmp_path / "data").is_dir() and not (tmp_path / "typo").exists()
     # a file where a folder must be is named
     (tmp_path / "picture.png").write_bytes(b"x")
     with pytest.raises(DatasetError, match=r"picture\.png is a file, not a folder"):

@@ -146,10 +146,13 @@ def _other_thread_steps_during(call) -> list[int]:
 
 def test_gil_is_released_during_kernels(num_threads):
     """While one thread runs a long kernel, another Python thread keeps running."""
-    x = np.random.default_rng(0).standard_normal(2_000_000).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal(6_000_000).astype(np.float32)
     out = np.empty_like(x)
     with num_threads(1):
         steps = _other_thread_steps_during(lambda: ops.tanh_forward(x, out=out))
-    assert min(steps) > 0, steps
-    # the control: a call that holds the GIL (a Python loop) lets no step through
-    assert _other_thread_steps_during(lambda: sum(range(300_000))) == [0, 0, 0]
+    # (any step: a call holding the GIL counts 0 in every call; one call of a few ms may
+    # find no free core for this thread on a loaded machine)
+    assert sum(steps) > 0, steps
+    if getattr(sys, "_is_gil_enabled", lambda: True)():  # (a free-threaded build has none)
+        # the control: a call that holds the GIL (a Python loop) lets no step through
+        assert _other_thread_steps_during(lambda: sum(range(300_000))) == [0, 0, 0]

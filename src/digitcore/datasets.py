@@ -572,9 +572,12 @@ def download_dataset(name: str = "mnist", dest_dir=None, *, mirrors: Sequence[st
     dest = Path(dest_dir).expanduser() if dest_dir is not None else get_cache_dir() / spec.name
     # the folders this call creates: removed again if nothing could be downloaded into
     # them (a mistyped data_dir leaves no empty tree behind)
-    created = [d for d in (dest, *dest.parents) if not d.exists()]
+    # (the normalized absolute path: "typo/../data" is data/, and typo/ is neither made
+    # nor removed; os.path's tests take an unreadable path for a missing one, never raise)
+    dest = Path(os.path.abspath(dest))
+    created = [d for d in (dest, *dest.parents) if not os.path.lexists(d)]
     for d in (dest, *dest.parents):
-        if d.exists() and not d.is_dir():
+        if os.path.lexists(d) and not os.path.isdir(d):
             raise DatasetError(f"cannot download into {dest}: {d} is a file, not a folder")
     try:
         dest.mkdir(parents=True, exist_ok=True)

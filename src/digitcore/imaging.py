@@ -303,8 +303,8 @@ def _decode_opened(img, fspath, longest, ImageOps):
             # (before decoding, and before a JPEG's reduced scale makes it smaller: a
             # small file can declare a huge picture, and the limit is the file's)
             raise _TooLarge(_too_many_pixels(fspath, w, h))
-        if _too_thin(w, h):  # (said with the file's size, not the shrunk one's)
-            raise _TooLarge(f"{fspath}: {_thin_message(w, h)}")
+        if longest and _too_thin(w, h):  # (preprocess_image's refusal, with the file's
+            raise _TooLarge(f"{fspath}: {_thin_message(w, h)}")  # size, not the shrunk one's)
         # (MPO: a phone's JPEG with a second, preview picture)
         if longest and img.format in ("JPEG", "MPO") and max(img.size) > 2 * longest:
             f = max(img.size) / longest
@@ -415,10 +415,12 @@ def _read_png(fspath: str) -> np.ndarray:
             raise ValueError(_too_many_pixels(fspath, w, h)) from None
         # Pillow reads what this decoder leaves out (interlaced and big pictures), not a
         # damaged file
-        helps = "interlaced" in msg or "too large" in msg
+        helps = "interlaced" in msg or "too large" in msg or "Pillow reads it" in msg
         raise ValueError(f"{fspath}: cannot read image: {msg}"
                          + (" (Pillow reads it: pip install 'digitcore[image]')"
-                            if helps else "")) from None
+                            if helps and "Pillow reads it" not in msg
+                            else " (pip install 'digitcore[image]')" if helps else "")
+                         ) from None
 
 
 def _too_many_pixels(fspath, w, h) -> str:
