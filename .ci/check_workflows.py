@@ -52,7 +52,6 @@ VERIFIED_PINS = {
 USES = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+)(.*)$")
 PIN = re.compile(r"^([\w.-]+/[\w./-]+)@([0-9a-f]{40})$")
 VERSION_COMMENT = re.compile(r"^\s*#\s*(v\d+(?:\.\d+){0,2})\s*$")
-RUNS_ON_LIKE = re.compile(r"(?:runs-on:|os:)\s*(.+)$")
 
 
 def check_file(path: Path) -> list[str]:
@@ -78,12 +77,12 @@ def check_file(path: Path) -> list[str]:
                                   "its tag -> commit in the action's repository, then add it")
                 elif want != pin.group(2):
                     errors.append(f"{where}: {key[0]} {key[1]} is {want}, not {pin.group(2)}")
+        # every word outside comments, not only after runs-on: / os: on the same line (a
+        # matrix list on the lines below, an include's runner:, an if: on matrix.os)
         code = line.split("#", 1)[0]
-        r = RUNS_ON_LIKE.search(code)
-        if r:
-            for label in re.findall(r"[\w.-]+", r.group(1)):
-                if label in RETIRED_LABELS:
-                    errors.append(f"{where}: runner label {label}: {RETIRED_LABELS[label]}")
+        for label in re.findall(r"[\w.-]+", code):
+            if label in RETIRED_LABELS:
+                errors.append(f"{where}: runner label {label}: {RETIRED_LABELS[label]}")
     return errors
 
 
