@@ -204,6 +204,27 @@ def _default_path(stem, claims, results=None, cmd=None, env=None):
     return partial
 
 
+def destination(stem, claim_names, json=None):
+    """(results file, whether it is the committed one) for a run that will claim
+    ``claim_names``: ``json`` when given, else :func:`_default_path`'s choice. Scripts
+    that also write a bundled file (a model) write it only when this run is the
+    committed one."""
+    path = Path(json) if json else _default_path(stem, dict.fromkeys(claim_names))
+    return path, path.resolve() == (RESULTS / f"{stem}.json").resolve()
+
+
+def best_seconds(rows, row, same):
+    """Each system's fastest time (``rows[i]["seconds"]``) over the rows ``same`` as
+    ``row`` (a case key) at ``row``'s thread count or fewer: the time a user with that
+    many cores would get from it (a peer slower on 2 threads than on 1 runs on 1)."""
+    best = {}
+    for o in rows:
+        if same(o) == same(row) and o["threads"] <= row["threads"]:
+            for k, v in o["seconds"].items():
+                best[k] = min(best.get(k, v), v)
+    return best
+
+
 def save(benchmark, claims, rows, path=None):
     """Write the results file of `benchmark` (its __file__); returns the path written."""
     name = Path(benchmark).name

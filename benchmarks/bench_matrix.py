@@ -452,11 +452,7 @@ def claims_of(result):
             claims[f"{key}_ratio"] = r["ratio"]
             # each system at its best thread count up to this one (a peer slower on 2
             # threads than on 1 would be run on 1; "ratio" takes every system at this count)
-            best = {}
-            for o in result["rows"]:
-                if o["case"] == r["case"] and o["threads"] <= r["threads"]:
-                    for s, v in o["seconds"].items():
-                        best[s] = min(best.get(s, v), v)
+            best = _results.best_seconds(result["rows"], r, lambda o: o["case"])
             peers = [v for s, v in best.items() if not s.startswith("digitcore")]
             claims[f"{key}_ratio_at_best_threads"] = min(peers) / best["digitcore"]
         if r.get("sparse_gain"):

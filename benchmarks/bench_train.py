@@ -204,11 +204,7 @@ def claims_of(rows):
         claims.update({f"{key}_vs_{k}": v for k, v in r["ratio_vs"].items()})
         # each system at its best thread count up to this one: a peer slower on 2 threads
         # than on 1 would be run on 1 (the ratios above take every system at this count)
-        best = {}
-        for o in rows:
-            if (o["arch"], o["batch"]) == (r["arch"], r["batch"]) and o["threads"] <= r["threads"]:
-                for k, v in o["seconds"].items():
-                    best[k] = min(best.get(k, v), v)
+        best = _results.best_seconds(rows, r, lambda o: (o["arch"], o["batch"]))
         peers = [v for k, v in best.items() if k != "digitcore"]
         if peers and "digitcore" in best:
             r["vs_best_peer_at_best_threads"] = min(peers) / best["digitcore"]

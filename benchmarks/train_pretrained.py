@@ -145,11 +145,9 @@ def main(argv=None):
             *(["test_accuracy_with_tta_pct"] if tta else []),
             *(["member_test_accuracy_pct_min", "member_test_accuracy_pct_max"]
               if members > 1 else [])]
-    json_path = Path(args.json) if args.json else \
-        _results._default_path(Path(__file__).stem, dict.fromkeys(keys))
+    json_path, committed = _results.destination(Path(__file__).stem, keys, args.json)
     out = Path(args.out) if args.out else (
-        DEFAULT_OUT if json_path.resolve() == (_results.RESULTS / "train_pretrained.json").resolve()
-        else json_path.with_suffix(".safetensors"))
+        DEFAULT_OUT if committed else json_path.with_suffix(".safetensors"))
     digest = save_pretrained(net, out, dtype=dtype, metadata=metadata)
     size = os.path.getsize(out)
     # what users get must be what was measured: read it back as they do

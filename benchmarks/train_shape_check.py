@@ -256,12 +256,10 @@ def main(argv=None):
                 "tight_digit_reading_picked_pct", "tight_digits_refused_pct",
                 *(f"{s}_refused_pct" for s in ("plus", "minus", "x", "triangle")),
                 *(["unseen_shapes_refused_pct"] if args.hold_out else [])]
-        json_path = Path(args.json) if args.json else _results._default_path(
-            stem, dict.fromkeys(keys))
+        json_path, committed = _results.destination(stem, keys, args.json)
         out = Path(args.out) if args.out else (
             Path(tmp) / "check.safetensors" if args.hold_out
-            else DEFAULT_OUT if json_path.resolve() == (_results.RESULTS / f"{stem}.json").resolve()
-            else json_path.with_suffix(".safetensors"))
+            else DEFAULT_OUT if committed else json_path.with_suffix(".safetensors"))
         net.save(out, dtype="float16", metadata=metadata)
         scores = {s: not_digit_scores(f, out) for s, f in zip(names, fresh)}
         clean_fr = float((not_digit_scores(cal_clean, out) > threshold).mean())

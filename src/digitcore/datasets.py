@@ -575,9 +575,11 @@ def download_dataset(name: str = "mnist", dest_dir=None, *, mirrors: Sequence[st
     # (the normalized absolute path: "typo/../data" is data/, and typo/ is neither made
     # nor removed; os.path's tests take an unreadable path for a missing one, never raise)
     dest = Path(os.path.abspath(dest))
-    created = [d for d in (dest, *dest.parents) if not os.path.lexists(d)]
+    created = []
     for d in (dest, *dest.parents):
-        if os.path.lexists(d) and not os.path.isdir(d):
+        if not os.path.lexists(d):
+            created.append(d)
+        elif not os.path.isdir(d):
             raise DatasetError(f"cannot download into {dest}: {d} is a file, not a folder")
     try:
         dest.mkdir(parents=True, exist_ok=True)
