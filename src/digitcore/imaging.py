@@ -413,14 +413,15 @@ def _read_png(fspath: str) -> np.ndarray:
         w, h = (struct.unpack(">II", data[16:24]) if len(data) >= 24 else (0, 0))
         if "too large" in msg and w * h > MAX_FILE_PIXELS:  # (Pillow's path refuses it too)
             raise ValueError(_too_many_pixels(fspath, w, h)) from None
-        # Pillow reads what this decoder leaves out (interlaced and big pictures), not a
-        # damaged file
-        helps = "interlaced" in msg or "too large" in msg or "Pillow reads it" in msg
-        raise ValueError(f"{fspath}: cannot read image: {msg}"
-                         + (" (Pillow reads it: pip install 'digitcore[image]')"
-                            if helps and "Pillow reads it" not in msg
-                            else " (pip install 'digitcore[image]')" if helps else "")
-                         ) from None
+        # Pillow reads what this decoder leaves out (interlaced and big pictures, rows too
+        # long to unfilter here: that message says so itself), not a damaged file
+        if "Pillow reads it" in msg:
+            hint = " (pip install 'digitcore[image]')"
+        elif "interlaced" in msg or "too large" in msg:
+            hint = " (Pillow reads it: pip install 'digitcore[image]')"
+        else:
+            hint = ""
+        raise ValueError(f"{fspath}: cannot read image: {msg}{hint}") from None
 
 
 def _too_many_pixels(fspath, w, h) -> str:
