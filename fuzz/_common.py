@@ -7,6 +7,7 @@ reports it as an uncaught exception and writes the input to ``crash-<sha1>``).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -17,27 +18,22 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if importlib.util.find_spec("digitcore") is None:
     sys.path.insert(0, os.path.join(_ROOT, "src"))
 
-# One scratch file per process, rewritten for every input (tmpfs when available).
+# Scratch files live on tmpfs when there is one. Each input gets its own file, removed as
+# soon as the target is done with it: libFuzzer ends the process with C's exit(), which
+# skips Python's atexit handlers, so a per-process file would outlive every run.
 _TMPDIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-_FD, SCRATCH = tempfile.mkstemp(prefix="digitcore-fuzz-", dir=_TMPDIR)
-os.close(_FD)
 
 
-def write_scratch(data: bytes, suffix: str = "") -> str:
-    path = SCRATCH + suffix
-    with open(path, "wb") as f:
-        f.write(data)
-    return path
-
-
-def cleanup() -> None:
-    for suffix in ("", ".gz", ".png", ".safetensors"):
+@contextlib.contextmanager
+def scratch(data: bytes, suffix: str = ""):
+    """A temporary file holding ``data`` (its name ends in ``suffix``), deleted on exit."""
+    fd, path = tempfile.mkstemp(prefix="digitcore-fuzz-", suffix=suffix, dir=_TMPDIR)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        yield path
+    finally:
         try:
-            os.unlink(SCRATCH + suffix)
+            os.unlink(path)
         except OSError:
             pass
-
-
-import atexit  # noqa: E402
-
-atexit.register(cleanup)

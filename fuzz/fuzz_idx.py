@@ -37,14 +37,14 @@ def TestOneInput(data: bytes):
         # gzip the payload (the interesting parsing is then in the inflater) or,
         # every fourth input, take the payload as an already-compressed stream
         blob = payload if mode & 2 else gzip.compress(payload, compresslevel=1, mtime=0)
-        path = _common.write_scratch(blob, ".gz")
+        suffix = ".gz"
     else:
-        blob = payload
-        path = _common.write_scratch(blob)
-    try:
-        arr = read_idx(path)
-    except EXPECTED:
-        return
+        blob, suffix = payload, ""
+    with _common.scratch(blob, suffix) as path:
+        try:
+            arr = read_idx(path)
+        except EXPECTED:
+            return
     _check(arr)
     if (not mode & 1 or not mode & 2) and payload[:2] != b"\x1f\x8b":
         # a raw file (or one we compressed) that parsed: the payload IS the IDX file,

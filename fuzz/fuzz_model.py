@@ -41,7 +41,11 @@ def TestOneInput(data: bytes):
         return
     mode, payload = data[0], data[1:]
     blob = payload if mode & 1 else _split(payload)
-    path = _common.write_scratch(blob, ".safetensors")
+    with _common.scratch(blob, ".safetensors") as path:
+        _load_and_use(path, mode)
+
+
+def _load_and_use(path: str, mode: int):
     try:
         if mode & 2:
             info = read_model_info(path)

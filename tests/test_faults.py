@@ -568,12 +568,30 @@ def _harness(kind):
 
 
 @pytest.mark.parametrize("kind, seed", _fuzz_seeds())
-def test_fuzz_seed_replay(kind, seed):
+def test_fuzz_seed_replay(kind, seed, monkeypatch):
     """Each committed fuzz seed through its harness's own TestOneInput: the input is
-    accepted and passes the harness's checks, or is rejected with the documented error."""
+    accepted and passes the harness's checks, or is rejected with the documented error;
+    any scratch file it wrote is gone afterwards (libFuzzer's exit skips atexit)."""
     harness = _harness(kind)
+    import contextlib
     import warnings
 
+    common = getattr(harness, "_common", None)
+    written = []
+    if common is not None:
+        real = common.scratch
+
+        @contextlib.contextmanager
+        def recording(data, suffix=""):
+            with real(data, suffix) as path:
+                written.append(path)
+                assert Path(path).read_bytes() == data
+                yield path
+
+        monkeypatch.setattr(common, "scratch", recording)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # as in the harness: Pillow's bomb warnings
         harness.TestOneInput(seed.read_bytes())
+    if kind in ("idx", "model"):  # these read every input from a file
+        assert len(written) == 1
+    assert [p for p in written if os.path.exists(p)] == []
