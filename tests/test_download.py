@@ -346,9 +346,33 @@ def test_interrupted_download_leaves_no_file(server, tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(datasets.os, "fsync", interrupt)
+    (tmp_path / "dl").mkdir()
     with pytest.raises(KeyboardInterrupt):
         download_dataset("mnist", tmp_path / "dl", mirrors=[server("good")], progress=False)
     assert leftovers(tmp_path / "dl") == []
+    # Ctrl-C before the first file arrived removes the folders the call made, as an error does
+    with pytest.raises(KeyboardInterrupt):
+        download_dataset("mnist", tmp_path / "new" / "dl", mirrors=[server("good")],
+                         progress=False)
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_folder_another_download_removed_is_made_again(server, tmp_path, monkeypatch):
+    """Two processes downloading into one new folder: the first to fail removes it, the
+    other, which found it there, must not fail for its absence."""
+    dest = tmp_path / "shared" / "dl"
+    dest.mkdir(parents=True)
+    real = datasets._drop_stale_downloads
+
+    def other_process_gave_up(d):
+        real(d)
+        d.rmdir()
+        d.parent.rmdir()
+
+    monkeypatch.setattr(datasets, "_drop_stale_downloads", other_process_gave_up)
+    paths = download_dataset("mnist", dest, mirrors=[server("good")], progress=False)
+    assert leftovers(dest) == sorted(f + ".gz" for f in FILES)
+    assert gzip.decompress(paths[FILES[0]].read_bytes()) == CONTENT[FILES[0]]
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")

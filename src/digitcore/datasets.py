@@ -588,43 +588,49 @@ def download_dataset(name: str = "mnist", dest_dir=None, *, mirrors: Sequence[st
     _drop_stale_downloads(dest)
     stamps = _Stamps()
     result: dict[str, Path] = {}
-    for f in FILES:
-        existing = _file_in(dest, f)
-        if existing is not None:
-            result[f] = existing
-            continue
-        target = dest / (f + ".gz")
-        tried = []
-        for base in bases:
-            url = _url(base, target.name)
-            try:
-                _fetch(url, target, spec.sha256[f], spec.sizes[f], timeout, progress)
-            except (OSError, http.client.HTTPException, DatasetError, ValueError) as exc:
-                tried.append(f"  {url}: {_describe(exc)}")
+    try:
+        for f in FILES:
+            existing = _file_in(dest, f)
+            if existing is not None:
+                result[f] = existing
                 continue
-            try:
-                stamps.add(target, target.stat(), spec.sha256[f])
-            except OSError:
-                pass
-            result[f] = target
-            break
-        else:
-            stamps.save()
-            if not result:
-                for d in created:  # (innermost first; one holding anything stays)
-                    try:
-                        d.rmdir()
-                    except OSError:
-                        break
-            raise DatasetError(
-                f"could not download {spec.title} file {target.name}; tried:\n"
-                + "\n".join(tried)
-                + f"\nTo install {spec.title} by hand, download "
-                + ", ".join(x + ".gz" for x in FILES)
-                + f" from one of these mirrors (or any copy of the official files) and put them "
-                f"in {dest} (raw or .gz), or in a directory you pass as data_dir= or name in "
-                f"$DIGITCORE_DATA. Other mirrors: set ${spec.mirrors_env}.")
-    stamps.save()
+            target = dest / (f + ".gz")
+            tried = []
+            for base in bases:
+                url = _url(base, target.name)
+                try:
+                    # (again: another process's failed download into the same new
+                    # folder may have removed it since)
+                    dest.mkdir(parents=True, exist_ok=True)
+                    _fetch(url, target, spec.sha256[f], spec.sizes[f], timeout, progress)
+                except (OSError, http.client.HTTPException, DatasetError, ValueError) as exc:
+                    tried.append(f"  {url}: {_describe(exc)}")
+                    continue
+                try:
+                    stamps.add(target, target.stat(), spec.sha256[f])
+                except OSError:
+                    pass
+                result[f] = target
+                break
+            else:
+                raise DatasetError(
+                    f"could not download {spec.title} file {target.name}; tried:\n"
+                    + "\n".join(tried)
+                    + f"\nTo install {spec.title} by hand, download "
+                    + ", ".join(x + ".gz" for x in FILES)
+                    + f" from one of these mirrors (or any copy of the official files) and put "
+                    f"them in {dest} (raw or .gz), or in a directory you pass as data_dir= or "
+                    f"name in $DIGITCORE_DATA. Other mirrors: set ${spec.mirrors_env}.")
+    finally:
+        # on any way out, an error or Ctrl-C too: what was verified is remembered, and
+        # the folders this call made are removed if nothing arrived in them
+        stamps.save()
+        if not result:
+            for d in created:  # (innermost first; one holding anything stays)
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
     return result
 
 
