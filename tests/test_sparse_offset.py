@@ -51,6 +51,7 @@ def _train(x, y, sizes, mode="auto", *, offset=None, optimizer="sgd", lr=0.1, ep
         tr._sparse_input = mode
         tr._sparse_offset = offset
         tr.fit(x, y)
+        net.first_layer_used = tr._first_layer_used  # (the fit's choice; see Trainer.fit)
         return net
     finally:
         digitcore.set_num_threads(before)
@@ -82,8 +83,8 @@ def test_standardized_input_takes_the_sparse_path_off_its_background(rng):
     net = Network([784, 20, 5], seed=0)
     tr = Trainer(net, optimizer="sgd", lr=0.1, batch_size=64, epochs=1, seed=1, verbose=0)
     tr.fit(x, y)
-    c = net.c_net().sparse_offset
-    assert c is not None and net.c_net().sparse_input == "auto"
+    c = tr._first_layer_used["sparse_offset"]
+    assert c is not None and tr._first_layer_used["sparse_input"] == "auto"
     np.testing.assert_array_equal(c, np.full(784, -MNIST_MEAN / MNIST_STD, np.float32))
     for sizes in ([784, 20, 5], [784, 136, 5], [784, 72, 24, 5]):
         dense = _train(x, y, sizes, "never")
@@ -107,7 +108,7 @@ def test_every_optimizer_and_dropout_off_the_background(rng, optimizer, sizes):
               dropout=0.2)
     dense = _train(x, y, sizes, "never", **kw)
     auto = _train(x, y, sizes, "auto", **kw)
-    assert auto.c_net(auto.dropout).sparse_offset is not None
+    assert auto.first_layer_used["sparse_offset"] is not None
     _close(dense, auto)
 
 
@@ -124,7 +125,7 @@ def test_the_same_bits_on_one_and_two_threads(rng, bs):
         for opt in ("sgd", "adam"):
             one = _train(x, y, sizes, optimizer=opt, threads=1, **kw)
             two = _train(x, y, sizes, optimizer=opt, threads=2, **kw)
-            assert one.c_net(one.dropout).sparse_offset is not None
+            assert one.first_layer_used["sparse_offset"] is not None
             assert np.array_equal(one.flat_parameters, two.flat_parameters), (sizes, opt)
 
 
@@ -142,8 +143,8 @@ def test_column_wise_standardized_input(rng):
     dense = _train(x, y, [784, 70, 5], "never")
     one = _train(x, y, [784, 70, 5], threads=1)
     two = _train(x, y, [784, 70, 5], threads=2)
-    assert one.c_net(one.dropout).sparse_offset is not None
-    np.testing.assert_array_equal(one.c_net(one.dropout).sparse_offset, c)
+    assert one.first_layer_used["sparse_offset"] is not None
+    np.testing.assert_array_equal(one.first_layer_used["sparse_offset"], c)
     assert np.array_equal(one.flat_parameters, two.flat_parameters)
     _close(dense, one)
 
@@ -155,9 +156,9 @@ def test_a_background_of_zeros_keeps_the_zero_path_and_its_bits(rng):
     xf = x8.astype(np.float32) / np.float32(255)
     for x in (x8, xf):
         auto = _train(x, y, [784, 30, 5], "auto")
-        assert auto.c_net(auto.dropout).sparse_offset is None
+        assert auto.first_layer_used["sparse_offset"] is None
         zeros = _train(x, y, [784, 30, 5], "auto", offset=np.zeros(784, np.float32))
-        assert zeros.c_net().sparse_offset is None
+        assert zeros.first_layer_used["sparse_offset"] is None
         assert np.array_equal(auto.flat_parameters, zeros.flat_parameters)
 
 
@@ -170,11 +171,11 @@ def test_data_half_off_its_background_takes_the_dense_path(rng):
     assert np.count_nonzero(x != x.min()) > 0.4 * x.size
     never = _train(x, y, [784, 30, 5], "never")
     auto = _train(x, y, [784, 30, 5], "auto")
-    assert auto.c_net(auto.dropout).sparse_offset is None
-    assert auto.c_net(auto.dropout).sparse_input == "never"
+    assert auto.first_layer_used["sparse_offset"] is None
+    assert auto.first_layer_used["sparse_input"] == "never"
     assert np.array_equal(never.flat_parameters, auto.flat_parameters)
     xs, ys = _standardized(_digits(rng, n=256)[0]), y[:256]
-    assert _train(xs, ys, [784, 30, 5], bs=None, epochs=1).c_net().sparse_offset is None
+    assert _train(xs, ys, [784, 30, 5], bs=None, epochs=1).first_layer_used["sparse_offset"] is None
 
 
 def test_forced_background_on_dense_data_is_still_right(rng):
@@ -196,7 +197,7 @@ def test_mnist_mini_standardized_learns_as_well():
     for mode in ("never", "auto"):
         net = _train(x, y[:3000], [784, 64, 10], mode, epochs=3)
         acc[mode] = net.score(xt, yt)
-        assert (net.c_net().sparse_offset is not None) == (mode == "auto")
+        assert (net.first_layer_used["sparse_offset"] is not None) == (mode == "auto")
     assert acc["auto"] > 0.85
     assert abs(acc["auto"] - acc["never"]) < 0.01, acc
 

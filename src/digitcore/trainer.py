@@ -653,6 +653,10 @@ class Trainer:
         if first_layer != "never":
             c_net.sparse_split = (_sparse_split(nonzero) if self._sparse_split is None
                                    else self._sparse_split)
+        # (what this fit chose, for the tests: the C view is reset when it ends)
+        self._first_layer_used = {"sparse_input": c_net.sparse_input,
+                                  "sparse_split": c_net.sparse_split,
+                                  "sparse_offset": c_net.sparse_offset}
         chunk_batches = max(1, self.chunk_samples // bs)
         # Full-batch descent loads every row of x at each step: the C loop keeps their
         # sparse form between calls instead of gathering it anew (same bits; freed with
@@ -793,6 +797,11 @@ class Trainer:
                 progress.stream.write(f"\ninterrupted: returning the history so far{saved_to}\n")
         finally:
             keep = None  # (not held by a traceback)
+            # the C view is the one inference uses too: this fit's first-layer choices
+            # (made for its data) must not decide how the network predicts afterwards
+            c_net.sparse_input = "auto"
+            c_net.sparse_split = 0
+            c_net.sparse_offset = None
             sigint.restore()
             # the rate this fit left (a callback may have changed it): a resume on this
             # Trainer starts from it, and the checkpoint accepts it as the run's own
