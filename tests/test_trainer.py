@@ -708,3 +708,79 @@ def test_an_sgd_with_mlpclassifiers_schedule_is_refused():
                                              r"lr_schedule="):
             Trainer(net, optimizer=SGD(0.1, lr_schedule=name))
     Trainer(net, optimizer=SGD(0.1), lr_schedule="cosine")  # Trainer's own schedule
+
+
+@pytest.mark.parametrize("attr, value, match", [
+    ("lr", -0.1, "lr must be"),
+    ("lr", float("nan"), "lr must be"),
+    ("momentum", 1.5, "momentum must be in"),
+    ("eps", 0.0, "eps must be > 0"),
+    ("eps", 1e-40, "eps must be at least"),
+    ("betas", (0.9, 1.0), r"betas\[1\] must be in"),
+    ("weight_decay", -1.0, "weight_decay must be"),
+    ("rho", -0.1, "rho must be in"),
+])
+def test_hyperparameters_changed_after_construction_are_checked(rng, attr, value, match):
+    """An optimizer's hyperparameters are plain attributes (a callback may change them):
+    they are checked before each epoch and each update_params, as at construction. A
+    negative rate ran gradient ascent without a word, and an eps of 0 surfaced as
+    "diverged, try a lower learning rate"."""
+    make = {"momentum": lambda: optim.SGD(lr=0.1, momentum=0.9),
+            "rho": lambda: optim.RMSprop(), "lr": lambda: optim.SGD(lr=0.1)}.get(
+        attr, lambda: optim.Adam())
+    x = rng.integers(0, 256, (64, 16), dtype=np.uint8)
+    y = rng.integers(0, 3, 64)
+    net = Network([16, 8, 3], seed=0)
+    opt = make()
+    calls = []
+
+    def change(epoch, logs):
+        calls.append(epoch)
+        setattr(opt, attr, value)
+
+    tr = Trainer(net, optimizer=opt, epochs=3, batch_size=16, seed=0, verbose=0,
+                 callbacks=[change])
+    with pytest.raises(ValueError, match=match):
+        tr.fit(x, y)
+    assert calls == [0]  # the first epoch ran; the second was refused before it trained
+    before = net.flat_parameters.copy()
+    with pytest.raises(ValueError, match=match):
+        opt.update_params(net, np.ones(net.n_params, np.float32))
+    assert np.array_equal(net.flat_parameters, before)
+
+
+def test_one_network_trains_in_one_fit_at_a_time(rng):
+    """Two fits of one network at once lost each other's updates (each call writes layer
+    0's weights back at its end): the second is refused, from a callback or a thread,
+    and the network can be trained again once the first is done."""
+    x = rng.integers(0, 256, (256, 16), dtype=np.uint8)
+    y = rng.integers(0, 3, 256)
+    net = Network([16, 8, 3], seed=0)
+    errors = []
+
+    def nested(epoch, logs):
+        try:
+            Trainer(net, epochs=1, verbose=0).fit(x, y)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    Trainer(net, epochs=1, verbose=0, callbacks=[nested]).fit(x, y)
+    assert len(errors) == 1 and "already being trained" in errors[0]
+    started, release = threading.Event(), threading.Event()
+
+    def hold(epoch, logs):
+        started.set()
+        release.wait(30)
+
+    t = threading.Thread(target=Trainer(net, epochs=1, verbose=0, callbacks=[hold]).fit,
+                         args=(x, y))
+    t.start()
+    try:
+        assert started.wait(30)
+        with pytest.raises(RuntimeError, match="already being trained"):
+            Trainer(net, epochs=1, verbose=0).fit(x, y)
+        Trainer(Network([16, 8, 3], seed=1), epochs=1, verbose=0).fit(x, y)  # another: fine
+    finally:
+        release.set()
+        t.join(30)
+    Trainer(net, epochs=1, verbose=0).fit(x, y)  # done: free again

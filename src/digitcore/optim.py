@@ -40,6 +40,12 @@ class Optimizer:
     def _kernel_args(self):  # pragma: no cover - overridden
         return {}
 
+    def _validate(self):
+        """Check (and normalize) the hyperparameters as they are now: at construction, and
+        again before each use, since they are plain attributes a callback may change (a
+        negative rate climbed the loss; an eps of 0 divided 0 by 0 in C)."""
+        self.lr = kernel_value(self.lr, "lr")
+
     @property
     def learning_rate(self):
         """The current learning rate (``lr``; scikit-learn's optimizers' name for it)."""
@@ -89,6 +95,7 @@ class Optimizer:
         return state
 
     def kernel_config(self, l2=0.0, clip_norm=None, l1=0.0):
+        self._validate()
         cfg = {"kind": self.kind, "step": self.step_count, "l2": float(l2), "l1": float(l1),
                "clip_norm": float(clip_norm or 0.0)}
         cfg.update(self._kernel_args())
@@ -112,6 +119,7 @@ class Optimizer:
         # parameters, and a negative lr, l2 or l1 climbed the loss)
         if not all_finite(grads):
             raise ValueError("grads contains NaN or infinite values")
+        self._validate()
         # (0 is a step that moves nothing: a schedule's multiplier may be 0)
         lr = self.lr if lr is None else kernel_value(lr, "lr", allow_zero=True)
         l2, l1 = kernel_value(l2, "l2", allow_zero=True), kernel_value(l1, "l1",
@@ -172,16 +180,22 @@ class SGD(Optimizer):
     def __init__(self, lr=None, momentum=0.0, nesterov=False, lr_schedule="constant",
                  power_t=0.5):
         super().__init__(lr)
-        self.momentum = fraction_value(momentum, "momentum")
+        self.momentum = momentum
         self.nesterov = bool(nesterov)
+        self.lr_schedule = lr_schedule
+        self.power_t = power_t
+        self._validate()
+        self.learning_rate_init = self.lr
+
+    def _validate(self):
+        super()._validate()
+        self.momentum = fraction_value(self.momentum, "momentum")
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0")
-        if lr_schedule not in self.SCHEDULES:
+        if self.lr_schedule not in self.SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {self.SCHEDULES}, got "
-                             f"{lr_schedule!r}")
-        self.lr_schedule = lr_schedule
-        self.power_t = positive_value(power_t, "power_t", allow_zero=True)
-        self.learning_rate_init = self.lr
+                             f"{self.lr_schedule!r}")
+        self.power_t = positive_value(self.power_t, "power_t", allow_zero=True)
 
     def iteration_ends(self, time_step):
         """After an epoch, ``time_step`` samples seen in all: the "invscaling" step."""
@@ -238,8 +252,13 @@ class RMSprop(Optimizer):
 
     def __init__(self, lr=None, rho=0.9, eps=1e-8):
         super().__init__(lr)
-        self.rho = fraction_value(rho, "rho")
-        self.eps = kernel_value(eps, "eps", normal=True)
+        self.rho, self.eps = rho, eps
+        self._validate()
+
+    def _validate(self):
+        super()._validate()
+        self.rho = fraction_value(self.rho, "rho")
+        self.eps = kernel_value(self.eps, "eps", normal=True)
 
     def _needs(self):
         return False, True
@@ -263,13 +282,18 @@ class Adam(Optimizer):
 
     def __init__(self, lr=None, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(lr)
+        self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
+        self._validate()
+
+    def _validate(self):
+        super()._validate()
         try:
-            b1, b2 = betas
+            b1, b2 = self.betas
         except (TypeError, ValueError):
-            raise ValueError(f"betas must be a pair of floats, got {betas!r}") from None
+            raise ValueError(f"betas must be a pair of floats, got {self.betas!r}") from None
         self.betas = (fraction_value(b1, "betas[0]"), fraction_value(b2, "betas[1]"))
-        self.eps = kernel_value(eps, "eps", normal=True)
-        self.weight_decay = kernel_value(weight_decay, "weight_decay", allow_zero=True)
+        self.eps = kernel_value(self.eps, "eps", normal=True)
+        self.weight_decay = kernel_value(self.weight_decay, "weight_decay", allow_zero=True)
 
     def _needs(self):
         return True, True

@@ -11,12 +11,14 @@ meaningless without it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
 import sys
 import threading
 import time
+import weakref
 
 import numpy as np
 
@@ -39,6 +41,28 @@ _CHUNK_SECONDS = 0.25
 _AUG_SEED_STREAM = 0x6175676D656E74
 # Samples _sparse_split and _first_layer_mode look at.
 _SPLIT_SAMPLES = 8192
+
+# The networks some fit is training now (see _training).
+_IN_TRAINING: weakref.WeakSet = weakref.WeakSet()
+_IN_TRAINING_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _training(net):
+    """Mark ``net`` as being trained for the block; a RuntimeError if it already is. Two
+    fits of one network at once would each copy layer 0's weights into C's layout at the
+    start of a call and write them back at its end, losing the other's updates."""
+    with _IN_TRAINING_LOCK:
+        if net in _IN_TRAINING:
+            raise RuntimeError("this network is already being trained by another fit (in "
+                               "another thread, or the fit whose callback this is); "
+                               "train one network in one fit at a time")
+        _IN_TRAINING.add(net)
+    try:
+        yield
+    finally:
+        with _IN_TRAINING_LOCK:
+            _IN_TRAINING.discard(net)
 
 
 def _nonzero_sample(x):
@@ -550,7 +574,14 @@ class Trainer:
 
         Ctrl-C stops after the current chunk of batches and returns the history so far
         (with ``checkpoint``, after writing one).
+
+        One network trains in one fit at a time: a second fit of it (from another
+        thread, or from a callback) raises a RuntimeError.
         """
+        with _training(self.network):
+            return self._fit(x, y, validation_data, validation_fraction, resume)
+
+    def _fit(self, x, y, validation_data, validation_fraction, resume):
         net = self.network
         seed, ckpt, saved = self.seed, None, None
         if self.checkpoint is not None:
