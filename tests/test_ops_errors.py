@@ -126,6 +126,17 @@ BAD_CALLS = [
     # clipping's eps (a negative one flipped the gradients' sign, a NaN one made them NaN)
     (lambda: ops.clip_grad_norm([X.copy()], 1.0, eps=-10.0), ValueError, "eps"),
     (lambda: ops.clip_grad_norm([X.copy()], 1.0, eps=float("nan")), ValueError, "eps"),
+    # a negative rate climbs the loss, a negative penalty or decay rewards large weights
+    # (accepted before, as only l1 was checked; PyTorch refuses them too)
+    (lambda: ops.sgd_update(X.copy(), X, lr=-0.1), ValueError, "lr must be >= 0"),
+    (lambda: ops.sgd_update(X.copy(), X, l2=-5.0), ValueError, "l2 must be >= 0"),
+    (lambda: ops.rmsprop_update(X.copy(), X, X.copy(), lr=-1e-3), ValueError,
+     "lr must be >= 0"),
+    (lambda: ops.rmsprop_update(X.copy(), X, X.copy(), l2=-1.0), ValueError, "l2 must be >= 0"),
+    (lambda: ops.adam_update(X.copy(), X, X.copy(), X.copy(), 1, lr=-0.1), ValueError,
+     "lr must be >= 0"),
+    (lambda: ops.adam_update(X.copy(), X, X.copy(), X.copy(), 1, weight_decay=-100.0),
+     ValueError, "weight_decay must be >= 0"),
 ]
 
 

@@ -784,3 +784,33 @@ def test_one_network_trains_in_one_fit_at_a_time(rng):
         release.set()
         t.join(30)
     Trainer(net, epochs=1, verbose=0).fit(x, y)  # done: free again
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(lrs=-0.1), "lrs must be finite and >= 0"),
+    (dict(lrs=np.nan), "lrs must be finite and >= 0"),
+    (dict(l2=-1.0), "l2 must be >= 0"),
+    (dict(weight_decay=-1.0), "weight_decay must be >= 0"),
+    (dict(clip_norm=-1.0), "clip_norm must be >= 0"),
+    (dict(beta2=1.0), r"beta2 must be in \[0, 1\)"),
+    (dict(eps=0.0), "eps must be at least"),
+    (dict(momentum=float("inf")), "momentum must be finite"),
+])
+def test_the_c_loop_refuses_what_the_optimizers_refuse(rng, change, message):
+    """The C view's train (Trainer's one call into C) checks the rates and settings
+    itself, before anything is written: they reached C unchecked before."""
+    x = rng.integers(0, 256, (64, 16), dtype=np.uint8)
+    y = rng.integers(0, 3, 64).astype(np.int64)
+    net = Network([16, 8, 3], seed=0)
+    opt = optim.Adam(lr=0.01)
+    opt.state_for(net)
+    cfg = opt.kernel_config()
+    lrs = np.full(2, 0.01, np.float32)
+    if "lrs" in change:
+        lrs[1] = change.pop("lrs")
+    cfg.update(change)
+    before = net.flat_parameters.copy()
+    with pytest.raises(ValueError, match=message):
+        net.c_net().train(x, y, np.arange(64, dtype=np.int64), 32, lrs, 1 / 255, 0.0, 0, cfg,
+                          np.empty(net.n_params, np.float32), opt.grad_avg, opt.sq_avg)
+    assert np.array_equal(net.flat_parameters, before)

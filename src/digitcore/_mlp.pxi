@@ -355,6 +355,8 @@ cdef class _Net:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         nb = m // batch_size + (m % batch_size != 0)  # (m + batch_size - 1 could overflow)
         _check_1d(lrs, np.float32, "lrs", nb)
+        if nb and not (np.isfinite(lrs).all() and lrs.min() >= 0):
+            raise ValueError("lrs must be finite and >= 0")
         if m and (order.min() < 0 or order.max() >= n):
             raise ValueError(f"order has indices outside [0, {n})")
         _check_1d(grads, np.float32, "grads", self.n_params)
@@ -363,16 +365,24 @@ cdef class _Net:
             raise ValueError(f"unknown optimizer kind {kind!r}")
         memset(&o, 0, sizeof(o))
         o.kind = _OPTIMIZERS[kind]
-        o.momentum = opt.get("momentum", 0.0)
+        o.momentum = _finite(opt.get("momentum", 0.0), "momentum")
         o.nesterov = opt.get("nesterov", False)
-        o.rho = opt.get("rho", 0.99)
-        o.beta1 = opt.get("beta1", 0.9)
-        o.beta2 = opt.get("beta2", 0.999)
-        o.eps = opt.get("eps", 1e-8)
-        o.l2 = opt.get("l2", 0.0)
+        o.rho = _finite(opt.get("rho", 0.99), "rho")
+        o.beta1 = _finite(opt.get("beta1", 0.9), "beta1")
+        o.beta2 = _finite(opt.get("beta2", 0.999), "beta2")
+        o.eps = _finite(opt.get("eps", 1e-8), "eps")
+        o.l2 = _nonneg(opt.get("l2", 0.0), "l2")
         o.l1 = _l1(opt.get("l1", 0.0))
-        o.weight_decay = opt.get("weight_decay", 0.0)
-        o.clip_norm = opt.get("clip_norm", 0.0) or 0.0
+        o.weight_decay = _nonneg(opt.get("weight_decay", 0.0), "weight_decay")
+        o.clip_norm = _nonneg(opt.get("clip_norm", 0.0) or 0.0, "clip_norm")
+        # (checked as digitcore.optim checks them: the one caller, Trainer, has already,
+        # but C must never see values that climb the loss or divide 0 by 0)
+        for v, nm in ((o.momentum, "momentum"), (o.rho, "rho"), (o.beta1, "beta1"),
+                      (o.beta2, "beta2")):
+            if not 0.0 <= v < 1.0:
+                raise ValueError(f"{nm} must be in [0, 1), got {v}")
+        if o.kind != DC_OPT_SGD:
+            _eps_normal(o.eps, opt.get("eps", 1e-8))
         o.step = opt.get("step", 0)
         o.grad_avg = NULL
         o.sq_avg = NULL

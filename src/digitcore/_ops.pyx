@@ -307,12 +307,18 @@ cdef int _eps_normal(float feps, object eps) except -1:
     return 0
 
 
+cdef float _nonneg(object v, str name) except? -1:
+    """A rate or penalty: finite and >= 0 (a negative rate climbs the loss; a negative
+    penalty rewards large weights). PyTorch's optimizers refuse them too."""
+    cdef float f = _finite(v, name)
+    if not f >= 0.0:
+        raise ValueError(f"{name} must be >= 0, got {v}")
+    return f
+
+
 cdef float _l1(object v) except? -1:
     """The L1 penalty: finite and >= 0 (a negative one would reward large weights)."""
-    cdef float f = _finite(v, "l1")
-    if not f >= 0.0:
-        raise ValueError(f"l1 must be >= 0, got {v}")
-    return f
+    return _nonneg(v, "l1")
 
 
 cdef uint64_t _u64(object v, str name) except? 0:
@@ -358,8 +364,8 @@ def sgd_update(param, grad, velocity=None, lr=0.01, momentum=0.0, nesterov=False
     Start ``velocity`` at zeros. Arrays are float32, C-contiguous, same shape, disjoint.
     ``velocity`` may be None only when ``momentum == 0``. Returns None.
     """
-    cdef float flr = _finite(lr, "lr"), fm = _finite(momentum, "momentum")
-    cdef float fl2 = _finite(l2, "l2"), fl1 = _l1(l1)
+    cdef float flr = _nonneg(lr, "lr"), fm = _finite(momentum, "momentum")
+    cdef float fl2 = _nonneg(l2, "l2"), fl1 = _l1(l1)
     cdef int nest = bool(nesterov)
     if fm < 0:
         raise ValueError(f"momentum must be >= 0, got {momentum}")
@@ -390,8 +396,8 @@ def rmsprop_update(param, grad, sq_avg, lr=0.01, rho=0.99, eps=1e-8, l2=0.0, l1=
     ``g = grad + l2 * param + l1 * sign(param)``; ``sq_avg = rho * sq_avg + (1 - rho) * g**2``;
     ``param -= lr * g / (sqrt(sq_avg) + eps)``. Start ``sq_avg`` at zeros. Returns None.
     """
-    cdef float flr = _finite(lr, "lr"), frho = _finite(rho, "rho"), feps = _finite(eps, "eps")
-    cdef float fl2 = _finite(l2, "l2"), fl1 = _l1(l1)
+    cdef float flr = _nonneg(lr, "lr"), frho = _finite(rho, "rho"), feps = _finite(eps, "eps")
+    cdef float fl2 = _nonneg(l2, "l2"), fl1 = _l1(l1)
     if not (0.0 <= frho <= 1.0):
         raise ValueError(f"rho must be in [0, 1], got {rho}")
     _eps_normal(feps, eps)
@@ -422,9 +428,9 @@ def adam_update(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e
     ``param -= lr / (1 - beta1**step) * m / (sqrt(v) / sqrt(1 - beta2**step) + eps)``.
     Start ``m`` and ``v`` at zeros. Returns None.
     """
-    cdef float flr = _finite(lr, "lr"), fb1 = _finite(beta1, "beta1")
+    cdef float flr = _nonneg(lr, "lr"), fb1 = _finite(beta1, "beta1")
     cdef float fb2 = _finite(beta2, "beta2"), feps = _finite(eps, "eps")
-    cdef float fl2 = _finite(l2, "l2"), fwd = _finite(weight_decay, "weight_decay")
+    cdef float fl2 = _nonneg(l2, "l2"), fwd = _nonneg(weight_decay, "weight_decay")
     cdef float fl1 = _l1(l1)
     if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)):
         raise TypeError(f"step must be an integer, got {type(step).__name__}")
