@@ -57,6 +57,14 @@ static inline float dc_flush_subnormal(float x)
     return fabsf(x) < FLT_MIN ? 0.0f : x;
 }
 
+/* ReLU of a value x that is not > 0: 0, but NaN stays NaN (as PyTorch's relu): a NaN
+ * or infinite weight must surface as a non-finite output, which predict and training
+ * refuse, not as a unit that is silently off. */
+static inline float dc_relu_neg(float x)
+{
+    return x != x ? x : 0.0f;
+}
+
 /* Every cache line of the `bytes` bytes at p into L1 (l1 != 0) or L2 (nothing when
  * bytes <= 0). */
 static inline void dc_prefetch_bytes_to(const void *p, int64_t bytes, int l1)

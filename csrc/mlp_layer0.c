@@ -493,7 +493,7 @@ static int head_rows(const block_job *a, int64_t b, int64_t r0, int64_t r1, int 
             y[k] += bias[k];
         if (a->act == DC_ACT_RELU) {
             for (int64_t k = 0; k < w; ++k)
-                y[k] = y[k] > 0.0f ? y[k] : 0.0f;
+                y[k] = y[k] > 0.0f ? y[k] : dc_relu_neg(y[k]);
         } else if (a->act == DC_ACT_LEAKY_RELU) {
             for (int64_t k = 0; k < w; ++k)
                 y[k] = y[k] > 0.0f ? y[k] : slope * y[k];

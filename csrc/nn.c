@@ -30,7 +30,7 @@ static void act_forward_range(float *out, const float *inp, int64_t lo, int64_t 
     case DC_ACT_RELU:
         for (i = lo; i < hi; i++) {
             float x = inp[i];
-            out[i] = x > 0.0f ? x : 0.0f;
+            out[i] = x > 0.0f ? x : dc_relu_neg(x);
         }
         break;
     case DC_ACT_LEAKY_RELU:

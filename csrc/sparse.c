@@ -426,7 +426,7 @@ DC_INLINE void finish_generic(float *out, const float *acc, int64_t w, float alp
         if (bias != NULL)
             r += bias[j];
         if (act == DC_ACT_RELU)
-            r = r > 0.0f ? r : 0.0f;
+            r = r > 0.0f ? r : dc_relu_neg(r);
         else if (act == DC_ACT_LEAKY_RELU)
             r = r > 0.0f ? r : act_alpha * r;
         out[j] = r;

@@ -36,8 +36,10 @@ DC_INLINE void finish(float *out, __m256 acc, const float *bias, __m256i mask, i
     if (bias != NULL)
         r = _mm256_add_ps(r, partial ? _mm256_maskload_ps(bias, mask) : _mm256_loadu_ps(bias));
     if (act == DC_ACT_RELU) {
-        /* maxps returns its second operand for NaN: 0, as the dense epilogue's x > 0 ? x : 0 */
-        r = _mm256_max_ps(r, _mm256_setzero_ps());
+        /* maxps returns its second operand for NaN, 0: the NaN lanes are put back
+         * (dc_relu_neg) */
+        const __m256 nan = _mm256_cmp_ps(r, r, _CMP_UNORD_Q);
+        r = _mm256_or_ps(_mm256_max_ps(r, _mm256_setzero_ps()), _mm256_and_ps(nan, r));
     } else if (act == DC_ACT_LEAKY_RELU) {
         const __m256 pos = _mm256_cmp_ps(r, _mm256_setzero_ps(), _CMP_GT_OQ);
         r = _mm256_blendv_ps(_mm256_mul_ps(_mm256_set1_ps(act_alpha), r), r, pos);

@@ -29,8 +29,10 @@ DC_INLINE void finish(float *out, __m512 acc, const float *bias, __mmask16 m, fl
     if (bias != NULL)
         r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(m, bias));
     if (act == DC_ACT_RELU) {
-        /* maxps returns its second operand for NaN: 0, as the AVX2 kernel */
-        r = _mm512_max_ps(r, _mm512_setzero_ps());
+        /* maxps returns its second operand for NaN, 0: the NaN lanes are put back
+         * (dc_relu_neg) */
+        const __mmask16 nan = _mm512_cmp_ps_mask(r, r, _CMP_UNORD_Q);
+        r = _mm512_mask_mov_ps(_mm512_max_ps(r, _mm512_setzero_ps()), nan, r);
     } else if (act == DC_ACT_LEAKY_RELU) {
         const __mmask16 pos = _mm512_cmp_ps_mask(r, _mm512_setzero_ps(), _CMP_GT_OQ);
         r = _mm512_mask_blend_ps(pos, _mm512_mul_ps(_mm512_set1_ps(act_alpha), r), r);

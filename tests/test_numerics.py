@@ -100,7 +100,13 @@ def test_finite_input_whose_sum_overflows_is_accepted():
         x[2, :len(bad)] = bad
         assert not all_finite(x)
     net = Network([784, 4, 10], seed=0)
+    # (weights small enough that these inputs' products stay finite: the point is that
+    # the input check accepts them; with the usual weights the outputs overflow, and
+    # predict says so)
+    net.weights[0][...] = np.float32(1e-30)
     assert net.predict(big).shape == (4,)
+    with pytest.raises(FloatingPointError, match="output is NaN"):
+        Network([784, 4, 10], seed=0).predict(big)
 
 
 def test_float64_values_beyond_float32_range_are_rejected():
@@ -400,3 +406,38 @@ def test_regression_no_overflowing_network_after_fit(optimizer, lr, batch_size):
     assert np.isfinite(net.flat_parameters).all()
     p = net.predict_proba(x)
     assert np.isfinite(p).all(), "network outputs NaN on its own training data"
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_weight_is_never_a_silent_answer(rng, bad):
+    """ReLU made NaN 0: a network with a NaN first-layer weight predicted class 0 (dense
+    path) or some other class (sparse path) without a word. NaN now stays NaN through
+    ReLU, as in PyTorch, so predict raises, on every kernel path and both sides of the
+    sparse threshold (rows whose pixel under the bad weight is lit)."""
+    from kernel_config import PATHS, config
+
+    x = ((rng.random((300, 784)) < 0.15) * 255).astype(np.uint8)
+    x[:, 100] = 255
+    net = Network([784, 32, 10], seed=0)
+    net.weights[0][:, 100] = bad
+    for path in PATHS:
+        for threads in (1, 2):
+            with config(path, threads):
+                for rows in (1, 300):
+                    with pytest.raises(FloatingPointError, match="NaN or infinite"):
+                        net.predict(x[:rows])
+                    with pytest.raises(FloatingPointError):
+                        net.predict_proba(x[:rows])
+
+
+def test_relu_keeps_nan_on_every_kernel_path():
+    from kernel_config import PATHS, config
+
+    from digitcore import ops_ref
+
+    x = np.array([[np.nan, -1.0, 2.0, -0.0, 0.0, np.inf, -np.inf, 1e-40] * 5], np.float32)
+    want = ops_ref.relu_forward(x)
+    assert np.isnan(want[0, 0]) and want[0, 1] == 0 and want[0, 5] == np.inf
+    for path in PATHS:
+        with config(path, 1):
+            np.testing.assert_array_equal(ops.relu_forward(x), want)

@@ -76,7 +76,8 @@ def activation_backward(dout, out_fwd, kind, alpha=0.01, out=None):
 
 
 def relu_forward(x, out=None):
-    """``max(x, 0)`` elementwise; see :func:`activation_forward`."""
+    """``max(x, 0)`` elementwise, NaN kept NaN (as ``torch.relu``); see
+    :func:`activation_forward`."""
     return activation_forward(x, "relu", 0.0, out)
 
 

@@ -83,7 +83,8 @@ def activation_forward(x, kind, alpha=0.01, out=None):
     if k == "identity":
         res = x.copy()
     elif k == "relu":
-        res = np.where(x > 0, x, 0).astype(x.dtype)
+        # (NaN stays NaN, as in PyTorch: a broken weight must not read as a silent unit)
+        res = np.where(x > 0, x, np.where(np.isnan(x), x, 0)).astype(x.dtype)
     elif k == "leaky_relu":
         res = np.where(x > 0, x, x.dtype.type(alpha) * x)
     elif k == "sigmoid":
