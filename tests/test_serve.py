@@ -106,7 +106,13 @@ def _expected(net, image):
 def test_page_and_static_files(server):
     status, hdrs, body = _request(server, "GET", "/")
     assert status == 200 and hdrs["Content-Type"].startswith("text/html")
-    assert b'<canvas id="pad"' in body and b"/static/app.js" in body
+    assert b'<canvas id="pad"' in body and b'src="static/app.js"' in body
+    # every URL the page uses is relative, so it works under a proxy's path prefix
+    # (location /digits/ { proxy_pass http://127.0.0.1:8000/; }) as at the root
+    page = body.decode()
+    script = _request(server, "GET", "/static/app.js")[2].decode()
+    assert '"/static' not in page and "fetch(\"/" not in script and "fetch('/" not in script
+    assert 'fetch("api/predict' in script and 'fetch("api/model")' in script
     assert "default-src 'none'" in hdrs["Content-Security-Policy"]
     assert hdrs["X-Content-Type-Options"] == "nosniff"
     assert b"http://" not in body and b"https://" not in body  # no CDN, nothing external
@@ -611,6 +617,35 @@ def test_foreign_host_header_is_refused(server):
         assert _json(server, "GET", "/healthz", headers={"Host": host})[0] == 200
 
 
+def test_a_reverse_proxys_host_name_is_answered_when_allowed(net):
+    """Behind nginx's `proxy_set_header Host $host` (or Caddy, which passes Host on),
+    every request carried the public name and got a 403: allowed_hosts (--allow-host)
+    names it; other names are still refused, and the page's own requests pass the
+    cross-origin check under that name."""
+    with running_server(net, allowed_hosts=["Digits.Example.com", "[2001:db8::1]"]) as srv:
+        for host in ("digits.example.com", "DIGITS.example.com:443", "[2001:db8::1]:8080",
+                     "localhost"):
+            assert _json(srv, "GET", "/healthz", headers={"Host": host})[0] == 200, host
+        status, body = _json(srv, "GET", "/api/model", headers={"Host": "evil.example"})
+        _assert_error(status, body, 403)
+        assert "--allow-host" in body["error"]
+        status, body = _predict_with(srv, {"Host": "digits.example.com",
+                                           "Origin": "https://digits.example.com"})
+        assert status == 200, body
+        status, body = _predict_with(srv, {"Host": "digits.example.com",
+                                           "Origin": "https://evil.example"})
+        assert status == 403, body
+    for bad in ("https://digits.example.com", "digits.example.com:8000", "a/b", "", " "):
+        with pytest.raises(ValueError, match="--allow-host takes a host name"):
+            make_server(net, "127.0.0.1", 0, allowed_hosts=[bad])
+
+
+def _predict_with(srv, headers):
+    # (?drawing=1: a 200 whatever the strokes, once the Host and Origin checks pass)
+    return _json(srv, "POST", "/api/predict?drawing=1", {"pixels": [0] * 784},
+                 headers=headers)
+
+
 def test_a_refused_host_s_body_is_not_taken_as_the_next_request(server):
     # the 403 left the body unread on a kept-alive connection, where it was read as the
     # next request: a rebinding page could have a request with a good Host answered
@@ -626,6 +661,27 @@ def test_a_refused_host_s_body_is_not_taken_as_the_next_request(server):
             got += chunk
     assert got.startswith(b"HTTP/1.1 403") and got.count(b"HTTP/1.1 ") == 1, got
     assert b"Connection: close" in got
+
+
+def test_another_transfer_coding_is_refused_and_closes_the_connection(server):
+    """Transfer-Encoding: gzip with a Content-Length: the body was framed by the length
+    and the connection kept, so a pipelined request behind it was answered; a front end
+    that framed it otherwise would have let it through (request smuggling). RFC 9112
+    6.3: a 400, then close."""
+    import socket
+
+    body = b'{"pixels": [0]}'
+    first = (b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+             b"application/json\r\nTransfer-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+             % len(body)) + body
+    last = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with socket.create_connection(server.server_address[:2], timeout=10) as s:
+        s.sendall(first + last)
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+    assert got.startswith(b"HTTP/1.1 400") and got.count(b"HTTP/1.1 ") == 1, got
+    assert b"transfer encoding 'gzip' is not accepted" in got
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/api/model", "/"])
@@ -824,11 +880,20 @@ def test_default_model_interrupted_training_is_not_cached(monkeypatch, one_threa
 def test_cli_serve_prints_url_and_stops_cleanly_on_ctrl_c(net, tmp_path, sigint_deliverable):
     model = tmp_path / "m.safetensors"
     net.save(model)
-    with serve_process([str(model), "--port", "0"]) as (proc, url):
+    with serve_process([str(model), "--port", "0", "--allow-host", "digits.example.com"]) \
+            as (proc, url):
         assert url.startswith("http://127.0.0.1:")
         conn = http.client.HTTPConnection("127.0.0.1", port_of(url), timeout=10)
         conn.request("GET", "/api/model")
         info = json.loads(conn.getresponse().read())
+        # (--allow-host: a reverse proxy's name is answered, another is not)
+        for host, status in (("digits.example.com", 200), ("evil.example", 403)):
+            conn.request("GET", "/healthz", headers={"Host": host})
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == status, host
+            if status == 403:  # (a refused request closes the connection)
+                conn.close()
         conn.close()
         assert info["layer_sizes"] == [784, 32, 10] and info["file"] == "m.safetensors"
         assert str(tmp_path) not in json.dumps(info)

@@ -273,7 +273,7 @@ def test_a_dot_says_too_small_without_a_failed_request(browser, served):
 _FAKE_FETCH = """
 window.__fake = arguments[0];
 const real = window.fetch.bind(window);
-window.fetch = (url, opts) => (url.startsWith('/api/predict') && window.__fake)
+window.fetch = (url, opts) => (/(^|\/)api\/predict/.test(url) && window.__fake)
   ? Promise.resolve(new Response(JSON.stringify(window.__fake),
                                  {status: 200, headers: {'Content-Type': 'application/json'}}))
   : real(url, opts);

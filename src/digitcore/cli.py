@@ -241,6 +241,9 @@ def _parser():
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--open", action="store_true", help="open the page in a browser")
+    s.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests addressed to NAME (a reverse proxy's host "
+                        "name, passed on in its Host header); repeatable")
     s.add_argument("--tta", choices=["none", *_TTA_WHAT], default=None,
                    help="test-time augmentation of each drawing (default: the one the "
                         "model was trained to be scored with, else none)")
@@ -760,7 +763,7 @@ def cmd_serve(args):
     except ImportError:
         raise UsageError("digitcore serve is not available in this build") from None
     return serve(args.model, host=args.host, port=args.port, open_browser=args.open,
-                 debug=args.debug, tta=args.tta)
+                 debug=args.debug, tta=args.tta, allowed_hosts=args.allow_host)
 
 
 def cmd_config(args):

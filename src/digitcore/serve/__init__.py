@@ -128,7 +128,7 @@ def default_model(*, quiet=False, preset_overrides=None):
 
 
 def serve(model=None, host="127.0.0.1", port=8000, open_browser=False, debug=False,
-          tta=None) -> int:
+          tta=None, allowed_hosts=()) -> int:
     """Serve the drawing page until Ctrl-C; returns the exit status (0).
 
     Parameters
@@ -149,6 +149,9 @@ def serve(model=None, host="127.0.0.1", port=8000, open_browser=False, debug=Fal
         Test-time augmentation of each drawing ("none", or a name of
         ``digitcore.augment.TTA``); None: the one the model was trained to be scored
         with (the bundled model's: "shift").
+    allowed_hosts : iterable of str
+        Host names answered besides localhost (a reverse proxy's, which passes its own
+        Host header); see :func:`make_server`.
     """
     if not 0 <= int(port) <= 65535:
         raise ValueError(f"--port must be from 0 to 65535, got {port}")
@@ -175,7 +178,8 @@ def serve(model=None, host="127.0.0.1", port=8000, open_browser=False, debug=Fal
     if host.startswith("[") and host.endswith("]"):  # (an IPv6 address as URLs write it)
         host = host[1:-1]
     try:
-        server = make_server(net, host, port, model_info=info, debug=debug, tta=tta)
+        server = make_server(net, host, port, model_info=info, debug=debug, tta=tta,
+                             allowed_hosts=allowed_hosts)
     except OSError as exc:
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     url = server.url

@@ -401,6 +401,32 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_allowed_hosts(names) -> frozenset:
+    """The host names (lowercase) a server on a loopback address also answers, besides
+    localhost: a reverse proxy that passes its own Host header (nginx's ``proxy_set_header
+    Host $host``, Caddy's default). Each a bare name or address, no scheme, port or path."""
+    if isinstance(names, str):
+        names = [names]
+    out = set()
+    for name in names:
+        n = str(name).strip().lower()
+        if n.startswith("[") and n.endswith("]"):
+            n = n[1:-1]
+        if not n or any(c in n for c in "/?#@ \t") or (":" in n and not _is_ip(n)):
+            raise ValueError(f"--allow-host takes a host name such as digits.example.com "
+                             f"(no scheme, port or path), got {name!r}")
+        out.add(n)
+    return frozenset(out)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
 def _host_name(host_header: str) -> str:
     """The name in a Host header: ``127.0.0.1:8000`` -> ``127.0.0.1``, ``[::1]:80`` -> ``::1``."""
     h = host_header.strip()
@@ -469,13 +495,17 @@ class Handler(BaseHTTPRequestHandler):
         if not self.server.loopback_only:
             return True
         host = self.headers.get("Host")
-        if host is None or is_loopback(_host_name(host)):
+        if host is None:
+            return True
+        name = _host_name(host)
+        if is_loopback(name) or name.lower() in self.server.allowed_hosts:
             return True
         # the body is not read, so the connection closes: left on it, the body would be
         # taken as the next request (which a rebinding page could write with a good Host)
         self.close_connection = True
         self._json(403, {"error": f"unexpected Host header {host!r}: this server only answers "
-                                  "requests addressed to localhost"})
+                                  "requests addressed to localhost, or to a name given "
+                                  "with --allow-host (a reverse proxy's)"})
         return False
 
     def _dispatch(self, method: str):
@@ -546,10 +576,18 @@ class Handler(BaseHTTPRequestHandler):
     # -- bodies ------------------------------------------------------------------------
 
     def _content_length(self) -> int | None:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+        encodings = self.headers.get_all("Transfer-Encoding") or []
+        if any("chunked" in e.lower() for e in encodings):
             self.close_connection = True
             raise RequestError(411, "send the body with a Content-Length header "
                                     "(chunked transfer encoding is not accepted)")
+        if encodings:
+            # any other transfer coding (RFC 9112 6.3: a 400, then close): framing the
+            # body by Content-Length while a front end reads it otherwise is how requests
+            # get smuggled past it
+            self.close_connection = True
+            raise RequestError(400, f"transfer encoding {encodings[0][:40]!r} is not "
+                                    f"accepted: send the body as is, with a Content-Length")
         values = self.headers.get_all("Content-Length") or []
         if len({v.strip() for v in values}) > 1:  # (which one frames the body?)
             self.close_connection = True
@@ -655,7 +693,7 @@ class DigitServer(ThreadingHTTPServer):
     request_queue_size = 64
 
     def __init__(self, address, network, model_info=None, verbose=False, debug=False,
-                 tta=None):
+                 tta=None, allowed_hosts=()):
         import socket
 
         if ":" in address[0]:
@@ -665,6 +703,7 @@ class DigitServer(ThreadingHTTPServer):
         self.network = network
         self.tta = tta
         self.loopback_only = is_loopback(address[0])
+        self.allowed_hosts = check_allowed_hosts(allowed_hosts)
         self.static = _load_static()
         self.model_info = model_description(network, model_info, tta)
         self.slots = threading.BoundedSemaphore(MAX_CONCURRENT)
@@ -711,7 +750,7 @@ def _load_static() -> dict:
 
 
 def make_server(network, host="127.0.0.1", port=8000, *, model_info=None, verbose=False,
-                debug=False, tta=None):
+                debug=False, tta=None, allowed_hosts=()):
     """Bind a :class:`DigitServer` for ``network`` (not started: call ``serve_forever()``).
 
     Parameters
@@ -731,6 +770,10 @@ def make_server(network, host="127.0.0.1", port=8000, *, model_info=None, verbos
         Test-time augmentation of each drawing (a name of ``digitcore.augment.TTA``, or
         "none"); None reads with the one the network was trained to be scored with
         (``digitcore.augment.model_tta``).
+    allowed_hosts : iterable of str
+        Host names answered besides localhost when ``host`` is a loopback address (which
+        otherwise refuses any other Host header, against DNS rebinding): the name a
+        reverse proxy in front passes on, e.g. ``["digits.example.com"]``.
 
     Returns
     -------
@@ -749,4 +792,4 @@ def make_server(network, host="127.0.0.1", port=8000, *, model_info=None, verbos
     net = network.copy()
     net.predict_proba(np.zeros((1, 784), dtype=np.uint8))  # build the C view before threads
     return DigitServer((host, int(port)), net, model_info=model_info, verbose=verbose,
-                       debug=debug, tta=tta)
+                       debug=debug, tta=tta, allowed_hosts=allowed_hosts)

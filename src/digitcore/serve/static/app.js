@@ -212,7 +212,7 @@
     try {
       // ?drawing=1: a drawing with nothing to read yet (a dot, too small) is answered
       // with digit null, not a 422 (a normal state while drawing, not an error)
-      const resp = await fetch("/api/predict?drawing=1", {
+      const resp = await fetch("api/predict?drawing=1", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
         body,
@@ -297,7 +297,7 @@
   async function loadModel() {
     const out = document.getElementById("model");
     try {
-      const resp = await fetch("/api/model");
+      const resp = await fetch("api/model");
       const m = await resp.json();
       const parts = [`Model: ${m.architecture}` + (m.file ? ` (${m.file})` : ""),
                      `${m.n_params.toLocaleString("en")} parameters`];
