@@ -1000,6 +1000,38 @@ def _ihdr(w, h):
 
 @pytest.mark.parametrize("use_pillow", [False, pytest.param(True, marks=pytest.mark.skipif(
     not HAVE_PILLOW, reason="Pillow is not installed"))])
+def test_a_png_is_turned_as_its_exif_orientation_says(use_pillow):
+    """A phone's PNG stored upside down with EXIF orientation 3 read as "7" through
+    `digitcore predict` with Pillow (which turned it), but as no digit through serve and
+    through the built-in decoder: both turn it now, all eight orientations, either byte
+    order."""
+    import struct
+    import zlib
+
+    import digitcore.serve.app as app
+
+    a = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    want = {1: a, 2: np.fliplr(a), 3: np.rot90(a, 2), 4: np.flipud(a), 5: a.T,
+            6: np.rot90(a, -1), 7: np.rot90(a, 2).T, 8: np.rot90(a, 1)}
+    raw = b"".join(b"\0" + row.tobytes() for row in a)
+    for o in range(1, 9):
+        for e, magic in (("<", b"II*\0"), (">", b"MM\0*")):
+            exif = (magic + struct.pack(e + "IH", 8, 1) + struct.pack(e + "HHIHH", 274, 3, 1, o, 0)
+                    + struct.pack(e + "I", 0))
+            png = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 3, 8, 0, 0, 0, 0))
+                   + _chunk(b"eXIf", exif) + _chunk(b"IDAT", zlib.compress(raw))
+                   + _chunk(b"IEND", b""))
+            np.testing.assert_array_equal(app.decode_png_bytes(png, use_pillow), want[o],
+                                          err_msg=f"orientation {o} ({e})")
+    # a damaged orientation tag reads the image as stored
+    png = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 3, 8, 0, 0, 0, 0))
+           + _chunk(b"eXIf", b"II*\0" + struct.pack("<I", 999)) + _chunk(b"IDAT", zlib.compress(raw))
+           + _chunk(b"IEND", b""))
+    np.testing.assert_array_equal(app.decode_png_bytes(png, use_pillow), a)
+
+
+@pytest.mark.parametrize("use_pillow", [False, pytest.param(True, marks=pytest.mark.skipif(
+    not HAVE_PILLOW, reason="Pillow is not installed"))])
 def test_a_huge_flat_png_is_refused_before_decoding(server, monkeypatch, use_pillow):
     """A flat 2049 x 2049 PNG is ~20 kB but decodes to 4 MP (RGBA: 16 MiB, and copies):
     refused from its header, also when the header is not the first chunk or a second

@@ -171,7 +171,9 @@ def decode_png(data: bytes, wide: bool = False, max_pixels: int = MAX_PIXELS) ->
     -------
     ndarray, uint8 (uint16: ``wide`` and 16-bit grey)
         ``(h, w)`` grey, ``(h, w, 2)`` grey+alpha, ``(h, w, 3)`` RGB or ``(h, w, 4)`` RGBA
-        (palette images become RGB, or RGBA when they have a tRNS chunk).
+        (palette images become RGB, or RGBA when they have a tRNS chunk), turned as
+        the file's EXIF orientation says (an eXIf chunk's tag 274), as viewers show it
+        and as Pillow's ``ImageOps.exif_transpose`` turns it.
 
     Raises
     ------
@@ -183,6 +185,7 @@ def decode_png(data: bytes, wide: bool = False, max_pixels: int = MAX_PIXELS) ->
         raise PNGError("not a PNG file (bad signature)")
     header = None
     palette = trns = None
+    orientation = 1
     idat = []
     for ctype, body in _chunks(data):
         if header is None and ctype != b"IHDR":
@@ -200,6 +203,8 @@ def decode_png(data: bytes, wide: bool = False, max_pixels: int = MAX_PIXELS) ->
             trns = np.frombuffer(body, dtype=np.uint8)
         elif ctype == b"IDAT":
             idat.append(body)
+        elif ctype == b"eXIf":
+            orientation = exif_orientation(body)
     if header is None:
         raise PNGError("corrupt PNG: no IHDR chunk")
     width, height, depth, ctype_, comp, filt, interlace = header
@@ -237,11 +242,44 @@ def decode_png(data: bytes, wide: bool = False, max_pixels: int = MAX_PIXELS) ->
             raise PNGError("corrupt PNG: palette index out of range")
         rgb = palette[index]
         if trns is None:
-            return rgb
+            return orient(rgb, orientation)
         alpha = np.full(len(palette), 255, dtype=np.uint8)
         alpha[:min(len(trns), len(palette))] = trns[:len(palette)]
-        return np.dstack([rgb, alpha[index]])
-    return img[:, :, 0] if channels == 1 else img
+        return orient(np.dstack([rgb, alpha[index]]), orientation)
+    return orient(img[:, :, 0] if channels == 1 else img, orientation)
+
+
+def exif_orientation(exif: bytes) -> int:
+    """The orientation (1-8, tag 274 of the first IFD) in EXIF data as a PNG's eXIf chunk
+    holds it (a TIFF header, "II*\\0" or "MM\\0*", then the IFDs); 1, upright, when it
+    has none or cannot be read (a damaged tag must not hide a readable image)."""
+    if len(exif) < 8 or exif[:4] not in (b"II*\x00", b"MM\x00*"):
+        return 1
+    e = "<" if exif[:2] == b"II" else ">"
+    (ifd,) = struct.unpack_from(e + "I", exif, 4)
+    if ifd + 2 > len(exif):
+        return 1
+    (count,) = struct.unpack_from(e + "H", exif, ifd)
+    for k in range(count):
+        at = ifd + 2 + 12 * k
+        if at + 12 > len(exif):
+            break
+        tag, kind, n = struct.unpack_from(e + "HHI", exif, at)
+        if tag == 274 and kind == 3 and n >= 1:  # SHORT, in the entry's value field
+            (value,) = struct.unpack_from(e + "H", exif, at + 8)
+            return value if 1 <= value <= 8 else 1
+    return 1
+
+
+def orient(img: np.ndarray, orientation: int) -> np.ndarray:
+    """``img`` (rows, columns[, channels]) as EXIF ``orientation`` says to show it."""
+    if orientation in (5, 6, 7, 8):
+        img = img.swapaxes(0, 1)  # 5: transposed; 6, 7, 8 then flipped below
+    if orientation in (2, 3, 6, 7):
+        img = img[:, ::-1]
+    if orientation in (3, 4, 7, 8):
+        img = img[::-1]
+    return np.ascontiguousarray(img)
 
 
 def _filter_row(kind: int, cur: list, up: list, bpp: int) -> list:

@@ -111,7 +111,7 @@ def _pillow_decode(data: bytes, max_pixels: int):
     """PNG bytes -> array with Pillow, or None when Pillow is absent. The size Pillow
     found in the header (the last IHDR, wherever it is) is checked before decoding."""
     try:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError:
         return None
     import io
@@ -124,6 +124,10 @@ def _pillow_decode(data: bytes, max_pixels: int):
             if w * h > max_pixels:
                 raise PNGError(f"PNG is too large ({w}x{h}); the limit is {max_pixels:,} pixels")
             img.load()
+            try:  # as `digitcore predict` reads a file (imaging.load_image), and viewers
+                img = ImageOps.exif_transpose(img)  # show it
+            except Exception:  # broken EXIF must not hide a readable image
+                pass
             if img.mode.startswith(("I", "F")):
                 # 16-bit grey as it is: preprocess_image takes its bit depth from its
                 # largest value, as for the same file given to `digitcore predict`
