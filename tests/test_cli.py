@@ -510,6 +510,15 @@ def test_predict_takes_pictures_after_options(tmp_path, model):
     assert all(len(e["top"]) == 2 for e in out["predictions"])
     r = run("predict", path, pics[0], "--no-such-option")
     assert r.returncode == 2 and "unrecognized arguments: --no-such-option" in r.stderr
+    # "--" after an option ends them: what follows is pictures, a "-7.png" too (it was
+    # refused as "unrecognized arguments: -- ...")
+    dash = tmp_path / "-7.png"
+    dash.write_bytes(pics[2].read_bytes())
+    r = run("predict", path, "--json", "--", pics[0], "-7.png", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert [e["image"] for e in json.loads(r.stdout)["predictions"]] == [str(pics[0]), "-7.png"]
+    r = run("predict", path, "--bad", "--", pics[0])
+    assert r.returncode == 2 and "unrecognized arguments: --bad" in r.stderr
     # the model after a picture was read as a picture (an error), and the pretrained
     # model read the rest without a word
     r = run("predict", pics[0], path)

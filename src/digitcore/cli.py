@@ -781,10 +781,13 @@ def main(argv=None):
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
-        if args.command == "predict" and not any(e.startswith("-") for e in extra):
-            # pictures after an option (predict MODEL --top-k 2 IMAGE): argparse gives the
-            # positionals only the run before the first option
-            args.paths += extra
+        # pictures after an option (predict MODEL --top-k 2 IMAGE): argparse gives the
+        # positionals only the run before the first option; after a "--" (predict MODEL
+        # --json -- -7.png) every word is a picture, even one that starts with "-"
+        head, tail = (extra[:extra.index("--")], extra[extra.index("--") + 1:]) \
+            if "--" in extra else (extra, [])
+        if args.command == "predict" and not any(e.startswith("-") for e in head):
+            args.paths += head + tail
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:  # (a script's `digitcore && ...` must not take it for a run)
