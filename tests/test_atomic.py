@@ -156,6 +156,22 @@ def test_a_named_pipe_is_refused_without_blocking(tmp_path):
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_standard_output_as_a_pipe_is_named_as_one():
+    """`digitcore export m.safetensors /dev/stdout | wc -c` said "No such file or
+    directory": the realpath of /dev/stdout on a pipe is /proc/PID/fd/pipe:[N], a name
+    that does not exist. The pipe is what is checked now, and refused as one."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from digitcore._atomic import writable_target\n"
+            "try:\n    writable_target('/dev/stdout')\n"
+            "except OSError as e:\n    print(e, file=sys.stderr)")
+    r = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, timeout=60)
+    assert "cannot write /dev/stdout: it is not a regular file" in r.stderr, r.stderr
+
+
 @posix_only  # (Windows limits the whole path to 260 characters unless long paths are on)
 def test_a_file_name_near_the_length_limit_is_written(tmp_path):
     # the temporary file was named .{name}.{12 hex}.tmp, 18 bytes longer: a legal name of

@@ -42,7 +42,9 @@ def writable_target(path) -> str:
     real = os.path.realpath(path)
     directory = os.path.dirname(real)
     try:
-        st = os.stat(real)
+        # the path itself, its links followed by the kernel: /dev/stdout's realpath is
+        # /proc/PID/fd/pipe:[N], a name that does not exist, for a pipe that does
+        st = os.stat(path)
     except FileNotFoundError:
         st = None
     except OSError as exc:
