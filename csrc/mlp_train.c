@@ -47,8 +47,14 @@ static int forward(train_state *t, int64_t rows, double *loss, int64_t *correct)
                          ? layer0_forward(&t->l0, out, rows, last ? DC_ACT_IDENTITY : net->act)
                          : mlp_layer_forward(net, l, out, t->inp[l], rows);
         if (status == DC_OK && !last && t->use_dropout) {
-            /* stream = (update step, layer): masks never depend on threads */
-            const uint64_t stream = (uint64_t)(t->opt->step + 1) * 64u + (uint64_t)l;
+            /* stream = (update step, layer): masks never depend on threads. 64 layers a
+             * step; a deeper network numbers its own (step, layer) pairs, in streams with
+             * the top bit set (with 64 a step, its layer l + 64 at step s would draw
+             * layer l's mask of step s + 1) */
+            const uint64_t step1 = (uint64_t)(t->opt->step + 1);
+            const uint64_t stream =
+                L <= 64 ? step1 * 64u + (uint64_t)l
+                        : (UINT64_C(1) << 63) | (step1 * (uint64_t)L + (uint64_t)l);
             status = dc_dropout_forward(t->inp[l + 1], t->mask[l + 1], out, rows * o,
                                         net->dropout, t->seed, stream);
         }
