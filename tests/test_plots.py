@@ -294,3 +294,53 @@ def test_mistakes_k_must_be_positive():
         with pytest.raises(ValueError, match="k must be a positive int"):
             plots.plot_mistakes(imgs, [1, 1, 0], proba, k=k)
     assert plots.plot_mistakes(imgs, [1, 1, 0], proba, k=None) is not None
+
+
+def _text_outside(fig):
+    """The texts of `fig` that reach past its edges (1 pixel of slack), as saved."""
+    import matplotlib
+
+    fig.canvas.draw()
+    renderer, edge = fig.canvas.get_renderer(), fig.bbox
+    out = []
+    for t in fig.findobj(matplotlib.text.Text):
+        if t.get_visible() and t.get_text():
+            b = t.get_window_extent(renderer)
+            if (b.x0 < edge.x0 - 1 or b.y0 < edge.y0 - 1 or b.x1 > edge.x1 + 1
+                    or b.y1 > edge.y1 + 1):
+                out.append(t.get_text())
+    return out
+
+
+def test_no_label_or_title_is_cut_off():
+    """plot_samples (the tutorial's first plot) drew its first row's labels above the
+    figure, so a saved PNG lost them; a narrow plot_mistakes or plot_augmented lost the
+    ends of its title."""
+    import digitcore
+
+    (x, y), _ = digitcore.load_dataset("mnist-mini")
+    x200, y200 = x[:200].reshape(200, -1), y[:200]
+    figures = {
+        "samples 20": plots.plot_samples(x, y, n=20, ncols=10),
+        "samples 1": plots.plot_samples(x, y, n=1),
+        "mistakes 1": plots.plot_mistakes(x200, y200, np.eye(10)[(y200 + 1) % 10], k=1),
+        "augmented k=2": plots.plot_augmented(x, "full", n=3, k=2),
+        "augmented k=1": plots.plot_augmented(x, "full", n=2, k=1),
+    }
+    for name, fig in figures.items():
+        assert _text_outside(fig) == [], name
+
+
+def test_standardized_images_are_drawn_on_their_own_scale():
+    """Standardized digits (values about -0.42 to 2.8) were drawn on a 0-255 scale,
+    nearly black; pixels 0-255 and 0-1 keep theirs."""
+    import digitcore
+
+    (x, y), _ = digitcore.load_dataset("mnist-mini")
+    std = ((x[:4] / 255 - 0.1307) / 0.3081).astype(np.float32)
+    for images, want in ((std, (float(std[0].min()), float(std[0].max()))), (x[:4], (0, 255)),
+                         (x[:4] / np.float32(255), (0, 1)),
+                         (x[:4].astype(np.float32), (0, 255))):
+        fig = plots.plot_samples(images, y[:4], n=4)
+        norm = fig.axes[0].images[0].norm
+        assert (norm.vmin, norm.vmax) == pytest.approx(want)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 
 import numpy as np
 
@@ -98,8 +99,17 @@ def _grid_axes(fig, rows, cols, title_space):
 
 
 def _show_digit(ax, img, title=None, fontsize=8):
-    vmax = 255 if img.dtype == np.uint8 or img.max(initial=0) > 1 else 1.0
-    ax.imshow(img, cmap="gray", vmin=0, vmax=vmax, interpolation="nearest")
+    # pixels 0-255 (uint8, or floats past 1) or 0-1 on their own scale; anything else
+    # (standardized images, negative values) between its own extremes, which drew it
+    # nearly black on a 0-255 scale
+    lo, hi = (float(img.min()), float(img.max())) if img.size else (0.0, 0.0)
+    if img.dtype == np.uint8 or (lo >= 0 and 1 < hi <= 255):
+        vmin, vmax = 0, 255
+    elif lo >= 0 and hi <= 1:
+        vmin, vmax = 0, 1.0
+    else:
+        vmin, vmax = lo, hi if hi > lo else lo + 1
+    ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     if title is not None:
@@ -305,7 +315,8 @@ def plot_mistakes(images, y_true, proba, k=25, path=None, ncols=None, class_name
         ax.text(0.5, 0.5, "no mistakes", ha="center", va="center", fontsize=14)
         return _finish(fig, path)
     rows, cols = _grid(len(mistakes), ncols)
-    fig = _figure(1.45 * cols, 1.6 * rows + 0.7, constrained=False)
+    # (at least as wide as the figure's title)
+    fig = _figure(max(1.45 * cols, 2.6), 1.6 * rows + 0.7, constrained=False)
     axes = _grid_axes(fig, rows, cols, title_space=0.7)
     for ax in axes[len(mistakes):]:
         ax.axis("off")
@@ -349,8 +360,9 @@ def plot_samples(images, labels=None, n=25, path=None, ncols=None, class_names=N
         raise ValueError("no images to plot")
     rows, cols = _grid(count, ncols)
     name = _class_namer(class_names, labels[:count]) if labels is not None else None
-    fig = _figure(1.2 * cols, 1.35 * rows, constrained=False)
-    axes = _grid_axes(fig, rows, cols, title_space=0.0)
+    top = 0.25 if name is not None else 0.0  # (the first row's labels)
+    fig = _figure(1.2 * cols, 1.35 * rows + top, constrained=False)
+    axes = _grid_axes(fig, rows, cols, title_space=top)
     for ax in axes[count:]:
         ax.axis("off")
     for i in range(count):
@@ -477,11 +489,16 @@ def plot_augmented(images, augment="full", n=6, k=7, path=None, seed=0, title=No
         skip = {"bank_size"} | (set() if aug.elastic else {"sigma"})
         title = ", ".join(f"{key} {v:g}" for key, v in aug.to_dict().items()
                           if v and key not in skip)
-    fig = _figure(1.0 * cols, 1.0 * rows + 0.5, constrained=False)
-    axes = _grid_axes(fig, rows, cols, title_space=0.35)
+    # the title wrapped to the figure's width (about 12 characters an inch at 9 points),
+    # the "original" label of the first row under it
+    width = max(1.0 * cols, 2.0)
+    title = textwrap.fill(title, width=int(12 * width))
+    lines = title.count("\n") + 1
+    fig = _figure(width, 1.0 * rows + 0.25 + 0.17 * lines, constrained=False)
+    axes = _grid_axes(fig, rows, cols, title_space=0.2 + 0.17 * lines)
     for i in range(rows):
         _show_digit(axes[i * cols], src[i], "original" if i == 0 else None)
         for j in range(int(k)):
             _show_digit(axes[i * cols + j + 1], variants[j][i])
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, y=1 - 0.04 / fig.get_figheight(), va="top")
     return _finish(fig, path)
