@@ -395,6 +395,20 @@ def test_pixels_take_the_binding_path_with_the_same_bits(mean, std):
     with pytest.raises(ValueError, match=r"one 28x28 image\? pass a batch of one: x\[None\]"):
         net.predict(x2[0].reshape(28, 28))
     assert net.predict(x2[0].reshape(28, 28)[None]) == net.predict(x2[:1])
+    # the other usual ways to give one picture get a hint too (a learner's review)
+    with pytest.raises(ValueError, match=r"one image as a flat vector\? .*x\[None\]"):
+        net.predict(x2[0])
+    rgb = np.repeat(x2[0].reshape(28, 28, 1), 3, axis=2)
+    with pytest.raises(ValueError, match=r"84 features .*colour picture \(28x28, 3 channels\)"
+                                         r"\? predict_image"):
+        net.predict(rgb)
+    with pytest.raises(ValueError, match=r"one 200x200 picture\? predict_image"):
+        net.predict(np.zeros((200, 200), np.uint8))
+    with pytest.raises(ValueError, match=r"783 features per sample, .*\(layer_sizes\[0\]\)$"):
+        net.predict(np.zeros((5, 783), np.uint8))  # (no hint where none applies)
+    with pytest.raises(ValueError, match=r"got \(1, 28, 28\); a batch of one image\? pass "
+                                         r"image\[0\]"):
+        net.predict_image(x2[:1].reshape(1, 28, 28))
 
 
 def test_predict_image_refuses_a_network_of_other_inputs_before_reading():

@@ -503,8 +503,11 @@ def _grey_and_alpha(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     if arr.ndim == 2:
         return _to_float(arr), None
     if arr.ndim != 3 or arr.shape[2] not in (2, 3, 4):
-        raise ValueError(
-            f"image must have shape (h, w), (h, w, 2), (h, w, 3) or (h, w, 4), got {arr.shape}")
+        # (a batch of one, (1, h, w), is the usual way to get here)
+        hint = ("; a batch of one image? pass image[0]"
+                if arr.ndim == 3 and arr.shape[0] == 1 and min(arr.shape[1:]) > 4 else "")
+        raise ValueError(f"image must have shape (h, w), (h, w, 2), (h, w, 3) or (h, w, 4), "
+                         f"got {arr.shape}{hint}")
     x = _to_float(arr)
     alpha = x[:, :, -1] if x.shape[2] in (2, 4) else None
     if x.shape[2] in (1, 2):

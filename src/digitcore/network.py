@@ -387,11 +387,29 @@ class Network:
             scale = 1.0
         else:
             raise TypeError(f"{name} must be uint8 or floating point, got dtype {x.dtype}")
+        if x.ndim == 1 and x.size == self.n_features:
+            raise ValueError(f"{name} must have shape (n, features) or (n, height, width), "
+                             f"got {x.shape}; one image as a flat vector? pass a batch of "
+                             f"one: {name}[None]")
+        shape = x.shape
         one = x.ndim == 2 and x.size == self.n_features and x.shape[1] != self.n_features
         x = samples_2d(x, name)
         if x.shape[1] != self.n_features:
-            hint = (f"; one {x.shape[0]}x{x.shape[1]} image? pass a batch of one: "
-                    f"{name}[None]" if one else "")
+            side = math.isqrt(self.n_features)
+            if one:
+                hint = (f"; one {shape[0]}x{shape[1]} image? pass a batch of one: "
+                        f"{name}[None]")
+            elif side * side != self.n_features:
+                hint = ""
+            elif len(shape) == 3 and shape[2] in (3, 4):
+                hint = (f"; one colour picture ({shape[0]}x{shape[1]}, {shape[2]} channels)? "
+                        f"predict_image converts it to grey and to {side}x{side}")
+            elif len(shape) == 2 and shape[0] == shape[1]:
+                hint = (f"; one {shape[0]}x{shape[1]} picture? predict_image (or "
+                        f"digitcore.preprocess_image) brings a picture of any size to "
+                        f"{side}x{side}")
+            else:
+                hint = ""
             raise ValueError(f"{name} has {x.shape[1]} features per sample, the network "
                              f"expects {self.n_features} (layer_sizes[0]){hint}")
         # (aligned too: a float32 view at an odd offset is copied, as C expects)
