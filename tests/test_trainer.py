@@ -290,6 +290,17 @@ def test_early_stopping_restores_best(mini):
     assert hist.best_epoch == best
     assert net.evaluate(xt, yt)[0] == pytest.approx(hist.val_loss[best], rel=1e-5)
     assert es.best == pytest.approx(hist.val_loss[best])
+    # the summary a saved model carries describes the weights it holds, not the last
+    # epoch's (a learner's review: "epochs 8, final_loss" of epoch 8 beside epoch 5's weights)
+    assert hist.restored_epoch == best and best < len(hist) - 1
+    summary = net.training_summary
+    assert summary["epochs"] == len(hist) and summary["weights_from_epoch"] == best + 1
+    assert summary["final_loss"] == hist.loss[best] != hist.loss[-1]
+    # without a restore, no such key, and the last epoch's loss
+    net2 = Network([784, 16, 10], seed=0)
+    h2 = Trainer(net2, epochs=2, seed=0, verbose=0).fit(x, y)
+    assert "weights_from_epoch" not in net2.training_summary
+    assert net2.training_summary["final_loss"] == h2.loss[-1]
 
 
 def test_early_stopping_needs_validation(mini):

@@ -167,6 +167,7 @@ class History:
         self.interrupted = False
         self.resumed = False  # fit(resume=True) found a checkpoint and continued it
         self.best_epoch = None
+        self.restored_epoch = None  # the epoch whose weights EarlyStopping put back
         self.n_train = 0  # samples trained on in each epoch (a validation split held out)
 
     def _append(self, epoch, logs):
@@ -282,6 +283,7 @@ class EarlyStopping(Callback):
             self.trainer.history.best_epoch = self.best_epoch
         if self.restore_best and self.best_params is not None:
             self.trainer.network.flat_parameters[...] = self.best_params
+            self.trainer.history.restored_epoch = self.best_epoch
 
 
 def _early_stopping(spec):
@@ -839,6 +841,8 @@ class Trainer:
             self._rate_at_stop = float(opt.lr)
             for cb in callbacks:
                 cb.on_train_end()
+        restored = getattr(history, "restored_epoch", None)
+        kept = history.epoch.index(restored) if restored in history.epoch else -1
         net.training_summary = {
             "epochs": len(history),
             "optimizer": repr(opt),
@@ -846,12 +850,16 @@ class Trainer:
             "l2": self.l2,
             "l1": self.l1,
             "seed": seed,
-            "final_loss": history.history["loss"][-1] if len(history) else None,
+            # (the loss of the epoch whose weights the network holds: EarlyStopping may
+            # have put back an earlier epoch's)
+            "final_loss": (history.history["loss"][kept] if len(history) else None),
             # how the training images were deformed (None: not at all); a model file records it
             "augment": self.augment.to_dict() if self.augment is not None else None,
             # what it read: "uint8" pixels or "float32" (after "uint8", the network refuses
             # floats that can only be 0-255 pixels: network.check_pixel_floats)
             "input": record,
         }
+        if restored is not None:  # (1-based, as the progress lines count epochs)
+            net.training_summary["weights_from_epoch"] = restored + 1
         return history
 
