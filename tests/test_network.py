@@ -687,3 +687,42 @@ def test_a_misaligned_input_is_read_as_its_aligned_copy():
     for n, data, labels in ((net, odd, odd_y), (twin, x, y)):
         digitcore.Trainer(n, epochs=1, batch_size=8, verbose=0, seed=0).fit(data, labels)
     np.testing.assert_array_equal(net.flat_parameters, twin.flat_parameters)
+
+
+def test_uint8_images_a_dark_background_model_would_misread_are_refused():
+    """A network trained on MNIST-like uint8 digits read white-background images (255 -
+    x) as "0" at 85% and 0/1 uint8 images as "1" at 83%, silently. A fit records the
+    training images' background; a model of dark-background digits refuses such batches
+    (judged by their first image) in every reading path, and one trained on light
+    backgrounds reads them."""
+    from digitcore import Committee, Trainer
+
+    (x, y), (xt, yt) = digitcore.load_dataset("mnist-mini")
+    net = Network([784, 16, 10], seed=0)
+    Trainer(net, epochs=1, verbose=0, seed=0).fit(x, y)
+    assert net.training_summary["background"] == "dark"
+    light, binary = 255 - xt[:20], (xt[:20] > 127).astype(np.uint8)
+    strided = np.repeat(light.reshape(20, -1), 2, axis=1)[:, ::2]  # (not contiguous)
+    calls = [lambda a: net.predict(a), lambda a: net.predict_proba(a), lambda a: net.logits(a),
+             lambda a: net.evaluate(a, yt[:20]), lambda a: net.score(a, yt[:20]),
+             lambda a: net.predict_proba(a, tta="shift")]
+    for call in calls:
+        for bad, what in ((light, "light background"), (binary, "only 0 and 1"),
+                          (strided, "light background"), (light.reshape(20, -1), "light")):
+            with pytest.raises(ValueError, match=what):
+                call(bad)
+        call(xt[:20])  # the usual digits: read
+    committee = Committee([net, net.copy()])
+    committee.training_summary = {"input": "uint8", "background": "dark"}
+    with pytest.raises(ValueError, match="light background"):
+        committee.predict_proba(light)
+    # a blank image is not 0/1 data; a model trained on light backgrounds reads them
+    net.predict(np.zeros((1, 28, 28), np.uint8))
+    inverted = Network([784, 16, 10], seed=0)
+    Trainer(inverted, epochs=1, verbose=0, seed=0).fit(255 - x, y)
+    assert inverted.training_summary["background"] == "light"
+    assert inverted.predict(light).shape == (20,)  # (read, not refused)
+    # floats are not images it can judge: no record
+    floats = Network([784, 16, 10], seed=0)
+    Trainer(floats, epochs=1, verbose=0, seed=0).fit(x.reshape(len(x), -1) / np.float32(255), y)
+    assert "background" not in floats.training_summary

@@ -13,6 +13,7 @@ _gemm.pxi (gemm.c), _layers.pxi (nn.c's layers, gather, dropout), _loss.pxi (los
 _augment.pxi (augment.c), _mlp.pxi (mlp_*.c: _Net) and _mlp_grad.pxi (mlp_grad.c).
 """
 
+import math
 import operator
 
 import numpy as np

@@ -16,7 +16,8 @@ import numpy as np
 from digitcore._checks import all_finite
 from digitcore._modelfile import write_committee
 from digitcore.augment import check_tta, log_mean_exp, mean_proba, tta_answers, tta_mean_proba
-from digitcore.network import Network, check_pixel_floats, log_softmax, trained_on_pixels
+from digitcore.network import (Network, check_pixel_floats, check_pixel_images, log_softmax,
+                               trained_on_pixels)
 
 __all__ = ["Committee"]
 
@@ -143,11 +144,15 @@ class Committee:
             if net.training_summary is None and isinstance(record, dict) \
                     and isinstance(record.get("input"), str):
                 net.training_summary = {"input": record["input"]}
+                if record.get("background") in ("dark", "light"):
+                    net.training_summary["background"] = record["background"]
 
     def _check_floats(self, x):
         """Floats that can only be 0-255 pixels refused (network.check_pixel_floats), by
         the committee's own record (a committee given a summary whose members have none;
-        one read from a file shares its record with them: _share_record)."""
+        one read from a file shares its record with them: _share_record); so are uint8
+        images a model of dark-background digits would misread (check_pixel_images)."""
+        check_pixel_images(x, self.training_summary)
         try:
             x = np.asarray(x)
             if x.dtype.kind != "f" or not all_finite(x):
@@ -238,6 +243,14 @@ class Committee:
             # (what check_pixel_floats reads, and what a member without an entry of its
             # own takes when loaded: see _share_record)
             metadata = dict(metadata or {}, input="uint8")
+        backgrounds = {net.training_summary.get("background")
+                       if isinstance(net.training_summary, dict) else None
+                       for net in self.members}
+        if backgrounds == {"dark"} and (metadata is None or isinstance(metadata, dict)) \
+                and "background" not in (metadata or {}):
+            # every member was trained on dark-background digits: loaded, the committee
+            # and its members refuse what they would misread (network.check_pixel_images)
+            metadata = dict(metadata or {}, background="dark")
         write_committee(path, [(net.get_config(), net.weights, net.biases)
                                for net in self.members], metadata, dtype=dtype)
 

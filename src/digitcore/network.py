@@ -122,6 +122,54 @@ def refuse_pixel_floats(x2, name="x") -> None:
             "in [0, 1] (0-255 pixels divided by 255)")
 
 
+def pixel_background(x2) -> str | None:
+    """"dark" or "light": the background of uint8 images ``x2`` (n, F), F a square, from
+    the outer ring of pixels of its first 256 images (on average under 32: dark, as
+    MNIST's 0, when their strokes reach 128 or more, 0-255 pictures and not 0/1 data;
+    over 223: light); None for anything else, data that is not clearly either (noise,
+    features that are not pictures) included. A fit records it
+    (``training_summary["background"]``)."""
+    if x2.dtype != np.uint8 or x2.ndim != 2 or x2.shape[0] == 0:
+        return None
+    side = math.isqrt(x2.shape[1])
+    if side < 4 or side * side != x2.shape[1]:
+        return None
+    imgs = x2[:256].reshape(-1, side, side)
+    ring = np.concatenate([imgs[:, 0], imgs[:, -1], imgs[:, 1:-1, 0], imgs[:, 1:-1, -1]],
+                          axis=1)
+    mean = float(ring.mean())
+    if mean > 223:
+        return "light"
+    return "dark" if mean < 32 and int(imgs.max()) >= 128 else None
+
+
+_IMAGE_HINTS = {
+    1: "holds uint8 images whose pixels are only 0 and 1, but this model reads uint8 "
+       "pixels as 0-255 (it would see them nearly black): multiply them by 255",
+    2: "holds uint8 images on a light background (the first one's border averages 128 or "
+       "more), but this model was trained on light strokes on a dark background, as "
+       "MNIST's: invert them (255 - x), or read pictures with predict_image, which finds "
+       "the background itself",
+}
+
+
+_first_image_hint = None
+
+
+def check_pixel_images(x, summary, name="x") -> None:
+    """For a model whose ``training_summary`` says it was trained on uint8 images on a
+    dark background: a ValueError when the first image of uint8 ``x`` shows the batch
+    is 0/1 images, or images on a light background (_ops.first_image_hint), which it
+    would answer with confident nonsense. Nothing for other models or input."""
+    global _first_image_hint
+    if type(summary) is dict and summary.get("background") == "dark":
+        if _first_image_hint is None:  # (_ops() takes microseconds a call)
+            _first_image_hint = _ops().first_image_hint
+        code = _first_image_hint(x)
+        if code:
+            raise ValueError(f"{name} {_IMAGE_HINTS[code]}")
+
+
 def check_pixel_floats(x2, summary, name="x") -> None:
     """refuse_pixel_floats, for a model whose ``training_summary`` says it was trained on
     uint8 pixels (trained_on_pixels)."""
@@ -421,6 +469,7 @@ class Network:
         can only be 0-255 pixels (check_pixel_floats)."""
         x2, scale, shift = self.prepared_input(x)
         check_pixel_floats(x2, self.training_summary)
+        check_pixel_images(x2, self.training_summary)
         return x2, scale, shift
 
     def c_net(self, dropout=0.0):
@@ -468,6 +517,7 @@ class Network:
         if tta is not None and check_tta(tta) is not None:  # (tta=None: no call)
             return tta_mean_proba(self.predict_proba, x, tta)
         # (uint8 pixels are checked by the binding itself, see _Net.infer_pixels)
+        check_pixel_images(x, self.training_summary)
         out = self.c_net().infer_pixels(x, self.input_mean, self.input_std, 1)
         if out is None:
             x2, scale, shift = self._reading(x)
@@ -476,6 +526,7 @@ class Network:
 
     def logits(self, x):
         """Output-layer values before the softmax, float32 (n, n_classes)."""
+        check_pixel_images(x, self.training_summary)
         out = self.c_net().infer_pixels(x, self.input_mean, self.input_std, 0)
         if out is None:
             x2, scale, shift = self._reading(x)
@@ -488,6 +539,7 @@ class Network:
         overflowing parameters) rather than a guess."""
         if tta is not None and check_tta(tta) is not None:
             return np.argmax(self.predict_proba(x, tta=tta), axis=1).astype(np.int64)
+        check_pixel_images(x, self.training_summary)
         out = self.c_net().infer_pixels(x, self.input_mean, self.input_std, 2)
         if out is None:
             x2, scale, shift = self._reading(x)

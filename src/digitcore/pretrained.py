@@ -113,6 +113,9 @@ def load_pretrained():
     # trained on MNIST's uint8 images (a file built before the summary said so does not):
     # floats that can only be 0-255 pixels are refused (network.check_pixel_floats)
     summary.setdefault("input", "uint8")
+    # ... on a dark background: light-background or 0/1 uint8 images are refused
+    # (network.check_pixel_images)
+    summary.setdefault("background", "dark")
     if hasattr(net, "_share_record"):  # (a committee: its members too)
         net._share_record()
     return net
@@ -179,6 +182,8 @@ def train_pretrained(x_train, y_train, preset="best", seed=0, *, members=None, v
     committee = Committee(nets)
     committee.training_summary = dict(common, seeds=[int(seed) + j for j in range(k)],
                                       input=nets[0].training_summary["input"])
+    if nets[0].training_summary.get("background"):  # (network.check_pixel_images)
+        committee.training_summary["background"] = nets[0].training_summary["background"]
     return committee, histories
 
 

@@ -621,7 +621,7 @@ class Trainer:
         n = x2.shape[0]
         if n == 0:
             raise ValueError("cannot train on zero samples")
-        from digitcore.network import input_record, refuse_pixel_floats
+        from digitcore.network import input_record, pixel_background, refuse_pixel_floats
 
         # what this fit reads (uint8 pixels, or floats in [0, 1] after them, keep "uint8")
         record = input_record(x2, net.training_summary)
@@ -859,6 +859,12 @@ class Trainer:
             # floats that can only be 0-255 pixels: network.check_pixel_floats)
             "input": record,
         }
+        # uint8 images: their background, "dark" (as MNIST's) or "light"; a network
+        # trained on dark ones refuses light-background or 0/1 uint8 images
+        # (network.check_pixel_images)
+        background = pixel_background(x2)
+        if background is not None:
+            net.training_summary["background"] = background
         if restored is not None:  # (1-based, as the progress lines count epochs)
             net.training_summary["weights_from_epoch"] = restored + 1
         return history
