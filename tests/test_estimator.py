@@ -832,3 +832,34 @@ def test_a_pickled_estimator_keeps_its_classes_and_multilabel_outputs(digits):
     mlc = fit_quiet(quiet(hidden_layer_sizes=(16,), max_iter=5), x, ml)
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(mlc)).predict_proba(x),
                                   mlc.predict_proba(x))
+
+
+def test_coefs_are_always_copies():
+    """coefs_ said "float32 copies" but returned views of the live weights where a layer
+    has one input or one output (w.T already contiguous): editing the "copy" changed
+    the model."""
+    rng = np.random.RandomState(0)
+    X, y = rng.randn(60, 1), (rng.randn(60) > 0).astype(int)
+    m = MLPClassifier(hidden_layer_sizes=(4, 1, 4), random_state=0, max_iter=5).fit(X, y)
+    before = m.predict_proba(X[:5]).copy()
+    for c in m.coefs_:
+        c[...] = 0.0
+    np.testing.assert_array_equal(m.predict_proba(X[:5]), before)
+
+
+def test_nan_under_assume_finite_is_named_as_nan():
+    """Under sklearn.config_context(assume_finite=True) validate_data does not look for
+    NaN; the float32 check then said the values were too large."""
+    import sklearn
+
+    rng = np.random.RandomState(0)
+    X, y = rng.randn(40, 3), np.arange(40) % 2
+    m = MLPClassifier(hidden_layer_sizes=(4,), random_state=0, max_iter=5).fit(X, y)
+    bad = X[:3].copy()
+    bad[1, 1] = np.nan
+    with sklearn.config_context(assume_finite=True):
+        with pytest.raises(ValueError, match="Input X contains NaN"):
+            m.predict(bad)
+        with pytest.raises(ValueError, match="Input X contains NaN"):
+            MLPClassifier(hidden_layer_sizes=(4,), max_iter=5).fit(np.vstack([X, bad]),
+                                                                  np.r_[y, 0, 1, 0])

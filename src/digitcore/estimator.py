@@ -60,7 +60,9 @@ Where it differs from scikit-learn, and why
   while random biases were below it on the two-class blobs (e.g. 0.81 vs 0.93 at 20).
 - **Per step**: ``alpha`` is applied as ``alpha / batch_size`` on each mini-batch's mean
   gradient (scikit-learn divides by the actual batch length, so its shorter last batch
-  gets a slightly larger penalty). Adam adds ``epsilon`` to the bias-corrected
+  gets a slightly larger penalty); the penalty in ``loss_curve_`` is the epoch's last
+  weights', where scikit-learn averages each mini-batch's weights before its update (the
+  same steps; with a large ``alpha`` the reported curves differ). Adam adds ``epsilon`` to the bias-corrected
   ``sqrt(v_hat)`` (PyTorch's form); scikit-learn adds it to ``sqrt(v)`` and folds the bias
   corrections into the step size, which is the same update with epsilon scaled by
   ``sqrt(1 - beta_2 ** t)``. SGD momentum is PyTorch's ``v = mu v + g; w -= lr v``, the
@@ -157,7 +159,10 @@ default="adam"
         solvers, the training set for "lbfgs"); biases are not penalised. (With two
         classes, see the module docstring: on the last layer it acts as scikit-learn's
         ``alpha / 2``.)
-        ``loss_curve_`` / ``loss_`` include ``alpha / (2 n) * ||W||^2``.
+        ``loss_curve_`` / ``loss_`` include ``alpha / (2 n) * ||W||^2``, taken once an
+        epoch at the epoch's last weights (scikit-learn adds it for every mini-batch at
+        the weights before its update: with a large ``alpha`` the curves differ, and
+        ``n_iter_no_change`` may stop an epoch apart, on the same weights).
     batch_size : int or "auto", default="auto"
         ``"auto"`` is ``min(200, n_samples)``; larger values are clipped to n_samples
         with a warning. Not used by "lbfgs".
@@ -359,8 +364,12 @@ default="adam"
             else:
                 X = np.ascontiguousarray(X)
         if X.dtype == np.float32 and not all_finite(X.data if _is_sparse(X) else X):
-            # (finite as given, checked above: past float32's range, inf once cast)
-            raise ValueError(FLOAT32_RANGE.format(name="X") + ": scale the features down")
+            # finite as validate_data checked it: past float32's range, inf once cast; but
+            # under sklearn.config_context(assume_finite=True) it did not check
+            if np.isnan(X.data if _is_sparse(X) else X).any():
+                raise ValueError("Input X contains NaN.")
+            raise ValueError(FLOAT32_RANGE.format(name="X") + " (or is infinite): scale the "
+                             "features down")
         return X if isinstance(y, str) and y == "no_validation" else (X, y)
 
     @staticmethod
@@ -845,7 +854,9 @@ default="adam"
     def coefs_(self):
         """Weight matrices ``(in, out)``, float32 copies; assign a list to set them."""
         self._fitted_attr("coefs_")
-        return [np.ascontiguousarray(w.T) for w in self.network_.weights]
+        # (copies always: ascontiguousarray returned a view of the live weights where
+        # w.T is contiguous already, a layer of one input or one output)
+        return [w.T.copy() for w in self.network_.weights]
 
     @coefs_.setter
     def coefs_(self, value):
