@@ -825,3 +825,35 @@ def test_the_c_loop_refuses_what_the_optimizers_refuse(rng, change, message):
         net.c_net().train(x, y, np.arange(64, dtype=np.int64), 32, lrs, 1 / 255, 0.0, 0, cfg,
                           np.empty(net.n_params, np.float32), opt.grad_avg, opt.sq_avg)
     assert np.array_equal(net.flat_parameters, before)
+
+
+def test_floats_as_large_as_pixels_warn_and_then_refuse_uint8(mini):
+    """A learner's x.astype(np.float32) (0-255) trained without a word (loss 4.9), and
+    uint8 given afterwards was read 255 times darker (loss 1.9 at 16% confidence): the
+    fit warns, and the network refuses uint8 input. Floats in [0, 1], standardized
+    networks and MLPClassifier (any features, as scikit-learn's) are left alone."""
+    import warnings
+
+    x, y, xt, yt = mini
+    net = Network([784, 16, 10], seed=0)
+    with pytest.warns(UserWarning, match=r"floats up to 255: .*x / 255"):
+        Trainer(net, epochs=1, verbose=0).fit(x[:500].astype(np.float32), y[:500])
+    assert net.training_summary["float_max"] == 255.0
+    with pytest.raises(ValueError, match=r"x is uint8, .*trained on floats up to 255"):
+        net.predict(xt[:5])
+    with pytest.raises(ValueError, match="trained on floats up to 255"):
+        net.evaluate(xt[:5], yt[:5])
+    net.predict(xt[:5].astype(np.float32))  # as it was trained: read
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scaled = Network([784, 16, 10], seed=0)
+        Trainer(scaled, epochs=1, verbose=0).fit(x[:500] / np.float32(255), y[:500])
+        assert "float_max" not in scaled.training_summary
+        std = Network([784, 16, 10], seed=0, input_mean=33.3, input_std=78.6)
+        Trainer(std, epochs=1, verbose=0).fit(x[:500].astype(np.float32), y[:500])
+        assert "float_max" not in std.training_summary
+        from digitcore import MLPClassifier
+
+        warnings.filterwarnings("ignore", message="Stochastic Optimizer")  # (max_iter 2)
+        MLPClassifier(hidden_layer_sizes=(8,), max_iter=2).fit(
+            x[:300].reshape(300, -1).astype(np.float32), y[:300])

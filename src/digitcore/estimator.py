@@ -756,6 +756,7 @@ default="adam"
                           l2=0.0 if self.solver == "adamw" else l2,
                           seed=int(self._random_state.randint(0, 2**31 - 1)), verbose=0,
                           callbacks=[_Convergence()], shuffle=bool(self.shuffle))
+        trainer._warn_large_floats = False  # (features of any scale, as scikit-learn's)
         history = trainer.fit(X, y_idx, validation_data=val)
         return trainer.stop_training, history.interrupted
 

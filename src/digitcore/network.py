@@ -160,14 +160,23 @@ def check_pixel_images(x, summary, name="x") -> None:
     """For a model whose ``training_summary`` says it was trained on uint8 images on a
     dark background: a ValueError when the first image of uint8 ``x`` shows the batch
     is 0/1 images, or images on a light background (_ops.first_image_hint), which it
-    would answer with confident nonsense. Nothing for other models or input."""
+    would answer with confident nonsense; for one trained on floats as large as pixels
+    (``"float_max"`` over 2), uint8 ``x``, which it would read 255 times darker. Nothing
+    for other models or input."""
     global _first_image_hint
-    if type(summary) is dict and summary.get("background") == "dark":
+    if type(summary) is not dict:
+        return
+    if summary.get("background") == "dark":
         if _first_image_hint is None:  # (_ops() takes microseconds a call)
             _first_image_hint = _ops().first_image_hint
         code = _first_image_hint(x)
         if code:
             raise ValueError(f"{name} {_IMAGE_HINTS[code]}")
+    top = summary.get("float_max")
+    if top and isinstance(x, np.ndarray) and x.dtype == np.uint8:
+        raise ValueError(f"{name} is uint8, which this network reads as pixels scaled by "
+                         f"1/255, but it was trained on floats up to {top:g}: give {name} "
+                         f"as those floats ({name}.astype(np.float32)), as it was trained")
 
 
 def check_pixel_floats(x2, summary, name="x") -> None:

@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 import weakref
 
 import numpy as np
@@ -521,6 +522,8 @@ class Trainer:
         # Where the sparse first layer cuts its inputs into two groups (None: from the
         # data, see _sparse_split; the tests set edge cases).
         self._sparse_split = None
+        # (MLPClassifier, which takes any features as scikit-learn does, turns it off)
+        self._warn_large_floats = True
         # The first layer's background on float input (see fit): None picks it from the
         # data; tests set one (float32, one per input) to force it with any mode.
         self._sparse_offset = None
@@ -625,6 +628,22 @@ class Trainer:
 
         # what this fit reads (uint8 pixels, or floats in [0, 1] after them, keep "uint8")
         record = input_record(x2, net.training_summary)
+        # floats as large as 0-255 pixels, not standardized by the network: a learner's
+        # x.astype(np.float32) trains badly, and uint8 given later would be read 255
+        # times darker than them (recorded: check_pixel_images refuses it)
+        float_top = None
+        if (x2.dtype != np.uint8 and net.input_mean == 0.0 and net.input_std == 1.0
+                and x2.size):
+            top = float(x2.max())
+            if top > 2.0:
+                float_top = top
+            if top > 2.0 and getattr(self, "_warn_large_floats", True):
+                warnings.warn(
+                    f"x holds floats up to {top:g}: pixels train best as uint8 (0-255) or "
+                    f"as floats scaled to [0, 1] (x / 255), and other features "
+                    f"standardized (Network(input_mean=..., input_std=...)); this network "
+                    f"will refuse uint8 input, which it would read 255 times darker",
+                    UserWarning, stacklevel=2)
         val = None
         if validation_data is not None:
             try:
@@ -865,6 +884,8 @@ class Trainer:
         background = pixel_background(x2)
         if background is not None:
             net.training_summary["background"] = background
+        if float_top is not None:  # (network.check_pixel_images: uint8 read 255x too dark)
+            net.training_summary["float_max"] = float_top
         if restored is not None:  # (1-based, as the progress lines count epochs)
             net.training_summary["weights_from_epoch"] = restored + 1
         return history
