@@ -403,13 +403,30 @@ def dropout_backward(dout, mask, p, out=None):
     return o
 
 
+cdef int _image_hint(const uint8_t *p, Py_ssize_t h, Py_ssize_t w) noexcept nogil:
+    """first_image_hint's verdict on one h x w uint8 image at p (h, w >= 4)."""
+    cdef Py_ssize_t ring = 0, i
+    cdef bint one = False
+    for i in range(w):
+        ring += p[i] + p[(h - 1) * w + i]
+    for i in range(1, h - 1):
+        ring += p[i * w] + p[i * w + w - 1]
+    if ring >= 128 * (2 * w + 2 * (h - 2)):
+        return 2
+    for i in range(h * w):  # (stops at the first pixel above 1: a 0-255 image's strokes)
+        if p[i] > 1:
+            return 0
+        one = one or p[i] == 1
+    return 1 if one else 0
+
+
 def first_image_hint(x):
     """What the first image of a batch of uint8 images says about how the batch was made,
     for a network trained on light strokes on a dark background: 1 when its pixels are
     only 0 and 1 (0/1 images given as uint8), 2 when its outer ring of pixels averages
     128 or more (a light background), else 0. x is a C-contiguous uint8 ndarray (n, h, w),
-    or (n, F) with F a square; 0 for anything else (nothing to say). A few hundred
-    nanoseconds: it runs before every predict of such a network."""
+    or (n, F) with F a square; 0 for anything else (nothing to say). _Net.infer_pixels
+    asks the same of the arrays it reads (network.check_pixel_images)."""
     if not cnp.PyArray_Check(x):
         return 0
     cdef cnp.ndarray a = <cnp.ndarray>x
@@ -417,7 +434,7 @@ def first_image_hint(x):
     if cnp.PyArray_TYPE(a) != cnp.NPY_UINT8 or not cnp.PyArray_IS_C_CONTIGUOUS(a) \
             or nd < 2 or nd > 3 or cnp.PyArray_DIM(a, 0) == 0:
         return 0
-    cdef Py_ssize_t h, w, i
+    cdef Py_ssize_t h, w
     if nd == 3:
         h, w = cnp.PyArray_DIM(a, 1), cnp.PyArray_DIM(a, 2)
     else:
@@ -427,16 +444,4 @@ def first_image_hint(x):
             return 0
     if h < 4 or w < 4:
         return 0
-    cdef const uint8_t *p = <const uint8_t *>cnp.PyArray_DATA(a)
-    cdef uint8_t top = 0
-    cdef Py_ssize_t ring = 0
-    for i in range(h * w):
-        if p[i] > top:
-            top = p[i]
-    if top == 1:
-        return 1
-    for i in range(w):
-        ring += p[i] + p[(h - 1) * w + i]
-    for i in range(1, h - 1):
-        ring += p[i * w] + p[i * w + w - 1]
-    return 2 if ring >= 128 * (2 * w + 2 * (h - 2)) else 0
+    return _image_hint(<const uint8_t *>cnp.PyArray_DATA(a), h, w)

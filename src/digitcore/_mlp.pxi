@@ -222,13 +222,18 @@ cdef class _Net:
         FloatingPointError when a logit is NaN."""
         return self._labels(self._logits(self._input(x, "x"), scale, shift, False))
 
-    def infer_pixels(self, x, double mean, double std, int what):
+    def infer_pixels(self, x, double mean, double std, int what, object summary=None):
         """Network.predict_proba / logits / predict on what one drawn digit, or a batch
         of them, usually is: a C-contiguous uint8 ndarray (n, features) or (n, h, w) with
         h * w == features. what: 0 logits, 1 probabilities, 2 labels. None for any other
         x, which the caller then validates in full (prepared_input: its own messages).
         The same conversion as prepared_input's (x / 255 - mean) / std, so the same
-        bits; one image spent a third of its predict_proba in that validation."""
+        bits; one image spent a third of its predict_proba in that validation.
+        ``summary``, the network's training_summary: when it records dark-background
+        digits, the first image's verdict (first_image_hint) is returned as an int
+        instead of an answer when it is not 0, and when it records float_max, -1 (the
+        caller raises: network.check_pixel_images); asked here, the check costs no
+        Python call."""
         if not cnp.PyArray_Check(x) or std == 0.0:  # (std 0: prepared_input's error)
             return None
         cdef cnp.ndarray a = <cnp.ndarray>x
@@ -240,6 +245,22 @@ cdef class _Net:
                 return None
         elif nd != 3 or cnp.PyArray_DIM(a, 1) * cnp.PyArray_DIM(a, 2) != self.n_in:
             return None
+        cdef int hint
+        cdef Py_ssize_t side
+        if summary is not None and type(summary) is dict and cnp.PyArray_DIM(a, 0) > 0:
+            if (<dict>summary).get("float_max"):
+                return -1
+            if (<dict>summary).get("background") == "dark":
+                if nd == 3:
+                    hint = _image_hint(<const uint8_t *>cnp.PyArray_DATA(a),
+                                       cnp.PyArray_DIM(a, 1), cnp.PyArray_DIM(a, 2)) \
+                        if cnp.PyArray_DIM(a, 1) >= 4 and cnp.PyArray_DIM(a, 2) >= 4 else 0
+                else:
+                    side = <Py_ssize_t>math.isqrt(self.n_in)
+                    hint = _image_hint(<const uint8_t *>cnp.PyArray_DATA(a), side, side) \
+                        if side * side == self.n_in and side >= 4 else 0
+                if hint:
+                    return hint
         cdef float scale = (1.0 / 255.0) / std
         cdef float shift = -mean / std
         cdef cnp.ndarray out = self._logits(a, scale, shift, what == 1)

@@ -166,17 +166,26 @@ def check_pixel_images(x, summary, name="x") -> None:
     global _first_image_hint
     if type(summary) is not dict:
         return
+    if summary.get("float_max") and isinstance(x, np.ndarray) and x.dtype == np.uint8:
+        raise image_refusal(-1, summary, name)
     if summary.get("background") == "dark":
         if _first_image_hint is None:  # (_ops() takes microseconds a call)
             _first_image_hint = _ops().first_image_hint
         code = _first_image_hint(x)
         if code:
-            raise ValueError(f"{name} {_IMAGE_HINTS[code]}")
-    top = summary.get("float_max")
-    if top and isinstance(x, np.ndarray) and x.dtype == np.uint8:
-        raise ValueError(f"{name} is uint8, which this network reads as pixels scaled by "
-                         f"1/255, but it was trained on floats up to {top:g}: give {name} "
-                         f"as those floats ({name}.astype(np.float32)), as it was trained")
+            raise image_refusal(code, summary, name)
+
+
+def image_refusal(code, summary, name="x") -> ValueError:
+    """The error for a uint8 batch a model would misread: ``code`` 1 or 2 as
+    ``_ops.first_image_hint`` gives them, -1 for a model trained on large floats
+    (``summary["float_max"]``); what _Net.infer_pixels's int answers mean."""
+    if code == -1:
+        return ValueError(f"{name} is uint8, which this network reads as pixels scaled by "
+                          f"1/255, but it was trained on floats up to "
+                          f"{summary.get('float_max'):g}: give {name} as those floats "
+                          f"({name}.astype(np.float32)), as it was trained")
+    return ValueError(f"{name} {_IMAGE_HINTS[code]}")
 
 
 def check_pixel_floats(x2, summary, name="x") -> None:
@@ -526,8 +535,10 @@ class Network:
         if tta is not None and check_tta(tta) is not None:  # (tta=None: no call)
             return tta_mean_proba(self.predict_proba, x, tta)
         # (uint8 pixels are checked by the binding itself, see _Net.infer_pixels)
-        check_pixel_images(x, self.training_summary)
-        out = self.c_net().infer_pixels(x, self.input_mean, self.input_std, 1)
+        out = self.c_net().infer_pixels(x, self.input_mean, self.input_std, 1,
+                                        self.training_summary)
+        if type(out) is int:  # (uint8 images it would misread: see check_pixel_images)
+            raise image_refusal(out, self.training_summary)
         if out is None:
             x2, scale, shift = self._reading(x)
             out = self.c_net().forward(x2, scale, shift, True)
@@ -535,8 +546,10 @@ class Network:
 
     def logits(self, x):
         """Output-layer values before the softmax, float32 (n, n_classes)."""
-        check_pixel_images(x, self.training_summary)
-        out = self.c_net().infer_pixels(x, self.input_mean, self.input_std, 0)
+        out = self.c_net().infer_pixels(x, self.input_mean, self.input_std, 0,
+                                        self.training_summary)
+        if type(out) is int:  # (uint8 images it would misread: see check_pixel_images)
+            raise image_refusal(out, self.training_summary)
         if out is None:
             x2, scale, shift = self._reading(x)
             out = self.c_net().forward(x2, scale, shift, False)
@@ -548,8 +561,10 @@ class Network:
         overflowing parameters) rather than a guess."""
         if tta is not None and check_tta(tta) is not None:
             return np.argmax(self.predict_proba(x, tta=tta), axis=1).astype(np.int64)
-        check_pixel_images(x, self.training_summary)
-        out = self.c_net().infer_pixels(x, self.input_mean, self.input_std, 2)
+        out = self.c_net().infer_pixels(x, self.input_mean, self.input_std, 2,
+                                        self.training_summary)
+        if type(out) is int:  # (uint8 images it would misread: see check_pixel_images)
+            raise image_refusal(out, self.training_summary)
         if out is None:
             x2, scale, shift = self._reading(x)
             out = self.c_net().predict(x2, scale, shift)
