@@ -378,7 +378,7 @@ def test_pixels_take_the_binding_path_with_the_same_bits(mean, std):
     for rows in (x, x2, x[:1], x2[:1], x[:0]):
         n = rows.shape[0]
         want = c.forward(x2[:n], scale, shift, True)
-        assert np.array_equal(c.infer_pixels(rows, mean, std, 1), want)
+        assert np.array_equal(c.infer_pixels(rows, mean, std, 1, None), want)
         assert np.array_equal(net.predict_proba(rows), want)
         logits = c.forward(x2[:n], scale, shift, False)
         assert np.array_equal(net.logits(rows), logits)
@@ -387,7 +387,7 @@ def test_pixels_take_the_binding_path_with_the_same_bits(mean, std):
     wide = np.repeat(x2, 2, axis=1)[:, ::2]  # uint8, right shape, not contiguous
     for other in (wide, x2.astype(np.float32), x2[:, :783], x2.ravel(), list(x2[0]),
                   x.reshape(20, 14, 56)[:, :, :28]):
-        assert c.infer_pixels(other, mean, std, 1) is None
+        assert c.infer_pixels(other, mean, std, 1, None) is None
     np.testing.assert_array_equal(net.predict_proba(wide), net.predict_proba(x2))
     with pytest.raises(ValueError, match=r"783 features per sample, .*\(layer_sizes\[0\]\)$"):
         net.predict(x2[:, :783])

@@ -222,7 +222,7 @@ cdef class _Net:
         FloatingPointError when a logit is NaN."""
         return self._labels(self._logits(self._input(x, "x"), scale, shift, False))
 
-    def infer_pixels(self, x, double mean, double std, int what, object summary=None):
+    def infer_pixels(self, x, double mean, double std, int what, object summary):
         """Network.predict_proba / logits / predict on what one drawn digit, or a batch
         of them, usually is: a C-contiguous uint8 ndarray (n, features) or (n, h, w) with
         h * w == features. what: 0 logits, 1 probabilities, 2 labels. None for any other
