@@ -663,6 +663,39 @@ def test_a_refused_host_s_body_is_not_taken_as_the_next_request(server):
     assert b"Connection: close" in got
 
 
+def test_a_client_that_trickles_its_request_is_cut_off(net, monkeypatch):
+    """A byte every few seconds never let the 15-second read timeout fire, so such a
+    client held its thread for as long as it liked: a whole request now has
+    REQUEST_DEADLINE to arrive (here 1.5 s), headers or body, and a prompt one after it
+    on a new connection is answered."""
+    import socket
+
+    import digitcore.serve.app as app
+
+    monkeypatch.setattr(app, "REQUEST_DEADLINE", 1.5)
+    with running_server(net) as srv:
+        for head in (b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n",  # headers
+                     b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                     b"application/json\r\nContent-Length: 5000\r\n\r\n"):  # a body
+            with socket.create_connection(srv.server_address[:2], timeout=10) as s:
+                s.sendall(head)
+                t0, closed = time.monotonic(), False
+                while time.monotonic() - t0 < 8:
+                    try:
+                        s.sendall(b"x")
+                        s.settimeout(0.3)
+                        if s.recv(65536) == b"":
+                            closed = True
+                            break
+                    except socket.timeout:
+                        continue
+                    except OSError:  # (reset: closed too)
+                        closed = True
+                        break
+                assert closed and time.monotonic() - t0 < 5, head
+        assert _json(srv, "GET", "/healthz")[0] == 200
+
+
 def test_another_transfer_coding_is_refused_and_closes_the_connection(server):
     """Transfer-Encoding: gzip with a Content-Length: the body was framed by the length
     and the connection kept, so a pipelined request behind it was answered; a front end

@@ -39,6 +39,7 @@ from __future__ import annotations
 import base64
 import binascii
 import importlib.resources
+import io
 import ipaddress
 import json
 import math
@@ -71,8 +72,11 @@ BUSY_WAIT = 10.0
 # Reading and discarding an oversized body lets the client see the 413 instead of a reset
 # connection; beyond this the connection is simply closed.
 MAX_DRAIN = 8 * MAX_BODY
-REQUEST_TIMEOUT = 15.0  # seconds a client may stay silent mid-request (each read: one that
-# trickles a byte at a time keeps its connection and thread, as with http.server itself)
+REQUEST_TIMEOUT = 15.0  # seconds a client may stay silent mid-request (each read)
+# Seconds a whole request may take to arrive, request line to the body's last byte (one
+# that trickles a byte at a time held its thread for as long as it kept trickling): at
+# least 17 kB/s for the largest body
+REQUEST_DEADLINE = 60.0
 DATA_URL_PREFIX = "data:image/png;base64,"
 
 STATIC_FILES = {  # URL path -> (file in static/, content type)
@@ -441,11 +445,40 @@ def _host_name(host_header: str) -> str:
 
 # ---------------------------------------------------------------------------- HTTP
 
+class _DeadlineSocket(io.RawIOBase):
+    """The connection's reading side, each read given at most what is left of the
+    handler's current request deadline (and at most REQUEST_TIMEOUT): socket.timeout,
+    a TimeoutError, once it has passed."""
+
+    def __init__(self, sock, handler):
+        self._sock, self._handler = sock, handler
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        left = self._handler.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"the request took more than {REQUEST_DEADLINE:g} s to arrive")
+        self._sock.settimeout(min(REQUEST_TIMEOUT, left))
+        return self._sock.recv_into(b)
+
+
 class Handler(BaseHTTPRequestHandler):
     server_version = "digitcore-serve"
     sys_version = ""
     protocol_version = "HTTP/1.1"
     timeout = REQUEST_TIMEOUT  # applied to the socket: a stalled client frees its thread
+    deadline = math.inf
+
+    def setup(self):
+        super().setup()
+        # reads through the request deadline (handle_one_request sets it)
+        self.rfile = io.BufferedReader(_DeadlineSocket(self.connection, self), 65536)
+
+    def handle_one_request(self):
+        self.deadline = time.monotonic() + REQUEST_DEADLINE
+        super().handle_one_request()
 
     # -- responses ---------------------------------------------------------------------
 
