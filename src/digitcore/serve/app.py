@@ -483,6 +483,9 @@ class Handler(BaseHTTPRequestHandler):
     # -- responses ---------------------------------------------------------------------
 
     def _send(self, status: int, body: bytes, content_type: str, extra=None):
+        # (the reads left the socket's timeout at what remained of the request deadline,
+        # perhaps a fraction of a second: the answer gets the usual one)
+        self.connection.settimeout(REQUEST_TIMEOUT)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
