@@ -420,6 +420,23 @@ cdef int _image_hint(const uint8_t *p, Py_ssize_t h, Py_ssize_t w) noexcept nogi
     return 1 if one else 0
 
 
+cdef int _first_image_hint(cnp.ndarray a) except -1:
+    """first_image_hint of ``a``, a C-contiguous uint8 ndarray (n, h, w) or (n, F)."""
+    cdef Py_ssize_t h, w
+    if cnp.PyArray_DIM(a, 0) == 0:
+        return 0
+    if cnp.PyArray_NDIM(a) == 3:
+        h, w = cnp.PyArray_DIM(a, 1), cnp.PyArray_DIM(a, 2)
+    else:
+        h = <Py_ssize_t>math.isqrt(cnp.PyArray_DIM(a, 1))
+        w = h
+        if h * w != cnp.PyArray_DIM(a, 1):
+            return 0
+    if h < 4 or w < 4:
+        return 0
+    return _image_hint(<const uint8_t *>cnp.PyArray_DATA(a), h, w)
+
+
 def first_image_hint(x):
     """What the first image of a batch of uint8 images says about how the batch was made,
     for a network trained on light strokes on a dark background: 1 when its pixels are
@@ -432,16 +449,6 @@ def first_image_hint(x):
     cdef cnp.ndarray a = <cnp.ndarray>x
     cdef int nd = cnp.PyArray_NDIM(a)
     if cnp.PyArray_TYPE(a) != cnp.NPY_UINT8 or not cnp.PyArray_IS_C_CONTIGUOUS(a) \
-            or nd < 2 or nd > 3 or cnp.PyArray_DIM(a, 0) == 0:
+            or nd < 2 or nd > 3:
         return 0
-    cdef Py_ssize_t h, w
-    if nd == 3:
-        h, w = cnp.PyArray_DIM(a, 1), cnp.PyArray_DIM(a, 2)
-    else:
-        h = <Py_ssize_t>math.isqrt(cnp.PyArray_DIM(a, 1))
-        w = h
-        if h * w != cnp.PyArray_DIM(a, 1):
-            return 0
-    if h < 4 or w < 4:
-        return 0
-    return _image_hint(<const uint8_t *>cnp.PyArray_DATA(a), h, w)
+    return _first_image_hint(a)

@@ -246,19 +246,11 @@ cdef class _Net:
         elif nd != 3 or cnp.PyArray_DIM(a, 1) * cnp.PyArray_DIM(a, 2) != self.n_in:
             return None
         cdef int hint
-        cdef Py_ssize_t side
         if summary is not None and type(summary) is dict and cnp.PyArray_DIM(a, 0) > 0:
             if (<dict>summary).get("float_max"):
                 return -1
             if (<dict>summary).get("background") == "dark":
-                if nd == 3:
-                    hint = _image_hint(<const uint8_t *>cnp.PyArray_DATA(a),
-                                       cnp.PyArray_DIM(a, 1), cnp.PyArray_DIM(a, 2)) \
-                        if cnp.PyArray_DIM(a, 1) >= 4 and cnp.PyArray_DIM(a, 2) >= 4 else 0
-                else:
-                    side = <Py_ssize_t>math.isqrt(self.n_in)
-                    hint = _image_hint(<const uint8_t *>cnp.PyArray_DATA(a), side, side) \
-                        if side * side == self.n_in and side >= 4 else 0
+                hint = _first_image_hint(a)
                 if hint:
                     return hint
         cdef float scale = (1.0 / 255.0) / std
