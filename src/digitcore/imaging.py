@@ -210,12 +210,12 @@ SHAPE_CHECK_FILE = "shape-check.safetensors"
 
 def _pillow():
     try:
-        from PIL import Image, ImageOps
+        from PIL import Image
     except ImportError as exc:
         raise ImportError(
             "reading image files needs Pillow: pip install 'digitcore[image]' "
             "(or pass a NumPy array)") from exc
-    return Image, ImageOps
+    return Image
 
 
 def load_image(path) -> np.ndarray:
@@ -259,7 +259,7 @@ def _read_file(path, longest=None) -> np.ndarray:
     it to MAX_SIDE by block averaging anyway)."""
     fspath = os.fspath(path)
     try:
-        Image, ImageOps = _pillow()
+        Image = _pillow()
     except ImportError:
         return _read_png(fspath)
     from digitcore._atomic import NotAFile, seekable
@@ -275,7 +275,7 @@ def _read_file(path, longest=None) -> np.ndarray:
             with warnings.catch_warnings():  # (past Pillow's own limit: refused below)
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 img = Image.open(stream)
-            return _decode_opened(img, fspath, longest, ImageOps)
+            return _decode_opened(img, fspath, longest)
     except FileNotFoundError:
         raise ValueError(f"{fspath}: no such file") from None
     except IsADirectoryError:
@@ -295,7 +295,7 @@ def _read_file(path, longest=None) -> np.ndarray:
         raise ValueError(f"{fspath}: cannot read image: {exc}") from exc
 
 
-def _decode_opened(img, fspath, longest, ImageOps):
+def _decode_opened(img, fspath, longest):
     """_read_file's decoding of an image Pillow has opened (its size checked first)."""
     with img:
         w, h = img.size
@@ -317,11 +317,19 @@ def _decode_opened(img, fspath, longest, ImageOps):
             # (preprocess_image block-averages it to `longest` anyway): its array and
             # copies would take ~20 bytes a pixel, 1.3 GB at MAX_FILE_PIXELS
             img = img.reduce(max(img.size) // (2 * longest))
-        try:
-            img = ImageOps.exif_transpose(img)
-        except Exception:  # broken EXIF must not hide a readable image
-            pass
-        return _pillow_pixels(img)
+        return _pillow_pixels(exif_upright(img))
+
+
+def exif_upright(img):
+    """A Pillow image turned as its EXIF orientation says, as viewers show it
+    (``ImageOps.exif_transpose``); as it is when its EXIF is damaged, which must not
+    hide a readable image. load_image and serve's PNG decoding both turn it."""
+    from PIL import ImageOps
+
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:
+        return img
 
 
 def _pillow_pixels(img) -> np.ndarray:

@@ -115,11 +115,12 @@ def _pillow_decode(data: bytes, max_pixels: int):
     """PNG bytes -> array with Pillow, or None when Pillow is absent. The size Pillow
     found in the header (the last IHDR, wherever it is) is checked before decoding."""
     try:
-        from PIL import Image, ImageOps, UnidentifiedImageError
+        from PIL import Image, UnidentifiedImageError
     except ImportError:
         return None
     import io
 
+    from digitcore.imaging import exif_upright
     from digitcore.png import PNGError
 
     try:
@@ -128,10 +129,7 @@ def _pillow_decode(data: bytes, max_pixels: int):
             if w * h > max_pixels:
                 raise PNGError(f"PNG is too large ({w}x{h}); the limit is {max_pixels:,} pixels")
             img.load()
-            try:  # as `digitcore predict` reads a file (imaging.load_image), and viewers
-                img = ImageOps.exif_transpose(img)  # show it
-            except Exception:  # broken EXIF must not hide a readable image
-                pass
+            img = exif_upright(img)  # (as `digitcore predict` reads a file, and viewers)
             if img.mode.startswith(("I", "F")):
                 # 16-bit grey as it is: preprocess_image takes its bit depth from its
                 # largest value, as for the same file given to `digitcore predict`
