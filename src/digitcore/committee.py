@@ -123,7 +123,7 @@ class Committee:
         """
         if check_tta(tta) is not None:
             return tta_mean_proba(self.predict_proba, x, tta)
-        self._check_floats(x)
+        self._check_input(x)
         return mean_proba(net.predict_proba(x) for net in self.members)
 
     def _share_record(self):
@@ -147,7 +147,7 @@ class Committee:
                 if record.get("background") in ("dark", "light"):
                     net.training_summary["background"] = record["background"]
 
-    def _check_floats(self, x):
+    def _check_input(self, x):
         """Floats that can only be 0-255 pixels refused (network.check_pixel_floats), by
         the committee's own record (a committee given a summary whose members have none;
         one read from a file shares its record with them: _share_record); so are uint8
@@ -166,7 +166,7 @@ class Committee:
         bits, and the log of the mean probability, float64 (n, n_classes), from the
         members' logits: finite even where every member's float32 probability underflows
         to 0)."""
-        self._check_floats(x)
+        self._check_input(x)
         probas, logs = zip(*(net._answers(x) for net in self.members))
         return mean_proba(probas), log_mean_exp(np.stack(logs))
 
@@ -174,7 +174,7 @@ class Committee:
         """Log of the mean probabilities, float32 (n, n_classes): values whose softmax is
         :meth:`predict_proba` (to rounding), computed from the members' logits in float64
         so that they stay finite."""
-        self._check_floats(x)
+        self._check_input(x)
         logs = np.stack([log_softmax(net.logits(x)) for net in self.members])
         return log_mean_exp(logs).astype(np.float32)
 
