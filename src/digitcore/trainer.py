@@ -637,15 +637,14 @@ class Trainer:
         if (x2.dtype != np.uint8 and net.input_mean == 0.0 and net.input_std == 1.0
                 and x2.size):
             top = float(x2[:2048].max())
-            if top > 2.0:
-                float_top = top
-            if top > 2.0 and getattr(self, "_warn_large_floats", True):
-                warnings.warn(
-                    f"x holds floats up to {top:g}: pixels train best as uint8 (0-255) or "
-                    f"as floats scaled to [0, 1] (x / 255), and other features "
-                    f"standardized (Network(input_mean=..., input_std=...)); this network "
-                    f"will refuse uint8 input, which it would read 255 times darker",
-                    UserWarning, stacklevel=2)
+            float_top = top if top > 2.0 else None
+        if float_top is not None and getattr(self, "_warn_large_floats", True):
+            warnings.warn(
+                f"x holds floats up to {float_top:g}: pixels train best as uint8 (0-255) or "
+                f"as floats scaled to [0, 1] (x / 255), and other features "
+                f"standardized (Network(input_mean=..., input_std=...)); this network "
+                f"will refuse uint8 input, which it would read 255 times darker",
+                UserWarning, stacklevel=3)
         val = None
         if validation_data is not None:
             try:
