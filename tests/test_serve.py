@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -694,6 +695,43 @@ def test_a_client_that_trickles_its_request_is_cut_off(net, monkeypatch):
                         break
                 assert closed and time.monotonic() - t0 < 5, head
         assert _json(srv, "GET", "/healthz")[0] == 200
+
+
+def test_connections_past_the_cap_get_a_503_without_a_thread(net, monkeypatch):
+    """Every connection held a thread and they were not capped: past MAX_CONNECTIONS
+    open at once (here 2), one more is answered 503 and closed, and once one of them
+    closes a new one is served again."""
+    import socket
+
+    import digitcore.serve.app as app
+
+    monkeypatch.setattr(app, "MAX_CONNECTIONS", 2)
+
+    def wait_for(srv, count):
+        t0 = time.monotonic()
+        while srv.connections != count:
+            assert time.monotonic() - t0 < 10, (srv.connections, count)
+            time.sleep(0.01)
+
+    with running_server(net) as srv:
+        idle = [socket.create_connection(srv.server_address[:2], timeout=10)
+                for _ in range(2)]
+        wait_for(srv, 2)
+        threads = threading.active_count()
+        with socket.create_connection(srv.server_address[:2], timeout=10) as s:
+            got = b""
+            while chunk := s.recv(65536):
+                got += chunk
+        assert got.startswith(b"HTTP/1.1 503 "), got
+        assert b"Retry-After: 5" in got and b"2 connections open" in got
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert json.loads(body)["error"].startswith("the server has 2 connections open")
+        assert threading.active_count() == threads and srv.connections == 2
+        idle[0].close()
+        wait_for(srv, 1)
+        assert _json(srv, "GET", "/healthz")[0] == 200
+        idle[1].close()
+        wait_for(srv, 0)
 
 
 def test_another_transfer_coding_is_refused_and_closes_the_connection(server):

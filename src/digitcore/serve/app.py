@@ -57,7 +57,7 @@ import numpy as np
 
 __all__ = ["make_server", "DigitServer", "RequestError", "parse_predict_request",
            "predict_json", "decode_png_bytes", "model_description", "is_loopback",
-           "MAX_BODY", "MAX_SIDE", "MAX_IMAGE_PIXELS"]
+           "MAX_BODY", "MAX_SIDE", "MAX_IMAGE_PIXELS", "MAX_CONNECTIONS"]
 
 MAX_BODY = 1 << 20  # 1 MiB: a 280x280 drawing is about 50 kB as pixels, 10-30 kB as PNG
 MAX_SIDE = 1024  # largest width/height accepted for a "pixels" drawing
@@ -69,6 +69,10 @@ MAX_IMAGE_PIXELS = 2048 * 2048
 # would hold as many decoded images)
 MAX_CONCURRENT = max(2, os.cpu_count() or 1)
 BUSY_WAIT = 10.0
+# Connections open at once, each with a thread of its own; one more is answered with a
+# 503 and closed at once, without a thread (an idle keep-alive connection is dropped
+# after REQUEST_TIMEOUT, so a browser's few are let go soon)
+MAX_CONNECTIONS = 64
 # Reading and discarding an oversized body lets the client see the 413 instead of a reset
 # connection; beyond this the connection is simply closed.
 MAX_DRAIN = 8 * MAX_BODY
@@ -745,7 +749,50 @@ class DigitServer(ThreadingHTTPServer):
         self.static = _load_static()
         self.model_info = model_description(network, model_info, tta)
         self.slots = threading.BoundedSemaphore(MAX_CONCURRENT)
+        self.max_connections = MAX_CONNECTIONS
+        self.connections = 0  # open ones, each on its thread (under _connections_lock)
+        self._connections_lock = threading.Lock()
         super().__init__(address, Handler)
+
+    def process_request(self, request, client_address):
+        """A thread for the connection, or, past ``max_connections`` open at once, a 503
+        written without blocking and the connection closed (the accepting loop never
+        waits on a client)."""
+        with self._connections_lock:
+            full = self.connections >= self.max_connections
+            if not full:
+                self.connections += 1
+        if full:
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # (no thread started: the count is not the thread's)
+            self._connection_done()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connection_done()
+
+    def _connection_done(self):
+        with self._connections_lock:
+            self.connections -= 1
+
+    def _refuse(self, request):
+        body = json.dumps({"error": f"the server has {self.max_connections} connections "
+                                    "open; try again in a few seconds"}).encode()
+        head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nRetry-After: 5\r\nConnection: close\r\n"
+                + "".join(f"{k}: {v}\r\n" for k, v in SECURITY_HEADERS.items()) + "\r\n")
+        try:
+            request.setblocking(False)  # (a few hundred bytes: the send buffer takes them)
+            request.send(head.encode() + body)
+        except OSError:
+            pass
+        self.shutdown_request(request)
 
     def log_disconnect(self, client_address, exc):
         """One line for a client that hung up mid-request (a traceback with debug)."""
