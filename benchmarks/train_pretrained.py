@@ -184,7 +184,8 @@ def main(argv=None):
     rows = [{"preset": args.preset, "recipe": net.training_summary["recipe"],
              "seed": args.seed, "members": members, "threads": digitcore.get_num_threads(),
              "kernel": digitcore.kernel_path(), "storage_dtype": dtype, "file": PRETRAINED_FILE,
-             "file_bytes": size, "weights_sha256": digest, "verdict": verdict,
+             "file_bytes": size, "weights_sha256": digest,
+             "file_sha256": net.training_summary["file_sha256"], "verdict": verdict,
              "history": [{k: v for k, v in h.history.items()
                           if k in ("loss", "accuracy", "seconds")} for h in histories]}]
     assert sorted(claims) == sorted(keys), (sorted(claims), sorted(keys))

@@ -22,8 +22,8 @@ import digitcore
 from digitcore import ModelFormatError
 from digitcore import pretrained
 from digitcore.imaging import preprocess_image
-from digitcore.pretrained import (load_pretrained, pretrained_path, save_pretrained,
-                                  train_pretrained, weights_digest)
+from digitcore.pretrained import (file_digest, load_pretrained, pretrained_path,
+                                  save_pretrained, train_pretrained, weights_digest)
 
 from serving import port_of, serve_process
 
@@ -58,7 +58,7 @@ def test_bundled_model_reads_digits(bundled, mini):
     assert bundled.layer_sizes[0] == 784 and bundled.layer_sizes[-1] == 10
     summary = bundled.training_summary
     for key in ("preset", "recipe", "seed", "members", "n_train", "dataset", "test_accuracy",
-                "storage_dtype", "weights_sha256"):
+                "storage_dtype", "weights_sha256", "file_sha256"):
         assert key in summary, key
     assert summary["dataset"] == "mnist" and summary["n_train"] == 60_000
     # a committee file loads as a Committee of that many networks, a single one as a Network
@@ -169,6 +169,34 @@ def test_a_flipped_weight_byte_is_caught(copy_of_bundled):
         load_pretrained()
 
 
+@pytest.mark.parametrize("old,new", [
+    (b'"input_mean\\": 0.0', b'"input_mean\\": 0.1'),  # a member's input scaling
+    (b'"test_accuracy\\": 0.9', b'"test_accuracy\\": 0.8'),  # the metadata
+])
+def test_a_changed_header_byte_is_caught(copy_of_bundled, old, new):
+    """The digest covered only the tensor data: a member's input_mean changed from 0.0
+    to 0.1 in the header loaded, and read mnist-mini's test images 12% worse."""
+    data = copy_of_bundled.read_bytes()
+    assert data.count(old) >= 1, old
+    copy_of_bundled.write_bytes(data.replace(old, new, 1))
+    digitcore.load_model(copy_of_bundled)  # a well-formed file: only the digest sees it
+    with pytest.raises(ModelFormatError, match="file_sha256.*damaged"):
+        load_pretrained()
+
+
+def test_a_moved_or_missing_file_digest_is_caught(copy_of_bundled):
+    data = copy_of_bundled.read_bytes()
+    recorded = digitcore.load_model(copy_of_bundled).training_summary["file_sha256"]
+    copy_of_bundled.write_bytes(data.replace(recorded.encode(), b"f" * 64))
+    with pytest.raises(ModelFormatError, match="file_sha256.*damaged"):
+        load_pretrained()
+    with pytest.raises(ModelFormatError, match="file_sha256 is not where it was written"):
+        file_digest(copy_of_bundled, recorded)  # (no longer in the file)
+    copy_of_bundled.write_bytes(data.replace(b'"file_sha256', b'"file_sha257'))
+    with pytest.raises(ModelFormatError, match="no file_sha256"):
+        load_pretrained()
+
+
 def test_a_truncated_file_is_caught(copy_of_bundled):
     data = copy_of_bundled.read_bytes()
     copy_of_bundled.write_bytes(data[:len(data) // 2])
@@ -214,6 +242,7 @@ def test_build_is_reproducible_for_any_thread_count(mini, tmp_path):
     assert summary["preset"] == "custom" and summary["n_train"] == 1500
     assert summary["recipe"]["hidden"] == [16] and summary["recipe"]["augment"]["rotate"] > 0
     assert summary["weights_sha256"] == d1 and summary["dataset"] == "mnist-mini"
+    assert summary["file_sha256"] == file_digest(p1, summary["file_sha256"])
     assert sorted(os.listdir(tmp_path)) == ["a.safetensors", "b.safetensors", "c.safetensors"]
 
 

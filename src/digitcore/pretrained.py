@@ -15,9 +15,10 @@ number of threads.
 The file is an ordinary model file (:func:`digitcore.load_model` reads it), stored as
 float16 when that leaves the number of training images it reads right unchanged
 (``benchmarks/train_pretrained.py --dtype auto``; the test set plays no part), with the
-SHA-256 of its tensor data in its training metadata (``weights_sha256``):
-:func:`load_pretrained` checks it, so a damaged file is an error, never a model that reads
-digits slightly wrong.
+SHA-256 of its tensor data (``weights_sha256``) and of the whole file (``file_sha256``,
+which covers the header: the members' input scaling lives there) in its training
+metadata: :func:`load_pretrained` checks both, so a damaged file is an error, never a
+model that reads digits slightly wrong.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from pathlib import Path
 from digitcore._atomic import atomic_write_bytes, writable_target
 from digitcore.errors import ModelFormatError
 
-__all__ = ["load_pretrained", "pretrained_path", "weights_digest", "train_pretrained",
+__all__ = ["load_pretrained", "pretrained_path", "weights_digest", "file_digest",
+           "train_pretrained",
            "save_pretrained", "PRETRAINED_FILE", "MAX_BYTES"]
 
 PRETRAINED_FILE = "pretrained-mnist.safetensors"
@@ -61,6 +63,25 @@ def weights_digest(path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+_UNSET_DIGEST = "0" * 64  # file_sha256 while the file's own digest is taken
+
+
+def file_digest(path, recorded=None) -> str:
+    """SHA-256 (hex) of a whole model file, header and tensor data, with the 64 hex
+    digits of ``recorded`` (the file_sha256 stored in it, found exactly once) read as
+    zeros, so the digest can be stored in the file it describes; ``recorded`` None: the
+    file as it is (one written with the zeros in place). ModelFormatError if
+    ``recorded`` is not in the file exactly once."""
+    data = Path(os.fsdecode(path)).read_bytes()
+    if recorded is not None:
+        mark = recorded.encode("ascii")
+        if len(recorded) != 64 or data.count(mark) != 1:
+            raise ModelFormatError(f"{os.fspath(path)}: its file_sha256 is not where it was "
+                                   "written: the file is damaged; reinstall digitcore")
+        data = data.replace(mark, _UNSET_DIGEST.encode("ascii"))
+    return hashlib.sha256(data).hexdigest()
 
 
 def load_pretrained():
@@ -108,6 +129,15 @@ def load_pretrained():
         raise ModelFormatError(
             f"{path}: the tensor data do not match their recorded SHA-256 ({actual[:12]}... "
             f"instead of {expected[:12]}...): the file is damaged; reinstall digitcore")
+    recorded = summary.get("file_sha256")
+    if not isinstance(recorded, str):
+        raise ModelFormatError(f"{path}: no file_sha256 in its training metadata (not the "
+                               "bundled pretrained model; reinstall digitcore)")
+    if file_digest(path, recorded) != recorded:
+        # (the header: the members' configs, input scaling among them, and the metadata)
+        raise ModelFormatError(
+            f"{path}: the file does not match its recorded SHA-256 (file_sha256): its "
+            "header is damaged; reinstall digitcore")
     if net.n_features != 784:
         raise ModelFormatError(f"{path}: reads {net.n_features} features, not 28x28 images")
     # trained on MNIST's uint8 images (a file built before the summary said so does not):
@@ -203,8 +233,8 @@ def recorded_recipe(preset, n_train) -> dict:
 
 def save_pretrained(network, path, *, dtype="float16", metadata=None) -> str:
     """Write `network` (a Network or a Committee) as a pretrained model file: its
-    ``training_summary`` plus `metadata` and the ``weights_sha256`` of the tensor data,
-    atomically.
+    ``training_summary`` plus `metadata`, the ``weights_sha256`` of the tensor data and
+    the ``file_sha256`` of the whole file (:func:`file_digest`), atomically.
 
     Returns the digest and sets ``network.training_summary`` to what was stored.
     ValueError if the file would exceed :data:`MAX_BYTES` (nothing is written then) or a
@@ -212,6 +242,7 @@ def save_pretrained(network, path, *, dtype="float16", metadata=None) -> str:
     """
     summary = dict(network.training_summary or {}, **(metadata or {}))
     summary.pop("weights_sha256", None)
+    summary["file_sha256"] = _UNSET_DIGEST
     path = Path(os.fsdecode(path))  # (a bytes path too)
     writable_target(path)  # (before the work: a bad path is named at once)
     # drafted in a temporary directory (the digest needs the file), then written over
@@ -223,6 +254,9 @@ def save_pretrained(network, path, *, dtype="float16", metadata=None) -> str:
         # the tensor data do not depend on the metadata: the digest of this file is the
         # digest of the final one
         summary["weights_sha256"] = weights_digest(tmp_path)
+        network.save(tmp_path, metadata=summary, dtype=dtype)
+        # ... and its header's length does not depend on the digits of file_sha256
+        summary["file_sha256"] = file_digest(tmp_path)
         network.save(tmp_path, metadata=summary, dtype=dtype)
         size = tmp_path.stat().st_size
         if size > MAX_BYTES:
