@@ -174,6 +174,66 @@ def test_read_model_refuses_a_committee_by_name(tmp_path):
         read_model(tmp_path / "c.safetensors")
 
 
+def test_a_saved_committee_members_keep_their_input_checks(tmp_path):
+    """Committee(nets).save wrote each member's entry with its input record only, and a
+    member with an entry took nothing from the committee's: loaded, members trained on
+    dark-background uint8 digits read white-background ones as nonsense (and so did the
+    committee when another member was trained on floats), and a committee of networks
+    trained on 0-255 floats read uint8 images 255 times too dark, silently."""
+    (x, y), (xt, _) = digitcore.load_dataset("mnist-mini")
+    x, y = x[:500], y[:500]
+
+    def trained(seed, data, **kw):
+        net = Network([784, 8, 10], seed=seed)
+        trainer = digitcore.Trainer(net, epochs=1, verbose=0, seed=seed, **kw)
+        if data.dtype == np.float32 and data.max() > 2:
+            with pytest.warns(UserWarning, match="floats up to 255"):
+                trainer.fit(data, y)
+        else:
+            trainer.fit(data, y)
+        return net
+
+    dark = [trained(0, x), trained(1, x)]
+    unit = trained(2, x / np.float32(255))  # floats in [0, 1]: no background record
+    big = [trained(3, x.astype(np.float32), lr=1e-4), trained(4, x.astype(np.float32),
+                                                              lr=1e-4)]
+    assert dark[0].training_summary["background"] == "dark"
+    assert big[0].training_summary["float_max"] == 255
+    light = 255 - xt[:5]
+    cases = [(dark, light, "light background"), ([dark[0], unit], light, "light background"),
+             (big, xt[:5], "trained on floats up to 255")]
+    for k, (members, bad, refusal) in enumerate(cases):
+        path = tmp_path / f"c{k}.safetensors"
+        Committee(members).save(path)
+        back = load_model(path)
+        with pytest.raises(ValueError, match=refusal):
+            back.predict(bad)
+        for before, after in zip(members, back.members):
+            for key in ("background", "float_max"):
+                assert after.training_summary.get(key) == before.training_summary.get(key)
+            if "background" in before.training_summary or "float_max" in before.training_summary:
+                with pytest.raises(ValueError, match=refusal):
+                    after.predict(bad)
+    # a hand-edited record is shown as it is, not as a formatting error
+    net = dark[0].copy()
+    net.training_summary = {"float_max": "x"}
+    with pytest.raises(ValueError, match="trained on floats up to 'x'"):
+        net.predict(xt[:2])
+
+
+@pytest.mark.parametrize("metadata", [[1, 2], 5, [("a", 1)], "text"])
+def test_save_refuses_metadata_that_is_not_a_dict(tmp_path, metadata):
+    """A list or a number failed with a TypeError from dict(), and a list of pairs was
+    saved as if it were a dict; Network.save (and save_model's documentation) say
+    ValueError."""
+    path = tmp_path / "c.safetensors"
+    nets = _members(2)
+    nets[0].training_summary = {"input": "uint8"}
+    with pytest.raises(ValueError, match=f"metadata must be a dict, got {type(metadata).__name__}"):
+        Committee(nets).save(path, metadata=metadata)
+    assert not path.exists()
+
+
 def test_failed_save_keeps_the_old_file(tmp_path):
     path = tmp_path / "c.safetensors"
     Committee(_members(2)).save(path)

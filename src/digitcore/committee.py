@@ -21,6 +21,15 @@ from digitcore.network import (Network, check_pixel_floats, check_pixel_images, 
 
 __all__ = ["Committee"]
 
+# training_summary entries besides "input" by which a member refuses what it would
+# misread (network.check_pixel_images); a saved committee keeps them in its members'
+# entries
+MEMBER_CHECKS = ("background", "float_max")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
 
 class Committee:
     """Networks whose mean class probability is the prediction.
@@ -129,8 +138,10 @@ class Committee:
     def _share_record(self):
         """Give each member without a record of its own (as read from a file) the input
         record its committee keeps (``training_summary["input"]``, or the member's entry
-        of ``training_summary["members"]``): a member used alone then refuses 0-255
-        floats as the committee does (network.check_pixel_floats)."""
+        of ``training_summary["members"]``), and its background record (the entry's, else
+        the committee's): a member used alone then refuses 0-255 floats and images on a
+        light background as the committee does (network.check_pixel_floats,
+        check_pixel_images)."""
         summary = self.training_summary
         if not isinstance(summary, dict):
             return
@@ -144,8 +155,13 @@ class Committee:
             if net.training_summary is None and isinstance(record, dict) \
                     and isinstance(record.get("input"), str):
                 net.training_summary = {"input": record["input"]}
-                if record.get("background") in ("dark", "light"):
-                    net.training_summary["background"] = record["background"]
+                # (the committee's background, which save writes only when every member
+                # was trained on dark-background digits, when the entry has none)
+                background = record.get("background", summary.get("background"))
+                if background in ("dark", "light"):
+                    net.training_summary["background"] = background
+                if _is_number(record.get("float_max")):
+                    net.training_summary["float_max"] = record["float_max"]
 
     def _check_input(self, x):
         """Floats that can only be 0-255 pixels refused (network.check_pixel_floats), by
@@ -217,37 +233,44 @@ class Committee:
         ``digitcore.load_model(path)`` reads it back as a Committee."""
         if metadata is None:
             metadata = self.training_summary
-        records = [net.training_summary.get("input")
-                   if isinstance(net.training_summary, dict) else None for net in self.members]
-        if any(isinstance(r, str) for r in records) and (metadata is None
-                                                          or isinstance(metadata, dict)):
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ValueError(f"metadata must be a dict, got {type(metadata).__name__}")
+        summaries = [net.training_summary if isinstance(net.training_summary, dict) else {}
+                     for net in self.members]
+        records = [summary.get("input") for summary in summaries]
+        # what else a member refuses by (network.check_pixel_images): its training
+        # images' background, and the largest float it was trained on
+        checks = [{key: summary[key] for key in MEMBER_CHECKS if summary.get(key) is not None}
+                  for summary in summaries]
+        if any(isinstance(r, str) for r in records) or any(checks):
             # each member's entry says what that member read (loaded, a member used alone
             # refuses what it alone would misread): its own record, or the entry's when it
-            # has none; "uint8" when either says so (a stale entry must not clear it)
+            # has none; "uint8" when either says so (a stale entry must not clear it); and
+            # the member's own background and float_max
             per = (metadata or {}).get("members")
             if per is None:  # (a "members" that is something else, a count, stays as it is)
                 per = [{} for _ in self.members]
             if isinstance(per, list) and len(per) == len(records):
                 entries = []
-                for entry, own in zip(per, records):
+                for entry, own, check in zip(per, records, checks):
                     if isinstance(entry, dict):
                         said = (entry.get("input"), own)
                         entry = dict(entry, input="uint8" if "uint8" in said
-                                     else own if isinstance(own, str) else entry.get("input"))
+                                     else own if isinstance(own, str) else entry.get("input"),
+                                     **check)
                         if entry["input"] is None:
                             del entry["input"]
                     entries.append(entry)
                 metadata = dict(metadata or {}, members=entries)
-        if any(trained_on_pixels(m.training_summary) for m in self.members) and not (
-                isinstance(metadata, dict) and metadata.get("input") == "uint8"):
+        if any(trained_on_pixels(m.training_summary) for m in self.members) and (
+                metadata or {}).get("input") != "uint8":
             # (what check_pixel_floats reads, and what a member without an entry of its
             # own takes when loaded: see _share_record)
             metadata = dict(metadata or {}, input="uint8")
         backgrounds = {net.training_summary.get("background")
                        if isinstance(net.training_summary, dict) else None
                        for net in self.members}
-        if backgrounds == {"dark"} and (metadata is None or isinstance(metadata, dict)) \
-                and "background" not in (metadata or {}):
+        if backgrounds == {"dark"} and "background" not in (metadata or {}):
             # every member was trained on dark-background digits: loaded, the committee
             # and its members refuse what they would misread (network.check_pixel_images)
             metadata = dict(metadata or {}, background="dark")

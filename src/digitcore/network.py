@@ -176,6 +176,11 @@ def check_pixel_images(x, summary, name="x") -> None:
             raise image_refusal(code, summary, name)
 
 
+def _shown(value) -> str:
+    """A recorded number as the messages show it (a hand-edited file may hold anything)."""
+    return f"{value:g}" if isinstance(value, (int, float)) else repr(value)
+
+
 def image_refusal(code, summary, name="x") -> ValueError:
     """The error for a uint8 batch a model would misread: ``code`` 1 or 2 as
     ``_ops.first_image_hint`` gives them, -1 for a model trained on large floats
@@ -183,7 +188,7 @@ def image_refusal(code, summary, name="x") -> ValueError:
     if code == -1:
         return ValueError(f"{name} is uint8, which this network reads as pixels scaled by "
                           f"1/255, but it was trained on floats up to "
-                          f"{summary.get('float_max'):g}: give {name} as those floats "
+                          f"{_shown(summary.get('float_max'))}: give {name} as those floats "
                           f"({name}.astype(np.float32)), as it was trained")
     return ValueError(f"{name} {_IMAGE_HINTS[code]}")
 
