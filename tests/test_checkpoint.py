@@ -587,6 +587,97 @@ def test_an_early_stopping_in_callbacks_resumes_with_its_state(tmp_path):
     assert np.array_equal(net2.flat_parameters, net0.flat_parameters)
 
 
+def test_early_stoppings_in_callbacks_are_part_of_the_run(tmp_path):
+    """Their state was keyed by their place among all the callbacks and the callbacks
+    were not part of the run: a resume with a logging callback put before the same
+    stopping started it afresh (another best epoch, other weights), and one with
+    another patience, or without it, was taken silently. They are counted among
+    themselves now, and their settings are the run's."""
+    x, y = _mini(1500)
+
+    def run(checkpoint=None, stop_at=None, resume=False, extra=(), patience=2, stops=True):
+        net = digitcore.Network([784, 16, 10], seed=0)
+        es = digitcore.EarlyStopping(monitor="val_accuracy", patience=patience)
+
+        def ctrl_c(epoch, logs):
+            if epoch == stop_at:
+                raise KeyboardInterrupt
+
+        callbacks = [*extra, ctrl_c, *([es] if stops else [])]
+        tr = digitcore.Trainer(net, epochs=25, seed=1, lr=0.1, batch_size=32, verbose=0,
+                               checkpoint=checkpoint, checkpoint_seconds=0,
+                               callbacks=callbacks)
+        return net, tr.fit(x, y, validation_fraction=0.3, resume=resume), es
+
+    net0, h0, es0 = run()
+    assert h0.stopped_early
+    ck = tmp_path / "ck"
+    run(ck, stop_at=es0.best_epoch + 1)
+    for changed in (dict(patience=0), dict(stops=False)):
+        with pytest.raises(CheckpointError, match="different run.*callback_stoppings"):
+            run(ck, resume=True, **changed)
+    logged = []
+    net2, h2, es2 = run(ck, resume=True, extra=[
+        lambda epoch, logs: logged.append(epoch)])
+    assert (len(h2), es2.best_epoch, es2.best) == (len(h0), es0.best_epoch, es0.best)
+    assert np.array_equal(net2.flat_parameters, net0.flat_parameters)
+    # (from the interrupted epoch, whose end the Ctrl-C cut short, to the last)
+    assert logged == list(range(es0.best_epoch + 1, len(h0)))
+
+
+def test_a_renamed_or_foreign_tensor_in_a_checkpoint_is_refused(tmp_path):
+    """The tensor table is not under the checksums: one byte changing
+    "early_stopping.best_params" to "best_paramz" resumed without the best weights (the
+    run ended on its last epoch's, weights_from_epoch None), without a word."""
+    x, y = _mini(1500)
+
+    def trainer(stop_at=None):
+        net = digitcore.Network([784, 16, 10], seed=0)
+
+        def ctrl_c(epoch, logs):
+            if epoch == stop_at:
+                raise KeyboardInterrupt
+
+        return digitcore.Trainer(net, epochs=6, seed=1, optimizer="adam", lr=0.05,
+                                 verbose=0, checkpoint=tmp_path / "ck",
+                                 checkpoint_seconds=0, callbacks=[ctrl_c],
+                                 early_stopping=dict(patience=10, restore_best=True))
+
+    trainer(stop_at=3).fit(x, y, validation_fraction=0.2)
+    path = tmp_path / "ck" / FILE_NAME
+    raw = path.read_bytes()
+    state, tensors = read_checkpoint(path)
+    assert "early_stopping.best_params" in tensors and state["early_stopping"]["best_epoch"] \
+        is not None
+    for old, new in ((b"early_stopping.best_params", b"early_stopping.best_paramz"),
+                     (b'"params"', b'"paramz"')):
+        path.write_bytes(raw.replace(old, new))
+        read_checkpoint(path)  # (well-formed: only what the run writes tells)
+        with pytest.raises(CheckpointError, match="not a usable checkpoint.*param"):
+            trainer().fit(x, y, validation_fraction=0.2, resume=True)
+    path.write_bytes(raw)
+    trainer().fit(x, y, validation_fraction=0.2, resume=True)
+
+
+def test_a_checkpoint_folder_it_cannot_write_is_named_before_training(tmp_path):
+    """The first checkpoint found out, after an epoch of training."""
+    (tmp_path / "ck" / FILE_NAME).mkdir(parents=True)
+    epochs = []
+    net, tr, x, y = _small_run(tmp_path, callbacks=[
+        lambda epoch, logs: epochs.append(epoch)])
+    with pytest.raises(IsADirectoryError, match="it is a directory"):
+        tr.fit(x, y)
+    assert epochs == []
+    if os.geteuid() != 0:  # (root may write anywhere)
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o555)
+        net, tr, x, y = _small_run(tmp_path, checkpoint=ro, callbacks=[
+            lambda epoch, logs: epochs.append(epoch)])
+        with pytest.raises(PermissionError, match="ro"):
+            tr.fit(x, y)
+        assert epochs == []
+
+
 # ---- state a resume used to lose (an outside review) ------------------------------------------
 
 def _mini(n=2000):

@@ -9,7 +9,8 @@ rename), so the last complete checkpoint is only ever replaced by another comple
     tensors   "params" (the flat parameters), "optimizer.grad_avg"/"optimizer.sq_avg"
               (the optimizer's state, when it has it), the best parameters an early
               stopping kept: "early_stopping.best_params" (the trainer's own) and
-              "callbacks.{i}.best_params" (one given as callbacks[i]); all float32
+              "callbacks.{j}.best_params" (the j-th EarlyStopping among the callbacks,
+              from 0); all float32
     metadata  "format" = "digitcore-checkpoint", "checkpoint" = JSON of:
               "version"; "run" (the full config: network, trainer, optimizer, data
               fingerprint); "seed" (the run's); "step" (the optimizer's step count);
@@ -30,7 +31,9 @@ or whose tensors or state do not match their checksums is refused with
 
 User callbacks other than :class:`~digitcore.trainer.EarlyStopping` (the trainer's
 ``early_stopping``, or one in its ``callbacks``) keep no saved state: they start afresh
-on resume.
+on resume, and may be added or left out. The early stoppings are part of the run (their
+settings in its config, their state in the file): a resume without them, or with other
+settings, is refused as another run.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ import time
 
 import numpy as np
 
-from digitcore._atomic import atomic_write_bytes
+from digitcore._atomic import atomic_write_bytes, writable_target
 from digitcore._version import __version__
 from digitcore.errors import DigitcoreError
 
@@ -212,6 +215,8 @@ class Checkpointer:
         if os.path.exists(self.dir) and not os.path.isdir(self.dir):
             raise CheckpointError(f"checkpoint directory {self.dir} is a file")
         os.makedirs(self.dir, exist_ok=True)
+        # (a folder it may not write in is named now, not after the first epoch)
+        writable_target(self.path)
         for stale in glob.glob(os.path.join(glob.escape(self.dir), f".{FILE_NAME}.*.tmp")):
             with contextlib.suppress(OSError):
                 os.unlink(stale)
@@ -282,19 +287,31 @@ class Checkpointer:
             lr = float(state["lr"]) if "lr" in state else float(opt.lr)
             if not (math.isfinite(lr) and lr >= 0):  # (a callback may set 0)
                 raise ValueError(f"lr {lr} is not a finite rate >= 0")
-            # every early stopping's state, read whole before anything is changed
+            # every early stopping's state, read whole before anything is changed (the
+            # run config names them all, so each has its state, and its best parameters
+            # once it has a best epoch and restores it)
             es_states = []
             for key, es in stoppings:
                 e = (state.get("early_stopping") if key == "early_stopping"
                      else (state.get("callbacks") or {}).get(key))
-                if e is None:
-                    continue
+                if not isinstance(e, dict):
+                    raise KeyError(f"{key} (the state of an early stopping)")
+                best_epoch = _epoch_or_none(e["best_epoch"])
                 best_params = tensors.get(f"{key}.best_params")
+                if best_params is None and es.restore_best and best_epoch is not None:
+                    raise KeyError(f"{key}.best_params")
                 if best_params is not None and best_params.shape != params.shape:
                     raise ValueError(f"{key}.best_params has shape {best_params.shape}, "
                                      f"expected {params.shape}")
-                es_states.append((es, float(e["best"]), _epoch_or_none(e["best_epoch"]),
-                                  int(e["wait"]), best_params))
+                es_states.append((es, float(e["best"]), best_epoch, int(e["wait"]),
+                                  best_params))
+            # (the tensor table is not under the checksums: a name this run would not
+            # have written is damage, not something to skip)
+            known = {"params", *(f"optimizer.{name}" for name in _STATE_NAMES),
+                     *(f"{key}.best_params" for key, _ in stoppings)}
+            unknown = sorted(set(tensors) - known)
+            if unknown:
+                raise ValueError(f"tensor {unknown[0]!r} is not one this run writes")
             rng.bit_generator.state = state["rng_epoch_start"]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             # (nothing of the fit has changed yet: the network keeps its parameters)

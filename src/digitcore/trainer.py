@@ -536,21 +536,29 @@ class Trainer:
         """Everything that decides a run's bits, for the checkpoint's refusal check."""
         from digitcore.checkpoint import data_fingerprint
 
+        def stopping(es):
+            return {"monitor": es.monitor, "patience": es.patience,
+                    "min_delta": es.min_delta, "restore_best": es.restore_best}
+
         es = self.early_stopping
         opt_cfg = {k: v for k, v in self.optimizer.kernel_config(self.l2, self.clip_norm,
                                                                         self.l1).items()
                    if k != "step"}
+        trainer = dict(
+            {k: _setting(v) for k, v in vars(self).items() if k not in _NOT_RUN_SETTINGS},
+            seed=seed, sparse_split=getattr(kernel, "sparse_split", None),
+            early_stopping=None if es is None else stopping(es))
+        # the early stoppings given in `callbacks` (their state is the checkpoint's, and
+        # they decide when the run stops), in order; named only when there are any
+        stops = [stopping(cb) for cb in self.callbacks if isinstance(cb, EarlyStopping)]
+        if stops:
+            trainer["callback_stoppings"] = stops
         return {
             "network": self.network.get_config(),
             "optimizer": dict(opt_cfg, lr=self.optimizer.lr, name=repr(self.optimizer)),
             # every setting of this trainer (also ones added later, like an l1 penalty or
             # augmentation), except those that do not change the arithmetic
-            "trainer": dict(
-                {k: _setting(v) for k, v in vars(self).items() if k not in _NOT_RUN_SETTINGS},
-                seed=seed, sparse_split=getattr(kernel, "sparse_split", None),
-                early_stopping=None if es is None else {
-                    "monitor": es.monitor, "patience": es.patience,
-                    "min_delta": es.min_delta, "restore_best": es.restore_best}),
+            "trainer": trainer,
             "data": {"train": data_fingerprint(x2, labels),
                      "validation": None if val is None else data_fingerprint(*val[:2])},
         }
@@ -726,9 +734,12 @@ class Trainer:
         if self.early_stopping is not None:
             callbacks.append(self.early_stopping)
         # the early stoppings, whose state a checkpoint keeps: the trainer's own as
-        # "early_stopping", one given in callbacks as "callbacks.{its index}"
-        stoppings = [("early_stopping" if cb is self.early_stopping else f"callbacks.{i}", cb)
-                     for i, cb in enumerate(callbacks) if isinstance(cb, EarlyStopping)]
+        # "early_stopping", the j-th EarlyStopping given in callbacks as "callbacks.{j}"
+        # (numbered among themselves: other callbacks may come and go on resume)
+        given = [cb for cb in self.callbacks if isinstance(cb, EarlyStopping)]
+        stoppings = [(f"callbacks.{j}", cb) for j, cb in enumerate(given)]
+        if self.early_stopping is not None:
+            stoppings.append(("early_stopping", self.early_stopping))
         for cb in callbacks:
             cb.trainer = self
             cb.on_train_begin()
