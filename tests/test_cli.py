@@ -629,6 +629,8 @@ def test_own_idx_files_need_no_verify(tmp_path):
     assert s["n_train"] == 300 and s["n_test"] == 60
     assert s["architecture"] == [144, 16, 3]
     assert s["test_accuracy"] > 0.9  # it learned the user's data, not MNIST
+    # the small-data deformation is for 28x28 digits: 12x12 images train as given
+    assert s["augment"] is None
     r = run("evaluate", tmp_path / "own.safetensors", "--data-dir", d, "--no-verify", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["accuracy"] == pytest.approx(s["test_accuracy"])
@@ -637,6 +639,19 @@ def test_own_idx_files_need_no_verify(tmp_path):
             "--hidden", "8", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["architecture"] == [144, 8, 3]
+
+
+def test_augment_none_also_drops_the_presets_test_time_shifts(tmp_path):
+    """`--preset augmented --augment none` scored, and recorded, the preset's test-time
+    shifts, which are for networks trained on deformed digits."""
+    common = ("train", "--dataset", "mnist-mini", "--preset", "augmented", "--epochs", "1",
+              "--hidden", "8", "--json")
+    for extra, tta in ((("--augment", "none"), None), (("--augment", "none", "--tta", "shift"),
+                                                      "shift")):
+        r = run(*common, *extra)
+        assert r.returncode == 0, r.stderr
+        s = json.loads(r.stdout)
+        assert (s["augment"], s["tta"]) == (None, tta)
 
 
 def test_no_verify_errors_name_the_problem(tmp_path):
@@ -791,7 +806,7 @@ def test_small_data_rule_counts_the_images_left_after_the_validation_split(tmp_p
     """The default preset deforms training sets under 10,000 images: 10,500 with a fifth
     held out leave 8,400 to train on, deformed; the CLI counted the 10,500 before the
     split and trained them plain."""
-    d = _own_idx(tmp_path / "own", n_train=10_500, n_test=30, side=8)
+    d = _own_idx(tmp_path / "own", n_train=10_500, n_test=30, side=28)
     common = ("train", "--data-dir", d, "--no-verify", "--epochs", "1", "--hidden", "4",
               "--json")
     held = json.loads(run(*common, "--validation-fraction", "0.2").stdout)

@@ -172,8 +172,8 @@ def _parser():
     t.add_argument("--tta", choices=["none", *_TTA_WHAT], default=None,
                    help="score the test images with test-time augmentation: shift = the "
                         "mean over each image and its four one-pixel shifts (default: the "
-                        "preset's, shift for --preset augmented and committee); kept in "
-                        "the saved model")
+                        "preset's, shift for --preset augmented and committee, none with "
+                        "--augment none); kept in the saved model")
     t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--threads", type=_threads)
     t.add_argument("--validation-fraction", type=_float, default=0.0)
@@ -378,7 +378,10 @@ def cmd_train(args):
         raise UsageError(f"--validation-fraction must be in (0, 1), got "
                          f"{args.validation_fraction:g}")
     members = args.members or presets.members_of(cfg)
-    tta = check_tta(args.tta if args.tta is not None else presets.tta_of(cfg))
+    # (the preset's test-time shifts are for networks trained on deformed digits: with
+    # --augment none, none unless --tta asks)
+    tta = check_tta(args.tta if args.tta is not None
+                    else None if args.augment == "none" else presets.tta_of(cfg))
     if args.checkpoint:
         _check_checkpoint_kind(args.checkpoint, members)
     if args.out:  # (before the training, which a bad path would otherwise throw away)
@@ -389,7 +392,10 @@ def cmd_train(args):
         writable_target(args.out)
     name, (x_tr, y_tr), (x_te, y_te) = _load_data(args.dataset, args.data_dir, args.download,
                                                        args.verify)
-    if "augment" not in overrides and x_tr.ndim != 3:  # no size rule for flat features
+    if "augment" not in overrides and (x_tr.ndim != 3 or x_tr.shape[1:] != (28, 28)):
+        # the small-data rule (presets.augment_for) is for 28x28 digits, where it was
+        # chosen: its shifts and turns, in pixels, cost 8x8 digits accuracy (and flat
+        # features are no pictures); other data train with the preset's own augmentation
         overrides["augment"] = cfg.get("augment")
     n_classes = int(max(y_tr.max(), y_te.max())) + 1
     # the images each network trains on: the small-data rules (epochs, augmentation)

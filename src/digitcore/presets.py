@@ -100,7 +100,10 @@ def augment_for(preset, n_train):
     the same few thousand digits 40 times learns them by heart; deformed anew each time,
     they teach it the shapes instead. Chosen on a validation split carved from mnist-mini's
     training images (4,500 / 1,500, ``python benchmarks/bench_small_data.py --aug
-    affine`` against ``--aug none``), never on test images.
+    affine`` against ``--aug none``), never on test images. For 28x28 digits: `digitcore
+    train` gives other images the preset's own ``augment`` (the rule's shifts and turns,
+    in pixels, cost scikit-learn's 8x8 digits accuracy: 94.0% -> 89.9% on the last 597
+    with the first 1,200 trained on, means over seeds 0-2).
     """
     small = preset.get("small_data")
     if small and 0 < n_train < small["below"]:
