@@ -242,6 +242,10 @@ def test_build_is_reproducible_for_any_thread_count(mini, tmp_path):
     assert summary["preset"] == "custom" and summary["n_train"] == 1500
     assert summary["recipe"]["hidden"] == [16] and summary["recipe"]["augment"]["rotate"] > 0
     assert summary["weights_sha256"] == d1 and summary["dataset"] == "mnist-mini"
+    assert "tta" not in summary  # (TINY has none; a preset's is recorded:)
+    (x, y), _ = mini
+    shifted, _ = train_pretrained(x[:300], y[:300], dict(TINY, tta="shift"), 0)
+    assert shifted.training_summary["tta"] == "shift"
     assert summary["file_sha256"] == file_digest(p1, summary["file_sha256"])
     assert sorted(os.listdir(tmp_path)) == ["a.safetensors", "b.safetensors", "c.safetensors"]
 

@@ -45,6 +45,12 @@ def test_recipe_and_build_follow_the_size_rules_unless_overridden():
     assert tr.augment == AUGMENTS["affine"] and tr.epochs == 80 and net.dropout == 0.3
     with pytest.raises(TypeError, match="verbose"):
         build("default", 0, 100, verbose=0)  # a Trainer argument, not a recipe entry
+    # a custom preset without epochs failed with a bare KeyError: 'epochs'
+    with pytest.raises(ValueError, match="a preset needs 'epochs'"):
+        build(dict(hidden=[8], lr=0.1), 0, 100)
+    with pytest.raises(ValueError, match="'hidden' and 'epochs'"):
+        recipe({}, 100)
+    assert build(dict(hidden=[8], lr=0.1), 0, 100, epochs=1)[1].epochs == 1
 
 
 def _train(*extra):

@@ -138,6 +138,10 @@ def recipe(preset, n_train, **overrides):
     turns it off). Returns a new dict in the preset's key order."""
     cfg = get_preset(preset) if isinstance(preset, str) else copy.deepcopy(dict(preset))
     cfg.update(overrides)
+    missing = [key for key in ("hidden", "epochs") if key not in cfg]
+    if missing:
+        raise ValueError(f"a preset needs {' and '.join(map(repr, missing))} (hidden layer "
+                         f"widths, epochs), as {sorted(PRESETS)} have; got {sorted(cfg)}")
     if "epochs" not in overrides:
         cfg["epochs"] = epochs_for(cfg, n_train)
     if "augment" not in overrides:

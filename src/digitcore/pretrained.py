@@ -177,7 +177,7 @@ def train_pretrained(x_train, y_train, preset="best", seed=0, *, members=None, v
     -------
     (Network, History) or (Committee, list of History)
         The model's ``training_summary`` holds ``preset``, ``recipe`` (one network's, as
-        used), ``n_train``, ``seed`` and ``members``; a single network's also holds the
+        used), ``n_train``, ``seed``, ``members`` and the preset's ``tta`` if it has one; a single network's also holds the
         trainer's summary, a committee's the ``seeds`` of its members and the ``input``
         they read.
 
@@ -189,7 +189,7 @@ def train_pretrained(x_train, y_train, preset="best", seed=0, *, members=None, v
         If ``members`` is below 1 (``presets.build_committee`` says so).
     """
     from digitcore.committee import Committee
-    from digitcore.presets import build_committee
+    from digitcore.presets import build_committee, get_preset, tta_of
 
     name = preset if isinstance(preset, str) else "custom"
     n = len(x_train)
@@ -205,6 +205,9 @@ def train_pretrained(x_train, y_train, preset="best", seed=0, *, members=None, v
     nets, k = [net for net, _ in runs], len(runs)
     common = dict(preset=name, recipe=recorded_recipe(preset, n), n_train=int(n), seed=int(seed),
                   members=k)
+    tta = tta_of(get_preset(preset) if isinstance(preset, str) else preset)
+    if tta is not None:  # (what `digitcore evaluate`, predict and serve score it with)
+        common["tta"] = tta
     if k == 1:
         net = nets[0]
         net.training_summary = dict(net.training_summary or {}, **common)
