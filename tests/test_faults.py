@@ -34,6 +34,9 @@ from digitcore.datasets import FILES, download_dataset, load_mnist
 from digitcore.idx import idx_header, read_idx, write_idx
 
 N_TRAIN, N_TEST = 60, 20
+# a process's return code after Popen.kill(): SIGKILL on POSIX; TerminateProcess(handle, 1)
+# on Windows, which has no SIGKILL
+KILLED = -signal.SIGKILL if os.name == "posix" else 1
 RNG = np.random.default_rng(11)
 ARRAYS = {
     FILES[0]: RNG.integers(0, 256, (N_TRAIN, 28, 28), dtype=np.uint8),
@@ -196,13 +199,13 @@ def test_client_killed_mid_download(server, cache, monkeypatch):
             assert time.monotonic() < deadline, "child never started downloading"
             time.sleep(0.02)
         time.sleep(0.2)
-        proc.send_signal(signal.SIGKILL)
+        proc.kill()  # (SIGKILL; TerminateProcess on Windows)
         proc.wait(30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    assert proc.returncode == KILLED
     # a killed process cannot clean up: its .tmp file may stay, but nothing is trusted
     assert _trusted_files(cache / "mnist") == []
     assert datasets.find_dataset_files("mnist") is None
@@ -372,13 +375,13 @@ def test_process_killed_mid_save(tmp_path):
                 assert proc.poll() is None, proc.communicate()
                 time.sleep(0.005)
             time.sleep(float(rng.uniform(0.05, 0.6)))  # land anywhere in a save
-            proc.send_signal(signal.SIGKILL)
+            proc.kill()  # (SIGKILL; TerminateProcess on Windows)
             proc.wait(30)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        assert proc.returncode == -signal.SIGKILL
+        assert proc.returncode == KILLED
         net = digitcore.load_model(path)  # never a partial file
         got = net.flat_parameters
         assert any(np.array_equal(got, w) for w in want.values()), f"round {round_}"

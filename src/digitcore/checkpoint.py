@@ -56,6 +56,7 @@ from digitcore.errors import DigitcoreError
 __all__ = ["CheckpointError", "FILE_NAME", "read_checkpoint"]
 
 FILE_NAME = "checkpoint.safetensors"
+LOCK_NAME = ".checkpoint.lock"  # held by the run using the directory (Checkpointer._lock)
 FORMAT = "digitcore-checkpoint"
 # 3: the optimizer's rate ("lr"); 2: the state has its own SHA-256 ("state_sha256"); 1 had
 # none. An older digitcore refuses a newer file rather than resume it without its rate.
@@ -203,6 +204,53 @@ class Checkpointer:
         self.run = None
         self.last_write = time.monotonic()
         self.writes = 0
+        self._lock_fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+    def _lock(self):
+        """Take the directory's lock (LOCK_NAME, an advisory lock the OS drops when the
+        process ends, however it ends), or a CheckpointError naming the run that holds
+        it: two runs on one directory would replace each other's checkpoints, and one
+        would delete the other's temporary file in flight."""
+        path = os.path.join(self.dir, LOCK_NAME)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if os.name == "nt":
+                import msvcrt
+
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise CheckpointError(
+                f"checkpoint directory {self.dir} is in use by another run (training, or "
+                "resuming, in this or another process): wait for it to end, or choose "
+                "another directory") from None
+        self._lock_fd = fd
+
+    def release(self):
+        """Let the directory go (the lock file stays: removing it would race a run
+        taking it)."""
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is None:
+            return
+        try:
+            if os.name == "nt":  # (Windows wants a region unlocked before the close)
+                import msvcrt
+
+                os.lseek(fd, 0, os.SEEK_SET)
+                with contextlib.suppress(OSError):
+                    msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        finally:
+            os.close(fd)  # (on POSIX the close drops flock's lock)
 
     def set_run(self, run_config):
         self.run = _jsonable(run_config)
@@ -211,12 +259,14 @@ class Checkpointer:
         return os.path.exists(self.path)
 
     def prepare(self, resume):
-        """Create the directory, drop temporaries a killed writer left; refuse to clobber."""
+        """Create the directory, check the checkpoint can be written there, take the
+        directory's lock, drop temporaries a killed writer left; refuse to clobber."""
         if os.path.exists(self.dir) and not os.path.isdir(self.dir):
             raise CheckpointError(f"checkpoint directory {self.dir} is a file")
         os.makedirs(self.dir, exist_ok=True)
         # (a folder it may not write in is named now, not after the first epoch)
         writable_target(self.path)
+        self._lock()
         for stale in glob.glob(os.path.join(glob.escape(self.dir), f".{FILE_NAME}.*.tmp")):
             with contextlib.suppress(OSError):
                 os.unlink(stale)

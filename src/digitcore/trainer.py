@@ -592,16 +592,21 @@ class Trainer:
         thread, or from a callback) raises a RuntimeError.
         """
         with _training(self.network):
-            return self._fit(x, y, validation_data, validation_fraction, resume)
+            if self.checkpoint is None:
+                return self._fit(x, y, validation_data, validation_fraction, resume, None)
+            from digitcore.checkpoint import Checkpointer
 
-    def _fit(self, x, y, validation_data, validation_fraction, resume):
+            # (the directory is this fit's until it returns: another run on it is refused)
+            with Checkpointer(self.checkpoint, self.checkpoint_seconds) as ckpt:
+                ckpt.prepare(resume)
+                return self._fit(x, y, validation_data, validation_fraction, resume, ckpt)
+
+    def _fit(self, x, y, validation_data, validation_fraction, resume, ckpt):
         net = self.network
-        seed, ckpt, saved = self.seed, None, None
-        if self.checkpoint is not None:
-            from digitcore.checkpoint import Checkpointer, read_checkpoint
+        seed, saved = self.seed, None
+        if ckpt is not None:
+            from digitcore.checkpoint import read_checkpoint
 
-            ckpt = Checkpointer(self.checkpoint, self.checkpoint_seconds)
-            ckpt.prepare(resume)
             if resume and ckpt.exists():
                 saved = read_checkpoint(ckpt.path)
                 if seed is None:  # the seed the checkpointed run drew
