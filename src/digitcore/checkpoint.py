@@ -214,9 +214,9 @@ class Checkpointer:
 
     def _lock(self):
         """Take the directory's lock (LOCK_NAME, an advisory lock the OS drops when the
-        process ends, however it ends), or a CheckpointError naming the run that holds
-        it: two runs on one directory would replace each other's checkpoints, and one
-        would delete the other's temporary file in flight."""
+        process ends, however it ends), or a CheckpointError when another run holds it:
+        two runs on one directory would replace each other's checkpoints, and one would
+        delete the other's temporary file in flight."""
         path = os.path.join(self.dir, LOCK_NAME)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

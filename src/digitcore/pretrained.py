@@ -177,9 +177,9 @@ def train_pretrained(x_train, y_train, preset="best", seed=0, *, members=None, v
     -------
     (Network, History) or (Committee, list of History)
         The model's ``training_summary`` holds ``preset``, ``recipe`` (one network's, as
-        used), ``n_train``, ``seed``, ``members`` and the preset's ``tta`` if it has one; a single network's also holds the
-        trainer's summary, a committee's the ``seeds`` of its members and the ``input``
-        they read.
+        used), ``n_train``, ``seed``, ``members`` and the preset's ``tta`` if it has one;
+        a single network's also holds the trainer's summary, a committee's the ``seeds``
+        of its members and the ``input`` they read.
 
     Raises
     ------
