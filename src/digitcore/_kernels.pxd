@@ -25,8 +25,8 @@ cdef extern from "digitcore.h" nogil:
     enum: DC_MAX_THREADS
     void dc_set_num_threads(int n)
     int dc_get_num_threads()
-    int dc_have_openmp()
     int dc_team_started()
+    int dc_have_openmp()
     enum: DC_TEAM_FIXED, DC_TEAM_ADAPTIVE, DC_TEAM_ALTERNATE
     int dc_set_team_policy(int policy)
     int dc_get_team_policy()
