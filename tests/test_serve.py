@@ -230,6 +230,65 @@ def test_png_unfilter_is_the_specifications(rng, bpp):
                                       want)
 
 
+@pytest.mark.parametrize("bpp", [1, 2, 3, 4, 6, 8])
+def test_png_none_sub_and_up_rows_decode_in_blocks_as_specified(rng, bpp, monkeypatch):
+    # images filtered with none, sub and up only are decoded whole blocks of rows at a time
+    # (png._unfilter_blocks), here blocks of a few rows, so runs of up rows cross them
+    from digitcore import png
+
+    for block_bytes in (1, 3 * bpp, 1 << 20):
+        monkeypatch.setattr(png, "_BLOCK_BYTES", block_bytes)
+        for trial in range(20):
+            h, w = int(rng.integers(1, 14)), int(rng.integers(1, 9))
+            rows = rng.integers(0, 256, (h, 1 + w * bpp), dtype=np.uint8)
+            rows[:, 0] = rng.choice([0, 1, 2, 2, 2], h)
+            want = _unfilter_by_definition(rows, bpp)
+            np.testing.assert_array_equal(png._unfilter(rows.ravel(), h, w * bpp, bpp), want)
+
+
+def test_a_tall_png_of_rows_filtered_without_average_or_paeth_decodes_in_blocks(monkeypatch):
+    """A 32 kB PNG of 16,777,216 one-pixel rows filtered Sub took a minute to decode,
+    NumPy called row by row (only Average and Paeth rows counted against the decoder's
+    budget), before the picture was refused as too thin: such rows are decoded in blocks
+    now, and a mix with Average or Paeth rows pays for its rows."""
+    import struct
+    import zlib
+
+    from digitcore import png
+
+    def tall_png(filters, h):
+        raw = np.zeros((h, 2), np.uint8)
+        raw[:, 0] = filters[np.arange(h) % len(filters)]
+        raw[::7, 1] = 200
+        ihdr = struct.pack(">IIBBBBB", 1, h, 8, 0, 0, 0, 0)
+
+        def chunk(kind, body):
+            return (struct.pack(">I", len(body)) + kind + body
+                    + struct.pack(">I", zlib.crc32(kind + body)))
+
+        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                + chunk(b"IDAT", zlib.compress(raw.tobytes(), 9)) + chunk(b"IEND", b"")), raw
+
+    looped = []
+    real = png._average_or_paeth
+    monkeypatch.setattr(png, "_average_or_paeth",
+                        lambda *a: looped.append(1) or real(*a))
+    h = 4_000_000
+    data, raw = tall_png(np.array([2], np.uint8), h)  # every row Up: a running sum down
+    assert len(data) < 50_000
+    np.testing.assert_array_equal(decode_png(data)[:, 0],
+                                  np.cumsum(raw[:, 1], dtype=np.uint8))
+    data, raw = tall_png(np.array([1, 0, 2], np.uint8), h)  # sub, none, up, ...
+    out = decode_png(data)[:, 0]
+    want = raw[:, 1].copy()
+    want[2::3] += want[1::3]  # (each up row adds the none row above it)
+    np.testing.assert_array_equal(out, want)
+    data, _ = tall_png(np.array([4, 0, 1, 2], np.uint8), h)  # Paeth rows: the row loop
+    with pytest.raises(PNGError, match="4,000,000 row.s. of 1 bytes.*Pillow reads it"):
+        decode_png(data)
+    assert looped == []  # refused before any row is decoded
+
+
 @pytest.mark.skipif(not HAVE_PILLOW, reason="Pillow is not installed (it writes the test PNG)")
 @pytest.mark.parametrize("use_pillow", [None, False])
 def test_a_16_bit_png_reads_in_serve_as_in_predict(tmp_path, test_images, use_pillow):

@@ -26,6 +26,8 @@ MAX_PIXELS = 4096 * 4096
 # steps (~30 us each), or 120 times as many bytes along rows, ~1 s. A 4096 x 4096 image
 # takes 8,192 steps; only strips thousands of times longer than wide come near it.
 MAX_FILTER_STEPS = 32768
+# _unfilter_blocks's rows at a time: about this many bytes (its sums take a few copies)
+_BLOCK_BYTES = 4 << 20
 # channels per colour type
 _CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 
@@ -59,15 +61,19 @@ def _unfilter(raw: np.ndarray, height: int, stride: int, bpp: int) -> np.ndarray
     filters = rows[:, 0]
     if filters.max(initial=0) > 4:
         raise PNGError(f"corrupt PNG: unknown row filter {int(filters.max())}")
+    if filters.max(initial=0) <= 2:  # none, sub and up only: whole blocks of rows at once
+        return _unfilter_blocks(rows, filters, bpp)
     # Average and Paeth rows depend on the decoded byte to their left: a loop along the
     # row, ~0.25 us a byte in Python, or _unfilter_wavefront, ~30 us a step for
     # height + width steps: whichever costs less (a thin strip takes the loop).
     sequential = int(np.count_nonzero(filters >= 3)) * stride
     steps = height + stride // bpp
     wavefront = sequential > 120 * steps
-    # (a 15 kB PNG of one 2,000,000-pixel RGBA row took 3.3 s and 244 MB of Python lists)
-    if (steps if wavefront else sequential / 120) > MAX_FILTER_STEPS:
-        raise PNGError(f"unsupported PNG: its {height} row(s) of {stride:,} bytes, filtered "
+    # (a 15 kB PNG of one 2,000,000-pixel RGBA row took 3.3 s and 244 MB of Python lists;
+    # the loop also pays a few microseconds a row, ~1/8 of a step: a 32 kB PNG of
+    # 16,777,216 one-pixel rows took a minute)
+    if (steps if wavefront else sequential / 120 + height / 8) > MAX_FILTER_STEPS:
+        raise PNGError(f"unsupported PNG: its {height:,} row(s) of {stride:,} bytes, filtered "
                        f"with Average or Paeth, take this decoder too long (Pillow reads it)")
     if wavefront:
         return _unfilter_wavefront(rows[:, 1:], filters, bpp)
@@ -88,6 +94,37 @@ def _unfilter(raw: np.ndarray, height: int, stride: int, bpp: int) -> np.ndarray
                            dtype=np.uint8)
         out[y] = cur
         prev = out[y]
+    return out
+
+
+def _unfilter_blocks(rows: np.ndarray, filters: np.ndarray, bpp: int) -> np.ndarray:
+    """_unfilter for images whose rows are all filtered none (0), sub (1) or up (2), in
+    blocks of rows, with no per-row Python (a loop over 16 million one-pixel rows took a
+    minute). Sub rows are a running sum along the row; a run of up rows after row r is
+    row r plus the running sum of their bytes down the column (mod 256, as uint8 wraps),
+    from the cumulative sum of the block less its value before r."""
+    height, stride = rows.shape[0], rows.shape[1] - 1
+    out = rows[:, 1:].copy()
+    sub = filters == 1
+    if sub.any():
+        out[sub] = np.cumsum(out[sub].reshape(-1, stride // bpp, bpp), axis=1,
+                             dtype=np.uint8).reshape(-1, stride)
+    up = filters == 2
+    if not up.any():
+        return out
+    block = max(1, _BLOCK_BYTES // max(stride, 1))
+    prev = np.zeros((1, stride), dtype=np.uint8)  # (the row above the first: zeros)
+    for a in range(0, height, block):
+        b = min(height, a + block)
+        # the row above the block leads it, as a row that starts a run
+        part = np.concatenate([prev, out[a:b]])
+        starts = np.concatenate([[True], ~up[a:b]])
+        total = np.cumsum(part, axis=0, dtype=np.uint8)
+        # for each row, the last row at or above it that starts a run
+        first = np.maximum.accumulate(np.where(starts, np.arange(b - a + 1), 0))
+        before = np.where((first > 0)[:, None], total[np.maximum(first - 1, 0)], 0)
+        out[a:b] = (total - before.astype(np.uint8))[1:]
+        prev = out[b - 1:b]
     return out
 
 
