@@ -726,3 +726,38 @@ def test_uint8_images_a_dark_background_model_would_misread_are_refused():
     floats = Network([784, 16, 10], seed=0)
     Trainer(floats, epochs=1, verbose=0, seed=0).fit(x.reshape(len(x), -1) / np.float32(255), y)
     assert "background" not in floats.training_summary
+
+
+def test_predict_image_reads_pictures_for_a_model_trained_on_0_255_floats(tmp_path):
+    """Such a model refuses uint8 (it would read it 255 times darker), and predict_image,
+    `digitcore predict` and serve gave it the prepared picture as uint8: every picture was
+    refused with an error about an `x` the user never passed. They give it the picture's
+    pixels as the floats it was trained on."""
+    from digitcore import Committee, Trainer
+    from digitcore.imaging import preprocess_image
+    from digitcore.png import encode_png
+    from digitcore.serve.app import predict_json
+
+    (x, y), (xt, yt) = digitcore.load_dataset("mnist-mini")
+    net = Network([784, 32, 10], seed=0)
+    with pytest.warns(UserWarning, match="floats up to 255"):
+        Trainer(net, epochs=2, lr=1e-3, optimizer="adam", verbose=0, seed=0).fit(
+            x[:2000].astype(np.float32), y[:2000])
+    with pytest.raises(ValueError, match="trained on floats up to 255"):
+        net.predict(xt[:1])  # (uint8 itself stays refused)
+    right = 0
+    for k in range(20):
+        want = net.predict_proba(preprocess_image(xt[k]).reshape(1, -1).astype(np.float32))[0]
+        digit, proba = net.predict_image(xt[k])
+        np.testing.assert_array_equal(proba, want)
+        assert predict_json(net, xt[k])["digit"] == digit
+        right += digit == yt[k]
+    assert right >= 15  # (it reads them: trained on 2,000 images)
+    committee = Committee([net, net.copy()])
+    assert committee.predict_image(xt[0])[0] == net.predict_image(xt[0])[0]
+    model, picture = tmp_path / "floats.safetensors", tmp_path / "d.png"
+    net.save(model)
+    picture.write_bytes(encode_png(xt[0]))
+    from digitcore.cli import main
+
+    assert main(["predict", str(model), str(picture)]) == 0

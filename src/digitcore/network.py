@@ -181,6 +181,20 @@ def _shown(value) -> str:
     return f"{value:g}" if isinstance(value, (int, float)) else repr(value)
 
 
+def picture_row(model, img28) -> np.ndarray:
+    """A prepared picture (preprocess_image's uint8 28x28) as the one-row batch ``model``
+    (a Network or a Committee) reads: uint8 pixels, or float32 0-255 ones for a model
+    trained on floats as large as pixels (``"float_max"``), which refuses uint8 (and
+    would read it 255 times darker)."""
+    row = img28.reshape(1, -1)
+    nets = getattr(model, "members", None) or (model,)
+    summaries = [getattr(net, "training_summary", None) for net in nets]
+    if any(type(s) is dict and isinstance(s.get("float_max"), (int, float))
+           and s["float_max"] > PIXEL_FLOAT_MAX for s in summaries):
+        return row.astype(np.float32)
+    return row
+
+
 def image_refusal(code, summary, name="x") -> ValueError:
     """The error for a uint8 batch a model would misread: ``code`` 1 or 2 as
     ``_ops.first_image_hint`` gives them, -1 for a model trained on large floats
@@ -646,7 +660,7 @@ class Network:
                              f"{FIELD * FIELD} pixels, and this model takes "
                              f"{self.n_features} inputs")
         img = preprocess_image(image, reject_non_digits=reject_non_digits)
-        proba = self.predict_proba(img.reshape(1, -1), tta=tta)[0]
+        proba = self.predict_proba(picture_row(self, img), tta=tta)[0]
         return int(np.argmax(proba)), proba
 
     # ---- files -------------------------------------------------------------------------------

@@ -286,6 +286,7 @@ def predict_json(network, image: np.ndarray, drawing: bool = False, tta=None) ->
     is a 422 ``RequestError``, or with ``drawing`` (a drawing still being made, where that
     is a normal state) the answer ``{"digit": None, "reason": ..., "message": ...}``."""
     from digitcore.imaging import NoDigitError, preprocess_image
+    from digitcore.network import picture_row
 
     try:
         img28 = preprocess_image(image)
@@ -302,7 +303,7 @@ def predict_json(network, image: np.ndarray, drawing: bool = False, tta=None) ->
         raise RequestError(422, message) from None
     except ValueError as exc:
         raise RequestError(400, f"cannot use the drawing: {exc}") from None
-    proba = network.predict_proba(img28.reshape(1, -1), tta=tta)[0]
+    proba = network.predict_proba(picture_row(network, img28), tta=tta)[0]
     return {"digit": int(np.argmax(proba)),
             "probabilities": [round(float(p), 6) for p in proba],
             "input28": img28.ravel().tolist()}
