@@ -242,6 +242,25 @@ def test_verification_is_remembered_and_invalidated(tmp_path, monkeypatch):
         load_mnist(tmp_path / "d", download=False)
 
 
+def test_a_same_size_copy_with_the_old_mtime_is_hashed_again(tmp_path, monkeypatch):
+    """The check that skips hashing compared only size and mtime: a file replaced by a
+    same-size copy given the old mtime (cp -p, rsync -a, os.utime) loaded unchecked,
+    wrong labels and all."""
+    hashes = make_fake(tmp_path / "d", gz=False)
+    trust(monkeypatch, hashes)
+    load_mnist(tmp_path / "d", download=False)  # verified and remembered
+    p = tmp_path / "d" / FILES[3]
+    st = p.stat()
+    data = bytearray(p.read_bytes())
+    data[8] ^= 1  # the first test label
+    other = tmp_path / "other"
+    other.write_bytes(bytes(data))
+    os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(other, p)
+    with pytest.raises(DatasetError, match="SHA-256"):
+        load_mnist(tmp_path / "d", download=False)
+
+
 def test_unwritable_cache_still_loads(tmp_path, monkeypatch):
     hashes = make_fake(tmp_path / "d")
     trust(monkeypatch, hashes)

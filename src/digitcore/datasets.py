@@ -275,9 +275,9 @@ class _Stamps:
         return str(Path(path).resolve())
 
     def ok(self, path: Path, st: os.stat_result, sha: str) -> bool:
-        e = self.entries.get(self._key(path))
-        return (isinstance(e, dict) and e.get("size") == st.st_size
-                and e.get("mtime_ns") == st.st_mtime_ns and e.get("sha256") == sha)
+        """Whether ``path`` as it is now was checked and had SHA-256 ``sha`` (known()'s
+        tests: a same-size copy with the old mtime over it is hashed again)."""
+        return self.known(path, st) == sha
 
     def known(self, path: Path, st: os.stat_result) -> str | None:
         """The SHA-256 recorded for ``path`` as it is now, or None: size and mtime, and its
