@@ -332,6 +332,94 @@ def test_png_decoder_agrees_with_pillow(rng, mode):
     np.testing.assert_array_equal(decode_png_bytes(data), ours)
 
 
+def _keyed_png(pixels, ctype, depth, key):
+    """A PNG of ``pixels`` (samples as stored, one row per image row) whose tRNS chunk
+    makes the colour ``key`` (a sample value per channel) transparent."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+
+    h, w = pixels.shape[:2]
+    if depth < 8:
+        per = 8 // depth
+        padded = np.zeros((h, -(-w // per) * per), np.uint8)
+        padded[:, :w] = pixels
+        rows = np.zeros((h, padded.shape[1] // per), np.uint8)
+        for k in range(per):
+            rows |= padded[:, k::per] << np.uint8(8 - depth * (k + 1))
+    else:
+        rows = pixels.astype(">u2" if depth == 16 else np.uint8).reshape(h, -1)
+        rows = rows.view(np.uint8).reshape(h, -1)
+    raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1)
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, ctype, 0, 0, 0)
+    trns = struct.pack(">" + "H" * len(key), *key)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"tRNS", trns)
+            + chunk(b"IDAT", zlib.compress(raw.tobytes())) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("ctype,depth", [(0, 1), (0, 2), (0, 4), (0, 8), (0, 16), (2, 8),
+                                         (2, 16)])
+def test_a_grey_or_rgb_png_with_a_transparent_colour_gets_its_alpha(rng, ctype, depth):
+    """A tRNS chunk in a grey or RGB PNG names the colour that is transparent: the
+    decoder applied it to palette images only (and load_image, with Pillow, to RGB
+    only), so a dark digit on a transparent background of a dark grey level read as a
+    blank picture."""
+    channels = 1 if ctype == 0 else 3
+    pixels = rng.integers(0, 1 << depth, (6, 7, channels))
+    key = [int(v) for v in pixels[2, 3]]
+    pixels[0, 0] = key
+    want_alpha = np.where((pixels == key).all(axis=2), 0, 255)
+    data = _keyed_png(pixels if ctype else pixels[:, :, 0], ctype, depth, key)
+    for got in (decode_png(data), decode_png(data, wide=True), decode_png_bytes(data, False)):
+        assert got.shape == (6, 7, channels + 1) and got.dtype == np.uint8
+        np.testing.assert_array_equal(got[:, :, -1], want_alpha)
+        top = pixels >> (depth - 8) if depth == 16 else (
+            pixels * (255 // ((1 << depth) - 1)) if depth < 8 else pixels)
+        np.testing.assert_array_equal(got[:, :, :-1], top)
+    if HAVE_PILLOW:
+        import io
+
+        from PIL import Image
+
+        if depth == 8:  # (Pillow's convert keys 8-bit samples only)
+            ref = np.asarray(Image.open(io.BytesIO(data)).convert("LA" if ctype == 0
+                                                                   else "RGBA"))
+            np.testing.assert_array_equal(decode_png(data), ref)
+
+
+@pytest.mark.parametrize("use_pillow", [None, False])
+def test_a_digit_on_a_transparent_grey_background_is_read(tmp_path, test_images, net,
+                                                          use_pillow, monkeypatch):
+    from digitcore.imaging import preprocess_image
+
+    if use_pillow is None and not HAVE_PILLOW:
+        pytest.skip("Pillow is not installed")
+    digit = test_images[0][0].reshape(28, 28)
+    picture = np.where(digit > 128, 0, 12).astype(np.uint8)  # black ink, grey 12 keyed
+    big = np.kron(picture, np.ones((3, 3), np.uint8))
+    data = _keyed_png(big, 0, 8, [12])
+    (tmp_path / "k.png").write_bytes(data)
+    # read as the same ink on paper: a transparent background is the page
+    plain = preprocess_image(np.where(big == 0, 0, 255).astype(np.uint8))
+    assert 10 < np.count_nonzero(plain) < 400  # (a digit, not a blank or a full square)
+    if use_pillow is False:
+        import builtins
+
+        real_import = builtins.__import__
+
+        def no_pil(name, *args, **kwargs):
+            if name == "PIL" or name.startswith("PIL."):
+                raise ImportError("No module named 'PIL'")
+            return real_import(name, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "__import__", no_pil)
+    np.testing.assert_array_equal(preprocess_image(tmp_path / "k.png"), plain)
+    np.testing.assert_array_equal(preprocess_image(decode_png_bytes(data, use_pillow)), plain)
+
+
 def test_png_decoder_rejects_bad_files():
     good = encode_png(np.zeros((4, 4), dtype=np.uint8))
     bad = [b"", b"GIF89a", good[:20], good[:-5],

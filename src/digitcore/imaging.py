@@ -357,7 +357,7 @@ def _pillow_pixels(img) -> np.ndarray:
         arr = raw.astype(np.float32)
         arr /= np.float32(div)
         return arr
-    if mode == "L":
+    if mode == "L" and "transparency" not in img.info:
         return np.asarray(img, dtype=np.uint8)
     has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info
     return np.asarray(img.convert("RGBA" if has_alpha else "RGB"), dtype=np.uint8)

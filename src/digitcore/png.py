@@ -208,7 +208,8 @@ def decode_png(data: bytes, wide: bool = False, max_pixels: int = MAX_PIXELS) ->
     -------
     ndarray, uint8 (uint16: ``wide`` and 16-bit grey)
         ``(h, w)`` grey, ``(h, w, 2)`` grey+alpha, ``(h, w, 3)`` RGB or ``(h, w, 4)`` RGBA
-        (palette images become RGB, or RGBA when they have a tRNS chunk), turned as
+        (palette images become RGB, or RGBA when they have a tRNS chunk; grey and RGB
+        images with a tRNS chunk, its colour transparent, grey+alpha and RGBA), turned as
         the file's EXIF orientation says (an eXIf chunk's tag 274), as viewers show it
         and as Pillow's ``ImageOps.exif_transpose`` turns it.
 
@@ -259,18 +260,35 @@ def decode_png(data: bytes, wide: bool = False, max_pixels: int = MAX_PIXELS) ->
     if len(raw) != expected:
         raise PNGError(f"corrupt PNG: image data has {len(raw)} bytes, expected {expected}")
     pixels = _unfilter(np.frombuffer(raw, dtype=np.uint8), height, stride, bpp)
-    if depth == 16 and wide and channels == 1:
-        pixels = pixels.reshape(height, width * channels, 2).view(">u2")[:, :, 0]
-        pixels = pixels.astype(np.uint16)
-    elif depth == 16:
-        pixels = pixels.reshape(height, width * channels, 2)[:, :, 0]  # keep the high byte
+    # a grey or RGB image's tRNS chunk: the one colour (2 bytes a sample, whatever the
+    # depth) that is transparent; another length is ignored, as Pillow does
+    key = None
+    if trns is not None and ctype_ in (0, 2) and len(trns) == 2 * channels:
+        key = np.frombuffer(trns.tobytes(), dtype=">u2").astype(np.int64)
+    keyed = None  # (height, width) bool: the pixels of that colour
+    if depth == 16:
+        samples = pixels.reshape(height, width * channels, 2)
+        if key is not None:
+            keyed = (samples.view(">u2")[:, :, 0].reshape(height, width, channels)
+                     == key).all(axis=2)
+        if wide and channels == 1 and key is None:
+            pixels = samples.view(">u2")[:, :, 0].astype(np.uint16)
+        else:
+            pixels = samples[:, :, 0]  # keep the high byte
     elif depth < 8:  # 1, 2 or 4 bits per pixel, packed from the most significant bit
         shifts = np.arange(8 - depth, -1, -depth, dtype=np.uint8)
         pixels = ((pixels[:, :, None] >> shifts) & ((1 << depth) - 1)).reshape(height, -1)
         pixels = pixels[:, :width].astype(np.uint8)
+        if key is not None:
+            keyed = pixels == key[0]
         if ctype_ == 0:  # grey levels scale to 0-255; palette indices stay indices
             pixels = pixels * np.uint8(255 // ((1 << depth) - 1))
+    elif key is not None:
+        keyed = (pixels.reshape(height, width, channels) == key).all(axis=2)
     img = pixels.reshape(height, width, channels)
+    if keyed is not None:  # grey + alpha, or RGBA
+        alpha = np.where(keyed, np.uint8(0), np.uint8(255))
+        return orient(np.dstack([img, alpha]), orientation)
     if ctype_ == 3:
         if palette is None:
             raise PNGError("corrupt PNG: palette image without a valid PLTE chunk")

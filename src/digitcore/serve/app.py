@@ -138,7 +138,7 @@ def _pillow_decode(data: bytes, max_pixels: int):
                 # 16-bit grey as it is: preprocess_image takes its bit depth from its
                 # largest value, as for the same file given to `digitcore predict`
                 return np.asarray(img)
-            if img.mode in ("1", "L"):
+            if img.mode in ("1", "L") and "transparency" not in img.info:
                 return np.asarray(img.convert("L"), dtype=np.uint8)
             if img.mode == "LA":
                 return np.asarray(img, dtype=np.uint8)
