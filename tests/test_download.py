@@ -427,3 +427,26 @@ def test_the_command_lines_data_dir_is_the_one_place_read(server, tmp_path, monk
     name, (x, _), _ = cli._load_data(None, tmp_path / "dd", False, True)
     assert name == "mnist"
     np.testing.assert_array_equal(x, ARRAYS[FILES[0]])
+
+
+@pytest.mark.parametrize("timeout", [None, [5, 5], (1,), (1, 2, 3), "soon", 0, -1,
+                                     float("nan"), float("inf"), (5, 0), True])
+def test_a_bad_timeout_is_named_before_any_mirror_is_tried(tmp_path, timeout):
+    """None or [5, 5] was a bare TypeError from float(); (1,), 0 or -1 were reported as
+    every mirror failing."""
+    with pytest.raises(ValueError, match="timeout must be"):
+        download_dataset("mnist", tmp_path / "dl", mirrors=["http://127.0.0.1:9/"],
+                         timeout=timeout, progress=False)
+    assert not (tmp_path / "dl").exists()
+
+
+def test_an_empty_mirror_list_in_the_environment_does_not_hide_a_missing_dataset(
+        tmp_path, monkeypatch):
+    """With $DIGITCORE_MNIST_MIRRORS set to "," a missing dataset was reported as "no
+    download mirrors configured"."""
+    monkeypatch.setenv("DIGITCORE_MNIST_MIRRORS", ",")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="MNIST not found"):
+        load_mnist(tmp_path / "empty", download=False)
+    with pytest.raises(DatasetError, match="no download mirrors configured"):
+        load_mnist(tmp_path / "empty", download=True)

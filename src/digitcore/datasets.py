@@ -28,6 +28,7 @@ import hashlib
 import http.client
 import importlib.resources
 import json
+import math
 import os
 import re
 import sys
@@ -432,6 +433,22 @@ def _mirrors(spec: _Spec, mirrors) -> tuple[str, ...]:
     return out
 
 
+def _check_timeout(timeout) -> tuple[float, float]:
+    """download_dataset's ``timeout`` as (connect, read) seconds, each finite and > 0; a
+    ValueError naming it otherwise (it was reported as every mirror failing)."""
+    parts = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+    try:
+        if len(parts) != 2 or any(isinstance(t, bool) for t in parts):
+            raise TypeError
+        out = (float(parts[0]), float(parts[1]))
+    except (TypeError, ValueError):
+        raise ValueError(f"timeout must be seconds (a number) or a (connect, read) pair of "
+                         f"them, got {timeout!r}") from None
+    if not all(math.isfinite(t) and t > 0 for t in out):
+        raise ValueError(f"timeout must be finite and positive, got {timeout!r}")
+    return out
+
+
 def _url(base: str, fname: str) -> str:
     return base if base.endswith(fname) else base.rstrip("/") + "/" + fname
 
@@ -564,9 +581,8 @@ def download_dataset(name: str = "mnist", dest_dir=None, *, mirrors: Sequence[st
         ``{canonical name: path}`` of the four files.
     """
     spec = _spec(name)
+    timeout = _check_timeout(timeout)
     bases = _mirrors(spec, mirrors)
-    if not isinstance(timeout, tuple):
-        timeout = (float(timeout), float(timeout))
     if progress is None:
         progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
     dest = Path(dest_dir).expanduser() if dest_dir is not None else get_cache_dir() / spec.name
@@ -638,7 +654,10 @@ def download_dataset(name: str = "mnist", dest_dir=None, *, mirrors: Sequence[st
 
 def _not_found(spec: _Spec, data_dir) -> DatasetError:
     dirs = _search_dirs(spec, data_dir)
-    bases = _mirrors(spec, None)
+    try:
+        bases = _mirrors(spec, None)
+    except DatasetError:  # (an empty $..._MIRRORS must not hide what is missing)
+        bases = globals()[spec.mirrors_attr]
     return DatasetError(
         f"{spec.title} not found: looked for " + ", ".join(FILES) + " (raw or .gz) in:\n"
         + "\n".join(f"  {d}" for d in dirs)

@@ -305,7 +305,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     ndarray
         Shape as declared in the header, native byte order, dtype uint8 / int8 /
         int16 / int32 / float32 / float64 for type codes 0x08 / 0x09 / 0x0B / 0x0C /
-        0x0D / 0x0E. The array is writable and owns its memory.
+        0x0D / 0x0E. The array is writable, and a view of a buffer of its own (no
+        other array or file shares its memory; ``resize`` needs a copy).
 
     Raises
     ------
