@@ -50,7 +50,7 @@ def _links():
     for doc in _documents():
         for lineno, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1):
             for m in LINK.finditer(line):
-                out.append((f"{doc.relative_to(ROOT)}:{lineno}", doc, *m.groups()))
+                out.append((f"{doc.relative_to(ROOT).as_posix()}:{lineno}", doc, *m.groups()))
     return out
 
 
@@ -134,7 +134,7 @@ def unlinked_figures(text, doc="README.md"):
 def test_no_measured_figure_without_its_result():
     problems = []
     for doc in _documents():
-        name = str(doc.relative_to(ROOT))
+        name = doc.relative_to(ROOT).as_posix()  # ("docs/DESIGN.md" on Windows too)
         if name in NOT_CLAIMS:
             continue
         problems += [f"{name}:{n}: {fig!r} is not a link to benchmarks/results (write it as "

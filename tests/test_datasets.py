@@ -320,7 +320,8 @@ def test_cache_dir_env_override(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("platform,env,expected", [
-    ("linux", {"XDG_CACHE_HOME": "/xdg"}, "/xdg/digitcore"),
+    # (an absolute path on this system: "/xdg" has no drive on Windows)
+    ("linux", {"XDG_CACHE_HOME": "{home}/xdg"}, "{home}/xdg/digitcore"),
     ("linux", {"XDG_CACHE_HOME": "relative"}, "{home}/.cache/digitcore"),
     ("linux", {}, "{home}/.cache/digitcore"),
     ("darwin", {"XDG_CACHE_HOME": "/xdg"}, "{home}/Library/Caches/digitcore"),
@@ -332,7 +333,7 @@ def test_cache_dir_platform_conventions(monkeypatch, tmp_path, platform, env, ex
     for var in ("XDG_CACHE_HOME", "LOCALAPPDATA"):
         monkeypatch.delenv(var, raising=False)
     for k, v in env.items():
-        monkeypatch.setenv(k, v)
+        monkeypatch.setenv(k, v.format(home=tmp_path))
     monkeypatch.setattr(sys, "platform", platform)
     monkeypatch.setattr(Path, "home", classmethod(lambda cls: tmp_path))
     assert get_cache_dir() == Path(expected.format(home=tmp_path))

@@ -307,10 +307,21 @@ def test_malformed_fails_fast_with_bounded_memory(tmp_path, case):
     assert isinstance(info.value, ValueError)
 
 
-def test_missing_file_and_directory(tmp_path):
+def test_missing_file_and_directory(tmp_path, monkeypatch):
     with pytest.raises(DatasetError, match="no such file"):
         read_idx(tmp_path / "nope")
     with pytest.raises(DatasetError, match="directory"):
+        read_idx(tmp_path)
+    # Windows refuses to open a folder with a PermissionError, not IsADirectoryError
+    from digitcore import idx
+
+    def windows_open(path, *args, **kwargs):
+        if os.path.isdir(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(idx, "open", windows_open, raising=False)
+    with pytest.raises(DatasetError, match="is a directory, not an IDX file"):
         read_idx(tmp_path)
 
 

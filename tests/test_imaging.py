@@ -450,6 +450,36 @@ def test_a_lone_dot_is_too_small_and_lone_lines_are_lines():
     assert info.value.reason == "blank"
 
 
+@pytest.mark.parametrize("pillow", [True, False])
+def test_a_folder_is_named_as_one_where_opening_it_is_a_permission_error(
+        tmp_path, monkeypatch, pillow):
+    """Windows refuses to open a folder with a PermissionError (not IsADirectoryError):
+    the message said "cannot read image: [Errno 13] Permission denied"."""
+    import builtins
+
+    from digitcore import imaging
+
+    real_open, real_import = builtins.open, builtins.__import__
+
+    def windows_open(path, *args, **kwargs):
+        if os.path.isdir(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    def no_pil(name, *args, **kwargs):
+        if name == "PIL" or name.startswith("PIL."):
+            raise ImportError("No module named 'PIL'")
+        return real_import(name, *args, **kwargs)
+
+    if pillow:
+        pytest.importorskip("PIL")
+    else:
+        monkeypatch.setattr(builtins, "__import__", no_pil)
+    monkeypatch.setattr(imaging, "open", windows_open, raising=False)
+    with pytest.raises(ValueError, match="is a directory, not an image file"):
+        preprocess_image(tmp_path)
+
+
 def test_unreadable_files_name_the_path(tmp_path):
     pytest.importorskip("PIL.Image")
     bad = tmp_path / "not_an_image.png"

@@ -223,7 +223,17 @@ class Checkpointer:
             if os.name == "nt":
                 import msvcrt
 
-                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+                # (Windows releases a dead process's locks after a delay that "depends
+                # upon available system resources": a run resumed right after a killed
+                # one waits for it, up to two seconds)
+                for attempt in range(20):
+                    try:
+                        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+                        break
+                    except OSError:
+                        if attempt == 19:
+                            raise
+                        time.sleep(0.1)
             else:
                 import fcntl
 

@@ -274,6 +274,8 @@ def _read_idx(path, hasher=None) -> np.ndarray:
     except IsADirectoryError:
         raise _err(path, "is a directory, not an IDX file") from None
     except OSError as exc:
+        if os.path.isdir(path):  # (Windows: opening a folder is a PermissionError)
+            raise _err(path, "is a directory, not an IDX file") from None
         raise _err(path, f"cannot open ({exc.strerror or exc})") from None
     with f:
         try:

@@ -292,6 +292,9 @@ def _read_file(path, longest=None) -> np.ndarray:
         raise ValueError(f"{fspath}: cannot read image: not a picture in a format Pillow "
                          "reads (PNG, JPEG, BMP, GIF, TIFF, WebP, ...)") from None
     except Exception as exc:  # Pillow raises many types for a bad file
+        if isinstance(exc, PermissionError) and os.path.isdir(fspath):
+            # (Windows: opening a folder is a PermissionError)
+            raise ValueError(f"{fspath}: is a directory, not an image file") from None
         raise ValueError(f"{fspath}: cannot read image: {exc}") from exc
 
 
@@ -406,6 +409,8 @@ def _read_png(fspath: str) -> np.ndarray:
     except IsADirectoryError:
         raise ValueError(f"{fspath}: is a directory, not an image file") from None
     except OSError as exc:
+        if os.path.isdir(fspath):  # (Windows: opening a folder is a PermissionError)
+            raise ValueError(f"{fspath}: is a directory, not an image file") from None
         raise ValueError(f"{fspath}: cannot read image: {exc.strerror or exc}") from None
     if not data:
         raise ValueError(f"{fspath}: the file is empty")
