@@ -267,10 +267,8 @@ class Committee:
             # (what check_pixel_floats reads, and what a member without an entry of its
             # own takes when loaded: see _share_record)
             metadata = dict(metadata or {}, input="uint8")
-        backgrounds = {net.training_summary.get("background")
-                       if isinstance(net.training_summary, dict) else None
-                       for net in self.members}
-        if backgrounds == {"dark"} and "background" not in (metadata or {}):
+        if {summary.get("background") for summary in summaries} == {"dark"} \
+                and "background" not in (metadata or {}):
             # every member was trained on dark-background digits: loaded, the committee
             # and its members refuse what they would misread (network.check_pixel_images)
             metadata = dict(metadata or {}, background="dark")

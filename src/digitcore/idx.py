@@ -267,15 +267,13 @@ def _read_gzip(f: BinaryIO, path, size: int, hasher) -> np.ndarray:
 
 def _read_idx(path, hasher=None) -> np.ndarray:
     """read_idx that also feeds the decompressed file content to ``hasher``."""
+    if os.path.isdir(path):  # (open() would say so on POSIX; Windows: PermissionError)
+        raise _err(path, "is a directory, not an IDX file")
     try:
         f = open(path, "rb")
     except FileNotFoundError:
         raise _err(path, "no such file") from None
-    except IsADirectoryError:
-        raise _err(path, "is a directory, not an IDX file") from None
     except OSError as exc:
-        if os.path.isdir(path):  # (Windows: opening a folder is a PermissionError)
-            raise _err(path, "is a directory, not an IDX file") from None
         raise _err(path, f"cannot open ({exc.strerror or exc})") from None
     with f:
         try:

@@ -258,6 +258,8 @@ def _read_file(path, longest=None) -> np.ndarray:
     a 12-megapixel photo reads in a fraction of the time, and preprocess_image shrinks
     it to MAX_SIDE by block averaging anyway)."""
     fspath = os.fspath(path)
+    if os.path.isdir(fspath):  # (open() would say so on POSIX; Windows: PermissionError)
+        raise ValueError(f"{fspath}: is a directory, not an image file")
     try:
         Image = _pillow()
     except ImportError:
@@ -278,8 +280,6 @@ def _read_file(path, longest=None) -> np.ndarray:
             return _decode_opened(img, fspath, longest)
     except FileNotFoundError:
         raise ValueError(f"{fspath}: no such file") from None
-    except IsADirectoryError:
-        raise ValueError(f"{fspath}: is a directory, not an image file") from None
     except _TooLarge as exc:
         raise ValueError(str(exc)) from None
     except Image.DecompressionBombError:  # (over twice Pillow's limit: said at open)
@@ -292,9 +292,6 @@ def _read_file(path, longest=None) -> np.ndarray:
         raise ValueError(f"{fspath}: cannot read image: not a picture in a format Pillow "
                          "reads (PNG, JPEG, BMP, GIF, TIFF, WebP, ...)") from None
     except Exception as exc:  # Pillow raises many types for a bad file
-        if isinstance(exc, PermissionError) and os.path.isdir(fspath):
-            # (Windows: opening a folder is a PermissionError)
-            raise ValueError(f"{fspath}: is a directory, not an image file") from None
         raise ValueError(f"{fspath}: cannot read image: {exc}") from exc
 
 
@@ -406,11 +403,7 @@ def _read_png(fspath: str) -> np.ndarray:
             data = f.read()
     except FileNotFoundError:
         raise ValueError(f"{fspath}: no such file") from None
-    except IsADirectoryError:
-        raise ValueError(f"{fspath}: is a directory, not an image file") from None
-    except OSError as exc:
-        if os.path.isdir(fspath):  # (Windows: opening a folder is a PermissionError)
-            raise ValueError(f"{fspath}: is a directory, not an image file") from None
+    except OSError as exc:  # (a folder: _read_file refused it)
         raise ValueError(f"{fspath}: cannot read image: {exc.strerror or exc}") from None
     if not data:
         raise ValueError(f"{fspath}: the file is empty")
