@@ -141,6 +141,22 @@ def num_threads():
 
 
 @pytest.fixture
+def hide_pillow(monkeypatch):
+    """A function that, called, makes `import PIL` (and its submodules) fail for the rest
+    of the test, as on an installation without Pillow (digitcore imports it lazily)."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_pil(name, *args, **kwargs):
+        if name == "PIL" or name.startswith("PIL."):
+            raise ImportError("No module named 'PIL'")
+        return real_import(name, *args, **kwargs)
+
+    return lambda: monkeypatch.setattr(builtins, "__import__", no_pil)
+
+
+@pytest.fixture
 def sigint_deliverable():
     """SIGINT handled as Python handles it by default (KeyboardInterrupt), for a test that
     sends it to itself or to a process it starts. A run started where SIGINT is ignored (a

@@ -694,12 +694,10 @@ def test_no_verify_errors_name_the_problem(tmp_path):
     assert_one_line_error(run("train", "--data-dir", d, "--no-verify"), FILES[1], "labels")
 
 
-def test_predict_without_pillow_reads_pngs_and_reports_other_files(tmp_path, monkeypatch,
+def test_predict_without_pillow_reads_pngs_and_reports_other_files(tmp_path, hide_pillow,
                                                                     capsys):
     """A JPEG without Pillow gets one line saying how to get Pillow; the PNG after it is
     still read (by digitcore.png), and the exit status is 1."""
-    import builtins
-
     from digitcore.cli import main
     from digitcore.datasets import load_mnist_mini
     from digitcore.png import encode_png
@@ -707,14 +705,7 @@ def test_predict_without_pillow_reads_pngs_and_reports_other_files(tmp_path, mon
     _, (xt, _) = load_mnist_mini()
     (tmp_path / "d.png").write_bytes(encode_png(255 - xt[0]))
     (tmp_path / "d.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(100))
-    real_import = builtins.__import__
-
-    def no_pil(name, *args, **kwargs):
-        if name == "PIL" or name.startswith("PIL."):
-            raise ImportError("No module named 'PIL'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_pil)
+    hide_pillow()
     assert main(["predict", str(tmp_path / "d.jpg"), str(tmp_path / "d.png")]) == 1
     out, err = capsys.readouterr()
     assert "d.jpg" in err and "digitcore[image]" in err and "Traceback" not in err

@@ -452,29 +452,24 @@ def test_a_lone_dot_is_too_small_and_lone_lines_are_lines():
 
 @pytest.mark.parametrize("pillow", [True, False])
 def test_a_folder_is_named_as_one_where_opening_it_is_a_permission_error(
-        tmp_path, monkeypatch, pillow):
+        tmp_path, monkeypatch, hide_pillow, pillow):
     """Windows refuses to open a folder with a PermissionError (not IsADirectoryError):
     the message said "cannot read image: [Errno 13] Permission denied"."""
     import builtins
 
     from digitcore import imaging
 
-    real_open, real_import = builtins.open, builtins.__import__
+    real_open = builtins.open
 
     def windows_open(path, *args, **kwargs):
         if os.path.isdir(path):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)
 
-    def no_pil(name, *args, **kwargs):
-        if name == "PIL" or name.startswith("PIL."):
-            raise ImportError("No module named 'PIL'")
-        return real_import(name, *args, **kwargs)
-
     if pillow:
         pytest.importorskip("PIL")
     else:
-        monkeypatch.setattr(builtins, "__import__", no_pil)
+        hide_pillow()
     monkeypatch.setattr(imaging, "open", windows_open, raising=False)
     with pytest.raises(ValueError, match="is a directory, not an image file"):
         preprocess_image(tmp_path)
@@ -499,23 +494,14 @@ def test_unreadable_files_name_the_path(tmp_path):
         preprocess_image(truncated)
 
 
-def test_without_pillow_png_files_are_read_and_others_say_how(monkeypatch, tmp_path):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_pil(name, *args, **kwargs):
-        if name == "PIL" or name.startswith("PIL."):
-            raise ImportError("No module named 'PIL'")
-        return real_import(name, *args, **kwargs)
-
+def test_without_pillow_png_files_are_read_and_others_say_how(tmp_path, hide_pillow):
     from digitcore.png import encode_png
 
     picture = to_uint8(draw_zero())
     (tmp_path / "zero.png").write_bytes(encode_png(picture))
     (tmp_path / "zero.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(100))
     (tmp_path / "bad.png").write_bytes(encode_png(picture)[:60])
-    monkeypatch.setattr(builtins, "__import__", no_pil)
+    hide_pillow()
     # PNG files need no Pillow (digitcore.png, the decoder serve uses); other files do
     assert np.array_equal(preprocess_image(tmp_path / "zero.png"), preprocess_image(picture))
     with pytest.raises(ImportError, match=r"zero.jpg is not a PNG file: .*digitcore\[image\]"):

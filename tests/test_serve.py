@@ -391,8 +391,8 @@ def test_a_grey_or_rgb_png_with_a_transparent_colour_gets_its_alpha(rng, ctype, 
 
 
 @pytest.mark.parametrize("use_pillow", [None, False])
-def test_a_digit_on_a_transparent_grey_background_is_read(tmp_path, test_images, net,
-                                                          use_pillow, monkeypatch):
+def test_a_digit_on_a_transparent_grey_background_is_read(tmp_path, test_images,
+                                                          use_pillow, hide_pillow):
     from digitcore.imaging import preprocess_image
 
     if use_pillow is None and not HAVE_PILLOW:
@@ -406,16 +406,7 @@ def test_a_digit_on_a_transparent_grey_background_is_read(tmp_path, test_images,
     plain = preprocess_image(np.where(big == 0, 0, 255).astype(np.uint8))
     assert 10 < np.count_nonzero(plain) < 400  # (a digit, not a blank or a full square)
     if use_pillow is False:
-        import builtins
-
-        real_import = builtins.__import__
-
-        def no_pil(name, *args, **kwargs):
-            if name == "PIL" or name.startswith("PIL."):
-                raise ImportError("No module named 'PIL'")
-            return real_import(name, *args, **kwargs)
-
-        monkeypatch.setattr(builtins, "__import__", no_pil)
+        hide_pillow()
     np.testing.assert_array_equal(preprocess_image(tmp_path / "k.png"), plain)
     np.testing.assert_array_equal(preprocess_image(decode_png_bytes(data, use_pillow)), plain)
 
